@@ -1,0 +1,56 @@
+# The README's two commands:
+#   make demo   installs what is missing, builds, and runs the main job (parallel inference)
+#   make test   installs what is missing, builds, and runs every test
+# Other targets: make sanitize (ASan+UBSan and TSan builds on the unit and stress tests),
+# make bench, make install PREFIX=..., make format, make clean.
+SHELL := /bin/bash
+BUILD ?= build
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+CMAKE_FLAGS ?=
+DEBIAN_PACKAGES := cmake make gcc g++ pkg-config libopenblas-dev libcjson-dev libcmocka-dev
+
+.PHONY: all deps configure build demo test sanitize asan tsan bench install format clean
+
+all: build
+
+deps:
+	@bash scripts/install-deps.sh $(DEBIAN_PACKAGES)
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS)
+
+configure: deps $(BUILD)/CMakeCache.txt
+
+build: configure
+	cmake --build $(BUILD) -j $(JOBS)
+
+demo: build
+	@bash scripts/demo.sh $(BUILD)
+
+test: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 600
+
+# Sanitizer builds run the unit, stress, conformance and fuzz-regression tests.
+asan: deps
+	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DSP_DEBUG_LEVEL=2 -DSP_SANITIZE=address,undefined -DSP_BENCH=OFF $(CMAKE_FLAGS)
+	cmake --build build-asan -j $(JOBS)
+	cd build-asan && ctest --output-on-failure -j $(JOBS) -L 'unit|internal|stress|conformance|fuzz'
+
+tsan: deps
+	cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSP_DEBUG_LEVEL=1 -DSP_SANITIZE=thread -DSP_BENCH=OFF $(CMAKE_FLAGS)
+	cmake --build build-tsan -j $(JOBS)
+	cd build-tsan && TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" ctest --output-on-failure -j $(JOBS) -L 'stress|conformance|internal'
+
+sanitize: asan tsan
+
+bench: build
+	@for b in $(BUILD)/bench/*; do [ -x "$$b" ] && [ -f "$$b" ] && "$$b"; done
+
+install: build
+	cmake --install $(BUILD) --prefix $(or $(PREFIX),/usr/local)
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h' '*.cpp' '*.cu')
+
+clean:
+	rm -rf $(BUILD) build-asan build-tsan

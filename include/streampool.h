@@ -1,0 +1,343 @@
+/* streampool: many threads, one GPU, safely and fast.
+ *
+ * The whole public contract of libstreampool. A *device* (a GPU, or the host CPU acting as one)
+ * owns a pool of *streams*; each thread has a current stream per device; *events* mark points in
+ * a stream; device memory comes from a stream-ordered caching allocator; models run on streams
+ * and a *batcher* merges single-row requests from many threads into batched passes.
+ *
+ * Conventions (every function below follows them):
+ *  - Every action returns sp_status. Out-parameters are written only on SP_OK.
+ *  - On failure, sp_last_error() holds a message for this thread naming the problem.
+ *  - Misuse detectable at the boundary (NULL, stale event, double free, foreign pointer, wrong
+ *    device) returns an error and changes nothing.
+ *  - The library never prints, never exits, never aborts on an operating error.
+ *  - Thread safety is stated per function: "any thread", "owner thread" or
+ *    "externally synchronized".
+ *  - Config structs: all-zero means defaults.
+ */
+#ifndef STREAMPOOL_H
+#define STREAMPOOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SP_VERSION_MAJOR 0
+#define SP_VERSION_MINOR 1
+#define SP_VERSION_PATCH 0
+/* The library's version as "MAJOR.MINOR.PATCH". Any thread. */
+const char *sp_version(void);
+
+/* ---------------------------------------------------------------------------------------------
+ * Status and errors
+ * ------------------------------------------------------------------------------------------- */
+
+/* X-macro: name, value, description. The one table behind sp_status and sp_status_str. */
+#define SP_STATUS_TABLE(X)                                                                        \
+  X(SP_OK, 0, "success")                                                                          \
+  X(SP_ERR_INVALID_ARGUMENT, -1, "invalid argument")                                              \
+  X(SP_ERR_INVALID_HANDLE, -2, "invalid handle")                                                  \
+  X(SP_ERR_OUT_OF_MEMORY, -3, "out of device memory")                                             \
+  X(SP_ERR_LIMIT, -4, "memory limit reached")                                                     \
+  X(SP_ERR_POOL_EXHAUSTED, -5, "stream pool exhausted")                                           \
+  X(SP_ERR_NOT_READY, -6, "not ready")                                                            \
+  X(SP_ERR_NO_DEVICE, -7, "no such device")                                                       \
+  X(SP_ERR_UNSUPPORTED, -8, "unsupported")                                                        \
+  X(SP_ERR_BACKEND, -9, "backend error")                                                          \
+  X(SP_ERR_FORKED, -10, "used after fork")                                                        \
+  X(SP_ERR_HOST_MEMORY, -11, "out of host memory")
+
+typedef enum sp_status {
+#define SP__STATUS_ENUM(name, value, text) name = value,
+  SP_STATUS_TABLE(SP__STATUS_ENUM)
+#undef SP__STATUS_ENUM
+} sp_status;
+
+/* A short, static description of s ("unknown status" for values outside the table). Never NULL.
+ * Any thread. */
+const char *sp_status_str(sp_status s);
+
+/* This thread's last failure with detail, e.g. "sp_free: pointer 0x7f.. was not allocated by
+ * this device". "" when no call on this thread has failed. Valid until this thread's next call
+ * into the library. Never NULL. Any thread. */
+const char *sp_last_error(void);
+
+/* ---------------------------------------------------------------------------------------------
+ * Logging and host-memory hooks (process-wide)
+ * ------------------------------------------------------------------------------------------- */
+
+typedef enum sp_log_level {
+  SP_LOG_ERROR = 0,
+  SP_LOG_WARN = 1,
+  SP_LOG_INFO = 2,
+  SP_LOG_DEBUG = 3,
+} sp_log_level;
+
+/* Called for each message at or above the level set; msg is valid only during the call. The hook
+ * may run on any thread, including backend worker threads, and must not call back into the
+ * library. */
+typedef void (*sp_log_fn)(void *user, sp_log_level level, const char *msg);
+
+/* Installs the log hook (NULL: messages are dropped, the default) and the most verbose level
+ * delivered. Any thread; takes effect for messages that start after it returns. */
+void sp_log_set_hook(sp_log_fn fn, void *user, sp_log_level max_level);
+
+/* Where the library's own host memory (bookkeeping, not device memory) comes from. All three
+ * functions must be set; free(NULL) must be accepted. malloc returning NULL makes the failing
+ * call return SP_ERR_HOST_MEMORY; this is how tests inject host out-of-memory faults. */
+typedef struct sp_host_allocator {
+  void *(*malloc)(void *user, size_t bytes);
+  void *(*calloc)(void *user, size_t count, size_t bytes);
+  void (*free)(void *user, void *p);
+  void *user;
+} sp_host_allocator;
+
+/* Installs a (NULL: the C library's). Set it before opening any device, or only to allocators
+ * that can free each other's memory. Any thread. */
+void sp_host_allocator_set(const sp_host_allocator *a);
+
+/* ---------------------------------------------------------------------------------------------
+ * Devices
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct sp_device sp_device;
+
+/* An event handle: pooled, generation-checked. A handle whose event was released is stale: every
+ * call taking it returns SP_ERR_INVALID_HANDLE and never acts on the recycled event. id 0 is
+ * never a valid event. */
+typedef struct sp_event {
+  uint64_t id;
+} sp_event;
+
+typedef enum sp_stream_mode {
+  SP_STREAMS_ROUND_ROBIN = 0, /* CUDA style: thread N gets pool stream (N mod size); shared  */
+  SP_STREAMS_EXCLUSIVE = 1,   /* a thread owns its slot until it exits or releases it        */
+} sp_stream_mode;
+
+/* Allocator policy flags for sp_device_config.alloc_flags. */
+enum {
+  /* Do not reuse a block still in flight on another stream (by making the allocating stream wait
+   * on that stream's free-event); allocate a new segment instead. */
+  SP_ALLOC_NO_INFLIGHT_REUSE = 1u << 0,
+};
+
+enum { SP_STREAMS_MAX = 128 }; /* the largest pool, default stream included */
+
+typedef struct sp_device_config { /* all-zero means defaults */
+  const char *backend;            /* "host", "cuda"; NULL or "auto": best available            */
+  int index;                      /* device ordinal within the backend                          */
+  unsigned streams;               /* pool size including the default stream; 0 -> 32; <= 128    */
+  sp_stream_mode stream_mode;     /* how threads get their current stream                       */
+  unsigned slot_wait_ms;          /* exclusive mode: wait for a free slot; 0 -> fail at once    */
+  size_t memory_limit;            /* bytes the allocator may hold; 0 -> no limit but the device */
+  unsigned alloc_flags;           /* SP_ALLOC_* policy flags; 0 -> defaults                     */
+} sp_device_config;
+
+/* Opens device cfg->index of cfg->backend (cfg may be NULL: all defaults). Environment overrides,
+ * read here and validated (a bad value fails the open with SP_ERR_INVALID_ARGUMENT naming the
+ * variable): STREAMPOOL_BACKEND, STREAMPOOL_STREAMS, STREAMPOOL_STREAM_MODE
+ * (round_robin|exclusive), STREAMPOOL_SLOT_WAIT_MS, STREAMPOOL_MEMORY_LIMIT (bytes, K/M/G suffix).
+ * The host backend also reads STREAMPOOL_HOST_JITTER_US, STREAMPOOL_HOST_JITTER_SEED and
+ * STREAMPOOL_HOST_MEMORY (its device memory size). Several devices, of one backend or several, may
+ * be open at once. Returns SP_ERR_NO_DEVICE for an index out of range, SP_ERR_UNSUPPORTED for a
+ * backend not compiled in. Any thread. */
+sp_status sp_device_open(const sp_device_config *cfg, sp_device **out);
+
+/* Waits for all streams, frees every block, event and stream, and closes the device. Blocks and
+ * events of dev become invalid; other threads must have stopped using dev. NULL is a no-op. In a
+ * child process after fork() it only forgets the handle (the parent's resources are not the
+ * child's to free). Externally synchronized. */
+void sp_device_close(sp_device *dev);
+
+/* Waits until every stream of dev is idle. Holds no lock while waiting. Any thread. */
+sp_status sp_device_sync(sp_device *dev);
+
+/* "host" or "cuda". NULL for NULL. Any thread. */
+const char *sp_device_backend(const sp_device *dev);
+/* A human-readable device name, e.g. "NVIDIA H100 80GB HBM3" or "host (2 cores)". Any thread. */
+const char *sp_device_name(const sp_device *dev);
+/* The effective configuration after defaults and environment overrides. Any thread. */
+sp_status sp_device_config_get(const sp_device *dev, sp_device_config *out);
+/* The backend's free and total device memory in bytes. Any thread. */
+sp_status sp_device_memory_info(sp_device *dev, size_t *free_bytes, size_t *total_bytes);
+
+/* How many devices backend ("host", "cuda"; NULL: the best available) has. A compiled-in backend
+ * with no device gives SP_OK and 0; a backend not compiled in gives SP_ERR_UNSUPPORTED. */
+sp_status sp_device_count(const char *backend, int *count);
+/* Whether backend was compiled into this library (1) or not (0). Any thread. */
+int sp_backend_compiled(const char *backend);
+
+/* ---------------------------------------------------------------------------------------------
+ * Streams
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct sp_stream sp_stream; /* owned by the device; valid until sp_device_close */
+
+/* Stream 0, never handed out by round-robin or exclusive binding. NULL for NULL. Any thread. */
+sp_stream *sp_stream_default(sp_device *dev);
+
+/* This thread's current stream on dev, binding one on first use: round-robin takes pool stream
+ * 1 + (n mod (size-1)) for the n-th binding thread; exclusive takes a free slot, waiting up to
+ * slot_wait_ms, else SP_ERR_POOL_EXHAUSTED. Any thread; lock-free after the first call. */
+sp_status sp_stream_current(sp_device *dev, sp_stream **out);
+
+/* Makes s this thread's current stream on dev (s must belong to dev). In exclusive mode a slot
+ * the thread owned is given back first. Any thread. */
+sp_status sp_stream_set_current(sp_device *dev, sp_stream *s);
+
+/* Unbinds this thread's current stream on dev; in exclusive mode the slot is free again at once.
+ * The thread's next sp_stream_current binds anew. SP_OK also when nothing was bound. A thread
+ * that exits does this itself. Any thread. */
+sp_status sp_stream_release_current(sp_device *dev);
+
+/* Waits until all work submitted to s so far has finished. Any thread. */
+sp_status sp_stream_sync(sp_stream *s);
+/* SP_OK when s is idle, SP_ERR_NOT_READY while it has work. Any thread. */
+sp_status sp_stream_query(sp_stream *s);
+/* 0 for the default stream, 1..size-1 for pool streams. Any thread. */
+unsigned sp_stream_index(const sp_stream *s);
+/* The device that owns s. Any thread. */
+sp_device *sp_stream_device(const sp_stream *s);
+
+/* Work submitted to s after this call runs after ev's recorded work. The host is not blocked.
+ * An event never recorded is complete. Any thread. */
+sp_status sp_stream_wait_event(sp_stream *s, sp_event ev);
+
+/* Runs fn(arg) on a library thread after all prior work on s; later work on s waits for it. fn
+ * must not call into the library for the same stream. Any thread. */
+sp_status sp_launch_host_func(sp_stream *s, void (*fn)(void *), void *arg);
+
+/* Stream-ordered copy of bytes from src to dst, any direction (host or device memory of s's
+ * device). Host memory must stay valid until the copy has run. Any thread. */
+sp_status sp_memcpy_async(sp_stream *s, void *dst, const void *src, size_t bytes);
+/* Stream-ordered fill of bytes at dst with (unsigned char)value. Any thread. */
+sp_status sp_memset_async(sp_stream *s, void *dst, int value, size_t bytes);
+
+/* ---------------------------------------------------------------------------------------------
+ * Events
+ * ------------------------------------------------------------------------------------------- */
+
+enum { SP_EVENT_TIMING = 1u << 0 };
+
+/* Takes an event from dev's pool (flags: 0 or SP_EVENT_TIMING). Any thread. */
+sp_status sp_event_acquire(sp_device *dev, unsigned flags, sp_event *out);
+/* Returns ev to the pool; ev and every copy of it become stale. A second release returns
+ * SP_ERR_INVALID_HANDLE. Releasing an event with work pending is allowed. Any thread. */
+sp_status sp_event_release(sp_device *dev, sp_event ev);
+/* Marks the current end of s's work in ev and remembers s. Any thread. */
+sp_status sp_event_record(sp_event ev, sp_stream *s);
+/* SP_OK if ev's recorded work is done (or it was never recorded), SP_ERR_NOT_READY if not. */
+sp_status sp_event_query(sp_device *dev, sp_event ev);
+/* Waits on the host until ev's recorded work is done. Any thread. */
+sp_status sp_event_sync(sp_device *dev, sp_event ev);
+/* Milliseconds between two completed timing events. SP_ERR_NOT_READY if either is pending,
+ * SP_ERR_INVALID_ARGUMENT if either lacks SP_EVENT_TIMING or was never recorded. Any thread. */
+sp_status sp_event_elapsed_ms(sp_device *dev, sp_event start, sp_event end, float *ms);
+/* The stream ev was last recorded on (SP_ERR_INVALID_ARGUMENT if never). Any thread. */
+sp_status sp_event_stream(sp_device *dev, sp_event ev, sp_stream **out);
+
+/* ---------------------------------------------------------------------------------------------
+ * Memory: the stream-ordered caching allocator
+ * ------------------------------------------------------------------------------------------- */
+
+/* Allocates bytes (> 0) of device memory for use on s (NULL: this thread's current stream). The
+ * block may be used on s at once. SP_ERR_LIMIT past memory_limit; SP_ERR_OUT_OF_MEMORY when the
+ * device is full even after releasing the cache, with requested/allocated/reserved/limit in the
+ * message. Any thread. */
+sp_status sp_alloc(sp_device *dev, size_t bytes, sp_stream *s, void **out);
+
+/* Frees p (NULL: no-op) in stream order: it may be reused by later work on its stream at once,
+ * and by other streams only once the work of every stream recorded with sp_record_stream has
+ * finished. Never blocks on device work. A pointer not returned by sp_alloc on dev, or freed
+ * already, gives SP_ERR_INVALID_HANDLE and changes nothing. Any thread. */
+sp_status sp_free(sp_device *dev, void *p);
+
+/* Declares that live block p is also used by work on s (submitted before p's sp_free). Any
+ * thread. */
+sp_status sp_record_stream(sp_device *dev, void *p, sp_stream *s);
+
+/* Syncs every stream, completes pending frees and returns every unused segment to the backend.
+ * Any thread. */
+sp_status sp_empty_cache(sp_device *dev);
+
+typedef struct sp_memory_stats {
+  size_t allocated_bytes, allocated_bytes_peak; /* handed to users (rounded sizes)            */
+  size_t reserved_bytes, reserved_bytes_peak;   /* held from the backend                       */
+  uint64_t allocs, frees, cache_hits, backend_allocs, backend_frees;
+  uint64_t deferred_frees, cross_stream_reuses, oom_retries, ooms;
+} sp_memory_stats;
+
+/* A consistent snapshot of dev's allocator counters. Any thread. */
+sp_status sp_memory_stats_get(sp_device *dev, sp_memory_stats *out);
+/* Sets both peaks to the current values. Any thread. */
+sp_status sp_memory_stats_reset_peaks(sp_device *dev);
+/* A JSON document {"stats":{...},"segments":[{"address","bytes","stream","blocks":[{"offset",
+ * "bytes","state":"live|cached|pending","stream"}]}]}; free it with sp_string_free. Any thread. */
+sp_status sp_memory_snapshot_json(sp_device *dev, char **json_out);
+/* Frees a string the library returned. NULL is a no-op. Any thread. */
+void sp_string_free(char *s);
+
+/* ---------------------------------------------------------------------------------------------
+ * Inference: models and batching
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct sp_model sp_model;
+typedef enum sp_dtype { SP_F32 = 0, SP_BF16 = 1 } sp_dtype;
+
+/* Loads an MLP from a safetensors file holding a PyTorch state dict: "<prefix>.weight" [out, in]
+ * and "<prefix>.bias" [out] per Linear layer, layers in numeric order of the prefix, ReLU between
+ * layers; tensors F32 or BF16, converted to dt on the device. A malformed file gives
+ * SP_ERR_INVALID_ARGUMENT with the problem named. Any thread. */
+sp_status sp_model_load(sp_device *dev, const char *safetensors_path, sp_dtype dt, sp_model **out);
+
+/* Builds a seeded MLP with layer sizes dims[0] -> dims[1] -> ... -> dims[n_dims-1] (n_dims >= 2),
+ * weights uniform in +-1/sqrt(in) as PyTorch initializes Linear. Any thread. */
+sp_status sp_model_mlp_random(sp_device *dev, const unsigned *dims, unsigned n_dims, uint64_t seed,
+                              sp_dtype dt, sp_model **out);
+
+/* Frees m's weights. Work using m must have finished. NULL is a no-op. Externally synchronized. */
+void sp_model_free(sp_model *m);
+unsigned sp_model_in_features(const sp_model *m);
+unsigned sp_model_out_features(const sp_model *m);
+sp_dtype sp_model_dtype(const sp_model *m);
+sp_device *sp_model_device(const sp_model *m);
+
+/* Device-side, stream-ordered: in and out are device pointers holding batch rows of f32;
+ * activations come from the allocator on s and are freed in stream order. Any thread. */
+sp_status sp_model_forward(sp_model *m, sp_stream *s, const float *in, float *out, unsigned batch);
+
+/* Host in, host out, on the calling thread's current stream; returns when out is filled. Any
+ * thread. */
+sp_status sp_model_infer(sp_model *m, const float *in, float *out, unsigned batch);
+
+typedef struct sp_batcher sp_batcher;
+typedef struct sp_batcher_config { /* all-zero means defaults */
+  unsigned max_batch;              /* rows per batched pass; 0 -> 64                        */
+  unsigned max_delay_us;           /* wait after a batch's first row; 0 -> 200              */
+  unsigned workers;                /* worker threads, each with its own stream; 0 -> 2      */
+} sp_batcher_config;
+
+/* Starts a batcher over m (cfg may be NULL). Any thread. */
+sp_status sp_batcher_create(sp_model *m, const sp_batcher_config *cfg, sp_batcher **out);
+/* Submits one row (in_features floats) and blocks until out (out_features floats) holds its
+ * result. Any thread. */
+sp_status sp_batcher_infer(sp_batcher *b, const float *in, float *out);
+/* Finishes every accepted request, then stops the workers. NULL is a no-op. Externally
+ * synchronized (no sp_batcher_infer may start during or after it). */
+void sp_batcher_destroy(sp_batcher *b);
+
+typedef struct sp_batcher_stats {
+  uint64_t requests;                 /* rows answered                   */
+  uint64_t batches;                  /* forward passes run              */
+  uint64_t failed;                   /* rows answered with an error     */
+} sp_batcher_stats;
+sp_status sp_batcher_stats_get(sp_batcher *b, sp_batcher_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* STREAMPOOL_H */

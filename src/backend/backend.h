@@ -1,0 +1,101 @@
+/* The backend method table: the one seam between the core and a device implementation.
+ *
+ * A backend is one `const sp__backend` with designated initializers. The core validates it once,
+ * at first use (sp__backend_validate): the version must equal SP__BACKEND_VERSION and every
+ * required slot must be set. Optional slots say what happens when they are NULL.
+ *
+ * Ownership: the core owns pool state, event generations and the allocator; a backend owns only
+ * its own objects (device, stream, event handles). Backends never call into the core's pool or
+ * allocator state; they may call sp__fail/sp__log (src/core/status.h) to report errors.
+ *
+ * Thread safety, for every backend: all slots may be called from any thread concurrently, except
+ * that a stream or event is never destroyed while another call uses it. Submission to one stream
+ * from several threads is serialized by the backend (its FIFO lock, or the driver).
+ *
+ * Errors: every slot returning sp_status sets the thread's last error through sp__fail() with the
+ * backend's own detail (e.g. the CUDA error string) before returning a failure.
+ */
+#ifndef SP_BACKEND_H
+#define SP_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "streampool.h"
+
+#define SP__BACKEND_VERSION 1u
+
+typedef struct sp__bdevice sp__bdevice; /* a backend's device   */
+typedef struct sp__bstream sp__bstream; /* a backend's stream   */
+typedef struct sp__bevent sp__bevent;   /* a backend's event    */
+
+/* y[batch, out] = act(x[batch, in] · w[out, in]ᵀ + bias[out]); row-major, PyTorch layout.
+ * x, w, bias and y all hold `dtype` elements; accumulation is f32 (TF32 off). */
+typedef struct sp__linear {
+  sp_dtype dtype;
+  unsigned batch, in_features, out_features;
+  const void *x;    /* [batch, in_features]               */
+  const void *w;    /* [out_features, in_features]        */
+  const void *bias; /* [out_features], or NULL for none   */
+  void *y;          /* [batch, out_features]              */
+  bool relu;        /* apply max(0, .) after the bias     */
+} sp__linear;
+
+typedef struct sp__backend {
+  unsigned version; /* SP__BACKEND_VERSION */
+  const char *name; /* "host", "cuda"      */
+
+  /* Devices. */
+  sp_status (*device_count)(int *count);                     /* 0 devices is SP_OK */
+  sp_status (*device_open)(int index, sp__bdevice **out);
+  void (*device_close)(sp__bdevice *d);                      /* streams/events already destroyed */
+  const char *(*device_name)(const sp__bdevice *d);
+  sp_status (*memory_info)(sp__bdevice *d, size_t *free_bytes, size_t *total_bytes);
+
+  /* Streams: FIFO queues of device work. */
+  sp_status (*stream_create)(sp__bdevice *d, unsigned index, sp__bstream **out);
+  void (*stream_destroy)(sp__bstream *s); /* waits for the stream's work first */
+  sp_status (*stream_query)(sp__bstream *s); /* SP_OK idle, SP_ERR_NOT_READY busy */
+  sp_status (*stream_sync)(sp__bstream *s);
+  sp_status (*memcpy_async)(sp__bstream *s, void *dst, const void *src, size_t bytes);
+  sp_status (*memset_async)(sp__bstream *s, void *dst, int value, size_t bytes);
+  sp_status (*host_func)(sp__bstream *s, void (*fn)(void *), void *arg);
+  /* Optional: NULL -> sp_model_* return SP_ERR_UNSUPPORTED on this backend. */
+  sp_status (*linear_async)(sp__bstream *s, const sp__linear *op);
+  /* Optional: converts n elements between dtypes (f32 <-> bf16, round to nearest even).
+   * NULL -> only f32 models run on this backend. */
+  sp_status (*convert_async)(sp__bstream *s, void *dst, sp_dtype dst_type, const void *src,
+                             sp_dtype src_type, size_t n);
+
+  /* Events: a recorded event completes when the work before it on its stream has. An event
+   * never recorded is complete. Re-recording replaces the earlier mark. */
+  sp_status (*event_create)(sp__bdevice *d, unsigned flags, sp__bevent **out); /* SP_EVENT_* */
+  void (*event_destroy)(sp__bevent *e);
+  sp_status (*event_record)(sp__bevent *e, sp__bstream *s);
+  sp_status (*stream_wait_event)(sp__bstream *s, sp__bevent *e);
+  sp_status (*event_query)(sp__bevent *e); /* SP_OK done, SP_ERR_NOT_READY */
+  sp_status (*event_sync)(sp__bevent *e);
+  /* Optional: NULL -> sp_event_elapsed_ms returns SP_ERR_UNSUPPORTED. */
+  sp_status (*event_elapsed_ms)(sp__bevent *start, sp__bevent *end, float *ms);
+
+  /* Memory: raw segments; the allocator sub-allocates them. mem_alloc returns
+   * SP_ERR_OUT_OF_MEMORY (never another status) when the device is full. */
+  sp_status (*mem_alloc)(sp__bdevice *d, size_t bytes, void **out);
+  sp_status (*mem_free)(sp__bdevice *d, void *p);
+} sp__backend;
+
+/* The compiled-in backends. */
+extern const sp__backend sp__host_backend;
+#ifdef SP_HAVE_CUDA
+extern const sp__backend sp__cuda_backend;
+#endif
+
+/* Finds a compiled-in backend by name (NULL or "auto": the best with a device: cuda, then host).
+ * Validates it once. SP_ERR_UNSUPPORTED if name is not compiled in, SP_ERR_BACKEND if its table
+ * is invalid. Any thread. */
+sp_status sp__backend_find(const char *name, const sp__backend **out);
+
+/* Checks a table: version and required slots. SP_OK or SP_ERR_BACKEND with the slot named. */
+sp_status sp__backend_validate(const sp__backend *be);
+
+#endif /* SP_BACKEND_H */

@@ -1,0 +1,87 @@
+/* The device and its streams as the other layers see them (internal).
+ *
+ * A device is opened once and closed once; between the two its fields below are immutable except
+ * where a field names its lock or says it is atomic. Streams live in dev->streams[0..streams-1]
+ * and are created on the backend lazily (sp__stream_backend), exactly once each.
+ *
+ * Layers above the core (src/alloc, src/infer) use only what this header declares.
+ *
+ * Lock ranks (acquired in increasing order; checked in debug builds where cheap):
+ *   1 device slot-wait mutex   2 stream create mutex   3 allocator locks (src/alloc)
+ * No backend call is made while a rank-3 lock is held.
+ */
+#ifndef SP_CORE_DEVICE_H
+#define SP_CORE_DEVICE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "backend/backend.h"
+#include "core/status.h"
+
+typedef struct sp__allocator sp__allocator; /* src/alloc */
+typedef struct sp__event_pool sp__event_pool; /* src/core/event_pool.c */
+typedef struct sp__slot_pool sp__slot_pool;   /* src/core/stream_pool.c */
+
+struct sp_stream {
+  sp_device *dev;                   /* owner; immutable                                  */
+  unsigned index;                   /* 0 = default; immutable                            */
+  _Atomic(sp__bstream *) bstream;   /* backend stream, NULL until first use              */
+};
+
+struct sp_device {
+  uint64_t id;                      /* unique per open in this process, never reused     */
+  unsigned fork_epoch;              /* sp__fork_epoch at open; differs in a forked child */
+  const sp__backend *be;            /* immutable                                          */
+  sp__bdevice *bdev;                /* immutable                                          */
+  sp_device_config cfg;             /* effective config (defaults + environment)          */
+  char backend_name[16];            /* cfg.backend points here                            */
+  pthread_mutex_t stream_create_mu; /* rank 2: serializes lazy backend stream creation    */
+  sp_stream streams[SP_STREAMS_MAX];/* [0, cfg.streams) are in use                        */
+  atomic_uint rr_next;              /* round-robin: bindings so far                        */
+  sp__slot_pool *slots;             /* exclusive mode free slots (stream_pool.c)          */
+  sp__event_pool *events;           /* event_pool.c                                        */
+  sp__allocator *alloc;             /* src/alloc                                           */
+};
+
+/* Incremented in every forked child (pthread_atfork). */
+extern atomic_uint sp__fork_epoch;
+
+/* The boundary check of every public function taking a device: NULL -> SP_ERR_INVALID_ARGUMENT,
+ * used in a forked child -> SP_ERR_FORKED. `fn` names the public function in the message. */
+static inline sp_status sp__device_enter(const sp_device *dev, const char *fn) {
+  if (SP__UNLIKELY(!dev)) return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: device is NULL", fn);
+  if (SP__UNLIKELY(dev->fork_epoch !=
+                   atomic_load_explicit(&sp__fork_epoch, memory_order_relaxed)))
+    return sp__fail(SP_ERR_FORKED, "%s: device was opened before fork() in the parent process",
+                    fn);
+  return SP_OK;
+}
+
+/* The same for a stream: NULL, forked; also checks the stream's index is in its device's pool. */
+sp_status sp__stream_enter(const sp_stream *s, const char *fn);
+
+/* The backend stream of s, created on first use (thread-safe, exactly once). */
+sp_status sp__stream_backend(sp_stream *s, sp__bstream **out);
+
+/* Resolves s (NULL: this thread's current stream on dev) and checks it belongs to dev. */
+sp_status sp__stream_resolve(sp_device *dev, sp_stream *s, const char *fn, sp_stream **out);
+
+/* Whether stream s has been created on the backend (so has work to wait for). */
+static inline sp__bstream *sp__stream_peek(sp_stream *s) {
+  return atomic_load_explicit(&s->bstream, memory_order_acquire);
+}
+
+/* Syncs every created stream of dev, no lock held while waiting. */
+sp_status sp__device_sync_all(sp_device *dev);
+
+/* Events for internal users (the allocator's pending frees): the same pool as sp_event_*. */
+sp_status sp__event_acquire(sp_device *dev, unsigned flags, sp_event *out);
+sp_status sp__event_release(sp_device *dev, sp_event ev);
+sp_status sp__event_record(sp_device *dev, sp_event ev, sp_stream *s);
+sp_status sp__event_query(sp_device *dev, sp_event ev);  /* SP_OK / SP_ERR_NOT_READY */
+sp_status sp__stream_wait_event(sp_stream *s, sp_event ev);
+
+#endif /* SP_CORE_DEVICE_H */

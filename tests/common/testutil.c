@@ -1,0 +1,84 @@
+/* Shared test helpers; see testutil.h. */
+#include "testutil.h"
+
+#include <pthread.h>
+#include <string.h>
+
+static pthread_mutex_t tu_mu = PTHREAD_MUTEX_INITIALIZER;
+static unsigned long tu_fail_count;
+
+void tu_fail(const char *file, int line, const char *fmt, ...) {
+  va_list ap;
+  pthread_mutex_lock(&tu_mu);
+  if (tu_fail_count++ < 20) { /* the first few, with both values as the caller formatted them */
+    fprintf(stderr, "FAILED %s:%d: ", file, line);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+  }
+  pthread_mutex_unlock(&tu_mu);
+}
+
+unsigned long tu_failures(void) {
+  pthread_mutex_lock(&tu_mu);
+  unsigned long n = tu_fail_count;
+  pthread_mutex_unlock(&tu_mu);
+  return n;
+}
+
+void tu_failures_reset(void) {
+  pthread_mutex_lock(&tu_mu);
+  tu_fail_count = 0;
+  pthread_mutex_unlock(&tu_mu);
+}
+
+int tu_under_tsan(void) {
+#if defined(__SANITIZE_THREAD__)
+  return 1;
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+  return 1;
+#else
+  return 0;
+#endif
+#else
+  return 0;
+#endif
+}
+
+size_t tu_scale(size_t n) {
+  size_t m = tu_under_tsan() ? n / 10 : n;
+  return m ? m : 1;
+}
+
+uint64_t tu_seed(void) {
+  static uint64_t seed; /* set once by the main thread before workers start */
+  if (!seed) {
+    const char *e = getenv("SP_TEST_SEED");
+    seed = e ? strtoull(e, NULL, 10) : 12345;
+    if (!seed) seed = 12345;
+    fprintf(stderr, "[seed %llu: set SP_TEST_SEED to repeat]\n", (unsigned long long)seed);
+  }
+  return seed;
+}
+
+sp_device *tu_open_host(unsigned streams, sp_stream_mode mode) {
+  sp_device_config cfg;
+  memset(&cfg, 0, sizeof(cfg));
+  cfg.backend = "host";
+  cfg.streams = streams;
+  cfg.stream_mode = mode;
+  sp_device *dev = NULL;
+  SP_CHECK_OK(sp_device_open(&cfg, &dev));
+  return dev;
+}
+
+int tu_backends(const char *names[4]) {
+  int n = 0;
+  names[n++] = "host";
+  int count = 0;
+  if (sp_backend_compiled("cuda") && sp_device_count("cuda", &count) == SP_OK && count > 0)
+    names[n++] = "cuda";
+  return n;
+}

@@ -1,0 +1,81 @@
+/* Shared helpers for streampool tests (public API only).
+ *
+ * - SP_CHECK_OK(expr): cmocka assertion that a call returned SP_OK, printing the status and
+ *   sp_last_error() on failure. Main thread only (cmocka asserts longjmp).
+ * - Worker threads must not use cmocka asserts: they record failures with tu_fail(), and the
+ *   main thread asserts tu_failures() == 0 after joining (tu_fail prints both values).
+ * - tu_scale(n): n, or n/10 under ThreadSanitizer, so stress tests are sized down, not skipped.
+ * - tu_seed(): the seed from SP_TEST_SEED (default 12345), printed once so a run can be repeated.
+ * - tu_rng: xorshift64* per thread.
+ */
+#ifndef SP_TESTUTIL_H
+#define SP_TESTUTIL_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <cmocka.h>
+
+#include "streampool.h"
+
+#define SP_CHECK_OK(expr)                                                                         \
+  do {                                                                                            \
+    sp_status sp_check_st_ = (expr);                                                              \
+    if (sp_check_st_ != SP_OK)                                                                    \
+      fail_msg("%s returned %s (%d): %s", #expr, sp_status_str(sp_check_st_), (int)sp_check_st_, \
+               sp_last_error());                                                                  \
+  } while (0)
+
+#define SP_CHECK_STATUS(expr, want)                                                               \
+  do {                                                                                            \
+    sp_status sp_check_st_ = (expr);                                                              \
+    if (sp_check_st_ != (want))                                                                   \
+      fail_msg("%s returned %s (%d), expected %s: %s", #expr, sp_status_str(sp_check_st_),        \
+               (int)sp_check_st_, sp_status_str(want), sp_last_error());                          \
+  } while (0)
+
+/* Thread-safe failure recording for worker threads. */
+void tu_fail(const char *file, int line, const char *fmt, ...);
+unsigned long tu_failures(void);
+void tu_failures_reset(void);
+#define TU_EXPECT(cond, ...)                                                                      \
+  do {                                                                                            \
+    if (!(cond)) tu_fail(__FILE__, __LINE__, __VA_ARGS__);                                        \
+  } while (0)
+#define TU_EXPECT_OK(expr)                                                                        \
+  do {                                                                                            \
+    sp_status tu_st_ = (expr);                                                                    \
+    if (tu_st_ != SP_OK)                                                                          \
+      tu_fail(__FILE__, __LINE__, "%s returned %s: %s", #expr, sp_status_str(tu_st_),             \
+              sp_last_error());                                                                   \
+  } while (0)
+
+int tu_under_tsan(void);
+size_t tu_scale(size_t n);
+uint64_t tu_seed(void);
+
+typedef struct tu_rng {
+  uint64_t s;
+} tu_rng;
+static inline uint64_t tu_rng_next(tu_rng *r) {
+  uint64_t x = r->s ? r->s : 0x9E3779B97F4A7C15ull;
+  x ^= x >> 12;
+  x ^= x << 25;
+  x ^= x >> 27;
+  r->s = x;
+  return x * 0x2545F4914F6CDD1Dull;
+}
+static inline uint64_t tu_rng_below(tu_rng *r, uint64_t n) { return n ? tu_rng_next(r) % n : 0; }
+
+/* Opens a host device with the given streams/mode (0: defaults), failing the test on error. */
+sp_device *tu_open_host(unsigned streams, sp_stream_mode mode);
+
+/* Backends compiled in and having a device: fills names[] ("host", then "cuda" if it has a
+ * device), returns the count. Conformance tests loop over it. */
+int tu_backends(const char *names[4]);
+
+#endif /* SP_TESTUTIL_H */
