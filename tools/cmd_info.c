@@ -1,0 +1,11 @@
+/* Placeholder until the subcommand lands: keeps the program linking. */
+#include <stdio.h>
+
+#include "cli.h"
+
+int sp_cli_info(int argc, char **argv) {
+  (void)argc;
+  (void)argv;
+  fprintf(stderr, "streampool info: not built yet\n");
+  return 1;
+}
