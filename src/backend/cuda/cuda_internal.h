@@ -1,0 +1,68 @@
+/* The CUDA backend's private types and helpers (only src/backend/cuda includes this header).
+ *
+ * Objects: a device (an ordinal and its name), a stream (a non-blocking cudaStream_t plus, once a
+ * linear op has run on it, a cuBLASLt handle, a workspace and a cache of matmul plans) and an
+ * event (a cudaEvent_t and whether it times). Every slot first makes the object's device current
+ * on the calling thread (cuda_use_device), so any thread may call any slot.
+ */
+#ifndef SP_BACKEND_CUDA_INTERNAL_H
+#define SP_BACKEND_CUDA_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <cublasLt.h>
+#include <cuda_runtime_api.h>
+
+#include "backend/backend.h"
+#include "core/status.h"
+#include "cuda_convert.h"
+
+enum {
+  SP__CUDA_PLAN_SLOTS = 256,                 /* matmul plans cached per stream (hash table)  */
+  SP__CUDA_PLAN_PROBE = 8,                   /* linear probes before evicting the home slot  */
+};
+#define SP__CUDA_WORKSPACE_BYTES ((size_t)4 << 20) /* cuBLASLt workspace per stream          */
+
+struct sp__bdevice {
+  int ordinal;    /* CUDA device index                        */
+  char name[256]; /* cudaDeviceProp.name                      */
+};
+
+/* One cached cublasLtMatmul configuration: everything but the pointers. */
+typedef struct sp__cuda_plan {
+  uint64_t key;                      /* cuda_plan_key(); 0 = empty slot                     */
+  cublasLtMatmulDesc_t desc;         /* op, compute type, epilogue, bias type                */
+  cublasLtMatrixLayout_t a, b, c;    /* w (op T), x, y                                        */
+  cublasLtMatmulAlgo_t algo;         /* the heuristic's first choice                         */
+  size_t workspace_bytes;            /* what algo needs (<= SP__CUDA_WORKSPACE_BYTES)        */
+} sp__cuda_plan;
+
+struct sp__bstream {
+  sp__bdevice *dev;       /* owner; immutable                                              */
+  cudaStream_t stream;    /* non-blocking; immutable                                       */
+  pthread_mutex_t lt_mu;  /* guards the fields below and the plans' descriptors            */
+  cublasLtHandle_t lt;    /* NULL until the first linear op on this stream                 */
+  void *workspace;        /* SP__CUDA_WORKSPACE_BYTES of device memory, with lt            */
+  sp__cuda_plan *plans;   /* [SP__CUDA_PLAN_SLOTS], with lt                                */
+};
+
+struct sp__bevent {
+  sp__bdevice *dev; /* owner; immutable                       */
+  cudaEvent_t ev;   /* immutable                              */
+  bool timing;      /* created without cudaEventDisableTiming */
+};
+
+/* Turns a CUDA error into SP_ERR_OUT_OF_MEMORY (allocation failures) or SP_ERR_BACKEND with the
+ * CUDA name and text, clearing the runtime's (non-sticky) last error. */
+sp_status sp__cuda_fail(cudaError_t e, const char *what);
+
+/* Makes d's device current on this thread. */
+sp_status sp__cuda_use_device(const sp__bdevice *d);
+
+/* The linear slot (cuda_linear.c) and the teardown of a stream's cuBLASLt state. */
+sp_status sp__cuda_linear_async(sp__bstream *s, const sp__linear *op);
+void sp__cuda_linear_release(sp__bstream *s);
+
+#endif /* SP_BACKEND_CUDA_INTERNAL_H */
