@@ -1,0 +1,298 @@
+/* The MLP: building (seeded or from a filler), weight upload, stream-ordered forward, host infer.
+ *
+ * Owns: sp_model objects and their weight blocks (allocated on the device's default stream, one
+ * block per tensor, freed in sp_model_free). A model is immutable once built, so forward and
+ * infer take no lock. A forward takes one workspace block from the allocator on its stream (two
+ * ping-pong activation buffers of batch x max_dim elements), enqueues one linear per layer (plus
+ * f32<->bf16 conversions for bf16 models) and frees the workspace in stream order at once.
+ * sp_model_infer takes one block for input, output and workspace, so a host-in/host-out pass is
+ * one allocator round trip, 2 copies, the kernels and one stream sync.
+ * Locking: none of its own; the allocator and the backend serialize what they share.
+ */
+#include "infer/model.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "infer/safetensors.h"
+
+enum { MODEL_ALIGN = 256 }; /* bytes; every sub-buffer of a workspace starts aligned */
+
+static size_t model_round(size_t n) { return (n + MODEL_ALIGN - 1) & ~(size_t)(MODEL_ALIGN - 1); }
+
+void sp__param_store(void *dst, sp_dtype dt, size_t i, float v) {
+  if (dt == SP_BF16) {
+    uint16_t h = sp__f32_to_bf16(v);
+    memcpy((unsigned char *)dst + 2 * i, &h, 2);
+  } else {
+    memcpy((unsigned char *)dst + 4 * i, &v, 4);
+  }
+}
+
+/* ---- building ---------------------------------------------------------------------------- */
+
+static size_t model_layer_bytes(const sp__model_layer *l, sp_dtype dt) {
+  return ((size_t)l->out * l->in + l->out) * sp__dtype_size(dt);
+}
+
+static void model_free_weights(sp_model *m) {
+  for (unsigned i = 0; i < m->n_layers; i++) {
+    sp_free(m->dev, m->layers[i].w);
+    sp_free(m->dev, m->layers[i].b);
+  }
+}
+
+/* Allocates device blocks and enqueues the copies from staging on the default stream. */
+static sp_status model_upload(sp_model *m, const unsigned char *staging) {
+  sp_stream *s0 = sp_stream_default(m->dev);
+  size_t elt = sp__dtype_size(m->dtype);
+  sp_status st = SP_OK;
+  for (unsigned i = 0; i < m->n_layers && st == SP_OK; i++) {
+    sp__model_layer *l = &m->layers[i];
+    size_t wb = (size_t)l->out * l->in * elt, bb = (size_t)l->out * elt;
+    st = sp_alloc(m->dev, wb, s0, &l->w);
+    if (st == SP_OK) st = sp_alloc(m->dev, bb, s0, &l->b);
+    if (st == SP_OK) st = sp_memcpy_async(s0, l->w, staging, wb);
+    if (st == SP_OK) st = sp_memcpy_async(s0, l->b, staging + wb, bb);
+    staging += wb + bb;
+  }
+  sp_status sync = sp_stream_sync(s0); /* the staging buffer must outlive the copies */
+  return st != SP_OK ? st : sync;
+}
+
+static sp_status model_fill(sp_model *m, unsigned char *staging, sp__model_fill_fn fill,
+                            void *user) {
+  for (unsigned i = 0; i < m->n_layers; i++) {
+    const sp__model_layer *l = &m->layers[i];
+    size_t wb = (size_t)l->out * l->in * sp__dtype_size(m->dtype);
+    sp_status st = fill(user, i, m->dtype, staging, staging + wb);
+    if (st != SP_OK) return st;
+    staging += model_layer_bytes(l, m->dtype);
+  }
+  return SP_OK;
+}
+
+static sp_status model_new(sp_device *dev, const unsigned *dims, unsigned n_layers, sp_dtype dt,
+                           const char *fn, size_t *staging_bytes, sp_model **out) {
+  sp_model *m = sp__calloc(1, sizeof(*m));
+  sp__model_layer *layers = sp__calloc(n_layers, sizeof(*layers));
+  if (!m || !layers) {
+    sp__free(m);
+    sp__free(layers);
+    return sp__fail(SP_ERR_HOST_MEMORY, "%s: out of host memory", fn);
+  }
+  *m = (sp_model){.dev = dev, .dtype = dt, .n_layers = n_layers, .layers = layers};
+  size_t total = 0;
+  for (unsigned i = 0; i < n_layers; i++) {
+    layers[i].in = dims[i];
+    layers[i].out = dims[i + 1];
+    total += model_layer_bytes(&layers[i], dt);
+    if (dims[i] > m->max_dim) m->max_dim = dims[i];
+    if (dims[i + 1] > m->max_dim) m->max_dim = dims[i + 1];
+  }
+  *staging_bytes = total;
+  *out = m;
+  return SP_OK;
+}
+
+static sp_status model_check_dims(const unsigned *dims, unsigned n_layers, sp_dtype dt,
+                                  const char *fn) {
+  if (dt != SP_F32 && dt != SP_BF16)
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: dtype %d is neither SP_F32 nor SP_BF16", fn,
+                    (int)dt);
+  if (!dims || n_layers == 0)
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: need at least one layer", fn);
+  uint64_t params = 0;
+  for (unsigned i = 0; i <= n_layers; i++) {
+    if (dims[i] == 0 || dims[i] > (1u << 24))
+      return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: layer size %u at position %u is outside "
+                      "1..%u", fn, dims[i], i, 1u << 24);
+    if (i < n_layers) params += (uint64_t)dims[i] * dims[i + 1] + dims[i + 1];
+  }
+  if (params > ((uint64_t)1 << 40))
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: %llu parameters is too many", fn,
+                    (unsigned long long)params);
+  return SP_OK;
+}
+
+sp_status sp__model_build(sp_device *dev, const unsigned *dims, unsigned n_layers, sp_dtype dt,
+                          sp__model_fill_fn fill, void *user, const char *fn, sp_model **out) {
+  sp_status st = sp__device_enter(dev, fn);
+  if (st == SP_OK) st = model_check_dims(dims, n_layers, dt, fn);
+  if (st != SP_OK) return st;
+  sp_model *m = NULL;
+  size_t staging_bytes = 0;
+  st = model_new(dev, dims, n_layers, dt, fn, &staging_bytes, &m);
+  if (st != SP_OK) return st;
+  unsigned char *staging = sp__malloc(staging_bytes);
+  if (!staging) {
+    st = sp__fail(SP_ERR_HOST_MEMORY, "%s: no host memory for %zu bytes of staging", fn,
+                  staging_bytes);
+    goto free_model;
+  }
+  st = model_fill(m, staging, fill, user);
+  if (st == SP_OK) st = model_upload(m, staging);
+  sp__free(staging);
+  if (st != SP_OK) goto free_model;
+  *out = m;
+  return SP_OK;
+free_model:
+  sp_model_free(m);
+  return st;
+}
+
+/* ---- the seeded model --------------------------------------------------------------------- */
+
+typedef struct model_random {
+  uint64_t seed;
+  const unsigned *dims;
+} model_random;
+
+static uint64_t model_splitmix(uint64_t *x) {
+  uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+/* PyTorch's nn.Linear init: weight and bias uniform in [-1/sqrt(in), 1/sqrt(in)). */
+static sp_status model_random_fill(void *user, unsigned layer, sp_dtype dt, void *w, void *b) {
+  const model_random *r = user;
+  unsigned in = r->dims[layer], out = r->dims[layer + 1];
+  uint64_t x = r->seed ^ (0xA5A5A5A5ull * (layer + 1));
+  float bound = 1.0f / sqrtf((float)in);
+  for (size_t i = 0; i < (size_t)in * out; i++) {
+    float u = (float)(model_splitmix(&x) >> 40) * (1.0f / 16777216.0f);
+    sp__param_store(w, dt, i, (2.0f * u - 1.0f) * bound);
+  }
+  for (size_t i = 0; i < out; i++) {
+    float u = (float)(model_splitmix(&x) >> 40) * (1.0f / 16777216.0f);
+    sp__param_store(b, dt, i, (2.0f * u - 1.0f) * bound);
+  }
+  return SP_OK;
+}
+
+sp_status sp_model_mlp_random(sp_device *dev, const unsigned *dims, unsigned n_dims, uint64_t seed,
+                              sp_dtype dt, sp_model **out) {
+  if (!out) return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_model_mlp_random: out is NULL");
+  if (!dims || n_dims < 2)
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_model_mlp_random: need n_dims >= 2 sizes");
+  model_random r = {.seed = seed, .dims = dims};
+  return sp__model_build(dev, dims, n_dims - 1, dt, model_random_fill, &r, "sp_model_mlp_random",
+                         out);
+}
+
+void sp_model_free(sp_model *m) {
+  if (!m) return;
+  model_free_weights(m);
+  sp__free(m->layers);
+  sp__free(m);
+}
+
+unsigned sp_model_in_features(const sp_model *m) { return m ? m->layers[0].in : 0; }
+unsigned sp_model_out_features(const sp_model *m) {
+  return m ? m->layers[m->n_layers - 1].out : 0;
+}
+sp_dtype sp_model_dtype(const sp_model *m) { return m ? m->dtype : SP_F32; }
+sp_device *sp_model_device(const sp_model *m) { return m ? m->dev : NULL; }
+
+/* ---- forward ------------------------------------------------------------------------------ */
+
+/* Bytes of one ping-pong activation buffer for batch rows. */
+static size_t model_half_bytes(const sp_model *m, unsigned batch) {
+  return model_round((size_t)batch * m->max_dim * sp__dtype_size(m->dtype));
+}
+
+static sp_status model_check_run(const sp_model *m, const void *in, const void *out,
+                                 unsigned batch, const char *fn) {
+  if (SP__UNLIKELY(!m)) return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: model is NULL", fn);
+  sp_status st = sp__device_enter(m->dev, fn);
+  if (st != SP_OK) return st;
+  if (SP__UNLIKELY(!in || !out))
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: in or out is NULL", fn);
+  if (SP__UNLIKELY(batch == 0 || batch > (1u << 24)))
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: batch %u is outside 1..%u", fn, batch,
+                    1u << 24);
+  const sp__backend *be = m->dev->be;
+  if (SP__UNLIKELY(!be->linear_async))
+    return sp__fail(SP_ERR_UNSUPPORTED, "%s: backend '%s' has no linear kernel", fn, be->name);
+  if (SP__UNLIKELY(m->dtype == SP_BF16 && !be->convert_async))
+    return sp__fail(SP_ERR_UNSUPPORTED, "%s: backend '%s' cannot convert f32<->bf16", fn,
+                    be->name);
+  return SP_OK;
+}
+
+/* Enqueues the whole pass on bs; ws holds 2 x model_half_bytes. */
+static sp_status model_enqueue(const sp_model *m, sp__bstream *bs, const float *in, float *out,
+                               unsigned batch, unsigned char *ws) {
+  const sp__backend *be = m->dev->be;
+  unsigned char *buf[2] = {ws, ws + model_half_bytes(m, batch)};
+  unsigned next = 0;
+  const void *x = in;
+  sp_status st = SP_OK;
+  if (m->dtype == SP_BF16) {
+    st = be->convert_async(bs, buf[0], SP_BF16, in, SP_F32, (size_t)batch * m->layers[0].in);
+    x = buf[0];
+    next = 1;
+  }
+  for (unsigned i = 0; i < m->n_layers && st == SP_OK; i++) {
+    const sp__model_layer *l = &m->layers[i];
+    int last = i + 1 == m->n_layers;
+    void *y = last && m->dtype == SP_F32 ? (void *)out : buf[next];
+    sp__linear op = {.dtype = m->dtype, .batch = batch, .in_features = l->in,
+                     .out_features = l->out, .x = x, .w = l->w, .bias = l->b, .y = y,
+                     .relu = !last};
+    st = be->linear_async(bs, &op);
+    x = y;
+    next ^= 1u;
+  }
+  if (st == SP_OK && m->dtype == SP_BF16)
+    st = be->convert_async(bs, out, SP_F32, x, SP_BF16,
+                           (size_t)batch * m->layers[m->n_layers - 1].out);
+  return st;
+}
+
+sp_status sp_model_forward(sp_model *m, sp_stream *s, const float *in, float *out, unsigned batch) {
+  static const char fn[] = "sp_model_forward";
+  sp_status st = model_check_run(m, in, out, batch, fn);
+  if (st == SP_OK) st = sp__stream_enter(s, fn);
+  if (st != SP_OK) return st;
+  if (SP__UNLIKELY(s->dev != m->dev))
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: stream belongs to another device", fn);
+  sp__bstream *bs;
+  st = sp__stream_backend(s, &bs);
+  if (st != SP_OK) return st;
+  void *ws;
+  st = sp_alloc(m->dev, 2 * model_half_bytes(m, batch), s, &ws);
+  if (st != SP_OK) return st;
+  st = model_enqueue(m, bs, in, out, batch, ws);
+  sp_status fr = sp_free(m->dev, ws); /* stream-ordered: later work on s runs after the pass */
+  return st != SP_OK ? st : fr;
+}
+
+sp_status sp_model_infer(sp_model *m, const float *in, float *out, unsigned batch) {
+  static const char fn[] = "sp_model_infer";
+  sp_status st = model_check_run(m, in, out, batch, fn);
+  if (st != SP_OK) return st;
+  sp_stream *s;
+  sp__bstream *bs;
+  st = sp_stream_current(m->dev, &s);
+  if (st == SP_OK) st = sp__stream_backend(s, &bs);
+  if (st != SP_OK) return st;
+  const sp__backend *be = m->dev->be;
+  size_t in_b = (size_t)batch * m->layers[0].in * sizeof(float);
+  size_t out_b = (size_t)batch * m->layers[m->n_layers - 1].out * sizeof(float);
+  size_t in_r = model_round(in_b), out_r = model_round(out_b);
+  unsigned char *blk;
+  st = sp_alloc(m->dev, in_r + out_r + 2 * model_half_bytes(m, batch), s, (void **)&blk);
+  if (st != SP_OK) return st;
+  st = be->memcpy_async(bs, blk, in, in_b);
+  if (st == SP_OK) st = model_enqueue(m, bs, (const float *)blk, (float *)(blk + in_r), batch,
+                                      blk + in_r + out_r);
+  if (st == SP_OK) st = be->memcpy_async(bs, out, blk + in_r, out_b);
+  sp_status fr = sp_free(m->dev, blk);
+  sp_status sync = be->stream_sync(bs); /* also when a step failed: copies may reference in */
+  if (st != SP_OK) return st;
+  return fr != SP_OK ? fr : sync;
+}

@@ -1,0 +1,43 @@
+/* The MLP model as src/infer sees it (internal).
+ *
+ * An sp_model is immutable after it is built: layers, dims and device weights never change until
+ * sp_model_free, so any number of threads may run it at once without a lock.
+ *
+ * Building goes through sp__model_build: the caller describes the layer sizes and fills a host
+ * staging buffer (weights then bias per layer, already in the model's dtype); the builder uploads
+ * it to blocks from the device's allocator on the default stream and syncs that stream.
+ */
+#ifndef SP_INFER_MODEL_H
+#define SP_INFER_MODEL_H
+
+#include <stddef.h>
+
+#include "core/device.h"
+
+typedef struct sp__model_layer {
+  unsigned in, out; /* features                              */
+  void *w;          /* device, [out, in] in the model dtype  */
+  void *b;          /* device, [out] in the model dtype      */
+} sp__model_layer;
+
+struct sp_model {
+  sp_device *dev;           /* owner device; immutable                         */
+  sp_dtype dtype;           /* weights and activations                         */
+  unsigned n_layers;        /* >= 1                                             */
+  unsigned max_dim;         /* the largest feature count of any layer          */
+  sp__model_layer *layers;  /* [n_layers]                                       */
+};
+
+/* Fills one layer's parameters in the host staging buffer: w is [out, in], b is [out], both in
+ * the model's dtype. Returns SP_OK or a failure that aborts the build. */
+typedef sp_status (*sp__model_fill_fn)(void *user, unsigned layer, sp_dtype dt, void *w, void *b);
+
+/* Builds a model with n_layers layers of sizes dims[0] -> ... -> dims[n_layers]; fill writes the
+ * parameters. fn names the public function in messages. */
+sp_status sp__model_build(sp_device *dev, const unsigned *dims, unsigned n_layers, sp_dtype dt,
+                          sp__model_fill_fn fill, void *user, const char *fn, sp_model **out);
+
+/* Stores v as element i of a dt array. */
+void sp__param_store(void *dst, sp_dtype dt, size_t i, float v);
+
+#endif /* SP_INFER_MODEL_H */

@@ -1,0 +1,328 @@
+/* The safetensors parser: header length, JSON header (cJSON), dtypes, shapes, offsets.
+ *
+ * Owns: sp__safetensors objects (tensor table, name storage, and the file's bytes when read from
+ * a path). Invariants after a successful parse: every tensor has dtype F32 or BF16, rank <=
+ * SP__ST_RANK_MAX, numel = product of shape without overflow, bytes = numel x dtype size, its
+ * data lies inside the data section, no two tensors with bytes > 0 overlap, names are unique and
+ * at most SP__ST_NAME_MAX bytes. Messages name the origin, the problem and the tensor.
+ * Locking: none; parsing touches only its own objects.
+ */
+#include "infer/safetensors.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "core/status.h"
+
+#define SP__ST_INT_MAX 9007199254740992.0 /* 2^53: the largest exactly representable integer */
+
+typedef struct st_span { /* a tensor's byte range, for the overlap check */
+  uint64_t begin, end;
+  size_t index;
+} st_span;
+
+static int st_span_cmp(const void *a, const void *b) {
+  const st_span *x = a, *y = b;
+  if (x->begin != y->begin) return x->begin < y->begin ? -1 : 1;
+  return x->end < y->end ? -1 : (x->end > y->end ? 1 : 0);
+}
+
+static int st_name_cmp(const void *a, const void *b) {
+  const sp__st_tensor *x = *(const sp__st_tensor *const *)a;
+  const sp__st_tensor *y = *(const sp__st_tensor *const *)b;
+  return strcmp(x->name, y->name);
+}
+
+/* A JSON number that is a non-negative integer below 2^53. */
+static int st_json_u64(const cJSON *j, uint64_t *out) {
+  if (!cJSON_IsNumber(j)) return 0;
+  double d = j->valuedouble;
+  if (!(d >= 0.0) || d > SP__ST_INT_MAX || floor(d) != d) return 0;
+  *out = (uint64_t)d;
+  return 1;
+}
+
+static sp_status st_parse_dtype(const cJSON *j, const char *origin, const char *name,
+                                sp_dtype *out) {
+  if (!cJSON_IsString(j) || !j->valuestring)
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: tensor '%s': \"dtype\" missing or "
+                    "not a string", origin, name);
+  if (!strcmp(j->valuestring, "F32")) *out = SP_F32;
+  else if (!strcmp(j->valuestring, "BF16")) *out = SP_BF16;
+  else
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: tensor '%s': dtype %.32s is not "
+                    "supported (F32 or BF16)", origin, name, j->valuestring);
+  return SP_OK;
+}
+
+static sp_status st_parse_shape(const cJSON *j, const char *origin, sp__st_tensor *t) {
+  if (!cJSON_IsArray(j))
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: tensor '%s': \"shape\" missing or "
+                    "not an array", origin, t->name);
+  int rank = cJSON_GetArraySize(j);
+  if (rank > SP__ST_RANK_MAX)
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: tensor '%s': rank %d exceeds %d",
+                    origin, t->name, rank, SP__ST_RANK_MAX);
+  uint64_t numel = 1;
+  unsigned r = 0;
+  for (const cJSON *d = j->child; d; d = d->next, r++) {
+    uint64_t v;
+    if (!st_json_u64(d, &v))
+      return sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: tensor '%s': shape[%u] is not a "
+                      "non-negative integer", origin, t->name, r);
+    if (v && numel > UINT64_MAX / 4 / v)
+      return sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: tensor '%s': element count "
+                      "overflows", origin, t->name);
+    t->shape[r] = v;
+    numel *= v;
+  }
+  t->rank = r;
+  t->numel = numel;
+  return SP_OK;
+}
+
+static sp_status st_parse_offsets(const cJSON *j, const char *origin, sp__st_tensor *t,
+                                  size_t data_len, st_span *span) {
+  uint64_t b, e;
+  if (!cJSON_IsArray(j) || cJSON_GetArraySize(j) != 2 || !st_json_u64(j->child, &b) ||
+      !st_json_u64(j->child->next, &e))
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: tensor '%s': \"data_offsets\" is "
+                    "not [begin, end] of non-negative integers", origin, t->name);
+  if (b > e)
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: tensor '%s': data_offsets begin "
+                    "%llu > end %llu", origin, t->name, (unsigned long long)b,
+                    (unsigned long long)e);
+  if (e > data_len)
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: tensor '%s': data_offsets end "
+                    "%llu is past the data section (%zu bytes)", origin, t->name,
+                    (unsigned long long)e, data_len);
+  t->bytes = (size_t)(t->numel * sp__dtype_size(t->dtype));
+  if (e - b != t->bytes)
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: tensor '%s': data_offsets span "
+                    "%llu bytes but shape and dtype need %zu", origin, t->name,
+                    (unsigned long long)(e - b), t->bytes);
+  span->begin = b;
+  span->end = e;
+  return SP_OK;
+}
+
+static sp_status st_parse_tensor(const cJSON *j, const char *origin, sp__st_tensor *t,
+                                 const unsigned char *data, size_t data_len, st_span *span) {
+  if (!cJSON_IsObject(j))
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: tensor '%s': entry is not an "
+                    "object", origin, t->name);
+  sp_status st = st_parse_dtype(cJSON_GetObjectItemCaseSensitive(j, "dtype"), origin, t->name,
+                                &t->dtype);
+  if (st == SP_OK) st = st_parse_shape(cJSON_GetObjectItemCaseSensitive(j, "shape"), origin, t);
+  if (st == SP_OK)
+    st = st_parse_offsets(cJSON_GetObjectItemCaseSensitive(j, "data_offsets"), origin, t,
+                          data_len, span);
+  if (st == SP_OK) t->data = data + span->begin;
+  return st;
+}
+
+/* Overlap and duplicate-name checks over the whole table. */
+static sp_status st_check_table(sp__safetensors *s, st_span *spans, const char *origin) {
+  qsort(spans, s->n_tensors, sizeof(*spans), st_span_cmp);
+  uint64_t end = 0;
+  size_t last = 0;
+  for (size_t i = 0; i < s->n_tensors; i++) {
+    if (spans[i].begin == spans[i].end) continue; /* empty tensors occupy nothing */
+    if (spans[i].begin < end)
+      return sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: tensors '%s' and '%s' overlap "
+                      "in the data section", origin, s->tensors[last].name,
+                      s->tensors[spans[i].index].name);
+    end = spans[i].end;
+    last = spans[i].index;
+  }
+  const sp__st_tensor **by_name = sp__malloc(s->n_tensors * sizeof(*by_name) + 1);
+  if (!by_name) return sp__fail(SP_ERR_HOST_MEMORY, "safetensors %s: out of host memory", origin);
+  for (size_t i = 0; i < s->n_tensors; i++) by_name[i] = &s->tensors[i];
+  qsort(by_name, s->n_tensors, sizeof(*by_name), st_name_cmp);
+  sp_status st = SP_OK;
+  for (size_t i = 1; i < s->n_tensors && st == SP_OK; i++)
+    if (!strcmp(by_name[i - 1]->name, by_name[i]->name))
+      st = sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: tensor '%s' appears twice", origin,
+                    by_name[i]->name);
+  sp__free(by_name);
+  return st;
+}
+
+/* Counts tensor entries and their name bytes; checks names. */
+static sp_status st_count(const cJSON *root, const char *origin, size_t *n, size_t *name_bytes) {
+  *n = 0;
+  *name_bytes = 0;
+  for (const cJSON *e = root->child; e; e = e->next) {
+    if (!e->string)
+      return sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: header entry without a name",
+                      origin);
+    size_t len = strlen(e->string);
+    if (!strcmp(e->string, "__metadata__")) {
+      if (!cJSON_IsObject(e))
+        return sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: \"__metadata__\" is not an "
+                        "object", origin);
+      continue;
+    }
+    if (len == 0 || len > SP__ST_NAME_MAX)
+      return sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: a tensor name is empty or "
+                      "longer than %d bytes", origin, SP__ST_NAME_MAX);
+    (*n)++;
+    *name_bytes += len + 1;
+  }
+  return SP_OK;
+}
+
+static sp_status st_header(const unsigned char *b, size_t len, const char *origin,
+                           size_t *header_len) {
+  if (len < 8)
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: %zu bytes is too short for the "
+                    "8-byte header length", origin, len);
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; i--) n = (n << 8) | b[i];
+  if (n > len - 8 || n > SP__ST_HEADER_MAX || n < 2)
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: bad header length %llu (file "
+                    "holds %zu bytes after it; at most %d allowed)", origin,
+                    (unsigned long long)n, len - 8, SP__ST_HEADER_MAX);
+  *header_len = (size_t)n;
+  return SP_OK;
+}
+
+static sp_status st_fill(sp__safetensors *s, const cJSON *root, const char *origin,
+                         const unsigned char *data, size_t data_len, st_span *spans) {
+  size_t i = 0;
+  char *name = s->names;
+  for (const cJSON *e = root->child; e; e = e->next) {
+    if (!strcmp(e->string, "__metadata__")) continue;
+    size_t len = strlen(e->string);
+    memcpy(name, e->string, len + 1);
+    s->tensors[i].name = name;
+    name += len + 1;
+    spans[i].index = i;
+    sp_status st = st_parse_tensor(e, origin, &s->tensors[i], data, data_len, &spans[i]);
+    if (st != SP_OK) return st;
+    i++;
+  }
+  sp_assert(i == s->n_tensors);
+  return st_check_table(s, spans, origin);
+}
+
+sp_status sp__safetensors_parse(const void *buf, size_t len, const char *origin,
+                                sp__safetensors **out) {
+  const unsigned char *b = buf;
+  size_t header_len, n, name_bytes;
+  if (!origin) origin = "buffer";
+  if (!buf && len) return sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: NULL buffer", origin);
+  sp_status st = st_header(b, len, origin, &header_len);
+  if (st != SP_OK) return st;
+  cJSON *root = cJSON_ParseWithLength((const char *)b + 8, header_len);
+  if (!root)
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: header is not valid JSON (%zu "
+                    "bytes)", origin, header_len);
+  if (!cJSON_IsObject(root)) {
+    st = sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: header is not a JSON object", origin);
+    goto free_json;
+  }
+  st = st_count(root, origin, &n, &name_bytes);
+  if (st != SP_OK) goto free_json;
+  sp__safetensors *s = sp__calloc(1, sizeof(*s));
+  st_span *spans = sp__calloc(n + 1, sizeof(*spans));
+  if (s) s->tensors = sp__calloc(n + 1, sizeof(*s->tensors));
+  if (s) s->names = sp__malloc(name_bytes + 1);
+  if (!s || !spans || !s->tensors || !s->names) {
+    st = sp__fail(SP_ERR_HOST_MEMORY, "safetensors %s: out of host memory", origin);
+    goto free_table;
+  }
+  s->n_tensors = n;
+  st = st_fill(s, root, origin, b + 8 + header_len, len - 8 - header_len, spans);
+  if (st != SP_OK) goto free_table;
+  sp__free(spans);
+  cJSON_Delete(root);
+  *out = s;
+  return SP_OK;
+free_table:
+  sp__free(spans);
+  sp__safetensors_free(s);
+free_json:
+  cJSON_Delete(root);
+  return st;
+}
+
+static sp_status st_read_file(const char *path, unsigned char **buf, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  if (!f)
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: cannot open: %s", path,
+                    strerror(errno));
+  sp_status st = SP_OK;
+  long size = -1;
+  if (fseek(f, 0, SEEK_END) == 0) size = ftell(f);
+  if (size < 0 || fseek(f, 0, SEEK_SET) != 0) {
+    st = sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: cannot size the file: %s", path,
+                  strerror(errno));
+    goto close_file;
+  }
+  *buf = sp__malloc((size_t)size + 1);
+  if (!*buf) {
+    st = sp__fail(SP_ERR_HOST_MEMORY, "safetensors %s: no host memory for %ld bytes", path, size);
+    goto close_file;
+  }
+  if (fread(*buf, 1, (size_t)size, f) != (size_t)size) {
+    st = sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: short read", path);
+    sp__free(*buf);
+    goto close_file;
+  }
+  *len = (size_t)size;
+close_file:
+  fclose(f);
+  return st;
+}
+
+sp_status sp__safetensors_read(const char *path, sp__safetensors **out) {
+  if (!path) return sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors: path is NULL");
+  unsigned char *buf = NULL;
+  size_t len = 0;
+  sp_status st = st_read_file(path, &buf, &len);
+  if (st != SP_OK) return st;
+  sp__safetensors *s = NULL;
+  st = sp__safetensors_parse(buf, len, path, &s);
+  if (st != SP_OK) {
+    sp__free(buf);
+    return st;
+  }
+  s->file_buf = buf;
+  *out = s;
+  return SP_OK;
+}
+
+const sp__st_tensor *sp__safetensors_find(const sp__safetensors *st, const char *name) {
+  for (size_t i = 0; st && name && i < st->n_tensors; i++)
+    if (!strcmp(st->tensors[i].name, name)) return &st->tensors[i];
+  return NULL;
+}
+
+void sp__safetensors_free(sp__safetensors *st) {
+  if (!st) return;
+  sp__free(st->tensors);
+  sp__free(st->names);
+  sp__free(st->file_buf);
+  sp__free(st);
+}
+
+uint16_t sp__f32_to_bf16(float f) {
+  uint32_t u;
+  memcpy(&u, &f, sizeof(u));
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u); /* quiet NaN */
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return (uint16_t)(u >> 16);
+}
+
+float sp__bf16_to_f32(uint16_t h) {
+  uint32_t u = (uint32_t)h << 16;
+  float f;
+  memcpy(&f, &u, sizeof(f));
+  return f;
+}

@@ -1,0 +1,66 @@
+/* The safetensors parser (internal): a file or a memory buffer -> a checked list of tensors.
+ *
+ * Format: an 8-byte little-endian header length N, N bytes of JSON mapping tensor names to
+ * {"dtype","shape","data_offsets":[begin,end]} (plus an optional "__metadata__" object), then the
+ * data section; offsets are relative to the data section. Everything is checked: header length
+ * (<= the buffer and <= SP__ST_HEADER_MAX), JSON syntax, dtypes (F32 and BF16 only), shapes (rank
+ * <= SP__ST_RANK_MAX, element counts without overflow), offsets inside the data section, exactly
+ * dtype size x elements long, not overlapping each other, names unique. Any violation gives
+ * SP_ERR_INVALID_ARGUMENT with a message naming the problem and the tensor.
+ *
+ * Thread safety: a parsed sp__safetensors is immutable; any thread may read it.
+ */
+#ifndef SP_INFER_SAFETENSORS_H
+#define SP_INFER_SAFETENSORS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "streampool.h"
+
+enum {
+  SP__ST_RANK_MAX = 8,                      /* the largest tensor rank accepted           */
+  SP__ST_HEADER_MAX = 100 * 1024 * 1024,    /* the largest JSON header accepted, bytes    */
+  SP__ST_NAME_MAX = 256,                    /* the longest tensor name accepted, bytes    */
+};
+
+typedef struct sp__st_tensor {
+  const char *name;                 /* NUL-terminated, owned by the sp__safetensors       */
+  sp_dtype dtype;                   /* SP_F32 or SP_BF16                                   */
+  unsigned rank;                    /* 0..SP__ST_RANK_MAX                                  */
+  uint64_t shape[SP__ST_RANK_MAX];  /* [0, rank) valid                                     */
+  uint64_t numel;                   /* product of shape (1 for rank 0)                    */
+  const unsigned char *data;        /* into the parsed buffer; may be unaligned           */
+  size_t bytes;                     /* numel x dtype size                                  */
+} sp__st_tensor;
+
+typedef struct sp__safetensors {
+  size_t n_tensors;
+  sp__st_tensor *tensors;           /* in header order                                     */
+  char *names;                      /* storage for every name                              */
+  unsigned char *file_buf;          /* the whole file when read by sp__safetensors_read   */
+} sp__safetensors;
+
+/* Size in bytes of one element of dt. */
+static inline size_t sp__dtype_size(sp_dtype dt) { return dt == SP_BF16 ? 2u : 4u; }
+
+/* Parses buf[0, len) (not copied: tensors point into it; it must outlive *out). origin names the
+ * source in messages (a path, or "buffer"). SP_ERR_INVALID_ARGUMENT for anything malformed,
+ * SP_ERR_HOST_MEMORY. Any thread. */
+sp_status sp__safetensors_parse(const void *buf, size_t len, const char *origin,
+                                sp__safetensors **out);
+
+/* Reads the file at path with stdio and parses it; the result owns the file's bytes. Also
+ * SP_ERR_INVALID_ARGUMENT when the file cannot be opened or read (with errno's text). */
+sp_status sp__safetensors_read(const char *path, sp__safetensors **out);
+
+/* The tensor called name, or NULL. */
+const sp__st_tensor *sp__safetensors_find(const sp__safetensors *st, const char *name);
+
+void sp__safetensors_free(sp__safetensors *st); /* NULL ok */
+
+/* Host-side conversions used by the loader (round to nearest even; NaN stays NaN). */
+uint16_t sp__f32_to_bf16(float f);
+float sp__bf16_to_f32(uint16_t h);
+
+#endif /* SP_INFER_SAFETENSORS_H */
