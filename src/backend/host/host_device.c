@@ -1,0 +1,229 @@
+/* The host device: its environment settings, its name, and its device memory.
+ *
+ * Owns: the host sp__bdevice (index, name, capacity, jitter settings) and raw "device" segments.
+ * A segment is posix_memalign'd host memory, 256-byte aligned, with a 256-byte header in front
+ * (magic, size, owning device) so mem_free can check the pointer and give the bytes back to the
+ * capacity. Device memory deliberately bypasses the host-allocation hook: it is the device's, not
+ * the library's bookkeeping.
+ *
+ * Invariants: used_bytes == sum of the sizes of live segments <= total_bytes (a reservation is a
+ * CAS that never passes the capacity). Fault injection is one process-wide atomic countdown.
+ *
+ * Locking: none; the device's mutable state is atomic. Environment variables are read at
+ * device_count/device_open only.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "backend/host/host_impl.h"
+
+/* ---- environment ---------------------------------------------------------------------------- */
+
+/* Parses a decimal unsigned integer with an optional K/M/G suffix (binary: 1024) when
+ * allow_suffix, an optional trailing "B" or "iB" after it. SP_OK and *out, else
+ * SP_ERR_INVALID_ARGUMENT naming var. */
+static sp_status host_env_parse(const char *var, const char *text, bool allow_suffix,
+                                unsigned long long *out) {
+  if (text[0] < '0' || text[0] > '9') goto bad;
+  errno = 0;
+  char *end = NULL;
+  unsigned long long v = strtoull(text, &end, 10);
+  if (errno == ERANGE) goto bad;
+  unsigned shift = 0;
+  if (allow_suffix && *end) {
+    switch (*end) {
+    case 'k': case 'K': shift = 10; break;
+    case 'm': case 'M': shift = 20; break;
+    case 'g': case 'G': shift = 30; break;
+    case 't': case 'T': shift = 40; break;
+    default: goto bad;
+    }
+    end++;
+    if (strcmp(end, "iB") == 0 || strcmp(end, "B") == 0) end += strlen(end);
+  }
+  if (*end) goto bad;
+  if (shift && v > (~0ull >> shift)) goto bad;
+  *out = v << shift;
+  return SP_OK;
+bad:
+  return sp__fail(SP_ERR_INVALID_ARGUMENT,
+                  "host backend: %s=\"%s\" is not a valid %s", var, text,
+                  allow_suffix ? "byte count (digits with an optional K/M/G/T suffix)"
+                               : "non-negative integer");
+}
+
+/* Reads var as an integer in [lo, hi]; unset or empty: *out = dflt. */
+static sp_status host_env_uint(const char *var, unsigned long long lo, unsigned long long hi,
+                               unsigned long long dflt, bool bytes, unsigned long long *out) {
+  const char *text = getenv(var);
+  if (!text || !*text) {
+    *out = dflt;
+    return SP_OK;
+  }
+  unsigned long long v = 0;
+  sp_status st = host_env_parse(var, text, bytes, &v);
+  if (st != SP_OK) return st;
+  if (v < lo || v > hi)
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "host backend: %s=%s is out of range [%llu, %llu]",
+                    var, text, lo, hi);
+  *out = v;
+  return SP_OK;
+}
+
+static size_t host_physical_ram(void) {
+  long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+  if (pages <= 0 || page <= 0) return (size_t)1 << 32; /* unknown: assume 4 GiB */
+  return (size_t)pages * (size_t)page;
+}
+
+/* ---- devices -------------------------------------------------------------------------------- */
+
+sp_status sp__host_device_count(int *count) {
+  if (!count) return sp__fail(SP_ERR_INVALID_ARGUMENT, "host device_count: count is NULL");
+  unsigned long long n = 0;
+  sp_status st = host_env_uint("STREAMPOOL_HOST_DEVICES", 1, SP__HOST_DEVICES_MAX, 1, false, &n);
+  if (st != SP_OK) return st;
+  *count = (int)n;
+  return SP_OK;
+}
+
+sp_status sp__host_device_open(int index, sp__bdevice **out) {
+  if (!out) return sp__fail(SP_ERR_INVALID_ARGUMENT, "host device_open: out is NULL");
+  int count;
+  sp_status st = sp__host_device_count(&count);
+  if (st != SP_OK) return st;
+  if (index < 0 || index >= count)
+    return sp__fail(SP_ERR_NO_DEVICE,
+                    "host device_open: index %d out of range (%d host devices; set "
+                    "STREAMPOOL_HOST_DEVICES for more)", index, count);
+  unsigned long long jitter = 0, seed = 0, memory = 0;
+  if ((st = host_env_uint("STREAMPOOL_HOST_JITTER_US", 0, SP__HOST_JITTER_US_MAX, 0, false,
+                          &jitter)) != SP_OK)
+    return st;
+  if ((st = host_env_uint("STREAMPOOL_HOST_JITTER_SEED", 0, ~0ull, 1, false, &seed)) != SP_OK)
+    return st;
+  if ((st = host_env_uint("STREAMPOOL_HOST_MEMORY", 1, SIZE_MAX / 2, host_physical_ram(), true,
+                          &memory)) != SP_OK)
+    return st;
+  sp__bdevice *d = sp__calloc(1, sizeof(*d));
+  if (!d) return sp__fail(SP_ERR_HOST_MEMORY, "host device_open: out of host memory");
+  d->index = index;
+  d->total_bytes = (size_t)memory;
+  atomic_init(&d->used_bytes, 0);
+  d->jitter_us = (unsigned)jitter;
+  d->jitter_seed = seed;
+  long cores = sysconf(_SC_NPROCESSORS_ONLN);
+  snprintf(d->name, sizeof(d->name), "host (%ld core%s)", cores > 0 ? cores : 1L,
+           cores == 1 ? "" : "s");
+  sp__host_blas_init();
+  *out = d;
+  return SP_OK;
+}
+
+void sp__host_device_close(sp__bdevice *d) {
+  if (!d) return;
+  size_t leaked = atomic_load(&d->used_bytes);
+  if (leaked) /* the core frees every segment first; the rest is the caller's leak */
+    sp__log(SP_LOG_WARN, "host device %d closed with %zu bytes of segments not freed", d->index,
+            leaked);
+  sp__free(d);
+}
+
+const char *sp__host_device_name(const sp__bdevice *d) { return d ? d->name : NULL; }
+
+sp_status sp__host_memory_info(sp__bdevice *d, size_t *free_bytes, size_t *total_bytes) {
+  if (!d || !free_bytes || !total_bytes)
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "host memory_info: NULL argument");
+  size_t used = atomic_load_explicit(&d->used_bytes, memory_order_relaxed);
+  *total_bytes = d->total_bytes;
+  *free_bytes = used < d->total_bytes ? d->total_bytes - used : 0;
+  return SP_OK;
+}
+
+/* ---- fault injection ------------------------------------------------------------------------ */
+
+static atomic_uint host_fault_left = SP__HOST_FAULT_OFF; /* successes left; OFF: no injection */
+static atomic_ulong host_fault_hits;
+
+void sp__host_fault_inject(unsigned fail_after) {
+  atomic_store_explicit(&host_fault_left, fail_after, memory_order_seq_cst);
+}
+
+unsigned long sp__host_fault_count(void) { return atomic_load(&host_fault_hits); }
+
+/* Whether this mem_alloc call must fail by injection (consumes one success otherwise). */
+static bool host_fault_take(void) {
+  unsigned left = atomic_load_explicit(&host_fault_left, memory_order_relaxed);
+  for (;;) {
+    if (SP__LIKELY(left == SP__HOST_FAULT_OFF)) return false;
+    if (left == 0) {
+      atomic_fetch_add(&host_fault_hits, 1);
+      return true;
+    }
+    if (atomic_compare_exchange_weak(&host_fault_left, &left, left - 1)) return false;
+  }
+}
+
+/* ---- device memory -------------------------------------------------------------------------- */
+
+#define HOST_SEGMENT_MAGIC 0x5350484f53544d45ull /* "SPHOSTME" */
+
+typedef struct host_segment_header { /* the SP__HOST_ALIGN bytes in front of a segment */
+  uint64_t magic;                    /* HOST_SEGMENT_MAGIC while live, 0 after free    */
+  size_t bytes;                      /* the size asked for                            */
+  sp__bdevice *dev;                  /* the owner                                     */
+} host_segment_header;
+_Static_assert(sizeof(host_segment_header) <= SP__HOST_ALIGN, "segment header fits its slot");
+
+/* Reserves bytes of d's capacity; false if it would pass the capacity. */
+static bool host_capacity_take(sp__bdevice *d, size_t bytes) {
+  size_t used = atomic_load_explicit(&d->used_bytes, memory_order_relaxed);
+  do {
+    if (bytes > d->total_bytes - used) return false;
+  } while (!atomic_compare_exchange_weak(&d->used_bytes, &used, used + bytes));
+  return true;
+}
+
+sp_status sp__host_mem_alloc(sp__bdevice *d, size_t bytes, void **out) {
+  if (!d || !out) return sp__fail(SP_ERR_INVALID_ARGUMENT, "host mem_alloc: NULL argument");
+  if (bytes == 0) return sp__fail(SP_ERR_INVALID_ARGUMENT, "host mem_alloc: 0 bytes");
+  if (host_fault_take())
+    return sp__fail(SP_ERR_OUT_OF_MEMORY,
+                    "host device %d: injected out-of-memory fault (sp__host_fault_inject), "
+                    "requested %zu bytes", d->index, bytes);
+  if (bytes > SIZE_MAX - SP__HOST_ALIGN || !host_capacity_take(d, bytes))
+    return sp__fail(SP_ERR_OUT_OF_MEMORY,
+                    "host device %d: out of memory: requested %zu bytes, %zu of %zu in use",
+                    d->index, bytes, atomic_load(&d->used_bytes), d->total_bytes);
+  void *base = NULL;
+  if (posix_memalign(&base, SP__HOST_ALIGN, SP__HOST_ALIGN + bytes) != 0) {
+    atomic_fetch_sub(&d->used_bytes, bytes);
+    return sp__fail(SP_ERR_OUT_OF_MEMORY,
+                    "host device %d: out of memory: the system refused %zu bytes", d->index,
+                    bytes);
+  }
+  host_segment_header *h = base;
+  h->magic = HOST_SEGMENT_MAGIC;
+  h->bytes = bytes;
+  h->dev = d;
+  *out = (char *)base + SP__HOST_ALIGN;
+  return SP_OK;
+}
+
+sp_status sp__host_mem_free(sp__bdevice *d, void *p) {
+  if (!d) return sp__fail(SP_ERR_INVALID_ARGUMENT, "host mem_free: device is NULL");
+  if (!p) return SP_OK;
+  if ((uintptr_t)p % SP__HOST_ALIGN != 0)
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "host mem_free: %p is not a host segment", p);
+  host_segment_header *h = (host_segment_header *)((char *)p - SP__HOST_ALIGN);
+  if (h->magic != HOST_SEGMENT_MAGIC || h->dev != d)
+    return sp__fail(SP_ERR_INVALID_ARGUMENT,
+                    "host mem_free: %p is not a live segment of host device %d", p, d->index);
+  h->magic = 0;
+  atomic_fetch_sub(&d->used_bytes, h->bytes);
+  free(h);
+  return SP_OK;
+}

@@ -1,0 +1,161 @@
+/* Host events: a (stream, target) mark on a stream's monotonic `completed` counter.
+ *
+ * Owns: sp__bevent. Recording sets stream = s and target = the number of commands submitted to s
+ * so far; the event is done when s->completed >= target. A timing event also queues a marker
+ * command (and target counts it), which stamps CLOCK_MONOTONIC when it runs on the worker; the
+ * marker carries the record's generation, so a marker of an earlier record never stamps a later
+ * one. A non-timing record queues nothing. A stream wait copies (stream, target) at enqueue time,
+ * so re-recording the event later does not change waits already queued.
+ *
+ * Invariants: refs = 1 (the owner, until event_destroy) + queued markers; the event is freed when
+ * refs reaches 0, so destroying an event whose marker is still queued is safe. stamped implies the
+ * current record's marker has run.
+ *
+ * Locking: sp__bevent.mu (rank 1) guards stream/target/gen/stamp; event_record of a timing event
+ * queues its marker while holding it (taking the stream's mu, rank 2). Waiting is done with no
+ * event lock held.
+ */
+#include <time.h>
+
+#include "backend/host/host_impl.h"
+
+static uint64_t host_clock_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void host_event_unref(sp__bevent *e) {
+  if (atomic_fetch_sub_explicit(&e->refs, 1, memory_order_acq_rel) != 1) return;
+  pthread_mutex_destroy(&e->mu);
+  sp__free(e);
+}
+
+/* The mark (stream, target), read consistently. */
+static sp__bstream *host_event_mark(sp__bevent *e, uint64_t *target) {
+  pthread_mutex_lock(&e->mu);
+  sp__bstream *s = e->stream;
+  *target = e->target;
+  pthread_mutex_unlock(&e->mu);
+  return s;
+}
+
+sp_status sp__host_event_create(sp__bdevice *d, unsigned flags, sp__bevent **out) {
+  if (!d || !out) return sp__fail(SP_ERR_INVALID_ARGUMENT, "host event_create: NULL argument");
+  if (flags & ~(unsigned)SP_EVENT_TIMING)
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "host event_create: unknown flags 0x%x", flags);
+  sp__bevent *e = sp__calloc(1, sizeof(*e));
+  if (!e) return sp__fail(SP_ERR_HOST_MEMORY, "host event_create: out of host memory");
+  e->dev = d;
+  e->flags = flags;
+  atomic_init(&e->refs, 1);
+  pthread_mutex_init(&e->mu, NULL);
+  *out = e;
+  return SP_OK;
+}
+
+void sp__host_event_destroy(sp__bevent *e) {
+  if (e) host_event_unref(e);
+}
+
+void sp__host_marker_run(sp__bevent *e, uint64_t gen) {
+  uint64_t now = host_clock_ns();
+  pthread_mutex_lock(&e->mu);
+  if (e->gen == gen) {
+    e->stamp_ns = now;
+    e->stamped = true;
+  }
+  pthread_mutex_unlock(&e->mu);
+  host_event_unref(e);
+}
+
+/* Timing record (e->mu held): queue a marker for generation gen+1, then commit the mark. */
+static sp_status host_event_record_timed_locked(sp__bevent *e, sp__bstream *s) {
+  uint64_t gen = e->gen + 1, seq;
+  sp__host_cmd c = {.kind = SP__HOST_CMD_MARKER};
+  c.u.marker.event = e;
+  c.u.marker.gen = gen;
+  atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed);
+  sp_status st = sp__host_submit(s, &c, &seq);
+  if (st != SP_OK) {
+    atomic_fetch_sub_explicit(&e->refs, 1, memory_order_relaxed); /* the owner still holds one */
+    return st;
+  }
+  e->gen = gen; /* the marker cannot run before we unlock: it needs e->mu */
+  e->stream = s;
+  e->target = seq;
+  e->stamped = false;
+  return SP_OK;
+}
+
+sp_status sp__host_event_record(sp__bevent *e, sp__bstream *s) {
+  if (!e || !s) return sp__fail(SP_ERR_INVALID_ARGUMENT, "host event_record: NULL argument");
+  sp_status st = SP_OK;
+  pthread_mutex_lock(&e->mu);
+  if (e->flags & SP_EVENT_TIMING) {
+    st = host_event_record_timed_locked(e, s);
+  } else {
+    e->gen++;
+    e->stream = s;
+    e->target = atomic_load_explicit(&s->submitted, memory_order_acquire);
+  }
+  pthread_mutex_unlock(&e->mu);
+  return st;
+}
+
+sp_status sp__host_stream_wait_event(sp__bstream *s, sp__bevent *e) {
+  if (!s || !e) return sp__fail(SP_ERR_INVALID_ARGUMENT, "host stream_wait_event: NULL argument");
+  uint64_t target;
+  sp__bstream *other = host_event_mark(e, &target);
+  /* Never recorded, recorded on s itself (FIFO order suffices) or already done: nothing to do. */
+  if (!other || other == s || sp__host_completed(other) >= target) return SP_OK;
+  sp__host_cmd c = {.kind = SP__HOST_CMD_WAIT};
+  c.u.wait.other = other;
+  c.u.wait.target = target;
+  return sp__host_submit(s, &c, NULL);
+}
+
+sp_status sp__host_event_query(sp__bevent *e) {
+  if (!e) return sp__fail(SP_ERR_INVALID_ARGUMENT, "host event_query: event is NULL");
+  uint64_t target;
+  sp__bstream *s = host_event_mark(e, &target);
+  return !s || sp__host_completed(s) >= target ? SP_OK : SP_ERR_NOT_READY;
+}
+
+sp_status sp__host_event_sync(sp__bevent *e) {
+  if (!e) return sp__fail(SP_ERR_INVALID_ARGUMENT, "host event_sync: event is NULL");
+  uint64_t target;
+  sp__bstream *s = host_event_mark(e, &target);
+  if (s) sp__host_wait_completed(s, target);
+  return SP_OK;
+}
+
+/* The stamp of a timing event: SP_OK, or why there is none. */
+static sp_status host_event_stamp(sp__bevent *e, const char *which, uint64_t *ns) {
+  if (!(e->flags & SP_EVENT_TIMING))
+    return sp__fail(SP_ERR_INVALID_ARGUMENT,
+                    "host event_elapsed_ms: the %s event was created without SP_EVENT_TIMING",
+                    which);
+  pthread_mutex_lock(&e->mu);
+  sp__bstream *s = e->stream;
+  bool done = s && sp__host_completed(s) >= e->target;
+  bool stamped = e->stamped;
+  *ns = e->stamp_ns;
+  pthread_mutex_unlock(&e->mu);
+  if (!s)
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "host event_elapsed_ms: the %s event was never "
+                    "recorded", which);
+  if (!done || !stamped) return SP_ERR_NOT_READY;
+  return SP_OK;
+}
+
+sp_status sp__host_event_elapsed_ms(sp__bevent *start, sp__bevent *end, float *ms) {
+  if (!start || !end || !ms)
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "host event_elapsed_ms: NULL argument");
+  uint64_t t0, t1;
+  sp_status st = host_event_stamp(start, "start", &t0);
+  if (st != SP_OK) return st;
+  if ((st = host_event_stamp(end, "end", &t1)) != SP_OK) return st;
+  *ms = (float)(((double)t1 - (double)t0) / 1e6);
+  return SP_OK;
+}

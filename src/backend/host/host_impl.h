@@ -1,0 +1,153 @@
+/* The host backend's objects, shared by its files (internal to src/backend/host).
+ *
+ * A device is the CPU with a memory budget. A stream is a worker thread draining a FIFO ring of
+ * commands; its two monotonic counters say how far it is: `submitted` (commands queued so far) and
+ * `completed` (commands finished, in FIFO order, so completed <= submitted and command number n,
+ * counting from 1, is done exactly when completed >= n). Events are (stream, target) marks on
+ * those counters.
+ *
+ * Locks (ranks, acquired in increasing order):
+ *   1 sp__bevent.mu   event mark; held while a timing event's marker is queued (takes rank 2)
+ *   2 sp__bstream.mu  the FIFO ring, the worker's sleep/stop flags, the async error
+ * The worker holds no lock while it runs a command (jitter sleep, copy, host function, GEMM, or a
+ * wait on another stream's counter), so a host function may submit to or sync other streams.
+ */
+#ifndef SP_BACKEND_HOST_IMPL_H
+#define SP_BACKEND_HOST_IMPL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "backend/backend.h"
+#include "backend/host/host.h"
+#include "core/status.h"
+
+enum { SP__HOST_ALIGN = 256 };          /* device-memory alignment, bytes       */
+enum { SP__HOST_DEVICES_MAX = 16 };     /* STREAMPOOL_HOST_DEVICES upper bound  */
+enum { SP__HOST_JITTER_US_MAX = 1000000 }; /* STREAMPOOL_HOST_JITTER_US bound     */
+
+struct sp__bdevice {
+  int index;                   /* ordinal; immutable                                     */
+  char name[64];               /* "host (N cores)"; immutable                            */
+  size_t total_bytes;          /* capacity (STREAMPOOL_HOST_MEMORY or RAM); immutable    */
+  atomic_size_t used_bytes;    /* bytes handed out by mem_alloc and not yet freed        */
+  unsigned jitter_us;          /* max random delay before each command; immutable        */
+  uint64_t jitter_seed;        /* STREAMPOOL_HOST_JITTER_SEED; immutable                 */
+};
+
+typedef enum sp__host_cmd_kind {
+  SP__HOST_CMD_MEMCPY,
+  SP__HOST_CMD_MEMSET,
+  SP__HOST_CMD_FUNC,
+  SP__HOST_CMD_MARKER,  /* timestamps a timing event's record              */
+  SP__HOST_CMD_WAIT,    /* blocks until another stream's completed >= target */
+  SP__HOST_CMD_LINEAR,
+  SP__HOST_CMD_CONVERT,
+} sp__host_cmd_kind;
+
+/* One queued command; copied into the ring on submission and out of it by the worker. */
+typedef struct sp__host_cmd {
+  sp__host_cmd_kind kind;
+  union {
+    struct { void *dst; const void *src; size_t bytes; } copy;
+    struct { void *dst; int value; size_t bytes; } set;
+    struct { void (*fn)(void *); void *arg; } func;
+    struct { sp__bevent *event; uint64_t gen; } marker;   /* holds one event reference */
+    struct { sp__bstream *other; uint64_t target; } wait;
+    sp__linear linear;
+    struct { void *dst; const void *src; sp_dtype dst_type, src_type; size_t n; } convert;
+  } u;
+} sp__host_cmd;
+
+struct sp__bstream {
+  sp__bdevice *dev;            /* immutable                                              */
+  unsigned index;              /* pool index given at creation; immutable                */
+  pthread_t thread;            /* the worker; immutable after create                     */
+  pthread_mutex_t mu;          /* rank 2                                                 */
+  pthread_cond_t work_cv;      /* mu: the worker sleeps here when the ring is empty      */
+  pthread_cond_t done_cv;      /* mu: syncs and waits sleep here for `completed`         */
+  sp__host_cmd *ring;          /* mu: capacity `cap` (a power of two)                    */
+  uint64_t cap;                /* mu: ring slots                                         */
+  uint64_t head;               /* mu: commands taken by the worker so far                */
+  _Atomic uint64_t submitted;  /* written under mu; command n sits at ring[(n-1)&(cap-1)] */
+  _Atomic uint64_t completed;  /* written by the worker only, after a command finished   */
+  atomic_uint waiters;         /* threads sleeping (or about to) on done_cv              */
+  bool sleeping;               /* mu: the worker waits on work_cv                        */
+  bool stopping;               /* mu: destroy asked; the worker drains then exits        */
+  sp_status async_error;       /* mu: first failure of a command since the last sync     */
+  char async_msg[200];         /* mu: its message                                        */
+  /* The worker's own state (no lock: only the worker touches it). */
+  uint64_t rng;                /* jitter RNG state (xorshift64*)                         */
+  float *scratch;              /* bf16 linear: x, w and y as f32                         */
+  size_t scratch_floats;       /* scratch capacity, floats                               */
+};
+
+struct sp__bevent {
+  sp__bdevice *dev;            /* immutable                                              */
+  unsigned flags;              /* SP_EVENT_*; immutable                                  */
+  atomic_uint refs;            /* 1 for the owner + 1 per queued marker                  */
+  pthread_mutex_t mu;          /* rank 1                                                 */
+  sp__bstream *stream;         /* mu: last recorded on; NULL if never                    */
+  uint64_t target;             /* mu: done when stream->completed >= target              */
+  uint64_t gen;                /* mu: records so far (a marker stamps only its own gen)  */
+  uint64_t stamp_ns;           /* mu: CLOCK_MONOTONIC when the current marker ran        */
+  bool stamped;                /* mu: stamp_ns belongs to the current record             */
+};
+
+/* ---- host_stream.c ---- */
+/* Queues *cmd on s; on success *seq (may be NULL) is its number (done when completed >= seq). */
+sp_status sp__host_submit(sp__bstream *s, const sp__host_cmd *cmd, uint64_t *seq);
+/* Blocks until s->completed >= target. No lock of the caller's may be held. */
+void sp__host_wait_completed(sp__bstream *s, uint64_t target);
+static inline uint64_t sp__host_completed(sp__bstream *s) {
+  return atomic_load_explicit(&s->completed, memory_order_acquire);
+}
+
+/* ---- host_event.c ---- */
+void sp__host_marker_run(sp__bevent *e, uint64_t gen); /* stamps, then drops the marker's ref */
+
+/* ---- host_math.c ---- */
+/* Validates a linear op / a conversion at submission (SP_OK or SP_ERR_INVALID_ARGUMENT). */
+sp_status sp__host_linear_check(const sp__linear *op, const char *fn);
+sp_status sp__host_convert_check(void *dst, sp_dtype dst_type, const void *src,
+                                 sp_dtype src_type, size_t n, const char *fn);
+/* Run on the worker; on failure they return a status with the message in msg. */
+sp_status sp__host_linear_run(sp__bstream *s, const sp__linear *op, char *msg, size_t msg_size);
+void sp__host_convert_run(void *dst, sp_dtype dst_type, const void *src, sp_dtype src_type,
+                          size_t n);
+/* Once per process, before the first GEMM: one BLAS thread per call. */
+void sp__host_blas_init(void);
+
+/* ---- host_device.c ---- */
+sp_status sp__host_device_count(int *count);
+sp_status sp__host_device_open(int index, sp__bdevice **out);
+void sp__host_device_close(sp__bdevice *d);
+const char *sp__host_device_name(const sp__bdevice *d);
+sp_status sp__host_memory_info(sp__bdevice *d, size_t *free_bytes, size_t *total_bytes);
+sp_status sp__host_mem_alloc(sp__bdevice *d, size_t bytes, void **out);
+sp_status sp__host_mem_free(sp__bdevice *d, void *p);
+
+/* ---- host_stream.c: table slots ---- */
+sp_status sp__host_stream_create(sp__bdevice *d, unsigned index, sp__bstream **out);
+void sp__host_stream_destroy(sp__bstream *s);
+sp_status sp__host_stream_query(sp__bstream *s);
+sp_status sp__host_stream_sync(sp__bstream *s);
+sp_status sp__host_memcpy_async(sp__bstream *s, void *dst, const void *src, size_t bytes);
+sp_status sp__host_memset_async(sp__bstream *s, void *dst, int value, size_t bytes);
+sp_status sp__host_host_func(sp__bstream *s, void (*fn)(void *), void *arg);
+sp_status sp__host_linear_async(sp__bstream *s, const sp__linear *op);
+sp_status sp__host_convert_async(sp__bstream *s, void *dst, sp_dtype dst_type, const void *src,
+                                 sp_dtype src_type, size_t n);
+
+/* ---- host_event.c: table slots ---- */
+sp_status sp__host_event_create(sp__bdevice *d, unsigned flags, sp__bevent **out);
+void sp__host_event_destroy(sp__bevent *e);
+sp_status sp__host_event_record(sp__bevent *e, sp__bstream *s);
+sp_status sp__host_stream_wait_event(sp__bstream *s, sp__bevent *e);
+sp_status sp__host_event_query(sp__bevent *e);
+sp_status sp__host_event_sync(sp__bevent *e);
+sp_status sp__host_event_elapsed_ms(sp__bevent *start, sp__bevent *end, float *ms);
+
+#endif /* SP_BACKEND_HOST_IMPL_H */

@@ -1,0 +1,132 @@
+/* Host compute commands: Linear (GEMM + bias + ReLU) and f32 <-> bf16 conversion.
+ *
+ * Owns: the arithmetic the worker runs for SP__HOST_CMD_LINEAR and SP__HOST_CMD_CONVERT, and the
+ * one-time BLAS set-up. f32 Linear is one OpenBLAS cblas_sgemm into y pre-filled with the bias
+ * (beta = 1), then ReLU. bf16 Linear is correct, not fast: x, w and the bias are widened to f32 in
+ * the stream's scratch buffer, multiplied with sgemm in f32, ReLU'd, and rounded once to bf16
+ * (nearest even). Concurrency comes from the streams: OpenBLAS runs one thread per call.
+ *
+ * Invariants: the scratch buffer belongs to the stream's worker (no lock); it only grows.
+ * Locking: none here; pthread_once guards the BLAS set-up.
+ */
+#include <cblas.h>
+#include <pthread.h>
+#include <stdio.h>
+
+#include "backend/host/host_impl.h"
+
+static pthread_once_t host_blas_once = PTHREAD_ONCE_INIT;
+
+static void host_blas_setup(void) { openblas_set_num_threads(1); }
+
+void sp__host_blas_init(void) { pthread_once(&host_blas_once, host_blas_setup); }
+
+static size_t host_dtype_size(sp_dtype t) { return t == SP_BF16 ? 2 : 4; }
+static bool host_dtype_valid(sp_dtype t) { return t == SP_F32 || t == SP_BF16; }
+
+sp_status sp__host_linear_check(const sp__linear *op, const char *fn) {
+  if (!op) return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: op is NULL", fn);
+  if (!host_dtype_valid(op->dtype))
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: unknown dtype %d", fn, (int)op->dtype);
+  if (!op->batch || !op->in_features || !op->out_features)
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: empty shape batch=%u in=%u out=%u", fn,
+                    op->batch, op->in_features, op->out_features);
+  if (op->batch > INT_MAX || op->in_features > INT_MAX || op->out_features > INT_MAX ||
+      (size_t)op->batch * op->in_features > SIZE_MAX / 16 ||
+      (size_t)op->out_features * op->in_features > SIZE_MAX / 16 ||
+      (size_t)op->batch * op->out_features > SIZE_MAX / 16)
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: shape batch=%u in=%u out=%u too large", fn,
+                    op->batch, op->in_features, op->out_features);
+  if (!op->x || !op->w || !op->y)
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: %s is NULL", fn,
+                    !op->x ? "x" : !op->w ? "w" : "y");
+  return SP_OK;
+}
+
+sp_status sp__host_convert_check(void *dst, sp_dtype dst_type, const void *src,
+                                 sp_dtype src_type, size_t n, const char *fn) {
+  if (!host_dtype_valid(dst_type) || !host_dtype_valid(src_type))
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: unknown dtype (dst %d, src %d)", fn,
+                    (int)dst_type, (int)src_type);
+  if (n && (!dst || !src))
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: NULL %s with n=%zu", fn, dst ? "src" : "dst", n);
+  if (n > SIZE_MAX / 4) return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: n=%zu too large", fn, n);
+  return SP_OK;
+}
+
+void sp__host_convert_run(void *dst, sp_dtype dst_type, const void *src, sp_dtype src_type,
+                          size_t n) {
+  if (dst_type == src_type) {
+    memmove(dst, src, n * host_dtype_size(dst_type));
+  } else if (dst_type == SP_BF16) {
+    const float *f = src;
+    uint16_t *h = dst;
+    for (size_t i = 0; i < n; i++) h[i] = sp__host_f32_to_bf16(f[i]);
+  } else {
+    const uint16_t *h = src;
+    float *f = dst;
+    for (size_t i = 0; i < n; i++) f[i] = sp__host_bf16_to_f32(h[i]);
+  }
+}
+
+/* y[b, o] = sum_i x[b, i] * w[o, i] + (y[b, o] if beta else 0), all f32 row-major. */
+static void host_sgemm(const float *x, const float *w, float *y, unsigned batch, unsigned in,
+                       unsigned out, float beta) {
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)batch, (int)out, (int)in, 1.0f, x,
+              (int)in, w, (int)in, beta, y, (int)out);
+}
+
+static void host_relu(float *y, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (!(y[i] > 0.0f) && y[i] == y[i]) y[i] = 0.0f; /* NaN stays NaN, -0 becomes +0 */
+}
+
+static void host_linear_f32(const sp__linear *op) {
+  float *y = op->y;
+  const float *bias = op->bias;
+  size_t out = op->out_features;
+  if (bias)
+    for (size_t b = 0; b < op->batch; b++) memcpy(y + b * out, bias, out * sizeof(*y));
+  host_sgemm(op->x, op->w, y, op->batch, op->in_features, op->out_features, bias ? 1.0f : 0.0f);
+  if (op->relu) host_relu(y, (size_t)op->batch * out);
+}
+
+/* Makes the worker's scratch hold at least floats; false on host OOM. */
+static bool host_scratch_reserve(sp__bstream *s, size_t floats) {
+  if (s->scratch_floats >= floats) return true;
+  float *p = sp__malloc(floats * sizeof(*p));
+  if (!p) return false;
+  sp__free(s->scratch);
+  s->scratch = p;
+  s->scratch_floats = floats;
+  return true;
+}
+
+static sp_status host_linear_bf16(sp__bstream *s, const sp__linear *op, char *msg,
+                                  size_t msg_size) {
+  size_t nx = (size_t)op->batch * op->in_features, nw = (size_t)op->out_features * op->in_features;
+  size_t ny = (size_t)op->batch * op->out_features, out = op->out_features;
+  if (!host_scratch_reserve(s, nx + nw + ny)) {
+    snprintf(msg, msg_size, "bf16 linear: cannot allocate %zu bytes of scratch (output not "
+             "written)", (nx + nw + ny) * sizeof(float));
+    return SP_ERR_HOST_MEMORY;
+  }
+  float *x = s->scratch, *w = x + nx, *y = w + nw;
+  sp__host_convert_run(x, SP_F32, op->x, SP_BF16, nx);
+  sp__host_convert_run(w, SP_F32, op->w, SP_BF16, nw);
+  if (op->bias)
+    for (size_t b = 0; b < op->batch; b++)
+      sp__host_convert_run(y + b * out, SP_F32, op->bias, SP_BF16, out);
+  host_sgemm(x, w, y, op->batch, op->in_features, op->out_features, op->bias ? 1.0f : 0.0f);
+  if (op->relu) host_relu(y, ny);
+  sp__host_convert_run(op->y, SP_BF16, y, SP_F32, ny);
+  return SP_OK;
+}
+
+sp_status sp__host_linear_run(sp__bstream *s, const sp__linear *op, char *msg, size_t msg_size) {
+  if (op->dtype == SP_F32) {
+    host_linear_f32(op);
+    return SP_OK;
+  }
+  return host_linear_bf16(s, op, msg, msg_size);
+}
