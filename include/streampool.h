@@ -25,6 +25,11 @@
 extern "C" {
 #endif
 
+/* Everything declared here is the library's exported API (it is built with hidden visibility). */
+#if defined(__GNUC__)
+#pragma GCC visibility push(default)
+#endif
+
 #define SP_VERSION_MAJOR 0
 #define SP_VERSION_MINOR 1
 #define SP_VERSION_PATCH 0
@@ -335,6 +340,10 @@ typedef struct sp_batcher_stats {
   uint64_t failed;                   /* rows answered with an error     */
 } sp_batcher_stats;
 sp_status sp_batcher_stats_get(sp_batcher *b, sp_batcher_stats *out);
+
+#if defined(__GNUC__)
+#pragma GCC visibility pop
+#endif
 
 #ifdef __cplusplus
 }

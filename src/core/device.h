@@ -44,10 +44,19 @@ struct sp_device {
   sp__slot_pool *slots;             /* exclusive mode free slots (stream_pool.c)          */
   sp__event_pool *events;           /* event_pool.c                                        */
   sp__allocator *alloc;             /* src/alloc                                           */
+  char name[128];                   /* backend's device name, cached at open               */
+  sp_device *registry_next;         /* live-device registry link (sp__registry_mu)         */
 };
 
 /* Incremented in every forked child (pthread_atfork). */
 extern atomic_uint sp__fork_epoch;
+
+/* The process-wide registry of live devices, keyed by id (device.c). Thread-exit destructors use
+ * it to reach a device only while it is still open: find under the lock, act, unlock. The lock
+ * ranks below every device lock (rank 0): a device lock may be taken while holding it. */
+void sp__registry_lock(void);
+void sp__registry_unlock(void);
+sp_device *sp__registry_find_locked(uint64_t id); /* NULL if closed */
 
 /* The boundary check of every public function taking a device: NULL -> SP_ERR_INVALID_ARGUMENT,
  * used in a forked child -> SP_ERR_FORKED. `fn` names the public function in the message. */
@@ -76,6 +85,16 @@ static inline sp__bstream *sp__stream_peek(sp_stream *s) {
 
 /* Syncs every created stream of dev, no lock held while waiting. */
 sp_status sp__device_sync_all(sp_device *dev);
+
+/* Stream pool (stream_pool.c): exclusive-slot free list and per-thread bindings. */
+sp_status sp__slot_pool_create(sp_device *dev);  /* sets dev->slots */
+void sp__slot_pool_destroy(sp_device *dev);
+/* Drops the calling thread's binding for dev (giving back its slot); called by sp_device_close. */
+void sp__bindings_forget(sp_device *dev);
+
+/* Event pool (event_pool.c). destroy destroys every backend event; streams must be idle. */
+sp_status sp__event_pool_create(sp_device *dev); /* sets dev->events */
+void sp__event_pool_destroy(sp_device *dev);
 
 /* Events for internal users (the allocator's pending frees): the same pool as sp_event_*. */
 sp_status sp__event_acquire(sp_device *dev, unsigned flags, sp_event *out);

@@ -1,0 +1,306 @@
+/* The event pool: pooled, generation-checked events, shared by the public sp_event_* API and the
+ * allocator (sp__event_*).
+ *
+ * Handles: sp_event.id = generation << 32 | (slot index + 1); id 0 is never valid. Each slot has
+ * an atomic state = generation << 1 | live. Acquire sets live; release CASes (gen, live) to
+ * (gen + 1, free), so a second release, and every copy of a released handle, no longer matches and
+ * gets SP_ERR_INVALID_HANDLE without touching the recycled event. A slot's first generation is a
+ * hash of (device id, index), so a handle from another device almost never matches either.
+ *
+ * Storage: slots live in fixed-size chunks that are allocated on demand and published with a
+ * release store into a fixed table; chunks never move or shrink until the device closes, so
+ * lookups are lock-free (one acquire load of the chunk pointer, one of the state). grow_mu only
+ * serializes publishing a new chunk (no backend call under it).
+ *
+ * Free lists: one tagged-index stack (idstack.h) per flag set (plain, SP_EVENT_TIMING), so a slot's
+ * backend event, created on the slot's first acquire, is kept across reuse with the same flags.
+ * `stream` is reset at acquire: an event not recorded since its acquire is complete (its backend
+ * event may still carry an older recording, which is ignored).
+ *
+ * Thread safety: any thread. Using a handle concurrently with its release is the caller's race
+ * (as with any handle API); sequential misuse is always detected.
+ */
+#include "core/device.h"
+#include "core/idstack.h"
+
+enum { SP__EV_CHUNK = 256, SP__EV_CHUNKS_MAX = 1024, SP__EV_CLASSES = 2 };
+_Static_assert(SP__EV_CHUNK * SP__EV_CHUNKS_MAX < 0xffffffffu, "slot index + 1 fits 32 bits");
+
+typedef struct sp__event_slot {
+  _Atomic uint64_t state;       /* generation << 1 | live                                 */
+  _Atomic uint32_t link;        /* free-list link (idstack)                               */
+  unsigned flags;               /* SP_EVENT_* of bev; set before the slot's first publish  */
+  sp__bevent *bev;              /* backend event, NULL until the slot's first acquire     */
+  _Atomic(sp_stream *) stream;  /* stream of the last record since acquire, or NULL       */
+} sp__event_slot;
+
+struct sp__event_pool {
+  _Atomic(sp__event_slot *) chunks[SP__EV_CHUNKS_MAX]; /* published once each             */
+  atomic_uint next_index;       /* slots handed out for the first time so far             */
+  pthread_mutex_t grow_mu;      /* serializes chunk allocation                            */
+  sp__idstack free[SP__EV_CLASSES]; /* by flags: [0] plain, [1] timing                    */
+  uint64_t gen_seed;            /* the device id, hashed into first generations           */
+};
+
+static uint32_t sp__event_gen0(uint64_t seed, uint32_t index) {
+  uint64_t z = seed * 0x9E3779B97F4A7C15ull + index;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return (uint32_t)(z ^ (z >> 31));
+}
+
+static sp__event_slot *sp__event_slot_at(sp__event_pool *p, uint32_t i) {
+  uint32_t c = i / SP__EV_CHUNK;
+  if (c >= SP__EV_CHUNKS_MAX) return NULL;
+  sp__event_slot *chunk = atomic_load_explicit(&p->chunks[c], memory_order_acquire);
+  return chunk ? &chunk[i % SP__EV_CHUNK] : NULL;
+}
+
+static _Atomic uint32_t *sp__event_link(void *ctx, uint32_t i) {
+  return &sp__event_slot_at(ctx, i)->link;
+}
+
+sp_status sp__event_pool_create(sp_device *dev) {
+  sp__event_pool *p = sp__calloc(1, sizeof(*p));
+  if (!p) return sp__fail(SP_ERR_HOST_MEMORY, "sp_device_open: no host memory for the event pool");
+  if (pthread_mutex_init(&p->grow_mu, NULL)) {
+    sp__free(p);
+    return sp__fail(SP_ERR_HOST_MEMORY, "sp_device_open: cannot initialize the event pool lock");
+  }
+  for (unsigned c = 0; c < SP__EV_CHUNKS_MAX; c++) atomic_init(&p->chunks[c], NULL);
+  atomic_init(&p->next_index, 0);
+  for (unsigned k = 0; k < SP__EV_CLASSES; k++) sp__idstack_init(&p->free[k]);
+  p->gen_seed = dev->id;
+  dev->events = p;
+  return SP_OK;
+}
+
+void sp__event_pool_destroy(sp_device *dev) {
+  sp__event_pool *p = dev->events;
+  if (!p) return;
+  for (unsigned c = 0; c < SP__EV_CHUNKS_MAX; c++) {
+    sp__event_slot *chunk = atomic_load_explicit(&p->chunks[c], memory_order_acquire);
+    if (!chunk) continue;
+    for (unsigned k = 0; k < SP__EV_CHUNK; k++)
+      if (chunk[k].bev) dev->be->event_destroy(chunk[k].bev);
+    sp__free(chunk);
+  }
+  pthread_mutex_destroy(&p->grow_mu);
+  sp__free(p);
+  dev->events = NULL;
+}
+
+/* Publishes chunk c if it is not there yet. */
+static sp_status sp__event_chunk_ensure(sp__event_pool *p, uint32_t c) {
+  if (atomic_load_explicit(&p->chunks[c], memory_order_acquire)) return SP_OK;
+  sp_status st = SP_OK;
+  pthread_mutex_lock(&p->grow_mu);
+  if (!atomic_load_explicit(&p->chunks[c], memory_order_relaxed)) {
+    sp__event_slot *chunk = sp__calloc(SP__EV_CHUNK, sizeof(*chunk));
+    if (chunk) {
+      for (uint32_t k = 0; k < SP__EV_CHUNK; k++) {
+        uint32_t gen = sp__event_gen0(p->gen_seed, c * SP__EV_CHUNK + k);
+        atomic_init(&chunk[k].state, (uint64_t)gen << 1);
+        atomic_init(&chunk[k].link, 0);
+        atomic_init(&chunk[k].stream, NULL);
+      }
+      atomic_store_explicit(&p->chunks[c], chunk, memory_order_release);
+    } else {
+      st = sp__fail(SP_ERR_HOST_MEMORY, "sp_event_acquire: no host memory for more events");
+    }
+  }
+  pthread_mutex_unlock(&p->grow_mu);
+  return st;
+}
+
+/* A never-used slot index, its chunk published. */
+static sp_status sp__event_slot_new(sp__event_pool *p, uint32_t *out) {
+  unsigned i = atomic_load_explicit(&p->next_index, memory_order_relaxed);
+  do {
+    if (i >= (unsigned)SP__EV_CHUNK * SP__EV_CHUNKS_MAX)
+      return sp__fail(SP_ERR_HOST_MEMORY, "sp_event_acquire: all %u events of the pool are in use",
+                      (unsigned)SP__EV_CHUNK * SP__EV_CHUNKS_MAX);
+  } while (!atomic_compare_exchange_weak_explicit(&p->next_index, &i, i + 1, memory_order_relaxed,
+                                                  memory_order_relaxed));
+  sp_status st = sp__event_chunk_ensure(p, i / SP__EV_CHUNK);
+  if (st != SP_OK) return st; /* the index is lost; only after a host OOM */
+  *out = i;
+  return SP_OK;
+}
+
+sp_status sp__event_acquire(sp_device *dev, unsigned flags, sp_event *out) {
+  if (flags & ~(unsigned)SP_EVENT_TIMING)
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_event_acquire: unknown flags 0x%x", flags);
+  if (!out) return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_event_acquire: out is NULL");
+  sp__event_pool *p = dev->events;
+  unsigned cls = flags & SP_EVENT_TIMING;
+  uint32_t i = sp__idstack_pop(&p->free[cls], sp__event_link, p);
+  if (i == SP__IDSTACK_NONE) {
+    sp_status st = sp__event_slot_new(p, &i);
+    if (st != SP_OK) return st;
+    sp__event_slot_at(p, i)->flags = flags;
+  }
+  sp__event_slot *slot = sp__event_slot_at(p, i);
+  sp_assert(slot && slot->flags == flags);
+  if (SP__UNLIKELY(!slot->bev)) {
+    sp_status st = dev->be->event_create(dev->bdev, flags, &slot->bev);
+    if (st != SP_OK) {
+      slot->bev = NULL;
+      sp__idstack_push(&p->free[cls], &slot->link, i);
+      return st;
+    }
+  }
+  atomic_store_explicit(&slot->stream, NULL, memory_order_relaxed);
+  uint64_t s = atomic_load_explicit(&slot->state, memory_order_relaxed);
+  sp_assert(!(s & 1u));
+  atomic_store_explicit(&slot->state, s | 1u, memory_order_release);
+  out->id = (s >> 1) << 32 | (uint64_t)(i + 1);
+  return SP_OK;
+}
+
+/* The live slot of ev, or SP_ERR_INVALID_HANDLE. */
+static sp_status sp__event_lookup(sp_device *dev, sp_event ev, const char *fn,
+                                  sp__event_slot **out) {
+  uint32_t i1 = (uint32_t)ev.id;
+  sp__event_slot *slot = i1 ? sp__event_slot_at(dev->events, i1 - 1) : NULL;
+  uint64_t want = (ev.id >> 32) << 1 | 1u;
+  if (SP__UNLIKELY(!slot || atomic_load_explicit(&slot->state, memory_order_acquire) != want))
+    return sp__fail(SP_ERR_INVALID_HANDLE,
+                    "%s: event 0x%llx is not a live event of this device (released, stale, "
+                    "never acquired or another device's)",
+                    fn, (unsigned long long)ev.id);
+  *out = slot;
+  return SP_OK;
+}
+
+sp_status sp__event_release(sp_device *dev, sp_event ev) {
+  uint32_t i1 = (uint32_t)ev.id;
+  sp__event_slot *slot = i1 ? sp__event_slot_at(dev->events, i1 - 1) : NULL;
+  uint64_t gen = ev.id >> 32;
+  uint64_t want = gen << 1 | 1u;
+  uint64_t next = (uint64_t)(uint32_t)(gen + 1) << 1;
+  if (!slot || !atomic_compare_exchange_strong_explicit(&slot->state, &want, next,
+                                                        memory_order_acq_rel, memory_order_relaxed))
+    return sp__fail(SP_ERR_INVALID_HANDLE,
+                    "sp_event_release: event 0x%llx is not live (released already, stale, never "
+                    "acquired or another device's)",
+                    (unsigned long long)ev.id);
+  sp__idstack_push(&dev->events->free[slot->flags & SP_EVENT_TIMING], &slot->link, i1 - 1);
+  return SP_OK;
+}
+
+sp_status sp__event_record(sp_device *dev, sp_event ev, sp_stream *s) {
+  sp__event_slot *slot = NULL;
+  sp__bstream *bs = NULL;
+  if (s->dev != dev)
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_event_record: stream %u is another device's",
+                    s->index);
+  sp_status st = sp__event_lookup(dev, ev, "sp_event_record", &slot);
+  if (st == SP_OK) st = sp__stream_backend(s, &bs);
+  if (st == SP_OK) st = dev->be->event_record(slot->bev, bs);
+  if (st != SP_OK) return st;
+  atomic_store_explicit(&slot->stream, s, memory_order_release);
+  return SP_OK;
+}
+
+sp_status sp__event_query(sp_device *dev, sp_event ev) {
+  sp__event_slot *slot = NULL;
+  sp_status st = sp__event_lookup(dev, ev, "sp_event_query", &slot);
+  if (st != SP_OK) return st;
+  if (!atomic_load_explicit(&slot->stream, memory_order_acquire)) return SP_OK;
+  return dev->be->event_query(slot->bev);
+}
+
+sp_status sp__stream_wait_event(sp_stream *s, sp_event ev) {
+  sp__event_slot *slot = NULL;
+  sp__bstream *bs = NULL;
+  sp_status st = sp__event_lookup(s->dev, ev, "sp_stream_wait_event", &slot);
+  if (st != SP_OK) return st;
+  if (!atomic_load_explicit(&slot->stream, memory_order_acquire)) return SP_OK;
+  st = sp__stream_backend(s, &bs);
+  if (st != SP_OK) return st;
+  return s->dev->be->stream_wait_event(bs, slot->bev);
+}
+
+/* ---- public ---- */
+
+sp_status sp_event_acquire(sp_device *dev, unsigned flags, sp_event *out) {
+  sp_status st = sp__device_enter(dev, "sp_event_acquire");
+  return st != SP_OK ? st : sp__event_acquire(dev, flags, out);
+}
+
+sp_status sp_event_release(sp_device *dev, sp_event ev) {
+  sp_status st = sp__device_enter(dev, "sp_event_release");
+  return st != SP_OK ? st : sp__event_release(dev, ev);
+}
+
+sp_status sp_event_record(sp_event ev, sp_stream *s) {
+  sp_status st = sp__stream_enter(s, "sp_event_record");
+  return st != SP_OK ? st : sp__event_record(s->dev, ev, s);
+}
+
+sp_status sp_event_query(sp_device *dev, sp_event ev) {
+  sp_status st = sp__device_enter(dev, "sp_event_query");
+  return st != SP_OK ? st : sp__event_query(dev, ev);
+}
+
+sp_status sp_event_sync(sp_device *dev, sp_event ev) {
+  sp__event_slot *slot = NULL;
+  sp_status st = sp__device_enter(dev, "sp_event_sync");
+  if (st == SP_OK) st = sp__event_lookup(dev, ev, "sp_event_sync", &slot);
+  if (st != SP_OK) return st;
+  if (!atomic_load_explicit(&slot->stream, memory_order_acquire)) return SP_OK;
+  return dev->be->event_sync(slot->bev);
+}
+
+sp_status sp_stream_wait_event(sp_stream *s, sp_event ev) {
+  sp_status st = sp__stream_enter(s, "sp_stream_wait_event");
+  return st != SP_OK ? st : sp__stream_wait_event(s, ev);
+}
+
+static sp_status sp__event_timed(sp_device *dev, sp_event ev, const char *which,
+                                 sp__event_slot **out) {
+  static const char fn[] = "sp_event_elapsed_ms";
+  sp__event_slot *slot = NULL;
+  sp_status st = sp__event_lookup(dev, ev, fn, &slot);
+  if (st != SP_OK) return st;
+  if (!(slot->flags & SP_EVENT_TIMING))
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: %s event lacks SP_EVENT_TIMING", fn, which);
+  if (!atomic_load_explicit(&slot->stream, memory_order_acquire))
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: %s event was never recorded", fn, which);
+  *out = slot;
+  return SP_OK;
+}
+
+sp_status sp_event_elapsed_ms(sp_device *dev, sp_event start, sp_event end, float *ms) {
+  static const char fn[] = "sp_event_elapsed_ms";
+  sp__event_slot *a = NULL, *b = NULL;
+  sp_status st = sp__device_enter(dev, fn);
+  if (st != SP_OK) return st;
+  if (!ms) return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: ms is NULL", fn);
+  st = sp__event_timed(dev, start, "start", &a);
+  if (st == SP_OK) st = sp__event_timed(dev, end, "end", &b);
+  if (st != SP_OK) return st;
+  if (!dev->be->event_elapsed_ms)
+    return sp__fail(SP_ERR_UNSUPPORTED, "%s: backend %s has no event timing", fn, dev->be->name);
+  st = dev->be->event_query(a->bev);
+  if (st == SP_OK) st = dev->be->event_query(b->bev);
+  if (st != SP_OK) return st;
+  float v = 0.0f;
+  st = dev->be->event_elapsed_ms(a->bev, b->bev, &v);
+  if (st != SP_OK) return st;
+  *ms = v;
+  return SP_OK;
+}
+
+sp_status sp_event_stream(sp_device *dev, sp_event ev, sp_stream **out) {
+  sp__event_slot *slot = NULL;
+  sp_status st = sp__device_enter(dev, "sp_event_stream");
+  if (st == SP_OK) st = sp__event_lookup(dev, ev, "sp_event_stream", &slot);
+  if (st != SP_OK) return st;
+  if (!out) return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_event_stream: out is NULL");
+  sp_stream *s = atomic_load_explicit(&slot->stream, memory_order_acquire);
+  if (!s) return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_event_stream: event was never recorded");
+  *out = s;
+  return SP_OK;
+}

@@ -1,0 +1,301 @@
+/* The stream pool: each thread's current stream per device, and exclusive-mode slots.
+ *
+ * Bindings: a thread-local table of (device id, stream) pairs, searched linearly on every
+ * sp_stream_current (the hot path: a few loads, no lock, no atomic RMW). Matching is by device id,
+ * which is never reused, so a binding left behind by a closed device never matches a new device
+ * at the same address; such stale entries are evicted when the table fills. The table uses the
+ * initial-exec TLS model so a lookup is a plain thread-pointer-relative load.
+ *
+ * Round-robin: the n-th thread to bind on a device gets pool stream 1 + (n mod (size - 1)).
+ * Exclusive: a thread takes a slot index in [1, size) from a lock-free tagged-index stack
+ * (idstack.h) and owns it until sp_stream_release_current, sp_stream_set_current, or its exit.
+ * Stream 0 is never handed out by either mode.
+ *
+ * Waiting for a slot (slow path only): waiters register in `waiters` and sleep on wait_cv under
+ * wait_mu (lock rank 1). A releaser pushes the slot, then (after a full fence) looks at `waiters`
+ * and signals under wait_mu only if someone waits; the waiter increments `waiters` and fences
+ * before its pop. With both fences, either the waiter's pop sees the slot or the releaser sees the
+ * waiter; the mutex makes the signal land after the waiter sleeps. The fast path takes no lock.
+ *
+ * Thread exit: the first binding a thread makes sets a pthread key, whose destructor gives back
+ * the thread's owned slots. It reaches each device through the live-device registry (device.c),
+ * under the registry lock (rank 0, taken before wait_mu), so a device closed meanwhile is never
+ * touched.
+ */
+#include <errno.h>
+#include <time.h>
+
+#include "core/device.h"
+#include "core/idstack.h"
+
+struct sp__slot_pool {
+  sp__idstack free;                     /* free slot indices in [1, size)                  */
+  _Atomic uint32_t link[SP_STREAMS_MAX]; /* idstack links, one per slot                    */
+  pthread_mutex_t wait_mu;              /* rank 1: guards sleeping on wait_cv              */
+  pthread_cond_t wait_cv;               /* signalled when a slot is pushed and waiters > 0 */
+  atomic_uint waiters;                  /* threads in the slow path of sp__slot_acquire    */
+};
+
+enum { SP__BINDINGS_MAX = 16 };
+
+typedef struct sp__thread_bindings {
+  unsigned n;                           /* entries in use                           */
+  uint32_t owned;                       /* bit i: entry i owns an exclusive slot    */
+  int key_set;                          /* the exit destructor is armed             */
+  uint64_t dev_id[SP__BINDINGS_MAX];    /* device ids; never 0 for a used entry     */
+  sp_stream *stream[SP__BINDINGS_MAX];  /* the bound stream                         */
+} sp__thread_bindings;
+
+#if defined(__GNUC__)
+#define SP__TLS_FAST __attribute__((tls_model("initial-exec")))
+#define SP__NOINLINE_ATTR __attribute__((noinline))
+#else
+#define SP__TLS_FAST
+#define SP__NOINLINE_ATTR
+#endif
+static _Thread_local sp__thread_bindings sp__tb SP__TLS_FAST;
+
+static pthread_key_t sp__exit_key;
+static pthread_once_t sp__exit_once = PTHREAD_ONCE_INIT;
+
+/* ---- the slot pool ---- */
+
+static _Atomic uint32_t *sp__slot_link(void *ctx, uint32_t i) {
+  return &((sp__slot_pool *)ctx)->link[i];
+}
+
+sp_status sp__slot_pool_create(sp_device *dev) {
+  sp__slot_pool *p = sp__calloc(1, sizeof(*p));
+  if (!p) return sp__fail(SP_ERR_HOST_MEMORY, "sp_device_open: no host memory for the slot pool");
+  pthread_condattr_t ca;
+  int bad = pthread_condattr_init(&ca);
+  if (!bad) bad = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  if (!bad) bad = pthread_cond_init(&p->wait_cv, &ca);
+  pthread_condattr_destroy(&ca);
+  if (bad) goto free_pool;
+  if (pthread_mutex_init(&p->wait_mu, NULL)) goto destroy_cv;
+  sp__idstack_init(&p->free);
+  atomic_init(&p->waiters, 0);
+  for (uint32_t i = dev->cfg.streams - 1; i >= 1; i--) sp__idstack_push(&p->free, &p->link[i], i);
+  dev->slots = p;
+  return SP_OK;
+
+destroy_cv:
+  pthread_cond_destroy(&p->wait_cv);
+free_pool:
+  sp__free(p);
+  return sp__fail(SP_ERR_HOST_MEMORY, "sp_device_open: cannot initialize the slot pool's locks");
+}
+
+void sp__slot_pool_destroy(sp_device *dev) {
+  sp__slot_pool *p = dev->slots;
+  if (!p) return;
+  pthread_mutex_destroy(&p->wait_mu);
+  pthread_cond_destroy(&p->wait_cv);
+  sp__free(p);
+  dev->slots = NULL;
+}
+
+static void sp__slot_release(sp_device *dev, uint32_t i) {
+  sp__slot_pool *p = dev->slots;
+  sp_assert(i >= 1 && i < dev->cfg.streams);
+  sp__idstack_push(&p->free, &p->link[i], i);
+  atomic_thread_fence(memory_order_seq_cst);
+  if (atomic_load_explicit(&p->waiters, memory_order_relaxed)) {
+    pthread_mutex_lock(&p->wait_mu);
+    pthread_cond_signal(&p->wait_cv);
+    pthread_mutex_unlock(&p->wait_mu);
+  }
+}
+
+static struct timespec sp__deadline_after_ms(unsigned ms) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  ts.tv_sec += (time_t)(ms / 1000);
+  ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+  if (ts.tv_nsec >= 1000000000L) {
+    ts.tv_sec++;
+    ts.tv_nsec -= 1000000000L;
+  }
+  return ts;
+}
+
+static uint32_t sp__slot_wait(sp_device *dev) {
+  sp__slot_pool *p = dev->slots;
+  struct timespec deadline = sp__deadline_after_ms(dev->cfg.slot_wait_ms);
+  uint32_t i = SP__IDSTACK_NONE;
+  pthread_mutex_lock(&p->wait_mu);
+  atomic_fetch_add_explicit(&p->waiters, 1, memory_order_relaxed);
+  atomic_thread_fence(memory_order_seq_cst);
+  for (;;) {
+    i = sp__idstack_pop(&p->free, sp__slot_link, p);
+    if (i != SP__IDSTACK_NONE) break;
+    int rc = pthread_cond_timedwait(&p->wait_cv, &p->wait_mu, &deadline);
+    if (rc == ETIMEDOUT) {
+      i = sp__idstack_pop(&p->free, sp__slot_link, p);
+      break;
+    }
+  }
+  atomic_fetch_sub_explicit(&p->waiters, 1, memory_order_relaxed);
+  pthread_mutex_unlock(&p->wait_mu);
+  return i;
+}
+
+static sp_status sp__slot_acquire(sp_device *dev, const char *fn, uint32_t *out) {
+  uint32_t i = sp__idstack_pop(&dev->slots->free, sp__slot_link, dev->slots);
+  if (i == SP__IDSTACK_NONE && dev->cfg.slot_wait_ms) i = sp__slot_wait(dev);
+  if (i == SP__IDSTACK_NONE)
+    return sp__fail(SP_ERR_POOL_EXHAUSTED,
+                    "%s: all %u exclusive stream slots are owned by other threads (waited %u ms)",
+                    fn, dev->cfg.streams - 1, dev->cfg.slot_wait_ms);
+  sp_assert(i >= 1 && i < dev->cfg.streams);
+  *out = i;
+  return SP_OK;
+}
+
+/* ---- the per-thread binding table ---- */
+
+static void sp__bindings_remove(sp__thread_bindings *t, unsigned k) {
+  unsigned last = t->n - 1;
+  uint32_t last_owned = (t->owned >> last) & 1u;
+  t->owned &= ~((1u << k) | (1u << last));
+  t->dev_id[k] = t->dev_id[last];
+  t->stream[k] = t->stream[last];
+  t->owned |= last_owned << k;
+  t->dev_id[last] = 0;
+  t->stream[last] = NULL;
+  t->n = last;
+}
+
+/* Thread exit: give back every owned slot of a device still open. */
+static void sp__bindings_exit(void *arg) {
+  (void)arg;
+  sp__thread_bindings *t = &sp__tb;
+  if (t->owned) {
+    sp__registry_lock();
+    for (unsigned k = 0; k < t->n; k++) {
+      if (!((t->owned >> k) & 1u)) continue;
+      sp_device *dev = sp__registry_find_locked(t->dev_id[k]);
+      if (dev) sp__slot_release(dev, t->stream[k]->index);
+    }
+    sp__registry_unlock();
+  }
+  t->n = 0;
+  t->owned = 0;
+  t->key_set = 0;
+}
+
+static void sp__exit_key_create(void) { (void)pthread_key_create(&sp__exit_key, sp__bindings_exit); }
+
+static sp_status sp__bindings_arm(const char *fn) {
+  sp__thread_bindings *t = &sp__tb;
+  if (t->key_set) return SP_OK;
+  pthread_once(&sp__exit_once, sp__exit_key_create);
+  if (pthread_setspecific(sp__exit_key, t))
+    return sp__fail(SP_ERR_HOST_MEMORY, "%s: pthread_setspecific failed", fn);
+  t->key_set = 1;
+  return SP_OK;
+}
+
+/* Makes room for one more entry, evicting entries of closed devices. */
+static sp_status sp__bindings_room(const char *fn) {
+  sp__thread_bindings *t = &sp__tb;
+  if (t->n < SP__BINDINGS_MAX) return SP_OK;
+  sp__registry_lock();
+  for (unsigned k = t->n; k-- > 0;)
+    if (!sp__registry_find_locked(t->dev_id[k])) sp__bindings_remove(t, k);
+  sp__registry_unlock();
+  if (t->n < SP__BINDINGS_MAX) return SP_OK;
+  return sp__fail(SP_ERR_UNSUPPORTED, "%s: this thread is bound to %d open devices, the most",
+                  fn, (int)SP__BINDINGS_MAX);
+}
+
+static int sp__bindings_find(const sp_device *dev) {
+  const sp__thread_bindings *t = &sp__tb;
+  for (unsigned k = 0; k < t->n; k++)
+    if (t->dev_id[k] == dev->id) return (int)k;
+  return -1;
+}
+
+static void sp__bindings_unbind(sp_device *dev, int k) {
+  sp__thread_bindings *t = &sp__tb;
+  if ((t->owned >> k) & 1u) sp__slot_release(dev, t->stream[k]->index);
+  sp__bindings_remove(t, (unsigned)k);
+}
+
+static sp_status sp__bindings_add(sp_device *dev, sp_stream *s, int owned) {
+  sp__thread_bindings *t = &sp__tb;
+  sp_assert(t->n < SP__BINDINGS_MAX);
+  t->dev_id[t->n] = dev->id;
+  t->stream[t->n] = s;
+  if (owned) t->owned |= 1u << t->n;
+  t->n++;
+  return SP_OK;
+}
+
+void sp__bindings_forget(sp_device *dev) {
+  int k = sp__bindings_find(dev);
+  if (k >= 0) sp__bindings_unbind(dev, k);
+}
+
+/* ---- public ---- */
+
+static SP__NOINLINE_ATTR sp_status sp__stream_bind(sp_device *dev, sp_stream **out) {
+  static const char fn[] = "sp_stream_current";
+  sp_status st = sp__bindings_arm(fn);
+  if (st == SP_OK) st = sp__bindings_room(fn);
+  if (st != SP_OK) return st;
+  sp_stream *s = NULL;
+  int owned = 0;
+  if (dev->cfg.stream_mode == SP_STREAMS_EXCLUSIVE) {
+    uint32_t i = 0;
+    st = sp__slot_acquire(dev, fn, &i);
+    if (st != SP_OK) return st;
+    s = &dev->streams[i];
+    owned = 1;
+  } else {
+    unsigned n = atomic_fetch_add_explicit(&dev->rr_next, 1, memory_order_relaxed);
+    s = &dev->streams[1 + n % (dev->cfg.streams - 1)];
+  }
+  sp__bindings_add(dev, s, owned);
+  *out = s;
+  return SP_OK;
+}
+
+sp_status sp_stream_current(sp_device *dev, sp_stream **out) {
+  if (SP__UNLIKELY(!out)) return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_stream_current: out is NULL");
+  sp_status st = sp__device_enter(dev, "sp_stream_current");
+  if (SP__UNLIKELY(st != SP_OK)) return st;
+  const sp__thread_bindings *t = &sp__tb;
+  uint64_t id = dev->id;
+  for (unsigned k = 0; k < t->n; k++) {
+    if (t->dev_id[k] == id) {
+      *out = t->stream[k];
+      return SP_OK;
+    }
+  }
+  return sp__stream_bind(dev, out);
+}
+
+sp_status sp_stream_set_current(sp_device *dev, sp_stream *s) {
+  static const char fn[] = "sp_stream_set_current";
+  sp_status st = sp__device_enter(dev, fn);
+  if (st == SP_OK) st = sp__stream_enter(s, fn);
+  if (st != SP_OK) return st;
+  if (s->dev != dev)
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: stream %u belongs to another device", fn,
+                    s->index);
+  int k = sp__bindings_find(dev);
+  if (k >= 0) sp__bindings_unbind(dev, k);
+  st = sp__bindings_arm(fn);
+  if (st == SP_OK) st = sp__bindings_room(fn);
+  if (st != SP_OK) return st;
+  return sp__bindings_add(dev, s, 0);
+}
+
+sp_status sp_stream_release_current(sp_device *dev) {
+  sp_status st = sp__device_enter(dev, "sp_stream_release_current");
+  if (st != SP_OK) return st;
+  sp__bindings_forget(dev);
+  return SP_OK;
+}
