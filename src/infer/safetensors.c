@@ -214,7 +214,7 @@ static sp_status st_fill(sp__safetensors *s, const cJSON *root, const char *orig
 sp_status sp__safetensors_parse(const void *buf, size_t len, const char *origin,
                                 sp__safetensors **out) {
   const unsigned char *b = buf;
-  size_t header_len, n, name_bytes;
+  size_t header_len = 0, n = 0, name_bytes = 0;
   if (!origin) origin = "buffer";
   if (!buf && len) return sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: NULL buffer", origin);
   sp_status st = st_header(b, len, origin, &header_len);
