@@ -126,8 +126,19 @@ static sp_status st_parse_tensor(const cJSON *j, const char *origin, sp__st_tens
   return st;
 }
 
-/* Overlap and duplicate-name checks over the whole table. */
+/* Duplicate-name and overlap checks over the whole table. */
 static sp_status st_check_table(sp__safetensors *s, st_span *spans, const char *origin) {
+  const sp__st_tensor **by_name = sp__malloc(s->n_tensors * sizeof(*by_name) + 1);
+  if (!by_name) return sp__fail(SP_ERR_HOST_MEMORY, "safetensors %s: out of host memory", origin);
+  for (size_t i = 0; i < s->n_tensors; i++) by_name[i] = &s->tensors[i];
+  qsort(by_name, s->n_tensors, sizeof(*by_name), st_name_cmp);
+  sp_status st = SP_OK;
+  for (size_t i = 1; i < s->n_tensors && st == SP_OK; i++)
+    if (!strcmp(by_name[i - 1]->name, by_name[i]->name))
+      st = sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: tensor '%s' appears twice", origin,
+                    by_name[i]->name);
+  sp__free(by_name);
+  if (st != SP_OK) return st;
   qsort(spans, s->n_tensors, sizeof(*spans), st_span_cmp);
   uint64_t end = 0;
   size_t last = 0;
@@ -140,17 +151,7 @@ static sp_status st_check_table(sp__safetensors *s, st_span *spans, const char *
     end = spans[i].end;
     last = spans[i].index;
   }
-  const sp__st_tensor **by_name = sp__malloc(s->n_tensors * sizeof(*by_name) + 1);
-  if (!by_name) return sp__fail(SP_ERR_HOST_MEMORY, "safetensors %s: out of host memory", origin);
-  for (size_t i = 0; i < s->n_tensors; i++) by_name[i] = &s->tensors[i];
-  qsort(by_name, s->n_tensors, sizeof(*by_name), st_name_cmp);
-  sp_status st = SP_OK;
-  for (size_t i = 1; i < s->n_tensors && st == SP_OK; i++)
-    if (!strcmp(by_name[i - 1]->name, by_name[i]->name))
-      st = sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: tensor '%s' appears twice", origin,
-                    by_name[i]->name);
-  sp__free(by_name);
-  return st;
+  return SP_OK;
 }
 
 /* Counts tensor entries and their name bytes; checks names. */
