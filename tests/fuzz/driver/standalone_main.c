@@ -21,25 +21,25 @@ static uint64_t rng_next(void) {
   return rng_state;
 }
 
-enum { MAX_CORPUS = 256, MAX_INPUT = 1 << 16 };
+enum { FUZZ_MAX_CORPUS = 256, FUZZ_MAX_INPUT = 1 << 16 };
 
 static size_t load_file(const char *path, uint8_t *buf) {
   FILE *f = fopen(path, "rb");
   if (!f) return 0;
-  size_t n = fread(buf, 1, MAX_INPUT, f);
+  size_t n = fread(buf, 1, FUZZ_MAX_INPUT, f);
   fclose(f);
   return n;
 }
 
 int main(void) {
-  static uint8_t corpus[MAX_CORPUS][MAX_INPUT];
-  static size_t corpus_len[MAX_CORPUS];
+  static uint8_t corpus[FUZZ_MAX_CORPUS][FUZZ_MAX_INPUT];
+  static size_t corpus_len[FUZZ_MAX_CORPUS];
   size_t n_corpus = 0;
   const char *dir = getenv("SP_FUZZ_CORPUS");
   if (dir) {
     DIR *d = opendir(dir);
     struct dirent *e;
-    while (d && (e = readdir(d)) && n_corpus < MAX_CORPUS) {
+    while (d && (e = readdir(d)) && n_corpus < FUZZ_MAX_CORPUS) {
       if (e->d_name[0] == '.') continue;
       char path[4096];
       snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
@@ -54,7 +54,7 @@ int main(void) {
   long runs = runs_env ? strtol(runs_env, NULL, 10) : 2000;
   rng_state = seed_env ? strtoull(seed_env, NULL, 10) : 1;
   if (!rng_state) rng_state = 1;
-  static uint8_t buf[MAX_INPUT];
+  static uint8_t buf[FUZZ_MAX_INPUT];
   for (long i = 0; i < runs; i++) {
     size_t n;
     if (n_corpus && (rng_next() & 1)) { /* mutate a corpus entry */
