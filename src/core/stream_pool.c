@@ -159,9 +159,11 @@ static void sp__bindings_remove(sp__thread_bindings *t, unsigned k) {
   unsigned last = t->n - 1;
   uint32_t last_owned = (t->owned >> last) & 1u;
   t->owned &= ~((1u << k) | (1u << last));
-  t->dev_id[k] = t->dev_id[last];
-  t->stream[k] = t->stream[last];
-  t->owned |= last_owned << k;
+  if (k != last) { /* move the last entry into the hole */
+    t->dev_id[k] = t->dev_id[last];
+    t->stream[k] = t->stream[last];
+    t->owned |= last_owned << k;
+  }
   t->dev_id[last] = 0;
   t->stream[last] = NULL;
   t->n = last;
