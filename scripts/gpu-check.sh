@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# One command for the GPU machine: build with CUDA, run every test (CUDA conformance must run,
+# not skip), run the stress and conformance binaries under compute-sanitizer memcheck and
+# racecheck, run the GPU benchmarks. Every log goes to LOGDIR; LOGDIR/summary.txt has one line
+# per step. Run from the repository root:  scripts/gpu-check.sh LOGDIR
+#
+# The GPU machine cannot install packages: .gpu/debs (from scripts/gpu-deps.sh) is unpacked with
+# dpkg -x into a private prefix (never into /), and CMake, pkg-config and the loader are pointed
+# at it. Environment: SP_GPU_JOBS (build jobs, default 16), SP_GPU_SANITIZE=0 skips the
+# sanitizer runs, SP_GPU_BENCH=0 skips benchmarks, SP_BENCH_SECONDS (per benchmark cell),
+# SP_GPU_BUILD (build dir, default build-gpu).
+set -uo pipefail
+log=${1:?usage: scripts/gpu-check.sh LOGDIR}
+mkdir -p "$log" && log=$(cd "$log" && pwd)
+root=$(pwd)
+[ -f CMakeLists.txt ] && [ -d src/backend ] || { echo "run from the repository root" >&2; exit 2; }
+build=${SP_GPU_BUILD:-$root/build-gpu}
+jobs=${SP_GPU_JOBS:-16}
+summary=$log/summary.txt
+: >"$summary"
+failed=0
+note() { echo "$*" | tee -a "$summary"; }
+step() { # step NAME TIMEOUT CMD...: runs CMD with its output in LOGDIR/NAME.log
+  local name=$1 to=$2; shift 2
+  local t0=$SECONDS rc
+  timeout "$to" "$@" >"$log/$name.log" 2>&1
+  rc=$?
+  if [ $rc -eq 0 ]; then note "PASS  $name ($((SECONDS - t0)) s)"
+  else note "FAIL  $name rc=$rc ($((SECONDS - t0)) s), see $name.log"; failed=1; fi
+  return $rc
+}
+
+# ---- private prefix from .gpu/debs --------------------------------------------------------------
+prefix=$root/.gpu/prefix
+multi=x86_64-linux-gnu
+if ls "$root"/.gpu/debs/*.deb >/dev/null 2>&1; then
+  rm -rf "$prefix" && mkdir -p "$prefix"
+  for d in "$root"/.gpu/debs/*.deb; do dpkg -x "$d" "$prefix"; done
+  # .pc files name /usr; point them at the prefix.
+  for pc in "$prefix"/usr/lib/$multi/pkgconfig/*.pc "$prefix"/usr/lib/$multi/openblas-pthread/pkgconfig/*.pc; do
+    [ -f "$pc" ] && sed -i "s|=/usr|=$prefix/usr|g; s|-I/usr|-I$prefix/usr|g; s|-L/usr|-L$prefix/usr|g" "$pc"
+  done
+  # the alternatives symlinks a real install would create
+  ln -sf openblas-pthread/libopenblas.so.0 "$prefix/usr/lib/$multi/libopenblas.so.0"
+  ln -sf openblas-pthread/libopenblas.so "$prefix/usr/lib/$multi/libopenblas.so"
+  export PATH=$prefix/usr/bin:$PATH
+  [ -x "$prefix/usr/bin/pkg-config" ] || ln -sf pkgconf "$prefix/usr/bin/pkg-config"
+  export PKG_CONFIG_PATH=$prefix/usr/lib/$multi/pkgconfig:$prefix/usr/share/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
+  export LD_LIBRARY_PATH=$prefix/usr/lib/$multi:$prefix/usr/lib/$multi/openblas-pthread${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  export CMAKE_PREFIX_PATH=$prefix/usr
+  export CMAKE_LIBRARY_PATH=$prefix/usr/lib/$multi/openblas-pthread:$prefix/usr/lib/$multi
+  export CMAKE_INCLUDE_PATH=$prefix/usr/include/$multi/openblas-pthread:$prefix/usr/include
+  note "INFO  dependencies from .gpu/debs unpacked into $prefix"
+else
+  note "INFO  no .gpu/debs: using system packages"
+fi
+export PATH=/usr/local/cuda/bin:$PATH
+
+# ---- machine --------------------------------------------------------------------------------------
+{ nvidia-smi; nvcc --version; cmake --version; gcc --version; cat /etc/os-release; env | sort; } \
+  >"$log/machine.log" 2>&1
+note "INFO  $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)"
+
+# ---- build ----------------------------------------------------------------------------------------
+gen=(); command -v ninja >/dev/null && gen=(-G Ninja)
+step configure 600 cmake -S "$root" -B "$build" "${gen[@]}" -DSP_CUDA=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  || { note "RESULT FAIL (configure)"; exit 1; }
+step build 1200 cmake --build "$build" -j "$jobs" || { note "RESULT FAIL (build)"; exit 1; }
+
+# ---- all tests; CUDA conformance must not skip --------------------------------------------------
+export SP_REQUIRE_CUDA=1
+step ctest 1800 ctest --test-dir "$build" --output-on-failure -j 4 --timeout 300
+grep -E "tests passed|Skipped|\*\*\*Failed|Not Run|Timeout" "$log/ctest.log" | sed 's/^/      /' >>"$summary"
+step conformance_cuda_only 900 bash -c "for t in '$build'/tests/conformance_*; do echo \"== \$t\"; SP_CONFORMANCE_BACKEND=cuda \$t || exit 1; done"
+note "INFO  cuda conformance cases passed: $(grep -c 'OK \] cuda/' "$log/conformance_cuda_only.log")"
+
+# ---- compute-sanitizer ----------------------------------------------------------------------------
+if [ "${SP_GPU_SANITIZE:-1}" = 1 ]; then
+  cs=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+  for tool in memcheck racecheck; do
+    for t in "$build"/tests/conformance_* "$build"/tests/stress_*; do
+      [ -x "$t" ] || continue
+      n=$(basename "$t")
+      SP_CONFORMANCE_BACKEND=cuda STREAMPOOL_BACKEND=cuda step "sanitizer_${tool}_$n" 900 \
+        "$cs" --tool "$tool" --error-exitcode 99 --leak-check no "$t"
+    done
+  done
+fi
+
+# ---- benchmarks -----------------------------------------------------------------------------------
+if [ "${SP_GPU_BENCH:-1}" = 1 ]; then
+  step torch_build 300 bash "$root/bench/torch/build.sh" "$build/bench"
+  if [ -x "$build/bench/torch_alloc" ]; then
+    step bench_torch_alloc 300 bash -c "'$build/bench/torch_alloc' > '$log/torch_alloc.txt'"
+    export SP_TORCH_RESULTS=$log/torch_alloc.txt
+  fi
+  step bench_gpu_alloc 600 "$build/bench/gpu_alloc"
+  for b in "$build"/bench/*; do
+    n=$(basename "$b")
+    [ -x "$b" ] && [ -f "$b" ] || continue
+    case $n in gpu_alloc|torch_alloc) continue;; esac
+    STREAMPOOL_BACKEND=cuda step "bench_$n" 600 "$b"
+  done
+fi
+
+[ $failed -eq 0 ] && note "RESULT PASS" || note "RESULT FAIL"
+exit $failed
