@@ -7,7 +7,8 @@
 # The GPU machine cannot install packages: .gpu/debs (from scripts/gpu-deps.sh) is unpacked with
 # dpkg -x into a private prefix (never into /), and CMake, pkg-config and the loader are pointed
 # at it. Environment: SP_GPU_JOBS (build jobs, default 16), SP_GPU_SANITIZE=0 skips the
-# sanitizer runs, SP_GPU_BENCH=0 skips benchmarks, SP_BENCH_SECONDS (per benchmark cell),
+# sanitizer runs (SP_GPU_SAN_TIMEOUT: seconds per run, default 900), SP_GPU_BENCH=0 skips
+# benchmarks, SP_GPU_TEST_TIMEOUT (per ctest test, default 300), SP_BENCH_SECONDS (per benchmark cell),
 # SP_GPU_BUILD (build dir, default build-gpu).
 set -uo pipefail
 log=${1:?usage: scripts/gpu-check.sh LOGDIR}
@@ -45,7 +46,9 @@ if ls "$root"/.gpu/debs/*.deb >/dev/null 2>&1; then
   ln -sf openblas-pthread/libopenblas.so "$prefix/usr/lib/$multi/libopenblas.so"
   export PATH=$prefix/usr/bin:$PATH
   [ -x "$prefix/usr/bin/pkg-config" ] || ln -sf pkgconf "$prefix/usr/bin/pkg-config"
-  export PKG_CONFIG_PATH=$prefix/usr/lib/$multi/pkgconfig:$prefix/usr/share/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
+  # LIBDIR, not PATH: a script that sets its own PKG_CONFIG_PATH (tests/install/run.sh) must still
+  # find cJSON (streampool.pc requires it) in the search path that replaces pkgconf's default.
+  export PKG_CONFIG_LIBDIR=$prefix/usr/lib/$multi/pkgconfig:$prefix/usr/share/pkgconfig:/usr/lib/$multi/pkgconfig:/usr/lib/pkgconfig:/usr/share/pkgconfig
   export LD_LIBRARY_PATH=$prefix/usr/lib/$multi:$prefix/usr/lib/$multi/openblas-pthread${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
   export CMAKE_PREFIX_PATH=$prefix/usr
   export CMAKE_LIBRARY_PATH=$prefix/usr/lib/$multi/openblas-pthread:$prefix/usr/lib/$multi
@@ -69,23 +72,10 @@ step build 1200 cmake --build "$build" -j "$jobs" || { note "RESULT FAIL (build)
 
 # ---- all tests; CUDA conformance must not skip --------------------------------------------------
 export SP_REQUIRE_CUDA=1
-step ctest 1800 ctest --test-dir "$build" --output-on-failure -j 4 --timeout 300
+step ctest 1800 ctest --test-dir "$build" --output-on-failure -j 4 --timeout "${SP_GPU_TEST_TIMEOUT:-300}"
 grep -E "tests passed|Skipped|\*\*\*Failed|Not Run|Timeout" "$log/ctest.log" | sed 's/^/      /' >>"$summary"
 step conformance_cuda_only 900 bash -c "for t in '$build'/tests/conformance_*; do echo \"== \$t\"; SP_CONFORMANCE_BACKEND=cuda \$t || exit 1; done"
 note "INFO  cuda conformance cases passed: $(grep -c 'OK \] cuda/' "$log/conformance_cuda_only.log")"
-
-# ---- compute-sanitizer ----------------------------------------------------------------------------
-if [ "${SP_GPU_SANITIZE:-1}" = 1 ]; then
-  cs=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
-  for tool in memcheck racecheck; do
-    for t in "$build"/tests/conformance_* "$build"/tests/stress_*; do
-      [ -x "$t" ] || continue
-      n=$(basename "$t")
-      SP_CONFORMANCE_BACKEND=cuda STREAMPOOL_BACKEND=cuda step "sanitizer_${tool}_$n" 900 \
-        "$cs" --tool "$tool" --error-exitcode 99 --leak-check no "$t"
-    done
-  done
-fi
 
 # ---- benchmarks -----------------------------------------------------------------------------------
 if [ "${SP_GPU_BENCH:-1}" = 1 ]; then
@@ -100,6 +90,19 @@ if [ "${SP_GPU_BENCH:-1}" = 1 ]; then
     [ -x "$b" ] && [ -f "$b" ] || continue
     case $n in gpu_alloc|torch_alloc) continue;; esac
     STREAMPOOL_BACKEND=cuda step "bench_$n" 600 "$b"
+  done
+fi
+
+# ---- compute-sanitizer ----------------------------------------------------------------------------
+if [ "${SP_GPU_SANITIZE:-1}" = 1 ]; then
+  cs=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+  for tool in memcheck racecheck; do
+    for t in "$build"/tests/conformance_* "$build"/tests/stress_*; do
+      [ -x "$t" ] || continue
+      n=$(basename "$t")
+      SP_CONFORMANCE_BACKEND=cuda STREAMPOOL_BACKEND=cuda step "sanitizer_${tool}_$n" "${SP_GPU_SAN_TIMEOUT:-900}" \
+        "$cs" --tool "$tool" --error-exitcode 99 --leak-check no "$t"
+    done
   done
 fi
 

@@ -69,9 +69,15 @@ double run_cell(unsigned threads, double seconds) {
   return (double)pairs.load() / wall;
 }
 
+// libtorch_cuda normally registers this hook; with only libc10_cuda linked, c10 would throw
+// "Should never been called". Every thread here makes device 0 current first, which creates its
+// primary context (CUDA 12+), so the answer is yes.
+bool has_primary_context(c10::DeviceIndex) { return true; }
+
 } // namespace
 
 int main() {
+  c10::cuda::_internal::setHasPrimaryContext(has_primary_context);
   if (c10::cuda::device_count() == 0) {
     std::printf("torch_alloc: skipped: no CUDA device\n");
     return 0;
