@@ -15,6 +15,12 @@
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAStream.h>
 
+// Exported by libc10_cuda but declared in no installed header (libtorch_cuda's CUDAHooks.cpp
+// declares it the same way).
+namespace c10::cuda::_internal {
+C10_CUDA_API void setHasPrimaryContext(bool (*func)(c10::DeviceIndex));
+}
+
 namespace {
 
 constexpr int kSeq = 4096;
