@@ -1,253 +1,422 @@
-/* The caching allocator, first simple form: no caching yet, every block is its own segment.
+/* The public allocator: sp_alloc, sp_free, sp_record_stream, sp_empty_cache, and the device seam.
  *
- * Owns: the table of live blocks of one device (pointer -> bytes, stream) and the counters.
- * Invariants: every pointer in the table came from be->mem_alloc and is freed exactly once;
- * stats.allocated_bytes is the sum of the table's rounded sizes, reserved the sum of segments.
- * Locking: one mutex (rank 3) guards the table and the stats; it is never held across a backend
- * call. sp_free waits for the block's stream (and streams recorded on it) before returning the
- * memory, so no work can still use it. This file is replaced by the real allocator.
+ * Owns the policy of where a request is served from: (1) this stream's cache; (2) a block cached
+ * on another stream that is complete (idle, or whose blocks were cached before it was seen idle);
+ * (3) unless SP_ALLOC_NO_INFLIGHT_REUSE, a block cached on a busy stream, the allocating stream
+ * waiting on the device for an event recorded on the owner; (4) a new segment; (5) on backend OOM
+ * or the memory limit: sync every stream, complete pending frees, release unused segments, retry
+ * once; (6) SP_ERR_OUT_OF_MEMORY / SP_ERR_LIMIT with the numbers.
+ * Invariants: see block.h (one state per block) and alloc_internal.h (lock ranks). Locking: the
+ * hot path (1) and a free without other streams take only their stream's cache lock, the block's
+ * segment lock and one pointer-map shard lock, none contended when each thread has its own
+ * stream. Events are recorded and waited on, and memory is allocated, with no lock held.
  */
-#include "alloc/alloc.h"
+#include "alloc/alloc_internal.h"
 
-#include <cjson/cJSON.h>
-#include <pthread.h>
-#include <stdint.h>
-#include <stdio.h>
 #include <string.h>
 
-enum { SP__ALLOC_ROUND = 512 };
+#include "core/status.h"
 
-typedef struct sp__live {
-  void *p;            /* device pointer                   */
-  size_t bytes;       /* rounded size                      */
-  unsigned stream;    /* allocating stream index           */
-  uint64_t extra[2];  /* record_stream bitset (128 streams) */
-} sp__live;
+/* ---- create / destroy ---- */
 
-struct sp__allocator {
-  sp_device *dev;
-  pthread_mutex_t mu;    /* rank 3: guards everything below */
-  sp__live *live;        /* [n_live], unordered              */
-  size_t n_live, cap_live;
-  sp_memory_stats stats;
-};
+/* Zeroed host memory aligned to 64 B (the structures keep hot fields on their own cache lines);
+ * the raw pointer is kept just before the aligned one. */
+static void *sp__aligned_calloc(size_t count, size_t bytes) {
+  if (bytes && count > (SIZE_MAX - 128) / bytes) return NULL;
+  char *raw = sp__calloc(1, count * bytes + 64 + sizeof(void *));
+  if (!raw) return NULL;
+  uintptr_t at = ((uintptr_t)(raw + sizeof(void *)) + 63u) & ~(uintptr_t)63u;
+  ((void **)at)[-1] = raw;
+  return (void *)at;
+}
+
+static void sp__aligned_free(void *p) {
+  if (p) sp__free(((void **)p)[-1]);
+}
 
 sp_status sp__alloc_create(sp_device *dev, sp__allocator **out) {
-  sp__allocator *a = sp__calloc(1, sizeof(*a));
+  sp__allocator *a = sp__aligned_calloc(1, sizeof(*a));
   if (!a) return sp__fail(SP_ERR_HOST_MEMORY, "sp_device_open: no host memory for the allocator");
+  a->caches = sp__aligned_calloc(dev->cfg.streams, sizeof(*a->caches));
+  if (!a->caches) {
+    sp__aligned_free(a);
+    return sp__fail(SP_ERR_HOST_MEMORY, "sp_device_open: no host memory for the stream caches");
+  }
   a->dev = dev;
-  pthread_mutex_init(&a->mu, NULL);
+  a->n_streams = dev->cfg.streams;
+  a->limit = dev->cfg.memory_limit;
+  a->inflight_reuse = !(dev->cfg.alloc_flags & SP_ALLOC_NO_INFLIGHT_REUSE);
+  size_t free_bytes = 0, total = 0;
+  if (dev->be->memory_info(dev->bdev, &free_bytes, &total) == SP_OK) a->device_total = total;
+  for (unsigned i = 0; i < a->n_streams; i++) sp__spin_init(&a->caches[i].mu);
+  sp__spin_init(&a->pending_mu);
+  sp__spin_init(&a->seglist_mu);
+  sp__spin_init(&a->peak_mu);
+  sp__ptrmap_init(&a->map);
+  sp__error_clear();
   *out = a;
   return SP_OK;
 }
 
 void sp__alloc_destroy(sp__allocator *a) {
   if (!a) return;
-  for (size_t i = 0; i < a->n_live; i++) a->dev->be->mem_free(a->dev->bdev, a->live[i].p);
-  sp__free(a->live);
-  pthread_mutex_destroy(&a->mu);
-  sp__free(a);
+  for (sp__block *b = a->pending; b; b = b->link_next) {
+    for (unsigned i = 0; i < b->n_events; i++) (void)sp__event_release(a->dev, b->events[i]);
+    sp__free(b->events);
+  }
+  for (sp__segment *seg = a->segments, *next; seg; seg = next) {
+    next = seg->next;
+    a->dev->be->mem_free(a->dev->bdev, seg->base);
+    for (sp__block *b = seg->first, *bn; b; b = bn) {
+      bn = b->next;
+      sp__free(b);
+    }
+    sp__free(seg);
+  }
+  for (unsigned i = 0; i < a->n_streams; i++) {
+    for (sp__block *b = a->caches[i].spare, *bn; b; b = bn) {
+      bn = b->link_next;
+      sp__free(b);
+    }
+  }
+  sp__ptrmap_destroy(&a->map);
+  sp__aligned_free(a->caches);
+  sp__aligned_free(a);
 }
 
-sp_status sp__alloc_validate(sp__allocator *a) {
-  if (!a) return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp__alloc_validate: allocator is NULL");
-  pthread_mutex_lock(&a->mu);
-  size_t sum = 0;
-  for (size_t i = 0; i < a->n_live; i++) sum += a->live[i].bytes;
-  sp_status st = SP_OK;
-  if (sum != a->stats.allocated_bytes || sum != a->stats.reserved_bytes)
-    st = sp__fail(SP_ERR_INVALID_HANDLE, "sp__alloc_validate: live sum %zu, allocated %zu", sum,
-                  a->stats.allocated_bytes);
-  pthread_mutex_unlock(&a->mu);
+void sp__alloc_test_disable_pending(sp__allocator *a, bool off) { a->test_no_pending = off; }
+
+/* ---- allocation ---- */
+
+/* Whether stream t has no work in flight (never created, or the backend says idle). */
+static bool stream_idle(sp__allocator *a, unsigned t) {
+  sp__bstream *bs = sp__stream_peek(&a->dev->streams[t]);
+  return !bs || a->dev->be->stream_query(bs) == SP_OK;
+}
+
+/* (1) This stream's cache. */
+static sp__block *take_own(sp__allocator *a, unsigned s, size_t bytes, bool count_hit) {
+  sp__scache *c = &a->caches[s];
+  sp__spin_lock(&c->mu);
+  sp__block *blk = sp__bins_find(&c->bins[sp__size_pool(bytes)], bytes, UINT64_MAX);
+  if (blk) {
+    sp__cache_take(a, c, blk, bytes, s);
+    if (count_hit) c->cache_hits++;
+  }
+  c->ops++;
+  sp__spin_unlock(&c->mu);
+  return blk;
+}
+
+/* Takes a block of at least `bytes` with stamp <= max_stamp from stream t's cache for stream s. */
+static sp__block *take_from(sp__allocator *a, unsigned t, unsigned s, size_t bytes,
+                            uint64_t max_stamp) {
+  sp__scache *tc = &a->caches[t];
+  sp__cache_lock2(a, s, t);
+  sp__block *blk = sp__bins_find(&tc->bins[sp__size_pool(bytes)], bytes, max_stamp);
+  if (blk) {
+    sp__cache_take(a, tc, blk, bytes, s);
+    a->caches[s].cross_stream_reuses++;
+  }
+  sp__cache_unlock2(a, s, t);
+  return blk;
+}
+
+static bool cache_may_fit(sp__allocator *a, unsigned t, size_t bytes) {
+  return atomic_load_explicit(&a->caches[t].cached_bytes[sp__size_pool(bytes)],
+                              memory_order_relaxed) >= bytes;
+}
+
+/* (2) A block cached on another stream whose work is done. */
+static sp__block *take_completed(sp__allocator *a, unsigned s, size_t bytes) {
+  for (unsigned k = 1; k < a->n_streams; k++) {
+    unsigned t = (s + k) % a->n_streams;
+    if (!cache_may_fit(a, t, bytes)) continue;
+    /* Blocks cached on t before it is seen idle are done with. */
+    uint64_t seen = atomic_load_explicit(&a->caches[t].free_seq, memory_order_acquire);
+    if (!stream_idle(a, t)) continue;
+    sp__block *blk = take_from(a, t, s, bytes, seen);
+    if (blk) return blk;
+  }
+  return NULL;
+}
+
+/* Puts back a block taken for s from t's cache that s never used (undo of take_from). */
+static void give_back(sp__allocator *a, unsigned t, unsigned s, sp__block *blk) {
+  sp__scache *c = &a->caches[s];
+  sp__cache_lock2(a, s, t);
+  sp__map_shard *sh = sp__ptrmap_shard(&a->map, blk->ptr);
+  sp__spin_lock(&sh->mu);
+  sp__ptrmap_remove(sh, blk);
+  sp__spin_unlock(&sh->mu);
+  c->allocs--;
+  c->cross_stream_reuses--;
+  atomic_store(&c->live_bytes,
+               atomic_load_explicit(&c->live_bytes, memory_order_relaxed) - blk->bytes);
+  sp__cache_put(a, t, blk);
+  sp__cache_unlock2(a, s, t);
+}
+
+/* Makes stream s wait on the device for the work now queued on stream t. */
+static sp_status wait_for_stream(sp__allocator *a, unsigned t, unsigned s) {
+  sp_device *dev = a->dev;
+  sp_event ev;
+  sp_status st = sp__event_acquire(dev, 0, &ev);
+  if (st != SP_OK) return st;
+  st = sp__event_record(dev, ev, &dev->streams[t]);
+  if (st == SP_OK) st = sp__stream_wait_event(&dev->streams[s], ev);
+  (void)sp__event_release(dev, ev);
   return st;
 }
 
-static sp__allocator *alloc_of(sp_device *dev) { return dev->alloc; }
-
-/* Index of p in the table or SIZE_MAX; caller holds a->mu. */
-static size_t live_find(sp__allocator *a, const void *p) {
-  for (size_t i = 0; i < a->n_live; i++)
-    if (a->live[i].p == p) return i;
-  return SIZE_MAX;
+/* (3) A block cached on a busy stream, s waiting on the device for that stream's work. */
+static sp__block *take_inflight(sp__allocator *a, unsigned s, size_t bytes) {
+  for (unsigned k = 1; k < a->n_streams; k++) {
+    unsigned t = (s + k) % a->n_streams;
+    if (!cache_may_fit(a, t, bytes)) continue;
+    sp__block *blk = take_from(a, t, s, bytes, UINT64_MAX);
+    if (!blk) continue;
+    if (wait_for_stream(a, t, s) == SP_OK) return blk;
+    give_back(a, t, s, blk);
+    return NULL;
+  }
+  return NULL;
 }
 
-sp_status sp_alloc(sp_device *dev, size_t bytes, sp_stream *s, void **out) {
-  sp_status st = sp__device_enter(dev, "sp_alloc");
+/* (1)-(4) once. */
+static sp_status alloc_attempt(sp__allocator *a, unsigned s, size_t bytes, sp__block **out) {
+  sp__block *blk = take_own(a, s, bytes, false);
+  if (!blk) blk = take_completed(a, s, bytes);
+  if (!blk && a->inflight_reuse) blk = take_inflight(a, s, bytes);
+  if (blk) {
+    *out = blk;
+    return SP_OK;
+  }
+  return sp__segment_create(a, s, bytes, out);
+}
+
+static size_t alloc_live_total(sp__allocator *a) {
+  size_t sum = 0;
+  for (unsigned i = 0; i < a->n_streams; i++)
+    sum += atomic_load_explicit(&a->caches[i].live_bytes, memory_order_relaxed);
+  return sum;
+}
+
+/* (5) Flush everything and retry once; (6) the final error. */
+static sp_status alloc_flush_retry(sp__allocator *a, unsigned s, size_t bytes, size_t rounded,
+                                   sp_status why, sp__block **out) {
+  uint64_t seen[SP_STREAMS_MAX];
+  atomic_fetch_add_explicit(&a->oom_retries, 1, memory_order_relaxed);
+  for (unsigned i = 0; i < a->n_streams; i++)
+    seen[i] = atomic_load_explicit(&a->caches[i].free_seq, memory_order_acquire);
+  sp_status st = sp__device_sync_all(a->dev);
   if (st != SP_OK) return st;
+  sp__pending_poll(a, true);
+  (void)sp__segment_release_unused(a, seen);
+  st = alloc_attempt(a, s, rounded, out);
+  if (st != SP_ERR_OUT_OF_MEMORY && st != SP_ERR_LIMIT) return st;
+  why = st;
+  atomic_fetch_add_explicit(&a->ooms, 1, memory_order_relaxed);
+  sp__spin_lock(&a->seglist_mu);
+  size_t reserved = a->reserved;
+  sp__spin_unlock(&a->seglist_mu);
+  return sp__fail(why,
+                  "sp_alloc: %s: requested %zu bytes (rounded %zu) on stream %u; allocated %zu, "
+                  "reserved %zu, limit %zu (0: none), device total %zu",
+                  why == SP_ERR_LIMIT ? "memory limit reached" : "out of device memory", bytes,
+                  rounded, s, alloc_live_total(a), reserved, a->limit, a->device_total);
+}
+
+static sp_status alloc_slow(sp__allocator *a, unsigned s, size_t bytes, size_t rounded,
+                            sp__block **out) {
+  sp__pending_poll(a, false);
+  sp_status st = alloc_attempt(a, s, rounded, out);
+  if (st == SP_ERR_OUT_OF_MEMORY || st == SP_ERR_LIMIT)
+    st = alloc_flush_retry(a, s, bytes, rounded, st, out);
+  return st;
+}
+
+/* Boundary checks of sp_alloc; the rounded size on success. */
+static sp_status alloc_check(sp__allocator *a, size_t bytes, void **out, size_t *rounded) {
   if (!out) return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_alloc: out is NULL");
-  if (bytes == 0) return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_alloc: size 0");
-  if (bytes > SIZE_MAX - SP__ALLOC_ROUND)
-    return sp__fail(SP_ERR_OUT_OF_MEMORY, "sp_alloc: %zu bytes cannot be rounded", bytes);
-  st = sp__stream_resolve(dev, s, "sp_alloc", &s);
-  if (st != SP_OK) return st;
-  size_t rounded = (bytes + SP__ALLOC_ROUND - 1) / SP__ALLOC_ROUND * SP__ALLOC_ROUND;
-  sp__allocator *a = alloc_of(dev);
-  pthread_mutex_lock(&a->mu);
-  size_t limit = dev->cfg.memory_limit;
-  bool over = limit && a->stats.reserved_bytes + rounded > limit;
-  if (!over && a->n_live == a->cap_live) {
-    size_t cap = a->cap_live ? a->cap_live * 2 : 64;
-    sp__live *n = sp__calloc(cap, sizeof(*n));
-    if (!n) {
-      pthread_mutex_unlock(&a->mu);
-      return sp__fail(SP_ERR_HOST_MEMORY, "sp_alloc: no host memory for the block table");
-    }
-    if (a->n_live) memcpy(n, a->live, a->n_live * sizeof(*n));
-    sp__free(a->live);
-    a->live = n;
-    a->cap_live = cap;
-  }
-  size_t reserved = a->stats.reserved_bytes;
-  pthread_mutex_unlock(&a->mu);
-  if (over)
-    return sp__fail(SP_ERR_LIMIT, "sp_alloc: %zu bytes would pass the memory limit %zu (reserved %zu)",
-                    rounded, limit, reserved);
-  void *p = NULL;
-  st = dev->be->mem_alloc(dev->bdev, rounded, &p);
-  if (st != SP_OK) {
-    pthread_mutex_lock(&a->mu);
-    a->stats.ooms++;
-    pthread_mutex_unlock(&a->mu);
+  if (bytes == 0) return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_alloc: size is 0");
+  if (!sp__size_round(bytes, rounded))
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_alloc: %zu bytes overflow when rounded to 512",
+                    bytes);
+  if (a->device_total && *rounded > a->device_total)
     return sp__fail(SP_ERR_OUT_OF_MEMORY,
-                    "sp_alloc: out of memory: requested %zu, allocated %zu, reserved %zu, limit %zu",
-                    bytes, reserved, reserved, limit);
-  }
-  pthread_mutex_lock(&a->mu);
-  if (a->n_live == a->cap_live) { /* another thread used the slot we made room for */
-    size_t cap = a->cap_live * 2;
-    sp__live *n = sp__calloc(cap, sizeof(*n));
-    if (!n) {
-      pthread_mutex_unlock(&a->mu);
-      dev->be->mem_free(dev->bdev, p);
-      return sp__fail(SP_ERR_HOST_MEMORY, "sp_alloc: no host memory for the block table");
-    }
-    memcpy(n, a->live, a->n_live * sizeof(*n));
-    sp__free(a->live);
-    a->live = n;
-    a->cap_live = cap;
-  }
-  a->live[a->n_live++] = (sp__live){p, rounded, s->index, {0, 0}};
-  sp_memory_stats *m = &a->stats;
-  m->allocs++;
-  m->backend_allocs++;
-  m->allocated_bytes += rounded;
-  m->reserved_bytes += rounded;
-  if (m->allocated_bytes > m->allocated_bytes_peak) m->allocated_bytes_peak = m->allocated_bytes;
-  if (m->reserved_bytes > m->reserved_bytes_peak) m->reserved_bytes_peak = m->reserved_bytes;
-  pthread_mutex_unlock(&a->mu);
-  *out = p;
+                    "sp_alloc: requested %zu bytes, more than the device's total %zu", bytes,
+                    a->device_total);
+  if (a->limit && *rounded > a->limit)
+    return sp__fail(SP_ERR_LIMIT, "sp_alloc: requested %zu bytes, more than the memory limit %zu",
+                    bytes, a->limit);
   return SP_OK;
+}
+
+static _Thread_local unsigned alloc_tl_ops; /* this thread's allocations, to pace pending polls */
+
+sp_status sp_alloc(sp_device *dev, size_t bytes, sp_stream *s, void **out) {
+  sp_status st = sp__stream_resolve(dev, s, "sp_alloc", &s);
+  if (st != SP_OK) return st;
+  sp__allocator *a = dev->alloc;
+  size_t rounded = 0;
+  st = alloc_check(a, bytes, out, &rounded);
+  if (st != SP_OK) return st;
+  unsigned si = s->index;
+  if ((++alloc_tl_ops & 15u) == 0) sp__pending_poll(a, false);
+  sp__block *blk = take_own(a, si, rounded, true);
+  if (!blk) {
+    st = alloc_slow(a, si, bytes, rounded, &blk);
+    if (st != SP_OK) return st;
+  }
+  sp__alloc_debug_check(a, si);
+  *out = blk->ptr;
+  return SP_OK;
+}
+
+/* ---- free ---- */
+
+/* Records an event on every stream in extra but s that has a backend stream; *events owned by
+ * the caller. Nothing changed on failure. No lock held. */
+static sp_status free_record(sp__allocator *a, const uint64_t extra[2], unsigned s,
+                             sp_event **events, unsigned *n_events) {
+  sp_device *dev = a->dev;
+  unsigned n = 0, want = (unsigned)(__builtin_popcountll(extra[0]) + __builtin_popcountll(extra[1]));
+  sp_event *evs = sp__malloc(want * sizeof(*evs));
+  if (!evs) return sp__fail(SP_ERR_HOST_MEMORY, "sp_free: no host memory for its events");
+  sp_status st = SP_OK;
+  for (unsigned t = 0; t < a->n_streams && st == SP_OK; t++) {
+    if (t == s || !sp__set_has(extra, t) || !sp__stream_peek(&dev->streams[t])) continue;
+    st = sp__event_acquire(dev, 0, &evs[n]);
+    if (st != SP_OK) break;
+    n++;
+    st = sp__event_record(dev, evs[n - 1], &dev->streams[t]);
+  }
+  if (st != SP_OK || n == 0) {
+    for (unsigned i = 0; i < n; i++) (void)sp__event_release(dev, evs[i]);
+    sp__free(evs);
+    evs = NULL;
+    n = 0;
+  }
+  *events = evs;
+  *n_events = n;
+  return st;
+}
+
+/* Publishes blk (claimed, its events recorded) as PENDING. */
+static void free_publish_pending(sp__allocator *a, sp__block *blk, sp_event *events, unsigned n) {
+  sp__scache *c = &a->caches[blk->stream];
+  sp__spin_lock(&c->mu);
+  sp__spin_lock(&a->pending_mu);
+  sp__spin_lock(&blk->seg->mu);
+  sp__map_shard *sh = sp__ptrmap_shard(&a->map, blk->ptr);
+  sp__spin_lock(&sh->mu);
+  sp__ptrmap_remove(sh, blk);
+  sp__spin_unlock(&sh->mu);
+  blk->state = SP__BLOCK_PENDING;
+  blk->events = events;
+  blk->n_events = n;
+  sp__spin_unlock(&blk->seg->mu);
+  blk->link_prev = NULL;
+  blk->link_next = a->pending;
+  if (a->pending) a->pending->link_prev = blk;
+  a->pending = blk;
+  a->pending_count++;
+  atomic_store_explicit(&a->pending_hint, a->pending_count, memory_order_relaxed);
+  sp__spin_unlock(&a->pending_mu);
+  c->frees++;
+  c->deferred_frees++;
+  c->ops++;
+  atomic_store(&c->live_bytes,
+               atomic_load_explicit(&c->live_bytes, memory_order_relaxed) - blk->bytes);
+  sp__spin_unlock(&c->mu);
+}
+
+/* Returns blk (claimed) to its stream's cache at once. */
+static void free_to_cache(sp__allocator *a, sp__block *blk, sp__map_shard *sh) {
+  sp__scache *c = &a->caches[blk->stream];
+  sp__spin_lock(&c->mu);
+  sp__spin_lock(&sh->mu);
+  sp__ptrmap_remove(sh, blk);
+  sp__spin_unlock(&sh->mu);
+  c->frees++;
+  c->ops++;
+  atomic_store(&c->live_bytes,
+               atomic_load_explicit(&c->live_bytes, memory_order_relaxed) - blk->bytes);
+  sp__cache_put(a, blk->stream, blk);
+  sp__spin_unlock(&c->mu);
 }
 
 sp_status sp_free(sp_device *dev, void *p) {
   sp_status st = sp__device_enter(dev, "sp_free");
   if (st != SP_OK || !p) return st;
-  sp__allocator *a = alloc_of(dev);
-  pthread_mutex_lock(&a->mu);
-  size_t i = live_find(a, p);
-  if (i == SIZE_MAX) {
-    pthread_mutex_unlock(&a->mu);
-    return sp__fail(SP_ERR_INVALID_HANDLE, "sp_free: pointer %p was not allocated by this device "
-                    "or was freed already", p);
+  sp__allocator *a = dev->alloc;
+  sp__map_shard *sh = sp__ptrmap_shard(&a->map, p);
+  sp__spin_lock(&sh->mu);
+  sp__block *blk = sp__ptrmap_find(sh, p);
+  if (!blk || blk->claimed) {
+    sp__spin_unlock(&sh->mu);
+    return sp__fail(SP_ERR_INVALID_HANDLE,
+                    "sp_free: pointer %p is not a live block of this device (freed already, "
+                    "interior, or from elsewhere)", p);
   }
-  sp__live b = a->live[i];
-  a->live[i] = a->live[--a->n_live];
-  a->stats.frees++;
-  a->stats.backend_frees++;
-  a->stats.allocated_bytes -= b.bytes;
-  a->stats.reserved_bytes -= b.bytes;
-  pthread_mutex_unlock(&a->mu);
-  /* Simple form: wait for every stream that may use the block, then give it back. */
-  for (unsigned k = 0; k < dev->cfg.streams && k < SP_STREAMS_MAX; k++) {
-    bool used = k == b.stream || (b.extra[k / 64] >> (k % 64) & 1u);
-    sp__bstream *bs = used ? sp__stream_peek(&dev->streams[k]) : NULL;
-    if (bs) dev->be->stream_sync(bs);
+  blk->claimed = true;
+  uint64_t extra[2] = {blk->extra[0], blk->extra[1]};
+  unsigned s = blk->stream;
+  sp__spin_unlock(&sh->mu);
+  extra[s / 64] &= ~(1ull << (s % 64));
+  sp_event *events = NULL;
+  unsigned n = 0;
+  if ((extra[0] | extra[1]) && !a->test_no_pending) {
+    st = free_record(a, extra, s, &events, &n);
+    if (st != SP_OK) {
+      sp__spin_lock(&sh->mu);
+      blk->claimed = false;
+      sp__spin_unlock(&sh->mu);
+      return st;
+    }
   }
-  dev->be->mem_free(dev->bdev, p);
+  if (n)
+    free_publish_pending(a, blk, events, n);
+  else
+    free_to_cache(a, blk, sh);
+  sp__alloc_debug_check(a, s);
   return SP_OK;
 }
 
+/* ---- record_stream, empty_cache ---- */
+
 sp_status sp_record_stream(sp_device *dev, void *p, sp_stream *s) {
   sp_status st = sp__device_enter(dev, "sp_record_stream");
-  if (st != SP_OK) return st;
-  st = sp__stream_enter(s, "sp_record_stream");
+  if (st == SP_OK) st = sp__stream_enter(s, "sp_record_stream");
   if (st != SP_OK) return st;
   if (s->dev != dev)
-    return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_record_stream: stream belongs to another device");
-  sp__allocator *a = alloc_of(dev);
-  pthread_mutex_lock(&a->mu);
-  size_t i = live_find(a, p);
-  if (i != SIZE_MAX) a->live[i].extra[s->index / 64] |= 1ull << (s->index % 64);
-  pthread_mutex_unlock(&a->mu);
-  if (i == SIZE_MAX)
-    return sp__fail(SP_ERR_INVALID_HANDLE, "sp_record_stream: pointer %p is not a live block", p);
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_record_stream: stream %u belongs to another "
+                    "device", s->index);
+  if (!p) return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_record_stream: pointer is NULL");
+  sp__map_shard *sh = sp__ptrmap_shard(&dev->alloc->map, p);
+  sp__spin_lock(&sh->mu);
+  sp__block *blk = sp__ptrmap_find(sh, p);
+  bool ok = blk && !blk->claimed;
+  if (ok) sp__set_add(blk->extra, s->index);
+  sp__spin_unlock(&sh->mu);
+  if (!ok)
+    return sp__fail(SP_ERR_INVALID_HANDLE,
+                    "sp_record_stream: pointer %p is not a live block of this device", p);
   return SP_OK;
 }
 
 sp_status sp_empty_cache(sp_device *dev) {
   sp_status st = sp__device_enter(dev, "sp_empty_cache");
   if (st != SP_OK) return st;
-  return sp__device_sync_all(dev);
-}
-
-sp_status sp_memory_stats_get(sp_device *dev, sp_memory_stats *out) {
-  sp_status st = sp__device_enter(dev, "sp_memory_stats_get");
+  sp__allocator *a = dev->alloc;
+  uint64_t seen[SP_STREAMS_MAX];
+  for (unsigned i = 0; i < a->n_streams; i++)
+    seen[i] = atomic_load_explicit(&a->caches[i].free_seq, memory_order_acquire);
+  st = sp__device_sync_all(dev);
   if (st != SP_OK) return st;
-  if (!out) return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_memory_stats_get: out is NULL");
-  sp__allocator *a = alloc_of(dev);
-  pthread_mutex_lock(&a->mu);
-  *out = a->stats;
-  pthread_mutex_unlock(&a->mu);
+  sp__pending_poll(a, true);
+  (void)sp__segment_release_unused(a, seen);
+  sp__alloc_debug_check(a, 0);
   return SP_OK;
 }
-
-sp_status sp_memory_stats_reset_peaks(sp_device *dev) {
-  sp_status st = sp__device_enter(dev, "sp_memory_stats_reset_peaks");
-  if (st != SP_OK) return st;
-  sp__allocator *a = alloc_of(dev);
-  pthread_mutex_lock(&a->mu);
-  a->stats.allocated_bytes_peak = a->stats.allocated_bytes;
-  a->stats.reserved_bytes_peak = a->stats.reserved_bytes;
-  pthread_mutex_unlock(&a->mu);
-  return SP_OK;
-}
-
-sp_status sp_memory_snapshot_json(sp_device *dev, char **json_out) {
-  sp_status st = sp__device_enter(dev, "sp_memory_snapshot_json");
-  if (st != SP_OK) return st;
-  if (!json_out) return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_memory_snapshot_json: out is NULL");
-  sp__allocator *a = alloc_of(dev);
-  cJSON *root = cJSON_CreateObject();
-  cJSON *stats = cJSON_AddObjectToObject(root, "stats");
-  cJSON *segs = cJSON_AddArrayToObject(root, "segments");
-  pthread_mutex_lock(&a->mu);
-  cJSON_AddNumberToObject(stats, "allocated_bytes", (double)a->stats.allocated_bytes);
-  cJSON_AddNumberToObject(stats, "reserved_bytes", (double)a->stats.reserved_bytes);
-  for (size_t i = 0; i < a->n_live; i++) {
-    cJSON *seg = cJSON_CreateObject();
-    char addr[32];
-    snprintf(addr, sizeof(addr), "%p", a->live[i].p);
-    cJSON_AddStringToObject(seg, "address", addr);
-    cJSON_AddNumberToObject(seg, "bytes", (double)a->live[i].bytes);
-    cJSON_AddNumberToObject(seg, "stream", a->live[i].stream);
-    cJSON *blocks = cJSON_AddArrayToObject(seg, "blocks");
-    cJSON *b = cJSON_CreateObject();
-    cJSON_AddNumberToObject(b, "offset", 0);
-    cJSON_AddNumberToObject(b, "bytes", (double)a->live[i].bytes);
-    cJSON_AddStringToObject(b, "state", "live");
-    cJSON_AddNumberToObject(b, "stream", a->live[i].stream);
-    cJSON_AddItemToArray(blocks, b);
-    cJSON_AddItemToArray(segs, seg);
-  }
-  pthread_mutex_unlock(&a->mu);
-  char *txt = cJSON_PrintUnformatted(root);
-  cJSON_Delete(root);
-  if (!txt) return sp__fail(SP_ERR_HOST_MEMORY, "sp_memory_snapshot_json: no host memory");
-  char *copy = sp__strdup(txt);
-  cJSON_free(txt);
-  if (!copy) return sp__fail(SP_ERR_HOST_MEMORY, "sp_memory_snapshot_json: no host memory");
-  *json_out = copy;
-  return SP_OK;
-}
-
-void sp_string_free(char *s) { sp__free(s); }

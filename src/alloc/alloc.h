@@ -20,4 +20,10 @@ void sp__alloc_destroy(sp__allocator *a);
  * after each operation only when sp__debug_level() >= 2. Any thread. */
 sp_status sp__alloc_validate(sp__allocator *a);
 
+/* Test-only negative control (white-box tests; the shared library hides sp__ symbols): with off
+ * true, sp_free skips the pending step and caches a block at once even when other streams were
+ * recorded on it, so a cross-stream test can show that it detects the resulting corruption.
+ * Externally synchronized (set it while no other thread uses the allocator). */
+void sp__alloc_test_disable_pending(sp__allocator *a, bool off);
+
 #endif /* SP_ALLOC_ALLOC_H */

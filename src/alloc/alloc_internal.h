@@ -1,0 +1,115 @@
+/* The caching allocator's internal structure, shared by the files of src/alloc (internal).
+ *
+ * One sp__allocator per device: a stream cache per pool stream, the pending list, the segment
+ * list and the pointer map. Lock ranks (all "rank 3" of src/core/device.h, refined; acquire in
+ * increasing order, at most one of each kind except where said):
+ *   3.1 stream cache locks (sp__scache.mu): several only in increasing stream index
+ *   3.2 pending list lock (pending_mu)
+ *   3.3 segment list lock (seglist_mu)
+ *   3.4 a segment's lock (sp__segment.mu): several only by the validator/snapshot, in list order
+ *   3.5 a pointer-map shard lock
+ *   3.6 the peak lock (peak_mu)
+ * No backend call (mem_alloc/free, event record/query/wait, stream query/sync) is made while any of
+ * them is held. pending_busy is a try-flag, not a lock: whoever sets it processes the pending list
+ * (querying events without locks); opportunistic callers skip when it is set.
+ */
+#ifndef SP_ALLOC_INTERNAL_H
+#define SP_ALLOC_INTERNAL_H
+
+#include <stdatomic.h>
+
+#include "alloc/alloc.h"
+#include "alloc/block.h"
+#include "alloc/ptrmap.h"
+
+enum { SP__SPARE_MAX = 64 }; /* recycled block structs kept per stream cache */
+
+/* Per-stream state; one per pool stream, each on its own cache lines. */
+typedef struct sp__scache {
+  _Alignas(64) sp__spin mu;     /* rank 3.1                                                 */
+  sp__bins bins[SP__POOLS];     /* CACHED blocks of this stream; mu                          */
+  sp__block *spare;             /* recycled block structs (chained by link_next); mu        */
+  unsigned n_spare;             /* mu                                                        */
+  _Atomic uint64_t free_seq;    /* blocks cached here so far (stamps); written under mu      */
+  _Atomic size_t cached_bytes[SP__POOLS]; /* bins[p].bytes, for lock-free peeks; under mu    */
+  /* Counters (mu): allocations on this stream, frees of blocks allocated on it. */
+  uint64_t allocs, frees, cache_hits, deferred_frees, cross_stream_reuses;
+  uint64_t ops;                 /* operations, for the periodic debug validation; mu        */
+  _Atomic size_t live_bytes;    /* LIVE bytes allocated on this stream; written under mu     */
+  _Atomic size_t peak_grant;    /* live_bytes may grow to this without the peak lock; peak_mu */
+} sp__scache;
+
+struct sp__allocator {
+  sp_device *dev;                /* immutable                                             */
+  unsigned n_streams;            /* dev->cfg.streams; immutable                           */
+  size_t limit;                  /* dev->cfg.memory_limit (0: none); immutable            */
+  size_t device_total;           /* backend memory_info total at create (0: unknown)      */
+  bool inflight_reuse;           /* !(alloc_flags & SP_ALLOC_NO_INFLIGHT_REUSE); immutable */
+  bool test_no_pending;          /* test-only negative control: frees skip the pending step */
+  sp__scache *caches;            /* [n_streams]; immutable pointer                        */
+
+  _Alignas(64) sp__spin pending_mu; /* rank 3.2                                           */
+  sp__block *pending;            /* PENDING blocks (link_prev/next); pending_mu            */
+  size_t pending_count;          /* pending_mu                                             */
+  _Atomic size_t pending_hint;   /* pending_count, readable without the lock               */
+  atomic_bool pending_busy;      /* try-flag: a thread is processing the pending list      */
+
+  _Alignas(64) sp__spin seglist_mu; /* rank 3.3                                           */
+  sp__segment *segments;         /* every segment; seglist_mu                              */
+  size_t n_segments;             /* seglist_mu                                             */
+  size_t reserved;               /* bytes of linked segments; seglist_mu                   */
+  size_t reserving;              /* bytes of segments being allocated, not yet linked      */
+  size_t reserved_peak;          /* seglist_mu                                             */
+  uint64_t backend_allocs, backend_frees; /* seglist_mu                                    */
+  _Atomic uint64_t oom_retries, ooms;
+
+  _Alignas(64) sp__spin peak_mu; /* rank 3.6                                              */
+  size_t allocated_peak;         /* peak_mu                                                */
+
+  sp__ptrmap map;                /* LIVE blocks                                            */
+};
+
+/* ---- stream caches (cache.c) ---- */
+/* A block struct from s's spares or host memory; NULL without host memory. s->mu held. */
+sp__block *sp__cache_block_new(sp__scache *s);
+/* Returns a struct to s's spares (or host memory). s->mu held. */
+void sp__cache_block_drop(sp__scache *s, sp__block *blk);
+/* Takes blk (CACHED in owner, whose lock is held) for a new LIVE block of `bytes` on stream
+ * `stream` (whose cache lock is held too, and may be owner): splits off the rest, maps it, counts
+ * the allocation on `stream`. */
+void sp__cache_take(sp__allocator *a, sp__scache *owner, sp__block *blk, size_t bytes,
+                    unsigned stream);
+/* Caches blk (not LIVE, not in the map) on stream s (lock held), merging CACHED neighbours of s. */
+void sp__cache_put(sp__allocator *a, unsigned s, sp__block *blk);
+/* Locks the caches of streams i and j (i may equal j) in index order, and the reverse. */
+void sp__cache_lock2(sp__allocator *a, unsigned i, unsigned j);
+void sp__cache_unlock2(sp__allocator *a, unsigned i, unsigned j);
+
+/* ---- pending frees (pending.c) ---- */
+/* Moves pending blocks whose events all completed to their caches. wait: take the busy flag even
+ * if it means waiting, else skip when another thread is at it. */
+void sp__pending_poll(sp__allocator *a, bool wait);
+
+/* ---- segments (segment.c) ---- */
+/* A new segment for a rounded request of `bytes` on stream s (mem_alloc with no lock held); the
+ * request is carved from it and returned LIVE in *out, the rest cached on s.
+ * SP_ERR_LIMIT / SP_ERR_OUT_OF_MEMORY / SP_ERR_HOST_MEMORY, with nothing changed. */
+sp_status sp__segment_create(sp__allocator *a, unsigned s, size_t bytes, sp__block **out);
+/* Returns every segment that is one CACHED block with a stamp <= max_stamp[stream] to the backend;
+ * the count of bytes released. */
+size_t sp__segment_release_unused(sp__allocator *a, const uint64_t *max_stamp);
+
+/* ---- stats (stats.c) ---- */
+/* After s's live_bytes grew (s->mu held): raises the peak when the total may pass it. */
+void sp__stats_note_growth(sp__allocator *a, unsigned s);
+/* The public counters; the caller holds every stream cache lock and seglist_mu. */
+void sp__stats_collect_locked(sp__allocator *a, sp_memory_stats *m);
+
+/* ---- validation (validate.c) ---- */
+/* At debug level 2, every 64th operation of stream s runs the whole validator (no lock held). */
+void sp__alloc_debug_check(sp__allocator *a, unsigned s);
+/* Locks / unlocks everything in rank order (validator, snapshot, stats). */
+void sp__alloc_lock_all(sp__allocator *a);
+void sp__alloc_unlock_all(sp__allocator *a);
+
+#endif /* SP_ALLOC_INTERNAL_H */

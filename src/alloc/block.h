@@ -1,0 +1,84 @@
+/* Segments, blocks and free-block bins of the caching allocator (internal).
+ *
+ * A segment is one backend allocation. Its blocks tile it in address order (prev/next), each in
+ * exactly one state: LIVE (handed to the user, in the pointer map), CACHED (free, in the bins of
+ * stream `stream`) or PENDING (free, in the pending list until the events of the other streams
+ * that used it complete). Two address neighbours CACHED on the same stream are always merged.
+ *
+ * Locking (ranks in alloc_internal.h): a block's prev/next/bytes/state/stream change only under its
+ * segment's lock; a CACHED block's bin links under its stream cache's lock; a LIVE block's extra
+ * set and claimed flag under its pointer-map shard's lock. The functions here take no lock: the
+ * caller holds what each one names.
+ */
+#ifndef SP_ALLOC_BLOCK_H
+#define SP_ALLOC_BLOCK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "alloc/size_class.h"
+#include "alloc/spin.h"
+#include "streampool.h"
+
+typedef enum sp__block_state {
+  SP__BLOCK_LIVE = 1,
+  SP__BLOCK_CACHED = 2,
+  SP__BLOCK_PENDING = 3,
+} sp__block_state;
+
+typedef struct sp__segment sp__segment;
+
+typedef struct sp__block {
+  char *ptr;                    /* first byte; immutable while the block exists           */
+  size_t bytes;                 /* multiple of 512; segment lock                           */
+  sp__segment *seg;             /* immutable                                               */
+  struct sp__block *prev, *next;         /* address neighbours in seg; segment lock        */
+  struct sp__block *link_prev, *link_next; /* bin list (CACHED) or pending list (PENDING)  */
+  struct sp__block *map_next;   /* pointer-map chain while LIVE; shard lock                */
+  uint64_t stamp;               /* CACHED: its stream's free_seq when it was cached        */
+  uint64_t extra[2];            /* LIVE: streams recorded with sp_record_stream; shard lock */
+  sp_event *events;             /* PENDING: events recorded on the extra streams (owned)   */
+  unsigned n_events;            /* PENDING: entries of events                              */
+  unsigned stream;              /* LIVE: allocating stream; CACHED: the cache holding it   */
+  unsigned bin;                 /* CACHED: its bin                                         */
+  sp__block_state state;        /* segment lock                                            */
+  bool claimed;                 /* LIVE: an sp_free owns it (shard lock)                   */
+} sp__block;
+
+struct sp__segment {
+  char *base;                   /* backend pointer; immutable                              */
+  size_t bytes;                 /* immutable                                               */
+  unsigned pool;                /* SP__POOL_*; immutable                                   */
+  unsigned stream;              /* the stream that allocated it; immutable                 */
+  sp__spin mu;                  /* rank 4: its blocks' adjacency and states                */
+  sp__block *first;             /* lowest block; segment lock                              */
+  sp__segment *prev, *next;     /* the allocator's segment list; seglist lock              */
+};
+
+/* Free blocks of one stream and pool, binned by size (stream cache lock). */
+typedef struct sp__bins {
+  uint64_t nonempty[SP__BIN_WORDS];   /* bit b: heads[b] != NULL                           */
+  sp__block *heads[SP__BINS];         /* doubly linked through link_prev/link_next          */
+  size_t bytes;                       /* sum of the blocks' bytes                           */
+  size_t count;                       /* number of blocks                                   */
+} sp__bins;
+
+void sp__bins_insert(sp__bins *b, sp__block *blk);
+void sp__bins_remove(sp__bins *b, sp__block *blk);
+/* A block of at least `bytes` with stamp <= max_stamp, preferring the smallest; NULL if none. */
+sp__block *sp__bins_find(const sp__bins *b, size_t bytes, uint64_t max_stamp);
+
+/* Splits blk (segment lock held) into blk of `bytes` and the remainder rest (a fresh struct the
+ * caller provides), which takes blk's state, stream and stamp and is returned. */
+void sp__block_split(sp__block *blk, size_t bytes, sp__block *rest);
+/* Merges blk's next neighbour into blk (segment lock held); returns the struct no longer used. */
+sp__block *sp__block_absorb_next(sp__block *blk);
+
+/* Whether stream index i is in a 128-bit set. */
+static inline bool sp__set_has(const uint64_t set[2], unsigned i) {
+  return (set[i / 64] >> (i % 64)) & 1u;
+}
+static inline void sp__set_add(uint64_t set[2], unsigned i) { set[i / 64] |= 1ull << (i % 64); }
+
+#endif /* SP_ALLOC_BLOCK_H */

@@ -1,0 +1,38 @@
+/* Pointer -> LIVE block map of one allocator (internal).
+ *
+ * SP__MAP_SHARDS shards, each a chained hash table (chains through sp__block.map_next) under its
+ * own spinlock (rank 5). The shard is chosen by the pointer's 2 MiB region, so the blocks of one
+ * segment (mostly used by one stream, hence one thread) share one or two shards and threads on
+ * different streams rarely touch the same shard's cache line; no global lock on sp_free's lookup.
+ * Insertion never fails: when growing the table finds no host memory the chains just get longer.
+ */
+#ifndef SP_ALLOC_PTRMAP_H
+#define SP_ALLOC_PTRMAP_H
+
+#include "alloc/block.h"
+
+enum { SP__MAP_SHARDS = 256 };
+
+typedef struct sp__map_shard {
+  _Alignas(64) sp__spin mu; /* rank 5; one cache line per shard                    */
+  unsigned log2;           /* buckets = 1 << log2; mu                              */
+  size_t count;            /* blocks in the shard; mu                              */
+  sp__block **buckets;     /* mu; points at `one` until the first growth           */
+  sp__block *one;          /* the initial single bucket                            */
+} sp__map_shard;
+
+typedef struct sp__ptrmap {
+  sp__map_shard shards[SP__MAP_SHARDS];
+} sp__ptrmap;
+
+void sp__ptrmap_init(sp__ptrmap *m);
+void sp__ptrmap_destroy(sp__ptrmap *m); /* frees the tables, not the blocks */
+
+/* The shard holding p; lock it around the calls below. */
+sp__map_shard *sp__ptrmap_shard(sp__ptrmap *m, const void *p);
+/* Shard lock held. */
+void sp__ptrmap_insert(sp__map_shard *sh, sp__block *blk);
+sp__block *sp__ptrmap_find(sp__map_shard *sh, const void *p);
+void sp__ptrmap_remove(sp__map_shard *sh, sp__block *blk);
+
+#endif /* SP_ALLOC_PTRMAP_H */

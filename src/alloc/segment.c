@@ -1,0 +1,140 @@
+/* Segments: getting memory from the backend and giving unused segments back.
+ *
+ * Owns the segment list, reserved bytes and the memory limit. Invariants: reserved is the sum of
+ * linked segments' bytes; reserved + reserving never passes the limit (reserving covers the
+ * mem_alloc calls under way, so concurrent growth cannot overshoot it); a segment is released only
+ * when it is one CACHED block whose stamp shows its stream finished with it. Locking: the segment
+ * list lock (3.3) guards the list and the counters; mem_alloc/mem_free run with no lock held.
+ */
+#include "alloc/alloc_internal.h"
+
+#include "core/status.h"
+
+/* Reserves seg_bytes under the limit, or fails with SP_ERR_LIMIT naming the numbers. */
+static sp_status segment_reserve(sp__allocator *a, size_t seg_bytes, size_t bytes) {
+  sp__spin_lock(&a->seglist_mu);
+  size_t held = a->reserved + a->reserving;
+  bool over = a->limit && (seg_bytes > a->limit || held > a->limit - seg_bytes);
+  if (!over) a->reserving += seg_bytes;
+  sp__spin_unlock(&a->seglist_mu);
+  if (over)
+    return sp__fail(SP_ERR_LIMIT,
+                    "sp_alloc: %zu bytes (segment %zu) would pass the memory limit %zu "
+                    "(reserved %zu)", bytes, seg_bytes, a->limit, held);
+  return SP_OK;
+}
+
+static void segment_unreserve(sp__allocator *a, size_t seg_bytes) {
+  sp__spin_lock(&a->seglist_mu);
+  a->reserving -= seg_bytes;
+  sp__spin_unlock(&a->seglist_mu);
+}
+
+/* Links seg (seglist_mu held) and turns its reservation into reserved bytes. */
+static void segment_link(sp__allocator *a, sp__segment *seg) {
+  seg->prev = NULL;
+  seg->next = a->segments;
+  if (seg->next) seg->next->prev = seg;
+  a->segments = seg;
+  a->n_segments++;
+  a->reserving -= seg->bytes;
+  a->reserved += seg->bytes;
+  if (a->reserved > a->reserved_peak) a->reserved_peak = a->reserved;
+  a->backend_allocs++;
+}
+
+static void segment_unlink(sp__allocator *a, sp__segment *seg) {
+  if (seg->prev)
+    seg->prev->next = seg->next;
+  else
+    a->segments = seg->next;
+  if (seg->next) seg->next->prev = seg->prev;
+  a->n_segments--;
+  a->reserved -= seg->bytes;
+  a->backend_frees++;
+}
+
+sp_status sp__segment_create(sp__allocator *a, unsigned s, size_t bytes, sp__block **out) {
+  sp_device *dev = a->dev;
+  size_t seg_bytes = sp__size_segment(bytes);
+  sp_status st = segment_reserve(a, seg_bytes, bytes);
+  if (st != SP_OK) return st;
+  sp__segment *seg = sp__calloc(1, sizeof(*seg));
+  sp__block *blk = sp__calloc(1, sizeof(*blk));
+  if (!seg || !blk) {
+    st = sp__fail(SP_ERR_HOST_MEMORY, "sp_alloc: no host memory for segment bookkeeping");
+    goto free_structs;
+  }
+  void *base = NULL;
+  st = dev->be->mem_alloc(dev->bdev, seg_bytes, &base);
+  if (st != SP_OK) goto free_structs;
+  *seg = (sp__segment){.base = base, .bytes = seg_bytes, .pool = sp__size_pool(bytes),
+                       .stream = s, .first = blk};
+  sp__spin_init(&seg->mu);
+  *blk = (sp__block){.ptr = base, .bytes = seg_bytes, .seg = seg, .stream = s,
+                     .state = SP__BLOCK_CACHED};
+  sp__scache *c = &a->caches[s];
+  sp__spin_lock(&c->mu);
+  sp__spin_lock(&a->seglist_mu);
+  segment_link(a, seg);
+  sp__spin_unlock(&a->seglist_mu);
+  blk->stamp = atomic_load_explicit(&c->free_seq, memory_order_relaxed);
+  sp__bins_insert(&c->bins[seg->pool], blk);
+  sp__cache_take(a, c, blk, bytes, s);
+  sp__spin_unlock(&c->mu);
+  *out = blk;
+  return SP_OK;
+
+free_structs:
+  sp__free(blk);
+  sp__free(seg);
+  segment_unreserve(a, seg_bytes);
+  return st;
+}
+
+/* Detaches, from cache c (lock held), every whole-segment block with stamp <= max_stamp; they are
+ * chained through link_next onto *out, their segments unlinked. */
+static void segment_collect(sp__allocator *a, sp__scache *c, uint64_t max_stamp, sp__block **out) {
+  for (unsigned pool = 0; pool < SP__POOLS; pool++) {
+    sp__bins *bins = &c->bins[pool];
+    for (unsigned bin = 0; bin < SP__BINS && bins->count; bin++) {
+      sp__block *next = NULL;
+      for (sp__block *b = bins->heads[bin]; b; b = next) {
+        next = b->link_next;
+        sp__spin_lock(&b->seg->mu);
+        bool whole = !b->prev && !b->next && b->stamp <= max_stamp;
+        sp__spin_unlock(&b->seg->mu);
+        if (!whole) continue;
+        sp__bins_remove(bins, b);
+        sp__spin_lock(&a->seglist_mu);
+        segment_unlink(a, b->seg);
+        sp__spin_unlock(&a->seglist_mu);
+        b->link_next = *out;
+        *out = b;
+      }
+    }
+    atomic_store_explicit(&c->cached_bytes[pool], bins->bytes, memory_order_relaxed);
+  }
+}
+
+size_t sp__segment_release_unused(sp__allocator *a, const uint64_t *max_stamp) {
+  sp__block *list = NULL;
+  for (unsigned s = 0; s < a->n_streams; s++) {
+    sp__scache *c = &a->caches[s];
+    if (!atomic_load_explicit(&c->cached_bytes[0], memory_order_relaxed) &&
+        !atomic_load_explicit(&c->cached_bytes[1], memory_order_relaxed))
+      continue;
+    sp__spin_lock(&c->mu);
+    segment_collect(a, c, max_stamp[s], &list);
+    sp__spin_unlock(&c->mu);
+  }
+  size_t released = 0;
+  for (sp__block *b = list, *next; b; b = next) {
+    next = b->link_next;
+    released += b->seg->bytes;
+    a->dev->be->mem_free(a->dev->bdev, b->seg->base);
+    sp__free(b->seg);
+    sp__free(b);
+  }
+  return released;
+}
