@@ -7,6 +7,8 @@
  * - tu_scale(n): n, or n/10 under ThreadSanitizer, so stress tests are sized down, not skipped.
  * - tu_seed(): the seed from SP_TEST_SEED (default 12345), printed once so a run can be repeated.
  * - tu_rng: xorshift64* per thread.
+ * - A test that cannot run here prints "skipped: <why>" and exits TU_SKIP (77): ctest reports it
+ *   skipped. A part that cannot run (no CUDA device) prints "skipped: <why>" and the rest runs.
  */
 #ifndef SP_TESTUTIL_H
 #define SP_TESTUTIL_H
@@ -53,6 +55,8 @@ void tu_failures_reset(void);
       tu_fail(__FILE__, __LINE__, "%s returned %s: %s", #expr, sp_status_str(tu_st_),             \
               sp_last_error());                                                                   \
   } while (0)
+
+enum { TU_SKIP = 77 };
 
 int tu_under_tsan(void);
 size_t tu_scale(size_t n);
