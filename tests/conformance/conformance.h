@@ -176,15 +176,15 @@ static inline int conf_main(const char *suite, const conf_case *cases, size_t n)
     return 1;
   }
   if (!have_cuda)
-    printf("[%s] cuda: not run here (%s); host runs\n", suite,
-           sp_backend_compiled("cuda") ? "no CUDA device" : "not compiled in");
+    printf("[%s] cuda: skipped: %s (host runs)\n", suite,
+           sp_backend_compiled("cuda") ? "no CUDA device" : "CUDA backend not compiled in");
   const char *names[4];
   int k = 0;
   for (int i = 0; i < nb; i++)
     if (!only || strcmp(only, all[i]) == 0) names[k++] = all[i];
   if (k == 0) {
     printf("skipped: SP_CONFORMANCE_BACKEND=%s is not available\n", only);
-    return 0;
+    return TU_SKIP;
   }
   size_t total = (size_t)k * n;
   conf_state *states = calloc(total, sizeof(*states));
