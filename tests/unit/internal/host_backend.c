@@ -253,6 +253,16 @@ static void test_query_sync_destroy(void **state) {
   B->stream_destroy(s2);
   for (size_t i = 0; i < N; i++)
     if (b[i] != 0x5a) fail_msg("byte %zu after destroy: expected 0x5a, got 0x%02x", i, b[i]);
+  /* destroy at every phase of the worker (running, polling for work, asleep) never hangs */
+  tu_rng r = {tu_seed()};
+  for (unsigned i = 0; i < tu_scale(300); i++) {
+    sp__bstream *s3 = stream_new(d, 4);
+    SP_CHECK_OK(B->memset_async(s3, b, 0x11, 64));
+    sleep_us((unsigned)tu_rng_below(&r, i % 3 == 0 ? 60 : 25));
+    B->stream_destroy(s3);
+    if (b[0] != 0x11) fail_msg("iteration %u: destroy returned before the memset ran", i);
+    b[0] = 0;
+  }
   B->stream_destroy(s);
   B->device_close(d);
   gate_destroy(&g);
