@@ -12,10 +12,11 @@
  * Stream 0 is never handed out by either mode.
  *
  * Waiting for a slot (slow path only): waiters register in `waiters` and sleep on wait_cv under
- * wait_mu (lock rank 1). A releaser pushes the slot, then (after a full fence) looks at `waiters`
- * and signals under wait_mu only if someone waits; the waiter increments `waiters` and fences
- * before its pop. With both fences, either the waiter's pop sees the slot or the releaser sees the
- * waiter; the mutex makes the signal land after the waiter sleeps. The fast path takes no lock.
+ * wait_mu (lock rank 1). A releaser pushes the slot, then reads `waiters` with an acq_rel RMW and
+ * signals under wait_mu only if someone waits; the waiter increments `waiters` (acq_rel RMW) before
+ * its pop. The two RMWs are ordered in waiters' modification order: either the releaser's comes
+ * later and sees the waiter, or the waiter's comes later and synchronizes with it, so its pop sees
+ * the slot. The mutex makes the signal land after the waiter sleeps. The fast path takes no lock.
  *
  * Thread exit: the first binding a thread makes sets a pthread key, whose destructor gives back
  * the thread's owned slots. It reaches each device through the live-device registry (device.c),
@@ -100,8 +101,9 @@ static void sp__slot_release(sp_device *dev, uint32_t i) {
   sp__slot_pool *p = dev->slots;
   sp_assert(i >= 1 && i < dev->cfg.streams);
   sp__idstack_push(&p->free, &p->link[i], i);
-  atomic_thread_fence(memory_order_seq_cst);
-  if (atomic_load_explicit(&p->waiters, memory_order_relaxed)) {
+  /* An RMW, not a load: ordered against the waiter's increment in waiters' modification order
+   * (fences would do too, but ThreadSanitizer does not model them). */
+  if (atomic_fetch_add_explicit(&p->waiters, 0, memory_order_acq_rel)) {
     pthread_mutex_lock(&p->wait_mu);
     pthread_cond_signal(&p->wait_cv);
     pthread_mutex_unlock(&p->wait_mu);
@@ -125,8 +127,7 @@ static uint32_t sp__slot_wait(sp_device *dev) {
   struct timespec deadline = sp__deadline_after_ms(dev->cfg.slot_wait_ms);
   uint32_t i = SP__IDSTACK_NONE;
   pthread_mutex_lock(&p->wait_mu);
-  atomic_fetch_add_explicit(&p->waiters, 1, memory_order_relaxed);
-  atomic_thread_fence(memory_order_seq_cst);
+  atomic_fetch_add_explicit(&p->waiters, 1, memory_order_acq_rel);
   for (;;) {
     i = sp__idstack_pop(&p->free, sp__slot_link, p);
     if (i != SP__IDSTACK_NONE) break;
