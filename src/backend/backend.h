@@ -23,11 +23,12 @@
 
 #include "streampool.h"
 
-#define SP__BACKEND_VERSION 1u
+#define SP__BACKEND_VERSION 2u /* 2: optional graph and pinned host memory slots */
 
 typedef struct sp__bdevice sp__bdevice; /* a backend's device   */
 typedef struct sp__bstream sp__bstream; /* a backend's stream   */
 typedef struct sp__bevent sp__bevent;   /* a backend's event    */
+typedef struct sp__bgraph sp__bgraph;   /* a backend's captured, instantiated graph */
 
 /* y[batch, out] = act(x[batch, in] · w[out, in]ᵀ + bias[out]); row-major, PyTorch layout.
  * x, w, bias and y all hold `dtype` elements; accumulation is f32 (TF32 off). */
@@ -82,6 +83,30 @@ typedef struct sp__backend {
    * SP_ERR_OUT_OF_MEMORY (never another status) when the device is full. */
   sp_status (*mem_alloc)(sp__bdevice *d, size_t bytes, void **out);
   sp_status (*mem_free)(sp__bdevice *d, void *p);
+
+  /* Optional, all four or none: graphs (record a stream's work once, replay it with one launch).
+   * NULL -> no graphs: callers launch the work op by op.
+   * capture_begin starts recording s (thread-local mode: other threads keep allocating and
+   * launching on other streams); until capture_end, work submitted to s from this thread is
+   * recorded, not run. During capture the caller must not sync s, query it, record or wait on
+   * events of other streams with it, allocate raw memory, or submit to s from another thread;
+   * every buffer the work touches must stay allocated (same address) until graph_destroy.
+   * Host memory touched by captured copies must come from host_alloc_pinned.
+   * capture_end always ends the capture; on success *out is an instantiated graph, on any
+   * failure (including an invalidated capture) nothing is left behind and SP_ERR_BACKEND says why.
+   * graph_launch runs a graph on s, stream-ordered; launch it on the stream it was captured on
+   * (backend per-stream scratch such as the matmul workspace is baked into it), one launch at a
+   * time per stream as for any submission. graph_destroy waits for nothing: the caller syncs the
+   * stream of its last launch first. */
+  sp_status (*graph_capture_begin)(sp__bstream *s);
+  sp_status (*graph_capture_end)(sp__bstream *s, sp__bgraph **out);
+  sp_status (*graph_launch)(sp__bgraph *g, sp__bstream *s);
+  void (*graph_destroy)(sp__bgraph *g); /* NULL ok */
+
+  /* Optional, both or none: page-locked host memory that device copies (captured ones too) can
+   * use directly. NULL -> callers use ordinary host memory (sp__malloc). */
+  sp_status (*host_alloc_pinned)(sp__bdevice *d, size_t bytes, void **out);
+  sp_status (*host_free_pinned)(sp__bdevice *d, void *p); /* NULL ok */
 } sp__backend;
 
 /* The compiled-in backends. */

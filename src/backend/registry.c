@@ -50,6 +50,14 @@ sp_status sp__backend_validate(const sp__backend *be) {
   SP__REQUIRE(mem_alloc);
   SP__REQUIRE(mem_free);
 #undef SP__REQUIRE
+  /* Optional groups are all set or all NULL: a half-filled group is a bug in the table. */
+  int graph = !!be->graph_capture_begin + !!be->graph_capture_end + !!be->graph_launch +
+              !!be->graph_destroy;
+  if (graph != 0 && graph != 4)
+    return sp__fail(SP_ERR_BACKEND, "backend %s: graph slots must be all set or all NULL", name);
+  if (!be->host_alloc_pinned != !be->host_free_pinned)
+    return sp__fail(SP_ERR_BACKEND, "backend %s: host_alloc_pinned and host_free_pinned must "
+                    "be both set or both NULL", name);
   return SP_OK;
 }
 

@@ -1,7 +1,8 @@
 /* The CUDA backend: devices, non-blocking streams, events and raw segments on the CUDA runtime.
  *
  * Owns: sp__bdevice (an ordinal and its name), sp__bstream (a cudaStreamNonBlocking stream; its
- * cuBLASLt state lives in cuda_linear.c), sp__bevent (a cudaEvent_t, timing only when asked).
+ * cuBLASLt state lives in cuda_linear.c), sp__bevent (a cudaEvent_t, timing only when asked);
+ * graphs and pinned host memory live in cuda_graph.c.
  * The core owns pools, generations and the allocator; nothing here touches them.
  *
  * Invariants: every slot makes its object's device current first (cudaSetDevice is a cheap
@@ -305,4 +306,10 @@ const sp__backend sp__cuda_backend = {
     .event_elapsed_ms = cuda_event_elapsed_ms,
     .mem_alloc = cuda_mem_alloc,
     .mem_free = cuda_mem_free,
+    .graph_capture_begin = sp__cuda_graph_capture_begin,
+    .graph_capture_end = sp__cuda_graph_capture_end,
+    .graph_launch = sp__cuda_graph_launch,
+    .graph_destroy = sp__cuda_graph_destroy,
+    .host_alloc_pinned = sp__cuda_host_alloc_pinned,
+    .host_free_pinned = sp__cuda_host_free_pinned,
 };

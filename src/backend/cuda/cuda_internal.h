@@ -64,5 +64,16 @@ sp_status sp__cuda_use_device(const sp__bdevice *d);
 /* The linear slot (cuda_linear.c) and the teardown of a stream's cuBLASLt state. */
 sp_status sp__cuda_linear_async(sp__bstream *s, const sp__linear *op);
 void sp__cuda_linear_release(sp__bstream *s);
+/* Creates s's cuBLASLt handle, workspace and plan table now if not yet done (graph capture calls
+ * it first, so no cudaMalloc happens inside a capture). */
+sp_status sp__cuda_linear_prepare(sp__bstream *s);
+
+/* The graph and pinned host memory slots (cuda_graph.c). */
+sp_status sp__cuda_graph_capture_begin(sp__bstream *s);
+sp_status sp__cuda_graph_capture_end(sp__bstream *s, sp__bgraph **out);
+sp_status sp__cuda_graph_launch(sp__bgraph *g, sp__bstream *s);
+void sp__cuda_graph_destroy(sp__bgraph *g);
+sp_status sp__cuda_host_alloc_pinned(sp__bdevice *d, size_t bytes, void **out);
+sp_status sp__cuda_host_free_pinned(sp__bdevice *d, void *p);
 
 #endif /* SP_BACKEND_CUDA_INTERNAL_H */

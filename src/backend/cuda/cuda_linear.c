@@ -229,6 +229,13 @@ unlock:
   return st;
 }
 
+sp_status sp__cuda_linear_prepare(sp__bstream *s) {
+  pthread_mutex_lock(&s->lt_mu);
+  sp_status st = linear_state_ensure(s);
+  pthread_mutex_unlock(&s->lt_mu);
+  return st;
+}
+
 void sp__cuda_linear_release(sp__bstream *s) {
   pthread_mutex_lock(&s->lt_mu);
   if (s->plans) {
