@@ -153,7 +153,7 @@ static void give_back(sp__allocator *a, unsigned t, unsigned s, sp__block *blk) 
   c->cross_stream_reuses--;
   atomic_store(&c->live_bytes,
                atomic_load_explicit(&c->live_bytes, memory_order_relaxed) - blk->bytes);
-  sp__cache_put(a, t, blk);
+  sp__cache_put(a, t, blk, 0);
   sp__cache_unlock2(a, s, t);
 }
 
@@ -314,6 +314,7 @@ static void free_publish_pending(sp__allocator *a, sp__block *blk, sp_event *eve
   sp__ptrmap_remove(sh, blk);
   sp__spin_unlock(&sh->mu);
   blk->state = SP__BLOCK_PENDING;
+  blk->stamp = sp__cache_stamp(c); /* its own stream's use came before this free */
   blk->events = events;
   blk->n_events = n;
   sp__spin_unlock(&blk->seg->mu);
@@ -343,7 +344,7 @@ static void free_to_cache(sp__allocator *a, sp__block *blk, sp__map_shard *sh) {
   c->ops++;
   atomic_store(&c->live_bytes,
                atomic_load_explicit(&c->live_bytes, memory_order_relaxed) - blk->bytes);
-  sp__cache_put(a, blk->stream, blk);
+  sp__cache_put(a, blk->stream, blk, 0);
   sp__spin_unlock(&c->mu);
 }
 

@@ -79,8 +79,11 @@ void sp__cache_block_drop(sp__scache *s, sp__block *blk);
  * the allocation on `stream`. */
 void sp__cache_take(sp__allocator *a, sp__scache *owner, sp__block *blk, size_t bytes,
                     unsigned stream);
-/* Caches blk (not LIVE, not in the map) on stream s (lock held), merging CACHED neighbours of s. */
-void sp__cache_put(sp__allocator *a, unsigned s, sp__block *blk);
+/* Caches blk (not LIVE, not in the map) on stream s (lock held), merging CACHED neighbours of s.
+ * stamp: the free_seq value s's work with it was submitted before; 0: take a new one now. */
+void sp__cache_put(sp__allocator *a, unsigned s, sp__block *blk, uint64_t stamp);
+/* A new stamp of cache c (lock held): free_seq + 1. */
+uint64_t sp__cache_stamp(sp__scache *c);
 /* Locks the caches of streams i and j (i may equal j) in index order, and the reverse. */
 void sp__cache_lock2(sp__allocator *a, unsigned i, unsigned j);
 void sp__cache_unlock2(sp__allocator *a, unsigned i, unsigned j);
@@ -95,8 +98,8 @@ void sp__pending_poll(sp__allocator *a, bool wait);
  * request is carved from it and returned LIVE in *out, the rest cached on s.
  * SP_ERR_LIMIT / SP_ERR_OUT_OF_MEMORY / SP_ERR_HOST_MEMORY, with nothing changed. */
 sp_status sp__segment_create(sp__allocator *a, unsigned s, size_t bytes, sp__block **out);
-/* Returns every segment that is one CACHED block with a stamp <= max_stamp[stream] to the backend;
- * the count of bytes released. */
+/* Returns to the backend every segment whose blocks are all CACHED with stamps <= max_stamp[their
+ * stream]; the bytes released. Takes every stream cache lock. */
 size_t sp__segment_release_unused(sp__allocator *a, const uint64_t *max_stamp);
 
 /* ---- stats (stats.c) ---- */

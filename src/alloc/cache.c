@@ -66,12 +66,17 @@ static inline bool cache_mergeable(const sp__block *n, unsigned s) {
   return n && n->state == SP__BLOCK_CACHED && n->stream == s;
 }
 
-void sp__cache_put(sp__allocator *a, unsigned s, sp__block *blk) {
+uint64_t sp__cache_stamp(sp__scache *c) {
+  uint64_t stamp = atomic_load_explicit(&c->free_seq, memory_order_relaxed) + 1;
+  atomic_store_explicit(&c->free_seq, stamp, memory_order_release);
+  return stamp;
+}
+
+void sp__cache_put(sp__allocator *a, unsigned s, sp__block *blk, uint64_t stamp) {
   sp__scache *c = &a->caches[s];
   sp__segment *seg = blk->seg;
   sp__bins *bins = &c->bins[seg->pool];
-  uint64_t stamp = atomic_load_explicit(&c->free_seq, memory_order_relaxed) + 1;
-  atomic_store_explicit(&c->free_seq, stamp, memory_order_release);
+  if (!stamp) stamp = sp__cache_stamp(c);
   sp__spin_lock(&seg->mu);
   blk->state = SP__BLOCK_CACHED;
   blk->stream = s;

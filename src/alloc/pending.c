@@ -37,7 +37,7 @@ static void pending_complete(sp__allocator *a, sp__block *blk) {
   sp__spin_unlock(&a->pending_mu);
   blk->events = NULL;
   blk->n_events = 0;
-  sp__cache_put(a, s, blk);
+  sp__cache_put(a, s, blk, blk->stamp);
   sp__spin_unlock(&a->caches[s].mu);
   for (unsigned i = 0; i < n; i++) (void)sp__event_release(a->dev, events[i]);
   sp__free(events);

@@ -3,8 +3,9 @@
  * Owns the segment list, reserved bytes and the memory limit. Invariants: reserved is the sum of
  * linked segments' bytes; reserved + reserving never passes the limit (reserving covers the
  * mem_alloc calls under way, so concurrent growth cannot overshoot it); a segment is released only
- * when it is one CACHED block whose stamp shows its stream finished with it. Locking: the segment
- * list lock (3.3) guards the list and the counters; mem_alloc/mem_free run with no lock held.
+ * when all its blocks are CACHED with stamps showing their streams finished with them. Locking:
+ * the segment list lock (3.3) guards the list and counters; releasing takes every stream cache
+ * lock first (rare: sp_empty_cache and the OOM path); mem_alloc/mem_free run with no lock held.
  */
 #include "alloc/alloc_internal.h"
 
@@ -92,49 +93,51 @@ free_structs:
   return st;
 }
 
-/* Detaches, from cache c (lock held), every whole-segment block with stamp <= max_stamp; they are
- * chained through link_next onto *out, their segments unlinked. */
-static void segment_collect(sp__allocator *a, sp__scache *c, uint64_t max_stamp, sp__block **out) {
-  for (unsigned pool = 0; pool < SP__POOLS; pool++) {
-    sp__bins *bins = &c->bins[pool];
-    for (unsigned bin = 0; bin < SP__BINS && bins->count; bin++) {
-      sp__block *next = NULL;
-      for (sp__block *b = bins->heads[bin]; b; b = next) {
-        next = b->link_next;
-        sp__spin_lock(&b->seg->mu);
-        bool whole = !b->prev && !b->next && b->stamp <= max_stamp;
-        sp__spin_unlock(&b->seg->mu);
-        if (!whole) continue;
-        sp__bins_remove(bins, b);
-        sp__spin_lock(&a->seglist_mu);
-        segment_unlink(a, b->seg);
-        sp__spin_unlock(&a->seglist_mu);
-        b->link_next = *out;
-        *out = b;
-      }
-    }
-    atomic_store_explicit(&c->cached_bytes[pool], bins->bytes, memory_order_relaxed);
+/* Whether every block of seg (lock held) is CACHED with a stamp its stream has finished. */
+static bool segment_unused(const sp__segment *seg, const uint64_t *max_stamp) {
+  for (const sp__block *b = seg->first; b; b = b->next)
+    if (b->state != SP__BLOCK_CACHED || b->stamp > max_stamp[b->stream]) return false;
+  return true;
+}
+
+/* Takes seg's blocks out of their streams' bins and seg out of the list (every cache lock, the
+ * list lock and seg's lock held). */
+static void segment_detach(sp__allocator *a, sp__segment *seg) {
+  for (sp__block *b = seg->first; b; b = b->next) {
+    sp__scache *c = &a->caches[b->stream];
+    sp__bins_remove(&c->bins[seg->pool], b);
+    atomic_store_explicit(&c->cached_bytes[seg->pool], c->bins[seg->pool].bytes,
+                          memory_order_relaxed);
   }
+  segment_unlink(a, seg);
 }
 
 size_t sp__segment_release_unused(sp__allocator *a, const uint64_t *max_stamp) {
-  sp__block *list = NULL;
-  for (unsigned s = 0; s < a->n_streams; s++) {
-    sp__scache *c = &a->caches[s];
-    if (!atomic_load_explicit(&c->cached_bytes[0], memory_order_relaxed) &&
-        !atomic_load_explicit(&c->cached_bytes[1], memory_order_relaxed))
-      continue;
-    sp__spin_lock(&c->mu);
-    segment_collect(a, c, max_stamp[s], &list);
-    sp__spin_unlock(&c->mu);
+  sp__segment *dead = NULL;
+  for (unsigned s = 0; s < a->n_streams; s++) sp__spin_lock(&a->caches[s].mu);
+  sp__spin_lock(&a->seglist_mu);
+  for (sp__segment *seg = a->segments, *next; seg; seg = next) {
+    next = seg->next;
+    sp__spin_lock(&seg->mu);
+    bool unused = segment_unused(seg, max_stamp);
+    if (unused) segment_detach(a, seg);
+    sp__spin_unlock(&seg->mu);
+    if (!unused) continue;
+    seg->next = dead;
+    dead = seg;
   }
+  sp__spin_unlock(&a->seglist_mu);
+  for (unsigned s = a->n_streams; s-- > 0;) sp__spin_unlock(&a->caches[s].mu);
   size_t released = 0;
-  for (sp__block *b = list, *next; b; b = next) {
-    next = b->link_next;
-    released += b->seg->bytes;
-    a->dev->be->mem_free(a->dev->bdev, b->seg->base);
-    sp__free(b->seg);
-    sp__free(b);
+  for (sp__segment *seg = dead, *next; seg; seg = next) {
+    next = seg->next;
+    released += seg->bytes;
+    a->dev->be->mem_free(a->dev->bdev, seg->base);
+    for (sp__block *b = seg->first, *bn; b; b = bn) {
+      bn = b->next;
+      sp__free(b);
+    }
+    sp__free(seg);
   }
   return released;
 }
