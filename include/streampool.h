@@ -222,6 +222,41 @@ sp_status sp_memcpy_async(sp_stream *s, void *dst, const void *src, size_t bytes
 sp_status sp_memset_async(sp_stream *s, void *dst, int value, size_t bytes);
 
 /* ---------------------------------------------------------------------------------------------
+ * Several devices: cross-device waits and peer copies (docs/MULTI_DEVICE.md)
+ * ------------------------------------------------------------------------------------------- */
+
+/* Work submitted to s after this call runs after ev's recorded work, where ev is an event of
+ * ev_dev (which may be another device than s's). ev_dev == s's device: the same as
+ * sp_stream_wait_event. Two devices of one backend: a device-side wait (host: the waiting stream's
+ * worker blocks on the other stream's counter; cuda: cudaStreamWaitEvent, which accepts an event
+ * of another device); the host thread is not blocked, and ev_dev must stay open until s has
+ * passed the wait. Devices of different backends: a host-side fallback, the calling thread waits
+ * for ev (sp_event_sync) before returning, which orders later work on s just as well. An event
+ * never recorded is complete. Any thread. */
+sp_status sp_stream_wait_event_peer(sp_stream *s, sp_device *ev_dev, sp_event ev);
+
+/* Copies bytes from src, memory of src_dev (device memory from sp_alloc on src_dev, or host
+ * memory), to dst, memory of dst_stream's device, in stream order on dst_stream. Only the
+ * destination side is ordered: the caller makes the source ready first, e.g. by recording an event
+ * on the source's stream and calling sp_stream_wait_event_peer(dst_stream, src_dev, that event),
+ * and must not reuse src before the copy has run (record an event on dst_stream after it and
+ * wait for that on src_dev's side, or sync dst_stream). src_dev == dst_stream's device: the same
+ * as sp_memcpy_async. Two devices of one backend with a peer slot: one asynchronous device copy
+ * (host: a memcpy on dst_stream's worker; cuda: cudaMemcpyPeerAsync, direct over NVLink/PCIe
+ * when peer access is enabled, staged by the driver otherwise). Otherwise (different backends,
+ * or no peer slot): a host-staged fallback that is correct for any pair: it syncs dst_stream (so
+ * waits queued on it, including the peer wait above, have passed), copies src to a host buffer
+ * on src_dev's default stream and from there to dst on dst_stream, in chunks of at most 8 MiB,
+ * and returns when the copy is done. SP_ERR_INVALID_ARGUMENT for NULL pointers with bytes > 0;
+ * bytes == 0 is SP_OK and does nothing. Any thread. */
+sp_status sp_memcpy_peer_async(sp_stream *dst_stream, void *dst, sp_device *src_dev,
+                               const void *src, size_t bytes);
+
+/* Whether a peer copy from src_dev to dst_dev runs as one device copy (1: same device, or same
+ * backend with a peer slot) or through the host-staged fallback (0). Any thread. */
+int sp_peer_copy_direct(const sp_device *dst_dev, const sp_device *src_dev);
+
+/* ---------------------------------------------------------------------------------------------
  * Events
  * ------------------------------------------------------------------------------------------- */
 

@@ -23,7 +23,7 @@
 
 #include "streampool.h"
 
-#define SP__BACKEND_VERSION 2u /* 2: optional graph and pinned host memory slots */
+#define SP__BACKEND_VERSION 3u /* 2: graph and pinned host memory slots; 3: memcpy_peer_async */
 
 typedef struct sp__bdevice sp__bdevice; /* a backend's device   */
 typedef struct sp__bstream sp__bstream; /* a backend's stream   */
@@ -107,6 +107,14 @@ typedef struct sp__backend {
    * use directly. NULL -> callers use ordinary host memory (sp__malloc). */
   sp_status (*host_alloc_pinned)(sp__bdevice *d, size_t bytes, void **out);
   sp_status (*host_free_pinned)(sp__bdevice *d, void *p); /* NULL ok */
+
+  /* Optional: copies bytes from src (memory of src_dev, a device of this same backend) to dst
+   * (memory of dst_stream's device) in stream order on dst_stream; the source side is ordered by
+   * the caller (an event wait on dst_stream first). The devices may differ. NULL -> the core's
+   * host-staged fallback (sync dst_stream, copy through a host buffer; see sp_memcpy_peer_async).
+   */
+  sp_status (*memcpy_peer_async)(sp__bstream *dst_stream, void *dst, sp__bdevice *src_dev,
+                                 const void *src, size_t bytes);
 } sp__backend;
 
 /* The compiled-in backends. */

@@ -102,5 +102,9 @@ sp_status sp__event_release(sp_device *dev, sp_event ev);
 sp_status sp__event_record(sp_device *dev, sp_event ev, sp_stream *s);
 sp_status sp__event_query(sp_device *dev, sp_event ev);  /* SP_OK / SP_ERR_NOT_READY */
 sp_status sp__stream_wait_event(sp_stream *s, sp_event ev);
+/* The backend event behind live event ev of dev, for waits from another device (peer.c): *out
+ * is NULL when ev was not recorded since its acquire (it is complete). SP_ERR_INVALID_HANDLE
+ * (message naming fn) for a stale or foreign handle. */
+sp_status sp__event_backend(sp_device *dev, sp_event ev, const char *fn, sp__bevent **out);
 
 #endif /* SP_CORE_DEVICE_H */

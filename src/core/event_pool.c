@@ -222,6 +222,14 @@ sp_status sp__stream_wait_event(sp_stream *s, sp_event ev) {
   return s->dev->be->stream_wait_event(bs, slot->bev);
 }
 
+sp_status sp__event_backend(sp_device *dev, sp_event ev, const char *fn, sp__bevent **out) {
+  sp__event_slot *slot = NULL;
+  sp_status st = sp__event_lookup(dev, ev, fn, &slot);
+  if (st != SP_OK) return st;
+  *out = atomic_load_explicit(&slot->stream, memory_order_acquire) ? slot->bev : NULL;
+  return SP_OK;
+}
+
 /* ---- public ---- */
 
 sp_status sp_event_acquire(sp_device *dev, unsigned flags, sp_event *out) {

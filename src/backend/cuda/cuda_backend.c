@@ -64,6 +64,7 @@ static sp_status cuda_device_open(int index, sp__bdevice **out) {
     goto fail_free;
   }
   snprintf(d->name, sizeof(d->name), "%s", prop.name);
+  sp__cuda_peer_open(d);
   *out = d;
   return SP_OK;
 fail_free:
@@ -71,7 +72,10 @@ fail_free:
   return st;
 }
 
-static void cuda_device_close(sp__bdevice *d) { sp__free(d); }
+static void cuda_device_close(sp__bdevice *d) {
+  sp__cuda_peer_close(d);
+  sp__free(d);
+}
 
 static const char *cuda_device_name(const sp__bdevice *d) { return d->name; }
 
@@ -312,4 +316,5 @@ const sp__backend sp__cuda_backend = {
     .graph_destroy = sp__cuda_graph_destroy,
     .host_alloc_pinned = sp__cuda_host_alloc_pinned,
     .host_free_pinned = sp__cuda_host_free_pinned,
+    .memcpy_peer_async = sp__cuda_memcpy_peer_async,
 };

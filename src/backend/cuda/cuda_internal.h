@@ -76,4 +76,11 @@ void sp__cuda_graph_destroy(sp__bgraph *g);
 sp_status sp__cuda_host_alloc_pinned(sp__bdevice *d, size_t bytes, void **out);
 sp_status sp__cuda_host_free_pinned(sp__bdevice *d, void *p);
 
+/* Peer access and copies (cuda_peer.c): open enables access to and from the other open devices
+ * where possible (never fails); close forgets the device. */
+void sp__cuda_peer_open(sp__bdevice *d);
+void sp__cuda_peer_close(sp__bdevice *d);
+sp_status sp__cuda_memcpy_peer_async(sp__bstream *dst_stream, void *dst, sp__bdevice *src_dev,
+                                     const void *src, size_t bytes);
+
 #endif /* SP_BACKEND_CUDA_INTERNAL_H */

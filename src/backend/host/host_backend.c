@@ -3,8 +3,8 @@
  * Owns: sp__host_backend, every slot filled (the optional ones included). The implementation is
  * split by object: host_device.c (device, environment, memory, fault injection), host_stream.c
  * (worker threads and their FIFO), host_event.c (events as stream counters), host_math.c (Linear
- * and dtype conversion). The table is immutable; the objects' locking is described in
- * host_impl.h.
+ * and dtype conversion), host_peer.c (copies from another host device). The table is immutable;
+ * the objects' locking is described in host_impl.h.
  */
 #include "backend/host/host_impl.h"
 
@@ -34,4 +34,5 @@ const sp__backend sp__host_backend = {
     .event_elapsed_ms = sp__host_event_elapsed_ms,
     .mem_alloc = sp__host_mem_alloc,
     .mem_free = sp__host_mem_free,
+    .memcpy_peer_async = sp__host_memcpy_peer_async,
 };

@@ -141,6 +141,10 @@ sp_status sp__host_linear_async(sp__bstream *s, const sp__linear *op);
 sp_status sp__host_convert_async(sp__bstream *s, void *dst, sp_dtype dst_type, const void *src,
                                  sp_dtype src_type, size_t n);
 
+/* ---- host_peer.c: table slot ---- */
+sp_status sp__host_memcpy_peer_async(sp__bstream *dst_stream, void *dst, sp__bdevice *src_dev,
+                                     const void *src, size_t bytes);
+
 /* ---- host_event.c: table slots ---- */
 sp_status sp__host_event_create(sp__bdevice *d, unsigned flags, sp__bevent **out);
 void sp__host_event_destroy(sp__bevent *e);
