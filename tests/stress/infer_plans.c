@@ -1,0 +1,192 @@
+/* Goal: sp_model_infer through its per-(stream, batch) plans (buffers kept, graphs replayed where
+ * the backend has them) returns the right rows when many threads call it at once: threads sharing
+ * a round-robin stream, threads moving between exclusive slots, f32 and bf16 models, more batch
+ * sizes per stream than a plan table caches (the uncached path), inputs changing every call; and
+ * freeing the models gives every plan's device memory back.
+ *
+ * Method: an MLP with seeded known weights is written to safetensors and loaded as f32 and bf16;
+ * every output row of every call is compared with a double-precision forward on the host
+ * (relative error per row: f32 <= 1e-5, bf16 <= 2e-2), failures print got and want. Runs on every
+ * backend with a device (tu_backends). Round-robin: 4 streams, 8 threads (2 per stream). Exclusive:
+ * 5 slots, 4 threads that give their slot back every few calls. Seeded (tu_seed), sized by
+ * tu_scale.
+ */
+#include <math.h>
+#include <pthread.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "testutil.h"
+#include "tu_safetensors.h"
+
+enum { IN = 32, H1 = 64, H2 = 48, OUT = 16, NL = 3, MAXB = 64, THREADS = 8 };
+static const unsigned dims[NL + 1] = {IN, H1, H2, OUT};
+static const unsigned batches[] = {1, 2, 3, 5, 8, 13, 16, 31, 64}; /* more than a table caches */
+enum { NBATCH = sizeof(batches) / sizeof(batches[0]) };
+
+static float w[NL][H1 * H2], b[NL][H1];
+static char path[64];
+
+static void ref_forward(const float *x, double *y) {
+  double a[H1], t[H1];
+  for (unsigned i = 0; i < IN; i++) a[i] = x[i];
+  for (unsigned k = 0; k < NL; k++) {
+    for (unsigned o = 0; o < dims[k + 1]; o++) {
+      double s = b[k][o];
+      for (unsigned i = 0; i < dims[k]; i++) s += (double)w[k][o * dims[k] + i] * a[i];
+      t[o] = k + 1 < NL && s < 0 ? 0 : s;
+    }
+    memcpy(a, t, sizeof(double) * dims[k + 1]);
+  }
+  memcpy(y, a, sizeof(double) * OUT);
+}
+
+static int write_model(void) {
+  tu_rng rng = {tu_seed() ^ 0x706C616E73ull};
+  tu_st_tensor t[2 * NL];
+  static char names[2 * NL][32];
+  for (unsigned k = 0; k < NL; k++) {
+    float bound = 1.0f / sqrtf((float)dims[k]);
+    for (unsigned i = 0; i < dims[k] * dims[k + 1]; i++)
+      w[k][i] = bound * (float)((double)tu_rng_below(&rng, 2001) / 1000.0 - 1.0);
+    for (unsigned i = 0; i < dims[k + 1]; i++)
+      b[k][i] = bound * (float)((double)tu_rng_below(&rng, 2001) / 1000.0 - 1.0);
+    snprintf(names[2 * k], 32, "net.%u.weight", 2 * k);
+    snprintf(names[2 * k + 1], 32, "net.%u.bias", 2 * k);
+    t[2 * k] = (tu_st_tensor){names[2 * k], "F32", 2, {dims[k + 1], dims[k]}, w[k],
+                              sizeof(float) * dims[k] * dims[k + 1]};
+    t[2 * k + 1] = (tu_st_tensor){names[2 * k + 1], "F32", 1, {dims[k + 1]}, b[k],
+                                  sizeof(float) * dims[k + 1]};
+  }
+  snprintf(path, sizeof(path), "/tmp/sp_plans_%d.safetensors", (int)getpid());
+  return tu_st_write(path, t, 2 * NL, NULL);
+}
+
+typedef struct run_ctx {
+  const char *backend;
+  sp_device *dev;
+  sp_model *m[2]; /* f32, bf16 */
+  unsigned iters;
+  unsigned release_every; /* exclusive: give the slot back after this many calls; 0 never */
+} run_ctx;
+
+typedef struct worker {
+  run_ctx *ctx;
+  unsigned index;
+  unsigned long rows; /* checked */
+} worker;
+
+/* Checks each row of y against the reference; returns the number of bad rows. */
+static unsigned check_call(const worker *wk, unsigned it, int bf16, const float *x, const float *y,
+                           unsigned rows) {
+  unsigned bad = 0;
+  double tol = bf16 ? 2e-2 : 1e-5;
+  for (unsigned r = 0; r < rows; r++) {
+    double want[OUT], scale = 1e-6, err = 0;
+    ref_forward(x + r * IN, want);
+    unsigned worst = 0;
+    for (unsigned o = 0; o < OUT; o++) scale = fmax(scale, fabs(want[o]));
+    for (unsigned o = 0; o < OUT; o++) {
+      double e = fabs(y[r * OUT + o] - want[o]);
+      if (!(e <= err)) {
+        err = e;
+        worst = o;
+      }
+    }
+    if (!(err / scale <= tol)) {
+      if (bad++ < 3)
+        tu_fail(__FILE__, __LINE__,
+                "%s thread %u call %u %s batch %u row %u: rel. error %.3g > %.0e "
+                "(out[%u] got %.8g, want %.8g)",
+                wk->ctx->backend, wk->index, it, bf16 ? "bf16" : "f32", rows, r, err / scale, tol,
+                worst, (double)y[r * OUT + worst], want[worst]);
+    }
+  }
+  return bad;
+}
+
+static void *worker_main(void *p) {
+  worker *wk = p;
+  run_ctx *c = wk->ctx;
+  tu_rng rng = {tu_seed() * 7919 + wk->index};
+  static _Thread_local float x[MAXB * IN], y[MAXB * OUT];
+  for (unsigned it = 0; it < c->iters; it++) {
+    unsigned rows = batches[tu_rng_below(&rng, NBATCH)];
+    int bf16 = (int)tu_rng_below(&rng, 2);
+    for (unsigned i = 0; i < rows * IN; i++)
+      x[i] = (float)((double)tu_rng_below(&rng, 4001) / 1000.0 - 2.0);
+    memset(y, 0xFF, sizeof(float) * rows * OUT); /* NaN: a row not written fails */
+    sp_status st = sp_model_infer(c->m[bf16], x, y, rows);
+    TU_EXPECT(st == SP_OK, "%s thread %u call %u: sp_model_infer: %s: %s", c->backend,
+              wk->index, it, sp_status_str(st), sp_last_error());
+    if (st != SP_OK || check_call(wk, it, bf16, x, y, rows)) break;
+    wk->rows += rows;
+    if (c->release_every && (it + 1) % c->release_every == 0)
+      TU_EXPECT_OK(sp_stream_release_current(c->dev));
+  }
+  if (c->release_every) sp_stream_release_current(c->dev);
+  return NULL;
+}
+
+static void run_mode(const char *backend, sp_stream_mode mode, unsigned streams, unsigned threads,
+                     unsigned release_every) {
+  sp_device_config cfg = {.backend = backend, .streams = streams, .stream_mode = mode,
+                          .slot_wait_ms = 20000};
+  run_ctx c = {.backend = backend, .iters = (unsigned)tu_scale(120),
+               .release_every = release_every};
+  SP_CHECK_OK(sp_device_open(&cfg, &c.dev));
+  sp_memory_stats before, after;
+  SP_CHECK_OK(sp_memory_stats_get(c.dev, &before));
+  SP_CHECK_OK(sp_model_load(c.dev, path, SP_F32, &c.m[0]));
+  SP_CHECK_OK(sp_model_load(c.dev, path, SP_BF16, &c.m[1]));
+  pthread_t th[THREADS];
+  worker wk[THREADS];
+  tu_failures_reset();
+  for (unsigned i = 0; i < threads; i++) {
+    wk[i] = (worker){.ctx = &c, .index = i};
+    assert_int_equal(pthread_create(&th[i], NULL, worker_main, &wk[i]), 0);
+  }
+  unsigned long rows = 0;
+  for (unsigned i = 0; i < threads; i++) {
+    pthread_join(th[i], NULL);
+    rows += wk[i].rows;
+  }
+  sp_model_free(c.m[0]);
+  sp_model_free(c.m[1]);
+  SP_CHECK_OK(sp_memory_stats_get(c.dev, &after));
+  sp_device_close(c.dev);
+  print_message("%s %s: %u threads on %u streams, %lu rows checked\n", backend,
+                mode == SP_STREAMS_EXCLUSIVE ? "exclusive" : "round-robin", threads, streams,
+                rows);
+  assert_int_equal(tu_failures(), 0);
+  if (after.allocated_bytes != before.allocated_bytes)
+    fail_msg("%s: models freed but %zu bytes still allocated (%zu before loading)", backend,
+             after.allocated_bytes, before.allocated_bytes);
+}
+
+static void test_infer_plans(void **state) {
+  (void)state;
+  const char *names[4];
+  int n = tu_backends(names);
+  for (int i = 0; i < n; i++) {
+    run_mode(names[i], SP_STREAMS_ROUND_ROBIN, 4, THREADS, 0);
+    run_mode(names[i], SP_STREAMS_EXCLUSIVE, 5, 4, 7);
+  }
+#ifdef SP_HAVE_CUDA
+  int cuda = 0;
+  if (sp_device_count("cuda", &cuda) == SP_OK && cuda == 0)
+    print_message("cuda: skipped: no CUDA device\n");
+#endif
+}
+
+int main(void) {
+  tu_seed();
+  if (write_model()) {
+    fprintf(stderr, "cannot write %s\n", path);
+    return 1;
+  }
+  const struct CMUnitTest tests[] = {cmocka_unit_test(test_infer_plans)};
+  int rc = cmocka_run_group_tests(tests, NULL, NULL);
+  unlink(path);
+  return rc;
+}
