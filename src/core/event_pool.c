@@ -17,14 +17,37 @@
  * `stream` is reset at acquire: an event not recorded since its acquire is complete (its backend
  * event may still carry an older recording, which is ignored).
  *
+ * Thread caches: in front of the shared stacks each thread keeps up to SP__EVC_MAX free indices per
+ * (device, flag set), in a heap block reached through one initial-exec TLS pointer. Acquire pops
+ * the thread's cache, refilling it with up to SP__EVC_BATCH pops from the shared stack when empty;
+ * release pushes the releasing thread's cache, moving its SP__EVC_BATCH oldest indices to the
+ * shared stack when full. An acquire+release pair on a warm thread touches no shared cache line but
+ * the slot's own. A cached index is free in the slot state (its generation was bumped by the
+ * release CAS), so stale handles are caught exactly as without the cache. Entries are keyed by
+ * device id << 1 | flag set; ids are never reused, so an entry of a closed device (whose chunks
+ * sp_device_close freed wholesale) never matches again: it is dropped when the thread needs its
+ * entry for another device, or at thread exit. The two paths that reach a device other than the
+ * caller's, reclaiming an entry and the thread-exit destructor, find the device in the live-device
+ * registry and push to its shared stack under the registry lock, so a device closed meanwhile is
+ * never touched. Indices in a live thread's cache are out of other threads' reach: at most
+ * SP__EVC_MAX per (thread, device, flag set) more slots get created than without caches.
+ *
+ * Locking: lock-free except grow_mu (chunk publishing) and the registry lock (rank 0) on the two
+ * paths above; callers of sp__event_acquire/release hold no lock (the allocator releases its
+ * events after unlocking).
+ *
  * Thread safety: any thread. Using a handle concurrently with its release is the caller's race
  * (as with any handle API); sequential misuse is always detected.
  */
+#include <string.h>
+
 #include "core/device.h"
 #include "core/idstack.h"
 
 enum { SP__EV_CHUNK = 256, SP__EV_CHUNKS_MAX = 1024, SP__EV_CLASSES = 2 };
 _Static_assert(SP__EV_CHUNK * SP__EV_CHUNKS_MAX < 0xffffffffu, "slot index + 1 fits 32 bits");
+enum { SP__EVC_ENTRIES = 8, SP__EVC_MAX = 32, SP__EVC_BATCH = 16 };
+_Static_assert(SP__EVC_BATCH > 0 && SP__EVC_BATCH <= SP__EVC_MAX, "a batch fits the cache");
 
 typedef struct sp__event_slot {
   _Atomic uint64_t state;       /* generation << 1 | live                                 */
@@ -113,40 +136,221 @@ static sp_status sp__event_chunk_ensure(sp__event_pool *p, uint32_t c) {
   return st;
 }
 
-/* A never-used slot index, its chunk published. */
-static sp_status sp__event_slot_new(sp__event_pool *p, uint32_t *out) {
-  unsigned i = atomic_load_explicit(&p->next_index, memory_order_relaxed);
+/* Up to `want` never-used consecutive slot indices [*first, *first + *count) of one chunk, that
+ * chunk published, their flags set. Runs keep one thread's fresh slots off other threads' cache
+ * lines. */
+static sp_status sp__event_slots_new(sp__event_pool *p, unsigned want, unsigned flags,
+                                     uint32_t *first, unsigned *count) {
+  const unsigned cap = (unsigned)SP__EV_CHUNK * SP__EV_CHUNKS_MAX;
+  unsigned i = atomic_load_explicit(&p->next_index, memory_order_relaxed), n = 0;
   do {
-    if (i >= (unsigned)SP__EV_CHUNK * SP__EV_CHUNKS_MAX)
+    if (i >= cap)
       return sp__fail(SP_ERR_HOST_MEMORY, "sp_event_acquire: all %u events of the pool are in use",
-                      (unsigned)SP__EV_CHUNK * SP__EV_CHUNKS_MAX);
-  } while (!atomic_compare_exchange_weak_explicit(&p->next_index, &i, i + 1, memory_order_relaxed,
+                      cap);
+    n = want;
+    if (n > cap - i) n = cap - i;
+    if (n > SP__EV_CHUNK - i % SP__EV_CHUNK) n = SP__EV_CHUNK - i % SP__EV_CHUNK;
+  } while (!atomic_compare_exchange_weak_explicit(&p->next_index, &i, i + n, memory_order_relaxed,
                                                   memory_order_relaxed));
   sp_status st = sp__event_chunk_ensure(p, i / SP__EV_CHUNK);
-  if (st != SP_OK) return st; /* the index is lost; only after a host OOM */
+  if (st != SP_OK) return st; /* the indices are lost; only after a host OOM */
+  for (unsigned k = 0; k < n; k++) sp__event_slot_at(p, i + k)->flags = flags;
+  *first = i;
+  *count = n;
+  return SP_OK;
+}
+
+/* ---- the per-thread cache ---- */
+
+#if defined(__GNUC__)
+#define SP__EVC_TLS __attribute__((tls_model("initial-exec")))
+#define SP__EVC_NOINLINE __attribute__((noinline))
+#else
+#define SP__EVC_TLS
+#define SP__EVC_NOINLINE
+#endif
+
+typedef struct sp__evc_entry {
+  uint64_t key;                 /* device id << 1 | flag set; 0: unused                   */
+  unsigned n;                   /* cached indices, idx[0, n); the top is idx[n - 1]       */
+  uint32_t idx[SP__EVC_MAX];    /* free slot indices of that device and flag set          */
+} sp__evc_entry;
+
+typedef struct sp__evc {
+  sp__evc_entry entry[SP__EVC_ENTRIES];
+  unsigned victim;              /* round-robin: next entry to evict when all are live     */
+} sp__evc;
+
+static _Thread_local sp__evc *sp__evc_tls SP__EVC_TLS; /* this thread's cache, or NULL   */
+static pthread_key_t sp__evc_key;                       /* its destructor: sp__evc_exit   */
+static pthread_once_t sp__evc_once = PTHREAD_ONCE_INIT;
+static int sp__evc_key_ok;                              /* written once, under the once   */
+
+static uint64_t sp__evc_key_of(const sp_device *dev, unsigned cls) { return dev->id << 1 | cls; }
+
+/* Moves e's count oldest indices (the bottom) to the shared stack of p. */
+static void sp__evc_flush(sp__event_pool *p, sp__evc_entry *e, unsigned count) {
+  sp_assert(count <= e->n && e->key);
+  sp__idstack *free = &p->free[e->key & 1u];
+  for (unsigned k = 0; k < count; k++)
+    sp__idstack_push(free, &sp__event_slot_at(p, e->idx[k])->link, e->idx[k]);
+  memmove(e->idx, e->idx + count, (e->n - count) * sizeof(e->idx[0]));
+  e->n -= count;
+}
+
+/* Thread exit: each entry's indices go back to their device if it is still open. */
+static void sp__evc_exit(void *arg) {
+  sp__evc *c = arg;
+  sp__registry_lock();
+  for (unsigned k = 0; k < SP__EVC_ENTRIES; k++) {
+    sp__evc_entry *e = &c->entry[k];
+    sp_device *dev = e->n ? sp__registry_find_locked(e->key >> 1) : NULL;
+    if (dev) sp__evc_flush(dev->events, e, e->n);
+  }
+  sp__registry_unlock();
+  if (sp__evc_tls == c) sp__evc_tls = NULL;
+  sp__free(c);
+}
+
+static void sp__evc_key_create(void) {
+  sp__evc_key_ok = !pthread_key_create(&sp__evc_key, sp__evc_exit);
+}
+
+/* This thread's cache, made on first use; NULL without host memory or a pthread key (the caller
+ * then uses the shared stacks directly). */
+static sp__evc *sp__evc_get(void) {
+  if (sp__evc_tls) return sp__evc_tls;
+  pthread_once(&sp__evc_once, sp__evc_key_create);
+  if (!sp__evc_key_ok) return NULL;
+  sp__evc *c = sp__calloc(1, sizeof(*c));
+  if (!c) return NULL;
+  if (pthread_setspecific(sp__evc_key, c)) {
+    sp__free(c);
+    return NULL;
+  }
+  sp__evc_tls = c;
+  return c;
+}
+
+/* This thread's entry for key, or NULL (the hot path: a TLS load and a short scan). */
+static inline sp__evc_entry *sp__evc_find(uint64_t key) {
+  sp__evc *c = sp__evc_tls;
+  if (SP__UNLIKELY(!c)) return NULL;
+  for (unsigned k = 0; k < SP__EVC_ENTRIES; k++)
+    if (c->entry[k].key == key) return &c->entry[k];
+  return NULL;
+}
+
+/* All entries are taken: drops those of closed devices; if none was, evicts one round-robin,
+ * giving its indices back to its device. Returns the freed entry. */
+static sp__evc_entry *sp__evc_reclaim(sp__evc *c) {
+  sp__evc_entry *empty = NULL;
+  sp__registry_lock();
+  for (unsigned k = 0; k < SP__EVC_ENTRIES; k++) {
+    if (sp__registry_find_locked(c->entry[k].key >> 1)) continue;
+    c->entry[k].key = 0; /* a closed device's: its slots are gone */
+    c->entry[k].n = 0;
+    empty = &c->entry[k];
+  }
+  if (!empty) {
+    empty = &c->entry[c->victim++ % SP__EVC_ENTRIES];
+    sp__evc_flush(sp__registry_find_locked(empty->key >> 1)->events, empty, empty->n);
+  }
+  sp__registry_unlock();
+  return empty;
+}
+
+/* A new empty entry for key in this thread's cache, or NULL if the thread has no cache. */
+static sp__evc_entry *sp__evc_claim(uint64_t key) {
+  sp__evc *c = sp__evc_get();
+  if (!c) return NULL;
+  sp__evc_entry *e = NULL;
+  for (unsigned k = 0; k < SP__EVC_ENTRIES && !e; k++)
+    if (!c->entry[k].key) e = &c->entry[k];
+  if (!e) e = sp__evc_reclaim(c);
+  sp_assert(e->n == 0 || e->key == 0);
+  e->key = key;
+  e->n = 0;
+  return e;
+}
+
+/* Slow path of sp__event_take: fills this thread's entry with up to a batch from the shared stack,
+ * else makes a never-used slot. e: the thread's entry for (dev, cls), or NULL. */
+static SP__EVC_NOINLINE sp_status sp__event_take_slow(sp_device *dev, unsigned flags,
+                                                      sp__evc_entry *e, uint32_t *out) {
+  sp__event_pool *p = dev->events;
+  unsigned cls = flags & SP_EVENT_TIMING;
+  if (!e) e = sp__evc_claim(sp__evc_key_of(dev, cls));
+  uint32_t i = SP__IDSTACK_NONE;
+  if (e) {
+    while (e->n < SP__EVC_BATCH && (i = sp__idstack_pop(&p->free[cls], sp__event_link, p)) !=
+                                       SP__IDSTACK_NONE)
+      e->idx[e->n++] = i;
+    i = e->n ? e->idx[--e->n] : SP__IDSTACK_NONE;
+  } else {
+    i = sp__idstack_pop(&p->free[cls], sp__event_link, p);
+  }
+  if (i == SP__IDSTACK_NONE) {
+    unsigned n = 0;
+    sp_status st = sp__event_slots_new(p, e ? SP__EVC_BATCH : 1u, flags, &i, &n);
+    if (st != SP_OK) return st;
+    sp_assert(n >= 1 && (e ? e->n + n - 1 <= SP__EVC_MAX : n == 1));
+    if (e) /* i itself is taken now; the rest are cached, the lowest on top */
+      for (unsigned k = n; k-- > 1;) e->idx[e->n++] = i + k;
+  }
   *out = i;
   return SP_OK;
 }
+
+/* A free slot index of dev for flags: from this thread's cache when it has one. */
+static inline sp_status sp__event_take(sp_device *dev, unsigned flags, uint32_t *out) {
+  sp__evc_entry *e = sp__evc_find(sp__evc_key_of(dev, flags & SP_EVENT_TIMING));
+  if (SP__LIKELY(e && e->n)) {
+    *out = e->idx[--e->n];
+    return SP_OK;
+  }
+  return sp__event_take_slow(dev, flags, e, out);
+}
+
+/* Slow path of sp__event_put: claims an entry, or makes room by flushing a batch. */
+static SP__EVC_NOINLINE void sp__event_put_slow(sp_device *dev, unsigned cls, sp__evc_entry *e,
+                                                uint32_t i) {
+  sp__event_pool *p = dev->events;
+  if (!e) e = sp__evc_claim(sp__evc_key_of(dev, cls));
+  if (!e) {
+    sp__idstack_push(&p->free[cls], &sp__event_slot_at(p, i)->link, i);
+    return;
+  }
+  if (e->n == SP__EVC_MAX) sp__evc_flush(p, e, SP__EVC_BATCH);
+  e->idx[e->n++] = i;
+}
+
+/* Gives free slot index i (flag set cls, state already free) back: to this thread's cache. */
+static inline void sp__event_put(sp_device *dev, unsigned cls, uint32_t i) {
+  sp__evc_entry *e = sp__evc_find(sp__evc_key_of(dev, cls));
+  if (SP__LIKELY(e && e->n < SP__EVC_MAX)) {
+    e->idx[e->n++] = i;
+    return;
+  }
+  sp__event_put_slow(dev, cls, e, i);
+}
+
+/* ---- acquire, lookup, release ---- */
 
 sp_status sp__event_acquire(sp_device *dev, unsigned flags, sp_event *out) {
   if (flags & ~(unsigned)SP_EVENT_TIMING)
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_event_acquire: unknown flags 0x%x", flags);
   if (!out) return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_event_acquire: out is NULL");
-  sp__event_pool *p = dev->events;
-  unsigned cls = flags & SP_EVENT_TIMING;
-  uint32_t i = sp__idstack_pop(&p->free[cls], sp__event_link, p);
-  if (i == SP__IDSTACK_NONE) {
-    sp_status st = sp__event_slot_new(p, &i);
-    if (st != SP_OK) return st;
-    sp__event_slot_at(p, i)->flags = flags;
-  }
-  sp__event_slot *slot = sp__event_slot_at(p, i);
+  uint32_t i = 0;
+  sp_status st = sp__event_take(dev, flags, &i);
+  if (st != SP_OK) return st;
+  sp__event_slot *slot = sp__event_slot_at(dev->events, i);
   sp_assert(slot && slot->flags == flags);
   if (SP__UNLIKELY(!slot->bev)) {
-    sp_status st = dev->be->event_create(dev->bdev, flags, &slot->bev);
+    st = dev->be->event_create(dev->bdev, flags, &slot->bev);
     if (st != SP_OK) {
       slot->bev = NULL;
-      sp__idstack_push(&p->free[cls], &slot->link, i);
+      sp__event_put(dev, flags & SP_EVENT_TIMING, i);
       return st;
     }
   }
@@ -185,7 +389,7 @@ sp_status sp__event_release(sp_device *dev, sp_event ev) {
                     "sp_event_release: event 0x%llx is not live (released already, stale, never "
                     "acquired or another device's)",
                     (unsigned long long)ev.id);
-  sp__idstack_push(&dev->events->free[slot->flags & SP_EVENT_TIMING], &slot->link, i1 - 1);
+  sp__event_put(dev, slot->flags & SP_EVENT_TIMING, i1 - 1);
   return SP_OK;
 }
 
