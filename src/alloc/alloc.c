@@ -183,6 +183,30 @@ static sp__block *take_inflight(sp__allocator *a, unsigned s, size_t bytes) {
   return NULL;
 }
 
+static size_t alloc_live_total(sp__allocator *a) {
+  size_t sum = 0;
+  for (unsigned i = 0; i < a->n_streams; i++)
+    sum += atomic_load_explicit(&a->caches[i].live_bytes, memory_order_relaxed);
+  return sum;
+}
+
+/* Before growing by seg_bytes: when the cache holds at least that much that nobody can use for
+ * this request, give back the segments that are wholly cached on idle streams (no sync, no wait),
+ * so reserved memory tracks live memory instead of the history of request sizes. */
+static void alloc_trim_before_grow(sp__allocator *a, size_t seg_bytes) {
+  sp__spin_lock(&a->seglist_mu);
+  size_t reserved = a->reserved;
+  sp__spin_unlock(&a->seglist_mu);
+  size_t live = alloc_live_total(a);
+  if (reserved < live || reserved - live < seg_bytes) return;
+  uint64_t done[SP_STREAMS_MAX];
+  for (unsigned i = 0; i < a->n_streams; i++) {
+    done[i] = atomic_load_explicit(&a->caches[i].free_seq, memory_order_acquire);
+    if (!stream_idle(a, i)) done[i] = 0; /* only blocks cached before it ever ran */
+  }
+  (void)sp__segment_release_unused(a, done);
+}
+
 /* (1)-(4) once. */
 static sp_status alloc_attempt(sp__allocator *a, unsigned s, size_t bytes, sp__block **out) {
   sp__block *blk = take_own(a, s, bytes, false);
@@ -192,14 +216,8 @@ static sp_status alloc_attempt(sp__allocator *a, unsigned s, size_t bytes, sp__b
     *out = blk;
     return SP_OK;
   }
+  alloc_trim_before_grow(a, sp__size_segment(bytes));
   return sp__segment_create(a, s, bytes, out);
-}
-
-static size_t alloc_live_total(sp__allocator *a) {
-  size_t sum = 0;
-  for (unsigned i = 0; i < a->n_streams; i++)
-    sum += atomic_load_explicit(&a->caches[i].live_bytes, memory_order_relaxed);
-  return sum;
 }
 
 /* (5) Flush everything and retry once; (6) the final error. */
