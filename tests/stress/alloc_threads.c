@@ -24,6 +24,7 @@ typedef struct held {
 
 static sp_device *dev;
 static size_t ops_per_thread;
+static uint64_t seed; /* tu_seed() read once on the main thread (its lazy init is not thread-safe) */
 
 static void check_block(sp_stream *s, const held *h) {
   unsigned char got[CHECK];
@@ -39,7 +40,7 @@ static void check_block(sp_stream *s, const held *h) {
 
 static void *worker(void *arg) {
   unsigned id = (unsigned)(size_t)arg;
-  tu_rng rng = {tu_seed() * 31 + id};
+  tu_rng rng = {seed * 31 + id};
   sp_stream *s = NULL, *other = NULL;
   TU_EXPECT_OK(sp_stream_current(dev, &s));
   other = sp_stream_default(dev);
@@ -78,6 +79,7 @@ static void test_threads(void **state) {
   dev = tu_open_host(6, SP_STREAMS_ROUND_ROBIN);
   unsetenv("STREAMPOOL_HOST_JITTER_US");
   ops_per_thread = tu_scale(6000);
+  seed = tu_seed();
   pthread_t t[THREADS];
   for (size_t i = 0; i < THREADS; i++) pthread_create(&t[i], NULL, worker, (void *)i);
   for (size_t i = 0; i < THREADS; i++) pthread_join(t[i], NULL);
