@@ -373,6 +373,7 @@ typedef struct sp_batcher_stats {
   uint64_t requests;                 /* rows answered                   */
   uint64_t batches;                  /* forward passes run              */
   uint64_t failed;                   /* rows answered with an error     */
+  uint64_t queued;                   /* rows accepted, not yet in a pass */
 } sp_batcher_stats;
 sp_status sp_batcher_stats_get(sp_batcher *b, sp_batcher_stats *out);
 

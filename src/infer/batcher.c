@@ -362,5 +362,8 @@ sp_status sp_batcher_stats_get(sp_batcher *b, sp_batcher_stats *out) {
   out->requests = atomic_load(&b->requests);
   out->batches = atomic_load(&b->batches);
   out->failed = atomic_load(&b->failed);
+  pthread_mutex_lock(&b->mu);
+  out->queued = b->count;
+  pthread_mutex_unlock(&b->mu);
   return SP_OK;
 }
