@@ -174,13 +174,14 @@ static void batch_run(batch_worker *w, unsigned n) {
   sp_status sync = sp_stream_sync(w->s); /* also after a failure: copies use the staging */
   if (st == SP_OK) st = sync;
   const char *msg = st == SP_OK ? "" : sp_last_error();
+  /* Counted before any caller is released, so a caller's stats include its own row. */
+  atomic_fetch_add_explicit(&b->batches, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&b->requests, n, memory_order_relaxed);
+  if (st != SP_OK) atomic_fetch_add_explicit(&b->failed, n, memory_order_relaxed);
   for (unsigned j = 0; j < n; j++) {
     if (st == SP_OK) memcpy(w->reqs[j]->out, w->h_out + (size_t)j * b->out_f, out_row);
     req_complete(w->reqs[j], st, msg);
   }
-  atomic_fetch_add_explicit(&b->batches, 1, memory_order_relaxed);
-  atomic_fetch_add_explicit(&b->requests, n, memory_order_relaxed);
-  if (st != SP_OK) atomic_fetch_add_explicit(&b->failed, n, memory_order_relaxed);
 }
 
 /* The worker's own stream: an exclusive slot, or a distinct pool stream counted from the end of
