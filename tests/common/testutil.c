@@ -52,15 +52,19 @@ size_t tu_scale(size_t n) {
   return m ? m : 1;
 }
 
-uint64_t tu_seed(void) {
-  static uint64_t seed; /* set once by the main thread before workers start */
-  if (!seed) {
-    const char *e = getenv("SP_TEST_SEED");
-    seed = e ? strtoull(e, NULL, 10) : 12345;
-    if (!seed) seed = 12345;
-    fprintf(stderr, "[seed %llu: set SP_TEST_SEED to repeat]\n", (unsigned long long)seed);
-  }
-  return seed;
+static uint64_t tu_seed_value;
+static pthread_once_t tu_seed_once = PTHREAD_ONCE_INIT;
+
+static void tu_seed_init(void) {
+  const char *e = getenv("SP_TEST_SEED");
+  tu_seed_value = e ? strtoull(e, NULL, 10) : 12345;
+  if (!tu_seed_value) tu_seed_value = 12345;
+  fprintf(stderr, "[seed %llu: set SP_TEST_SEED to repeat]\n", (unsigned long long)tu_seed_value);
+}
+
+uint64_t tu_seed(void) { /* any thread */
+  pthread_once(&tu_seed_once, tu_seed_init);
+  return tu_seed_value;
 }
 
 sp_device *tu_open_host(unsigned streams, sp_stream_mode mode) {
