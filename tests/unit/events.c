@@ -1,9 +1,17 @@
 /* Goal: events are pooled, generation-checked handles: a released, stale, never-acquired or
  * foreign handle gets SP_ERR_INVALID_HANDLE from every call and never acts on the recycled event;
- * recording remembers the stream; query/sync/wait/elapsed follow the contract.
+ * recording remembers the stream; query/sync/wait/elapsed follow the contract. With the per-thread
+ * caches of free events: the same holds across threads, events cached by a thread that exits go
+ * back to the pool, and a thread's cache survives devices closing under it and more devices than
+ * it has entries.
  * Method: acquire/release/reacquire the same slot and use the old handle everywhere; gate a stream
  * behind a host function blocked on a flag to observe NOT_READY; time a host function that sleeps;
  * acquire enough events to grow the pool past several chunks and check all ids are distinct.
+ * Threads churn events (acquire, record, query, hand live events to a neighbour which releases
+ * them) while checking that every released handle, whoever released it, stays invalid for every
+ * call. Capacity: fill a device's pool until acquire fails, release everything, let threads churn
+ * and exit, then fill again: the same count must be reached. One thread cycles through twelve
+ * devices (more than its cache's entries) while closing half of them and opening others.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -215,13 +223,238 @@ static void pool_grows(void **state) {
   sp_device_close(dev);
 }
 
+/* ---- across threads (per-thread caches) ---- */
+
+enum { CHURN_THREADS = 4, STALE_RING = 64 };
+
+typedef struct churn_shared {
+  sp_device *dev;
+  unsigned long iters;
+  _Atomic uint64_t mailbox[CHURN_THREADS]; /* a live event handed to thread i, or 0 */
+  _Atomic uint64_t stale[STALE_RING];      /* released handles, any thread's        */
+  atomic_uint stale_next;
+} churn_shared;
+
+typedef struct churn_arg {
+  churn_shared *sh;
+  unsigned me;
+  uint64_t seed;
+} churn_arg;
+
+/* A released handle must fail everywhere, whichever thread released it and wherever its slot is. */
+static void churn_check_stale(churn_shared *sh, sp_stream *s, sp_event ev) {
+  sp_status q = sp_event_query(sh->dev, ev), r = sp_event_release(sh->dev, ev);
+  sp_status rec = sp_event_record(ev, s), w = sp_stream_wait_event(s, ev);
+  TU_EXPECT(q == SP_ERR_INVALID_HANDLE && r == SP_ERR_INVALID_HANDLE &&
+                rec == SP_ERR_INVALID_HANDLE && w == SP_ERR_INVALID_HANDLE,
+            "released event 0x%llx: query %s, release %s, record %s, wait %s; expected "
+            "SP_ERR_INVALID_HANDLE from each",
+            (unsigned long long)ev.id, sp_status_str(q), sp_status_str(r), sp_status_str(rec),
+            sp_status_str(w));
+}
+
+static void churn_released(churn_shared *sh, sp_stream *s, sp_event ev) {
+  churn_check_stale(sh, s, ev);
+  unsigned k = atomic_fetch_add(&sh->stale_next, 1) % STALE_RING;
+  atomic_store(&sh->stale[k], ev.id);
+}
+
+/* Uses a live event handed over by another thread, then releases it. */
+static void churn_adopt(churn_shared *sh, sp_stream *s, sp_event ev) {
+  sp_status q = sp_event_query(sh->dev, ev);
+  TU_EXPECT(q == SP_OK || q == SP_ERR_NOT_READY, "handed-over event 0x%llx: query %s",
+            (unsigned long long)ev.id, sp_status_str(q));
+  TU_EXPECT_OK(sp_event_record(ev, s));
+  TU_EXPECT_OK(sp_event_release(sh->dev, ev));
+  churn_released(sh, s, ev);
+}
+
+static void *churn_thread(void *p) {
+  churn_arg *a = p;
+  churn_shared *sh = a->sh;
+  tu_rng rng = {a->seed};
+  sp_stream *s = NULL;
+  TU_EXPECT_OK(sp_stream_current(sh->dev, &s));
+  if (!s) return NULL;
+  for (unsigned long it = 0; it < sh->iters; it++) {
+    sp_event ev = {0};
+    unsigned flags = tu_rng_below(&rng, 4) == 0 ? SP_EVENT_TIMING : 0u;
+    sp_status st = sp_event_acquire(sh->dev, flags, &ev);
+    TU_EXPECT(st == SP_OK, "acquire: %s: %s", sp_status_str(st), sp_last_error());
+    if (st != SP_OK) break;
+    TU_EXPECT_OK(sp_event_record(ev, s));
+    st = sp_event_query(sh->dev, ev);
+    TU_EXPECT(st == SP_OK || st == SP_ERR_NOT_READY, "query of a live event: %s",
+              sp_status_str(st));
+    uint64_t none = 0;
+    if (tu_rng_below(&rng, 2) &&
+        atomic_compare_exchange_strong(&sh->mailbox[(a->me + 1) % CHURN_THREADS], &none, ev.id)) {
+      /* handed over: the neighbour releases it */
+    } else {
+      TU_EXPECT_OK(sp_event_release(sh->dev, ev));
+      churn_released(sh, s, ev);
+    }
+    uint64_t in = atomic_exchange(&sh->mailbox[a->me], 0);
+    if (in) churn_adopt(sh, s, (sp_event){in});
+    uint64_t old = atomic_load(&sh->stale[tu_rng_below(&rng, STALE_RING)]);
+    if (old) churn_check_stale(sh, s, (sp_event){old});
+  }
+  TU_EXPECT_OK(sp_stream_sync(s));
+  return NULL;
+}
+
+static void churn_across_threads(void **state) {
+  (void)state;
+  static churn_shared sh;
+  memset(&sh, 0, sizeof(sh));
+  sh.dev = tu_open_host(8, SP_STREAMS_ROUND_ROBIN);
+  sh.iters = tu_scale(20000);
+  pthread_t th[CHURN_THREADS];
+  churn_arg args[CHURN_THREADS];
+  tu_failures_reset();
+  for (unsigned i = 0; i < CHURN_THREADS; i++) {
+    args[i] = (churn_arg){&sh, i, tu_seed() + i};
+    assert_int_equal(pthread_create(&th[i], NULL, churn_thread, &args[i]), 0);
+  }
+  for (unsigned i = 0; i < CHURN_THREADS; i++) pthread_join(th[i], NULL);
+  for (unsigned i = 0; i < CHURN_THREADS; i++) { /* events still in mailboxes are live */
+    sp_event ev = {atomic_exchange(&sh.mailbox[i], 0)};
+    if (ev.id) SP_CHECK_OK(sp_event_release(sh.dev, ev));
+    if (ev.id) SP_CHECK_STATUS(sp_event_query(sh.dev, ev), SP_ERR_INVALID_HANDLE);
+  }
+  for (unsigned k = 0; k < STALE_RING; k++) {
+    sp_event ev = {atomic_load(&sh.stale[k])};
+    if (ev.id) SP_CHECK_STATUS(sp_event_query(sh.dev, ev), SP_ERR_INVALID_HANDLE);
+  }
+  assert_int_equal(tu_failures(), 0);
+  sp_device_close(sh.dev);
+}
+
+/* Acquires plain events until the pool refuses; returns how many (all kept in *evs). */
+static size_t fill_pool(sp_device *dev, sp_event **evs, size_t *cap) {
+  size_t n = 0;
+  for (;;) {
+    if (n == *cap) {
+      *cap = *cap ? *cap * 2 : 4096;
+      *evs = realloc(*evs, *cap * sizeof(**evs));
+      assert_non_null(*evs);
+    }
+    sp_status st = sp_event_acquire(dev, 0, &(*evs)[n]);
+    if (st != SP_OK) {
+      if (st != SP_ERR_HOST_MEMORY)
+        fail_msg("filling the pool: acquire %zu returned %s, expected SP_ERR_HOST_MEMORY: %s", n,
+                 sp_status_str(st), sp_last_error());
+      return n;
+    }
+    n++;
+  }
+}
+
+enum { EXIT_THREADS = 8, EXIT_EVENTS = 40 }; /* 40 > one cache's 32: flushes happen too */
+
+static void *exit_thread(void *p) {
+  sp_device *dev = p;
+  sp_event evs[EXIT_EVENTS];
+  unsigned n = 0;
+  for (; n < EXIT_EVENTS; n++) {
+    sp_status st = sp_event_acquire(dev, 0, &evs[n]);
+    TU_EXPECT(st == SP_OK, "thread acquire %u of %d: %s: %s", n, EXIT_EVENTS, sp_status_str(st),
+              sp_last_error());
+    if (st != SP_OK) break;
+  }
+  for (unsigned k = 0; k < n; k++) TU_EXPECT_OK(sp_event_release(dev, evs[k]));
+  return NULL; /* its cache (up to 32 free events) goes back at exit */
+}
+
+static void thread_exit_returns_cached(void **state) {
+  (void)state;
+  sp_device *dev = tu_open_host(4, SP_STREAMS_ROUND_ROBIN);
+  sp_event *evs = NULL;
+  size_t cap = 0;
+  size_t before = fill_pool(dev, &evs, &cap);
+  for (size_t i = 0; i < before; i++) SP_CHECK_OK(sp_event_release(dev, evs[i]));
+  tu_failures_reset();
+  for (int round = 0; round < 3; round++) {
+    pthread_t th[EXIT_THREADS];
+    for (int i = 0; i < EXIT_THREADS; i++)
+      assert_int_equal(pthread_create(&th[i], NULL, exit_thread, dev), 0);
+    for (int i = 0; i < EXIT_THREADS; i++) pthread_join(th[i], NULL);
+  }
+  assert_int_equal(tu_failures(), 0);
+  size_t after = fill_pool(dev, &evs, &cap);
+  printf("pool capacity %zu events before %d exited threads' churn, %zu after\n", before,
+         3 * EXIT_THREADS, after);
+  if (after != before)
+    fail_msg("after threads cached events and exited the pool hands out %zu events, %zu before "
+             "(%lld lost in dead threads' caches)",
+             after, before, (long long)before - (long long)after);
+  for (size_t i = 0; i < after; i++) SP_CHECK_OK(sp_event_release(dev, evs[i]));
+  free(evs);
+  sp_device_close(dev);
+}
+
+enum { MANY_DEVICES = 12 }; /* more than a thread cache's entries */
+
+/* Acquires, records and releases a few events of each device in devs[from, to), checking stale. */
+static void many_devices_round(sp_device **devs, int from, int to) {
+  for (int d = from; d < to; d++) {
+    sp_event evs[3] = {{0}};
+    for (int k = 0; k < 3; k++) {
+      TU_EXPECT_OK(sp_event_acquire(devs[d], k == 2 ? SP_EVENT_TIMING : 0u, &evs[k]));
+      TU_EXPECT_OK(sp_event_record(evs[k], sp_stream_default(devs[d])));
+    }
+    for (int k = 0; k < 3; k++) {
+      TU_EXPECT_OK(sp_event_release(devs[d], evs[k]));
+      sp_status st = sp_event_query(devs[d], evs[k]);
+      TU_EXPECT(st == SP_ERR_INVALID_HANDLE, "device %d: released event 0x%llx: query %s", d,
+                (unsigned long long)evs[k].id, sp_status_str(st));
+    }
+  }
+}
+
+static void *many_devices_thread(void *p) {
+  sp_device **devs = p;
+  for (int r = 0; r < 4; r++) many_devices_round(devs, 0, MANY_DEVICES);
+  for (int d = 0; d < MANY_DEVICES / 2; d++) { /* close half under this thread's cache */
+    TU_EXPECT_OK(sp_device_sync(devs[d]));
+    sp_device_close(devs[d]);
+    sp_device_config cfg = {.backend = "host", .streams = 2};
+    sp_status st = sp_device_open(&cfg, &devs[d]);
+    TU_EXPECT(st == SP_OK, "reopen %d: %s", d, sp_status_str(st));
+    if (st != SP_OK) devs[d] = NULL;
+  }
+  for (int r = 0; r < 4; r++) many_devices_round(devs, 0, MANY_DEVICES);
+  return NULL; /* exits with entries of open devices: flushed back to them */
+}
+
+static void many_devices_one_thread(void **state) {
+  (void)state;
+  sp_device *devs[MANY_DEVICES];
+  for (int d = 0; d < MANY_DEVICES; d++) devs[d] = tu_open_host(2, SP_STREAMS_ROUND_ROBIN);
+  tu_failures_reset();
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, many_devices_thread, devs), 0);
+  pthread_join(th, NULL);
+  assert_int_equal(tu_failures(), 0);
+  for (int d = 0; d < MANY_DEVICES; d++) { /* the devices still work from another thread */
+    assert_non_null(devs[d]);
+    sp_event ev = {0};
+    SP_CHECK_OK(sp_event_acquire(devs[d], 0, &ev));
+    SP_CHECK_OK(sp_event_release(devs[d], ev));
+    SP_CHECK_STATUS(sp_event_release(devs[d], ev), SP_ERR_INVALID_HANDLE);
+    sp_device_close(devs[d]);
+  }
+}
+
 int main(void) {
   tu_seed();
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(basic_lifecycle), cmocka_unit_test(bad_arguments),
       cmocka_unit_test(stale_handles),   cmocka_unit_test(foreign_handles),
       cmocka_unit_test(not_ready_then_done), cmocka_unit_test(timing),
-      cmocka_unit_test(pool_grows),
+      cmocka_unit_test(pool_grows),      cmocka_unit_test(churn_across_threads),
+      cmocka_unit_test(thread_exit_returns_cached),
+      cmocka_unit_test(many_devices_one_thread),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
