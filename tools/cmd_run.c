@@ -203,20 +203,26 @@ static int run_parse(int argc, char **argv, run_opts *o) {
   *o = (run_opts){.batch = 1, .duration_s = 3, .progress = true, .seed = 1, .n_runs = 4,
                   .threads = {1, 2, 4, 8}};
   unsigned clients = 0;
-  int c;
+  int c, li = -1;
   optind = 1;
   opterr = 0;
-  while ((c = getopt_long(argc, argv, "h", run_long_opts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "h", run_long_opts, &li)) != -1) {
     if (c == 'h' || c == OPT_HELP) {
       run_usage(stdout);
       return 1;
     }
-    if (c == '?' || run_opt(c, optarg, o, &clients)) {
-      const char *bad = optind > 1 && optind <= argc ? argv[optind - 1] : "?";
-      fprintf(stderr, "streampool run: bad option or value '%s'\n\n", bad);
+    if (c == '?' || c == ':') {
+      fprintf(stderr, "streampool run: unknown option or missing value: '%s'\n\n",
+              argv[optind - 1 < argc ? optind - 1 : argc - 1]);
       run_usage(stderr);
       return 2;
     }
+    if (run_opt(c, optarg, o, &clients)) {
+      fprintf(stderr, "streampool run: bad value '%s' for --%s (see --help)\n",
+              optarg ? optarg : "", li >= 0 ? run_long_opts[li].name : "?");
+      return 2;
+    }
+    li = -1;
   }
   if (optind < argc) {
     fprintf(stderr, "streampool run: unexpected argument '%s'\n", argv[optind]);
