@@ -6,5 +6,6 @@
 int sp_cli_info(int argc, char **argv);    /* cmd_info.c: backends, devices, pool settings   */
 int sp_cli_streams(int argc, char **argv); /* cmd_streams.c: the multi-threaded stream demo  */
 int sp_cli_run(int argc, char **argv);     /* cmd_run.c: parallel inference with a report    */
+int sp_cli_check(int argc, char **argv);   /* cmd_check.c: outputs against expected files    */
 
 #endif
