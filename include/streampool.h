@@ -164,7 +164,8 @@ sp_status sp_device_sync(sp_device *dev);
 const char *sp_device_backend(const sp_device *dev);
 /* A human-readable device name, e.g. "NVIDIA H100 80GB HBM3" or "host (2 cores)". Any thread. */
 const char *sp_device_name(const sp_device *dev);
-/* The effective configuration after defaults and environment overrides. Any thread. */
+/* The effective configuration after defaults and environment overrides; out->backend points into
+ * dev and is valid until sp_device_close. Any thread. */
 sp_status sp_device_config_get(const sp_device *dev, sp_device_config *out);
 /* The backend's free and total device memory in bytes. Any thread. */
 sp_status sp_device_memory_info(sp_device *dev, size_t *free_bytes, size_t *total_bytes);

@@ -4,6 +4,7 @@
  * sp_device_config_get) and bad values (no digits, sign, spaces, trailing junk, wrong suffix, out of
  * range, overflow), then unsetenv. Overrides win over the caller's config.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,6 +20,10 @@ static sp_device_config open_with_env(const char *var, const char *value) {
     fail_msg("%s='%s': open returned %s: %s", var, value, sp_status_str(st), sp_last_error());
   sp_device_config c;
   SP_CHECK_OK(sp_device_config_get(dev, &c));
+  /* c.backend points into the device: copy it before the close frees it. */
+  static char backend[16];
+  snprintf(backend, sizeof(backend), "%s", c.backend);
+  c.backend = backend;
   sp_device_close(dev);
   return c;
 }
