@@ -2,7 +2,6 @@
 // with a pool stream (c10::cuda::getStreamFromPool) made current by a CUDAStreamGuard; every
 // forward is followed by stream.synchronize(). f32 (TF32 off) and bf16.
 // Build: bench/torch/build_libtorch.sh [OUT]; usage: libtorch_mlp [threads,...] [seconds] [f32,bf16]
-#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/torch.h>
