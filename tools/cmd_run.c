@@ -391,7 +391,10 @@ static int run_one(sp_model *m, const run_opts *o, const run_ref *ref, unsigned 
   }
   run_thread *ts = calloc(threads, sizeof(*ts));
   uint64_t *lat = calloc(LAT_BUCKETS, sizeof(*lat));
-  if (!ts || !lat) return 1;
+  if (!ts || !lat) {
+    fprintf(stderr, "streampool run: out of host memory\n");
+    exit(1);
+  }
   pthread_barrier_init(&sh.start, NULL, threads + 1);
   unsigned started = 0;
   for (; started < threads; started++) {

@@ -78,7 +78,7 @@ static int setup(void **state) {
   dev = tu_open_host(16, SP_STREAMS_ROUND_ROBIN);
   const unsigned dims[] = {IN, HID, OUT};
   if (sp_model_mlp_random(dev, dims, 3, tu_seed(), SP_F32, &model) != SP_OK) return -1;
-  per_client = (unsigned)tu_scale(40);
+  per_client = (unsigned)tu_scale(100);
   make_reference(CLIENTS * per_client);
   return 0;
 }
