@@ -40,6 +40,7 @@ typedef struct run_opts {
   unsigned batch;
   double duration_s;
   bool batcher, json, progress;
+  bool self_test_wrong; /* corrupt one output, to show the check catches it */
   sp_batcher_config bcfg;
   uint64_t seed;
 } run_opts;
@@ -125,6 +126,7 @@ static void run_usage(FILE *f) {
           "  --seed N            model and input seed (default 1)\n"
           "  --json              one JSON document on stdout instead of the table\n"
           "  --no-progress       no progress bar on stderr\n"
+          "  --self-test-wrong-output  corrupt one output to show that the check fails the run\n"
           "Exit status: 0 all outputs correct, 1 a wrong output or a failed call, 2 bad usage.\n");
 }
 
@@ -150,7 +152,7 @@ static int parse_threads(const char *s, run_opts *o) {
 
 enum { OPT_BACKEND = 256, OPT_MODEL, OPT_DTYPE, OPT_THREADS, OPT_BATCH, OPT_DURATION,
        OPT_BATCHER, OPT_MAX_BATCH, OPT_MAX_DELAY, OPT_WORKERS, OPT_CLIENTS, OPT_SEED, OPT_JSON,
-       OPT_NO_PROGRESS, OPT_HELP };
+       OPT_NO_PROGRESS, OPT_HELP, OPT_SELF_TEST };
 
 static const struct option run_long_opts[] = {
     {"backend", required_argument, 0, OPT_BACKEND}, {"model", required_argument, 0, OPT_MODEL},
@@ -162,6 +164,7 @@ static const struct option run_long_opts[] = {
     {"workers", required_argument, 0, OPT_WORKERS}, {"clients", required_argument, 0, OPT_CLIENTS},
     {"seed", required_argument, 0, OPT_SEED}, {"json", no_argument, 0, OPT_JSON},
     {"no-progress", no_argument, 0, OPT_NO_PROGRESS}, {"help", no_argument, 0, OPT_HELP},
+    {"self-test-wrong-output", no_argument, 0, OPT_SELF_TEST},
     {0, 0, 0, 0}};
 
 /* One option; 0 ok, 2 bad value. */
@@ -194,6 +197,7 @@ static int run_opt(int c, const char *arg, run_opts *o, unsigned *clients) {
     return *arg && !*end ? 0 : 2;
   case OPT_JSON: o->json = true; return 0;
   case OPT_NO_PROGRESS: o->progress = false; return 0;
+  case OPT_SELF_TEST: o->self_test_wrong = true; return 0;
   default: return 2;
   }
 }
@@ -302,6 +306,7 @@ static void thread_call(run_thread *t, float *in, float *out, unsigned r0) {
     return;
   }
   t->lat[lat_bucket(t1 - t0)]++;
+  if (sh->o->self_test_wrong && t->index == 0 && t->requests == 3) out[0] += 1.0f;
   for (unsigned j = 0; j < batch; j++) {
     double e = row_error(out + (size_t)j * ref->out_f,
                          ref->out + (size_t)((r0 + j) % REF_ROWS) * ref->out_f, ref->out_f);
@@ -339,7 +344,7 @@ static void *thread_main(void *arg) {
 
 static void progress_draw(const run_opts *o, unsigned threads, double elapsed, uint64_t req) {
   int width = 30, fill = (int)(width * fmin(1.0, elapsed / o->duration_s));
-  fprintf(stderr, "\r  %4u threads [%.*s%*s] %5.1f/%.1f s %10llu requests", threads, fill,
+  fprintf(stderr, "\r  threads %-4u [%.*s%*s] %5.1f/%.1f s %10llu requests", threads, fill,
           "##############################", width - fill, "", elapsed, o->duration_s,
           (unsigned long long)req);
   fflush(stderr);

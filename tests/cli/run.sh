@@ -60,4 +60,11 @@ printf 'abc' >"$tmp/short.safetensors"
 rc=$?; [ $rc -ne 0 ]; check "truncated model file exits non-zero (got $rc)" $?
 grep -q "too short" "$tmp/bad"; check "truncated model file message" $?
 
+# The check must be able to fail: one corrupted output makes the run exit 1 and say so.
+"$cli" run --backend host --duration 0.2 --threads 1 --no-progress --self-test-wrong-output \
+  >"$tmp/wrong" 2>&1
+rc=$?; [ $rc -eq 1 ]; check "a wrong output exits 1 (got $rc)" $?
+grep -q "WRONG outputs" "$tmp/wrong" && grep -q "^result: FAILED" "$tmp/wrong"
+check "a wrong output is reported" $?
+
 exit $fail
