@@ -1,15 +1,18 @@
 /* The public allocator: sp_alloc, sp_free, sp_record_stream, sp_empty_cache, and the device seam.
  *
- * Owns the policy of where a request is served from: (1) this stream's cache; (2) a block cached
+ * Owns the policy of where a request is served from: (1) this stream's cache (its front of whole
+ * blocks of exactly the size, then its bins, then its front flushed into the bins); (2) a block cached
  * on another stream that is complete (idle, or whose blocks were cached before it was seen idle);
  * (3) unless SP_ALLOC_NO_INFLIGHT_REUSE, a block cached on a busy stream, the allocating stream
  * waiting on the device for an event recorded on the owner; (4) a new segment; (5) on backend OOM
  * or the memory limit: sync every stream, complete pending frees, release unused segments, retry
  * once; (6) SP_ERR_OUT_OF_MEMORY / SP_ERR_LIMIT with the numbers.
- * Invariants: see block.h (one state per block) and alloc_internal.h (lock ranks). Locking: the
- * hot path (1) and a free without other streams take only their stream's cache lock, the block's
- * segment lock and one pointer-map shard lock, none contended when each thread has its own
- * stream. Events are recorded and waited on, and memory is allocated, with no lock held.
+ * Invariants: see block.h (one state per block) and alloc_internal.h (lock ranks). Locking: a
+ * front hit takes only the stream's cache lock; a free without other streams takes one map shard
+ * lock and the stream's cache lock (plus the segment lock when the block goes to the bins); none is
+ * contended when each thread has its own stream. cache_hits counts requests served from the
+ * allocating stream's own cache. Events are recorded and waited on, and memory is allocated, with
+ * no lock held.
  */
 #include "alloc/alloc_internal.h"
 
@@ -94,16 +97,24 @@ static bool stream_idle(sp__allocator *a, unsigned t) {
   return !bs || a->dev->be->stream_query(bs) == SP_OK;
 }
 
-/* (1) This stream's cache. */
-static sp__block *take_own(sp__allocator *a, unsigned s, size_t bytes, bool count_hit) {
+/* (1) This stream's cache: its front (a block of exactly this size, kept whole), then its bins.
+ * flush: on a miss of both, move the front to the bins (merging) and look again. */
+static sp__block *take_own(sp__allocator *a, unsigned s, size_t bytes, bool flush) {
   sp__scache *c = &a->caches[s];
   sp__spin_lock(&c->mu);
-  sp__block *blk = sp__bins_find(&c->bins[sp__size_pool(bytes)], bytes, UINT64_MAX);
+  c->ops++;
+  sp__block *blk = c->n_front ? sp__front_pop(a, c, bytes) : NULL;
+  if (blk) goto unlock;
+  blk = sp__bins_find(&c->bins[sp__size_pool(bytes)], bytes, UINT64_MAX);
+  if (!blk && flush && c->n_front) {
+    sp__front_flush_locked(a, c);
+    blk = sp__bins_find(&c->bins[sp__size_pool(bytes)], bytes, UINT64_MAX);
+  }
   if (blk) {
     sp__cache_take(a, c, blk, bytes, s);
-    if (count_hit) c->cache_hits++;
+    c->cache_hits++;
   }
-  c->ops++;
+unlock:
   sp__spin_unlock(&c->mu);
   return blk;
 }
@@ -113,6 +124,7 @@ static sp__block *take_from(sp__allocator *a, unsigned t, unsigned s, size_t byt
                             uint64_t max_stamp) {
   sp__scache *tc = &a->caches[t];
   sp__cache_lock2(a, s, t);
+  if (tc->n_front) sp__front_flush_locked(a, tc); /* its front is ordinary cached memory now */
   sp__block *blk = sp__bins_find(&tc->bins[sp__size_pool(bytes)], bytes, max_stamp);
   if (blk) {
     sp__cache_take(a, tc, blk, bytes, s);
@@ -123,8 +135,9 @@ static sp__block *take_from(sp__allocator *a, unsigned t, unsigned s, size_t byt
 }
 
 static bool cache_may_fit(sp__allocator *a, unsigned t, size_t bytes) {
-  return atomic_load_explicit(&a->caches[t].cached_bytes[sp__size_pool(bytes)],
-                              memory_order_relaxed) >= bytes;
+  const sp__scache *c = &a->caches[t];
+  return atomic_load_explicit(&c->cached_bytes[sp__size_pool(bytes)], memory_order_relaxed) +
+             atomic_load_explicit(&c->front_bytes, memory_order_relaxed) >= bytes;
 }
 
 /* (2) A block cached on another stream whose work is done. */
@@ -151,8 +164,9 @@ static void give_back(sp__allocator *a, unsigned t, unsigned s, sp__block *blk) 
   sp__spin_unlock(&sh->mu);
   c->allocs--;
   c->cross_stream_reuses--;
-  atomic_store(&c->live_bytes,
-               atomic_load_explicit(&c->live_bytes, memory_order_relaxed) - blk->bytes);
+  atomic_store_explicit(&c->live_bytes,
+                        atomic_load_explicit(&c->live_bytes, memory_order_relaxed) - blk->bytes,
+                        memory_order_relaxed);
   sp__cache_put(a, t, blk, 0);
   sp__cache_unlock2(a, s, t);
 }
@@ -199,6 +213,7 @@ static void alloc_trim_before_grow(sp__allocator *a, size_t seg_bytes) {
   sp__spin_unlock(&a->seglist_mu);
   size_t live = alloc_live_total(a);
   if (reserved < live || reserved - live < seg_bytes) return;
+  sp__front_flush_all(a);
   uint64_t done[SP_STREAMS_MAX];
   for (unsigned i = 0; i < a->n_streams; i++) {
     done[i] = atomic_load_explicit(&a->caches[i].free_seq, memory_order_acquire);
@@ -209,7 +224,7 @@ static void alloc_trim_before_grow(sp__allocator *a, size_t seg_bytes) {
 
 /* (1)-(4) once. */
 static sp_status alloc_attempt(sp__allocator *a, unsigned s, size_t bytes, sp__block **out) {
-  sp__block *blk = take_own(a, s, bytes, false);
+  sp__block *blk = take_own(a, s, bytes, true);
   if (!blk) blk = take_completed(a, s, bytes);
   if (!blk && a->inflight_reuse) blk = take_inflight(a, s, bytes);
   if (blk) {
@@ -225,6 +240,7 @@ static sp_status alloc_flush_retry(sp__allocator *a, unsigned s, size_t bytes, s
                                    sp_status why, sp__block **out) {
   uint64_t seen[SP_STREAMS_MAX];
   atomic_fetch_add_explicit(&a->oom_retries, 1, memory_order_relaxed);
+  sp__front_flush_all(a);
   for (unsigned i = 0; i < a->n_streams; i++)
     seen[i] = atomic_load_explicit(&a->caches[i].free_seq, memory_order_acquire);
   sp_status st = sp__device_sync_all(a->dev);
@@ -282,7 +298,7 @@ sp_status sp_alloc(sp_device *dev, size_t bytes, sp_stream *s, void **out) {
   if (st != SP_OK) return st;
   unsigned si = s->index;
   if ((++alloc_tl_ops & 15u) == 0) sp__pending_poll(a, false);
-  sp__block *blk = take_own(a, si, rounded, true);
+  sp__block *blk = take_own(a, si, rounded, false);
   if (!blk) {
     st = alloc_slow(a, si, bytes, rounded, &blk);
     if (st != SP_OK) return st;
@@ -343,26 +359,23 @@ static void free_publish_pending(sp__allocator *a, sp__block *blk, sp_event *eve
   a->pending_count++;
   atomic_store_explicit(&a->pending_hint, a->pending_count, memory_order_relaxed);
   sp__spin_unlock(&a->pending_mu);
-  c->frees++;
   c->deferred_frees++;
-  c->ops++;
-  atomic_store(&c->live_bytes,
-               atomic_load_explicit(&c->live_bytes, memory_order_relaxed) - blk->bytes);
+  sp__cache_count_free(c, blk->bytes);
   sp__spin_unlock(&c->mu);
 }
 
-/* Returns blk (claimed) to its stream's cache at once. */
+/* Returns blk (claimed) to its stream's cache at once: whole to its front when it fits there,
+ * else out of the map and into the bins. */
 static void free_to_cache(sp__allocator *a, sp__block *blk, sp__map_shard *sh) {
   sp__scache *c = &a->caches[blk->stream];
   sp__spin_lock(&c->mu);
-  sp__spin_lock(&sh->mu);
-  sp__ptrmap_remove(sh, blk);
-  sp__spin_unlock(&sh->mu);
-  c->frees++;
-  c->ops++;
-  atomic_store(&c->live_bytes,
-               atomic_load_explicit(&c->live_bytes, memory_order_relaxed) - blk->bytes);
-  sp__cache_put(a, blk->stream, blk, 0);
+  sp__cache_count_free(c, blk->bytes);
+  if (!sp__front_push(a, c, blk)) {
+    sp__spin_lock(&sh->mu);
+    sp__ptrmap_remove(sh, blk);
+    sp__spin_unlock(&sh->mu);
+    sp__cache_put(a, blk->stream, blk, 0);
+  }
   sp__spin_unlock(&c->mu);
 }
 
@@ -373,13 +386,13 @@ sp_status sp_free(sp_device *dev, void *p) {
   sp__map_shard *sh = sp__ptrmap_shard(&a->map, p);
   sp__spin_lock(&sh->mu);
   sp__block *blk = sp__ptrmap_find(sh, p);
-  if (!blk || blk->claimed) {
+  if (!blk || atomic_load_explicit(&blk->claimed, memory_order_acquire)) {
     sp__spin_unlock(&sh->mu);
     return sp__fail(SP_ERR_INVALID_HANDLE,
                     "sp_free: pointer %p is not a live block of this device (freed already, "
                     "interior, or from elsewhere)", p);
   }
-  blk->claimed = true;
+  atomic_store_explicit(&blk->claimed, true, memory_order_relaxed);
   uint64_t extra[2] = {blk->extra[0], blk->extra[1]};
   unsigned s = blk->stream;
   sp__spin_unlock(&sh->mu);
@@ -390,7 +403,7 @@ sp_status sp_free(sp_device *dev, void *p) {
     st = free_record(a, extra, s, &events, &n);
     if (st != SP_OK) {
       sp__spin_lock(&sh->mu);
-      blk->claimed = false;
+      atomic_store_explicit(&blk->claimed, false, memory_order_relaxed);
       sp__spin_unlock(&sh->mu);
       return st;
     }
@@ -416,7 +429,7 @@ sp_status sp_record_stream(sp_device *dev, void *p, sp_stream *s) {
   sp__map_shard *sh = sp__ptrmap_shard(&dev->alloc->map, p);
   sp__spin_lock(&sh->mu);
   sp__block *blk = sp__ptrmap_find(sh, p);
-  bool ok = blk && !blk->claimed;
+  bool ok = blk && !atomic_load_explicit(&blk->claimed, memory_order_acquire);
   if (ok) sp__set_add(blk->extra, s->index);
   sp__spin_unlock(&sh->mu);
   if (!ok)
@@ -429,6 +442,7 @@ sp_status sp_empty_cache(sp_device *dev) {
   sp_status st = sp__device_enter(dev, "sp_empty_cache");
   if (st != SP_OK) return st;
   sp__allocator *a = dev->alloc;
+  sp__front_flush_all(a);
   uint64_t seen[SP_STREAMS_MAX];
   for (unsigned i = 0; i < a->n_streams; i++)
     seen[i] = atomic_load_explicit(&a->caches[i].free_seq, memory_order_acquire);

@@ -23,6 +23,9 @@
 #include "alloc/ptrmap.h"
 
 enum { SP__SPARE_MAX = 64 }; /* recycled block structs kept per stream cache */
+enum { SP__FRONT_MAX = 16 }; /* blocks held whole in a stream's front cache */
+#define SP__FRONT_BLOCK_MAX SP__LARGE_MAX       /* larger blocks (own segments) skip the front */
+#define SP__FRONT_BYTES_MAX ((size_t)16 << 20)  /* bytes held in one stream's front at most    */
 
 /* Per-stream state; one per pool stream, each on its own cache lines. */
 typedef struct sp__scache {
@@ -37,6 +40,12 @@ typedef struct sp__scache {
   uint64_t ops;                 /* operations, for the periodic debug validation; mu        */
   _Atomic size_t live_bytes;    /* LIVE bytes allocated on this stream; written under mu     */
   _Atomic size_t peak_grant;    /* live_bytes may grow to this without the peak lock; peak_mu */
+  /* Front cache (front.c): recently freed blocks kept whole (LIVE, front set, still mapped), the
+   * oldest first; a request of exactly one's size takes it without split, merge or map update. */
+  unsigned n_front;                      /* mu                                              */
+  size_t front_size[SP__FRONT_MAX];      /* bytes of front[i]; mu                           */
+  sp__block *front[SP__FRONT_MAX];       /* mu                                              */
+  _Atomic size_t front_bytes;            /* sum of front_size; written under mu             */
 } sp__scache;
 
 struct sp__allocator {
@@ -88,6 +97,19 @@ uint64_t sp__cache_stamp(sp__scache *c);
 void sp__cache_lock2(sp__allocator *a, unsigned i, unsigned j);
 void sp__cache_unlock2(sp__allocator *a, unsigned i, unsigned j);
 
+/* ---- front caches (front.c) ---- */
+/* A front-cached block of exactly `bytes` of stream s (lock held) made LIVE for s again and
+ * counted as an allocation and cache hit; NULL if none. */
+sp__block *sp__front_pop(sp__allocator *a, sp__scache *c, size_t bytes);
+/* Keeps blk (LIVE, claimed by an sp_free, no other stream to wait for, already uncounted from
+ * live_bytes) whole in its stream's front (lock held), evicting the oldest to the bins when full;
+ * false (nothing done) when blk is too large for the front. */
+bool sp__front_push(sp__allocator *a, sp__scache *c, sp__block *blk);
+/* Moves every block of c's front (lock held) to c's bins (merging) and out of the pointer map. */
+void sp__front_flush_locked(sp__allocator *a, sp__scache *c);
+/* The same for every stream, each under its own lock in turn. */
+void sp__front_flush_all(sp__allocator *a);
+
 /* ---- pending frees (pending.c) ---- */
 /* Moves pending blocks whose events all completed to their caches. wait: take the busy flag even
  * if it means waiting, else skip when another thread is at it. */
@@ -114,5 +136,25 @@ void sp__alloc_debug_check(sp__allocator *a, unsigned s);
 /* Locks / unlocks everything in rank order (validator, snapshot, stats). */
 void sp__alloc_lock_all(sp__allocator *a);
 void sp__alloc_unlock_all(sp__allocator *a);
+
+/* Counts a new LIVE block of `bytes` on stream s (its cache lock held): allocs, live_bytes and
+ * the peak. live_bytes has one writer at a time (the lock), so plain relaxed stores suffice. */
+static inline void sp__cache_count_alloc(sp__allocator *a, unsigned s, size_t bytes) {
+  sp__scache *c = &a->caches[s];
+  c->allocs++;
+  size_t live = atomic_load_explicit(&c->live_bytes, memory_order_relaxed) + bytes;
+  atomic_store_explicit(&c->live_bytes, live, memory_order_relaxed);
+  if (live > atomic_load_explicit(&c->peak_grant, memory_order_relaxed))
+    sp__stats_note_growth(a, s);
+}
+
+/* The reverse for a LIVE block of stream s leaving the user (lock held): frees and live_bytes. */
+static inline void sp__cache_count_free(sp__scache *c, size_t bytes) {
+  c->frees++;
+  c->ops++;
+  atomic_store_explicit(&c->live_bytes,
+                        atomic_load_explicit(&c->live_bytes, memory_order_relaxed) - bytes,
+                        memory_order_relaxed);
+}
 
 #endif /* SP_ALLOC_INTERNAL_H */

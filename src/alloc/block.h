@@ -4,15 +4,19 @@
  * exactly one state: LIVE (handed to the user, in the pointer map), CACHED (free, in the bins of
  * stream `stream`) or PENDING (free, in the pending list until the events of the other streams
  * that used it complete). Two address neighbours CACHED on the same stream are always merged.
+ * A LIVE block with `front` set is free, held whole in the front cache of stream `stream`
+ * (front.c): for everything but the segment walk it counts as cached on that stream.
  *
  * Locking (ranks in alloc_internal.h): a block's prev/next/bytes/state/stream change only under its
  * segment's lock; a CACHED block's bin links under its stream cache's lock; a LIVE block's extra
- * set and claimed flag under its pointer-map shard's lock. The functions here take no lock: the
- * caller holds what each one names.
+ * set under its pointer-map shard's lock; claimed is set under that lock and cleared by a front
+ * pop under the stream cache lock (hence atomic); front under the stream cache lock. The functions
+ * here take no lock: the caller holds what each one names.
  */
 #ifndef SP_ALLOC_BLOCK_H
 #define SP_ALLOC_BLOCK_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -43,7 +47,8 @@ typedef struct sp__block {
   unsigned stream;              /* LIVE: allocating stream; CACHED: the cache holding it   */
   unsigned bin;                 /* CACHED: its bin                                         */
   sp__block_state state;        /* segment lock                                            */
-  bool claimed;                 /* LIVE: an sp_free owns it (shard lock)                   */
+  atomic_bool claimed;          /* LIVE: an sp_free owns it, or it is front-cached         */
+  bool front;                   /* LIVE: held in stream `stream`'s front cache; cache lock  */
 } sp__block;
 
 struct sp__segment {

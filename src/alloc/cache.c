@@ -37,7 +37,6 @@ static void cache_set_bytes(sp__scache *c, unsigned pool) {
 void sp__cache_take(sp__allocator *a, sp__scache *owner, sp__block *blk, size_t bytes,
                     unsigned stream) {
   sp__segment *seg = blk->seg;
-  sp__scache *dst = &a->caches[stream];
   sp_assert(blk->state == SP__BLOCK_CACHED && blk->bytes >= bytes);
   sp__bins_remove(&owner->bins[seg->pool], blk);
   sp__block *rest = blk->bytes > bytes ? sp__cache_block_new(owner) : NULL;
@@ -46,7 +45,8 @@ void sp__cache_take(sp__allocator *a, sp__scache *owner, sp__block *blk, size_t 
   blk->state = SP__BLOCK_LIVE;
   blk->stream = stream;
   blk->extra[0] = blk->extra[1] = 0;
-  blk->claimed = false;
+  blk->front = false;
+  atomic_store_explicit(&blk->claimed, false, memory_order_relaxed); /* not yet published */
   sp__map_shard *sh = sp__ptrmap_shard(&a->map, blk->ptr);
   sp__spin_lock(&sh->mu);
   sp__ptrmap_insert(sh, blk);
@@ -54,11 +54,7 @@ void sp__cache_take(sp__allocator *a, sp__scache *owner, sp__block *blk, size_t 
   sp__spin_unlock(&seg->mu);
   if (rest) sp__bins_insert(&owner->bins[seg->pool], rest);
   cache_set_bytes(owner, seg->pool);
-  dst->allocs++;
-  atomic_store(&dst->live_bytes,
-               atomic_load_explicit(&dst->live_bytes, memory_order_relaxed) + blk->bytes);
-  if (atomic_load(&dst->live_bytes) > atomic_load(&dst->peak_grant))
-    sp__stats_note_growth(a, stream);
+  sp__cache_count_alloc(a, stream, blk->bytes);
 }
 
 /* Whether neighbour n can merge into a block being cached on stream s. */

@@ -11,8 +11,9 @@
 #include "alloc/alloc_internal.h"
 #include "core/status.h"
 
-static const char *snapshot_state(sp__block_state s) {
-  switch (s) {
+static const char *snapshot_state(const sp__block *b) {
+  if (b->state == SP__BLOCK_LIVE && b->front) return "cached"; /* held whole in a front cache */
+  switch (b->state) {
   case SP__BLOCK_LIVE: return "live";
   case SP__BLOCK_CACHED: return "cached";
   case SP__BLOCK_PENDING: return "pending";
@@ -55,7 +56,7 @@ static bool snapshot_segment(cJSON *segs, const sp__segment *seg) {
     }
     if (!cJSON_AddNumberToObject(bo, "offset", (double)(b->ptr - seg->base)) ||
         !cJSON_AddNumberToObject(bo, "bytes", (double)b->bytes) ||
-        !cJSON_AddStringToObject(bo, "state", snapshot_state(b->state)) ||
+        !cJSON_AddStringToObject(bo, "state", snapshot_state(b)) ||
         !cJSON_AddNumberToObject(bo, "stream", b->stream))
       return false;
   }

@@ -4,7 +4,8 @@
  * Owns no state. Checks, with every allocator lock held (rank order: stream caches by index,
  * pending, segment list, each segment in list order, each map shard, peak): blocks tile each
  * segment; each block is in exactly one state and, for it, in exactly one place (LIVE: the map;
- * CACHED: its stream's bins of its segment's pool, in the right bin; PENDING: the pending list);
+ * CACHED: its stream's bins of its segment's pool, in the right bin; PENDING: the pending list;
+ * LIVE with front set counts as cached on its stream: in the map, claimed, in that front once);
  * no two neighbours are CACHED on the same stream; the bins', map's and list's counts and the
  * counters (live bytes per stream, reserved) equal what the walk found.
  */
@@ -34,6 +35,7 @@ void sp__alloc_unlock_all(sp__allocator *a) {
 typedef struct validate_tally {
   size_t live_bytes[SP_STREAMS_MAX], cached_bytes[SP_STREAMS_MAX][SP__POOLS];
   size_t cached_count[SP_STREAMS_MAX][SP__POOLS];
+  size_t front_bytes[SP_STREAMS_MAX], front_count[SP_STREAMS_MAX];
   size_t live_count, pending_count, reserved, segments;
 } validate_tally;
 
@@ -49,8 +51,15 @@ static sp_status validate_block(sp__allocator *a, const sp__segment *seg, const 
   case SP__BLOCK_LIVE: {
     sp__map_shard *sh = sp__ptrmap_shard(&a->map, b->ptr);
     if (sp__ptrmap_find(sh, b->ptr) != b) VFAIL("live block %p is not in the map", (void *)b->ptr);
-    t->live_bytes[b->stream] += b->bytes;
     t->live_count++;
+    if (!b->front) {
+      t->live_bytes[b->stream] += b->bytes;
+      break;
+    }
+    if (!atomic_load_explicit(&b->claimed, memory_order_relaxed))
+      VFAIL("front-cached block %p is not claimed", (void *)b->ptr);
+    t->front_bytes[b->stream] += b->bytes;
+    t->front_count[b->stream]++;
     break;
   }
   case SP__BLOCK_CACHED:
@@ -114,8 +123,32 @@ static sp_status validate_bins(sp__allocator *a, unsigned s, unsigned pool, cons
   return SP_OK;
 }
 
+/* Stream s's front holds exactly the front-cached blocks the walk found for s, each once. */
+static sp_status validate_front(sp__allocator *a, unsigned s, const validate_tally *t) {
+  const sp__scache *c = &a->caches[s];
+  size_t bytes = 0;
+  if (c->n_front > SP__FRONT_MAX) VFAIL("stream %u: %u front blocks", s, c->n_front);
+  for (unsigned i = 0; i < c->n_front; i++) {
+    const sp__block *b = c->front[i];
+    if (b->state != SP__BLOCK_LIVE || !b->front || b->stream != s || b->bytes != c->front_size[i])
+      VFAIL("stream %u front %u: block %p (state %d, front %d, stream %u, %zu bytes, listed %zu)",
+            s, i, (void *)b->ptr, (int)b->state, (int)b->front, b->stream, b->bytes,
+            c->front_size[i]);
+    bytes += b->bytes;
+  }
+  if (c->n_front != t->front_count[s] || bytes != t->front_bytes[s] ||
+      bytes != atomic_load_explicit(&c->front_bytes, memory_order_relaxed) ||
+      bytes > SP__FRONT_BYTES_MAX)
+    VFAIL("stream %u front: %u blocks / %zu bytes (counter %zu), segments have %zu / %zu", s,
+          c->n_front, bytes, atomic_load_explicit(&c->front_bytes, memory_order_relaxed),
+          t->front_count[s], t->front_bytes[s]);
+  return SP_OK;
+}
+
 static sp_status validate_totals(sp__allocator *a, const validate_tally *t) {
   for (unsigned s = 0; s < a->n_streams; s++) {
+    sp_status fst = validate_front(a, s, t);
+    if (fst != SP_OK) return fst;
     size_t live = atomic_load_explicit(&a->caches[s].live_bytes, memory_order_relaxed);
     if (live != t->live_bytes[s])
       VFAIL("stream %u: live_bytes %zu, live blocks hold %zu", s, live, t->live_bytes[s]);
