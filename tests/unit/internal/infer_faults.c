@@ -1,0 +1,124 @@
+/* Goal: device-memory failures inside inference reach exactly the calls they concern: a model
+ * build, a forward, sp_model_infer and the batcher's pass return SP_ERR_OUT_OF_MEMORY with a
+ * message, change nothing, and later calls succeed with correct outputs once memory is back.
+ * Method: the host backend's fault injection (src/backend/host/host.h) fails every new segment;
+ * the model's hidden layer is wide (3M) so every weight and workspace block needs a segment of its
+ * own, and each case empties the cache first, so the request must reach the backend.
+ */
+#include <math.h>
+#include <pthread.h>
+#include <string.h>
+
+#include "backend/host/host.h"
+#include "testutil.h"
+
+enum { IN = 4, HID = 3000000, OUT = 3 }; /* every tensor and workspace > 10 MiB */
+
+static sp_device *dev;
+static sp_model *model;
+
+static int setup(void **state) {
+  (void)state;
+  dev = tu_open_host(8, SP_STREAMS_ROUND_ROBIN);
+  const unsigned dims[] = {IN, HID, OUT};
+  return sp_model_mlp_random(dev, dims, 3, 5, SP_F32, &model) == SP_OK ? 0 : -1;
+}
+
+static int teardown(void **state) {
+  (void)state;
+  sp__host_fault_inject(SP__HOST_FAULT_OFF);
+  sp_model_free(model);
+  sp_device_close(dev);
+  return 0;
+}
+
+static void test_build_fails_cleanly(void **state) {
+  (void)state;
+  const unsigned dims[] = {IN, HID, OUT};
+  sp_model *m = NULL;
+  sp_memory_stats before, after;
+  SP_CHECK_OK(sp_memory_stats_get(dev, &before));
+  SP_CHECK_OK(sp_empty_cache(dev));
+  sp__host_fault_inject(0);
+  SP_CHECK_STATUS(sp_model_mlp_random(dev, dims, 3, 5, SP_F32, &m), SP_ERR_OUT_OF_MEMORY);
+  sp__host_fault_inject(SP__HOST_FAULT_OFF);
+  assert_null(m);
+  SP_CHECK_OK(sp_memory_stats_get(dev, &after));
+  if (after.allocated_bytes != before.allocated_bytes)
+    fail_msg("a failed build kept %zu bytes", after.allocated_bytes - before.allocated_bytes);
+}
+
+static void test_infer_fails_then_recovers(void **state) {
+  (void)state;
+  float x[2 * IN] = {0.5f, -1.0f, 0.25f, 2.0f, 1.0f, 1.0f, -1.0f, 0.0f}, y[2 * OUT], ref[2 * OUT];
+  SP_CHECK_OK(sp_empty_cache(dev));
+  sp__host_fault_inject(0);
+  sp_status st = sp_model_infer(model, x, y, 2); /* a fresh thread stream: no cached workspace */
+  sp__host_fault_inject(SP__HOST_FAULT_OFF);
+  if (st != SP_ERR_OUT_OF_MEMORY)
+    fail_msg("infer under injected OOM returned %s: %s", sp_status_str(st), sp_last_error());
+  assert_true(strlen(sp_last_error()) > 0);
+  SP_CHECK_OK(sp_model_infer(model, x, ref, 2));
+  SP_CHECK_OK(sp_model_infer(model, x, y, 2));
+  assert_memory_equal(y, ref, sizeof(y));
+}
+
+typedef struct caller {
+  sp_batcher *b;
+  float x[IN], y[OUT];
+  sp_status st;
+  char msg[256];
+} caller;
+
+static void *caller_main(void *p) {
+  caller *c = p;
+  c->st = sp_batcher_infer(c->b, c->x, c->y);
+  snprintf(c->msg, sizeof(c->msg), "%s", sp_last_error());
+  return NULL;
+}
+
+static void test_batcher_error_reaches_its_callers(void **state) {
+  (void)state;
+  sp_batcher_config cfg = {.max_batch = 4, .max_delay_us = 20000, .workers = 1};
+  sp_batcher *b;
+  SP_CHECK_OK(sp_batcher_create(model, &cfg, &b)); /* the worker's io buffers exist now */
+  caller c[4];
+  pthread_t t[4];
+  SP_CHECK_OK(sp_empty_cache(dev));
+  sp__host_fault_inject(0);
+  for (int i = 0; i < 4; i++) {
+    c[i] = (caller){.b = b, .x = {(float)i, 1.0f, -1.0f, 0.5f}};
+    assert_int_equal(pthread_create(&t[i], NULL, caller_main, &c[i]), 0);
+  }
+  for (int i = 0; i < 4; i++) pthread_join(t[i], NULL);
+  sp__host_fault_inject(SP__HOST_FAULT_OFF);
+  for (int i = 0; i < 4; i++) {
+    if (c[i].st != SP_ERR_OUT_OF_MEMORY)
+      fail_msg("caller %d: got %s (%s), want SP_ERR_OUT_OF_MEMORY", i, sp_status_str(c[i].st),
+               c[i].msg);
+    if (!strstr(c[i].msg, "sp_batcher_infer:"))
+      fail_msg("caller %d: message \"%s\" does not come from its call", i, c[i].msg);
+  }
+  sp_batcher_stats s1;
+  SP_CHECK_OK(sp_batcher_stats_get(b, &s1));
+  assert_int_equal(s1.failed, 4);
+  /* Memory is back: the same batcher answers, and correctly. */
+  float want[OUT];
+  SP_CHECK_OK(sp_batcher_infer(b, c[2].x, c[2].y));
+  SP_CHECK_OK(sp_model_infer(model, c[2].x, want, 1));
+  for (int o = 0; o < OUT; o++)
+    if (fabsf(c[2].y[o] - want[o]) > 1e-4f * (1 + fabsf(want[o])))
+      fail_msg("out[%d]: batcher %g, direct %g", o, (double)c[2].y[o], (double)want[o]);
+  SP_CHECK_OK(sp_batcher_stats_get(b, &s1));
+  assert_int_equal(s1.failed, 4);
+  sp_batcher_destroy(b);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_build_fails_cleanly),
+      cmocka_unit_test(test_infer_fails_then_recovers),
+      cmocka_unit_test(test_batcher_error_reaches_its_callers),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}
