@@ -138,7 +138,10 @@ static unsigned batch_collect(sp_batcher *b, batch_req **reqs) {
   if (!b->head) b->tail = NULL;
   b->count -= n;
   b->collecting = false;
-  if (b->count) pthread_cond_signal(&b->cv_idle);
+  /* Rows left: the next worker collects them. Stopping: idle workers that waited while this one
+   * collected must re-check, or they would sleep through the end. */
+  if (b->stopping) pthread_cond_broadcast(&b->cv_idle);
+  else if (b->count) pthread_cond_signal(&b->cv_idle);
   pthread_mutex_unlock(&b->mu);
   return n;
 }

@@ -119,10 +119,9 @@ static void test_every_caller_gets_its_row(void **state) {
 }
 
 /* Requests parked behind a long max_delay_us are all answered when destroy starts. */
-static void test_destroy_finishes_accepted(void **state) {
-  (void)state;
+static void destroy_with_parked_rows(unsigned workers) {
   tu_failures_reset();
-  sp_batcher_config cfg = {.max_batch = 1000, .max_delay_us = 5000000, .workers = 1};
+  sp_batcher_config cfg = {.max_batch = 1000, .max_delay_us = 5000000, .workers = workers};
   sp_batcher *b;
   SP_CHECK_OK(sp_batcher_create(model, &cfg, &b));
   pthread_t t[CLIENTS];
@@ -142,6 +141,13 @@ static void test_destroy_finishes_accepted(void **state) {
   for (unsigned i = 0; i < CLIENTS; i++) pthread_join(t[i], NULL);
   assert_int_equal(tu_failures(), 0);
   if (secs >= 4) fail_msg("destroy took %llu s: it waited for max_delay_us", secs);
+}
+
+/* With several workers, the idle ones wait while one collects: destroy must wake them all. */
+static void test_destroy_finishes_accepted(void **state) {
+  (void)state;
+  destroy_with_parked_rows(1);
+  destroy_with_parked_rows(4);
 }
 
 /* Exclusive mode: each worker owns a slot; asking for more workers than slots fails cleanly. */
