@@ -111,7 +111,7 @@ static sp__block *take_own(sp__allocator *a, unsigned s, size_t bytes, bool flus
     blk = sp__bins_find(&c->bins[sp__size_pool(bytes)], bytes, UINT64_MAX);
   }
   if (blk) {
-    sp__cache_take(a, c, blk, bytes, s);
+    sp__cache_take(a, c, blk, bytes, s, false);
     c->cache_hits++;
   }
 unlock:
@@ -119,15 +119,21 @@ unlock:
   return blk;
 }
 
-/* Takes a block of at least `bytes` with stamp <= max_stamp from stream t's cache for stream s. */
+/* Takes a block of at least `bytes` with stamp <= max_stamp from stream t's cache for stream s.
+ * share false: only from segments nobody uses (no LIVE, front or PENDING block), so two threads
+ * on their own streams do not come to split and merge in one segment (its lock, its blocks' and
+ * map's cache lines would bounce between them); true: any block. complete (t is done with every
+ * block under max_stamp): the rest of the block is cached on s, so s's frees merge with it. */
 static sp__block *take_from(sp__allocator *a, unsigned t, unsigned s, size_t bytes,
-                            uint64_t max_stamp) {
+                            uint64_t max_stamp, bool complete, bool share) {
   sp__scache *tc = &a->caches[t];
+  sp__bins *bins = &tc->bins[sp__size_pool(bytes)];
   sp__cache_lock2(a, s, t);
   if (tc->n_front) sp__front_flush_locked(a, tc); /* its front is ordinary cached memory now */
-  sp__block *blk = sp__bins_find(&tc->bins[sp__size_pool(bytes)], bytes, max_stamp);
+  sp__block *blk = share ? sp__bins_find(bins, bytes, max_stamp)
+                         : sp__bins_find_idle_seg(bins, bytes, max_stamp);
   if (blk) {
-    sp__cache_take(a, tc, blk, bytes, s);
+    sp__cache_take(a, tc, blk, bytes, s, complete);
     a->caches[s].cross_stream_reuses++;
   }
   sp__cache_unlock2(a, s, t);
@@ -141,14 +147,14 @@ static bool cache_may_fit(sp__allocator *a, unsigned t, size_t bytes) {
 }
 
 /* (2) A block cached on another stream whose work is done. */
-static sp__block *take_completed(sp__allocator *a, unsigned s, size_t bytes) {
+static sp__block *take_completed(sp__allocator *a, unsigned s, size_t bytes, bool share) {
   for (unsigned k = 1; k < a->n_streams; k++) {
     unsigned t = (s + k) % a->n_streams;
     if (!cache_may_fit(a, t, bytes)) continue;
     /* Blocks cached on t before it is seen idle are done with. */
     uint64_t seen = atomic_load_explicit(&a->caches[t].free_seq, memory_order_acquire);
     if (!stream_idle(a, t)) continue;
-    sp__block *blk = take_from(a, t, s, bytes, seen);
+    sp__block *blk = take_from(a, t, s, bytes, seen, true, share);
     if (blk) return blk;
   }
   return NULL;
@@ -184,11 +190,11 @@ static sp_status wait_for_stream(sp__allocator *a, unsigned t, unsigned s) {
 }
 
 /* (3) A block cached on a busy stream, s waiting on the device for that stream's work. */
-static sp__block *take_inflight(sp__allocator *a, unsigned s, size_t bytes) {
+static sp__block *take_inflight(sp__allocator *a, unsigned s, size_t bytes, bool share) {
   for (unsigned k = 1; k < a->n_streams; k++) {
     unsigned t = (s + k) % a->n_streams;
     if (!cache_may_fit(a, t, bytes)) continue;
-    sp__block *blk = take_from(a, t, s, bytes, UINT64_MAX);
+    sp__block *blk = take_from(a, t, s, bytes, UINT64_MAX, false, share);
     if (!blk) continue;
     if (wait_for_stream(a, t, s) == SP_OK) return blk;
     give_back(a, t, s, blk);
@@ -222,17 +228,30 @@ static void alloc_trim_before_grow(sp__allocator *a, size_t seg_bytes) {
   (void)sp__segment_release_unused(a, done);
 }
 
-/* (1)-(4) once. */
+/* (2)-(3) from idle segments (share false) or any (share true). */
+static sp__block *take_other(sp__allocator *a, unsigned s, size_t bytes, bool share) {
+  sp__block *blk = take_completed(a, s, bytes, share);
+  if (!blk && a->inflight_reuse) blk = take_inflight(a, s, bytes, share);
+  return blk;
+}
+
+/* (1)-(4) once: other streams' idle segments before a new segment, their used segments' free
+ * blocks only when no new segment can be had (then the error is kept for the caller's retry). */
 static sp_status alloc_attempt(sp__allocator *a, unsigned s, size_t bytes, sp__block **out) {
   sp__block *blk = take_own(a, s, bytes, true);
-  if (!blk) blk = take_completed(a, s, bytes);
-  if (!blk && a->inflight_reuse) blk = take_inflight(a, s, bytes);
+  if (!blk) blk = take_other(a, s, bytes, false);
   if (blk) {
     *out = blk;
     return SP_OK;
   }
   alloc_trim_before_grow(a, sp__size_segment(bytes));
-  return sp__segment_create(a, s, bytes, out);
+  sp_status st = sp__segment_create(a, s, bytes, out);
+  if (st != SP_ERR_OUT_OF_MEMORY && st != SP_ERR_LIMIT) return st;
+  blk = take_other(a, s, bytes, true);
+  if (!blk) return st;
+  sp__error_clear();
+  *out = blk;
+  return SP_OK;
 }
 
 /* (5) Flush everything and retry once; (6) the final error. */

@@ -85,9 +85,10 @@ sp__block *sp__cache_block_new(sp__scache *s);
 void sp__cache_block_drop(sp__scache *s, sp__block *blk);
 /* Takes blk (CACHED in owner, whose lock is held) for a new LIVE block of `bytes` on stream
  * `stream` (whose cache lock is held too, and may be owner): splits off the rest, maps it, counts
- * the allocation on `stream`. */
+ * the allocation on `stream`. rehome: the rest is cached on `stream` too (blk was complete on its
+ * owner, so all of it is free for `stream`), else it stays with owner. */
 void sp__cache_take(sp__allocator *a, sp__scache *owner, sp__block *blk, size_t bytes,
-                    unsigned stream);
+                    unsigned stream, bool rehome);
 /* Caches blk (not LIVE, not in the map) on stream s (lock held), merging CACHED neighbours of s.
  * stamp: the free_seq value s's work with it was submitted before; 0: take a new one now. */
 void sp__cache_put(sp__allocator *a, unsigned s, sp__block *blk, uint64_t stamp);

@@ -35,7 +35,7 @@ static void cache_set_bytes(sp__scache *c, unsigned pool) {
 }
 
 void sp__cache_take(sp__allocator *a, sp__scache *owner, sp__block *blk, size_t bytes,
-                    unsigned stream) {
+                    unsigned stream, bool rehome) {
   sp__segment *seg = blk->seg;
   sp_assert(blk->state == SP__BLOCK_CACHED && blk->bytes >= bytes);
   sp__bins_remove(&owner->bins[seg->pool], blk);
@@ -43,6 +43,8 @@ void sp__cache_take(sp__allocator *a, sp__scache *owner, sp__block *blk, size_t 
   sp__spin_lock(&seg->mu);
   if (rest) sp__block_split(blk, bytes, rest); /* no struct: the block stays whole */
   blk->state = SP__BLOCK_LIVE;
+  atomic_store_explicit(&seg->busy, atomic_load_explicit(&seg->busy, memory_order_relaxed) + 1,
+                        memory_order_relaxed);
   blk->stream = stream;
   blk->extra[0] = blk->extra[1] = 0;
   blk->front = false;
@@ -52,7 +54,10 @@ void sp__cache_take(sp__allocator *a, sp__scache *owner, sp__block *blk, size_t 
   sp__ptrmap_insert(sh, blk);
   sp__spin_unlock(&sh->mu);
   sp__spin_unlock(&seg->mu);
-  if (rest) sp__bins_insert(&owner->bins[seg->pool], rest);
+  if (rest && rehome && &a->caches[stream] != owner)
+    sp__cache_put(a, stream, rest, 0); /* merges with stream's neighbours */
+  else if (rest)
+    sp__bins_insert(&owner->bins[seg->pool], rest);
   cache_set_bytes(owner, seg->pool);
   sp__cache_count_alloc(a, stream, blk->bytes);
 }
@@ -74,6 +79,9 @@ void sp__cache_put(sp__allocator *a, unsigned s, sp__block *blk, uint64_t stamp)
   sp__bins *bins = &c->bins[seg->pool];
   if (!stamp) stamp = sp__cache_stamp(c);
   sp__spin_lock(&seg->mu);
+  if (blk->state != SP__BLOCK_CACHED)
+    atomic_store_explicit(&seg->busy, atomic_load_explicit(&seg->busy, memory_order_relaxed) - 1,
+                          memory_order_relaxed);
   blk->state = SP__BLOCK_CACHED;
   blk->stream = s;
   blk->stamp = stamp;

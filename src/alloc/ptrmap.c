@@ -38,7 +38,7 @@ void sp__ptrmap_destroy(sp__ptrmap *m) {
 }
 
 sp__map_shard *sp__ptrmap_shard(sp__ptrmap *m, const void *p) {
-  uint64_t region = (uint64_t)(uintptr_t)p >> 21;
+  uint64_t region = (uint64_t)(uintptr_t)p >> 9;
   return &m->shards[map_mix(region) % SP__MAP_SHARDS];
 }
 

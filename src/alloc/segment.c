@@ -81,7 +81,7 @@ sp_status sp__segment_create(sp__allocator *a, unsigned s, size_t bytes, sp__blo
   sp__spin_unlock(&a->seglist_mu);
   blk->stamp = atomic_load_explicit(&c->free_seq, memory_order_relaxed);
   sp__bins_insert(&c->bins[seg->pool], blk);
-  sp__cache_take(a, c, blk, bytes, s);
+  sp__cache_take(a, c, blk, bytes, s, false);
   sp__spin_unlock(&c->mu);
   *out = blk;
   return SP_OK;

@@ -6,7 +6,8 @@
  * sums, giving an exact, consistent snapshot. The allocated peak: each stream may grow its live
  * bytes up to its grant without the peak lock; the grants sum to at most the peak, so the total
  * cannot pass the peak unseen. A stream passing its grant takes peak_mu (3.6), sums every
- * stream's live bytes, raises the peak, and re-divides the grants. The peak is exact whenever
+ * stream's live bytes, raises the peak, and re-divides the slack (peak - total) among the streams
+ * in proportion to what each has needed (its old grant, or its live bytes for the grower). The peak is exact whenever
  * operations do not overlap in time (any single-threaded use); with concurrent allocations it
  * may miss the bytes of allocations racing with that re-division.
  */
@@ -14,31 +15,33 @@
 
 #include "core/status.h"
 
-static size_t stats_live_total(sp__allocator *a) {
+static inline size_t stats_live_total(sp__allocator *a) {
   size_t sum = 0;
   for (unsigned i = 0; i < a->n_streams; i++) sum += atomic_load(&a->caches[i].live_bytes);
   return sum;
 }
 
+__extension__ typedef unsigned __int128 stats_u128;
+
 void sp__stats_note_growth(sp__allocator *a, unsigned s) {
+  size_t live[SP_STREAMS_MAX], weight[SP_STREAMS_MAX], total = 0;
+  stats_u128 weights = 0;
   sp__spin_lock(&a->peak_mu);
-  size_t total = stats_live_total(a);
-  if (total > a->allocated_peak) a->allocated_peak = total;
-  size_t others = 0;
-  for (unsigned i = 0; i < a->n_streams; i++)
-    if (i != s) others += atomic_load(&a->caches[i].peak_grant);
-  size_t live_s = atomic_load(&a->caches[s].live_bytes);
-  if (others + live_s > a->allocated_peak) { /* take back the grants others no longer use */
-    others = 0;
-    for (unsigned i = 0; i < a->n_streams; i++) {
-      if (i == s) continue;
-      size_t g = atomic_load(&a->caches[i].live_bytes);
-      atomic_store(&a->caches[i].peak_grant, g);
-      others += g;
-    }
+  for (unsigned i = 0; i < a->n_streams; i++) {
+    live[i] = atomic_load_explicit(&a->caches[i].live_bytes, memory_order_relaxed);
+    size_t g = atomic_load_explicit(&a->caches[i].peak_grant, memory_order_relaxed);
+    weight[i] = (i == s || g < live[i] ? live[i] : g) + 1; /* what each has needed */
+    total += live[i];
+    weights += weight[i];
   }
-  size_t grant = a->allocated_peak > others ? a->allocated_peak - others : 0;
-  atomic_store(&a->caches[s].peak_grant, grant > live_s ? grant : live_s);
+  if (total > a->allocated_peak) a->allocated_peak = total;
+  /* Re-divide: each keeps its live bytes plus a share of the slack in proportion to what it has
+   * needed, so streams that alternate big and small requests do not take grants back and forth. */
+  size_t slack = a->allocated_peak - total;
+  for (unsigned i = 0; i < a->n_streams; i++)
+    atomic_store_explicit(&a->caches[i].peak_grant,
+                          live[i] + (size_t)((stats_u128)slack * weight[i] / weights),
+                          memory_order_relaxed);
   sp__spin_unlock(&a->peak_mu);
 }
 
