@@ -38,11 +38,19 @@ void sp__bins_remove(sp__bins *b, sp__block *blk) {
 
 enum { SP__BIN_SCAN = 16 }; /* blocks looked at per bin before moving up */
 
+/* Whether blk may serve a request of `bytes`: a block of a segment made for one huge request is
+ * not cut down for a much smaller one (at most 1/8 of it left over), so the segment goes back to
+ * the backend whole once free instead of being pinned by a small tenant. */
+static inline bool bins_fit(const sp__block *blk, size_t bytes, uint64_t max_stamp) {
+  if (blk->bytes < bytes || blk->stamp > max_stamp) return false;
+  return blk->seg->bytes <= SP__LARGE_SEGMENT || blk->bytes - bytes <= blk->bytes / 8;
+}
+
 /* The smallest fitting block among the first SP__BIN_SCAN of one bin's list. */
 static sp__block *bins_scan(sp__block *blk, size_t bytes, uint64_t max_stamp) {
   sp__block *best = NULL;
   for (unsigned n = 0; blk && n < SP__BIN_SCAN; blk = blk->link_next, n++) {
-    if (blk->bytes < bytes || blk->stamp > max_stamp) continue;
+    if (!bins_fit(blk, bytes, max_stamp)) continue;
     if (!best || blk->bytes < best->bytes) best = blk;
     if (best->bytes == bytes) break;
   }
@@ -75,7 +83,7 @@ sp__block *sp__bins_find_idle_seg(const sp__bins *b, size_t bytes, uint64_t max_
        bin = bins_next(b, bin + 1)) {
     unsigned n = 0;
     for (sp__block *blk = b->heads[bin]; blk && n < SP__BIN_SCAN; blk = blk->link_next, n++)
-      if (blk->bytes >= bytes && blk->stamp <= max_stamp &&
+      if (bins_fit(blk, bytes, max_stamp) &&
           !atomic_load_explicit(&blk->seg->busy, memory_order_relaxed))
         return blk;
   }

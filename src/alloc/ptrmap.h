@@ -1,9 +1,11 @@
 /* Pointer -> LIVE block map of one allocator (internal).
  *
  * SP__MAP_SHARDS shards, each a chained hash table (chains through sp__block.map_next) under its
- * own spinlock (rank 5). The shard is chosen by the pointer's 2 MiB region, so the blocks of one
- * segment (mostly used by one stream, hence one thread) share one or two shards and threads on
- * different streams rarely touch the same shard's cache line; no global lock on sp_free's lookup.
+ * own spinlock (rank 5). The shard is chosen by a hash of the pointer's 512 B unit, so each block
+ * has its own shard unless hashes collide: threads whose blocks share a segment or a 2 MiB region
+ * (cross-stream reuse puts them there) still rarely touch the same shard's cache line (measured:
+ * 2 threads on a shared segment went from 0.5 to 0.85 of linear); no global lock on sp_free's
+ * lookup.
  * Insertion never fails: when growing the table finds no host memory the chains just get longer.
  */
 #ifndef SP_ALLOC_PTRMAP_H

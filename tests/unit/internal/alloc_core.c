@@ -75,8 +75,9 @@ static void test_split_coalesce(void **state) {
   assert_null(a.next);
   /* bins: find prefers the smallest fit and honours the stamp bound */
   static sp__bins bins;
-  sp__block x = {.ptr = mem, .bytes = 4096, .state = SP__BLOCK_CACHED, .stamp = 1};
-  sp__block y = {.ptr = mem + 4096, .bytes = 2048, .state = SP__BLOCK_CACHED, .stamp = 5};
+  sp__block x = {.ptr = mem, .bytes = 4096, .seg = &seg, .state = SP__BLOCK_CACHED, .stamp = 1};
+  sp__block y = {.ptr = mem + 4096, .bytes = 2048, .seg = &seg, .state = SP__BLOCK_CACHED,
+                 .stamp = 5};
   sp__bins_insert(&bins, &x);
   sp__bins_insert(&bins, &y);
   assert_int_equal(bins.bytes, 6144);
