@@ -4,6 +4,8 @@
  * are), T threads each on its own stream, for --seconds each; ns per pair and aggregate pairs/s,
  * and the same sizes through the C library's malloc/free in the same run, with the ratios.
  * "cached" rows use 8 sizes that stay in each thread's cache; "mix" rows draw from the full range.
+ * A CPU column (threads' CPU time per pair) and CPU scaling give the numbers a shared or
+ * oversubscribed machine cannot show in wall time.
  * Part 2: a replayed inference-like trace on 8 streams (activations for batch sizes 1..256, KV-like
  * context buffers growing in steps, some freed on another stream after sp_record_stream),
  * reporting peak reserved / peak allocated.
@@ -37,6 +39,7 @@ typedef struct worker {
   int use_malloc;
   double seconds;
   unsigned long long pairs;
+  double cpu_s; /* this thread's CPU time over the run */
   int failed;
 } worker;
 
@@ -45,6 +48,12 @@ static pthread_barrier_t start_barrier;
 static double now_s(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static double cpu_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
@@ -62,7 +71,7 @@ static void *worker_main(void *arg) {
     w->failed = 1;
   }
   pthread_barrier_wait(&start_barrier);
-  double end = now_s() + w->seconds;
+  double end = now_s() + w->seconds, cpu0 = cpu_s();
   unsigned long long pairs = 0;
   unsigned i = 0;
   while (!w->failed) {
@@ -86,12 +95,15 @@ static void *worker_main(void *arg) {
     if (now_s() >= end) break;
   }
   w->pairs = pairs;
+  w->cpu_s = cpu_s() - cpu0;
   return NULL;
 }
 
-/* Pairs per second over T threads; ns per pair per thread through *ns. */
+/* Pairs per second over T threads; ns per pair per thread through *ns, CPU ns per pair (all
+ * threads' CPU time / all pairs: unlike wall time, not inflated when other processes share the
+ * cores) through *cpu_ns. */
 static double run_pairs(sp_device *dev, unsigned t, const size_t *sizes, unsigned n_sizes,
-                        int use_malloc, double seconds, double *ns) {
+                        int use_malloc, double seconds, double *ns, double *cpu_ns) {
   worker w[MAX_THREADS];
   pthread_barrier_init(&start_barrier, NULL, t);
   for (unsigned i = 0; i < t; i++) {
@@ -102,15 +114,18 @@ static double run_pairs(sp_device *dev, unsigned t, const size_t *sizes, unsigne
   for (unsigned i = 0; i < t; i++) pthread_create(&w[i].thread, NULL, worker_main, &w[i]);
   unsigned long long pairs = 0;
   int failed = 0;
+  double cpu = 0;
   for (unsigned i = 0; i < t; i++) {
     pthread_join(w[i].thread, NULL);
     pairs += w[i].pairs;
+    cpu += w[i].cpu_s;
     failed |= w[i].failed;
   }
   pthread_barrier_destroy(&start_barrier);
   if (failed) return -1;
   double rate = (double)pairs / seconds;
   *ns = 1e9 * t / rate;
+  *cpu_ns = pairs ? 1e9 * cpu / (double)pairs : 0;
   return rate;
 }
 
@@ -132,21 +147,27 @@ static unsigned make_sizes(size_t *sizes, int cached, uint64_t seed) {
 
 static int part_pairs(sp_device *dev, const bench_opts *o) {
   static size_t sizes[N_SIZES];
-  printf("| sizes | threads | streampool ns/pair | streampool pairs/s | malloc ns/pair | malloc "
-         "pairs/s | sp/malloc | scaling vs 1 thread |\n|---|---|---|---|---|---|---|---|\n");
+  printf("| sizes | threads | streampool ns/pair | streampool pairs/s | streampool CPU ns/pair | "
+         "malloc ns/pair | malloc pairs/s | sp/malloc | scaling vs 1 thread | CPU scaling |\n"
+         "|---|---|---|---|---|---|---|---|---|---|\n");
   for (int cached = 1; cached >= 0; cached--) {
     unsigned n = make_sizes(sizes, cached, 42);
-    double one = 0;
+    double one = 0, cpu_one = 0;
     for (unsigned k = 0; k < o->n_threads; k++) {
       unsigned t = o->threads[k];
-      double ns_sp = 0, ns_m = 0;
-      double r_sp = run_pairs(dev, t, sizes, n, 0, o->seconds, &ns_sp);
-      double r_m = run_pairs(dev, t, sizes, n, 1, o->seconds, &ns_m);
+      double ns_sp = 0, ns_m = 0, cpu_sp = 0, cpu_m = 0;
+      double r_sp = run_pairs(dev, t, sizes, n, 0, o->seconds, &ns_sp, &cpu_sp);
+      double r_m = run_pairs(dev, t, sizes, n, 1, o->seconds, &ns_m, &cpu_m);
       if (r_sp < 0 || r_m < 0) return 1;
-      if (k == 0) one = r_sp / t;
-      printf("| %s | %u | %.1f | %.3g | %.1f | %.3g | %.2f | %.2f x (%.2f of T) |\n",
-             cached ? "cached" : "mix 512B-8MiB", t, ns_sp, r_sp, ns_m, r_m, r_sp / r_m,
-             r_sp / one, r_sp / one / t);
+      if (k == 0) {
+        one = r_sp / t;
+        cpu_one = cpu_sp;
+      }
+      /* CPU scaling: T times the 1-thread CPU cost per pair over the T-thread one, as a fraction
+       * of T: what the rate would be on T otherwise idle cores */
+      printf("| %s | %u | %.1f | %.3g | %.1f | %.1f | %.3g | %.2f | %.2f x (%.2f of T) | %.2f of "
+             "T |\n", cached ? "cached" : "mix 512B-8MiB", t, ns_sp, r_sp, cpu_sp, ns_m, r_m,
+             r_sp / r_m, r_sp / one, r_sp / one / t, cpu_sp > 0 ? cpu_one / cpu_sp : 0);
       fflush(stdout);
     }
   }

@@ -29,9 +29,11 @@ static void front_set_bytes(sp__scache *c, size_t bytes) {
 /* Removes entry i (lock held) and returns its block. */
 static sp__block *front_remove(sp__scache *c, unsigned i) {
   sp__block *blk = c->front[i];
-  unsigned tail = c->n_front - i - 1;
-  memmove(&c->front[i], &c->front[i + 1], tail * sizeof(c->front[0]));
-  memmove(&c->front_size[i], &c->front_size[i + 1], tail * sizeof(c->front_size[0]));
+  if (SP__UNLIKELY(i + 1 < c->n_front)) { /* usually the newest is taken: nothing to shift */
+    unsigned tail = c->n_front - i - 1;
+    memmove(&c->front[i], &c->front[i + 1], tail * sizeof(c->front[0]));
+    memmove(&c->front_size[i], &c->front_size[i + 1], tail * sizeof(c->front_size[0]));
+  }
   c->n_front--;
   front_set_bytes(c, atomic_load_explicit(&c->front_bytes, memory_order_relaxed) - blk->bytes);
   blk->front = false;
