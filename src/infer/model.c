@@ -223,9 +223,13 @@ static sp_status model_check_run(const sp_model *m, const void *in, const void *
   return SP_OK;
 }
 
-/* Enqueues the whole pass on bs; ws holds 2 x model_half_bytes. */
-static sp_status model_enqueue(const sp_model *m, sp__bstream *bs, const float *in, float *out,
-                               unsigned batch, unsigned char *ws) {
+size_t sp__model_workspace_bytes(const sp_model *m, unsigned batch) {
+  return 2 * model_half_bytes(m, batch);
+}
+
+sp_status sp__model_enqueue(const sp_model *m, sp__bstream *bs, const float *in, float *out,
+                            unsigned batch, void *workspace) {
+  unsigned char *ws = workspace;
   const sp__backend *be = m->dev->be;
   unsigned char *buf[2] = {ws, ws + model_half_bytes(m, batch)};
   unsigned next = 0;
@@ -264,9 +268,9 @@ sp_status sp_model_forward(sp_model *m, sp_stream *s, const float *in, float *ou
   st = sp__stream_backend(s, &bs);
   if (st != SP_OK) return st;
   void *ws;
-  st = sp_alloc(m->dev, 2 * model_half_bytes(m, batch), s, &ws);
+  st = sp_alloc(m->dev, sp__model_workspace_bytes(m, batch), s, &ws);
   if (st != SP_OK) return st;
-  st = model_enqueue(m, bs, in, out, batch, ws);
+  st = sp__model_enqueue(m, bs, in, out, batch, ws);
   sp_status fr = sp_free(m->dev, ws); /* stream-ordered: later work on s runs after the pass */
   return st != SP_OK ? st : fr;
 }
@@ -285,11 +289,11 @@ sp_status sp_model_infer(sp_model *m, const float *in, float *out, unsigned batc
   size_t out_b = (size_t)batch * m->layers[m->n_layers - 1].out * sizeof(float);
   size_t in_r = model_round(in_b), out_r = model_round(out_b);
   unsigned char *blk;
-  st = sp_alloc(m->dev, in_r + out_r + 2 * model_half_bytes(m, batch), s, (void **)&blk);
+  st = sp_alloc(m->dev, in_r + out_r + sp__model_workspace_bytes(m, batch), s, (void **)&blk);
   if (st != SP_OK) return st;
   st = be->memcpy_async(bs, blk, in, in_b);
-  if (st == SP_OK) st = model_enqueue(m, bs, (const float *)blk, (float *)(blk + in_r), batch,
-                                      blk + in_r + out_r);
+  if (st == SP_OK) st = sp__model_enqueue(m, bs, (const float *)blk, (float *)(blk + in_r), batch,
+                                          blk + in_r + out_r);
   if (st == SP_OK) st = be->memcpy_async(bs, out, blk + in_r, out_b);
   sp_status fr = sp_free(m->dev, blk);
   sp_status sync = be->stream_sync(bs); /* also when a step failed: copies may reference in */

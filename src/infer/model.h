@@ -37,6 +37,16 @@ typedef sp_status (*sp__model_fill_fn)(void *user, unsigned layer, sp_dtype dt, 
 sp_status sp__model_build(sp_device *dev, const unsigned *dims, unsigned n_layers, sp_dtype dt,
                           sp__model_fill_fn fill, void *user, const char *fn, sp_model **out);
 
+/* Bytes of activation workspace one forward of batch rows needs (256-byte aligned parts). */
+size_t sp__model_workspace_bytes(const sp_model *m, unsigned batch);
+
+/* Enqueues one whole forward of batch rows on bs: in and out are device f32 rows, workspace holds
+ * sp__model_workspace_bytes(m, batch) device bytes; nothing is allocated or freed, so the same
+ * calls can be captured into a graph. The caller has checked the backend slots (linear_async,
+ * and convert_async for bf16). Any thread. */
+sp_status sp__model_enqueue(const sp_model *m, sp__bstream *bs, const float *in, float *out,
+                            unsigned batch, void *workspace);
+
 /* Stores v as element i of a dt array. */
 void sp__param_store(void *dst, sp_dtype dt, size_t i, float v);
 
