@@ -9,7 +9,8 @@
 # at it. Environment: SP_GPU_JOBS (build jobs, default 16), SP_GPU_SANITIZE=0 skips the
 # sanitizer runs (SP_GPU_SAN_TIMEOUT: seconds per run, default 900), SP_GPU_BENCH=0 skips
 # benchmarks, SP_GPU_TEST_TIMEOUT (per ctest test, default 300), SP_BENCH_SECONDS (per benchmark cell),
-# SP_GPU_BUILD (build dir, default build-gpu).
+# SP_GPU_BUILD (build dir, default build-gpu), SP_GPU_TORCH=0 skips the PyTorch cross-check and
+# the PyTorch/libtorch inference baselines.
 set -uo pipefail
 log=${1:?usage: scripts/gpu-check.sh LOGDIR}
 mkdir -p "$log" && log=$(cd "$log" && pwd)
@@ -91,6 +92,16 @@ if [ "${SP_GPU_BENCH:-1}" = 1 ]; then
     case $n in gpu_alloc|torch_alloc) continue;; esac
     STREAMPOOL_BACKEND=cuda step "bench_$n" 600 "$b"
   done
+fi
+
+# ---- PyTorch: outputs cross-checked, then the inference comparison in one run -------------------
+if [ "${SP_GPU_TORCH:-1}" = 1 ]; then
+  step torch_check 600 bash "$root/scripts/torch_check.sh" "$build" cuda
+  secs=${SP_BENCH_SECONDS:-2}
+  step bench_torch_mlp 900 python3 "$root/bench/torch/torch_mlp.py" --threads 1,2,4,8,16 --duration "$secs" --dtypes f32,bf16
+  if step libtorch_build 600 bash "$root/bench/torch/build_libtorch.sh" "$build/bench/libtorch_mlp"; then
+    step bench_libtorch_mlp 900 "$build/bench/libtorch_mlp" 1,2,4,8,16 "$secs" f32,bf16
+  fi
 fi
 
 # ---- compute-sanitizer ----------------------------------------------------------------------------
