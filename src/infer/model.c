@@ -5,8 +5,9 @@
  * infer take no lock. A forward takes one workspace block from the allocator on its stream (two
  * ping-pong activation buffers of batch x max_dim elements), enqueues one linear per layer (plus
  * f32<->bf16 conversions for bf16 models) and frees the workspace in stream order at once.
- * sp_model_infer takes one block for input, output and workspace, so a host-in/host-out pass is
- * one allocator round trip, 2 copies, the kernels and one stream sync.
+ * sp_model_infer runs through a plan cached per (stream, batch) (plan.c: buffers kept, the pass
+ * replayed as one graph where the backend can); when no plan serves the call it takes one block
+ * for input, output and workspace: one allocator round trip, 2 copies, the kernels, one sync.
  * Locking: none of its own; the allocator and the backend serialize what they share.
  */
 #include "infer/model.h"
@@ -15,6 +16,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "infer/plan.h"
 #include "infer/safetensors.h"
 
 enum { MODEL_ALIGN = 256 }; /* bytes; every sub-buffer of a workspace starts aligned */
@@ -134,6 +136,7 @@ sp_status sp__model_build(sp_device *dev, const unsigned *dims, unsigned n_layer
   st = model_fill(m, staging, fill, user);
   if (st == SP_OK) st = model_upload(m, staging);
   sp__free(staging);
+  if (st == SP_OK) st = sp__plan_table_create(m, &m->plans);
   if (st != SP_OK) goto free_model;
   *out = m;
   return SP_OK;
@@ -185,6 +188,7 @@ sp_status sp_model_mlp_random(sp_device *dev, const unsigned *dims, unsigned n_d
 
 void sp_model_free(sp_model *m) {
   if (!m) return;
+  sp__plan_table_destroy(m, m->plans); /* first: its graphs use the weights */
   model_free_weights(m);
   sp__free(m->layers);
   sp__free(m);
@@ -284,6 +288,9 @@ sp_status sp_model_infer(sp_model *m, const float *in, float *out, unsigned batc
   st = sp_stream_current(m->dev, &s);
   if (st == SP_OK) st = sp__stream_backend(s, &bs);
   if (st != SP_OK) return st;
+  bool handled = false;
+  st = sp__plan_infer(m, s, bs, in, out, batch, &handled);
+  if (SP__LIKELY(handled)) return st;
   const sp__backend *be = m->dev->be;
   size_t in_b = (size_t)batch * m->layers[0].in * sizeof(float);
   size_t out_b = (size_t)batch * m->layers[m->n_layers - 1].out * sizeof(float);

@@ -1,7 +1,9 @@
 /* The MLP model as src/infer sees it (internal).
  *
  * An sp_model is immutable after it is built: layers, dims and device weights never change until
- * sp_model_free, so any number of threads may run it at once without a lock.
+ * sp_model_free, so any number of threads may run it at once without a lock. The one exception is
+ * its plan table (src/infer/plan.c), which sp_model_infer fills on first use per (stream, batch)
+ * under its own per-stream locks.
  *
  * Building goes through sp__model_build: the caller describes the layer sizes and fills a host
  * staging buffer (weights then bias per layer, already in the model's dtype); the builder uploads
@@ -26,6 +28,7 @@ struct sp_model {
   unsigned n_layers;        /* >= 1                                             */
   unsigned max_dim;         /* the largest feature count of any layer          */
   sp__model_layer *layers;  /* [n_layers]                                       */
+  struct sp__plan_table *plans; /* sp_model_infer's cached plans (plan.h); set at build */
 };
 
 /* Fills one layer's parameters in the host staging buffer: w is [out, in], b is [out], both in

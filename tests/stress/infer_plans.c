@@ -1,7 +1,8 @@
 /* Goal: sp_model_infer through its per-(stream, batch) plans (buffers kept, graphs replayed where
  * the backend has them) returns the right rows when many threads call it at once: threads sharing
  * a round-robin stream, threads moving between exclusive slots, f32 and bf16 models, more batch
- * sizes per stream than a plan table caches (the uncached path), inputs changing every call; and
+ * sizes per stream than a plan table caches (the uncached path), inputs changing every call; plans
+ * keep their buffers between calls (more bytes allocated after the run than after loading); and
  * freeing the models gives every plan's device memory back.
  *
  * Method: an MLP with seeded known weights is written to safetensors and loaded as f32 and bf16;
@@ -139,6 +140,8 @@ static void run_mode(const char *backend, sp_stream_mode mode, unsigned streams,
   SP_CHECK_OK(sp_memory_stats_get(c.dev, &before));
   SP_CHECK_OK(sp_model_load(c.dev, path, SP_F32, &c.m[0]));
   SP_CHECK_OK(sp_model_load(c.dev, path, SP_BF16, &c.m[1]));
+  sp_memory_stats loaded, ran;
+  SP_CHECK_OK(sp_memory_stats_get(c.dev, &loaded));
   pthread_t th[THREADS];
   worker wk[THREADS];
   tu_failures_reset();
@@ -151,6 +154,7 @@ static void run_mode(const char *backend, sp_stream_mode mode, unsigned streams,
     pthread_join(th[i], NULL);
     rows += wk[i].rows;
   }
+  SP_CHECK_OK(sp_memory_stats_get(c.dev, &ran));
   sp_model_free(c.m[0]);
   sp_model_free(c.m[1]);
   SP_CHECK_OK(sp_memory_stats_get(c.dev, &after));
@@ -159,6 +163,10 @@ static void run_mode(const char *backend, sp_stream_mode mode, unsigned streams,
                 mode == SP_STREAMS_EXCLUSIVE ? "exclusive" : "round-robin", threads, streams,
                 rows);
   assert_int_equal(tu_failures(), 0);
+  /* Plans keep their buffers between calls: the cached path was taken. */
+  if (ran.allocated_bytes <= loaded.allocated_bytes)
+    fail_msg("%s: no plan kept its buffers (%zu bytes allocated after loading, %zu after the run)",
+             backend, loaded.allocated_bytes, ran.allocated_bytes);
   if (after.allocated_bytes != before.allocated_bytes)
     fail_msg("%s: models freed but %zu bytes still allocated (%zu before loading)", backend,
              after.allocated_bytes, before.allocated_bytes);

@@ -1,0 +1,38 @@
+/* Inference plans: what sp_model_infer reuses per (model, stream, batch) (internal).
+ *
+ * A plan owns, for one stream of the model's device and one batch size, the device buffers of a
+ * host-in/host-out forward (input, output, activation workspace: one allocator block taken on
+ * that stream and kept for the plan's life), pinned host staging for the input and output when
+ * the backend has pinned memory, and, when the backend has graph slots, the whole forward captured
+ * once as a graph (H2D copy from staging, linears and conversions, D2H copy to staging). A call
+ * then costs a memcpy into staging, one graph launch, one stream sync and a memcpy out.
+ *
+ * Plans live in a table owned by the model: one entry per stream index of the device's pool, a
+ * few batch sizes per entry, created on first use and freed with the model.
+ */
+#ifndef SP_INFER_PLAN_H
+#define SP_INFER_PLAN_H
+
+#include <stdbool.h>
+
+#include "core/device.h"
+
+typedef struct sp__plan_table sp__plan_table;
+
+/* An empty table for m's device (one entry per pool stream). SP_ERR_HOST_MEMORY on failure.
+ * Called once by the model builder. */
+sp_status sp__plan_table_create(const sp_model *m, sp__plan_table **out);
+
+/* Syncs every stream a plan ran on, then destroys graphs, staging and device buffers. No
+ * sp_model_infer on m may be running. NULL ok. */
+void sp__plan_table_destroy(sp_model *m, sp__plan_table *t);
+
+/* Host-in/host-out forward of batch rows on s (bs its backend stream) through the plan for
+ * (s, batch), made on first use; returns when out is filled. *handled is false (with SP_OK) when
+ * no plan serves this call (batch too large to cache, the entry's batch sizes all taken, no memory
+ * for a plan): the caller then runs its uncached path. Any thread; threads on one plan serialize
+ * on the plan's mutex; no lock shared between streams on this path. */
+sp_status sp__plan_infer(sp_model *m, sp_stream *s, sp__bstream *bs, const float *in, float *out,
+                         unsigned batch, bool *handled);
+
+#endif /* SP_INFER_PLAN_H */
