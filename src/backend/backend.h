@@ -94,10 +94,12 @@ typedef struct sp__backend {
    * Host memory touched by captured copies must come from host_alloc_pinned.
    * capture_end always ends the capture; on success *out is an instantiated graph, on any
    * failure (including an invalidated capture) nothing is left behind and SP_ERR_BACKEND says why.
-   * graph_launch runs a graph on s, stream-ordered; launch it on the stream it was captured on
-   * (backend per-stream scratch such as the matmul workspace is baked into it), one launch at a
-   * time per stream as for any submission. graph_destroy waits for nothing: the caller syncs the
-   * stream of its last launch first. */
+   * graph_launch runs a graph on s (any stream of the device), stream-ordered. A graph uses the
+   * per-stream scratch of the stream it was captured on (the matmul workspace): graphs captured
+   * on one stream must not run concurrently with each other nor with work on that stream, e.g.
+   * capture them on a private stream and launch them all on one stream (src/infer/plan.c).
+   * graph_destroy may be called while a launch is in flight (the backend frees it after), but the
+   * graph's buffers must outlive every launch: the caller syncs the stream before freeing them. */
   sp_status (*graph_capture_begin)(sp__bstream *s);
   sp_status (*graph_capture_end)(sp__bstream *s, sp__bgraph **out);
   sp_status (*graph_launch)(sp__bgraph *g, sp__bstream *s);

@@ -14,7 +14,7 @@
  *
  * Invariants: a published plan is immutable except under its mutex (its buffers are used by one
  * call at a time); graph == NULL means op-by-op (no graph slots, no pinned memory, or the capture
- * failed: remembered, logged once per table). Every buffer a graph touches lives as long as the
+ * failed: remembered, logged once per table; or STREAMPOOL_GRAPHS=0, read at model build). Every buffer a graph touches lives as long as the
  * graph. A slot goes from NULL to a plan once, under the entry's create_mu, and back only in
  * sp__plan_table_destroy.
  *
@@ -26,6 +26,7 @@
 #include "infer/plan.h"
 
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "infer/model.h"
@@ -54,6 +55,7 @@ typedef struct plan_entry {
 
 struct sp__plan_table {
   unsigned n;             /* entries: the device's pool size; immutable        */
+  bool graphs;            /* capture graphs (STREAMPOOL_GRAPHS, default 1)     */
   atomic_bool logged;     /* a capture failure has been logged                 */
   plan_entry *e;          /* [n]                                               */
 };
@@ -62,7 +64,25 @@ static size_t plan_round(size_t n) { return (n + PLAN_ALIGN - 1) & ~(size_t)(PLA
 
 /* ---- the table --------------------------------------------------------------------------- */
 
+/* STREAMPOOL_GRAPHS: "1" (default) captures graphs where the backend can, "0" runs plans op by
+ * op (for comparison and debugging). */
+static sp_status plan_env_graphs(bool *graphs) {
+  const char *v = getenv("STREAMPOOL_GRAPHS");
+  if (!v || !*v || !strcmp(v, "1")) {
+    *graphs = true;
+    return SP_OK;
+  }
+  if (!strcmp(v, "0")) {
+    *graphs = false;
+    return SP_OK;
+  }
+  return sp__fail(SP_ERR_INVALID_ARGUMENT, "STREAMPOOL_GRAPHS='%s': expected 0 or 1", v);
+}
+
 sp_status sp__plan_table_create(const sp_model *m, sp__plan_table **out) {
+  bool graphs = true;
+  sp_status st = plan_env_graphs(&graphs);
+  if (st != SP_OK) return st;
   sp__plan_table *t = sp__calloc(1, sizeof(*t));
   unsigned n = m->dev->cfg.streams;
   plan_entry *e = sp__calloc(n, sizeof(*e));
@@ -73,6 +93,7 @@ sp_status sp__plan_table_create(const sp_model *m, sp__plan_table **out) {
       goto fail_free;
     }
   t->n = n;
+  t->graphs = graphs;
   t->e = e;
   atomic_init(&t->logged, false);
   *out = t;
@@ -173,7 +194,7 @@ static sp_status plan_new(sp_model *m, plan_entry *e, sp_stream *s, unsigned bat
     if (st == SP_OK) st = be->host_alloc_pinned(m->dev->bdev, p->out_bytes, (void **)&p->pin_out);
     if (st != SP_OK) goto fail_plan;
   }
-  if (be->graph_capture_begin && p->pin_in) plan_capture(m, e, s->index, p);
+  if (be->graph_capture_begin && p->pin_in && m->plans->graphs) plan_capture(m, e, s->index, p);
   *out = p;
   return SP_OK;
 fail_plan:

@@ -10,8 +10,8 @@
  * capture begins, the stream's cuBLASLt state (handle, workspace, plan table) is created
  * (sp__cuda_linear_prepare), so a linear op submitted during capture never calls cudaMalloc;
  * graph_capture_end always leaves the stream out of capture mode, whatever failed. A graph bakes
- * in every pointer it was captured with, the stream's matmul workspace included: it is launched on
- * the stream it was captured on, and its buffers outlive it (backend.h states the caller's side).
+ * in every pointer it was captured with, the capturing stream's matmul workspace included
+ * (backend.h states what that asks of the caller).
  *
  * Locking: none. A stream is captured by one thread at a time (the caller's contract); the driver
  * serializes launches on a stream.
