@@ -13,10 +13,10 @@
  * capture stream itself runs nothing after capturing.
  *
  * Invariants: a published plan is immutable except under its mutex (its buffers are used by one
- * call at a time); graph == NULL means op-by-op (no graph slots, no pinned memory, or the capture
- * failed: remembered, logged once per table; or STREAMPOOL_GRAPHS=0, read at model build). Every buffer a graph touches lives as long as the
- * graph. A slot goes from NULL to a plan once, under the entry's create_mu, and back only in
- * sp__plan_table_destroy.
+ * call at a time); graph == NULL means op-by-op (no graph slots, no pinned memory,
+ * STREAMPOOL_GRAPHS=0 at model build, or the capture failed: remembered, logged once per table).
+ * Every buffer a graph touches lives as long as the graph. A slot goes from NULL to a plan once,
+ * under the entry's create_mu, and back only in sp__plan_table_destroy.
  *
  * Locking: entry.create_mu serializes plan creation per stream index (allocator and backend calls
  * are made under it: it ranks above no core lock and is never taken while one is held); plan.mu
