@@ -152,7 +152,7 @@ static sp_status host_event_stamp(sp__bevent *e, const char *which, uint64_t *ns
 sp_status sp__host_event_elapsed_ms(sp__bevent *start, sp__bevent *end, float *ms) {
   if (!start || !end || !ms)
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "host event_elapsed_ms: NULL argument");
-  uint64_t t0, t1;
+  uint64_t t0 = 0, t1 = 0; /* written on SP_OK; initialized for -Wmaybe-uninitialized */
   sp_status st = host_event_stamp(start, "start", &t0);
   if (st != SP_OK) return st;
   if ((st = host_event_stamp(end, "end", &t1)) != SP_OK) return st;
