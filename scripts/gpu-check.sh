@@ -86,6 +86,9 @@ if [ "${SP_GPU_BENCH:-1}" = 1 ]; then
     export SP_TORCH_RESULTS=$log/torch_alloc.txt
   fi
   step bench_gpu_alloc 600 "$build/bench/gpu_alloc"
+  # The same host-backend tables as on a developer machine, but with 16 cores for thread scaling.
+  STREAMPOOL_BACKEND=host step bench_alloc_host 600 "$build/bench/alloc" --backend host --threads 1,2,4,8,16
+  STREAMPOOL_BACKEND=host step bench_streams_host 600 "$build/bench/streams"
   for b in "$build"/bench/*; do
     n=$(basename "$b")
     [ -x "$b" ] && [ -f "$b" ] || continue
