@@ -5,7 +5,9 @@
  * infer take no lock. A forward takes one workspace block from the allocator on its stream (two
  * ping-pong activation buffers of batch x max_dim elements), enqueues one linear per layer (plus
  * f32<->bf16 conversions for bf16 models) and frees the workspace in stream order at once.
- * sp_model_infer runs through a plan cached per (stream, batch) (plan.c: buffers kept, the pass
+ * Where the backend has graphs, sp_model_forward replays a graph captured per (stream, batch, in,
+ * out) (plan.c) and enqueues op by op otherwise. sp_model_infer runs through a plan cached per
+ * (stream, batch) (plan.c: buffers kept, the pass
  * replayed as one graph where the backend can); when no plan serves the call it takes one block
  * for input, output and workspace: one allocator round trip, 2 copies, the kernels, one sync.
  * Locking: none of its own; the allocator and the backend serialize what they share.
@@ -271,6 +273,9 @@ sp_status sp_model_forward(sp_model *m, sp_stream *s, const float *in, float *ou
   sp__bstream *bs;
   st = sp__stream_backend(s, &bs);
   if (st != SP_OK) return st;
+  bool handled = false;
+  st = sp__plan_forward(m, s, bs, in, out, batch, &handled);
+  if (SP__LIKELY(handled)) return st;
   void *ws;
   st = sp_alloc(m->dev, sp__model_workspace_bytes(m, batch), s, &ws);
   if (st != SP_OK) return st;

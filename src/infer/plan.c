@@ -1,9 +1,11 @@
 /* Inference plans: per-(model, stream, batch) buffers, staging and captured graphs for
  * sp_model_infer (see plan.h for what a plan holds).
  *
- * Owns: the model's plan table (one entry per pool stream index, PLAN_BATCHES plans each), every
- * plan's device block (taken with sp_alloc on the plan's stream, freed with the table), its pinned
- * staging (backend host_alloc_pinned) and its graph, and per entry a private capture stream.
+ * Owns: the model's plan table (one entry per pool stream index, PLAN_BATCHES infer plans and
+ * FWD_PLANS forward plans each), every infer plan's device block (taken with sp_alloc on the
+ * plan's stream, freed with the table), its pinned staging (backend host_alloc_pinned) and its
+ * graph; every forward plan's graph and workspace (raw backend memory: a graph's private pool, so
+ * sp_model_forward still leaves no allocator block behind); per entry a private capture stream.
  *
  * Why a private capture stream: a pool stream may be shared by several threads (round-robin), and
  * anything another thread submits to a stream while it is being captured would land in the graph
@@ -32,7 +34,8 @@
 #include "infer/model.h"
 
 enum {
-  PLAN_BATCHES = 6,  /* batch sizes cached per stream index               */
+  PLAN_BATCHES = 6,  /* batch sizes cached per stream index (infer)       */
+  FWD_PLANS = 8,     /* (batch, in, out) cached per stream index (forward) */
   PLAN_ALIGN = 256,  /* bytes; each part of a plan's device block aligned */
 };
 #define PLAN_BYTES_MAX ((size_t)64 << 20) /* larger passes are not cached (uncached path) */
@@ -47,8 +50,20 @@ typedef struct sp__plan {
   pthread_mutex_t mu;          /* held for a whole run: the buffers serve one call       */
 } sp__plan;
 
+/* A forward plan: sp_model_forward of (batch, in, out) captured once; the graph reads in and
+ * writes out at the addresses it was captured with, which are exactly the call's. */
+typedef struct sp__fplan {
+  unsigned batch;       /* key; immutable                                                   */
+  const float *in;      /* key: device input rows; immutable                                */
+  float *out;           /* key: device output rows; immutable                               */
+  void *ws;             /* activation workspace: raw backend memory, the graph's own pool   */
+  sp__bgraph *graph;    /* never NULL; immutable                                            */
+} sp__fplan;
+
 typedef struct plan_entry {
   _Atomic(sp__plan *) plans[PLAN_BATCHES]; /* NULL until made; under create_mu to set        */
+  _Atomic(sp__fplan *) fwd[FWD_PLANS];     /* the same, for sp_model_forward                 */
+  atomic_bool fwd_off;                     /* a forward capture failed: op by op from now on */
   pthread_mutex_t create_mu;               /* serializes creation for this stream index      */
   sp__bstream *capture;                    /* private capture stream (create_mu), or NULL    */
 } plan_entry;
@@ -121,10 +136,17 @@ void sp__plan_table_destroy(sp_model *m, sp__plan_table *t) {
   for (unsigned i = 0; i < t->n; i++) {
     plan_entry *e = &t->e[i];
     sp__bstream *bs = sp__stream_peek(&m->dev->streams[i]);
-    if (bs && e->plans[0]) (void)be->stream_sync(bs); /* graphs and copies done with buffers */
+    if (bs && (e->plans[0] || e->fwd[0])) (void)be->stream_sync(bs); /* buffers idle */
     for (unsigned k = 0; k < PLAN_BATCHES; k++) {
       sp__plan *p = atomic_load_explicit(&e->plans[k], memory_order_acquire);
       if (p) plan_destroy(m, p);
+    }
+    for (unsigned k = 0; k < FWD_PLANS; k++) {
+      sp__fplan *f = atomic_load_explicit(&e->fwd[k], memory_order_acquire);
+      if (!f) continue;
+      be->graph_destroy(f->graph);
+      be->mem_free(m->dev->bdev, f->ws);
+      sp__free(f);
     }
     if (e->capture) be->stream_destroy(e->capture);
     pthread_mutex_destroy(&e->create_mu);
@@ -143,33 +165,50 @@ static void plan_log_capture_failure(sp_model *m, const char *what) {
   sp__error_clear(); /* the call itself succeeds */
 }
 
-/* Records the whole pass of p on the entry's capture stream into p->graph. Failures leave
- * p->graph NULL (op by op from then on) and are logged once; they never fail the call. */
-static void plan_capture(sp_model *m, plan_entry *e, unsigned index, sp__plan *p) {
+/* What a graph records: work submitted to the capture stream c. */
+typedef sp_status (*plan_record_fn)(const sp_model *m, sp__bstream *c, const void *arg);
+
+/* Records rec on the entry's capture stream (created on first use; create_mu held). Returns the
+ * graph, or NULL after a failure, logged once; a failure never fails the caller's call. */
+static sp__bgraph *plan_record(sp_model *m, plan_entry *e, unsigned index, plan_record_fn rec,
+                               const void *arg) {
   const sp__backend *be = m->dev->be;
   if (!e->capture && be->stream_create(m->dev->bdev, index, &e->capture) != SP_OK) {
     e->capture = NULL;
     plan_log_capture_failure(m, "no stream to capture graphs on");
-    return;
+    return NULL;
   }
   sp__bstream *c = e->capture;
   if (be->graph_capture_begin(c) != SP_OK) {
     plan_log_capture_failure(m, "graph capture refused");
-    return;
+    return NULL;
   }
-  unsigned char *ws = p->block + plan_round(p->in_bytes) + plan_round(p->out_bytes);
-  sp_status st = be->memcpy_async(c, p->d_in, p->pin_in, p->in_bytes);
-  if (st == SP_OK) st = sp__model_enqueue(m, c, p->d_in, p->d_out, p->batch, ws);
-  if (st == SP_OK) st = be->memcpy_async(c, p->pin_out, p->d_out, p->out_bytes);
+  sp_status st = rec(m, c, arg);
   sp__bgraph *g = NULL;
   sp_status end = be->graph_capture_end(c, &g); /* always: leaves capture mode */
   if (st == SP_OK && end == SP_OK) end = be->stream_sync(c); /* the graph's upload */
   if (st != SP_OK || end != SP_OK) {
-    if (end == SP_OK || g) be->graph_destroy(g);
+    be->graph_destroy(g); /* NULL ok */
     plan_log_capture_failure(m, "graph capture failed");
-    return;
+    return NULL;
   }
-  p->graph = g;
+  return g;
+}
+
+/* The whole host-io pass of an infer plan: staging -> device, forward, device -> staging. */
+static sp_status plan_record_infer(const sp_model *m, sp__bstream *c, const void *arg) {
+  const sp__plan *p = arg;
+  const sp__backend *be = m->dev->be;
+  unsigned char *ws = p->block + plan_round(p->in_bytes) + plan_round(p->out_bytes);
+  sp_status st = be->memcpy_async(c, p->d_in, p->pin_in, p->in_bytes);
+  if (st == SP_OK) st = sp__model_enqueue(m, c, p->d_in, p->d_out, p->batch, ws);
+  if (st == SP_OK) st = be->memcpy_async(c, p->pin_out, p->d_out, p->out_bytes);
+  return st;
+}
+
+static sp_status plan_record_forward(const sp_model *m, sp__bstream *c, const void *arg) {
+  const sp__fplan *f = arg;
+  return sp__model_enqueue(m, c, f->in, f->out, f->batch, f->ws);
 }
 
 /* A new plan for (s, batch): device block on s, staging, graph when the backend has them. */
@@ -194,7 +233,8 @@ static sp_status plan_new(sp_model *m, plan_entry *e, sp_stream *s, unsigned bat
     if (st == SP_OK) st = be->host_alloc_pinned(m->dev->bdev, p->out_bytes, (void **)&p->pin_out);
     if (st != SP_OK) goto fail_plan;
   }
-  if (be->graph_capture_begin && p->pin_in && m->plans->graphs) plan_capture(m, e, s->index, p);
+  if (be->graph_capture_begin && p->pin_in && m->plans->graphs)
+    p->graph = plan_record(m, e, s->index, plan_record_infer, p);
   *out = p;
   return SP_OK;
 fail_plan:
@@ -276,4 +316,64 @@ sp_status sp__plan_infer(sp_model *m, sp_stream *s, sp__bstream *bs, const float
   pthread_mutex_unlock(&p->mu);
   *handled = true;
   return st;
+}
+
+/* ---- forward plans ------------------------------------------------------------------------ */
+
+static sp__fplan *fplan_find(plan_entry *e, const float *in, const float *out, unsigned batch) {
+  for (unsigned k = 0; k < FWD_PLANS; k++) {
+    sp__fplan *f = atomic_load_explicit(&e->fwd[k], memory_order_acquire);
+    if (!f) return NULL; /* slots fill in order */
+    if (f->batch == batch && f->in == in && f->out == out) return f;
+  }
+  return NULL;
+}
+
+/* A captured forward for (batch, in, out) on the entry, made now if a slot is free; NULL when not
+ * (no slot, too large, no memory, the capture failed). create_mu held. */
+static sp__fplan *fplan_new(sp_model *m, plan_entry *e, unsigned index, const float *in,
+                            float *out, unsigned batch) {
+  const sp__backend *be = m->dev->be;
+  unsigned k = 0;
+  while (k < FWD_PLANS && atomic_load_explicit(&e->fwd[k], memory_order_relaxed)) k++;
+  size_t bytes = sp__model_workspace_bytes(m, batch);
+  if (k == FWD_PLANS || bytes > PLAN_BYTES_MAX) return NULL;
+  sp__fplan *f = sp__calloc(1, sizeof(*f));
+  if (!f) return NULL;
+  *f = (sp__fplan){.batch = batch, .in = in, .out = out};
+  if (be->mem_alloc(m->dev->bdev, bytes, &f->ws) != SP_OK) goto free_plan;
+  f->graph = plan_record(m, e, index, plan_record_forward, f);
+  if (!f->graph) {
+    atomic_store_explicit(&e->fwd_off, true, memory_order_relaxed);
+    goto free_ws;
+  }
+  atomic_store_explicit(&e->fwd[k], f, memory_order_release);
+  return f;
+free_ws:
+  be->mem_free(m->dev->bdev, f->ws);
+free_plan:
+  sp__free(f);
+  sp__error_clear(); /* the op-by-op path serves the call */
+  return NULL;
+}
+
+sp_status sp__plan_forward(sp_model *m, sp_stream *s, sp__bstream *bs, const float *in,
+                           float *out, unsigned batch, bool *handled) {
+  sp__plan_table *t = m->plans;
+  const sp__backend *be = m->dev->be;
+  sp_assert(t && s->index < t->n);
+  *handled = false;
+  if (!t->graphs || !be->graph_launch) return SP_OK;
+  plan_entry *e = &t->e[s->index];
+  sp__fplan *f = fplan_find(e, in, out, batch);
+  if (SP__UNLIKELY(!f)) {
+    if (atomic_load_explicit(&e->fwd_off, memory_order_relaxed)) return SP_OK;
+    pthread_mutex_lock(&e->create_mu);
+    f = fplan_find(e, in, out, batch);
+    if (!f) f = fplan_new(m, e, s->index, in, out, batch);
+    pthread_mutex_unlock(&e->create_mu);
+    if (!f) return SP_OK;
+  }
+  *handled = true;
+  return be->graph_launch(f->graph, bs);
 }

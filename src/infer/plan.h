@@ -7,6 +7,10 @@
  * once as a graph (H2D copy from staging, linears and conversions, D2H copy to staging). A call
  * then costs a memcpy into staging, one graph launch, one stream sync and a memcpy out.
  *
+ * Forward plans do the same for sp_model_forward's device-io pass, keyed by (batch, in, out):
+ * the graph reads and writes the caller's own buffers, so it serves only calls with exactly those
+ * pointers; a hit costs one graph launch instead of one launch per op.
+ *
  * Plans live in a table owned by the model: one entry per stream index of the device's pool, a
  * few batch sizes per entry, created on first use and freed with the model.
  */
@@ -34,5 +38,13 @@ void sp__plan_table_destroy(sp_model *m, sp__plan_table *t);
  * on the plan's mutex; no lock shared between streams on this path. */
 sp_status sp__plan_infer(sp_model *m, sp_stream *s, sp__bstream *bs, const float *in, float *out,
                          unsigned batch, bool *handled);
+
+/* Device-io forward of batch rows on s: launches the graph captured for exactly (batch, in, out)
+ * on s's entry, capturing it on first use (a few per stream; the workspace is the graph's own raw
+ * backend memory, outside the allocator). Stream-ordered, returns at once. *handled is false (with
+ * SP_OK) when no graph serves the call (no graph slots, STREAMPOOL_GRAPHS=0, slots all taken,
+ * capture failed on this stream): the caller enqueues op by op. Any thread, no lock once made. */
+sp_status sp__plan_forward(sp_model *m, sp_stream *s, sp__bstream *bs, const float *in,
+                           float *out, unsigned batch, bool *handled);
 
 #endif /* SP_INFER_PLAN_H */
