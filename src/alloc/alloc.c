@@ -311,11 +311,15 @@ static sp_status alloc_check(sp__allocator *a, size_t bytes, void **out, size_t 
 static _Thread_local unsigned alloc_tl_ops; /* this thread's allocations, to pace pending polls */
 
 sp_status sp_alloc(sp_device *dev, size_t bytes, sp_stream *s, void **out) {
-  sp_status st = sp__stream_resolve(dev, s, "sp_alloc", &s);
+  /* A given stream is checked first; the current stream is resolved (bound on first use) only
+   * after the other checks, so a rejected call binds nothing. */
+  static const char fn[] = "sp_alloc";
+  sp_status st = s ? sp__stream_resolve(dev, s, fn, &s) : sp__device_enter(dev, fn);
   if (st != SP_OK) return st;
   sp__allocator *a = dev->alloc;
   size_t rounded = 0;
   st = alloc_check(a, bytes, out, &rounded);
+  if (st == SP_OK && !s) st = sp__stream_resolve(dev, NULL, fn, &s);
   if (st != SP_OK) return st;
   unsigned si = s->index;
   if ((++alloc_tl_ops & 15u) == 0) sp__pending_poll(a, false);

@@ -7,6 +7,7 @@
  * live pointers, and running sp__alloc_validate after each step (including after each bad input).
  */
 #include <cjson/cJSON.h>
+#include <pthread.h>
 #include <string.h>
 
 #include "alloc/alloc_internal.h"
@@ -273,6 +274,41 @@ static void test_bad_input(void **state) {
   sp_device_close(dev);
 }
 
+typedef struct bind_arg {
+  sp_device *dev;
+  sp_status st; /* what sp_stream_current returned on the other thread */
+} bind_arg;
+
+static void *bind_other(void *p) {
+  bind_arg *arg = p;
+  sp_stream *s = NULL;
+  arg->st = sp_stream_current(arg->dev, &s);
+  return NULL;
+}
+
+/* A rejected sp_alloc with s NULL binds no current stream: in exclusive mode with one slot, a
+ * failed call must not take the slot away from other threads. */
+static void test_bad_input_binds_nothing(void **state) {
+  (void)state;
+  sp_device_config cfg = {.backend = "host", .streams = 2, .stream_mode = SP_STREAMS_EXCLUSIVE};
+  sp_device *dev = NULL;
+  SP_CHECK_OK(sp_device_open(&cfg, &dev));
+  void *untouched = (void *)0x1234, *out = untouched;
+  SP_CHECK_STATUS(sp_alloc(dev, 0, NULL, &out), SP_ERR_INVALID_ARGUMENT);
+  SP_CHECK_STATUS(sp_alloc(dev, 16, NULL, NULL), SP_ERR_INVALID_ARGUMENT);
+  SP_CHECK_STATUS(sp_alloc(dev, SIZE_MAX, NULL, &out), SP_ERR_INVALID_ARGUMENT);
+  assert_ptr_equal(out, untouched);
+  bind_arg arg = {dev, SP_ERR_BACKEND};
+  pthread_t t;
+  assert_int_equal(pthread_create(&t, NULL, bind_other, &arg), 0);
+  pthread_join(t, NULL);
+  if (arg.st != SP_OK)
+    fail_msg("another thread could not bind the only slot after rejected sp_alloc calls: %s",
+             sp_status_str(arg.st));
+  check_valid(dev);
+  sp_device_close(dev);
+}
+
 /* A block used on another stream is pending after free, then comes back once that stream is done. */
 static void test_pending(void **state) {
   (void)state;
@@ -304,6 +340,7 @@ int main(void) {
       cmocka_unit_test(test_rounding),   cmocka_unit_test(test_split_coalesce),
       cmocka_unit_test(test_stats_exact), cmocka_unit_test(test_snapshot),
       cmocka_unit_test(test_bad_input),  cmocka_unit_test(test_pending),
+      cmocka_unit_test(test_bad_input_binds_nothing),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
