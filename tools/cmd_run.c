@@ -639,6 +639,7 @@ static sp_status fleet_indices(const run_opts *o, run_fleet *f) {
 /* Opens every device of the fleet with a model each (the same seeded model or file). */
 static sp_status open_fleet(const run_opts *o, run_fleet *f, char *desc, size_t n) {
   sp_status st = fleet_indices(o, f);
+  if (st != SP_OK) return st; /* f->n is 0: no device to spread threads over */
   unsigned max_t = 1;
   for (unsigned i = 0; i < o->n_runs; i++)
     if (o->threads[i] > max_t) max_t = o->threads[i];

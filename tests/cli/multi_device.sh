@@ -3,7 +3,9 @@
 # and the total: with STREAMPOOL_HOST_DEVICES=2, `--devices all` runs on devices 0 and 1, exits 0
 # with correct outputs, prints a line per device and a total line whose thread counts add up, and
 # memory per device; --json has per-device rows whose requests add up to the total; a repeated or
-# malformed index is bad usage (exit 2) and a missing device fails (exit 1).
+# malformed index is bad usage (exit 2) and a missing device fails (exit 1); `--devices all` on a
+# backend whose devices cannot be counted (a bad STREAMPOOL_HOST_DEVICES) fails cleanly (exit 2,
+# a bad setting, with the reason), not with a crash.
 # Method: run the CLI ($1) with tiny durations and check its output and exit codes.
 set -uo pipefail
 cli=$1
@@ -60,4 +62,8 @@ rc=$?; [ $rc -eq 2 ]; check "malformed list exits 2 (got $rc)" $?
 "$cli" run --backend host --devices 0,5 --duration 0.1 >"$tmp/bad" 2>&1
 rc=$?; [ $rc -eq 1 ]; check "missing device exits 1 (got $rc)" $?
 grep -q "no such device" "$tmp/bad"; check "missing device is named" $?
+STREAMPOOL_HOST_DEVICES=bad "$cli" run --backend host --devices all --duration 0.1 \
+  --no-progress >"$tmp/bad" 2>&1
+rc=$?; [ $rc -eq 2 ]; check "--devices all with uncountable devices exits 2 (got $rc)" $?
+grep -q "STREAMPOOL_HOST_DEVICES" "$tmp/bad"; check "the bad device count is named" $?
 exit $fail
