@@ -23,6 +23,7 @@ typedef struct sp_cli_worker {
   unsigned long rounds;    /* host->dev->dev->host round trips checked */
   unsigned long errors;    /* failed calls + wrong bytes    */
   char first_error[256];
+  int started;             /* its thread was created (joined at the end) */
 } sp_cli_worker;
 
 static double sp_cli_now(void) {
@@ -144,11 +145,17 @@ int sp_cli_streams(int argc, char **argv) {
   double t0 = sp_cli_now();
   for (unsigned i = 0; i < threads; i++) {
     w[i] = (sp_cli_worker){.dev = dev, .id = i, .bytes = bytes, .seconds = seconds};
-    pthread_create(&th[i], NULL, sp_cli_worker_main, &w[i]);
+    int e = pthread_create(&th[i], NULL, sp_cli_worker_main, &w[i]);
+    w[i].started = !e;
+    if (e) { /* counted as a failure, so the run cannot pass untested */
+      w[i].errors = 1;
+      snprintf(w[i].first_error, sizeof(w[i].first_error), "thread could not start: %s",
+               strerror(e));
+    }
   }
   unsigned long rounds = 0, errors = 0;
   for (unsigned i = 0; i < threads; i++) {
-    pthread_join(th[i], NULL);
+    if (w[i].started) pthread_join(th[i], NULL);
     rounds += w[i].rounds;
     errors += w[i].errors;
   }
