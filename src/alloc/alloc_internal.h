@@ -127,7 +127,9 @@ size_t sp__segment_release_unused(sp__allocator *a, const uint64_t *max_stamp);
 
 /* ---- stats (stats.c) ---- */
 /* After s's live_bytes grew (s->mu held): raises the peak when the total may pass it. */
-void sp__stats_note_growth(sp__allocator *a, unsigned s);
+/* Stream s's live bytes passed its grant (s's cache lock held; `held`, if not NULL, is another
+ * cache whose lock the caller also holds, e.g. the owner in a cross-stream take). */
+void sp__stats_note_growth(sp__allocator *a, unsigned s, sp__scache *held);
 /* The public counters; the caller holds every stream cache lock and seglist_mu. */
 void sp__stats_collect_locked(sp__allocator *a, sp_memory_stats *m);
 
@@ -138,15 +140,17 @@ void sp__alloc_debug_check(sp__allocator *a, unsigned s);
 void sp__alloc_lock_all(sp__allocator *a);
 void sp__alloc_unlock_all(sp__allocator *a);
 
-/* Counts a new LIVE block of `bytes` on stream s (its cache lock held): allocs, live_bytes and
- * the peak. live_bytes has one writer at a time (the lock), so plain relaxed stores suffice. */
-static inline void sp__cache_count_alloc(sp__allocator *a, unsigned s, size_t bytes) {
+/* Counts a new LIVE block of `bytes` on stream s (its cache lock held, and `held`'s if not NULL):
+ * allocs, live_bytes and the peak. live_bytes has one writer at a time (the lock), so plain
+ * relaxed stores suffice. */
+static inline void sp__cache_count_alloc(sp__allocator *a, unsigned s, size_t bytes,
+                                         sp__scache *held) {
   sp__scache *c = &a->caches[s];
   c->allocs++;
   size_t live = atomic_load_explicit(&c->live_bytes, memory_order_relaxed) + bytes;
   atomic_store_explicit(&c->live_bytes, live, memory_order_relaxed);
   if (live > atomic_load_explicit(&c->peak_grant, memory_order_relaxed))
-    sp__stats_note_growth(a, s);
+    sp__stats_note_growth(a, s, held);
 }
 
 /* The reverse for a LIVE block of stream s leaving the user (lock held): frees and live_bytes. */

@@ -59,7 +59,7 @@ void sp__cache_take(sp__allocator *a, sp__scache *owner, sp__block *blk, size_t 
   else if (rest)
     sp__bins_insert(&owner->bins[seg->pool], rest);
   cache_set_bytes(owner, seg->pool);
-  sp__cache_count_alloc(a, stream, blk->bytes);
+  sp__cache_count_alloc(a, stream, blk->bytes, owner);
 }
 
 /* Whether neighbour n can merge into a block being cached on stream s. */

@@ -57,7 +57,7 @@ sp__block *sp__front_pop(sp__allocator *a, sp__scache *c, size_t bytes) {
     blk->extra[0] = blk->extra[1] = 0;
     atomic_store_explicit(&blk->claimed, false, memory_order_release);
     c->cache_hits++;
-    sp__cache_count_alloc(a, blk->stream, bytes);
+    sp__cache_count_alloc(a, blk->stream, bytes, NULL);
     return blk;
   }
   return NULL;

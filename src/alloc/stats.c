@@ -1,47 +1,65 @@
-/* Allocator statistics: counters summed over stream caches, the exact-when-serial allocated peak,
- * and sp_memory_stats_get / sp_memory_stats_reset_peaks.
+/* Allocator statistics: counters summed over stream caches, the allocated peak with per-stream
+ * grants, and sp_memory_stats_get / sp_memory_stats_reset_peaks.
  *
  * Owns allocated_peak and the per-stream peak grants. Counters live in each stream's cache, under
  * its lock, so the hot path touches no shared cache line; a read locks every cache in turn and
- * sums, giving an exact, consistent snapshot. The allocated peak: each stream may grow its live
- * bytes up to its grant without the peak lock; the grants sum to at most the peak, so the total
- * cannot pass the peak unseen. A stream passing its grant takes peak_mu (3.6), sums every
- * stream's live bytes, raises the peak, and re-divides the slack (peak - total) among the streams
- * in proportion to what each has needed (its old grant, or its live bytes for the grower). The peak is exact whenever
- * operations do not overlap in time (any single-threaded use); with concurrent allocations it
- * may miss the bytes of allocations racing with that re-division.
+ * sums, giving an exact, consistent snapshot.
+ *
+ * The allocated peak. Invariants: every stream's live bytes <= its grant (a grant is lowered only
+ * under that stream's cache lock), and the grants sum to at most the peak; so the total never
+ * passes the peak unseen, and the peak is never below the true one. A stream passing its grant
+ * takes peak_mu (3.6) and covers the difference, in this order: unassigned slack (peak - sum of
+ * grants); then the spare grant (grant - live) of other streams whose cache lock it can *try*
+ * (not in an operation now), just as much as it needs; then, only if that is not enough, the peak
+ * rises by the rest. Used one stream at a time, every try succeeds and the peak is exact (what the
+ * tests check). With streams allocating concurrently, a busy stream's spare is not taken, so the
+ * peak may exceed the true one by at most the busy streams' spare grants; in exchange the grants
+ * settle at each stream's working set and the hot path stops taking peak_mu (taking grants back
+ * from running streams made every stream come back for more: the lock went global under load).
+ * The try of another stream's cache lock (rank 3.1) under peak_mu (3.6) is out of rank order but
+ * never waits, so it cannot deadlock.
  */
 #include "alloc/alloc_internal.h"
 
 #include "core/status.h"
 
-static inline size_t stats_live_total(sp__allocator *a) {
-  size_t sum = 0;
-  for (unsigned i = 0; i < a->n_streams; i++) sum += atomic_load(&a->caches[i].live_bytes);
-  return sum;
+/* Takes up to `need` bytes of c's spare grant if its lock is free, or held by the caller already
+ * (held == c); returns what it took. */
+static size_t stats_take_spare(sp__scache *c, size_t need, bool held) {
+  if (atomic_load_explicit(&c->peak_grant, memory_order_relaxed) == 0) return 0;
+  if (!held && !sp__spin_trylock(&c->mu)) return 0;
+  size_t grant = atomic_load_explicit(&c->peak_grant, memory_order_relaxed);
+  size_t live = atomic_load_explicit(&c->live_bytes, memory_order_relaxed);
+  sp_assert(live <= grant);
+  size_t take = grant - live < need ? grant - live : need;
+  atomic_store_explicit(&c->peak_grant, grant - take, memory_order_relaxed);
+  if (!held) sp__spin_unlock(&c->mu);
+  return take;
 }
 
-__extension__ typedef unsigned __int128 stats_u128;
-
-void sp__stats_note_growth(sp__allocator *a, unsigned s) {
-  size_t live[SP_STREAMS_MAX], weight[SP_STREAMS_MAX], total = 0;
-  stats_u128 weights = 0;
+void sp__stats_note_growth(sp__allocator *a, unsigned s, sp__scache *held) {
+  sp__scache *cs = &a->caches[s];
   sp__spin_lock(&a->peak_mu);
-  for (unsigned i = 0; i < a->n_streams; i++) {
-    live[i] = atomic_load_explicit(&a->caches[i].live_bytes, memory_order_relaxed);
-    size_t g = atomic_load_explicit(&a->caches[i].peak_grant, memory_order_relaxed);
-    weight[i] = (i == s || g < live[i] ? live[i] : g) + 1; /* what each has needed */
-    total += live[i];
-    weights += weight[i];
+  size_t live = atomic_load_explicit(&cs->live_bytes, memory_order_relaxed);
+  size_t grant = atomic_load_explicit(&cs->peak_grant, memory_order_relaxed);
+  if (live > grant) {
+    size_t assigned = 0;
+    for (unsigned i = 0; i < a->n_streams; i++)
+      assigned += atomic_load_explicit(&a->caches[i].peak_grant, memory_order_relaxed);
+    sp_assert(assigned <= a->allocated_peak);
+    size_t need = live - grant;
+    size_t take = a->allocated_peak - assigned < need ? a->allocated_peak - assigned : need;
+    need -= take;
+    grant += take;
+    for (unsigned i = 0; i < a->n_streams && need; i++) {
+      if (i == s) continue;
+      size_t got = stats_take_spare(&a->caches[i], need, &a->caches[i] == held);
+      need -= got;
+      grant += got;
+    }
+    a->allocated_peak += need; /* everybody's slack is in use: the peak itself rises */
+    atomic_store_explicit(&cs->peak_grant, grant + need, memory_order_relaxed);
   }
-  if (total > a->allocated_peak) a->allocated_peak = total;
-  /* Re-divide: each keeps its live bytes plus a share of the slack in proportion to what it has
-   * needed, so streams that alternate big and small requests do not take grants back and forth. */
-  size_t slack = a->allocated_peak - total;
-  for (unsigned i = 0; i < a->n_streams; i++)
-    atomic_store_explicit(&a->caches[i].peak_grant,
-                          live[i] + (size_t)((stats_u128)slack * weight[i] / weights),
-                          memory_order_relaxed);
   sp__spin_unlock(&a->peak_mu);
 }
 
@@ -90,6 +108,9 @@ sp_status sp_memory_stats_reset_peaks(sp_device *dev) {
   sp_status st = sp__device_enter(dev, "sp_memory_stats_reset_peaks");
   if (st != SP_OK) return st;
   sp__allocator *a = dev->alloc;
+  /* Every cache lock (3.1, in index order) then peak_mu: no live count moves while the grants
+   * are set to the live bytes, so live <= grant holds afterwards. */
+  for (unsigned i = 0; i < a->n_streams; i++) sp__spin_lock(&a->caches[i].mu);
   sp__spin_lock(&a->peak_mu);
   a->allocated_peak = 0;
   for (unsigned i = 0; i < a->n_streams; i++) {
@@ -98,6 +119,7 @@ sp_status sp_memory_stats_reset_peaks(sp_device *dev) {
     a->allocated_peak += g;
   }
   sp__spin_unlock(&a->peak_mu);
+  for (unsigned i = a->n_streams; i-- > 0;) sp__spin_unlock(&a->caches[i].mu);
   sp__spin_lock(&a->seglist_mu);
   a->reserved_peak = a->reserved;
   sp__spin_unlock(&a->seglist_mu);
