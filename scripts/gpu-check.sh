@@ -118,8 +118,13 @@ if [ "${SP_GPU_SANITIZE:-1}" = 1 ]; then
     for t in ${SP_GPU_SAN_TESTS:-"$build"/tests/conformance_* "$build"/tests/stress_infer_plans "$build"/tests/internal_backend_graph}; do
       [ -x "$t" ] || continue
       n=$(basename "$t")
-      SP_CONFORMANCE_BACKEND=cuda STREAMPOOL_BACKEND=cuda step "sanitizer_${tool}_$n" "${SP_GPU_SAN_TIMEOUT:-900}" \
-        "$cs" --tool "$tool" --error-exitcode 99 --leak-check no "$t"
+      # racecheck watches shared memory inside kernels: the conformance and graph binaries cover
+      # every kernel we launch; the plan stress under racecheck outruns the sanitizer's tracking.
+      [ "$tool" = racecheck ] && [ "$n" = stress_infer_plans ] && continue
+      # The graph test breaks a capture on purpose: those CUDA API errors are expected results.
+      api=(); [ "$n" = internal_backend_graph ] && api=(--report-api-errors no)
+      SP_CONFORMANCE_BACKEND=cuda step "sanitizer_${tool}_$n" "${SP_GPU_SAN_TIMEOUT:-900}" \
+        "$cs" --tool "$tool" "${api[@]}" --error-exitcode 99 --leak-check no "$t"
     done
   done
 fi

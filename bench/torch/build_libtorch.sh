@@ -14,8 +14,13 @@ inc=(-I"$torch_dir/include" -I"$torch_dir/include/torch/csrc/api/include")
 for d in /usr/local/cuda/include "$site"/nvidia/*/include; do
   [ -d "$d" ] && inc+=(-I"$d")
 done
+# The CUDA runtime the program calls directly (cudaStreamWaitEvent...): the one torch ships with
+# (pip nvidia-* packages), else the toolkit's.
+cudart=$(ls "$site"/nvidia/*/lib/libcudart.so* /usr/local/cuda/lib64/libcudart.so 2>/dev/null | head -1)
+[ -n "$cudart" ] || { echo "build_libtorch: no libcudart found" >&2; exit 1; }
 mkdir -p "$(dirname "$out")"
 set -x
 ${CXX:-g++} -O2 -std=c++17 -D_GLIBCXX_USE_CXX11_ABI="$abi" "${inc[@]}" "$here/libtorch_mlp.cpp" \
   -o "$out" -L"$torch_dir/lib" -Wl,-rpath,"$torch_dir/lib" \
-  -Wl,--no-as-needed -ltorch_cuda -ltorch -Wl,--as-needed -ltorch_cpu -lc10_cuda -lc10 -lpthread
+  -Wl,--no-as-needed -ltorch_cuda -ltorch -Wl,--as-needed -ltorch_cpu -lc10_cuda -lc10 \
+  "$cudart" -Wl,-rpath,"$(dirname "$cudart")" -lpthread
