@@ -22,8 +22,8 @@ static const char *const bench_names[OP_COUNT] = {"current", "event acq+rel", "r
                                                   "slot acq+rel"};
 static const unsigned long bench_iters[OP_COUNT] = {20000000, 2000000, 100000, 2000000};
 
-typedef struct bench_arg {
-  sp_device *dev;
+typedef struct bench_arg { /* one cache line each: threads write their own only */
+  _Alignas(64) sp_device *dev;
   bench_op op;
   unsigned long iters;
   pthread_barrier_t *start;
@@ -37,42 +37,47 @@ static double now_ns(void) {
   return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
 }
 
-static void loop(bench_arg *a, sp_stream *s) {
-  sp_device *dev = a->dev;
+/* Failed calls are counted in a local and stored once at the end: a shared or neighbouring
+ * counter written in the loop would measure cache-line ping-pong, not the library. */
+static void loop(bench_arg *arg, sp_stream *s) {
+  unsigned long bad = 0;
+  sp_device *dev = arg->dev;
+  unsigned long iters = arg->iters;
   sp_stream *out = NULL;
   sp_event ev = {0};
-  switch (a->op) {
+  switch (arg->op) {
     case OP_CURRENT:
-      for (unsigned long i = 0; i < a->iters; i++) {
-        a->bad += sp_stream_current(dev, &out) != SP_OK;
+      for (unsigned long i = 0; i < iters; i++) {
+        bad += sp_stream_current(dev, &out) != SP_OK;
         __asm__ volatile("" : : "r"(out) : "memory");
       }
       break;
     case OP_EVENT:
-      for (unsigned long i = 0; i < a->iters; i++) {
-        a->bad += sp_event_acquire(dev, 0, &ev) != SP_OK;
-        a->bad += sp_event_release(dev, ev) != SP_OK;
+      for (unsigned long i = 0; i < iters; i++) {
+        bad += sp_event_acquire(dev, 0, &ev) != SP_OK;
+        bad += sp_event_release(dev, ev) != SP_OK;
       }
       break;
     case OP_RECORD:
-      a->bad += sp_event_acquire(dev, 0, &ev) != SP_OK;
-      for (unsigned long i = 0; i < a->iters; i++) {
-        a->bad += sp_event_record(ev, s) != SP_OK;
+      bad += sp_event_acquire(dev, 0, &ev) != SP_OK;
+      for (unsigned long i = 0; i < iters; i++) {
+        bad += sp_event_record(ev, s) != SP_OK;
         sp_status st = sp_event_query(dev, ev);
-        a->bad += st != SP_OK && st != SP_ERR_NOT_READY;
+        bad += st != SP_OK && st != SP_ERR_NOT_READY;
       }
       (void)sp_stream_sync(s);
-      a->bad += sp_event_release(dev, ev) != SP_OK;
+      bad += sp_event_release(dev, ev) != SP_OK;
       break;
     case OP_SLOT:
-      for (unsigned long i = 0; i < a->iters; i++) {
-        a->bad += sp_stream_release_current(dev) != SP_OK;
-        a->bad += sp_stream_current(dev, &out) != SP_OK;
+      for (unsigned long i = 0; i < iters; i++) {
+        bad += sp_stream_release_current(dev) != SP_OK;
+        bad += sp_stream_current(dev, &out) != SP_OK;
       }
       break;
     default:
       break;
   }
+  arg->bad = bad;
 }
 
 static void *bench_thread(void *p) {
