@@ -145,8 +145,9 @@ typedef struct sp_device_config { /* all-zero means defaults */
  * read here and validated (a bad value fails the open with SP_ERR_INVALID_ARGUMENT naming the
  * variable): STREAMPOOL_BACKEND, STREAMPOOL_STREAMS, STREAMPOOL_STREAM_MODE
  * (round_robin|exclusive), STREAMPOOL_SLOT_WAIT_MS, STREAMPOOL_MEMORY_LIMIT (bytes, K/M/G suffix).
- * The host backend also reads STREAMPOOL_HOST_JITTER_US, STREAMPOOL_HOST_JITTER_SEED and
- * STREAMPOOL_HOST_MEMORY (its device memory size). Several devices, of one backend or several, may
+ * The host backend also reads STREAMPOOL_HOST_JITTER_US, STREAMPOOL_HOST_JITTER_SEED,
+ * STREAMPOOL_HOST_MEMORY (its device memory size) and STREAMPOOL_HOST_DEVICES (how many).
+ * Several devices, of one backend or several, may
  * be open at once. Returns SP_ERR_NO_DEVICE for an index out of range, SP_ERR_UNSUPPORTED for a
  * backend not compiled in. Any thread. */
 sp_status sp_device_open(const sp_device_config *cfg, sp_device **out);
@@ -338,6 +339,10 @@ sp_status sp_model_load(sp_device *dev, const char *safetensors_path, sp_dtype d
  * weights uniform in +-1/sqrt(in) as PyTorch initializes Linear. Any thread. */
 sp_status sp_model_mlp_random(sp_device *dev, const unsigned *dims, unsigned n_dims, uint64_t seed,
                               sp_dtype dt, sp_model **out);
+
+/* Models read STREAMPOOL_GRAPHS when built (1, the default: each (stream, batch) forward is captured
+ * once as a device graph where the backend has graphs, and replayed; 0: launched op by op; another
+ * value: the build fails with SP_ERR_INVALID_ARGUMENT). */
 
 /* Frees m's weights. Work using m must have finished. NULL is a no-op. Externally synchronized. */
 void sp_model_free(sp_model *m);
