@@ -147,9 +147,8 @@ typedef struct sp_device_config { /* all-zero means defaults */
  * (round_robin|exclusive), STREAMPOOL_SLOT_WAIT_MS, STREAMPOOL_MEMORY_LIMIT (bytes, K/M/G suffix).
  * The host backend also reads STREAMPOOL_HOST_JITTER_US, STREAMPOOL_HOST_JITTER_SEED,
  * STREAMPOOL_HOST_MEMORY (its device memory size) and STREAMPOOL_HOST_DEVICES (how many).
- * Several devices, of one backend or several, may
- * be open at once. Returns SP_ERR_NO_DEVICE for an index out of range, SP_ERR_UNSUPPORTED for a
- * backend not compiled in. Any thread. */
+ * Several devices, of one backend or several, may be open at once. Returns SP_ERR_NO_DEVICE for
+ * an index out of range, SP_ERR_UNSUPPORTED for a backend not compiled in. Any thread. */
 sp_status sp_device_open(const sp_device_config *cfg, sp_device **out);
 
 /* Waits for all streams, frees every block, event and stream, and closes the device. Blocks and
