@@ -22,49 +22,20 @@
 #include <unistd.h>
 
 #include "testutil.h"
-#include "tu_safetensors.h"
+#include "tu_mlp.h"
 
 enum { IN = 32, H1 = 64, H2 = 48, OUT = 16, NL = 3, MAXB = 64, THREADS = 8 };
 static const unsigned dims[NL + 1] = {IN, H1, H2, OUT};
 static const unsigned batches[] = {1, 2, 3, 5, 8, 13, 16, 31, 64}; /* more than a table caches */
 enum { NBATCH = sizeof(batches) / sizeof(batches[0]) };
 
-static float w[NL][H1 * H2], b[NL][H1];
+static tu_mlp mlp; /* the known weights and their double-precision forward */
 static char path[64];
 
-static void ref_forward(const float *x, double *y) {
-  double a[H1], t[H1];
-  for (unsigned i = 0; i < IN; i++) a[i] = x[i];
-  for (unsigned k = 0; k < NL; k++) {
-    for (unsigned o = 0; o < dims[k + 1]; o++) {
-      double s = b[k][o];
-      for (unsigned i = 0; i < dims[k]; i++) s += (double)w[k][o * dims[k] + i] * a[i];
-      t[o] = k + 1 < NL && s < 0 ? 0 : s;
-    }
-    memcpy(a, t, sizeof(double) * dims[k + 1]);
-  }
-  memcpy(y, a, sizeof(double) * OUT);
-}
-
 static int write_model(void) {
-  tu_rng rng = {tu_seed() ^ 0x706C616E73ull};
-  tu_st_tensor t[2 * NL];
-  static char names[2 * NL][32];
-  for (unsigned k = 0; k < NL; k++) {
-    float bound = 1.0f / sqrtf((float)dims[k]);
-    for (unsigned i = 0; i < dims[k] * dims[k + 1]; i++)
-      w[k][i] = bound * (float)((double)tu_rng_below(&rng, 2001) / 1000.0 - 1.0);
-    for (unsigned i = 0; i < dims[k + 1]; i++)
-      b[k][i] = bound * (float)((double)tu_rng_below(&rng, 2001) / 1000.0 - 1.0);
-    snprintf(names[2 * k], 32, "net.%u.weight", 2 * k);
-    snprintf(names[2 * k + 1], 32, "net.%u.bias", 2 * k);
-    t[2 * k] = (tu_st_tensor){names[2 * k], "F32", 2, {dims[k + 1], dims[k]}, w[k],
-                              sizeof(float) * dims[k] * dims[k + 1]};
-    t[2 * k + 1] = (tu_st_tensor){names[2 * k + 1], "F32", 1, {dims[k + 1]}, b[k],
-                                  sizeof(float) * dims[k + 1]};
-  }
+  tu_mlp_seeded(&mlp, dims, NL, tu_seed() ^ 0x706C616E73ull);
   snprintf(path, sizeof(path), "/tmp/sp_plans_%d.safetensors", (int)getpid());
-  return tu_st_write(path, t, 2 * NL, NULL);
+  return tu_mlp_write(&mlp, path);
 }
 
 typedef struct run_ctx {
@@ -89,7 +60,7 @@ static unsigned check_call(const worker *wk, unsigned it, int bf16, const float 
   double tol = bf16 ? 2e-2 : 1e-5;
   for (unsigned r = 0; r < rows; r++) {
     double want[OUT], scale = 1e-6, err = 0;
-    ref_forward(x + r * IN, want);
+    tu_mlp_reference(&mlp, x + r * IN, want);
     unsigned worst = 0;
     for (unsigned o = 0; o < OUT; o++) scale = fmax(scale, fabs(want[o]));
     for (unsigned o = 0; o < OUT; o++) {

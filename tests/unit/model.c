@@ -12,29 +12,15 @@
 #include <unistd.h>
 
 #include "testutil.h"
-#include "tu_safetensors.h"
+#include "tu_mlp.h"
 
 enum { IN = 24, H1 = 40, H2 = 33, OUT = 10, NL = 3, MAXB = 37 };
 static const unsigned dims[NL + 1] = {IN, H1, H2, OUT};
 
 static sp_device *dev;
-static float w[NL][H1 * H2], b[NL][H1];
+static tu_mlp mlp; /* the known weights and their double-precision forward */
 static char path[64];
 static sp_model *m_f32, *m_bf16;
-
-static void ref_forward(const float *x, double *y) {
-  double a[64], t[64];
-  for (unsigned i = 0; i < IN; i++) a[i] = x[i];
-  for (unsigned k = 0; k < NL; k++) {
-    for (unsigned o = 0; o < dims[k + 1]; o++) {
-      double s = b[k][o];
-      for (unsigned i = 0; i < dims[k]; i++) s += (double)w[k][o * dims[k] + i] * a[i];
-      t[o] = k + 1 < NL && s < 0 ? 0 : s;
-    }
-    memcpy(a, t, sizeof(t));
-  }
-  memcpy(y, a, sizeof(double) * OUT);
-}
 
 static double row_err(const float *y, const double *want) {
   double scale = 1e-6, e = 0;
@@ -51,24 +37,9 @@ static void fill_inputs(tu_rng *rng, float *x, unsigned rows) {
 static int setup(void **state) {
   (void)state;
   dev = tu_open_host(8, SP_STREAMS_ROUND_ROBIN);
-  tu_rng rng = {tu_seed()};
-  tu_st_tensor t[2 * NL];
-  static char names[2 * NL][32];
-  for (unsigned k = 0; k < NL; k++) {
-    float bound = 1.0f / sqrtf((float)dims[k]);
-    for (unsigned i = 0; i < dims[k] * dims[k + 1]; i++)
-      w[k][i] = bound * (float)((double)tu_rng_below(&rng, 2001) / 1000.0 - 1.0);
-    for (unsigned i = 0; i < dims[k + 1]; i++)
-      b[k][i] = bound * (float)((double)tu_rng_below(&rng, 2001) / 1000.0 - 1.0);
-    snprintf(names[2 * k], 32, "net.%u.weight", 2 * k);
-    snprintf(names[2 * k + 1], 32, "net.%u.bias", 2 * k);
-    t[2 * k] = (tu_st_tensor){names[2 * k], "F32", 2, {dims[k + 1], dims[k]}, w[k],
-                              sizeof(float) * dims[k] * dims[k + 1]};
-    t[2 * k + 1] = (tu_st_tensor){names[2 * k + 1], "F32", 1, {dims[k + 1]}, b[k],
-                                  sizeof(float) * dims[k + 1]};
-  }
+  tu_mlp_seeded(&mlp, dims, NL, tu_seed());
   snprintf(path, sizeof(path), "/tmp/sp_model_%d.safetensors", (int)getpid());
-  if (tu_st_write(path, t, 2 * NL, NULL)) return -1;
+  if (tu_mlp_write(&mlp, path)) return -1;
   if (sp_model_load(dev, path, SP_F32, &m_f32) || sp_model_load(dev, path, SP_BF16, &m_bf16)) {
     fprintf(stderr, "load failed: %s\n", sp_last_error());
     return -1;
@@ -89,7 +60,7 @@ static void check_rows(const char *what, const float *x, const float *y, unsigne
                        double tol) {
   for (unsigned r = 0; r < rows; r++) {
     double want[OUT];
-    ref_forward(x + r * IN, want);
+    tu_mlp_reference(&mlp, x + r * IN, want);
     double e = row_err(y + r * OUT, want);
     if (!(e <= tol))
       fail_msg("%s row %u/%u: relative error %.3g > %.1g (out[0] got %.8g, reference %.8g)",
@@ -155,7 +126,7 @@ static void *conc_main(void *p) {
     TU_EXPECT_OK(sp_model_infer(m_f32, x, y, rows));
     for (unsigned r = 0; r < rows; r++) {
       double want[OUT];
-      ref_forward(x + r * IN, want);
+      tu_mlp_reference(&mlp, x + r * IN, want);
       double e = row_err(y + r * OUT, want);
       TU_EXPECT(e <= 1e-5, "thread %u iteration %d row %u: error %.3g", a->index, it, r, e);
     }
