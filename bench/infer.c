@@ -4,8 +4,11 @@
  * Modes: "forward" = sp_model_forward on device buffers allocated once per thread, then
  * sp_stream_sync (what PyTorch's model(x) + stream.synchronize() measures); "infer" =
  * sp_model_infer, host in and host out. The model is the 512-1024-1024-512 MLP.
+ * The batcher row also prints its settings, rows per pass, and the allocator calls made during
+ * the row: on a backend with graphs each pass should replay a captured forward (0 allocations).
  * usage: infer [--backend NAME] [--duration S] [--threads 1,2,4,8,16] [--dtypes f32,bf16]
- *              [--clients 64] [--max-batch N] [--max-delay-us N] [--workers N]
+ *              [--modes forward,infer,batcher] [--clients 64] [--max-batch N] [--max-delay-us N]
+ *              [--workers N]
  */
 #include <math.h>
 #include <pthread.h>
@@ -25,6 +28,7 @@ typedef struct bench_cfg {
   double duration;
   unsigned threads[16], n_threads, clients;
   bool dtype_on[2];
+  bool mode_on[3]; /* forward, infer, batcher */
   sp_batcher_config bcfg;
 } bench_cfg;
 
@@ -139,7 +143,7 @@ static void parse_list(const char *s, unsigned *out, unsigned *n) {
 
 static int parse_args(int argc, char **argv, bench_cfg *c) {
   *c = (bench_cfg){.duration = 2, .threads = {1, 2, 4, 8, 16}, .n_threads = 5, .clients = 64,
-                   .dtype_on = {true, true}};
+                   .dtype_on = {true, true}, .mode_on = {true, true, true}};
   for (int i = 1; i + 1 < argc; i += 2) {
     const char *k = argv[i], *v = argv[i + 1];
     if (!strcmp(k, "--backend")) c->backend = v;
@@ -149,7 +153,11 @@ static int parse_args(int argc, char **argv, bench_cfg *c) {
     else if (!strcmp(k, "--max-batch")) c->bcfg.max_batch = (unsigned)strtoul(v, NULL, 10);
     else if (!strcmp(k, "--max-delay-us")) c->bcfg.max_delay_us = (unsigned)strtoul(v, NULL, 10);
     else if (!strcmp(k, "--workers")) c->bcfg.workers = (unsigned)strtoul(v, NULL, 10);
-    else if (!strcmp(k, "--dtypes")) {
+    else if (!strcmp(k, "--modes")) {
+      c->mode_on[0] = strstr(v, "forward") != NULL;
+      c->mode_on[1] = strstr(v, "infer") != NULL;
+      c->mode_on[2] = strstr(v, "batcher") != NULL;
+    } else if (!strcmp(k, "--dtypes")) {
       c->dtype_on[0] = strstr(v, "f32") != NULL;
       c->dtype_on[1] = strstr(v, "bf16") != NULL;
     } else {
@@ -159,11 +167,36 @@ static int parse_args(int argc, char **argv, bench_cfg *c) {
   }
   if (argc % 2 == 0 || c->duration <= 0 || !c->n_threads || !c->clients || c->clients > MAXT) {
     fprintf(stderr, "usage: infer [--backend NAME] [--duration S] [--threads 1,2,4,8,16] "
-                    "[--dtypes f32,bf16] [--clients 64] [--max-batch N] [--max-delay-us N] "
+                    "[--dtypes f32,bf16] [--modes forward,infer,batcher] [--clients 64] [--max-batch N] [--max-delay-us N] "
                     "[--workers N]\n");
     return 2;
   }
   return 0;
+}
+
+/* The batcher row: c->clients threads, one row per call; then its settings, rows per pass and the
+ * allocator calls made during the row (a pass that misses its captured forward allocates). */
+static void bench_batcher(const bench_cfg *c, bench_shared *sh, const char *dn) {
+  sp_device *dev = sp_model_device(sh->m);
+  char label[64];
+  sh->mode = 2;
+  if (sp_batcher_create(sh->m, &c->bcfg, &sh->b) != SP_OK) {
+    fprintf(stderr, "infer: batcher: %s\n", sp_last_error());
+    return;
+  }
+  sp_memory_stats m0 = {0}, m1 = {0};
+  sp_memory_stats_get(dev, &m0);
+  snprintf(label, sizeof(label), "%s batcher (rows)", dn);
+  bench_run(c, sh, c->clients, label);
+  sp_memory_stats_get(dev, &m1);
+  sp_batcher_stats bs;
+  sp_batcher_stats_get(sh->b, &bs);
+  printf("%-22s max_batch %u, max_delay_us %u, workers %u (0: default); rows/pass %.1f over "
+         "%llu passes; allocs during the row %llu\n", "", c->bcfg.max_batch, c->bcfg.max_delay_us,
+         c->bcfg.workers, bs.batches ? (double)bs.requests / (double)bs.batches : 0,
+         (unsigned long long)bs.batches, (unsigned long long)(m1.allocs - m0.allocs));
+  sp_batcher_destroy(sh->b);
+  sh->b = NULL;
 }
 
 static int bench_dtype(const bench_cfg *c, sp_device *dev, sp_dtype dt) {
@@ -177,7 +210,7 @@ static int bench_dtype(const bench_cfg *c, sp_device *dev, sp_dtype dt) {
   char label[64];
   for (int mode = 0; mode < 2; mode++) {
     double base = 0;
-    for (unsigned i = 0; i < c->n_threads; i++) {
+    for (unsigned i = 0; i < c->n_threads && c->mode_on[mode]; i++) {
       sh.mode = mode;
       snprintf(label, sizeof(label), "%s %s", dn, mode ? "infer (host io)" : "forward");
       double r = bench_run(c, &sh, c->threads[i], label);
@@ -186,18 +219,7 @@ static int bench_dtype(const bench_cfg *c, sp_device *dev, sp_dtype dt) {
                   c->threads[0]);
     }
   }
-  sh.mode = 2;
-  if (sp_batcher_create(sh.m, &c->bcfg, &sh.b) == SP_OK) {
-    snprintf(label, sizeof(label), "%s batcher (rows)", dn);
-    bench_run(c, &sh, c->clients, label);
-    sp_batcher_stats bs;
-    sp_batcher_stats_get(sh.b, &bs);
-    printf("%-22s rows/pass %.1f over %llu passes\n", "", bs.batches ? (double)bs.requests / (double)bs.batches : 0,
-           (unsigned long long)bs.batches);
-    sp_batcher_destroy(sh.b);
-  } else {
-    fprintf(stderr, "infer: batcher: %s\n", sp_last_error());
-  }
+  if (c->mode_on[2]) bench_batcher(c, &sh, dn);
   sp_model_free(sh.m);
   return 0;
 }

@@ -1,25 +1,37 @@
 /* The batcher: single rows from many threads merged into batched forward passes.
  *
- * Owns: the request queue, the worker threads and their buffers (host staging and one device
- * block per worker, max_batch rows of input and output each).
+ * Owns: the request queue, the worker threads and their buffers (host staging, pinned when the
+ * backend has pinned memory, and one device block per worker, max_batch rows of input and output
+ * each, zeroed once).
  * A request lives on its caller's stack: sp_batcher_infer queues it and blocks until a worker
  * marks it done. A worker takes up to max_batch queued rows, or what arrived within max_delay_us
- * of the first, stages them into one batch, runs one forward pass on its own stream, copies each
- * row back to its caller and completes it with its own status (an error reaches exactly the rows
- * of the failed pass). Only one worker collects at a time, so batches are not split between
- * workers that both wake up; the others wait until the collector has taken its rows.
+ * of the first, stages them into one batch (one memcpy per row), runs one forward pass on its own
+ * stream, copies each row back to its caller and completes it with its own status (an error
+ * reaches exactly the rows of the failed pass). Only one worker collects at a time, so batches
+ * are not split between workers that both wake up; the others wait until the collector has taken
+ * its rows. On a backend with graphs a pass runs at a padded batch size (the next power of two,
+ * at most max_batch) on the worker's fixed device buffers, so sp_model_forward always replays one
+ * of a few captured graphs (captured when the worker starts); padding rows hold stale finite
+ * data and are never copied back.
+ * Completion: a caller spins for spin_ns, then sleeps. While its request is still queued it
+ * sleeps on its own state word (the worker wakes it alone); once a worker has taken it, it sleeps
+ * on that worker's pass counter `gen`, so the worker wakes all sleepers of a pass with one futex
+ * call, and none if all were spinning.
  * Invariants: every queued request is answered exactly once; count == length of the queue;
- * after `stopping` no request is accepted and workers exit only once the queue is empty.
+ * after `stopping` no request is accepted and workers exit only once the queue is empty; a
+ * caller touches the batcher only while counted in `callers`, which destroy waits to drain.
  * Locking: b->mu guards head/tail/count/stopping/collecting/ready state; it is never held across
- * a backend call, an allocator call or a completion. Completion is an atomic state word per
- * request with a futex wait (Linux) after a short spin; the waker touches the word last.
+ * a backend call, an allocator call or a completion. Request states and the per-worker gen and
+ * sleepers words are atomics (sequentially consistent where a sleeper and a waker meet).
  */
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #ifdef __linux__
@@ -31,38 +43,47 @@
 #include "infer/model.h"
 
 enum {
-  REQ_PENDING = 0,  /* queued or in a pass                          */
-  REQ_DONE = 1,     /* status, msg and out are written              */
-  REQ_SLEEPING = 2, /* pending, and the caller sleeps on the word   */
-  REQ_SPIN = 200,   /* polls of the state before the caller sleeps  */
-  BATCH_MSG = 192,  /* bytes of an error message carried to a caller */
+  REQ_QUEUED = 0, /* in the queue; the caller may still switch it to REQ_QSLEEP  */
+  REQ_QSLEEP = 1, /* in the queue or a pass; its caller sleeps on the state word */
+  REQ_TAKEN = 2,  /* in a worker's pass (r->w set); sleepers use the worker's gen */
+  REQ_DONE = 3,   /* status, msg and out are written                             */
+  BATCH_MSG = 192,  /* bytes of an error message carried to a caller               */
+  BATCH_SPIN_US = 20, /* default time a caller polls before it sleeps             */
 };
 
+struct batch_worker;
+
 typedef struct batch_req {
-  struct batch_req *next;      /* queue link, guarded by b->mu      */
-  const float *in;             /* caller's row, in_features floats  */
-  float *out;                  /* caller's row, out_features floats */
-  unsigned long long t_ns;     /* arrival, monotonic                */
-  _Atomic uint32_t state;      /* REQ_*                             */
-  sp_status status;            /* written before state = REQ_DONE   */
-  char msg[BATCH_MSG];         /* sp_last_error of the failed pass  */
+  struct batch_req *next;      /* queue link, guarded by b->mu                      */
+  const float *in;             /* caller's row, in_features floats                  */
+  float *out;                  /* caller's row, out_features floats                 */
+  unsigned long long t_ns;     /* arrival, monotonic                                */
+  struct batch_worker *w;      /* the worker that took it; written before REQ_TAKEN */
+  _Atomic uint32_t state;      /* REQ_*                                             */
+  sp_status status;            /* written before state = REQ_DONE                   */
+  char msg[BATCH_MSG];         /* sp_last_error of the failed pass                  */
 } batch_req;
 
 typedef struct batch_worker {
   sp_batcher *b;
   unsigned index;
   pthread_t thread;
-  bool started;                /* thread was created               */
-  sp_stream *s;                /* its own stream                   */
-  float *h_in, *h_out;         /* host staging, max_batch rows     */
-  unsigned char *d_buf;        /* device: input rows, output rows  */
-  size_t d_out_off;            /* bytes from d_buf to the outputs  */
-  batch_req **reqs;            /* the rows of the current pass     */
+  bool started;                /* thread was created                                */
+  bool pinned;                 /* h_in/h_out come from host_alloc_pinned            */
+  sp_stream *s;                /* its own stream                                    */
+  float *h_in, *h_out;         /* host staging, max_batch rows                      */
+  unsigned char *d_buf;        /* device: input rows, output rows                   */
+  size_t d_out_off;            /* bytes from d_buf to the outputs                   */
+  batch_req **reqs;            /* the rows of the current pass                      */
+  _Atomic uint32_t gen;        /* passes completed; futex word of TAKEN sleepers    */
+  atomic_uint sleepers;        /* callers asleep (or going to sleep) on gen         */
 } batch_worker;
 
 struct sp_batcher {
   sp_model *m;
   unsigned max_batch, max_delay_us, n_workers, in_f, out_f;
+  bool pad;                    /* passes run at padded sizes (backend has graphs)   */
+  unsigned long long spin_ns;  /* callers poll this long before sleeping            */
   pthread_mutex_t mu;
   pthread_cond_t cv_idle;      /* workers wait here for rows (mu)                 */
   pthread_cond_t cv_collect;   /* the collector waits here for more rows (mu)    */
@@ -74,23 +95,67 @@ struct sp_batcher {
   sp_status start_status;      /* mu: the first worker start failure             */
   char start_msg[BATCH_MSG];   /* mu                                              */
   batch_worker *workers;       /* [n_workers]                                     */
+  atomic_uint callers;         /* threads inside sp_batcher_infer                 */
   atomic_ullong requests, batches, failed;
 };
 
 /* ---- completion ----------------------------------------------------------------------------- */
 
-static void req_wait(batch_req *r) {
-  for (int i = 0; i < REQ_SPIN; i++)
-    if (atomic_load_explicit(&r->state, memory_order_acquire) == REQ_DONE) return;
-  uint32_t expect = REQ_PENDING;
-  if (!atomic_compare_exchange_strong(&r->state, &expect, REQ_SLEEPING)) return; /* done */
-  while (atomic_load_explicit(&r->state, memory_order_acquire) == REQ_SLEEPING) {
+static void batch_futex_wait(_Atomic uint32_t *word, uint32_t val) {
 #ifdef __linux__
-    syscall(SYS_futex, &r->state, FUTEX_WAIT_PRIVATE, REQ_SLEEPING, NULL, NULL, 0);
+  syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
 #else
-    struct timespec ts = {0, 20000};
-    nanosleep(&ts, NULL);
+  (void)word;
+  (void)val;
+  struct timespec ts = {0, 20000};
+  nanosleep(&ts, NULL);
 #endif
+}
+
+static void batch_futex_wake(_Atomic uint32_t *word, int n) {
+#ifdef __linux__
+  syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
+#else
+  (void)word;
+  (void)n;
+#endif
+}
+
+static inline void batch_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
+/* Sleeps on the pass counter of the worker that took r until r is done. The increment of
+ * sleepers and the worker's check of it are both seq_cst: either the worker sees this sleeper
+ * and wakes gen after bumping it, or this thread sees REQ_DONE. */
+static void req_sleep_taken(batch_req *r) {
+  batch_worker *w = r->w;
+  atomic_fetch_add(&w->sleepers, 1);
+  uint32_t g = atomic_load(&w->gen);
+  if (atomic_load(&r->state) != REQ_DONE) batch_futex_wait(&w->gen, g);
+  atomic_fetch_sub(&w->sleepers, 1);
+}
+
+static void req_wait(const sp_batcher *b, batch_req *r) {
+  unsigned long long t_end = 0;
+  for (unsigned i = 0;; i++) {
+    if (atomic_load_explicit(&r->state, memory_order_acquire) == REQ_DONE) return;
+    batch_cpu_relax();
+    if ((i & 63) != 63) continue;
+    unsigned long long now = sp__now_ns();
+    if (!t_end) t_end = now + b->spin_ns;
+    if (now >= t_end) break;
+  }
+  for (;;) {
+    uint32_t st = atomic_load(&r->state);
+    if (st == REQ_DONE) return;
+    if (st == REQ_QUEUED) (void)atomic_compare_exchange_strong(&r->state, &st, REQ_QSLEEP);
+    else if (st == REQ_QSLEEP) batch_futex_wait(&r->state, REQ_QSLEEP);
+    else req_sleep_taken(r);
   }
 }
 
@@ -99,11 +164,13 @@ static void req_complete(batch_req *r, sp_status st, const char *msg) {
   r->status = st;
   if (st != SP_OK) snprintf(r->msg, sizeof(r->msg), "%s", msg);
   uint32_t old = atomic_exchange(&r->state, REQ_DONE);
-#ifdef __linux__
-  if (old == REQ_SLEEPING) syscall(SYS_futex, &r->state, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
-#else
-  (void)old;
-#endif
+  if (old == REQ_QSLEEP) batch_futex_wake(&r->state, 1);
+}
+
+/* After every request of w's pass is REQ_DONE: one wake for all callers asleep on gen. */
+static void batch_wake_pass(batch_worker *w) {
+  atomic_fetch_add(&w->gen, 1);
+  if (atomic_load(&w->sleepers)) batch_futex_wake(&w->gen, INT_MAX);
 }
 
 /* ---- the queue ------------------------------------------------------------------------------ */
@@ -113,8 +180,16 @@ static void batch_deadline(unsigned long long t_ns, struct timespec *ts) {
   ts->tv_nsec = (long)(t_ns % 1000000000ull);
 }
 
-/* Takes the next batch into reqs; 0 when the batcher stops and the queue is empty. */
-static unsigned batch_collect(sp_batcher *b, batch_req **reqs) {
+/* Marks r as taken by w, unless its caller already sleeps on r's own word (it stays REQ_QSLEEP
+ * and is woken alone). */
+static void req_take(batch_req *r, batch_worker *w) {
+  r->w = w;
+  uint32_t expect = REQ_QUEUED;
+  (void)atomic_compare_exchange_strong(&r->state, &expect, REQ_TAKEN);
+}
+
+/* Takes the next batch into w->reqs; 0 when the batcher stops and the queue is empty. */
+static unsigned batch_collect(sp_batcher *b, batch_worker *w) {
   pthread_mutex_lock(&b->mu);
   while (!b->count || b->collecting) {
     if (!b->count && b->stopping) {
@@ -132,7 +207,8 @@ static unsigned batch_collect(sp_batcher *b, batch_req **reqs) {
   }
   unsigned n = 0;
   while (n < b->max_batch && b->head) {
-    reqs[n++] = b->head;
+    req_take(b->head, w);
+    w->reqs[n++] = b->head;
     b->head = b->head->next;
   }
   if (!b->head) b->tail = NULL;
@@ -165,17 +241,33 @@ static sp_status batch_push(sp_batcher *b, batch_req *r) {
 
 /* ---- workers -------------------------------------------------------------------------------- */
 
+/* The batch size a pass of n rows runs at: n, or with padding the next power of two (at most
+ * max_batch), so a few captured forwards serve every pass. */
+static unsigned batch_padded(const sp_batcher *b, unsigned n) {
+  if (!b->pad) return n;
+  unsigned p = 1;
+  while (p < n) p <<= 1;
+  return p < b->max_batch ? p : b->max_batch;
+}
+
+/* Stages, runs and copies back one pass of n rows at batch size `rows` (>= n); syncs w->s. */
+static sp_status batch_forward(batch_worker *w, unsigned n, unsigned rows) {
+  sp_batcher *b = w->b;
+  size_t in_row = (size_t)b->in_f * sizeof(float), out_row = (size_t)b->out_f * sizeof(float);
+  float *d_in = (float *)w->d_buf, *d_out = (float *)(w->d_buf + w->d_out_off);
+  sp_status st = sp_memcpy_async(w->s, d_in, w->h_in, n * in_row);
+  if (st == SP_OK) st = sp_model_forward(b->m, w->s, d_in, d_out, rows);
+  if (st == SP_OK) st = sp_memcpy_async(w->s, w->h_out, d_out, n * out_row);
+  sp_status sync = sp_stream_sync(w->s); /* also after a failure: copies use the staging */
+  return st == SP_OK ? sync : st;
+}
+
 /* Runs one pass over w->reqs[0, n) and answers every row. */
 static void batch_run(batch_worker *w, unsigned n) {
   sp_batcher *b = w->b;
   size_t in_row = (size_t)b->in_f * sizeof(float), out_row = (size_t)b->out_f * sizeof(float);
   for (unsigned j = 0; j < n; j++) memcpy(w->h_in + (size_t)j * b->in_f, w->reqs[j]->in, in_row);
-  float *d_in = (float *)w->d_buf, *d_out = (float *)(w->d_buf + w->d_out_off);
-  sp_status st = sp_memcpy_async(w->s, d_in, w->h_in, n * in_row);
-  if (st == SP_OK) st = sp_model_forward(b->m, w->s, d_in, d_out, n);
-  if (st == SP_OK) st = sp_memcpy_async(w->s, w->h_out, d_out, n * out_row);
-  sp_status sync = sp_stream_sync(w->s); /* also after a failure: copies use the staging */
-  if (st == SP_OK) st = sync;
+  sp_status st = batch_forward(w, n, batch_padded(b, n));
   const char *msg = st == SP_OK ? "" : sp_last_error();
   /* Counted before any caller is released, so a caller's stats include its own row. */
   atomic_fetch_add_explicit(&b->batches, 1, memory_order_relaxed);
@@ -185,6 +277,7 @@ static void batch_run(batch_worker *w, unsigned n) {
     if (st == SP_OK) memcpy(w->reqs[j]->out, w->h_out + (size_t)j * b->out_f, out_row);
     req_complete(w->reqs[j], st, msg);
   }
+  batch_wake_pass(w);
 }
 
 /* The worker's own stream: an exclusive slot, or a distinct pool stream counted from the end of
@@ -198,19 +291,53 @@ static sp_status batch_worker_stream(batch_worker *w) {
   return SP_OK;
 }
 
+/* Host staging of bytes: pinned when the backend has it (async copies, capturable), else
+ * ordinary host memory. */
+static sp_status batch_host_alloc(batch_worker *w, size_t bytes, float **out) {
+  sp_device *dev = w->b->m->dev;
+  if (w->pinned) return dev->be->host_alloc_pinned(dev->bdev, bytes, (void **)out);
+  *out = sp__malloc(bytes);
+  return *out ? SP_OK : sp__fail(SP_ERR_HOST_MEMORY, "sp_batcher_create: out of host memory");
+}
+
+static void batch_host_free(batch_worker *w, float *p) {
+  sp_device *dev = w->b->m->dev;
+  if (!p) return;
+  if (w->pinned) (void)dev->be->host_free_pinned(dev->bdev, p);
+  else sp__free(p);
+}
+
+/* Zeroes the device rows (padding rows must hold finite data) and, with padding, runs every
+ * padded size once so its graph is captured before the first caller's pass. */
+static sp_status batch_worker_warm(batch_worker *w) {
+  sp_batcher *b = w->b;
+  size_t out_b = (size_t)b->max_batch * b->out_f * sizeof(float);
+  sp_status st = sp_memset_async(w->s, w->d_buf, 0, w->d_out_off + out_b);
+  float *d_in = (float *)w->d_buf, *d_out = (float *)(w->d_buf + w->d_out_off);
+  for (unsigned rows = 1; b->pad && st == SP_OK; rows <<= 1) {
+    unsigned r = rows < b->max_batch ? rows : b->max_batch;
+    st = sp_model_forward(b->m, w->s, d_in, d_out, r);
+    if (r == b->max_batch) break;
+  }
+  sp_status sync = sp_stream_sync(w->s);
+  return st == SP_OK ? sync : st;
+}
+
 static sp_status batch_worker_init(batch_worker *w) {
   sp_batcher *b = w->b;
   size_t in_b = (size_t)b->max_batch * b->in_f * sizeof(float);
   size_t out_b = (size_t)b->max_batch * b->out_f * sizeof(float);
   sp_status st = batch_worker_stream(w);
   if (st != SP_OK) return st;
-  w->h_in = sp__malloc(in_b);
-  w->h_out = sp__malloc(out_b);
+  w->pinned = b->m->dev->be->host_alloc_pinned != NULL;
+  st = batch_host_alloc(w, in_b, &w->h_in);
+  if (st == SP_OK) st = batch_host_alloc(w, out_b, &w->h_out);
+  if (st != SP_OK) return st;
   w->reqs = sp__calloc(b->max_batch, sizeof(*w->reqs));
-  if (!w->h_in || !w->h_out || !w->reqs)
-    return sp__fail(SP_ERR_HOST_MEMORY, "sp_batcher_create: out of host memory");
+  if (!w->reqs) return sp__fail(SP_ERR_HOST_MEMORY, "sp_batcher_create: out of host memory");
   w->d_out_off = (in_b + 255) & ~(size_t)255;
-  return sp_alloc(b->m->dev, w->d_out_off + out_b, w->s, (void **)&w->d_buf);
+  st = sp_alloc(b->m->dev, w->d_out_off + out_b, w->s, (void **)&w->d_buf);
+  return st == SP_OK ? batch_worker_warm(w) : st;
 }
 
 static void batch_worker_fini(batch_worker *w) {
@@ -220,8 +347,8 @@ static void batch_worker_fini(batch_worker *w) {
   }
   if (w->s && w->b->m->dev->cfg.stream_mode == SP_STREAMS_EXCLUSIVE)
     sp_stream_release_current(w->b->m->dev);
-  sp__free(w->h_in);
-  sp__free(w->h_out);
+  batch_host_free(w, w->h_in);
+  batch_host_free(w, w->h_out);
   sp__free(w->reqs);
 }
 
@@ -238,23 +365,41 @@ static void *batch_worker_main(void *arg) {
   pthread_cond_broadcast(&b->cv_ready);
   pthread_mutex_unlock(&b->mu);
   unsigned n;
-  while (st == SP_OK && (n = batch_collect(b, w->reqs)) > 0) batch_run(w, n);
+  while (st == SP_OK && (n = batch_collect(b, w)) > 0) batch_run(w, n);
   batch_worker_fini(w);
   return NULL;
 }
 
 /* ---- public --------------------------------------------------------------------------------- */
 
+/* STREAMPOOL_BATCHER_SPIN_US: how long a caller polls for its answer before it sleeps
+ * (0..100000; default BATCH_SPIN_US). Longer saves wake-ups when cores are free. */
+static sp_status batch_env_spin(sp_batcher *b) {
+  const char *v = getenv("STREAMPOOL_BATCHER_SPIN_US");
+  unsigned long us = BATCH_SPIN_US;
+  if (v && *v) {
+    char *end;
+    errno = 0;
+    us = strtoul(v, &end, 10);
+    if (errno || *end || v[0] == '-' || us > 100000)
+      return sp__fail(SP_ERR_INVALID_ARGUMENT,
+                      "STREAMPOOL_BATCHER_SPIN_US='%s': expected microseconds 0..100000", v);
+  }
+  b->spin_ns = (unsigned long long)us * 1000ull;
+  return SP_OK;
+}
+
 static sp_status batch_config(const sp_batcher_config *cfg, sp_batcher *b) {
   sp_batcher_config c = cfg ? *cfg : (sp_batcher_config){0};
   b->max_batch = c.max_batch ? c.max_batch : 64;
   b->max_delay_us = c.max_delay_us ? c.max_delay_us : 200;
   b->n_workers = c.workers ? c.workers : 2;
+  b->pad = b->m->dev->be->graph_launch != NULL;
   if (b->max_batch > 65536 || b->n_workers > SP_STREAMS_MAX || b->max_delay_us > 10000000)
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_batcher_create: max_batch %u (<= 65536), workers "
                     "%u (<= %d) or max_delay_us %u (<= 10 s) out of range", b->max_batch,
                     b->n_workers, SP_STREAMS_MAX, b->max_delay_us);
-  return SP_OK;
+  return batch_env_spin(b);
 }
 
 static sp_status batch_init_sync(sp_batcher *b) {
@@ -346,18 +491,31 @@ sp_status sp_batcher_infer(sp_batcher *b, const float *in, float *out) {
   r.next = NULL;
   r.in = in;
   r.out = out;
+  r.w = NULL;
   r.status = SP_OK;
-  atomic_init(&r.state, REQ_PENDING);
+  atomic_init(&r.state, REQ_QUEUED);
+  atomic_fetch_add(&b->callers, 1);
   sp_status st = batch_push(b, &r);
+  if (st == SP_OK) req_wait(b, &r);
+  atomic_fetch_sub(&b->callers, 1); /* the last touch of b */
   if (st != SP_OK) return st;
-  req_wait(&r);
   if (r.status != SP_OK) return sp__fail(r.status, "sp_batcher_infer: %s", r.msg);
   return SP_OK;
+}
+
+/* Destroy may run while answered callers are still leaving req_wait (their last touch is a
+ * worker's sleepers word): wait until none is inside. */
+static void batch_wait_callers(sp_batcher *b) {
+  while (atomic_load(&b->callers)) {
+    struct timespec ts = {0, 50000};
+    nanosleep(&ts, NULL);
+  }
 }
 
 void sp_batcher_destroy(sp_batcher *b) {
   if (!b) return;
   batch_stop(b);
+  batch_wait_callers(b);
   batch_free(b);
 }
 
