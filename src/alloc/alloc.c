@@ -101,8 +101,12 @@ static bool stream_idle(sp__allocator *a, unsigned t) {
  * flush: on a miss of both, move the front to the bins (merging) and look again. */
 static sp__block *take_own(sp__allocator *a, unsigned s, size_t bytes, bool flush) {
   sp__scache *c = &a->caches[s];
+  uint64_t me = sp__user_self();
   sp__spin_lock(&c->mu);
-  c->ops++;
+  atomic_store_explicit(&c->ops, atomic_load_explicit(&c->ops, memory_order_relaxed) + 1,
+                        memory_order_relaxed);
+  if (atomic_load_explicit(&c->user, memory_order_relaxed) != me)
+    atomic_store_explicit(&c->user, me, memory_order_relaxed);
   sp__block *blk = c->n_front ? sp__front_pop(a, c, bytes) : NULL;
   if (blk) goto unlock;
   blk = sp__bins_find(&c->bins[sp__size_pool(bytes)], bytes, UINT64_MAX);
@@ -140,6 +144,25 @@ static sp__block *take_from(sp__allocator *a, unsigned t, unsigned s, size_t byt
   return blk;
 }
 
+/* Whether stream t's cached segments may go to another stream's request without memory pressure:
+ * its allocating thread is the caller, or exited, or has made no cache operation for SP__QUIET_NS
+ * (seen by two probes that far apart). Otherwise a thread working on its own stream would see its
+ * segments taken whenever its cache is momentarily short, and take them back: the segments and
+ * their locks would bounce between threads and be given back and remapped (measured: the mix rows
+ * of bench/alloc stopped scaling past one thread). */
+static bool stealable(sp__allocator *a, unsigned t, uint64_t me) {
+  sp__scache *c = &a->caches[t];
+  uint64_t user = atomic_load_explicit(&c->user, memory_order_relaxed);
+  if (!user || user == me || !sp__user_alive(user)) return true;
+  uint64_t ops = atomic_load_explicit(&c->ops, memory_order_relaxed), now = sp__now_ns();
+  if (atomic_load_explicit(&c->probe_ops, memory_order_relaxed) != ops) {
+    atomic_store_explicit(&c->probe_ops, ops, memory_order_relaxed);
+    atomic_store_explicit(&c->probe_ns, now, memory_order_relaxed);
+    return false;
+  }
+  return now - atomic_load_explicit(&c->probe_ns, memory_order_relaxed) >= SP__QUIET_NS;
+}
+
 static bool cache_may_fit(sp__allocator *a, unsigned t, size_t bytes) {
   const sp__scache *c = &a->caches[t];
   return atomic_load_explicit(&c->cached_bytes[sp__size_pool(bytes)], memory_order_relaxed) +
@@ -148,9 +171,10 @@ static bool cache_may_fit(sp__allocator *a, unsigned t, size_t bytes) {
 
 /* (2) A block cached on another stream whose work is done. */
 static sp__block *take_completed(sp__allocator *a, unsigned s, size_t bytes, bool share) {
+  uint64_t me = sp__user_self();
   for (unsigned k = 1; k < a->n_streams; k++) {
     unsigned t = (s + k) % a->n_streams;
-    if (!cache_may_fit(a, t, bytes)) continue;
+    if (!cache_may_fit(a, t, bytes) || (!share && !stealable(a, t, me))) continue;
     /* Blocks cached on t before it is seen idle are done with. */
     uint64_t seen = atomic_load_explicit(&a->caches[t].free_seq, memory_order_acquire);
     if (!stream_idle(a, t)) continue;
@@ -191,9 +215,10 @@ static sp_status wait_for_stream(sp__allocator *a, unsigned t, unsigned s) {
 
 /* (3) A block cached on a busy stream, s waiting on the device for that stream's work. */
 static sp__block *take_inflight(sp__allocator *a, unsigned s, size_t bytes, bool share) {
+  uint64_t me = sp__user_self();
   for (unsigned k = 1; k < a->n_streams; k++) {
     unsigned t = (s + k) % a->n_streams;
-    if (!cache_may_fit(a, t, bytes)) continue;
+    if (!cache_may_fit(a, t, bytes) || (!share && !stealable(a, t, me))) continue;
     sp__block *blk = take_from(a, t, s, bytes, UINT64_MAX, false, share);
     if (!blk) continue;
     if (wait_for_stream(a, t, s) == SP_OK) return blk;
@@ -214,20 +239,32 @@ static size_t alloc_live_total(sp__allocator *a) {
  * 1/8 of live + seg_bytes, give back the segments that are wholly cached on idle streams (no sync,
  * no wait), so reserved memory tracks live memory instead of the history of request sizes (on the
  * bench trace: peak reserved / peak allocated 1.15 with a threshold of seg_bytes, 1.07 with 1/8,
- * and fewer backend allocations too, as fewer segments are kept around only to be split). */
-static void alloc_trim_before_grow(sp__allocator *a, size_t seg_bytes) {
+ * and fewer backend allocations too, as fewer segments are kept around only to be split). Only
+ * segments of the request's pool go (a small segment given back does not make room for a large
+ * block, and a thread alternating small and large requests would remap both every time); streams
+ * that another running thread works on (not stealable) keep their segments and their fronts. */
+static void alloc_trim_before_grow(sp__allocator *a, unsigned s, size_t bytes) {
+  size_t seg_bytes = sp__size_segment(bytes);
   sp__spin_lock(&a->seglist_mu);
   size_t reserved = a->reserved;
   sp__spin_unlock(&a->seglist_mu);
   size_t live = alloc_live_total(a);
   if (reserved < live || (reserved - live) * 8 < live + seg_bytes) return;
-  sp__front_flush_all(a);
-  uint64_t done[SP_STREAMS_MAX];
+  uint64_t done[SP_STREAMS_MAX], me = sp__user_self();
+  bool keep[SP_STREAMS_MAX];
+  for (unsigned i = 0; i < a->n_streams; i++) keep[i] = i != s && !stealable(a, i, me);
+  for (unsigned i = 0; i < a->n_streams; i++) {
+    sp__scache *c = &a->caches[i];
+    if (keep[i] || !atomic_load_explicit(&c->front_bytes, memory_order_relaxed)) continue;
+    sp__spin_lock(&c->mu);
+    sp__front_flush_locked(a, c);
+    sp__spin_unlock(&c->mu);
+  }
   for (unsigned i = 0; i < a->n_streams; i++) {
     done[i] = atomic_load_explicit(&a->caches[i].free_seq, memory_order_acquire);
     if (!stream_idle(a, i)) done[i] = 0; /* only blocks cached before it ever ran */
   }
-  (void)sp__segment_release_unused(a, done);
+  (void)sp__segment_release_unused(a, done, keep, sp__size_pool(bytes));
 }
 
 /* (2)-(3) from idle segments (share false) or any (share true). */
@@ -246,7 +283,7 @@ static sp_status alloc_attempt(sp__allocator *a, unsigned s, size_t bytes, sp__b
     *out = blk;
     return SP_OK;
   }
-  alloc_trim_before_grow(a, sp__size_segment(bytes));
+  alloc_trim_before_grow(a, s, bytes);
   sp_status st = sp__segment_create(a, s, bytes, out);
   if (st != SP_ERR_OUT_OF_MEMORY && st != SP_ERR_LIMIT) return st;
   blk = take_other(a, s, bytes, true);
@@ -267,7 +304,7 @@ static sp_status alloc_flush_retry(sp__allocator *a, unsigned s, size_t bytes, s
   sp_status st = sp__device_sync_all(a->dev);
   if (st != SP_OK) return st;
   sp__pending_poll(a, true);
-  (void)sp__segment_release_unused(a, seen);
+  (void)sp__segment_release_unused(a, seen, NULL, SP__POOLS);
   st = alloc_attempt(a, s, rounded, out);
   if (st != SP_ERR_OUT_OF_MEMORY && st != SP_ERR_LIMIT) return st;
   why = st;
@@ -474,7 +511,7 @@ sp_status sp_empty_cache(sp_device *dev) {
   st = sp__device_sync_all(dev);
   if (st != SP_OK) return st;
   sp__pending_poll(a, true);
-  (void)sp__segment_release_unused(a, seen);
+  (void)sp__segment_release_unused(a, seen, NULL, SP__POOLS);
   sp__alloc_debug_check(a, 0);
   return SP_OK;
 }

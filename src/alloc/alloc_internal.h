@@ -23,6 +23,10 @@
 #include "alloc/ptrmap.h"
 
 enum { SP__SPARE_MAX = 64 }; /* recycled block structs kept per stream cache */
+/* Thread tokens (users.c): table slots for live threads, and the quiet time after which another
+ * thread may take cached segments from a stream whose allocating thread still runs. */
+enum { SP__USER_SLOT_BITS = 10, SP__USER_SLOTS = 1 << SP__USER_SLOT_BITS };
+#define SP__QUIET_NS ((uint64_t)2000000)
 enum { SP__FRONT_MAX = 16 }; /* blocks held whole in a stream's front cache */
 #define SP__FRONT_BLOCK_MAX SP__LARGE_MAX       /* larger blocks (own segments) skip the front */
 #define SP__FRONT_BYTES_MAX ((size_t)16 << 20)  /* bytes held in one stream's front at most    */
@@ -37,7 +41,8 @@ typedef struct sp__scache {
   _Atomic size_t cached_bytes[SP__POOLS]; /* bins[p].bytes, for lock-free peeks; under mu    */
   /* Counters (mu): allocations on this stream, frees of blocks allocated on it. */
   uint64_t allocs, frees, cache_hits, deferred_frees, cross_stream_reuses;
-  uint64_t ops;                 /* operations, for the periodic debug validation; mu        */
+  _Atomic uint64_t ops;         /* operations (debug validation, quiet probes); written under mu */
+  _Atomic uint64_t user;        /* token of the thread that last allocated here (0: none); mu */
   _Atomic size_t live_bytes;    /* LIVE bytes allocated on this stream; written under mu     */
   _Atomic size_t peak_grant;    /* live_bytes may grow to this without the peak lock; peak_mu */
   /* Front cache (front.c): recently freed blocks kept whole (LIVE, front set, still mapped), the
@@ -46,6 +51,10 @@ typedef struct sp__scache {
   size_t front_size[SP__FRONT_MAX];      /* bytes of front[i]; mu                           */
   sp__block *front[SP__FRONT_MAX];       /* mu                                              */
   _Atomic size_t front_bytes;            /* sum of front_size; written under mu             */
+  /* Written by other streams' slow paths only (their own cache line): ops when a thread that
+   * wanted this stream's cached memory last looked, and when (sp__now_ns). */
+  _Alignas(64) _Atomic uint64_t probe_ops;
+  _Atomic uint64_t probe_ns;
 } sp__scache;
 
 struct sp__allocator {
@@ -77,6 +86,12 @@ struct sp__allocator {
 
   sp__ptrmap map;                /* LIVE blocks                                            */
 };
+
+/* ---- thread tokens (users.c) ---- */
+/* The calling thread's token (registered on first use; never 0). */
+uint64_t sp__user_self(void);
+/* Whether the thread of `token` still runs (false also when that is unknown). */
+bool sp__user_alive(uint64_t token);
 
 /* ---- stream caches (cache.c) ---- */
 /* A block struct from s's spares or host memory; NULL without host memory. s->mu held. */
@@ -122,8 +137,10 @@ void sp__pending_poll(sp__allocator *a, bool wait);
  * SP_ERR_LIMIT / SP_ERR_OUT_OF_MEMORY / SP_ERR_HOST_MEMORY, with nothing changed. */
 sp_status sp__segment_create(sp__allocator *a, unsigned s, size_t bytes, sp__block **out);
 /* Returns to the backend every segment whose blocks are all CACHED with stamps <= max_stamp[their
- * stream]; the bytes released. Takes every stream cache lock. */
-size_t sp__segment_release_unused(sp__allocator *a, const uint64_t *max_stamp);
+ * stream] and on no stream with keep[stream] set (keep may be NULL), of pool `pool` (SP__POOLS:
+ * any); the bytes released. Takes every stream cache lock. */
+size_t sp__segment_release_unused(sp__allocator *a, const uint64_t *max_stamp, const bool *keep,
+                                  unsigned pool);
 
 /* ---- stats (stats.c) ---- */
 /* After s's live_bytes grew (s->mu held): raises the peak when the total may pass it. */
@@ -156,7 +173,8 @@ static inline void sp__cache_count_alloc(sp__allocator *a, unsigned s, size_t by
 /* The reverse for a LIVE block of stream s leaving the user (lock held): frees and live_bytes. */
 static inline void sp__cache_count_free(sp__scache *c, size_t bytes) {
   c->frees++;
-  c->ops++;
+  atomic_store_explicit(&c->ops, atomic_load_explicit(&c->ops, memory_order_relaxed) + 1,
+                        memory_order_relaxed);
   atomic_store_explicit(&c->live_bytes,
                         atomic_load_explicit(&c->live_bytes, memory_order_relaxed) - bytes,
                         memory_order_relaxed);

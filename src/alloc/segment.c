@@ -94,9 +94,10 @@ free_structs:
 }
 
 /* Whether every block of seg (lock held) is CACHED with a stamp its stream has finished. */
-static bool segment_unused(const sp__segment *seg, const uint64_t *max_stamp) {
+static bool segment_unused(const sp__segment *seg, const uint64_t *max_stamp, const bool *keep) {
   for (const sp__block *b = seg->first; b; b = b->next)
-    if (b->state != SP__BLOCK_CACHED || b->stamp > max_stamp[b->stream]) return false;
+    if (b->state != SP__BLOCK_CACHED || b->stamp > max_stamp[b->stream] || (keep && keep[b->stream]))
+      return false;
   return true;
 }
 
@@ -112,14 +113,16 @@ static void segment_detach(sp__allocator *a, sp__segment *seg) {
   segment_unlink(a, seg);
 }
 
-size_t sp__segment_release_unused(sp__allocator *a, const uint64_t *max_stamp) {
+size_t sp__segment_release_unused(sp__allocator *a, const uint64_t *max_stamp, const bool *keep,
+                                  unsigned pool) {
   sp__segment *dead = NULL;
   for (unsigned s = 0; s < a->n_streams; s++) sp__spin_lock(&a->caches[s].mu);
   sp__spin_lock(&a->seglist_mu);
   for (sp__segment *seg = a->segments, *next; seg; seg = next) {
     next = seg->next;
+    if (pool != SP__POOLS && seg->pool != pool) continue;
     sp__spin_lock(&seg->mu);
-    bool unused = segment_unused(seg, max_stamp);
+    bool unused = segment_unused(seg, max_stamp, keep);
     if (unused) segment_detach(a, seg);
     sp__spin_unlock(&seg->mu);
     if (!unused) continue;
