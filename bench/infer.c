@@ -167,7 +167,8 @@ static int parse_args(int argc, char **argv, bench_cfg *c) {
   }
   if (argc % 2 == 0 || c->duration <= 0 || !c->n_threads || !c->clients || c->clients > MAXT) {
     fprintf(stderr, "usage: infer [--backend NAME] [--duration S] [--threads 1,2,4,8,16] "
-                    "[--dtypes f32,bf16] [--modes forward,infer,batcher] [--clients 64] [--max-batch N] [--max-delay-us N] "
+                    "[--dtypes f32,bf16] [--modes forward,infer,batcher] [--clients 64] [--max-batch N] "
+                    "[--max-delay-us N] "
                     "[--workers N]\n");
     return 2;
   }

@@ -8,21 +8,28 @@
  * of the first, stages them into one batch (one memcpy per row), runs one forward pass on its own
  * stream, copies each row back to its caller and completes it with its own status (an error
  * reaches exactly the rows of the failed pass). Only one worker collects at a time, so batches
- * are not split between workers that both wake up; the others wait until the collector has taken
- * its rows. On a backend with graphs a pass runs at a padded batch size (the next power of two,
- * at most max_batch) on the worker's fixed device buffers, so sp_model_forward always replays one
- * of a few captured graphs (captured when the worker starts); padding rows hold stale finite
- * data and are never copied back.
+ * are not split between workers that both wake up; the others wait for the collector role (mu)
+ * while the collector gathers. On a backend with graphs a pass runs at a padded batch size (the
+ * next power of two, at most max_batch) on the worker's fixed device buffers, so sp_model_forward
+ * always replays one of a few captured graphs (captured when the worker starts); padding rows
+ * hold stale finite data and are never copied back.
+ * Intake: a caller pushes its request onto a lock-free stack (inbox) and never takes a lock; the
+ * collector (one worker at a time, holding mu) takes the stack whole and appends it, oldest
+ * first, to its queue. It sleeps on the futex word qword after publishing how many rows it waits
+ * for (want); the push that reaches that count wakes it, so a batch costs one wake-up, not one
+ * per row.
  * Completion: a caller spins for spin_ns, then sleeps. While its request is still queued it
  * sleeps on its own state word (the worker wakes it alone); once a worker has taken it, it sleeps
  * on that worker's pass counter `gen`, so the worker wakes all sleepers of a pass with one futex
  * call, and none if all were spinning.
- * Invariants: every queued request is answered exactly once; count == length of the queue;
- * after `stopping` no request is accepted and workers exit only once the queue is empty; a
- * caller touches the batcher only while counted in `callers`, which destroy waits to drain.
- * Locking: b->mu guards head/tail/count/stopping/collecting/ready state; it is never held across
- * a backend call, an allocator call or a completion. Request states and the per-worker gen and
- * sleepers words are atomics (sequentially consistent where a sleeper and a waker meet).
+ * Invariants: every pushed request is answered exactly once; count == length of head..tail;
+ * after `stopping` no request is accepted; `closed` is set only once no push is in progress, and
+ * workers exit only when closed and inbox and queue are empty; a caller touches the batcher only
+ * while counted in `callers`, which destroy waits to drain.
+ * Locking: mu is the collector role and guards head/tail/count; start_mu guards start-up state.
+ * Neither is held across a backend call, an allocator call or a completion, and callers take
+ * neither. Request states, the inbox and the per-worker gen and sleepers words are atomics
+ * (sequentially consistent where a sleeper and a waker meet).
  */
 #include <errno.h>
 #include <limits.h>
@@ -54,7 +61,7 @@ enum {
 struct batch_worker;
 
 typedef struct batch_req {
-  struct batch_req *next;      /* queue link, guarded by b->mu                      */
+  struct batch_req *next;      /* inbox link (pusher), then queue link (b->mu)      */
   const float *in;             /* caller's row, in_features floats                  */
   float *out;                  /* caller's row, out_features floats                 */
   unsigned long long t_ns;     /* arrival, monotonic                                */
@@ -84,18 +91,27 @@ struct sp_batcher {
   unsigned max_batch, max_delay_us, n_workers, in_f, out_f;
   bool pad;                    /* passes run at padded sizes (backend has graphs)   */
   unsigned long long spin_ns;  /* callers poll this long before sleeping            */
+  /* Intake, lock-free: callers push onto a stack; the collector takes it whole. */
+  _Atomic(batch_req *) inbox;  /* pushed requests, newest first                     */
+  atomic_int inbox_n;          /* rows pushed and not yet drained (may dip below 0) */
+  atomic_uint want;            /* wake the collector at inbox_n >= want; UINT_MAX: no */
+  _Atomic uint32_t qword;      /* futex word the collector sleeps on; bumped to wake */
+  atomic_uint pushing;         /* callers between the stopping check and their push */
+  atomic_bool stopping;        /* no request accepted from now on                   */
+  atomic_bool closed;          /* stopping and no push in progress: drain and exit  */
+  /* The collector role: one worker at a time holds mu while it gathers a batch. */
   pthread_mutex_t mu;
-  pthread_cond_t cv_idle;      /* workers wait here for rows (mu)                 */
-  pthread_cond_t cv_collect;   /* the collector waits here for more rows (mu)    */
-  pthread_cond_t cv_ready;     /* create waits here for the workers' start (mu)  */
-  batch_req *head, *tail;      /* mu                                              */
-  unsigned count;              /* mu: queued rows                                 */
-  bool stopping, collecting;   /* mu                                              */
-  unsigned ready;              /* mu: workers that finished starting              */
-  sp_status start_status;      /* mu: the first worker start failure             */
-  char start_msg[BATCH_MSG];   /* mu                                              */
-  batch_worker *workers;       /* [n_workers]                                     */
-  atomic_uint callers;         /* threads inside sp_batcher_infer                 */
+  batch_req *head, *tail;      /* mu: drained rows, oldest first, not yet in a pass */
+  unsigned count;              /* mu: length of head..tail                          */
+  atomic_uint local_n;         /* count, readable without mu (stats)                */
+  /* Start-up. */
+  pthread_mutex_t start_mu;
+  pthread_cond_t cv_ready;     /* create waits here for the workers' start (start_mu) */
+  unsigned ready;              /* start_mu: workers that finished starting          */
+  sp_status start_status;      /* start_mu: the first worker start failure          */
+  char start_msg[BATCH_MSG];   /* start_mu                                          */
+  batch_worker *workers;       /* [n_workers]                                       */
+  atomic_uint callers;         /* threads inside sp_batcher_infer                   */
   atomic_ullong requests, batches, failed;
 };
 
@@ -175,11 +191,6 @@ static void batch_wake_pass(batch_worker *w) {
 
 /* ---- the queue ------------------------------------------------------------------------------ */
 
-static void batch_deadline(unsigned long long t_ns, struct timespec *ts) {
-  ts->tv_sec = (time_t)(t_ns / 1000000000ull);
-  ts->tv_nsec = (long)(t_ns % 1000000000ull);
-}
-
 /* Marks r as taken by w, unless its caller already sleeps on r's own word (it stays REQ_QSLEEP
  * and is woken alone). */
 static void req_take(batch_req *r, batch_worker *w) {
@@ -188,22 +199,68 @@ static void req_take(batch_req *r, batch_worker *w) {
   (void)atomic_compare_exchange_strong(&r->state, &expect, REQ_TAKEN);
 }
 
-/* Takes the next batch into w->reqs; 0 when the batcher stops and the queue is empty. */
+static void batch_wake_collector(sp_batcher *b) {
+  atomic_fetch_add(&b->qword, 1);
+  batch_futex_wake(&b->qword, INT_MAX);
+}
+
+/* Moves the inbox to the end of the queue, oldest first. mu held. */
+static void batch_drain(sp_batcher *b) {
+  batch_req *r = atomic_exchange(&b->inbox, NULL), *first = NULL, *last = r;
+  int k = 0;
+  for (batch_req *next; r; r = next, k++) { /* reverse: the stack is newest first */
+    next = r->next;
+    r->next = first;
+    first = r;
+  }
+  if (!k) return;
+  atomic_fetch_sub(&b->inbox_n, k);
+  if (b->tail) b->tail->next = first;
+  else b->head = first;
+  b->tail = last;
+  b->count += (unsigned)k;
+  atomic_store_explicit(&b->local_n, b->count, memory_order_relaxed);
+}
+
+/* Sleeps until the inbox holds `target` rows, the batcher closes, or deadline_ns passes (0: no
+ * deadline). mu held. The collector publishes want, then reads inbox_n; a pusher adds to inbox_n,
+ * then reads want (all seq_cst): one of the two sees the other, so no wake-up is lost. */
+static void batch_wait_rows(sp_batcher *b, unsigned target, unsigned long long deadline_ns) {
+  uint32_t g = atomic_load(&b->qword);
+  atomic_store(&b->want, target);
+  int have = atomic_load(&b->inbox_n);
+  if ((have < 0 || (unsigned)have < target) && !atomic_load(&b->closed)) {
+#ifdef __linux__
+    struct timespec rel, *to = NULL;
+    if (deadline_ns) {
+      unsigned long long now = sp__now_ns(), left = deadline_ns > now ? deadline_ns - now : 0;
+      rel.tv_sec = (time_t)(left / 1000000000ull);
+      rel.tv_nsec = (long)(left % 1000000000ull);
+      to = &rel;
+    }
+    if (!to || rel.tv_sec || rel.tv_nsec)
+      syscall(SYS_futex, &b->qword, FUTEX_WAIT_PRIVATE, g, to, NULL, 0);
+#else
+    batch_futex_wait(&b->qword, g);
+#endif
+  }
+  atomic_store(&b->want, UINT_MAX);
+}
+
+/* Takes the next batch into w->reqs; 0 when the batcher is closed and every row is answered. */
 static unsigned batch_collect(sp_batcher *b, batch_worker *w) {
   pthread_mutex_lock(&b->mu);
-  while (!b->count || b->collecting) {
-    if (!b->count && b->stopping) {
+  for (batch_drain(b); !b->count; batch_drain(b)) {
+    if (atomic_load(&b->closed) && !atomic_load(&b->inbox)) {
       pthread_mutex_unlock(&b->mu);
       return 0;
     }
-    pthread_cond_wait(&b->cv_idle, &b->mu);
+    batch_wait_rows(b, 1, 0);
   }
-  b->collecting = true;
   unsigned long long deadline = b->head->t_ns + (unsigned long long)b->max_delay_us * 1000ull;
-  while (b->count < b->max_batch && !b->stopping && sp__now_ns() < deadline) {
-    struct timespec ts;
-    batch_deadline(deadline, &ts);
-    pthread_cond_timedwait(&b->cv_collect, &b->mu, &ts);
+  while (b->count < b->max_batch && !atomic_load(&b->closed) && sp__now_ns() < deadline) {
+    batch_wait_rows(b, b->max_batch - b->count, deadline);
+    batch_drain(b);
   }
   unsigned n = 0;
   while (n < b->max_batch && b->head) {
@@ -213,29 +270,28 @@ static unsigned batch_collect(sp_batcher *b, batch_worker *w) {
   }
   if (!b->head) b->tail = NULL;
   b->count -= n;
-  b->collecting = false;
-  /* Rows left: the next worker collects them. Stopping: idle workers that waited while this one
-   * collected must re-check, or they would sleep through the end. */
-  if (b->stopping) pthread_cond_broadcast(&b->cv_idle);
-  else if (b->count) pthread_cond_signal(&b->cv_idle);
+  atomic_store_explicit(&b->local_n, b->count, memory_order_relaxed);
   pthread_mutex_unlock(&b->mu);
   return n;
 }
 
+/* Pushes r onto the inbox without a lock; wakes the collector when it waits for this row. */
 static sp_status batch_push(sp_batcher *b, batch_req *r) {
-  pthread_mutex_lock(&b->mu);
-  if (b->stopping) {
-    pthread_mutex_unlock(&b->mu);
+  atomic_fetch_add(&b->pushing, 1);
+  if (atomic_load(&b->stopping)) {
+    atomic_fetch_sub(&b->pushing, 1);
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_batcher_infer: the batcher is being destroyed");
   }
   r->t_ns = sp__now_ns();
-  if (b->tail) b->tail->next = r;
-  else b->head = r;
-  b->tail = r;
-  b->count++;
-  if (!b->collecting) pthread_cond_signal(&b->cv_idle);
-  else if (b->count >= b->max_batch) pthread_cond_signal(&b->cv_collect);
-  pthread_mutex_unlock(&b->mu);
+  batch_req *top = atomic_load_explicit(&b->inbox, memory_order_relaxed);
+  do r->next = top;
+  while (!atomic_compare_exchange_weak_explicit(&b->inbox, &top, r, memory_order_release,
+                                                memory_order_relaxed));
+  int n = atomic_fetch_add(&b->inbox_n, 1) + 1;
+  unsigned want = atomic_load(&b->want);
+  if (n > 0 && (unsigned)n >= want && atomic_compare_exchange_strong(&b->want, &want, UINT_MAX))
+    batch_wake_collector(b);
+  atomic_fetch_sub(&b->pushing, 1);
   return SP_OK;
 }
 
@@ -356,14 +412,14 @@ static void *batch_worker_main(void *arg) {
   batch_worker *w = arg;
   sp_batcher *b = w->b;
   sp_status st = batch_worker_init(w);
-  pthread_mutex_lock(&b->mu);
+  pthread_mutex_lock(&b->start_mu);
   if (st != SP_OK && b->start_status == SP_OK) {
     b->start_status = st;
     snprintf(b->start_msg, sizeof(b->start_msg), "%s", sp_last_error());
   }
   b->ready++;
   pthread_cond_broadcast(&b->cv_ready);
-  pthread_mutex_unlock(&b->mu);
+  pthread_mutex_unlock(&b->start_mu);
   unsigned n;
   while (st == SP_OK && (n = batch_collect(b, w)) > 0) batch_run(w, n);
   batch_worker_fini(w);
@@ -403,32 +459,36 @@ static sp_status batch_config(const sp_batcher_config *cfg, sp_batcher *b) {
 }
 
 static sp_status batch_init_sync(sp_batcher *b) {
-  pthread_condattr_t ca;
-  if (pthread_condattr_init(&ca)) return sp__fail(SP_ERR_HOST_MEMORY, "sp_batcher_create: condattr");
-  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
   int e = pthread_mutex_init(&b->mu, NULL);
-  if (!e) e = pthread_cond_init(&b->cv_idle, NULL);
-  if (!e) e = pthread_cond_init(&b->cv_collect, &ca);
-  if (!e) e = pthread_cond_init(&b->cv_ready, NULL);
-  pthread_condattr_destroy(&ca);
-  return e ? sp__fail(SP_ERR_HOST_MEMORY, "sp_batcher_create: pthread init failed (%d)", e) : SP_OK;
+  if (e) goto fail;
+  e = pthread_mutex_init(&b->start_mu, NULL);
+  if (e) goto destroy_mu;
+  e = pthread_cond_init(&b->cv_ready, NULL);
+  if (e) goto destroy_start_mu;
+  atomic_init(&b->want, UINT_MAX);
+  return SP_OK;
+destroy_start_mu:
+  pthread_mutex_destroy(&b->start_mu);
+destroy_mu:
+  pthread_mutex_destroy(&b->mu);
+fail:
+  return sp__fail(SP_ERR_HOST_MEMORY, "sp_batcher_create: pthread init failed (%d)", e);
 }
 
-/* Stops the workers after the queue drains and joins them. */
+/* Stops accepting, waits out pushes already past the check (so every accepted row is in the
+ * inbox), closes, wakes the collector, and joins the workers once they have answered every row. */
 static void batch_stop(sp_batcher *b) {
-  pthread_mutex_lock(&b->mu);
-  b->stopping = true;
-  pthread_cond_broadcast(&b->cv_idle);
-  pthread_cond_broadcast(&b->cv_collect);
-  pthread_mutex_unlock(&b->mu);
+  atomic_store(&b->stopping, true);
+  while (atomic_load(&b->pushing)) sched_yield();
+  atomic_store(&b->closed, true);
+  batch_wake_collector(b);
   for (unsigned i = 0; i < b->n_workers; i++)
     if (b->workers[i].started) pthread_join(b->workers[i].thread, NULL);
 }
 
 static void batch_free(sp_batcher *b) {
   pthread_mutex_destroy(&b->mu);
-  pthread_cond_destroy(&b->cv_idle);
-  pthread_cond_destroy(&b->cv_collect);
+  pthread_mutex_destroy(&b->start_mu);
   pthread_cond_destroy(&b->cv_ready);
   sp__free(b->workers);
   sp__free(b);
@@ -448,12 +508,12 @@ static sp_status batch_start(sp_batcher *b) {
     b->workers[i].started = true;
     started++;
   }
-  pthread_mutex_lock(&b->mu);
-  while (b->ready < started) pthread_cond_wait(&b->cv_ready, &b->mu);
+  pthread_mutex_lock(&b->start_mu);
+  while (b->ready < started) pthread_cond_wait(&b->cv_ready, &b->start_mu);
   if (st == SP_OK && b->start_status != SP_OK)
     st = sp__fail(b->start_status, "sp_batcher_create: a worker could not start: %s",
                   b->start_msg);
-  pthread_mutex_unlock(&b->mu);
+  pthread_mutex_unlock(&b->start_mu);
   return st;
 }
 
@@ -524,8 +584,7 @@ sp_status sp_batcher_stats_get(sp_batcher *b, sp_batcher_stats *out) {
   out->requests = atomic_load(&b->requests);
   out->batches = atomic_load(&b->batches);
   out->failed = atomic_load(&b->failed);
-  pthread_mutex_lock(&b->mu);
-  out->queued = b->count;
-  pthread_mutex_unlock(&b->mu);
+  int inbox = atomic_load(&b->inbox_n); /* a racy sum: exact once callers and workers rest */
+  out->queued = (uint64_t)atomic_load(&b->local_n) + (inbox > 0 ? (uint64_t)inbox : 0);
   return SP_OK;
 }
