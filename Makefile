@@ -1,15 +1,18 @@
 # The README's two commands:
 #   make demo   installs what is missing, builds, and runs the main job (parallel inference)
 #   make test   installs what is missing, builds, and runs every test
-# Other targets: make sanitize (ASan+UBSan and TSan builds on the unit and stress tests),
-# make bench, make install PREFIX=..., make format, make clean.
+# Other targets: make sanitize (ASan+UBSan and TSan builds on the unit, stress, conformance and
+# fuzz-regression tests), make fuzz (libFuzzer, FUZZ_SECONDS per target), make bench,
+# make install PREFIX=..., make format, make clean.
 SHELL := /bin/bash
 BUILD ?= build
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 DEBIAN_PACKAGES := cmake make gcc g++ pkg-config libopenblas-dev libcjson-dev libcmocka-dev
+FUZZ_PACKAGES := clang libclang-rt-14-dev
+FUZZ_SECONDS ?= 60
 
-.PHONY: all deps configure build demo test sanitize asan tsan bench install format clean
+.PHONY: all deps configure build demo test sanitize asan tsan fuzz bench install format clean
 
 all: build
 
@@ -34,14 +37,29 @@ test: build
 asan: deps
 	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DSP_DEBUG_LEVEL=2 -DSP_SANITIZE=address,undefined -DSP_BENCH=OFF $(CMAKE_FLAGS)
 	cmake --build build-asan -j $(JOBS)
-	cd build-asan && ctest --output-on-failure -j $(JOBS) -L 'unit|internal|stress|conformance|fuzz'
+	cd build-asan && SP_FUZZ_RUNS=20000 ctest --output-on-failure -j $(JOBS) -L 'unit|internal|stress|conformance|fuzz'
 
 tsan: deps
 	cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSP_DEBUG_LEVEL=1 -DSP_SANITIZE=thread -DSP_BENCH=OFF $(CMAKE_FLAGS)
 	cmake --build build-tsan -j $(JOBS)
-	cd build-tsan && TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" ctest --output-on-failure -j $(JOBS) -L 'stress|conformance|internal'
+	cd build-tsan && TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" ctest --output-on-failure -j $(JOBS) -L 'unit|internal|stress|conformance|fuzz'
 
 sanitize: asan tsan
+
+# libFuzzer with ASan+UBSan (clang), each target for FUZZ_SECONDS from a copy of its corpus.
+fuzz: deps
+	@bash scripts/install-deps.sh $(FUZZ_PACKAGES)
+	CC=clang CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSP_FUZZ=ON -DSP_DEBUG_LEVEL=2 -DSP_BENCH=OFF -DSP_CUDA=OFF
+	cmake --build build-fuzz -j $(JOBS) --target libfuzzer_safetensors libfuzzer_alloc_ops
+	@for t in safetensors alloc_ops; do \
+	  rm -rf build-fuzz/corpus-$$t && cp -r tests/fuzz/corpus/$$t build-fuzz/corpus-$$t; \
+	  echo "fuzz $$t for $(FUZZ_SECONDS) s"; \
+	  if ! build-fuzz/tests/libfuzzer_$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	      build-fuzz/corpus-$$t > build-fuzz/fuzz-$$t.log 2>&1; then \
+	    tail -n 60 build-fuzz/fuzz-$$t.log; echo "fuzz $$t: FAILED (input saved as crash-* here)"; exit 1; \
+	  fi; \
+	  grep -E "^stat::number_of_executed_units|^Done" build-fuzz/fuzz-$$t.log; \
+	done
 
 bench: build
 	@for b in $(BUILD)/bench/*; do [ -x "$$b" ] && [ -f "$$b" ] && "$$b"; done
@@ -53,4 +71,4 @@ format:
 	clang-format -i $$(git ls-files '*.c' '*.h' '*.cpp' '*.cu')
 
 clean:
-	rm -rf $(BUILD) build-asan build-tsan
+	rm -rf $(BUILD) build-asan build-tsan build-fuzz
