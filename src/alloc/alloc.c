@@ -22,21 +22,6 @@
 
 /* ---- create / destroy ---- */
 
-/* Zeroed host memory aligned to 64 B (the structures keep hot fields on their own cache lines);
- * the raw pointer is kept just before the aligned one. */
-static void *sp__aligned_calloc(size_t count, size_t bytes) {
-  if (bytes && count > (SIZE_MAX - 128) / bytes) return NULL;
-  char *raw = sp__calloc(1, count * bytes + 64 + sizeof(void *));
-  if (!raw) return NULL;
-  uintptr_t at = ((uintptr_t)(raw + sizeof(void *)) + 63u) & ~(uintptr_t)63u;
-  ((void **)at)[-1] = raw;
-  return (void *)at;
-}
-
-static void sp__aligned_free(void *p) {
-  if (p) sp__free(((void **)p)[-1]);
-}
-
 sp_status sp__alloc_create(sp_device *dev, sp__allocator **out) {
   sp__allocator *a = sp__aligned_calloc(1, sizeof(*a));
   if (!a) return sp__fail(SP_ERR_HOST_MEMORY, "sp_device_open: no host memory for the allocator");
@@ -72,14 +57,14 @@ void sp__alloc_destroy(sp__allocator *a) {
     a->dev->be->mem_free(a->dev->bdev, seg->base);
     for (sp__block *b = seg->first, *bn; b; b = bn) {
       bn = b->next;
-      sp__free(b);
+      sp__aligned_free(b);
     }
-    sp__free(seg);
+    sp__aligned_free(seg);
   }
   for (unsigned i = 0; i < a->n_streams; i++) {
     for (sp__block *b = a->caches[i].spare, *bn; b; b = bn) {
       bn = b->link_next;
-      sp__free(b);
+      sp__aligned_free(b);
     }
   }
   sp__ptrmap_destroy(&a->map);
@@ -144,25 +129,6 @@ static sp__block *take_from(sp__allocator *a, unsigned t, unsigned s, size_t byt
   return blk;
 }
 
-/* Whether stream t's cached segments may go to another stream's request without memory pressure:
- * its allocating thread is the caller, or exited, or has made no cache operation for SP__QUIET_NS
- * (seen by two probes that far apart). Otherwise a thread working on its own stream would see its
- * segments taken whenever its cache is momentarily short, and take them back: the segments and
- * their locks would bounce between threads and be given back and remapped (measured: the mix rows
- * of bench/alloc stopped scaling past one thread). */
-static bool stealable(sp__allocator *a, unsigned t, uint64_t me) {
-  sp__scache *c = &a->caches[t];
-  uint64_t user = atomic_load_explicit(&c->user, memory_order_relaxed);
-  if (!user || user == me || !sp__user_alive(user)) return true;
-  uint64_t ops = atomic_load_explicit(&c->ops, memory_order_relaxed), now = sp__now_ns();
-  if (atomic_load_explicit(&c->probe_ops, memory_order_relaxed) != ops) {
-    atomic_store_explicit(&c->probe_ops, ops, memory_order_relaxed);
-    atomic_store_explicit(&c->probe_ns, now, memory_order_relaxed);
-    return false;
-  }
-  return now - atomic_load_explicit(&c->probe_ns, memory_order_relaxed) >= SP__QUIET_NS;
-}
-
 static bool cache_may_fit(sp__allocator *a, unsigned t, size_t bytes) {
   const sp__scache *c = &a->caches[t];
   return atomic_load_explicit(&c->cached_bytes[sp__size_pool(bytes)], memory_order_relaxed) +
@@ -174,7 +140,7 @@ static sp__block *take_completed(sp__allocator *a, unsigned s, size_t bytes, boo
   uint64_t me = sp__user_self();
   for (unsigned k = 1; k < a->n_streams; k++) {
     unsigned t = (s + k) % a->n_streams;
-    if (!cache_may_fit(a, t, bytes) || (!share && !stealable(a, t, me))) continue;
+    if (!cache_may_fit(a, t, bytes) || (!share && !sp__user_stealable(a, t, me))) continue;
     /* Blocks cached on t before it is seen idle are done with. */
     uint64_t seen = atomic_load_explicit(&a->caches[t].free_seq, memory_order_acquire);
     if (!stream_idle(a, t)) continue;
@@ -218,7 +184,7 @@ static sp__block *take_inflight(sp__allocator *a, unsigned s, size_t bytes, bool
   uint64_t me = sp__user_self();
   for (unsigned k = 1; k < a->n_streams; k++) {
     unsigned t = (s + k) % a->n_streams;
-    if (!cache_may_fit(a, t, bytes) || (!share && !stealable(a, t, me))) continue;
+    if (!cache_may_fit(a, t, bytes) || (!share && !sp__user_stealable(a, t, me))) continue;
     sp__block *blk = take_from(a, t, s, bytes, UINT64_MAX, false, share);
     if (!blk) continue;
     if (wait_for_stream(a, t, s) == SP_OK) return blk;
@@ -252,7 +218,7 @@ static void alloc_trim_before_grow(sp__allocator *a, unsigned s, size_t bytes) {
   if (reserved < live || (reserved - live) * 8 < live + seg_bytes) return;
   uint64_t done[SP_STREAMS_MAX], me = sp__user_self();
   bool keep[SP_STREAMS_MAX];
-  for (unsigned i = 0; i < a->n_streams; i++) keep[i] = i != s && !stealable(a, i, me);
+  for (unsigned i = 0; i < a->n_streams; i++) keep[i] = i != s && !sp__user_stealable(a, i, me);
   for (unsigned i = 0; i < a->n_streams; i++) {
     sp__scache *c = &a->caches[i];
     if (keep[i] || !atomic_load_explicit(&c->front_bytes, memory_order_relaxed)) continue;

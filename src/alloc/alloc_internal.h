@@ -92,6 +92,10 @@ struct sp__allocator {
 uint64_t sp__user_self(void);
 /* Whether the thread of `token` still runs (false also when that is unknown). */
 bool sp__user_alive(uint64_t token);
+/* Whether stream t's cached memory (and spare peak grant) may go to another stream without memory
+ * pressure: its allocating thread is `me`, exited or unknown, or made no cache operation for
+ * SP__QUIET_NS as seen by two probes that far apart (this call is a probe). No lock needed. */
+bool sp__user_stealable(sp__allocator *a, unsigned t, uint64_t me);
 
 /* ---- stream caches (cache.c) ---- */
 /* A block struct from s's spares or host memory; NULL without host memory. s->mu held. */

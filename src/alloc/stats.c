@@ -10,12 +10,15 @@
  * passes the peak unseen, and the peak is never below the true one. A stream passing its grant
  * takes peak_mu (3.6) and covers the difference, in this order: unassigned slack (peak - sum of
  * grants); then the spare grant (grant - live) of other streams whose cache lock it can *try*
- * (not in an operation now), just as much as it needs; then, only if that is not enough, the peak
- * rises by the rest. Used one stream at a time, every try succeeds and the peak is exact (what the
+ * (not in an operation now) and that no other running thread works on (sp__user_stealable: the
+ * caller's own streams, those of exited threads, quiet ones), just as much as it needs; then, only
+ * if that is not enough, the peak rises by the rest. Used one stream at a time, every try succeeds and the peak is exact (what the
  * tests check). With streams allocating concurrently, a busy stream's spare is not taken, so the
  * peak may exceed the true one by at most the busy streams' spare grants; in exchange the grants
  * settle at each stream's working set and the hot path stops taking peak_mu (taking grants back
- * from running streams made every stream come back for more: the lock went global under load).
+ * from running streams made every stream come back for more: the lock went global under load;
+ * a free lock is not enough to call a stream idle: 16 threads on their own streams still took each
+ * other's grants between operations).
  * The try of another stream's cache lock (rank 3.1) under peak_mu (3.6) is out of rank order but
  * never waits, so it cannot deadlock.
  */
@@ -39,6 +42,7 @@ static size_t stats_take_spare(sp__scache *c, size_t need, bool held) {
 
 void sp__stats_note_growth(sp__allocator *a, unsigned s, sp__scache *held) {
   sp__scache *cs = &a->caches[s];
+  uint64_t me = sp__user_self();
   sp__spin_lock(&a->peak_mu);
   size_t live = atomic_load_explicit(&cs->live_bytes, memory_order_relaxed);
   size_t grant = atomic_load_explicit(&cs->peak_grant, memory_order_relaxed);
@@ -52,8 +56,9 @@ void sp__stats_note_growth(sp__allocator *a, unsigned s, sp__scache *held) {
     need -= take;
     grant += take;
     for (unsigned i = 0; i < a->n_streams && need; i++) {
-      if (i == s) continue;
-      size_t got = stats_take_spare(&a->caches[i], need, &a->caches[i] == held);
+      bool own = &a->caches[i] == held;
+      if (i == s || (!own && !sp__user_stealable(a, i, me))) continue;
+      size_t got = stats_take_spare(&a->caches[i], need, own);
       need -= got;
       grant += got;
     }

@@ -6,13 +6,16 @@
  * token k still runs" is one load: users[slot(k)] == k. A thread that found the table full gets
  * slot 0 (its liveness unknown: the allocator then treats its streams as it did before tokens).
  * The allocator uses it so that a thread working on its own stream keeps its memory: another
- * thread takes cached segments from that stream only when the owner exited or went quiet (see
- * sp__user_stealable in alloc.c). Locking: none; the table and the counter are atomics, the
- * token itself thread-local.
+ * thread takes cached segments (or spare peak grant, stats.c) from that stream only when the owner
+ * exited or went quiet (sp__user_stealable). Locking: none; the table and the counter are atomics,
+ * the token itself thread-local; the probe fields of a stream cache are written racily by whoever
+ * probes (relaxed atomics: a lost update only delays a steal by one probe).
  */
 #include "alloc/alloc_internal.h"
 
 #include <pthread.h>
+
+#include "core/status.h"
 
 static _Atomic uint64_t users[SP__USER_SLOTS]; /* [0] unused: slot 0 means "no slot"    */
 static _Atomic uint64_t users_next_id = 1;
@@ -66,4 +69,23 @@ uint64_t sp__user_self(void) {
 bool sp__user_alive(uint64_t token) {
   unsigned slot = (unsigned)(token & (SP__USER_SLOTS - 1u));
   return slot && atomic_load_explicit(&users[slot], memory_order_relaxed) == token;
+}
+
+/* Whether stream t's cached segments may go to another stream's request without memory pressure:
+ * its allocating thread is the caller, or exited, or has made no cache operation for SP__QUIET_NS
+ * (seen by two probes that far apart). Otherwise a thread working on its own stream would see its
+ * segments taken whenever its cache is momentarily short, and take them back: the segments and
+ * their locks would bounce between threads and be given back and remapped (measured: the mix rows
+ * of bench/alloc stopped scaling past one thread). */
+bool sp__user_stealable(sp__allocator *a, unsigned t, uint64_t me) {
+  sp__scache *c = &a->caches[t];
+  uint64_t user = atomic_load_explicit(&c->user, memory_order_relaxed);
+  if (!user || user == me || !sp__user_alive(user)) return true;
+  uint64_t ops = atomic_load_explicit(&c->ops, memory_order_relaxed), now = sp__now_ns();
+  if (atomic_load_explicit(&c->probe_ops, memory_order_relaxed) != ops) {
+    atomic_store_explicit(&c->probe_ops, ops, memory_order_relaxed);
+    atomic_store_explicit(&c->probe_ns, now, memory_order_relaxed);
+    return false;
+  }
+  return now - atomic_load_explicit(&c->probe_ns, memory_order_relaxed) >= SP__QUIET_NS;
 }
