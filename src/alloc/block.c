@@ -9,6 +9,19 @@
 
 #include "core/status.h"
 
+void *sp__aligned_calloc(size_t count, size_t bytes) {
+  if (bytes && count > (SIZE_MAX - 128) / bytes) return NULL;
+  char *raw = sp__calloc(1, count * bytes + 64 + sizeof(void *));
+  if (!raw) return NULL;
+  uintptr_t at = ((uintptr_t)(raw + sizeof(void *)) + 63u) & ~(uintptr_t)63u;
+  ((void **)at)[-1] = raw;
+  return (void *)at;
+}
+
+void sp__aligned_free(void *p) {
+  if (p) sp__free(((void **)p)[-1]);
+}
+
 void sp__bins_insert(sp__bins *b, sp__block *blk) {
   unsigned bin = sp__size_bin(blk->bytes);
   sp_assert(bin < SP__BINS && blk->state == SP__BLOCK_CACHED);

@@ -33,8 +33,12 @@ typedef enum sp__block_state {
 
 typedef struct sp__segment sp__segment;
 
+/* Block and segment structs are 64-byte aligned and padded (allocated with sp__aligned_calloc):
+ * each thread writes its own streams' structs on every operation, and structs of different
+ * threads sharing a cache line (malloc packs them; a thread's arena can be another's old one)
+ * made the segment lock and block fields of two threads on their own streams bounce. */
 typedef struct sp__block {
-  char *ptr;                    /* first byte; immutable while the block exists           */
+  _Alignas(64) char *ptr;       /* first byte; immutable while the block exists           */
   size_t bytes;                 /* multiple of 512; segment lock                           */
   sp__segment *seg;             /* immutable                                               */
   struct sp__block *prev, *next;         /* address neighbours in seg; segment lock        */
@@ -52,7 +56,7 @@ typedef struct sp__block {
 } sp__block;
 
 struct sp__segment {
-  char *base;                   /* backend pointer; immutable                              */
+  _Alignas(64) char *base;      /* backend pointer; immutable                              */
   size_t bytes;                 /* immutable                                               */
   unsigned pool;                /* SP__POOL_*; immutable                                   */
   unsigned stream;              /* the stream that allocated it; immutable                 */
@@ -69,6 +73,11 @@ typedef struct sp__bins {
   size_t bytes;                       /* sum of the blocks' bytes                           */
   size_t count;                       /* number of blocks                                   */
 } sp__bins;
+
+/* Zeroed host memory aligned to 64 B, through sp__calloc (NULL on failure or overflow); the raw
+ * pointer is kept just before the aligned one. Free with sp__aligned_free (NULL ok). */
+void *sp__aligned_calloc(size_t count, size_t bytes);
+void sp__aligned_free(void *p);
 
 void sp__bins_insert(sp__bins *b, sp__block *blk);
 void sp__bins_remove(sp__bins *b, sp__block *blk);

@@ -17,12 +17,12 @@ sp__block *sp__cache_block_new(sp__scache *s) {
     s->n_spare--;
     return b;
   }
-  return sp__malloc(sizeof(*b));
+  return sp__aligned_calloc(1, sizeof(*b));
 }
 
 void sp__cache_block_drop(sp__scache *s, sp__block *blk) {
   if (s->n_spare >= SP__SPARE_MAX) {
-    sp__free(blk);
+    sp__aligned_free(blk);
     return;
   }
   blk->link_next = s->spare;

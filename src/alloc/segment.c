@@ -60,8 +60,8 @@ sp_status sp__segment_create(sp__allocator *a, unsigned s, size_t bytes, sp__blo
   size_t seg_bytes = sp__size_segment(bytes);
   sp_status st = segment_reserve(a, seg_bytes, bytes);
   if (st != SP_OK) return st;
-  sp__segment *seg = sp__calloc(1, sizeof(*seg));
-  sp__block *blk = sp__calloc(1, sizeof(*blk));
+  sp__segment *seg = sp__aligned_calloc(1, sizeof(*seg));
+  sp__block *blk = sp__aligned_calloc(1, sizeof(*blk));
   if (!seg || !blk) {
     st = sp__fail(SP_ERR_HOST_MEMORY, "sp_alloc: no host memory for segment bookkeeping");
     goto free_structs;
@@ -87,8 +87,8 @@ sp_status sp__segment_create(sp__allocator *a, unsigned s, size_t bytes, sp__blo
   return SP_OK;
 
 free_structs:
-  sp__free(blk);
-  sp__free(seg);
+  sp__aligned_free(blk);
+  sp__aligned_free(seg);
   segment_unreserve(a, seg_bytes);
   return st;
 }
@@ -138,9 +138,9 @@ size_t sp__segment_release_unused(sp__allocator *a, const uint64_t *max_stamp, c
     a->dev->be->mem_free(a->dev->bdev, seg->base);
     for (sp__block *b = seg->first, *bn; b; b = bn) {
       bn = b->next;
-      sp__free(b);
+      sp__aligned_free(b);
     }
-    sp__free(seg);
+    sp__aligned_free(seg);
   }
   return released;
 }
