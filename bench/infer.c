@@ -167,9 +167,8 @@ static int parse_args(int argc, char **argv, bench_cfg *c) {
   }
   if (argc % 2 == 0 || c->duration <= 0 || !c->n_threads || !c->clients || c->clients > MAXT) {
     fprintf(stderr, "usage: infer [--backend NAME] [--duration S] [--threads 1,2,4,8,16] "
-                    "[--dtypes f32,bf16] [--modes forward,infer,batcher] [--clients 64] [--max-batch N] "
-                    "[--max-delay-us N] "
-                    "[--workers N]\n");
+                    "[--dtypes f32,bf16] [--modes forward,infer,batcher] [--clients 64] "
+                    "[--max-batch N] [--max-delay-us N] [--workers N]\n");
     return 2;
   }
   return 0;
@@ -192,10 +191,13 @@ static void bench_batcher(const bench_cfg *c, bench_shared *sh, const char *dn) 
   sp_memory_stats_get(dev, &m1);
   sp_batcher_stats bs;
   sp_batcher_stats_get(sh->b, &bs);
+  double per = bs.batches ? 1e-3 / (double)bs.batches : 0; /* ns sums -> us per pass */
   printf("%-22s max_batch %u, max_delay_us %u, workers %u (0: default); rows/pass %.1f over "
          "%llu passes; allocs during the row %llu\n", "", c->bcfg.max_batch, c->bcfg.max_delay_us,
          c->bcfg.workers, bs.batches ? (double)bs.requests / (double)bs.batches : 0,
          (unsigned long long)bs.batches, (unsigned long long)(m1.allocs - m0.allocs));
+  printf("%-22s per pass: fill %.1f us, run %.1f us, answer %.1f us\n", "",
+         (double)bs.fill_ns * per, (double)bs.run_ns * per, (double)bs.answer_ns * per);
   sp_batcher_destroy(sh->b);
   sh->b = NULL;
 }

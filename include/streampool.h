@@ -362,7 +362,7 @@ typedef struct sp_batcher sp_batcher;
 typedef struct sp_batcher_config { /* all-zero means defaults */
   unsigned max_batch;              /* rows per batched pass; 0 -> 64                        */
   unsigned max_delay_us;           /* wait after a batch's first row; 0 -> 200              */
-  unsigned workers;                /* worker threads, each with its own stream; 0 -> 2      */
+  unsigned workers;                /* worker threads, each with its own stream; 0 -> 4      */
 } sp_batcher_config;
 
 /* Starts a batcher over m (cfg may be NULL). Any thread. */
@@ -379,6 +379,9 @@ typedef struct sp_batcher_stats {
   uint64_t batches;                  /* forward passes run              */
   uint64_t failed;                   /* rows answered with an error     */
   uint64_t queued;                   /* rows accepted, not yet in a pass */
+  uint64_t fill_ns;                  /* all passes: first row queued -> batch taken */
+  uint64_t run_ns;                   /* all passes: staging, forward, stream sync   */
+  uint64_t answer_ns;                /* all passes: rows copied back, callers woken */
 } sp_batcher_stats;
 sp_status sp_batcher_stats_get(sp_batcher *b, sp_batcher_stats *out);
 

@@ -55,7 +55,8 @@ enum {
   REQ_TAKEN = 2,  /* in a worker's pass (r->w set); sleepers use the worker's gen */
   REQ_DONE = 3,   /* status, msg and out are written                             */
   BATCH_MSG = 192,  /* bytes of an error message carried to a caller               */
-  BATCH_SPIN_US = 20, /* default time a caller polls before it sleeps             */
+  BATCH_SPIN_US = 0,  /* default time a caller polls before it sleeps (measured:
+                       * spinning callers slow the workers when threads outnumber cores) */
 };
 
 struct batch_worker;
@@ -113,6 +114,7 @@ struct sp_batcher {
   batch_worker *workers;       /* [n_workers]                                       */
   atomic_uint callers;         /* threads inside sp_batcher_infer                   */
   atomic_ullong requests, batches, failed;
+  atomic_ullong fill_ns, run_ns, answer_ns; /* sums over passes (sp_batcher_stats)  */
 };
 
 /* ---- completion ----------------------------------------------------------------------------- */
@@ -262,6 +264,7 @@ static unsigned batch_collect(sp_batcher *b, batch_worker *w) {
     batch_wait_rows(b, b->max_batch - b->count, deadline);
     batch_drain(b);
   }
+  atomic_fetch_add_explicit(&b->fill_ns, sp__now_ns() - b->head->t_ns, memory_order_relaxed);
   unsigned n = 0;
   while (n < b->max_batch && b->head) {
     req_take(b->head, w);
@@ -322,9 +325,12 @@ static sp_status batch_forward(batch_worker *w, unsigned n, unsigned rows) {
 static void batch_run(batch_worker *w, unsigned n) {
   sp_batcher *b = w->b;
   size_t in_row = (size_t)b->in_f * sizeof(float), out_row = (size_t)b->out_f * sizeof(float);
+  unsigned long long t0 = sp__now_ns();
   for (unsigned j = 0; j < n; j++) memcpy(w->h_in + (size_t)j * b->in_f, w->reqs[j]->in, in_row);
   sp_status st = batch_forward(w, n, batch_padded(b, n));
   const char *msg = st == SP_OK ? "" : sp_last_error();
+  unsigned long long t1 = sp__now_ns();
+  atomic_fetch_add_explicit(&b->run_ns, t1 - t0, memory_order_relaxed);
   /* Counted before any caller is released, so a caller's stats include its own row. */
   atomic_fetch_add_explicit(&b->batches, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&b->requests, n, memory_order_relaxed);
@@ -334,6 +340,7 @@ static void batch_run(batch_worker *w, unsigned n) {
     req_complete(w->reqs[j], st, msg);
   }
   batch_wake_pass(w);
+  atomic_fetch_add_explicit(&b->answer_ns, sp__now_ns() - t1, memory_order_relaxed);
 }
 
 /* The worker's own stream: an exclusive slot, or a distinct pool stream counted from the end of
@@ -449,7 +456,7 @@ static sp_status batch_config(const sp_batcher_config *cfg, sp_batcher *b) {
   sp_batcher_config c = cfg ? *cfg : (sp_batcher_config){0};
   b->max_batch = c.max_batch ? c.max_batch : 64;
   b->max_delay_us = c.max_delay_us ? c.max_delay_us : 200;
-  b->n_workers = c.workers ? c.workers : 2;
+  b->n_workers = c.workers ? c.workers : 4;
   b->pad = b->m->dev->be->graph_launch != NULL;
   if (b->max_batch > 65536 || b->n_workers > SP_STREAMS_MAX || b->max_delay_us > 10000000)
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_batcher_create: max_batch %u (<= 65536), workers "
@@ -584,6 +591,9 @@ sp_status sp_batcher_stats_get(sp_batcher *b, sp_batcher_stats *out) {
   out->requests = atomic_load(&b->requests);
   out->batches = atomic_load(&b->batches);
   out->failed = atomic_load(&b->failed);
+  out->fill_ns = atomic_load(&b->fill_ns);
+  out->run_ns = atomic_load(&b->run_ns);
+  out->answer_ns = atomic_load(&b->answer_ns);
   int inbox = atomic_load(&b->inbox_n); /* a racy sum: exact once callers and workers rest */
   out->queued = (uint64_t)atomic_load(&b->local_n) + (inbox > 0 ? (uint64_t)inbox : 0);
   return SP_OK;
