@@ -5,6 +5,8 @@
  * reference is one batched sp_model_infer over all rows on the main thread; every output is
  * compared with its own reference row (relative error <= 1e-5), so a row handed to the wrong
  * caller, or read before its pass finished, fails. Counters are checked against the calls made.
+ * Callers run once sleeping at once (STREAMPOOL_BATCHER_SPIN_US=0: the queued-sleep and
+ * pass-sleep wake paths) and once spinning (200 us: many answers need no futex).
  * Sized down under TSan with tu_scale.
  */
 #include <math.h>
@@ -92,8 +94,8 @@ static int teardown(void **state) {
   return 0;
 }
 
-static void test_every_caller_gets_its_row(void **state) {
-  (void)state;
+static void every_caller_gets_its_row(const char *spin_us) {
+  setenv("STREAMPOOL_BATCHER_SPIN_US", spin_us, 1); /* read by create; no other thread reads env */
   tu_failures_reset();
   sp_batcher_config cfg = {.max_batch = 16, .max_delay_us = 300, .workers = 3};
   sp_batcher *b;
@@ -105,7 +107,12 @@ static void test_every_caller_gets_its_row(void **state) {
   sp_batcher_stats st;
   SP_CHECK_OK(sp_batcher_stats_get(b, &st));
   sp_batcher_destroy(b);
+  unsetenv("STREAMPOOL_BATCHER_SPIN_US");
   assert_int_equal(tu_failures(), 0);
+  if (!st.run_ns || !st.answer_ns)
+    fail_msg("stats: run_ns %llu, answer_ns %llu after %llu passes",
+             (unsigned long long)st.run_ns, (unsigned long long)st.answer_ns,
+             (unsigned long long)st.batches);
   if (st.requests != (uint64_t)CLIENTS * per_client || st.failed || st.queued)
     fail_msg("stats: requests %llu (want %u), failed %llu, queued %llu",
              (unsigned long long)st.requests, CLIENTS * per_client,
@@ -113,9 +120,15 @@ static void test_every_caller_gets_its_row(void **state) {
   if (st.batches == 0 || st.batches > st.requests || st.requests > st.batches * cfg.max_batch)
     fail_msg("stats: %llu batches for %llu rows of at most %u", (unsigned long long)st.batches,
              (unsigned long long)st.requests, cfg.max_batch);
-  fprintf(stderr, "batcher: %llu rows in %llu passes (%.1f rows/pass)\n",
+  fprintf(stderr, "batcher (spin %s us): %llu rows in %llu passes (%.1f rows/pass)\n", spin_us,
           (unsigned long long)st.requests, (unsigned long long)st.batches,
           (double)st.requests / (double)st.batches);
+}
+
+static void test_every_caller_gets_its_row(void **state) {
+  (void)state;
+  every_caller_gets_its_row("0");
+  every_caller_gets_its_row("200");
 }
 
 /* Requests parked behind a long max_delay_us are all answered when destroy starts. */
@@ -182,6 +195,11 @@ static void test_bad_arguments(void **state) {
   SP_CHECK_STATUS(sp_batcher_create(NULL, NULL, &b), SP_ERR_INVALID_ARGUMENT);
   SP_CHECK_STATUS(sp_batcher_create(model, NULL, NULL), SP_ERR_INVALID_ARGUMENT);
   SP_CHECK_STATUS(sp_batcher_create(model, &big, &b), SP_ERR_INVALID_ARGUMENT);
+  setenv("STREAMPOOL_BATCHER_SPIN_US", "12x", 1);
+  SP_CHECK_STATUS(sp_batcher_create(model, NULL, &b), SP_ERR_INVALID_ARGUMENT);
+  setenv("STREAMPOOL_BATCHER_SPIN_US", "100001", 1);
+  SP_CHECK_STATUS(sp_batcher_create(model, NULL, &b), SP_ERR_INVALID_ARGUMENT);
+  unsetenv("STREAMPOOL_BATCHER_SPIN_US");
   assert_null(b);
   SP_CHECK_OK(sp_batcher_create(model, NULL, &b));
   float x[IN] = {0}, y[OUT];
