@@ -38,8 +38,9 @@ void sp__ptrmap_destroy(sp__ptrmap *m) {
 }
 
 sp__map_shard *sp__ptrmap_shard(sp__ptrmap *m, const void *p) {
-  uint64_t region = (uint64_t)(uintptr_t)p >> 9;
-  return &m->shards[map_mix(region) % SP__MAP_SHARDS];
+  uint64_t at = (uint64_t)(uintptr_t)p;
+  uint64_t group = map_mix(at >> 21) % (SP__MAP_SHARDS / SP__MAP_GROUP);
+  return &m->shards[group * SP__MAP_GROUP + ((at >> 9) & (SP__MAP_GROUP - 1))];
 }
 
 static inline size_t map_bucket(const sp__map_shard *sh, const void *p) {

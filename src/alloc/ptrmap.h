@@ -1,13 +1,15 @@
 /* Pointer -> LIVE block map of one allocator (internal).
  *
  * SP__MAP_SHARDS shards, each a chained hash table (chains through sp__block.map_next) under its
- * own spinlock (rank 5). The shard is chosen by a hash of the pointer's 512 B unit, so each block
- * has its own shard unless hashes collide: threads whose blocks share a segment or a 2 MiB region
- * (cross-stream reuse puts them there) still rarely touch the same shard's cache line (measured:
- * 2 threads on a shared segment went from 0.5 to 0.85 of linear); no global lock on sp_free's
- * lookup. 4096 shards (256 KiB per device): with 16 threads holding ~8-16 hot blocks each, 256
- * shards put about a third of the blocks in a shard another thread also locks on every free; 4096
- * about 3%.
+ * own spinlock (rank 5), one cache line each. The shard is a group of SP__MAP_GROUP lines chosen
+ * by a hash of the pointer's 2 MiB region, and in it the line of the pointer's 512 B unit mod 16.
+ * Why both: a thread working on its own stream keeps its own segments, so the shards of its
+ * regions stay in its core's cache (hashing every 512 B unit over all shards made each thread
+ * touch every shard line over time: with 16 threads nearly every map access was a miss to another
+ * core; bench/alloc's mix rows stopped at about half of linear); threads whose blocks do share a
+ * segment or region (cross-stream reuse) still spread over 16 lines (measured earlier with the
+ * per-unit hash: 2 threads on a shared segment went from 0.5 to 0.85 of linear with spreading).
+ * No global lock on sp_free's lookup. 4096 shards (256 groups; 256 KiB per device).
  * Insertion never fails: when growing the table finds no host memory the chains just get longer.
  */
 #ifndef SP_ALLOC_PTRMAP_H
@@ -15,7 +17,7 @@
 
 #include "alloc/block.h"
 
-enum { SP__MAP_SHARDS = 4096 };
+enum { SP__MAP_SHARDS = 4096, SP__MAP_GROUP = 16 };
 
 typedef struct sp__map_shard {
   _Alignas(64) sp__spin mu; /* rank 5; one cache line per shard                    */
