@@ -360,7 +360,7 @@ sp_status sp_model_infer(sp_model *m, const float *in, float *out, unsigned batc
 
 typedef struct sp_batcher sp_batcher;
 typedef struct sp_batcher_config { /* all-zero means defaults */
-  unsigned max_batch;              /* rows per batched pass; 0 -> 64                        */
+  unsigned max_batch;              /* rows per batched pass; 0 -> 16                        */
   unsigned max_delay_us;           /* wait after a batch's first row; 0 -> 200              */
   unsigned workers;                /* worker threads, each with its own stream; 0 -> 4      */
 } sp_batcher_config;
