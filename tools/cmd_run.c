@@ -511,7 +511,7 @@ static void print_header(const run_fleet *f, const run_opts *o, const char *mode
          o->dtype == SP_BF16 ? "bf16" : "f32", o->batch, o->duration_s, REF_ROWS,
          o->dtype == SP_BF16 ? 2e-2 : 1e-4);
   if (o->batcher)
-    printf("batcher: max_batch %u, max_delay_us %u, workers %u (0: defaults 64, 200, 2)\n",
+    printf("batcher: max_batch %u, max_delay_us %u, workers %u (0: defaults 16, 200, 4)\n",
            o->bcfg.max_batch, o->bcfg.max_delay_us, o->bcfg.workers);
   printf("\n%s%8s %12s %12s %9s %9s %8s %10s%s\n", f->n > 1 ? " device " : "", o->batcher ? "clients" : "threads", "requests/s",
          "samples/s", "p50 us", "p99 us", "speedup", "max err", o->batcher ? "  rows/batch" : "");
