@@ -9,7 +9,9 @@
  * core; bench/alloc's mix rows stopped at about half of linear); threads whose blocks do share a
  * segment or region (cross-stream reuse) still spread over 16 lines (measured earlier with the
  * per-unit hash: 2 threads on a shared segment went from 0.5 to 0.85 of linear with spreading).
- * No global lock on sp_free's lookup. 4096 shards (256 groups; 256 KiB per device).
+ * No global lock on sp_free's lookup. 4096 shards (256 groups; 256 KiB per device). Insertions
+ * and removals also hold a stream cache lock (the block's), so a holder of every cache lock (the
+ * validator) may read the map without the shard locks.
  * Insertion never fails: when growing the table finds no host memory the chains just get longer.
  */
 #ifndef SP_ALLOC_PTRMAP_H
