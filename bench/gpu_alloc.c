@@ -31,6 +31,7 @@ int main(void) {
 
 #include <cuda_runtime_api.h>
 
+#include "size_mix.h"
 #include "streampool.h"
 
 enum { SEQ = 4096, MAX_THREADS = 16, N_KINDS = 3 };
@@ -40,19 +41,7 @@ static const char *kind_names[N_KINDS] = {"ours", "cudaMalloc", "cudaMallocAsync
 
 static size_t sizes[SEQ];
 
-/* The shared sequence: xorshift64*, seed 42; 2^e + r mod 2^e for e in 9..22, capped at 8 MiB. */
-static void make_sizes(void) {
-  uint64_t x = 42;
-  for (int i = 0; i < SEQ; i++) {
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    uint64_t r = x * 0x2545F4914F6CDD1Dull;
-    unsigned e = 9 + (unsigned)(r % 14);
-    size_t s = ((size_t)1 << e) + (size_t)((r >> 8) % ((uint64_t)1 << e));
-    sizes[i] = s > ((size_t)8 << 20) ? ((size_t)8 << 20) : s;
-  }
-}
+static void make_sizes(void) { bench_size_mix(sizes, SEQ); }
 
 static double now_s(void) {
   struct timespec ts;

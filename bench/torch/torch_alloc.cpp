@@ -15,6 +15,8 @@
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include "../size_mix.h"
+
 // Exported by libc10_cuda but declared in no installed header (libtorch_cuda's CUDAHooks.cpp
 // declares it the same way).
 namespace c10::cuda::_internal {
@@ -26,19 +28,9 @@ namespace {
 constexpr int kSeq = 4096;
 std::vector<size_t> sizes;
 
-// Identical to make_sizes() in bench/gpu_alloc.c.
 void make_sizes() {
-  uint64_t x = 42;
   sizes.resize(kSeq);
-  for (int i = 0; i < kSeq; i++) {
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    uint64_t r = x * 0x2545F4914F6CDD1Dull;
-    unsigned e = 9 + (unsigned)(r % 14);
-    size_t s = ((size_t)1 << e) + (size_t)((r >> 8) % ((uint64_t)1 << e));
-    sizes[i] = s > ((size_t)8 << 20) ? ((size_t)8 << 20) : s;
-  }
+  bench_size_mix(sizes.data(), kSeq);
 }
 
 double run_cell(unsigned threads, double seconds) {
