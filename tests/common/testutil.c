@@ -67,15 +67,20 @@ uint64_t tu_seed(void) { /* any thread */
   return tu_seed_value;
 }
 
-sp_device *tu_open_host(unsigned streams, sp_stream_mode mode) {
+sp_device *tu_open_host_index(int index, unsigned streams, sp_stream_mode mode) {
   sp_device_config cfg;
   memset(&cfg, 0, sizeof(cfg));
   cfg.backend = "host";
+  cfg.index = index;
   cfg.streams = streams;
   cfg.stream_mode = mode;
   sp_device *dev = NULL;
   SP_CHECK_OK(sp_device_open(&cfg, &dev));
   return dev;
+}
+
+sp_device *tu_open_host(unsigned streams, sp_stream_mode mode) {
+  return tu_open_host_index(0, streams, mode);
 }
 
 int tu_backends(const char *names[4]) {

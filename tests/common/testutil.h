@@ -75,8 +75,10 @@ static inline uint64_t tu_rng_next(tu_rng *r) {
 }
 static inline uint64_t tu_rng_below(tu_rng *r, uint64_t n) { return n ? tu_rng_next(r) % n : 0; }
 
-/* Opens a host device with the given streams/mode (0: defaults), failing the test on error. */
+/* Opens host device 0 (or `index`: several need STREAMPOOL_HOST_DEVICES) with the given
+ * streams/mode (0: defaults), failing the test on error. Main thread only (cmocka asserts). */
 sp_device *tu_open_host(unsigned streams, sp_stream_mode mode);
+sp_device *tu_open_host_index(int index, unsigned streams, sp_stream_mode mode);
 
 /* Backends compiled in and having a device: fills names[] ("host", then "cuda" if it has a
  * device), returns the count. Conformance tests loop over it. */

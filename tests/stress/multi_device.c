@@ -121,14 +121,8 @@ static void *pipe_worker(void *arg) {
 /* Runs THREADS pipelines over two fresh devices; returns the corrupted slots in total. */
 static unsigned long run_pipes(int with_wait, unsigned rounds) {
   sp_device *dev[2] = {NULL, NULL};
-  for (int d = 0; d < 2; d++) {
-    sp_device_config cfg;
-    memset(&cfg, 0, sizeof(cfg));
-    cfg.backend = "host";
-    cfg.index = d;
-    cfg.streams = 2 * THREADS + 1;
-    SP_CHECK_OK(sp_device_open(&cfg, &dev[d]));
-  }
+  for (int d = 0; d < 2; d++)
+    dev[d] = tu_open_host_index(d, 2 * THREADS + 1, SP_STREAMS_ROUND_ROBIN);
   pthread_t th[THREADS];
   pipe_arg args[THREADS];
   for (unsigned i = 0; i < THREADS; i++) {

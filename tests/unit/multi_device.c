@@ -19,17 +19,6 @@
 
 enum { NDEV = 3, THREADS = 6, BYTES = 64 << 10 };
 
-static sp_device *open_index(int index, unsigned streams) {
-  sp_device_config cfg;
-  memset(&cfg, 0, sizeof(cfg));
-  cfg.backend = "host";
-  cfg.index = index;
-  cfg.streams = streams;
-  sp_device *dev = NULL;
-  SP_CHECK_OK(sp_device_open(&cfg, &dev));
-  return dev;
-}
-
 static unsigned char pattern(uint64_t seed, size_t i) {
   uint64_t x = (seed + i) * 0x9E3779B97F4A7C15ull;
   return (unsigned char)(x >> 56);
@@ -113,7 +102,7 @@ static void *devices_worker(void *p) {
 static void three_devices_threads(void **state) {
   (void)state;
   sp_device *devs[NDEV];
-  for (int d = 0; d < NDEV; d++) devs[d] = open_index(d, 8);
+  for (int d = 0; d < NDEV; d++) devs[d] = tu_open_host_index(d, 8, SP_STREAMS_ROUND_ROBIN);
   tu_failures_reset();
   pthread_t th[THREADS];
   dev_arg args[THREADS];
@@ -137,7 +126,8 @@ static void three_devices_threads(void **state) {
 
 static void current_stream_per_device(void **state) {
   (void)state;
-  sp_device *a = open_index(0, 8), *b = open_index(1, 8);
+  sp_device *a = tu_open_host_index(0, 8, SP_STREAMS_ROUND_ROBIN),
+            *b = tu_open_host_index(1, 8, SP_STREAMS_ROUND_ROBIN);
   sp_stream *sa = NULL, *sb = NULL, *cur = NULL;
   SP_CHECK_OK(sp_stream_current(a, &sa));
   SP_CHECK_OK(sp_stream_current(b, &sb));
@@ -167,7 +157,7 @@ static void close_one_leaves_others(void **state) {
   sp_device *devs[NDEV];
   void *blk[NDEV];
   for (int d = 0; d < NDEV; d++) {
-    devs[d] = open_index(d, 4);
+    devs[d] = tu_open_host_index(d, 4, SP_STREAMS_ROUND_ROBIN);
     SP_CHECK_OK(sp_alloc(devs[d], BYTES, NULL, &blk[d]));
   }
   sp_device_close(devs[1]); /* frees its block with it */
@@ -191,7 +181,8 @@ static void close_one_leaves_others(void **state) {
     SP_CHECK_OK(sp_event_release(devs[d], ev));
     SP_CHECK_OK(sp_empty_cache(devs[d]));
   }
-  sp_device *again = open_index(1, 4); /* the same index opens again beside the others */
+  sp_device *again = tu_open_host_index(
+      1, 4, SP_STREAMS_ROUND_ROBIN); /* the same index opens again beside the others */
   void *p = NULL;
   SP_CHECK_OK(sp_alloc(again, 4096, NULL, &p));
   SP_CHECK_OK(sp_free(again, p));
@@ -204,7 +195,8 @@ static void close_one_leaves_others(void **state) {
 
 static void foreign_handles_rejected(void **state) {
   (void)state;
-  sp_device *a = open_index(0, 4), *b = open_index(1, 4);
+  sp_device *a = tu_open_host_index(0, 4, SP_STREAMS_ROUND_ROBIN),
+            *b = tu_open_host_index(1, 4, SP_STREAMS_ROUND_ROBIN);
   void *p = NULL;
   SP_CHECK_OK(sp_alloc(a, 4096, NULL, &p));
   SP_CHECK_STATUS(sp_free(b, p), SP_ERR_INVALID_HANDLE);
@@ -230,7 +222,8 @@ static void foreign_handles_rejected(void **state) {
 
 static void peer_wait_is_device_side(void **state) {
   (void)state;
-  sp_device *a = open_index(0, 4), *b = open_index(1, 4);
+  sp_device *a = tu_open_host_index(0, 4, SP_STREAMS_ROUND_ROBIN),
+            *b = tu_open_host_index(1, 4, SP_STREAMS_ROUND_ROBIN);
   assert_int_equal(sp_peer_copy_direct(b, a), 1);
   sp_stream *sa = NULL, *sb = NULL;
   SP_CHECK_OK(sp_stream_current(a, &sa));
@@ -280,7 +273,8 @@ static void peer_wait_is_device_side(void **state) {
 /* Both directions, odd sizes and offsets, host memory as the source, the same device. */
 static void peer_copy_shapes(void **state) {
   (void)state;
-  sp_device *a = open_index(0, 4), *b = open_index(2, 4);
+  sp_device *a = tu_open_host_index(0, 4, SP_STREAMS_ROUND_ROBIN),
+            *b = tu_open_host_index(2, 4, SP_STREAMS_ROUND_ROBIN);
   sp_device *devs[2] = {a, b};
   static const size_t sizes[] = {1, 7, 4097, BYTES - 3};
   unsigned char *host = malloc(BYTES), *out = malloc(BYTES);
@@ -328,7 +322,8 @@ static void peer_copy_shapes(void **state) {
 
 static void peer_bad_arguments(void **state) {
   (void)state;
-  sp_device *a = open_index(0, 4), *b = open_index(1, 4);
+  sp_device *a = tu_open_host_index(0, 4, SP_STREAMS_ROUND_ROBIN),
+            *b = tu_open_host_index(1, 4, SP_STREAMS_ROUND_ROBIN);
   sp_stream *sb = NULL;
   SP_CHECK_OK(sp_stream_current(b, &sb));
   char buf[16] = {0}, dst[16] = {0};

@@ -52,21 +52,10 @@ static unsigned char pattern(uint64_t seed, size_t i) {
   return (unsigned char)(x >> 56);
 }
 
-static sp_device *open_index(int index) {
-  sp_device_config cfg;
-  memset(&cfg, 0, sizeof(cfg));
-  cfg.backend = "host";
-  cfg.index = index;
-  cfg.streams = 4;
-  sp_device *dev = NULL;
-  SP_CHECK_OK(sp_device_open(&cfg, &dev));
-  return dev;
-}
-
 /* a: a plain host device; b: a host device the core sees as another backend. */
 static void open_pair(sp_device **a, sp_device **b) {
-  *a = open_index(0);
-  *b = open_index(1);
+  *a = tu_open_host_index(0, 4, SP_STREAMS_ROUND_ROBIN);
+  *b = tu_open_host_index(1, 4, SP_STREAMS_ROUND_ROBIN);
   nopeer_backend = *(*b)->be;
   nopeer_backend.memcpy_peer_async = NULL;
   (*b)->be = &nopeer_backend;
