@@ -7,14 +7,7 @@
 # backend whose devices cannot be counted (a bad STREAMPOOL_HOST_DEVICES) fails cleanly (exit 2,
 # a bad setting, with the reason), not with a crash.
 # Method: run the CLI ($1) with tiny durations and check its output and exit codes.
-set -uo pipefail
-cli=$1
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail=0
-check() { # name, condition result
-  if [ "$2" -ne 0 ]; then echo "FAILED: $1"; fail=1; else echo "ok: $1"; fi
-}
+. "$(dirname "$0")/../common/cli.sh" "$1"
 export STREAMPOOL_HOST_DEVICES=2
 
 "$cli" run --backend host --devices all --threads 2,3 --duration 0.3 --no-progress \

@@ -4,14 +4,7 @@
 # "ok": true and a row per thread count; batcher mode answers correctly; bad options and bad model
 # files exit non-zero with a message naming the problem.
 # Method: run the CLI ($1) with tiny durations and check its output and exit codes.
-set -uo pipefail
-cli=$1
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail=0
-check() { # name, condition result
-  if [ "$2" -ne 0 ]; then echo "FAILED: $1"; fail=1; else echo "ok: $1"; fi
-}
+. "$(dirname "$0")/../common/cli.sh" "$1"
 
 "$cli" run --backend host --duration 0.3 --threads 1,2 --no-progress >"$tmp/table" 2>"$tmp/err"
 rc=$?

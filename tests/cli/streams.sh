@@ -5,14 +5,7 @@
 # Method: run the CLI ($1) with tiny durations; for the second part cap the address space
 # (ulimit -v) so that most of 1024 thread stacks cannot be mapped. Not checked when the
 # binary cannot start under the cap (sanitizer builds reserve huge address ranges).
-set -uo pipefail
-cli=$1
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail=0
-check() { # name, condition result
-  if [ "$2" -ne 0 ]; then echo "FAILED: $1"; fail=1; else echo "ok: $1"; fi
-}
+. "$(dirname "$0")/../common/cli.sh" "$1"
 
 "$cli" streams --backend host --threads 3 --seconds 0.1 --bytes 4096 >"$tmp/ok" 2>&1
 rc=$?
