@@ -1,8 +1,8 @@
 /* Status strings, the thread-local last error, the log hook and the host-allocation hook.
  *
  * The last error is a fixed thread-local buffer (no allocation on failure paths). The log hook and
- * the host allocator are process-wide, published with release stores and read with acquire loads,
- * so setting them races with nothing but messages already under way.
+ * the host allocator are process-wide: the hook under a seqlock (below), the allocator published
+ * with a release store and read with an acquire load.
  */
 #include "core/status.h"
 
@@ -44,41 +44,48 @@ sp_status sp__fail(sp_status st, const char *fmt, ...) {
 
 /* ---- logging ---- */
 
-typedef struct sp__log_hook {
-  sp_log_fn fn;
-  void *user;
-  sp_log_level max_level;
-} sp__log_hook;
-
-static sp__log_hook sp__log_hooks[2];
-static atomic_int sp__log_current = -1; /* index into sp__log_hooks, -1: none */
+/* The hook is three atomics under a sequence count (a seqlock): setters, serialized by a flag,
+ * make the count odd, store the fields, make it even; a reader copies the fields and retries
+ * until it saw the same even count before and after, so a message never gets the fn of one hook
+ * and the user pointer of another, however often the hook is set meanwhile. */
+static _Atomic(sp_log_fn) sp__log_fn;    /* NULL: no hook */
+static _Atomic(void *) sp__log_user;
+static atomic_int sp__log_max_level;
+static atomic_uint sp__log_seq;          /* odd while a setter writes the fields */
 static atomic_flag sp__log_setting = ATOMIC_FLAG_INIT;
 
 void sp_log_set_hook(sp_log_fn fn, void *user, sp_log_level max_level) {
   while (atomic_flag_test_and_set_explicit(&sp__log_setting, memory_order_acquire)) {
   }
-  if (!fn) {
-    atomic_store_explicit(&sp__log_current, -1, memory_order_release);
-  } else {
-    /* Write the slot not in use, then publish it: readers never see a torn hook. */
-    int next = atomic_load_explicit(&sp__log_current, memory_order_relaxed) == 0 ? 1 : 0;
-    sp__log_hooks[next] = (sp__log_hook){fn, user, max_level};
-    atomic_store_explicit(&sp__log_current, next, memory_order_release);
-  }
+  unsigned seq = atomic_load_explicit(&sp__log_seq, memory_order_relaxed);
+  atomic_store_explicit(&sp__log_seq, seq + 1, memory_order_relaxed);
+  atomic_thread_fence(memory_order_release); /* odd count before the fields */
+  atomic_store_explicit(&sp__log_fn, fn, memory_order_relaxed);
+  atomic_store_explicit(&sp__log_user, user, memory_order_relaxed);
+  atomic_store_explicit(&sp__log_max_level, (int)max_level, memory_order_relaxed);
+  atomic_store_explicit(&sp__log_seq, seq + 2, memory_order_release);
   atomic_flag_clear_explicit(&sp__log_setting, memory_order_release);
 }
 
 void sp__log(sp_log_level level, const char *fmt, ...) {
-  int cur = atomic_load_explicit(&sp__log_current, memory_order_acquire);
-  if (cur < 0) return;
-  sp__log_hook h = sp__log_hooks[cur];
-  if (level > h.max_level) return;
+  sp_log_fn fn;
+  void *user;
+  int max_level;
+  unsigned seq;
+  do {
+    seq = atomic_load_explicit(&sp__log_seq, memory_order_acquire);
+    fn = atomic_load_explicit(&sp__log_fn, memory_order_relaxed);
+    user = atomic_load_explicit(&sp__log_user, memory_order_relaxed);
+    max_level = atomic_load_explicit(&sp__log_max_level, memory_order_relaxed);
+    atomic_thread_fence(memory_order_acquire); /* the fields before the second count */
+  } while ((seq & 1u) || seq != atomic_load_explicit(&sp__log_seq, memory_order_relaxed));
+  if (!fn || (int)level > max_level) return;
   char msg[SP__ERROR_MAX];
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(msg, sizeof(msg), fmt, ap);
   va_end(ap);
-  h.fn(h.user, level, msg);
+  fn(user, level, msg);
 }
 
 _Noreturn void sp__assert_fail(const char *expr, const char *file, int line) {

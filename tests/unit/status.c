@@ -2,9 +2,14 @@
  * sp_last_error is per thread and names the failing function, the log hook receives failures and
  * can be removed, and the version string matches the header's macros.
  * Method: walk the status table; fail a call on one thread and read sp_last_error on another;
- * install a counting log hook, fail a call, remove the hook, fail again.
+ * install a counting log hook, fail a call, remove the hook, fail again. Hooks set while other
+ * threads log: one thread flips between two hooks as fast as it can while others fail calls;
+ * each hook checks it got its own user pointer (a torn hook would pair one's fn with the other's
+ * user).
  */
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "testutil.h"
@@ -76,12 +81,60 @@ static void log_hook(void **state) {
   assert_int_equal(c.calls, before);
 }
 
+/* Two hooks whose user pointers name them: a message must reach fn X with X's user. */
+static int hook_tag_a = 'a', hook_tag_b = 'b';
+static atomic_ulong torn, delivered;
+static atomic_bool flipping;
+static void hook_a(void *user, sp_log_level level, const char *msg) {
+  (void)level, (void)msg;
+  if (user != &hook_tag_a) atomic_fetch_add(&torn, 1);
+  atomic_fetch_add(&delivered, 1);
+}
+static void hook_b(void *user, sp_log_level level, const char *msg) {
+  (void)level, (void)msg;
+  if (user != &hook_tag_b) atomic_fetch_add(&torn, 1);
+  atomic_fetch_add(&delivered, 1);
+}
+
+static void *flip_hooks(void *arg) {
+  (void)arg;
+  for (unsigned long i = 0; atomic_load(&flipping); i++)
+    sp_log_set_hook(i & 1 ? hook_b : hook_a, i & 1 ? (void *)&hook_tag_b : (void *)&hook_tag_a,
+                    SP_LOG_DEBUG);
+  return NULL;
+}
+
+static void *fail_calls(void *arg) {
+  size_t n = *(size_t *)arg;
+  for (size_t i = 0; i < n; i++) (void)sp_stream_sync(NULL); /* logs at DEBUG */
+  return NULL;
+}
+
+static void log_hook_set_while_logging(void **state) {
+  (void)state;
+  atomic_store(&flipping, true);
+  pthread_t flipper, callers[3];
+  size_t n = tu_scale(200000);
+  assert_int_equal(pthread_create(&flipper, NULL, flip_hooks, NULL), 0);
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(pthread_create(&callers[i], NULL, fail_calls, &n), 0);
+  for (int i = 0; i < 3; i++) pthread_join(callers[i], NULL);
+  atomic_store(&flipping, false);
+  pthread_join(flipper, NULL);
+  sp_log_set_hook(NULL, NULL, SP_LOG_ERROR);
+  if (atomic_load(&torn) != 0)
+    fail_msg("%lu of %lu messages reached a hook with the other hook's user pointer",
+             atomic_load(&torn), atomic_load(&delivered));
+  if (atomic_load(&delivered) == 0) fail_msg("no message reached a hook");
+}
+
 int main(void) {
   tu_seed();
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(strings),
       cmocka_unit_test(last_error_per_thread),
       cmocka_unit_test(log_hook),
+      cmocka_unit_test(log_hook_set_while_logging),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
