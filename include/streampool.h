@@ -171,7 +171,8 @@ sp_status sp_device_config_get(const sp_device *dev, sp_device_config *out);
 sp_status sp_device_memory_info(sp_device *dev, size_t *free_bytes, size_t *total_bytes);
 
 /* How many devices backend ("host", "cuda"; NULL: the best available) has. A compiled-in backend
- * with no device gives SP_OK and 0; a backend not compiled in gives SP_ERR_UNSUPPORTED. */
+ * with no device gives SP_OK and 0; a backend not compiled in gives SP_ERR_UNSUPPORTED. Any
+ * thread. */
 sp_status sp_device_count(const char *backend, int *count);
 /* Whether backend was compiled into this library (1) or not (0). Any thread. */
 int sp_backend_compiled(const char *backend);
@@ -223,7 +224,7 @@ sp_status sp_memcpy_async(sp_stream *s, void *dst, const void *src, size_t bytes
 sp_status sp_memset_async(sp_stream *s, void *dst, int value, size_t bytes);
 
 /* ---------------------------------------------------------------------------------------------
- * Several devices: cross-device waits and peer copies (docs/MULTI_DEVICE.md)
+ * Several devices: cross-device waits and peer copies (docs/ARCHITECTURE.md, "Several devices")
  * ------------------------------------------------------------------------------------------- */
 
 /* Work submitted to s after this call runs after ev's recorded work, where ev is an event of
@@ -270,7 +271,8 @@ sp_status sp_event_acquire(sp_device *dev, unsigned flags, sp_event *out);
 sp_status sp_event_release(sp_device *dev, sp_event ev);
 /* Marks the current end of s's work in ev and remembers s. Any thread. */
 sp_status sp_event_record(sp_event ev, sp_stream *s);
-/* SP_OK if ev's recorded work is done (or it was never recorded), SP_ERR_NOT_READY if not. */
+/* SP_OK if ev's recorded work is done (or it was never recorded), SP_ERR_NOT_READY if not.
+ * Any thread. */
 sp_status sp_event_query(sp_device *dev, sp_event ev);
 /* Waits on the host until ev's recorded work is done. Any thread. */
 sp_status sp_event_sync(sp_device *dev, sp_event ev);
@@ -345,6 +347,7 @@ sp_status sp_model_mlp_random(sp_device *dev, const unsigned *dims, unsigned n_d
 
 /* Frees m's weights. Work using m must have finished. NULL is a no-op. Externally synchronized. */
 void sp_model_free(sp_model *m);
+/* m's shape, weight dtype and device, fixed at load. Any thread. */
 unsigned sp_model_in_features(const sp_model *m);
 unsigned sp_model_out_features(const sp_model *m);
 sp_dtype sp_model_dtype(const sp_model *m);
@@ -383,6 +386,8 @@ typedef struct sp_batcher_stats {
   uint64_t run_ns;                   /* all passes: staging, forward, stream sync   */
   uint64_t answer_ns;                /* all passes: rows copied back, callers woken */
 } sp_batcher_stats;
+/* b's counters so far, each read atomically (their sum is exact once callers and workers rest).
+ * Any thread, also while sp_batcher_infer runs. */
 sp_status sp_batcher_stats_get(sp_batcher *b, sp_batcher_stats *out);
 
 #if defined(__GNUC__)
