@@ -142,11 +142,17 @@ typedef struct sp_device_config { /* all-zero means defaults */
 } sp_device_config;
 
 /* Opens device cfg->index of cfg->backend (cfg may be NULL: all defaults). Environment overrides,
- * read here and validated (a bad value fails the open with SP_ERR_INVALID_ARGUMENT naming the
- * variable): STREAMPOOL_BACKEND, STREAMPOOL_STREAMS, STREAMPOOL_STREAM_MODE
- * (round_robin|exclusive), STREAMPOOL_SLOT_WAIT_MS, STREAMPOOL_MEMORY_LIMIT (bytes, K/M/G suffix).
- * The host backend also reads STREAMPOOL_HOST_JITTER_US, STREAMPOOL_HOST_JITTER_SEED,
- * STREAMPOOL_HOST_MEMORY (its device memory size) and STREAMPOOL_HOST_DEVICES (how many).
+ * read here and validated (a bad value fails the open with SP_ERR_INVALID_ARGUMENT and the message
+ * "sp_device_open: VARIABLE='value' <what is wrong>"): STREAMPOOL_BACKEND (auto|host|cuda),
+ * STREAMPOOL_STREAMS (2..128), STREAMPOOL_STREAM_MODE (round_robin|exclusive),
+ * STREAMPOOL_SLOT_WAIT_MS, STREAMPOOL_MEMORY_LIMIT (bytes). The host backend also reads
+ * STREAMPOOL_HOST_JITTER_US, STREAMPOOL_HOST_JITTER_SEED, STREAMPOOL_HOST_MEMORY (bytes: its
+ * device memory size) and STREAMPOOL_HOST_DEVICES (1..16). One grammar for every STREAMPOOL_*
+ * variable (these, STREAMPOOL_GRAPHS and STREAMPOOL_BATCHER_SPIN_US): a number is decimal digits
+ * only (no sign, space or trailing text; more than 64 bits is refused, not clamped); a byte size
+ * may add K, M, G or T (either case, powers of 1024) and then B or iB (64M = 64MB = 64MiB); a
+ * switch is 0 or 1; names match exactly. An empty value is an error for every variable: unset it
+ * to get the default.
  * Several devices, of one backend or several, may be open at once. Returns SP_ERR_NO_DEVICE for
  * an index out of range, SP_ERR_UNSUPPORTED for a backend not compiled in. Any thread. */
 sp_status sp_device_open(const sp_device_config *cfg, sp_device **out);
@@ -343,7 +349,7 @@ sp_status sp_model_mlp_random(sp_device *dev, const unsigned *dims, unsigned n_d
 
 /* Models read STREAMPOOL_GRAPHS when built (1, the default: each (stream, batch) forward is captured
  * once as a device graph where the backend has graphs, and replayed; 0: launched op by op; another
- * value: the build fails with SP_ERR_INVALID_ARGUMENT). */
+ * value, the empty one included: the build fails with SP_ERR_INVALID_ARGUMENT naming it). */
 
 /* Frees m's weights. Work using m must have finished. NULL is a no-op. Externally synchronized. */
 void sp_model_free(sp_model *m);
@@ -368,7 +374,9 @@ typedef struct sp_batcher_config { /* all-zero means defaults */
   unsigned workers;                /* worker threads, each with its own stream; 0 -> 4      */
 } sp_batcher_config;
 
-/* Starts a batcher over m (cfg may be NULL). Any thread. */
+/* Starts a batcher over m (cfg may be NULL). Reads STREAMPOOL_BATCHER_SPIN_US (microseconds a
+ * caller polls for its answer before it sleeps, 0..100000; the grammar of sp_device_open's
+ * variables; a bad value fails with SP_ERR_INVALID_ARGUMENT naming it). Any thread. */
 sp_status sp_batcher_create(sp_model *m, const sp_batcher_config *cfg, sp_batcher **out);
 /* Submits one row (in_features floats) and blocks until out (out_features floats) holds its
  * result. Any thread. */

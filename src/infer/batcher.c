@@ -31,7 +31,6 @@
  * neither. Request states, the inbox and the per-worker gen and sleepers words are atomics
  * (sequentially consistent where a sleeper and a waker meet).
  */
-#include <errno.h>
 #include <limits.h>
 #include <pthread.h>
 #include <sched.h>
@@ -47,6 +46,7 @@
 #include <unistd.h>
 #endif
 
+#include "core/env.h"
 #include "infer/model.h"
 
 enum {
@@ -438,18 +438,11 @@ static void *batch_worker_main(void *arg) {
 /* STREAMPOOL_BATCHER_SPIN_US: how long a caller polls for its answer before it sleeps
  * (0..100000; default BATCH_SPIN_US). Longer saves wake-ups when cores are free. */
 static sp_status batch_env_spin(sp_batcher *b) {
-  const char *v = getenv("STREAMPOOL_BATCHER_SPIN_US");
-  unsigned long us = BATCH_SPIN_US;
-  if (v && *v) {
-    char *end;
-    errno = 0;
-    us = strtoul(v, &end, 10);
-    if (errno || *end || v[0] == '-' || us > 100000)
-      return sp__fail(SP_ERR_INVALID_ARGUMENT,
-                      "STREAMPOOL_BATCHER_SPIN_US='%s': expected microseconds 0..100000", v);
-  }
-  b->spin_ns = (unsigned long long)us * 1000ull;
-  return SP_OK;
+  uint64_t us = 0;
+  sp_status st = sp__env_u64_or("sp_batcher_create", "STREAMPOOL_BATCHER_SPIN_US", SP__ENV_COUNT,
+                                0, 100000, BATCH_SPIN_US, &us);
+  if (st == SP_OK) b->spin_ns = us * 1000ull;
+  return st;
 }
 
 static sp_status batch_config(const sp_batcher_config *cfg, sp_batcher *b) {

@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/env.h"
 #include "infer/model.h"
 
 enum {
@@ -82,16 +83,7 @@ static size_t plan_round(size_t n) { return (n + PLAN_ALIGN - 1) & ~(size_t)(PLA
 /* STREAMPOOL_GRAPHS: "1" (default) captures graphs where the backend can, "0" runs plans op by
  * op (for comparison and debugging). */
 static sp_status plan_env_graphs(bool *graphs) {
-  const char *v = getenv("STREAMPOOL_GRAPHS");
-  if (!v || !*v || !strcmp(v, "1")) {
-    *graphs = true;
-    return SP_OK;
-  }
-  if (!strcmp(v, "0")) {
-    *graphs = false;
-    return SP_OK;
-  }
-  return sp__fail(SP_ERR_INVALID_ARGUMENT, "STREAMPOOL_GRAPHS='%s': expected 0 or 1", v);
+  return sp__env_switch("model build", "STREAMPOOL_GRAPHS", true, graphs);
 }
 
 sp_status sp__plan_table_create(const sp_model *m, sp__plan_table **out) {

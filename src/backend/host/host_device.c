@@ -12,65 +12,25 @@
  * Locking: none; the device's mutable state is atomic. Environment variables are read at
  * device_count/device_open only.
  */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "backend/host/host_impl.h"
+#include "core/env.h"
 
 /* ---- environment ---------------------------------------------------------------------------- */
 
-/* Parses a decimal unsigned integer with an optional K/M/G suffix (binary: 1024) when
- * allow_suffix, an optional trailing "B" or "iB" after it. SP_OK and *out, else
- * SP_ERR_INVALID_ARGUMENT naming var. */
-static sp_status host_env_parse(const char *var, const char *text, bool allow_suffix,
-                                unsigned long long *out) {
-  if (text[0] < '0' || text[0] > '9') goto bad;
-  errno = 0;
-  char *end = NULL;
-  unsigned long long v = strtoull(text, &end, 10);
-  if (errno == ERANGE) goto bad;
-  unsigned shift = 0;
-  if (allow_suffix && *end) {
-    switch (*end) {
-    case 'k': case 'K': shift = 10; break;
-    case 'm': case 'M': shift = 20; break;
-    case 'g': case 'G': shift = 30; break;
-    case 't': case 'T': shift = 40; break;
-    default: goto bad;
-    }
-    end++;
-    if (strcmp(end, "iB") == 0 || strcmp(end, "B") == 0) end += strlen(end);
-  }
-  if (*end) goto bad;
-  if (shift && v > (~0ull >> shift)) goto bad;
-  *out = v << shift;
-  return SP_OK;
-bad:
-  return sp__fail(SP_ERR_INVALID_ARGUMENT,
-                  "host backend: %s=\"%s\" is not a valid %s", var, text,
-                  allow_suffix ? "byte count (digits with an optional K/M/G/T suffix)"
-                               : "non-negative integer");
-}
-
-/* Reads var as an integer in [lo, hi]; unset or empty: *out = dflt. */
+/* Reads var (through the one STREAMPOOL_* reader, core/env.h) as a count, or a byte size when
+ * bytes, in [lo, hi]; unset: *out = dflt. */
 static sp_status host_env_uint(const char *var, unsigned long long lo, unsigned long long hi,
                                unsigned long long dflt, bool bytes, unsigned long long *out) {
-  const char *text = getenv(var);
-  if (!text || !*text) {
-    *out = dflt;
-    return SP_OK;
-  }
-  unsigned long long v = 0;
-  sp_status st = host_env_parse(var, text, bytes, &v);
-  if (st != SP_OK) return st;
-  if (v < lo || v > hi)
-    return sp__fail(SP_ERR_INVALID_ARGUMENT, "host backend: %s=%s is out of range [%llu, %llu]",
-                    var, text, lo, hi);
-  *out = v;
-  return SP_OK;
+  uint64_t v = 0;
+  sp_status st = sp__env_u64_or("host backend", var, bytes ? SP__ENV_BYTES : SP__ENV_COUNT, lo, hi,
+                                dflt, &v);
+  if (st == SP_OK) *out = v;
+  return st;
 }
 
 static size_t host_physical_ram(void) {

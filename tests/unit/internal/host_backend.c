@@ -838,8 +838,8 @@ static void test_env_values(void **state) {
                good_mem[i].bytes, t);
     B->device_close(d);
   }
-  setenv("STREAMPOOL_HOST_MEMORY", "", 1); /* empty: the default (physical RAM) */
-  sp__bdevice *d = dev_open(0);
+  expect_env_rejected("STREAMPOOL_HOST_MEMORY", "", 0); /* empty: an error, as for every variable */
+  sp__bdevice *d = dev_open(0); /* unset: the default (physical RAM) */
   size_t f = 0, t = 0;
   SP_CHECK_OK(B->memory_info(d, &f, &t));
   assert_true(t > ((size_t)64 << 20));
