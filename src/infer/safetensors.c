@@ -312,18 +312,3 @@ void sp__safetensors_free(sp__safetensors *st) {
   sp__free(st->file_buf);
   sp__free(st);
 }
-
-uint16_t sp__f32_to_bf16(float f) {
-  uint32_t u;
-  memcpy(&u, &f, sizeof(u));
-  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u); /* quiet NaN */
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return (uint16_t)(u >> 16);
-}
-
-float sp__bf16_to_f32(uint16_t h) {
-  uint32_t u = (uint32_t)h << 16;
-  float f;
-  memcpy(&f, &u, sizeof(f));
-  return f;
-}

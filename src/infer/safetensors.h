@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/dtype.h"
 #include "streampool.h"
 
 enum {
@@ -41,8 +42,6 @@ typedef struct sp__safetensors {
   unsigned char *file_buf;          /* the whole file when read by sp__safetensors_read   */
 } sp__safetensors;
 
-/* Size in bytes of one element of dt. */
-static inline size_t sp__dtype_size(sp_dtype dt) { return dt == SP_BF16 ? 2u : 4u; }
 
 /* Parses buf[0, len) (not copied: tensors point into it; it must outlive *out). origin names the
  * source in messages (a path, or "buffer"). SP_ERR_INVALID_ARGUMENT for anything malformed,
@@ -59,8 +58,5 @@ const sp__st_tensor *sp__safetensors_find(const sp__safetensors *st, const char 
 
 void sp__safetensors_free(sp__safetensors *st); /* NULL ok */
 
-/* Host-side conversions used by the loader (round to nearest even; NaN stays NaN). */
-uint16_t sp__f32_to_bf16(float f);
-float sp__bf16_to_f32(uint16_t h);
 
 #endif /* SP_INFER_SAFETENSORS_H */

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/dtype.h"
 #include "cuda_internal.h"
 
 sp_status sp__cuda_fail(cudaError_t e, const char *what) {
@@ -174,8 +175,7 @@ static sp_status cuda_convert_async(sp__bstream *s, void *dst, sp_dtype dst_type
   if (st != SP_OK) return st;
   cudaError_t e;
   if (dst_type == src_type) {
-    size_t elem = dst_type == SP_BF16 ? 2 : 4;
-    e = cudaMemcpyAsync(dst, src, n * elem, cudaMemcpyDefault, s->stream);
+    e = cudaMemcpyAsync(dst, src, n * sp__dtype_size(dst_type), cudaMemcpyDefault, s->stream);
   } else if (dst_type == SP_BF16) {
     e = sp__cuda_f32_to_bf16(s->stream, dst, src, n);
   } else {

@@ -14,6 +14,7 @@
 #include <stdio.h>
 
 #include "backend/host/host_impl.h"
+#include "core/dtype.h"
 
 static pthread_once_t host_blas_once = PTHREAD_ONCE_INIT;
 
@@ -21,12 +22,9 @@ static void host_blas_setup(void) { openblas_set_num_threads(1); }
 
 void sp__host_blas_init(void) { pthread_once(&host_blas_once, host_blas_setup); }
 
-static size_t host_dtype_size(sp_dtype t) { return t == SP_BF16 ? 2 : 4; }
-static bool host_dtype_valid(sp_dtype t) { return t == SP_F32 || t == SP_BF16; }
-
 sp_status sp__host_linear_check(const sp__linear *op, const char *fn) {
   if (!op) return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: op is NULL", fn);
-  if (!host_dtype_valid(op->dtype))
+  if (!sp__dtype_valid(op->dtype))
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: unknown dtype %d", fn, (int)op->dtype);
   if (!op->batch || !op->in_features || !op->out_features)
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: empty shape batch=%u in=%u out=%u", fn,
@@ -45,7 +43,7 @@ sp_status sp__host_linear_check(const sp__linear *op, const char *fn) {
 
 sp_status sp__host_convert_check(void *dst, sp_dtype dst_type, const void *src,
                                  sp_dtype src_type, size_t n, const char *fn) {
-  if (!host_dtype_valid(dst_type) || !host_dtype_valid(src_type))
+  if (!sp__dtype_valid(dst_type) || !sp__dtype_valid(src_type))
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: unknown dtype (dst %d, src %d)", fn,
                     (int)dst_type, (int)src_type);
   if (n && (!dst || !src))
@@ -57,15 +55,15 @@ sp_status sp__host_convert_check(void *dst, sp_dtype dst_type, const void *src,
 void sp__host_convert_run(void *dst, sp_dtype dst_type, const void *src, sp_dtype src_type,
                           size_t n) {
   if (dst_type == src_type) {
-    memmove(dst, src, n * host_dtype_size(dst_type));
+    memmove(dst, src, n * sp__dtype_size(dst_type));
   } else if (dst_type == SP_BF16) {
     const float *f = src;
     uint16_t *h = dst;
-    for (size_t i = 0; i < n; i++) h[i] = sp__host_f32_to_bf16(f[i]);
+    for (size_t i = 0; i < n; i++) h[i] = sp__f32_to_bf16(f[i]);
   } else {
     const uint16_t *h = src;
     float *f = dst;
-    for (size_t i = 0; i < n; i++) f[i] = sp__host_bf16_to_f32(h[i]);
+    for (size_t i = 0; i < n; i++) f[i] = sp__bf16_to_f32(h[i]);
   }
 }
 

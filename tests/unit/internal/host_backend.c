@@ -23,6 +23,7 @@
 
 #include "backend/backend.h"
 #include "backend/host/host.h"
+#include "core/dtype.h"
 
 static const sp__backend *const B = &sp__host_backend;
 
@@ -597,7 +598,7 @@ static void test_memory_threads(void **state) {
 
 static float rand_float(tu_rng *r) { return (float)((double)tu_rng_below(r, 2000001) / 1e6 - 1.0); }
 
-static float bf16_round(float f) { return sp__host_bf16_to_f32(sp__host_f32_to_bf16(f)); }
+static float bf16_round(float f) { return sp__bf16_to_f32(sp__f32_to_bf16(f)); }
 
 /* One random Linear on the device against a double reference. */
 static void linear_case(sp__bstream *s, tu_rng *r, sp_dtype dt, unsigned batch, unsigned in,
@@ -719,10 +720,10 @@ static uint16_t ref_bf16(float f) {
   if (isnan(f)) return (uint16_t)((u >> 16) | 0x40);
   uint16_t lo = (uint16_t)(u >> 16), hi = (uint16_t)(lo + 1);
   if ((u & 0xffff) == 0) return lo;
-  double dl = fabs((double)f - (double)sp__host_bf16_to_f32(lo));
-  double dh = isinf(sp__host_bf16_to_f32(hi)) && !isinf(f)
+  double dl = fabs((double)f - (double)sp__bf16_to_f32(lo));
+  double dh = isinf(sp__bf16_to_f32(hi)) && !isinf(f)
                   ? fabs((double)f - ldexp(1.0, 128) * (f < 0 ? -1 : 1))
-                  : fabs((double)f - (double)sp__host_bf16_to_f32(hi));
+                  : fabs((double)f - (double)sp__bf16_to_f32(hi));
   if (dl < dh) return lo;
   if (dh < dl) return hi;
   return (lo & 1) ? hi : lo;
