@@ -2,30 +2,39 @@
  * numpy), so the loader and the kernels are cross-checked end to end.
  *
  * Inputs and expected outputs are raw little-endian float32 files, row-major: rows = file size /
- * (4 x features). The error is max |y - want| / max |want| over all outputs; above --tol (default
- * 1e-5 for f32, 1e-2 for bf16) the command exits 1. It prints one line per check.
+ * (4 x features). The error is the CLI's one metric (measure.h): per row max |y - want| /
+ * max |want| (near-zero rows absolutely at 1e-6), the largest over all rows; above --tol (default
+ * the dtype's tolerance of measure.h, the same as `streampool run` checks with: 1e-5 f32, 2e-2
+ * bf16) the command exits 1. It prints one line, or one JSON document with --json. Exit status:
+ * 0 within tolerance, 1 above it or a failure (message on stderr), 2 bad usage.
  */
-#include <getopt.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
+#include "args.h"
 #include "cli.h"
+#include "measure.h"
 #include "streampool.h"
 
 typedef struct check_opts {
   const char *backend, *model, *inputs, *expect;
   sp_dtype dtype;
-  double tol;
+  double tol; /* < 0: the dtype's default */
   unsigned batch;
+  bool json;
 } check_opts;
 
 static void check_usage(FILE *f) {
   fprintf(f, "usage: streampool check --model FILE.safetensors --inputs IN.f32 --expect OUT.f32\n"
              "                        [--dtype f32|bf16] [--tol X] [--batch N] [--backend NAME]\n"
+             "                        [--json]\n"
              "  IN/OUT: raw little-endian float32, row-major. Exit 0 when the relative error\n"
-             "  (max |y - expected| / max |expected|) is within --tol (default 1e-5 f32, 1e-2 bf16).\n");
+             "  (per row max |y - expected| / max |expected|, the largest over the rows) is within\n"
+             "  --tol (default 1e-5 f32, 2e-2 bf16; the tolerance `streampool run` checks with).\n"
+             "  --json: one JSON document on stdout instead of the line.\n");
 }
 
 /* Reads a whole float32 file; *n floats. */
@@ -47,41 +56,43 @@ static float *check_read(const char *path, size_t *n) {
   return buf;
 }
 
+enum { OPT_MODEL = 256, OPT_INPUTS, OPT_EXPECT, OPT_DTYPE, OPT_TOL, OPT_BATCH, OPT_BACKEND,
+       OPT_JSON };
+
+static const struct option check_long_opts[] = {
+    {"model", required_argument, 0, OPT_MODEL},     {"inputs", required_argument, 0, OPT_INPUTS},
+    {"expect", required_argument, 0, OPT_EXPECT},   {"dtype", required_argument, 0, OPT_DTYPE},
+    {"tol", required_argument, 0, OPT_TOL},         {"batch", required_argument, 0, OPT_BATCH},
+    {"backend", required_argument, 0, OPT_BACKEND}, {"json", no_argument, 0, OPT_JSON},
+    {0, 0, 0, 0}};
+
+static const char *check_opt(int c, const char *arg, void *ctx) {
+  check_opts *o = ctx;
+  switch (c) {
+  case OPT_MODEL: o->model = arg; return NULL;
+  case OPT_INPUTS: o->inputs = arg; return NULL;
+  case OPT_EXPECT: o->expect = arg; return NULL;
+  case OPT_BACKEND: return sp_cli_backend(arg, &o->backend);
+  case OPT_TOL: return sp_cli_decimal(arg, 0, 1e30, &o->tol);
+  case OPT_BATCH: return sp_cli_unsigned(arg, 1, 65536, &o->batch);
+  case OPT_DTYPE: return sp_cli_dtype(arg, &o->dtype);
+  case OPT_JSON: o->json = true; return NULL;
+  default: return "not an option of check";
+  }
+}
+
+/* 0 ok, 1 --help shown, 2 bad usage (message printed). */
 static int check_parse(int argc, char **argv, check_opts *o) {
-  static const struct option opts[] = {
-      {"model", required_argument, 0, 'm'}, {"inputs", required_argument, 0, 'i'},
-      {"expect", required_argument, 0, 'e'}, {"dtype", required_argument, 0, 'd'},
-      {"tol", required_argument, 0, 't'},    {"batch", required_argument, 0, 'b'},
-      {"backend", required_argument, 0, 'B'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
   *o = (check_opts){.dtype = SP_F32, .tol = -1, .batch = 16};
-  int c;
-  optind = 1;
-  while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-    switch (c) {
-    case 'm': o->model = optarg; break;
-    case 'i': o->inputs = optarg; break;
-    case 'e': o->expect = optarg; break;
-    case 'B': o->backend = optarg; break;
-    case 't': o->tol = atof(optarg); break;
-    case 'b': o->batch = (unsigned)strtoul(optarg, NULL, 10); break;
-    case 'd':
-      if (!strcmp(optarg, "f32")) o->dtype = SP_F32;
-      else if (!strcmp(optarg, "bf16")) o->dtype = SP_BF16;
-      else return 2;
-      break;
-    case 'h': check_usage(stdout); return 1;
-    default: check_usage(stderr); return 2;
-    }
-  }
-  if (!o->model || !o->inputs || !o->expect || o->batch == 0) {
-    check_usage(stderr);
-    return 2;
-  }
-  if (o->tol < 0) o->tol = o->dtype == SP_BF16 ? 1e-2 : 1e-5;
+  int rc = sp_cli_parse("check", argc, argv, check_long_opts, check_usage, check_opt, o);
+  if (rc) return rc;
+  if (!o->model || !o->inputs || !o->expect)
+    return sp_cli_usage_error("check", "--model, --inputs and --expect are required");
+  if (o->tol < 0) o->tol = sp_cli_tolerance(o->dtype);
   return 0;
 }
 
-/* Runs every row in batches and returns the relative error, or -1 on a failed call. */
+/* Runs every row in batches and returns the largest row error, or -1 on a failed call. */
 static double check_run(sp_model *m, const check_opts *o, const float *in, const float *want,
                         size_t rows, float *out) {
   unsigned in_f = sp_model_in_features(m), out_f = sp_model_out_features(m);
@@ -89,19 +100,43 @@ static double check_run(sp_model *m, const check_opts *o, const float *in, const
     unsigned n = (unsigned)(rows - r < o->batch ? rows - r : o->batch);
     if (sp_model_infer(m, in + r * in_f, out + r * out_f, n) != SP_OK) return -1;
   }
-  double scale = 1e-30, err = 0;
-  for (size_t i = 0; i < rows * out_f; i++) {
-    scale = fmax(scale, fabs(want[i]));
-    double d = fabs((double)out[i] - want[i]);
-    err = isnan(d) ? INFINITY : fmax(err, d);
+  double err = 0;
+  for (size_t r = 0; r < rows; r++) {
+    double e = sp_cli_row_error(out + r * out_f, want + r * out_f, out_f);
+    if (!(e <= err)) err = e;
   }
-  return err / scale;
+  return err;
+}
+
+static void check_report(const check_opts *o, sp_device *dev, size_t rows, unsigned in_f,
+                         unsigned out_f, double err, bool ok) {
+  if (!o->json) {
+    printf("check %s %s on %s: %zu rows %u -> %u, relative error %.3e (tolerance %.1e): %s\n",
+           o->model, sp_cli_dtype_name(o->dtype), sp_device_name(dev), rows, in_f, out_f, err,
+           o->tol, ok ? "ok" : "FAILED");
+    return;
+  }
+  cJSON *j = cJSON_CreateObject();
+  cJSON_AddStringToObject(j, "model", o->model);
+  cJSON_AddStringToObject(j, "dtype", sp_cli_dtype_name(o->dtype));
+  cJSON_AddStringToObject(j, "backend", sp_device_backend(dev));
+  cJSON_AddStringToObject(j, "device", sp_device_name(dev));
+  cJSON_AddNumberToObject(j, "rows", (double)rows);
+  cJSON_AddNumberToObject(j, "in_features", in_f);
+  cJSON_AddNumberToObject(j, "out_features", out_f);
+  cJSON_AddNumberToObject(j, "relative_error", err);
+  cJSON_AddNumberToObject(j, "tolerance", o->tol);
+  cJSON_AddBoolToObject(j, "ok", ok);
+  char *text = cJSON_Print(j);
+  if (text) printf("%s\n", text);
+  free(text);
+  cJSON_Delete(j);
 }
 
 int sp_cli_check(int argc, char **argv) {
   check_opts o;
   int rc = check_parse(argc, argv, &o);
-  if (rc) return rc == 1 ? 0 : 2;
+  if (rc) return rc == 1 ? SP_CLI_OK : SP_CLI_USAGE;
   size_t n_in = 0, n_want = 0;
   float *in = check_read(o.inputs, &n_in), *want = check_read(o.expect, &n_want), *out = NULL;
   sp_device *dev = NULL;
@@ -130,9 +165,7 @@ int sp_cli_check(int argc, char **argv) {
     goto done;
   }
   rc = err <= o.tol ? 0 : 1;
-  printf("check %s %s on %s: %zu rows %u -> %u, relative error %.3e (tolerance %.1e): %s\n",
-         o.model, o.dtype == SP_BF16 ? "bf16" : "f32", sp_device_name(dev), rows, in_f, out_f,
-         err, o.tol, rc ? "FAILED" : "ok");
+  check_report(&o, dev, rows, in_f, out_f, err, rc == 0);
 done:
   free(out);
   sp_model_free(m);

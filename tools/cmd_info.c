@@ -1,10 +1,12 @@
 /* `streampool info [--json] [--backend B]`: the backends compiled in, their device counts, and
  * for each device its name, memory and the stream-pool settings a default open gets (after the
- * STREAMPOOL_* environment overrides). Exit status 0, or 1 if a device could not be opened.
+ * STREAMPOOL_* environment overrides). Exit status 0, 1 if a device could not be opened (or a
+ * STREAMPOOL_* variable is bad), 2 bad usage (an unknown backend included).
  */
 #include <stdio.h>
 #include <string.h>
 
+#include "args.h"
 #include "cli.h"
 #include "streampool.h"
 
@@ -49,19 +51,38 @@ static int sp_cli_info_device(const char *backend, int index, int json, int *fir
   return 0;
 }
 
+static void sp_cli_info_usage(FILE *f) {
+  fprintf(f, "usage: streampool info [--json] [--backend host|cuda|auto]\n"
+             "  backends compiled in, their devices, and the stream pool settings a default open\n"
+             "  gets (after STREAMPOOL_* overrides); --backend: that backend's devices only.\n");
+}
+
+enum { OPT_JSON = 256, OPT_BACKEND };
+
+static const struct option sp_cli_info_opts[] = {
+    {"json", no_argument, 0, OPT_JSON}, {"backend", required_argument, 0, OPT_BACKEND},
+    {0, 0, 0, 0}};
+
+typedef struct sp_cli_info_args {
+  int json;
+  const char *only; /* NULL: every backend */
+} sp_cli_info_args;
+
+static const char *sp_cli_info_opt(int c, const char *arg, void *ctx) {
+  sp_cli_info_args *o = ctx;
+  if (c == OPT_JSON) o->json = 1;
+  else if (c == OPT_BACKEND) return sp_cli_backend(arg, &o->only);
+  else return "not an option of info";
+  return NULL;
+}
+
 int sp_cli_info(int argc, char **argv) {
-  int json = 0;
-  const char *only = NULL;
-  for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "--json")) {
-      json = 1;
-    } else if (!strcmp(argv[i], "--backend") && i + 1 < argc) {
-      only = argv[++i];
-    } else {
-      fprintf(stderr, "usage: streampool info [--json] [--backend host|cuda]\n");
-      return !strcmp(argv[i], "--help") ? 0 : 2;
-    }
-  }
+  sp_cli_info_args o = {0, NULL};
+  int prc = sp_cli_parse("info", argc, argv, sp_cli_info_opts, sp_cli_info_usage, sp_cli_info_opt,
+                         &o);
+  if (prc) return prc == 1 ? SP_CLI_OK : SP_CLI_USAGE;
+  int json = o.json;
+  const char *only = o.only;
   int rc = 0, first = 1;
   if (json) printf("{\"version\": \"%s\", \"devices\": [", sp_version());
   else printf("streampool %s\n\nbackends\n", sp_version());

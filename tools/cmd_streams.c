@@ -1,17 +1,21 @@
-/* `streampool streams [--threads N] [--seconds S] [--backend B] [--bytes N]`: the multi-threaded
- * stream demo. N threads each take their own current stream and, until S seconds have passed,
- * copy a seeded pattern host -> device -> device -> host through two sp_alloc'd blocks and check it
- * byte for byte. Prints what each thread did and the totals; exit status 1 if any copy came back
- * wrong or any call failed, 2 on bad usage.
+/* `streampool streams [--threads N] [--seconds S] [--backend B] [--bytes N] [--json]`: the
+ * multi-threaded stream demo. N threads each take their own current stream and, until S seconds
+ * have passed, copy a seeded pattern host -> device -> device -> host through two sp_alloc'd
+ * blocks and check it byte for byte. Prints what each thread did and the totals (or one JSON
+ * document with --json); exit status 1 if any copy came back wrong or any call failed, 2 on bad
+ * usage.
  */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include <cjson/cJSON.h>
+
+#include "args.h"
 #include "cli.h"
+#include "measure.h"
 #include "streampool.h"
 
 typedef struct sp_cli_worker {
@@ -26,11 +30,7 @@ typedef struct sp_cli_worker {
   int started;             /* its thread was created (joined at the end) */
 } sp_cli_worker;
 
-static double sp_cli_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
+static double sp_cli_now(void) { return (double)sp_cli_now_ns() * 1e-9; }
 
 static void sp_cli_error(sp_cli_worker *w, const char *what, sp_status st) {
   if (!w->errors++)
@@ -93,34 +93,84 @@ out:
   return NULL;
 }
 
-static int sp_cli_streams_usage(int rc) {
-  fprintf(rc ? stderr : stdout,
-          "usage: streampool streams [--threads N] [--seconds S] [--backend host|cuda] "
-          "[--bytes N]\n");
-  return rc;
+static void sp_cli_streams_usage(FILE *f) {
+  fprintf(f, "usage: streampool streams [--threads N] [--seconds S] [--backend host|cuda|auto]\n"
+             "                          [--bytes N] [--json]\n"
+             "  N threads (1..1024, default 4) copy --bytes (default 64K; K/M/G suffixes) host ->\n"
+             "  device -> device -> host on their own streams for S seconds (default 1) and check\n"
+             "  every byte. --json: one JSON document on stdout instead of the lines.\n");
+}
+
+enum { OPT_THREADS = 256, OPT_SECONDS, OPT_BYTES, OPT_BACKEND, OPT_JSON };
+
+static const struct option sp_cli_streams_opts[] = {
+    {"threads", required_argument, 0, OPT_THREADS}, {"seconds", required_argument, 0, OPT_SECONDS},
+    {"bytes", required_argument, 0, OPT_BYTES},     {"backend", required_argument, 0, OPT_BACKEND},
+    {"json", no_argument, 0, OPT_JSON},             {0, 0, 0, 0}};
+
+typedef struct sp_cli_streams_args {
+  unsigned threads;
+  double seconds;
+  uint64_t bytes;
+  const char *backend;
+  int json;
+} sp_cli_streams_args;
+
+static const char *sp_cli_streams_opt(int c, const char *arg, void *ctx) {
+  sp_cli_streams_args *a = ctx;
+  switch (c) {
+  case OPT_THREADS: return sp_cli_unsigned(arg, 1, 1024, &a->threads);
+  case OPT_SECONDS: return sp_cli_decimal(arg, 0, 86400, &a->seconds);
+  case OPT_BYTES: return sp_cli_bytes(arg, 1, (uint64_t)1 << 30, &a->bytes);
+  case OPT_BACKEND: return sp_cli_backend(arg, &a->backend);
+  case OPT_JSON: a->json = 1; return NULL;
+  default: return "not an option of streams";
+  }
+}
+
+/* The totals as one JSON document. */
+static void sp_cli_streams_json(sp_device *dev, const sp_device_config *c,
+                                const sp_cli_worker *w, unsigned threads, size_t bytes,
+                                unsigned long rounds, unsigned long errors, double dt) {
+  cJSON *j = cJSON_CreateObject();
+  cJSON_AddStringToObject(j, "backend", sp_device_backend(dev));
+  cJSON_AddNumberToObject(j, "index", c->index);
+  cJSON_AddStringToObject(j, "device", sp_device_name(dev));
+  cJSON_AddNumberToObject(j, "streams", c->streams);
+  cJSON_AddStringToObject(j, "stream_mode",
+                          c->stream_mode == SP_STREAMS_EXCLUSIVE ? "exclusive" : "round_robin");
+  cJSON_AddNumberToObject(j, "bytes", (double)bytes);
+  cJSON *per = cJSON_AddArrayToObject(j, "threads");
+  for (unsigned i = 0; i < threads; i++) {
+    cJSON *t = cJSON_CreateObject();
+    cJSON_AddNumberToObject(t, "thread", i);
+    cJSON_AddNumberToObject(t, "stream", w[i].stream);
+    cJSON_AddNumberToObject(t, "round_trips", (double)w[i].rounds);
+    cJSON_AddNumberToObject(t, "errors", (double)w[i].errors);
+    if (w[i].errors) cJSON_AddStringToObject(t, "first_error", w[i].first_error);
+    cJSON_AddItemToArray(per, t);
+  }
+  cJSON_AddNumberToObject(j, "round_trips", (double)rounds);
+  cJSON_AddNumberToObject(j, "copies", (double)rounds * 3.0);
+  cJSON_AddNumberToObject(j, "seconds", dt);
+  cJSON_AddNumberToObject(j, "copies_per_s", dt > 0 ? (double)rounds * 3.0 / dt : 0.0);
+  cJSON_AddNumberToObject(j, "errors", (double)errors);
+  cJSON_AddBoolToObject(j, "ok", errors == 0);
+  char *text = cJSON_Print(j);
+  if (text) printf("%s\n", text);
+  free(text);
+  cJSON_Delete(j);
 }
 
 int sp_cli_streams(int argc, char **argv) {
-  unsigned threads = 4;
-  double seconds = 1.0;
-  size_t bytes = 64 << 10;
-  const char *backend = NULL;
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-    char *end = NULL;
-    if (!strcmp(a, "--help")) return sp_cli_streams_usage(0);
-    if (!v) return sp_cli_streams_usage(2);
-    if (!strcmp(a, "--threads")) threads = (unsigned)strtoul(v, &end, 10);
-    else if (!strcmp(a, "--seconds")) seconds = strtod(v, &end);
-    else if (!strcmp(a, "--bytes")) bytes = (size_t)strtoull(v, &end, 10);
-    else if (!strcmp(a, "--backend")) backend = v, end = (char *)v + strlen(v);
-    else return sp_cli_streams_usage(2);
-    if (!end || *end || threads < 1 || threads > 1024 || !(seconds >= 0) || !bytes) {
-      fprintf(stderr, "streampool streams: bad value '%s' for %s\n", v, a);
-      return 2;
-    }
-    i++;
-  }
+  sp_cli_streams_args a = {.threads = 4, .seconds = 1.0, .bytes = 64 << 10};
+  int prc = sp_cli_parse("streams", argc, argv, sp_cli_streams_opts, sp_cli_streams_usage,
+                         sp_cli_streams_opt, &a);
+  if (prc) return prc == 1 ? SP_CLI_OK : SP_CLI_USAGE;
+  unsigned threads = a.threads;
+  double seconds = a.seconds;
+  size_t bytes = (size_t)a.bytes;
+  const char *backend = a.backend;
   sp_device_config cfg = {.backend = backend};
   sp_device *dev = NULL;
   sp_status st = sp_device_open(&cfg, &dev);
@@ -130,10 +180,11 @@ int sp_cli_streams(int argc, char **argv) {
   }
   sp_device_config c;
   (void)sp_device_config_get(dev, &c);
-  printf("device %s:%d (%s), %u streams, %s; %u threads x %.2f s, %zu-byte blocks\n",
-         sp_device_backend(dev), c.index, sp_device_name(dev), c.streams,
-         c.stream_mode == SP_STREAMS_EXCLUSIVE ? "exclusive" : "round_robin", threads, seconds,
-         bytes);
+  if (!a.json)
+    printf("device %s:%d (%s), %u streams, %s; %u threads x %.2f s, %zu-byte blocks\n",
+           sp_device_backend(dev), c.index, sp_device_name(dev), c.streams,
+           c.stream_mode == SP_STREAMS_EXCLUSIVE ? "exclusive" : "round_robin", threads, seconds,
+           bytes);
   sp_cli_worker *w = calloc(threads, sizeof(*w));
   pthread_t *th = calloc(threads, sizeof(*th));
   if (!w || !th) {
@@ -160,14 +211,17 @@ int sp_cli_streams(int argc, char **argv) {
     errors += w[i].errors;
   }
   double dt = sp_cli_now() - t0;
-  for (unsigned i = 0; i < threads; i++) {
-    printf("  thread %2u  stream %3u  %8lu round trips  %lu errors%s%s\n", i, w[i].stream,
-           w[i].rounds, w[i].errors, w[i].errors ? "  first: " : "", w[i].first_error);
+  if (a.json) {
+    sp_cli_streams_json(dev, &c, w, threads, bytes, rounds, errors, dt);
+  } else {
+    for (unsigned i = 0; i < threads; i++)
+      printf("  thread %2u  stream %3u  %8lu round trips  %lu errors%s%s\n", i, w[i].stream,
+             w[i].rounds, w[i].errors, w[i].errors ? "  first: " : "", w[i].first_error);
+    double copied = (double)rounds * 3.0 * (double)bytes;
+    printf("total: %lu round trips (%lu copies, %.1f MiB copied) in %.2f s, %.0f copies/s, "
+           "errors: %lu\n", rounds, rounds * 3, copied / 1048576.0, dt,
+           dt > 0 ? (double)rounds * 3.0 / dt : 0.0, errors);
   }
-  double copied = (double)rounds * 3.0 * (double)bytes;
-  printf("total: %lu round trips (%lu copies, %.1f MiB copied) in %.2f s, %.0f copies/s, errors: %lu\n",
-         rounds, rounds * 3, copied / 1048576.0, dt, dt > 0 ? (double)rounds * 3.0 / dt : 0.0,
-         errors);
   free(w);
   free(th);
   sp_device_close(dev);
