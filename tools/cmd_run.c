@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "args.h"
 #include "cli.h"
 #include "run.h"
 
@@ -114,7 +115,7 @@ static int run_all(run_fleet *f, const run_opts *o, const char *desc) {
 int sp_cli_run(int argc, char **argv) {
   run_opts o;
   int rc = sp_cli_run_parse(argc, argv, &o);
-  if (rc) return rc == 1 ? 0 : 2;
+  if (rc) return rc == 1 ? SP_CLI_OK : SP_CLI_USAGE;
   run_fleet f;
   memset(&f, 0, sizeof(f));
   char desc[512];
@@ -122,9 +123,9 @@ int sp_cli_run(int argc, char **argv) {
   if (st != SP_OK) {
     fprintf(stderr, "streampool run: %s: %s\n", sp_status_str(st), sp_last_error());
     fleet_close(&f);
-    return st == SP_ERR_INVALID_ARGUMENT ? 2 : 1;
+    return st == SP_ERR_INVALID_ARGUMENT ? SP_CLI_USAGE : SP_CLI_FAILED;
   }
-  rc = run_all(&f, &o, desc);
+  rc = run_all(&f, &o, desc); /* outputs written after the run (files, snapshots) go here */
   fleet_close(&f);
   return rc;
 }

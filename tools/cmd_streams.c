@@ -96,7 +96,7 @@ out:
 static void sp_cli_streams_usage(FILE *f) {
   fprintf(f, "usage: streampool streams [--threads N] [--seconds S] [--backend host|cuda|auto]\n"
              "                          [--bytes N] [--json]\n"
-             "  N threads (1..1024, default 4) copy --bytes (default 64K; K/M/G suffixes) host ->\n"
+             "  N threads (1..1024, default 4) copy --bytes (default 64K; K/M/G/T, B or iB) host ->\n"
              "  device -> device -> host on their own streams for S seconds (default 1) and check\n"
              "  every byte. --json: one JSON document on stdout instead of the lines.\n");
 }
