@@ -4,7 +4,7 @@
  * Inputs and expected outputs are raw little-endian float32 files, row-major: rows = file size /
  * (4 x features). The error is the CLI's one metric (measure.h): per row max |y - want| /
  * max |want| (near-zero rows absolutely at 1e-6), the largest over all rows; above --tol (default
- * the dtype's tolerance of measure.h, the same as `streampool run` checks with: 1e-5 f32, 2e-2
+ * the dtype's tolerance of measure.h, the same as `streampool run` checks with: 1e-5 f32, 1e-2
  * bf16) the command exits 1. It prints one line, or one JSON document with --json. Exit status:
  * 0 within tolerance, 1 above it or a failure (message on stderr), 2 bad usage.
  */
@@ -33,7 +33,7 @@ static void check_usage(FILE *f) {
              "                        [--json]\n"
              "  IN/OUT: raw little-endian float32, row-major. Exit 0 when the relative error\n"
              "  (per row max |y - expected| / max |expected|, the largest over the rows) is within\n"
-             "  --tol (default 1e-5 f32, 2e-2 bf16; the tolerance `streampool run` checks with).\n"
+             "  --tol (default 1e-5 f32, 1e-2 bf16; the tolerance `streampool run` checks with).\n"
              "  --json: one JSON document on stdout instead of the line.\n");
 }
 

@@ -29,7 +29,7 @@ static void run_usage(FILE *f) {
           "  --no-progress       no progress bar on stderr\n"
           "  --self-test-wrong-output  corrupt one output to show that the check fails the run\n"
           "Every output is checked against a single-threaded reference: relative error per row\n"
-          "(max |y - ref| / max |ref|) within 1e-5 (f32) or 2e-2 (bf16).\n"
+          "(max |y - ref| / max |ref|) within 1e-5 (f32) or 1e-2 (bf16).\n"
           "Exit status: 0 all outputs correct, 1 a wrong output or a failed call, 2 bad usage.\n");
 }
 
