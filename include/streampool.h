@@ -180,7 +180,11 @@ sp_status sp_device_memory_info(sp_device *dev, size_t *free_bytes, size_t *tota
  * with no device gives SP_OK and 0; a backend not compiled in gives SP_ERR_UNSUPPORTED. Any
  * thread. */
 sp_status sp_device_count(const char *backend, int *count);
-/* Whether backend was compiled into this library (1) or not (0). Any thread. */
+/* Whether backend is available in this library (1) or not (0): compiled in, or, for "cuda" in the
+ * shared library, its module libstreampool_cuda.so (beside libstreampool.so, or the path in
+ * STREAMPOOL_CUDA_MODULE) loads; it is loaded on first use of any backend. On a machine without
+ * CUDA the module does not load: "cuda" gives 0 here, and sp_device_count/sp_device_open with
+ * "cuda" give SP_ERR_UNSUPPORTED with the loader's reason in the message. Any thread. */
 int sp_backend_compiled(const char *backend);
 
 /* ---------------------------------------------------------------------------------------------
@@ -397,6 +401,42 @@ typedef struct sp_batcher_stats {
 /* b's counters so far, each read atomically (their sum is exact once callers and workers rest).
  * Any thread, also while sp_batcher_infer runs. */
 sp_status sp_batcher_stats_get(sp_batcher *b, sp_batcher_stats *out);
+
+/* ---------------------------------------------------------------------------------------------
+ * Interop: extra streams, native handles, pinned host buffers (issue 10; the Python package and
+ * other runtimes in the same process use these)
+ * ------------------------------------------------------------------------------------------- */
+
+/* Takes a pool stream besides this thread's current one, for the caller to use from any thread
+ * until sp_stream_release. Exclusive mode: a free slot (waiting up to slot_wait_ms, else
+ * SP_ERR_POOL_EXHAUSTED), owned by the caller alone, not bound to any thread (bind it with
+ * sp_stream_set_current if wanted) and not given back at thread exit. Round-robin mode: the next
+ * round-robin stream, shared as every round-robin stream is. Never the default stream. Any
+ * thread. */
+sp_status sp_stream_acquire(sp_device *dev, sp_stream **out);
+/* Gives back a stream from sp_stream_acquire. Exclusive mode: its slot is free again at once (a
+ * thread still bound to it keeps using it until it rebinds: unbind first); a stream not held
+ * gives SP_ERR_INVALID_HANDLE and changes nothing. Round-robin mode: checks s belongs to dev and
+ * is not the default stream. Any thread. */
+sp_status sp_stream_release(sp_device *dev, sp_stream *s);
+
+/* The backend's own handle of s, for another runtime to submit work to in s's order: cuda: the
+ * cudaStream_t (non-blocking; valid until sp_device_close; never destroy it). The host backend
+ * has none (its streams are library threads): SP_ERR_UNSUPPORTED. Any thread. */
+sp_status sp_stream_native(sp_stream *s, void **out);
+/* Work submitted to s after this call runs after the work submitted so far to native, another
+ * runtime's stream of s's device (cuda: a cudaStream_t, 0 the legacy default stream). The host
+ * is not blocked. SP_ERR_UNSUPPORTED on the host backend. Any thread. */
+sp_status sp_stream_wait_native(sp_stream *s, void *native);
+
+/* Allocates bytes (> 0) of host memory that dev's copies can use at full speed: page-locked
+ * where the backend can (cuda: cudaHostAlloc), else ordinary host memory (the host backend, or a
+ * failed page-lock; copies work either way). Free with sp_host_free_pinned on the same device;
+ * buffers still live at sp_device_close are freed there. Any thread. */
+sp_status sp_host_alloc_pinned(sp_device *dev, size_t bytes, void **out);
+/* Frees p from sp_host_alloc_pinned on dev (NULL: no-op). A pointer not from it, from another
+ * device, or freed already gives SP_ERR_INVALID_HANDLE and changes nothing. Any thread. */
+sp_status sp_host_free_pinned(sp_device *dev, void *p);
 
 #if defined(__GNUC__)
 #pragma GCC visibility pop

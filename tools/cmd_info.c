@@ -90,9 +90,11 @@ int sp_cli_info(int argc, char **argv) {
   for (int b = 0; b < 2; b++) {
     int compiled = sp_backend_compiled(sp_cli_backends[b]);
     if (compiled && sp_device_count(sp_cli_backends[b], &counts[b]) != SP_OK) counts[b] = 0;
-    if (!json)
-      printf("  %-5s %s, %d device%s\n", sp_cli_backends[b],
-             compiled ? "compiled in" : "not compiled in", counts[b], counts[b] == 1 ? "" : "s");
+    if (!json && compiled)
+      printf("  %-5s compiled in, %d device%s\n", sp_cli_backends[b], counts[b],
+             counts[b] == 1 ? "" : "s");
+    else if (!json && sp_device_count(sp_cli_backends[b], &counts[b]) != SP_OK)
+      printf("  %-5s unavailable: %s\n", sp_cli_backends[b], sp_last_error());
   }
   if (!json) printf("\ndevices (a default open, after STREAMPOOL_* overrides)\n");
   for (int b = 0; b < 2; b++) {

@@ -23,7 +23,8 @@
 
 #include "streampool.h"
 
-#define SP__BACKEND_VERSION 3u /* 2: graph and pinned host memory slots; 3: memcpy_peer_async */
+#define SP__BACKEND_VERSION 4u /* 2: graph and pinned host memory slots; 3: memcpy_peer_async;
+                                  4: stream_native, stream_wait_native */
 
 typedef struct sp__bdevice sp__bdevice; /* a backend's device   */
 typedef struct sp__bstream sp__bstream; /* a backend's stream   */
@@ -117,6 +118,16 @@ typedef struct sp__backend {
    */
   sp_status (*memcpy_peer_async)(sp__bstream *dst_stream, void *dst, sp__bdevice *src_dev,
                                  const void *src, size_t bytes);
+
+  /* Optional, both or none: interop with other runtimes' streams in this process (issue 10).
+   * stream_native gives the backend's own handle of s (cuda: the cudaStream_t), valid as long as
+   * s is. stream_wait_native makes work submitted to s after the call run after the work already
+   * submitted to native, a handle of the same kind (cuda: an event recorded on native, waited on
+   * by s, destroyed; the host is not blocked). NULL -> sp_stream_native and sp_stream_wait_native
+   * return SP_ERR_UNSUPPORTED (the host backend: its streams are library threads, not handles
+   * another runtime could submit to). */
+  sp_status (*stream_native)(sp__bstream *s, void **out);
+  sp_status (*stream_wait_native)(sp__bstream *s, void *native);
 } sp__backend;
 
 /* The compiled-in backends. */

@@ -1,9 +1,17 @@
-/* The registry of compiled-in backends: lookup by name, one-time validation, device counting.
+/* The registry of backends: lookup by name, one-time validation, device counting, and loading
+ * the CUDA backend's module at run time.
  *
  * Owns the list of backend tables and a per-table validation state (0 unchecked, 1 valid,
  * 2 invalid) that is computed at most a few times concurrently and then read with acquire loads:
  * validation is pure, so racing first users reach the same answer. No lock.
- * "auto" (or NULL) means CUDA when it is compiled in and has a device, else the host.
+ * "auto" (or NULL) means CUDA when it is available and has a device, else the host.
+ *
+ * The CUDA backend is either linked in (the static library: SP_HAVE_CUDA) or, in the shared
+ * library (SP_CUDA_MODULE), a module libstreampool_cuda.so beside libstreampool.so (or the path
+ * in STREAMPOOL_CUDA_MODULE) that is dlopen()ed once, inside pthread_once, on first use of any
+ * backend lookup; libstreampool itself links no CUDA library, so it loads on machines without
+ * CUDA, where the module (or libcublasLt, or the driver) is missing: then "cuda" is unavailable
+ * and every lookup of it says why (cuda_load_error, written once inside the once-routine).
  */
 #include <stdatomic.h>
 #include <string.h>
@@ -11,14 +19,101 @@
 #include "backend/backend.h"
 #include "core/status.h"
 
-static const sp__backend *const sp__backends[] = {
-#ifdef SP_HAVE_CUDA
-    &sp__cuda_backend,
-#endif
-    &sp__host_backend,
+#ifdef SP_CUDA_MODULE
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "backend/module.h"
+
+static pthread_once_t sp__cuda_once = PTHREAD_ONCE_INIT;
+static const sp__backend *sp__cuda_loaded; /* written once in the once-routine */
+static char sp__cuda_load_error[768];      /* why it is NULL, same                */
+
+static sp_status sp__module_fail(sp_status st, const char *msg) { return sp__fail(st, "%s", msg); }
+static void sp__module_log(sp_log_level level, const char *msg) { sp__log(level, "%s", msg); }
+
+static const sp__core_services sp__services = {
+    .abi = SP__MODULE_ABI,
+    .fail = sp__module_fail,
+    .log = sp__module_log,
+    .calloc = sp__calloc,
+    .free = sp__free,
+    .assert_fail = sp__assert_fail,
 };
-enum { SP__BACKENDS = sizeof(sp__backends) / sizeof(sp__backends[0]) };
+
+/* The module's path: STREAMPOOL_CUDA_MODULE, else beside this library, else the loader's search. */
+static void sp__cuda_module_path(char *buf, size_t n) {
+  const char *env = getenv("STREAMPOOL_CUDA_MODULE");
+  Dl_info info;
+  if (env && *env) {
+    snprintf(buf, n, "%s", env);
+  } else if (dladdr((const void *)&sp__cuda_once, &info) && info.dli_fname && strchr(info.dli_fname, '/')) {
+    const char *slash = strrchr(info.dli_fname, '/');
+    snprintf(buf, n, "%.*s/libstreampool_cuda.so", (int)(slash - info.dli_fname), info.dli_fname);
+  } else {
+    snprintf(buf, n, "libstreampool_cuda.so");
+  }
+}
+
+static void sp__cuda_load(void) {
+  char path[512];
+  sp__cuda_module_path(path, sizeof(path));
+  void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+  if (!h) {
+    const char *why = dlerror();
+    snprintf(sp__cuda_load_error, sizeof(sp__cuda_load_error),
+             "the CUDA backend module cannot be loaded (no CUDA on this machine?): %s",
+             why ? why : path);
+    return;
+  }
+  sp__backend_module_entry_fn entry = NULL;
+  *(void **)&entry = dlsym(h, SP__MODULE_ENTRY);
+  const sp__backend *be = entry ? entry(&sp__services) : NULL;
+  if (!be) {
+    snprintf(sp__cuda_load_error, sizeof(sp__cuda_load_error),
+             "%s is not a streampool CUDA module of this version (%s)", path,
+             entry ? "services ABI mismatch" : "no " SP__MODULE_ENTRY);
+    return; /* never dlclose: a partly used module stays mapped */
+  }
+  sp__cuda_loaded = be;
+}
+
+static const sp__backend *sp__cuda_table(void) {
+  pthread_once(&sp__cuda_once, sp__cuda_load);
+  return sp__cuda_loaded;
+}
+#elif defined(SP_HAVE_CUDA)
+static const sp__backend *sp__cuda_table(void) { return &sp__cuda_backend; }
+#endif
+
+static const char *const sp__backend_names[] = {
+#ifdef SP_HAVE_CUDA
+    "cuda",
+#endif
+    "host",
+};
+enum { SP__BACKENDS = sizeof(sp__backend_names) / sizeof(sp__backend_names[0]) };
 static atomic_int sp__backend_state[SP__BACKENDS];
+
+/* Backend i's table, or NULL when it is not available (its module did not load). */
+static const sp__backend *sp__backend_table(size_t i) {
+#ifdef SP_HAVE_CUDA
+  if (i == 0) return sp__cuda_table();
+#endif
+  (void)i;
+  return &sp__host_backend;
+}
+
+/* The failure for backend i, known by name but unavailable. */
+static sp_status sp__backend_unavailable(size_t i) {
+#ifdef SP_CUDA_MODULE
+  if (i == 0)
+    return sp__fail(SP_ERR_UNSUPPORTED, "backend 'cuda' is unavailable: %s", sp__cuda_load_error);
+#endif
+  return sp__fail(SP_ERR_UNSUPPORTED, "backend '%s' is unavailable", sp__backend_names[i]);
+}
 
 sp_status sp__backend_validate(const sp__backend *be) {
   if (!be) return sp__fail(SP_ERR_BACKEND, "backend table is NULL");
@@ -58,17 +153,22 @@ sp_status sp__backend_validate(const sp__backend *be) {
   if (!be->host_alloc_pinned != !be->host_free_pinned)
     return sp__fail(SP_ERR_BACKEND, "backend %s: host_alloc_pinned and host_free_pinned must "
                     "be both set or both NULL", name);
+  if (!be->stream_native != !be->stream_wait_native)
+    return sp__fail(SP_ERR_BACKEND, "backend %s: stream_native and stream_wait_native must be "
+                    "both set or both NULL", name);
   return SP_OK;
 }
 
 static sp_status sp__backend_checked(size_t i, const sp__backend **out) {
+  const sp__backend *be = sp__backend_table(i);
+  if (!be) return sp__backend_unavailable(i);
   int state = atomic_load_explicit(&sp__backend_state[i], memory_order_acquire);
   if (state == 0) {
-    state = sp__backend_validate(sp__backends[i]) == SP_OK ? 1 : 2;
+    state = sp__backend_validate(be) == SP_OK ? 1 : 2;
     atomic_store_explicit(&sp__backend_state[i], state, memory_order_release);
   }
-  if (state != 1) return sp__backend_validate(sp__backends[i]); /* the message again */
-  *out = sp__backends[i];
+  if (state != 1) return sp__backend_validate(be); /* the message again */
+  *out = be;
   return SP_OK;
 }
 
@@ -86,14 +186,14 @@ sp_status sp__backend_find(const char *name, const sp__backend **out) {
     return sp__backend_checked(SP__BACKENDS - 1, out); /* the host: always last */
   }
   for (size_t i = 0; i < SP__BACKENDS; i++)
-    if (!strcmp(sp__backends[i]->name, name)) return sp__backend_checked(i, out);
+    if (!strcmp(sp__backend_names[i], name)) return sp__backend_checked(i, out);
   return sp__fail(SP_ERR_UNSUPPORTED, "backend '%s' is not compiled into this library", name);
 }
 
 int sp_backend_compiled(const char *backend) {
   if (!backend) return 0;
   for (size_t i = 0; i < SP__BACKENDS; i++)
-    if (!strcmp(sp__backends[i]->name, backend)) return 1;
+    if (!strcmp(sp__backend_names[i], backend)) return sp__backend_table(i) != NULL;
   return 0;
 }
 

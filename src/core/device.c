@@ -190,6 +190,7 @@ void sp_device_close(sp_device *dev) {
     sp__bstream *bs = sp__stream_peek(&dev->streams[i]);
     if (bs) dev->be->stream_destroy(bs);
   }
+  sp__interop_device_closing(dev);
   dev->be->device_close(dev->bdev);
   sp__slot_pool_destroy(dev);
   pthread_mutex_destroy(&dev->stream_create_mu);

@@ -92,6 +92,9 @@ void sp__slot_pool_destroy(sp_device *dev);
 /* Drops the calling thread's binding for dev (giving back its slot); called by sp_device_close. */
 void sp__bindings_forget(sp_device *dev);
 
+/* Frees the pinned host buffers of dev still live (interop.c); called by sp_device_close. */
+void sp__interop_device_closing(sp_device *dev);
+
 /* Event pool (event_pool.c). destroy destroys every backend event; streams must be idle. */
 sp_status sp__event_pool_create(sp_device *dev); /* sets dev->events */
 void sp__event_pool_destroy(sp_device *dev);

@@ -11,6 +11,12 @@
  * (idstack.h) and owns it until sp_stream_release_current, sp_stream_set_current, or its exit.
  * Stream 0 is never handed out by either mode.
  *
+ * Extra streams (sp_stream_acquire/sp_stream_release, issue 10): in exclusive mode a slot popped
+ * from the same stack, owned by the caller (not bound to any thread) until released; `acquired`
+ * has its bit set meanwhile (set after the pop, cleared by an RMW before the push, so a double
+ * release is seen and changes nothing). In round-robin mode the next round-robin stream, shared
+ * like every round-robin stream; release only checks it.
+ *
  * Waiting for a slot (slow path only): waiters register in `waiters` and sleep on wait_cv under
  * wait_mu (lock rank 1). A releaser pushes the slot, then reads `waiters` with an acq_rel RMW and
  * signals under wait_mu only if someone waits; the waiter increments `waiters` (acq_rel RMW) before
@@ -35,6 +41,7 @@ struct sp__slot_pool {
   pthread_mutex_t wait_mu;              /* rank 1: guards sleeping on wait_cv              */
   pthread_cond_t wait_cv;               /* signalled when a slot is pushed and waiters > 0 */
   atomic_uint waiters;                  /* threads in the slow path of sp__slot_acquire    */
+  _Atomic uint64_t acquired[SP_STREAMS_MAX / 64]; /* bit i: slot i held by sp_stream_acquire */
 };
 
 enum { SP__BINDINGS_MAX = 16 };
@@ -300,5 +307,47 @@ sp_status sp_stream_release_current(sp_device *dev) {
   sp_status st = sp__device_enter(dev, "sp_stream_release_current");
   if (st != SP_OK) return st;
   sp__bindings_forget(dev);
+  return SP_OK;
+}
+
+/* ---- extra streams besides the current one ---- */
+
+sp_status sp_stream_acquire(sp_device *dev, sp_stream **out) {
+  static const char fn[] = "sp_stream_acquire";
+  sp_status st = sp__device_enter(dev, fn);
+  if (st != SP_OK) return st;
+  if (!out) return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: out is NULL", fn);
+  if (dev->cfg.stream_mode != SP_STREAMS_EXCLUSIVE) {
+    unsigned n = atomic_fetch_add_explicit(&dev->rr_next, 1, memory_order_relaxed);
+    *out = &dev->streams[1 + n % (dev->cfg.streams - 1)];
+    return SP_OK;
+  }
+  uint32_t i = 0;
+  st = sp__slot_acquire(dev, fn, &i);
+  if (st != SP_OK) return st;
+  atomic_fetch_or_explicit(&dev->slots->acquired[i / 64], 1ull << (i % 64), memory_order_relaxed);
+  *out = &dev->streams[i];
+  return SP_OK;
+}
+
+sp_status sp_stream_release(sp_device *dev, sp_stream *s) {
+  static const char fn[] = "sp_stream_release";
+  sp_status st = sp__device_enter(dev, fn);
+  if (st == SP_OK) st = sp__stream_enter(s, fn);
+  if (st != SP_OK) return st;
+  if (s->dev != dev)
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: stream %u belongs to another device", fn,
+                    s->index);
+  if (s->index == 0)
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: the default stream is never acquired", fn);
+  if (dev->cfg.stream_mode != SP_STREAMS_EXCLUSIVE) return SP_OK;
+  uint64_t bit = 1ull << (s->index % 64);
+  uint64_t was = atomic_fetch_and_explicit(&dev->slots->acquired[s->index / 64], ~bit,
+                                           memory_order_relaxed);
+  if (!(was & bit))
+    return sp__fail(SP_ERR_INVALID_HANDLE,
+                    "%s: stream %u is not held by sp_stream_acquire (released already?)", fn,
+                    s->index);
+  sp__slot_release(dev, s->index);
   return SP_OK;
 }

@@ -184,6 +184,28 @@ static sp_status cuda_convert_async(sp__bstream *s, void *dst, sp_dtype dst_type
   return e == cudaSuccess ? SP_OK : sp__cuda_fail(e, "convert kernel launch");
 }
 
+/* ---- interop with other runtimes' streams (issue 10) ------------------------------------- */
+
+static sp_status cuda_stream_native(sp__bstream *s, void **out) {
+  *out = (void *)s->stream;
+  return SP_OK;
+}
+
+/* One event per call: recorded on the foreign stream, waited on by s, destroyed at once (CUDA
+ * keeps a destroyed event's pending wait valid). */
+static sp_status cuda_stream_wait_native(sp__bstream *s, void *native) {
+  sp_status st = sp__cuda_use_device(s->dev);
+  if (st != SP_OK) return st;
+  cudaEvent_t ev;
+  cudaError_t e = cudaEventCreateWithFlags(&ev, cudaEventDisableTiming);
+  if (e != cudaSuccess) return sp__cuda_fail(e, "cudaEventCreateWithFlags");
+  e = cudaEventRecord(ev, (cudaStream_t)native);
+  if (e == cudaSuccess) e = cudaStreamWaitEvent(s->stream, ev, 0);
+  cudaError_t d = cudaEventDestroy(ev);
+  if (e == cudaSuccess) e = d;
+  return e == cudaSuccess ? SP_OK : sp__cuda_fail(e, "stream_wait_native (record, wait)");
+}
+
 /* ---- events ------------------------------------------------------------------------------ */
 
 static sp_status cuda_event_create(sp__bdevice *d, unsigned flags, sp__bevent **out) {
@@ -317,4 +339,6 @@ const sp__backend sp__cuda_backend = {
     .host_alloc_pinned = sp__cuda_host_alloc_pinned,
     .host_free_pinned = sp__cuda_host_free_pinned,
     .memcpy_peer_async = sp__cuda_memcpy_peer_async,
+    .stream_native = cuda_stream_native,
+    .stream_wait_native = cuda_stream_wait_native,
 };
