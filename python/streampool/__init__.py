@@ -1,0 +1,544 @@
+"""streampool: many threads, one GPU, from Python.
+
+A thin layer over libstreampool's C API (ctypes). Every call that does work (a model forward, a
+batcher request, a sync) is one C call, made with the GIL released, so Python threads run in
+parallel at close to the C rate::
+
+    import numpy as np, streampool as sp
+    from concurrent.futures import ThreadPoolExecutor
+
+    with sp.Device() as dev:                        # CUDA if present, else the host backend
+        model = sp.Model.mlp_random(dev, [512, 1024, 1024, 512], seed=1)
+        x = np.random.default_rng(0).standard_normal((16, 1, 512), dtype=np.float32)
+        with ThreadPoolExecutor(16) as pool:
+            ys = list(pool.map(model, x))           # 16 threads, each its own stream
+
+Thread safety: Device, Model and Batcher methods may be called from any thread, except
+``close()`` (and leaving the ``with`` block), which must not run while another thread uses the
+object. Errors raise a subclass of :class:`StreampoolError` carrying the library's message.
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import threading
+import weakref
+from contextlib import contextmanager
+from ctypes import byref, c_int, c_size_t, c_uint, c_void_p
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, Optional, Sequence, Union
+
+import numpy as np
+
+from . import _interop
+from ._errors import (BackendError, ForkedError, HostMemoryError, InvalidArgumentError,
+                      InvalidHandleError, LimitError, NoDeviceError, NotReadyError,
+                      OutOfMemoryError, PoolExhaustedError, StreampoolError, UnsupportedError,
+                      check)
+from ._lib import BatcherConfig, BatcherStats, DeviceConfig, MemoryStats, lib, library_path
+
+__all__ = ["Device", "DeviceInfo", "Stream", "Model", "Batcher", "version", "device_count",
+           "backend_available", "library_path", "StreampoolError", "InvalidArgumentError",
+           "InvalidHandleError", "OutOfMemoryError", "LimitError", "PoolExhaustedError",
+           "NotReadyError", "NoDeviceError", "UnsupportedError", "BackendError", "ForkedError",
+           "HostMemoryError"]
+
+__version__ = lib.sp_version().decode()
+
+_DTYPES = {"f32": 0, "float32": 0, "bf16": 1, "bfloat16": 1}
+_DTYPE_NAMES = {0: "f32", 1: "bf16"}
+_MODES = {None: 0, "round_robin": 0, "exclusive": 1}
+_BACKENDS = ("auto", "host", "cuda")
+
+
+def version() -> str:
+    """The C library's version, "MAJOR.MINOR.PATCH"."""
+    return __version__
+
+
+def _backend_arg(backend: Optional[str]) -> Optional[bytes]:
+    if backend is None or backend == "auto":
+        return None
+    if not isinstance(backend, str) or backend not in _BACKENDS:
+        raise InvalidArgumentError(f"backend must be one of {_BACKENDS}, got {backend!r}")
+    return backend.encode()
+
+
+def backend_available(backend: str) -> bool:
+    """Whether backend ("host", "cuda") is in this library and loads here (for "cuda": its
+    module libstreampool_cuda.so and the CUDA libraries it needs)."""
+    if backend not in ("host", "cuda"):
+        raise InvalidArgumentError(f"backend must be 'host' or 'cuda', got {backend!r}")
+    return bool(lib.sp_backend_compiled(backend.encode()))
+
+
+def device_count(backend: Optional[str] = None) -> int:
+    """How many devices backend has (None or "auto": the best available backend). Raises
+    UnsupportedError, with the reason, for a backend that is not available."""
+    n = c_int(0)
+    check(lib.sp_device_count(_backend_arg(backend), byref(n)))
+    return n.value
+
+
+def _uint(name: str, value: Any, lo: int = 0, hi: int = 2**32 - 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InvalidArgumentError(f"{name} must be an int, got {type(value).__name__}")
+    if not lo <= int(value) <= hi:
+        raise InvalidArgumentError(f"{name} must be in [{lo}, {hi}], got {value}")
+    return int(value)
+
+
+def _dtype_arg(dtype: Union[str, Any]) -> int:
+    key = dtype if isinstance(dtype, str) else getattr(dtype, "name", None)
+    if key is None and dtype is np.float32:
+        key = "float32"
+    if key not in _DTYPES:
+        raise InvalidArgumentError(f"dtype must be 'f32' or 'bf16', got {dtype!r}")
+    return _DTYPES[key]
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """What a device is and how it was configured (after defaults and STREAMPOOL_* overrides)."""
+    backend: str
+    index: int
+    name: str
+    streams: int
+    stream_mode: str
+    slot_wait_ms: int
+    memory_limit: int
+    memory_total: int
+    memory_free: int
+
+
+class Stream:
+    """A pool stream of a device (from :meth:`Device.stream`). Valid until the device closes."""
+
+    def __init__(self, device: "Device", handle: int) -> None:
+        self.device = device
+        self._h = handle
+
+    @property
+    def index(self) -> int:
+        """0 for the default stream, 1.. for pool streams."""
+        return int(lib.sp_stream_index(self._h))
+
+    @property
+    def native_handle(self) -> int:
+        """The backend's own handle (cuda: the cudaStream_t as an int) for other runtimes.
+        Raises UnsupportedError on the host backend, whose streams are library threads."""
+        out = c_void_p()
+        check(lib.sp_stream_native(self._h, byref(out)))
+        return int(out.value or 0)
+
+    def sync(self) -> None:
+        """Waits until the work submitted to this stream so far has finished (GIL released)."""
+        check(lib.sp_stream_sync(self._h))
+
+    def query(self) -> bool:
+        """True when the stream is idle, False while it has work."""
+        st = lib.sp_stream_query(self._h)
+        if st == NotReadyError.status:
+            return False
+        check(st)
+        return True
+
+    def wait_native(self, native: int) -> None:
+        """Later work on this stream runs after the work submitted so far to ``native``, another
+        runtime's stream of the same device (cuda: a cudaStream_t as int)."""
+        check(lib.sp_stream_wait_native(self._h, _uint("native", native, 0, 2**64 - 1)))
+
+    def __repr__(self) -> str:
+        return f"<streampool.Stream {self.index} of {self.device!r}>"
+
+
+class Device:
+    """An open device: a GPU ("cuda") or the host CPU acting as one ("host"); "auto" picks CUDA
+    when a CUDA device is there. A context manager: leaving the block closes it, and closing
+    frees its models and batchers first.
+
+    Args:
+        backend: "auto", "host" or "cuda".
+        index: device ordinal within the backend.
+        streams: pool size including the default stream (0: 32; at most 128).
+        stream_mode: None (library default / STREAMPOOL_STREAM_MODE), "round_robin" or
+            "exclusive" (each thread owns a stream until it exits).
+        slot_wait_ms: exclusive mode: how long a thread waits for a free stream.
+        memory_limit: bytes the allocator may hold (0: the device's memory).
+    """
+
+    def __init__(self, backend: str = "auto", index: int = 0, *, streams: int = 0,
+                 stream_mode: Optional[str] = None, slot_wait_ms: int = 0,
+                 memory_limit: int = 0) -> None:
+        if stream_mode not in _MODES:
+            raise InvalidArgumentError(f"stream_mode must be None, 'round_robin' or 'exclusive', "
+                                       f"got {stream_mode!r}")
+        cfg = DeviceConfig(backend=_backend_arg(backend), index=_uint("index", index, 0, 2**31 - 1),
+                           streams=_uint("streams", streams, 0, 128),
+                           stream_mode=_MODES[stream_mode],
+                           slot_wait_ms=_uint("slot_wait_ms", slot_wait_ms),
+                           memory_limit=_uint("memory_limit", memory_limit, 0, 2**63 - 1))
+        h = c_void_p()
+        check(lib.sp_device_open(byref(cfg), byref(h)))
+        self._h: Optional[int] = h.value
+        self._children: "weakref.WeakSet[Any]" = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self.backend: str = lib.sp_device_backend(self._h).decode()
+        self.index: int = int(index)
+
+    # -- lifetime --
+    def _handle(self) -> int:
+        h = self._h
+        if h is None:
+            raise InvalidHandleError("the device is closed")
+        return h
+
+    def _adopt(self, child: Any) -> None:
+        with self._lock:
+            self._handle()
+            self._children.add(child)
+
+    def close(self) -> None:
+        """Closes the batchers and models of this device, then the device (waits for all its
+        streams). Idempotent. No other thread may be using the device."""
+        with self._lock:
+            h, self._h = self._h, None
+            children = list(self._children)
+        if h is None:
+            return
+        for c in sorted(children, key=lambda c: 0 if isinstance(c, Batcher) else 1):
+            c.close()
+        lib.sp_device_close(h)
+
+    @property
+    def closed(self) -> bool:
+        return self._h is None
+
+    def __enter__(self) -> "Device":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        state = "closed" if self._h is None else lib.sp_device_name(self._h).decode()
+        return f"<streampool.Device {self.backend}:{self.index} ({state})>"
+
+    # -- information --
+    @property
+    def info(self) -> DeviceInfo:
+        """The device's name, effective configuration, and memory (total, free) in bytes."""
+        h = self._handle()
+        cfg = DeviceConfig()
+        check(lib.sp_device_config_get(h, byref(cfg)))
+        free, total = c_size_t(), c_size_t()
+        check(lib.sp_device_memory_info(h, byref(free), byref(total)))
+        return DeviceInfo(backend=self.backend, index=cfg.index,
+                          name=lib.sp_device_name(h).decode(), streams=cfg.streams,
+                          stream_mode="exclusive" if cfg.stream_mode == 1 else "round_robin",
+                          slot_wait_ms=cfg.slot_wait_ms, memory_limit=cfg.memory_limit,
+                          memory_total=total.value, memory_free=free.value)
+
+    def memory_stats(self) -> Dict[str, int]:
+        """The allocator's counters (allocated/reserved bytes and peaks, allocs, frees, cache
+        hits, ...), as a dict of ints."""
+        s = MemoryStats()
+        check(lib.sp_memory_stats_get(self._handle(), byref(s)))
+        return {name: int(getattr(s, name)) for name, _ in MemoryStats._fields_}
+
+    def reset_peak_stats(self) -> None:
+        """Sets both peaks of memory_stats() to the current values."""
+        check(lib.sp_memory_stats_reset_peaks(self._handle()))
+
+    def snapshot(self) -> Dict[str, Any]:
+        """The allocator's segments and blocks, parsed from the library's JSON snapshot:
+        {"stats": {...}, "segments": [{"address", "bytes", "stream", "blocks": [...]}]}."""
+        out = ctypes.POINTER(ctypes.c_char)()
+        check(lib.sp_memory_snapshot_json(self._handle(), byref(out)))
+        try:
+            return json.loads(ctypes.string_at(out).decode())
+        finally:
+            lib.sp_string_free(out)
+
+    def empty_cache(self) -> None:
+        """Syncs every stream and returns the allocator's unused segments to the device."""
+        check(lib.sp_empty_cache(self._handle()))
+
+    def sync(self) -> None:
+        """Waits until every stream of the device is idle (GIL released)."""
+        check(lib.sp_device_sync(self._handle()))
+
+    # -- streams --
+    def current_stream(self) -> Stream:
+        """This thread's current stream on the device (bound on first use)."""
+        out = c_void_p()
+        check(lib.sp_stream_current(self._handle(), byref(out)))
+        return Stream(self, out.value)
+
+    @contextmanager
+    def stream(self) -> Iterator[Stream]:
+        """Binds this thread to a pool stream of its own for the block: in exclusive mode a
+        slot nobody else gets until the block ends (waiting up to slot_wait_ms, else
+        PoolExhaustedError); in round-robin mode the next round-robin stream (shared, as every
+        round-robin stream is). Model calls of this thread inside the block run on it. On exit
+        the thread is unbound (its next call binds anew) and the stream is given back."""
+        h = self._handle()
+        out = c_void_p()
+        check(lib.sp_stream_acquire(h, byref(out)))
+        s = out.value
+        try:
+            check(lib.sp_stream_set_current(h, s))
+            try:
+                yield Stream(self, s)
+            finally:
+                check(lib.sp_stream_release_current(h))
+        finally:
+            check(lib.sp_stream_release(h, s))
+
+    # -- pinned host memory --
+    def pinned_empty(self, shape: Union[int, Sequence[int]], dtype: Any = np.float32) -> np.ndarray:
+        """An uninitialized NumPy array in host memory this device copies at full speed
+        (page-locked on CUDA; ordinary host memory on the host backend). Freed when the array
+        (and every view of it) is garbage collected, or when the device closes, after which the
+        array must not be used."""
+        dt = np.dtype(dtype)
+        shp = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+        n = int(np.prod(shp, dtype=np.int64)) * dt.itemsize
+        if n <= 0:
+            raise InvalidArgumentError(f"pinned_empty: shape {shp} holds no elements")
+        h = self._handle()
+        p = c_void_p()
+        check(lib.sp_host_alloc_pinned(h, n, byref(p)))
+        buf = (ctypes.c_char * n).from_address(p.value)
+        arr = np.frombuffer(buf, dtype=dt).reshape(shp)
+        weakref.finalize(buf, _free_pinned, weakref.ref(self), p.value)
+        return arr
+
+
+def _free_pinned(dev_ref: "weakref.ref[Device]", p: int) -> None:
+    dev = dev_ref()
+    if dev is not None and dev._h is not None:
+        lib.sp_host_free_pinned(dev._h, p)
+
+
+def _host_rows(x: Any, features: int, what: str) -> np.ndarray:
+    """x as a C-contiguous float32 [B, features] NumPy array (a copy only if x is not one)."""
+    try:
+        a = np.asarray(x)
+    except Exception as e:  # noqa: BLE001 - any conversion failure is the caller's bad argument
+        raise InvalidArgumentError(f"{what}: cannot read {type(x).__name__} as an array: {e}")
+    if a.dtype != np.float32:
+        raise InvalidArgumentError(f"{what}: dtype {a.dtype} is not float32 (convert with "
+                                   f".astype(np.float32))")
+    if a.ndim != 2 or a.shape[1] != features:
+        raise InvalidArgumentError(f"{what}: expected shape [batch, {features}], got "
+                                   f"{list(a.shape)}")
+    if a.shape[0] == 0:
+        raise InvalidArgumentError(f"{what}: batch is 0")
+    if a.shape[0] > 2**32 - 1:
+        raise InvalidArgumentError(f"{what}: batch {a.shape[0]} is too large")
+    return np.ascontiguousarray(a)
+
+
+class Model:
+    """An MLP on a device: Linear layers with ReLU between them, weights in f32 or bf16 (the
+    activations and the caller's arrays are float32). Build with :meth:`load` or
+    :meth:`mlp_random`. Call it from any number of threads."""
+
+    def __init__(self, device: Device, handle: int) -> None:
+        self.device = device
+        self._h: Optional[int] = handle
+        self.in_features: int = int(lib.sp_model_in_features(handle))
+        self.out_features: int = int(lib.sp_model_out_features(handle))
+        self.dtype: str = _DTYPE_NAMES.get(int(lib.sp_model_dtype(handle)), "?")
+        device._adopt(self)
+
+    @classmethod
+    def load(cls, device: Device, path: Union[str, "os.PathLike[str]"],
+             dtype: Union[str, Any] = "f32") -> "Model":
+        """Loads a safetensors file holding a PyTorch state dict of Linear layers
+        ("<prefix>.weight" [out, in], "<prefix>.bias" [out]; F32 or BF16), converted to dtype
+        ("f32" or "bf16") on the device."""
+        import os
+        if not isinstance(device, Device):
+            raise InvalidArgumentError(f"device must be a streampool.Device, got "
+                                       f"{type(device).__name__}")
+        p = os.fsencode(path)
+        dt = _dtype_arg(dtype)
+        h = c_void_p()
+        check(lib.sp_model_load(device._handle(), p, dt, byref(h)))
+        return cls(device, h.value)
+
+    @classmethod
+    def mlp_random(cls, device: Device, dims: Sequence[int], seed: int = 0,
+                   dtype: Union[str, Any] = "f32") -> "Model":
+        """A seeded MLP dims[0] -> dims[1] -> ... (at least two sizes), weights uniform in
+        +-1/sqrt(in) as PyTorch initializes Linear."""
+        if not isinstance(device, Device):
+            raise InvalidArgumentError(f"device must be a streampool.Device, got "
+                                       f"{type(device).__name__}")
+        d = [_uint("dims[]", n, 1) for n in dims]
+        if len(d) < 2:
+            raise InvalidArgumentError(f"dims needs at least two sizes, got {list(dims)}")
+        arr = (c_uint * len(d))(*d)
+        h = c_void_p()
+        check(lib.sp_model_mlp_random(device._handle(), arr, len(d),
+                                      _uint("seed", seed, 0, 2**64 - 1), _dtype_arg(dtype),
+                                      byref(h)))
+        return cls(device, h.value)
+
+    def _handle(self) -> int:
+        h = self._h
+        if h is None:
+            raise InvalidHandleError("the model is closed")
+        return h
+
+    def __call__(self, x: Any) -> np.ndarray:
+        """y = model(x): x is [batch, in_features] float32 (a NumPy array or any buffer /
+        __array__ object; a non-contiguous one is copied), y a new [batch, out_features] float32
+        NumPy array. Runs on this thread's current stream, as one C call with the GIL released
+        (copies in, forward, copies out, sync)."""
+        a = _host_rows(x, self.in_features, "model(x)")
+        y = np.empty((a.shape[0], self.out_features), dtype=np.float32)
+        st = lib.sp_model_infer(self._handle(), a.ctypes.data, y.ctypes.data, a.shape[0])
+        if st:
+            check(st)
+        return y
+
+    def forward(self, x: Any, y: Any, *, sync: bool = True) -> None:
+        """y[:] = model(x) on device arrays, without copies: x [batch, in_features] and y
+        [batch, out_features], float32, C-contiguous, given as DLPack objects (torch and CuPy
+        tensors; NumPy arrays on the host backend, whose device memory is host memory) or
+        __cuda_array_interface__ objects.
+
+        Runs on this thread's current stream, after the producers' pending work on x and y (the
+        protocols' stream handshake: DLPack's producer makes our stream wait, a CAI stream is
+        waited on by ours). sync=True (default) returns when y is written, so any stream or the
+        host may read it. sync=False returns once the work is queued: the caller orders later
+        use of y (e.g. inside streampool.torch.stream(dev), where PyTorch's current stream is
+        this stream) and keeps x and y alive until then."""
+        dev = self.device
+        s = dev.current_stream()
+        native = s.native_handle if dev.backend == "cuda" else None
+        ax = _interop.import_array(x, "forward(x)", dev.backend, dev.index, s._h, native, False)
+        with ax:
+            ay = _interop.import_array(y, "forward(y)", dev.backend, dev.index, s._h, native,
+                                       True)
+            with ay:
+                b = ax.shape[0]
+                if ax.shape[1] != self.in_features:
+                    raise InvalidArgumentError(f"forward(x): expected [batch, {self.in_features}]"
+                                               f", got {list(ax.shape)}")
+                if tuple(ay.shape) != (b, self.out_features):
+                    raise InvalidArgumentError(f"forward(y): expected [{b}, "
+                                               f"{self.out_features}], got {list(ay.shape)}")
+                if b == 0:
+                    raise InvalidArgumentError("forward: batch is 0")
+                check(lib.sp_model_forward(self._handle(), s._h, ax.ptr, ay.ptr, b))
+                if sync or dev.backend != "cuda":
+                    s.sync()
+
+    def close(self) -> None:
+        """Frees the model's weights. Idempotent; no call may be running on it."""
+        h, self._h = self._h, None
+        if h is not None:
+            lib.sp_model_free(h)
+
+    def __enter__(self) -> "Model":
+        return self
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"<streampool.Model {self.in_features}->{self.out_features} {self.dtype} on "
+                f"{self.device!r}>")
+
+
+class Batcher:
+    """Merges single rows from many threads into batched forward passes.
+
+    Args:
+        model: the model to run.
+        max_batch: rows per pass (0: 16).
+        max_delay_us: how long a pass waits for more rows after its first (0: 200).
+        workers: worker threads, each with its own stream (0: 4).
+
+    ``batcher(row)`` blocks until that row's answer is there; call it from any number of threads.
+    """
+
+    def __init__(self, model: Model, max_batch: int = 0, max_delay_us: int = 0,
+                 workers: int = 0) -> None:
+        if not isinstance(model, Model):
+            raise InvalidArgumentError(f"model must be a streampool.Model, got "
+                                       f"{type(model).__name__}")
+        cfg = BatcherConfig(max_batch=_uint("max_batch", max_batch),
+                            max_delay_us=_uint("max_delay_us", max_delay_us),
+                            workers=_uint("workers", workers))
+        h = c_void_p()
+        check(lib.sp_batcher_create(model._handle(), byref(cfg), byref(h)))
+        self.model = model
+        self._h: Optional[int] = h.value
+        self._in, self._out = model.in_features, model.out_features
+        model.device._adopt(self)
+
+    def __call__(self, row: Any) -> np.ndarray:
+        """The model's output for one row: row is [in_features] (or [1, in_features]) float32;
+        returns a new [out_features] float32 array. Blocks with the GIL released."""
+        a = np.asarray(row)
+        if a.dtype != np.float32:
+            raise InvalidArgumentError(f"batcher(row): dtype {a.dtype} is not float32 (convert "
+                                       f"with .astype(np.float32))")
+        if a.shape != (self._in,) and a.shape != (1, self._in):
+            raise InvalidArgumentError(f"batcher(row): expected shape [{self._in}], got "
+                                       f"{list(a.shape)}")
+        a = np.ascontiguousarray(a)
+        h = self._h
+        if h is None:
+            raise InvalidHandleError("the batcher is closed")
+        y = np.empty(self._out, dtype=np.float32)
+        st = lib.sp_batcher_infer(h, a.ctypes.data, y.ctypes.data)
+        if st:
+            check(st)
+        return y
+
+    def stats(self) -> Dict[str, int]:
+        """requests, batches, failed, queued, and the total fill/run/answer times in ns."""
+        h = self._h
+        if h is None:
+            raise InvalidHandleError("the batcher is closed")
+        s = BatcherStats()
+        check(lib.sp_batcher_stats_get(h, byref(s)))
+        return {name: int(getattr(s, name)) for name, _ in BatcherStats._fields_}
+
+    def close(self) -> None:
+        """Finishes every accepted request, then stops the workers. Idempotent; no call may
+        start during or after it."""
+        h, self._h = self._h, None
+        if h is not None:
+            lib.sp_batcher_destroy(h)
+
+    def __enter__(self) -> "Batcher":
+        return self
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
