@@ -1,7 +1,8 @@
 # The README's two commands:
 #   make demo   installs what is missing, builds, and runs the main job (parallel inference)
 #   make test   installs what is missing, builds, and runs every test
-# Other targets: make sanitize (ASan+UBSan and TSan builds on the unit, stress, conformance and
+# Other targets: make python-test (the Python package's pytest suite, also part of make test),
+# make sanitize (ASan+UBSan and TSan builds on the unit, stress, conformance and
 # fuzz-regression tests), make fuzz (libFuzzer, FUZZ_SECONDS per target), make bench,
 # make install PREFIX=..., make format, make clean.
 SHELL := /bin/bash
@@ -10,9 +11,10 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 DEBIAN_PACKAGES := cmake make gcc g++ pkg-config libopenblas-dev libcjson-dev libcmocka-dev
 FUZZ_PACKAGES := clang libclang-rt-14-dev
+PYTHON_PACKAGES := python3 python3-venv
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps configure build demo test sanitize asan tsan fuzz bench install format clean
+.PHONY: all deps configure build demo test python-test sanitize asan tsan fuzz bench install format clean
 
 all: build
 
@@ -32,6 +34,13 @@ demo: build
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 600
+	@$(MAKE) --no-print-directory python-test
+
+# The Python package: a venv in $(BUILD) (numpy, pytest, scikit-build-core from PyPI; a
+# "skipped: ..." line when PyPI cannot be reached), `pip install .` from the checkout, pytest.
+python-test:
+	@bash scripts/install-deps.sh $(PYTHON_PACKAGES) || echo "python-test: cannot install $(PYTHON_PACKAGES); the script skips what it cannot run"
+	JOBS=$(JOBS) bash scripts/python-test.sh $(BUILD)
 
 # Sanitizer builds run the unit, stress, conformance and fuzz-regression tests.
 asan: deps
