@@ -154,3 +154,19 @@ def test_forward_readonly_output(dev, weights_path):
     y.flags.writeable = False
     with pytest.raises((BufferError, sp.InvalidArgumentError)):
         m.forward(np.zeros((1, DIMS[0]), np.float32), y)
+
+
+def test_call_readonly_and_tiny_inputs(dev, tmp_path):
+    """The pointer fast path (a writable buffer of >= 8 bytes) and its fallback agree."""
+    layers = [(np.array([[2.0]], np.float32), np.array([0.5], np.float32))]
+    p = str(tmp_path / "one.safetensors")
+    save_layers(p, layers)
+    m = sp.Model.load(dev, p)
+    x = np.array([[3.0]], np.float32)  # 4 bytes: below the fast path's 8
+    assert m(x)[0, 0] == 6.5
+    x2 = np.array([[1.0], [2.0]], np.float32)
+    x2.flags.writeable = False
+    assert m(x2).tolist() == [[2.5], [4.5]]
+    b = sp.Batcher(m)
+    assert b(x[0])[0] == 6.5 and b(x2[1])[0] == 4.5
+    b.close()

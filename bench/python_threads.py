@@ -1,0 +1,275 @@
+#!/usr/bin/env python3
+"""Python threads through the streampool package, beside PyTorch Python threads and our own C
+threads, in one run, on the same weights (issue 10).
+
+Rows (the 512-1024-1024-512 MLP at batch 1, f32, seeded PyTorch-style weights in a safetensors
+file that every row loads):
+  streampool model(x), T Python threads (1, 2, 4, 8, 16), each with its own exclusive stream:
+      one C call per forward (host in, host out), the GIL released;
+  streampool Batcher, 64 Python threads, one row per call;
+  PyTorch, T Python threads (each with its own torch.cuda.Stream on CUDA; CPU tensors and one
+      intra-op thread per call on the host backend), y = model(x) then sync; skipped with a
+      line when torch is missing;
+  C threads: `streampool run` (the CLI, same file, same thread counts, and --batcher with 64
+      clients), skipped with a line when the CLI is not found;
+  binding overhead: the time per call of a 4-4 model from one Python thread minus from one C
+      thread (the CLI, same file), and a bare ctypes call.
+Ratios: Python threads against C threads and against PyTorch at the same thread count.
+The aims on the H200 (issue 10): at 16 threads >= 0.8 x C threads and >= 30 x PyTorch; the
+binding adds <= 1 us per call.
+
+usage: python_threads.py [--backend auto|host|cuda] [--threads 1,2,4,8,16] [--clients 64]
+                         [--duration S] [--cli PATH] [--json FILE]
+The package is imported as installed, or from PYTHONPATH=python with STREAMPOOL_LIBRARY set to a
+build's libstreampool.so (scripts/gpu-check.sh does that).
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+import streampool as sp
+
+DIMS = [512, 1024, 1024, 512]
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def write_weights(path: str, dims=DIMS) -> list:
+    """Seeded Linear weights (uniform +-1/sqrt(in)) as a safetensors state dict "0", "2", "4"."""
+    rng = np.random.default_rng(1)
+    layers, header, blobs, off = [], {}, [], 0
+    for k in range(len(dims) - 1):
+        bound = 1.0 / np.sqrt(dims[k])
+        w = rng.uniform(-bound, bound, (dims[k + 1], dims[k])).astype("<f4")
+        b = rng.uniform(-bound, bound, (dims[k + 1],)).astype("<f4")
+        layers.append((w, b))
+        for name, a in ((f"{2 * k}.weight", w), (f"{2 * k}.bias", b)):
+            header[name] = {"dtype": "F32", "shape": list(a.shape),
+                            "data_offsets": [off, off + a.nbytes]}
+            blobs.append(a.tobytes())
+            off += a.nbytes
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(len(h).to_bytes(8, "little") + h + b"".join(blobs))
+    return layers
+
+
+def timed_threads(n: int, duration: float, setup, call) -> float:
+    """Calls per second in total from n threads, each running call(state) for `duration`."""
+    start, stop = threading.Barrier(n + 1), threading.Event()
+    counts, errors = [0] * n, []
+
+    def body(i: int) -> None:
+        try:
+            state = setup(i)
+            for _ in range(3):
+                call(state)
+            start.wait()
+            c = 0
+            while not stop.is_set():
+                call(state)
+                c += 1
+            counts[i] = c
+        except BaseException as e:  # noqa: BLE001 - reported after the join
+            errors.append(e)
+            start.abort()
+
+    ts = [threading.Thread(target=body, args=(i,)) for i in range(n)]
+    for t in ts:
+        t.start()
+    try:
+        start.wait()
+    except threading.BrokenBarrierError:
+        pass
+    t0 = time.perf_counter()
+    time.sleep(duration)
+    stop.set()
+    for t in ts:
+        t.join()
+    secs = time.perf_counter() - t0
+    if errors:
+        raise errors[0]
+    return sum(counts) / secs
+
+
+def ours(dev_args: dict, path: str, tiny: str, threads: list, clients: int, duration: float,
+         layers: list) -> dict:
+    res = {}
+    # exclusive: a stream per thread; + the main thread and the batcher's workers
+    with sp.Device(**dev_args, streams=min(128, max(threads) + 8), stream_mode="exclusive",
+                   slot_wait_ms=5000) as dev:
+        m = sp.Model.load(dev, path)
+        x = np.random.default_rng(2).standard_normal((1, DIMS[0]), dtype=np.float32)
+        ref = reference(layers, x)
+        err = float(np.max(np.abs(m(x) - ref)) / np.max(np.abs(ref)))
+        if err > 1e-4:
+            raise SystemExit(f"python_threads: wrong output, relative error {err:.3g}")
+        res["backend"], res["device"] = dev.backend, dev.info.name
+        for t in threads:
+            res[f"model_{t}"] = timed_threads(t, duration, lambda i: x, m)
+        with sp.Batcher(m) as b:
+            row = x[0]
+            res[f"batcher_{clients}"] = timed_threads(clients, duration, lambda i: row, b)
+        # Binding overhead: a tiny model (4-4) from one thread, against the CLI on the same file,
+        # and a bare ctypes call.
+        t4 = sp.Model.load(dev, tiny)
+        x4 = np.ones((1, 4), np.float32)
+        res["tiny_1"] = timed_threads(1, duration, lambda i: x4, t4)
+        n = 200000
+        idx = sp._lib.lib.sp_stream_index
+        h = dev.current_stream()._h
+        t0 = time.perf_counter()
+        for _ in range(n):
+            idx(h)
+        res["ctypes_call_ns"] = (time.perf_counter() - t0) / n * 1e9
+    return res
+
+
+def reference(layers: list, x: np.ndarray) -> np.ndarray:
+    a = x.astype(np.float64)
+    for k, (w, b) in enumerate(layers):
+        a = a @ w.astype(np.float64).T + b
+        if k + 1 < len(layers):
+            a = np.maximum(a, 0)
+    return a
+
+
+def pytorch(backend: str, layers: list, threads: list, duration: float):
+    try:
+        import torch
+        torch.nn  # noqa: B018 - a stray "torch" folder on sys.path imports as a namespace
+    except (ImportError, AttributeError):
+        return None, "skipped: PyTorch rows (torch is not installed for this Python)"
+    cuda = backend == "cuda"
+    if cuda and not torch.cuda.is_available():
+        return None, "skipped: PyTorch rows (torch has no CUDA here)"
+    devn = "cuda" if cuda else "cpu"
+    torch.backends.cuda.matmul.allow_tf32 = False
+    mods = []
+    for k, (w, b) in enumerate(layers):
+        lin = torch.nn.Linear(w.shape[1], w.shape[0])
+        with torch.no_grad():
+            lin.weight.copy_(torch.from_numpy(w))
+            lin.bias.copy_(torch.from_numpy(b))
+        mods += [lin] + ([torch.nn.ReLU()] if k + 1 < len(layers) else [])
+    model = torch.nn.Sequential(*mods).eval().to(devn)
+    if not cuda:
+        torch.set_num_threads(1)
+    x_host = torch.rand(1, DIMS[0])
+
+    def setup(i):
+        return torch.cuda.Stream() if cuda else None
+
+    def call(stream):
+        with torch.inference_mode():
+            if cuda:
+                with torch.cuda.stream(stream):
+                    model(x_host.to(devn, non_blocking=False)).cpu()
+            else:
+                model(x_host)
+
+    res = {}
+    for t in threads:
+        res[f"model_{t}"] = timed_threads(t, duration, setup, call)
+    return res, f"PyTorch {torch.__version__} on {devn}"
+
+
+def c_threads(cli: str, backend: str, path: str, tiny: str, threads: list, clients: int,
+              duration: float):
+    if not cli:
+        return None, "skipped: C-thread rows (no streampool CLI found; pass --cli PATH)"
+    base = [cli, "run", "--backend", backend, "--model", path, "--duration", str(duration),
+            "--json", "--no-progress"]
+    res = {}
+    for args, key in ((["--threads", ",".join(map(str, threads))], "model"),
+                      (["--batcher", "--clients", str(clients)], "batcher"),
+                      (["--threads", "1", "--model", tiny], "tiny")):
+        p = subprocess.run(base + args, capture_output=True, text=True)
+        if p.returncode != 0:
+            return None, f"skipped: C-thread rows (streampool run failed: {p.stderr.strip()})"
+        for r in json.loads(p.stdout)["runs"]:
+            res[f"{key}_{r['threads']}"] = r["requests_per_s"]
+    return res, f"C threads: {cli} run"
+
+
+def find_cli(arg: str) -> str:
+    if arg:
+        return arg
+    for c in (os.path.join(HERE, "..", "build", "streampool"), shutil.which("streampool")):
+        if c and os.path.isfile(c) and os.access(c, os.X_OK):
+            return os.path.abspath(c)
+    return ""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--backend", default="auto")
+    ap.add_argument("--threads", default="1,2,4,8,16")
+    ap.add_argument("--clients", type=int, default=64)
+    ap.add_argument("--duration", type=float, default=2.0)
+    ap.add_argument("--cli", default="")
+    ap.add_argument("--json", default="")
+    a = ap.parse_args()
+    threads = [int(t) for t in a.threads.split(",")]
+    work = tempfile.mkdtemp(prefix="sp_python_threads_")
+    path = os.path.join(work, "mlp.safetensors")
+    layers = write_weights(path)
+    tiny = os.path.join(work, "tiny.safetensors")
+    write_weights(tiny, [4, 4])
+    dev_args = {"backend": a.backend}
+    mine = ours(dev_args, path, tiny, threads, a.clients, a.duration, layers)
+    backend = mine["backend"]
+    torch_res, torch_note = pytorch(backend, layers, threads, a.duration)
+    c_res, c_note = c_threads(find_cli(a.cli), backend, path, tiny, threads, a.clients,
+                              a.duration)
+
+    print(f"python_threads: MLP {'-'.join(map(str, DIMS))} f32 batch 1, {backend} "
+          f"({mine['device']}), {a.duration:g} s per cell, Python {sys.version.split()[0]}, "
+          f"streampool {sp.version()}")
+    print(f"  {torch_note}")
+    print(f"  {c_note}")
+    hdr = f"{'':28} {'threads':>7} {'calls/s':>12} {'C threads':>12} {'py/C':>6} " \
+          f"{'PyTorch':>12} {'py/torch':>9}"
+    print(hdr)
+    print("-" * len(hdr))
+
+    def row(name, t, key):
+        v = mine[key]
+        c = c_res.get(key) if c_res else None
+        p = torch_res.get(key) if torch_res else None
+        num = lambda z: f"{z:12.0f}" if z else f"{'-':>12}"  # noqa: E731
+        rat = lambda z, w: f"{z / w:{w_}.2f}" if z else f"{'-':>{w_}}"  # noqa: E731
+        w_ = 6
+        rc = rat(c and v, c) if c else f"{'-':>6}"
+        w_ = 9
+        rp = rat(p and v, p) if p else f"{'-':>9}"
+        print(f"{name:28} {t:>7} {v:12.0f} {num(c)} {rc} {num(p)} {rp}")
+
+    for t in threads:
+        row("model(x), Python threads", t, f"model_{t}")
+    row("Batcher, Python threads", a.clients, f"batcher_{a.clients}")
+    print()
+    if c_res and "tiny_1" in c_res:
+        py, c = 1e6 / mine["tiny_1"], 1e6 / c_res["tiny_1"]
+        print(f"binding overhead per call (a 4-4 model, 1 thread, Python minus C): "
+              f"{py - c:.2f} us ({py:.2f} us vs {c:.2f} us a call)")
+    print(f"bare ctypes call (sp_stream_index): {mine['ctypes_call_ns']:.0f} ns")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"streampool": mine, "torch": torch_res, "c_threads": c_res}, f, indent=1)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
