@@ -11,7 +11,8 @@
 # benchmarks, SP_GPU_TEST_TIMEOUT (per ctest test, default 300), SP_BENCH_SECONDS (per benchmark cell),
 # SP_GPU_BUILD (build dir, default build-gpu), SP_GPU_TESTS=0 skips ctest and the CUDA-only
 # conformance run, SP_GPU_SAN_TESTS (test binaries for the sanitizers), SP_GPU_TORCH=0 skips the PyTorch cross-check and
-# the PyTorch/libtorch inference baselines.
+# the PyTorch/libtorch inference baselines, SP_GPU_PYTHON=0 skips the Python package's tests and
+# bench/python_threads.py.
 set -uo pipefail
 log=${1:?usage: scripts/gpu-check.sh LOGDIR}
 mkdir -p "$log" && log=$(cd "$log" && pwd)
@@ -107,6 +108,29 @@ if [ "${SP_GPU_TORCH:-1}" = 1 ]; then
   step bench_torch_mlp 900 python3 "$root/bench/torch/torch_mlp.py" --threads 1,2,4,8,16 --duration "$secs" --dtypes f32,bf16
   if step libtorch_build 600 bash "$root/bench/torch/build_libtorch.sh" "$build/bench/libtorch_mlp"; then
     step bench_libtorch_mlp 900 "$build/bench/libtorch_mlp" 1,2,4,8,16 "$secs" f32,bf16
+  fi
+fi
+
+# ---- the Python package with CUDA: pytest (host and cuda), then bench/python_threads.py ---------
+# No pip there: the package is imported from the checkout (PYTHONPATH=python) with the library
+# this build made (STREAMPOOL_LIBRARY; the CUDA module libstreampool_cuda.so lies beside it),
+# using the installed torch and CuPy; pytest from .gpu/pylib (scripts/gpu-deps.sh) if the
+# machine has none. SP_GPU_PYTHON=0 skips this.
+if [ "${SP_GPU_PYTHON:-1}" = 1 ]; then
+  pyenv=(env PYTHONPATH="$root/python" STREAMPOOL_LIBRARY="$build/libstreampool.so")
+  [ -d "$root/.gpu/pylib" ] && pyenv=(env PYTHONPATH="$root/python:$root/.gpu/pylib" STREAMPOOL_LIBRARY="$build/libstreampool.so")
+  if "${pyenv[@]}" python3 -c "import pytest, numpy" 2>/dev/null; then
+    step python_pytest_host 900 "${pyenv[@]}" STREAMPOOL_TEST_BACKEND=host python3 -m pytest -q -rs -p no:cacheprovider "$root/python/tests"
+    step python_pytest_cuda 900 "${pyenv[@]}" STREAMPOOL_TEST_BACKEND=cuda python3 -m pytest -q -rs -p no:cacheprovider "$root/python/tests"
+    grep -E "passed|failed|SKIPPED" "$log/python_pytest_cuda.log" | sed 's/^/      /' >>"$summary"
+  else
+    note "SKIP  python_pytest: no pytest/numpy for python3 here (run scripts/gpu-deps.sh to carry pytest in .gpu/pylib)"
+  fi
+  if [ "${SP_GPU_BENCH:-1}" = 1 ]; then
+    step bench_python_threads 900 "${pyenv[@]}" python3 "$root/bench/python_threads.py" --backend cuda \
+      --duration "${SP_BENCH_SECONDS:-2}" --cli "$build/streampool" --json "$log/python_threads.json"
+    STREAMPOOL_BACKEND=host step bench_python_threads_host 900 "${pyenv[@]}" python3 "$root/bench/python_threads.py" \
+      --backend host --duration "${SP_BENCH_SECONDS:-2}" --cli "$build/streampool"
   fi
 fi
 

@@ -22,3 +22,15 @@ for p in "${pkgs[@]}"; do apt-cache depends --no-recommends --no-suggests "$p" 2
   case " ${pkgs[*]} " in *" $d "*) ;; *) echo "not downloaded (assumed present): $d";; esac
 done
 ls -l
+# pytest for the Python package's tests there (the GPU machine has torch and CuPy but no pip):
+# pure-Python wheels unpacked into .gpu/pylib, put on PYTHONPATH by scripts/gpu-check.sh.
+cd - >/dev/null
+pylib=$(dirname "$dest")/pylib
+rm -rf "$pylib" && mkdir -p "$pylib"
+if python3 -m pip download --quiet --only-binary=:all: --python-version 3.10 -d "$pylib/wheels" \
+    pytest exceptiongroup tomli >/dev/null 2>&1; then
+  python3 -m pip install --quiet --no-deps --target "$pylib" "$pylib"/wheels/*.whl &&
+    rm -rf "$pylib/wheels" && echo "pytest for the GPU machine in $pylib"
+else
+  echo "pip could not download pytest; the GPU check will skip the Python tests unless pytest is there"
+fi
