@@ -117,7 +117,12 @@ class Stream:
 
     def __init__(self, device: "Device", handle: int) -> None:
         self.device = device
-        self._h = handle
+        self.__h = handle
+
+    @property
+    def _h(self) -> int:
+        self.device._handle()  # raises once the device is closed: the stream is gone with it
+        return self.__h
 
     @property
     def index(self) -> int:

@@ -142,3 +142,11 @@ def test_pinned_empty(dev):
     del a, b  # freed by their finalizers
     with pytest.raises(sp.InvalidArgumentError, match="no elements"):
         dev.pinned_empty((0, 3))
+
+
+def test_stream_after_close():
+    dev = sp.Device("host")
+    s = dev.current_stream()
+    dev.close()
+    with pytest.raises(sp.InvalidHandleError, match="device is closed"):
+        s.sync()
