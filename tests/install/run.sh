@@ -5,7 +5,7 @@
 # shared library links no CUDA library, and with the CUDA module gone (a machine without CUDA)
 # it still opens the host backend and says why cuda is unavailable.
 # Method: cmake --install the build into a temporary prefix; build tests/install/consumer (a
-# copy through device memory) each way and run it with LD_LIBRARY_PATH unset; ldd shows which
+# copy through device memory) each way and run it with no LD_LIBRARY_PATH entry for the prefix; ldd shows which
 # libraries are linked; then move libstreampool_cuda.so away and run the CLI and the consumer.
 set -euo pipefail
 build=$1; tmp=$2; here=$(cd "$(dirname "$0")" && pwd)
@@ -15,7 +15,10 @@ rm -rf "$tmp"; mkdir -p "$tmp"
 prefix=$tmp/prefix
 libdir=$prefix/lib; [ -e "$libdir/libstreampool.so" ] || libdir=$prefix/lib64
 fail() { echo "install_consumer: FAILED: $*"; exit 1; }
-norun() { env -u LD_LIBRARY_PATH "$@"; } # run as a user would: no LD_LIBRARY_PATH
+# Run as a user would: nothing points the loader at the prefix (an inherited LD_LIBRARY_PATH may
+# name where cJSON or OpenBLAS live, as on the GPU machine's private prefix, never this prefix).
+case ":${LD_LIBRARY_PATH:-}:" in *":$tmp/"*) fail "LD_LIBRARY_PATH already names $tmp";; esac
+norun() { "$@"; }
 
 # The shared library itself links no CUDA library (the CUDA backend is a module).
 if ldd "$libdir/libstreampool.so" | grep -E 'libcudart|libcublas|libcuda\.'; then

@@ -4,12 +4,18 @@
  * sp_stream_native / sp_stream_wait_native say "unsupported" on the host backend with the backend
  * named (and on CUDA give the cudaStream_t, when a device is present); pinned host buffers are
  * usable by copies, freed once, foreign pointers refused, and buffers left live are freed by
- * sp_device_close (ASan would report a leak otherwise).
+ * sp_device_close (ASan would report a leak otherwise); under contention from many threads no
+ * stream is ever held by two acquirers at once.
  * Method: exclusive host device of 4 streams (3 slots): bind the current stream, acquire two,
  * check a third acquire fails with SP_ERR_POOL_EXHAUSTED, release, acquire again; round-trip bytes
  * through a pinned buffer and device memory on an acquired stream; pass NULL, foreign and stale
- * arguments and compare statuses and messages.
+ * arguments and compare statuses and messages. Contention: 8 threads acquire and release 4 slots
+ * (waiting for a free one) in a seeded loop, each marking the stream it holds in a per-index
+ * atomic owner word; a second owner is a failure printed with both ids.
  */
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "testutil.h"
@@ -142,12 +148,63 @@ static void pinned_buffers(void **state) {
   sp_device_close(other);
 }
 
+typedef struct churn_arg {
+  sp_device *dev;
+  unsigned id;
+} churn_arg;
+
+static _Atomic unsigned churn_owner[8];
+
+static void *churn(void *p) {
+  churn_arg *a = p;
+  tu_rng rng = {tu_seed() + a->id};
+  size_t rounds = tu_scale(2000);
+  for (size_t r = 0; r < rounds; r++) {
+    sp_stream *s = NULL;
+    sp_status st = sp_stream_acquire(a->dev, &s);
+    if (st != SP_OK) {
+      tu_fail(__FILE__, __LINE__, "thread %u round %zu: acquire: %s", a->id, r, sp_last_error());
+      return NULL;
+    }
+    unsigned i = sp_stream_index(s), none = 0;
+    if (!atomic_compare_exchange_strong(&churn_owner[i], &none, a->id + 1))
+      tu_fail(__FILE__, __LINE__, "stream %u held by thread %u and thread %u", i, none - 1, a->id);
+    if (tu_rng_below(&rng, 4) == 0) sched_yield();
+    atomic_store(&churn_owner[i], 0);
+    TU_EXPECT_OK(sp_stream_release(a->dev, s));
+  }
+  return NULL;
+}
+
+static void acquire_contended(void **state) {
+  (void)state;
+  sp_device_config cfg = {.backend = "host", .streams = 5, .stream_mode = SP_STREAMS_EXCLUSIVE,
+                          .slot_wait_ms = 10000};
+  sp_device *dev = NULL;
+  SP_CHECK_OK(sp_device_open(&cfg, &dev));
+  enum { T = 8 };
+  pthread_t th[T];
+  churn_arg args[T];
+  tu_failures_reset();
+  for (unsigned t = 0; t < T; t++) {
+    args[t] = (churn_arg){dev, t};
+    assert_int_equal(pthread_create(&th[t], NULL, churn, &args[t]), 0);
+  }
+  for (unsigned t = 0; t < T; t++) pthread_join(th[t], NULL);
+  assert_int_equal(tu_failures(), 0);
+  sp_stream *all[4];
+  for (unsigned k = 0; k < 4; k++) SP_CHECK_OK(sp_stream_acquire(dev, &all[k])); /* all back */
+  for (unsigned k = 0; k < 4; k++) SP_CHECK_OK(sp_stream_release(dev, all[k]));
+  sp_device_close(dev);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(acquire_exclusive),
       cmocka_unit_test(acquire_round_robin_and_bad),
       cmocka_unit_test(native_handles),
       cmocka_unit_test(pinned_buffers),
+      cmocka_unit_test(acquire_contended),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
