@@ -18,10 +18,10 @@
 #define SP__MODULE_ENTRY "sp__backend_module_entry"
 
 typedef struct sp__core_services {
-  unsigned abi;                                           /* SP__MODULE_ABI                 */
-  sp_status (*fail)(sp_status st, const char *msg);      /* sets the last error, returns st */
-  void (*log)(sp_log_level level, const char *msg);      /* the log hook, if level passes   */
-  void *(*calloc)(size_t count, size_t bytes);           /* the host-allocation hook        */
+  unsigned abi;                                     /* SP__MODULE_ABI                 */
+  sp_status (*fail)(sp_status st, const char *msg); /* sets the last error, returns st */
+  void (*log)(sp_log_level level, const char *msg); /* the log hook, if level passes   */
+  void *(*calloc)(size_t count, size_t bytes);      /* the host-allocation hook        */
   void (*free)(void *p);
   void (*assert_fail)(const char *expr, const char *file, int line); /* does not return */
 } sp__core_services;

@@ -33,7 +33,8 @@ static sp_status sp__interop_stream(sp_stream *s, const char *fn, sp__bstream **
   if (!s->dev->be->stream_native)
     return sp__fail(SP_ERR_UNSUPPORTED,
                     "%s: backend '%s' has no native stream handles (its streams are library "
-                    "threads)", fn, s->dev->be->name);
+                    "threads)",
+                    fn, s->dev->be->name);
   return sp__stream_backend(s, bs);
 }
 

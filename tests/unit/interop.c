@@ -178,8 +178,8 @@ static void *churn(void *p) {
 
 static void acquire_contended(void **state) {
   (void)state;
-  sp_device_config cfg = {.backend = "host", .streams = 5, .stream_mode = SP_STREAMS_EXCLUSIVE,
-                          .slot_wait_ms = 10000};
+  sp_device_config cfg = {
+      .backend = "host", .streams = 5, .stream_mode = SP_STREAMS_EXCLUSIVE, .slot_wait_ms = 10000};
   sp_device *dev = NULL;
   SP_CHECK_OK(sp_device_open(&cfg, &dev));
   enum { T = 8 };
@@ -200,10 +200,8 @@ static void acquire_contended(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(acquire_exclusive),
-      cmocka_unit_test(acquire_round_robin_and_bad),
-      cmocka_unit_test(native_handles),
-      cmocka_unit_test(pinned_buffers),
+      cmocka_unit_test(acquire_exclusive), cmocka_unit_test(acquire_round_robin_and_bad),
+      cmocka_unit_test(native_handles),    cmocka_unit_test(pinned_buffers),
       cmocka_unit_test(acquire_contended),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

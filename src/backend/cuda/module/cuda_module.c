@@ -17,8 +17,8 @@ extern const sp__backend sp__cuda_backend;
 
 static const sp__core_services *svc;
 
-__attribute__((visibility("default"))) const sp__backend *
-sp__backend_module_entry(const sp__core_services *services);
+__attribute__((visibility("default"))) const sp__backend *sp__backend_module_entry(
+    const sp__core_services *services);
 
 const sp__backend *sp__backend_module_entry(const sp__core_services *services) {
   if (!services || services->abi != SP__MODULE_ABI) return NULL;
