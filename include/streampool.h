@@ -328,10 +328,32 @@ sp_status sp_memory_stats_get(sp_device *dev, sp_memory_stats *out);
 /* Sets both peaks to the current values. Any thread. */
 sp_status sp_memory_stats_reset_peaks(sp_device *dev);
 /* A JSON document {"stats":{...},"segments":[{"address","bytes","stream","blocks":[{"offset",
- * "bytes","state":"live|cached|pending","stream"}]}]}; free it with sp_string_free. Any thread. */
+ * "bytes","state":"live|cached|pending","stream"}]}],"history":{...},"events":[...]} ("events"
+ * empty when the history is off; see sp_memory_history_enable); free it with sp_string_free.
+ * Any thread. */
 sp_status sp_memory_snapshot_json(sp_device *dev, char **json_out);
 /* Frees a string the library returned. NULL is a no-op. Any thread. */
 void sp_string_free(char *s);
+
+/* ---- Memory history: a bounded record of allocator events (off by default) ----
+ * When on, the allocator records its events in a ring of the last `entries` events per device:
+ * alloc, free, free_pending (deferred: other streams still use the block), free_complete (a
+ * pending block cached at last), reuse and reuse_wait (a block of another stream taken; _wait:
+ * the stream waits on the device for the owner's work), segment_map / segment_unmap, oom_retry
+ * (out of memory or the limit: flush and retry), oom (the retry failed), empty_cache. Each has a
+ * monotonic time, device, stream, thread, size and address; sp_memory_snapshot_json returns them
+ * as "events" (schema in docs/ARCHITECTURE.md, "Memory history"). Off, the allocator pays one
+ * relaxed load and a branch per operation; on, one atomic ticket and a 64-byte slot write per
+ * event, no lock. STREAMPOOL_MEMORY_HISTORY=N (K/M suffixes) turns it on at sp_device_open.
+ * The device owns the ring (entries * 64 bytes, freed at sp_device_close; a ring of another size
+ * is kept until then too). */
+#define SP_MEMORY_HISTORY_MAX ((size_t)1 << 22) /* most entries */
+/* Starts a new history of `entries` (1..SP_MEMORY_HISTORY_MAX) events, dropping the events
+ * recorded so far. SP_ERR_INVALID_ARGUMENT out of range, SP_ERR_HOST_MEMORY without memory (the
+ * previous state kept). Any thread. */
+sp_status sp_memory_history_enable(sp_device *dev, size_t entries);
+/* Stops recording; the events recorded so far are no longer reported. Any thread. */
+sp_status sp_memory_history_disable(sp_device *dev);
 
 /* ---------------------------------------------------------------------------------------------
  * Inference: models and batching

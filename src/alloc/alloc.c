@@ -41,6 +41,12 @@ sp_status sp__alloc_create(sp_device *dev, sp__allocator **out) {
   sp__spin_init(&a->seglist_mu);
   sp__spin_init(&a->peak_mu);
   sp__ptrmap_init(&a->map);
+  sp_status st = sp__history_init(a);
+  if (st != SP_OK) {
+    sp__aligned_free(a->caches);
+    sp__aligned_free(a);
+    return st;
+  }
   sp__error_clear();
   *out = a;
   return SP_OK;
@@ -68,6 +74,7 @@ void sp__alloc_destroy(sp__allocator *a) {
     }
   }
   sp__ptrmap_destroy(&a->map);
+  sp__history_destroy(a);
   sp__aligned_free(a->caches);
   sp__aligned_free(a);
 }
@@ -145,7 +152,10 @@ static sp__block *take_completed(sp__allocator *a, unsigned s, size_t bytes, boo
     uint64_t seen = atomic_load_explicit(&a->caches[t].free_seq, memory_order_acquire);
     if (!stream_idle(a, t)) continue;
     sp__block *blk = take_from(a, t, s, bytes, seen, true, share);
-    if (blk) return blk;
+    if (blk) {
+      SP__HISTORY(a, SP__HIST_REUSE, (int)s, (int)t, blk->bytes, blk->ptr, blk->seg->base);
+      return blk;
+    }
   }
   return NULL;
 }
@@ -187,7 +197,10 @@ static sp__block *take_inflight(sp__allocator *a, unsigned s, size_t bytes, bool
     if (!cache_may_fit(a, t, bytes) || (!share && !sp__user_stealable(a, t, me))) continue;
     sp__block *blk = take_from(a, t, s, bytes, UINT64_MAX, false, share);
     if (!blk) continue;
-    if (wait_for_stream(a, t, s) == SP_OK) return blk;
+    if (wait_for_stream(a, t, s) == SP_OK) {
+      SP__HISTORY(a, SP__HIST_REUSE_WAIT, (int)s, (int)t, blk->bytes, blk->ptr, blk->seg->base);
+      return blk;
+    }
     give_back(a, t, s, blk);
     return NULL;
   }
@@ -264,6 +277,7 @@ static sp_status alloc_flush_retry(sp__allocator *a, unsigned s, size_t bytes, s
                                    sp_status why, sp__block **out) {
   uint64_t seen[SP_STREAMS_MAX];
   atomic_fetch_add_explicit(&a->oom_retries, 1, memory_order_relaxed);
+  SP__HISTORY(a, SP__HIST_OOM_RETRY, (int)s, -1, rounded, NULL, NULL);
   sp__front_flush_all(a);
   for (unsigned i = 0; i < a->n_streams; i++)
     seen[i] = atomic_load_explicit(&a->caches[i].free_seq, memory_order_acquire);
@@ -275,6 +289,7 @@ static sp_status alloc_flush_retry(sp__allocator *a, unsigned s, size_t bytes, s
   if (st != SP_ERR_OUT_OF_MEMORY && st != SP_ERR_LIMIT) return st;
   why = st;
   atomic_fetch_add_explicit(&a->ooms, 1, memory_order_relaxed);
+  SP__HISTORY(a, SP__HIST_OOM, (int)s, -1, rounded, NULL, NULL);
   sp__spin_lock(&a->seglist_mu);
   size_t reserved = a->reserved;
   sp__spin_unlock(&a->seglist_mu);
@@ -331,6 +346,7 @@ sp_status sp_alloc(sp_device *dev, size_t bytes, sp_stream *s, void **out) {
     st = alloc_slow(a, si, bytes, rounded, &blk);
     if (st != SP_OK) return st;
   }
+  SP__HISTORY(a, SP__HIST_ALLOC, (int)si, -1, blk->bytes, blk->ptr, blk->seg->base);
   sp__alloc_debug_check(a, si);
   *out = blk->ptr;
   return SP_OK;
@@ -436,6 +452,9 @@ sp_status sp_free(sp_device *dev, void *p) {
       return st;
     }
   }
+  /* Recorded before the block is published: its next user's events come after this one. */
+  SP__HISTORY(a, n ? SP__HIST_FREE_PENDING : SP__HIST_FREE, (int)s, -1, blk->bytes, blk->ptr,
+              blk->seg->base);
   if (n)
     free_publish_pending(a, blk, events, n);
   else
@@ -477,7 +496,8 @@ sp_status sp_empty_cache(sp_device *dev) {
   st = sp__device_sync_all(dev);
   if (st != SP_OK) return st;
   sp__pending_poll(a, true);
-  (void)sp__segment_release_unused(a, seen, NULL, SP__POOLS);
+  size_t released = sp__segment_release_unused(a, seen, NULL, SP__POOLS);
+  SP__HISTORY(a, SP__HIST_EMPTY_CACHE, -1, -1, released, NULL, NULL);
   sp__alloc_debug_check(a, 0);
   return SP_OK;
 }

@@ -9,6 +9,8 @@
  *   3.4 a segment's lock (sp__segment.mu): several only by the validator/snapshot, in list order
  *   3.5 a pointer-map shard lock
  *   3.6 the peak lock (peak_mu)
+ *   3.7 the history lock (history_mu): a leaf taken only by sp_memory_history_enable/disable
+ *       and destroy, with no other lock held; recording an event takes no lock (history.c)
  * No backend call (mem_alloc/free, event record/query/wait, stream query/sync) is made while any of
  * them is held. pending_busy is a try-flag, not a lock: whoever sets it processes the pending list
  * (querying events without locks); opportunistic callers skip when it is set.
@@ -20,6 +22,7 @@
 
 #include "alloc/alloc.h"
 #include "alloc/block.h"
+#include "alloc/history.h"
 #include "alloc/ptrmap.h"
 
 enum { SP__SPARE_MAX = 64 }; /* recycled block structs kept per stream cache */
@@ -65,6 +68,9 @@ struct sp__allocator {
   bool inflight_reuse;           /* !(alloc_flags & SP_ALLOC_NO_INFLIGHT_REUSE); immutable */
   bool test_no_pending;          /* test-only negative control: frees skip the pending step */
   sp__scache *caches;            /* [n_streams]; immutable pointer                        */
+  _Atomic(sp__history *) history; /* event ring, NULL: off (history.c); read on every op   */
+  pthread_mutex_t history_mu;    /* rank 3.7 (leaf)                                       */
+  sp__history *history_rings;    /* every ring made, kept until destroy; history_mu       */
 
   _Alignas(64) sp__spin pending_mu; /* rank 3.2                                           */
   sp__block *pending;            /* PENDING blocks (link_prev/next); pending_mu            */
@@ -86,6 +92,19 @@ struct sp__allocator {
 
   sp__ptrmap map;                /* LIVE blocks                                            */
 };
+
+/* Records an event when the history is on: off, one relaxed load and a branch. The arguments
+ * are evaluated only when on (see sp__history_add). SP_HISTORY_COMPILED_OUT removes it (the
+ * baseline of bench/alloc_history). */
+#ifndef SP_HISTORY_COMPILED_OUT
+#define SP__HISTORY(a, ...)                                                               \
+  do {                                                                                    \
+    sp__history *hist_ = atomic_load_explicit(&(a)->history, memory_order_relaxed);       \
+    if (SP__UNLIKELY(hist_ != NULL)) sp__history_add(hist_, __VA_ARGS__);                 \
+  } while (0)
+#else
+#define SP__HISTORY(a, ...) ((void)0)
+#endif
 
 /* ---- thread tokens (users.c) ---- */
 /* The calling thread's token (registered on first use; never 0). */

@@ -37,6 +37,7 @@ static void pending_complete(sp__allocator *a, sp__block *blk) {
   sp__spin_unlock(&a->pending_mu);
   blk->events = NULL;
   blk->n_events = 0;
+  SP__HISTORY(a, SP__HIST_FREE_COMPLETE, (int)s, -1, blk->bytes, blk->ptr, blk->seg->base);
   sp__cache_put(a, s, blk, blk->stamp);
   sp__spin_unlock(&a->caches[s].mu);
   for (unsigned i = 0; i < n; i++) (void)sp__event_release(a->dev, events[i]);

@@ -79,6 +79,7 @@ sp_status sp__segment_create(sp__allocator *a, unsigned s, size_t bytes, sp__blo
   sp__spin_lock(&a->seglist_mu);
   segment_link(a, seg);
   sp__spin_unlock(&a->seglist_mu);
+  SP__HISTORY(a, SP__HIST_SEGMENT_MAP, (int)s, -1, seg_bytes, base, base);
   blk->stamp = atomic_load_explicit(&c->free_seq, memory_order_relaxed);
   sp__bins_insert(&c->bins[seg->pool], blk);
   sp__cache_take(a, c, blk, bytes, s, false);
@@ -135,6 +136,8 @@ size_t sp__segment_release_unused(sp__allocator *a, const uint64_t *max_stamp, c
   for (sp__segment *seg = dead, *next; seg; seg = next) {
     next = seg->next;
     released += seg->bytes;
+    SP__HISTORY(a, SP__HIST_SEGMENT_UNMAP, (int)seg->stream, -1, seg->bytes, seg->base,
+                seg->base);
     a->dev->be->mem_free(a->dev->bdev, seg->base);
     for (sp__block *b = seg->first, *bn; b; b = bn) {
       bn = b->next;
