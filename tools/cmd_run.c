@@ -119,6 +119,7 @@ int sp_cli_run(int argc, char **argv) {
   run_fleet f;
   memset(&f, 0, sizeof(f));
   char desc[512];
+  if (o.snapshot) sp_cli_snapshot_prepare(); /* history on before the devices open */
   sp_status st = open_fleet(&o, &f, desc, sizeof(desc));
   if (st != SP_OK) {
     fprintf(stderr, "streampool run: %s: %s\n", sp_status_str(st), sp_last_error());
@@ -126,6 +127,7 @@ int sp_cli_run(int argc, char **argv) {
     return st == SP_ERR_INVALID_ARGUMENT ? SP_CLI_USAGE : SP_CLI_FAILED;
   }
   rc = run_all(&f, &o, desc); /* outputs written after the run (files, snapshots) go here */
+  if (o.snapshot && sp_cli_snapshot_save(f.dev[0], o.snapshot)) rc = SP_CLI_FAILED;
   fleet_close(&f);
   return rc;
 }

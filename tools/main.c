@@ -16,6 +16,7 @@ static const sp_cli_command sp_cli_commands[] = {
     {"check", sp_cli_check, "a model's outputs against expected outputs (PyTorch, numpy)"},
     {"info", sp_cli_info, "backends compiled in, devices, stream pool settings"},
     {"streams", sp_cli_streams, "threads copying and checking data on their own streams"},
+    {"viewer", sp_cli_viewer, "a memory snapshot JSON as a self-contained HTML page"},
 };
 
 static void sp_cli_usage(FILE *f) {

@@ -56,6 +56,7 @@ typedef struct run_opts {
   uint64_t seed;
   unsigned devices[MAX_DEVICES], n_devices; /* --devices; n_devices 0: index 0 only       */
   bool devices_all;                         /* --devices all: every device of the backend */
+  const char *snapshot;                     /* --snapshot FILE (snapshot_page.c)          */
 } run_opts;
 
 typedef struct run_ref {

@@ -26,6 +26,8 @@ static void run_usage(FILE *f) {
           "  --devices all|LIST  device indices, e.g. 0,1: threads spread round-robin, one model\n"
           "                      per device, a row per device and a total (default 0)\n"
           "  --json              one JSON document on stdout instead of the table\n"
+          "  --snapshot FILE     memory snapshot of device 0 at the end, with its event history:\n"
+          "                      FILE.json the JSON, else an HTML page (streampool viewer)\n"
           "  --no-progress       no progress bar on stderr\n"
           "  --self-test-wrong-output  corrupt one output to show that the check fails the run\n"
           "Every output is checked against a single-threaded reference: relative error per row\n"
@@ -35,7 +37,7 @@ static void run_usage(FILE *f) {
 
 enum { OPT_BACKEND = 256, OPT_MODEL, OPT_DTYPE, OPT_THREADS, OPT_BATCH, OPT_DURATION,
        OPT_BATCHER, OPT_MAX_BATCH, OPT_MAX_DELAY, OPT_WORKERS, OPT_CLIENTS, OPT_SEED, OPT_JSON,
-       OPT_NO_PROGRESS, OPT_SELF_TEST, OPT_DEVICES };
+       OPT_NO_PROGRESS, OPT_SELF_TEST, OPT_DEVICES, OPT_SNAPSHOT };
 
 static const struct option run_long_opts[] = {
     {"backend", required_argument, 0, OPT_BACKEND}, {"model", required_argument, 0, OPT_MODEL},
@@ -49,6 +51,7 @@ static const struct option run_long_opts[] = {
     {"no-progress", no_argument, 0, OPT_NO_PROGRESS},
     {"self-test-wrong-output", no_argument, 0, OPT_SELF_TEST},
     {"devices", required_argument, 0, OPT_DEVICES},
+    {"snapshot", required_argument, 0, OPT_SNAPSHOT},
     {0, 0, 0, 0}};
 
 typedef struct run_parse_ctx {
@@ -89,6 +92,7 @@ static const char *run_opt(int c, const char *arg, void *ctx) {
   case OPT_NO_PROGRESS: o->progress = false; return NULL;
   case OPT_SELF_TEST: o->self_test_wrong = true; return NULL;
   case OPT_DEVICES: return run_devices(arg, o);
+  case OPT_SNAPSHOT: o->snapshot = arg; return NULL;
   default: return "not an option of run";
   }
 }
