@@ -12,6 +12,9 @@ CMAKE_FLAGS ?=
 DEBIAN_PACKAGES := cmake make gcc g++ pkg-config libopenblas-dev libcjson-dev libcmocka-dev
 FUZZ_PACKAGES := clang libclang-rt-14-dev
 PYTHON_PACKAGES := python3 python3-venv
+# The memory viewer's browser test (tests/cli/viewer.sh); it skips without them, except in CI
+# (SP_REQUIRE_BROWSER=1).
+VIEWER_PACKAGES := chromium python3
 FUZZ_SECONDS ?= 60
 
 .PHONY: all deps configure build demo test python-test sanitize asan tsan fuzz bench install format clean
@@ -33,6 +36,7 @@ demo: build
 	@bash scripts/demo.sh $(BUILD)
 
 test: build
+	@bash scripts/install-deps.sh $(VIEWER_PACKAGES) || echo "note: the browser test (cli_viewer) will be skipped"
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 600
 	@$(MAKE) --no-print-directory python-test
 
