@@ -344,7 +344,7 @@ void sp_string_free(char *s);
  * monotonic time, device, stream, thread, size and address; sp_memory_snapshot_json returns them
  * as "events" (schema in docs/ARCHITECTURE.md, "Memory history"). Off, the allocator pays one
  * relaxed load and a branch per operation; on, one atomic ticket and a 64-byte slot write per
- * event, no lock. STREAMPOOL_MEMORY_HISTORY=N (K/M suffixes) turns it on at sp_device_open.
+ * event, no lock. STREAMPOOL_MEMORY_HISTORY=N (a count) turns it on at sp_device_open.
  * The device owns the ring (entries * 64 bytes, freed at sp_device_close; a ring of another size
  * is kept until then too). */
 #define SP_MEMORY_HISTORY_MAX ((size_t)1 << 22) /* most entries */

@@ -100,8 +100,23 @@ static int page_write_escaped(FILE *f, const char *json) {
   return 0;
 }
 
-/* The page for document text `json` into path; 0 ok, else 1 with a message on stderr. */
-static int page_write(const char *json, const char *path, const char *who) {
+/* What a written page holds, for `viewer --json`. */
+typedef struct page_counts {
+  int segments, blocks, events;
+} page_counts;
+
+static void page_count(const cJSON *doc, page_counts *n) {
+  const cJSON *segs = cJSON_GetObjectItemCaseSensitive(doc, "segments");
+  n->segments = cJSON_GetArraySize(segs);
+  n->blocks = 0;
+  for (const cJSON *g = segs->child; g; g = g->next)
+    n->blocks += cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(g, "blocks"));
+  n->events = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(doc, "events"));
+}
+
+/* The page for document text `json` into path; 0 ok, else 1 with a message on stderr. counts
+ * (may be NULL) gets what the page holds. */
+static int page_write(const char *json, const char *path, const char *who, page_counts *counts) {
   char err[160];
   cJSON *doc = cJSON_Parse(json);
   if (!doc) {
@@ -110,6 +125,7 @@ static int page_write(const char *json, const char *path, const char *who) {
     return 1;
   }
   const char *why = page_check(doc, err, sizeof(err));
+  if (!why && counts) page_count(doc, counts);
   char *text = why ? NULL : cJSON_PrintUnformatted(doc);
   cJSON_Delete(doc);
   if (why || !text) {
@@ -158,7 +174,7 @@ int sp_cli_snapshot_save(sp_device *dev, const char *path) {
     if (f) bad |= fclose(f) != 0;
     if (bad) fprintf(stderr, "streampool run: cannot write %s\n", path);
   } else {
-    bad = page_write(json, path, "streampool run");
+    bad = page_write(json, path, "streampool run", NULL);
   }
   sp_string_free(json);
   return bad;
@@ -187,10 +203,12 @@ static char *page_read(const char *path, size_t *len) {
 }
 
 static void viewer_usage(FILE *f) {
-  fprintf(f, "usage: streampool viewer SNAPSHOT.json OUT.html\n"
+  fprintf(f, "usage: streampool viewer [--json] SNAPSHOT.json OUT.html\n"
              "  turns a memory snapshot (sp_memory_snapshot_json, `streampool run --snapshot "
              "x.json`) into\n  a self-contained HTML page: segments per stream, bytes over time, "
              "largest blocks, events.\n"
+             "  --json  one JSON line on stdout: {\"ok\", \"page\", \"segments\", \"blocks\", "
+             "\"events\"}\n"
              "Exit status: 0 written, 1 unreadable or refused input (the message says why), 2 bad "
              "usage.\n");
 }
@@ -200,19 +218,39 @@ int sp_cli_viewer(int argc, char **argv) {
     viewer_usage(stdout);
     return SP_CLI_OK;
   }
-  for (int i = 1; i < argc; i++)
-    if (argv[i][0] == '-' && argv[i][1])
+  const char *files[2];
+  int n_files = 0, json_out = 0;
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--json")) json_out = 1;
+    else if (argv[i][0] == '-' && argv[i][1])
       return sp_cli_usage_error("viewer", "unknown option '%s'", argv[i]);
-  if (argc != 3) return sp_cli_usage_error("viewer", "needs two files: SNAPSHOT.json OUT.html");
+    else if (n_files == 2)
+      return sp_cli_usage_error("viewer", "needs two files: SNAPSHOT.json OUT.html");
+    else files[n_files++] = argv[i];
+  }
+  if (n_files != 2) return sp_cli_usage_error("viewer", "needs two files: SNAPSHOT.json OUT.html");
   size_t len = 0;
-  char *json = page_read(argv[1], &len);
+  char *json = page_read(files[0], &len);
   if (!json) return SP_CLI_FAILED;
   if (strlen(json) != len) {
-    fprintf(stderr, "streampool viewer: refusing %s: it contains a NUL byte\n", argv[1]);
+    fprintf(stderr, "streampool viewer: refusing %s: it contains a NUL byte\n", files[0]);
     free(json);
     return SP_CLI_FAILED;
   }
-  int rc = page_write(json, argv[2], "streampool viewer");
+  page_counts n = {0};
+  int rc = page_write(json, files[1], "streampool viewer", &n);
   free(json);
+  if (json_out) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddBoolToObject(o, "ok", !rc);
+    cJSON_AddStringToObject(o, "page", files[1]);
+    cJSON_AddNumberToObject(o, "segments", n.segments);
+    cJSON_AddNumberToObject(o, "blocks", n.blocks);
+    cJSON_AddNumberToObject(o, "events", n.events);
+    char *txt = o ? cJSON_PrintUnformatted(o) : NULL;
+    if (txt) printf("%s\n", txt);
+    cJSON_free(txt);
+    cJSON_Delete(o);
+  }
   return rc ? SP_CLI_FAILED : SP_CLI_OK;
 }

@@ -186,7 +186,7 @@ sp_status sp__history_init(sp__allocator *a) {
   pthread_mutex_init(&a->history_mu, NULL);
   uint64_t n = 0;
   bool set = false;
-  sp_status st = sp__env_u64("sp_device_open", "STREAMPOOL_MEMORY_HISTORY", true, 0,
+  sp_status st = sp__env_u64("sp_device_open", "STREAMPOOL_MEMORY_HISTORY", SP__ENV_COUNT, 0,
                              SP__HISTORY_MAX, &n, &set);
   if (st == SP_OK && set && n) st = sp__history_set(a, (size_t)n, "sp_device_open");
   if (st != SP_OK) sp__history_destroy(a);

@@ -48,7 +48,11 @@ check "the run's snapshot has alloc events (history on)" $?
 check "run --snapshot x.json exits 0" $?
 python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["history"]["enabled"] and d["events"]' "$tmp/run.json"
 check "x.json is the JSON with events" $?
-"$cli" viewer "$tmp/run.json" "$tmp/run2.html"; check "viewer in.json out.html" $?
+"$cli" viewer --json "$tmp/run.json" "$tmp/run2.html" >"$tmp/viewer.out"; check "viewer in.json out.html" $?
+python3 -c 'import json,sys; v=json.loads(open(sys.argv[1]).read()); d=json.load(open(sys.argv[2]))
+assert v["ok"] and v["segments"] == len(d["segments"]) and v["events"] == len(d["events"]), v
+assert v["blocks"] == sum(len(s["blocks"]) for s in d["segments"]), v' "$tmp/viewer.out" "$tmp/run.json"
+check "viewer --json reports what the page holds" $?
 draw "$tmp/run2.html" "$tmp/run2.dom" "$art/run2.png" &&
   python3 "$here/viewer_check.py" "$tmp/run2.html" "$tmp/run2.dom"
 check "converted page matches its JSON" $?
@@ -98,6 +102,8 @@ printf '{"segments":[]}\0{}' >"$tmp/nul.json"
 check "refused: a NUL byte" $?
 "$cli" viewer "$tmp/missing.json" "$tmp/x.html" 2>/dev/null; [ $? -eq 1 ]; check "missing input: exit 1" $?
 "$cli" viewer only-one 2>/dev/null; [ $? -eq 2 ]; check "bad usage: exit 2" $?
+"$cli" viewer --bogus a b 2>/dev/null; [ $? -eq 2 ]; check "unknown option: exit 2" $?
+"$cli" viewer --help | grep -q "usage: streampool viewer"; check "viewer --help" $?
 
 # 4. A page whose JSON was damaged after it was written says so and draws nothing.
 python3 - "$tmp/hostile.html" "$tmp/damaged.html" <<'PY'

@@ -336,7 +336,7 @@ static void test_threads_wrapping(void **state) {
 
 static void test_env(void **state) {
   (void)state;
-  setenv("STREAMPOOL_MEMORY_HISTORY", "2K", 1);
+  setenv("STREAMPOOL_MEMORY_HISTORY", "2048", 1);
   sp_device *dev = tu_open_host(4, SP_STREAMS_ROUND_ROBIN);
   sp__history_info info;
   (void)read_events(dev, &info);
@@ -347,6 +347,8 @@ static void test_env(void **state) {
   sp_device_config cfg = {.backend = "host"};
   SP_CHECK_STATUS(sp_device_open(&cfg, &dev), SP_ERR_INVALID_ARGUMENT);
   assert_non_null(strstr(sp_last_error(), "STREAMPOOL_MEMORY_HISTORY"));
+  setenv("STREAMPOOL_MEMORY_HISTORY", "", 1); /* empty: an error, as for every variable */
+  SP_CHECK_STATUS(sp_device_open(&cfg, &dev), SP_ERR_INVALID_ARGUMENT);
   setenv("STREAMPOOL_MEMORY_HISTORY", "0", 1);
   dev = tu_open_host(4, SP_STREAMS_ROUND_ROBIN);
   (void)read_events(dev, &info);
