@@ -272,6 +272,21 @@ class Device:
         finally:
             lib.sp_string_free(out)
 
+    def memory_history(self, entries: Optional[int]) -> None:
+        """Starts recording the allocator's events in a ring of the last `entries` events
+        (alloc, free, deferred free, cross-stream reuse, segment map/unmap, OOM, empty_cache),
+        dropping those recorded so far; None stops recording. snapshot()["events"] holds them
+        (docs/ARCHITECTURE.md, "Memory history"); `streampool viewer` draws a saved snapshot."""
+        if entries is None:
+            check(lib.sp_memory_history_disable(self._handle()))
+            return
+        if type(entries) is not int or isinstance(entries, bool):
+            raise InvalidArgumentError(f"memory_history: entries must be an int or None, got "
+                                       f"{type(entries).__name__}")
+        if not 1 <= entries < 2**64:
+            raise InvalidArgumentError(f"memory_history: entries must be >= 1, got {entries}")
+        check(lib.sp_memory_history_enable(self._handle(), entries))
+
     def empty_cache(self) -> None:
         """Syncs every stream and returns the allocator's unused segments to the device."""
         check(lib.sp_empty_cache(self._handle()))

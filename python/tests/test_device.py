@@ -150,3 +150,22 @@ def test_stream_after_close():
     dev.close()
     with pytest.raises(sp.InvalidHandleError, match="device is closed"):
         s.sync()
+
+
+def test_memory_history(dev):
+    assert dev.snapshot()["events"] == []  # off by default
+    dev.memory_history(64)
+    m = sp.Model.mlp_random(dev, [32, 64, 16], seed=3)
+    m(np.ones((4, 32), np.float32))
+    events = dev.snapshot()["events"]
+    kinds = {e["kind"] for e in events}
+    assert events and "alloc" in kinds, kinds
+    assert len(events) <= 64
+    dev.memory_history(None)
+    assert dev.snapshot()["events"] == []
+    for bad in (0, -1, 2**64, 1.5, True, "8"):
+        with pytest.raises(sp.InvalidArgumentError, match="memory_history"):
+            dev.memory_history(bad)
+    with pytest.raises(sp.InvalidArgumentError, match="entries"):
+        dev.memory_history(1 << 30)  # above SP_MEMORY_HISTORY_MAX: the library's message
+    m.close()
