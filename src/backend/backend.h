@@ -141,6 +141,14 @@ extern const sp__backend sp__cuda_backend;
  * is invalid. Any thread. */
 sp_status sp__backend_find(const char *name, const sp__backend **out);
 
+/* For white-box tests only (e.g. the fault-injecting wrapper of tests/common/internal): from now
+ * on sp__backend_find, sp_device_count and sp_device_open return `be` wherever they would return
+ * the compiled-in backend named be->name (asked by name or chosen by "auto"). NULL removes the
+ * override. `be` is validated first (SP_ERR_BACKEND, nothing changes) and must name a compiled-in
+ * backend (else SP_ERR_UNSUPPORTED). Devices keep the table they were opened with: `be` must
+ * outlive every device opened through it. One override at a time; any thread. */
+sp_status sp__backend_override(const sp__backend *be);
+
 /* Checks a table: version and required slots. SP_OK or SP_ERR_BACKEND with the slot named. */
 sp_status sp__backend_validate(const sp__backend *be);
 

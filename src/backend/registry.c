@@ -5,6 +5,8 @@
  * 2 invalid) that is computed at most a few times concurrently and then read with acquire loads:
  * validation is pure, so racing first users reach the same answer. No lock.
  * "auto" (or NULL) means CUDA when it is available and has a device, else the host.
+ * White-box tests may install one override table (sp__backend_override, an atomic pointer) that
+ * lookups return in place of the available table of the same name; production code never does.
  *
  * The CUDA backend is either linked in (the static library: SP_HAVE_CUDA) or, in the shared
  * library (SP_CUDA_MODULE), a module libstreampool_cuda.so beside libstreampool.so (or the path
@@ -96,6 +98,7 @@ static const char *const sp__backend_names[] = {
 };
 enum { SP__BACKENDS = sizeof(sp__backend_names) / sizeof(sp__backend_names[0]) };
 static atomic_int sp__backend_state[SP__BACKENDS];
+static _Atomic(const sp__backend *) sp__backend_override_table; /* tests only; NULL: none */
 
 /* Backend i's table, or NULL when it is not available (its module did not load). */
 static const sp__backend *sp__backend_table(size_t i) {
@@ -168,7 +171,20 @@ static sp_status sp__backend_checked(size_t i, const sp__backend **out) {
     atomic_store_explicit(&sp__backend_state[i], state, memory_order_release);
   }
   if (state != 1) return sp__backend_validate(be); /* the message again */
-  *out = be;
+  const sp__backend *o = atomic_load_explicit(&sp__backend_override_table, memory_order_acquire);
+  *out = o && !strcmp(o->name, be->name) ? o : be;
+  return SP_OK;
+}
+
+sp_status sp__backend_override(const sp__backend *be) {
+  if (be) {
+    sp_status st = sp__backend_validate(be);
+    if (st != SP_OK) return st;
+    if (!sp_backend_compiled(be->name))
+      return sp__fail(SP_ERR_UNSUPPORTED, "sp__backend_override: no available backend is "
+                      "named '%s'", be->name);
+  }
+  atomic_store_explicit(&sp__backend_override_table, be, memory_order_release);
   return SP_OK;
 }
 

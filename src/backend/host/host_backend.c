@@ -1,7 +1,7 @@
 /* The host backend's method table: the CPU as a device whose streams are worker threads.
  *
  * Owns: sp__host_backend, every slot filled (the optional ones included). The implementation is
- * split by object: host_device.c (device, environment, memory, fault injection), host_stream.c
+ * split by object: host_device.c (device, environment, memory), host_stream.c
  * (worker threads and their FIFO), host_event.c (events as stream counters), host_math.c (Linear
  * and dtype conversion), host_peer.c (copies from another host device). The table is immutable;
  * the objects' locking is described in host_impl.h.

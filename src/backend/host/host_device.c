@@ -7,7 +7,7 @@
  * the library's bookkeeping.
  *
  * Invariants: used_bytes == sum of the sizes of live segments <= total_bytes (a reservation is a
- * CAS that never passes the capacity). Fault injection is one process-wide atomic countdown.
+ * CAS that never passes the capacity).
  *
  * Locking: none; the device's mutable state is atomic. Environment variables are read at
  * device_count/device_open only.
@@ -103,30 +103,6 @@ sp_status sp__host_memory_info(sp__bdevice *d, size_t *free_bytes, size_t *total
   return SP_OK;
 }
 
-/* ---- fault injection ------------------------------------------------------------------------ */
-
-static atomic_uint host_fault_left = SP__HOST_FAULT_OFF; /* successes left; OFF: no injection */
-static atomic_ulong host_fault_hits;
-
-void sp__host_fault_inject(unsigned fail_after) {
-  atomic_store_explicit(&host_fault_left, fail_after, memory_order_seq_cst);
-}
-
-unsigned long sp__host_fault_count(void) { return atomic_load(&host_fault_hits); }
-
-/* Whether this mem_alloc call must fail by injection (consumes one success otherwise). */
-static bool host_fault_take(void) {
-  unsigned left = atomic_load_explicit(&host_fault_left, memory_order_relaxed);
-  for (;;) {
-    if (SP__LIKELY(left == SP__HOST_FAULT_OFF)) return false;
-    if (left == 0) {
-      atomic_fetch_add(&host_fault_hits, 1);
-      return true;
-    }
-    if (atomic_compare_exchange_weak(&host_fault_left, &left, left - 1)) return false;
-  }
-}
-
 /* ---- device memory -------------------------------------------------------------------------- */
 
 #define HOST_SEGMENT_MAGIC 0x5350484f53544d45ull /* "SPHOSTME" */
@@ -150,10 +126,6 @@ static bool host_capacity_take(sp__bdevice *d, size_t bytes) {
 sp_status sp__host_mem_alloc(sp__bdevice *d, size_t bytes, void **out) {
   if (!d || !out) return sp__fail(SP_ERR_INVALID_ARGUMENT, "host mem_alloc: NULL argument");
   if (bytes == 0) return sp__fail(SP_ERR_INVALID_ARGUMENT, "host mem_alloc: 0 bytes");
-  if (host_fault_take())
-    return sp__fail(SP_ERR_OUT_OF_MEMORY,
-                    "host device %d: injected out-of-memory fault (sp__host_fault_inject), "
-                    "requested %zu bytes", d->index, bytes);
   if (bytes > SIZE_MAX - SP__HOST_ALIGN || !host_capacity_take(d, bytes))
     return sp__fail(SP_ERR_OUT_OF_MEMORY,
                     "host device %d: out of memory: requested %zu bytes, %zu of %zu in use",

@@ -15,13 +15,14 @@
 #ifndef SP_BACKEND_HOST_IMPL_H
 #define SP_BACKEND_HOST_IMPL_H
 
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "backend/backend.h"
-#include "backend/host/host.h"
 #include "core/status.h"
 
 enum { SP__HOST_ALIGN = 256 };          /* device-memory alignment, bytes       */

@@ -3,7 +3,8 @@
  * Goal: every OOM path (new segment failing, flush-and-retry, final error) leaves the allocator
  * valid, loses no memory, and reports requested/allocated/reserved/limit; real device exhaustion
  * behaves the same.
- * Method: (1) for each N in 0..NMAX: sp__host_fault_inject(N), then a seeded script of allocations
+ * Method: (1) through the fault-injecting table (tests/common/internal/tu_backend_faults.h), for
+ * each N in 0..NMAX: mem_alloc fails from its Nth call on, then a seeded script of allocations
  * (sizes in all three classes, on 3 streams, some recorded on another stream and freed) until the
  * first failure, which must be SP_ERR_OUT_OF_MEMORY with the numbers in its message; then
  * validate, free everything, validate, empty the cache and check reserved == 0 and backend allocs
@@ -14,9 +15,9 @@
 #include <string.h>
 
 #include "alloc/alloc.h"
-#include "backend/host/host.h"
 #include "core/device.h"
 #include "testutil.h"
+#include "tu_backend_faults.h"
 
 #define MIB ((size_t)1024 * 1024)
 enum { NMAX = 24, LIVE_MAX = 256 };
@@ -46,12 +47,13 @@ static void check_clean(sp_device *dev) {
 
 static void test_injected(void **state) {
   (void)state;
+  SP_CHECK_OK(tu_fault_install("host"));
   sp_device *dev = tu_open_host(4, SP_STREAMS_ROUND_ROBIN);
   for (unsigned n = 0; n <= NMAX; n++) {
     tu_rng rng = {tu_seed() + n};
     void *live[LIVE_MAX];
     size_t n_live = 0;
-    sp__host_fault_inject(n);
+    tu_fault_arm(TU_SLOT_mem_alloc, n, 1);
     sp_status st = SP_OK;
     for (unsigned op = 0; op < LIVE_MAX && st == SP_OK; op++) {
       sp_stream *s = &dev->streams[1 + tu_rng_below(&rng, 3)];
@@ -75,7 +77,7 @@ static void test_injected(void **state) {
         fail_msg("N=%u: OOM message lacks the numbers: %s", n, msg);
     }
     SP_CHECK_OK(sp__alloc_validate(dev->alloc));
-    sp__host_fault_inject(SP__HOST_FAULT_OFF);
+    tu_fault_disarm();
     for (size_t i = 0; i < n_live; i++) SP_CHECK_OK(sp_free(dev, live[i]));
     check_clean(dev);
   }
@@ -85,6 +87,11 @@ static void test_injected(void **state) {
   print_message("injected: %llu OOMs after %llu retries\n", (unsigned long long)m.ooms,
                 (unsigned long long)m.oom_retries);
   sp_device_close(dev);
+  tu_fault_live live = tu_fault_live_get();
+  if (live.segments || live.streams || live.events || live.devices)
+    fail_msg("after close: %ld segments, %ld streams, %ld events, %ld devices still live",
+             live.segments, live.streams, live.events, live.devices);
+  tu_fault_uninstall();
 }
 
 static void test_real_exhaustion(void **state) {

@@ -4,7 +4,7 @@
  * in submission order on its own thread, counters/query/sync/events tell the truth, a cross-stream
  * wait really orders work (checked through data with jitter on), re-recording an event does not
  * move waits already queued, timing events measure, device memory is capacity-bounded with exact
- * OOM and injectable faults, Linear matches a double reference (f32 and bf16), conversions round
+ * OOM, Linear matches a double reference (f32 and bf16), conversions round
  * to nearest even and keep NaN, bad environment values are rejected naming the variable, and
  * several host devices work at once.
  *
@@ -22,7 +22,6 @@
 #include "testutil.h"
 
 #include "backend/backend.h"
-#include "backend/host/host.h"
 #include "core/dtype.h"
 
 static const sp__backend *const B = &sp__host_backend;
@@ -39,7 +38,6 @@ static void env_clear(void) {
 static int setup(void **state) {
   (void)state;
   env_clear();
-  sp__host_fault_inject(SP__HOST_FAULT_OFF);
   tu_failures_reset();
   return 0;
 }
@@ -47,7 +45,6 @@ static int setup(void **state) {
 static int teardown(void **state) {
   (void)state;
   env_clear();
-  sp__host_fault_inject(SP__HOST_FAULT_OFF);
   return 0;
 }
 
@@ -517,29 +514,6 @@ static void test_memory_capacity(void **state) {
   B->device_close(d);
 }
 
-static void test_fault_injection(void **state) {
-  (void)state;
-  sp__bdevice *d = dev_open(0);
-  void *p[4] = {NULL};
-  unsigned long hits = sp__host_fault_count();
-  sp__host_fault_inject(2);
-  SP_CHECK_OK(B->mem_alloc(d, 100, &p[0]));
-  SP_CHECK_STATUS(B->mem_alloc(d, 0, &p[3]), SP_ERR_INVALID_ARGUMENT); /* does not count */
-  SP_CHECK_OK(B->mem_alloc(d, 100, &p[1]));
-  SP_CHECK_STATUS(B->mem_alloc(d, 100, &p[2]), SP_ERR_OUT_OF_MEMORY);
-  if (!strstr(sp_last_error(), "injected")) fail_msg("message: %s", sp_last_error());
-  SP_CHECK_STATUS(B->mem_alloc(d, 100, &p[2]), SP_ERR_OUT_OF_MEMORY); /* stays failing */
-  assert_int_equal(sp__host_fault_count() - hits, 2);
-  SP_CHECK_OK(B->mem_free(d, p[0])); /* frees are never affected */
-  sp__host_fault_inject(0);
-  SP_CHECK_STATUS(B->mem_alloc(d, 100, &p[2]), SP_ERR_OUT_OF_MEMORY);
-  sp__host_fault_inject(SP__HOST_FAULT_OFF);
-  SP_CHECK_OK(B->mem_alloc(d, 100, &p[2]));
-  SP_CHECK_OK(B->mem_free(d, p[1]));
-  SP_CHECK_OK(B->mem_free(d, p[2]));
-  B->device_close(d);
-}
-
 /* Threads allocate and free against a small capacity: used bytes never pass it, and all come
  * back. */
 typedef struct mem_ctx {
@@ -925,7 +899,6 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_event_elapsed, setup, teardown),
       cmocka_unit_test_setup_teardown(test_event_races, setup, teardown),
       cmocka_unit_test_setup_teardown(test_memory_capacity, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_fault_injection, setup, teardown),
       cmocka_unit_test_setup_teardown(test_memory_threads, setup, teardown),
       cmocka_unit_test_setup_teardown(test_linear, setup, teardown),
       cmocka_unit_test_setup_teardown(test_linear_async_error, setup, teardown),

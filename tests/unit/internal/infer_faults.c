@@ -1,7 +1,8 @@
 /* Goal: device-memory failures inside inference reach exactly the calls they concern: a model
  * build, a forward, sp_model_infer and the batcher's pass return SP_ERR_OUT_OF_MEMORY with a
  * message, change nothing, and later calls succeed with correct outputs once memory is back.
- * Method: the host backend's fault injection (src/backend/host/host.h) fails every new segment;
+ * Method: the fault-injecting table (tests/common/internal/tu_backend_faults.h) fails every new
+ * segment (mem_alloc from its first call on);
  * the model's hidden layer is wide (3M) so every weight and workspace block needs a segment of its
  * own, and each case empties the cache first, so the request must reach the backend.
  */
@@ -9,8 +10,8 @@
 #include <pthread.h>
 #include <string.h>
 
-#include "backend/host/host.h"
 #include "testutil.h"
+#include "tu_backend_faults.h"
 
 enum { IN = 4, HID = 3000000, OUT = 3 }; /* every tensor and workspace > 10 MiB */
 
@@ -19,6 +20,7 @@ static sp_model *model;
 
 static int setup(void **state) {
   (void)state;
+  if (tu_fault_install("host") != SP_OK) return -1;
   dev = tu_open_host(8, SP_STREAMS_ROUND_ROBIN);
   const unsigned dims[] = {IN, HID, OUT};
   return sp_model_mlp_random(dev, dims, 3, 5, SP_F32, &model) == SP_OK ? 0 : -1;
@@ -26,9 +28,10 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
   (void)state;
-  sp__host_fault_inject(SP__HOST_FAULT_OFF);
+  tu_fault_disarm();
   sp_model_free(model);
   sp_device_close(dev);
+  tu_fault_uninstall();
   return 0;
 }
 
@@ -39,9 +42,9 @@ static void test_build_fails_cleanly(void **state) {
   sp_memory_stats before, after;
   SP_CHECK_OK(sp_memory_stats_get(dev, &before));
   SP_CHECK_OK(sp_empty_cache(dev));
-  sp__host_fault_inject(0);
+  tu_fault_arm(TU_SLOT_mem_alloc, 0, 1);
   SP_CHECK_STATUS(sp_model_mlp_random(dev, dims, 3, 5, SP_F32, &m), SP_ERR_OUT_OF_MEMORY);
-  sp__host_fault_inject(SP__HOST_FAULT_OFF);
+  tu_fault_disarm();
   assert_null(m);
   SP_CHECK_OK(sp_memory_stats_get(dev, &after));
   if (after.allocated_bytes != before.allocated_bytes)
@@ -52,9 +55,9 @@ static void test_infer_fails_then_recovers(void **state) {
   (void)state;
   float x[2 * IN] = {0.5f, -1.0f, 0.25f, 2.0f, 1.0f, 1.0f, -1.0f, 0.0f}, y[2 * OUT], ref[2 * OUT];
   SP_CHECK_OK(sp_empty_cache(dev));
-  sp__host_fault_inject(0);
+  tu_fault_arm(TU_SLOT_mem_alloc, 0, 1);
   sp_status st = sp_model_infer(model, x, y, 2); /* a fresh thread stream: no cached workspace */
-  sp__host_fault_inject(SP__HOST_FAULT_OFF);
+  tu_fault_disarm();
   if (st != SP_ERR_OUT_OF_MEMORY)
     fail_msg("infer under injected OOM returned %s: %s", sp_status_str(st), sp_last_error());
   assert_true(strlen(sp_last_error()) > 0);
@@ -85,13 +88,13 @@ static void test_batcher_error_reaches_its_callers(void **state) {
   caller c[4];
   pthread_t t[4];
   SP_CHECK_OK(sp_empty_cache(dev));
-  sp__host_fault_inject(0);
+  tu_fault_arm(TU_SLOT_mem_alloc, 0, 1);
   for (int i = 0; i < 4; i++) {
     c[i] = (caller){.b = b, .x = {(float)i, 1.0f, -1.0f, 0.5f}};
     assert_int_equal(pthread_create(&t[i], NULL, caller_main, &c[i]), 0);
   }
   for (int i = 0; i < 4; i++) pthread_join(t[i], NULL);
-  sp__host_fault_inject(SP__HOST_FAULT_OFF);
+  tu_fault_disarm();
   for (int i = 0; i < 4; i++) {
     if (c[i].st != SP_ERR_OUT_OF_MEMORY)
       fail_msg("caller %d: got %s (%s), want SP_ERR_OUT_OF_MEMORY", i, sp_status_str(c[i].st),
