@@ -3,6 +3,7 @@
 
 #include <pthread.h>
 #include <string.h>
+#include <time.h>
 
 static pthread_mutex_t tu_mu = PTHREAD_MUTEX_INITIALIZER;
 static unsigned long tu_fail_count;
@@ -90,4 +91,43 @@ int tu_backends(const char *names[4]) {
   if (sp_backend_compiled("cuda") && sp_device_count("cuda", &count) == SP_OK && count > 0)
     names[n++] = "cuda";
   return n;
+}
+
+unsigned long long tu_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (unsigned long long)ts.tv_sec * 1000000000ull + (unsigned long long)ts.tv_nsec;
+}
+
+void tu_sleep_us(unsigned us) {
+  struct timespec ts = {(time_t)(us / 1000000u), (long)(us % 1000000u) * 1000L};
+  while (nanosleep(&ts, &ts) != 0) {
+  }
+}
+
+void tu_gate_fn(void *gate) {
+  tu_gate *g = gate;
+  atomic_store(&g->entered, 1);
+  for (unsigned i = 0; i < 400000 && !atomic_load(&g->open); i++) tu_sleep_us(50);
+}
+
+static void *tu_gate_timer(void *gate) {
+  tu_gate *g = gate;
+  tu_sleep_us(g->timer_ms * 1000u);
+  atomic_store(&g->open, 1);
+  return NULL;
+}
+
+void tu_gate_init(tu_gate *g, unsigned timer_ms) {
+  atomic_store(&g->open, 0);
+  atomic_store(&g->entered, 0);
+  g->timer_ms = timer_ms;
+  g->has_timer = timer_ms && pthread_create(&g->timer, NULL, tu_gate_timer, g) == 0;
+  if (timer_ms && !g->has_timer) tu_fail(__FILE__, __LINE__, "tu_gate_init: no timer thread");
+}
+
+void tu_gate_open(tu_gate *g) {
+  atomic_store(&g->open, 1);
+  if (g->has_timer) pthread_join(g->timer, NULL);
+  g->has_timer = 0;
 }

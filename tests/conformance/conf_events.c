@@ -120,7 +120,7 @@ static void elapsed_rules(sp_device *dev) {
   SP_CHECK_OK(sp_event_record(t1, s));
   SP_CHECK_OK(sp_event_record(plain, s));
   SP_CHECK_STATUS(sp_event_elapsed_ms(dev, t0, t1, &ms), SP_ERR_NOT_READY);
-  conf_sleep_us(20000);
+  tu_sleep_us(20000);
   conf_gate_open(&g);
   SP_CHECK_OK(sp_stream_sync(s));
   SP_CHECK_OK(sp_event_elapsed_ms(dev, t0, t1, &ms));

@@ -8,8 +8,8 @@
  * rather than "skipped: " because ctest's skip pattern would mark the whole file skipped and
  * hide the host results.
  *
- * Helpers for cases: conf_streams (k distinct pool streams on one thread), gates (a host
- * function that holds a stream until opened, by the test or by a timer thread) and pattern fills.
+ * Helpers for cases: conf_streams (k distinct pool streams on one thread), gates (testutil.h's
+ * tu_gate launched on a stream, opened by the test or by a timer thread) and pattern fills.
  * Header-only: each conformance test is one executable.
  */
 #ifndef SP_CONFORMANCE_H
@@ -57,67 +57,25 @@ static inline void conf_streams(sp_device *dev, sp_stream **out, unsigned k) {
 
 /* ---- gates: hold a stream in a host function until opened ----------------------------------- */
 
-typedef struct conf_gate {
-  atomic_int open;       /* 1 once released                                    */
-  atomic_int entered;    /* 1 once the stream reached the gate                 */
-  unsigned timer_ms;     /* >0: a timer thread opens it after this long        */
-  pthread_t timer;
-  int has_timer;
-} conf_gate;
-
-static inline void conf_sleep_us(unsigned us) {
-  struct timespec ts = {(time_t)(us / 1000000u), (long)(us % 1000000u) * 1000L};
-  nanosleep(&ts, NULL);
-}
-
-/* Runs on the backend's thread: waits (at most 20 s, so a broken test fails rather than hangs). */
-static inline void conf_gate_fn(void *arg) {
-  conf_gate *g = arg;
-  atomic_store(&g->entered, 1);
-  for (unsigned i = 0; i < 400000 && !atomic_load(&g->open); i++) conf_sleep_us(50);
-}
-
-static inline void *conf_gate_timer(void *arg) {
-  conf_gate *g = arg;
-  conf_sleep_us(g->timer_ms * 1000u);
-  atomic_store(&g->open, 1);
-  return NULL;
-}
+typedef tu_gate conf_gate; /* testutil.h */
 
 /* Closes s behind a gate. timer_ms > 0: it opens by itself after that long (use this when the
  * test itself might block while the gate is closed, e.g. inside sp_free of a slow allocator). */
 static inline void conf_gate_close(conf_gate *g, sp_stream *s, unsigned timer_ms) {
-  memset(g, 0, sizeof(*g));
-  g->timer_ms = timer_ms;
-  SP_CHECK_OK(sp_launch_host_func(s, conf_gate_fn, g));
-  if (timer_ms) {
-    assert_int_equal(pthread_create(&g->timer, NULL, conf_gate_timer, g), 0);
-    g->has_timer = 1;
-  }
+  tu_gate_init(g, timer_ms);
+  SP_CHECK_OK(sp_launch_host_func(s, tu_gate_fn, g));
 }
 
-static inline void conf_gate_open(conf_gate *g) {
-  atomic_store(&g->open, 1);
-  if (g->has_timer) pthread_join(g->timer, NULL);
-  g->has_timer = 0;
-}
+static inline void conf_gate_open(conf_gate *g) { tu_gate_open(g); }
 
 /* ---- data ---------------------------------------------------------------------------------- */
 
-static inline unsigned char conf_pattern(uint64_t seed, size_t i) {
-  uint64_t x = (seed + i) * 0x9E3779B97F4A7C15ull;
-  return (unsigned char)(x >> 56);
-}
-
-static inline void conf_fill(unsigned char *p, size_t n, uint64_t seed) {
-  for (size_t i = 0; i < n; i++) p[i] = conf_pattern(seed, i);
-}
-
+/* testutil.h's seeded patterns under the names the cases use. */
+static inline unsigned char conf_pattern(uint64_t seed, size_t i) { return tu_pattern(seed, i); }
+static inline void conf_fill(unsigned char *p, size_t n, uint64_t seed) { tu_fill(p, n, seed); }
 /* Index of the first byte of p that is not conf_pattern(seed, .), or n. */
 static inline size_t conf_check(const unsigned char *p, size_t n, uint64_t seed) {
-  for (size_t i = 0; i < n; i++)
-    if (p[i] != conf_pattern(seed, i)) return i;
-  return n;
+  return tu_first_bad(p, n, seed);
 }
 
 static inline size_t conf_check_byte(const unsigned char *p, size_t n, unsigned char v) {

@@ -145,7 +145,7 @@ static void destroy_with_parked_rows(unsigned workers) {
   for (int waited = 0; waited < 20000; waited++) { /* up to 20 s */
     SP_CHECK_OK(sp_batcher_stats_get(b, &st));
     if (st.queued == CLIENTS) break;
-    usleep(1000);
+    tu_sleep_us(1000);
   }
   if (st.queued != CLIENTS) fail_msg("only %llu of %d rows queued", (unsigned long long)st.queued, CLIENTS);
   unsigned long long t0 = (unsigned long long)time(NULL);

@@ -101,19 +101,12 @@ typedef struct holder {
 static void *hold(void *p) {
   holder *h = p;
   sp_stream *s = NULL;
-  unsigned long long t0 = (unsigned long long)clock();
-  struct timespec a, b;
-  clock_gettime(CLOCK_MONOTONIC, &a);
+  unsigned long long t0 = tu_now_ns();
   h->st = sp_stream_current(h->dev, &s);
-  clock_gettime(CLOCK_MONOTONIC, &b);
-  (void)t0;
-  h->waited_ns = (unsigned long long)((b.tv_sec - a.tv_sec) * 1000000000LL + (b.tv_nsec - a.tv_nsec));
+  h->waited_ns = tu_now_ns() - t0;
   h->idx = s ? sp_stream_index(s) : 0;
   atomic_store(&h->ready, 1);
-  while (!atomic_load(&h->go)) {
-    struct timespec ts = {0, 200000};
-    nanosleep(&ts, NULL);
-  }
+  while (!atomic_load(&h->go)) tu_sleep_us(200);
   return NULL;
 }
 
@@ -209,8 +202,7 @@ static void waits_honoured(void **state) {
   memset(&w, 0, sizeof(w));
   w.dev = dev;
   pthread_create(&w.t, NULL, hold, &w);
-  struct timespec ts = {0, 50000000};
-  nanosleep(&ts, NULL);
+  tu_sleep_us(50000);
   hold_stop(&h[0]); /* exits: its slot goes to the waiter */
   while (!atomic_load(&w.ready)) sched_yield();
   SP_CHECK_OK(w.st);

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "testutil.h"
+#include "tu_host_faults.h"
 
 static sp_device *const SENTINEL = (sp_device *)(uintptr_t)0x5151;
 
@@ -174,65 +175,34 @@ static void recycled_address(void **state) {
 
 /* ---- host-allocation fault injection ---- */
 
-static atomic_long live_allocs;
-static atomic_long fail_countdown = -1; /* -1: never fail */
-
-static int should_fail(void) {
-  long v = atomic_load(&fail_countdown);
-  while (v >= 0) {
-    if (atomic_compare_exchange_weak(&fail_countdown, &v, v - 1)) return v == 0;
-  }
-  return 0;
-}
-static void *fi_malloc(void *u, size_t n) {
-  (void)u;
-  if (should_fail()) return NULL;
-  void *p = malloc(n);
-  if (p) atomic_fetch_add(&live_allocs, 1);
-  return p;
-}
-static void *fi_calloc(void *u, size_t c, size_t n) {
-  (void)u;
-  if (should_fail()) return NULL;
-  void *p = calloc(c, n);
-  if (p) atomic_fetch_add(&live_allocs, 1);
-  return p;
-}
-static void fi_free(void *u, void *p) {
-  (void)u;
-  if (p) atomic_fetch_sub(&live_allocs, 1);
-  free(p);
-}
-
 static void host_memory_faults(void **state) {
   (void)state;
-  sp_host_allocator a = {fi_malloc, fi_calloc, fi_free, NULL};
-  sp_host_allocator_set(&a);
+  tu_hostmem_install(); /* tests/common/tu_host_faults.h: the kth allocation fails */
   sp_device_config cfg = {.backend = "host", .streams = 4};
   int k = 0;
   for (; k < 10000; k++) {
-    long before = atomic_load(&live_allocs);
-    atomic_store(&fail_countdown, k);
+    long before = tu_hostmem_live();
+    tu_hostmem_arm((unsigned long)k, 0, 0);
     sp_device *dev = SENTINEL;
     sp_status st = sp_device_open(&cfg, &dev);
-    atomic_store(&fail_countdown, -1);
+    tu_hostmem_disarm();
     if (st == SP_OK) {
       sp_device_close(dev);
-      if (atomic_load(&live_allocs) != before)
+      if (tu_hostmem_live() != before)
         fail_msg("after a successful open+close: %ld live allocations, expected %ld",
-                 atomic_load(&live_allocs), before);
+                 tu_hostmem_live(), before);
       break;
     }
     if (st != SP_ERR_HOST_MEMORY)
       fail_msg("allocation %d failed: open returned %s (%s), expected SP_ERR_HOST_MEMORY", k,
                sp_status_str(st), sp_last_error());
     assert_ptr_equal(dev, SENTINEL);
-    if (atomic_load(&live_allocs) != before)
+    if (tu_hostmem_live() != before)
       fail_msg("allocation %d failed: %ld live allocations after, %ld before (leak)", k,
-               atomic_load(&live_allocs), before);
+               tu_hostmem_live(), before);
   }
   printf("open survives a host-allocation failure at each of its %d allocations\n", k);
-  sp_host_allocator_set(NULL);
+  tu_hostmem_uninstall();
 }
 
 int main(void) {

@@ -122,18 +122,9 @@ static void foreign_handles(void **state) {
 
 /* ---- pending work ---- */
 
-static atomic_int gate_open;
-static void wait_gate(void *arg) {
-  (void)arg;
-  while (!atomic_load(&gate_open)) {
-    struct timespec ts = {0, 100000};
-    nanosleep(&ts, NULL);
-  }
-}
 static void sleep_20ms(void *arg) {
   (void)arg;
-  struct timespec ts = {0, 20000000};
-  nanosleep(&ts, NULL);
+  tu_sleep_us(20000);
 }
 
 static void not_ready_then_done(void **state) {
@@ -143,8 +134,9 @@ static void not_ready_then_done(void **state) {
   SP_CHECK_OK(sp_stream_current(dev, &s));
   sp_event ev = {0};
   SP_CHECK_OK(sp_event_acquire(dev, 0, &ev));
-  atomic_store(&gate_open, 0);
-  SP_CHECK_OK(sp_launch_host_func(s, wait_gate, NULL));
+  tu_gate g;
+  tu_gate_init(&g, 0);
+  SP_CHECK_OK(sp_launch_host_func(s, tu_gate_fn, &g));
   SP_CHECK_OK(sp_event_record(ev, s));
   SP_CHECK_STATUS(sp_event_query(dev, ev), SP_ERR_NOT_READY);
   SP_CHECK_STATUS(sp_stream_query(s), SP_ERR_NOT_READY);
@@ -158,7 +150,7 @@ static void not_ready_then_done(void **state) {
   SP_CHECK_STATUS(sp_event_query(dev, ev2), SP_ERR_NOT_READY);
   /* Releasing an event with work pending is allowed. */
   SP_CHECK_OK(sp_event_release(dev, ev2));
-  atomic_store(&gate_open, 1);
+  tu_gate_open(&g);
   SP_CHECK_OK(sp_event_sync(dev, ev));
   SP_CHECK_OK(sp_event_query(dev, ev));
   SP_CHECK_OK(sp_device_sync(dev));

@@ -19,30 +19,6 @@
 
 enum { NDEV = 3, THREADS = 6, BYTES = 64 << 10 };
 
-static unsigned char pattern(uint64_t seed, size_t i) {
-  uint64_t x = (seed + i) * 0x9E3779B97F4A7C15ull;
-  return (unsigned char)(x >> 56);
-}
-
-static size_t first_bad(const unsigned char *p, size_t n, uint64_t seed) {
-  for (size_t i = 0; i < n; i++)
-    if (p[i] != pattern(seed, i)) return i;
-  return n;
-}
-
-static void sleep_us(unsigned us) {
-  struct timespec ts = {(time_t)(us / 1000000u), (long)(us % 1000000u) * 1000L};
-  nanosleep(&ts, NULL);
-}
-
-/* A host function that holds its stream until opened (at most 20 s). */
-typedef struct gate {
-  atomic_int open;
-} gate;
-static void gate_fn(void *arg) {
-  gate *g = arg;
-  for (unsigned i = 0; i < 400000 && !atomic_load(&g->open); i++) sleep_us(50);
-}
 
 /* ---- several devices at once ---------------------------------------------------------------- */
 
@@ -64,14 +40,14 @@ static void device_round(sp_device *dev, unsigned char *host, unsigned char *out
   TU_EXPECT_OK(sp_alloc(dev, BYTES, NULL, &a));
   TU_EXPECT_OK(sp_alloc(dev, BYTES, NULL, &b));
   if (!a || !b) goto free_blocks;
-  for (size_t i = 0; i < BYTES; i++) host[i] = pattern(seed, i);
+  for (size_t i = 0; i < BYTES; i++) host[i] = tu_pattern(seed, i);
   TU_EXPECT_OK(sp_memcpy_async(s, a, host, BYTES));
   TU_EXPECT_OK(sp_memcpy_async(s, b, a, BYTES));
   TU_EXPECT_OK(sp_memcpy_async(s, out, b, BYTES));
   TU_EXPECT_OK(sp_stream_sync(s));
-  size_t bad = first_bad(out, BYTES, seed);
+  size_t bad = tu_first_bad(out, BYTES, seed);
   TU_EXPECT(bad == BYTES, "byte %zu: got 0x%02x, want 0x%02x", bad, bad < BYTES ? out[bad] : 0,
-            bad < BYTES ? pattern(seed, bad) : 0);
+            bad < BYTES ? tu_pattern(seed, bad) : 0);
 free_blocks:
   TU_EXPECT_OK(sp_free(dev, a));
   TU_EXPECT_OK(sp_free(dev, b));
@@ -166,12 +142,12 @@ static void close_one_leaves_others(void **state) {
   for (int d = 0; d < NDEV; d += 2) {
     sp_stream *s = NULL;
     uint64_t seed = tu_seed() + (uint64_t)d;
-    for (size_t i = 0; i < BYTES; i++) host[i] = pattern(seed, i);
+    for (size_t i = 0; i < BYTES; i++) host[i] = tu_pattern(seed, i);
     SP_CHECK_OK(sp_stream_current(devs[d], &s));
     SP_CHECK_OK(sp_memcpy_async(s, blk[d], host, BYTES));
     SP_CHECK_OK(sp_memcpy_async(s, out, blk[d], BYTES));
     SP_CHECK_OK(sp_stream_sync(s));
-    size_t bad = first_bad(out, BYTES, seed);
+    size_t bad = tu_first_bad(out, BYTES, seed);
     if (bad != BYTES) fail_msg("device %d after closing device 1: byte %zu differs", d, bad);
     SP_CHECK_OK(sp_free(devs[d], blk[d]));
     sp_event ev;
@@ -233,33 +209,29 @@ static void peer_wait_is_device_side(void **state) {
   SP_CHECK_OK(sp_alloc(a, BYTES, sa, (void **)&src));
   SP_CHECK_OK(sp_alloc(b, BYTES, sb, (void **)&dst));
   uint64_t seed = tu_seed();
-  for (size_t i = 0; i < BYTES; i++) host[i] = pattern(seed, i);
+  for (size_t i = 0; i < BYTES; i++) host[i] = tu_pattern(seed, i);
   SP_CHECK_OK(sp_memset_async(sb, dst, 0, BYTES));
-  gate g = {0};
-  SP_CHECK_OK(sp_launch_host_func(sa, gate_fn, &g)); /* a is held here */
+  tu_gate g;
+  tu_gate_init(&g, 0);
+  SP_CHECK_OK(sp_launch_host_func(sa, tu_gate_fn, &g)); /* a is held here */
   SP_CHECK_OK(sp_memcpy_async(sa, src, host, BYTES));
   sp_event made;
   SP_CHECK_OK(sp_event_acquire(a, 0, &made));
   SP_CHECK_OK(sp_event_record(made, sa));
-  unsigned long long t0 = 0;
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  t0 = (unsigned long long)ts.tv_sec * 1000000000ull + (unsigned long long)ts.tv_nsec;
+  unsigned long long t0 = tu_now_ns();
   SP_CHECK_OK(sp_stream_wait_event_peer(sb, a, made));
   SP_CHECK_OK(sp_memcpy_peer_async(sb, dst, a, src, BYTES));
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  unsigned long long dt =
-      (unsigned long long)ts.tv_sec * 1000000000ull + (unsigned long long)ts.tv_nsec - t0;
+  unsigned long long dt = tu_now_ns() - t0;
   if (dt > 2000000000ull) fail_msg("the peer wait blocked the host for %llu ns", dt);
-  sleep_us(20000);
+  tu_sleep_us(20000);
   SP_CHECK_STATUS(sp_stream_query(sb), SP_ERR_NOT_READY); /* b waits for a's gate */
   SP_CHECK_STATUS(sp_event_query(a, made), SP_ERR_NOT_READY);
-  atomic_store(&g.open, 1);
+  tu_gate_open(&g);
   SP_CHECK_OK(sp_memcpy_async(sb, out, dst, BYTES));
   SP_CHECK_OK(sp_stream_sync(sb));
-  size_t bad = first_bad(out, BYTES, seed);
+  size_t bad = tu_first_bad(out, BYTES, seed);
   if (bad != BYTES) fail_msg("peer copy byte %zu: got 0x%02x, want 0x%02x", bad, out[bad],
-                             pattern(seed, bad));
+                             tu_pattern(seed, bad));
   SP_CHECK_OK(sp_event_query(a, made));
   SP_CHECK_OK(sp_event_release(a, made));
   SP_CHECK_OK(sp_free(a, src));
@@ -290,7 +262,7 @@ static void peer_copy_shapes(void **state) {
     for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
       size_t n = sizes[k], off = k & 3u;
       uint64_t seed = tu_seed() * 31u + (uint64_t)(dir * 8) + k;
-      for (size_t i = 0; i < n; i++) host[i] = pattern(seed, i);
+      for (size_t i = 0; i < n; i++) host[i] = tu_pattern(seed, i);
       SP_CHECK_OK(sp_memcpy_async(sf, src + off, host, n));
       sp_event ev;
       SP_CHECK_OK(sp_event_acquire(from, 0, &ev));
@@ -299,7 +271,7 @@ static void peer_copy_shapes(void **state) {
       SP_CHECK_OK(sp_memcpy_peer_async(st, dst + 3, from, src + off, n));
       SP_CHECK_OK(sp_memcpy_async(st, out, dst + 3, n));
       SP_CHECK_OK(sp_stream_sync(st));
-      size_t bad = first_bad(out, n, seed);
+      size_t bad = tu_first_bad(out, n, seed);
       if (bad != n) fail_msg("dir %d size %zu: byte %zu differs", dir, n, bad);
       SP_CHECK_OK(sp_event_release(from, ev));
       /* host memory as the source of a peer copy */
@@ -307,7 +279,7 @@ static void peer_copy_shapes(void **state) {
       SP_CHECK_OK(sp_memcpy_peer_async(st, dst, from, host, n));
       SP_CHECK_OK(sp_memcpy_async(st, out, dst, n));
       SP_CHECK_OK(sp_stream_sync(st));
-      if ((bad = first_bad(out, n, seed)) != n)
+      if ((bad = tu_first_bad(out, n, seed)) != n)
         fail_msg("dir %d size %zu from host memory: byte %zu differs", dir, n, bad);
     }
     SP_CHECK_OK(sp_stream_sync(sf));

@@ -150,12 +150,6 @@ static void test_thread_exit(void **state) {
   sp_device_close(dev);
 }
 
-static atomic_int gate;
-
-static void wait_gate(void *arg) {
-  (void)arg;
-  while (!atomic_load(&gate)) usleep(100);
-}
 
 /* Stream A is held busy; its front block p (freed after A's queued memset) is requested on B. */
 static void run_inflight(unsigned flags) {
@@ -165,9 +159,10 @@ static void run_inflight(unsigned flags) {
   sp_stream *sa = &dev->streams[1], *sb = &dev->streams[2];
   enum { BYTES = 8 * 1024 };
   void *p, *q;
-  atomic_store(&gate, 0);
+  tu_gate gate;
+  tu_gate_init(&gate, 0);
   SP_CHECK_OK(sp_alloc(dev, BYTES, sa, &p));
-  SP_CHECK_OK(sp_launch_host_func(sa, wait_gate, NULL));
+  SP_CHECK_OK(sp_launch_host_func(sa, tu_gate_fn, &gate));
   SP_CHECK_OK(sp_memset_async(sa, p, 0xAA, BYTES)); /* runs only after the gate opens */
   SP_CHECK_OK(sp_free(dev, p));
   assert_int_equal(dev->alloc->caches[1].n_front, 1);
@@ -177,12 +172,12 @@ static void run_inflight(unsigned flags) {
     if (q == p) fail_msg("stream B got A's in-flight block with in-flight reuse off");
   } else if (q == p) {
     SP_CHECK_OK(sp_memset_async(sb, q, 0x55, BYTES));
-    usleep(20000);
+    tu_sleep_us(20000);
     sp_status st = sp_stream_query(sb);
     if (st != SP_ERR_NOT_READY)
       fail_msg("stream B finished (%s) while A, whose block it reuses, is held", sp_status_str(st));
   }
-  atomic_store(&gate, 1);
+  tu_gate_open(&gate);
   SP_CHECK_OK(sp_device_sync(dev));
   if (q == p) {
     const unsigned char *b = q;

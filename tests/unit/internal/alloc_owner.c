@@ -28,10 +28,7 @@ static void *owner_thread(void *arg) {
   TU_EXPECT_OK(sp_alloc(o->dev, 256 * KIB, &o->dev->streams[1], &o->p));
   TU_EXPECT_OK(sp_free(o->dev, o->p)); /* cached on stream 1 */
   atomic_store(&o->ready, 1);
-  while (!atomic_load(&o->gate)) {
-    struct timespec ts = {0, 100000};
-    nanosleep(&ts, NULL);
-  }
+  while (!atomic_load(&o->gate)) tu_sleep_us(100);
   return NULL;
 }
 
@@ -64,8 +61,7 @@ static void test_running_thread_keeps_memory(void **state) {
   SP_CHECK_OK(sp__alloc_validate(dev->alloc));
 
   /* the owner stays quiet past SP__QUIET_NS: stream 3 (q still live) reuses its block */
-  struct timespec ts = {0, (long)(2 * SP__QUIET_NS)};
-  nanosleep(&ts, NULL);
+  tu_sleep_us((unsigned)(2 * SP__QUIET_NS / 1000));
   SP_CHECK_OK(sp_alloc(dev, 256 * KIB, &dev->streams[3], &r));
   if (r == q) fail_msg("stream 3 got a live block %p", q);
   /* stream 2's miss probed stream 1 first; this look, SP__QUIET_NS later, finds no operation */

@@ -17,40 +17,13 @@
 
 #include "core/device.h"
 #include "testutil.h"
+#include "tu_host_faults.h"
 
 enum { GATE_MS = 60 };
 #define BIG ((size_t)(16u << 20) + 4099u) /* two 8 MiB staging chunks and a tail */
 
 static sp__backend nopeer_backend; /* the host table without the peer slot */
 
-static void sleep_us(unsigned us) {
-  struct timespec ts = {(time_t)(us / 1000000u), (long)(us % 1000000u) * 1000L};
-  nanosleep(&ts, NULL);
-}
-
-static unsigned long long now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (unsigned long long)ts.tv_sec * 1000000000ull + (unsigned long long)ts.tv_nsec;
-}
-
-typedef struct gate {
-  atomic_int open;
-} gate;
-static void gate_fn(void *arg) {
-  gate *g = arg;
-  for (unsigned i = 0; i < 400000 && !atomic_load(&g->open); i++) sleep_us(50);
-}
-static void *gate_timer(void *arg) {
-  sleep_us(GATE_MS * 1000u);
-  atomic_store(&((gate *)arg)->open, 1);
-  return NULL;
-}
-
-static unsigned char pattern(uint64_t seed, size_t i) {
-  uint64_t x = (seed + i) * 0x9E3779B97F4A7C15ull;
-  return (unsigned char)(x >> 56);
-}
 
 /* a: a plain host device; b: a host device the core sees as another backend. */
 static void open_pair(sp_device **a, sp_device **b) {
@@ -76,20 +49,19 @@ static void wait_is_host_side(void **state) {
   sp_stream *sa = NULL, *sb = NULL;
   SP_CHECK_OK(sp_stream_current(a, &sa));
   SP_CHECK_OK(sp_stream_current(b, &sb));
-  gate g = {0};
-  pthread_t timer;
-  SP_CHECK_OK(sp_launch_host_func(sa, gate_fn, &g));
+  tu_gate g;
+  tu_gate_init(&g, GATE_MS); /* the timer opens it */
+  SP_CHECK_OK(sp_launch_host_func(sa, tu_gate_fn, &g));
   sp_event made;
   SP_CHECK_OK(sp_event_acquire(a, 0, &made));
   SP_CHECK_OK(sp_event_record(made, sa));
-  assert_int_equal(pthread_create(&timer, NULL, gate_timer, &g), 0);
-  unsigned long long t0 = now_ns();
+  unsigned long long t0 = tu_now_ns();
   SP_CHECK_OK(sp_stream_wait_event_peer(sb, a, made));
-  unsigned long long waited = now_ns() - t0;
+  unsigned long long waited = tu_now_ns() - t0;
   SP_CHECK_OK(sp_event_query(a, made)); /* returned only once the event was done */
   if (waited < (unsigned long long)GATE_MS * 1000000ull / 2)
     fail_msg("host-side wait returned after %llu ns, the gate holds %d ms", waited, GATE_MS);
-  pthread_join(timer, NULL);
+  tu_gate_open(&g);
   SP_CHECK_OK(sp_event_release(a, made));
   close_pair(a, b);
 }
@@ -103,25 +75,24 @@ static void staged_copy_dir(sp_device *from, sp_device *to, uint64_t seed) {
   assert_true(host && out);
   SP_CHECK_OK(sp_alloc(from, BIG, sf, (void **)&src));
   SP_CHECK_OK(sp_alloc(to, BIG, st, (void **)&dst));
-  for (size_t i = 0; i < BIG; i++) host[i] = pattern(seed, i);
-  gate g = {0};
-  pthread_t timer;
-  SP_CHECK_OK(sp_launch_host_func(sf, gate_fn, &g));
+  for (size_t i = 0; i < BIG; i++) host[i] = tu_pattern(seed, i);
+  tu_gate g = {0}; /* closed; its timer starts below */
+  SP_CHECK_OK(sp_launch_host_func(sf, tu_gate_fn, &g));
   SP_CHECK_OK(sp_memcpy_async(sf, src, host, BIG));
   sp_event made;
   SP_CHECK_OK(sp_event_acquire(from, 0, &made));
   SP_CHECK_OK(sp_event_record(made, sf));
   SP_CHECK_OK(sp_memset_async(st, dst, 0xee, BIG)); /* must land before the copy */
-  assert_int_equal(pthread_create(&timer, NULL, gate_timer, &g), 0);
+  tu_gate_init(&g, GATE_MS);
   SP_CHECK_OK(sp_stream_wait_event_peer(st, from, made));
   SP_CHECK_OK(sp_memcpy_peer_async(st, dst, from, src, BIG));
   SP_CHECK_OK(sp_memcpy_async(st, out, dst, BIG));
   SP_CHECK_OK(sp_stream_sync(st));
-  pthread_join(timer, NULL);
+  tu_gate_open(&g);
   for (size_t i = 0; i < BIG; i++)
-    if (out[i] != pattern(seed, i))
+    if (out[i] != tu_pattern(seed, i))
       fail_msg("staged copy byte %zu of %zu: got 0x%02x, want 0x%02x", i, BIG, out[i],
-               pattern(seed, i));
+               tu_pattern(seed, i));
   SP_CHECK_OK(sp_event_release(from, made));
   SP_CHECK_OK(sp_free(from, src));
   SP_CHECK_OK(sp_free(to, dst));
@@ -140,24 +111,9 @@ static void staged_copy_both_directions(void **state) {
 
 /* ---- host-memory failure of the staging buffer ---------------------------------------------- */
 
-static atomic_int fail_big; /* 1: host mallocs of >= 4 KiB fail */
-static void *fb_malloc(void *u, size_t n) {
-  (void)u;
-  return atomic_load(&fail_big) && n >= 4096 ? NULL : malloc(n);
-}
-static void *fb_calloc(void *u, size_t c, size_t n) {
-  (void)u;
-  return calloc(c, n);
-}
-static void fb_free(void *u, void *p) {
-  (void)u;
-  free(p);
-}
-
 static void staged_copy_host_oom(void **state) {
   (void)state;
-  sp_host_allocator ha = {fb_malloc, fb_calloc, fb_free, NULL};
-  sp_host_allocator_set(&ha);
+  tu_hostmem_install();
   sp_device *a, *b;
   open_pair(&a, &b);
   sp_stream *sb = NULL;
@@ -169,15 +125,15 @@ static void staged_copy_host_oom(void **state) {
   SP_CHECK_OK(sp_memset_async(sp_stream_default(a), src, 1, 1 << 20));
   SP_CHECK_OK(sp_memset_async(sb, dst, 0, 1 << 20));
   SP_CHECK_OK(sp_stream_sync(sp_stream_default(a)));
-  atomic_store(&fail_big, 1);
+  tu_hostmem_arm(0, 4096, 1); /* host allocations of >= 4 KiB fail */
   SP_CHECK_STATUS(sp_memcpy_peer_async(sb, dst, a, src, 1 << 20), SP_ERR_HOST_MEMORY);
-  atomic_store(&fail_big, 0);
+  tu_hostmem_disarm();
   if (!strstr(sp_last_error(), "staging")) fail_msg("message: %s", sp_last_error());
   SP_CHECK_OK(sp_memcpy_peer_async(sb, dst, a, src, 1 << 20));
   SP_CHECK_OK(sp_free(a, src));
   SP_CHECK_OK(sp_free(b, dst));
   close_pair(a, b);
-  sp_host_allocator_set(NULL);
+  tu_hostmem_uninstall();
 }
 
 int main(void) {
