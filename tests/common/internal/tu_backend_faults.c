@@ -84,7 +84,8 @@ TU_FORWARD_BEFORE(TU_DEFINE_BEFORE)
 
 static sp_status fw_device_open(int index, sp__bdevice **out) {
   sp_status st = take(TU_SLOT_device_open);
-  if (st == SP_OK && (st = real->device_open(index, out)) == SP_OK) atomic_fetch_add(&live_devices, 1);
+  if (st == SP_OK && (st = real->device_open(index, out)) == SP_OK)
+    atomic_fetch_add(&live_devices, 1);
   return st;
 }
 

@@ -15,9 +15,10 @@
  * above, then it is retried disarmed and must succeed, and the script goes on. The loop for a slot
  * ends with the first run in which no injected failure was hit (the script makes fewer than N+1
  * calls). The teardown (sp_batcher_destroy, sp_model_free, sp_free, sp_device_close) runs armed
- * too: it returns nothing, so a failure there must only leave nothing behind. Both modes run: one-shot (only call N fails) and persistent (call N and every later one
- * fail until the step returns). Outputs of infer/forward/batcher are checked against the model's
- * double-precision reference, so an absorbed failure cannot hide a wrong answer.
+ * too: it returns nothing, so a failure there must only leave nothing behind. Both modes run:
+ * one-shot (only call N fails) and persistent (call N and every later one fails until the step
+ * has returned and is retried disarmed). Outputs of infer/forward/batcher are checked against
+ * the model's double-precision reference, so an absorbed failure cannot hide a wrong answer.
  */
 #include <math.h>
 #include <string.h>

@@ -1,0 +1,754 @@
+/* The backend-table contract, run on every compiled backend table (host; cuda when compiled in
+ * and a device exists, else "cuda: skipped: no CUDA device" and the host part runs).
+ *
+ * Goal: any backend behaves as backend.h says: each stream runs its commands in submission order
+ * (also when several threads submit to one stream), query/sync tell the truth, destroy drains, an
+ * event never recorded is complete, a cross-stream wait really orders work (checked through data;
+ * on the host with jitter on), re-recording an event does not move waits already queued, timing
+ * events measure and reject what they must, events survive concurrent record/query/wait/sync;
+ * devices open and name themselves, segments are aligned and hold data, an impossible request is
+ * SP_ERR_OUT_OF_MEMORY; Linear matches a double reference (f32, bf16) and f32<->bf16 conversion
+ * rounds to nearest even (where the backend has those optional slots).
+ * Method: drive the table directly (no core: sp__backend_find gives the table) with a fresh
+ * backend device per case. Streams are held with a gate host function (tu_gate) to create pending
+ * work deterministically; STREAMPOOL_HOST_JITTER_US makes missing ordering show up as wrong bytes
+ * on the host (other backends ignore it). Device memory is read back with memcpy_async, never
+ * dereferenced. Every data check prints expected and actual values. Seeded by tu_seed(); sizes
+ * shrink under ThreadSanitizer via tu_scale(). Host-only behaviour (argument validation,
+ * capacity, environment, several host devices, Linear/convert against the host reference) stays
+ * in tests/unit/internal/host_backend.c.
+ * SP_CONFORMANCE_BACKEND and SP_REQUIRE_CUDA work as in conformance.h.
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "backend/backend.h"
+#include "core/dtype.h" /* sp__bf16_to_f32: a plain bit shift, for the reference */
+#include "testutil.h"
+
+static const sp__backend *B; /* the table the current case runs on */
+
+/* ---- helpers ------------------------------------------------------------------------------- */
+
+static sp__bdevice *dev_open(int index) {
+  sp__bdevice *d = NULL;
+  SP_CHECK_OK(B->device_open(index, &d));
+  assert_non_null(d);
+  return d;
+}
+
+static sp__bstream *stream_new(sp__bdevice *d, unsigned index) {
+  sp__bstream *s = NULL;
+  SP_CHECK_OK(B->stream_create(d, index, &s));
+  assert_non_null(s);
+  return s;
+}
+
+static sp__bevent *event_new(sp__bdevice *d, unsigned flags) {
+  sp__bevent *e = NULL;
+  SP_CHECK_OK(B->event_create(d, flags, &e));
+  assert_non_null(e);
+  return e;
+}
+
+/* Copies n bytes of device memory at src to host on s and waits. */
+static void download(sp__bstream *s, void *host, const void *src, size_t n) {
+  SP_CHECK_OK(B->memcpy_async(s, host, src, n));
+  SP_CHECK_OK(B->stream_sync(s));
+}
+
+/* A flag a host function sets (read by the test thread with atomics). */
+static void flag_fn(void *arg) { atomic_store((atomic_int *)arg, 1); }
+
+/* ---- FIFO order ----------------------------------------------------------------------------- */
+
+/* Random memset/memcpy commands on one stream under jitter; the final buffer must equal the same
+ * commands applied in order on the host. Also forces the ring to grow with a wrapped head. */
+static void test_fifo_order_under_jitter(void **state) {
+  (void)state;
+  setenv("STREAMPOOL_HOST_JITTER_US", "20", 1);
+  sp__bdevice *d = dev_open(0);
+  sp__bstream *s = stream_new(d, 1);
+  enum { N = 4096 };
+  unsigned char *dev_buf = NULL, *src = malloc(N * 8), ref[N];
+  SP_CHECK_OK(B->mem_alloc(d, N, (void **)&dev_buf));
+  tu_rng r = {tu_seed()};
+  for (size_t i = 0; i < N * 8; i++) src[i] = (unsigned char)tu_rng_next(&r);
+  memset(ref, 0, N);
+  SP_CHECK_OK(B->memset_async(s, dev_buf, 0, N));
+  tu_gate g;
+  tu_gate_init(&g, 0);
+  size_t cmds = tu_scale(3000);
+  for (size_t i = 0; i < cmds; i++) {
+    if (i == 10) SP_CHECK_OK(B->host_func(s, tu_gate_fn, &g)); /* host: the ring grows, wrapped */
+    size_t off = tu_rng_below(&r, N), len = 1 + tu_rng_below(&r, N - off);
+    if (tu_rng_below(&r, 2)) {
+      int v = (int)tu_rng_below(&r, 256);
+      SP_CHECK_OK(B->memset_async(s, dev_buf + off, v, len));
+      memset(ref + off, v, len);
+    } else {
+      size_t so = tu_rng_below(&r, N * 8 - len);
+      SP_CHECK_OK(B->memcpy_async(s, dev_buf + off, src + so, len));
+      memcpy(ref + off, src + so, len);
+    }
+  }
+  tu_gate_open(&g);
+  SP_CHECK_OK(B->stream_sync(s));
+  SP_CHECK_OK(B->stream_query(s));
+  unsigned char got[N];
+  download(s, got, dev_buf, N);
+  for (size_t i = 0; i < N; i++)
+    if (got[i] != ref[i]) fail_msg("byte %zu: expected %u, got %u", i, ref[i], got[i]);
+  SP_CHECK_OK(B->mem_free(d, dev_buf));
+  B->stream_destroy(s);
+  B->device_close(d);
+  free(src);
+}
+
+/* Host functions run in submission order, including when several threads submit to one stream
+ * (each thread's own order is kept; all of them run). */
+typedef struct order_log {
+  unsigned entries[40000]; /* (thread << 16) | seq, appended by the one worker */
+  unsigned n;
+} order_log;
+typedef struct order_item {
+  order_log *log;
+  unsigned value;
+} order_item;
+static void order_fn(void *arg) {
+  order_item *it = arg;
+  it->log->entries[it->log->n++] = it->value;
+}
+
+typedef struct order_thread {
+  sp__bstream *s;
+  order_item *items;
+  unsigned count;
+} order_thread;
+static void *order_submitter(void *arg) {
+  order_thread *t = arg;
+  for (unsigned i = 0; i < t->count; i++) TU_EXPECT_OK(B->host_func(t->s, order_fn, &t->items[i]));
+  return NULL;
+}
+
+static void test_host_func_order(void **state) {
+  (void)state;
+  setenv("STREAMPOOL_HOST_JITTER_US", "5", 1);
+  sp__bdevice *d = dev_open(0);
+  sp__bstream *s = stream_new(d, 2);
+  enum { T = 4 };
+  unsigned per = (unsigned)tu_scale(2000);
+  order_log *log = calloc(1, sizeof(*log));
+  order_item *items = calloc(T * per, sizeof(*items));
+  order_thread th[T];
+  pthread_t tid[T];
+  for (unsigned t = 0; t < T; t++) {
+    for (unsigned i = 0; i < per; i++) items[t * per + i] = (order_item){log, (t << 16) | i};
+    th[t] = (order_thread){s, items + t * per, per};
+    pthread_create(&tid[t], NULL, order_submitter, &th[t]);
+  }
+  for (unsigned t = 0; t < T; t++) pthread_join(tid[t], NULL);
+  SP_CHECK_OK(B->stream_sync(s));
+  assert_int_equal(tu_failures(), 0);
+  assert_int_equal(log->n, T * per);
+  unsigned next[T] = {0};
+  for (unsigned i = 0; i < log->n; i++) {
+    unsigned t = log->entries[i] >> 16, seq = log->entries[i] & 0xffff;
+    if (seq != next[t]) fail_msg("entry %u: thread %u ran seq %u, expected %u", i, t, seq, next[t]);
+    next[t]++;
+  }
+  B->stream_destroy(s);
+  B->device_close(d);
+  free(items);
+  free(log);
+}
+
+/* ---- counters, query, sync, destroy --------------------------------------------------------- */
+
+static void test_query_sync_destroy(void **state) {
+  (void)state;
+  sp__bdevice *d = dev_open(0);
+  sp__bstream *s = stream_new(d, 0);
+  SP_CHECK_OK(B->stream_query(s)); /* fresh: idle */
+  SP_CHECK_OK(B->stream_sync(s));
+  tu_gate g;
+  tu_gate_init(&g, 0);
+  atomic_int ran = 0;
+  SP_CHECK_OK(B->host_func(s, tu_gate_fn, &g));
+  SP_CHECK_OK(B->host_func(s, flag_fn, &ran));
+  SP_CHECK_STATUS(B->stream_query(s), SP_ERR_NOT_READY);
+  tu_sleep_us(2000);
+  assert_int_equal(atomic_load(&ran), 0);
+  SP_CHECK_STATUS(B->stream_query(s), SP_ERR_NOT_READY);
+  tu_gate_open(&g);
+  SP_CHECK_OK(B->stream_sync(s));
+  assert_int_equal(atomic_load(&ran), 1);
+  SP_CHECK_OK(B->stream_query(s));
+
+  /* destroy drains: every queued copy has landed when it returns (read back on stream s). */
+  enum { N = 1 << 16 };
+  unsigned char *a = malloc(N), *b = calloc(1, N), *dbuf = NULL;
+  SP_CHECK_OK(B->mem_alloc(d, N, (void **)&dbuf));
+  memset(a, 0x5a, N);
+  sp__bstream *s2 = stream_new(d, 3);
+  tu_gate g2;
+  tu_gate_init(&g2, 0);
+  SP_CHECK_OK(B->host_func(s2, tu_gate_fn, &g2));
+  for (size_t i = 0; i < N; i += 256) SP_CHECK_OK(B->memcpy_async(s2, dbuf + i, a + i, 256));
+  tu_gate_open(&g2);
+  B->stream_destroy(s2);
+  download(s, b, dbuf, N);
+  for (size_t i = 0; i < N; i++)
+    if (b[i] != 0x5a) fail_msg("byte %zu after destroy: expected 0x5a, got 0x%02x", i, b[i]);
+  /* destroy at every phase of the worker (running, polling for work, asleep) never hangs */
+  tu_rng r = {tu_seed()};
+  for (unsigned i = 0; i < tu_scale(300); i++) {
+    sp__bstream *s3 = stream_new(d, 4);
+    SP_CHECK_OK(B->memset_async(s3, dbuf, 0x11, 64));
+    tu_sleep_us((unsigned)tu_rng_below(&r, i % 3 == 0 ? 60 : 25));
+    B->stream_destroy(s3);
+    download(s, b, dbuf, 64);
+    if (b[0] != 0x11) fail_msg("iteration %u: destroy returned before the memset ran", i);
+    SP_CHECK_OK(B->memset_async(s, dbuf, 0, 64));
+    SP_CHECK_OK(B->stream_sync(s)); /* the reset lands before the next stream's memset */
+  }
+  SP_CHECK_OK(B->mem_free(d, dbuf));
+  B->stream_destroy(s);
+  B->device_close(d);
+  free(a);
+  free(b);
+}
+
+/* ---- events --------------------------------------------------------------------------------- */
+
+static void test_event_query_sync(void **state) {
+  (void)state;
+  sp__bdevice *d = dev_open(0);
+  sp__bstream *s = stream_new(d, 1), *t = stream_new(d, 2);
+  for (unsigned flags = 0; flags <= SP_EVENT_TIMING; flags++) {
+    sp__bevent *e = event_new(d, flags);
+    SP_CHECK_OK(B->event_query(e)); /* never recorded: complete */
+    SP_CHECK_OK(B->event_sync(e));
+    SP_CHECK_OK(B->stream_wait_event(t, e));
+    SP_CHECK_OK(B->stream_sync(t));
+    tu_gate g;
+    tu_gate_init(&g, 0);
+    SP_CHECK_OK(B->host_func(s, tu_gate_fn, &g));
+    SP_CHECK_OK(B->event_record(e, s));
+    SP_CHECK_STATUS(B->event_query(e), SP_ERR_NOT_READY);
+    tu_gate_open(&g);
+    SP_CHECK_OK(B->event_sync(e));
+    SP_CHECK_OK(B->event_query(e));
+    /* recorded on an idle stream: done at once */
+    SP_CHECK_OK(B->event_record(e, s));
+    SP_CHECK_OK(B->event_sync(e));
+    SP_CHECK_OK(B->event_query(e));
+    B->event_destroy(e);
+  }
+  B->stream_destroy(s);
+  B->stream_destroy(t);
+  B->device_close(d);
+}
+
+/* A waits for B on the device: B's later work must not run before A's recorded work, checked
+ * through data, many rounds under jitter, for both event kinds. */
+static void test_event_wait_orders_data(void **state) {
+  (void)state;
+  setenv("STREAMPOOL_HOST_JITTER_US", "40", 1);
+  sp__bdevice *d = dev_open(0);
+  sp__bstream *prod = stream_new(d, 1), *cons = stream_new(d, 2);
+  enum { BYTES = 512 };
+  size_t rounds = tu_scale(400);
+  unsigned char *bufs = NULL, *outs = malloc(rounds * BYTES);
+  SP_CHECK_OK(B->mem_alloc(d, rounds * BYTES, (void **)&bufs));
+  SP_CHECK_OK(B->memset_async(prod, bufs, 0, rounds * BYTES));
+  SP_CHECK_OK(B->stream_sync(prod));
+  sp__bevent *ev[2] = {event_new(d, 0), event_new(d, SP_EVENT_TIMING)};
+  for (size_t i = 0; i < rounds; i++) {
+    unsigned char *buf = bufs + i * BYTES;
+    SP_CHECK_OK(B->memset_async(prod, buf, (int)(i * 7 + 1) & 0xff, BYTES / 2));
+    SP_CHECK_OK(B->memset_async(prod, buf + BYTES / 2, (int)(i * 7 + 2) & 0xff, BYTES / 2));
+    sp__bevent *e = ev[i % 2];
+    SP_CHECK_OK(B->event_record(e, prod)); /* re-recorded every other round */
+    SP_CHECK_OK(B->stream_wait_event(cons, e));
+    SP_CHECK_OK(B->memcpy_async(cons, outs + i * BYTES, buf, BYTES));
+  }
+  SP_CHECK_OK(B->stream_sync(cons));
+  for (size_t i = 0; i < rounds; i++)
+    for (size_t j = 0; j < BYTES; j++) {
+      unsigned want = (unsigned)(i * 7 + (j < BYTES / 2 ? 1 : 2)) & 0xff;
+      if (outs[i * BYTES + j] != want)
+        fail_msg("round %zu byte %zu: expected %u, got %u", i, j, want, outs[i * BYTES + j]);
+    }
+  SP_CHECK_OK(B->stream_sync(prod));
+  B->event_destroy(ev[0]);
+  B->event_destroy(ev[1]);
+  SP_CHECK_OK(B->mem_free(d, bufs));
+  B->stream_destroy(prod);
+  B->stream_destroy(cons);
+  B->device_close(d);
+  free(outs);
+}
+
+/* A wait holds the waiting stream until the recorded work is done; re-recording the event on
+ * later (still blocked) work does not move a wait already queued. */
+static void test_event_rerecord_semantics(void **state) {
+  (void)state;
+  sp__bdevice *d = dev_open(0);
+  sp__bstream *a = stream_new(d, 1), *b = stream_new(d, 2);
+  for (unsigned flags = 0; flags <= SP_EVENT_TIMING; flags++) {
+    sp__bevent *e = event_new(d, flags);
+    tu_gate g1, g2;
+    tu_gate_init(&g1, 0);
+    tu_gate_init(&g2, 0);
+    atomic_int ran = 0;
+    SP_CHECK_OK(B->host_func(a, tu_gate_fn, &g1));
+    SP_CHECK_OK(B->event_record(e, a));       /* mark 1: after g1 */
+    SP_CHECK_OK(B->stream_wait_event(b, e));  /* b waits for mark 1 */
+    SP_CHECK_OK(B->host_func(b, flag_fn, &ran));
+    SP_CHECK_OK(B->host_func(a, tu_gate_fn, &g2));
+    SP_CHECK_OK(B->event_record(e, a));       /* mark 2: after g2 */
+    tu_sleep_us(3000);
+    if (atomic_load(&ran)) fail_msg("b ran past its wait before the recorded work finished");
+    SP_CHECK_STATUS(B->stream_query(b), SP_ERR_NOT_READY);
+    tu_gate_open(&g1);
+    SP_CHECK_OK(B->stream_sync(b)); /* would hang if the wait had moved to mark 2 */
+    assert_int_equal(atomic_load(&ran), 1);
+    SP_CHECK_STATUS(B->event_query(e), SP_ERR_NOT_READY); /* mark 2 pending */
+    tu_gate_open(&g2);
+    SP_CHECK_OK(B->stream_sync(a));
+    SP_CHECK_OK(B->event_query(e));
+    B->event_destroy(e);
+  }
+  B->stream_destroy(a);
+  B->stream_destroy(b);
+  B->device_close(d);
+}
+
+static void sleep_fn(void *arg) { tu_sleep_us(*(unsigned *)arg); }
+
+static void test_event_elapsed(void **state) {
+  (void)state;
+  sp__bdevice *d = dev_open(0);
+  sp__bstream *s = stream_new(d, 1);
+  sp__bevent *t0 = event_new(d, SP_EVENT_TIMING), *t1 = event_new(d, SP_EVENT_TIMING);
+  sp__bevent *plain = event_new(d, 0);
+  float ms = -1.0f;
+  SP_CHECK_STATUS(B->event_elapsed_ms(t0, t1, &ms), SP_ERR_INVALID_ARGUMENT); /* never recorded */
+  SP_CHECK_OK(B->event_record(plain, s));
+  SP_CHECK_STATUS(B->event_elapsed_ms(plain, t1, &ms), SP_ERR_INVALID_ARGUMENT);
+  tu_gate g;
+  tu_gate_init(&g, 0);
+  unsigned us = 20000;
+  SP_CHECK_OK(B->host_func(s, tu_gate_fn, &g));
+  SP_CHECK_OK(B->event_record(t0, s));
+  SP_CHECK_OK(B->host_func(s, sleep_fn, &us));
+  SP_CHECK_OK(B->event_record(t1, s));
+  SP_CHECK_STATUS(B->event_elapsed_ms(t0, t1, &ms), SP_ERR_NOT_READY);
+  assert_true(ms == -1.0f); /* out-param untouched on failure */
+  tu_gate_open(&g);
+  SP_CHECK_OK(B->event_sync(t1));
+  SP_CHECK_OK(B->event_elapsed_ms(t0, t1, &ms));
+  if (ms < 19.0f || ms > 2000.0f) fail_msg("elapsed: expected about 20 ms, got %f", (double)ms);
+  float back = 0;
+  SP_CHECK_OK(B->event_elapsed_ms(t1, t0, &back));
+  if (back > -19.0f) fail_msg("reverse elapsed: expected about -20 ms, got %f", (double)back);
+  /* a timing event destroyed while its marker is queued: the marker must not touch freed memory */
+  tu_gate g2;
+  tu_gate_init(&g2, 0);
+  sp__bevent *doomed = event_new(d, SP_EVENT_TIMING);
+  SP_CHECK_OK(B->host_func(s, tu_gate_fn, &g2));
+  SP_CHECK_OK(B->event_record(doomed, s));
+  B->event_destroy(doomed);
+  tu_gate_open(&g2);
+  SP_CHECK_OK(B->stream_sync(s));
+  B->event_destroy(t0);
+  B->event_destroy(t1);
+  B->event_destroy(plain);
+  B->stream_destroy(s);
+  B->device_close(d);
+}
+
+/* Many threads record, query, wait on and sync shared events at once (TSan checks the races). */
+typedef struct race_ctx {
+  sp__bstream *streams[4];
+  sp__bevent *events[2];
+  unsigned index, iters;
+  unsigned char *buf;
+} race_ctx;
+static void *race_worker(void *arg) {
+  race_ctx *c = arg;
+  sp__bstream *mine = c->streams[c->index], *other = c->streams[(c->index + 1) % 4];
+  for (unsigned i = 0; i < c->iters; i++) {
+    sp__bevent *e = c->events[i % 2];
+    TU_EXPECT_OK(B->memset_async(mine, c->buf + c->index * 64, (int)(i & 0xff), 64));
+    TU_EXPECT_OK(B->event_record(e, mine));
+    TU_EXPECT_OK(B->stream_wait_event(other, e));
+    sp_status st = B->event_query(e);
+    TU_EXPECT(st == SP_OK || st == SP_ERR_NOT_READY, "event_query: %d", (int)st);
+    if (i % 16 == 0) TU_EXPECT_OK(B->event_sync(e));
+  }
+  return NULL;
+}
+
+static void test_event_races(void **state) {
+  (void)state;
+  setenv("STREAMPOOL_HOST_JITTER_US", "3", 1);
+  sp__bdevice *d = dev_open(0);
+  race_ctx c[4];
+  pthread_t tid[4];
+  unsigned char *buf = NULL;
+  SP_CHECK_OK(B->mem_alloc(d, 256, (void **)&buf));
+  sp__bstream *streams[4];
+  for (unsigned i = 0; i < 4; i++) streams[i] = stream_new(d, i + 1);
+  sp__bevent *events[2] = {event_new(d, 0), event_new(d, SP_EVENT_TIMING)};
+  for (unsigned i = 0; i < 4; i++) {
+    c[i] = (race_ctx){{streams[0], streams[1], streams[2], streams[3]}, {events[0], events[1]},
+                      i, (unsigned)tu_scale(2000), buf};
+    pthread_create(&tid[i], NULL, race_worker, &c[i]);
+  }
+  for (unsigned i = 0; i < 4; i++) pthread_join(tid[i], NULL);
+  for (unsigned i = 0; i < 4; i++) SP_CHECK_OK(B->stream_sync(streams[i]));
+  assert_int_equal(tu_failures(), 0);
+  unsigned want = (unsigned)((tu_scale(2000) - 1) & 0xff);
+  unsigned char got[256];
+  download(streams[0], got, buf, 256);
+  for (unsigned i = 0; i < 256; i++)
+    if (got[i] != want) fail_msg("byte %u: expected %u, got %u", i, want, got[i]);
+  B->event_destroy(events[0]);
+  B->event_destroy(events[1]);
+  for (unsigned i = 0; i < 4; i++) B->stream_destroy(streams[i]);
+  SP_CHECK_OK(B->mem_free(d, buf));
+  B->device_close(d);
+}
+
+
+/* ---- the table, devices, memory -------------------------------------------------------------- */
+
+/* The table passes validation, every device index in range opens and names itself, one past the
+ * end (and -1) is SP_ERR_NO_DEVICE, and memory_info is consistent. */
+static void test_table_devices(void **state) {
+  (void)state;
+  assert_int_equal(B->version, SP__BACKEND_VERSION);
+  assert_non_null(B->name);
+  SP_CHECK_OK(sp__backend_validate(B));
+  int count = 0;
+  SP_CHECK_OK(B->device_count(&count));
+  if (count < 1) fail_msg("%s: %d devices; the runner lists backends with one", B->name, count);
+  for (int i = 0; i < count; i++) {
+    sp__bdevice *d = dev_open(i);
+    const char *name = B->device_name(d);
+    if (!name || !name[0]) fail_msg("%s device %d: empty name", B->name, i);
+    size_t f = 0, t = 0;
+    SP_CHECK_OK(B->memory_info(d, &f, &t));
+    if (t == 0 || f > t) fail_msg("%s device %d: free %zu of total %zu", B->name, i, f, t);
+    B->device_close(d);
+  }
+  sp__bdevice *none = NULL;
+  SP_CHECK_STATUS(B->device_open(count, &none), SP_ERR_NO_DEVICE);
+  SP_CHECK_STATUS(B->device_open(-1, &none), SP_ERR_NO_DEVICE);
+  assert_null(none);
+}
+
+/* Segments of assorted sizes are distinct, 256-byte aligned, hold what is written to them, and
+ * an impossible request is SP_ERR_OUT_OF_MEMORY (never another status); mem_free(NULL) is a
+ * no-op. */
+static void test_memory_segments(void **state) {
+  (void)state;
+  sp__bdevice *d = dev_open(0);
+  sp__bstream *s = stream_new(d, 1);
+  enum { K = 6 };
+  const size_t sizes[K] = {1, 255, 4096, 65537, 1u << 20, 3u << 20};
+  unsigned char *p[K] = {NULL}, *host = malloc(3u << 20), *back = malloc(3u << 20);
+  for (unsigned k = 0; k < K; k++) {
+    SP_CHECK_OK(B->mem_alloc(d, sizes[k], (void **)&p[k]));
+    if ((uintptr_t)p[k] % 256) fail_msg("%zu bytes at %p: not 256-byte aligned", sizes[k], p[k]);
+    for (size_t i = 0; i < sizes[k]; i++) host[i] = (unsigned char)(i * 31 + k);
+    SP_CHECK_OK(B->memcpy_async(s, p[k], host, sizes[k]));
+    SP_CHECK_OK(B->stream_sync(s)); /* host is refilled for the next segment */
+  }
+  for (unsigned k = 0; k < K; k++) {
+    download(s, back, p[k], sizes[k]);
+    for (size_t i = 0; i < sizes[k]; i++)
+      if (back[i] != (unsigned char)(i * 31 + k)) {
+        fail_msg("segment %u (%zu bytes) byte %zu: expected %u, got %u", k, sizes[k], i,
+                 (unsigned char)(i * 31 + k), back[i]);
+        break;
+      }
+  }
+  size_t f = 0, t = 0;
+  SP_CHECK_OK(B->memory_info(d, &f, &t));
+  void *huge = NULL;
+  if (t < SIZE_MAX / 4) SP_CHECK_STATUS(B->mem_alloc(d, t * 2, &huge), SP_ERR_OUT_OF_MEMORY);
+  assert_null(huge);
+  SP_CHECK_OK(B->mem_free(d, NULL));
+  for (unsigned k = 0; k < K; k++) SP_CHECK_OK(B->mem_free(d, p[k]));
+  B->stream_destroy(s);
+  B->device_close(d);
+  free(host);
+  free(back);
+}
+
+/* ---- linear and convert (optional slots) ------------------------------------------------- */
+
+static float rand_float(tu_rng *r) { return (float)((double)tu_rng_below(r, 2000001) / 1e6 - 1.0); }
+
+/* f32 -> bf16 by a different method than any backend's: the nearer of the two neighbours in
+ * double, ties to the even one. Not for NaN. */
+static uint16_t ref_bf16(float f) {
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  uint16_t lo = (uint16_t)(u >> 16), hi = (uint16_t)(lo + 1);
+  if ((u & 0xffff) == 0) return lo;
+  double dl = fabs((double)f - (double)sp__bf16_to_f32(lo));
+  double dh = isinf(sp__bf16_to_f32(hi)) && !isinf(f)
+                  ? fabs((double)f - ldexp(1.0, 128) * (f < 0 ? -1 : 1))
+                  : fabs((double)f - (double)sp__bf16_to_f32(hi));
+  if (dl < dh) return lo;
+  if (dh < dl) return hi;
+  return (lo & 1) ? hi : lo;
+}
+
+static int bf16_is_nan(uint16_t h) { return (h & 0x7fff) > 0x7f80; }
+
+static void *upload(sp__bdevice *d, sp__bstream *s, const void *host, size_t bytes) {
+  void *p = NULL;
+  SP_CHECK_OK(B->mem_alloc(d, bytes, &p));
+  SP_CHECK_OK(B->memcpy_async(s, p, host, bytes));
+  return p;
+}
+
+/* One random Linear on the device against a double reference (bf16: on bf16-rounded inputs,
+ * converted on the device). Tolerances as conf_matmul.c: f32 5e-5 of sum|x*w| + |b|, bf16 1e-2
+ * of the result plus 1e-3 of that sum. */
+static void linear_case(sp__bdevice *d, sp__bstream *s, tu_rng *r, sp_dtype dt, unsigned batch,
+                        unsigned in, unsigned out, int with_bias, int relu) {
+  size_t nx = (size_t)batch * in, nw = (size_t)out * in, ny = (size_t)batch * out;
+  size_t el = dt == SP_F32 ? 4 : 2;
+  float *x = malloc(nx * 4), *w = malloc(nw * 4), *b = malloc(out * 4), *y = malloc(ny * 4);
+  for (size_t i = 0; i < nx; i++) x[i] = rand_float(r) * 3.0f;
+  for (size_t i = 0; i < nw; i++) w[i] = rand_float(r);
+  for (size_t i = 0; i < out; i++) b[i] = rand_float(r);
+  if (dt == SP_BF16) { /* the reference sees exactly the bf16 inputs */
+    for (size_t i = 0; i < nx; i++) x[i] = sp__bf16_to_f32(ref_bf16(x[i]));
+    for (size_t i = 0; i < nw; i++) w[i] = sp__bf16_to_f32(ref_bf16(w[i]));
+    for (size_t i = 0; i < out; i++) b[i] = sp__bf16_to_f32(ref_bf16(b[i]));
+  }
+  float *fx = upload(d, s, x, nx * 4), *fw = upload(d, s, w, nw * 4);
+  float *fb = upload(d, s, b, out * 4);
+  void *dx = fx, *dw = fw, *db = fb, *dy = NULL, *fy = NULL;
+  SP_CHECK_OK(B->mem_alloc(d, ny * el, &dy));
+  if (dt == SP_BF16) {
+    SP_CHECK_OK(B->mem_alloc(d, nx * 2, &dx));
+    SP_CHECK_OK(B->mem_alloc(d, nw * 2, &dw));
+    SP_CHECK_OK(B->mem_alloc(d, out * 2, &db));
+    SP_CHECK_OK(B->mem_alloc(d, ny * 4, &fy));
+    SP_CHECK_OK(B->convert_async(s, dx, SP_BF16, fx, SP_F32, nx));
+    SP_CHECK_OK(B->convert_async(s, dw, SP_BF16, fw, SP_F32, nw));
+    SP_CHECK_OK(B->convert_async(s, db, SP_BF16, fb, SP_F32, out));
+  }
+  sp__linear op = {dt, batch, in, out, dx, dw, with_bias ? db : NULL, dy, relu != 0};
+  SP_CHECK_OK(B->linear_async(s, &op));
+  if (dt == SP_BF16) SP_CHECK_OK(B->convert_async(s, fy, SP_F32, dy, SP_BF16, ny));
+  download(s, y, dt == SP_BF16 ? fy : dy, ny * 4);
+  for (unsigned i = 0; i < batch; i++)
+    for (unsigned o = 0; o < out; o++) {
+      double acc = with_bias ? b[o] : 0.0, scale = with_bias ? fabs(b[o]) : 0.0;
+      for (unsigned k = 0; k < in; k++) {
+        acc += (double)x[(size_t)i * in + k] * w[(size_t)o * in + k];
+        scale += fabs((double)x[(size_t)i * in + k] * w[(size_t)o * in + k]);
+      }
+      if (relu && acc < 0) acc = 0;
+      double got = y[(size_t)i * out + o];
+      double tol = dt == SP_F32 ? 5e-5 * scale + 1e-7 : 1e-2 * (fabs(acc) + 1e-3 * scale) + 1e-6;
+      if (!(fabs(got - acc) <= tol))
+        fail_msg("%s %s linear %ux%ux%u bias=%d relu=%d y[%u,%u]: expected %.9g, got %.9g "
+                 "(tol %.3g)", B->name, dt == SP_F32 ? "f32" : "bf16", batch, in, out, with_bias,
+                 relu, i, o, acc, got, tol);
+    }
+  void *dev_bufs[] = {fx, fw, fb, dy, dt == SP_BF16 ? dx : NULL, dt == SP_BF16 ? dw : NULL,
+                      dt == SP_BF16 ? db : NULL, fy};
+  for (unsigned i = 0; i < sizeof(dev_bufs) / sizeof(dev_bufs[0]); i++)
+    SP_CHECK_OK(B->mem_free(d, dev_bufs[i]));
+  free(x), free(w), free(b), free(y);
+}
+
+static void test_linear(void **state) {
+  (void)state;
+  if (!B->linear_async || !B->convert_async) {
+    printf("[conf_backend] %s: linear: not run: the backend has no linear/convert slot\n", B->name);
+    return;
+  }
+  sp__bdevice *d = dev_open(0);
+  sp__bstream *s = stream_new(d, 1);
+  tu_rng r = {tu_seed()};
+  for (unsigned dt = 0; dt < 2; dt++) {
+    linear_case(d, s, &r, (sp_dtype)dt, 1, 1, 1, 1, 0);
+    linear_case(d, s, &r, (sp_dtype)dt, 64, 512, 256, 1, 1);
+    for (unsigned i = 0; i < tu_scale(40); i++)
+      linear_case(d, s, &r, (sp_dtype)dt, 1 + (unsigned)tu_rng_below(&r, 9),
+                  1 + (unsigned)tu_rng_below(&r, 130), 1 + (unsigned)tu_rng_below(&r, 70),
+                  (int)tu_rng_below(&r, 2), (int)tu_rng_below(&r, 2));
+  }
+  B->stream_destroy(s);
+  B->device_close(d);
+}
+
+/* Converts n elements of host src on the device (upload, convert, download). */
+static void convert_on_device(sp__bdevice *d, sp__bstream *s, void *dst, sp_dtype dt,
+                              const void *src, sp_dtype st, size_t n) {
+  size_t din = st == SP_F32 ? 4 : 2, dout = dt == SP_F32 ? 4 : 2;
+  void *a = upload(d, s, src, n * din), *b = NULL;
+  SP_CHECK_OK(B->mem_alloc(d, n * dout, &b));
+  SP_CHECK_OK(B->convert_async(s, b, dt, a, st, n));
+  download(s, dst, b, n * dout);
+  SP_CHECK_OK(B->mem_free(d, a));
+  SP_CHECK_OK(B->mem_free(d, b));
+}
+
+/* f32 <-> bf16: every bf16 pattern round-trips through f32 (NaN stays NaN), named rounding cases
+ * (ties to even, overflow to infinity, subnormals) and random patterns match the reference. How
+ * a NaN's payload and sign come through is the backend's choice (the host's: host_backend.c). */
+static void test_convert(void **state) {
+  (void)state;
+  if (!B->convert_async) {
+    printf("[conf_backend] %s: convert: not run: the backend has no convert slot\n", B->name);
+    return;
+  }
+  sp__bdevice *d = dev_open(0);
+  sp__bstream *s = stream_new(d, 1);
+  enum { ALL = 65536 };
+  uint16_t *h = malloc(ALL * 2), *h2 = malloc(ALL * 2);
+  float *f = malloc(ALL * 4);
+  for (unsigned i = 0; i < ALL; i++) h[i] = (uint16_t)i;
+  convert_on_device(d, s, f, SP_F32, h, SP_BF16, ALL);
+  convert_on_device(d, s, h2, SP_BF16, f, SP_F32, ALL);
+  for (unsigned i = 0; i < ALL; i++)
+    if (bf16_is_nan((uint16_t)i) ? !bf16_is_nan(h2[i]) : h2[i] != i)
+      fail_msg("%s: bf16 0x%04x round-tripped to 0x%04x", B->name, i, h2[i]);
+  struct { uint32_t in; uint16_t want; } cases[] = {
+      {0x3f808000u, 0x3f80}, /* 1 + 2^-8: tie, down to even          */
+      {0x3f818000u, 0x3f82}, /* 1 + 3*2^-8: tie, up to even          */
+      {0x3f808001u, 0x3f81}, /* just above the tie: up               */
+      {0x3f807fffu, 0x3f80}, /* just below: down                     */
+      {0x7f7fffffu, 0x7f80}, /* FLT_MAX rounds to +inf               */
+      {0xff7fffffu, 0xff80}, /* -FLT_MAX to -inf                     */
+      {0x7f800000u, 0x7f80}, /* +inf                                 */
+      {0x80000000u, 0x8000}, /* -0                                   */
+      {0x00000001u, 0x0000}, /* smallest subnormal: down to 0        */
+      {0x00008000u, 0x0000}, /* subnormal tie: even (0)              */
+      {0x00018000u, 0x0002}, /* subnormal tie: even (2)              */
+  };
+  enum { NC = sizeof(cases) / sizeof(cases[0]) };
+  float cf[NC];
+  uint16_t ch[NC];
+  for (unsigned i = 0; i < NC; i++) memcpy(&cf[i], &cases[i].in, 4);
+  convert_on_device(d, s, ch, SP_BF16, cf, SP_F32, NC);
+  for (unsigned i = 0; i < NC; i++)
+    if (ch[i] != cases[i].want)
+      fail_msg("%s: f32 0x%08x -> bf16: expected 0x%04x, got 0x%04x", B->name, cases[i].in,
+               cases[i].want, ch[i]);
+  tu_rng r = {tu_seed()};
+  for (unsigned i = 0; i < ALL; i++) {
+    uint32_t u = (uint32_t)tu_rng_next(&r);
+    memcpy(&f[i], &u, 4);
+  }
+  convert_on_device(d, s, h, SP_BF16, f, SP_F32, ALL);
+  for (unsigned i = 0; i < ALL; i++) {
+    int nan = isnan(f[i]);
+    uint16_t want = nan ? 0 : ref_bf16(f[i]);
+    if (nan ? !bf16_is_nan(h[i]) : h[i] != want) {
+      uint32_t u;
+      memcpy(&u, &f[i], 4);
+      fail_msg("%s: f32 0x%08x -> bf16: expected %s0x%04x, got 0x%04x", B->name, u,
+               nan ? "a NaN, not " : "", want, h[i]);
+    }
+  }
+  B->stream_destroy(s);
+  B->device_close(d);
+  free(h), free(h2), free(f);
+}
+
+/* ---- the runner: every case on every backend table ------------------------------------------ */
+
+typedef struct table_case {
+  const char *backend;
+  void (*fn)(void **state);
+  char name[96];
+} table_case;
+
+static int setup(void **state) {
+  table_case *c = *state;
+  unsetenv("STREAMPOOL_HOST_JITTER_US");
+  tu_failures_reset();
+  if (sp__backend_find(c->backend, &B) != SP_OK) {
+    fprintf(stderr, "%s: %s\n", c->name, sp_last_error());
+    return -1;
+  }
+  return 0;
+}
+
+static int teardown(void **state) {
+  (void)state;
+  unsetenv("STREAMPOOL_HOST_JITTER_US");
+  B = NULL;
+  return 0;
+}
+
+static void run(void **state) {
+  table_case *c = *state;
+  c->fn(state);
+  assert_int_equal(tu_failures(), 0);
+}
+
+int main(void) {
+  (void)tu_seed();
+  static const struct {
+    const char *name;
+    void (*fn)(void **state);
+  } cases[] = {
+      {"table_devices", test_table_devices},
+      {"memory_segments", test_memory_segments},
+      {"fifo_order_under_jitter", test_fifo_order_under_jitter},
+      {"host_func_order", test_host_func_order},
+      {"query_sync_destroy", test_query_sync_destroy},
+      {"event_query_sync", test_event_query_sync},
+      {"event_wait_orders_data", test_event_wait_orders_data},
+      {"event_rerecord_semantics", test_event_rerecord_semantics},
+      {"event_elapsed", test_event_elapsed},
+      {"event_races", test_event_races},
+      {"linear", test_linear},
+      {"convert", test_convert},
+  };
+  enum { N = sizeof(cases) / sizeof(cases[0]) };
+  const char *all[4], *names[4];
+  int nb = tu_backends(all), k = 0, have_cuda = 0;
+  const char *only = getenv("SP_CONFORMANCE_BACKEND"), *req = getenv("SP_REQUIRE_CUDA");
+  for (int i = 0; i < nb; i++) have_cuda |= strcmp(all[i], "cuda") == 0;
+  if (req && strcmp(req, "1") == 0 && !have_cuda) {
+    fprintf(stderr, "conf_backend: SP_REQUIRE_CUDA=1 but no CUDA device is usable\n");
+    return 1;
+  }
+  if (!have_cuda)
+    printf("[conf_backend] cuda: skipped: %s (host runs)\n",
+           sp_backend_compiled("cuda") ? "no CUDA device" : "CUDA backend not compiled in");
+  for (int i = 0; i < nb; i++)
+    if (!only || strcmp(only, all[i]) == 0) names[k++] = all[i];
+  if (k == 0) {
+    printf("skipped: SP_CONFORMANCE_BACKEND=%s is not available\n", only);
+    return TU_SKIP;
+  }
+  static table_case tc[4 * N];
+  static struct CMUnitTest tests[4 * N];
+  size_t total = 0;
+  for (int b = 0; b < k; b++)
+    for (size_t i = 0; i < N; i++, total++) {
+      tc[total] = (table_case){names[b], cases[i].fn, {0}};
+      snprintf(tc[total].name, sizeof(tc[total].name), "%s/%s", names[b], cases[i].name);
+      tests[total] = (struct CMUnitTest){tc[total].name, run, setup, teardown, &tc[total]};
+    }
+  return _cmocka_run_group_tests("conf_backend", tests, total, NULL, NULL);
+}
