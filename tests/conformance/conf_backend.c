@@ -31,6 +31,11 @@
 
 static const sp__backend *B; /* the table the current case runs on */
 
+/* Gates held while copies from pageable host memory are queued behind them open by a timer: a
+ * driver may stage such a copy synchronously (CUDA may wait for the stream first), which would
+ * otherwise wait for a gate that only the blocked submitting thread can open. */
+enum { GATE_TIMER_MS = 30 };
+
 /* ---- helpers ------------------------------------------------------------------------------- */
 
 static sp__bdevice *dev_open(int index) {
@@ -80,7 +85,7 @@ static void test_fifo_order_under_jitter(void **state) {
   memset(ref, 0, N);
   SP_CHECK_OK(B->memset_async(s, dev_buf, 0, N));
   tu_gate g;
-  tu_gate_init(&g, 0);
+  tu_gate_init(&g, GATE_TIMER_MS);
   size_t cmds = tu_scale(3000);
   for (size_t i = 0; i < cmds; i++) {
     if (i == 10) SP_CHECK_OK(B->host_func(s, tu_gate_fn, &g)); /* host: the ring grows, wrapped */
@@ -195,7 +200,7 @@ static void test_query_sync_destroy(void **state) {
   memset(a, 0x5a, N);
   sp__bstream *s2 = stream_new(d, 3);
   tu_gate g2;
-  tu_gate_init(&g2, 0);
+  tu_gate_init(&g2, GATE_TIMER_MS);
   SP_CHECK_OK(B->host_func(s2, tu_gate_fn, &g2));
   for (size_t i = 0; i < N; i += 256) SP_CHECK_OK(B->memcpy_async(s2, dbuf + i, a + i, 256));
   tu_gate_open(&g2);
@@ -353,9 +358,11 @@ static void test_event_elapsed(void **state) {
   SP_CHECK_OK(B->event_sync(t1));
   SP_CHECK_OK(B->event_elapsed_ms(t0, t1, &ms));
   if (ms < 19.0f || ms > 2000.0f) fail_msg("elapsed: expected about 20 ms, got %f", (double)ms);
-  float back = 0;
-  SP_CHECK_OK(B->event_elapsed_ms(t1, t0, &back));
-  if (back > -19.0f) fail_msg("reverse elapsed: expected about -20 ms, got %f", (double)back);
+  if (!strcmp(B->name, "host")) { /* reversed events give a negative time: the host's rule */
+    float back = 0;
+    SP_CHECK_OK(B->event_elapsed_ms(t1, t0, &back));
+    if (back > -19.0f) fail_msg("reverse elapsed: expected about -20 ms, got %f", (double)back);
+  }
   /* a timing event destroyed while its marker is queued: the marker must not touch freed memory */
   tu_gate g2;
   tu_gate_init(&g2, 0);
