@@ -1,10 +1,11 @@
 /* The countdown loop: every backend slot and host allocation, failed at each of its calls.
  *
  * Goal: a failure of any status-returning backend slot (or of a host allocation) inside
- * sp_device_open, sp_alloc, sp_record_stream, sp_free, sp_model_load (f32 and bf16 from a
- * safetensors file), sp_model_infer, sp_model_forward, sp_batcher_create or sp_batcher_infer
- * either returns the status that failure documents (the slot's, see TU_FAULT_SLOTS; host memory:
- * SP_ERR_HOST_MEMORY) with a non-empty message, or is absorbed with a correct result; the same
+ * sp_device_open (two host devices), events around a host function (record, wait, sync, elapsed),
+ * sp_memcpy_peer_async between the devices, sp_alloc, sp_record_stream, sp_free, sp_model_load
+ * (f32 and bf16 from a safetensors file), sp_model_infer, sp_model_forward, sp_batcher_create or
+ * sp_batcher_infer either returns the status that failure documents (the slot's, see
+ * TU_FAULT_SLOTS; host memory: SP_ERR_HOST_MEMORY) with a non-empty message, or is absorbed with a correct result; the same
  * call made again without injection succeeds; and when the script is done, nothing is left
  * behind: every backend object the wrapper saw created was destroyed, every host block allocated
  * through the hook was freed (and ASan's leak check at exit agrees, under make asan).
@@ -14,13 +15,16 @@
  * Nth call of that slot to fail, run the whole script; the first step that fails must fail as
  * above, then it is retried disarmed and must succeed, and the script goes on. The loop for a slot
  * ends with the first run in which no injected failure was hit (the script makes fewer than N+1
- * calls). The teardown (sp_batcher_destroy, sp_model_free, sp_free, sp_device_close) runs armed
- * too: it returns nothing, so a failure there must only leave nothing behind. Both modes run:
- * one-shot (only call N fails) and persistent (call N and every later one fails until the step
- * has returned and is retried disarmed). Outputs of infer/forward/batcher are checked against
- * the model's double-precision reference, so an absorbed failure cannot hide a wrong answer.
+ * calls). The script must call every status slot the host table has at least once (a slot it
+ * never calls fails the test: extend the script when a slot is added). The teardown (sp_batcher_destroy, sp_model_free, sp_free,
+ * sp_device_close) runs armed too: it returns nothing, so a failure there must only leave nothing
+ * behind. Both modes run: one-shot (only call N fails) and persistent (call N and every later one
+ * fails until the step has returned and is retried disarmed). Outputs of infer/forward/batcher,
+ * events and the peer copy are checked, so an absorbed failure cannot hide a wrong answer.
  */
 #include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -38,17 +42,88 @@ static char path[64];
 static float x[ROWS * IN];
 
 typedef struct script {
-  sp_device *dev;
+  sp_device *dev, *dev2; /* host devices 0 and 1 */
   void *p;
   sp_model *m32, *m16;
   sp_batcher *b;
 } script;
+
+static char wrong[256]; /* a wrong answer seen by a step that returned SP_OK */
 
 /* ---- the steps: each leaves *c as it was when it fails ------------------------------------ */
 
 static sp_status step_open(script *c) {
   sp_device_config cfg = {.backend = "host", .streams = 4, .stream_mode = SP_STREAMS_ROUND_ROBIN};
   return sp_device_open(&cfg, &c->dev);
+}
+
+static sp_status step_open2(script *c) {
+  sp_device_config cfg = {.backend = "host", .index = 1, .streams = 2};
+  return sp_device_open(&cfg, &c->dev2);
+}
+
+static void count_fn(void *arg) { atomic_fetch_add((atomic_int *)arg, 1); }
+
+/* Timing events around a host function, a cross-stream wait, sync and elapsed time. */
+static sp_status step_events(script *c) {
+  sp_stream *s = sp_stream_default(c->dev), *o = NULL;
+  sp_event a = {0}, b = {0};
+  atomic_int ran = 0;
+  float ms = -1;
+  sp_status st = sp_stream_current(c->dev, &o);
+  if (st == SP_OK) st = sp_event_acquire(c->dev, SP_EVENT_TIMING, &a);
+  if (st == SP_OK) st = sp_event_acquire(c->dev, SP_EVENT_TIMING, &b);
+  if (st == SP_OK) st = sp_event_record(a, s);
+  if (st == SP_OK) st = sp_launch_host_func(s, count_fn, &ran);
+  if (st == SP_OK) st = sp_event_record(b, s);
+  if (st == SP_OK) st = sp_stream_wait_event(o, b);
+  if (st == SP_OK) st = sp_event_sync(c->dev, b);
+  if (st == SP_OK) st = sp_event_elapsed_ms(c->dev, a, b, &ms);
+  if (st == SP_OK && (atomic_load(&ran) != 1 || !(ms >= 0)))
+    snprintf(wrong, sizeof(wrong), "events: host function ran %d times, elapsed %g ms",
+             atomic_load(&ran), (double)ms);
+  char msg[512];
+  snprintf(msg, sizeof(msg), "%s", sp_last_error());
+  if (st != SP_OK) { /* count_fn's &ran must not outlive this frame (on success b covers it) */
+    (void)sp_stream_sync(s);
+    if (o) (void)sp_stream_sync(o);
+  }
+  if (a.id) (void)sp_event_release(c->dev, a);
+  if (b.id) (void)sp_event_release(c->dev, b);
+  if (st != SP_OK) (void)sp__fail(st, "%s", msg);
+  return st;
+}
+
+/* A device-to-device copy between the two host devices (the backend's memcpy_peer_async). */
+static sp_status step_peer(script *c) {
+  enum { N = 8192 };
+  sp_stream *s = sp_stream_default(c->dev), *s2 = sp_stream_default(c->dev2);
+  void *src = NULL, *dst = NULL;
+  unsigned char back[N];
+  memset(back, 0, sizeof(back));
+  sp_status st = sp_alloc(c->dev2, N, s2, &src);
+  if (st == SP_OK) st = sp_memset_async(s2, src, 0x6b, N);
+  if (st == SP_OK) st = sp_stream_sync(s2);
+  if (st == SP_OK) st = sp_alloc(c->dev, N, s, &dst);
+  if (st == SP_OK) st = sp_memcpy_peer_async(s, dst, c->dev2, src, N);
+  if (st == SP_OK) st = sp_memcpy_async(s, back, dst, N);
+  if (st == SP_OK) st = sp_stream_sync(s);
+  if (st == SP_OK && back[0] != 0x6b && back[N - 1] != 0x6b)
+    snprintf(wrong, sizeof(wrong), "peer copy: got 0x%02x 0x%02x, want 0x6b", back[0],
+             back[N - 1]);
+  char msg[512];
+  snprintf(msg, sizeof(msg), "%s", sp_last_error());
+  if (st != SP_OK) { /* back[] must not be written after this frame (on success s is synced) */
+    (void)sp_stream_sync(s);
+    (void)sp_stream_sync(s2);
+  }
+  sp_status fst = sp_free(c->dev2, src);
+  if (fst == SP_OK) fst = sp_free(c->dev, dst);
+  if (st != SP_OK) {
+    (void)sp__fail(st, "%s", msg);
+    return st;
+  }
+  return fst;
 }
 
 static sp_status step_alloc(script *c) {
@@ -90,8 +165,6 @@ static const char *check_out(const float *y, double tol) {
   }
   return msg;
 }
-
-static char wrong[256]; /* a wrong answer seen by a step that returned SP_OK */
 
 static sp_status step_infer(script *c) {
   float y[ROWS * OUT];
@@ -160,6 +233,9 @@ typedef struct step {
 
 static const step steps[] = {
     {"sp_device_open", step_open},
+    {"sp_device_open (host device 1)", step_open2},
+    {"events + host function", step_events},
+    {"sp_memcpy_peer_async", step_peer},
     {"sp_alloc", step_alloc},
     {"memset + sp_record_stream", step_use_and_record},
     {"sp_free", step_free},
@@ -177,6 +253,7 @@ static void script_close(script *c) {
   sp_model_free(c->m16);
   sp_model_free(c->m32);
   if (c->p) (void)sp_free(c->dev, c->p);
+  sp_device_close(c->dev2);
   sp_device_close(c->dev);
 }
 
@@ -261,7 +338,8 @@ static void countdown(const fault *f, int persist) {
   unsigned long n = 0;
   for (; n < RUNS_MAX; n++)
     if (run_once(f, n, persist, &t) == 0) break;
-  if (n == RUNS_MAX) fail_msg("%s: still hitting injected failures after %d runs", f->what, n);
+  if (n == RUNS_MAX) fail_msg("%s: still hitting injected failures after %lu runs", f->what, n);
+  if (n == 0) fail_msg("%s: the script never calls it, so no failure of it is tested", f->what);
   print_message("%-19s %-10s %4lu calls: %4lu returned the error, %4lu absorbed, %4lu in close\n",
                 f->what, persist ? "persistent" : "one-shot", n, t.returned, t.absorbed,
                 t.in_close);
@@ -321,6 +399,7 @@ static void test_persistent(void **state) {
 }
 
 int main(void) {
+  setenv("STREAMPOOL_HOST_DEVICES", "2", 1);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_one_shot),
       cmocka_unit_test(test_persistent),
