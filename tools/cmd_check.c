@@ -8,9 +8,12 @@
  * bf16) the command exits 1. It prints one line, or one JSON document with --json. Exit status:
  * 0 within tolerance, 1 above it or a failure (message on stderr), 2 bad usage.
  */
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
@@ -37,10 +40,24 @@ static void check_usage(FILE *f) {
              "  --json: one JSON document on stdout instead of the line.\n");
 }
 
-/* Reads a whole float32 file; *n floats. */
+/* Reads a whole float32 file; *n floats. NULL with a message on stderr when path is not a regular
+ * file (opened without blocking, so a FIFO with no writer does not hang; checked on the fd). */
 static float *check_read(const char *path, size_t *n) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
+  int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return NULL;
+  struct stat sb;
+  memset(&sb, 0, sizeof(sb));
+  if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+    fprintf(stderr, "streampool check: %s %s\n", path,
+            S_ISDIR(sb.st_mode) ? "is a directory" : "is not a regular file");
+    close(fd);
+    return NULL;
+  }
+  FILE *f = fdopen(fd, "rb");
+  if (!f) {
+    close(fd);
+    return NULL;
+  }
   float *buf = NULL;
   if (fseek(f, 0, SEEK_END) == 0) {
     long size = ftell(f);

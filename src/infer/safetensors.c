@@ -9,11 +9,16 @@
  */
 #include "infer/safetensors.h"
 
+#include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
@@ -193,6 +198,46 @@ static sp_status st_header(const unsigned char *b, size_t len, const char *origi
   return SP_OK;
 }
 
+/* After a successful parse of header[0, len) whose value ended at `end`: only spaces (the
+ * format's padding) and JSON whitespace may follow. */
+static sp_status st_check_trailing(const char *h, size_t len, const char *end, const char *origin) {
+  for (const char *p = end; p < h + len; p++)
+    if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r')
+      return sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: header has %zu bytes after the "
+                      "JSON object (at byte %zu: '%c')", origin, (size_t)(h + len - p),
+                      (size_t)(p - h), *p);
+  return SP_OK;
+}
+
+/* Every number of the (valid JSON) header h[0, len) is written as an integer: cJSON reads "5.0"
+ * and "5e0" as the same double as "5", but the format has only integer shapes and offsets (and
+ * string metadata). */
+static sp_status st_check_integers(const char *h, size_t len, const char *origin) {
+  bool in_string = false;
+  for (size_t i = 0; i < len; i++) {
+    char c = h[i];
+    if (in_string) {
+      if (c == '\\') i++;
+      else if (c == '"') in_string = false;
+      continue;
+    }
+    if (c == '"') in_string = true;
+    if (c != '-' && !isdigit((unsigned char)c)) continue;
+    size_t j = i;
+    bool integer = true;
+    while (j < len && strchr("+-0123456789.eE", h[j]) && h[j]) {
+      if (h[j] == '.' || h[j] == 'e' || h[j] == 'E') integer = false;
+      j++;
+    }
+    if (!integer)
+      return sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: header number '%.*s' (at byte "
+                      "%zu) is not written as an integer", origin, (int)(j - i > 32 ? 32 : j - i),
+                      h + i, i);
+    i = j - 1;
+  }
+  return SP_OK;
+}
+
 static sp_status st_fill(sp__safetensors *s, const cJSON *root, const char *origin,
                          const unsigned char *data, size_t data_len, st_span *spans) {
   size_t i = 0;
@@ -220,10 +265,13 @@ sp_status sp__safetensors_parse(const void *buf, size_t len, const char *origin,
   if (!buf && len) return sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: NULL buffer", origin);
   sp_status st = st_header(b, len, origin, &header_len);
   if (st != SP_OK) return st;
-  cJSON *root = cJSON_ParseWithLength((const char *)b + 8, header_len);
+  const char *h = (const char *)b + 8, *end = NULL;
+  cJSON *root = cJSON_ParseWithLengthOpts(h, header_len, &end, 0);
   if (!root)
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: header is not valid JSON (%zu "
                     "bytes)", origin, header_len);
+  st = st_check_trailing(h, header_len, end, origin);
+  if (st != SP_OK) goto free_json;
   if (!cJSON_IsObject(root)) {
     st = sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: header is not a JSON object", origin);
     goto free_json;
@@ -240,6 +288,7 @@ sp_status sp__safetensors_parse(const void *buf, size_t len, const char *origin,
   }
   s->n_tensors = n;
   st = st_fill(s, root, origin, b + 8 + header_len, len - 8 - header_len, spans);
+  if (st == SP_OK) st = st_check_integers(h, header_len, origin);
   if (st != SP_OK) goto free_table;
   sp__free(spans);
   cJSON_Delete(root);
@@ -253,32 +302,58 @@ free_json:
   return st;
 }
 
-static sp_status st_read_file(const char *path, unsigned char **buf, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  if (!f)
+/* Opens path for reading without blocking (a FIFO with no writer would block a plain open) and
+ * checks on the opened descriptor (no window between check and use) that it is a regular file. */
+static sp_status st_open_regular(const char *path, int *fd_out, size_t *len) {
+  int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0)
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: cannot open: %s", path,
                     strerror(errno));
+  struct stat sb;
   sp_status st = SP_OK;
-  long size = -1;
-  if (fseek(f, 0, SEEK_END) == 0) size = ftell(f);
-  if (size < 0 || fseek(f, 0, SEEK_SET) != 0) {
-    st = sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: cannot size the file: %s", path,
+  if (fstat(fd, &sb) != 0)
+    st = sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: cannot stat: %s", path,
                   strerror(errno));
-    goto close_file;
+  else if (S_ISDIR(sb.st_mode))
+    st = sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: is a directory", path);
+  else if (!S_ISREG(sb.st_mode))
+    st = sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: is not a regular file", path);
+  else if ((uint64_t)sb.st_size >= SIZE_MAX)
+    st = sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: %lld bytes is too large", path,
+                  (long long)sb.st_size);
+  if (st != SP_OK) {
+    close(fd);
+    return st;
   }
-  *buf = sp__malloc((size_t)size + 1);
+  *fd_out = fd;
+  *len = (size_t)sb.st_size;
+  return SP_OK;
+}
+
+static sp_status st_read_file(const char *path, unsigned char **buf, size_t *len) {
+  int fd = -1;
+  size_t size = 0, got = 0;
+  sp_status st = st_open_regular(path, &fd, &size);
+  if (st != SP_OK) return st;
+  *buf = sp__malloc(size + 1);
   if (!*buf) {
-    st = sp__fail(SP_ERR_HOST_MEMORY, "safetensors %s: no host memory for %ld bytes", path, size);
+    st = sp__fail(SP_ERR_HOST_MEMORY, "safetensors %s: no host memory for %zu bytes", path, size);
     goto close_file;
   }
-  if (fread(*buf, 1, (size_t)size, f) != (size_t)size) {
-    st = sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: short read", path);
-    sp__free(*buf);
-    goto close_file;
+  while (got < size) {
+    ssize_t r = read(fd, *buf + got, size - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) {
+      st = sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: short read (%zu of %zu bytes)%s%s",
+                    path, got, size, r < 0 ? ": " : "", r < 0 ? strerror(errno) : "");
+      sp__free(*buf);
+      goto close_file;
+    }
+    got += (size_t)r;
   }
-  *len = (size_t)size;
+  *len = size;
 close_file:
-  fclose(f);
+  close(fd);
   return st;
 }
 
