@@ -20,7 +20,7 @@ typedef struct load_layer {
   const char *prefix;      /* into a tensor name; not NUL-terminated at prefix_len */
   size_t prefix_len;
   uint64_t key;            /* the last run of digits in the prefix */
-  int has_key;             /* the prefix has digits (a lone layer needs none) */
+  int has_key;             /* 1: the prefix has digits (a lone layer needs none); 0: none */
   const sp__st_tensor *w, *b;
 } load_layer;
 
@@ -35,14 +35,15 @@ static int load_layer_cmp(const void *a, const void *b) {
   return x->key < y->key ? -1 : (x->key > y->key ? 1 : 0);
 }
 
-/* The value of the last run of digits in p[0, len); 0 digits -> returns 0. */
+/* The value of the last run of digits in p[0, len): 1; no digits: 0; a signed run ("-1", "+2":
+ * a number that does not order the way it reads) or one of more than 18 digits: -1. */
 static int load_prefix_key(const char *p, size_t len, uint64_t *key) {
   size_t end = len;
   while (end > 0 && !isdigit((unsigned char)p[end - 1])) end--;
   if (end == 0) return 0;
   size_t begin = end;
   while (begin > 0 && isdigit((unsigned char)p[begin - 1])) begin--;
-  if (end - begin > 18) return 0;
+  if (end - begin > 18 || (begin > 0 && (p[begin - 1] == '-' || p[begin - 1] == '+'))) return -1;
   uint64_t v = 0;
   for (size_t i = begin; i < end; i++) v = v * 10 + (uint64_t)(p[i] - '0');
   *key = v;
@@ -69,6 +70,10 @@ static sp_status load_add_tensor(load_ctx *c, const sp__st_tensor *t) {
     l = &c->layers[c->n_layers++];
     *l = (load_layer){.prefix = t->name, .prefix_len = plen};
     l->has_key = load_prefix_key(t->name, plen, &l->key);
+    if (l->has_key < 0)
+      return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_model_load: %s: layer prefix '%.*s': its "
+                      "number is signed or longer than 18 digits, so it cannot order the layers",
+                      c->path, (int)plen, t->name);
   }
   if (is_w) l->w = t;
   else l->b = t;

@@ -1,7 +1,8 @@
 /* Goal: sp_model_load accepts well-formed safetensors state dicts (F32 and BF16 tensors, metadata,
  * unaligned data, layers named "0","2" or "fc1","fc2","fc10") and computes what they describe,
  * and rejects each named kind of malformed file with SP_ERR_INVALID_ARGUMENT and a message naming
- * the problem.
+ * the problem (issue 14: signed layer numbers, bytes after the header object, numbers written as
+ * floats, directories and FIFOs).
  * Method: the test writes every file itself (tests/common/tu_safetensors.h), loads it on the host
  * backend, and compares sp_model_infer outputs with a double-precision forward of the same
  * weights; each broken case states the substring its message must contain.
@@ -9,6 +10,7 @@
 #include <math.h>
 #include <stdbool.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "testutil.h"
@@ -247,6 +249,19 @@ static const bad_case bad_cases[] = {
      "'first.bias':{'dtype':'F32','shape':[3],'data_offsets':[48,60]},'last.weight':{'dtype':"
      "'F32','shape':[3,3],'data_offsets':[60,96]},'last.bias':{'dtype':'F32','shape':[3],"
      "'data_offsets':[96,108]}}", UINT64_MAX, 108, "no number"},
+    /* issue 14 W2: "-1" must not sort as 1 (it would run before "0" here only by chance). */
+    {"signed_layer_number", "{" L01 "," B01 ",'-1.weight':{'dtype':'F32','shape':[3,3],"
+     "'data_offsets':[60,96]},'-1.bias':{'dtype':'F32','shape':[3],'data_offsets':[96,108]}}",
+     UINT64_MAX, 108, "'-1': its number is signed"},
+    /* issue 14 W3: nothing but padding after the header object; integers written as integers. */
+    {"trailing_garbage", "{" L01 "," B01 "}xx", UINT64_MAX, 60, "2 bytes after the JSON object"},
+    {"trailing_object", "{" L01 "," B01 "} {}", UINT64_MAX, 60, "after the JSON object"},
+    {"shape_float", "{'0.weight':{'dtype':'F32','shape':[3.0,4],'data_offsets':[0,48]}," B01 "}",
+     UINT64_MAX, 60, "'3.0'"},
+    {"shape_exponent", "{'0.weight':{'dtype':'F32','shape':[3,4e0],'data_offsets':[0,48]}," B01
+     "}", UINT64_MAX, 60, "'4e0' (at byte"},
+    {"offsets_float", "{" L01 ",'0.bias':{'dtype':'F32','shape':[3],'data_offsets':[48,6.0E1]}}",
+     UINT64_MAX, 60, "'6.0E1'"},
 };
 
 static void check_bad(const char *name, const char *path, const char *expect) {
@@ -284,6 +299,20 @@ static void test_malformed(void **state) {
   check_bad("missing_file", path, "cannot open");
 }
 
+/* Issue 14 H4/U1: a directory and a FIFO with no writer are refused at once (a FIFO open used to
+ * block forever: the alarm turns a hang into a failure within 20 s). */
+static void test_not_regular_file(void **state) {
+  (void)state;
+  alarm(20);
+  check_bad("directory", tmpdir, "is a directory");
+  char path[128];
+  snprintf(path, sizeof(path), "%s/fifo.safetensors", tmpdir);
+  assert_int_equal(mkfifo(path, 0600), 0);
+  check_bad("fifo", path, "is not a regular file");
+  check_bad("dev_null", "/dev/null", "is not a regular file");
+  alarm(0);
+}
+
 static void test_bad_arguments(void **state) {
   (void)state;
   sp_model *m = NULL;
@@ -299,6 +328,7 @@ int main(void) {
       cmocka_unit_test(test_sequential_f32),   cmocka_unit_test(test_bf16_numeric_order),
       cmocka_unit_test(test_single_unnumbered_layer), cmocka_unit_test(test_unaligned_data),
       cmocka_unit_test(test_malformed),        cmocka_unit_test(test_bad_arguments),
+      cmocka_unit_test(test_not_regular_file),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
