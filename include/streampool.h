@@ -299,7 +299,10 @@ sp_status sp_event_stream(sp_device *dev, sp_event ev, sp_stream **out);
 /* Allocates bytes (> 0) of device memory for use on s (NULL: this thread's current stream). The
  * block may be used on s at once. SP_ERR_LIMIT past memory_limit; SP_ERR_OUT_OF_MEMORY when the
  * device is full even after releasing the cache, with requested/allocated/reserved/limit in the
- * message. Any thread. */
+ * message. Under memory_limit a segment has its size class's size (2 MiB, 20 MiB, or the request
+ * rounded up to 2 MiB) only while that fits under the limit, else exactly the request's size: so a
+ * request whose size rounded to 512 fits in what the limit leaves gets memory (on a device with
+ * nothing allocated: any request up to the limit). Any thread. */
 sp_status sp_alloc(sp_device *dev, size_t bytes, sp_stream *s, void **out);
 
 /* Frees p (NULL: no-op) in stream order: it may be reused by later work on its stream at once,

@@ -293,11 +293,15 @@ static sp_status alloc_flush_retry(sp__allocator *a, unsigned s, size_t bytes, s
   sp__spin_lock(&a->seglist_mu);
   size_t reserved = a->reserved;
   sp__spin_unlock(&a->seglist_mu);
+  size_t room = a->limit > reserved ? a->limit - reserved : 0;
   return sp__fail(why,
-                  "sp_alloc: %s: requested %zu bytes (rounded %zu) on stream %u; allocated %zu, "
-                  "reserved %zu, limit %zu (0: none), device total %zu",
+                  "sp_alloc: %s: requested %zu bytes (rounded to 512: %zu) on stream %u; no cached "
+                  "block fits and a new segment of at least %zu does not%s; allocated %zu, "
+                  "reserved %zu, limit %zu (0: none; %zu left under it), device total %zu",
                   why == SP_ERR_LIMIT ? "memory limit reached" : "out of device memory", bytes,
-                  rounded, s, alloc_live_total(a), reserved, a->limit, a->device_total);
+                  rounded, s, rounded,
+                  why == SP_ERR_LIMIT ? " fit under the limit" : " come from the device",
+                  alloc_live_total(a), reserved, a->limit, a->limit ? room : 0, a->device_total);
 }
 
 static sp_status alloc_slow(sp__allocator *a, unsigned s, size_t bytes, size_t rounded,
@@ -321,8 +325,8 @@ static sp_status alloc_check(sp__allocator *a, size_t bytes, void **out, size_t 
                     "sp_alloc: requested %zu bytes, more than the device's total %zu", bytes,
                     a->device_total);
   if (a->limit && *rounded > a->limit)
-    return sp__fail(SP_ERR_LIMIT, "sp_alloc: requested %zu bytes, more than the memory limit %zu",
-                    bytes, a->limit);
+    return sp__fail(SP_ERR_LIMIT, "sp_alloc: requested %zu bytes (rounded to 512: %zu), more "
+                    "than the memory limit %zu", bytes, *rounded, a->limit);
   return SP_OK;
 }
 

@@ -1,7 +1,8 @@
 /* Segments: getting memory from the backend and giving unused segments back.
  *
- * Owns the segment list, reserved bytes and the memory limit. Invariants: reserved is the sum of
- * linked segments' bytes; reserved + reserving never passes the limit (reserving covers the
+ * Owns the segment list, reserved bytes and the memory limit. A segment has its size class's size
+ * (size_class.h), or when that would pass the memory limit, the request's own size (so a request
+ * that fits under the limit is never refused for the size class's rounding alone). Invariants: reserved is the sum of linked segments' bytes; reserved + reserving never passes the limit (reserving covers the
  * mem_alloc calls under way, so concurrent growth cannot overshoot it); a segment is released only
  * when all its blocks are CACHED with stamps showing their streams finished with them. Locking:
  * the segment list lock (3.3) guards the list and counters; releasing takes every stream cache
@@ -11,17 +12,26 @@
 
 #include "core/status.h"
 
-/* Reserves seg_bytes under the limit, or fails with SP_ERR_LIMIT naming the numbers. */
-static sp_status segment_reserve(sp__allocator *a, size_t seg_bytes, size_t bytes) {
+/* Reserves a segment for a rounded request of `bytes` under the limit: the size class's segment
+ * (sp__size_segment), or when that would pass the limit, one of exactly `bytes` (so any request
+ * that fits in what is left gets a segment, and the rest stays free for the next request of either
+ * pool; such a segment is wholly unused again as soon as its block is freed). *seg_bytes: the size
+ * reserved. SP_ERR_LIMIT naming the numbers when not even `bytes` fits. */
+static sp_status segment_reserve(sp__allocator *a, size_t bytes, size_t *seg_bytes) {
+  size_t want = sp__size_segment(bytes), got = want;
   sp__spin_lock(&a->seglist_mu);
   size_t held = a->reserved + a->reserving;
-  bool over = a->limit && (seg_bytes > a->limit || held > a->limit - seg_bytes);
-  if (!over) a->reserving += seg_bytes;
+  size_t room = !a->limit ? SIZE_MAX : (held < a->limit ? a->limit - held : 0);
+  if (want > room) got = bytes;
+  bool over = got > room;
+  if (!over) a->reserving += got;
   sp__spin_unlock(&a->seglist_mu);
   if (over)
     return sp__fail(SP_ERR_LIMIT,
-                    "sp_alloc: %zu bytes (segment %zu) would pass the memory limit %zu "
-                    "(reserved %zu)", bytes, seg_bytes, a->limit, held);
+                    "sp_alloc: %zu bytes (rounded to 512) do not fit under the memory limit %zu: "
+                    "reserved %zu leaves %zu (the size class's segment is %zu)",
+                    bytes, a->limit, held, room, want);
+  *seg_bytes = got;
   return SP_OK;
 }
 
@@ -57,8 +67,8 @@ static void segment_unlink(sp__allocator *a, sp__segment *seg) {
 
 sp_status sp__segment_create(sp__allocator *a, unsigned s, size_t bytes, sp__block **out) {
   sp_device *dev = a->dev;
-  size_t seg_bytes = sp__size_segment(bytes);
-  sp_status st = segment_reserve(a, seg_bytes, bytes);
+  size_t seg_bytes = 0;
+  sp_status st = segment_reserve(a, bytes, &seg_bytes);
   if (st != SP_OK) return st;
   sp__segment *seg = sp__aligned_calloc(1, sizeof(*seg));
   sp__block *blk = sp__aligned_calloc(1, sizeof(*blk));
