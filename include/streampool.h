@@ -53,7 +53,8 @@ const char *sp_version(void);
   X(SP_ERR_UNSUPPORTED, -8, "unsupported")                                                        \
   X(SP_ERR_BACKEND, -9, "backend error")                                                          \
   X(SP_ERR_FORKED, -10, "used after fork")                                                        \
-  X(SP_ERR_HOST_MEMORY, -11, "out of host memory")
+  X(SP_ERR_HOST_MEMORY, -11, "out of host memory")                                                \
+  X(SP_ERR_BUSY, -12, "still in use")
 
 typedef enum sp_status {
 #define SP__STATUS_ENUM(name, value, text) name = value,
@@ -158,10 +159,12 @@ typedef struct sp_device_config { /* all-zero means defaults */
 sp_status sp_device_open(const sp_device_config *cfg, sp_device **out);
 
 /* Waits for all streams, frees every block, event and stream, and closes the device. Blocks and
- * events of dev become invalid; other threads must have stopped using dev. NULL is a no-op. In a
- * child process after fork() it only forgets the handle (the parent's resources are not the
- * child's to free). Externally synchronized. */
-void sp_device_close(sp_device *dev);
+ * events of dev become invalid; other threads must have stopped using dev. While a model or
+ * batcher of dev is alive (not yet sp_model_free / sp_batcher_destroy) it refuses: SP_ERR_BUSY,
+ * the message counting them, and dev stays open and usable (free them, then close again). NULL
+ * is a no-op (SP_OK). In a child process after fork() it only forgets the handle (the parent's
+ * resources are not the child's to free) and returns SP_OK. Externally synchronized. */
+sp_status sp_device_close(sp_device *dev);
 
 /* Waits until every stream of dev is idle. Holds no lock while waiting. Any thread. */
 sp_status sp_device_sync(sp_device *dev);

@@ -3,7 +3,8 @@
  * Owns struct sp_device's lifetime. sp_device_open builds a device in a fixed order (config and
  * environment, backend, slot pool, event pool, backend device, allocator last) and undoes exactly
  * what it built on failure; sp_device_close tears down in the reverse order after syncing every
- * stream (the allocator first). Device ids come from a process-wide counter and are never reused,
+ * stream (the allocator first), and refuses (SP_ERR_BUSY) while dev->models or dev->batchers, counted
+ * by src/infer, is not 0. Device ids come from a process-wide counter and are never reused,
  * so per-thread bindings keyed by id never match a later device at a recycled address.
  *
  * Registry: a mutex-protected list of live devices, so that thread-exit destructors
@@ -178,9 +179,14 @@ free_dev:
   return st;
 }
 
-void sp_device_close(sp_device *dev) {
-  if (!dev) return;
-  if (dev->fork_epoch != atomic_load_explicit(&sp__fork_epoch, memory_order_relaxed)) return;
+sp_status sp_device_close(sp_device *dev) {
+  if (!dev) return SP_OK;
+  if (dev->fork_epoch != atomic_load_explicit(&sp__fork_epoch, memory_order_relaxed)) return SP_OK;
+  unsigned models = atomic_load(&dev->models), batchers = atomic_load(&dev->batchers);
+  if (models || batchers)
+    return sp__fail(SP_ERR_BUSY, "sp_device_close: %u model(s) and %u batcher(s) of this device "
+                    "are still alive; destroy the batchers and free the models first (the device "
+                    "stays open)", models, batchers);
   sp__registry_remove(dev);
   sp__bindings_forget(dev);
   (void)sp__device_sync_all(dev);
@@ -195,6 +201,7 @@ void sp_device_close(sp_device *dev) {
   sp__slot_pool_destroy(dev);
   pthread_mutex_destroy(&dev->stream_create_mu);
   sp__free(dev);
+  return SP_OK;
 }
 
 sp_status sp__device_sync_all(sp_device *dev) {

@@ -46,6 +46,7 @@ struct sp_device {
   sp__allocator *alloc;             /* src/alloc                                           */
   char name[128];                   /* backend's device name, cached at open               */
   sp_device *registry_next;         /* live-device registry link (sp__registry_mu)         */
+  atomic_uint models, batchers;     /* alive in src/infer; sp_device_close refuses while > 0 */
 };
 
 /* Incremented in every forked child (pthread_atfork). */

@@ -89,6 +89,7 @@ typedef struct batch_worker {
 
 struct sp_batcher {
   sp_model *m;
+  sp_device *dev;              /* m->dev, kept for destroy (counts dev->batchers)  */
   unsigned max_batch, max_delay_us, n_workers, in_f, out_f;
   bool pad;                    /* passes run at padded sizes (backend has graphs)   */
   unsigned long long spin_ns;  /* callers poll this long before sleeping            */
@@ -543,6 +544,8 @@ sp_status sp_batcher_create(sp_model *m, const sp_batcher_config *cfg, sp_batche
     batch_free(b);
     return st;
   }
+  b->dev = m->dev;
+  atomic_fetch_add(&b->dev->batchers, 1); /* undone by sp_batcher_destroy */
   *out = b;
   return SP_OK;
 }
@@ -577,9 +580,11 @@ static void batch_wait_callers(sp_batcher *b) {
 
 void sp_batcher_destroy(sp_batcher *b) {
   if (!b) return;
+  sp_device *dev = b->dev;
   batch_stop(b);
   batch_wait_callers(b);
   batch_free(b);
+  atomic_fetch_sub(&dev->batchers, 1);
 }
 
 sp_status sp_batcher_stats_get(sp_batcher *b, sp_batcher_stats *out) {

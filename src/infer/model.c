@@ -129,6 +129,7 @@ sp_status sp__model_build(sp_device *dev, const unsigned *dims, unsigned n_layer
   size_t staging_bytes = 0;
   st = model_new(dev, dims, n_layers, dt, fn, &staging_bytes, &m);
   if (st != SP_OK) return st;
+  atomic_fetch_add(&dev->models, 1); /* undone by sp_model_free, on every path */
   unsigned char *staging = sp__malloc(staging_bytes);
   if (!staging) {
     st = sp__fail(SP_ERR_HOST_MEMORY, "%s: no host memory for %zu bytes of staging", fn,
@@ -193,6 +194,7 @@ void sp_model_free(sp_model *m) {
   sp__plan_table_destroy(m, m->plans); /* first: its graphs use the weights */
   model_free_weights(m);
   sp__free(m->layers);
+  atomic_fetch_sub(&m->dev->models, 1);
   sp__free(m);
 }
 
