@@ -6,6 +6,11 @@
  *   record+query   sp_event_record on the thread's stream + sp_event_query (host device)
  *   slot acq+rel   exclusive mode: sp_stream_release_current + sp_stream_current, every thread
  *                  churning its slot through the shared lock-free free list
+ *   memset start   sp_memset_async of 64 B at the start of a 4 KiB block on the thread's stream
+ *   memset inside  the same at an offset of 1 KiB into the block (the range check's slower path)
+ *   copy h2d       sp_memcpy_async of 64 B from host memory to the block's start
+ *                  (these three sync the stream every 1024 calls; they measure the enqueue path,
+ *                  range checks included, and the host worker draining it concurrently)
  * Usage: streams [--scale F]  (F multiplies the iteration counts; default 1).
  */
 #include <pthread.h>
@@ -17,10 +22,14 @@
 
 #include "streampool.h"
 
-typedef enum bench_op { OP_CURRENT, OP_EVENT, OP_RECORD, OP_SLOT, OP_COUNT } bench_op;
+typedef enum bench_op {
+  OP_CURRENT, OP_EVENT, OP_RECORD, OP_SLOT, OP_MEMSET, OP_MEMSET_IN, OP_COPY, OP_COUNT
+} bench_op;
 static const char *const bench_names[OP_COUNT] = {"current", "event acq+rel", "record+query",
-                                                  "slot acq+rel"};
-static const unsigned long bench_iters[OP_COUNT] = {20000000, 2000000, 100000, 2000000};
+                                                  "slot acq+rel", "memset start", "memset inside",
+                                                  "copy h2d"};
+static const unsigned long bench_iters[OP_COUNT] = {20000000, 2000000, 100000, 2000000,
+                                                    300000, 300000, 300000};
 
 typedef struct bench_arg { /* one cache line each: threads write their own only */
   _Alignas(64) sp_device *dev;
@@ -74,6 +83,24 @@ static void loop(bench_arg *arg, sp_stream *s) {
         bad += sp_stream_current(dev, &out) != SP_OK;
       }
       break;
+    case OP_MEMSET:
+    case OP_MEMSET_IN:
+    case OP_COPY: {
+      char *blk = NULL, host[64] = {0};
+      if (sp_alloc(dev, 4096, s, (void **)&blk) != SP_OK) {
+        arg->bad = iters;
+        return;
+      }
+      char *at = arg->op == OP_MEMSET_IN ? blk + 1024 : blk;
+      for (unsigned long i = 0; i < iters; i++) {
+        bad += (arg->op == OP_COPY ? sp_memcpy_async(s, at, host, 64)
+                                   : sp_memset_async(s, at, (int)i, 64)) != SP_OK;
+        if ((i & 1023) == 1023) bad += sp_stream_sync(s) != SP_OK;
+      }
+      bad += sp_stream_sync(s) != SP_OK;
+      bad += sp_free(dev, blk) != SP_OK;
+      break;
+    }
     default:
       break;
   }
