@@ -230,10 +230,24 @@ sp_status sp_stream_wait_event(sp_stream *s, sp_event ev);
  * must not call into the library for the same stream. Any thread. */
 sp_status sp_launch_host_func(sp_stream *s, void (*fn)(void *), void *arg);
 
-/* Stream-ordered copy of bytes from src to dst, any direction (host or device memory of s's
- * device). Host memory must stay valid until the copy has run. Any thread. */
+/* Device ranges (sp_memcpy_async, sp_memset_async, sp_model_forward). "Device memory of a device"
+ * is memory sp_alloc returned on it and not yet freed; a range [p, p + bytes) that touches any
+ * memory the device's allocator holds must lie inside one such block (interior pointers are fine;
+ * the bound is the block's size rounded to 512 B). A range touching none of it is host memory
+ * (on the host backend device memory is host memory too: the allocator's map, not the address,
+ * decides). A range that runs past a block's end, into a freed or cached block, from host memory
+ * into device memory, or wraps around is SP_ERR_INVALID_ARGUMENT, naming the block, and nothing
+ * is enqueued. Another device's memory counts as host memory here (sp_memcpy_peer_async copies
+ * between devices). The check takes no lock for host memory, one pointer-map shard lock at a
+ * block's start, and one segment lock inside a block. */
+
+/* Stream-ordered copy of bytes from src to dst: host to device, device to host or device to
+ * device, where "device" is device memory of s's device (above). At least one side must be device
+ * memory (a host-to-host copy is SP_ERR_INVALID_ARGUMENT). Host memory must stay valid until the
+ * copy has run. Any thread. */
 sp_status sp_memcpy_async(sp_stream *s, void *dst, const void *src, size_t bytes);
-/* Stream-ordered fill of bytes at dst with (unsigned char)value. Any thread. */
+/* Stream-ordered fill of bytes at dst, device memory of s's device (above), with
+ * (unsigned char)value. Any thread. */
 sp_status sp_memset_async(sp_stream *s, void *dst, int value, size_t bytes);
 
 /* ---------------------------------------------------------------------------------------------
@@ -391,8 +405,10 @@ unsigned sp_model_out_features(const sp_model *m);
 sp_dtype sp_model_dtype(const sp_model *m);
 sp_device *sp_model_device(const sp_model *m);
 
-/* Device-side, stream-ordered: in and out are device pointers holding batch rows of f32;
- * activations come from the allocator on s and are freed in stream order. Any thread. */
+/* Device-side, stream-ordered: in and out are device memory of m's device (see "Device ranges"),
+ * batch rows of f32 each (in_features and out_features floats a row), else
+ * SP_ERR_INVALID_ARGUMENT; activations come from the allocator on s and are freed in stream
+ * order. Any thread. */
 sp_status sp_model_forward(sp_model *m, sp_stream *s, const float *in, float *out, unsigned batch);
 
 /* Host in, host out, on the calling thread's current stream; returns when out is filled. Any

@@ -67,6 +67,11 @@ void sp__alloc_destroy(sp__allocator *a) {
     }
     sp__aligned_free(seg);
   }
+  for (sp__segment *seg = a->seg_spare, *next; seg; seg = next) {
+    next = seg->next;
+    sp__aligned_free(seg);
+  }
+  sp__seg_index_destroy(a);
   for (unsigned i = 0; i < a->n_streams; i++) {
     for (sp__block *b = a->caches[i].spare, *bn; b; b = bn) {
       bn = b->link_next;

@@ -26,4 +26,15 @@ sp_status sp__alloc_validate(sp__allocator *a);
  * Externally synchronized (set it while no other thread uses the allocator). */
 void sp__alloc_test_disable_pending(sp__allocator *a, bool off);
 
+/* Whether [p, p + n) is this device's memory: SP_OK with *is_device true when it lies inside one
+ * live block (allocated, not freed), false when it touches no segment of the device (host memory,
+ * or another device's); SP_ERR_INVALID_ARGUMENT with a message naming fn and what ("dst", "in")
+ * when it touches device memory otherwise (past a block's end, in a freed block, from host memory
+ * into a segment, or wrapping around). No backend call; lock-free for host memory, one map-shard
+ * lock at a block's start, one segment lock (and a walk of its blocks) inside one. device_first:
+ * the caller expects device memory, so a block's start is looked up in the map before the index
+ * (one lock, no index search). Any thread. */
+sp_status sp__alloc_range(sp__allocator *a, const void *p, size_t n, bool device_first,
+                          const char *fn, const char *what, bool *is_device);
+
 #endif /* SP_ALLOC_ALLOC_H */

@@ -34,6 +34,24 @@ enum { SP__FRONT_MAX = 16 }; /* blocks held whole in a stream's front cache */
 #define SP__FRONT_BLOCK_MAX SP__LARGE_MAX       /* larger blocks (own segments) skip the front */
 #define SP__FRONT_BYTES_MAX ((size_t)16 << 20)  /* bytes held in one stream's front at most    */
 
+/* The segment index (range.c): linked segments sorted by base, read without a lock. */
+typedef struct sp__seg_entry {
+  _Atomic uintptr_t base;
+  _Atomic size_t bytes;
+  _Atomic(sp__segment *) seg;
+} sp__seg_entry;
+typedef struct sp__seg_array {
+  struct sp__seg_array *older;  /* the array this one replaced (freed at destroy)         */
+  sp__seg_entry e[];
+} sp__seg_array;
+typedef struct sp__seg_index {
+  _Alignas(64) _Atomic unsigned seq;  /* odd while a writer (seglist_mu) changes entries  */
+  _Atomic(sp__seg_array *) array;     /* NULL until the first segment                     */
+  _Atomic size_t count;               /* entries in use                                   */
+  size_t cap;                         /* entries allocated; seglist_mu                    */
+  size_t promised;                    /* reserved for segments being created; seglist_mu */
+} sp__seg_index;
+
 /* Per-stream state; one per pool stream, each on its own cache lines. */
 typedef struct sp__scache {
   _Alignas(64) sp__spin mu;     /* rank 3.1                                                 */
@@ -91,6 +109,8 @@ struct sp__allocator {
   size_t allocated_peak;         /* peak_mu                                                */
 
   sp__ptrmap map;                /* LIVE blocks                                            */
+  sp__seg_index index;           /* linked segments by base (range.c); written under seglist_mu */
+  sp__segment *seg_spare;        /* released segment structs for reuse (next); seglist_mu  */
 };
 
 /* Records an event when the history is on: off, one relaxed load and a branch. The arguments
@@ -164,6 +184,15 @@ sp_status sp__segment_create(sp__allocator *a, unsigned s, size_t bytes, sp__blo
  * any); the bytes released. Takes every stream cache lock. */
 size_t sp__segment_release_unused(sp__allocator *a, const uint64_t *max_stamp, const bool *keep,
                                   unsigned pool);
+
+/* ---- segment index (range.c); the first three with seglist_mu held ---- */
+/* Room for one more entry, promised to the caller's segment (host memory under the lock); false
+ * without host memory. insert uses a promise, unreserve gives one back. */
+bool sp__seg_index_reserve(sp__allocator *a);
+void sp__seg_index_unreserve(sp__allocator *a);
+void sp__seg_index_insert(sp__allocator *a, sp__segment *seg);
+void sp__seg_index_remove(sp__allocator *a, sp__segment *seg);
+void sp__seg_index_destroy(sp__allocator *a);
 
 /* ---- stats (stats.c) ---- */
 /* After s's live_bytes grew (s->mu held): raises the peak when the total may pass it. */

@@ -56,13 +56,16 @@ typedef struct sp__block {
 } sp__block;
 
 struct sp__segment {
-  _Alignas(64) char *base;      /* backend pointer; immutable                              */
-  size_t bytes;                 /* immutable                                               */
-  unsigned pool;                /* SP__POOL_*; immutable                                   */
-  unsigned stream;              /* the stream that allocated it; immutable                 */
+  /* base, bytes, pool and stream are immutable while linked; the struct itself outlives the
+   * segment (recycled by segment.c, freed with the allocator), so range.c may lock a stale one. */
+  _Alignas(64) char *base;      /* backend pointer                                         */
+  size_t bytes;
+  unsigned pool;                /* SP__POOL_*                                              */
+  unsigned stream;              /* the stream that allocated it                            */
   sp__spin mu;                  /* rank 4: its blocks' adjacency and states                */
   _Atomic unsigned busy;        /* blocks not CACHED (LIVE, front, PENDING); written under mu */
   sp__block *first;             /* lowest block; segment lock                              */
+  bool linked;                  /* in the segment list and index (range.c); mu             */
   sp__segment *prev, *next;     /* the allocator's segment list; seglist lock              */
 };
 

@@ -23,9 +23,11 @@ static sp_status segment_reserve(sp__allocator *a, size_t bytes, size_t *seg_byt
   size_t held = a->reserved + a->reserving;
   size_t room = !a->limit ? SIZE_MAX : (held < a->limit ? a->limit - held : 0);
   if (want > room) got = bytes;
-  bool over = got > room;
-  if (!over) a->reserving += got;
+  bool over = got > room, indexed = !over && sp__seg_index_reserve(a);
+  if (indexed) a->reserving += got;
   sp__spin_unlock(&a->seglist_mu);
+  if (!over && !indexed)
+    return sp__fail(SP_ERR_HOST_MEMORY, "sp_alloc: no host memory for the segment index");
   if (over)
     return sp__fail(SP_ERR_LIMIT,
                     "sp_alloc: %zu bytes (rounded to 512) do not fit under the memory limit %zu: "
@@ -38,6 +40,7 @@ static sp_status segment_reserve(sp__allocator *a, size_t bytes, size_t *seg_byt
 static void segment_unreserve(sp__allocator *a, size_t seg_bytes) {
   sp__spin_lock(&a->seglist_mu);
   a->reserving -= seg_bytes;
+  sp__seg_index_unreserve(a);
   sp__spin_unlock(&a->seglist_mu);
 }
 
@@ -48,6 +51,7 @@ static void segment_link(sp__allocator *a, sp__segment *seg) {
   if (seg->next) seg->next->prev = seg;
   a->segments = seg;
   a->n_segments++;
+  sp__seg_index_insert(a, seg);
   a->reserving -= seg->bytes;
   a->reserved += seg->bytes;
   if (a->reserved > a->reserved_peak) a->reserved_peak = a->reserved;
@@ -60,9 +64,33 @@ static void segment_unlink(sp__allocator *a, sp__segment *seg) {
   else
     a->segments = seg->next;
   if (seg->next) seg->next->prev = seg->prev;
+  sp__seg_index_remove(a, seg);
   a->n_segments--;
   a->reserved -= seg->bytes;
   a->backend_frees++;
+}
+
+/* A segment struct: a recycled one (its lock initialized once, when first allocated: a range
+ * check may be spinning on it) or a new one. NULL without host memory. */
+static sp__segment *segment_struct_new(sp__allocator *a) {
+  sp__spin_lock(&a->seglist_mu);
+  sp__segment *seg = a->seg_spare;
+  if (seg) a->seg_spare = seg->next;
+  sp__spin_unlock(&a->seglist_mu);
+  if (seg) return seg;
+  seg = sp__aligned_calloc(1, sizeof(*seg));
+  if (seg) sp__spin_init(&seg->mu);
+  return seg;
+}
+
+/* Keeps seg (unlinked; NULL ok) for reuse: segment structs are freed only with the allocator. */
+static void segment_struct_drop(sp__allocator *a, sp__segment *seg) {
+  if (!seg) return;
+  sp__spin_lock(&a->seglist_mu);
+  seg->prev = NULL;
+  seg->next = a->seg_spare;
+  a->seg_spare = seg;
+  sp__spin_unlock(&a->seglist_mu);
 }
 
 sp_status sp__segment_create(sp__allocator *a, unsigned s, size_t bytes, sp__block **out) {
@@ -70,7 +98,7 @@ sp_status sp__segment_create(sp__allocator *a, unsigned s, size_t bytes, sp__blo
   size_t seg_bytes = 0;
   sp_status st = segment_reserve(a, bytes, &seg_bytes);
   if (st != SP_OK) return st;
-  sp__segment *seg = sp__aligned_calloc(1, sizeof(*seg));
+  sp__segment *seg = segment_struct_new(a);
   sp__block *blk = sp__aligned_calloc(1, sizeof(*blk));
   if (!seg || !blk) {
     st = sp__fail(SP_ERR_HOST_MEMORY, "sp_alloc: no host memory for segment bookkeeping");
@@ -79,9 +107,15 @@ sp_status sp__segment_create(sp__allocator *a, unsigned s, size_t bytes, sp__blo
   void *base = NULL;
   st = dev->be->mem_alloc(dev->bdev, seg_bytes, &base);
   if (st != SP_OK) goto free_structs;
-  *seg = (sp__segment){.base = base, .bytes = seg_bytes, .pool = sp__size_pool(bytes),
-                       .stream = s, .first = blk};
-  sp__spin_init(&seg->mu);
+  sp__spin_lock(&seg->mu); /* a range check may hold a stale pointer to a recycled struct */
+  seg->base = base;
+  seg->bytes = seg_bytes;
+  seg->pool = sp__size_pool(bytes);
+  seg->stream = s;
+  seg->first = blk;
+  atomic_store_explicit(&seg->busy, 0, memory_order_relaxed);
+  seg->linked = true;
+  sp__spin_unlock(&seg->mu);
   *blk = (sp__block){.ptr = base, .bytes = seg_bytes, .seg = seg, .stream = s,
                      .state = SP__BLOCK_CACHED};
   sp__scache *c = &a->caches[s];
@@ -99,7 +133,7 @@ sp_status sp__segment_create(sp__allocator *a, unsigned s, size_t bytes, sp__blo
 
 free_structs:
   sp__aligned_free(blk);
-  sp__aligned_free(seg);
+  segment_struct_drop(a, seg);
   segment_unreserve(a, seg_bytes);
   return st;
 }
@@ -115,6 +149,7 @@ static bool segment_unused(const sp__segment *seg, const uint64_t *max_stamp, co
 /* Takes seg's blocks out of their streams' bins and seg out of the list (every cache lock, the
  * list lock and seg's lock held). */
 static void segment_detach(sp__allocator *a, sp__segment *seg) {
+  seg->linked = false;
   for (sp__block *b = seg->first; b; b = b->next) {
     sp__scache *c = &a->caches[b->stream];
     sp__bins_remove(&c->bins[seg->pool], b);
@@ -153,7 +188,8 @@ size_t sp__segment_release_unused(sp__allocator *a, const uint64_t *max_stamp, c
       bn = b->next;
       sp__aligned_free(b);
     }
-    sp__aligned_free(seg);
+    seg->first = NULL;
+    segment_struct_drop(a, seg);
   }
   return released;
 }

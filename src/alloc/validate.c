@@ -150,6 +150,25 @@ static sp_status validate_front(sp__allocator *a, unsigned s, const validate_tal
   return SP_OK;
 }
 
+/* The segment index (range.c) holds exactly the linked segments, sorted and not overlapping. */
+static sp_status validate_index(sp__allocator *a) {
+  size_t n = atomic_load_explicit(&a->index.count, memory_order_relaxed);
+  if (n != a->n_segments) VFAIL("segment index holds %zu entries, %zu segments", n, a->n_segments);
+  sp__seg_array *arr = atomic_load_explicit(&a->index.array, memory_order_relaxed);
+  uintptr_t end = 0;
+  for (size_t i = 0; i < n; i++) {
+    uintptr_t base = atomic_load_explicit(&arr->e[i].base, memory_order_relaxed);
+    size_t bytes = atomic_load_explicit(&arr->e[i].bytes, memory_order_relaxed);
+    const sp__segment *seg = atomic_load_explicit(&arr->e[i].seg, memory_order_relaxed);
+    if (base < end) VFAIL("segment index entry %zu at %p overlaps the one before", i, (void *)base);
+    if (!seg->linked || (uintptr_t)seg->base != base || seg->bytes != bytes)
+      VFAIL("segment index entry %zu (%p, %zu bytes) is not its linked segment", i, (void *)base,
+            bytes);
+    end = base + bytes;
+  }
+  return SP_OK;
+}
+
 static sp_status validate_totals(sp__allocator *a, const validate_tally *t) {
   for (unsigned s = 0; s < a->n_streams; s++) {
     sp_status fst = validate_front(a, s, t);
@@ -177,7 +196,7 @@ static sp_status validate_totals(sp__allocator *a, const validate_tally *t) {
   if (t->reserved != a->reserved || t->segments != a->n_segments)
     VFAIL("reserved %zu in %zu segments, counted %zu in %zu", a->reserved, a->n_segments,
           t->reserved, t->segments);
-  return SP_OK;
+  return validate_index(a);
 }
 
 sp_status sp__alloc_validate(sp__allocator *a) {

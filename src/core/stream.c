@@ -4,9 +4,13 @@
  * dev->stream_create_mu (double-checked: an acquire load on the fast path, the backend call and a
  * release store under the lock) and destroyed only by sp_device_close. Binding threads to streams
  * is stream_pool.c's. Every public function here validates its stream (sp__stream_enter: NULL,
- * forked child, a stream that is not its device's) before touching the backend.
+ * forked child, a stream that is not its device's) before touching the backend, and the ranges
+ * of copies and fills (sp__alloc_range: device memory only inside one live block of this device;
+ * memset's dst must be device memory, memcpy needs at least one side in it).
  */
 #include "core/device.h"
+
+#include "alloc/alloc.h"
 
 sp_status sp__stream_enter(const sp_stream *s, const char *fn) {
   if (SP__UNLIKELY(!s)) return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: stream is NULL", fn);
@@ -100,6 +104,15 @@ sp_status sp_memcpy_async(sp_stream *s, void *dst, const void *src, size_t bytes
   if (!dst || !src)
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_memcpy_async: %s is NULL for %zu bytes",
                     !dst ? "dst" : "src", bytes);
+  bool dst_dev = false, src_dev = false;
+  st = sp__alloc_range(s->dev->alloc, dst, bytes, false, "sp_memcpy_async", "dst", &dst_dev);
+  if (st == SP_OK)
+    st = sp__alloc_range(s->dev->alloc, src, bytes, false, "sp_memcpy_async", "src", &src_dev);
+  if (st != SP_OK) return st;
+  if (SP__UNLIKELY(!dst_dev && !src_dev))
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_memcpy_async: neither dst %p nor src %p is "
+                    "memory of this device (host-to-host copies are memcpy's; another device's "
+                    "memory goes through sp_memcpy_peer_async)", dst, src);
   sp__bstream *bs = NULL;
   st = sp__stream_backend(s, &bs);
   if (st != SP_OK) return st;
@@ -112,6 +125,12 @@ sp_status sp_memset_async(sp_stream *s, void *dst, int value, size_t bytes) {
   if (!bytes) return SP_OK;
   if (!dst)
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_memset_async: dst is NULL for %zu bytes", bytes);
+  bool dst_dev = false;
+  st = sp__alloc_range(s->dev->alloc, dst, bytes, true, "sp_memset_async", "dst", &dst_dev);
+  if (st != SP_OK) return st;
+  if (SP__UNLIKELY(!dst_dev))
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_memset_async: dst %p is not memory of this "
+                    "device (host memory, or another device's)", dst);
   sp__bstream *bs = NULL;
   st = sp__stream_backend(s, &bs);
   if (st != SP_OK) return st;

@@ -18,6 +18,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "alloc/alloc.h"
 #include "infer/plan.h"
 #include "infer/safetensors.h"
 
@@ -265,6 +266,19 @@ sp_status sp__model_enqueue(const sp_model *m, sp__bstream *bs, const float *in,
   return st;
 }
 
+/* p must hold batch rows of `features` floats inside one live block of m's device. */
+static sp_status model_check_device_rows(const sp_model *m, const float *p, unsigned features,
+                                         unsigned batch, const char *what) {
+  bool is_device = false;
+  size_t bytes = (size_t)batch * features * sizeof(float);
+  sp_status st = sp__alloc_range(m->dev->alloc, p, bytes, true, "sp_model_forward", what, &is_device);
+  if (st == SP_OK && SP__UNLIKELY(!is_device))
+    st = sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_model_forward: %s %p (%u rows of %u floats) is not "
+                  "memory of the model's device (host memory, or another device's)", what,
+                  (const void *)p, batch, features);
+  return st;
+}
+
 sp_status sp_model_forward(sp_model *m, sp_stream *s, const float *in, float *out, unsigned batch) {
   static const char fn[] = "sp_model_forward";
   sp_status st = model_check_run(m, in, out, batch, fn);
@@ -272,6 +286,9 @@ sp_status sp_model_forward(sp_model *m, sp_stream *s, const float *in, float *ou
   if (st != SP_OK) return st;
   if (SP__UNLIKELY(s->dev != m->dev))
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: stream belongs to another device", fn);
+  st = model_check_device_rows(m, in, sp_model_in_features(m), batch, "in");
+  if (st == SP_OK) st = model_check_device_rows(m, out, sp_model_out_features(m), batch, "out");
+  if (st != SP_OK) return st;
   sp__bstream *bs;
   st = sp__stream_backend(s, &bs);
   if (st != SP_OK) return st;
