@@ -7,7 +7,7 @@ from ._lib import lib
 
 __all__ = ["StreampoolError", "InvalidArgumentError", "InvalidHandleError", "OutOfMemoryError",
            "LimitError", "PoolExhaustedError", "NotReadyError", "NoDeviceError",
-           "UnsupportedError", "BackendError", "ForkedError", "HostMemoryError", "check", "fail"]
+           "UnsupportedError", "BackendError", "ForkedError", "HostMemoryError", "BusyError", "check", "fail"]
 
 
 class StreampoolError(Exception):
@@ -84,10 +84,15 @@ class HostMemoryError(StreampoolError, MemoryError):
     status = -11
 
 
+class BusyError(StreampoolError):
+    """SP_ERR_BUSY: still in use (a device closed while a model or batcher of it is alive)."""
+    status = -12
+
+
 _BY_STATUS: Dict[int, Type[StreampoolError]] = {
     c.status: c for c in (InvalidArgumentError, InvalidHandleError, OutOfMemoryError, LimitError,
                           PoolExhaustedError, NotReadyError, NoDeviceError, UnsupportedError,
-                          BackendError, ForkedError, HostMemoryError)}
+                          BackendError, ForkedError, HostMemoryError, BusyError)}
 
 
 def fail(status: int) -> NoReturn:
