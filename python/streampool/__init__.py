@@ -481,8 +481,14 @@ class Model:
                                                f"{self.out_features}], got {list(ay.shape)}")
                 if b == 0:
                     raise InvalidArgumentError("forward: batch is 0")
+                if dev.backend != "cuda":
+                    # Host backend: a CPU array is host memory, which sp_model_forward refuses
+                    # (only sp_alloc blocks are device memory); sp_model_infer takes host memory
+                    # on this thread's current stream (s) and waits.
+                    check(lib.sp_model_infer(self._handle(), ax.ptr, ay.ptr, b))
+                    return
                 check(lib.sp_model_forward(self._handle(), s._h, ax.ptr, ay.ptr, b))
-                if sync or dev.backend != "cuda":
+                if sync:
                     s.sync()
 
     def close(self) -> None:
