@@ -6,13 +6,16 @@
  * "cached" rows use 8 sizes that stay in each thread's cache; "mix" rows draw from the full range.
  * A CPU column (threads' CPU time per pair) and CPU scaling give the numbers a shared or
  * oversubscribed machine cannot show in wall time.
- * Part 2: a replayed inference-like trace on 8 streams (activations for batch sizes 1..256, KV-like
- * context buffers growing in steps, some freed on another stream after sp_record_stream),
- * reporting peak reserved / peak allocated.
- * Options: --threads 1,2,4,8,16  --seconds 0.5  --backend host|cuda.
+ * Part 2: replayed inference-like traces (activations for batch sizes 1..2^k, KV-like context
+ * buffers growing in steps and restarting, outputs freed on another stream after
+ * sp_record_stream): the repo's trace on 8 streams and generated ones with other stream counts,
+ * size mixes and lifetimes (seeded, table `traces`), each reporting peak reserved / peak
+ * allocated against the aim of 1.15.
+ * Options: --threads 1,2,4,8,16  --seconds 0.5  --backend host|cuda  --traces-only.
  * Backend-generic: only the public API (the CUDA helper adds cudaMalloc peers in another file).
  */
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +31,7 @@ typedef struct bench_opts {
   unsigned threads[16], n_threads;
   double seconds;
   const char *backend;
+  bool traces_only; /* skip part 1 */
 } bench_opts;
 
 typedef struct worker {
@@ -176,26 +180,44 @@ static int part_pairs(sp_device *dev, const bench_opts *o) {
 
 /* ---- part 2: an inference-like trace ---- */
 
-enum { TRACE_STREAMS = 8, TRACE_STEPS = 4000, HIDDEN = 4096, LAYERS = 4 };
+enum { TRACE_STREAMS_MAX = 16, LAYERS = 4 };
 
-static int part_trace(sp_device *dev) {
-  sp_stream *streams[TRACE_STREAMS];
+/* One generated inference-like trace: activations for batch sizes 1..2^batch_log2 rows of hidden
+ * (and 4 x hidden) floats, a context buffer per stream growing by batch x ctx_step bytes and
+ * restarting once in `restart` steps (its lifetime), outputs handed to the next stream. */
+typedef struct trace_cfg {
+  const char *name;
+  unsigned streams, steps, batch_log2, hidden, ctx_step, restart;
+  uint64_t seed;
+} trace_cfg;
+
+static const trace_cfg traces[] = {
+    {"repo (8 streams)", 8, 4000, 9, 4096, 2 * 4096 * 2, 64, 7},
+    {"4 streams, long ctx", 4, 4000, 9, 4096, 2 * 4096 * 2, 512, 11},
+    {"16 streams, small", 16, 4000, 7, 2048, 2 * 2048 * 2, 64, 13},
+    {"8 streams, wide", 8, 3000, 8, 8192, 4096, 32, 17},
+    {"2 streams, short ctx", 2, 4000, 9, 4096, 8 * 4096, 8, 19},
+    {"12 streams, mixed", 12, 4000, 9, 3072, 3 * 3072, 128, 23},
+};
+
+static int part_trace(sp_device *dev, const trace_cfg *t, double *ratio) {
+  sp_stream *streams[TRACE_STREAMS_MAX];
   /* round-robin device: each release + bind gives the next pool stream */
-  for (unsigned i = 0; i < TRACE_STREAMS; i++) {
+  for (unsigned i = 0; i < t->streams; i++) {
     sp_stream_release_current(dev);
     if (sp_stream_current(dev, &streams[i]) != SP_OK) return 1;
   }
   sp_memory_stats_reset_peaks(dev);
-  uint64_t rng = 7;
-  void *ctx[TRACE_STREAMS] = {0};
-  size_t ctx_bytes[TRACE_STREAMS] = {0};
-  for (unsigned step = 0; step < TRACE_STEPS; step++) {
-    unsigned si = (unsigned)(rng_next(&rng) % TRACE_STREAMS);
+  uint64_t rng = t->seed;
+  void *ctx[TRACE_STREAMS_MAX] = {0};
+  size_t ctx_bytes[TRACE_STREAMS_MAX] = {0};
+  for (unsigned step = 0; step < t->steps; step++) {
+    unsigned si = (unsigned)(rng_next(&rng) % t->streams);
     sp_stream *s = streams[si];
-    unsigned batch = 1u << (rng_next(&rng) % 9); /* 1..256 */
+    unsigned batch = 1u << (rng_next(&rng) % (t->batch_log2 + 1));
     void *act[LAYERS + 1];
     for (unsigned l = 0; l <= LAYERS; l++) {
-      size_t width = l % 2 ? 4 * HIDDEN : HIDDEN;
+      size_t width = l % 2 ? 4 * (size_t)t->hidden : t->hidden;
       if (sp_alloc(dev, (size_t)batch * width * 4, s, &act[l]) != SP_OK) goto fail;
       if (l >= 2) { /* activation two layers back is dead */
         if (sp_free(dev, act[l - 2]) != SP_OK) goto fail;
@@ -203,34 +225,55 @@ static int part_trace(sp_device *dev) {
       }
     }
     /* the context buffer of this stream grows by a step; the old one is freed */
-    size_t want = ctx_bytes[si] + (size_t)batch * 2 * HIDDEN * 2;
-    if (want > 256 * MIB || rng_next(&rng) % 64 == 0) want = (size_t)batch * 2 * HIDDEN * 2;
+    size_t want = ctx_bytes[si] + (size_t)batch * t->ctx_step;
+    if (want > 256 * MIB || rng_next(&rng) % t->restart == 0) want = (size_t)batch * t->ctx_step;
     void *nctx = NULL;
     if (sp_alloc(dev, want, s, &nctx) != SP_OK) goto fail;
     if (ctx[si] && sp_free(dev, ctx[si]) != SP_OK) goto fail;
     ctx[si] = nctx;
     ctx_bytes[si] = want;
     /* the output is handed to another stream (a consumer) then freed there */
-    sp_stream *other = streams[(si + 1) % TRACE_STREAMS];
+    sp_stream *other = streams[(si + 1) % t->streams];
     if (sp_record_stream(dev, act[LAYERS], other) != SP_OK) goto fail;
     for (unsigned l = LAYERS - 1; l <= LAYERS; l++)
       if (act[l] && sp_free(dev, act[l]) != SP_OK) goto fail;
   }
   sp_memory_stats m;
   sp_memory_stats_get(dev, &m);
-  printf("\n| trace | streams | steps | peak allocated | peak reserved | reserved/allocated | "
-         "cross-stream reuses | deferred frees | backend allocs |\n|---|---|---|---|---|---|---|---|---|\n");
-  printf("| inference-like | %u | %u | %.1f MiB | %.1f MiB | %.3f | %llu | %llu | %llu |\n",
-         TRACE_STREAMS, TRACE_STEPS, (double)m.allocated_bytes_peak / (double)MIB,
-         (double)m.reserved_bytes_peak / (double)MIB,
-         (double)m.reserved_bytes_peak / (double)m.allocated_bytes_peak,
+  *ratio = (double)m.reserved_bytes_peak / (double)m.allocated_bytes_peak;
+  printf("| %-22s | %u | %u | %.1f MiB | %.1f MiB | %.3f | %s | %llu | %llu | %llu |\n", t->name,
+         t->streams, t->steps, (double)m.allocated_bytes_peak / (double)MIB,
+         (double)m.reserved_bytes_peak / (double)MIB, *ratio, *ratio <= 1.15 ? "yes" : "NO",
          (unsigned long long)m.cross_stream_reuses, (unsigned long long)m.deferred_frees,
          (unsigned long long)m.backend_allocs);
-  for (unsigned i = 0; i < TRACE_STREAMS; i++) sp_free(dev, ctx[i]);
+  for (unsigned i = 0; i < t->streams; i++) sp_free(dev, ctx[i]);
   return 0;
 fail:
-  fprintf(stderr, "trace: %s\n", sp_last_error());
+  fprintf(stderr, "trace %s: %s\n", t->name, sp_last_error());
   return 1;
+}
+
+/* Every generated trace on a fresh device; the aim is peak reserved / peak allocated <= 1.15. */
+static int part_traces(const char *backend) {
+  printf("\n| trace | streams | steps | peak allocated | peak reserved | reserved/allocated | "
+         "<= 1.15 | cross-stream reuses | deferred frees | backend allocs |\n"
+         "|---|---|---|---|---|---|---|---|---|---|\n");
+  double worst = 0;
+  for (size_t i = 0; i < sizeof(traces) / sizeof(traces[0]); i++) {
+    sp_device_config cfg = {.backend = backend, .streams = traces[i].streams + 1};
+    sp_device *dev = NULL;
+    double ratio = 0;
+    if (sp_device_open(&cfg, &dev) != SP_OK) {
+      fprintf(stderr, "alloc bench: %s\n", sp_last_error());
+      return 1;
+    }
+    int rc = part_trace(dev, &traces[i], &ratio);
+    sp_device_close(dev);
+    if (rc) return rc;
+    if (ratio > worst) worst = ratio;
+  }
+  printf("\nworst reserved/allocated over the traces: %.3f (aim <= 1.15)\n", worst);
+  return 0;
 }
 
 static int parse(int argc, char **argv, bench_opts *o) {
@@ -238,6 +281,7 @@ static int parse(int argc, char **argv, bench_opts *o) {
   memcpy(o->threads, def, sizeof(def));
   o->n_threads = 5;
   o->seconds = 0.5;
+  o->traces_only = false;
   o->backend = NULL;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
@@ -251,8 +295,10 @@ static int parse(int argc, char **argv, bench_opts *o) {
       o->seconds = atof(argv[++i]);
     } else if (!strcmp(argv[i], "--backend") && i + 1 < argc) {
       o->backend = argv[++i];
+    } else if (!strcmp(argv[i], "--traces-only")) {
+      o->traces_only = true;
     } else {
-      fprintf(stderr, "usage: %s [--threads 1,2,4] [--seconds S] [--backend host|cuda]\n",
+      fprintf(stderr, "usage: %s [--threads 1,2,4] [--seconds S] [--backend host|cuda] [--traces-only]\n",
               argv[0]);
       return 1;
     }
@@ -275,16 +321,8 @@ int main(int argc, char **argv) {
   }
   printf("# bench/alloc on %s (%s), %.2f s per cell\n\n", sp_device_name(dev),
          sp_device_backend(dev), o.seconds);
-  int rc = part_pairs(dev, &o);
+  int rc = o.traces_only ? 0 : part_pairs(dev, &o);
   sp_device_close(dev);
-  cfg = (sp_device_config){.backend = o.backend, .streams = TRACE_STREAMS + 1};
-  if (!rc && sp_device_open(&cfg, &dev) != SP_OK) {
-    fprintf(stderr, "alloc bench: %s\n", sp_last_error());
-    return 1;
-  }
-  if (!rc) {
-    rc = part_trace(dev);
-    sp_device_close(dev);
-  }
+  if (!rc) rc = part_traces(o.backend);
   return rc;
 }
