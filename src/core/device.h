@@ -108,7 +108,25 @@ sp_status sp__event_query(sp_device *dev, sp_event ev);  /* SP_OK / SP_ERR_NOT_R
 sp_status sp__stream_wait_event(sp_stream *s, sp_event ev);
 /* The backend event behind live event ev of dev, for waits from another device (peer.c): *out
  * is NULL when ev was not recorded since its acquire (it is complete). SP_ERR_INVALID_HANDLE
- * (message naming fn) for a stale or foreign handle. */
+ * (message naming fn) for a stale or foreign handle. On SP_OK ev's slot is pinned (a release
+ * meanwhile does not recycle it): the caller uses *out, then calls sp__event_unpin(dev, ev). */
 sp_status sp__event_backend(sp_device *dev, sp_event ev, const char *fn, sp__bevent **out);
+void sp__event_unpin(sp_device *dev, sp_event ev);
+/* Tests only (tests/unit/internal/event_wrap.c), no concurrent use of ev: gives live event ev the
+ * generation gen, as if its slot had been recycled that often; *out is the new handle. */
+sp_status sp__event_force_generation(sp_device *dev, sp_event ev, uint32_t gen, sp_event *out);
+
+/* Cancellation (issue 14 H1): library calls that can block run with the caller's cancellation
+ * disabled, so pthread_cancel never unwinds a thread out of a library wait holding a library lock
+ * or leaving a request queued; a pending cancel acts at the caller's next cancellation point after
+ * the call returns. off returns the previous state for restore. */
+static inline int sp__cancel_off(void) {
+  int old = PTHREAD_CANCEL_ENABLE;
+  (void)pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+  return old;
+}
+static inline void sp__cancel_restore(int old) {
+  if (old != PTHREAD_CANCEL_DISABLE) (void)pthread_setcancelstate(old, NULL);
+}
 
 #endif /* SP_CORE_DEVICE_H */

@@ -2,42 +2,55 @@
  * allocator (sp__event_*).
  *
  * Handles: sp_event.id = generation << 32 | (slot index + 1); id 0 is never valid. Each slot has
- * an atomic state = generation << 1 | live. Acquire sets live; release CASes (gen, live) to
- * (gen + 1, free), so a second release, and every copy of a released handle, no longer matches and
- * gets SP_ERR_INVALID_HANDLE without touching the recycled event. A slot's first generation is a
- * hash of (device id, index), so a handle from another device almost never matches either.
+ * one atomic state word: generation << 32 | pins << 2 | cached << 1 | live. A slot's first
+ * generation is a hash of (device id, index), so a handle from another device almost never
+ * matches either.
+ *
+ * A call on a handle pins the slot: one CAS that checks (generation, live) and adds a pin in the
+ * same step, so the check and the action are one atomic unit; it acts on the slot's backend event,
+ * then unpins. Release CASes (gen, live) to (gen + 1, free) keeping the pins: every later call
+ * through any copy of the handle, and a second release, no longer match and get
+ * SP_ERR_INVALID_HANDLE. A slot released while pinned is not recycled: the last unpin recycles
+ * it. So a call that began before the release acts on the old event (it is ordered before the
+ * release), and a call through a stale copy never reaches the event the slot holds next (issue 14
+ * C1; src/core/event_pool.pml models both this protocol and the former check-then-act one, whose
+ * counterexample is the race).
+ *
+ * Wrap: generations are 32 bits. A slot whose next generation would be its first again (after
+ * 2^32 releases) is retired: never recycled, so no old handle is ever accepted again.
  *
  * Storage: slots live in fixed-size chunks that are allocated on demand and published with a
  * release store into a fixed table; chunks never move or shrink until the device closes, so
- * lookups are lock-free (one acquire load of the chunk pointer, one of the state). grow_mu only
- * serializes publishing a new chunk (no backend call under it).
+ * lookups are lock-free (one acquire load of the chunk pointer, one CAS of the state). grow_mu
+ * only serializes publishing a new chunk (no backend call under it).
  *
  * Free lists: one tagged-index stack (idstack.h) per flag set (plain, SP_EVENT_TIMING), so a slot's
  * backend event, created on the slot's first acquire, is kept across reuse with the same flags.
  * `stream` is reset at acquire: an event not recorded since its acquire is complete (its backend
  * event may still carry an older recording, which is ignored).
  *
- * Thread caches: in front of the shared stacks each thread keeps up to SP__EVC_MAX free indices per
- * (device, flag set), in a heap block reached through one initial-exec TLS pointer. Acquire pops
- * the thread's cache, refilling it with up to SP__EVC_BATCH pops from the shared stack when empty;
- * release pushes the releasing thread's cache, moving its SP__EVC_BATCH oldest indices to the
- * shared stack when full. An acquire+release pair on a warm thread touches no shared cache line but
- * the slot's own. A cached index is free in the slot state (its generation was bumped by the
- * release CAS), so stale handles are caught exactly as without the cache. Entries are keyed by
- * device id << 1 | flag set; ids are never reused, so an entry of a closed device (whose chunks
- * sp_device_close freed wholesale) never matches again: it is dropped when the thread needs its
- * entry for another device, or at thread exit. The two paths that reach a device other than the
- * caller's, reclaiming an entry and the thread-exit destructor, find the device in the live-device
- * registry and push to its shared stack under the registry lock, so a device closed meanwhile is
- * never touched. Indices in a live thread's cache are out of other threads' reach: at most
- * SP__EVC_MAX per (thread, device, flag set) more slots get created than without caches.
+ * Thread caches: in front of the shared stacks each thread keeps up to SP__EVC_MAX free (index,
+ * generation) pairs per (device, flag set), in a heap block reached through one initial-exec TLS
+ * pointer. A cached slot's state has the `cached` bit. Acquire pops the thread's cache and claims
+ * the slot with a CAS of (generation, cached) to (generation, free); release sets `cached` in its
+ * CAS when the thread's cache has room. When the shared stack is empty and every slot of the pool
+ * has been created, acquire steals: it scans the slots from a rotating cursor for one with the
+ * cached bit and claims it with the same CAS, so the owner's later claim of that pair fails (the
+ * generation only grows) and it drops the pair. Every free event is therefore reachable until the
+ * pool's real capacity is in use (SP_ERR_POOL_EXHAUSTED, naming it; issue 14 W7). Entries are
+ * keyed by device id << 1 | flag set; ids are never reused, so an entry of a closed device (whose
+ * chunks sp_device_close freed wholesale) never matches again: it is dropped when the thread needs
+ * its entry for another device, or at thread exit. The two paths that reach a device other than
+ * the caller's, reclaiming an entry and the thread-exit destructor, find the device in the
+ * live-device registry and flush to its shared stack under the registry lock, so a device closed
+ * meanwhile is never touched.
  *
  * Locking: lock-free except grow_mu (chunk publishing) and the registry lock (rank 0) on the two
  * paths above; callers of sp__event_acquire/release hold no lock (the allocator releases its
  * events after unlocking).
  *
- * Thread safety: any thread. Using a handle concurrently with its release is the caller's race
- * (as with any handle API); sequential misuse is always detected.
+ * Thread safety: any thread. A call racing with the release of its handle either acts on the
+ * event before the release or returns SP_ERR_INVALID_HANDLE.
  */
 #include <string.h>
 
@@ -49,8 +62,16 @@ _Static_assert(SP__EV_CHUNK * SP__EV_CHUNKS_MAX < 0xffffffffu, "slot index + 1 f
 enum { SP__EVC_ENTRIES = 8, SP__EVC_MAX = 32, SP__EVC_BATCH = 16 };
 _Static_assert(SP__EVC_BATCH > 0 && SP__EVC_BATCH <= SP__EVC_MAX, "a batch fits the cache");
 
+/* The state word. */
+#define SP__EVS_LIVE 1ull
+#define SP__EVS_CACHED 2ull
+#define SP__EVS_PIN 4ull
+#define SP__EVS_PINS 0xfffffffcull /* pins << 2 */
+#define SP__EVS_GEN(s) ((uint32_t)((s) >> 32))
+
 typedef struct sp__event_slot {
-  _Atomic uint64_t state;       /* generation << 1 | live                                 */
+  _Atomic uint64_t state;       /* generation << 32 | pins << 2 | cached << 1 | live      */
+  uint32_t gen0;                /* first generation; reaching it again retires the slot   */
   _Atomic uint32_t link;        /* free-list link (idstack)                               */
   unsigned flags;               /* SP_EVENT_* of bev; set before the slot's first publish  */
   sp__bevent *bev;              /* backend event, NULL until the slot's first acquire     */
@@ -63,6 +84,8 @@ struct sp__event_pool {
   pthread_mutex_t grow_mu;      /* serializes chunk allocation                            */
   sp__idstack free[SP__EV_CLASSES]; /* by flags: [0] plain, [1] timing                    */
   uint64_t gen_seed;            /* the device id, hashed into first generations           */
+  atomic_uint steal_cursor;     /* next slot index the exhaustion scan looks at           */
+  atomic_uint retired;          /* slots retired at a generation wrap                     */
 };
 
 static uint32_t sp__event_gen0(uint64_t seed, uint32_t index) {
@@ -123,7 +146,8 @@ static sp_status sp__event_chunk_ensure(sp__event_pool *p, uint32_t c) {
     if (chunk) {
       for (uint32_t k = 0; k < SP__EV_CHUNK; k++) {
         uint32_t gen = sp__event_gen0(p->gen_seed, c * SP__EV_CHUNK + k);
-        atomic_init(&chunk[k].state, (uint64_t)gen << 1);
+        chunk[k].gen0 = gen;
+        atomic_init(&chunk[k].state, (uint64_t)gen << 32);
         atomic_init(&chunk[k].link, 0);
         atomic_init(&chunk[k].stream, NULL);
       }
@@ -144,9 +168,7 @@ static sp_status sp__event_slots_new(sp__event_pool *p, unsigned want, unsigned 
   const unsigned cap = (unsigned)SP__EV_CHUNK * SP__EV_CHUNKS_MAX;
   unsigned i = atomic_load_explicit(&p->next_index, memory_order_relaxed), n = 0;
   do {
-    if (i >= cap)
-      return sp__fail(SP_ERR_HOST_MEMORY, "sp_event_acquire: all %u events of the pool are in use",
-                      cap);
+    if (i >= cap) return SP_ERR_POOL_EXHAUSTED; /* every slot made: the caller steals */
     n = want;
     if (n > cap - i) n = cap - i;
     if (n > SP__EV_CHUNK - i % SP__EV_CHUNK) n = SP__EV_CHUNK - i % SP__EV_CHUNK;
@@ -172,8 +194,9 @@ static sp_status sp__event_slots_new(sp__event_pool *p, unsigned want, unsigned 
 
 typedef struct sp__evc_entry {
   uint64_t key;                 /* device id << 1 | flag set; 0: unused                   */
-  unsigned n;                   /* cached indices, idx[0, n); the top is idx[n - 1]       */
+  unsigned n;                   /* cached pairs, [0, n); the top is [n - 1]               */
   uint32_t idx[SP__EVC_MAX];    /* free slot indices of that device and flag set          */
+  uint32_t gen[SP__EVC_MAX];    /* the generation each had when cached                    */
 } sp__evc_entry;
 
 typedef struct sp__evc {
@@ -188,13 +211,24 @@ static int sp__evc_key_ok;                              /* written once, under t
 
 static uint64_t sp__evc_key_of(const sp_device *dev, unsigned cls) { return dev->id << 1 | cls; }
 
-/* Moves e's count oldest indices (the bottom) to the shared stack of p. */
+/* Claims cached slot i of generation gen: (gen, cached) -> (gen, free), exclusively the caller's.
+ * Fails when a stealer took it first. */
+static bool sp__event_claim_cached(sp__event_slot *slot, uint32_t gen) {
+  uint64_t want = (uint64_t)gen << 32 | SP__EVS_CACHED;
+  return atomic_compare_exchange_strong_explicit(&slot->state, &want, (uint64_t)gen << 32,
+                                                 memory_order_acquire, memory_order_relaxed);
+}
+
+/* Moves e's count oldest pairs (the bottom) to the shared stack of p; stolen ones are dropped. */
 static void sp__evc_flush(sp__event_pool *p, sp__evc_entry *e, unsigned count) {
   sp_assert(count <= e->n && e->key);
   sp__idstack *free = &p->free[e->key & 1u];
-  for (unsigned k = 0; k < count; k++)
-    sp__idstack_push(free, &sp__event_slot_at(p, e->idx[k])->link, e->idx[k]);
+  for (unsigned k = 0; k < count; k++) {
+    sp__event_slot *slot = sp__event_slot_at(p, e->idx[k]);
+    if (sp__event_claim_cached(slot, e->gen[k])) sp__idstack_push(free, &slot->link, e->idx[k]);
+  }
   memmove(e->idx, e->idx + count, (e->n - count) * sizeof(e->idx[0]));
+  memmove(e->gen, e->gen + count, (e->n - count) * sizeof(e->gen[0]));
   e->n -= count;
 }
 
@@ -274,68 +308,123 @@ static sp__evc_entry *sp__evc_claim(uint64_t key) {
   return e;
 }
 
+/* Pops a pair of e that this thread can still claim; SP__IDSTACK_NONE when none is left. */
+static inline uint32_t sp__evc_pop(sp__event_pool *p, sp__evc_entry *e) {
+  while (e->n) {
+    e->n--;
+    if (SP__LIKELY(sp__event_claim_cached(sp__event_slot_at(p, e->idx[e->n]), e->gen[e->n])))
+      return e->idx[e->n];
+  }
+  return SP__IDSTACK_NONE;
+}
+
+/* The pool is exhausted but for slots in other threads' caches: claims one cached slot of flag
+ * set cls, scanning from a rotating cursor (every created slot at most once). */
+static uint32_t sp__event_steal(sp__event_pool *p, unsigned cls) {
+  unsigned created = atomic_load_explicit(&p->next_index, memory_order_relaxed);
+  unsigned start = atomic_load_explicit(&p->steal_cursor, memory_order_relaxed);
+  for (unsigned k = 0; k < created; k++) {
+    uint32_t i = (start + k) % created;
+    sp__event_slot *slot = sp__event_slot_at(p, i);
+    if (!slot) continue; /* its chunk is being published (or failed to be) */
+    uint64_t s = atomic_load_explicit(&slot->state, memory_order_acquire); /* flags published */
+    if ((s & (SP__EVS_CACHED | SP__EVS_LIVE)) != SP__EVS_CACHED) continue;
+    if ((slot->flags & SP_EVENT_TIMING) != cls || !sp__event_claim_cached(slot, SP__EVS_GEN(s)))
+      continue;
+    atomic_store_explicit(&p->steal_cursor, i + 1, memory_order_relaxed);
+    return i;
+  }
+  return SP__IDSTACK_NONE;
+}
+
 /* Slow path of sp__event_take: fills this thread's entry with up to a batch from the shared stack,
- * else makes a never-used slot. e: the thread's entry for (dev, cls), or NULL. */
+ * else makes never-used slots, else steals from other threads' caches. e: the thread's entry for
+ * (dev, cls), or NULL. */
 static SP__EVC_NOINLINE sp_status sp__event_take_slow(sp_device *dev, unsigned flags,
                                                       sp__evc_entry *e, uint32_t *out) {
   sp__event_pool *p = dev->events;
   unsigned cls = flags & SP_EVENT_TIMING;
   if (!e) e = sp__evc_claim(sp__evc_key_of(dev, cls));
-  uint32_t i = SP__IDSTACK_NONE;
-  if (e) {
-    while (e->n < SP__EVC_BATCH && (i = sp__idstack_pop(&p->free[cls], sp__event_link, p)) !=
-                                       SP__IDSTACK_NONE)
-      e->idx[e->n++] = i;
-    i = e->n ? e->idx[--e->n] : SP__IDSTACK_NONE;
-  } else {
-    i = sp__idstack_pop(&p->free[cls], sp__event_link, p);
+  uint32_t i = sp__idstack_pop(&p->free[cls], sp__event_link, p);
+  if (i != SP__IDSTACK_NONE) {
+    /* Popped indices are free and uncached: this thread's alone. Cache up to a batch more. */
+    while (e && e->n < SP__EVC_BATCH) {
+      uint32_t j = sp__idstack_pop(&p->free[cls], sp__event_link, p);
+      if (j == SP__IDSTACK_NONE) break;
+      sp__event_slot *slot = sp__event_slot_at(p, j);
+      uint32_t gen = SP__EVS_GEN(atomic_load_explicit(&slot->state, memory_order_relaxed));
+      atomic_store_explicit(&slot->state, (uint64_t)gen << 32 | SP__EVS_CACHED,
+                            memory_order_release);
+      e->idx[e->n] = j;
+      e->gen[e->n++] = gen;
+    }
+    *out = i;
+    return SP_OK;
   }
-  if (i == SP__IDSTACK_NONE) {
-    unsigned n = 0;
-    sp_status st = sp__event_slots_new(p, e ? SP__EVC_BATCH : 1u, flags, &i, &n);
-    if (st != SP_OK) return st;
+  unsigned n = 0;
+  sp_status st = sp__event_slots_new(p, e ? SP__EVC_BATCH : 1u, flags, &i, &n);
+  if (st == SP_OK) {
     sp_assert(n >= 1 && (e ? e->n + n - 1 <= SP__EVC_MAX : n == 1));
-    if (e) /* i itself is taken now; the rest are cached, the lowest on top */
-      for (unsigned k = n; k-- > 1;) e->idx[e->n++] = i + k;
+    for (unsigned k = n; e && k-- > 1;) { /* i itself is taken; the rest cached, lowest on top */
+      sp__event_slot *slot = sp__event_slot_at(p, i + k);
+      atomic_store_explicit(&slot->state, (uint64_t)slot->gen0 << 32 | SP__EVS_CACHED,
+                            memory_order_release);
+      e->idx[e->n] = i + k;
+      e->gen[e->n++] = slot->gen0;
+    }
+    *out = i;
+    return SP_OK;
   }
+  if (st != SP_ERR_POOL_EXHAUSTED) return st;
+  i = sp__event_steal(p, cls);
+  if (i == SP__IDSTACK_NONE)
+    return sp__fail(SP_ERR_POOL_EXHAUSTED,
+                    "sp_event_acquire: all %u events of the pool are in use (%u retired at a "
+                    "generation wrap)",
+                    (unsigned)SP__EV_CHUNK * SP__EV_CHUNKS_MAX - atomic_load(&p->retired),
+                    atomic_load(&p->retired));
   *out = i;
   return SP_OK;
 }
 
-/* A free slot index of dev for flags: from this thread's cache when it has one. */
+/* A free slot index of dev for flags, the caller's alone: from this thread's cache when it has
+ * one. */
 static inline sp_status sp__event_take(sp_device *dev, unsigned flags, uint32_t *out) {
   sp__evc_entry *e = sp__evc_find(sp__evc_key_of(dev, flags & SP_EVENT_TIMING));
   if (SP__LIKELY(e && e->n)) {
-    *out = e->idx[--e->n];
-    return SP_OK;
+    uint32_t i = sp__evc_pop(dev->events, e);
+    if (SP__LIKELY(i != SP__IDSTACK_NONE)) {
+      *out = i;
+      return SP_OK;
+    }
   }
   return sp__event_take_slow(dev, flags, e, out);
 }
 
-/* Slow path of sp__event_put: claims an entry, or makes room by flushing a batch. */
-static SP__EVC_NOINLINE void sp__event_put_slow(sp_device *dev, unsigned cls, sp__evc_entry *e,
-                                                uint32_t i) {
+/* Gives free, uncached, unpinned slot i (flag set cls) back: to this thread's cache, else the
+ * shared stack; a slot whose generation wrapped to its first is retired instead. */
+static SP__EVC_NOINLINE void sp__event_recycle(sp_device *dev, unsigned cls, uint32_t i) {
   sp__event_pool *p = dev->events;
+  sp__event_slot *slot = sp__event_slot_at(p, i);
+  uint64_t s = atomic_load_explicit(&slot->state, memory_order_relaxed);
+  sp_assert(!(s & (SP__EVS_LIVE | SP__EVS_CACHED | SP__EVS_PINS)));
+  if (SP__EVS_GEN(s) == slot->gen0) {
+    atomic_fetch_add_explicit(&p->retired, 1, memory_order_relaxed);
+    return;
+  }
+  sp__evc_entry *e = sp__evc_find(sp__evc_key_of(dev, cls));
   if (!e) e = sp__evc_claim(sp__evc_key_of(dev, cls));
   if (!e) {
-    sp__idstack_push(&p->free[cls], &sp__event_slot_at(p, i)->link, i);
+    sp__idstack_push(&p->free[cls], &slot->link, i);
     return;
   }
   if (e->n == SP__EVC_MAX) sp__evc_flush(p, e, SP__EVC_BATCH);
-  e->idx[e->n++] = i;
+  atomic_store_explicit(&slot->state, s | SP__EVS_CACHED, memory_order_release);
+  e->idx[e->n] = i;
+  e->gen[e->n++] = SP__EVS_GEN(s);
 }
 
-/* Gives free slot index i (flag set cls, state already free) back: to this thread's cache. */
-static inline void sp__event_put(sp_device *dev, unsigned cls, uint32_t i) {
-  sp__evc_entry *e = sp__evc_find(sp__evc_key_of(dev, cls));
-  if (SP__LIKELY(e && e->n < SP__EVC_MAX)) {
-    e->idx[e->n++] = i;
-    return;
-  }
-  sp__event_put_slow(dev, cls, e, i);
-}
-
-/* ---- acquire, lookup, release ---- */
+/* ---- acquire, pin, release ---- */
 
 sp_status sp__event_acquire(sp_device *dev, unsigned flags, sp_event *out) {
   if (flags & ~(unsigned)SP_EVENT_TIMING)
@@ -350,46 +439,84 @@ sp_status sp__event_acquire(sp_device *dev, unsigned flags, sp_event *out) {
     st = dev->be->event_create(dev->bdev, flags, &slot->bev);
     if (st != SP_OK) {
       slot->bev = NULL;
-      sp__event_put(dev, flags & SP_EVENT_TIMING, i);
+      sp__event_recycle(dev, flags & SP_EVENT_TIMING, i);
       return st;
     }
   }
   atomic_store_explicit(&slot->stream, NULL, memory_order_relaxed);
   uint64_t s = atomic_load_explicit(&slot->state, memory_order_relaxed);
-  sp_assert(!(s & 1u));
-  atomic_store_explicit(&slot->state, s | 1u, memory_order_release);
-  out->id = (s >> 1) << 32 | (uint64_t)(i + 1);
+  sp_assert(!(s & (SP__EVS_LIVE | SP__EVS_CACHED | SP__EVS_PINS)));
+  atomic_store_explicit(&slot->state, s | SP__EVS_LIVE, memory_order_release);
+  out->id = (s >> 32) << 32 | (uint64_t)(i + 1);
   return SP_OK;
 }
 
-/* The live slot of ev, or SP_ERR_INVALID_HANDLE. */
-static sp_status sp__event_lookup(sp_device *dev, sp_event ev, const char *fn,
-                                  sp__event_slot **out) {
+static sp_status sp__event_stale(const char *fn, sp_event ev) {
+  return sp__fail(SP_ERR_INVALID_HANDLE,
+                  "%s: event 0x%llx is not a live event of this device (released, stale, never "
+                  "acquired or another device's)",
+                  fn, (unsigned long long)ev.id);
+}
+
+/* Pins the live slot of ev (checked and pinned in one CAS), or SP_ERR_INVALID_HANDLE. Every
+ * SP_OK is paired with sp__event_slot_unpin. */
+static sp_status sp__event_pin(sp_device *dev, sp_event ev, const char *fn, sp__event_slot **out) {
   uint32_t i1 = (uint32_t)ev.id;
   sp__event_slot *slot = i1 ? sp__event_slot_at(dev->events, i1 - 1) : NULL;
-  uint64_t want = (ev.id >> 32) << 1 | 1u;
-  if (SP__UNLIKELY(!slot || atomic_load_explicit(&slot->state, memory_order_acquire) != want))
-    return sp__fail(SP_ERR_INVALID_HANDLE,
-                    "%s: event 0x%llx is not a live event of this device (released, stale, "
-                    "never acquired or another device's)",
-                    fn, (unsigned long long)ev.id);
+  if (SP__UNLIKELY(!slot)) return sp__event_stale(fn, ev);
+  uint64_t want = (ev.id >> 32) << 32 | SP__EVS_LIVE;
+  uint64_t s = atomic_load_explicit(&slot->state, memory_order_relaxed);
+  do {
+    if (SP__UNLIKELY((s & ~SP__EVS_PINS) != want)) return sp__event_stale(fn, ev);
+    if (SP__UNLIKELY((s & SP__EVS_PINS) == SP__EVS_PINS))
+      return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: 2^30 calls at once on event 0x%llx", fn,
+                      (unsigned long long)ev.id);
+  } while (!atomic_compare_exchange_weak_explicit(&slot->state, &s, s + SP__EVS_PIN,
+                                                  memory_order_acquire, memory_order_relaxed));
   *out = slot;
   return SP_OK;
 }
 
+/* Drops a pin; the last pin of a slot released meanwhile recycles it. */
+static void sp__event_slot_unpin(sp_device *dev, sp__event_slot *slot, uint32_t i) {
+  uint64_t old = atomic_fetch_sub_explicit(&slot->state, SP__EVS_PIN, memory_order_acq_rel);
+  sp_assert(old & SP__EVS_PINS);
+  if (SP__UNLIKELY((old & (SP__EVS_PINS | SP__EVS_LIVE)) == SP__EVS_PIN))
+    sp__event_recycle(dev, slot->flags & SP_EVENT_TIMING, i);
+}
+
+static void sp__event_unpin_ev(sp_device *dev, sp__event_slot *slot, sp_event ev) {
+  sp__event_slot_unpin(dev, slot, (uint32_t)ev.id - 1);
+}
+
+void sp__event_unpin(sp_device *dev, sp_event ev) {
+  sp__event_unpin_ev(dev, sp__event_slot_at(dev->events, (uint32_t)ev.id - 1), ev);
+}
+
 sp_status sp__event_release(sp_device *dev, sp_event ev) {
+  static const char fn[] = "sp_event_release";
   uint32_t i1 = (uint32_t)ev.id;
   sp__event_slot *slot = i1 ? sp__event_slot_at(dev->events, i1 - 1) : NULL;
-  uint64_t gen = ev.id >> 32;
-  uint64_t want = gen << 1 | 1u;
-  uint64_t next = (uint64_t)(uint32_t)(gen + 1) << 1;
-  if (!slot || !atomic_compare_exchange_strong_explicit(&slot->state, &want, next,
-                                                        memory_order_acq_rel, memory_order_relaxed))
-    return sp__fail(SP_ERR_INVALID_HANDLE,
-                    "sp_event_release: event 0x%llx is not live (released already, stale, never "
-                    "acquired or another device's)",
-                    (unsigned long long)ev.id);
-  sp__event_put(dev, slot->flags & SP_EVENT_TIMING, i1 - 1);
+  if (!slot) return sp__event_stale(fn, ev);
+  uint32_t gen = (uint32_t)(ev.id >> 32), next_gen = gen + 1;
+  uint64_t want = (uint64_t)gen << 32 | SP__EVS_LIVE;
+  unsigned cls = slot->flags & SP_EVENT_TIMING;
+  /* Fast path: no pin, room in this thread's cache, no wrap: cached in the same CAS. */
+  sp__evc_entry *e = sp__evc_find(sp__evc_key_of(dev, cls));
+  bool cache = e && e->n < SP__EVC_MAX && next_gen != slot->gen0;
+  uint64_t s = atomic_load_explicit(&slot->state, memory_order_relaxed), next;
+  do {
+    if ((s & ~SP__EVS_PINS) != want) return sp__event_stale(fn, ev);
+    next = (uint64_t)next_gen << 32 | (s & SP__EVS_PINS);
+    if (cache && !(s & SP__EVS_PINS)) next |= SP__EVS_CACHED;
+  } while (!atomic_compare_exchange_weak_explicit(&slot->state, &s, next, memory_order_acq_rel,
+                                                  memory_order_relaxed));
+  if (next & SP__EVS_CACHED) {
+    e->idx[e->n] = i1 - 1;
+    e->gen[e->n++] = next_gen;
+  } else if (!(next & SP__EVS_PINS)) {
+    sp__event_recycle(dev, cls, i1 - 1);
+  } /* else: pinned; the last unpin recycles it */
   return SP_OK;
 }
 
@@ -399,38 +526,56 @@ sp_status sp__event_record(sp_device *dev, sp_event ev, sp_stream *s) {
   if (s->dev != dev)
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_event_record: stream %u is another device's",
                     s->index);
-  sp_status st = sp__event_lookup(dev, ev, "sp_event_record", &slot);
-  if (st == SP_OK) st = sp__stream_backend(s, &bs);
-  if (st == SP_OK) st = dev->be->event_record(slot->bev, bs);
+  sp_status st = sp__stream_backend(s, &bs);
+  if (st == SP_OK) st = sp__event_pin(dev, ev, "sp_event_record", &slot);
   if (st != SP_OK) return st;
-  atomic_store_explicit(&slot->stream, s, memory_order_release);
-  return SP_OK;
+  st = dev->be->event_record(slot->bev, bs);
+  if (st == SP_OK) atomic_store_explicit(&slot->stream, s, memory_order_release);
+  sp__event_unpin_ev(dev, slot, ev);
+  return st;
 }
 
 sp_status sp__event_query(sp_device *dev, sp_event ev) {
   sp__event_slot *slot = NULL;
-  sp_status st = sp__event_lookup(dev, ev, "sp_event_query", &slot);
+  sp_status st = sp__event_pin(dev, ev, "sp_event_query", &slot);
   if (st != SP_OK) return st;
-  if (!atomic_load_explicit(&slot->stream, memory_order_acquire)) return SP_OK;
-  return dev->be->event_query(slot->bev);
+  if (atomic_load_explicit(&slot->stream, memory_order_acquire))
+    st = dev->be->event_query(slot->bev);
+  sp__event_unpin_ev(dev, slot, ev);
+  return st;
 }
 
 sp_status sp__stream_wait_event(sp_stream *s, sp_event ev) {
   sp__event_slot *slot = NULL;
   sp__bstream *bs = NULL;
-  sp_status st = sp__event_lookup(s->dev, ev, "sp_stream_wait_event", &slot);
+  sp_status st = sp__stream_backend(s, &bs);
+  if (st == SP_OK) st = sp__event_pin(s->dev, ev, "sp_stream_wait_event", &slot);
   if (st != SP_OK) return st;
-  if (!atomic_load_explicit(&slot->stream, memory_order_acquire)) return SP_OK;
-  st = sp__stream_backend(s, &bs);
-  if (st != SP_OK) return st;
-  return s->dev->be->stream_wait_event(bs, slot->bev);
+  if (atomic_load_explicit(&slot->stream, memory_order_acquire))
+    st = s->dev->be->stream_wait_event(bs, slot->bev);
+  sp__event_unpin_ev(s->dev, slot, ev);
+  return st;
 }
 
 sp_status sp__event_backend(sp_device *dev, sp_event ev, const char *fn, sp__bevent **out) {
   sp__event_slot *slot = NULL;
-  sp_status st = sp__event_lookup(dev, ev, fn, &slot);
+  sp_status st = sp__event_pin(dev, ev, fn, &slot);
   if (st != SP_OK) return st;
   *out = atomic_load_explicit(&slot->stream, memory_order_acquire) ? slot->bev : NULL;
+  return SP_OK;
+}
+
+sp_status sp__event_force_generation(sp_device *dev, sp_event ev, uint32_t gen, sp_event *out) {
+  sp__event_slot *slot = NULL;
+  sp_status st = sp__event_pin(dev, ev, "sp__event_force_generation", &slot);
+  if (st != SP_OK) return st;
+  uint64_t s = atomic_load_explicit(&slot->state, memory_order_relaxed);
+  if ((s & SP__EVS_PINS) != SP__EVS_PIN) {
+    sp__event_unpin_ev(dev, slot, ev);
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp__event_force_generation: event is in use");
+  }
+  atomic_store_explicit(&slot->state, (uint64_t)gen << 32 | SP__EVS_LIVE, memory_order_release);
+  out->id = (uint64_t)gen << 32 | (uint32_t)ev.id;
   return SP_OK;
 }
 
@@ -459,10 +604,15 @@ sp_status sp_event_query(sp_device *dev, sp_event ev) {
 sp_status sp_event_sync(sp_device *dev, sp_event ev) {
   sp__event_slot *slot = NULL;
   sp_status st = sp__device_enter(dev, "sp_event_sync");
-  if (st == SP_OK) st = sp__event_lookup(dev, ev, "sp_event_sync", &slot);
+  if (st == SP_OK) st = sp__event_pin(dev, ev, "sp_event_sync", &slot);
   if (st != SP_OK) return st;
-  if (!atomic_load_explicit(&slot->stream, memory_order_acquire)) return SP_OK;
-  return dev->be->event_sync(slot->bev);
+  if (atomic_load_explicit(&slot->stream, memory_order_acquire)) {
+    int cancel = sp__cancel_off();
+    st = dev->be->event_sync(slot->bev);
+    sp__cancel_restore(cancel);
+  }
+  sp__event_unpin_ev(dev, slot, ev);
+  return st;
 }
 
 sp_status sp_stream_wait_event(sp_stream *s, sp_event ev) {
@@ -470,17 +620,37 @@ sp_status sp_stream_wait_event(sp_stream *s, sp_event ev) {
   return st != SP_OK ? st : sp__stream_wait_event(s, ev);
 }
 
+/* Pins a recorded timing event of dev for sp_event_elapsed_ms. */
 static sp_status sp__event_timed(sp_device *dev, sp_event ev, const char *which,
                                  sp__event_slot **out) {
   static const char fn[] = "sp_event_elapsed_ms";
   sp__event_slot *slot = NULL;
-  sp_status st = sp__event_lookup(dev, ev, fn, &slot);
+  sp_status st = sp__event_pin(dev, ev, fn, &slot);
   if (st != SP_OK) return st;
   if (!(slot->flags & SP_EVENT_TIMING))
-    return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: %s event lacks SP_EVENT_TIMING", fn, which);
-  if (!atomic_load_explicit(&slot->stream, memory_order_acquire))
-    return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: %s event was never recorded", fn, which);
+    st = sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: %s event lacks SP_EVENT_TIMING", fn, which);
+  else if (!atomic_load_explicit(&slot->stream, memory_order_acquire))
+    st = sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: %s event was never recorded", fn, which);
+  if (st != SP_OK) {
+    sp__event_unpin_ev(dev, slot, ev);
+    return st;
+  }
   *out = slot;
+  return SP_OK;
+}
+
+static sp_status sp__event_elapsed_pinned(sp_device *dev, sp__event_slot *a, sp__event_slot *b,
+                                          float *ms) {
+  if (!dev->be->event_elapsed_ms)
+    return sp__fail(SP_ERR_UNSUPPORTED, "sp_event_elapsed_ms: backend %s has no event timing",
+                    dev->be->name);
+  sp_status st = dev->be->event_query(a->bev);
+  if (st == SP_OK) st = dev->be->event_query(b->bev);
+  if (st != SP_OK) return st;
+  float v = 0.0f;
+  st = dev->be->event_elapsed_ms(a->bev, b->bev, &v);
+  if (st != SP_OK) return st;
+  *ms = v;
   return SP_OK;
 }
 
@@ -491,27 +661,25 @@ sp_status sp_event_elapsed_ms(sp_device *dev, sp_event start, sp_event end, floa
   if (st != SP_OK) return st;
   if (!ms) return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: ms is NULL", fn);
   st = sp__event_timed(dev, start, "start", &a);
-  if (st == SP_OK) st = sp__event_timed(dev, end, "end", &b);
   if (st != SP_OK) return st;
-  if (!dev->be->event_elapsed_ms)
-    return sp__fail(SP_ERR_UNSUPPORTED, "%s: backend %s has no event timing", fn, dev->be->name);
-  st = dev->be->event_query(a->bev);
-  if (st == SP_OK) st = dev->be->event_query(b->bev);
-  if (st != SP_OK) return st;
-  float v = 0.0f;
-  st = dev->be->event_elapsed_ms(a->bev, b->bev, &v);
-  if (st != SP_OK) return st;
-  *ms = v;
-  return SP_OK;
+  st = sp__event_timed(dev, end, "end", &b);
+  if (st == SP_OK) {
+    st = sp__event_elapsed_pinned(dev, a, b, ms);
+    sp__event_unpin_ev(dev, b, end);
+  }
+  sp__event_unpin_ev(dev, a, start);
+  return st;
 }
 
 sp_status sp_event_stream(sp_device *dev, sp_event ev, sp_stream **out) {
   sp__event_slot *slot = NULL;
   sp_status st = sp__device_enter(dev, "sp_event_stream");
-  if (st == SP_OK) st = sp__event_lookup(dev, ev, "sp_event_stream", &slot);
   if (st != SP_OK) return st;
   if (!out) return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_event_stream: out is NULL");
+  st = sp__event_pin(dev, ev, "sp_event_stream", &slot);
+  if (st != SP_OK) return st;
   sp_stream *s = atomic_load_explicit(&slot->stream, memory_order_acquire);
+  sp__event_unpin_ev(dev, slot, ev);
   if (!s) return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_event_stream: event was never recorded");
   *out = s;
   return SP_OK;

@@ -43,13 +43,21 @@ sp_status sp_stream_wait_event_peer(sp_stream *s, sp_device *ev_dev, sp_event ev
   if (st != SP_OK) return st;
   if (ev_dev == s->dev) return sp__stream_wait_event(s, ev);
   sp__bevent *bev = NULL;
-  st = sp__event_backend(ev_dev, ev, fn, &bev);
-  if (st != SP_OK || !bev) return st; /* never recorded: complete */
-  if (ev_dev->be != s->dev->be) return ev_dev->be->event_sync(bev); /* host-side fallback */
-  sp__bstream *bs = NULL;
-  st = sp__stream_backend(s, &bs);
+  st = sp__event_backend(ev_dev, ev, fn, &bev); /* pins ev */
   if (st != SP_OK) return st;
-  return s->dev->be->stream_wait_event(bs, bev);
+  if (!bev) {
+    /* never recorded: complete */
+  } else if (ev_dev->be != s->dev->be) {
+    int cancel = sp__cancel_off();
+    st = ev_dev->be->event_sync(bev); /* host-side fallback */
+    sp__cancel_restore(cancel);
+  } else {
+    sp__bstream *bs = NULL;
+    st = sp__stream_backend(s, &bs);
+    if (st == SP_OK) st = s->dev->be->stream_wait_event(bs, bev);
+  }
+  sp__event_unpin(ev_dev, ev);
+  return st;
 }
 
 /* The host-staged copy: correct for any pair of devices; returns when dst holds the bytes. */
@@ -76,8 +84,8 @@ static sp_status peer_copy_staged(sp_stream *dst_stream, sp__bstream *dbs, void 
   return st;
 }
 
-sp_status sp_memcpy_peer_async(sp_stream *dst_stream, void *dst, sp_device *src_dev,
-                               const void *src, size_t bytes) {
+static sp_status peer_copy(sp_stream *dst_stream, void *dst, sp_device *src_dev, const void *src,
+                           size_t bytes) {
   static const char fn[] = "sp_memcpy_peer_async";
   sp_status st = sp__stream_enter(dst_stream, fn);
   if (st == SP_OK) st = sp__device_enter(src_dev, fn);
@@ -94,4 +102,12 @@ sp_status sp_memcpy_peer_async(sp_stream *dst_stream, void *dst, sp_device *src_
   if (peer_direct(dst_dev, src_dev))
     return dst_dev->be->memcpy_peer_async(dbs, dst, src_dev->bdev, src, bytes);
   return peer_copy_staged(dst_stream, dbs, dst, src_dev, src, bytes);
+}
+
+sp_status sp_memcpy_peer_async(sp_stream *dst_stream, void *dst, sp_device *src_dev,
+                               const void *src, size_t bytes) {
+  int cancel = sp__cancel_off(); /* the staged copy syncs streams */
+  sp_status st = peer_copy(dst_stream, dst, src_dev, src, bytes);
+  sp__cancel_restore(cancel);
+  return st;
 }

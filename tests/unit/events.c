@@ -333,9 +333,14 @@ static size_t fill_pool(sp_device *dev, sp_event **evs, size_t *cap) {
     }
     sp_status st = sp_event_acquire(dev, 0, &(*evs)[n]);
     if (st != SP_OK) {
-      if (st != SP_ERR_HOST_MEMORY)
-        fail_msg("filling the pool: acquire %zu returned %s, expected SP_ERR_HOST_MEMORY: %s", n,
-                 sp_status_str(st), sp_last_error());
+      if (st != SP_ERR_POOL_EXHAUSTED)
+        fail_msg("filling the pool: acquire %zu returned %s, expected SP_ERR_POOL_EXHAUSTED: %s",
+                 n, sp_status_str(st), sp_last_error());
+      char want[64];
+      snprintf(want, sizeof(want), "all %zu events", n);
+      if (!strstr(sp_last_error(), want))
+        fail_msg("exhaustion message \"%s\" does not name the capacity (\"%s\")", sp_last_error(),
+                 want);
       return n;
     }
     n++;
@@ -381,6 +386,61 @@ static void thread_exit_returns_cached(void **state) {
              "(%lld lost in dead threads' caches)",
              after, before, (long long)before - (long long)after);
   for (size_t i = 0; i < after; i++) SP_CHECK_OK(sp_event_release(dev, evs[i]));
+  free(evs);
+  sp_device_close(dev);
+}
+
+/* Goal (issue 14 W7): free events in the caches of threads that are alive but idle stay
+ * reachable: the pool hands out its whole capacity, then says SP_ERR_POOL_EXHAUSTED.
+ * Method: the capacity C is measured by filling a fresh device from one thread. Then 64 threads
+ * each acquire and release 40 events (each keeps up to 32 in its cache) and stay alive on a
+ * barrier while the main thread fills the pool again: it must get C events. */
+enum { LIVE_THREADS = 64 };
+
+typedef struct live_arg {
+  sp_device *dev;
+  pthread_barrier_t *filled, *done;
+} live_arg;
+
+static void *live_thread(void *p) {
+  live_arg *a = p;
+  exit_thread(a->dev);
+  pthread_barrier_wait(a->filled); /* its cache is full of free events now */
+  pthread_barrier_wait(a->done);
+  return NULL;
+}
+
+static void live_threads_caches_reachable(void **state) {
+  (void)state;
+  sp_device *dev = tu_open_host(4, SP_STREAMS_ROUND_ROBIN);
+  sp_event *evs = NULL;
+  size_t cap = 0;
+  size_t capacity = fill_pool(dev, &evs, &cap);
+  for (size_t i = 0; i < capacity; i++) SP_CHECK_OK(sp_event_release(dev, evs[i]));
+  sp_device_close(dev);
+  dev = tu_open_host(4, SP_STREAMS_ROUND_ROBIN);
+  tu_failures_reset();
+  pthread_barrier_t filled, done;
+  pthread_barrier_init(&filled, NULL, LIVE_THREADS + 1);
+  pthread_barrier_init(&done, NULL, LIVE_THREADS + 1);
+  live_arg arg = {dev, &filled, &done};
+  pthread_t th[LIVE_THREADS];
+  for (int i = 0; i < LIVE_THREADS; i++)
+    assert_int_equal(pthread_create(&th[i], NULL, live_thread, &arg), 0);
+  pthread_barrier_wait(&filled);
+  size_t got = fill_pool(dev, &evs, &cap);
+  pthread_barrier_wait(&done);
+  for (int i = 0; i < LIVE_THREADS; i++) pthread_join(th[i], NULL);
+  pthread_barrier_destroy(&filled);
+  pthread_barrier_destroy(&done);
+  assert_int_equal(tu_failures(), 0);
+  printf("capacity %zu events; with %d live threads holding cached free events: %zu\n", capacity,
+         LIVE_THREADS, got);
+  if (got != capacity)
+    fail_msg("with %d live threads the pool handed out %zu events, its capacity is %zu (%lld "
+             "stranded in their caches)",
+             LIVE_THREADS, got, capacity, (long long)capacity - (long long)got);
+  for (size_t i = 0; i < got; i++) SP_CHECK_OK(sp_event_release(dev, evs[i]));
   free(evs);
   sp_device_close(dev);
 }
@@ -446,6 +506,7 @@ int main(void) {
       cmocka_unit_test(not_ready_then_done), cmocka_unit_test(timing),
       cmocka_unit_test(pool_grows),      cmocka_unit_test(churn_across_threads),
       cmocka_unit_test(thread_exit_returns_cached),
+      cmocka_unit_test(live_threads_caches_reachable),
       cmocka_unit_test(many_devices_one_thread),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
