@@ -14,6 +14,14 @@
  *  - Thread safety is stated per function: "any thread", "owner thread" or
  *    "externally synchronized".
  *  - Config structs: all-zero means defaults.
+ *  - Cancellation: a call that can block (syncs, sp_model_infer/forward/load, the batcher, an
+ *    exclusive-slot wait, sp_device_close, sp_alloc when it must sync) runs with the calling
+ *    thread's cancellation disabled and restores the caller's state on return, so pthread_cancel
+ *    never leaves library state locked; a pending cancel acts at the caller's next cancellation
+ *    point after the call returns. Asynchronous cancellation inside library calls is not
+ *    supported.
+ *  - Fork: in a child process, every call on an object the parent made returns SP_ERR_FORKED;
+ *    sp_device_close, sp_model_free and sp_batcher_destroy only forget the object.
  */
 #ifndef STREAMPOOL_H
 #define STREAMPOOL_H
@@ -47,7 +55,7 @@ const char *sp_version(void);
   X(SP_ERR_INVALID_HANDLE, -2, "invalid handle")                                                  \
   X(SP_ERR_OUT_OF_MEMORY, -3, "out of device memory")                                             \
   X(SP_ERR_LIMIT, -4, "memory limit reached")                                                     \
-  X(SP_ERR_POOL_EXHAUSTED, -5, "stream pool exhausted")                                           \
+  X(SP_ERR_POOL_EXHAUSTED, -5, "pool exhausted")                                                  \
   X(SP_ERR_NOT_READY, -6, "not ready")                                                            \
   X(SP_ERR_NO_DEVICE, -7, "no such device")                                                       \
   X(SP_ERR_UNSUPPORTED, -8, "unsupported")                                                        \
@@ -291,10 +299,14 @@ int sp_peer_copy_direct(const sp_device *dst_dev, const sp_device *src_dev);
 
 enum { SP_EVENT_TIMING = 1u << 0 };
 
-/* Takes an event from dev's pool (flags: 0 or SP_EVENT_TIMING). Any thread. */
+/* Takes an event from dev's pool (flags: 0 or SP_EVENT_TIMING). SP_ERR_POOL_EXHAUSTED when every
+ * event of the pool (262,144 less any retired) is live; free events cached by other threads are
+ * taken first. Any thread. */
 sp_status sp_event_acquire(sp_device *dev, unsigned flags, sp_event *out);
 /* Returns ev to the pool; ev and every copy of it become stale. A second release returns
- * SP_ERR_INVALID_HANDLE. Releasing an event with work pending is allowed. Any thread. */
+ * SP_ERR_INVALID_HANDLE. Releasing an event with work pending is allowed. A call on ev running in
+ * another thread at the same time either completes on this event first or returns
+ * SP_ERR_INVALID_HANDLE; it never acts on the event the pool hands out next. Any thread. */
 sp_status sp_event_release(sp_device *dev, sp_event ev);
 /* Marks the current end of s's work in ev and remembers s. Any thread. */
 sp_status sp_event_record(sp_event ev, sp_stream *s);
@@ -397,7 +409,8 @@ sp_status sp_model_mlp_random(sp_device *dev, const unsigned *dims, unsigned n_d
  * once as a device graph where the backend has graphs, and replayed; 0: launched op by op; another
  * value, the empty one included: the build fails with SP_ERR_INVALID_ARGUMENT naming it). */
 
-/* Frees m's weights. Work using m must have finished. NULL is a no-op. Externally synchronized. */
+/* Frees m's weights. Work using m must have finished. NULL is a no-op. In a forked child it only
+ * forgets m. Externally synchronized. */
 void sp_model_free(sp_model *m);
 /* m's shape, weight dtype and device, fixed at load. Any thread. */
 unsigned sp_model_in_features(const sp_model *m);
@@ -429,8 +442,9 @@ sp_status sp_batcher_create(sp_model *m, const sp_batcher_config *cfg, sp_batche
 /* Submits one row (in_features floats) and blocks until out (out_features floats) holds its
  * result. Any thread. */
 sp_status sp_batcher_infer(sp_batcher *b, const float *in, float *out);
-/* Finishes every accepted request, then stops the workers. NULL is a no-op. Externally
- * synchronized (no sp_batcher_infer may start during or after it). */
+/* Finishes every accepted request, then stops the workers. NULL is a no-op. In a forked child it
+ * only forgets b (its workers are the parent's threads). Externally synchronized (no
+ * sp_batcher_infer may start during or after it). */
 void sp_batcher_destroy(sp_batcher *b);
 
 typedef struct sp_batcher_stats {
@@ -443,7 +457,7 @@ typedef struct sp_batcher_stats {
   uint64_t answer_ns;                /* all passes: rows copied back, callers woken */
 } sp_batcher_stats;
 /* b's counters so far, each read atomically (their sum is exact once callers and workers rest).
- * Any thread, also while sp_batcher_infer runs. */
+ * SP_ERR_FORKED in a forked child. Any thread, also while sp_batcher_infer runs. */
 sp_status sp_batcher_stats_get(sp_batcher *b, sp_batcher_stats *out);
 
 /* ---------------------------------------------------------------------------------------------

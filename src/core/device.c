@@ -187,6 +187,7 @@ sp_status sp_device_close(sp_device *dev) {
     return sp__fail(SP_ERR_BUSY, "sp_device_close: %u model(s) and %u batcher(s) of this device "
                     "are still alive; destroy the batchers and free the models first (the device "
                     "stays open)", models, batchers);
+  int cancel = sp__cancel_off(); /* syncs, and joins the host backend's stream threads */
   sp__registry_remove(dev);
   sp__bindings_forget(dev);
   (void)sp__device_sync_all(dev);
@@ -201,17 +202,20 @@ sp_status sp_device_close(sp_device *dev) {
   sp__slot_pool_destroy(dev);
   pthread_mutex_destroy(&dev->stream_create_mu);
   sp__free(dev);
+  sp__cancel_restore(cancel);
   return SP_OK;
 }
 
 sp_status sp__device_sync_all(sp_device *dev) {
   sp_status first = SP_OK;
+  int cancel = sp__cancel_off();
   for (unsigned i = 0; i < dev->cfg.streams; i++) {
     sp__bstream *bs = sp__stream_peek(&dev->streams[i]);
     if (!bs) continue;
     sp_status st = dev->be->stream_sync(bs);
     if (st != SP_OK && first == SP_OK) first = st;
   }
+  sp__cancel_restore(cancel);
   return first;
 }
 

@@ -72,7 +72,11 @@ sp_status sp_stream_sync(sp_stream *s) {
   sp_status st = sp__stream_enter(s, "sp_stream_sync");
   if (st != SP_OK) return st;
   sp__bstream *bs = sp__stream_peek(s);
-  return bs ? s->dev->be->stream_sync(bs) : SP_OK; /* never used: nothing to wait for */
+  if (!bs) return SP_OK; /* never used: nothing to wait for */
+  int cancel = sp__cancel_off();
+  st = s->dev->be->stream_sync(bs);
+  sp__cancel_restore(cancel);
+  return st;
 }
 
 sp_status sp_stream_query(sp_stream *s) {

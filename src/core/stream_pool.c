@@ -133,6 +133,7 @@ static uint32_t sp__slot_wait(sp_device *dev) {
   sp__slot_pool *p = dev->slots;
   struct timespec deadline = sp__deadline_after_ms(dev->cfg.slot_wait_ms);
   uint32_t i = SP__IDSTACK_NONE;
+  int cancel = sp__cancel_off(); /* the timed wait is a cancellation point: never leave wait_mu */
   pthread_mutex_lock(&p->wait_mu);
   atomic_fetch_add_explicit(&p->waiters, 1, memory_order_acq_rel);
   for (;;) {
@@ -146,6 +147,7 @@ static uint32_t sp__slot_wait(sp_device *dev) {
   }
   atomic_fetch_sub_explicit(&p->waiters, 1, memory_order_relaxed);
   pthread_mutex_unlock(&p->wait_mu);
+  sp__cancel_restore(cancel);
   return i;
 }
 

@@ -521,7 +521,7 @@ static sp_status batch_start(sp_batcher *b) {
   return st;
 }
 
-sp_status sp_batcher_create(sp_model *m, const sp_batcher_config *cfg, sp_batcher **out) {
+static sp_status batch_create(sp_model *m, const sp_batcher_config *cfg, sp_batcher **out) {
   if (!m || !out) return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_batcher_create: model or out is NULL");
   sp_status st = sp__device_enter(m->dev, "sp_batcher_create");
   if (st != SP_OK) return st;
@@ -550,9 +550,21 @@ sp_status sp_batcher_create(sp_model *m, const sp_batcher_config *cfg, sp_batche
   return SP_OK;
 }
 
+static sp_status batch_infer(sp_batcher *b, const float *in, float *out);
+
+/* Runs with cancellation disabled: the request lives on this stack until a worker answers it. */
 sp_status sp_batcher_infer(sp_batcher *b, const float *in, float *out) {
   if (SP__UNLIKELY(!b || !in || !out))
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_batcher_infer: batcher, in or out is NULL");
+  sp_status st = sp__device_enter(b->m->dev, "sp_batcher_infer"); /* forked: no workers here */
+  if (st != SP_OK) return st;
+  int cancel = sp__cancel_off();
+  st = batch_infer(b, in, out);
+  sp__cancel_restore(cancel);
+  return st;
+}
+
+static sp_status batch_infer(sp_batcher *b, const float *in, float *out) {
   batch_req r;
   r.next = NULL;
   r.in = in;
@@ -580,15 +592,29 @@ static void batch_wait_callers(sp_batcher *b) {
 
 void sp_batcher_destroy(sp_batcher *b) {
   if (!b) return;
+  /* In a forked child only forget b: its workers are the parent's threads (issue 14 C3). */
+  if (sp__device_enter(b->m->dev, "sp_batcher_destroy") != SP_OK) return;
   sp_device *dev = b->dev;
+  int cancel = sp__cancel_off();
   batch_stop(b);
   batch_wait_callers(b);
   batch_free(b);
   atomic_fetch_sub(&dev->batchers, 1);
+  sp__cancel_restore(cancel);
+}
+
+/* Runs with cancellation disabled: create waits for its workers to start. */
+sp_status sp_batcher_create(sp_model *m, const sp_batcher_config *cfg, sp_batcher **out) {
+  int cancel = sp__cancel_off();
+  sp_status st = batch_create(m, cfg, out);
+  sp__cancel_restore(cancel);
+  return st;
 }
 
 sp_status sp_batcher_stats_get(sp_batcher *b, sp_batcher_stats *out) {
   if (!b || !out) return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_batcher_stats_get: NULL argument");
+  sp_status st = sp__device_enter(b->m->dev, "sp_batcher_stats_get"); /* forked: stale numbers */
+  if (st != SP_OK) return st;
   out->requests = atomic_load(&b->requests);
   out->batches = atomic_load(&b->batches);
   out->failed = atomic_load(&b->failed);

@@ -121,8 +121,19 @@ static sp_status model_check_dims(const unsigned *dims, unsigned n_layers, sp_dt
   return SP_OK;
 }
 
+static sp_status model_build(sp_device *dev, const unsigned *dims, unsigned n_layers, sp_dtype dt,
+                             sp__model_fill_fn fill, void *user, const char *fn, sp_model **out);
+
 sp_status sp__model_build(sp_device *dev, const unsigned *dims, unsigned n_layers, sp_dtype dt,
                           sp__model_fill_fn fill, void *user, const char *fn, sp_model **out) {
+  int cancel = sp__cancel_off(); /* the upload syncs the default stream */
+  sp_status st = model_build(dev, dims, n_layers, dt, fill, user, fn, out);
+  sp__cancel_restore(cancel);
+  return st;
+}
+
+static sp_status model_build(sp_device *dev, const unsigned *dims, unsigned n_layers, sp_dtype dt,
+                             sp__model_fill_fn fill, void *user, const char *fn, sp_model **out) {
   sp_status st = sp__device_enter(dev, fn);
   if (st == SP_OK) st = model_check_dims(dims, n_layers, dt, fn);
   if (st != SP_OK) return st;
@@ -192,11 +203,15 @@ sp_status sp_model_mlp_random(sp_device *dev, const unsigned *dims, unsigned n_d
 
 void sp_model_free(sp_model *m) {
   if (!m) return;
+  /* In a forked child only forget m: its device's streams are the parent's (issue 14 H3). */
+  if (sp__device_enter(m->dev, "sp_model_free") != SP_OK) return;
+  int cancel = sp__cancel_off();
   sp__plan_table_destroy(m, m->plans); /* first: its graphs use the weights */
   model_free_weights(m);
   sp__free(m->layers);
   atomic_fetch_sub(&m->dev->models, 1);
   sp__free(m);
+  sp__cancel_restore(cancel);
 }
 
 unsigned sp_model_in_features(const sp_model *m) { return m ? m->layers[0].in : 0; }
@@ -279,7 +294,8 @@ static sp_status model_check_device_rows(const sp_model *m, const float *p, unsi
   return st;
 }
 
-sp_status sp_model_forward(sp_model *m, sp_stream *s, const float *in, float *out, unsigned batch) {
+static sp_status model_forward(sp_model *m, sp_stream *s, const float *in, float *out,
+                               unsigned batch) {
   static const char fn[] = "sp_model_forward";
   sp_status st = model_check_run(m, in, out, batch, fn);
   if (st == SP_OK) st = sp__stream_enter(s, fn);
@@ -303,7 +319,7 @@ sp_status sp_model_forward(sp_model *m, sp_stream *s, const float *in, float *ou
   return st != SP_OK ? st : fr;
 }
 
-sp_status sp_model_infer(sp_model *m, const float *in, float *out, unsigned batch) {
+static sp_status model_infer(sp_model *m, const float *in, float *out, unsigned batch) {
   static const char fn[] = "sp_model_infer";
   sp_status st = model_check_run(m, in, out, batch, fn);
   if (st != SP_OK) return st;
@@ -330,4 +346,20 @@ sp_status sp_model_infer(sp_model *m, const float *in, float *out, unsigned batc
   sp_status sync = be->stream_sync(bs); /* also when a step failed: copies may reference in */
   if (st != SP_OK) return st;
   return fr != SP_OK ? fr : sync;
+}
+
+/* The public forwards run with cancellation disabled (sp__cancel_off): a plan's mutex is held
+ * across its run and the run syncs its stream. */
+sp_status sp_model_forward(sp_model *m, sp_stream *s, const float *in, float *out, unsigned batch) {
+  int cancel = sp__cancel_off();
+  sp_status st = model_forward(m, s, in, out, batch);
+  sp__cancel_restore(cancel);
+  return st;
+}
+
+sp_status sp_model_infer(sp_model *m, const float *in, float *out, unsigned batch) {
+  int cancel = sp__cancel_off();
+  sp_status st = model_infer(m, in, out, batch);
+  sp__cancel_restore(cancel);
+  return st;
 }

@@ -169,7 +169,19 @@ static sp_status load_build(sp_device *dev, load_ctx *c, sp_dtype dt, sp_model *
   return st;
 }
 
+static sp_status model_load(sp_device *dev, const char *safetensors_path, sp_dtype dt,
+                            sp_model **out);
+
+/* Runs with cancellation disabled: reading the file and the upload are cancellation points. */
 sp_status sp_model_load(sp_device *dev, const char *safetensors_path, sp_dtype dt, sp_model **out) {
+  int cancel = sp__cancel_off();
+  sp_status st = model_load(dev, safetensors_path, dt, out);
+  sp__cancel_restore(cancel);
+  return st;
+}
+
+static sp_status model_load(sp_device *dev, const char *safetensors_path, sp_dtype dt,
+                            sp_model **out) {
   sp_status st = sp__device_enter(dev, "sp_model_load");
   if (st != SP_OK) return st;
   if (!safetensors_path || !out)

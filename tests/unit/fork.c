@@ -7,8 +7,13 @@
  * which cannot start threads in a child of a threaded parent, it skips its own device. The parent
  * checks the exit status and then uses its device again.
  */
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "testutil.h"
@@ -84,8 +89,110 @@ static void fork_child(void **state) {
   sp_device_close(dev);
 }
 
+/* Goal (issue 14 C3, H2, H3, W4): in a fork child, the parent's batcher and model are never
+ * used through threads the child does not have: sp_batcher_stats_get and sp_batcher_infer return
+ * SP_ERR_FORKED (not stale numbers, not a wait forever), sp_batcher_destroy and sp_model_free only
+ * forget (no pthread_join of a missing worker, no sync of a stream with work in flight at fork).
+ * Method: the parent runs a batcher pass and a model infer, then holds the model's stream with a
+ * gate and queues an infer behind it from another thread (work in flight at fork), and forks. The
+ * child makes the calls and exits with the number of the first failed check; the parent waits at
+ * most 10 s (a hang kills the child and fails), then opens the gate and checks its own batcher
+ * and model still answer correctly before freeing them. */
+static atomic_bool infer_gate_open;
+
+static void infer_gate(void *p) {
+  (void)p;
+  while (!atomic_load(&infer_gate_open)) {
+    struct timespec ts = {0, 1000000};
+    nanosleep(&ts, NULL);
+  }
+}
+
+typedef struct infer_arg {
+  sp_model *m;
+  float in[4], out[4];
+  sp_status st;
+} infer_arg;
+
+static void *infer_thread(void *p) {
+  infer_arg *a = p;
+  a->st = sp_model_infer(a->m, a->in, a->out, 1);
+  return NULL;
+}
+
+static int child_infer_checks(sp_batcher *b, sp_model *m) {
+  sp_batcher_stats bs;
+  float in[4] = {1, 2, 3, 4}, out[4];
+  if (sp_batcher_stats_get(b, &bs) != SP_ERR_FORKED) return 1;
+  if (!strstr(sp_last_error(), "fork")) return 2;
+  if (sp_batcher_infer(b, in, out) != SP_ERR_FORKED) return 3;
+  if (sp_model_infer(m, in, out, 1) != SP_ERR_FORKED) return 4;
+  sp_batcher_destroy(b); /* forgets only */
+  sp_model_free(m);      /* forgets only, although an infer is in flight on its stream */
+  sp_device_close(sp_model_device(m));
+  return 0;
+}
+
+/* Waits up to 10 s for pid; kills it and returns -1 if it has not exited. */
+static int wait_bounded(pid_t pid, int *status) {
+  for (int k = 0; k < 1000; k++) {
+    pid_t r = waitpid(pid, status, WNOHANG);
+    if (r == pid) return 0;
+    struct timespec ts = {0, 10000000};
+    nanosleep(&ts, NULL);
+  }
+  kill(pid, SIGKILL);
+  waitpid(pid, status, 0);
+  return -1;
+}
+
+static void fork_infer_objects(void **state) {
+  (void)state;
+  sp_device *dev = tu_open_host(2, SP_STREAMS_ROUND_ROBIN); /* one pool stream: all share it */
+  const unsigned dims[] = {4, 8, 4};
+  sp_model *m = NULL;
+  SP_CHECK_OK(sp_model_mlp_random(dev, dims, 3, tu_seed(), SP_F32, &m));
+  sp_batcher_config bc = {.max_batch = 4, .workers = 1};
+  sp_batcher *b = NULL;
+  SP_CHECK_OK(sp_batcher_create(m, &bc, &b));
+  float in[4] = {0.5f, -1, 2, 0.25f}, want[4], got[4];
+  SP_CHECK_OK(sp_model_infer(m, in, want, 1));
+  SP_CHECK_OK(sp_batcher_infer(b, in, got));
+  sp_stream *s = NULL;
+  SP_CHECK_OK(sp_stream_current(dev, &s));
+  atomic_store(&infer_gate_open, false);
+  SP_CHECK_OK(sp_launch_host_func(s, infer_gate, NULL));
+  infer_arg ia = {.m = m, .in = {0.5f, -1, 2, 0.25f}};
+  pthread_t t;
+  assert_int_equal(pthread_create(&t, NULL, infer_thread, &ia), 0);
+  struct timespec ts = {0, 30000000};
+  nanosleep(&ts, NULL); /* the infer is queued behind the gate */
+  fflush(NULL);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) _exit(child_infer_checks(b, m));
+  int status = 0;
+  int hung = wait_bounded(pid, &status);
+  atomic_store(&infer_gate_open, true);
+  pthread_join(t, NULL);
+  if (hung) fail_msg("the child hung (killed after 10 s): a call waited for a parent's thread");
+  if (WIFSIGNALED(status)) fail_msg("the child died of signal %d", WTERMSIG(status));
+  if (!WIFEXITED(status)) fail_msg("child did not exit normally (status 0x%x)", status);
+  if (WEXITSTATUS(status)) fail_msg("child check %d failed", WEXITSTATUS(status));
+  SP_CHECK_OK(ia.st);
+  SP_CHECK_OK(sp_batcher_infer(b, in, got));
+  for (int k = 0; k < 4; k++) {
+    if (got[k] != want[k]) fail_msg("batcher row %d: %g, expected %g", k, got[k], want[k]);
+    if (ia.out[k] != want[k]) fail_msg("infer row %d: %g, expected %g", k, ia.out[k], want[k]);
+  }
+  sp_batcher_destroy(b);
+  sp_model_free(m);
+  sp_device_close(dev);
+}
+
 int main(void) {
   tu_seed();
-  const struct CMUnitTest tests[] = {cmocka_unit_test(fork_child)};
+  const struct CMUnitTest tests[] = {cmocka_unit_test(fork_child),
+                                     cmocka_unit_test(fork_infer_objects)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
