@@ -6,24 +6,60 @@
  * the stream's scratch buffer, multiplied with sgemm in f32, ReLU'd, and rounded once to bf16
  * (nearest even). Concurrency comes from the streams: OpenBLAS runs one thread per call.
  *
+ * OpenBLAS is loaded with dlopen at the first host device open, not linked: a library linked at
+ * load time puts its thread-local storage (OpenBLAS: 60 KiB) into every thread's static TLS, so
+ * threads with small stacks could not be created in any program using streampool (issue 14 W5);
+ * a dlopen()ed library's TLS is allocated per thread on first use. Without OpenBLAS, Linear is
+ * SP_ERR_UNSUPPORTED naming the library and dlerror(); everything else works.
+ *
  * Invariants: the scratch buffer belongs to the stream's worker (no lock); it only grows.
- * Locking: none here; pthread_once guards the BLAS set-up.
+ * Locking: none here; pthread_once guards the BLAS set-up (every user passes through it first).
  */
 #include <cblas.h>
+#include <dlfcn.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "backend/host/host_impl.h"
 #include "core/dtype.h"
 
 static pthread_once_t host_blas_once = PTHREAD_ONCE_INIT;
+static __typeof__(cblas_sgemm) *host_blas_sgemm; /* NULL: OpenBLAS could not be loaded */
+static char host_blas_error[256];                /* why, when NULL                     */
 
-static void host_blas_setup(void) { openblas_set_num_threads(1); }
+static void host_blas_setup(void) {
+  static const char *const names[] = {"libopenblas.so.0", "libopenblas.so"};
+  void *h = NULL;
+  for (size_t k = 0; k < sizeof(names) / sizeof(names[0]) && !h; k++)
+    h = dlopen(names[k], RTLD_NOW | RTLD_LOCAL);
+  if (!h) {
+    snprintf(host_blas_error, sizeof(host_blas_error), "%s", dlerror());
+    return;
+  }
+  __typeof__(openblas_set_num_threads) *set_threads = NULL;
+  __typeof__(cblas_sgemm) *sgemm = NULL;
+  void *sym = dlsym(h, "openblas_set_num_threads"); /* POSIX: data and function pointers match */
+  memcpy(&set_threads, &sym, sizeof(sym));
+  sym = dlsym(h, "cblas_sgemm");
+  memcpy(&sgemm, &sym, sizeof(sym));
+  if (!set_threads || !sgemm) {
+    snprintf(host_blas_error, sizeof(host_blas_error), "libopenblas lacks %s",
+             !sgemm ? "cblas_sgemm" : "openblas_set_num_threads");
+    return; /* the handle stays open: a library loaded once per process */
+  }
+  set_threads(1);
+  host_blas_sgemm = sgemm;
+}
 
 void sp__host_blas_init(void) { pthread_once(&host_blas_once, host_blas_setup); }
 
 sp_status sp__host_linear_check(const sp__linear *op, const char *fn) {
   if (!op) return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: op is NULL", fn);
+  sp__host_blas_init();
+  if (!host_blas_sgemm)
+    return sp__fail(SP_ERR_UNSUPPORTED, "%s: OpenBLAS (libopenblas.so.0) could not be loaded: %s",
+                    fn, host_blas_error);
   if (!sp__dtype_valid(op->dtype))
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: unknown dtype %d", fn, (int)op->dtype);
   if (!op->batch || !op->in_features || !op->out_features)
@@ -70,7 +106,7 @@ void sp__host_convert_run(void *dst, sp_dtype dst_type, const void *src, sp_dtyp
 /* y[b, o] = sum_i x[b, i] * w[o, i] + (y[b, o] if beta else 0), all f32 row-major. */
 static void host_sgemm(const float *x, const float *w, float *y, unsigned batch, unsigned in,
                        unsigned out, float beta) {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)batch, (int)out, (int)in, 1.0f, x,
+  host_blas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)batch, (int)out, (int)in, 1.0f, x,
               (int)in, w, (int)in, beta, y, (int)out);
 }
 
