@@ -212,8 +212,10 @@ sp_stream *sp_stream_default(sp_device *dev);
  * slot_wait_ms, else SP_ERR_POOL_EXHAUSTED. Any thread; lock-free after the first call. */
 sp_status sp_stream_current(sp_device *dev, sp_stream **out);
 
-/* Makes s this thread's current stream on dev (s must belong to dev). In exclusive mode a slot
- * the thread owned is given back first. Any thread. */
+/* Makes s this thread's current stream on dev (s must belong to dev). In exclusive mode s must be
+ * the default stream or a stream held by sp_stream_acquire (a slot the thread owned is given back
+ * first), or the slot the thread owns already (no change); a slot another thread owns, or a free
+ * slot, is refused with SP_ERR_INVALID_ARGUMENT, changing nothing. Any thread. */
 sp_status sp_stream_set_current(sp_device *dev, sp_stream *s);
 
 /* Unbinds this thread's current stream on dev; in exclusive mode the slot is free again at once.

@@ -9,7 +9,10 @@
  * Round-robin: the n-th thread to bind on a device gets pool stream 1 + (n mod (size - 1)).
  * Exclusive: a thread takes a slot index in [1, size) from a lock-free tagged-index stack
  * (idstack.h) and owns it until sp_stream_release_current, sp_stream_set_current, or its exit.
- * Stream 0 is never handed out by either mode.
+ * Stream 0 is never handed out by either mode. sp_stream_set_current may make current only
+ * stream 0, the slot the thread owns already, or a slot held by sp_stream_acquire (its holder's
+ * to bind), so a slot bound by a thread is never current in another.
+ * src/core/stream_pool.pml models the free list and the thread-exit return.
  *
  * Extra streams (sp_stream_acquire/sp_stream_release, issue 10): in exclusive mode a slot popped
  * from the same stack, owned by the caller (not bound to any thread) until released; `acquired`
@@ -298,6 +301,19 @@ sp_status sp_stream_set_current(sp_device *dev, sp_stream *s) {
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: stream %u belongs to another device", fn,
                     s->index);
   int k = sp__bindings_find(dev);
+  if (dev->cfg.stream_mode == SP_STREAMS_EXCLUSIVE && s->index != 0) {
+    /* A pool stream is an exclusive slot: current only in the thread that owns it, or where its
+     * sp_stream_acquire holder binds it; a slot bound by another thread, or free, is refused
+     * (issue 14 W6). */
+    if (k >= 0 && ((sp__tb.owned >> k) & 1u) && sp__tb.stream[k] == s) return SP_OK;
+    uint64_t held = atomic_load_explicit(&dev->slots->acquired[s->index / 64], memory_order_relaxed);
+    if (!((held >> (s->index % 64)) & 1u))
+      return sp__fail(SP_ERR_INVALID_ARGUMENT,
+                      "%s: stream %u is an exclusive slot this thread does not own (exclusive "
+                      "mode: take a slot with sp_stream_current or sp_stream_acquire, or set the "
+                      "default stream)",
+                      fn, s->index);
+  }
   if (k >= 0) sp__bindings_unbind(dev, k);
   st = sp__bindings_arm(fn);
   if (st == SP_OK) st = sp__bindings_room(fn);

@@ -6,7 +6,9 @@
  * sp_alloc'd device memory and compare bytes; pass NULL, foreign and zero-sized arguments.
  */
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "testutil.h"
@@ -108,6 +110,71 @@ static void exclusive_slots(void **state) {
   assert_int_not_equal(sp_stream_index(s2), 0);
   (void)bind_in_thread(dev, &st);
   SP_CHECK_OK(st); /* one slot still free */
+  sp_device_close(dev);
+}
+
+/* Goal (issue 14 W6): in exclusive mode sp_stream_set_current never shares a slot: onto a slot
+ * another thread owns, or a free slot, it is refused (SP_ERR_INVALID_ARGUMENT) and changes
+ * nothing; onto the thread's own slot it is a no-op; onto the default stream it gives the slot
+ * back; onto a slot the caller holds by sp_stream_acquire it binds it.
+ * Method: a holder thread owns one of two slots while the main thread owns the other; the main
+ * thread tries each case and checks what it and a third thread bind afterwards. */
+typedef struct holder {
+  sp_device *dev;
+  sp_stream *s;
+  atomic_bool bound, leave;
+} holder;
+
+static void *hold_slot(void *p) {
+  holder *h = p;
+  TU_EXPECT_OK(sp_stream_current(h->dev, &h->s));
+  atomic_store(&h->bound, true);
+  while (!atomic_load(&h->leave)) sched_yield();
+  return NULL;
+}
+
+static void exclusive_set_current(void **state) {
+  (void)state;
+  sp_device *dev = tu_open_host(3, SP_STREAMS_EXCLUSIVE); /* slots 1 and 2, wait 0 */
+  holder h = {.dev = dev};
+  pthread_t t;
+  tu_failures_reset();
+  assert_int_equal(pthread_create(&t, NULL, hold_slot, &h), 0);
+  while (!atomic_load(&h.bound)) sched_yield();
+  sp_stream *theirs = h.s, *mine = NULL, *cur = NULL;
+  assert_non_null(theirs);
+  SP_CHECK_STATUS(sp_stream_set_current(dev, theirs), SP_ERR_INVALID_ARGUMENT);
+  if (!strstr(sp_last_error(), "exclusive"))
+    fail_msg("refusal message \"%s\" does not say why", sp_last_error());
+  SP_CHECK_OK(sp_stream_current(dev, &mine)); /* the other slot, not theirs */
+  if (mine == theirs) fail_msg("main thread bound slot %u, which the holder owns",
+                               sp_stream_index(mine));
+  SP_CHECK_OK(sp_stream_set_current(dev, mine)); /* its own slot: no-op */
+  SP_CHECK_OK(sp_stream_current(dev, &cur));
+  assert_ptr_equal(cur, mine);
+  SP_CHECK_STATUS(sp_stream_set_current(dev, theirs), SP_ERR_INVALID_ARGUMENT);
+  SP_CHECK_OK(sp_stream_current(dev, &cur));
+  assert_ptr_equal(cur, mine); /* unchanged, and still owned: a third thread is refused */
+  sp_status st;
+  (void)bind_in_thread(dev, &st);
+  SP_CHECK_STATUS(st, SP_ERR_POOL_EXHAUSTED);
+  SP_CHECK_OK(sp_stream_set_current(dev, sp_stream_default(dev))); /* gives mine back */
+  /* mine is a free slot now: setting it would share it with the next binder */
+  SP_CHECK_STATUS(sp_stream_set_current(dev, mine), SP_ERR_INVALID_ARGUMENT);
+  unsigned other = bind_in_thread(dev, &st);
+  SP_CHECK_OK(st);
+  assert_int_equal(other, sp_stream_index(mine));
+  /* A slot held by sp_stream_acquire is its holder's to bind. */
+  sp_stream *extra = NULL;
+  SP_CHECK_OK(sp_stream_acquire(dev, &extra));
+  SP_CHECK_OK(sp_stream_set_current(dev, extra));
+  SP_CHECK_OK(sp_stream_current(dev, &cur));
+  assert_ptr_equal(cur, extra);
+  SP_CHECK_OK(sp_stream_release_current(dev));
+  SP_CHECK_OK(sp_stream_release(dev, extra));
+  atomic_store(&h.leave, true);
+  pthread_join(t, NULL);
+  assert_int_equal(tu_failures(), 0);
   sp_device_close(dev);
 }
 
@@ -225,6 +292,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(round_robin_assignment), cmocka_unit_test(current_is_stable),
       cmocka_unit_test(set_current_bad),        cmocka_unit_test(exclusive_slots),
+      cmocka_unit_test(exclusive_set_current),
       cmocka_unit_test(exclusive_exhausted),    cmocka_unit_test(copies_and_fills),
       cmocka_unit_test(host_funcs_in_order),    cmocka_unit_test(many_devices_one_thread),
   };
