@@ -14,6 +14,8 @@
  * while another sits between two adjacent instructions). The stale link read itself is harmless:
  * link words stay valid memory and the result is discarded when the CAS fails.
  *
+ * Model-checked (with the slot wait and thread-exit return) in src/core/stream_pool.pml.
+ *
  * Memory order: push publishes the node's link and everything the pusher wrote before (release);
  * pop acquires it. Any thread; lock-free.
  */

@@ -3,7 +3,8 @@
 # Without an expectation it runs every line of the model of the form " * run: ok|violation -D..."
 # (each a separate exhaustive safety search: assertions and invalid end states, i.e. a process
 # blocked forever). ok: the search must complete with 0 errors and nothing left unexplored;
-# violation: spin must find an error (a negative control showing the model can fail).
+# violation: spin must find an error (a negative control showing the model can fail); violation:TEXT:
+# the error report must also contain TEXT (no spaces), so the counterexample is the intended one.
 # Exit 77 (ctest: skipped) when spin or a C compiler is missing.
 set -uo pipefail
 model=$(readlink -f "$1"); shift
@@ -34,6 +35,8 @@ for r in "${runs[@]}"; do
   case $expect in
     ok) [ "${errors:-x}" = 0 ] && [ "$incomplete" -eq 0 ] || ok=0 ;;
     violation) [ -n "$errors" ] && [ "$errors" -gt 0 ] || ok=0 ;;
+    violation:*) # the counterexample must be the intended one: pan's report names TEXT
+      [ -n "$errors" ] && [ "$errors" -gt 0 ] && grep -qF -- "${expect#violation:}" "$dir/out" || ok=0 ;;
     *) echo "bad expectation '$expect'"; ok=0 ;;
   esac
   if [ $ok -eq 1 ]; then

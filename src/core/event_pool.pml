@@ -1,0 +1,123 @@
+/* Promela model of the event handle protocol of event_pool.c (issue 14 C1): acquire, release,
+ * calls through a (possibly stale) copy of a handle, the per-thread caches with their (index,
+ * generation) claim and the steal of another thread's cached slot.
+ *
+ * One slot (the race needs only one). Two owner threads acquire and release it ROUNDS times each
+ * and publish every handle they get; a user thread makes USES calls through whatever handle was
+ * published last, so its copy may go stale at any point. Ghost variables: `inc` counts acquires
+ * (the event's incarnation); every handle carries the incarnation it was acquired as.
+ *
+ * Checked (spin -a; cc -DSAFETY; ./pan): assertions and invalid end states.
+ *  - A call that acts, acts on the incarnation its handle names (the C1 property).
+ *  - The slot never has two owners.
+ *  - No slot is lost: every owner that wants the slot eventually gets it (no invalid end state),
+ *    and at the end it is on the shared stack or in a cache.
+ *
+ * -DOLD models the former protocol: a call checks (generation, live) with one load and acts in a
+ * later step; release bumps the generation and frees the slot at once. Its counterexample is the
+ * C1 race: the check passes, the owner releases and acquires again, the call acts on the new
+ * event. The default (the current protocol): the check and a pin are one CAS; release bumps the
+ * generation but a pinned slot is recycled only by its last unpin.
+ * Sequentially consistent (each Promela statement is atomic); the C code's orders are argued in
+ * event_pool.c.
+ *
+ * run: ok
+ * run: violation:(inc==hi) -DOLD
+ */
+#define ROUNDS 2
+#define USES 3
+#define NONE 255
+
+byte gen = 1;             /* slot state: generation                                 */
+bit live = 0;             /* slot state: acquired                                   */
+bit cached = 0;           /* slot state: in a thread cache (claimable by CAS)        */
+byte pins = 0;            /* slot state: calls in progress                          */
+bit on_shared = 1;        /* the slot is on the shared free stack                   */
+bit has[2];               /* owner i's cache holds the slot ...                     */
+byte cgen[2];             /* ... cached at this generation                          */
+byte inc = 0;             /* ghost: acquires so far                                 */
+byte owners = 0;          /* ghost: threads owning the slot                         */
+byte pub_gen = NONE;      /* the last published handle: generation ...              */
+byte pub_inc = 0;         /* ... and the incarnation it was acquired as (ghost)     */
+byte done = 0;            /* threads finished                                        */
+
+proctype owner(byte me) {
+  byte k = 0, hg, hi, cg;
+  bit got;
+  do
+  :: k < ROUNDS ->
+    got = 0;
+    do
+    :: got -> break
+    :: else ->
+      if
+      :: has[me] ->                       /* own cache: claim (gen, cached) -> (gen, free) */
+        has[me] = 0;
+        atomic { if :: (cached && !live && gen == cgen[me]) -> cached = 0; got = 1 :: else fi }
+      :: atomic { on_shared -> on_shared = 0; got = 1 }   /* pop the shared stack */
+#ifndef OLD
+      :: atomic { (cached && !live) -> cached = 0; got = 1 }  /* steal another's cached slot */
+#endif
+      fi
+    od;
+    atomic { owners++; assert(owners == 1) };
+    atomic { live = 1; inc++; hg = gen; hi = inc };       /* acquire */
+    atomic { pub_gen = hg; pub_inc = hi };                 /* a copy escapes */
+    owners--;
+    atomic {                                               /* release: CAS (hg, live) */
+      assert(live && gen == hg);
+      gen++;
+      live = 0;
+#ifdef OLD
+      on_shared = 1;
+#else
+      if
+      :: pins == 0 -> if :: cached = 1; cg = gen :: on_shared = 1; cg = NONE fi
+      :: else -> cg = NONE                                 /* the last unpin recycles it */
+      fi
+#endif
+    };
+#ifndef OLD
+    if :: cg != NONE -> cgen[me] = cg; has[me] = 1 :: else fi;
+#endif
+    k++
+  :: else -> break
+  od;
+  done++
+}
+
+proctype user() {
+  byte j = 0, hg, hi;
+  bit ok;
+  do
+  :: j < USES ->
+    atomic { hg = pub_gen; hi = pub_inc };
+    if
+    :: hg == NONE -> skip
+    :: else ->
+#ifdef OLD
+      if
+      :: (live && gen == hg) -> assert(inc == hi)         /* check, then act: two steps */
+      :: else -> skip                                      /* SP_ERR_INVALID_HANDLE */
+      fi
+#else
+      atomic { if :: (live && gen == hg) -> pins++; ok = 1 :: else -> ok = 0 fi };  /* pin CAS */
+      if
+      :: ok ->
+        assert(inc == hi);                                 /* act */
+        atomic { pins--; if :: (pins == 0 && !live) -> on_shared = 1 :: else fi }  /* unpin */
+      :: else -> skip                                      /* SP_ERR_INVALID_HANDLE */
+      fi
+#endif
+    fi;
+    j++
+  :: else -> break
+  od;
+  done++
+}
+
+init {
+  atomic { run owner(0); run owner(1); run user() };
+  done == 3;
+  assert(!live && pins == 0 && owners == 0 && (on_shared || cached))
+}
