@@ -402,16 +402,12 @@ static inline sp_status sp__event_take(sp_device *dev, unsigned flags, uint32_t 
 }
 
 /* Gives free, uncached, unpinned slot i (flag set cls) back: to this thread's cache, else the
- * shared stack; a slot whose generation wrapped to its first is retired instead. */
-static SP__EVC_NOINLINE void sp__event_recycle(sp_device *dev, unsigned cls, uint32_t i) {
+ * shared stack. */
+static SP__EVC_NOINLINE void sp__event_put(sp_device *dev, unsigned cls, uint32_t i) {
   sp__event_pool *p = dev->events;
   sp__event_slot *slot = sp__event_slot_at(p, i);
   uint64_t s = atomic_load_explicit(&slot->state, memory_order_relaxed);
   sp_assert(!(s & (SP__EVS_LIVE | SP__EVS_CACHED | SP__EVS_PINS)));
-  if (SP__EVS_GEN(s) == slot->gen0) {
-    atomic_fetch_add_explicit(&p->retired, 1, memory_order_relaxed);
-    return;
-  }
   sp__evc_entry *e = sp__evc_find(sp__evc_key_of(dev, cls));
   if (!e) e = sp__evc_claim(sp__evc_key_of(dev, cls));
   if (!e) {
@@ -422,6 +418,18 @@ static SP__EVC_NOINLINE void sp__event_recycle(sp_device *dev, unsigned cls, uin
   atomic_store_explicit(&slot->state, s | SP__EVS_CACHED, memory_order_release);
   e->idx[e->n] = i;
   e->gen[e->n++] = SP__EVS_GEN(s);
+}
+
+/* A released slot's last user gives it back (sp__event_put), unless its generation wrapped to its
+ * first: then it is retired, so no handle of an earlier generation can ever match again. */
+static void sp__event_recycle(sp_device *dev, unsigned cls, uint32_t i) {
+  sp__event_pool *p = dev->events;
+  sp__event_slot *slot = sp__event_slot_at(p, i);
+  if (SP__EVS_GEN(atomic_load_explicit(&slot->state, memory_order_relaxed)) == slot->gen0) {
+    atomic_fetch_add_explicit(&p->retired, 1, memory_order_relaxed);
+    return;
+  }
+  sp__event_put(dev, cls, i);
 }
 
 /* ---- acquire, pin, release ---- */
@@ -439,7 +447,7 @@ sp_status sp__event_acquire(sp_device *dev, unsigned flags, sp_event *out) {
     st = dev->be->event_create(dev->bdev, flags, &slot->bev);
     if (st != SP_OK) {
       slot->bev = NULL;
-      sp__event_recycle(dev, flags & SP_EVENT_TIMING, i);
+      sp__event_put(dev, flags & SP_EVENT_TIMING, i); /* never live: no generation used up */
       return st;
     }
   }
