@@ -36,10 +36,11 @@ sp_status sp__alloc_create(sp_device *dev, sp__allocator **out) {
   a->inflight_reuse = !(dev->cfg.alloc_flags & SP_ALLOC_NO_INFLIGHT_REUSE);
   size_t free_bytes = 0, total = 0;
   if (dev->be->memory_info(dev->bdev, &free_bytes, &total) == SP_OK) a->device_total = total;
-  for (unsigned i = 0; i < a->n_streams; i++) sp__spin_init(&a->caches[i].mu);
-  sp__spin_init(&a->pending_mu);
-  sp__spin_init(&a->seglist_mu);
-  sp__spin_init(&a->peak_mu);
+  for (unsigned i = 0; i < a->n_streams; i++)
+    sp__spin_init(&a->caches[i].mu, SP__RANK_ALLOC_CACHE);
+  sp__spin_init(&a->pending_mu, SP__RANK_ALLOC_PENDING);
+  sp__spin_init(&a->seglist_mu, SP__RANK_ALLOC_SEGLIST);
+  sp__spin_init(&a->peak_mu, SP__RANK_ALLOC_PEAK);
   sp__ptrmap_init(&a->map);
   sp_status st = sp__history_init(a);
   if (st != SP_OK) {

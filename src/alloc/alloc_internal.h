@@ -1,19 +1,21 @@
 /* The caching allocator's internal structure, shared by the files of src/alloc (internal).
  *
  * One sp__allocator per device: a stream cache per pool stream, the pending list, the segment
- * list and the pointer map. Lock ranks (all "rank 3" of src/core/device.h, refined; acquire in
- * increasing order, at most one of each kind except where said):
- *   3.1 stream cache locks (sp__scache.mu): several only in increasing stream index
- *   3.2 pending list lock (pending_mu)
- *   3.3 segment list lock (seglist_mu)
- *   3.4 a segment's lock (sp__segment.mu): several only by the validator/snapshot, in list order
- *   3.5 a pointer-map shard lock
- *   3.6 the peak lock (peak_mu)
- *   3.7 the history lock (history_mu): a leaf taken only by sp_memory_history_enable/disable
+ * list and the pointer map. Locks, in the order of their ranks in src/core/lock.h (the one table;
+ * checked at SP_DEBUG >= 1), at most one of each kind except where said:
+ *   stream cache locks (sp__scache.mu): several only in increasing stream index (= address)
+ *   pending list lock (pending_mu)
+ *   segment list lock (seglist_mu)
+ *   a segment's lock (sp__segment.mu): several only under seglist_mu (validator, snapshot)
+ *   a pointer-map shard lock
+ *   the peak lock (peak_mu), under which stream cache locks are only tried (stats.c)
+ *   the history lock (history_mu): a leaf taken only by sp_memory_history_enable/disable
  *       and destroy, with no other lock held; recording an event takes no lock (history.c)
- * No backend call (mem_alloc/free, event record/query/wait, stream query/sync) is made while any of
- * them is held. pending_busy is a try-flag, not a lock: whoever sets it processes the pending list
- * (querying events without locks); opportunistic callers skip when it is set.
+ * No backend call (mem_alloc/free, event record/query/wait, stream query/sync) and no core event
+ * call is made while any of them is held. pending_busy is a try-flag: whoever sets it processes
+ * the pending list, querying and releasing events with no spinlock held; opportunistic callers
+ * skip when it is set, sp_empty_cache and the out-of-memory path wait for it, so it is a lock of
+ * its own in the table, ranked below the core's locks (event release may take the registry).
  */
 #ifndef SP_ALLOC_INTERNAL_H
 #define SP_ALLOC_INTERNAL_H
@@ -54,7 +56,7 @@ typedef struct sp__seg_index {
 
 /* Per-stream state; one per pool stream, each on its own cache lines. */
 typedef struct sp__scache {
-  _Alignas(64) sp__spin mu;     /* rank 3.1                                                 */
+  _Alignas(64) sp__spin mu;     /* SP__RANK_ALLOC_CACHE                                     */
   sp__bins bins[SP__POOLS];     /* CACHED blocks of this stream; mu                          */
   sp__block *spare;             /* recycled block structs (chained by link_next); mu        */
   unsigned n_spare;             /* mu                                                        */
@@ -90,13 +92,14 @@ struct sp__allocator {
   pthread_mutex_t history_mu;    /* rank 3.7 (leaf)                                       */
   sp__history *history_rings;    /* every ring made, kept until destroy; history_mu       */
 
-  _Alignas(64) sp__spin pending_mu; /* rank 3.2                                           */
+  _Alignas(64) sp__spin pending_mu; /* SP__RANK_ALLOC_PENDING                             */
   sp__block *pending;            /* PENDING blocks (link_prev/next); pending_mu            */
   size_t pending_count;          /* pending_mu                                             */
   _Atomic size_t pending_hint;   /* pending_count, readable without the lock               */
-  atomic_bool pending_busy;      /* try-flag: a thread is processing the pending list      */
+  atomic_bool pending_busy;      /* try-flag: a thread is processing the pending list (its */
+                                 /* rank: SP__RANK_ALLOC_PENDING_BUSY)                     */
 
-  _Alignas(64) sp__spin seglist_mu; /* rank 3.3                                           */
+  _Alignas(64) sp__spin seglist_mu; /* SP__RANK_ALLOC_SEGLIST                             */
   sp__segment *segments;         /* every segment; seglist_mu                              */
   size_t n_segments;             /* seglist_mu                                             */
   size_t reserved;               /* bytes of linked segments; seglist_mu                   */
@@ -105,7 +108,7 @@ struct sp__allocator {
   uint64_t backend_allocs, backend_frees; /* seglist_mu                                    */
   _Atomic uint64_t oom_retries, ooms;
 
-  _Alignas(64) sp__spin peak_mu; /* rank 3.6                                              */
+  _Alignas(64) sp__spin peak_mu; /* SP__RANK_ALLOC_PEAK                                   */
   size_t allocated_peak;         /* peak_mu                                                */
 
   sp__ptrmap map;                /* LIVE blocks                                            */

@@ -62,7 +62,7 @@ struct sp__segment {
   size_t bytes;
   unsigned pool;                /* SP__POOL_*                                              */
   unsigned stream;              /* the stream that allocated it                            */
-  sp__spin mu;                  /* rank 4: its blocks' adjacency and states                */
+  sp__spin mu;                  /* SP__RANK_ALLOC_SEGMENT: its blocks' adjacency and states */
   _Atomic unsigned busy;        /* blocks not CACHED (LIVE, front, PENDING); written under mu */
   sp__block *first;             /* lowest block; segment lock                              */
   bool linked;                  /* in the segment list and index (range.c); mu             */

@@ -4,7 +4,7 @@
  * is in exactly the bins of cache `stream`, of its segment's pool; no two address neighbours are
  * CACHED on the same stream; a LIVE block is in the pointer map and counted in its stream's
  * live_bytes. Locking: the stream cache lock(s) named by each function are held by the caller;
- * these functions take the segment lock (3.4) and a map shard lock (3.5) inside them.
+ * these functions take the segment lock and a map shard lock inside them (ranks above it).
  */
 #include "alloc/alloc_internal.h"
 

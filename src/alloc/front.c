@@ -12,8 +12,8 @@
  * stream to wait for (never PENDING ones) enter; a front block is handed out only to its own
  * stream; anything that needs the blocks as ordinary cached memory (another stream's request, a
  * miss of the bins, trimming, sp_empty_cache, the out-of-memory path) flushes the front to the bins
- * first. Locking: every function runs under the stream cache lock (3.1) and takes a map shard lock
- * (3.5) and, through sp__cache_put, the segment lock (3.4) only when flushing; claimed is cleared
+ * first. Locking: every function runs under the stream cache lock and takes a map shard lock and,
+ * through sp__cache_put, the segment lock only when flushing; claimed is cleared
  * with a release store because its readers hold the shard lock, not this one.
  */
 #include "alloc/alloc_internal.h"

@@ -2,7 +2,7 @@
  *
  * Owns the pending list. Invariants: a PENDING block is in the list exactly once, holds one event
  * per other stream that used it (recorded before it was published) and returns to its stream's
- * cache only after every one of them completed. Locking: pending_mu (3.2) guards the list;
+ * cache only after every one of them completed. Locking: pending_mu guards the list;
  * publishing pushes at the head (alloc.c); only the holder of the pending_busy try-flag removes
  * entries, so it can walk the list's link_next chain between short lock holds and query the events
  * with no lock held. Nobody blocks on the flag except sp_empty_cache and the out-of-memory path.
@@ -46,10 +46,12 @@ static void pending_complete(sp__allocator *a, sp__block *blk) {
 
 void sp__pending_poll(sp__allocator *a, bool wait) {
   if (!wait && !atomic_load_explicit(&a->pending_hint, memory_order_relaxed)) return;
+  if (wait) sp__lock_note_acquire(&a->pending_busy, SP__RANK_ALLOC_PENDING_BUSY);
   while (atomic_exchange_explicit(&a->pending_busy, true, memory_order_acquire)) {
     if (!wait) return;
     sched_yield();
   }
+  if (!wait) sp__lock_note_tried(&a->pending_busy, SP__RANK_ALLOC_PENDING_BUSY);
   sp__spin_lock(&a->pending_mu);
   sp__block *blk = a->pending;
   sp__spin_unlock(&a->pending_mu);
@@ -59,5 +61,6 @@ void sp__pending_poll(sp__allocator *a, bool wait) {
     if (pending_done(a, blk)) pending_complete(a, blk);
     blk = next;
   }
+  sp__lock_note_release(&a->pending_busy, SP__RANK_ALLOC_PENDING_BUSY);
   atomic_store_explicit(&a->pending_busy, false, memory_order_release);
 }

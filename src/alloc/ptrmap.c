@@ -21,7 +21,7 @@ static inline uint64_t map_mix(uint64_t x) {
 void sp__ptrmap_init(sp__ptrmap *m) {
   memset(m, 0, sizeof(*m));
   for (unsigned i = 0; i < SP__MAP_SHARDS; i++) {
-    sp__spin_init(&m->shards[i].mu);
+    sp__spin_init(&m->shards[i].mu, SP__RANK_ALLOC_MAP_SHARD);
     m->shards[i].buckets = &m->shards[i].one;
   }
 }

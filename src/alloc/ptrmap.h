@@ -1,7 +1,7 @@
 /* Pointer -> LIVE block map of one allocator (internal).
  *
  * SP__MAP_SHARDS shards, each a chained hash table (chains through sp__block.map_next) under its
- * own spinlock (rank 5), one cache line each. The shard is a group of SP__MAP_GROUP lines chosen
+ * own spinlock (SP__RANK_ALLOC_MAP_SHARD), one cache line each. The shard is a group of SP__MAP_GROUP lines chosen
  * by a hash of the pointer's 2 MiB region, and in it the line of the pointer's 512 B unit mod 16.
  * Why both: a thread working on its own stream keeps its own segments, so the shards of its
  * regions stay in its core's cache (hashing every 512 B unit over all shards made each thread
@@ -22,7 +22,7 @@
 enum { SP__MAP_SHARDS = 4096, SP__MAP_GROUP = 16 };
 
 typedef struct sp__map_shard {
-  _Alignas(64) sp__spin mu; /* rank 5; one cache line per shard                    */
+  _Alignas(64) sp__spin mu; /* SP__RANK_ALLOC_MAP_SHARD; one cache line per shard  */
   unsigned log2;           /* buckets = 1 << log2; mu                              */
   size_t count;            /* blocks in the shard; mu                              */
   sp__block **buckets;     /* mu; points at `one` until the first growth           */

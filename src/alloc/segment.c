@@ -5,7 +5,7 @@
  * that fits under the limit is never refused for the size class's rounding alone). Invariants: reserved is the sum of linked segments' bytes; reserved + reserving never passes the limit (reserving covers the
  * mem_alloc calls under way, so concurrent growth cannot overshoot it); a segment is released only
  * when all its blocks are CACHED with stamps showing their streams finished with them. Locking:
- * the segment list lock (3.3) guards the list and counters; releasing takes every stream cache
+ * the segment list lock guards the list and counters; releasing takes every stream cache
  * lock first (rare: sp_empty_cache and the OOM path); mem_alloc/mem_free run with no lock held.
  */
 #include "alloc/alloc_internal.h"
@@ -79,7 +79,7 @@ static sp__segment *segment_struct_new(sp__allocator *a) {
   sp__spin_unlock(&a->seglist_mu);
   if (seg) return seg;
   seg = sp__aligned_calloc(1, sizeof(*seg));
-  if (seg) sp__spin_init(&seg->mu);
+  if (seg) sp__spin_init(&seg->mu, SP__RANK_ALLOC_SEGMENT);
   return seg;
 }
 

@@ -8,7 +8,7 @@
  * The allocated peak. Invariants: every stream's live bytes <= its grant (a grant is lowered only
  * under that stream's cache lock), and the grants sum to at most the peak; so the total never
  * passes the peak unseen, and the peak is never below the true one. A stream passing its grant
- * takes peak_mu (3.6) and covers the difference, in this order: unassigned slack (peak - sum of
+ * takes peak_mu and covers the difference, in this order: unassigned slack (peak - sum of
  * grants); then the spare grant (grant - live) of other streams whose cache lock it can *try*
  * (not in an operation now) and that no other running thread works on (sp__user_stealable: the
  * caller's own streams, those of exited threads, quiet ones), just as much as it needs; then, only
@@ -19,8 +19,8 @@
  * from running streams made every stream come back for more: the lock went global under load;
  * a free lock is not enough to call a stream idle: 16 threads on their own streams still took each
  * other's grants between operations).
- * The try of another stream's cache lock (rank 3.1) under peak_mu (3.6) is out of rank order but
- * never waits, so it cannot deadlock.
+ * The try of another stream's cache lock under peak_mu is out of rank order but never waits, so it
+ * cannot deadlock (src/core/lock.h: a trylock is recorded by the witness, not checked).
  */
 #include "alloc/alloc_internal.h"
 
@@ -113,7 +113,7 @@ sp_status sp_memory_stats_reset_peaks(sp_device *dev) {
   sp_status st = sp__device_enter(dev, "sp_memory_stats_reset_peaks");
   if (st != SP_OK) return st;
   sp__allocator *a = dev->alloc;
-  /* Every cache lock (3.1, in index order) then peak_mu: no live count moves while the grants
+  /* Every cache lock (in index order) then peak_mu: no live count moves while the grants
    * are set to the live bytes, so live <= grant holds afterwards. */
   for (unsigned i = 0; i < a->n_streams; i++) sp__spin_lock(&a->caches[i].mu);
   sp__spin_lock(&a->peak_mu);

@@ -8,7 +8,8 @@
  * so per-thread bindings keyed by id never match a later device at a recycled address.
  *
  * Registry: a mutex-protected list of live devices, so that thread-exit destructors
- * (stream_pool.c) touch a device only while it is open. Its lock ranks below all device locks.
+ * (stream_pool.c) touch a device only while it is open. Its lock ranks below all device locks
+ * (src/core/lock.h).
  *
  * Fork: a pthread_atfork child handler increments sp__fork_epoch; every device remembers the
  * epoch it was opened in, and sp__device_enter compares the two (one relaxed load on the hot
@@ -26,13 +27,13 @@
 
 atomic_uint sp__fork_epoch;
 
-static pthread_mutex_t sp__registry_mu = PTHREAD_MUTEX_INITIALIZER;
+static sp__mutex sp__registry_mu = SP__MUTEX_INITIALIZER(REGISTRY);
 static sp_device *sp__registry_head;      /* live devices (sp__registry_mu) */
 static _Atomic uint64_t sp__device_next_id = 1;
 static pthread_once_t sp__fork_once = PTHREAD_ONCE_INIT;
 
-void sp__registry_lock(void) { pthread_mutex_lock(&sp__registry_mu); }
-void sp__registry_unlock(void) { pthread_mutex_unlock(&sp__registry_mu); }
+void sp__registry_lock(void) { sp__mutex_lock(&sp__registry_mu); }
+void sp__registry_unlock(void) { sp__mutex_unlock(&sp__registry_mu); }
 
 sp_device *sp__registry_find_locked(uint64_t id) {
   for (sp_device *d = sp__registry_head; d; d = d->registry_next)
@@ -148,7 +149,7 @@ sp_status sp_device_open(const sp_device_config *cfg, sp_device **out) {
   dev->cfg.backend = dev->backend_name;
   atomic_init(&dev->rr_next, 0);
   sp__device_init_streams(dev);
-  if (pthread_mutex_init(&dev->stream_create_mu, NULL)) {
+  if (sp__mutex_init(&dev->stream_create_mu, SP__RANK_STREAM_CREATE)) {
     st = sp__fail(SP_ERR_HOST_MEMORY, "%s: pthread_mutex_init failed", fn);
     goto free_dev;
   }
@@ -173,7 +174,7 @@ destroy_events:
 destroy_slots:
   sp__slot_pool_destroy(dev);
 destroy_mutex:
-  pthread_mutex_destroy(&dev->stream_create_mu);
+  sp__mutex_destroy(&dev->stream_create_mu);
 free_dev:
   sp__free(dev);
   return st;
@@ -200,7 +201,7 @@ sp_status sp_device_close(sp_device *dev) {
   sp__interop_device_closing(dev);
   dev->be->device_close(dev->bdev);
   sp__slot_pool_destroy(dev);
-  pthread_mutex_destroy(&dev->stream_create_mu);
+  sp__mutex_destroy(&dev->stream_create_mu);
   sp__free(dev);
   sp__cancel_restore(cancel);
   return SP_OK;

@@ -6,9 +6,9 @@
  *
  * Layers above the core (src/alloc, src/infer) use only what this header declares.
  *
- * Lock ranks (acquired in increasing order; checked in debug builds where cheap):
- *   1 device slot-wait mutex   2 stream create mutex   3 allocator locks (src/alloc)
- * No backend call is made while a rank-3 lock is held.
+ * Locks: every lock of the library has its rank in the one table of src/core/lock.h (acquired in
+ * increasing rank, checked at SP_DEBUG >= 1), which also says under which locks a backend call is
+ * made.
  */
 #ifndef SP_CORE_DEVICE_H
 #define SP_CORE_DEVICE_H
@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "backend/backend.h"
+#include "core/lock.h"
 #include "core/status.h"
 
 typedef struct sp__allocator sp__allocator; /* src/alloc */
@@ -38,7 +39,7 @@ struct sp_device {
   sp__bdevice *bdev;                /* immutable                                          */
   sp_device_config cfg;             /* effective config (defaults + environment)          */
   char backend_name[16];            /* cfg.backend points here                            */
-  pthread_mutex_t stream_create_mu; /* rank 2: serializes lazy backend stream creation    */
+  sp__mutex stream_create_mu;       /* serializes lazy backend stream creation            */
   sp_stream streams[SP_STREAMS_MAX];/* [0, cfg.streams) are in use                        */
   atomic_uint rr_next;              /* round-robin: bindings so far                        */
   sp__slot_pool *slots;             /* exclusive mode free slots (stream_pool.c)          */
@@ -54,7 +55,7 @@ extern atomic_uint sp__fork_epoch;
 
 /* The process-wide registry of live devices, keyed by id (device.c). Thread-exit destructors use
  * it to reach a device only while it is still open: find under the lock, act, unlock. The lock
- * ranks below every device lock (rank 0): a device lock may be taken while holding it. */
+ * ranks below every device lock (lock.h): a device lock may be taken while holding it. */
 void sp__registry_lock(void);
 void sp__registry_unlock(void);
 sp_device *sp__registry_find_locked(uint64_t id); /* NULL if closed */

@@ -45,7 +45,7 @@
  * live-device registry and flush to its shared stack under the registry lock, so a device closed
  * meanwhile is never touched.
  *
- * Locking: lock-free except grow_mu (chunk publishing) and the registry lock (rank 0) on the two
+ * Locking: lock-free except grow_mu (chunk publishing) and the registry lock (lock.h) on the two
  * paths above; callers of sp__event_acquire/release hold no lock (the allocator releases its
  * events after unlocking).
  *
@@ -81,7 +81,7 @@ typedef struct sp__event_slot {
 struct sp__event_pool {
   _Atomic(sp__event_slot *) chunks[SP__EV_CHUNKS_MAX]; /* published once each             */
   atomic_uint next_index;       /* slots handed out for the first time so far             */
-  pthread_mutex_t grow_mu;      /* serializes chunk allocation                            */
+  sp__mutex grow_mu;            /* serializes chunk allocation                            */
   sp__idstack free[SP__EV_CLASSES]; /* by flags: [0] plain, [1] timing                    */
   uint64_t gen_seed;            /* the device id, hashed into first generations           */
   atomic_uint steal_cursor;     /* next slot index the exhaustion scan looks at           */
@@ -109,7 +109,7 @@ static _Atomic uint32_t *sp__event_link(void *ctx, uint32_t i) {
 sp_status sp__event_pool_create(sp_device *dev) {
   sp__event_pool *p = sp__calloc(1, sizeof(*p));
   if (!p) return sp__fail(SP_ERR_HOST_MEMORY, "sp_device_open: no host memory for the event pool");
-  if (pthread_mutex_init(&p->grow_mu, NULL)) {
+  if (sp__mutex_init(&p->grow_mu, SP__RANK_EVENT_GROW)) {
     sp__free(p);
     return sp__fail(SP_ERR_HOST_MEMORY, "sp_device_open: cannot initialize the event pool lock");
   }
@@ -131,7 +131,7 @@ void sp__event_pool_destroy(sp_device *dev) {
       if (chunk[k].bev) dev->be->event_destroy(chunk[k].bev);
     sp__free(chunk);
   }
-  pthread_mutex_destroy(&p->grow_mu);
+  sp__mutex_destroy(&p->grow_mu);
   sp__free(p);
   dev->events = NULL;
 }
@@ -140,7 +140,7 @@ void sp__event_pool_destroy(sp_device *dev) {
 static sp_status sp__event_chunk_ensure(sp__event_pool *p, uint32_t c) {
   if (atomic_load_explicit(&p->chunks[c], memory_order_acquire)) return SP_OK;
   sp_status st = SP_OK;
-  pthread_mutex_lock(&p->grow_mu);
+  sp__mutex_lock(&p->grow_mu);
   if (!atomic_load_explicit(&p->chunks[c], memory_order_relaxed)) {
     sp__event_slot *chunk = sp__calloc(SP__EV_CHUNK, sizeof(*chunk));
     if (chunk) {
@@ -156,7 +156,7 @@ static sp_status sp__event_chunk_ensure(sp__event_pool *p, uint32_t c) {
       st = sp__fail(SP_ERR_HOST_MEMORY, "sp_event_acquire: no host memory for more events");
     }
   }
-  pthread_mutex_unlock(&p->grow_mu);
+  sp__mutex_unlock(&p->grow_mu);
   return st;
 }
 

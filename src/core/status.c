@@ -6,6 +6,8 @@
  */
 #include "core/status.h"
 
+#include "core/lock.h"
+
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -55,6 +57,7 @@ static atomic_uint sp__log_seq;          /* odd while a setter writes the fields
 static atomic_flag sp__log_setting = ATOMIC_FLAG_INIT;
 
 void sp_log_set_hook(sp_log_fn fn, void *user, sp_log_level max_level) {
+  sp__lock_note_acquire(&sp__log_setting, SP__RANK_LOG_SETTING);
   while (atomic_flag_test_and_set_explicit(&sp__log_setting, memory_order_acquire)) {
   }
   unsigned seq = atomic_load_explicit(&sp__log_seq, memory_order_relaxed);
@@ -64,6 +67,7 @@ void sp_log_set_hook(sp_log_fn fn, void *user, sp_log_level max_level) {
   atomic_store_explicit(&sp__log_user, user, memory_order_relaxed);
   atomic_store_explicit(&sp__log_max_level, (int)max_level, memory_order_relaxed);
   atomic_store_explicit(&sp__log_seq, seq + 2, memory_order_release);
+  sp__lock_note_release(&sp__log_setting, SP__RANK_LOG_SETTING);
   atomic_flag_clear_explicit(&sp__log_setting, memory_order_release);
 }
 

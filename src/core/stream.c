@@ -30,13 +30,13 @@ sp_status sp__stream_backend(sp_stream *s, sp__bstream **out) {
   }
   sp_device *dev = s->dev;
   sp_status st = SP_OK;
-  pthread_mutex_lock(&dev->stream_create_mu);
+  sp__mutex_lock(&dev->stream_create_mu);
   bs = atomic_load_explicit(&s->bstream, memory_order_relaxed);
   if (!bs) {
     st = dev->be->stream_create(dev->bdev, s->index, &bs);
     if (st == SP_OK) atomic_store_explicit(&s->bstream, bs, memory_order_release);
   }
-  pthread_mutex_unlock(&dev->stream_create_mu);
+  sp__mutex_unlock(&dev->stream_create_mu);
   if (st != SP_OK) return st;
   sp_assert(bs != NULL);
   *out = bs;

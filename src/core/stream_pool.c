@@ -21,7 +21,7 @@
  * like every round-robin stream; release only checks it.
  *
  * Waiting for a slot (slow path only): waiters register in `waiters` and sleep on wait_cv under
- * wait_mu (lock rank 1). A releaser pushes the slot, then reads `waiters` with an acq_rel RMW and
+ * wait_mu (src/core/lock.h). A releaser pushes the slot, then reads `waiters` with an acq_rel RMW and
  * signals under wait_mu only if someone waits; the waiter increments `waiters` (acq_rel RMW) before
  * its pop. The two RMWs are ordered in waiters' modification order: either the releaser's comes
  * later and sees the waiter, or the waiter's comes later and synchronizes with it, so its pop sees
@@ -29,7 +29,7 @@
  *
  * Thread exit: the first binding a thread makes sets a pthread key, whose destructor gives back
  * the thread's owned slots. It reaches each device through the live-device registry (device.c),
- * under the registry lock (rank 0, taken before wait_mu), so a device closed meanwhile is never
+ * under the registry lock (ranked before wait_mu), so a device closed meanwhile is never
  * touched.
  */
 #include <errno.h>
@@ -41,7 +41,7 @@
 struct sp__slot_pool {
   sp__idstack free;                     /* free slot indices in [1, size)                  */
   _Atomic uint32_t link[SP_STREAMS_MAX]; /* idstack links, one per slot                    */
-  pthread_mutex_t wait_mu;              /* rank 1: guards sleeping on wait_cv              */
+  sp__mutex wait_mu;                    /* guards sleeping on wait_cv                      */
   pthread_cond_t wait_cv;               /* signalled when a slot is pushed and waiters > 0 */
   atomic_uint waiters;                  /* threads in the slow path of sp__slot_acquire    */
   _Atomic uint64_t acquired[SP_STREAMS_MAX / 64]; /* bit i: slot i held by sp_stream_acquire */
@@ -84,7 +84,7 @@ sp_status sp__slot_pool_create(sp_device *dev) {
   if (!bad) bad = pthread_cond_init(&p->wait_cv, &ca);
   pthread_condattr_destroy(&ca);
   if (bad) goto free_pool;
-  if (pthread_mutex_init(&p->wait_mu, NULL)) goto destroy_cv;
+  if (sp__mutex_init(&p->wait_mu, SP__RANK_SLOT_WAIT)) goto destroy_cv;
   sp__idstack_init(&p->free);
   atomic_init(&p->waiters, 0);
   for (uint32_t i = dev->cfg.streams - 1; i >= 1; i--) sp__idstack_push(&p->free, &p->link[i], i);
@@ -101,7 +101,7 @@ free_pool:
 void sp__slot_pool_destroy(sp_device *dev) {
   sp__slot_pool *p = dev->slots;
   if (!p) return;
-  pthread_mutex_destroy(&p->wait_mu);
+  sp__mutex_destroy(&p->wait_mu);
   pthread_cond_destroy(&p->wait_cv);
   sp__free(p);
   dev->slots = NULL;
@@ -114,9 +114,9 @@ static void sp__slot_release(sp_device *dev, uint32_t i) {
   /* An RMW, not a load: ordered against the waiter's increment in waiters' modification order
    * (fences would do too, but ThreadSanitizer does not model them). */
   if (atomic_fetch_add_explicit(&p->waiters, 0, memory_order_acq_rel)) {
-    pthread_mutex_lock(&p->wait_mu);
+    sp__mutex_lock(&p->wait_mu);
     pthread_cond_signal(&p->wait_cv);
-    pthread_mutex_unlock(&p->wait_mu);
+    sp__mutex_unlock(&p->wait_mu);
   }
 }
 
@@ -137,19 +137,19 @@ static uint32_t sp__slot_wait(sp_device *dev) {
   struct timespec deadline = sp__deadline_after_ms(dev->cfg.slot_wait_ms);
   uint32_t i = SP__IDSTACK_NONE;
   int cancel = sp__cancel_off(); /* the timed wait is a cancellation point: never leave wait_mu */
-  pthread_mutex_lock(&p->wait_mu);
+  sp__mutex_lock(&p->wait_mu);
   atomic_fetch_add_explicit(&p->waiters, 1, memory_order_acq_rel);
   for (;;) {
     i = sp__idstack_pop(&p->free, sp__slot_link, p);
     if (i != SP__IDSTACK_NONE) break;
-    int rc = pthread_cond_timedwait(&p->wait_cv, &p->wait_mu, &deadline);
+    int rc = sp__cond_timedwait(&p->wait_cv, &p->wait_mu, &deadline);
     if (rc == ETIMEDOUT) {
       i = sp__idstack_pop(&p->free, sp__slot_link, p);
       break;
     }
   }
   atomic_fetch_sub_explicit(&p->waiters, 1, memory_order_relaxed);
-  pthread_mutex_unlock(&p->wait_mu);
+  sp__mutex_unlock(&p->wait_mu);
   sp__cancel_restore(cancel);
   return i;
 }

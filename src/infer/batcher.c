@@ -26,7 +26,8 @@
  * after `stopping` no request is accepted; `closed` is set only once no push is in progress, and
  * workers exit only when closed and inbox and queue are empty; a caller touches the batcher only
  * while counted in `callers`, which destroy waits to drain.
- * Locking: mu is the collector role and guards head/tail/count; start_mu guards start-up state.
+ * Locking: mu is the collector role and guards head/tail/count; start_mu guards start-up state
+ * (ranks in src/core/lock.h).
  * Neither is held across a backend call, an allocator call or a completion, and callers take
  * neither. Request states, the inbox and the per-worker gen and sleepers words are atomics
  * (sequentially consistent where a sleeper and a waker meet).
@@ -102,12 +103,12 @@ struct sp_batcher {
   atomic_bool stopping;        /* no request accepted from now on                   */
   atomic_bool closed;          /* stopping and no push in progress: drain and exit  */
   /* The collector role: one worker at a time holds mu while it gathers a batch. */
-  pthread_mutex_t mu;
+  sp__mutex mu;
   batch_req *head, *tail;      /* mu: drained rows, oldest first, not yet in a pass */
   unsigned count;              /* mu: length of head..tail                          */
   atomic_uint local_n;         /* count, readable without mu (stats)                */
   /* Start-up. */
-  pthread_mutex_t start_mu;
+  sp__mutex start_mu;
   pthread_cond_t cv_ready;     /* create waits here for the workers' start (start_mu) */
   unsigned ready;              /* start_mu: workers that finished starting          */
   sp_status start_status;      /* start_mu: the first worker start failure          */
@@ -252,10 +253,10 @@ static void batch_wait_rows(sp_batcher *b, unsigned target, unsigned long long d
 
 /* Takes the next batch into w->reqs; 0 when the batcher is closed and every row is answered. */
 static unsigned batch_collect(sp_batcher *b, batch_worker *w) {
-  pthread_mutex_lock(&b->mu);
+  sp__mutex_lock(&b->mu);
   for (batch_drain(b); !b->count; batch_drain(b)) {
     if (atomic_load(&b->closed) && !atomic_load(&b->inbox)) {
-      pthread_mutex_unlock(&b->mu);
+      sp__mutex_unlock(&b->mu);
       return 0;
     }
     batch_wait_rows(b, 1, 0);
@@ -275,7 +276,7 @@ static unsigned batch_collect(sp_batcher *b, batch_worker *w) {
   if (!b->head) b->tail = NULL;
   b->count -= n;
   atomic_store_explicit(&b->local_n, b->count, memory_order_relaxed);
-  pthread_mutex_unlock(&b->mu);
+  sp__mutex_unlock(&b->mu);
   return n;
 }
 
@@ -420,14 +421,14 @@ static void *batch_worker_main(void *arg) {
   batch_worker *w = arg;
   sp_batcher *b = w->b;
   sp_status st = batch_worker_init(w);
-  pthread_mutex_lock(&b->start_mu);
+  sp__mutex_lock(&b->start_mu);
   if (st != SP_OK && b->start_status == SP_OK) {
     b->start_status = st;
     snprintf(b->start_msg, sizeof(b->start_msg), "%s", sp_last_error());
   }
   b->ready++;
   pthread_cond_broadcast(&b->cv_ready);
-  pthread_mutex_unlock(&b->start_mu);
+  sp__mutex_unlock(&b->start_mu);
   unsigned n;
   while (st == SP_OK && (n = batch_collect(b, w)) > 0) batch_run(w, n);
   batch_worker_fini(w);
@@ -463,18 +464,18 @@ static sp_status batch_config(const sp_batcher_config *cfg, sp_batcher *b) {
 }
 
 static sp_status batch_init_sync(sp_batcher *b) {
-  int e = pthread_mutex_init(&b->mu, NULL);
+  int e = sp__mutex_init(&b->mu, SP__RANK_BATCHER_COLLECT);
   if (e) goto fail;
-  e = pthread_mutex_init(&b->start_mu, NULL);
+  e = sp__mutex_init(&b->start_mu, SP__RANK_BATCHER_START);
   if (e) goto destroy_mu;
   e = pthread_cond_init(&b->cv_ready, NULL);
   if (e) goto destroy_start_mu;
   atomic_init(&b->want, UINT_MAX);
   return SP_OK;
 destroy_start_mu:
-  pthread_mutex_destroy(&b->start_mu);
+  sp__mutex_destroy(&b->start_mu);
 destroy_mu:
-  pthread_mutex_destroy(&b->mu);
+  sp__mutex_destroy(&b->mu);
 fail:
   return sp__fail(SP_ERR_HOST_MEMORY, "sp_batcher_create: pthread init failed (%d)", e);
 }
@@ -491,8 +492,8 @@ static void batch_stop(sp_batcher *b) {
 }
 
 static void batch_free(sp_batcher *b) {
-  pthread_mutex_destroy(&b->mu);
-  pthread_mutex_destroy(&b->start_mu);
+  sp__mutex_destroy(&b->mu);
+  sp__mutex_destroy(&b->start_mu);
   pthread_cond_destroy(&b->cv_ready);
   sp__free(b->workers);
   sp__free(b);
@@ -512,12 +513,12 @@ static sp_status batch_start(sp_batcher *b) {
     b->workers[i].started = true;
     started++;
   }
-  pthread_mutex_lock(&b->start_mu);
-  while (b->ready < started) pthread_cond_wait(&b->cv_ready, &b->start_mu);
+  sp__mutex_lock(&b->start_mu);
+  while (b->ready < started) sp__cond_wait(&b->cv_ready, &b->start_mu);
   if (st == SP_OK && b->start_status != SP_OK)
     st = sp__fail(b->start_status, "sp_batcher_create: a worker could not start: %s",
                   b->start_msg);
-  pthread_mutex_unlock(&b->start_mu);
+  sp__mutex_unlock(&b->start_mu);
   return st;
 }
 

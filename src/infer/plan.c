@@ -21,8 +21,8 @@
  * under the entry's create_mu, and back only in sp__plan_table_destroy.
  *
  * Locking: entry.create_mu serializes plan creation per stream index (allocator and backend calls
- * are made under it: it ranks above no core lock and is never taken while one is held); plan.mu
- * serializes runs of one plan. Lookups read the slots with acquire loads: no lock is shared
+ * are made under it: it ranks below every core, allocator and backend lock, src/core/lock.h);
+ * plan.mu serializes runs of one plan (backend submits and syncs under it). Lookups read the slots with acquire loads: no lock is shared
  * between streams on the hot path.
  */
 #include "infer/plan.h"
@@ -48,7 +48,7 @@ typedef struct sp__plan {
   float *d_in, *d_out;         /* inside block; immutable                               */
   float *pin_in, *pin_out;     /* pinned staging, or NULL (user memory used directly)    */
   sp__bgraph *graph;           /* the captured pass, or NULL: op by op; immutable       */
-  pthread_mutex_t mu;          /* held for a whole run: the buffers serve one call       */
+  sp__mutex mu;                /* held for a whole run: the buffers serve one call       */
 } sp__plan;
 
 /* A forward plan: sp_model_forward of (batch, in, out) captured once; the graph reads in and
@@ -65,7 +65,7 @@ typedef struct plan_entry {
   _Atomic(sp__plan *) plans[PLAN_BATCHES]; /* NULL until made; under create_mu to set        */
   _Atomic(sp__fplan *) fwd[FWD_PLANS];     /* the same, for sp_model_forward                 */
   atomic_bool fwd_off;                     /* a forward capture failed: op by op from now on */
-  pthread_mutex_t create_mu;               /* serializes creation for this stream index      */
+  sp__mutex create_mu;                     /* serializes creation for this stream index      */
   sp__bstream *capture;                    /* private capture stream (create_mu), or NULL    */
 } plan_entry;
 
@@ -95,8 +95,8 @@ sp_status sp__plan_table_create(const sp_model *m, sp__plan_table **out) {
   plan_entry *e = sp__calloc(n, sizeof(*e));
   if (!t || !e) goto fail_free;
   for (unsigned i = 0; i < n; i++)
-    if (pthread_mutex_init(&e[i].create_mu, NULL) != 0) {
-      while (i-- > 0) pthread_mutex_destroy(&e[i].create_mu);
+    if (sp__mutex_init(&e[i].create_mu, SP__RANK_PLAN_CREATE) != 0) {
+      while (i-- > 0) sp__mutex_destroy(&e[i].create_mu);
       goto fail_free;
     }
   t->n = n;
@@ -118,7 +118,7 @@ static void plan_destroy(sp_model *m, sp__plan *p) {
   if (p->pin_in) be->host_free_pinned(m->dev->bdev, p->pin_in);
   if (p->pin_out) be->host_free_pinned(m->dev->bdev, p->pin_out);
   if (p->block) sp_free(m->dev, p->block);
-  pthread_mutex_destroy(&p->mu);
+  sp__mutex_destroy(&p->mu);
   sp__free(p);
 }
 
@@ -141,7 +141,7 @@ void sp__plan_table_destroy(sp_model *m, sp__plan_table *t) {
       sp__free(f);
     }
     if (e->capture) be->stream_destroy(e->capture);
-    pthread_mutex_destroy(&e->create_mu);
+    sp__mutex_destroy(&e->create_mu);
   }
   sp__free(t->e);
   sp__free(t);
@@ -209,7 +209,7 @@ static sp_status plan_new(sp_model *m, plan_entry *e, sp_stream *s, unsigned bat
   const sp__backend *be = m->dev->be;
   sp__plan *p = sp__calloc(1, sizeof(*p));
   if (!p) return sp__fail(SP_ERR_HOST_MEMORY, "sp_model_infer: no host memory for a plan");
-  if (pthread_mutex_init(&p->mu, NULL) != 0) {
+  if (sp__mutex_init(&p->mu, SP__RANK_PLAN_RUN) != 0) {
     sp__free(p);
     return sp__fail(SP_ERR_HOST_MEMORY, "sp_model_infer: pthread_mutex_init failed");
   }
@@ -247,7 +247,7 @@ static sp__plan *plan_find(plan_entry *e, unsigned batch) {
  * or no memory for one). */
 static sp_status plan_get_slow(sp_model *m, plan_entry *e, sp_stream *s, unsigned batch,
                                size_t bytes, sp__plan **out) {
-  pthread_mutex_lock(&e->create_mu);
+  sp__mutex_lock(&e->create_mu);
   sp_status st = SP_OK;
   sp__plan *p = plan_find(e, batch);
   unsigned k = 0;
@@ -256,7 +256,7 @@ static sp_status plan_get_slow(sp_model *m, plan_entry *e, sp_stream *s, unsigne
     st = plan_new(m, e, s, batch, bytes, &p);
     if (st == SP_OK) atomic_store_explicit(&e->plans[k], p, memory_order_release);
   }
-  pthread_mutex_unlock(&e->create_mu);
+  sp__mutex_unlock(&e->create_mu);
   if (st == SP_ERR_OUT_OF_MEMORY || st == SP_ERR_LIMIT || st == SP_ERR_HOST_MEMORY) {
     sp__error_clear(); /* the uncached path needs less; it reports its own failure */
     st = SP_OK;
@@ -303,9 +303,9 @@ sp_status sp__plan_infer(sp_model *m, sp_stream *s, sp__bstream *bs, const float
       return st;
     }
   }
-  pthread_mutex_lock(&p->mu);
+  sp__mutex_lock(&p->mu);
   sp_status st = plan_run(m, p, bs, in, out);
-  pthread_mutex_unlock(&p->mu);
+  sp__mutex_unlock(&p->mu);
   *handled = true;
   return st;
 }
@@ -360,10 +360,10 @@ sp_status sp__plan_forward(sp_model *m, sp_stream *s, sp__bstream *bs, const flo
   sp__fplan *f = fplan_find(e, in, out, batch);
   if (SP__UNLIKELY(!f)) {
     if (atomic_load_explicit(&e->fwd_off, memory_order_relaxed)) return SP_OK;
-    pthread_mutex_lock(&e->create_mu);
+    sp__mutex_lock(&e->create_mu);
     f = fplan_find(e, in, out, batch);
     if (!f) f = fplan_new(m, e, s->index, in, out, batch);
-    pthread_mutex_unlock(&e->create_mu);
+    sp__mutex_unlock(&e->create_mu);
     if (!f) return SP_OK;
   }
   *handled = true;

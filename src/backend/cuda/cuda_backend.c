@@ -100,7 +100,7 @@ static sp_status cuda_stream_create(sp__bdevice *d, unsigned index, sp__bstream 
   sp__bstream *s = sp__calloc(1, sizeof(*s));
   if (!s) return sp__fail(SP_ERR_HOST_MEMORY, "cuda: stream_create: out of host memory");
   s->dev = d;
-  if (pthread_mutex_init(&s->lt_mu, NULL) != 0) {
+  if (sp__mutex_init(&s->lt_mu, SP__RANK_CUDA_LT) != 0) {
     st = sp__fail(SP_ERR_BACKEND, "cuda: stream_create: pthread_mutex_init failed");
     goto fail_free;
   }
@@ -112,7 +112,7 @@ static sp_status cuda_stream_create(sp__bdevice *d, unsigned index, sp__bstream 
   *out = s;
   return SP_OK;
 fail_mutex:
-  pthread_mutex_destroy(&s->lt_mu);
+  sp__mutex_destroy(&s->lt_mu);
 fail_free:
   sp__free(s);
   return st;
@@ -128,7 +128,7 @@ static void cuda_stream_destroy(sp__bstream *s) {
   sp__cuda_linear_release(s);
   cudaStreamDestroy(s->stream);
   (void)cudaGetLastError();
-  pthread_mutex_destroy(&s->lt_mu);
+  sp__mutex_destroy(&s->lt_mu);
   sp__free(s);
 }
 

@@ -16,6 +16,7 @@
 #include <cuda_runtime_api.h>
 
 #include "backend/backend.h"
+#include "core/lock.h"
 #include "core/status.h"
 #include "cuda_convert.h"
 
@@ -42,7 +43,7 @@ typedef struct sp__cuda_plan {
 struct sp__bstream {
   sp__bdevice *dev;       /* owner; immutable                                              */
   cudaStream_t stream;    /* non-blocking; immutable                                       */
-  pthread_mutex_t lt_mu;  /* guards the fields below and the plans' descriptors            */
+  sp__mutex lt_mu;        /* guards the fields below and the plans' descriptors            */
   cublasLtHandle_t lt;    /* NULL until the first linear op on this stream                 */
   void *workspace;        /* SP__CUDA_WORKSPACE_BYTES of device memory, with lt            */
   sp__cuda_plan *plans;   /* [SP__CUDA_PLAN_SLOTS], with lt                                */

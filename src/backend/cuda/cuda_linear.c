@@ -13,8 +13,8 @@
  * and one cublasLtMatmul call.
  *
  * Locking: s->lt_mu guards the handle, workspace and plans (the bias pointer is written into the
- * cached descriptor just before the matmul, so the whole call holds it). It is a backend lock, not
- * an allocator or pool lock; nothing else is taken while it is held.
+ * cached descriptor just before the matmul, so the whole call holds it). It is a backend lock
+ * (rank in src/core/lock.h); nothing else of ours is taken while it is held.
  */
 #include <string.h>
 
@@ -209,7 +209,7 @@ sp_status sp__cuda_linear_async(sp__bstream *s, const sp__linear *op) {
   if (st != SP_OK) return st;
   unsigned align = linear_alignment(op);
   uint64_t key = plan_key(op, align);
-  pthread_mutex_lock(&s->lt_mu);
+  sp__mutex_lock(&s->lt_mu);
   st = linear_state_ensure(s);
   if (st != SP_OK) goto unlock;
   if (key) {
@@ -225,19 +225,19 @@ sp_status sp__cuda_linear_async(sp__bstream *s, const sp__linear *op) {
     }
   }
 unlock:
-  pthread_mutex_unlock(&s->lt_mu);
+  sp__mutex_unlock(&s->lt_mu);
   return st;
 }
 
 sp_status sp__cuda_linear_prepare(sp__bstream *s) {
-  pthread_mutex_lock(&s->lt_mu);
+  sp__mutex_lock(&s->lt_mu);
   sp_status st = linear_state_ensure(s);
-  pthread_mutex_unlock(&s->lt_mu);
+  sp__mutex_unlock(&s->lt_mu);
   return st;
 }
 
 void sp__cuda_linear_release(sp__bstream *s) {
-  pthread_mutex_lock(&s->lt_mu);
+  sp__mutex_lock(&s->lt_mu);
   if (s->plans) {
     for (size_t i = 0; i < SP__CUDA_PLAN_SLOTS; i++)
       if (s->plans[i].key) plan_destroy(&s->plans[i]);
@@ -248,5 +248,5 @@ void sp__cuda_linear_release(sp__bstream *s) {
   s->lt = NULL;
   if (s->workspace) cudaFree(s->workspace);
   s->workspace = NULL;
-  pthread_mutex_unlock(&s->lt_mu);
+  sp__mutex_unlock(&s->lt_mu);
 }

@@ -13,13 +13,14 @@
  * only; the core's caller orders the source side with an event.
  *
  * Locking: cuda_peer_mu guards cuda_peer_open_count and is held across the enabling calls at
- * open (a backend-internal lock: no core pool or allocator lock is ever held here).
+ * open (a backend-internal lock, rank in src/core/lock.h: no core pool or allocator lock is ever
+ * held here).
  */
 #include "cuda_internal.h"
 
 enum { CUDA_PEER_ORDINALS_MAX = 64 }; /* ordinals tracked for peer enabling */
 
-static pthread_mutex_t cuda_peer_mu = PTHREAD_MUTEX_INITIALIZER;
+static sp__mutex cuda_peer_mu = SP__MUTEX_INITIALIZER(CUDA_PEER);
 static unsigned cuda_peer_open_count[CUDA_PEER_ORDINALS_MAX]; /* cuda_peer_mu: opens per ordinal */
 
 /* Enables access from ordinal `from` to ordinal `to` if the hardware allows it. Never fails: a
@@ -47,7 +48,7 @@ static void cuda_peer_enable(int from, int to) {
 void sp__cuda_peer_open(sp__bdevice *d) {
   int i = d->ordinal;
   if (i < 0 || i >= CUDA_PEER_ORDINALS_MAX) return;
-  pthread_mutex_lock(&cuda_peer_mu);
+  sp__mutex_lock(&cuda_peer_mu);
   if (cuda_peer_open_count[i]++ == 0) {
     for (int j = 0; j < CUDA_PEER_ORDINALS_MAX; j++) {
       if (j == i || !cuda_peer_open_count[j]) continue;
@@ -55,7 +56,7 @@ void sp__cuda_peer_open(sp__bdevice *d) {
       cuda_peer_enable(j, i);
     }
   }
-  pthread_mutex_unlock(&cuda_peer_mu);
+  sp__mutex_unlock(&cuda_peer_mu);
   (void)cudaSetDevice(i); /* leave the opened device current, as device_open does */
   (void)cudaGetLastError();
 }
@@ -63,9 +64,9 @@ void sp__cuda_peer_open(sp__bdevice *d) {
 void sp__cuda_peer_close(sp__bdevice *d) {
   int i = d->ordinal;
   if (i < 0 || i >= CUDA_PEER_ORDINALS_MAX) return;
-  pthread_mutex_lock(&cuda_peer_mu);
+  sp__mutex_lock(&cuda_peer_mu);
   if (cuda_peer_open_count[i]) cuda_peer_open_count[i]--;
-  pthread_mutex_unlock(&cuda_peer_mu);
+  sp__mutex_unlock(&cuda_peer_mu);
 }
 
 /* The device ordinal owning p, or -1 for host memory (pageable, pinned or managed). */

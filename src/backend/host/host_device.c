@@ -125,6 +125,7 @@ static bool host_capacity_take(sp__bdevice *d, size_t bytes) {
 
 sp_status sp__host_mem_alloc(sp__bdevice *d, size_t bytes, void **out) {
   if (!d || !out) return sp__fail(SP_ERR_INVALID_ARGUMENT, "host mem_alloc: NULL argument");
+  sp__lock_assert_call_ok("host mem_alloc");
   if (bytes == 0) return sp__fail(SP_ERR_INVALID_ARGUMENT, "host mem_alloc: 0 bytes");
   if (bytes > SIZE_MAX - SP__HOST_ALIGN || !host_capacity_take(d, bytes))
     return sp__fail(SP_ERR_OUT_OF_MEMORY,
@@ -147,6 +148,7 @@ sp_status sp__host_mem_alloc(sp__bdevice *d, size_t bytes, void **out) {
 
 sp_status sp__host_mem_free(sp__bdevice *d, void *p) {
   if (!d) return sp__fail(SP_ERR_INVALID_ARGUMENT, "host mem_free: device is NULL");
+  sp__lock_assert_call_ok("host mem_free");
   if (!p) return SP_OK;
   if ((uintptr_t)p % SP__HOST_ALIGN != 0)
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "host mem_free: %p is not a host segment", p);

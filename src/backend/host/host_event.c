@@ -11,8 +11,8 @@
  * refs reaches 0, so destroying an event whose marker is still queued is safe. stamped implies the
  * current record's marker has run.
  *
- * Locking: sp__bevent.mu (rank 1) guards stream/target/gen/stamp; event_record of a timing event
- * queues its marker while holding it (taking the stream's mu, rank 2). Waiting is done with no
+ * Locking: sp__bevent.mu (src/core/lock.h) guards stream/target/gen/stamp; event_record of a timing
+ * event queues its marker while holding it (taking the stream's mu, ranked above). Waiting is done with no
  * event lock held.
  */
 #include <time.h>
@@ -27,21 +27,22 @@ static uint64_t host_clock_ns(void) {
 
 static void host_event_unref(sp__bevent *e) {
   if (atomic_fetch_sub_explicit(&e->refs, 1, memory_order_acq_rel) != 1) return;
-  pthread_mutex_destroy(&e->mu);
+  sp__mutex_destroy(&e->mu);
   sp__free(e);
 }
 
 /* The mark (stream, target), read consistently. */
 static sp__bstream *host_event_mark(sp__bevent *e, uint64_t *target) {
-  pthread_mutex_lock(&e->mu);
+  sp__mutex_lock(&e->mu);
   sp__bstream *s = e->stream;
   *target = e->target;
-  pthread_mutex_unlock(&e->mu);
+  sp__mutex_unlock(&e->mu);
   return s;
 }
 
 sp_status sp__host_event_create(sp__bdevice *d, unsigned flags, sp__bevent **out) {
   if (!d || !out) return sp__fail(SP_ERR_INVALID_ARGUMENT, "host event_create: NULL argument");
+  sp__lock_assert_call_ok("host event_create");
   if (flags & ~(unsigned)SP_EVENT_TIMING)
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "host event_create: unknown flags 0x%x", flags);
   sp__bevent *e = sp__calloc(1, sizeof(*e));
@@ -49,7 +50,7 @@ sp_status sp__host_event_create(sp__bdevice *d, unsigned flags, sp__bevent **out
   e->dev = d;
   e->flags = flags;
   atomic_init(&e->refs, 1);
-  pthread_mutex_init(&e->mu, NULL);
+  sp__mutex_init(&e->mu, SP__RANK_HOST_EVENT);
   *out = e;
   return SP_OK;
 }
@@ -60,12 +61,12 @@ void sp__host_event_destroy(sp__bevent *e) {
 
 void sp__host_marker_run(sp__bevent *e, uint64_t gen) {
   uint64_t now = host_clock_ns();
-  pthread_mutex_lock(&e->mu);
+  sp__mutex_lock(&e->mu);
   if (e->gen == gen) {
     e->stamp_ns = now;
     e->stamped = true;
   }
-  pthread_mutex_unlock(&e->mu);
+  sp__mutex_unlock(&e->mu);
   host_event_unref(e);
 }
 
@@ -90,8 +91,9 @@ static sp_status host_event_record_timed_locked(sp__bevent *e, sp__bstream *s) {
 
 sp_status sp__host_event_record(sp__bevent *e, sp__bstream *s) {
   if (!e || !s) return sp__fail(SP_ERR_INVALID_ARGUMENT, "host event_record: NULL argument");
+  sp__lock_assert_call_ok("host event_record");
   sp_status st = SP_OK;
-  pthread_mutex_lock(&e->mu);
+  sp__mutex_lock(&e->mu);
   if (e->flags & SP_EVENT_TIMING) {
     st = host_event_record_timed_locked(e, s);
   } else {
@@ -99,7 +101,7 @@ sp_status sp__host_event_record(sp__bevent *e, sp__bstream *s) {
     e->stream = s;
     e->target = atomic_load_explicit(&s->submitted, memory_order_acquire);
   }
-  pthread_mutex_unlock(&e->mu);
+  sp__mutex_unlock(&e->mu);
   return st;
 }
 
@@ -117,6 +119,7 @@ sp_status sp__host_stream_wait_event(sp__bstream *s, sp__bevent *e) {
 
 sp_status sp__host_event_query(sp__bevent *e) {
   if (!e) return sp__fail(SP_ERR_INVALID_ARGUMENT, "host event_query: event is NULL");
+  sp__lock_assert_call_ok("host event_query");
   uint64_t target;
   sp__bstream *s = host_event_mark(e, &target);
   return !s || sp__host_completed(s) >= target ? SP_OK : SP_ERR_NOT_READY;
@@ -136,12 +139,12 @@ static sp_status host_event_stamp(sp__bevent *e, const char *which, uint64_t *ns
     return sp__fail(SP_ERR_INVALID_ARGUMENT,
                     "host event_elapsed_ms: the %s event was created without SP_EVENT_TIMING",
                     which);
-  pthread_mutex_lock(&e->mu);
+  sp__mutex_lock(&e->mu);
   sp__bstream *s = e->stream;
   bool done = s && sp__host_completed(s) >= e->target;
   bool stamped = e->stamped;
   *ns = e->stamp_ns;
-  pthread_mutex_unlock(&e->mu);
+  sp__mutex_unlock(&e->mu);
   if (!s)
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "host event_elapsed_ms: the %s event was never "
                     "recorded", which);

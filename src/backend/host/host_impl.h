@@ -6,10 +6,11 @@
  * counting from 1, is done exactly when completed >= n). Events are (stream, target) marks on
  * those counters.
  *
- * Locks (ranks, acquired in increasing order):
- *   1 sp__bevent.mu   event mark; held while a timing event's marker is queued (takes rank 2)
- *   2 sp__bstream.mu  the FIFO ring, the worker's sleep/stop flags, the async error
- * The worker holds no lock while it runs a command (jitter sleep, copy, host function, GEMM, or a
+ * Locks (ranks in src/core/lock.h, the event's below the stream's):
+ *   sp__bevent.mu   event mark; held while a timing event's marker is queued (takes a stream's mu)
+ *   sp__bstream.mu  the FIFO ring, the worker's sleep/stop flags, the async error
+ * Every table slot the core calls asserts (SP_DEBUG >= 1) that its caller holds no lock under which
+ * backend calls are not made (sp__lock_assert_call_ok). The worker holds no lock while it runs a command (jitter sleep, copy, host function, GEMM, or a
  * wait on another stream's counter), so a host function may submit to or sync other streams.
  */
 #ifndef SP_BACKEND_HOST_IMPL_H
@@ -23,6 +24,7 @@
 #include <string.h>
 
 #include "backend/backend.h"
+#include "core/lock.h"
 #include "core/status.h"
 
 enum { SP__HOST_ALIGN = 256 };          /* device-memory alignment, bytes       */
@@ -66,7 +68,7 @@ struct sp__bstream {
   sp__bdevice *dev;            /* immutable                                              */
   unsigned index;              /* pool index given at creation; immutable                */
   pthread_t thread;            /* the worker; immutable after create                     */
-  pthread_mutex_t mu;          /* rank 2                                                 */
+  sp__mutex mu;                /* SP__RANK_HOST_STREAM                                   */
   pthread_cond_t work_cv;      /* mu: the worker sleeps here when the ring is empty      */
   pthread_cond_t done_cv;      /* mu: syncs and waits sleep here for `completed`         */
   sp__host_cmd *ring;          /* mu: capacity `cap` (a power of two)                    */
@@ -89,7 +91,7 @@ struct sp__bevent {
   sp__bdevice *dev;            /* immutable                                              */
   unsigned flags;              /* SP_EVENT_*; immutable                                  */
   atomic_uint refs;            /* 1 for the owner + 1 per queued marker                  */
-  pthread_mutex_t mu;          /* rank 1                                                 */
+  sp__mutex mu;                /* SP__RANK_HOST_EVENT                                    */
   sp__bstream *stream;         /* mu: last recorded on; NULL if never                    */
   uint64_t target;             /* mu: done when stream->completed >= target              */
   uint64_t gen;                /* mu: records so far (a marker stamps only its own gen)  */

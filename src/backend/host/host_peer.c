@@ -5,7 +5,7 @@
  * runs on that stream's worker, in FIFO order, after any wait command queued before it (which is
  * how the caller orders the source side). The source device is only checked, never touched.
  *
- * Locking: that of sp__host_submit (the destination stream's mu, rank 2).
+ * Locking: that of sp__host_submit (the destination stream's mu).
  */
 #include "backend/host/host_impl.h"
 

@@ -14,7 +14,7 @@
  * stream's first async error, which the next stream_sync returns and clears (CUDA-style: the
  * failure surfaces at the next synchronization).
  *
- * Locking: sp__bstream.mu (rank 2) guards the ring, head, the sleep/stop flags, `waiters` and the
+ * Locking: sp__bstream.mu (src/core/lock.h) guards the ring, head, the sleep/stop flags, `waiters` and the
  * async error; no lock is held while a command runs. See host_impl.h for the ranks.
  */
 #include <errno.h>
@@ -100,21 +100,21 @@ static void host_finish_locked(sp__bstream *s, sp_status st, const char *msg) {
  * held; the caller re-checks the ring and the stop flag. */
 static void host_worker_poll(sp__bstream *s) {
   uint64_t head = s->head;
-  pthread_mutex_unlock(&s->mu);
+  sp__mutex_unlock(&s->mu);
   unsigned long long until = sp__now_ns() + HOST_WAIT_SPIN_NS;
   bool got = false;
   do {
     sched_yield();
     got = atomic_load_explicit(&s->submitted, memory_order_relaxed) != head;
   } while (!got && sp__now_ns() < until);
-  pthread_mutex_lock(&s->mu);
+  sp__mutex_lock(&s->mu);
 }
 
 static void *host_worker(void *arg) {
   sp__bstream *s = arg;
   char msg[160];
   bool polled = false; /* polled since the last command: the next empty check sleeps */
-  pthread_mutex_lock(&s->mu);
+  sp__mutex_lock(&s->mu);
   for (;;) {
     uint64_t submitted = atomic_load_explicit(&s->submitted, memory_order_relaxed);
     if (s->head == submitted) {
@@ -125,21 +125,21 @@ static void *host_worker(void *arg) {
         continue;
       }
       s->sleeping = true;
-      pthread_cond_wait(&s->work_cv, &s->mu);
+      sp__cond_wait(&s->work_cv, &s->mu);
       s->sleeping = false;
       continue;
     }
     polled = false;
     sp__host_cmd cmd = s->ring[s->head & (s->cap - 1)];
     s->head++;
-    pthread_mutex_unlock(&s->mu);
+    sp__mutex_unlock(&s->mu);
     host_jitter(s);
     msg[0] = '\0';
     sp_status st = host_run(s, &cmd, msg, sizeof(msg));
-    pthread_mutex_lock(&s->mu);
+    sp__mutex_lock(&s->mu);
     host_finish_locked(s, st, msg);
   }
-  pthread_mutex_unlock(&s->mu);
+  sp__mutex_unlock(&s->mu);
   return NULL;
 }
 
@@ -162,16 +162,17 @@ static sp_status host_ring_grow_locked(sp__bstream *s) {
 
 sp_status sp__host_submit(sp__bstream *s, const sp__host_cmd *cmd, uint64_t *seq) {
   sp_assert(s && cmd);
-  pthread_mutex_lock(&s->mu);
+  sp__lock_assert_call_ok("host stream submit");
+  sp__mutex_lock(&s->mu);
   uint64_t n = atomic_load_explicit(&s->submitted, memory_order_relaxed);
   if (SP__UNLIKELY(s->stopping)) {
-    pthread_mutex_unlock(&s->mu);
+    sp__mutex_unlock(&s->mu);
     return sp__fail(SP_ERR_INVALID_HANDLE, "host stream %u: submission during destroy", s->index);
   }
   if (SP__UNLIKELY(n - s->head == s->cap)) {
     sp_status st = host_ring_grow_locked(s);
     if (st != SP_OK) {
-      pthread_mutex_unlock(&s->mu);
+      sp__mutex_unlock(&s->mu);
       return st;
     }
   }
@@ -181,30 +182,32 @@ sp_status sp__host_submit(sp__bstream *s, const sp__host_cmd *cmd, uint64_t *seq
     s->sleeping = false;
     pthread_cond_signal(&s->work_cv);
   }
-  pthread_mutex_unlock(&s->mu);
+  sp__mutex_unlock(&s->mu);
   if (seq) *seq = n + 1;
   return SP_OK;
 }
 
 void sp__host_wait_completed(sp__bstream *s, uint64_t target) {
+  sp__lock_assert_call_ok("host stream/event sync");
   if (sp__host_completed(s) >= target) return;
   unsigned long long until = sp__now_ns() + HOST_WAIT_SPIN_NS;
   do {
     sched_yield();
     if (sp__host_completed(s) >= target) return;
   } while (sp__now_ns() < until);
-  pthread_mutex_lock(&s->mu);
+  sp__mutex_lock(&s->mu);
   atomic_fetch_add_explicit(&s->waiters, 1, memory_order_relaxed);
   while (atomic_load_explicit(&s->completed, memory_order_acquire) < target)
-    pthread_cond_wait(&s->done_cv, &s->mu);
+    sp__cond_wait(&s->done_cv, &s->mu);
   atomic_fetch_sub_explicit(&s->waiters, 1, memory_order_relaxed);
-  pthread_mutex_unlock(&s->mu);
+  sp__mutex_unlock(&s->mu);
 }
 
 /* ---- table slots ---------------------------------------------------------------------------- */
 
 sp_status sp__host_stream_create(sp__bdevice *d, unsigned index, sp__bstream **out) {
   if (!d || !out) return sp__fail(SP_ERR_INVALID_ARGUMENT, "host stream_create: NULL argument");
+  sp__lock_assert_call_ok("host stream_create");
   sp__bstream *s = sp__calloc(1, sizeof(*s));
   if (!s) goto fail_host_memory;
   s->ring = sp__malloc(HOST_RING_INITIAL * sizeof(*s->ring));
@@ -219,7 +222,7 @@ sp_status sp__host_stream_create(sp__bdevice *d, unsigned index, sp__bstream **o
   s->rng = host_splitmix64(d->jitter_seed ^ host_splitmix64(((uint64_t)(unsigned)d->index << 32) |
                                                            index));
   if (!s->rng) s->rng = 1;
-  pthread_mutex_init(&s->mu, NULL);
+  sp__mutex_init(&s->mu, SP__RANK_HOST_STREAM);
   pthread_cond_init(&s->work_cv, NULL);
   pthread_cond_init(&s->done_cv, NULL);
   int err = pthread_create(&s->thread, NULL, host_worker, s);
@@ -230,7 +233,7 @@ sp_status sp__host_stream_create(sp__bdevice *d, unsigned index, sp__bstream **o
 destroy_sync:
   pthread_cond_destroy(&s->done_cv);
   pthread_cond_destroy(&s->work_cv);
-  pthread_mutex_destroy(&s->mu);
+  sp__mutex_destroy(&s->mu);
   sp__free(s->ring);
   sp__free(s);
   return sp__fail(SP_ERR_BACKEND, "host stream_create: cannot start the worker thread of stream "
@@ -244,18 +247,18 @@ fail_host_memory:
 
 void sp__host_stream_destroy(sp__bstream *s) {
   if (!s) return;
-  pthread_mutex_lock(&s->mu);
+  sp__mutex_lock(&s->mu);
   s->stopping = true;
   if (s->sleeping) {
     s->sleeping = false;
     pthread_cond_signal(&s->work_cv);
   }
-  pthread_mutex_unlock(&s->mu);
+  sp__mutex_unlock(&s->mu);
   pthread_join(s->thread, NULL); /* the worker drains the ring first */
   sp_assert(sp__host_completed(s) == atomic_load(&s->submitted));
   pthread_cond_destroy(&s->done_cv);
   pthread_cond_destroy(&s->work_cv);
-  pthread_mutex_destroy(&s->mu);
+  sp__mutex_destroy(&s->mu);
   sp__free(s->scratch);
   sp__free(s->ring);
   sp__free(s);
@@ -263,6 +266,7 @@ void sp__host_stream_destroy(sp__bstream *s) {
 
 sp_status sp__host_stream_query(sp__bstream *s) {
   if (!s) return sp__fail(SP_ERR_INVALID_ARGUMENT, "host stream_query: stream is NULL");
+  sp__lock_assert_call_ok("host stream_query");
   uint64_t submitted = atomic_load_explicit(&s->submitted, memory_order_acquire);
   return sp__host_completed(s) >= submitted ? SP_OK : SP_ERR_NOT_READY;
 }
@@ -270,14 +274,14 @@ sp_status sp__host_stream_query(sp__bstream *s) {
 sp_status sp__host_stream_sync(sp__bstream *s) {
   if (!s) return sp__fail(SP_ERR_INVALID_ARGUMENT, "host stream_sync: stream is NULL");
   sp__host_wait_completed(s, atomic_load_explicit(&s->submitted, memory_order_acquire));
-  pthread_mutex_lock(&s->mu);
+  sp__mutex_lock(&s->mu);
   sp_status st = s->async_error;
   char msg[sizeof(s->async_msg)];
   if (SP__UNLIKELY(st != SP_OK)) {
     memcpy(msg, s->async_msg, sizeof(msg));
     s->async_error = SP_OK;
   }
-  pthread_mutex_unlock(&s->mu);
+  sp__mutex_unlock(&s->mu);
   return st == SP_OK ? SP_OK : sp__fail(st, "%s", msg);
 }
 

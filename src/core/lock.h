@@ -1,0 +1,225 @@
+/* Every lock of the library, its rank, and the lock-order witness (internal).
+ *
+ * The one lock order. A thread takes locks only in increasing rank: while it holds a lock of rank
+ * r it may block on a lock of rank > r only. The ranks below are global (infer, allocator, core
+ * and backends in one list), so any two locks are ordered, whichever layers they belong to. The
+ * exceptions are written in the table and checked like the rule:
+ *   same=ASCENDING  several locks of the rank at once, each taken at a higher address than the one
+ *                   before (the stream caches: an array, so address order is stream index order);
+ *   same=UNDER_PREV several at once only while the lock of the rank just below is held (the
+ *                   segment locks, several only under the segment list lock: one thread at a time);
+ *   a trylock is never checked (it cannot wait, so it cannot close a cycle), but it is recorded:
+ *   locks taken under it must rank above it and above everything held when it was taken.
+ * `call` says what a holder may call out to: NONE (memory from the host allocator at most),
+ * BACKEND (backend slots and everything below them). sp__lock_assert_call_ok() checks that column
+ * at the host backend's entry points, so "which backend calls happen under which locks" is proven
+ * by the CI runs, not only written.
+ *
+ * The witness (SP_DEBUG >= 1), after jemalloc's: each thread keeps a short stack of the locks it
+ * holds, sorted by rank, consecutive locks of one same-rank group merged into one entry with a
+ * count. Taking a lock compares its rank with the top entry's (one thread-local load and compare
+ * on the fast path); a violation logs a message naming both locks and aborts (a test may install
+ * a hook instead). Releases may come in any order. At SP_DEBUG 0 every wrapper is the plain call.
+ * Condition waits go through sp__cond_wait / sp__cond_timedwait, which check that the mutex could
+ * be re-taken in order there (every other held lock ranks below it).
+ *
+ * Adding a lock: give it a line below, at the place its nesting requires (lines are ranks, first
+ * taken first), and take it through these wrappers.
+ */
+#ifndef SP_CORE_LOCK_H
+#define SP_CORE_LOCK_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "core/status.h"
+
+/* X(rank id, name, same-rank rule, what a holder may call) in rank order, outermost first. */
+#define SP__LOCK_RANKS(X)                                                                        \
+  /* src/infer */                                                                                \
+  X(BATCHER_START, "batcher.start_mu", ONE, NONE)        /* workers' start-up; create waits */   \
+  X(BATCHER_COLLECT, "batcher.mu", ONE, NONE)            /* the collector role; futex waits */   \
+  X(PLAN_CREATE, "plan_entry.create_mu", ONE, BACKEND)   /* allocator + backend calls       */   \
+  X(PLAN_RUN, "sp__plan.mu", ONE, BACKEND)               /* a whole run: submit, sync       */   \
+  /* src/alloc, outer: the pending-list processor flag (events queried and released under it) */ \
+  X(ALLOC_PENDING_BUSY, "sp__allocator.pending_busy", ONE, BACKEND)                              \
+  /* src/core */                                                                                 \
+  X(REGISTRY, "device registry_mu", ONE, NONE)           /* thread-exit paths; device lock  */   \
+  X(SLOT_WAIT, "sp__slot_pool.wait_mu", ONE, NONE)       /*   ... may be taken under it     */   \
+  X(STREAM_CREATE, "sp_device.stream_create_mu", ONE, BACKEND) /* be->stream_create only   */   \
+  X(EVENT_GROW, "sp__event_pool.grow_mu", ONE, NONE)     /* chunk publishing                */   \
+  /* src/alloc: spinlocks, no call out (no backend, no core event, no wait) */                   \
+  X(ALLOC_CACHE, "sp__scache.mu", ASCENDING, NONE)       /* stream caches, index order      */   \
+  X(ALLOC_PENDING, "sp__allocator.pending_mu", ONE, NONE)                                        \
+  X(ALLOC_SEGLIST, "sp__allocator.seglist_mu", ONE, NONE)                                        \
+  X(ALLOC_SEGMENT, "sp__segment.mu", UNDER_PREV, NONE)   /* several: under seglist_mu only  */   \
+  X(ALLOC_MAP_SHARD, "sp__map_shard.mu", ONE, NONE)                                              \
+  X(ALLOC_PEAK, "sp__allocator.peak_mu", ONE, NONE)      /* tries cache locks (stats.c)     */   \
+  /* src/backend/host */                                                                         \
+  X(HOST_EVENT, "host sp__bevent.mu", ONE, BACKEND)      /* queues a marker (host submit)   */   \
+  X(HOST_STREAM, "host sp__bstream.mu", ONE, NONE)       /* the ring; cond waits            */   \
+  /* src/backend/cuda (CUDA runtime and cuBLASLt calls under them, nothing of ours) */           \
+  X(CUDA_PEER, "cuda cuda_peer_mu", ONE, NONE)                                                   \
+  X(CUDA_LT, "cuda sp__bstream.lt_mu", ONE, NONE)                                                \
+  /* src/core/status.c: the log hook setters' flag (a hook may be set from a log callback) */    \
+  X(LOG_SETTING, "log hook setting flag", ONE, NONE)
+
+typedef enum sp__lock_rank {
+  SP__RANK_NONE = 0,
+#define SP__LOCK_RANK_ENUM(id, name, same, call) SP__RANK_##id,
+  SP__LOCK_RANKS(SP__LOCK_RANK_ENUM)
+#undef SP__LOCK_RANK_ENUM
+  SP__RANK_COUNT
+} sp__lock_rank;
+
+_Static_assert(SP__RANK_COUNT <= 255, "ranks are stored in a byte");
+
+/* The name of a rank (its table line). Any thread. */
+const char *sp__lock_rank_name(unsigned rank);
+
+/* ---- the witness ---- */
+
+enum { SP__WITNESS_DEPTH = 12 }; /* entries per thread (same-rank groups count once) */
+
+typedef struct sp__witness {
+  unsigned depth;                            /* entries in use                            */
+  uint8_t rank[SP__WITNESS_DEPTH];           /* the lock's own rank                       */
+  uint8_t order[SP__WITNESS_DEPTH];          /* rank checked against: >= rank (trylocks)  */
+  bool group[SP__WITNESS_DEPTH];             /* a same-rank group: n counts, not `lock`   */
+  uint32_t n[SP__WITNESS_DEPTH];             /* locks merged into the entry (same rank)   */
+  const void *lock[SP__WITNESS_DEPTH];       /* the entry's last lock taken               */
+} sp__witness;
+
+#if defined(__GNUC__)
+#define SP__WITNESS_TLS __attribute__((tls_model("initial-exec")))
+#else
+#define SP__WITNESS_TLS
+#endif
+extern _Thread_local sp__witness sp__witness_tl SP__WITNESS_TLS;
+
+/* Slow paths (lock.c): same-rank groups, violations, releases below the top. */
+void sp__witness_acquire_slow(sp__witness *w, const void *lock, unsigned rank);
+void sp__witness_release_slow(sp__witness *w, const void *lock, unsigned rank);
+void sp__witness_try_acquired(sp__witness *w, const void *lock, unsigned rank);
+
+/* Test hook: called with the message instead of aborting on a violation (NULL: abort). The
+ * violating acquisition is then recorded as a trylock would be. Set before the threads start. */
+typedef void (*sp__witness_hook_fn)(const char *msg);
+void sp__witness_set_hook(sp__witness_hook_fn fn);
+
+/* The locks this thread holds (entries, not locks), for tests. Owner thread. */
+unsigned sp__witness_depth(void);
+
+/* Checks and records that the calling thread is about to block on `lock` of `rank`. Any thread;
+ * `lock` identifies the lock (its address). */
+static inline void sp__lock_note_acquire(const void *lock, unsigned rank) {
+#if SP_DEBUG >= 1
+  sp__witness *w = &sp__witness_tl;
+  unsigned d = w->depth;
+  if (SP__LIKELY(d < SP__WITNESS_DEPTH && (d == 0 || rank > w->order[d - 1]))) {
+    w->rank[d] = (uint8_t)rank;
+    w->order[d] = (uint8_t)rank;
+    w->group[d] = false;
+    w->n[d] = 1;
+    w->lock[d] = lock;
+    w->depth = d + 1;
+    return;
+  }
+  sp__witness_acquire_slow(w, lock, rank);
+#else
+  (void)lock;
+  (void)rank;
+#endif
+}
+
+/* Records that a trylock of `lock` succeeded (not checked: it did not wait). */
+static inline void sp__lock_note_tried(const void *lock, unsigned rank) {
+#if SP_DEBUG >= 1
+  sp__witness_try_acquired(&sp__witness_tl, lock, rank);
+#else
+  (void)lock;
+  (void)rank;
+#endif
+}
+
+/* Records that `lock` is released (any order). A lock this thread does not hold is a violation. */
+static inline void sp__lock_note_release(const void *lock, unsigned rank) {
+#if SP_DEBUG >= 1
+  sp__witness *w = &sp__witness_tl;
+  unsigned d = w->depth;
+  if (SP__LIKELY(d && w->lock[d - 1] == lock && !w->group[d - 1])) {
+    w->depth = d - 1;
+    return;
+  }
+  sp__witness_release_slow(w, lock, rank);
+#else
+  (void)lock;
+  (void)rank;
+#endif
+}
+
+/* Asserts that every lock the calling thread holds allows calls out to a backend (`call` column).
+ * Called at the host backend's entry points. */
+void sp__lock_assert_call_ok_slow(const char *what);
+static inline void sp__lock_assert_call_ok(const char *what) {
+#if SP_DEBUG >= 1
+  if (SP__UNLIKELY(sp__witness_tl.depth)) sp__lock_assert_call_ok_slow(what);
+#else
+  (void)what;
+#endif
+}
+
+/* ---- mutexes ---- */
+
+/* A pthread mutex with its rank. Externally synchronized init/destroy; lock/unlock any thread. */
+typedef struct sp__mutex {
+  pthread_mutex_t m;
+  unsigned rank;
+} sp__mutex;
+
+#define SP__MUTEX_INITIALIZER(r) {PTHREAD_MUTEX_INITIALIZER, SP__RANK_##r}
+
+/* pthread_mutex_init with default attributes; returns its result (0 on success). */
+static inline int sp__mutex_init(sp__mutex *mu, sp__lock_rank rank) {
+  mu->rank = (unsigned)rank;
+  return pthread_mutex_init(&mu->m, NULL);
+}
+
+static inline void sp__mutex_destroy(sp__mutex *mu) { pthread_mutex_destroy(&mu->m); }
+
+static inline void sp__mutex_lock(sp__mutex *mu) {
+  sp__lock_note_acquire(mu, mu->rank);
+  pthread_mutex_lock(&mu->m);
+}
+
+static inline bool sp__mutex_trylock(sp__mutex *mu) {
+  if (pthread_mutex_trylock(&mu->m) != 0) return false;
+  sp__lock_note_tried(mu, mu->rank);
+  return true;
+}
+
+static inline void sp__mutex_unlock(sp__mutex *mu) {
+  sp__lock_note_release(mu, mu->rank);
+  pthread_mutex_unlock(&mu->m);
+}
+
+/* A wait releases mu and takes it again: checked as a release and a new acquisition. */
+static inline void sp__cond_wait_check(sp__mutex *mu) {
+  sp__lock_note_release(mu, mu->rank);
+  sp__lock_note_acquire(mu, mu->rank);
+}
+
+static inline int sp__cond_wait(pthread_cond_t *cv, sp__mutex *mu) {
+  sp__cond_wait_check(mu);
+  return pthread_cond_wait(cv, &mu->m);
+}
+
+static inline int sp__cond_timedwait(pthread_cond_t *cv, sp__mutex *mu,
+                                     const struct timespec *deadline) {
+  sp__cond_wait_check(mu);
+  return pthread_cond_timedwait(cv, &mu->m, deadline);
+}
+
+#endif /* SP_CORE_LOCK_H */
