@@ -81,7 +81,9 @@ const char *sp__lock_rank_name(unsigned rank);
 
 /* ---- the witness ---- */
 
-enum { SP__WITNESS_DEPTH = 12 }; /* entries per thread (same-rank groups count once) */
+/* Entries per thread (a same-rank group counts once; the deepest nesting in the library is 5).
+ * The state is 128 bytes of initial-exec TLS, so the library stays dlopen-able (ctypes). */
+enum { SP__WITNESS_DEPTH = 8 };
 
 typedef struct sp__witness {
   unsigned depth;                            /* entries in use                            */
@@ -91,6 +93,7 @@ typedef struct sp__witness {
   uint32_t n[SP__WITNESS_DEPTH];             /* locks merged into the entry (same rank)   */
   const void *lock[SP__WITNESS_DEPTH];       /* the entry's last lock taken               */
 } sp__witness;
+_Static_assert(sizeof(sp__witness) <= 128, "the witness stays small in static TLS");
 
 #if defined(__GNUC__)
 #define SP__WITNESS_TLS __attribute__((tls_model("initial-exec")))
