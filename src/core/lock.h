@@ -23,6 +23,12 @@
  * Condition waits go through sp__cond_wait / sp__cond_timedwait, which check that the mutex could
  * be re-taken in order there (every other held lock ranks below it).
  *
+ * A group's entry counts its members but remembers only the last taken, so after a member's
+ * release a new member must still be above that last one (stricter than needed, never looser).
+ * Atomic flags used as locks (the allocator's pending_busy, the log setters' flag) are recorded
+ * with sp__lock_note_*. Lock-free structures (idstack, event slots, the batcher's inbox and futex
+ * words, seqlocks) hold nothing and are not in the table.
+ *
  * Adding a lock: give it a line below, at the place its nesting requires (lines are ranks, first
  * taken first), and take it through these wrappers.
  */
@@ -115,8 +121,8 @@ void sp__witness_set_hook(sp__witness_hook_fn fn);
 /* The locks this thread holds (entries, not locks), for tests. Owner thread. */
 unsigned sp__witness_depth(void);
 
-/* Checks and records that the calling thread is about to block on `lock` of `rank`. Any thread;
- * `lock` identifies the lock (its address). */
+/* Checks and records that the calling thread is about to block on `lock` of `rank`. Any thread
+ * (each acts on the calling thread's own record); `lock` identifies the lock (its address). */
 static inline void sp__lock_note_acquire(const void *lock, unsigned rank) {
 #if SP_DEBUG >= 1
   sp__witness *w = &sp__witness_tl;
