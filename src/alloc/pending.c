@@ -51,7 +51,7 @@ void sp__pending_poll(sp__allocator *a, bool wait) {
     if (!wait) return;
     sched_yield();
   }
-  if (!wait) sp__lock_note_tried(&a->pending_busy, SP__RANK_ALLOC_PENDING_BUSY);
+  sp__lock_note_acquired(&a->pending_busy, SP__RANK_ALLOC_PENDING_BUSY);
   sp__spin_lock(&a->pending_mu);
   sp__block *blk = a->pending;
   sp__spin_unlock(&a->pending_mu);

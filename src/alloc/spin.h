@@ -35,7 +35,7 @@ static inline bool sp__spin_try_raw(sp__spin *l) {
 
 static inline bool sp__spin_trylock(sp__spin *l) {
   if (!sp__spin_try_raw(l)) return false;
-  sp__lock_note_tried(l, l->rank);
+  sp__lock_note_acquired(l, l->rank);
   return true;
 }
 
@@ -48,6 +48,7 @@ static inline void sp__spin_lock(sp__spin *l) {
       tries = 0;
     }
   }
+  sp__lock_note_acquired(l, l->rank);
 }
 
 static inline void sp__spin_unlock(sp__spin *l) {

@@ -1,10 +1,11 @@
 /* The lock-order witness's slow paths and the rank table's names (see lock.h for the rule).
  *
  * Owns the per-thread stack of held locks (sp__witness_tl) and the test hook. Invariants: a
- * thread's entries are sorted by `order`, strictly increasing from the bottom, because every
- * checked acquisition is above the top and a tried or hooked one is recorded at max(its rank, the
- * top's order); removing any entry keeps the order. An entry with n > 1 is a same-rank group (its
- * `lock` is the last taken). Locking: none; the stack is thread-local and the hook an atomic.
+ * thread's entries are sorted by `order`, strictly increasing from the bottom, because an
+ * acquisition in order is above the top and a tried or hooked one is recorded at max(its rank,
+ * the top's order); removing any entry keeps the order. A group entry (same-rank locks) counts
+ * its members in n and names the last one taken. A violation is reported by the check before
+ * blocking; the record after taking the lock never reports one again. Locking: none; the stack is thread-local and the hook an atomic.
  */
 #include "core/lock.h"
 
@@ -64,63 +65,52 @@ static void witness_push(sp__witness *w, const void *lock, unsigned rank) {
                  "SP__WITNESS_DEPTH)", sp__lock_rank_name(rank), rank, d);
     return;
   }
-  unsigned order = d && w->order[d - 1] > rank ? w->order[d - 1] : rank;
-  w->rank[d] = (uint8_t)rank;
-  w->order[d] = (uint8_t)order;
-  w->group[d] = false;
-  w->n[d] = 1;
-  w->lock[d] = lock;
+  unsigned top = d ? SP__WITNESS_ORDER(w->e[d - 1].meta) : 0;
+  w->e[d].lock = lock;
+  w->e[d].meta = SP__WITNESS_META(rank, top > rank ? top : rank, 0, 1);
   w->depth = d + 1;
 }
 
 /* Whether lock may join the top entry t (same rank, taken in order, not a tried entry). */
 static bool witness_may_join(const sp__witness *w, unsigned t, const void *lock, unsigned rank) {
-  if (w->rank[t] != rank || w->order[t] != rank) return false;
+  uint64_t m = w->e[t].meta;
+  if (SP__WITNESS_RANK(m) != rank || SP__WITNESS_ORDER(m) != rank) return false;
   switch (lock_ranks[rank].same) {
   case SAME_ASCENDING:
-    return (uintptr_t)lock > (uintptr_t)w->lock[t];
+    return (uintptr_t)lock > (uintptr_t)w->e[t].lock;
   case SAME_UNDER_PREV:
-    return t > 0 && w->rank[t - 1] == rank - 1 && w->order[t - 1] == rank - 1;
+    return t > 0 && SP__WITNESS_RANK(w->e[t - 1].meta) == rank - 1 &&
+           SP__WITNESS_ORDER(w->e[t - 1].meta) == rank - 1;
   default:
     return false;
   }
 }
 
-void sp__witness_acquire_slow(sp__witness *w, const void *lock, unsigned rank) {
+void sp__witness_check_slow(const sp__witness *w, const void *lock, unsigned rank) {
   sp_assert(rank > SP__RANK_NONE && rank < SP__RANK_COUNT);
-  unsigned d = w->depth;
-  if (d == 0 || rank > w->order[d - 1]) { /* in order; only the stack was full */
-    witness_push(w, lock, rank);
-    return;
-  }
-  unsigned t = d - 1;
-  if (witness_may_join(w, t, lock, rank)) {
-    w->group[t] = true;
-    w->n[t]++;
-    w->lock[t] = lock;
-    return;
-  }
-  const char *why = w->lock[t] == lock ? "already held by this thread"
-                    : w->rank[t] != rank ? "out of rank order"
+  unsigned t = w->depth - 1;
+  if (witness_may_join(w, t, lock, rank)) return;
+  uint64_t m = w->e[t].meta;
+  unsigned held = SP__WITNESS_RANK(m);
+  const char *why = w->e[t].lock == lock ? "already held by this thread"
+                    : held != rank       ? "out of rank order"
                     : lock_ranks[rank].same == SAME_ASCENDING
                         ? "same rank, not at a higher address than the last one taken"
                     : lock_ranks[rank].same == SAME_UNDER_PREV
                         ? "same rank, without the lock of the rank below held"
                         : "a second lock of a rank held one at a time";
   witness_fail("lock order violation: taking \"%s\" (rank %u, %p) while holding \"%s\" (rank %u%s, "
-               "%p): %s", sp__lock_rank_name(rank), rank, lock, sp__lock_rank_name(w->rank[t]),
-               w->rank[t], w->order[t] != w->rank[t] ? ", tried under a higher one" : "",
-               w->lock[t], why);
-  witness_push(w, lock, rank);
+               "%p): %s", sp__lock_rank_name(rank), rank, lock, sp__lock_rank_name(held), held,
+               SP__WITNESS_ORDER(m) != held ? ", tried under a higher one" : "", w->e[t].lock, why);
 }
 
-void sp__witness_try_acquired(sp__witness *w, const void *lock, unsigned rank) {
+void sp__witness_acquired_slow(sp__witness *w, const void *lock, unsigned rank) {
   sp_assert(rank > SP__RANK_NONE && rank < SP__RANK_COUNT);
   unsigned d = w->depth;
   if (d && witness_may_join(w, d - 1, lock, rank)) {
-    w->group[d - 1] = true;
-    w->n[d - 1]++;
-    w->lock[d - 1] = lock;
+    uint64_t m = w->e[d - 1].meta;
+    w->e[d - 1].meta = SP__WITNESS_META(rank, rank, 1, SP__WITNESS_N(m) + 1);
+    w->e[d - 1].lock = lock;
     return;
   }
   witness_push(w, lock, rank);
@@ -128,14 +118,14 @@ void sp__witness_try_acquired(sp__witness *w, const void *lock, unsigned rank) {
 
 void sp__witness_release_slow(sp__witness *w, const void *lock, unsigned rank) {
   for (unsigned i = w->depth; i-- > 0;) {
-    if (w->rank[i] != rank || (!w->group[i] && w->lock[i] != lock)) continue;
-    if (--w->n[i]) return; /* a group: one fewer (which one is not tracked) */
-    unsigned tail = w->depth - i - 1;
-    memmove(&w->rank[i], &w->rank[i + 1], tail * sizeof(w->rank[0]));
-    memmove(&w->order[i], &w->order[i + 1], tail * sizeof(w->order[0]));
-    memmove(&w->group[i], &w->group[i + 1], tail * sizeof(w->group[0]));
-    memmove(&w->n[i], &w->n[i + 1], tail * sizeof(w->n[0]));
-    memmove(&w->lock[i], &w->lock[i + 1], tail * sizeof(w->lock[0]));
+    uint64_t m = w->e[i].meta;
+    bool group = SP__WITNESS_GROUP(m);
+    if (SP__WITNESS_RANK(m) != rank || (!group && w->e[i].lock != lock)) continue;
+    if (group && SP__WITNESS_N(m) > 1) { /* one fewer (which one is not tracked) */
+      w->e[i].meta = m - ((uint64_t)1 << 32);
+      return;
+    }
+    memmove(&w->e[i], &w->e[i + 1], (w->depth - i - 1) * sizeof(w->e[0]));
     w->depth--;
     return;
   }
@@ -145,9 +135,10 @@ void sp__witness_release_slow(sp__witness *w, const void *lock, unsigned rank) {
 
 void sp__lock_assert_call_ok_slow(const char *what) {
   const sp__witness *w = &sp__witness_tl;
-  for (unsigned i = 0; i < w->depth; i++)
-    if (lock_ranks[w->rank[i]].call != CALL_BACKEND)
+  for (unsigned i = 0; i < w->depth; i++) {
+    unsigned r = SP__WITNESS_RANK(w->e[i].meta);
+    if (lock_ranks[r].call != CALL_BACKEND)
       witness_fail("lock witness: %s called while holding \"%s\" (rank %u, %p), under which no "
-                   "backend call is made", what, sp__lock_rank_name(w->rank[i]), w->rank[i],
-                   w->lock[i]);
+                   "backend call is made", what, sp__lock_rank_name(r), r, w->e[i].lock);
+  }
 }

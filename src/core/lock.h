@@ -17,8 +17,8 @@
  *
  * The witness (SP_DEBUG >= 1), after jemalloc's: each thread keeps a short stack of the locks it
  * holds, sorted by rank, consecutive locks of one same-rank group merged into one entry with a
- * count. Taking a lock compares its rank with the top entry's (one thread-local load and compare
- * on the fast path); a violation logs a message naming both locks and aborts (a test may install
+ * count. Before blocking on a lock its rank is compared with the top entry's (loads only); after
+ * taking it, it is pushed (two stores), so no store waits on the lock's atomic; a violation logs a message naming both locks and aborts (a test may install
  * a hook instead). Releases may come in any order. At SP_DEBUG 0 every wrapper is the plain call.
  * Condition waits go through sp__cond_wait / sp__cond_timedwait, which check that the mutex could
  * be re-taken in order there (every other held lock ranks below it).
@@ -88,18 +88,29 @@ const char *sp__lock_rank_name(unsigned rank);
 /* ---- the witness ---- */
 
 /* Entries per thread (a same-rank group counts once; the deepest nesting in the library is 5).
- * The state is 128 bytes of initial-exec TLS, so the library stays dlopen-able (ctypes). */
+ * The state is 136 bytes of initial-exec TLS, so the library stays dlopen-able (ctypes). */
 enum { SP__WITNESS_DEPTH = 8 };
 
+/* One held lock, or a group of same-rank locks. `meta` packs rank | order << 8 | group << 16 |
+ * n << 32 so that recording an entry is two stores. */
+typedef struct sp__witness_entry {
+  const void *lock; /* the (last) lock taken                                         */
+  uint64_t meta;    /* rank: the lock's; order: checked against (>= rank: trylocks);  */
+                    /* group: same-rank group (n counts, `lock` is the last one); n   */
+} sp__witness_entry;
+
 typedef struct sp__witness {
-  unsigned depth;                            /* entries in use                            */
-  uint8_t rank[SP__WITNESS_DEPTH];           /* the lock's own rank                       */
-  uint8_t order[SP__WITNESS_DEPTH];          /* rank checked against: >= rank (trylocks)  */
-  bool group[SP__WITNESS_DEPTH];             /* a same-rank group: n counts, not `lock`   */
-  uint32_t n[SP__WITNESS_DEPTH];             /* locks merged into the entry (same rank)   */
-  const void *lock[SP__WITNESS_DEPTH];       /* the entry's last lock taken               */
+  unsigned depth;                          /* entries in use */
+  sp__witness_entry e[SP__WITNESS_DEPTH];  /* sorted by order, bottom first */
 } sp__witness;
-_Static_assert(sizeof(sp__witness) <= 128, "the witness stays small in static TLS");
+_Static_assert(sizeof(sp__witness) <= 136, "the witness stays small in static TLS");
+
+#define SP__WITNESS_RANK(m) ((unsigned)((m) & 0xffu))
+#define SP__WITNESS_ORDER(m) ((unsigned)(((m) >> 8) & 0xffu))
+#define SP__WITNESS_GROUP(m) ((unsigned)(((m) >> 16) & 0xffu))
+#define SP__WITNESS_N(m) ((uint32_t)((m) >> 32))
+#define SP__WITNESS_META(rank, order, group, n)                                                   \
+  ((uint64_t)(rank) | (uint64_t)(order) << 8 | (uint64_t)(group) << 16 | (uint64_t)(n) << 32)
 
 #if defined(__GNUC__)
 #define SP__WITNESS_TLS __attribute__((tls_model("initial-exec")))
@@ -108,10 +119,10 @@ _Static_assert(sizeof(sp__witness) <= 128, "the witness stays small in static TL
 #endif
 extern _Thread_local sp__witness sp__witness_tl SP__WITNESS_TLS;
 
-/* Slow paths (lock.c): same-rank groups, violations, releases below the top. */
-void sp__witness_acquire_slow(sp__witness *w, const void *lock, unsigned rank);
+/* Slow paths (lock.c): same-rank groups, violations, releases below the top, a full stack. */
+void sp__witness_check_slow(const sp__witness *w, const void *lock, unsigned rank);
+void sp__witness_acquired_slow(sp__witness *w, const void *lock, unsigned rank);
 void sp__witness_release_slow(sp__witness *w, const void *lock, unsigned rank);
-void sp__witness_try_acquired(sp__witness *w, const void *lock, unsigned rank);
 
 /* Test hook: called with the message instead of aborting on a violation (NULL: abort). The
  * violating acquisition is then recorded as a trylock would be. Set before the threads start. */
@@ -121,32 +132,35 @@ void sp__witness_set_hook(sp__witness_hook_fn fn);
 /* The locks this thread holds (entries, not locks), for tests. Owner thread. */
 unsigned sp__witness_depth(void);
 
-/* Checks and records that the calling thread is about to block on `lock` of `rank`. Any thread
- * (each acts on the calling thread's own record); `lock` identifies the lock (its address). */
+/* Before blocking on `lock` of `rank`: checks the order against what the calling thread holds
+ * (loads only, so nothing is stored ahead of the lock's atomic). Any thread (each acts on its own
+ * record); `lock` identifies the lock (its address). */
 static inline void sp__lock_note_acquire(const void *lock, unsigned rank) {
 #if SP_DEBUG >= 1
-  sp__witness *w = &sp__witness_tl;
+  const sp__witness *w = &sp__witness_tl;
   unsigned d = w->depth;
-  if (SP__LIKELY(d < SP__WITNESS_DEPTH && (d == 0 || rank > w->order[d - 1]))) {
-    w->rank[d] = (uint8_t)rank;
-    w->order[d] = (uint8_t)rank;
-    w->group[d] = false;
-    w->n[d] = 1;
-    w->lock[d] = lock;
-    w->depth = d + 1;
-    return;
-  }
-  sp__witness_acquire_slow(w, lock, rank);
+  if (SP__LIKELY(d == 0 || rank > SP__WITNESS_ORDER(w->e[d - 1].meta))) return;
+  sp__witness_check_slow(w, lock, rank);
 #else
   (void)lock;
   (void)rank;
 #endif
 }
 
-/* Records that a trylock of `lock` succeeded (not checked: it did not wait). */
-static inline void sp__lock_note_tried(const void *lock, unsigned rank) {
+/* After taking `lock` (blocking or by a successful try, which is not checked: it did not wait):
+ * records it. */
+static inline void sp__lock_note_acquired(const void *lock, unsigned rank) {
 #if SP_DEBUG >= 1
-  sp__witness_try_acquired(&sp__witness_tl, lock, rank);
+  sp__witness *w = &sp__witness_tl;
+  unsigned d = w->depth;
+  if (SP__LIKELY(d < SP__WITNESS_DEPTH &&
+                 (d == 0 || rank > SP__WITNESS_ORDER(w->e[d - 1].meta)))) {
+    w->e[d].lock = lock;
+    w->e[d].meta = SP__WITNESS_META(rank, rank, 0, 1);
+    w->depth = d + 1;
+    return;
+  }
+  sp__witness_acquired_slow(w, lock, rank);
 #else
   (void)lock;
   (void)rank;
@@ -158,7 +172,7 @@ static inline void sp__lock_note_release(const void *lock, unsigned rank) {
 #if SP_DEBUG >= 1
   sp__witness *w = &sp__witness_tl;
   unsigned d = w->depth;
-  if (SP__LIKELY(d && w->lock[d - 1] == lock && !w->group[d - 1])) {
+  if (SP__LIKELY(d && w->e[d - 1].lock == lock && !SP__WITNESS_GROUP(w->e[d - 1].meta))) {
     w->depth = d - 1;
     return;
   }
@@ -201,11 +215,12 @@ static inline void sp__mutex_destroy(sp__mutex *mu) { pthread_mutex_destroy(&mu-
 static inline void sp__mutex_lock(sp__mutex *mu) {
   sp__lock_note_acquire(mu, mu->rank);
   pthread_mutex_lock(&mu->m);
+  sp__lock_note_acquired(mu, mu->rank);
 }
 
 static inline bool sp__mutex_trylock(sp__mutex *mu) {
   if (pthread_mutex_trylock(&mu->m) != 0) return false;
-  sp__lock_note_tried(mu, mu->rank);
+  sp__lock_note_acquired(mu, mu->rank);
   return true;
 }
 
@@ -218,6 +233,7 @@ static inline void sp__mutex_unlock(sp__mutex *mu) {
 static inline void sp__cond_wait_check(sp__mutex *mu) {
   sp__lock_note_release(mu, mu->rank);
   sp__lock_note_acquire(mu, mu->rank);
+  sp__lock_note_acquired(mu, mu->rank);
 }
 
 static inline int sp__cond_wait(pthread_cond_t *cv, sp__mutex *mu) {

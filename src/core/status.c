@@ -60,6 +60,7 @@ void sp_log_set_hook(sp_log_fn fn, void *user, sp_log_level max_level) {
   sp__lock_note_acquire(&sp__log_setting, SP__RANK_LOG_SETTING);
   while (atomic_flag_test_and_set_explicit(&sp__log_setting, memory_order_acquire)) {
   }
+  sp__lock_note_acquired(&sp__log_setting, SP__RANK_LOG_SETTING);
   unsigned seq = atomic_load_explicit(&sp__log_seq, memory_order_relaxed);
   atomic_store_explicit(&sp__log_seq, seq + 1, memory_order_relaxed);
   atomic_thread_fence(memory_order_release); /* odd count before the fields */
