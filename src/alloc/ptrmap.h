@@ -1,8 +1,9 @@
 /* Pointer -> LIVE block map of one allocator (internal).
  *
  * SP__MAP_SHARDS shards, each a chained hash table (chains through sp__block.map_next) under its
- * own spinlock (SP__RANK_ALLOC_MAP_SHARD), one cache line each. The shard is a group of SP__MAP_GROUP lines chosen
- * by a hash of the pointer's 2 MiB region, and in it the line of the pointer's 512 B unit mod 16.
+ * own spinlock (SP__RANK_ALLOC_MAP_SHARD), one cache line each. The shard is a group of
+ * SP__MAP_GROUP lines chosen by a hash of the pointer's 2 MiB region, and in it the line of the
+ * pointer's 512 B unit mod 16.
  * Why both: a thread working on its own stream keeps its own segments, so the shards of its
  * regions stay in its core's cache (hashing every 512 B unit over all shards made each thread
  * touch every shard line over time: with 16 threads nearly every map access was a miss to another

@@ -4,8 +4,9 @@
  * Owns no state. Checks, with every allocator lock held (rank order of src/core/lock.h: stream
  * caches by index, pending, segment list, each segment in list order under it) except the peak
  * lock (not needed) and the map shards' (the map's membership, chains and counts change only
- * under a stream cache lock too, so holding every cache lock freezes them; locking 4096 shards per check made the fuzz target's per-operation
- * validation 16 times slower): blocks tile each segment; each block is in exactly one state and, for it, in exactly one place (LIVE: the map;
+ * under a stream cache lock too, so holding every cache lock freezes them; locking 4096 shards
+ * per check made the fuzz target's per-operation validation 16 times slower): blocks tile each
+ * segment; each block is in exactly one state and, for it, in exactly one place (LIVE: the map;
  * CACHED: its stream's bins of its segment's pool, in the right bin; PENDING: the pending list;
  * LIVE with front set counts as cached on its stream: in the map, claimed, in that front once);
  * no two neighbours are CACHED on the same stream; the bins', map's and list's counts and the

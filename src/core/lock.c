@@ -5,7 +5,8 @@
  * acquisition in order is above the top and a tried or hooked one is recorded at max(its rank,
  * the top's order); removing any entry keeps the order. A group entry (same-rank locks) counts
  * its members in n and names the last one taken. A violation is reported by the check before
- * blocking; the record after taking the lock never reports one again. Locking: none; the stack is thread-local and the hook an atomic.
+ * blocking; the record after taking the lock never reports one again. Locking: none; the stack is
+ * thread-local and the hook an atomic.
  */
 #include "core/lock.h"
 

@@ -18,8 +18,9 @@
  * The witness (SP_DEBUG >= 1), after jemalloc's: each thread keeps a short stack of the locks it
  * holds, sorted by rank, consecutive locks of one same-rank group merged into one entry with a
  * count. Before blocking on a lock its rank is compared with the top entry's (loads only); after
- * taking it, it is pushed (two stores), so no store waits on the lock's atomic; a violation logs a message naming both locks and aborts (a test may install
- * a hook instead). Releases may come in any order. At SP_DEBUG 0 every wrapper is the plain call.
+ * taking it, it is pushed (two stores), so no store waits on the lock's atomic. A violation logs
+ * a message naming both locks and aborts (a test may install a hook instead). Releases may come
+ * in any order. At SP_DEBUG 0 every wrapper is the plain call.
  * Condition waits go through sp__cond_wait / sp__cond_timedwait, which check that the mutex could
  * be re-taken in order there (every other held lock ranks below it).
  *

@@ -22,8 +22,8 @@
  *
  * Locking: entry.create_mu serializes plan creation per stream index (allocator and backend calls
  * are made under it: it ranks below every core, allocator and backend lock, src/core/lock.h);
- * plan.mu serializes runs of one plan (backend submits and syncs under it). Lookups read the slots with acquire loads: no lock is shared
- * between streams on the hot path.
+ * plan.mu serializes runs of one plan (backend submits and syncs under it). Lookups read the slots
+ * with acquire loads: no lock is shared between streams on the hot path.
  */
 #include "infer/plan.h"
 

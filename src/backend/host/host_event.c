@@ -12,8 +12,8 @@
  * current record's marker has run.
  *
  * Locking: sp__bevent.mu (src/core/lock.h) guards stream/target/gen/stamp; event_record of a timing
- * event queues its marker while holding it (taking the stream's mu, ranked above). Waiting is done with no
- * event lock held.
+ * event queues its marker while holding it (taking the stream's mu, ranked above). Waiting is
+ * done with no event lock held.
  */
 #include <time.h>
 

@@ -10,8 +10,9 @@
  *   sp__bevent.mu   event mark; held while a timing event's marker is queued (takes a stream's mu)
  *   sp__bstream.mu  the FIFO ring, the worker's sleep/stop flags, the async error
  * Every table slot the core calls asserts (SP_DEBUG >= 1) that its caller holds no lock under which
- * backend calls are not made (sp__lock_assert_call_ok). The worker holds no lock while it runs a command (jitter sleep, copy, host function, GEMM, or a
- * wait on another stream's counter), so a host function may submit to or sync other streams.
+ * backend calls are not made (sp__lock_assert_call_ok). The worker holds no lock while it runs a
+ * command (jitter sleep, copy, host function, GEMM, or a wait on another stream's counter), so a
+ * host function may submit to or sync other streams.
  */
 #ifndef SP_BACKEND_HOST_IMPL_H
 #define SP_BACKEND_HOST_IMPL_H

@@ -14,8 +14,9 @@
  * stream's first async error, which the next stream_sync returns and clears (CUDA-style: the
  * failure surfaces at the next synchronization).
  *
- * Locking: sp__bstream.mu (src/core/lock.h) guards the ring, head, the sleep/stop flags, `waiters` and the
- * async error; no lock is held while a command runs. See host_impl.h for the ranks.
+ * Locking: sp__bstream.mu (src/core/lock.h) guards the ring, head, the sleep/stop flags,
+ * `waiters` and the async error; no lock is held while a command runs. See host_impl.h for the
+ * ranks.
  */
 #include <errno.h>
 #include <sched.h>

@@ -90,7 +90,7 @@ static void test_violation_aborts(void **state) {
 /* Mutexes and spinlocks of given ranks: in order passes; below a held rank, a second of a
  * one-at-a-time rank and releasing what is not held are reported, naming both locks; a trylock is
  * not checked but what is taken under it is checked against the higher rank. (The deliberate
- * violations nest at most one real mutex, so ThreadSanitizer's own lock-order check stays quiet.) */
+ * violations nest at most one real mutex, so ThreadSanitizer's lock-order check stays quiet.) */
 static void test_mutex_order(void **state) {
   (void)state;
   sp__mutex reg, st;
@@ -244,7 +244,8 @@ static void test_library_paths(void **state) {
   sp_device *dev = tu_open_host(4, SP_STREAMS_ROUND_ROBIN);
   void *p[6];
   size_t sizes[6] = {512, 4096, (size_t)2 << 20, (size_t)12 << 20, 1024, (size_t)3 << 20};
-  for (unsigned i = 0; i < 6; i++) SP_CHECK_OK(sp_alloc(dev, sizes[i], &dev->streams[i % 4], &p[i]));
+  for (unsigned i = 0; i < 6; i++)
+    SP_CHECK_OK(sp_alloc(dev, sizes[i], &dev->streams[i % 4], &p[i]));
   SP_CHECK_OK(sp_record_stream(dev, p[0], &dev->streams[2]));
   for (unsigned i = 0; i < 6; i += 2) SP_CHECK_OK(sp_free(dev, p[i]));
   sp_memory_stats m;
