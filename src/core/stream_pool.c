@@ -22,8 +22,8 @@
  *
  * Waiting for a slot (slow path only): waiters register in `waiters` and sleep on wait_cv under
  * wait_mu (src/core/lock.h). A releaser pushes the slot, then reads `waiters` with an acq_rel RMW
- * and signals under wait_mu only if someone waits; the waiter increments `waiters` (acq_rel RMW) before
- * its pop. The two RMWs are ordered in waiters' modification order: either the releaser's comes
+ * and signals under wait_mu only if someone waits; the waiter increments `waiters` (acq_rel RMW)
+ * before its pop. The two RMWs are ordered in waiters' modification order: either the releaser's comes
  * later and sees the waiter, or the waiter's comes later and synchronizes with it, so its pop sees
  * the slot. The mutex makes the signal land after the waiter sleeps. The fast path takes no lock.
  *
