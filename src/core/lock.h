@@ -67,7 +67,7 @@
   /* src/backend/host */                                                                         \
   X(HOST_EVENT, "host sp__bevent.mu", ONE, BACKEND)      /* queues a marker (host submit)   */   \
   X(HOST_STREAM, "host sp__bstream.mu", ONE, NONE)       /* the ring; cond waits            */   \
-  /* src/backend/cuda (CUDA runtime and cuBLASLt calls under them, nothing of ours) */           \
+  /* src/backend/cuda (CUDA, cuBLASLt calls under them, nothing of ours; not witnessed) */       \
   X(CUDA_PEER, "cuda cuda_peer_mu", ONE, NONE)                                                   \
   X(CUDA_LT, "cuda sp__bstream.lt_mu", ONE, NONE)                                                \
   /* src/core/status.c: the log hook setters' flag (a hook may be set from a log callback) */    \
@@ -87,6 +87,15 @@ _Static_assert(SP__RANK_COUNT <= 255, "ranks are stored in a byte");
 const char *sp__lock_rank_name(unsigned rank);
 
 /* ---- the witness ---- */
+
+/* On at SP_DEBUG >= 1, except in code that defines SP_LOCK_NO_WITNESS before including this
+ * header: the CUDA backend, which as a dlopen()ed module reaches the core only through the
+ * services of backend/module.h (its two locks are leaves, ranked here but not witnessed). */
+#if SP_DEBUG >= 1 && !defined(SP_LOCK_NO_WITNESS)
+#define SP__WITNESS_ON 1
+#else
+#define SP__WITNESS_ON 0
+#endif
 
 /* Entries per thread (a same-rank group counts once; the deepest nesting in the library is 5).
  * The state is 136 bytes of initial-exec TLS, so the library stays dlopen-able (ctypes). */
@@ -137,7 +146,7 @@ unsigned sp__witness_depth(void);
  * (loads only, so nothing is stored ahead of the lock's atomic). Any thread (each acts on its own
  * record); `lock` identifies the lock (its address). */
 static inline void sp__lock_note_acquire(const void *lock, unsigned rank) {
-#if SP_DEBUG >= 1
+#if SP__WITNESS_ON
   const sp__witness *w = &sp__witness_tl;
   unsigned d = w->depth;
   if (SP__LIKELY(d == 0 || rank > SP__WITNESS_ORDER(w->e[d - 1].meta))) return;
@@ -151,7 +160,7 @@ static inline void sp__lock_note_acquire(const void *lock, unsigned rank) {
 /* After taking `lock` (blocking or by a successful try, which is not checked: it did not wait):
  * records it. */
 static inline void sp__lock_note_acquired(const void *lock, unsigned rank) {
-#if SP_DEBUG >= 1
+#if SP__WITNESS_ON
   sp__witness *w = &sp__witness_tl;
   unsigned d = w->depth;
   if (SP__LIKELY(d < SP__WITNESS_DEPTH &&
@@ -170,7 +179,7 @@ static inline void sp__lock_note_acquired(const void *lock, unsigned rank) {
 
 /* Records that `lock` is released (any order). A lock this thread does not hold is a violation. */
 static inline void sp__lock_note_release(const void *lock, unsigned rank) {
-#if SP_DEBUG >= 1
+#if SP__WITNESS_ON
   sp__witness *w = &sp__witness_tl;
   unsigned d = w->depth;
   if (SP__LIKELY(d && w->e[d - 1].lock == lock && !SP__WITNESS_GROUP(w->e[d - 1].meta))) {
@@ -188,7 +197,7 @@ static inline void sp__lock_note_release(const void *lock, unsigned rank) {
  * Called at the host backend's entry points. */
 void sp__lock_assert_call_ok_slow(const char *what);
 static inline void sp__lock_assert_call_ok(const char *what) {
-#if SP_DEBUG >= 1
+#if SP__WITNESS_ON
   if (SP__UNLIKELY(sp__witness_tl.depth)) sp__lock_assert_call_ok_slow(what);
 #else
   (void)what;
