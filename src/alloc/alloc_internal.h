@@ -89,7 +89,7 @@ struct sp__allocator {
   bool test_no_pending;          /* test-only negative control: frees skip the pending step */
   sp__scache *caches;            /* [n_streams]; immutable pointer                        */
   _Atomic(sp__history *) history; /* event ring, NULL: off (history.c); read on every op   */
-  pthread_mutex_t history_mu;    /* rank 3.7 (leaf)                                       */
+  sp__mutex history_mu;          /* SP__RANK_ALLOC_HISTORY (a leaf)                       */
   sp__history *history_rings;    /* every ring made, kept until destroy; history_mu       */
 
   _Alignas(64) sp__spin pending_mu; /* SP__RANK_ALLOC_PENDING                             */

@@ -11,7 +11,7 @@
  * rewritten is skipped, never torn. Invariants: slot t % capacity holds only ticket t's event or
  * none; tickets below `base` (events of an earlier enable of the same ring) are never read.
  * Locking: recording takes no lock (it may run under any allocator lock); enable/disable/destroy
- * take history_mu (rank 3.7, a leaf). Rings are never freed before the allocator, so a thread that
+ * take history_mu (a leaf, src/core/lock.h). Rings are never freed before the allocator, so a thread that
  * loaded the pointer just before a disable writes into memory that is still there, and its event
  * is either filtered by the next enable's base or shown, never a crash; a ring of the same size is
  * reused on the next enable, so memory stays bounded by the distinct sizes asked for. The pointer
@@ -163,10 +163,10 @@ sp_status sp__history_set(sp__allocator *a, size_t entries, const char *fn) {
   if (entries > SP__HISTORY_MAX)
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: %zu entries is more than the most, %zu", fn,
                     entries, SP__HISTORY_MAX);
-  pthread_mutex_lock(&a->history_mu);
+  sp__mutex_lock(&a->history_mu);
   sp__history *h = entries ? hist_ring_get(a, entries) : NULL;
   if (entries && !h) {
-    pthread_mutex_unlock(&a->history_mu);
+    sp__mutex_unlock(&a->history_mu);
     return sp__fail(SP_ERR_HOST_MEMORY, "%s: no host memory for %zu history entries", fn,
                     entries);
   }
@@ -178,12 +178,12 @@ sp_status sp__history_set(sp__allocator *a, size_t entries, const char *fn) {
     atomic_store_explicit(&h->start_ns, sp__now_ns(), memory_order_relaxed);
     atomic_store_explicit(&a->history, h, memory_order_release);
   }
-  pthread_mutex_unlock(&a->history_mu);
+  sp__mutex_unlock(&a->history_mu);
   return SP_OK;
 }
 
 sp_status sp__history_init(sp__allocator *a) {
-  pthread_mutex_init(&a->history_mu, NULL);
+  sp__mutex_init(&a->history_mu, SP__RANK_ALLOC_HISTORY);
   uint64_t n = 0;
   bool set = false;
   sp_status st = sp__env_u64("sp_device_open", "STREAMPOOL_MEMORY_HISTORY", SP__ENV_COUNT, 0,
@@ -201,7 +201,7 @@ void sp__history_destroy(sp__allocator *a) {
   }
   a->history_rings = NULL;
   atomic_store_explicit(&a->history, NULL, memory_order_relaxed);
-  pthread_mutex_destroy(&a->history_mu);
+  sp__mutex_destroy(&a->history_mu);
 }
 
 sp_status sp_memory_history_enable(sp_device *dev, size_t entries) {

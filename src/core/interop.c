@@ -2,7 +2,7 @@
  * pinned host buffers for users (sp_host_alloc_pinned / sp_host_free_pinned).
  *
  * Pinned buffers: each live buffer has a record {ptr, bytes, device id, pinned or not} in one
- * process-wide list under pinned_mu (a leaf lock: no other lock is taken while holding it, and no
+ * process-wide list under pinned_mu (a leaf lock, ranked in src/core/lock.h: no other lock is taken while holding it, and no
  * backend call is made under it). A buffer comes from the backend's host_alloc_pinned slot; where
  * that slot is NULL or fails, from the host allocator (sp__malloc), which any device copy accepts
  * (only captured graphs need pinned memory, and users do not capture). The record says which, so
@@ -22,7 +22,7 @@ typedef struct sp__pinned_rec {
   struct sp__pinned_rec *next; /* list link (pinned_mu)                      */
 } sp__pinned_rec;
 
-static pthread_mutex_t sp__pinned_mu = PTHREAD_MUTEX_INITIALIZER;
+static sp__mutex sp__pinned_mu = SP__MUTEX_INITIALIZER(INTEROP_PINNED);
 static sp__pinned_rec *sp__pinned_head; /* live buffers of every device (sp__pinned_mu) */
 
 /* ---- native streams ---- */
@@ -77,10 +77,10 @@ sp_status sp_host_alloc_pinned(sp_device *dev, size_t bytes, void **out) {
   }
   r->bytes = bytes;
   r->dev_id = dev->id;
-  pthread_mutex_lock(&sp__pinned_mu);
+  sp__mutex_lock(&sp__pinned_mu);
   r->next = sp__pinned_head;
   sp__pinned_head = r;
-  pthread_mutex_unlock(&sp__pinned_mu);
+  sp__mutex_unlock(&sp__pinned_mu);
   sp__error_clear(); /* a failed pinned attempt that fell back is not this call's error */
   *out = r->p;
   return SP_OK;
@@ -97,7 +97,7 @@ static void sp__pinned_release(sp_device *dev, sp__pinned_rec *r) {
 /* Unlinks p's record if dev_id owns it; NULL if none (*foreign: another device owns p). */
 static sp__pinned_rec *sp__pinned_take(void *p, uint64_t dev_id, bool *foreign) {
   sp__pinned_rec *found = NULL;
-  pthread_mutex_lock(&sp__pinned_mu);
+  sp__mutex_lock(&sp__pinned_mu);
   for (sp__pinned_rec **link = &sp__pinned_head; *link; link = &(*link)->next) {
     if ((*link)->p != p) continue;
     *foreign = (*link)->dev_id != dev_id;
@@ -107,7 +107,7 @@ static sp__pinned_rec *sp__pinned_take(void *p, uint64_t dev_id, bool *foreign) 
     }
     break;
   }
-  pthread_mutex_unlock(&sp__pinned_mu);
+  sp__mutex_unlock(&sp__pinned_mu);
   return found;
 }
 
@@ -127,7 +127,7 @@ sp_status sp_host_free_pinned(sp_device *dev, void *p) {
 
 void sp__interop_device_closing(sp_device *dev) {
   sp__pinned_rec *mine = NULL;
-  pthread_mutex_lock(&sp__pinned_mu);
+  sp__mutex_lock(&sp__pinned_mu);
   for (sp__pinned_rec **link = &sp__pinned_head; *link;) {
     sp__pinned_rec *r = *link;
     if (r->dev_id != dev->id) {
@@ -138,7 +138,7 @@ void sp__interop_device_closing(sp_device *dev) {
     r->next = mine;
     mine = r;
   }
-  pthread_mutex_unlock(&sp__pinned_mu);
+  sp__mutex_unlock(&sp__pinned_mu);
   while (mine) {
     sp__pinned_rec *next = mine->next;
     sp__pinned_release(dev, mine);

@@ -57,6 +57,7 @@
   X(SLOT_WAIT, "sp__slot_pool.wait_mu", ONE, NONE)       /*   ... may be taken under it     */   \
   X(STREAM_CREATE, "sp_device.stream_create_mu", ONE, BACKEND) /* be->stream_create only   */   \
   X(EVENT_GROW, "sp__event_pool.grow_mu", ONE, NONE)     /* chunk publishing                */   \
+  X(INTEROP_PINNED, "interop sp__pinned_mu", ONE, NONE)  /* pinned buffer records; a leaf   */   \
   /* src/alloc: spinlocks, no call out (no backend, no core event, no wait) */                   \
   X(ALLOC_CACHE, "sp__scache.mu", ASCENDING, NONE)       /* stream caches, index order      */   \
   X(ALLOC_PENDING, "sp__allocator.pending_mu", ONE, NONE)                                        \
@@ -64,6 +65,7 @@
   X(ALLOC_SEGMENT, "sp__segment.mu", UNDER_PREV, NONE)   /* several: under seglist_mu only  */   \
   X(ALLOC_MAP_SHARD, "sp__map_shard.mu", ONE, NONE)                                              \
   X(ALLOC_PEAK, "sp__allocator.peak_mu", ONE, NONE)      /* tries cache locks (stats.c)     */   \
+  X(ALLOC_HISTORY, "sp__allocator.history_mu", ONE, NONE) /* history enable/disable; a leaf */   \
   /* src/backend/host */                                                                         \
   X(HOST_EVENT, "host sp__bevent.mu", ONE, BACKEND)      /* queues a marker (host submit)   */   \
   X(HOST_STREAM, "host sp__bstream.mu", ONE, NONE)       /* the ring; cond waits            */   \
