@@ -3,7 +3,8 @@
  * Owns: sp__host_backend, every slot filled (the optional ones included). The implementation is
  * split by object: host_device.c (device, environment, memory), host_stream.c
  * (worker threads and their FIFO), host_event.c (events as stream counters), host_math.c (Linear
- * and dtype conversion), host_peer.c (copies from another host device). The table is immutable;
+ * and dtype conversion), host_peer.c (copies from another host device), host_graph.c (graph
+ * capture and replay, and the capture contract's checks), host_pinned.c (pinned host memory). The table is immutable;
  * the objects' locking is described in host_impl.h.
  */
 #include "backend/host/host_impl.h"
@@ -34,5 +35,11 @@ const sp__backend sp__host_backend = {
     .event_elapsed_ms = sp__host_event_elapsed_ms,
     .mem_alloc = sp__host_mem_alloc,
     .mem_free = sp__host_mem_free,
+    .graph_capture_begin = sp__host_graph_capture_begin,
+    .graph_capture_end = sp__host_graph_capture_end,
+    .graph_launch = sp__host_graph_launch,
+    .graph_destroy = sp__host_graph_destroy,
+    .host_alloc_pinned = sp__host_alloc_pinned,
+    .host_free_pinned = sp__host_free_pinned,
     .memcpy_peer_async = sp__host_memcpy_peer_async,
 };

@@ -127,6 +127,9 @@ sp_status sp__host_mem_alloc(sp__bdevice *d, size_t bytes, void **out) {
   if (!d || !out) return sp__fail(SP_ERR_INVALID_ARGUMENT, "host mem_alloc: NULL argument");
   sp__lock_assert_call_ok("host mem_alloc");
   if (bytes == 0) return sp__fail(SP_ERR_INVALID_ARGUMENT, "host mem_alloc: 0 bytes");
+  if (SP__UNLIKELY(sp__host_capture_of_thread()))
+    return SP__HOST_CAPTURE_VIOLATION(sp__host_capture_of_thread(), "mem_alloc",
+                                      "raw allocation during a capture");
   if (bytes > SIZE_MAX - SP__HOST_ALIGN || !host_capacity_take(d, bytes))
     return sp__fail(SP_ERR_OUT_OF_MEMORY,
                     "host device %d: out of memory: requested %zu bytes, %zu of %zu in use",
@@ -150,6 +153,9 @@ sp_status sp__host_mem_free(sp__bdevice *d, void *p) {
   if (!d) return sp__fail(SP_ERR_INVALID_ARGUMENT, "host mem_free: device is NULL");
   sp__lock_assert_call_ok("host mem_free");
   if (!p) return SP_OK;
+  if (SP__UNLIKELY(sp__host_capture_of_thread()))
+    return SP__HOST_CAPTURE_VIOLATION(sp__host_capture_of_thread(), "mem_free",
+                                      "raw free during a capture");
   if ((uintptr_t)p % SP__HOST_ALIGN != 0)
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "host mem_free: %p is not a host segment", p);
   host_segment_header *h = (host_segment_header *)((char *)p - SP__HOST_ALIGN);

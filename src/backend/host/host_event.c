@@ -11,6 +11,9 @@
  * refs reaches 0, so destroying an event whose marker is still queued is safe. stamped implies the
  * current record's marker has run.
  *
+ * During a capture of s (host_graph.c) recording an event on s, or making s wait on another
+ * stream's event, breaks the capture contract and is refused.
+ *
  * Locking: sp__bevent.mu (src/core/lock.h) guards stream/target/gen/stamp; event_record of a timing
  * event queues its marker while holding it (taking the stream's mu, ranked above). Waiting is
  * done with no event lock held.
@@ -92,6 +95,8 @@ static sp_status host_event_record_timed_locked(sp__bevent *e, sp__bstream *s) {
 sp_status sp__host_event_record(sp__bevent *e, sp__bstream *s) {
   if (!e || !s) return sp__fail(SP_ERR_INVALID_ARGUMENT, "host event_record: NULL argument");
   sp__lock_assert_call_ok("host event_record");
+  if (SP__UNLIKELY(sp__host_capturing(s)))
+    return SP__HOST_CAPTURE_VIOLATION(s, "event_record", "event record on a capturing stream");
   sp_status st = SP_OK;
   sp__mutex_lock(&e->mu);
   if (e->flags & SP_EVENT_TIMING) {
@@ -110,6 +115,9 @@ sp_status sp__host_stream_wait_event(sp__bstream *s, sp__bevent *e) {
   uint64_t target;
   sp__bstream *other = host_event_mark(e, &target);
   /* Never recorded, recorded on s itself (FIFO order suffices) or already done: nothing to do. */
+  if (SP__UNLIKELY(sp__host_capturing(s)) && other && other != s)
+    return SP__HOST_CAPTURE_VIOLATION(s, "stream_wait_event", "a capturing stream waits on "
+                                      "another stream's event");
   if (!other || other == s || sp__host_completed(other) >= target) return SP_OK;
   sp__host_cmd c = {.kind = SP__HOST_CMD_WAIT};
   c.u.wait.other = other;

@@ -8,7 +8,7 @@
  *
  * Locks (ranks in src/core/lock.h, the event's below the stream's):
  *   sp__bevent.mu   event mark; held while a timing event's marker is queued (takes a stream's mu)
- *   sp__bstream.mu  the FIFO ring, the worker's sleep/stop flags, the async error
+ *   sp__bstream.mu  the FIFO ring, the worker's sleep/stop flags, the async error, the capture
  * Every table slot the core calls asserts (SP_DEBUG >= 1) that its caller holds no lock under which
  * backend calls are not made (sp__lock_assert_call_ok). The worker holds no lock while it runs a
  * command (jitter sleep, copy, host function, GEMM, or a wait on another stream's counter), so a
@@ -82,6 +82,14 @@ struct sp__bstream {
   bool stopping;               /* mu: destroy asked; the worker drains then exits        */
   sp_status async_error;       /* mu: first failure of a command since the last sync     */
   char async_msg[200];         /* mu: its message                                        */
+  /* Capture (host_graph.c): while `capturing`, the capturing thread's submissions are recorded
+   * into rec instead of the ring; anything else the contract forbids breaks the capture. */
+  atomic_bool capturing;       /* written under mu; read without it by sync/query checks */
+  pthread_t capture_thread;    /* mu: the thread that began the capture                  */
+  sp__host_cmd *rec;           /* mu: the recorded commands, rec_cap slots               */
+  size_t rec_n, rec_cap;       /* mu: commands recorded, capacity                        */
+  sp_status rec_error;         /* mu: why the capture is broken, or SP_OK                */
+  char rec_msg[160];           /* mu: its message                                        */
   /* The worker's own state (no lock: only the worker touches it). */
   uint64_t rng;                /* jitter RNG state (xorshift64*)                         */
   float *scratch;              /* bf16 linear: x, w and y as f32                         */
@@ -101,13 +109,41 @@ struct sp__bevent {
 };
 
 /* ---- host_stream.c ---- */
-/* Queues *cmd on s; on success *seq (may be NULL) is its number (done when completed >= seq). */
+/* Queues *cmd on s; on success *seq (may be NULL) is its number (done when completed >= seq).
+ * While s is being captured the capturing thread's command is recorded instead (seq must be
+ * NULL) and another thread's is refused (a broken capture contract). */
 sp_status sp__host_submit(sp__bstream *s, const sp__host_cmd *cmd, uint64_t *seq);
+/* Queues cmds[0, n) on s as one unit: no other submission lands between them. Otherwise as
+ * sp__host_submit (seq not given). */
+sp_status sp__host_submit_n(sp__bstream *s, const sp__host_cmd *cmds, size_t n);
 /* Blocks until s->completed >= target. No lock of the caller's may be held. */
 void sp__host_wait_completed(sp__bstream *s, uint64_t target);
 static inline uint64_t sp__host_completed(sp__bstream *s) {
   return atomic_load_explicit(&s->completed, memory_order_acquire);
 }
+
+/* ---- host_graph.c ---- */
+/* Records cmds[0, n) into s's capture (mu held, s->capturing): from the capturing thread they are
+ * appended; from another thread the capture contract is broken (see below). */
+sp_status sp__host_capture_record_locked(sp__bstream *s, const sp__host_cmd *cmds, size_t n);
+/* Whether s is being captured (any thread may ask; exact for the capturing thread). */
+static inline bool sp__host_capturing(sp__bstream *s) {
+  return atomic_load_explicit(&s->capturing, memory_order_acquire);
+}
+/* The stream the calling thread is capturing, or NULL. */
+sp__bstream *sp__host_capture_of_thread(void);
+/* A call the capture contract of backend.h forbids: in debug builds an assertion failure naming
+ * `what` (aborts); otherwise s's capture (s may be NULL) is marked broken, so capture_end fails,
+ * and the call returns SP_ERR_BACKEND saying what. `fn` names the slot. */
+sp_status sp__host_capture_violation(sp__bstream *s, const char *fn, const char *what,
+                                     const char *file, int line);
+#define SP__HOST_CAPTURE_VIOLATION(s, fn, what)                                                    \
+  sp__host_capture_violation((s), (fn), (what), __FILE__, __LINE__)
+/* The same with s->mu held (s is being captured). */
+sp_status sp__host_capture_violation_locked(sp__bstream *s, const char *fn, const char *what,
+                                            const char *file, int line);
+/* Drops a capture left open when s is destroyed (mu not held; s->worker gone). */
+void sp__host_capture_discard(sp__bstream *s);
 
 /* ---- host_event.c ---- */
 void sp__host_marker_run(sp__bevent *e, uint64_t gen); /* stamps, then drops the marker's ref */
@@ -148,6 +184,16 @@ sp_status sp__host_convert_async(sp__bstream *s, void *dst, sp_dtype dst_type, c
 /* ---- host_peer.c: table slot ---- */
 sp_status sp__host_memcpy_peer_async(sp__bstream *dst_stream, void *dst, sp__bdevice *src_dev,
                                      const void *src, size_t bytes);
+
+/* ---- host_graph.c: table slots ---- */
+sp_status sp__host_graph_capture_begin(sp__bstream *s);
+sp_status sp__host_graph_capture_end(sp__bstream *s, sp__bgraph **out);
+sp_status sp__host_graph_launch(sp__bgraph *g, sp__bstream *s);
+void sp__host_graph_destroy(sp__bgraph *g);
+
+/* ---- host_pinned.c: table slots ---- */
+sp_status sp__host_alloc_pinned(sp__bdevice *d, size_t bytes, void **out);
+sp_status sp__host_free_pinned(sp__bdevice *d, void *p);
 
 /* ---- host_event.c: table slots ---- */
 sp_status sp__host_event_create(sp__bdevice *d, unsigned flags, sp__bevent **out);

@@ -8,6 +8,10 @@
  * An idle worker, and a waiter, first poll for HOST_WAIT_SPIN_NS (yielding) before sleeping on a
  * condition variable, which cuts a submit+sync round trip from ~12 us to ~1 us.
  *
+ * Several commands (a graph launch) are copied into the ring under one hold of the mutex, so they
+ * run back to back in stream order. While the stream is captured (host_graph.c) submissions from
+ * the capturing thread are recorded instead of queued, and syncing or querying it is refused.
+ *
  * Invariants: completed <= head <= submitted; commands run one at a time in submission order;
  * `completed` only grows and is stored under mu (so a waiter that checks it under mu cannot miss
  * the broadcast); a command that fails while running (a bf16 scratch allocation) records the
@@ -161,31 +165,49 @@ static sp_status host_ring_grow_locked(sp__bstream *s) {
   return SP_OK;
 }
 
-sp_status sp__host_submit(sp__bstream *s, const sp__host_cmd *cmd, uint64_t *seq) {
-  sp_assert(s && cmd);
-  sp__lock_assert_call_ok("host stream submit");
-  sp__mutex_lock(&s->mu);
-  uint64_t n = atomic_load_explicit(&s->submitted, memory_order_relaxed);
-  if (SP__UNLIKELY(s->stopping)) {
-    sp__mutex_unlock(&s->mu);
-    return sp__fail(SP_ERR_INVALID_HANDLE, "host stream %u: submission during destroy", s->index);
-  }
-  if (SP__UNLIKELY(n - s->head == s->cap)) {
+/* Copies cmds[0, n) into the ring after the commands already queued (mu held, not capturing). */
+static sp_status host_enqueue_locked(sp__bstream *s, const sp__host_cmd *cmds, size_t n) {
+  uint64_t first = atomic_load_explicit(&s->submitted, memory_order_relaxed);
+  while (SP__UNLIKELY(s->cap - (first - s->head) < n)) {
     sp_status st = host_ring_grow_locked(s);
-    if (st != SP_OK) {
-      sp__mutex_unlock(&s->mu);
-      return st;
-    }
+    if (st != SP_OK) return st;
   }
-  s->ring[n & (s->cap - 1)] = *cmd;
-  atomic_store_explicit(&s->submitted, n + 1, memory_order_release);
+  for (size_t i = 0; i < n; i++) s->ring[(first + i) & (s->cap - 1)] = cmds[i];
+  atomic_store_explicit(&s->submitted, first + n, memory_order_release);
   if (s->sleeping) {
     s->sleeping = false;
     pthread_cond_signal(&s->work_cv);
   }
-  sp__mutex_unlock(&s->mu);
-  if (seq) *seq = n + 1;
   return SP_OK;
+}
+
+/* Queues (or, while s is captured, records) cmds[0, n) as one unit; *seq (may be NULL, and must
+ * be while capturing) is the number of the last one. */
+static sp_status host_submit(sp__bstream *s, const sp__host_cmd *cmds, size_t n, uint64_t *seq) {
+  sp_assert(s && (cmds || !n));
+  sp__lock_assert_call_ok("host stream submit");
+  sp__mutex_lock(&s->mu);
+  sp_status st;
+  if (SP__UNLIKELY(s->stopping)) {
+    st = sp__fail(SP_ERR_INVALID_HANDLE, "host stream %u: submission during destroy", s->index);
+  } else if (SP__UNLIKELY(sp__host_capturing(s))) {
+    sp_assert(!seq);
+    st = sp__host_capture_record_locked(s, cmds, n);
+  } else {
+    st = host_enqueue_locked(s, cmds, n);
+    if (st == SP_OK && seq) *seq = atomic_load_explicit(&s->submitted, memory_order_relaxed);
+  }
+  sp__mutex_unlock(&s->mu);
+  return st;
+}
+
+sp_status sp__host_submit(sp__bstream *s, const sp__host_cmd *cmd, uint64_t *seq) {
+  sp_assert(cmd);
+  return host_submit(s, cmd, 1, seq);
+}
+
+sp_status sp__host_submit_n(sp__bstream *s, const sp__host_cmd *cmds, size_t n) {
+  return n ? host_submit(s, cmds, n, NULL) : SP_OK;
 }
 
 void sp__host_wait_completed(sp__bstream *s, uint64_t target) {
@@ -257,6 +279,10 @@ void sp__host_stream_destroy(sp__bstream *s) {
   sp__mutex_unlock(&s->mu);
   pthread_join(s->thread, NULL); /* the worker drains the ring first */
   sp_assert(sp__host_completed(s) == atomic_load(&s->submitted));
+  if (SP__UNLIKELY(sp__host_capturing(s))) {
+    (void)SP__HOST_CAPTURE_VIOLATION(NULL, "stream_destroy", "destroying a capturing stream");
+    sp__host_capture_discard(s);
+  }
   pthread_cond_destroy(&s->done_cv);
   pthread_cond_destroy(&s->work_cv);
   sp__mutex_destroy(&s->mu);
@@ -268,12 +294,16 @@ void sp__host_stream_destroy(sp__bstream *s) {
 sp_status sp__host_stream_query(sp__bstream *s) {
   if (!s) return sp__fail(SP_ERR_INVALID_ARGUMENT, "host stream_query: stream is NULL");
   sp__lock_assert_call_ok("host stream_query");
+  if (SP__UNLIKELY(sp__host_capturing(s)))
+    return SP__HOST_CAPTURE_VIOLATION(s, "stream_query", "query of a capturing stream");
   uint64_t submitted = atomic_load_explicit(&s->submitted, memory_order_acquire);
   return sp__host_completed(s) >= submitted ? SP_OK : SP_ERR_NOT_READY;
 }
 
 sp_status sp__host_stream_sync(sp__bstream *s) {
   if (!s) return sp__fail(SP_ERR_INVALID_ARGUMENT, "host stream_sync: stream is NULL");
+  if (SP__UNLIKELY(sp__host_capturing(s)))
+    return SP__HOST_CAPTURE_VIOLATION(s, "stream_sync", "sync of a capturing stream");
   sp__host_wait_completed(s, atomic_load_explicit(&s->submitted, memory_order_acquire));
   sp__mutex_lock(&s->mu);
   sp_status st = s->async_error;
