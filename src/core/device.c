@@ -126,6 +126,9 @@ static void sp__device_init_streams(sp_device *dev) {
     dev->streams[i].dev = dev;
     dev->streams[i].index = i;
     atomic_init(&dev->streams[i].bstream, NULL);
+    dev->privates[i].dev = dev;
+    dev->privates[i].index = i;
+    atomic_init(&dev->privates[i].bstream, NULL);
   }
 }
 
@@ -153,8 +156,12 @@ sp_status sp_device_open(const sp_device_config *cfg, sp_device **out) {
     st = sp__fail(SP_ERR_HOST_MEMORY, "%s: pthread_mutex_init failed", fn);
     goto free_dev;
   }
+  if (sp__mutex_init(&dev->capture_mu, SP__RANK_DEVICE_CAPTURE)) {
+    st = sp__fail(SP_ERR_HOST_MEMORY, "%s: pthread_mutex_init failed", fn);
+    goto destroy_mutex;
+  }
   st = sp__slot_pool_create(dev);
-  if (st != SP_OK) goto destroy_mutex;
+  if (st != SP_OK) goto destroy_capture_mutex;
   st = sp__event_pool_create(dev);
   if (st != SP_OK) goto destroy_slots;
   st = be->device_open(c.index, &dev->bdev);
@@ -173,6 +180,8 @@ destroy_events:
   sp__event_pool_destroy(dev);
 destroy_slots:
   sp__slot_pool_destroy(dev);
+destroy_capture_mutex:
+  sp__mutex_destroy(&dev->capture_mu);
 destroy_mutex:
   sp__mutex_destroy(&dev->stream_create_mu);
 free_dev:
@@ -197,10 +206,13 @@ sp_status sp_device_close(sp_device *dev) {
   for (unsigned i = 0; i < dev->cfg.streams; i++) {
     sp__bstream *bs = sp__stream_peek(&dev->streams[i]);
     if (bs) dev->be->stream_destroy(bs);
+    bs = sp__stream_peek(&dev->privates[i]); /* capture streams: idle since their last upload */
+    if (bs) dev->be->stream_destroy(bs);
   }
   sp__interop_device_closing(dev);
   dev->be->device_close(dev->bdev);
   sp__slot_pool_destroy(dev);
+  sp__mutex_destroy(&dev->capture_mu);
   sp__mutex_destroy(&dev->stream_create_mu);
   sp__free(dev);
   sp__cancel_restore(cancel);

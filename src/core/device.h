@@ -8,7 +8,7 @@
  *
  * Locks: every lock of the library has its rank in the one table of src/core/lock.h (acquired in
  * increasing rank, checked at SP_DEBUG >= 1), which also says under which locks a backend call is
- * made.
+ * made. The capture mutex (ops.c) serializes graph captures on the private streams.
  */
 #ifndef SP_CORE_DEVICE_H
 #define SP_CORE_DEVICE_H
@@ -41,6 +41,8 @@ struct sp_device {
   char backend_name[16];            /* cfg.backend points here                            */
   sp__mutex stream_create_mu;       /* serializes lazy backend stream creation            */
   sp_stream streams[SP_STREAMS_MAX];/* [0, cfg.streams) are in use                        */
+  sp_stream privates[SP_STREAMS_MAX];/* capture twins of streams[] (ops.c), created lazily */
+  sp__mutex capture_mu;              /* serializes graph captures on privates[] (ops.c)    */
   atomic_uint rr_next;              /* round-robin: bindings so far                        */
   sp__slot_pool *slots;             /* exclusive mode free slots (stream_pool.c)          */
   sp__event_pool *events;           /* event_pool.c                                        */

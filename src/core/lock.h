@@ -50,6 +50,7 @@
   X(BATCHER_COLLECT, "batcher.mu", ONE, NONE)            /* the collector role; futex waits */   \
   X(PLAN_CREATE, "plan_entry.create_mu", ONE, BACKEND)   /* allocator + backend calls       */   \
   X(PLAN_RUN, "sp__plan.mu", ONE, BACKEND)               /* a whole run: submit, sync       */   \
+  X(DEVICE_CAPTURE, "sp_device.capture_mu", ONE, BACKEND) /* graph captures (ops.c)       */   \
   /* src/alloc, outer: the pending-list processor flag (events queried and released under it) */ \
   X(ALLOC_PENDING_BUSY, "sp__allocator.pending_busy", ONE, BACKEND)                              \
   /* src/core */                                                                                 \

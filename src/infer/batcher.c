@@ -1,18 +1,19 @@
 /* The batcher: single rows from many threads merged into batched forward passes.
  *
- * Owns: the request queue, the worker threads and their buffers (host staging, pinned when the
- * backend has pinned memory, and one device block per worker, max_batch rows of input and output
- * each, zeroed once).
+ * Owns: the request queue, the worker threads and their buffers (host staging from
+ * sp__pinned_alloc, pinned when the backend has pinned memory, and one device block per worker,
+ * max_batch rows of input and output each, zeroed once).
  * A request lives on its caller's stack: sp_batcher_infer queues it and blocks until a worker
  * marks it done. A worker takes up to max_batch queued rows, or what arrived within max_delay_us
  * of the first, stages them into one batch (one memcpy per row), runs one forward pass on its own
  * stream, copies each row back to its caller and completes it with its own status (an error
  * reaches exactly the rows of the failed pass). Only one worker collects at a time, so batches
  * are not split between workers that both wake up; the others wait for the collector role (mu)
- * while the collector gathers. On a backend with graphs a pass runs at a padded batch size (the
- * next power of two, at most max_batch) on the worker's fixed device buffers, so sp_model_forward
- * always replays one of a few captured graphs (captured when the worker starts); padding rows
- * hold stale finite data and are never copied back.
+ * while the collector gathers. When graphs are on for the model (m->graphs: the one decision of
+ * sp__graphs_enabled, made at model build) a pass runs at a padded batch size (the next power of
+ * two, at most max_batch) on the worker's fixed device buffers, so sp_model_forward always replays
+ * one of a few captured graphs (captured when the worker starts); padding rows hold stale finite
+ * data and are never copied back. With graphs off a pass runs at exactly its row count.
  * Intake: a caller pushes its request onto a lock-free stack (inbox) and never takes a lock; the
  * collector (one worker at a time, holding mu) takes the stack whole and appends it, oldest
  * first, to its queue. It sleeps on the futex word qword after publishing how many rows it waits
@@ -48,6 +49,7 @@
 #endif
 
 #include "core/env.h"
+#include "core/ops.h"
 #include "infer/model.h"
 
 enum {
@@ -78,7 +80,7 @@ typedef struct batch_worker {
   unsigned index;
   pthread_t thread;
   bool started;                /* thread was created                                */
-  bool pinned;                 /* h_in/h_out come from host_alloc_pinned            */
+  bool pinned;                 /* h_in/h_out are pinned (sp__pinned_alloc said so)  */
   sp_stream *s;                /* its own stream                                    */
   float *h_in, *h_out;         /* host staging, max_batch rows                      */
   unsigned char *d_buf;        /* device: input rows, output rows                   */
@@ -92,7 +94,7 @@ struct sp_batcher {
   sp_model *m;
   sp_device *dev;              /* m->dev, kept for destroy (counts dev->batchers)  */
   unsigned max_batch, max_delay_us, n_workers, in_f, out_f;
-  bool pad;                    /* passes run at padded sizes (backend has graphs)   */
+  bool pad;                    /* passes run at padded sizes (m->graphs)            */
   unsigned long long spin_ns;  /* callers poll this long before sleeping            */
   /* Intake, lock-free: callers push onto a stack; the collector takes it whole. */
   _Atomic(batch_req *) inbox;  /* pushed requests, newest first                     */
@@ -356,20 +358,21 @@ static sp_status batch_worker_stream(batch_worker *w) {
   return SP_OK;
 }
 
-/* Host staging of bytes: pinned when the backend has it (async copies, capturable), else
- * ordinary host memory. */
+/* Host staging of bytes: pinned when the backend has it (async copies), else ordinary host
+ * memory; both buffers of a worker get the same answer. */
 static sp_status batch_host_alloc(batch_worker *w, size_t bytes, float **out) {
-  sp_device *dev = w->b->m->dev;
-  if (w->pinned) return dev->be->host_alloc_pinned(dev->bdev, bytes, (void **)out);
-  *out = sp__malloc(bytes);
-  return *out ? SP_OK : sp__fail(SP_ERR_HOST_MEMORY, "sp_batcher_create: out of host memory");
+  bool pinned = false;
+  void *p = NULL;
+  sp_status st = sp__pinned_alloc(w->b->m->dev, bytes, &p, &pinned);
+  if (st != SP_OK) return st;
+  sp_assert(!w->h_in || pinned == w->pinned);
+  w->pinned = pinned;
+  *out = p;
+  return SP_OK;
 }
 
 static void batch_host_free(batch_worker *w, float *p) {
-  sp_device *dev = w->b->m->dev;
-  if (!p) return;
-  if (w->pinned) (void)dev->be->host_free_pinned(dev->bdev, p);
-  else sp__free(p);
+  sp__pinned_free(w->b->m->dev, p, w->pinned);
 }
 
 /* Zeroes the device rows (padding rows must hold finite data) and, with padding, runs every
@@ -394,7 +397,6 @@ static sp_status batch_worker_init(batch_worker *w) {
   size_t out_b = (size_t)b->max_batch * b->out_f * sizeof(float);
   sp_status st = batch_worker_stream(w);
   if (st != SP_OK) return st;
-  w->pinned = b->m->dev->be->host_alloc_pinned != NULL;
   st = batch_host_alloc(w, in_b, &w->h_in);
   if (st == SP_OK) st = batch_host_alloc(w, out_b, &w->h_out);
   if (st != SP_OK) return st;
@@ -455,7 +457,7 @@ static sp_status batch_config(const sp_batcher_config *cfg, sp_batcher *b) {
   b->max_batch = c.max_batch ? c.max_batch : 16;
   b->max_delay_us = c.max_delay_us ? c.max_delay_us : 200;
   b->n_workers = c.workers ? c.workers : 4;
-  b->pad = b->m->dev->be->graph_launch != NULL;
+  b->pad = b->m->graphs;
   if (b->max_batch > 65536 || b->n_workers > SP_STREAMS_MAX || b->max_delay_us > 10000000)
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_batcher_create: max_batch %u (<= 65536), workers "
                     "%u (<= %d) or max_delay_us %u (<= 10 s) out of range", b->max_batch,

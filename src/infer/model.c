@@ -10,6 +10,7 @@
  * (stream, batch) (plan.c: buffers kept, the pass
  * replayed as one graph where the backend can); when no plan serves the call it takes one block
  * for input, output and workspace: one allocator round trip, 2 copies, the kernels, one sync.
+ * Every device operation goes through src/core/ops.h (the backend table is the core's).
  * Locking: none of its own; the allocator and the backend serialize what they share.
  */
 #include "infer/model.h"
@@ -19,6 +20,7 @@
 #include <string.h>
 
 #include "alloc/alloc.h"
+#include "core/ops.h"
 #include "infer/plan.h"
 #include "infer/safetensors.h"
 
@@ -151,6 +153,7 @@ static sp_status model_build(sp_device *dev, const unsigned *dims, unsigned n_la
   st = model_fill(m, staging, fill, user);
   if (st == SP_OK) st = model_upload(m, staging);
   sp__free(staging);
+  if (st == SP_OK) st = sp__graphs_enabled(dev, fn, &m->graphs);
   if (st == SP_OK) st = sp__plan_table_create(m, &m->plans);
   if (st != SP_OK) goto free_model;
   *out = m;
@@ -238,29 +241,22 @@ static sp_status model_check_run(const sp_model *m, const void *in, const void *
   if (SP__UNLIKELY(batch == 0 || batch > (1u << 24)))
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: batch %u is outside 1..%u", fn, batch,
                     1u << 24);
-  const sp__backend *be = m->dev->be;
-  if (SP__UNLIKELY(!be->linear_async))
-    return sp__fail(SP_ERR_UNSUPPORTED, "%s: backend '%s' has no linear kernel", fn, be->name);
-  if (SP__UNLIKELY(m->dtype == SP_BF16 && !be->convert_async))
-    return sp__fail(SP_ERR_UNSUPPORTED, "%s: backend '%s' cannot convert f32<->bf16", fn,
-                    be->name);
-  return SP_OK;
+  return sp__linear_check(m->dev, m->dtype, fn);
 }
 
 size_t sp__model_workspace_bytes(const sp_model *m, unsigned batch) {
   return 2 * model_half_bytes(m, batch);
 }
 
-sp_status sp__model_enqueue(const sp_model *m, sp__bstream *bs, const float *in, float *out,
+sp_status sp__model_enqueue(const sp_model *m, sp_stream *s, const float *in, float *out,
                             unsigned batch, void *workspace) {
   unsigned char *ws = workspace;
-  const sp__backend *be = m->dev->be;
   unsigned char *buf[2] = {ws, ws + model_half_bytes(m, batch)};
   unsigned next = 0;
   const void *x = in;
   sp_status st = SP_OK;
   if (m->dtype == SP_BF16) {
-    st = be->convert_async(bs, buf[0], SP_BF16, in, SP_F32, (size_t)batch * m->layers[0].in);
+    st = sp__stream_convert(s, buf[0], SP_BF16, in, SP_F32, (size_t)batch * m->layers[0].in);
     x = buf[0];
     next = 1;
   }
@@ -271,13 +267,13 @@ sp_status sp__model_enqueue(const sp_model *m, sp__bstream *bs, const float *in,
     sp__linear op = {.dtype = m->dtype, .batch = batch, .in_features = l->in,
                      .out_features = l->out, .x = x, .w = l->w, .bias = l->b, .y = y,
                      .relu = !last};
-    st = be->linear_async(bs, &op);
+    st = sp__stream_linear(s, &op);
     x = y;
     next ^= 1u;
   }
   if (st == SP_OK && m->dtype == SP_BF16)
-    st = be->convert_async(bs, out, SP_F32, x, SP_BF16,
-                           (size_t)batch * m->layers[m->n_layers - 1].out);
+    st = sp__stream_convert(s, out, SP_F32, x, SP_BF16,
+                            (size_t)batch * m->layers[m->n_layers - 1].out);
   return st;
 }
 
@@ -305,16 +301,13 @@ static sp_status model_forward(sp_model *m, sp_stream *s, const float *in, float
   st = model_check_device_rows(m, in, sp_model_in_features(m), batch, "in");
   if (st == SP_OK) st = model_check_device_rows(m, out, sp_model_out_features(m), batch, "out");
   if (st != SP_OK) return st;
-  sp__bstream *bs;
-  st = sp__stream_backend(s, &bs);
-  if (st != SP_OK) return st;
   bool handled = false;
-  st = sp__plan_forward(m, s, bs, in, out, batch, &handled);
+  st = sp__plan_forward(m, s, in, out, batch, &handled);
   if (SP__LIKELY(handled)) return st;
   void *ws;
   st = sp_alloc(m->dev, sp__model_workspace_bytes(m, batch), s, &ws);
   if (st != SP_OK) return st;
-  st = sp__model_enqueue(m, bs, in, out, batch, ws);
+  st = sp__model_enqueue(m, s, in, out, batch, ws);
   sp_status fr = sp_free(m->dev, ws); /* stream-ordered: later work on s runs after the pass */
   return st != SP_OK ? st : fr;
 }
@@ -324,26 +317,23 @@ static sp_status model_infer(sp_model *m, const float *in, float *out, unsigned 
   sp_status st = model_check_run(m, in, out, batch, fn);
   if (st != SP_OK) return st;
   sp_stream *s;
-  sp__bstream *bs;
   st = sp_stream_current(m->dev, &s);
-  if (st == SP_OK) st = sp__stream_backend(s, &bs);
   if (st != SP_OK) return st;
   bool handled = false;
-  st = sp__plan_infer(m, s, bs, in, out, batch, &handled);
+  st = sp__plan_infer(m, s, in, out, batch, &handled);
   if (SP__LIKELY(handled)) return st;
-  const sp__backend *be = m->dev->be;
   size_t in_b = (size_t)batch * m->layers[0].in * sizeof(float);
   size_t out_b = (size_t)batch * m->layers[m->n_layers - 1].out * sizeof(float);
   size_t in_r = model_round(in_b), out_r = model_round(out_b);
   unsigned char *blk;
   st = sp_alloc(m->dev, in_r + out_r + sp__model_workspace_bytes(m, batch), s, (void **)&blk);
   if (st != SP_OK) return st;
-  st = be->memcpy_async(bs, blk, in, in_b);
-  if (st == SP_OK) st = sp__model_enqueue(m, bs, (const float *)blk, (float *)(blk + in_r), batch,
+  st = sp__stream_memcpy(s, blk, in, in_b);
+  if (st == SP_OK) st = sp__model_enqueue(m, s, (const float *)blk, (float *)(blk + in_r), batch,
                                           blk + in_r + out_r);
-  if (st == SP_OK) st = be->memcpy_async(bs, out, blk + in_r, out_b);
+  if (st == SP_OK) st = sp__stream_memcpy(s, out, blk + in_r, out_b);
   sp_status fr = sp_free(m->dev, blk);
-  sp_status sync = be->stream_sync(bs); /* also when a step failed: copies may reference in */
+  sp_status sync = sp__stream_sync(s); /* also when a step failed: copies may reference in */
   if (st != SP_OK) return st;
   return fr != SP_OK ? fr : sync;
 }

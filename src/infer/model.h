@@ -12,6 +12,7 @@
 #ifndef SP_INFER_MODEL_H
 #define SP_INFER_MODEL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "core/device.h"
@@ -28,6 +29,8 @@ struct sp_model {
   unsigned n_layers;        /* >= 1                                             */
   unsigned max_dim;         /* the largest feature count of any layer          */
   sp__model_layer *layers;  /* [n_layers]                                       */
+  bool graphs;              /* graphs on (sp__graphs_enabled at build): plans capture forwards
+                             * and the batcher pads passes to captured sizes              */
   struct sp__plan_table *plans; /* sp_model_infer's cached plans (plan.h); set at build */
 };
 
@@ -43,11 +46,11 @@ sp_status sp__model_build(sp_device *dev, const unsigned *dims, unsigned n_layer
 /* Bytes of activation workspace one forward of batch rows needs (256-byte aligned parts). */
 size_t sp__model_workspace_bytes(const sp_model *m, unsigned batch);
 
-/* Enqueues one whole forward of batch rows on bs: in and out are device f32 rows, workspace holds
- * sp__model_workspace_bytes(m, batch) device bytes; nothing is allocated or freed, so the same
- * calls can be captured into a graph. The caller has checked the backend slots (linear_async,
- * and convert_async for bf16). Any thread. */
-sp_status sp__model_enqueue(const sp_model *m, sp__bstream *bs, const float *in, float *out,
+/* Enqueues one whole forward of batch rows on s (a pool stream or a capture stream): in and out
+ * are device f32 rows, workspace holds sp__model_workspace_bytes(m, batch) device bytes; nothing
+ * is allocated or freed, so the same calls can be captured into a graph. The caller has checked
+ * sp__linear_check for m's dtype. Any thread. */
+sp_status sp__model_enqueue(const sp_model *m, sp_stream *s, const float *in, float *out,
                             unsigned batch, void *workspace);
 
 /* Stores v as element i of a dt array. */

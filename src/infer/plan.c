@@ -3,27 +3,28 @@
  *
  * Owns: the model's plan table (one entry per pool stream index, PLAN_BATCHES infer plans and
  * FWD_PLANS forward plans each), every infer plan's device block (taken with sp_alloc on the
- * plan's stream, freed with the table), its pinned staging (backend host_alloc_pinned) and its
- * graph; every forward plan's graph and workspace (raw backend memory: a graph's private pool, so
- * sp_model_forward still leaves no allocator block behind); per entry a private capture stream.
+ * plan's stream, freed with the table), its staging (sp__pinned_alloc) and its graph; every
+ * forward plan's graph and activation workspace (an allocator block on the plan's stream, the
+ * graph's own until the table is freed: counted in sp_memory_stats and bounded by the limit).
+ * Every device operation goes through src/core/ops.h.
  *
- * Why a private capture stream: a pool stream may be shared by several threads (round-robin), and
- * anything another thread submits to a stream while it is being captured would land in the graph
- * instead of running. So graphs are captured on a backend stream no one else sees and launched on
- * the pool stream. A graph bakes in the capture stream's matmul workspace; every graph of an entry
- * is launched only on that entry's pool stream, so they never run at the same time, and the
- * capture stream itself runs nothing after capturing.
+ * Graphs are captured with sp__graph_capture, on the device's private twin of the plan's pool
+ * stream (no other thread submits there), and launched on the pool stream. A graph bakes in the
+ * capture stream's matmul workspace; every graph of an entry is launched only on that entry's
+ * pool stream, so they never run at the same time, and the capture stream itself runs nothing
+ * after capturing.
  *
  * Invariants: a published plan is immutable except under its mutex (its buffers are used by one
- * call at a time); graph == NULL means op-by-op (no graph slots, no pinned memory,
- * STREAMPOOL_GRAPHS=0 at model build, or the capture failed: remembered, logged once per table).
- * Every buffer a graph touches lives as long as the graph. A slot goes from NULL to a plan once,
- * under the entry's create_mu, and back only in sp__plan_table_destroy.
+ * call at a time); graph == NULL means op-by-op (graphs off for the model (sp__graphs_enabled, at
+ * build), staging not pinned, or the capture failed: remembered, logged once per table). Every
+ * buffer a graph touches lives as long as the graph. A slot goes from NULL to a plan once, under
+ * the entry's create_mu, and back only in sp__plan_table_destroy.
  *
- * Locking: entry.create_mu serializes plan creation per stream index (allocator and backend calls
- * are made under it: it ranks below every core, allocator and backend lock, src/core/lock.h);
- * plan.mu serializes runs of one plan (backend submits and syncs under it). Lookups read the slots
- * with acquire loads: no lock is shared between streams on the hot path.
+ * Locking: entry.create_mu serializes plan creation per stream index (allocator calls and
+ * captures are made under it, the device's capture mutex inside: it ranks below every core,
+ * allocator and backend lock, src/core/lock.h); plan.mu serializes runs of one plan (backend
+ * submits and syncs under it). Lookups read the slots with acquire loads: no lock is shared
+ * between streams on the hot path.
  */
 #include "infer/plan.h"
 
@@ -31,7 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/env.h"
+#include "core/ops.h"
 #include "infer/model.h"
 
 enum {
@@ -46,7 +47,8 @@ typedef struct sp__plan {
   size_t in_bytes, out_bytes;  /* f32 input / output bytes; immutable                   */
   unsigned char *block;        /* device: in | out | workspace; immutable               */
   float *d_in, *d_out;         /* inside block; immutable                               */
-  float *pin_in, *pin_out;     /* pinned staging, or NULL (user memory used directly)    */
+  float *pin_in, *pin_out;     /* host staging (sp__pinned_alloc); immutable            */
+  bool pinned;                 /* the staging is pinned (capturable copies)             */
   sp__bgraph *graph;           /* the captured pass, or NULL: op by op; immutable       */
   sp__mutex mu;                /* held for a whole run: the buffers serve one call       */
 } sp__plan;
@@ -57,7 +59,7 @@ typedef struct sp__fplan {
   unsigned batch;       /* key; immutable                                                   */
   const float *in;      /* key: device input rows; immutable                                */
   float *out;           /* key: device output rows; immutable                               */
-  void *ws;             /* activation workspace: raw backend memory, the graph's own pool   */
+  void *ws;             /* activation workspace: an allocator block on the entry's stream   */
   sp__bgraph *graph;    /* never NULL; immutable                                            */
 } sp__fplan;
 
@@ -65,13 +67,12 @@ typedef struct plan_entry {
   _Atomic(sp__plan *) plans[PLAN_BATCHES]; /* NULL until made; under create_mu to set        */
   _Atomic(sp__fplan *) fwd[FWD_PLANS];     /* the same, for sp_model_forward                 */
   atomic_bool fwd_off;                     /* a forward capture failed: op by op from now on */
-  sp__mutex create_mu;                     /* serializes creation for this stream index      */
-  sp__bstream *capture;                    /* private capture stream (create_mu), or NULL    */
+  sp__mutex create_mu;               /* serializes creation for this stream index      */
 } plan_entry;
 
 struct sp__plan_table {
   unsigned n;             /* entries: the device's pool size; immutable        */
-  bool graphs;            /* capture graphs (STREAMPOOL_GRAPHS, default 1)     */
+  bool graphs;            /* capture graphs: the model's sp__graphs_enabled    */
   atomic_bool logged;     /* a capture failure has been logged                 */
   plan_entry *e;          /* [n]                                               */
 };
@@ -80,16 +81,7 @@ static size_t plan_round(size_t n) { return (n + PLAN_ALIGN - 1) & ~(size_t)(PLA
 
 /* ---- the table --------------------------------------------------------------------------- */
 
-/* STREAMPOOL_GRAPHS: "1" (default) captures graphs where the backend can, "0" runs plans op by
- * op (for comparison and debugging). */
-static sp_status plan_env_graphs(bool *graphs) {
-  return sp__env_switch("model build", "STREAMPOOL_GRAPHS", true, graphs);
-}
-
 sp_status sp__plan_table_create(const sp_model *m, sp__plan_table **out) {
-  bool graphs = true;
-  sp_status st = plan_env_graphs(&graphs);
-  if (st != SP_OK) return st;
   sp__plan_table *t = sp__calloc(1, sizeof(*t));
   unsigned n = m->dev->cfg.streams;
   plan_entry *e = sp__calloc(n, sizeof(*e));
@@ -100,7 +92,7 @@ sp_status sp__plan_table_create(const sp_model *m, sp__plan_table **out) {
       goto fail_free;
     }
   t->n = n;
-  t->graphs = graphs;
+  t->graphs = m->graphs;
   t->e = e;
   atomic_init(&t->logged, false);
   *out = t;
@@ -113,10 +105,9 @@ fail_free:
 
 /* Frees p's parts; the stream it ran on is idle. */
 static void plan_destroy(sp_model *m, sp__plan *p) {
-  const sp__backend *be = m->dev->be;
-  if (p->graph) be->graph_destroy(p->graph);
-  if (p->pin_in) be->host_free_pinned(m->dev->bdev, p->pin_in);
-  if (p->pin_out) be->host_free_pinned(m->dev->bdev, p->pin_out);
+  sp__graph_destroy(m->dev, p->graph);
+  sp__pinned_free(m->dev, p->pin_in, p->pinned);
+  sp__pinned_free(m->dev, p->pin_out, p->pinned);
   if (p->block) sp_free(m->dev, p->block);
   sp__mutex_destroy(&p->mu);
   sp__free(p);
@@ -124,11 +115,9 @@ static void plan_destroy(sp_model *m, sp__plan *p) {
 
 void sp__plan_table_destroy(sp_model *m, sp__plan_table *t) {
   if (!t) return;
-  const sp__backend *be = m->dev->be;
   for (unsigned i = 0; i < t->n; i++) {
     plan_entry *e = &t->e[i];
-    sp__bstream *bs = sp__stream_peek(&m->dev->streams[i]);
-    if (bs && (e->plans[0] || e->fwd[0])) (void)be->stream_sync(bs); /* buffers idle */
+    if (e->plans[0] || e->fwd[0]) (void)sp__stream_sync(&m->dev->streams[i]); /* buffers idle */
     for (unsigned k = 0; k < PLAN_BATCHES; k++) {
       sp__plan *p = atomic_load_explicit(&e->plans[k], memory_order_acquire);
       if (p) plan_destroy(m, p);
@@ -136,11 +125,10 @@ void sp__plan_table_destroy(sp_model *m, sp__plan_table *t) {
     for (unsigned k = 0; k < FWD_PLANS; k++) {
       sp__fplan *f = atomic_load_explicit(&e->fwd[k], memory_order_acquire);
       if (!f) continue;
-      be->graph_destroy(f->graph);
-      be->mem_free(m->dev->bdev, f->ws);
+      sp__graph_destroy(m->dev, f->graph);
+      (void)sp_free(m->dev, f->ws); /* its stream is idle: the block is free at once */
       sp__free(f);
     }
-    if (e->capture) be->stream_destroy(e->capture);
     sp__mutex_destroy(&e->create_mu);
   }
   sp__free(t->e);
@@ -157,56 +145,47 @@ static void plan_log_capture_failure(sp_model *m, const char *what) {
   sp__error_clear(); /* the call itself succeeds */
 }
 
-/* What a graph records: work submitted to the capture stream c. */
-typedef sp_status (*plan_record_fn)(const sp_model *m, sp__bstream *c, const void *arg);
-
-/* Records rec on the entry's capture stream (created on first use; create_mu held). Returns the
- * graph, or NULL after a failure, logged once; a failure never fails the caller's call. */
-static sp__bgraph *plan_record(sp_model *m, plan_entry *e, unsigned index, plan_record_fn rec,
-                               const void *arg) {
-  const sp__backend *be = m->dev->be;
-  if (!e->capture && be->stream_create(m->dev->bdev, index, &e->capture) != SP_OK) {
-    e->capture = NULL;
-    plan_log_capture_failure(m, "no stream to capture graphs on");
-    return NULL;
-  }
-  sp__bstream *c = e->capture;
-  if (be->graph_capture_begin(c) != SP_OK) {
-    plan_log_capture_failure(m, "graph capture refused");
-    return NULL;
-  }
-  sp_status st = rec(m, c, arg);
+/* Captures rec's work for launching on s; the graph, or NULL after a failure, logged once: a
+ * failure never fails the caller's call. create_mu held. */
+static sp__bgraph *plan_record(sp_model *m, sp_stream *s, sp__graph_record_fn rec, void *arg) {
   sp__bgraph *g = NULL;
-  sp_status end = be->graph_capture_end(c, &g); /* always: leaves capture mode */
-  if (st == SP_OK && end == SP_OK) end = be->stream_sync(c); /* the graph's upload */
-  if (st != SP_OK || end != SP_OK) {
-    be->graph_destroy(g); /* NULL ok */
+  if (sp__graph_capture(s, rec, arg, &g) != SP_OK) {
     plan_log_capture_failure(m, "graph capture failed");
     return NULL;
   }
   return g;
 }
 
+/* What an infer plan's graph records on the capture stream c. */
+typedef struct plan_rec_infer {
+  const sp_model *m;
+  const sp__plan *p;
+} plan_rec_infer;
+
 /* The whole host-io pass of an infer plan: staging -> device, forward, device -> staging. */
-static sp_status plan_record_infer(const sp_model *m, sp__bstream *c, const void *arg) {
-  const sp__plan *p = arg;
-  const sp__backend *be = m->dev->be;
+static sp_status plan_record_infer(sp_stream *c, void *arg) {
+  const plan_rec_infer *r = arg;
+  const sp__plan *p = r->p;
   unsigned char *ws = p->block + plan_round(p->in_bytes) + plan_round(p->out_bytes);
-  sp_status st = be->memcpy_async(c, p->d_in, p->pin_in, p->in_bytes);
-  if (st == SP_OK) st = sp__model_enqueue(m, c, p->d_in, p->d_out, p->batch, ws);
-  if (st == SP_OK) st = be->memcpy_async(c, p->pin_out, p->d_out, p->out_bytes);
+  sp_status st = sp__stream_memcpy(c, p->d_in, p->pin_in, p->in_bytes);
+  if (st == SP_OK) st = sp__model_enqueue(r->m, c, p->d_in, p->d_out, p->batch, ws);
+  if (st == SP_OK) st = sp__stream_memcpy(c, p->pin_out, p->d_out, p->out_bytes);
   return st;
 }
 
-static sp_status plan_record_forward(const sp_model *m, sp__bstream *c, const void *arg) {
-  const sp__fplan *f = arg;
-  return sp__model_enqueue(m, c, f->in, f->out, f->batch, f->ws);
+typedef struct plan_rec_forward {
+  const sp_model *m;
+  const sp__fplan *f;
+} plan_rec_forward;
+
+static sp_status plan_record_forward(sp_stream *c, void *arg) {
+  const plan_rec_forward *r = arg;
+  return sp__model_enqueue(r->m, c, r->f->in, r->f->out, r->f->batch, r->f->ws);
 }
 
-/* A new plan for (s, batch): device block on s, staging, graph when the backend has them. */
-static sp_status plan_new(sp_model *m, plan_entry *e, sp_stream *s, unsigned batch, size_t bytes,
+/* A new plan for (s, batch): device block on s, staging, graph when graphs are on. */
+static sp_status plan_new(sp_model *m, sp_stream *s, unsigned batch, size_t bytes,
                           sp__plan **out) {
-  const sp__backend *be = m->dev->be;
   sp__plan *p = sp__calloc(1, sizeof(*p));
   if (!p) return sp__fail(SP_ERR_HOST_MEMORY, "sp_model_infer: no host memory for a plan");
   if (sp__mutex_init(&p->mu, SP__RANK_PLAN_RUN) != 0) {
@@ -220,13 +199,15 @@ static sp_status plan_new(sp_model *m, plan_entry *e, sp_stream *s, unsigned bat
   if (st != SP_OK) goto fail_plan;
   p->d_in = (float *)p->block;
   p->d_out = (float *)(p->block + plan_round(p->in_bytes));
-  if (be->host_alloc_pinned) {
-    st = be->host_alloc_pinned(m->dev->bdev, p->in_bytes, (void **)&p->pin_in);
-    if (st == SP_OK) st = be->host_alloc_pinned(m->dev->bdev, p->out_bytes, (void **)&p->pin_out);
-    if (st != SP_OK) goto fail_plan;
+  bool pinned_out = false;
+  st = sp__pinned_alloc(m->dev, p->in_bytes, (void **)&p->pin_in, &p->pinned);
+  if (st == SP_OK) st = sp__pinned_alloc(m->dev, p->out_bytes, (void **)&p->pin_out, &pinned_out);
+  if (st != SP_OK) goto fail_plan;
+  sp_assert(pinned_out == p->pinned); /* one decision for both */
+  if (m->plans->graphs && p->pinned) {
+    plan_rec_infer r = {m, p};
+    p->graph = plan_record(m, s, plan_record_infer, &r);
   }
-  if (be->graph_capture_begin && p->pin_in && m->plans->graphs)
-    p->graph = plan_record(m, e, s->index, plan_record_infer, p);
   *out = p;
   return SP_OK;
 fail_plan:
@@ -253,7 +234,7 @@ static sp_status plan_get_slow(sp_model *m, plan_entry *e, sp_stream *s, unsigne
   unsigned k = 0;
   while (!p && k < PLAN_BATCHES && atomic_load_explicit(&e->plans[k], memory_order_relaxed)) k++;
   if (!p && k < PLAN_BATCHES) {
-    st = plan_new(m, e, s, batch, bytes, &p);
+    st = plan_new(m, s, batch, bytes, &p);
     if (st == SP_OK) atomic_store_explicit(&e->plans[k], p, memory_order_release);
   }
   sp__mutex_unlock(&e->create_mu);
@@ -268,28 +249,26 @@ static sp_status plan_get_slow(sp_model *m, plan_entry *e, sp_stream *s, unsigne
 
 /* ---- running ----------------------------------------------------------------------------- */
 
-/* One pass through p on bs; p->mu held. */
-static sp_status plan_run(sp_model *m, sp__plan *p, sp__bstream *bs, const float *in, float *out) {
-  const sp__backend *be = m->dev->be;
-  if (p->pin_in) memcpy(p->pin_in, in, p->in_bytes);
+/* One pass through p on s; p->mu held. */
+static sp_status plan_run(sp_model *m, sp__plan *p, sp_stream *s, const float *in, float *out) {
+  memcpy(p->pin_in, in, p->in_bytes);
   sp_status st;
   if (p->graph) {
-    st = be->graph_launch(p->graph, bs);
+    st = sp__graph_launch(p->graph, s);
   } else {
     unsigned char *ws = p->block + plan_round(p->in_bytes) + plan_round(p->out_bytes);
-    st = be->memcpy_async(bs, p->d_in, p->pin_in ? p->pin_in : in, p->in_bytes);
-    if (st == SP_OK) st = sp__model_enqueue(m, bs, p->d_in, p->d_out, p->batch, ws);
-    if (st == SP_OK) st = be->memcpy_async(bs, p->pin_out ? p->pin_out : out, p->d_out,
-                                           p->out_bytes);
+    st = sp__stream_memcpy(s, p->d_in, p->pin_in, p->in_bytes);
+    if (st == SP_OK) st = sp__model_enqueue(m, s, p->d_in, p->d_out, p->batch, ws);
+    if (st == SP_OK) st = sp__stream_memcpy(s, p->pin_out, p->d_out, p->out_bytes);
   }
-  sp_status sync = be->stream_sync(bs); /* also after a failure: copies may still use in/out */
+  sp_status sync = sp__stream_sync(s); /* also after a failure: copies may still use staging */
   if (st == SP_OK) st = sync;
-  if (st == SP_OK && p->pin_out) memcpy(out, p->pin_out, p->out_bytes);
+  if (st == SP_OK) memcpy(out, p->pin_out, p->out_bytes);
   return st;
 }
 
-sp_status sp__plan_infer(sp_model *m, sp_stream *s, sp__bstream *bs, const float *in, float *out,
-                         unsigned batch, bool *handled) {
+sp_status sp__plan_infer(sp_model *m, sp_stream *s, const float *in, float *out, unsigned batch,
+                         bool *handled) {
   sp_assert(m->plans && s->index < m->plans->n);
   plan_entry *e = &m->plans->e[s->index];
   sp__plan *p = plan_find(e, batch);
@@ -304,7 +283,7 @@ sp_status sp__plan_infer(sp_model *m, sp_stream *s, sp__bstream *bs, const float
     }
   }
   sp__mutex_lock(&p->mu);
-  sp_status st = plan_run(m, p, bs, in, out);
+  sp_status st = plan_run(m, p, s, in, out);
   sp__mutex_unlock(&p->mu);
   *handled = true;
   return st;
@@ -321,11 +300,10 @@ static sp__fplan *fplan_find(plan_entry *e, const float *in, const float *out, u
   return NULL;
 }
 
-/* A captured forward for (batch, in, out) on the entry, made now if a slot is free; NULL when not
- * (no slot, too large, no memory, the capture failed). create_mu held. */
-static sp__fplan *fplan_new(sp_model *m, plan_entry *e, unsigned index, const float *in,
+/* A captured forward for (batch, in, out) on s's entry, made now if a slot is free; NULL when
+ * not (no slot, too large, no memory, the capture failed). create_mu held. */
+static sp__fplan *fplan_new(sp_model *m, plan_entry *e, sp_stream *s, const float *in,
                             float *out, unsigned batch) {
-  const sp__backend *be = m->dev->be;
   unsigned k = 0;
   while (k < FWD_PLANS && atomic_load_explicit(&e->fwd[k], memory_order_relaxed)) k++;
   size_t bytes = sp__model_workspace_bytes(m, batch);
@@ -333,8 +311,9 @@ static sp__fplan *fplan_new(sp_model *m, plan_entry *e, unsigned index, const fl
   sp__fplan *f = sp__calloc(1, sizeof(*f));
   if (!f) return NULL;
   *f = (sp__fplan){.batch = batch, .in = in, .out = out};
-  if (be->mem_alloc(m->dev->bdev, bytes, &f->ws) != SP_OK) goto free_plan;
-  f->graph = plan_record(m, e, index, plan_record_forward, f);
+  if (sp_alloc(m->dev, bytes, s, &f->ws) != SP_OK) goto free_plan;
+  plan_rec_forward r = {m, f};
+  f->graph = plan_record(m, s, plan_record_forward, &r);
   if (!f->graph) {
     atomic_store_explicit(&e->fwd_off, true, memory_order_relaxed);
     goto free_ws;
@@ -342,30 +321,29 @@ static sp__fplan *fplan_new(sp_model *m, plan_entry *e, unsigned index, const fl
   atomic_store_explicit(&e->fwd[k], f, memory_order_release);
   return f;
 free_ws:
-  be->mem_free(m->dev->bdev, f->ws);
+  (void)sp_free(m->dev, f->ws); /* stream-ordered; nothing used it */
 free_plan:
   sp__free(f);
   sp__error_clear(); /* the op-by-op path serves the call */
   return NULL;
 }
 
-sp_status sp__plan_forward(sp_model *m, sp_stream *s, sp__bstream *bs, const float *in,
-                           float *out, unsigned batch, bool *handled) {
+sp_status sp__plan_forward(sp_model *m, sp_stream *s, const float *in, float *out,
+                           unsigned batch, bool *handled) {
   sp__plan_table *t = m->plans;
-  const sp__backend *be = m->dev->be;
   sp_assert(t && s->index < t->n);
   *handled = false;
-  if (!t->graphs || !be->graph_launch) return SP_OK;
+  if (!t->graphs) return SP_OK;
   plan_entry *e = &t->e[s->index];
   sp__fplan *f = fplan_find(e, in, out, batch);
   if (SP__UNLIKELY(!f)) {
     if (atomic_load_explicit(&e->fwd_off, memory_order_relaxed)) return SP_OK;
     sp__mutex_lock(&e->create_mu);
     f = fplan_find(e, in, out, batch);
-    if (!f) f = fplan_new(m, e, s->index, in, out, batch);
+    if (!f) f = fplan_new(m, e, s, in, out, batch);
     sp__mutex_unlock(&e->create_mu);
     if (!f) return SP_OK;
   }
   *handled = true;
-  return be->graph_launch(f->graph, bs);
+  return sp__graph_launch(f->graph, s);
 }

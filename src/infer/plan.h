@@ -2,10 +2,11 @@
  *
  * A plan owns, for one stream of the model's device and one batch size, the device buffers of a
  * host-in/host-out forward (input, output, activation workspace: one allocator block taken on
- * that stream and kept for the plan's life), pinned host staging for the input and output when
- * the backend has pinned memory, and, when the backend has graph slots, the whole forward captured
- * once as a graph (H2D copy from staging, linears and conversions, D2H copy to staging). A call
- * then costs a memcpy into staging, one graph launch, one stream sync and a memcpy out.
+ * that stream and kept for the plan's life), host staging for the input and output (pinned when
+ * the backend has pinned memory: sp__pinned_alloc), and, when graphs are on for the model and the
+ * staging is pinned, the whole forward captured once as a graph (H2D copy from staging, linears
+ * and conversions, D2H copy to staging). A call then costs a memcpy into staging, one graph
+ * launch, one stream sync and a memcpy out.
  *
  * Forward plans do the same for sp_model_forward's device-io pass, keyed by (batch, in, out):
  * the graph reads and writes the caller's own buffers, so it serves only calls with exactly those
@@ -31,20 +32,21 @@ sp_status sp__plan_table_create(const sp_model *m, sp__plan_table **out);
  * sp_model_infer on m may be running. NULL ok. */
 void sp__plan_table_destroy(sp_model *m, sp__plan_table *t);
 
-/* Host-in/host-out forward of batch rows on s (bs its backend stream) through the plan for
+/* Host-in/host-out forward of batch rows on pool stream s through the plan for
  * (s, batch), made on first use; returns when out is filled. *handled is false (with SP_OK) when
  * no plan serves this call (batch too large to cache, the entry's batch sizes all taken, no memory
  * for a plan): the caller then runs its uncached path. Any thread; threads on one plan serialize
  * on the plan's mutex; no lock shared between streams on this path. */
-sp_status sp__plan_infer(sp_model *m, sp_stream *s, sp__bstream *bs, const float *in, float *out,
-                         unsigned batch, bool *handled);
+sp_status sp__plan_infer(sp_model *m, sp_stream *s, const float *in, float *out, unsigned batch,
+                         bool *handled);
 
-/* Device-io forward of batch rows on s: launches the graph captured for exactly (batch, in, out)
- * on s's entry, capturing it on first use (a few per stream; the workspace is the graph's own raw
- * backend memory, outside the allocator). Stream-ordered, returns at once. *handled is false (with
- * SP_OK) when no graph serves the call (no graph slots, STREAMPOOL_GRAPHS=0, slots all taken,
- * capture failed on this stream): the caller enqueues op by op. Any thread, no lock once made. */
-sp_status sp__plan_forward(sp_model *m, sp_stream *s, sp__bstream *bs, const float *in,
-                           float *out, unsigned batch, bool *handled);
+/* Device-io forward of batch rows on pool stream s: launches the graph captured for exactly
+ * (batch, in, out) on s's entry, capturing it on first use (a few per stream; the workspace is an
+ * allocator block on s that the graph keeps until the model is freed). Stream-ordered, returns at
+ * once. *handled is false (with SP_OK) when no graph serves the call (graphs off for the model,
+ * slots all taken, no memory for the workspace, capture failed on this stream): the caller
+ * enqueues op by op. Any thread, no lock once made. */
+sp_status sp__plan_forward(sp_model *m, sp_stream *s, const float *in, float *out,
+                           unsigned batch, bool *handled);
 
 #endif /* SP_INFER_PLAN_H */

@@ -1,0 +1,82 @@
+/* Device work for the layers above the core: the one door from src/infer to the backend (internal).
+ *
+ * src/infer never touches the backend table; it asks for what it needs here, and each optional
+ * slot's default is applied in exactly one place below, as ggml-backend.cpp does:
+ *   linear_async, convert_async   sp__linear_check: SP_ERR_UNSUPPORTED naming the caller
+ *   graph_*                       sp__graphs_enabled: graphs on = slots present and
+ *                                 STREAMPOOL_GRAPHS not 0; sp__graph_* assume it said yes
+ *   host_alloc/free_pinned        sp__pinned_alloc/free: ordinary host memory when absent
+ * Streams are sp_stream handles throughout (pool streams, or the private twin a capture runs on);
+ * the backend stream behind one is created on first use. A graph is captured on a private stream
+ * the device owns (one per pool index, created on first capture, destroyed by sp_device_close):
+ * a pool stream may be shared by several threads, and whatever another thread submitted to it
+ * during a capture would land in the graph instead of running.
+ *
+ * Thread safety: every function here may be called from any thread; the stream rules of
+ * backend.h apply (a capture's work comes from the capturing thread only).
+ */
+#ifndef SP_CORE_OPS_H
+#define SP_CORE_OPS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "core/device.h"
+
+/* ---- stream work ---------------------------------------------------------------------------- */
+
+/* Whether dev can run linear layers in dtype dt (bf16 also needs conversions): SP_OK, or
+ * SP_ERR_UNSUPPORTED with a message naming fn and the backend. Callers of sp__stream_linear and
+ * sp__stream_convert check this first. Any thread. */
+sp_status sp__linear_check(const sp_device *dev, sp_dtype dt, const char *fn);
+
+/* Stream-ordered work on s (backend.h has each operation's contract). Any thread. */
+sp_status sp__stream_memcpy(sp_stream *s, void *dst, const void *src, size_t bytes);
+sp_status sp__stream_linear(sp_stream *s, const sp__linear *op);
+sp_status sp__stream_convert(sp_stream *s, void *dst, sp_dtype dst_type, const void *src,
+                             sp_dtype src_type, size_t n);
+/* Waits for s's work; the first failure of an asynchronous command since the last sync is
+ * returned here. A stream never used has nothing to wait for (SP_OK). Any thread. */
+sp_status sp__stream_sync(sp_stream *s);
+
+/* ---- graphs --------------------------------------------------------------------------------- */
+
+/* The one "graphs on" decision: *on is true when dev's backend has graph slots and
+ * STREAMPOOL_GRAPHS is unset or "1"; "0" turns graphs off. Another value (the empty one
+ * included): SP_ERR_INVALID_ARGUMENT naming fn and the value (*on untouched). Models call it
+ * once, at build. Any thread. */
+sp_status sp__graphs_enabled(const sp_device *dev, const char *fn, bool *on);
+
+/* Submits the work to capture to cs (the capture stream); must not sync, query, allocate or use
+ * events (backend.h's capture contract). */
+typedef sp_status (*sp__graph_record_fn)(sp_stream *cs, void *arg);
+
+/* Captures rec's work as a graph for launching on pool stream s: rec runs on the calling thread
+ * against s's private capture stream (same index), whose capture is ended whatever happens and
+ * which is synced after (the graph's upload). Captures on one device are serialized. Every buffer
+ * the work touches must stay allocated, at the same address, until sp__graph_destroy, and host
+ * memory it copies must come from sp__pinned_alloc with *pinned true. On success *out is the
+ * graph; on failure nothing is left behind and the status says why (rec's own failure first).
+ * Only when sp__graphs_enabled said yes. Any thread. */
+sp_status sp__graph_capture(sp_stream *s, sp__graph_record_fn rec, void *arg, sp__bgraph **out);
+
+/* Runs g on s, stream-ordered. Graphs captured for one pool stream index must be launched only
+ * on that pool stream (they share the capture stream's scratch). Any thread. */
+sp_status sp__graph_launch(sp__bgraph *g, sp_stream *s);
+
+/* Frees g (NULL ok); a launch still in flight completes first. The caller keeps g's buffers until
+ * the stream it ran on is synced. Any thread. */
+void sp__graph_destroy(sp_device *dev, sp__bgraph *g);
+
+/* ---- host memory ---------------------------------------------------------------------------- */
+
+/* bytes (> 0) of host memory that dev's copies use directly: the backend's pinned memory when it
+ * has the slots (*pinned = true: captured copies may use it), else ordinary host memory
+ * (*pinned = false). SP_ERR_HOST_MEMORY (or the backend's status) on failure, with nothing
+ * written. Any thread. */
+sp_status sp__pinned_alloc(sp_device *dev, size_t bytes, void **out, bool *pinned);
+
+/* Frees p from sp__pinned_alloc, given the *pinned it returned (NULL ok). Any thread. */
+void sp__pinned_free(sp_device *dev, void *p, bool pinned);
+
+#endif /* SP_CORE_OPS_H */
