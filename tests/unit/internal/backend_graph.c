@@ -1,22 +1,35 @@
 /* White-box tests of the backends' optional graph and pinned host memory slots.
  *
- * Goal: on a backend with graph slots (CUDA), a graph captured from memcpy (pinned host -> device),
+ * Goal: on every backend with graph slots (host and CUDA), a graph captured from memcpy (pinned host -> device),
  * memset, Linear (f32, bias + ReLU), f32 <-> bf16 conversions and memcpy (device -> pinned host)
  * replays correctly many times with new input data written into the captured host buffer between
  * launches; another thread may allocate device memory and run its own stream while one thread
  * captures (thread-local capture mode); a capture broken by a forbidden call (a sync) fails at
  * capture_end with SP_ERR_BACKEND and leaves the stream usable; a Linear on a stream whose
  * cuBLASLt state does not exist yet is capturable. On every backend: the table's optional groups
- * are all set or all NULL, and the validator rejects half-filled groups. On the host backend the
- * graph part prints "host: skipped: no graph support" and passes.
+ * are all set or all NULL, and the validator rejects half-filled groups. The host backend checks
+ * the capture contract of backend.h: each forbidden call during a capture (stream_sync,
+ * stream_query, mem_alloc, mem_free, host_alloc_pinned, event_record on the capturing stream, a
+ * wait on another stream's event, submission from another thread, destroying the stream, a
+ * second capture on the same thread) is an assertion failure in debug builds and, without
+ * asserts, returns SP_ERR_BACKEND and breaks the capture (capture_end fails, the stream works).
+ * Pinned host buffers are refused by host_free_pinned when they are not live ones.
  *
  * Method: drive each compiled-in backend's table directly (no core). Inputs are seeded (tu_seed);
  * outputs are compared with a double-precision reference (f32: relative 1e-4, TF32 is off;
  * after the bf16 round trip: the reference rounded to bf16, 1e-2); failures print both values.
+ * Host contract violations in debug builds run in a child process (this program, re-executed with
+ * "--violate NAME"; stderr to a file) that must die of SIGABRT after logging "assertion failed"
+ * with the violation named; without asserts each runs in-process and its statuses are checked.
  */
+#include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "testutil.h"
 
@@ -289,9 +302,14 @@ static void graph_on(const sp__backend *be) {
   be->graph_destroy(graph);
   be->graph_destroy(NULL);
 
-  check_broken_capture(be, s, &g);
-  print_message("%s: %d replays checked on 2 streams, broken capture recovered\n", be->name,
-                2 * REPLAYS);
+  if (SP_DEBUG >= 1 && !strcmp(be->name, "host")) {
+    print_message("host: a sync during capture asserts in debug builds: see "
+                  "test_host_capture_contract\n");
+  } else {
+    check_broken_capture(be, s, &g);
+    print_message("%s: broken capture recovered\n", be->name);
+  }
+  print_message("%s: %d replays checked on 2 streams\n", be->name, 2 * REPLAYS);
   free(w);
   free(b);
   bufs_close(be, d, &g);
@@ -320,11 +338,216 @@ static void test_graph_replay(void **state) {
 #endif
 }
 
-int main(void) {
+
+/* ---- the host backend's capture contract -------------------------------------------------- */
+
+typedef struct violation_env {
+  const sp__backend *be;
+  sp__bdevice *d;
+  sp__bstream *s, *other;
+  void *buf;      /* device, 256 bytes */
+  sp__bevent *ev; /* recorded on other */
+} violation_env;
+
+static sp_status viol_sync(violation_env *v) { return v->be->stream_sync(v->s); }
+static sp_status viol_query(violation_env *v) { return v->be->stream_query(v->s); }
+static sp_status viol_mem_alloc(violation_env *v) {
+  void *p = NULL;
+  sp_status st = v->be->mem_alloc(v->d, 4096, &p);
+  if (p) (void)v->be->mem_free(v->d, p);
+  return st;
+}
+static sp_status viol_mem_free(violation_env *v) { return v->be->mem_free(v->d, v->buf); }
+static sp_status viol_pinned(violation_env *v) {
+  void *p = NULL;
+  sp_status st = v->be->host_alloc_pinned(v->d, 4096, &p);
+  if (p) (void)v->be->host_free_pinned(v->d, p);
+  return st;
+}
+static sp_status viol_record(violation_env *v) { return v->be->event_record(v->ev, v->s); }
+static sp_status viol_wait(violation_env *v) { return v->be->stream_wait_event(v->s, v->ev); }
+static sp_status viol_second_capture(violation_env *v) {
+  return v->be->graph_capture_begin(v->other);
+}
+
+static void *viol_thread_main(void *arg) {
+  violation_env *v = arg;
+  static sp_status st;
+  st = v->be->memset_async(v->s, v->buf, 0, 256);
+  return &st;
+}
+static sp_status viol_other_thread(violation_env *v) {
+  pthread_t t;
+  void *ret = NULL;
+  if (pthread_create(&t, NULL, viol_thread_main, v) != 0) return SP_ERR_HOST_MEMORY;
+  pthread_join(t, &ret);
+  return *(sp_status *)ret;
+}
+static sp_status viol_destroy(violation_env *v) {
+  v->be->stream_destroy(v->s);
+  v->s = NULL;
+  return SP_ERR_BACKEND; /* no status to return: in release builds the capture is dropped */
+}
+
+typedef struct violation {
+  const char *name;
+  const char *says; /* what the assertion message must contain */
+  sp_status (*run)(violation_env *v);
+} violation;
+
+static const violation violations[] = {
+    {"sync", "sync of a capturing stream", viol_sync},
+    {"query", "query of a capturing stream", viol_query},
+    {"mem_alloc", "raw allocation during a capture", viol_mem_alloc},
+    {"mem_free", "raw free during a capture", viol_mem_free},
+    {"pinned", "pinned allocation during a capture", viol_pinned},
+    {"event_record", "event record on a capturing stream", viol_record},
+    {"wait_other", "waits on another stream's event", viol_wait},
+    {"other_thread", "from another thread", viol_other_thread},
+    {"second_capture", "already captures a stream", viol_second_capture},
+    {"destroy", "destroying a capturing stream", viol_destroy},
+};
+enum { N_VIOLATIONS = sizeof(violations) / sizeof(violations[0]) };
+
+static void viol_open(violation_env *v) {
+  SP_CHECK_OK(sp__backend_find("host", &v->be));
+  SP_CHECK_OK(v->be->device_open(0, &v->d));
+  SP_CHECK_OK(v->be->stream_create(v->d, 1, &v->s));
+  SP_CHECK_OK(v->be->stream_create(v->d, 2, &v->other));
+  SP_CHECK_OK(v->be->mem_alloc(v->d, 256, &v->buf));
+  SP_CHECK_OK(v->be->event_create(v->d, 0, &v->ev));
+  SP_CHECK_OK(v->be->memset_async(v->other, v->buf, 1, 256));
+  SP_CHECK_OK(v->be->event_record(v->ev, v->other));
+}
+
+static void viol_close(violation_env *v) {
+  if (v->s) SP_CHECK_OK(v->be->stream_sync(v->s));
+  SP_CHECK_OK(v->be->stream_sync(v->other));
+  v->be->event_destroy(v->ev);
+  (void)v->be->mem_free(v->d, v->buf); /* may be freed already (mem_free case) */
+  if (v->s) v->be->stream_destroy(v->s);
+  v->be->stream_destroy(v->other);
+  v->be->device_close(v->d);
+}
+
+/* Runs violation k inside a capture of v->s. In a debug build it does not return (abort). */
+static void viol_run(violation_env *v, const violation *k) {
+  SP_CHECK_OK(v->be->graph_capture_begin(v->s));
+  SP_CHECK_OK(v->be->memset_async(v->s, v->buf, 0x22, 256)); /* recorded */
+  sp_status st = k->run(v);
+  if (st != SP_ERR_BACKEND)
+    fail_msg("%s during capture returned %s, want SP_ERR_BACKEND", k->name, sp_status_str(st));
+  if (!v->s) return; /* destroyed: nothing to end */
+  sp__bgraph *g = NULL;
+  SP_CHECK_STATUS(v->be->graph_capture_end(v->s, &g), SP_ERR_BACKEND);
+  assert_null(g);
+  assert_non_null(strstr(sp_last_error(), "invalidated"));
+  /* The stream works again, and the recorded memset never ran. */
+  unsigned char back[256];
+  void *pin = NULL;
+  SP_CHECK_OK(v->be->host_alloc_pinned(v->d, sizeof(back), &pin));
+  SP_CHECK_OK(v->be->memcpy_async(v->s, pin, v->buf, sizeof(back)));
+  SP_CHECK_OK(v->be->stream_sync(v->s));
+  memcpy(back, pin, sizeof(back));
+  SP_CHECK_OK(v->be->host_free_pinned(v->d, pin));
+  if (back[0] == 0x22) fail_msg("%s: the broken capture's memset ran", k->name);
+}
+
+static void log_to_stderr(void *user, sp_log_level level, const char *msg) {
+  (void)user;
+  (void)level;
+  fprintf(stderr, "%s\n", msg);
+}
+
+/* The child's side of "--violate NAME": abort (debug build) or exit 0 after checking statuses. */
+static int violate_child(const char *name) {
+  sp_log_set_hook(log_to_stderr, NULL, SP_LOG_DEBUG);
+  for (unsigned i = 0; i < N_VIOLATIONS; i++) {
+    if (strcmp(violations[i].name, name)) continue;
+    violation_env v = {0};
+    viol_open(&v);
+    viol_run(&v, &violations[i]);
+    viol_close(&v);
+    return 3; /* reached only without asserts; the parent expects an abort in debug builds */
+  }
+  return 4;
+}
+
+/* Runs "--violate k" in a child; checks it died of SIGABRT after naming the violation. */
+static void expect_abort(const violation *k) {
+  char log[64];
+  snprintf(log, sizeof(log), "/tmp/sp_violate_%d_%s.log", (int)getpid(), k->name);
+  posix_spawn_file_actions_t fa;
+  assert_int_equal(posix_spawn_file_actions_init(&fa), 0);
+  assert_int_equal(posix_spawn_file_actions_addopen(&fa, 2, log, O_WRONLY | O_CREAT | O_TRUNC,
+                                                    0600), 0);
+  char *argv[] = {(char *)"backend_graph", (char *)"--violate", (char *)k->name, NULL};
+  extern char **environ;
+  pid_t pid;
+  int e = posix_spawn(&pid, "/proc/self/exe", &fa, NULL, argv, environ);
+  posix_spawn_file_actions_destroy(&fa);
+  if (e) fail_msg("posix_spawn: %s", strerror(e));
+  int status = 0;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  char text[4096] = "";
+  FILE *f = fopen(log, "r");
+  if (f) {
+    size_t n = fread(text, 1, sizeof(text) - 1, f);
+    text[n] = '\0';
+    fclose(f);
+  }
+  unlink(log);
+  if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGABRT)
+    fail_msg("%s: the child %s %d, want death by SIGABRT; its stderr:\n%s", k->name,
+             WIFSIGNALED(status) ? "died of signal" : "exited with",
+             WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status), text);
+  if (!strstr(text, "assertion failed") || !strstr(text, k->says))
+    fail_msg("%s: the child's log does not name the violation \"%s\":\n%s", k->name, k->says,
+             text);
+}
+
+static void test_host_capture_contract(void **state) {
+  (void)state;
+  for (unsigned i = 0; i < N_VIOLATIONS; i++) {
+    if (SP_DEBUG >= 1) {
+      expect_abort(&violations[i]);
+    } else {
+      violation_env v = {0};
+      viol_open(&v);
+      viol_run(&v, &violations[i]);
+      viol_close(&v);
+    }
+  }
+  print_message("host: %u capture-contract violations %s\n", (unsigned)N_VIOLATIONS,
+                SP_DEBUG >= 1 ? "abort with their assertion" : "return SP_ERR_BACKEND");
+}
+
+/* host_free_pinned refuses what host_alloc_pinned did not hand out, and a second free. */
+static void test_host_pinned(void **state) {
+  (void)state;
+  const sp__backend *be = NULL;
+  SP_CHECK_OK(sp__backend_find("host", &be));
+  sp__bdevice *d = NULL;
+  SP_CHECK_OK(be->device_open(0, &d));
+  void *p = NULL;
+  SP_CHECK_STATUS(be->host_alloc_pinned(d, 0, &p), SP_ERR_INVALID_ARGUMENT);
+  SP_CHECK_OK(be->host_alloc_pinned(d, 1000, &p));
+  memset(p, 0xAB, 1000);
+  char stack[128];
+  SP_CHECK_STATUS(be->host_free_pinned(d, stack + 64), SP_ERR_INVALID_ARGUMENT);
+  SP_CHECK_OK(be->host_free_pinned(d, NULL));
+  SP_CHECK_OK(be->host_free_pinned(d, p));
+  be->device_close(d);
+}
+
+int main(int argc, char **argv) {
+  if (argc == 3 && !strcmp(argv[1], "--violate")) return violate_child(argv[2]);
   tu_seed();
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_validate),
       cmocka_unit_test(test_graph_replay),
+      cmocka_unit_test(test_host_capture_contract),
+      cmocka_unit_test(test_host_pinned),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
