@@ -89,16 +89,19 @@ typedef struct sp__backend {
    * NULL -> no graphs: callers launch the work op by op.
    * capture_begin starts recording s (thread-local mode: other threads keep allocating and
    * launching on other streams); until capture_end, work submitted to s from this thread is
-   * recorded, not run. During capture the caller must not sync s, query it, record or wait on
-   * events of other streams with it, allocate raw memory, or submit to s from another thread;
-   * every buffer the work touches must stay allocated (same address) until graph_destroy.
+   * recorded, not run. During capture the caller must not sync s, query it, record events on it
+   * or make it wait on events of other streams, allocate or free raw or pinned memory on the
+   * capturing thread, submit to s from another thread, or destroy s; a thread captures one stream
+   * at a time. Every buffer the work touches must stay allocated (same address) until
+   * graph_destroy. The host backend checks all of this (an assertion in debug builds; otherwise
+   * the breaching call returns SP_ERR_BACKEND and the capture is invalidated).
    * Host memory touched by captured copies must come from host_alloc_pinned.
    * capture_end always ends the capture; on success *out is an instantiated graph, on any
    * failure (including an invalidated capture) nothing is left behind and SP_ERR_BACKEND says why.
    * graph_launch runs a graph on s (any stream of the device), stream-ordered. A graph uses the
    * per-stream scratch of the stream it was captured on (the matmul workspace): graphs captured
    * on one stream must not run concurrently with each other nor with work on that stream, e.g.
-   * capture them on a private stream and launch them all on one stream (src/infer/plan.c).
+   * capture them on a private stream and launch them all on one stream (src/core/ops.c).
    * graph_destroy may be called while a launch is in flight (the backend frees it after), but the
    * graph's buffers must outlive every launch: the caller syncs the stream before freeing them. */
   sp_status (*graph_capture_begin)(sp__bstream *s);

@@ -3,8 +3,9 @@
  * Owns struct sp_device's lifetime. sp_device_open builds a device in a fixed order (config and
  * environment, backend, slot pool, event pool, backend device, allocator last) and undoes exactly
  * what it built on failure; sp_device_close tears down in the reverse order after syncing every
- * stream (the allocator first), and refuses (SP_ERR_BUSY) while dev->models or dev->batchers, counted
- * by src/infer, is not 0. Device ids come from a process-wide counter and are never reused,
+ * stream (the allocator first; pool streams and their private capture twins, ops.c, last), and
+ * refuses (SP_ERR_BUSY) while dev->models or dev->batchers, counted by src/infer, is not 0. Device
+ * ids come from a process-wide counter and are never reused,
  * so per-thread bindings keyed by id never match a later device at a recycled address.
  *
  * Registry: a mutex-protected list of live devices, so that thread-exit destructors

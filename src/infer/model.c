@@ -5,8 +5,8 @@
  * infer take no lock. A forward takes one workspace block from the allocator on its stream (two
  * ping-pong activation buffers of batch x max_dim elements), enqueues one linear per layer (plus
  * f32<->bf16 conversions for bf16 models) and frees the workspace in stream order at once.
- * Where the backend has graphs, sp_model_forward replays a graph captured per (stream, batch, in,
- * out) (plan.c) and enqueues op by op otherwise. sp_model_infer runs through a plan cached per
+ * Where graphs are on (m->graphs), sp_model_forward replays a graph captured per (stream, batch,
+ * in, out) (plan.c; its workspace block stays with the plan) and enqueues op by op otherwise. sp_model_infer runs through a plan cached per
  * (stream, batch) (plan.c: buffers kept, the pass
  * replayed as one graph where the backend can); when no plan serves the call it takes one block
  * for input, output and workspace: one allocator round trip, 2 copies, the kernels, one sync.
