@@ -418,6 +418,7 @@ static void viol_open(violation_env *v) {
   SP_CHECK_OK(v->be->event_create(v->d, 0, &v->ev));
   SP_CHECK_OK(v->be->memset_async(v->other, v->buf, 1, 256));
   SP_CHECK_OK(v->be->event_record(v->ev, v->other));
+  SP_CHECK_OK(v->be->stream_sync(v->other)); /* buf is settled before s reads it */
 }
 
 static void viol_close(violation_env *v) {
