@@ -42,7 +42,7 @@ struct sp_device {
   sp__mutex stream_create_mu;       /* serializes lazy backend stream creation            */
   sp_stream streams[SP_STREAMS_MAX];/* [0, cfg.streams) are in use                        */
   sp_stream privates[SP_STREAMS_MAX];/* capture twins of streams[] (ops.c), created lazily */
-  sp__mutex capture_mu;              /* serializes graph captures on privates[] (ops.c)    */
+  sp__mutex capture_mu;             /* serializes graph captures on privates[] (ops.c)    */
   atomic_uint rr_next;              /* round-robin: bindings so far                        */
   sp__slot_pool *slots;             /* exclusive mode free slots (stream_pool.c)          */
   sp__event_pool *events;           /* event_pool.c                                        */

@@ -2,17 +2,19 @@
  * pinned host buffers for users (sp_host_alloc_pinned / sp_host_free_pinned).
  *
  * Pinned buffers: each live buffer has a record {ptr, bytes, device id, pinned or not} in one
- * process-wide list under pinned_mu (a leaf lock, ranked in src/core/lock.h: no other lock is taken while holding it, and no
- * backend call is made under it). A buffer comes from the backend's host_alloc_pinned slot; where
- * that slot is NULL or fails, from the host allocator (sp__malloc), which any device copy accepts
- * (only captured graphs need pinned memory, and users do not capture). The record says which, so
- * the free goes back to where the buffer came from. Allocations are rare and large (staging
+ * process-wide list under pinned_mu (a leaf lock, ranked in src/core/lock.h: no other lock is
+ * taken while holding it, and no backend call is made under it). A buffer comes from
+ * sp__pinned_alloc (core/ops.h: the backend's host_alloc_pinned slot; where that slot is NULL or
+ * fails, the host allocator, which any device copy accepts: only captured graphs need pinned
+ * memory, and users do not capture). The record says which, so the free goes back to where the
+ * buffer came from. Allocations are rare and large (staging
  * buffers), so a list searched linearly on free is enough. sp_device_close frees a device's
  * buffers still live (sp__interop_device_closing).
  */
 #include <string.h>
 
 #include "core/device.h"
+#include "core/ops.h"
 
 typedef struct sp__pinned_rec {
   void *p;                     /* the user's pointer                         */
@@ -68,12 +70,10 @@ sp_status sp_host_alloc_pinned(sp_device *dev, size_t bytes, void **out) {
   if (!bytes) return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: bytes is 0", fn);
   sp__pinned_rec *r = sp__calloc(1, sizeof(*r));
   if (!r) return sp__fail(SP_ERR_HOST_MEMORY, "%s: no host memory for the record", fn);
-  if (dev->be->host_alloc_pinned && dev->be->host_alloc_pinned(dev->bdev, bytes, &r->p) == SP_OK)
-    r->pinned = true;
-  else if (!(r->p = sp__malloc(bytes))) {
+  st = sp__pinned_alloc(dev, bytes, &r->p, &r->pinned);
+  if (st != SP_OK) {
     sp__free(r);
-    return sp__fail(SP_ERR_HOST_MEMORY, "%s: %zu bytes: neither pinned nor ordinary host memory",
-                    fn, bytes);
+    return sp__fail(st, "%s: %zu bytes: neither pinned nor ordinary host memory", fn, bytes);
   }
   r->bytes = bytes;
   r->dev_id = dev->id;
@@ -87,10 +87,7 @@ sp_status sp_host_alloc_pinned(sp_device *dev, size_t bytes, void **out) {
 }
 
 static void sp__pinned_release(sp_device *dev, sp__pinned_rec *r) {
-  if (r->pinned)
-    (void)dev->be->host_free_pinned(dev->bdev, r->p);
-  else
-    sp__free(r->p);
+  sp__pinned_free(dev, r->p, r->pinned);
   sp__free(r);
 }
 

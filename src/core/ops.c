@@ -115,15 +115,19 @@ sp_status sp__pinned_alloc(sp_device *dev, size_t bytes, void **out, bool *pinne
   sp_assert(bytes > 0);
   void *p = NULL;
   if (dev->be->host_alloc_pinned) { /* the table has both pinned slots or neither */
-    sp_status st = dev->be->host_alloc_pinned(dev->bdev, bytes, &p);
-    if (st != SP_OK) return st;
-    *pinned = true;
-  } else {
-    p = sp__malloc(bytes);
-    if (!p) return sp__fail(SP_ERR_HOST_MEMORY, "no host memory for %zu bytes of staging", bytes);
-    *pinned = false;
+    if (dev->be->host_alloc_pinned(dev->bdev, bytes, &p) == SP_OK) {
+      *out = p;
+      *pinned = true;
+      return SP_OK;
+    }
+    sp__error_clear(); /* falls back: the failed attempt is not the caller's error */
   }
+  p = sp__malloc(bytes);
+  if (!p)
+    return sp__fail(SP_ERR_HOST_MEMORY, "%zu bytes of host memory: neither pinned nor ordinary "
+                    "host memory is available", bytes);
   *out = p;
+  *pinned = false;
   return SP_OK;
 }
 

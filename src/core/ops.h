@@ -5,7 +5,8 @@
  *   linear_async, convert_async   sp__linear_check: SP_ERR_UNSUPPORTED naming the caller
  *   graph_*                       sp__graphs_enabled: graphs on = slots present and
  *                                 STREAMPOOL_GRAPHS not 0; sp__graph_* assume it said yes
- *   host_alloc/free_pinned        sp__pinned_alloc/free: ordinary host memory when absent
+ *   host_alloc/free_pinned        sp__pinned_alloc/free: ordinary host memory when absent or
+ *                                 when the backend has none to give
  * Streams are sp_stream handles throughout (pool streams, or the private twin a capture runs on);
  * the backend stream behind one is created on first use. A graph is captured on a private stream
  * the device owns (one per pool index, created on first capture, destroyed by sp_device_close):
@@ -71,9 +72,9 @@ void sp__graph_destroy(sp_device *dev, sp__bgraph *g);
 /* ---- host memory ---------------------------------------------------------------------------- */
 
 /* bytes (> 0) of host memory that dev's copies use directly: the backend's pinned memory when it
- * has the slots (*pinned = true: captured copies may use it), else ordinary host memory
- * (*pinned = false). SP_ERR_HOST_MEMORY (or the backend's status) on failure, with nothing
- * written. Any thread. */
+ * has the slots and can give it (*pinned = true: captured copies may use it), else ordinary host
+ * memory (*pinned = false: any device copy accepts it, captures do not). SP_ERR_HOST_MEMORY when
+ * neither exists, with nothing written. Any thread. */
 sp_status sp__pinned_alloc(sp_device *dev, size_t bytes, void **out, bool *pinned);
 
 /* Frees p from sp__pinned_alloc, given the *pinned it returned (NULL ok). Any thread. */
