@@ -4,7 +4,9 @@
  * Method: the fault-injecting table (tests/common/internal/tu_backend_faults.h) fails every new
  * segment (mem_alloc from its first call on);
  * the model's hidden layer is wide (3M) so every weight and workspace block needs a segment of its
- * own, and each case empties the cache first, so the request must reach the backend.
+ * own, and each case empties the cache first, so the request must reach the backend. The batcher
+ * case runs a model built with STREAMPOOL_GRAPHS=0, so each pass allocates its workspace (a
+ * replayed graph owns its own and would have nothing to fail).
  */
 #include <math.h>
 #include <pthread.h>
@@ -82,9 +84,17 @@ static void *caller_main(void *p) {
 
 static void test_batcher_error_reaches_its_callers(void **state) {
   (void)state;
+  /* Graphs off for this model: every pass takes its workspace from the allocator (a replayed
+   * graph owns its workspace and would allocate nothing to fail). */
+  const unsigned dims[] = {IN, HID, OUT};
+  sp_model *m0 = NULL;
+  setenv("STREAMPOOL_GRAPHS", "0", 1);
+  sp_status built = sp_model_mlp_random(dev, dims, 3, 5, SP_F32, &m0);
+  unsetenv("STREAMPOOL_GRAPHS");
+  SP_CHECK_OK(built);
   sp_batcher_config cfg = {.max_batch = 4, .max_delay_us = 20000, .workers = 1};
   sp_batcher *b;
-  SP_CHECK_OK(sp_batcher_create(model, &cfg, &b)); /* the worker's io buffers exist now */
+  SP_CHECK_OK(sp_batcher_create(m0, &cfg, &b)); /* the worker's io buffers exist now */
   caller c[4];
   pthread_t t[4];
   SP_CHECK_OK(sp_empty_cache(dev));
@@ -108,13 +118,14 @@ static void test_batcher_error_reaches_its_callers(void **state) {
   /* Memory is back: the same batcher answers, and correctly. */
   float want[OUT];
   SP_CHECK_OK(sp_batcher_infer(b, c[2].x, c[2].y));
-  SP_CHECK_OK(sp_model_infer(model, c[2].x, want, 1));
+  SP_CHECK_OK(sp_model_infer(m0, c[2].x, want, 1));
   for (int o = 0; o < OUT; o++)
     if (fabsf(c[2].y[o] - want[o]) > 1e-4f * (1 + fabsf(want[o])))
       fail_msg("out[%d]: batcher %g, direct %g", o, (double)c[2].y[o], (double)want[o]);
   SP_CHECK_OK(sp_batcher_stats_get(b, &s1));
   assert_int_equal(s1.failed, 4);
   sp_batcher_destroy(b);
+  sp_model_free(m0);
 }
 
 int main(void) {
