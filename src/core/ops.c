@@ -137,7 +137,7 @@ void sp__pinned_free(sp_device *dev, void *p, bool pinned) {
     sp__free(p);
     return;
   }
-  sp_status st = dev->be->host_free_pinned(dev->bdev, p);
-  sp_assert(st == SP_OK); /* only ever given what sp__pinned_alloc returned */
-  (void)st;
+  /* A failed free (a device error) has nothing the caller could undo or retry: the buffer is
+   * gone to it either way, and the status is dropped as every free path of the library does. */
+  (void)dev->be->host_free_pinned(dev->bdev, p);
 }

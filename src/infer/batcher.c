@@ -80,7 +80,7 @@ typedef struct batch_worker {
   unsigned index;
   pthread_t thread;
   bool started;                /* thread was created                                */
-  bool pinned;                 /* h_in/h_out are pinned (sp__pinned_alloc said so)  */
+  bool pinned_in, pinned_out;  /* h_in / h_out are pinned (sp__pinned_alloc's answer) */
   sp_stream *s;                /* its own stream                                    */
   float *h_in, *h_out;         /* host staging, max_batch rows                      */
   unsigned char *d_buf;        /* device: input rows, output rows                   */
@@ -359,20 +359,12 @@ static sp_status batch_worker_stream(batch_worker *w) {
 }
 
 /* Host staging of bytes: pinned when the backend has it (async copies), else ordinary host
- * memory; both buffers of a worker get the same answer. */
-static sp_status batch_host_alloc(batch_worker *w, size_t bytes, float **out) {
-  bool pinned = false;
+ * memory; *pinned says which, for the free. */
+static sp_status batch_host_alloc(batch_worker *w, size_t bytes, float **out, bool *pinned) {
   void *p = NULL;
-  sp_status st = sp__pinned_alloc(w->b->m->dev, bytes, &p, &pinned);
-  if (st != SP_OK) return st;
-  sp_assert(!w->h_in || pinned == w->pinned);
-  w->pinned = pinned;
-  *out = p;
-  return SP_OK;
-}
-
-static void batch_host_free(batch_worker *w, float *p) {
-  sp__pinned_free(w->b->m->dev, p, w->pinned);
+  sp_status st = sp__pinned_alloc(w->b->m->dev, bytes, &p, pinned);
+  if (st == SP_OK) *out = p;
+  return st;
 }
 
 /* Zeroes the device rows (padding rows must hold finite data) and, with padding, runs every
@@ -397,8 +389,8 @@ static sp_status batch_worker_init(batch_worker *w) {
   size_t out_b = (size_t)b->max_batch * b->out_f * sizeof(float);
   sp_status st = batch_worker_stream(w);
   if (st != SP_OK) return st;
-  st = batch_host_alloc(w, in_b, &w->h_in);
-  if (st == SP_OK) st = batch_host_alloc(w, out_b, &w->h_out);
+  st = batch_host_alloc(w, in_b, &w->h_in, &w->pinned_in);
+  if (st == SP_OK) st = batch_host_alloc(w, out_b, &w->h_out, &w->pinned_out);
   if (st != SP_OK) return st;
   w->reqs = sp__calloc(b->max_batch, sizeof(*w->reqs));
   if (!w->reqs) return sp__fail(SP_ERR_HOST_MEMORY, "sp_batcher_create: out of host memory");
@@ -414,8 +406,8 @@ static void batch_worker_fini(batch_worker *w) {
   }
   if (w->s && w->b->m->dev->cfg.stream_mode == SP_STREAMS_EXCLUSIVE)
     sp_stream_release_current(w->b->m->dev);
-  batch_host_free(w, w->h_in);
-  batch_host_free(w, w->h_out);
+  sp__pinned_free(w->b->m->dev, w->h_in, w->pinned_in);
+  sp__pinned_free(w->b->m->dev, w->h_out, w->pinned_out);
   sp__free(w->reqs);
 }
 

@@ -48,7 +48,7 @@ typedef struct sp__plan {
   unsigned char *block;        /* device: in | out | workspace; immutable               */
   float *d_in, *d_out;         /* inside block; immutable                               */
   float *pin_in, *pin_out;     /* host staging (sp__pinned_alloc); immutable            */
-  bool pinned;                 /* the staging is pinned (capturable copies)             */
+  bool pinned_in, pinned_out;  /* each staging buffer is pinned (capturable copies)    */
   sp__bgraph *graph;           /* the captured pass, or NULL: op by op; immutable       */
   sp__mutex mu;                /* held for a whole run: the buffers serve one call       */
 } sp__plan;
@@ -106,8 +106,8 @@ fail_free:
 /* Frees p's parts; the stream it ran on is idle. */
 static void plan_destroy(sp_model *m, sp__plan *p) {
   sp__graph_destroy(m->dev, p->graph);
-  sp__pinned_free(m->dev, p->pin_in, p->pinned);
-  sp__pinned_free(m->dev, p->pin_out, p->pinned);
+  sp__pinned_free(m->dev, p->pin_in, p->pinned_in);
+  sp__pinned_free(m->dev, p->pin_out, p->pinned_out);
   if (p->block) sp_free(m->dev, p->block);
   sp__mutex_destroy(&p->mu);
   sp__free(p);
@@ -199,12 +199,11 @@ static sp_status plan_new(sp_model *m, sp_stream *s, unsigned batch, size_t byte
   if (st != SP_OK) goto fail_plan;
   p->d_in = (float *)p->block;
   p->d_out = (float *)(p->block + plan_round(p->in_bytes));
-  bool pinned_out = false;
-  st = sp__pinned_alloc(m->dev, p->in_bytes, (void **)&p->pin_in, &p->pinned);
-  if (st == SP_OK) st = sp__pinned_alloc(m->dev, p->out_bytes, (void **)&p->pin_out, &pinned_out);
+  st = sp__pinned_alloc(m->dev, p->in_bytes, (void **)&p->pin_in, &p->pinned_in);
+  if (st == SP_OK)
+    st = sp__pinned_alloc(m->dev, p->out_bytes, (void **)&p->pin_out, &p->pinned_out);
   if (st != SP_OK) goto fail_plan;
-  sp_assert(pinned_out == p->pinned); /* one decision for both */
-  if (m->plans->graphs && p->pinned) {
+  if (m->plans->graphs && p->pinned_in && p->pinned_out) { /* captured copies need pinned */
     plan_rec_infer r = {m, p};
     p->graph = plan_record(m, s, plan_record_infer, &r);
   }
