@@ -498,6 +498,42 @@ sp_status sp_host_alloc_pinned(sp_device *dev, size_t bytes, void **out);
  * device, or freed already gives SP_ERR_INVALID_HANDLE and changes nothing. Any thread. */
 sp_status sp_host_free_pinned(sp_device *dev, void *p);
 
+/* ---------------------------------------------------------------------------------------------
+ * Tokenizer: BERT WordPiece, exactly as Hugging Face `tokenizers` encodes one sequence
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct sp_tokenizer sp_tokenizer;
+
+/* Loads a WordPiece tokenizer from path: a tokenizer.json, a vocab.txt (one token a line, id =
+ * line number), or a folder holding either (tokenizer.json is preferred). tokenizer.json's
+ * normalizer flags are read (BertNormalizer: clean_text, handle_chinese_chars, strip_accents,
+ * lowercase), its WordPiece unk_token, continuing_subword_prefix and max_input_chars_per_word, its
+ * [CLS]/[SEP] post-processor and its special added tokens; anything else (another normalizer,
+ * pre-tokenizer or model, added tokens that are normalized, lstrip/rstrip/single_word) is refused
+ * with SP_ERR_UNSUPPORTED naming it. Its truncation and padding are not used (see encode). A
+ * vocab.txt alone is read as BertWordPieceTokenizer does: all four flags on, "[UNK]", "##", 100,
+ * [CLS] and [SEP] (and [PAD], [MASK] as special tokens where the vocabulary has them). A bad file
+ * gives SP_ERR_INVALID_ARGUMENT with the problem named. *out is freed with sp_tokenizer_free.
+ * Any thread. */
+sp_status sp_tokenizer_load(const char *path, sp_tokenizer **out);
+
+/* Encodes len bytes of UTF-8 text (NUL bytes are text: clean_text drops them) as
+ * [CLS] wordpieces... [SEP] into ids_out[0..*n_out). Special tokens written literally in the text
+ * ("[SEP]", ...) become their ids, as in Hugging Face. Truncation: at most max_len ids in all, the
+ * wordpieces cut to max_len - 2 with [SEP] kept last (max_len 0: no limit; else >= 2). The
+ * attention mask is n_out ones. Errors, with nothing written: text not valid UTF-8 (overlong
+ * forms, surrogates, code points above U+10FFFF, truncated sequences) gives
+ * SP_ERR_INVALID_ARGUMENT with the byte offset; more ids than capacity gives
+ * SP_ERR_INVALID_ARGUMENT saying how many are needed. Any thread, concurrently on one tokenizer. */
+sp_status sp_tokenizer_encode(const sp_tokenizer *tok, const char *utf8, size_t len,
+                              size_t max_len, int32_t *ids_out, size_t capacity, size_t *n_out);
+
+/* The vocabulary's size (ids are 0 .. size-1). Any thread. */
+size_t sp_tokenizer_vocab_size(const sp_tokenizer *tok);
+
+/* Frees tok; NULL is a no-op. Externally synchronized: no encode may be running on it. */
+void sp_tokenizer_free(sp_tokenizer *tok);
+
 #if defined(__GNUC__)
 #pragma GCC visibility pop
 #endif
