@@ -191,19 +191,20 @@ static sp_status tok_check_args(const sp_tokenizer *tok, const char *utf8, size_
   return SP_OK;
 }
 
-/* One allocation for the rest of a call: norm[n_norm], ids[n_ids], word offsets and bytes. */
+/* One allocation for the rest of a call, most aligned first: word offsets[cap + 1],
+ * norm[n_norm], ids[n_ids], word bytes[cap * 4]. */
 static void *tok_scratch_alloc(const sp_tokenizer *t, size_t n_cps, size_t n_norm, tok_scratch *sc,
                                int32_t **ids) {
   size_t n_low = n_norm * sp__uprops_lower_max, n_ids = n_low + n_cps + 2;
   size_t cap = t->max_chars_per_word < n_low ? t->max_chars_per_word + 1 : n_low + 1;
-  size_t bytes = n_norm * sizeof(uint32_t) + n_ids * sizeof(int32_t) +
-                 (cap + 1) * sizeof(size_t) + cap * 4;
-  char *mem = sp__malloc(bytes);
+  size_t bytes = (cap + 1) * sizeof(size_t) + n_norm * sizeof(uint32_t) +
+                 n_ids * sizeof(int32_t) + cap * 4;
+  size_t *mem = sp__malloc(bytes);
   if (!mem) return NULL;
-  sc->norm = (uint32_t *)(void *)mem;
+  sc->w = (tok_word){.at = mem, .cap = cap};
+  sc->norm = (uint32_t *)(void *)(mem + cap + 1);
   *ids = (int32_t *)(void *)(sc->norm + n_norm);
-  sc->w = (tok_word){.at = (size_t *)(void *)(*ids + n_ids), .cap = cap};
-  sc->w.bytes = (char *)(sc->w.at + cap + 1);
+  sc->w.bytes = (char *)(*ids + n_ids);
   sc->w.at[0] = 0;
   return mem;
 }

@@ -268,7 +268,7 @@ static void threads(void **state) {
     pthread_join(th[k], NULL);
     if (js[k].bad) fail_msg("thread %d: %d of %zu lines differ from one thread's ids", k, js[k].bad, j.n);
   }
-  for (size_t i = 0; i < j.n; i++) free(j.lines[i]);
+  for (size_t i = 0; i < 1000; i++) free(j.lines[i]); /* getline may fill one past the last */
   free(j.lines); free(j.lens); free(j.want); free(j.n_want);
   sp_tokenizer_free(t);
 }
