@@ -71,7 +71,7 @@ static sp_status tok_table_put(sp_tokenizer *t, sp__tok_table *tb, uint32_t off,
 }
 
 static sp_status tok_arena_append(sp_tokenizer *t, const char *s, size_t len, uint32_t *off) {
-  if (t->arena_len + len > t->arena_cap) {
+  if (!t->arena || t->arena_len + len > t->arena_cap) {
     size_t cap = t->arena_cap ? t->arena_cap * 2 : 1u << 18;
     while (cap < t->arena_len + len) cap *= 2;
     if (cap > UINT32_MAX) return sp__fail(SP_ERR_INVALID_ARGUMENT, "tokenizer: vocabulary over 4 GiB");
