@@ -1,6 +1,7 @@
 /* bench/tokenizer: WordPiece encoding throughput (a table, not a test): lines/s and tokens/s
  * (ids written, [CLS]/[SEP] included) on 1 and 4 threads, each thread encoding every line of
- * the corpus with one shared tokenizer, truncation at 256 (all-MiniLM-L6-v2's max_seq_length);
+ * the corpus with one shared tokenizer, with truncation at 256 (all-MiniLM-L6-v2's
+ * max_seq_length: we stop at the word that fills it, HF cuts after encoding all) and without;
  * beside it, Hugging Face `tokenizers` on the same lines in the same run (encode per line on one
  * thread, and encode_batch on 1 and 4 threads) when a Python with `tokenizers` is found.
  * Usage: tokenizer [TOKENIZER_PATH CORPUS [PYTHON]]
@@ -17,7 +18,7 @@
 
 #include "streampool.h"
 
-#define MAX_LEN 256
+#define MAX_LEN 256 /* the truncated runs; the others run without a limit */
 #define PASSES 40
 
 typedef struct corpus {
@@ -28,7 +29,10 @@ typedef struct corpus {
 typedef struct worker {
   const sp_tokenizer *tok;
   const corpus *c;
-  unsigned long long ids, bad;
+  size_t max_len;
+  int32_t *ids;     /* room for the longest line's ids */
+  size_t cap;
+  unsigned long long n_ids, bad;
 } worker;
 
 static double now_s(void) {
@@ -62,33 +66,37 @@ static int read_corpus(const char *path, corpus *c) {
 
 static void *work(void *p) {
   worker *w = p;
-  int32_t ids[MAX_LEN];
   for (int pass = 0; pass < PASSES; pass++)
     for (size_t i = 0; i < w->c->n; i++) {
       size_t n = 0;
-      if (sp_tokenizer_encode(w->tok, w->c->lines[i], w->c->lens[i], MAX_LEN, ids, MAX_LEN, &n) != SP_OK)
+      if (sp_tokenizer_encode(w->tok, w->c->lines[i], w->c->lens[i], w->max_len, w->ids, w->cap, &n) != SP_OK)
         w->bad++;
-      w->ids += n;
+      w->n_ids += n;
     }
   return NULL;
 }
 
-static void run(const sp_tokenizer *tok, const corpus *c, int threads) {
+static void run(const sp_tokenizer *tok, const corpus *c, size_t max_len, int threads) {
   worker w[4] = {{0}};
   pthread_t th[4];
-  double t0 = now_s();
+  size_t longest = 0;
+  for (size_t i = 0; i < c->n; i++) longest = c->lens[i] > longest ? c->lens[i] : longest;
   for (int k = 0; k < threads; k++) {
-    w[k] = (worker){.tok = tok, .c = c};
-    pthread_create(&th[k], NULL, work, &w[k]);
+    w[k] = (worker){.tok = tok, .c = c, .max_len = max_len, .cap = longest * 4 + 2};
+    w[k].ids = malloc(w[k].cap * sizeof(*w[k].ids));
+    if (!w[k].ids) exit(1);
   }
+  double t0 = now_s();
+  for (int k = 0; k < threads; k++) pthread_create(&th[k], NULL, work, &w[k]);
   unsigned long long ids = 0, bad = 0;
   for (int k = 0; k < threads; k++) {
     pthread_join(th[k], NULL);
-    ids += w[k].ids;
+    ids += w[k].n_ids;
     bad += w[k].bad;
   }
+  for (int k = 0; k < threads; k++) free(w[k].ids);
   double dt = now_s() - t0;
-  printf("| streampool sp_tokenizer_encode | %d | %.0f k | %.2f M |%s\n", threads,
+  printf("| streampool sp_tokenizer_encode | %s | %d | %.1f k | %.3f M |%s\n", max_len ? "256" : "none", threads,
          (double)c->n * PASSES * threads / dt / 1e3, (double)ids / dt / 1e6,
          bad ? " (errors!)" : "");
 }
@@ -109,20 +117,22 @@ int main(int argc, char **argv) {
     fprintf(stderr, "tokenizer: cannot read corpus %s\n", corpus_path);
     return 1;
   }
-  printf("tokenizer: %zu lines x %d passes, truncation %d, %ld CPUs online, %s\n\n", c.n, PASSES,
-         MAX_LEN, sysconf(_SC_NPROCESSORS_ONLN), tok_path);
-  printf("| encoder | threads | lines/s | tokens/s |\n|---|---|---|---|\n");
-  run(tok, &c, 1);
-  run(tok, &c, 4);
-  fflush(stdout);
-  if (access(py, X_OK) == 0) {
-    char cmd[12288];
-    snprintf(cmd, sizeof(cmd), "'%s' '%s/bench/tokenizer_hf.py' '%s' '%s' %d %d", py, SP_SOURCE_DIR,
-             tok_path, corpus_path, MAX_LEN, PASSES);
-    if (system(cmd) != 0) printf("| Hugging Face tokenizers | - | failed | - |\n");
-  } else {
-    printf("| Hugging Face tokenizers | - | skipped: no %s | - |\n", py);
+  printf("tokenizer: %zu lines x %d passes (Hugging Face: %d), %ld CPUs online, %s\n\n", c.n,
+         PASSES, PASSES / 8, sysconf(_SC_NPROCESSORS_ONLN), tok_path);
+  printf("| encoder | truncation | threads | lines/s | tokens/s |\n|---|---|---|---|---|\n");
+  int have_py = access(py, X_OK) == 0;
+  for (int trunc = 1; trunc >= 0; trunc--) {
+    run(tok, &c, trunc ? MAX_LEN : 0, 1);
+    run(tok, &c, trunc ? MAX_LEN : 0, 4);
+    fflush(stdout);
+    for (int threads = 1; have_py && threads <= 4; threads *= 4) {
+      char cmd[12288];
+      snprintf(cmd, sizeof(cmd), "RAYON_NUM_THREADS=%d '%s' '%s/bench/tokenizer_hf.py' '%s' '%s' %d %d %d",
+               threads, py, SP_SOURCE_DIR, tok_path, corpus_path, trunc ? MAX_LEN : 0, PASSES, threads);
+      if (system(cmd) != 0) printf("| Hugging Face tokenizers | - | %d | failed | - |\n", threads);
+    }
   }
+  if (!have_py) printf("| Hugging Face tokenizers | - | - | skipped: no %s | - |\n", py);
   for (size_t i = 0; i < c.n; i++) free(c.lines[i]);
   free(c.lines);
   free(c.lens);

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Hugging Face `tokenizers` side of bench/tokenizer: prints table rows in its format.
-Usage: tokenizer_hf.py TOKENIZER_PATH CORPUS MAX_LEN PASSES (TOKENIZER_PATH: tokenizer.json,
-vocab.txt or a folder, loaded as bench/tokenizer loads it)."""
+Usage: tokenizer_hf.py TOKENIZER_PATH CORPUS MAX_LEN PASSES THREADS (TOKENIZER_PATH:
+tokenizer.json, vocab.txt or a folder, loaded as bench/tokenizer loads it; MAX_LEN 0: no
+truncation). THREADS is encode_batch's pool size, which the caller also sets in RAYON_NUM_THREADS
+(read once per process); THREADS 1 also measures encode, one line a call."""
 import os
 import sys
 import time
@@ -17,26 +19,26 @@ def load(path):
 
 
 def main():
-    path, corpus, max_len, passes = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    path, corpus, max_len, passes, threads = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:6])
     lines = [l.decode("utf-8") for l in open(corpus, "rb").read().split(b"\n")[:-1]]
-    passes = max(1, passes // 4)
-    rows = []
-    for name, threads in (("encode, one line a call", 1), ("encode_batch", 1), ("encode_batch", 4)):
-        os.environ["RAYON_NUM_THREADS"] = str(threads)
-        tok = load(path)
-        tok.no_padding()
+    passes = max(1, passes // 8)
+    tok = load(path)
+    tok.no_padding()
+    if max_len:
         tok.enable_truncation(max_len)
+    else:
+        tok.no_truncation()
+    for name in (["encode, one line a call"] if threads == 1 else []) + ["encode_batch"]:
         t0, ids = time.perf_counter(), 0
         for _ in range(passes):
-            if name.startswith("encode,"):
+            if name == "encode_batch":
+                ids += sum(len(e.ids) for e in tok.encode_batch(lines))
+            else:
                 for l in lines:
                     ids += len(tok.encode(l).ids)
-            else:
-                ids += sum(len(e.ids) for e in tok.encode_batch(lines))
         dt = time.perf_counter() - t0
-        rows.append(f"| Hugging Face tokenizers {name} | {threads} | {len(lines) * passes / dt / 1e3:.0f} k "
-                    f"| {ids / dt / 1e6:.2f} M |")
-    print("\n".join(rows))
+        print(f"| Hugging Face tokenizers {name} | {max_len or 'none'} | {threads} | "
+              f"{len(lines) * passes / dt / 1e3:.1f} k | {ids / dt / 1e6:.3f} M |", flush=True)
 
 
 if __name__ == "__main__":
