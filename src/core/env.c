@@ -54,9 +54,8 @@ sp_status sp__env_switch(const char *fn, const char *name, bool dflt, bool *out)
   return st;
 }
 
-/* A name variable: exactly one of choices[0..n); *index unchanged when unset. */
-static sp_status env_choice(const char *fn, const char *name, const char *const *choices,
-                            size_t n, const char *expected, size_t *index) {
+sp_status sp__env_choice(const char *fn, const char *name, const char *const *choices, size_t n,
+                         const char *expected, size_t *index) {
   const char *text = getenv(name);
   if (!text) return SP_OK;
   for (size_t i = 0; i < n; i++) {
@@ -72,7 +71,7 @@ static sp_status env_choice(const char *fn, const char *name, const char *const 
 static sp_status env_backend(const char *fn, sp_device_config *cfg) {
   static const char *const known[] = {"auto", "host", "cuda"};
   size_t i = SIZE_MAX;
-  sp_status st = env_choice(fn, "STREAMPOOL_BACKEND", known, 3, "auto, host or cuda", &i);
+  sp_status st = sp__env_choice(fn, "STREAMPOOL_BACKEND", known, 3, "auto, host or cuda", &i);
   if (st == SP_OK && i != SIZE_MAX) cfg->backend = known[i];
   return st;
 }
@@ -80,7 +79,8 @@ static sp_status env_backend(const char *fn, sp_device_config *cfg) {
 static sp_status env_mode(const char *fn, sp_device_config *cfg) {
   static const char *const known[] = {"round_robin", "exclusive"};
   size_t i = SIZE_MAX;
-  sp_status st = env_choice(fn, "STREAMPOOL_STREAM_MODE", known, 2, "round_robin or exclusive", &i);
+  sp_status st =
+      sp__env_choice(fn, "STREAMPOOL_STREAM_MODE", known, 2, "round_robin or exclusive", &i);
   if (st == SP_OK && i != SIZE_MAX)
     cfg->stream_mode = i ? SP_STREAMS_EXCLUSIVE : SP_STREAMS_ROUND_ROBIN;
   return st;

@@ -14,6 +14,7 @@
 #define SP_CORE_ENV_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "core/status.h"
@@ -36,6 +37,11 @@ sp_status sp__env_u64_or(const char *fn, const char *name, sp__env_kind kind, ui
 
 /* Reads a switch (0 or 1), *out = dflt when it is unset. */
 sp_status sp__env_switch(const char *fn, const char *name, bool dflt, bool *out);
+
+/* Reads a name variable: exactly one of choices[0..n) (expected lists them for the message);
+ * *index is set to the match, and left alone when the variable is unset. */
+sp_status sp__env_choice(const char *fn, const char *name, const char *const *choices, size_t n,
+                         const char *expected, size_t *index);
 
 /* The applied environment of one sp_device_open: the effective config with overrides. */
 sp_status sp__env_apply(const char *fn, sp_device_config *cfg);

@@ -10,7 +10,9 @@
  * double computed on the same (for bf16: bf16-rounded) weights and inputs. The tolerance scales
  * with the magnitude bound |W|·|x| + |b| propagated through the layers (f32: 5e-5 of it, bf16:
  * 4e-2), far below what a transposed weight, a lost bias or a missing ReLU produces. The first
- * mismatch prints the row, column, both values and the bound.
+ * mismatch prints the row, column, both values and the bound. On CUDA the file checks run again
+ * with cuBLASLt and with our GEMV kernel forced (tests/unit/internal/cuda_linear.c checks the two
+ * on many more shapes, alignments and batches).
  */
 #include <math.h>
 #include <stdint.h>
@@ -288,12 +290,33 @@ static void threads_forward(sp_device *dev) {
   }
 }
 
+/* On CUDA, the file checks again with each linear implementation forced (STREAMPOOL_CUDA_LINEAR
+ * read at device open): cuBLASLt only, then our GEMV kernel only; the plain cases above run the
+ * default, the timed choice. Elsewhere there is one implementation: nothing to force. */
+static void cuda_forced_linear(sp_device *dev) {
+  if (!conf_is_cuda(dev)) return;
+  static const char *const modes[] = {"cublaslt", "kernel"};
+  for (size_t i = 0; i < 2; i++) {
+    setenv("STREAMPOOL_CUDA_LINEAR", modes[i], 1);
+    sp_device_config cfg = {.backend = "cuda", .streams = CONF_STREAMS};
+    sp_device *d = NULL;
+    sp_status st = sp_device_open(&cfg, &d);
+    unsetenv("STREAMPOOL_CUDA_LINEAR");
+    SP_CHECK_OK(st);
+    mm_check_file(d, 0, SP_F32);
+    mm_check_file(d, 0, SP_BF16);
+    mm_check_file(d, 1, SP_F32);
+    sp_device_close(d);
+  }
+}
+
 int main(void) {
   static const conf_case cases[] = {
       {"f32_file_f32_model", f32_file_f32_model},
       {"f32_file_bf16_model", f32_file_bf16_model},
       {"bf16_file_f32_model", bf16_file_f32_model},
       {"threads_forward", threads_forward},
+      {"cuda_forced_linear", cuda_forced_linear},
   };
   return conf_main("conf_matmul", cases, sizeof(cases) / sizeof(cases[0]));
 }

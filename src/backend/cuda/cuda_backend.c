@@ -56,18 +56,22 @@ static sp_status cuda_device_open(int index, sp__bdevice **out) {
   sp__bdevice *d = sp__calloc(1, sizeof(*d));
   if (!d) return sp__fail(SP_ERR_HOST_MEMORY, "cuda: device_open: out of host memory");
   d->ordinal = index;
-  sp_status st = sp__cuda_use_device(d);
+  sp_status st = sp__cuda_linear_device_init(d); /* STREAMPOOL_CUDA_LINEAR, the choice table */
   if (st != SP_OK) goto fail_free;
+  st = sp__cuda_use_device(d);
+  if (st != SP_OK) goto fail_linear;
   struct cudaDeviceProp prop;
   cudaError_t e = cudaGetDeviceProperties(&prop, index);
   if (e != cudaSuccess) {
     st = sp__cuda_fail(e, "cudaGetDeviceProperties");
-    goto fail_free;
+    goto fail_linear;
   }
   snprintf(d->name, sizeof(d->name), "%s", prop.name);
   sp__cuda_peer_open(d);
   *out = d;
   return SP_OK;
+fail_linear:
+  sp__cuda_linear_device_fini(d);
 fail_free:
   sp__free(d);
   return st;
@@ -75,6 +79,7 @@ fail_free:
 
 static void cuda_device_close(sp__bdevice *d) {
   sp__cuda_peer_close(d);
+  sp__cuda_linear_device_fini(d);
   sp__free(d);
 }
 

@@ -26,13 +26,32 @@
 enum {
   SP__CUDA_PLAN_SLOTS = 256,                 /* matmul plans cached per stream (hash table)  */
   SP__CUDA_PLAN_PROBE = 8,                   /* linear probes before evicting the home slot  */
+  SP__CUDA_CHOICE_SLOTS = 512,               /* timed linear choices cached per device       */
 };
+
+/* Which implementation runs a linear op (STREAMPOOL_CUDA_LINEAR, read at device_open). */
+typedef enum sp__cuda_linear_mode {
+  SP__CUDA_LINEAR_AUTO = 0,     /* "auto": the faster of the two, timed once per shape        */
+  SP__CUDA_LINEAR_CUBLASLT = 1, /* "cublaslt": cuBLASLt always                                */
+  SP__CUDA_LINEAR_KERNEL = 2,   /* "kernel": our GEMV kernel always (cuda_gemv.cu)             */
+} sp__cuda_linear_mode;
 #define SP__CUDA_WORKSPACE_BYTES ((size_t)4 << 20) /* cuBLASLt workspace per stream          */
 
 struct sp__bdevice {
-  int ordinal;    /* CUDA device index                        */
-  char name[256]; /* cudaDeviceProp.name                      */
+  int ordinal;                   /* CUDA device index; immutable                               */
+  char name[256];                /* cudaDeviceProp.name; immutable                             */
+  sp__cuda_linear_mode linear;   /* STREAMPOOL_CUDA_LINEAR at open; immutable                  */
+  sp__mutex choice_mu;           /* guards the two arrays below (rank CUDA_CHOICE)             */
+  uint64_t choice_key[SP__CUDA_CHOICE_SLOTS]; /* cuda_linear.c plan key; 0 = empty             */
+  unsigned char choice[SP__CUDA_CHOICE_SLOTS]; /* sp__cuda_impl timed for that key             */
 };
+
+/* A linear op's implementation; SP__CUDA_IMPL_NONE = not decided (yet). */
+typedef enum sp__cuda_impl {
+  SP__CUDA_IMPL_NONE = 0,
+  SP__CUDA_IMPL_CUBLASLT = 1,
+  SP__CUDA_IMPL_KERNEL = 2,
+} sp__cuda_impl;
 
 /* One cached cublasLtMatmul configuration: everything but the pointers. */
 typedef struct sp__cuda_plan {
@@ -41,6 +60,7 @@ typedef struct sp__cuda_plan {
   cublasLtMatrixLayout_t a, b, c;    /* w (op T), x, y                                        */
   cublasLtMatmulAlgo_t algo;         /* the heuristic's first choice                         */
   size_t workspace_bytes;            /* what algo needs (<= SP__CUDA_WORKSPACE_BYTES)        */
+  unsigned char impl;                /* sp__cuda_impl copied from the device's choice, or NONE */
 } sp__cuda_plan;
 
 struct sp__bstream {
@@ -64,6 +84,11 @@ sp_status sp__cuda_fail(cudaError_t e, const char *what);
 
 /* Makes d's device current on this thread. */
 sp_status sp__cuda_use_device(const sp__bdevice *d);
+
+/* Reads STREAMPOOL_CUDA_LINEAR into d->linear and sets up its choice table (device_open);
+ * SP_ERR_INVALID_ARGUMENT for a bad value. sp__cuda_linear_device_fini undoes it. */
+sp_status sp__cuda_linear_device_init(sp__bdevice *d);
+void sp__cuda_linear_device_fini(sp__bdevice *d);
 
 /* The linear slot (cuda_linear.c) and the teardown of a stream's cuBLASLt state. */
 sp_status sp__cuda_linear_async(sp__bstream *s, const sp__linear *op);

@@ -1,26 +1,50 @@
-/* The CUDA backend's linear op: y = act(x·wᵀ + b) through cublasLtMatmul with a fused epilogue.
+/* The CUDA backend's linear op: y = act(x·wᵀ + b), through cublasLtMatmul with a fused epilogue or
+ * through our own GEMV kernel (cuda_gemv.cu), whichever was timed faster for the shape.
  *
  * Layout: the op is row-major (PyTorch): y[B,O] = x[B,I]·w[O,I]ᵀ + b[O]. cuBLASLt is
  * column-major, where row-major y is yᵀ [O,B] (ld O), x is xᵀ [I,B] (ld I) and w is wᵀ [I,O]
  * (ld I). So we compute yᵀ = op_T(wᵀ)·xᵀ: A = w with TRANSA = T, B = x, C = D = y, M = O, N = B,
  * K = I, and the bias (length M) is broadcast along columns by the BIAS / RELU_BIAS epilogue.
  * f32 uses CUBLAS_COMPUTE_32F (never FAST_TF32); bf16 stores bf16 and accumulates in f32 with f32
- * scales and a bf16 bias.
+ * scales and a bf16 bias. Our kernel accumulates in f32 too and rounds bf16 outputs to nearest even.
+ *
+ * Choice (STREAMPOOL_CUDA_LINEAR, read at device_open): "cublaslt" or "kernel" force one; "auto"
+ * (the default) runs our kernel for batch 1..SP__CUDA_GEMV_BATCH_MAX when it was timed faster than
+ * cuBLASLt for that key. The first linear of a key on a device, outside graph capture, times both
+ * (after a warm-up, TIME_REPS rounds of TIME_RUNS back-to-back runs each, queued behind a host
+ * gate so the device runs them without launch gaps, as a graph would; the fastest round counts),
+ * which syncs the calling stream once; the answer is cached per device (choice table) and copied
+ * into the stream's plan. During capture nothing is timed: the cached choice, else cuBLASLt.
  *
  * Owns per stream (lazily, at its first linear op): a cuBLASLt handle, a workspace and a hash
  * table of plans keyed by (dtype, relu, bias, pointer alignment, batch, in, out). A plan holds the
- * descriptors, layouts and the heuristic's algorithm, so a repeated shape costs one attribute set
- * and one cublasLtMatmul call.
+ * descriptors, layouts, the heuristic's algorithm and the implementation chosen, so a repeated
+ * shape costs one attribute set and one cublasLtMatmul call, or one kernel launch.
+ * Owns per device: the choice table (key -> implementation), filled once per key, never emptied
+ * before device_close (a full probe run evicts the home slot, which is then timed again).
  *
  * Locking: s->lt_mu guards the handle, workspace and plans (the bias pointer is written into the
- * cached descriptor just before the matmul, so the whole call holds it). It is a backend lock
- * (rank in src/core/lock.h); nothing else of ours is taken while it is held.
+ * cached descriptor just before the matmul, so the whole call holds it); a timing runs under it.
+ * d->choice_mu guards the device's choice table and is taken inside lt_mu, for a lookup or a
+ * store only (never across a timing or a CUDA call). Both are backend locks (ranks CUDA_LT, then
+ * CUDA_CHOICE, in src/core/lock.h).
  */
+#include <math.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <string.h>
 
+#include "core/env.h"
+#include "cuda_gemv.h"
 #include "cuda_internal.h"
+#include "cuda_select.h"
 
-enum { PLAN_DIM_BITS = 19 };
+enum {
+  PLAN_DIM_BITS = 19,
+  CHOICE_PROBE = 8, /* linear probes in the device's choice table before evicting the home slot */
+  TIME_RUNS = 10,   /* back-to-back runs of each implementation per timing round              */
+  TIME_REPS = 3,    /* timing rounds; the fastest counts                                      */
+};
 #define PLAN_DIM_MAX ((1u << PLAN_DIM_BITS) - 1u)
 
 static sp_status lt_fail(cublasStatus_t cs, const char *what) {
@@ -199,6 +223,175 @@ static sp_status linear_run(sp__bstream *s, const sp__linear *op, sp__cuda_plan 
   return SP_OK;
 }
 
+/* ---- our kernel, the device's choice table, timing -------------------------------------- */
+
+static sp_status gemv_run(sp__bstream *s, const sp__linear *op) {
+  cudaError_t e = sp__cuda_gemv(s->stream, op->dtype == SP_BF16, op->x, op->w, op->bias, op->y,
+                                op->batch, op->in_features, op->out_features, op->relu);
+  return e == cudaSuccess ? SP_OK : sp__cuda_fail(e, "linear kernel launch");
+}
+
+static sp_status impl_run(sp__bstream *s, const sp__linear *op, sp__cuda_plan *p,
+                          sp__cuda_impl impl) {
+  return impl == SP__CUDA_IMPL_KERNEL ? gemv_run(s, op) : linear_run(s, op, p);
+}
+
+sp_status sp__cuda_linear_device_init(sp__bdevice *d) {
+  static const char *const modes[] = {"auto", "cublaslt", "kernel"};
+  size_t i = SP__CUDA_LINEAR_AUTO;
+  sp_status st = sp__env_choice("cuda device_open", "STREAMPOOL_CUDA_LINEAR", modes, 3,
+                                "auto, cublaslt or kernel", &i);
+  if (st != SP_OK) return st;
+  d->linear = (sp__cuda_linear_mode)i;
+  memset(d->choice_key, 0, sizeof(d->choice_key));
+  memset(d->choice, 0, sizeof(d->choice));
+  if (sp__mutex_init(&d->choice_mu, SP__RANK_CUDA_CHOICE) != 0)
+    return sp__fail(SP_ERR_BACKEND, "cuda: device_open: pthread_mutex_init failed");
+  return SP_OK;
+}
+
+void sp__cuda_linear_device_fini(sp__bdevice *d) { sp__mutex_destroy(&d->choice_mu); }
+
+static size_t choice_home(uint64_t key) {
+  return (size_t)((key * 0x9E3779B97F4A7C15ull) >> 40) % SP__CUDA_CHOICE_SLOTS;
+}
+
+/* The cached implementation for key on d, or NONE. Takes d->choice_mu. */
+static sp__cuda_impl choice_find(sp__bdevice *d, uint64_t key) {
+  sp__cuda_impl impl = SP__CUDA_IMPL_NONE;
+  size_t home = choice_home(key);
+  sp__mutex_lock(&d->choice_mu);
+  for (size_t i = 0; i < CHOICE_PROBE; i++) {
+    size_t k = (home + i) % SP__CUDA_CHOICE_SLOTS;
+    if (d->choice_key[k] == key) {
+      impl = (sp__cuda_impl)d->choice[k];
+      break;
+    }
+  }
+  sp__mutex_unlock(&d->choice_mu);
+  return impl;
+}
+
+/* Remembers impl for key on d (overwriting a concurrent timing's answer for the same key, or
+ * evicting the home slot when the probe run is full). Takes d->choice_mu. */
+static void choice_store(sp__bdevice *d, uint64_t key, sp__cuda_impl impl) {
+  size_t home = choice_home(key), slot = home, empty = SIZE_MAX;
+  sp__mutex_lock(&d->choice_mu);
+  for (size_t i = 0; i < CHOICE_PROBE; i++) {
+    size_t k = (home + i) % SP__CUDA_CHOICE_SLOTS;
+    if (d->choice_key[k] == key) {
+      empty = k;
+      break;
+    }
+    if (d->choice_key[k] == 0 && empty == SIZE_MAX) empty = k;
+  }
+  if (empty != SIZE_MAX) slot = empty;
+  d->choice_key[slot] = key;
+  d->choice[slot] = (unsigned char)impl;
+  sp__mutex_unlock(&d->choice_mu);
+}
+
+/* A host function that holds its stream until *gate is set: work queued behind it then runs
+ * back to back, without the launch gaps of the host enqueueing it. */
+static void gate_wait(void *arg) {
+  atomic_int *gate = arg;
+  while (!atomic_load_explicit(gate, memory_order_acquire)) sched_yield();
+}
+
+/* One timing round: both implementations TIME_RUNS times each behind a gate (order alternating
+ * with the round); their device times in ms. Leaves nothing queued that reads the gate. */
+static sp_status time_round(sp__bstream *s, const sp__linear *op, sp__cuda_plan *p, int round,
+                            cudaEvent_t ev[3], float ms[2]) {
+  atomic_int gate = 0;
+  sp__cuda_impl order[2] = {SP__CUDA_IMPL_CUBLASLT, SP__CUDA_IMPL_KERNEL};
+  if (round & 1) {
+    order[0] = SP__CUDA_IMPL_KERNEL;
+    order[1] = SP__CUDA_IMPL_CUBLASLT;
+  }
+  cudaError_t e = cudaLaunchHostFunc(s->stream, gate_wait, &gate);
+  if (e != cudaSuccess) return sp__cuda_fail(e, "cudaLaunchHostFunc (linear timing)");
+  sp_status st = SP_OK;
+  e = cudaEventRecord(ev[0], s->stream);
+  for (int k = 0; k < 2 && e == cudaSuccess && st == SP_OK; k++) {
+    for (int i = 0; i < TIME_RUNS && st == SP_OK; i++) st = impl_run(s, op, p, order[k]);
+    if (st == SP_OK) e = cudaEventRecord(ev[k + 1], s->stream);
+  }
+  atomic_store_explicit(&gate, 1, memory_order_release);
+  cudaError_t se = cudaStreamSynchronize(s->stream); /* the gate lives on this stack */
+  if (st != SP_OK) return st;
+  if (e == cudaSuccess) e = se;
+  float t[2] = {0, 0};
+  if (e == cudaSuccess) e = cudaEventElapsedTime(&t[0], ev[0], ev[1]);
+  if (e == cudaSuccess) e = cudaEventElapsedTime(&t[1], ev[1], ev[2]);
+  if (e != cudaSuccess) return sp__cuda_fail(e, "linear timing");
+  ms[order[0] == SP__CUDA_IMPL_KERNEL] = t[0];
+  ms[order[1] == SP__CUDA_IMPL_KERNEL] = t[1];
+  return SP_OK;
+}
+
+/* Times cuBLASLt (plan p) against our kernel on op itself (it is run 2 + 2 * TIME_REPS *
+ * TIME_RUNS times; y ends up written by one of them: both compute it). Syncs s. A failure of our
+ * kernel only (e.g. no code for this GPU) chooses cuBLASLt; a failure of cuBLASLt is returned. */
+static sp_status linear_time(sp__bstream *s, const sp__linear *op, sp__cuda_plan *p,
+                             sp__cuda_impl *out) {
+  sp_status st = linear_run(s, op, p); /* warm-up, also loads modules and fills caches */
+  if (st != SP_OK) return st;
+  if (gemv_run(s, op) != SP_OK) {
+    *out = SP__CUDA_IMPL_CUBLASLT;
+    return SP_OK;
+  }
+  cudaEvent_t ev[3] = {NULL, NULL, NULL};
+  cudaError_t e = cudaSuccess;
+  for (int i = 0; i < 3 && e == cudaSuccess; i++) e = cudaEventCreate(&ev[i]);
+  if (e != cudaSuccess) {
+    st = sp__cuda_fail(e, "cudaEventCreate (linear timing)");
+    goto destroy_events;
+  }
+  float best[2] = {INFINITY, INFINITY}; /* [cublaslt, kernel] */
+  for (int r = 0; r < TIME_REPS && st == SP_OK; r++) {
+    float ms[2];
+    st = time_round(s, op, p, r, ev, ms);
+    for (int k = 0; k < 2 && st == SP_OK; k++) best[k] = fminf(best[k], ms[k]);
+  }
+  if (st == SP_OK) *out = best[1] < best[0] ? SP__CUDA_IMPL_KERNEL : SP__CUDA_IMPL_CUBLASLT;
+destroy_events:
+  for (int i = 0; i < 3; i++)
+    if (ev[i]) cudaEventDestroy(ev[i]);
+  return st;
+}
+
+/* The implementation for op in auto mode (plan p, key != 0): the stream's cached answer, the
+ * device's, or a timing now; cuBLASLt during capture when nothing is known yet. lt_mu held. */
+static sp_status linear_pick(sp__bstream *s, const sp__linear *op, uint64_t key, sp__cuda_plan *p,
+                             sp__cuda_impl *out) {
+  *out = SP__CUDA_IMPL_CUBLASLT;
+  if (op->batch > SP__CUDA_GEMV_BATCH_MAX) return SP_OK;
+  if (SP__LIKELY(p->impl != SP__CUDA_IMPL_NONE)) {
+    *out = (sp__cuda_impl)p->impl;
+    return SP_OK;
+  }
+  sp__cuda_impl impl = choice_find(s->dev, key);
+  if (impl == SP__CUDA_IMPL_NONE) {
+    enum cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
+    cudaError_t e = cudaStreamIsCapturing(s->stream, &cap);
+    if (e != cudaSuccess) return sp__cuda_fail(e, "cudaStreamIsCapturing");
+    if (cap != cudaStreamCaptureStatusNone) return SP_OK; /* never time inside a capture */
+    sp_status st = linear_time(s, op, p, &impl);
+    if (st != SP_OK) return st;
+    choice_store(s->dev, key, impl);
+  }
+  p->impl = (unsigned char)impl;
+  *out = impl;
+  return SP_OK;
+}
+
+int sp__cuda_linear_choice(sp__bdevice *d, const sp__linear *op) {
+  uint64_t key = plan_key(op, linear_alignment(op));
+  return key ? (int)choice_find(d, key) : SP__CUDA_IMPL_NONE;
+}
+
+/* ---- the slot ---------------------------------------------------------------------------- */
+
 sp_status sp__cuda_linear_async(sp__bstream *s, const sp__linear *op) {
   if (op->dtype != SP_F32 && op->dtype != SP_BF16)
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "cuda: linear: unknown dtype %d", (int)op->dtype);
@@ -207,6 +400,7 @@ sp_status sp__cuda_linear_async(sp__bstream *s, const sp__linear *op) {
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "cuda: linear: in_features is 0");
   sp_status st = sp__cuda_use_device(s->dev);
   if (st != SP_OK) return st;
+  if (s->dev->linear == SP__CUDA_LINEAR_KERNEL) return gemv_run(s, op);
   unsigned align = linear_alignment(op);
   uint64_t key = plan_key(op, align);
   sp__mutex_lock(&s->lt_mu);
@@ -214,8 +408,11 @@ sp_status sp__cuda_linear_async(sp__bstream *s, const sp__linear *op) {
   if (st != SP_OK) goto unlock;
   if (key) {
     sp__cuda_plan *p = NULL;
+    sp__cuda_impl impl = SP__CUDA_IMPL_CUBLASLT;
     st = plan_get(s, op, align, key, &p);
-    if (st == SP_OK) st = linear_run(s, op, p);
+    if (st == SP_OK && s->dev->linear == SP__CUDA_LINEAR_AUTO)
+      st = linear_pick(s, op, key, p, &impl);
+    if (st == SP_OK) st = impl_run(s, op, p, impl);
   } else {
     sp__cuda_plan once;
     st = plan_build(s, op, align, 1, &once);

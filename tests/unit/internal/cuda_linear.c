@@ -1,0 +1,376 @@
+/* White-box tests of the CUDA backend's two linear implementations and the choice between them.
+ *
+ * Goal: cuBLASLt and our GEMV kernel (forced with STREAMPOOL_CUDA_LINEAR=cublaslt / kernel) both
+ * compute y = act(x·wᵀ + b) to f32 accuracy (bf16: bf16 rounding) on batch 1..32 (and 33, 64:
+ * the kernel's chunking), f32 and bf16, odd shapes (in_features not a multiple of 8, one input,
+ * one output, out not a multiple of the kernel's rows per block) and pointers that defeat the
+ * 16-byte loads (x and w one element off 16 bytes; y one element off), with and without bias and
+ * ReLU, writing every output element. In auto mode the first eager linear of a key caches a
+ * choice per device, a capture of an unseen key times nothing (the choice stays unknown) and its
+ * replay is correct, and a later capture uses the cached choice. A bad STREAMPOOL_CUDA_LINEAR
+ * fails device_open with the variable named.
+ * Method: drive the CUDA backend's table directly (no core). Seeded inputs; a double-precision
+ * reference computed once per (shape, dtype) for 64 rows (batch b checks its first b rows, which
+ * are the same computation). Tolerance: 5e-5 (f32) or 1e-2 (bf16) of the magnitude bound
+ * |w|·|x| + |b|. The output is poisoned with 0xFF bytes (NaN) before each run, so an element left
+ * unwritten fails. Without a CUDA device it prints "skipped" and exits 77 (SP_REQUIRE_CUDA=1: a
+ * failure).
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "testutil.h"
+
+#include "backend/backend.h"
+
+#ifdef SP_HAVE_CUDA
+#include "backend/cuda/cuda_select.h"
+
+enum { ROWS = 64, PAD = 16 }; /* reference rows; spare elements for the misaligned views */
+
+static float bf16_round(float v) {
+  uint32_t u;
+  memcpy(&u, &v, sizeof(u));
+  u += 0x7FFFu + ((u >> 16) & 1u);
+  u &= 0xFFFF0000u;
+  memcpy(&v, &u, sizeof(v));
+  return v;
+}
+
+static float rand_unit(tu_rng *r) { return (float)tu_rng_below(r, 2000001) / 1000000.0f - 1.0f; }
+
+/* One shape's host data, device copies and reference. */
+typedef struct lin_case {
+  unsigned in, out;
+  int bf16;
+  float *x, *w, *b;      /* host values (bf16-rounded when bf16): x [ROWS, in], w [out, in]  */
+  double *pre, *mag;     /* [ROWS, out]: x·wᵀ and |x|·|w|ᵀ                                 */
+  void *dx, *dw, *db, *dy; /* device: dtype elements, PAD spare at the end                  */
+  float *got;            /* [ROWS, out] read back as f32                                   */
+} lin_case;
+
+static size_t esize(const lin_case *c) { return c->bf16 ? 2 : 4; }
+
+/* f32 values -> dtype bytes in a host buffer. */
+static void *to_dtype(const float *v, size_t n, int bf16) {
+  void *p = malloc(n * (bf16 ? 2 : 4) + 1);
+  assert_non_null(p);
+  for (size_t i = 0; i < n; i++) {
+    if (bf16) {
+      uint32_t u;
+      memcpy(&u, &v[i], 4);
+      uint16_t h = (uint16_t)(u >> 16); /* values are bf16-rounded already */
+      memcpy((unsigned char *)p + 2 * i, &h, 2);
+    } else {
+      memcpy((unsigned char *)p + 4 * i, &v[i], 4);
+    }
+  }
+  return p;
+}
+
+static void upload(const sp__backend *be, sp__bstream *s, void *dst, const float *v, size_t n,
+                   int bf16) {
+  void *h = to_dtype(v, n, bf16);
+  SP_CHECK_OK(be->memcpy_async(s, dst, h, n * (bf16 ? 2 : 4)));
+  SP_CHECK_OK(be->stream_sync(s));
+  free(h);
+}
+
+static void *dev_alloc(const sp__backend *be, sp__bdevice *d, size_t bytes) {
+  void *p = NULL;
+  SP_CHECK_OK(be->mem_alloc(d, bytes, &p));
+  return p;
+}
+
+static void case_open(const sp__backend *be, sp__bdevice *d, sp__bstream *s, lin_case *c,
+                      unsigned in, unsigned out, int bf16, uint64_t seed) {
+  memset(c, 0, sizeof(*c));
+  c->in = in;
+  c->out = out;
+  c->bf16 = bf16;
+  tu_rng r = {seed};
+  size_t nx = (size_t)ROWS * in, nw = (size_t)out * in, ny = (size_t)ROWS * out;
+  c->x = malloc(nx * 4);
+  c->w = malloc(nw * 4);
+  c->b = malloc((size_t)out * 4);
+  c->pre = malloc(ny * sizeof(double));
+  c->mag = malloc(ny * sizeof(double));
+  c->got = malloc(ny * 4);
+  assert_true(c->x && c->w && c->b && c->pre && c->mag && c->got);
+  float k = 1.0f / sqrtf((float)in);
+  for (size_t i = 0; i < nx; i++) c->x[i] = rand_unit(&r) * 2.0f;
+  for (size_t i = 0; i < nw; i++) c->w[i] = rand_unit(&r) * k;
+  for (unsigned i = 0; i < out; i++) c->b[i] = rand_unit(&r) * 0.5f;
+  if (bf16) {
+    for (size_t i = 0; i < nx; i++) c->x[i] = bf16_round(c->x[i]);
+    for (size_t i = 0; i < nw; i++) c->w[i] = bf16_round(c->w[i]);
+    for (unsigned i = 0; i < out; i++) c->b[i] = bf16_round(c->b[i]);
+  }
+  for (unsigned row = 0; row < ROWS; row++)
+    for (unsigned o = 0; o < out; o++) {
+      double sum = 0, m = 0;
+      for (unsigned i = 0; i < in; i++) {
+        double a = c->x[(size_t)row * in + i], w = c->w[(size_t)o * in + i];
+        sum += a * w;
+        m += fabs(a * w);
+      }
+      c->pre[(size_t)row * out + o] = sum;
+      c->mag[(size_t)row * out + o] = m;
+    }
+  size_t es = esize(c);
+  c->dx = dev_alloc(be, d, (nx + PAD) * es);
+  c->dw = dev_alloc(be, d, (nw + PAD) * es);
+  c->db = dev_alloc(be, d, ((size_t)out + PAD) * es);
+  c->dy = dev_alloc(be, d, (ny + PAD) * es);
+  upload(be, s, c->db, c->b, out, bf16);
+}
+
+static void case_close(const sp__backend *be, sp__bdevice *d, lin_case *c) {
+  void *devs[] = {c->dx, c->dw, c->db, c->dy};
+  for (size_t i = 0; i < 4; i++) SP_CHECK_OK(be->mem_free(d, devs[i]));
+  free(c->x);
+  free(c->w);
+  free(c->b);
+  free(c->pre);
+  free(c->mag);
+  free(c->got);
+}
+
+/* A view of the case: element offsets of x and w (both, to defeat 16-byte loads) and of y. */
+typedef struct lin_view {
+  unsigned xw_off, y_off;
+  bool bias, relu;
+} lin_view;
+
+/* x and w uploaded at the view's offset (the same values, shifted). */
+static void case_place(const sp__backend *be, sp__bstream *s, lin_case *c, unsigned off) {
+  size_t es = esize(c);
+  upload(be, s, (unsigned char *)c->dx + off * es, c->x, (size_t)ROWS * c->in, c->bf16);
+  upload(be, s, (unsigned char *)c->dw + off * es, c->w, (size_t)c->out * c->in, c->bf16);
+}
+
+static sp__linear case_op(const lin_case *c, const lin_view *v, unsigned batch) {
+  size_t es = esize(c);
+  return (sp__linear){.dtype = c->bf16 ? SP_BF16 : SP_F32, .batch = batch,
+                      .in_features = c->in, .out_features = c->out,
+                      .x = (unsigned char *)c->dx + v->xw_off * es,
+                      .w = (unsigned char *)c->dw + v->xw_off * es,
+                      .bias = v->bias ? c->db : NULL,
+                      .y = (unsigned char *)c->dy + v->y_off * es, .relu = v->relu};
+}
+
+/* Reads back batch rows of y and compares them with the reference. */
+static void case_check(const sp__backend *be, sp__bstream *s, lin_case *c, const lin_view *v,
+                       unsigned batch, const char *what) {
+  size_t n = (size_t)batch * c->out, es = esize(c);
+  unsigned char *raw = malloc(n * es + 1);
+  assert_non_null(raw);
+  SP_CHECK_OK(be->memcpy_async(s, raw, (unsigned char *)c->dy + v->y_off * es, n * es));
+  SP_CHECK_OK(be->stream_sync(s));
+  for (size_t i = 0; i < n; i++) {
+    if (c->bf16) {
+      uint16_t h;
+      memcpy(&h, raw + 2 * i, 2);
+      uint32_t u = (uint32_t)h << 16;
+      memcpy(&c->got[i], &u, 4);
+    } else {
+      memcpy(&c->got[i], raw + 4 * i, 4);
+    }
+  }
+  free(raw);
+  double tol = c->bf16 ? 1e-2 : 5e-5;
+  for (unsigned row = 0; row < batch; row++)
+    for (unsigned o = 0; o < c->out; o++) {
+      size_t i = (size_t)row * c->out + o;
+      double want = c->pre[i] + (v->bias ? c->b[o] : 0.0);
+      if (v->relu && want < 0) want = 0;
+      double bound = tol * (c->mag[i] + (v->bias ? fabs(c->b[o]) : 0.0)) + 1e-30;
+      double got = c->got[i];
+      if (!(fabs(got - want) <= bound))
+        fail_msg("%s: %s %ux%u batch %u (x/w off %u, y off %u, bias %d, relu %d) row %u col %u: "
+                 "got %.9g, want %.9g (|diff| %.3g > bound %.3g)",
+                 what, c->bf16 ? "bf16" : "f32", c->in, c->out, batch, v->xw_off, v->y_off,
+                 v->bias, v->relu, row, o, got, want, fabs(got - want), bound);
+    }
+}
+
+static void run_checked(const sp__backend *be, sp__bstream *s, lin_case *c, const lin_view *v,
+                        unsigned batch, const char *what) {
+  size_t es = esize(c);
+  SP_CHECK_OK(be->memset_async(s, c->dy, 0xFF, ((size_t)ROWS * c->out + PAD) * es));
+  sp__linear op = case_op(c, v, batch);
+  SP_CHECK_OK(be->linear_async(s, &op));
+  case_check(be, s, c, v, batch, what);
+}
+
+/* ---- device handling ------------------------------------------------------------------------ */
+
+static const sp__backend *cuda_table(void) {
+  const sp__backend *be = NULL;
+  if (sp__backend_find("cuda", &be) != SP_OK) return NULL;
+  int n = 0;
+  if (be->device_count(&n) != SP_OK || n == 0) return NULL;
+  return be;
+}
+
+static sp__bdevice *open_with(const sp__backend *be, const char *mode) {
+  if (mode) setenv("STREAMPOOL_CUDA_LINEAR", mode, 1);
+  else unsetenv("STREAMPOOL_CUDA_LINEAR");
+  sp__bdevice *d = NULL;
+  sp_status st = be->device_open(0, &d);
+  unsetenv("STREAMPOOL_CUDA_LINEAR");
+  SP_CHECK_OK(st);
+  return d;
+}
+
+/* ---- cases ------------------------------------------------------------------------------------ */
+
+static const unsigned shapes[][2] = {
+    {1, 1},   {3, 1},    {7, 5},     {8, 1},      {37, 19},    {64, 48},   {100, 33},
+    {9, 130}, {1023, 7}, {512, 1024}, {1024, 1024}, {1024, 512}, {256, 3},
+};
+
+/* Every shape, both dtypes, batches 1..32, 33, 64, three views, under one forced mode. */
+static void forced_mode(const sp__backend *be, const char *mode) {
+  sp__bdevice *d = open_with(be, mode);
+  sp__bstream *s = NULL;
+  SP_CHECK_OK(be->stream_create(d, 0, &s));
+  static const lin_view views[] = {
+      {0, 0, true, true},   /* aligned: 16-byte loads where in allows            */
+      {1, 0, false, false}, /* x and w one element off: the element-wise path    */
+      {0, 1, true, false},  /* y one element off, bias without ReLU              */
+  };
+  unsigned checked = 0;
+  for (size_t k = 0; k < sizeof(shapes) / sizeof(shapes[0]); k++)
+    for (int bf = 0; bf < 2; bf++) {
+      lin_case c;
+      bool big = shapes[k][0] * shapes[k][1] >= 65536;
+      case_open(be, d, s, &c, shapes[k][0], shapes[k][1], bf,
+                tu_seed() * 131 + k * 2 + (unsigned)bf);
+      for (size_t vi = 0; vi < sizeof(views) / sizeof(views[0]); vi++) {
+        case_place(be, s, &c, views[vi].xw_off);
+        for (unsigned b = 1; b <= 34; b++) {
+          unsigned batch = b <= 32 ? b : (b == 33 ? 33 : 64);
+          if (big && batch % 8 > 1 && batch % 8 < 7) continue; /* large shapes: fewer sizes */
+          run_checked(be, s, &c, &views[vi], batch, mode);
+          checked++;
+        }
+      }
+      case_close(be, d, &c);
+    }
+  print_message("cuda %s: %u (shape, dtype, view, batch) cases checked\n", mode, checked);
+  be->stream_destroy(s);
+  be->device_close(d);
+}
+
+static void forced_cublaslt(void **state) {
+  (void)state;
+  const sp__backend *be = cuda_table();
+  if (be) forced_mode(be, "cublaslt");
+}
+
+static void forced_kernel(void **state) {
+  (void)state;
+  const sp__backend *be = cuda_table();
+  if (be) forced_mode(be, "kernel");
+}
+
+static const char *choice_name(int c) { return c == 2 ? "kernel" : c == 1 ? "cublaslt" : "none"; }
+
+/* Auto mode: eager calls cache a choice; captures never time; replays are right. */
+static void auto_mode(void **state) {
+  (void)state;
+  const sp__backend *be = cuda_table();
+  if (!be) return;
+  sp__bdevice *d = open_with(be, NULL);
+  sp__bstream *s = NULL, *cap = NULL;
+  SP_CHECK_OK(be->stream_create(d, 0, &s));
+  SP_CHECK_OK(be->stream_create(d, 1, &cap));
+  static const lin_view v = {0, 0, true, true};
+  static const unsigned mlp[][2] = {{512, 1024}, {1024, 1024}, {1024, 512}};
+  static const unsigned batches[] = {1, 8, 32};
+  for (int bf = 0; bf < 2; bf++)
+    for (size_t k = 0; k < 3; k++) {
+      lin_case c;
+      case_open(be, d, s, &c, mlp[k][0], mlp[k][1], bf, tu_seed() * 7 + k + 10 * (unsigned)bf);
+      case_place(be, s, &c, 0);
+      for (size_t bi = 0; bi < 3; bi++) {
+        sp__linear op = case_op(&c, &v, batches[bi]);
+        assert_int_equal(sp__cuda_linear_choice(d, &op), 0);
+        run_checked(be, s, &c, &v, batches[bi], "auto (timed)");
+        int ch = sp__cuda_linear_choice(d, &op);
+        if (ch != 1 && ch != 2) fail_msg("no choice cached after an eager call: %d", ch);
+        run_checked(be, s, &c, &v, batches[bi], "auto (cached)");
+        print_message("cuda auto: %s %ux%u batch %u -> %s\n", bf ? "bf16" : "f32", c.in, c.out,
+                      batches[bi], choice_name(ch));
+      }
+      case_close(be, d, &c);
+    }
+  /* A key first seen inside a capture: cuBLASLt, no timing, right on replay; then an eager call
+   * times it and the next capture uses the cached choice. */
+  lin_case c;
+  case_open(be, d, s, &c, 96, 61, 0, tu_seed() + 99);
+  case_place(be, s, &c, 0);
+  for (int round = 0; round < 2; round++) {
+    sp__linear op = case_op(&c, &v, 5);
+    SP_CHECK_OK(be->memset_async(s, c.dy, 0xFF, ((size_t)ROWS * c.out + PAD) * 4));
+    SP_CHECK_OK(be->stream_sync(s));
+    SP_CHECK_OK(be->graph_capture_begin(cap));
+    sp_status st = be->linear_async(cap, &op);
+    sp__bgraph *g = NULL;
+    SP_CHECK_OK(be->graph_capture_end(cap, &g));
+    SP_CHECK_OK(st);
+    int ch = sp__cuda_linear_choice(d, &op);
+    if (round == 0 && ch != 0) fail_msg("a capture cached a choice (%d): it must not time", ch);
+    if (round == 1 && ch == 0) fail_msg("the eager call cached no choice");
+    SP_CHECK_OK(be->graph_launch(g, s));
+    case_check(be, s, &c, &v, 5, round ? "auto, capture after a choice" : "auto, capture first");
+    be->graph_destroy(g);
+    if (round == 0) run_checked(be, s, &c, &v, 5, "auto, eager after a capture");
+  }
+  case_close(be, d, &c);
+  be->stream_destroy(cap);
+  be->stream_destroy(s);
+  be->device_close(d);
+}
+
+static void bad_mode(void **state) {
+  (void)state;
+  const sp__backend *be = cuda_table();
+  if (!be) return;
+  const char *bad[] = {"", "gemv", "Kernel", "auto ", "1"};
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    setenv("STREAMPOOL_CUDA_LINEAR", bad[i], 1);
+    sp__bdevice *d = NULL;
+    sp_status st = be->device_open(0, &d);
+    unsetenv("STREAMPOOL_CUDA_LINEAR");
+    if (st == SP_OK) be->device_close(d);
+    SP_CHECK_STATUS(st, SP_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(sp_last_error(), "STREAMPOOL_CUDA_LINEAR"));
+  }
+}
+#endif /* SP_HAVE_CUDA */
+
+int main(void) {
+  tu_seed();
+  const char *req = getenv("SP_REQUIRE_CUDA");
+  int need = req && !strcmp(req, "1");
+#ifndef SP_HAVE_CUDA
+  printf("skipped: built without the CUDA backend\n");
+  return need ? 1 : 77;
+#else
+  unsetenv("STREAMPOOL_CUDA_LINEAR");
+  if (!cuda_table()) {
+    printf("skipped: no CUDA device\n");
+    return need ? 1 : 77;
+  }
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(bad_mode),
+      cmocka_unit_test(forced_cublaslt),
+      cmocka_unit_test(forced_kernel),
+      cmocka_unit_test(auto_mode),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+#endif
+}
