@@ -1,11 +1,12 @@
-/* The CUDA backend's own small-batch linear kernel: y = act(x·wᵀ + b) as a GEMV per output row.
+/* The CUDA backend's own small-batch linear kernel: y = act(x·wᵀ + b) as a GEMV per output.
  *
- * Design: one warp per output row (four warps a block). Each lane walks the row's weights in
- * 16-byte loads (4 f32 or 8 bf16 a load) and, for every row of the batch chunk, the same stretch
- * of x, accumulating in f32 registers (one accumulator per batch row: R, a compile-time chunk of
- * 1..32 rows, so the weights of a chunk are read once); a butterfly shuffle sums the lanes, and
- * lane r adds the bias, applies ReLU and stores row r's output, rounded to nearest even for bf16.
- * Batches above 32 run in chunks of 32 (the weights are then read once a chunk).
+ * Design: a warp per O outputs (four warps a block; O = 1 at batch 1, 4 up to batch 8, 2 above).
+ * Each lane walks the O weight rows in 16-byte loads (4 f32 or 8 bf16 a load, not cached in L1)
+ * and, for every row of the batch chunk, the same stretch of x (cached), accumulating in f32
+ * registers (O x R accumulators, R a compile-time chunk of 1..16 batch rows, so the weights of a
+ * chunk are read once); a butterfly shuffle sums the lanes, and lane o*R + r adds the bias,
+ * applies ReLU and stores output o of row r, rounded to nearest even for bf16. Larger batches run
+ * in chunks of 16 rows (the weights are then read once a chunk).
  * Alignment fallback: the 16-byte path needs x and w 16-byte aligned and in_features a multiple
  * of the elements per load (so every row of x and w stays aligned); otherwise a path with one
  * element a lane a step runs. Bias and y need only element alignment.
@@ -48,92 +49,123 @@ __device__ __forceinline__ void unpack(const uint4 &q, float *f, __nv_bfloat16) 
   }
 }
 
-template <typename T, int R, bool VEC>
+/* 16 bytes of weights, read once: not kept in L1, so the rows of x stay there. */
+__device__ __forceinline__ uint4 ld_stream(const uint4 *p) {
+  uint4 v;
+  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+      : "l"(p));
+  return v;
+}
+
+/* Warp w computes outputs O*w .. O*w+O-1 for every row of the batch, R rows a chunk. */
+template <typename T, int O, int R, bool VEC>
 __global__ void __launch_bounds__(kThreads)
     gemv_kernel(const T *__restrict__ x, const T *__restrict__ w, const T *__restrict__ b,
                 T *__restrict__ y, unsigned batch, unsigned in, unsigned out, int relu) {
-  const unsigned row = blockIdx.x * kWarps + threadIdx.x / 32;
+  static_assert(O * R <= 32, "one lane stores each output of a chunk");
+  const unsigned col0 = (blockIdx.x * kWarps + threadIdx.x / 32) * O;
   const unsigned lane = threadIdx.x & 31u;
-  if (row >= out) return; /* whole warps leave together: the shuffles below see full warps */
-  const T *wr = w + (size_t)row * in;
-  const float bias = b ? to_f(b[row]) : 0.0f;
+  if (col0 >= out) return; /* whole warps leave together: the shuffles below see full warps */
+  const T *wr[O];
+#pragma unroll
+  for (int o = 0; o < O; o++) /* outputs past the end read the last row and store nothing */
+    wr[o] = w + (size_t)(col0 + o < out ? col0 + o : out - 1) * in;
   for (unsigned r0 = 0; r0 < batch; r0 += R) {
     const unsigned rows = batch - r0 < (unsigned)R ? batch - r0 : (unsigned)R;
     const T *xr = x + (size_t)r0 * in;
-    float acc[R];
+    float acc[O][R];
 #pragma unroll
-    for (int r = 0; r < R; r++) acc[r] = 0.0f;
+    for (int o = 0; o < O; o++)
+#pragma unroll
+      for (int r = 0; r < R; r++) acc[o][r] = 0.0f;
     if (VEC) {
       constexpr unsigned E = 16 / sizeof(T);
       const unsigned nv = in / E;
-      const uint4 *wv = reinterpret_cast<const uint4 *>(wr);
 #pragma unroll 2
       for (unsigned i = lane; i < nv; i += 32) {
-        float wf[E];
-        unpack(__ldg(wv + i), wf, T());
+        float wf[O][E];
+#pragma unroll
+        for (int o = 0; o < O; o++) unpack(ld_stream(reinterpret_cast<const uint4 *>(wr[o]) + i), wf[o], T());
 #pragma unroll
         for (int r = 0; r < R; r++) {
           if ((unsigned)r < rows) {
             float xf[E];
             unpack(__ldg(reinterpret_cast<const uint4 *>(xr + (size_t)r * in) + i), xf, T());
 #pragma unroll
-            for (unsigned e = 0; e < E; e++) acc[r] = fmaf(wf[e], xf[e], acc[r]);
+            for (int o = 0; o < O; o++)
+#pragma unroll
+              for (unsigned e = 0; e < E; e++) acc[o][r] = fmaf(wf[o][e], xf[e], acc[o][r]);
           }
         }
       }
     } else {
       for (unsigned i = lane; i < in; i += 32) {
-        const float wf = to_f(wr[i]);
+        float wf[O];
 #pragma unroll
-        for (int r = 0; r < R; r++)
-          if ((unsigned)r < rows) acc[r] = fmaf(wf, to_f(xr[(size_t)r * in + i]), acc[r]);
+        for (int o = 0; o < O; o++) wf[o] = to_f(wr[o][i]);
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+          if ((unsigned)r < rows) {
+            const float xv = to_f(xr[(size_t)r * in + i]);
+#pragma unroll
+            for (int o = 0; o < O; o++) acc[o][r] = fmaf(wf[o], xv, acc[o][r]);
+          }
+        }
       }
     }
 #pragma unroll
-    for (int r = 0; r < R; r++) {
-      float v = acc[r];
+    for (int o = 0; o < O; o++)
 #pragma unroll
-      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-      acc[r] = v;
-    }
+      for (int r = 0; r < R; r++) {
+        float v = acc[o][r];
 #pragma unroll
-    for (int r = 0; r < R; r++) {
-      if (lane == (unsigned)r && (unsigned)r < rows) {
-        float v = acc[r] + bias;
-        if (relu) v = fmaxf(v, 0.0f);
-        y[(size_t)(r0 + r) * out + row] = from_f<T>(v);
+        for (int k = 16; k > 0; k >>= 1) v += __shfl_xor_sync(0xffffffffu, v, k);
+        acc[o][r] = v;
       }
-    }
+#pragma unroll
+    for (int o = 0; o < O; o++)
+#pragma unroll
+      for (int r = 0; r < R; r++) {
+        const unsigned col = col0 + (unsigned)o;
+        if (lane == (unsigned)(o * R + r) && (unsigned)r < rows && col < out) {
+          float v = acc[o][r] + (b ? to_f(b[col]) : 0.0f);
+          if (relu) v = fmaxf(v, 0.0f);
+          y[(size_t)(r0 + r) * out + col] = from_f<T>(v);
+        }
+      }
   }
 }
 
-template <typename T, int R, bool VEC>
+template <typename T, int O, int R, bool VEC>
 cudaError_t launch(cudaStream_t s, const void *x, const void *w, const void *b, void *y,
                    unsigned batch, unsigned in, unsigned out, int relu) {
   const T *xp = static_cast<const T *>(x), *wp = static_cast<const T *>(w),
           *bp = static_cast<const T *>(b);
   T *yp = static_cast<T *>(y);
   void *args[] = {&xp, &wp, &bp, &yp, &batch, &in, &out, &relu};
-  dim3 grid((out + kWarps - 1) / kWarps);
-  return cudaLaunchKernel(reinterpret_cast<const void *>(gemv_kernel<T, R, VEC>), grid,
+  const unsigned per_block = kWarps * O;
+  dim3 grid((out + per_block - 1) / per_block);
+  return cudaLaunchKernel(reinterpret_cast<const void *>(gemv_kernel<T, O, R, VEC>), grid,
                           dim3(kThreads), args, 0, s);
 }
 
+/* Batch 1: a warp per output (the most warps in flight). Larger batches: 2 or 4 outputs a warp,
+ * so each load of x feeds 2 or 4 rows of weights; chunks of at most 16 rows (32 accumulators). */
 template <typename T>
 cudaError_t dispatch(cudaStream_t s, const void *x, const void *w, const void *b, void *y,
                      unsigned batch, unsigned in, unsigned out, int relu) {
   constexpr unsigned E = 16 / sizeof(T);
   const bool vec = in % E == 0 && ((uintptr_t)x & 15u) == 0 && ((uintptr_t)w & 15u) == 0;
   if (!vec) {
-    if (batch == 1) return launch<T, 1, false>(s, x, w, b, y, batch, in, out, relu);
-    return launch<T, 8, false>(s, x, w, b, y, batch, in, out, relu);
+    if (batch == 1) return launch<T, 1, 1, false>(s, x, w, b, y, batch, in, out, relu);
+    return launch<T, 4, 8, false>(s, x, w, b, y, batch, in, out, relu);
   }
-  if (batch <= 1) return launch<T, 1, true>(s, x, w, b, y, batch, in, out, relu);
-  if (batch <= 2) return launch<T, 2, true>(s, x, w, b, y, batch, in, out, relu);
-  if (batch <= 4) return launch<T, 4, true>(s, x, w, b, y, batch, in, out, relu);
-  if (batch <= 8) return launch<T, 8, true>(s, x, w, b, y, batch, in, out, relu);
-  if (batch <= 16) return launch<T, 16, true>(s, x, w, b, y, batch, in, out, relu);
-  return launch<T, 32, true>(s, x, w, b, y, batch, in, out, relu);
+  if (batch <= 1) return launch<T, 1, 1, true>(s, x, w, b, y, batch, in, out, relu);
+  if (batch <= 2) return launch<T, 4, 2, true>(s, x, w, b, y, batch, in, out, relu);
+  if (batch <= 4) return launch<T, 4, 4, true>(s, x, w, b, y, batch, in, out, relu);
+  if (batch <= 8) return launch<T, 4, 8, true>(s, x, w, b, y, batch, in, out, relu);
+  return launch<T, 2, 16, true>(s, x, w, b, y, batch, in, out, relu);
 }
 
 } // namespace
