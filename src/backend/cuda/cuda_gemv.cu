@@ -49,10 +49,12 @@ __device__ __forceinline__ void unpack(const uint4 &q, float *f, __nv_bfloat16) 
   }
 }
 
-/* 16 bytes of weights, read once: not kept in L1, so the rows of x stay there. */
+/* 16 bytes of weights, read once: not kept in L1, so the rows of x stay there. volatile: without
+ * it the compiler treats the asm as free of side effects and hoists the load above the loop's
+ * bounds check (compute-sanitizer saw reads past the end of w on the H200, 2026-12-01). */
 __device__ __forceinline__ uint4 ld_stream(const uint4 *p) {
   uint4 v;
-  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
       : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
       : "l"(p));
   return v;
