@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The Python package's tests, as `make test` runs them: a venv in the build folder with numpy,
-# pytest and scikit-build-core from PyPI; the package pip-installed from the checkout as a user
-# installs it (scikit-build-core builds libstreampool through the project's CMake); pytest on
-# python/tests. Prints "skipped: ..." and exits 0 when python3, venv or PyPI is not available.
+# pytest and scikit-build-core from PyPI (and ray[serve] for the serve tests); the package
+# pip-installed from the checkout as a user installs it (scikit-build-core builds libstreampool
+# through the project's CMake); pytest on python/tests. Prints "skipped: ..." and exits 0 when
+# python3, venv or PyPI is not available.
 # Usage: scripts/python-test.sh BUILD_DIR [pytest args...]
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -20,6 +21,14 @@ if ! "$venv/bin/python" -c "import numpy, pytest, scikit_build_core" 2>/dev/null
     exit 0
   fi
 fi
+# Ray Serve for python/tests/test_serve.py (streampool.serve), into the same venv: a separate
+# step, so that without it the rest of the suite still runs and those tests skip with a line.
+if ! "$venv/bin/python" -c "import ray.serve" 2>/dev/null; then
+  echo "pip install ray[serve] (log: $build/pyray.log)"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check --retries 1 --timeout 20 \
+      "ray[serve]" >"$build/pyray.log" 2>&1 ||
+    echo "serve tests skipped: pip could not install ray[serve] from PyPI, see $build/pyray.log"
+fi
 # A user's install: `pip install .` from the checkout (the build backend is already in the venv,
 # so no second download; the CMake build folder is kept for incremental rebuilds).
 echo "pip install $root (log: $build/pyinstall.log)"
@@ -30,4 +39,4 @@ if ! CMAKE_BUILD_PARALLEL_LEVEL=${JOBS:-2} "$venv/bin/pip" install --disable-pip
   echo "python tests FAILED: pip install of the package failed"
   exit 1
 fi
-cd "$build" && exec "$venv/bin/python" -m pytest -q -p no:cacheprovider "$root/python/tests" "$@"
+cd "$build" && RAY_USAGE_STATS_ENABLED=0 exec "$venv/bin/python" -m pytest -q -rs -p no:cacheprovider "$root/python/tests" "$@"
