@@ -52,11 +52,12 @@ from ray import serve  # noqa: E402
 
 from streampool import serve as sps  # noqa: E402
 
-try:
-    import torch  # noqa: F401
-    HAVE_TORCH, TORCH_WHY = hasattr(torch, "inference_mode"), "not PyTorch"
-except ImportError as e:
-    HAVE_TORCH, TORCH_WHY = False, str(e)
+try:  # torch itself is imported in the torch replicas only
+    import importlib.metadata
+    TORCH_VERSION = importlib.metadata.version("torch")
+    HAVE_TORCH = True
+except importlib.metadata.PackageNotFoundError:
+    HAVE_TORCH, TORCH_VERSION = False, None
 
 
 @serve.deployment(max_ongoing_requests=256)
@@ -126,8 +127,16 @@ def main() -> None:
     wpath = os.path.join(tmp, "mlp.safetensors")
     layers = write_layers(wpath, dims, seed=1)
     port = free_port()
-    ray.init(address="local", include_dashboard=False, log_to_driver=False,
-             _node_ip_address="127.0.0.1", object_store_memory=100 << 20)
+    for attempt in (1, 2):  # Ray gives its raylet 30 s to start: a busy box can miss that
+        try:
+            ray.init(address="local", include_dashboard=False, log_to_driver=False,
+                     _node_ip_address="127.0.0.1", object_store_memory=100 << 20)
+            break
+        except Exception as e:  # noqa: BLE001
+            ray.shutdown()
+            if attempt == 2:
+                raise
+            print(f"ray.init failed once ({e}); again")
     results: List[Dict[str, Any]] = []
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -147,9 +156,11 @@ def main() -> None:
                 url = f"http://127.0.0.1:{port}/{name}"
                 for path in paths:
                     if path == "handle":
-                        make = lambda h=handle: (lambda x: h.predict.remote(x).result(timeout_s=60))  # noqa: E731
+                        def make(h=handle):
+                            return lambda x: h.predict.remote(x).result(timeout_s=60)
                     else:
-                        make = lambda u=url: HttpClient(u)  # noqa: E731
+                        def make(u=url):
+                            return HttpClient(u)
                     r = run_load(make, dims[0], args.clients, args.rows, args.duration,
                                  check=lambda x, y: close_to_reference(layers, x, y),
                                  check_first=3)
@@ -170,9 +181,10 @@ def main() -> None:
     print(f"Scale-out on Ray Serve: {dims} f32 MLP, {args.clients} client threads, {args.rows} "
           f"row(s)/request, {args.duration:g} s each, batcher / @serve.batch max {args.max_batch}"
           f" rows, {args.max_delay_us} us; {platform.node()}, {os.cpu_count()} cores, "
-          f"ray {ray.__version__}" + (f", torch {torch.__version__}" if HAVE_TORCH else ""))
+          f"ray {ray.__version__}" + (f", torch {TORCH_VERSION} (CPU)" if HAVE_TORCH else ""))
     if not HAVE_TORCH:
-        print(f"torch rows skipped: torch is not installed here ({TORCH_WHY})")
+        print("torch rows skipped: torch is not installed here (pip install torch --index-url "
+              "https://download.pytorch.org/whl/cpu)")
     print()
     print("| system | replicas | path | rows/s | p50 ms | p99 ms | errors | rows/s vs torch |")
     print("|---|---:|---|---:|---:|---:|---:|---:|")
