@@ -361,3 +361,15 @@ def test_scale_down_under_load_finishes_requests(cluster):
     assert not failures, failures[:5]
     assert done[0] == sent[0] and not retries and during > 0
     assert len(replica_pids(h1, want=2, deadline_s=3)) == 1
+
+
+def test_build_app_reads_command_line_strings():
+    """`serve run streampool.serve:build_app k=v` passes strings; they become typed settings."""
+    a = sps.build_app({"mlp_dims": "8,4", "num_replicas": "2", "max_batch": "8",
+                       "num_gpus": "0", "dtype": "bf16", "seed": "3"})
+    d = a._bound_deployment  # Ray's Application keeps its deployment here
+    assert d.num_replicas == 2 and d.ray_actor_options["num_gpus"] == 0.0
+    s = d.init_args[0]
+    assert (s.mlp_dims, s.max_batch, s.seed, s.dtype) == ([8, 4], 8, 3, "bf16")
+    with pytest.raises(sp.InvalidArgumentError, match="unknown serve settings"):
+        sps.build_app({"mlp_dims": "8,4", "replicas": "2"})
