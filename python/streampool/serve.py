@@ -177,8 +177,8 @@ def _check_array(x: Any, features: int, max_rows: int) -> Tuple[np.ndarray, bool
 
 class _Replica:
     """The replica's state: device, model, batcher, thread pool, and the count of requests in
-    flight (guarded by ``_cv``; ``close`` waits for it to reach 0 before closing the batcher, so
-    no batcher call can start during or after the close)."""
+    flight (guarded by ``_cv``). ``close`` waits for it to reach 0, then for the pool's every
+    row, and only then closes the batcher, so no batcher call runs during or after the close."""
 
     def __init__(self, settings: Union[ServeSettings, Dict[str, Any], None]) -> None:
         s = self.settings = ServeSettings.of(settings)
@@ -262,8 +262,11 @@ class _Replica:
             if self.closed:
                 return True
             self.closed = True
-        self.batcher.close()
+        # The pool first: it waits for every row handed to it, also those of a request that
+        # left early (cancelled by its client, or a sibling row failed), so no batcher call
+        # runs once the batcher closes.
         self.pool.shutdown(wait=True)
+        self.batcher.close()
         self.dev.close()
         return True
 
