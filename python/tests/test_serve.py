@@ -229,7 +229,9 @@ def test_settings_checked():
 
 def test_replica_close_finishes_accepted_requests(weights_path):
     """The replica's shutdown without a cluster: 16 requests in flight when aclose() starts
-    all finish with right answers; a request after it gets ShuttingDown; close is idempotent."""
+    all finish with right answers (and the rows of a cancelled one end before the batcher
+    closes); a request after it gets ShuttingDown; close is idempotent; the health probe
+    fails when the device answers differently."""
     r = sps._Replica(settings(weights_path))
     xs = [np.random.default_rng(i).standard_normal((3, DIMS[0]), dtype=np.float32)
           for i in range(16)]
@@ -243,8 +245,12 @@ def test_replica_close_finishes_accepted_requests(weights_path):
 
     async def main():
         tasks = [asyncio.ensure_future(one(x)) for x in xs]
-        await asyncio.sleep(0)  # every request has entered
-        assert r.inflight == 16
+        cancelled = asyncio.ensure_future(one(np.ones((8, DIMS[0]), np.float32)))
+        await asyncio.sleep(0)  # every request has entered and handed its rows to the pool
+        assert r.inflight == 17
+        cancelled.cancel()  # as when a client goes away: it leaves, its rows run on
+        await asyncio.wait([cancelled], timeout=TIMEOUT)
+        assert cancelled.cancelled() and r.inflight <= 16
         await asyncio.wait_for(r.aclose(), TIMEOUT)
         assert all(t.done() for t in tasks)
         return [t.result() for t in tasks]
@@ -258,7 +264,7 @@ def test_replica_close_finishes_accepted_requests(weights_path):
     ys = asyncio.run(main())
     for x, y in zip(xs, ys):
         assert rel_err(y, reference(LAYERS, x)) <= 1e-5
-    assert r.closed and r.served == 48
+    assert r.closed and r.served == 16 * 3 + 8
     with pytest.raises(sps.ShuttingDown):
         r.enter()
     with pytest.raises(sps.ShuttingDown):
