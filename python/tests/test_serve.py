@@ -8,8 +8,8 @@ compared with the float64 NumPy reference of those weights (f32: relative error 
 Load: 32 threads, seeded requests of 1..5 rows (and some of 20, a whole batch), alternately
 HTTP and handle. Kill: while the load runs, one replica's process gets SIGKILL; a failed request
 (HTTP 5xx, connection error, a Ray actor error) is retried by the client (at most 8 times),
-and the test prints those retries: over HTTP, Serve's proxy answers 500 for the requests that
-were running on the dead replica and does not retry them (10-11 per run measured with Ray 2.60). Scale-down: while the load runs the app is redeployed with 1 replica; no client
+and the test prints those retries: Serve does not retry the requests that were running on the
+dead replica (HTTP: 500 from its proxy; handle: ActorDiedError; 10-13 per run with Ray 2.60). Scale-down: while the load runs the app is redeployed with 1 replica; no client
 retry is allowed then, so any request lost in the graceful shutdown fails the test. Every wait
 has a timeout, and the cluster is shut down at the end even on failure. Skipped with a line when
 Ray Serve is not installed (scripts/python-test.sh installs ray[serve] into the venv).
