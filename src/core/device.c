@@ -42,14 +42,14 @@ sp_device *sp__registry_find_locked(uint64_t id) {
   return NULL;
 }
 
-static void sp__registry_add(sp_device *dev) {
+static void registry_add(sp_device *dev) {
   sp__registry_lock();
   dev->registry_next = sp__registry_head;
   sp__registry_head = dev;
   sp__registry_unlock();
 }
 
-static void sp__registry_remove(sp_device *dev) {
+static void registry_remove(sp_device *dev) {
   sp__registry_lock();
   for (sp_device **p = &sp__registry_head; *p; p = &(*p)->registry_next) {
     if (*p == dev) {
@@ -60,20 +60,20 @@ static void sp__registry_remove(sp_device *dev) {
   sp__registry_unlock();
 }
 
-static void sp__fork_prepare(void) { sp__registry_lock(); }
-static void sp__fork_parent(void) { sp__registry_unlock(); }
-static void sp__fork_child(void) {
+static void fork_prepare(void) { sp__registry_lock(); }
+static void fork_parent(void) { sp__registry_unlock(); }
+static void fork_child(void) {
   sp__registry_head = NULL;
   atomic_fetch_add_explicit(&sp__fork_epoch, 1, memory_order_relaxed);
   sp__registry_unlock();
 }
-static void sp__fork_install(void) {
-  pthread_atfork(sp__fork_prepare, sp__fork_parent, sp__fork_child);
+static void fork_install(void) {
+  pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
 
 /* ---- configuration ---- */
 
-static sp_status sp__config_check_caller(const char *fn, const sp_device_config *c) {
+static sp_status config_check_caller(const char *fn, const sp_device_config *c) {
   if (c->backend && strcmp(c->backend, "auto") && strcmp(c->backend, "host") &&
       strcmp(c->backend, "cuda"))
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: backend '%s' is not auto, host or cuda", fn,
@@ -91,12 +91,12 @@ static sp_status sp__config_check_caller(const char *fn, const sp_device_config 
 }
 
 /* cfg (may be NULL) + defaults + environment -> *out. */
-static sp_status sp__config_effective(const char *fn, const sp_device_config *cfg,
+static sp_status config_effective(const char *fn, const sp_device_config *cfg,
                                       sp_device_config *out) {
   sp_device_config c;
   memset(&c, 0, sizeof(c));
   if (cfg) c = *cfg;
-  sp_status st = sp__config_check_caller(fn, &c);
+  sp_status st = config_check_caller(fn, &c);
   if (st == SP_OK) st = sp__env_apply(fn, &c);
   if (st != SP_OK) return st;
   if (!c.streams) c.streams = 32;
@@ -105,7 +105,7 @@ static sp_status sp__config_effective(const char *fn, const sp_device_config *cf
   return SP_OK;
 }
 
-static sp_status sp__device_backend_open(const char *fn, const sp_device_config *c,
+static sp_status device_backend_open(const char *fn, const sp_device_config *c,
                                          const sp__backend **be_out) {
   const sp__backend *be = NULL;
   sp_status st = sp__backend_find(c->backend, &be);
@@ -122,7 +122,7 @@ static sp_status sp__device_backend_open(const char *fn, const sp_device_config 
 
 /* ---- open / close ---- */
 
-static void sp__device_init_streams(sp_device *dev) {
+static void device_init_streams(sp_device *dev) {
   for (unsigned i = 0; i < SP_STREAMS_MAX; i++) {
     dev->streams[i].dev = dev;
     dev->streams[i].index = i;
@@ -136,11 +136,11 @@ static void sp__device_init_streams(sp_device *dev) {
 sp_status sp_device_open(const sp_device_config *cfg, sp_device **out) {
   static const char fn[] = "sp_device_open";
   if (!out) return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: out is NULL", fn);
-  pthread_once(&sp__fork_once, sp__fork_install);
+  pthread_once(&sp__fork_once, fork_install);
   sp_device_config c;
   const sp__backend *be = NULL;
-  sp_status st = sp__config_effective(fn, cfg, &c);
-  if (st == SP_OK) st = sp__device_backend_open(fn, &c, &be);
+  sp_status st = config_effective(fn, cfg, &c);
+  if (st == SP_OK) st = device_backend_open(fn, &c, &be);
   if (st != SP_OK) return st;
 
   sp_device *dev = sp__calloc(1, sizeof(*dev));
@@ -152,7 +152,7 @@ sp_status sp_device_open(const sp_device_config *cfg, sp_device **out) {
   snprintf(dev->backend_name, sizeof(dev->backend_name), "%s", be->name);
   dev->cfg.backend = dev->backend_name;
   atomic_init(&dev->rr_next, 0);
-  sp__device_init_streams(dev);
+  device_init_streams(dev);
   if (sp__mutex_init(&dev->stream_create_mu, SP__RANK_STREAM_CREATE)) {
     st = sp__fail(SP_ERR_HOST_MEMORY, "%s: pthread_mutex_init failed", fn);
     goto free_dev;
@@ -171,7 +171,7 @@ sp_status sp_device_open(const sp_device_config *cfg, sp_device **out) {
   snprintf(dev->name, sizeof(dev->name), "%s", name ? name : be->name);
   st = sp__alloc_create(dev, &dev->alloc);
   if (st != SP_OK) goto close_bdev;
-  sp__registry_add(dev);
+  registry_add(dev);
   *out = dev;
   return SP_OK;
 
@@ -199,7 +199,7 @@ sp_status sp_device_close(sp_device *dev) {
                     "are still alive; destroy the batchers and free the models first (the device "
                     "stays open)", models, batchers);
   int cancel = sp__cancel_off(); /* syncs, and joins the host backend's stream threads */
-  sp__registry_remove(dev);
+  registry_remove(dev);
   sp__bindings_forget(dev);
   (void)sp__device_sync_all(dev);
   sp__alloc_destroy(dev->alloc);

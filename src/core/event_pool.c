@@ -88,22 +88,22 @@ struct sp__event_pool {
   atomic_uint retired;          /* slots retired at a generation wrap                     */
 };
 
-static uint32_t sp__event_gen0(uint64_t seed, uint32_t index) {
+static uint32_t event_gen0(uint64_t seed, uint32_t index) {
   uint64_t z = seed * 0x9E3779B97F4A7C15ull + index;
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
   return (uint32_t)(z ^ (z >> 31));
 }
 
-static sp__event_slot *sp__event_slot_at(sp__event_pool *p, uint32_t i) {
+static sp__event_slot *event_slot_at(sp__event_pool *p, uint32_t i) {
   uint32_t c = i / SP__EV_CHUNK;
   if (c >= SP__EV_CHUNKS_MAX) return NULL;
   sp__event_slot *chunk = atomic_load_explicit(&p->chunks[c], memory_order_acquire);
   return chunk ? &chunk[i % SP__EV_CHUNK] : NULL;
 }
 
-static _Atomic uint32_t *sp__event_link(void *ctx, uint32_t i) {
-  return &sp__event_slot_at(ctx, i)->link;
+static _Atomic uint32_t *event_link(void *ctx, uint32_t i) {
+  return &event_slot_at(ctx, i)->link;
 }
 
 sp_status sp__event_pool_create(sp_device *dev) {
@@ -137,7 +137,7 @@ void sp__event_pool_destroy(sp_device *dev) {
 }
 
 /* Publishes chunk c if it is not there yet. */
-static sp_status sp__event_chunk_ensure(sp__event_pool *p, uint32_t c) {
+static sp_status event_chunk_ensure(sp__event_pool *p, uint32_t c) {
   if (atomic_load_explicit(&p->chunks[c], memory_order_acquire)) return SP_OK;
   sp_status st = SP_OK;
   sp__mutex_lock(&p->grow_mu);
@@ -145,7 +145,7 @@ static sp_status sp__event_chunk_ensure(sp__event_pool *p, uint32_t c) {
     sp__event_slot *chunk = sp__calloc(SP__EV_CHUNK, sizeof(*chunk));
     if (chunk) {
       for (uint32_t k = 0; k < SP__EV_CHUNK; k++) {
-        uint32_t gen = sp__event_gen0(p->gen_seed, c * SP__EV_CHUNK + k);
+        uint32_t gen = event_gen0(p->gen_seed, c * SP__EV_CHUNK + k);
         chunk[k].gen0 = gen;
         atomic_init(&chunk[k].state, (uint64_t)gen << 32);
         atomic_init(&chunk[k].link, 0);
@@ -163,7 +163,7 @@ static sp_status sp__event_chunk_ensure(sp__event_pool *p, uint32_t c) {
 /* Up to `want` never-used consecutive slot indices [*first, *first + *count) of one chunk, that
  * chunk published, their flags set. Runs keep one thread's fresh slots off other threads' cache
  * lines. */
-static sp_status sp__event_slots_new(sp__event_pool *p, unsigned want, unsigned flags,
+static sp_status event_slots_new(sp__event_pool *p, unsigned want, unsigned flags,
                                      uint32_t *first, unsigned *count) {
   const unsigned cap = (unsigned)SP__EV_CHUNK * SP__EV_CHUNKS_MAX;
   unsigned i = atomic_load_explicit(&p->next_index, memory_order_relaxed), n = 0;
@@ -174,9 +174,9 @@ static sp_status sp__event_slots_new(sp__event_pool *p, unsigned want, unsigned 
     if (n > SP__EV_CHUNK - i % SP__EV_CHUNK) n = SP__EV_CHUNK - i % SP__EV_CHUNK;
   } while (!atomic_compare_exchange_weak_explicit(&p->next_index, &i, i + n, memory_order_relaxed,
                                                   memory_order_relaxed));
-  sp_status st = sp__event_chunk_ensure(p, i / SP__EV_CHUNK);
+  sp_status st = event_chunk_ensure(p, i / SP__EV_CHUNK);
   if (st != SP_OK) return st; /* the indices are lost; only after a host OOM */
-  for (unsigned k = 0; k < n; k++) sp__event_slot_at(p, i + k)->flags = flags;
+  for (unsigned k = 0; k < n; k++) event_slot_at(p, i + k)->flags = flags;
   *first = i;
   *count = n;
   return SP_OK;
@@ -205,27 +205,27 @@ typedef struct sp__evc {
 } sp__evc;
 
 static _Thread_local sp__evc *sp__evc_tls SP__EVC_TLS; /* this thread's cache, or NULL   */
-static pthread_key_t sp__evc_key;                       /* its destructor: sp__evc_exit   */
+static pthread_key_t sp__evc_key;                       /* its destructor: evc_exit   */
 static pthread_once_t sp__evc_once = PTHREAD_ONCE_INIT;
 static int sp__evc_key_ok;                              /* written once, under the once   */
 
-static uint64_t sp__evc_key_of(const sp_device *dev, unsigned cls) { return dev->id << 1 | cls; }
+static uint64_t evc_key_of(const sp_device *dev, unsigned cls) { return dev->id << 1 | cls; }
 
 /* Claims cached slot i of generation gen: (gen, cached) -> (gen, free), exclusively the caller's.
  * Fails when a stealer took it first. */
-static bool sp__event_claim_cached(sp__event_slot *slot, uint32_t gen) {
+static bool event_claim_cached(sp__event_slot *slot, uint32_t gen) {
   uint64_t want = (uint64_t)gen << 32 | SP__EVS_CACHED;
   return atomic_compare_exchange_strong_explicit(&slot->state, &want, (uint64_t)gen << 32,
                                                  memory_order_acquire, memory_order_relaxed);
 }
 
 /* Moves e's count oldest pairs (the bottom) to the shared stack of p; stolen ones are dropped. */
-static void sp__evc_flush(sp__event_pool *p, sp__evc_entry *e, unsigned count) {
+static void evc_flush(sp__event_pool *p, sp__evc_entry *e, unsigned count) {
   sp_assert(count <= e->n && e->key);
   sp__idstack *free = &p->free[e->key & 1u];
   for (unsigned k = 0; k < count; k++) {
-    sp__event_slot *slot = sp__event_slot_at(p, e->idx[k]);
-    if (sp__event_claim_cached(slot, e->gen[k])) sp__idstack_push(free, &slot->link, e->idx[k]);
+    sp__event_slot *slot = event_slot_at(p, e->idx[k]);
+    if (event_claim_cached(slot, e->gen[k])) sp__idstack_push(free, &slot->link, e->idx[k]);
   }
   memmove(e->idx, e->idx + count, (e->n - count) * sizeof(e->idx[0]));
   memmove(e->gen, e->gen + count, (e->n - count) * sizeof(e->gen[0]));
@@ -233,28 +233,28 @@ static void sp__evc_flush(sp__event_pool *p, sp__evc_entry *e, unsigned count) {
 }
 
 /* Thread exit: each entry's indices go back to their device if it is still open. */
-static void sp__evc_exit(void *arg) {
+static void evc_exit(void *arg) {
   sp__evc *c = arg;
   sp__registry_lock();
   for (unsigned k = 0; k < SP__EVC_ENTRIES; k++) {
     sp__evc_entry *e = &c->entry[k];
     sp_device *dev = e->n ? sp__registry_find_locked(e->key >> 1) : NULL;
-    if (dev) sp__evc_flush(dev->events, e, e->n);
+    if (dev) evc_flush(dev->events, e, e->n);
   }
   sp__registry_unlock();
   if (sp__evc_tls == c) sp__evc_tls = NULL;
   sp__free(c);
 }
 
-static void sp__evc_key_create(void) {
-  sp__evc_key_ok = !pthread_key_create(&sp__evc_key, sp__evc_exit);
+static void evc_key_create(void) {
+  sp__evc_key_ok = !pthread_key_create(&sp__evc_key, evc_exit);
 }
 
 /* This thread's cache, made on first use; NULL without host memory or a pthread key (the caller
  * then uses the shared stacks directly). */
-static sp__evc *sp__evc_get(void) {
+static sp__evc *evc_get(void) {
   if (sp__evc_tls) return sp__evc_tls;
-  pthread_once(&sp__evc_once, sp__evc_key_create);
+  pthread_once(&sp__evc_once, evc_key_create);
   if (!sp__evc_key_ok) return NULL;
   sp__evc *c = sp__calloc(1, sizeof(*c));
   if (!c) return NULL;
@@ -267,7 +267,7 @@ static sp__evc *sp__evc_get(void) {
 }
 
 /* This thread's entry for key, or NULL (the hot path: a TLS load and a short scan). */
-static inline sp__evc_entry *sp__evc_find(uint64_t key) {
+static inline sp__evc_entry *evc_find(uint64_t key) {
   sp__evc *c = sp__evc_tls;
   if (SP__UNLIKELY(!c)) return NULL;
   for (unsigned k = 0; k < SP__EVC_ENTRIES; k++)
@@ -277,7 +277,7 @@ static inline sp__evc_entry *sp__evc_find(uint64_t key) {
 
 /* All entries are taken: drops those of closed devices; if none was, evicts one round-robin,
  * giving its indices back to its device. Returns the freed entry. */
-static sp__evc_entry *sp__evc_reclaim(sp__evc *c) {
+static sp__evc_entry *evc_reclaim(sp__evc *c) {
   sp__evc_entry *empty = NULL;
   sp__registry_lock();
   for (unsigned k = 0; k < SP__EVC_ENTRIES; k++) {
@@ -288,20 +288,20 @@ static sp__evc_entry *sp__evc_reclaim(sp__evc *c) {
   }
   if (!empty) {
     empty = &c->entry[c->victim++ % SP__EVC_ENTRIES];
-    sp__evc_flush(sp__registry_find_locked(empty->key >> 1)->events, empty, empty->n);
+    evc_flush(sp__registry_find_locked(empty->key >> 1)->events, empty, empty->n);
   }
   sp__registry_unlock();
   return empty;
 }
 
 /* A new empty entry for key in this thread's cache, or NULL if the thread has no cache. */
-static sp__evc_entry *sp__evc_claim(uint64_t key) {
-  sp__evc *c = sp__evc_get();
+static sp__evc_entry *evc_claim(uint64_t key) {
+  sp__evc *c = evc_get();
   if (!c) return NULL;
   sp__evc_entry *e = NULL;
   for (unsigned k = 0; k < SP__EVC_ENTRIES && !e; k++)
     if (!c->entry[k].key) e = &c->entry[k];
-  if (!e) e = sp__evc_reclaim(c);
+  if (!e) e = evc_reclaim(c);
   sp_assert(e->n == 0 || e->key == 0);
   e->key = key;
   e->n = 0;
@@ -309,10 +309,10 @@ static sp__evc_entry *sp__evc_claim(uint64_t key) {
 }
 
 /* Pops a pair of e that this thread can still claim; SP__IDSTACK_NONE when none is left. */
-static inline uint32_t sp__evc_pop(sp__event_pool *p, sp__evc_entry *e) {
+static inline uint32_t evc_pop(sp__event_pool *p, sp__evc_entry *e) {
   while (e->n) {
     e->n--;
-    if (SP__LIKELY(sp__event_claim_cached(sp__event_slot_at(p, e->idx[e->n]), e->gen[e->n])))
+    if (SP__LIKELY(event_claim_cached(event_slot_at(p, e->idx[e->n]), e->gen[e->n])))
       return e->idx[e->n];
   }
   return SP__IDSTACK_NONE;
@@ -320,16 +320,16 @@ static inline uint32_t sp__evc_pop(sp__event_pool *p, sp__evc_entry *e) {
 
 /* The pool is exhausted but for slots in other threads' caches: claims one cached slot of flag
  * set cls, scanning from a rotating cursor (every created slot at most once). */
-static uint32_t sp__event_steal(sp__event_pool *p, unsigned cls) {
+static uint32_t event_steal(sp__event_pool *p, unsigned cls) {
   unsigned created = atomic_load_explicit(&p->next_index, memory_order_relaxed);
   unsigned start = atomic_load_explicit(&p->steal_cursor, memory_order_relaxed);
   for (unsigned k = 0; k < created; k++) {
     uint32_t i = (start + k) % created;
-    sp__event_slot *slot = sp__event_slot_at(p, i);
+    sp__event_slot *slot = event_slot_at(p, i);
     if (!slot) continue; /* its chunk is being published (or failed to be) */
     uint64_t s = atomic_load_explicit(&slot->state, memory_order_acquire); /* flags published */
     if ((s & (SP__EVS_CACHED | SP__EVS_LIVE)) != SP__EVS_CACHED) continue;
-    if ((slot->flags & SP_EVENT_TIMING) != cls || !sp__event_claim_cached(slot, SP__EVS_GEN(s)))
+    if ((slot->flags & SP_EVENT_TIMING) != cls || !event_claim_cached(slot, SP__EVS_GEN(s)))
       continue;
     atomic_store_explicit(&p->steal_cursor, i + 1, memory_order_relaxed);
     return i;
@@ -337,21 +337,21 @@ static uint32_t sp__event_steal(sp__event_pool *p, unsigned cls) {
   return SP__IDSTACK_NONE;
 }
 
-/* Slow path of sp__event_take: fills this thread's entry with up to a batch from the shared stack,
+/* Slow path of event_take: fills this thread's entry with up to a batch from the shared stack,
  * else makes never-used slots, else steals from other threads' caches. e: the thread's entry for
  * (dev, cls), or NULL. */
-static SP__EVC_NOINLINE sp_status sp__event_take_slow(sp_device *dev, unsigned flags,
+static SP__EVC_NOINLINE sp_status event_take_slow(sp_device *dev, unsigned flags,
                                                       sp__evc_entry *e, uint32_t *out) {
   sp__event_pool *p = dev->events;
   unsigned cls = flags & SP_EVENT_TIMING;
-  if (!e) e = sp__evc_claim(sp__evc_key_of(dev, cls));
-  uint32_t i = sp__idstack_pop(&p->free[cls], sp__event_link, p);
+  if (!e) e = evc_claim(evc_key_of(dev, cls));
+  uint32_t i = sp__idstack_pop(&p->free[cls], event_link, p);
   if (i != SP__IDSTACK_NONE) {
     /* Popped indices are free and uncached: this thread's alone. Cache up to a batch more. */
     while (e && e->n < SP__EVC_BATCH) {
-      uint32_t j = sp__idstack_pop(&p->free[cls], sp__event_link, p);
+      uint32_t j = sp__idstack_pop(&p->free[cls], event_link, p);
       if (j == SP__IDSTACK_NONE) break;
-      sp__event_slot *slot = sp__event_slot_at(p, j);
+      sp__event_slot *slot = event_slot_at(p, j);
       uint32_t gen = SP__EVS_GEN(atomic_load_explicit(&slot->state, memory_order_relaxed));
       atomic_store_explicit(&slot->state, (uint64_t)gen << 32 | SP__EVS_CACHED,
                             memory_order_release);
@@ -362,11 +362,11 @@ static SP__EVC_NOINLINE sp_status sp__event_take_slow(sp_device *dev, unsigned f
     return SP_OK;
   }
   unsigned n = 0;
-  sp_status st = sp__event_slots_new(p, e ? SP__EVC_BATCH : 1u, flags, &i, &n);
+  sp_status st = event_slots_new(p, e ? SP__EVC_BATCH : 1u, flags, &i, &n);
   if (st == SP_OK) {
     sp_assert(n >= 1 && (e ? e->n + n - 1 <= SP__EVC_MAX : n == 1));
     for (unsigned k = n; e && k-- > 1;) { /* i itself is taken; the rest cached, lowest on top */
-      sp__event_slot *slot = sp__event_slot_at(p, i + k);
+      sp__event_slot *slot = event_slot_at(p, i + k);
       atomic_store_explicit(&slot->state, (uint64_t)slot->gen0 << 32 | SP__EVS_CACHED,
                             memory_order_release);
       e->idx[e->n] = i + k;
@@ -376,7 +376,7 @@ static SP__EVC_NOINLINE sp_status sp__event_take_slow(sp_device *dev, unsigned f
     return SP_OK;
   }
   if (st != SP_ERR_POOL_EXHAUSTED) return st;
-  i = sp__event_steal(p, cls);
+  i = event_steal(p, cls);
   if (i == SP__IDSTACK_NONE)
     return sp__fail(SP_ERR_POOL_EXHAUSTED,
                     "sp_event_acquire: all %u events of the pool are in use (%u retired at a "
@@ -389,47 +389,47 @@ static SP__EVC_NOINLINE sp_status sp__event_take_slow(sp_device *dev, unsigned f
 
 /* A free slot index of dev for flags, the caller's alone: from this thread's cache when it has
  * one. */
-static inline sp_status sp__event_take(sp_device *dev, unsigned flags, uint32_t *out) {
-  sp__evc_entry *e = sp__evc_find(sp__evc_key_of(dev, flags & SP_EVENT_TIMING));
+static inline sp_status event_take(sp_device *dev, unsigned flags, uint32_t *out) {
+  sp__evc_entry *e = evc_find(evc_key_of(dev, flags & SP_EVENT_TIMING));
   if (SP__LIKELY(e && e->n)) {
-    uint32_t i = sp__evc_pop(dev->events, e);
+    uint32_t i = evc_pop(dev->events, e);
     if (SP__LIKELY(i != SP__IDSTACK_NONE)) {
       *out = i;
       return SP_OK;
     }
   }
-  return sp__event_take_slow(dev, flags, e, out);
+  return event_take_slow(dev, flags, e, out);
 }
 
 /* Gives free, uncached, unpinned slot i (flag set cls) back: to this thread's cache, else the
  * shared stack. */
-static SP__EVC_NOINLINE void sp__event_put(sp_device *dev, unsigned cls, uint32_t i) {
+static SP__EVC_NOINLINE void event_put(sp_device *dev, unsigned cls, uint32_t i) {
   sp__event_pool *p = dev->events;
-  sp__event_slot *slot = sp__event_slot_at(p, i);
+  sp__event_slot *slot = event_slot_at(p, i);
   uint64_t s = atomic_load_explicit(&slot->state, memory_order_relaxed);
   sp_assert(!(s & (SP__EVS_LIVE | SP__EVS_CACHED | SP__EVS_PINS)));
-  sp__evc_entry *e = sp__evc_find(sp__evc_key_of(dev, cls));
-  if (!e) e = sp__evc_claim(sp__evc_key_of(dev, cls));
+  sp__evc_entry *e = evc_find(evc_key_of(dev, cls));
+  if (!e) e = evc_claim(evc_key_of(dev, cls));
   if (!e) {
     sp__idstack_push(&p->free[cls], &slot->link, i);
     return;
   }
-  if (e->n == SP__EVC_MAX) sp__evc_flush(p, e, SP__EVC_BATCH);
+  if (e->n == SP__EVC_MAX) evc_flush(p, e, SP__EVC_BATCH);
   atomic_store_explicit(&slot->state, s | SP__EVS_CACHED, memory_order_release);
   e->idx[e->n] = i;
   e->gen[e->n++] = SP__EVS_GEN(s);
 }
 
-/* A released slot's last user gives it back (sp__event_put), unless its generation wrapped to its
+/* A released slot's last user gives it back (event_put), unless its generation wrapped to its
  * first: then it is retired, so no handle of an earlier generation can ever match again. */
-static void sp__event_recycle(sp_device *dev, unsigned cls, uint32_t i) {
+static void event_recycle(sp_device *dev, unsigned cls, uint32_t i) {
   sp__event_pool *p = dev->events;
-  sp__event_slot *slot = sp__event_slot_at(p, i);
+  sp__event_slot *slot = event_slot_at(p, i);
   if (SP__EVS_GEN(atomic_load_explicit(&slot->state, memory_order_relaxed)) == slot->gen0) {
     atomic_fetch_add_explicit(&p->retired, 1, memory_order_relaxed);
     return;
   }
-  sp__event_put(dev, cls, i);
+  event_put(dev, cls, i);
 }
 
 /* ---- acquire, pin, release ---- */
@@ -439,15 +439,15 @@ sp_status sp__event_acquire(sp_device *dev, unsigned flags, sp_event *out) {
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_event_acquire: unknown flags 0x%x", flags);
   if (!out) return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_event_acquire: out is NULL");
   uint32_t i = 0;
-  sp_status st = sp__event_take(dev, flags, &i);
+  sp_status st = event_take(dev, flags, &i);
   if (st != SP_OK) return st;
-  sp__event_slot *slot = sp__event_slot_at(dev->events, i);
+  sp__event_slot *slot = event_slot_at(dev->events, i);
   sp_assert(slot && slot->flags == flags);
   if (SP__UNLIKELY(!slot->bev)) {
     st = dev->be->event_create(dev->bdev, flags, &slot->bev);
     if (st != SP_OK) {
       slot->bev = NULL;
-      sp__event_put(dev, flags & SP_EVENT_TIMING, i); /* never live: no generation used up */
+      event_put(dev, flags & SP_EVENT_TIMING, i); /* never live: no generation used up */
       return st;
     }
   }
@@ -459,7 +459,7 @@ sp_status sp__event_acquire(sp_device *dev, unsigned flags, sp_event *out) {
   return SP_OK;
 }
 
-static sp_status sp__event_stale(const char *fn, sp_event ev) {
+static sp_status event_stale(const char *fn, sp_event ev) {
   return sp__fail(SP_ERR_INVALID_HANDLE,
                   "%s: event 0x%llx is not a live event of this device (released, stale, never "
                   "acquired or another device's)",
@@ -467,15 +467,15 @@ static sp_status sp__event_stale(const char *fn, sp_event ev) {
 }
 
 /* Pins the live slot of ev (checked and pinned in one CAS), or SP_ERR_INVALID_HANDLE. Every
- * SP_OK is paired with sp__event_slot_unpin. */
-static sp_status sp__event_pin(sp_device *dev, sp_event ev, const char *fn, sp__event_slot **out) {
+ * SP_OK is paired with event_slot_unpin. */
+static sp_status event_pin(sp_device *dev, sp_event ev, const char *fn, sp__event_slot **out) {
   uint32_t i1 = (uint32_t)ev.id;
-  sp__event_slot *slot = i1 ? sp__event_slot_at(dev->events, i1 - 1) : NULL;
-  if (SP__UNLIKELY(!slot)) return sp__event_stale(fn, ev);
+  sp__event_slot *slot = i1 ? event_slot_at(dev->events, i1 - 1) : NULL;
+  if (SP__UNLIKELY(!slot)) return event_stale(fn, ev);
   uint64_t want = (ev.id >> 32) << 32 | SP__EVS_LIVE;
   uint64_t s = atomic_load_explicit(&slot->state, memory_order_relaxed);
   do {
-    if (SP__UNLIKELY((s & ~SP__EVS_PINS) != want)) return sp__event_stale(fn, ev);
+    if (SP__UNLIKELY((s & ~SP__EVS_PINS) != want)) return event_stale(fn, ev);
     if (SP__UNLIKELY((s & SP__EVS_PINS) == SP__EVS_PINS))
       return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: 2^30 calls at once on event 0x%llx", fn,
                       (unsigned long long)ev.id);
@@ -486,35 +486,35 @@ static sp_status sp__event_pin(sp_device *dev, sp_event ev, const char *fn, sp__
 }
 
 /* Drops a pin; the last pin of a slot released meanwhile recycles it. */
-static void sp__event_slot_unpin(sp_device *dev, sp__event_slot *slot, uint32_t i) {
+static void event_slot_unpin(sp_device *dev, sp__event_slot *slot, uint32_t i) {
   uint64_t old = atomic_fetch_sub_explicit(&slot->state, SP__EVS_PIN, memory_order_acq_rel);
   sp_assert(old & SP__EVS_PINS);
   if (SP__UNLIKELY((old & (SP__EVS_PINS | SP__EVS_LIVE)) == SP__EVS_PIN))
-    sp__event_recycle(dev, slot->flags & SP_EVENT_TIMING, i);
+    event_recycle(dev, slot->flags & SP_EVENT_TIMING, i);
 }
 
-static void sp__event_unpin_ev(sp_device *dev, sp__event_slot *slot, sp_event ev) {
-  sp__event_slot_unpin(dev, slot, (uint32_t)ev.id - 1);
+static void event_unpin_ev(sp_device *dev, sp__event_slot *slot, sp_event ev) {
+  event_slot_unpin(dev, slot, (uint32_t)ev.id - 1);
 }
 
 void sp__event_unpin(sp_device *dev, sp_event ev) {
-  sp__event_unpin_ev(dev, sp__event_slot_at(dev->events, (uint32_t)ev.id - 1), ev);
+  event_unpin_ev(dev, event_slot_at(dev->events, (uint32_t)ev.id - 1), ev);
 }
 
 sp_status sp__event_release(sp_device *dev, sp_event ev) {
   static const char fn[] = "sp_event_release";
   uint32_t i1 = (uint32_t)ev.id;
-  sp__event_slot *slot = i1 ? sp__event_slot_at(dev->events, i1 - 1) : NULL;
-  if (!slot) return sp__event_stale(fn, ev);
+  sp__event_slot *slot = i1 ? event_slot_at(dev->events, i1 - 1) : NULL;
+  if (!slot) return event_stale(fn, ev);
   uint32_t gen = (uint32_t)(ev.id >> 32), next_gen = gen + 1;
   uint64_t want = (uint64_t)gen << 32 | SP__EVS_LIVE;
   unsigned cls = slot->flags & SP_EVENT_TIMING;
   /* Fast path: no pin, room in this thread's cache, no wrap: cached in the same CAS. */
-  sp__evc_entry *e = sp__evc_find(sp__evc_key_of(dev, cls));
+  sp__evc_entry *e = evc_find(evc_key_of(dev, cls));
   bool cache = e && e->n < SP__EVC_MAX && next_gen != slot->gen0;
   uint64_t s = atomic_load_explicit(&slot->state, memory_order_relaxed), next;
   do {
-    if ((s & ~SP__EVS_PINS) != want) return sp__event_stale(fn, ev);
+    if ((s & ~SP__EVS_PINS) != want) return event_stale(fn, ev);
     next = (uint64_t)next_gen << 32 | (s & SP__EVS_PINS);
     if (cache && !(s & SP__EVS_PINS)) next |= SP__EVS_CACHED;
   } while (!atomic_compare_exchange_weak_explicit(&slot->state, &s, next, memory_order_acq_rel,
@@ -523,7 +523,7 @@ sp_status sp__event_release(sp_device *dev, sp_event ev) {
     e->idx[e->n] = i1 - 1;
     e->gen[e->n++] = next_gen;
   } else if (!(next & SP__EVS_PINS)) {
-    sp__event_recycle(dev, cls, i1 - 1);
+    event_recycle(dev, cls, i1 - 1);
   } /* else: pinned; the last unpin recycles it */
   return SP_OK;
 }
@@ -535,21 +535,21 @@ sp_status sp__event_record(sp_device *dev, sp_event ev, sp_stream *s) {
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_event_record: stream %u is another device's",
                     s->index);
   sp_status st = sp__stream_backend(s, &bs);
-  if (st == SP_OK) st = sp__event_pin(dev, ev, "sp_event_record", &slot);
+  if (st == SP_OK) st = event_pin(dev, ev, "sp_event_record", &slot);
   if (st != SP_OK) return st;
   st = dev->be->event_record(slot->bev, bs);
   if (st == SP_OK) atomic_store_explicit(&slot->stream, s, memory_order_release);
-  sp__event_unpin_ev(dev, slot, ev);
+  event_unpin_ev(dev, slot, ev);
   return st;
 }
 
 sp_status sp__event_query(sp_device *dev, sp_event ev) {
   sp__event_slot *slot = NULL;
-  sp_status st = sp__event_pin(dev, ev, "sp_event_query", &slot);
+  sp_status st = event_pin(dev, ev, "sp_event_query", &slot);
   if (st != SP_OK) return st;
   if (atomic_load_explicit(&slot->stream, memory_order_acquire))
     st = dev->be->event_query(slot->bev);
-  sp__event_unpin_ev(dev, slot, ev);
+  event_unpin_ev(dev, slot, ev);
   return st;
 }
 
@@ -557,17 +557,17 @@ sp_status sp__stream_wait_event(sp_stream *s, sp_event ev) {
   sp__event_slot *slot = NULL;
   sp__bstream *bs = NULL;
   sp_status st = sp__stream_backend(s, &bs);
-  if (st == SP_OK) st = sp__event_pin(s->dev, ev, "sp_stream_wait_event", &slot);
+  if (st == SP_OK) st = event_pin(s->dev, ev, "sp_stream_wait_event", &slot);
   if (st != SP_OK) return st;
   if (atomic_load_explicit(&slot->stream, memory_order_acquire))
     st = s->dev->be->stream_wait_event(bs, slot->bev);
-  sp__event_unpin_ev(s->dev, slot, ev);
+  event_unpin_ev(s->dev, slot, ev);
   return st;
 }
 
 sp_status sp__event_backend(sp_device *dev, sp_event ev, const char *fn, sp__bevent **out) {
   sp__event_slot *slot = NULL;
-  sp_status st = sp__event_pin(dev, ev, fn, &slot);
+  sp_status st = event_pin(dev, ev, fn, &slot);
   if (st != SP_OK) return st;
   *out = atomic_load_explicit(&slot->stream, memory_order_acquire) ? slot->bev : NULL;
   return SP_OK;
@@ -575,11 +575,11 @@ sp_status sp__event_backend(sp_device *dev, sp_event ev, const char *fn, sp__bev
 
 sp_status sp__event_force_generation(sp_device *dev, sp_event ev, uint32_t gen, sp_event *out) {
   sp__event_slot *slot = NULL;
-  sp_status st = sp__event_pin(dev, ev, "sp__event_force_generation", &slot);
+  sp_status st = event_pin(dev, ev, "sp__event_force_generation", &slot);
   if (st != SP_OK) return st;
   uint64_t s = atomic_load_explicit(&slot->state, memory_order_relaxed);
   if ((s & SP__EVS_PINS) != SP__EVS_PIN) {
-    sp__event_unpin_ev(dev, slot, ev);
+    event_unpin_ev(dev, slot, ev);
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp__event_force_generation: event is in use");
   }
   atomic_store_explicit(&slot->state, (uint64_t)gen << 32 | SP__EVS_LIVE, memory_order_release);
@@ -612,14 +612,14 @@ sp_status sp_event_query(sp_device *dev, sp_event ev) {
 sp_status sp_event_sync(sp_device *dev, sp_event ev) {
   sp__event_slot *slot = NULL;
   sp_status st = sp__device_enter(dev, "sp_event_sync");
-  if (st == SP_OK) st = sp__event_pin(dev, ev, "sp_event_sync", &slot);
+  if (st == SP_OK) st = event_pin(dev, ev, "sp_event_sync", &slot);
   if (st != SP_OK) return st;
   if (atomic_load_explicit(&slot->stream, memory_order_acquire)) {
     int cancel = sp__cancel_off();
     st = dev->be->event_sync(slot->bev);
     sp__cancel_restore(cancel);
   }
-  sp__event_unpin_ev(dev, slot, ev);
+  event_unpin_ev(dev, slot, ev);
   return st;
 }
 
@@ -629,25 +629,25 @@ sp_status sp_stream_wait_event(sp_stream *s, sp_event ev) {
 }
 
 /* Pins a recorded timing event of dev for sp_event_elapsed_ms. */
-static sp_status sp__event_timed(sp_device *dev, sp_event ev, const char *which,
+static sp_status event_timed(sp_device *dev, sp_event ev, const char *which,
                                  sp__event_slot **out) {
   static const char fn[] = "sp_event_elapsed_ms";
   sp__event_slot *slot = NULL;
-  sp_status st = sp__event_pin(dev, ev, fn, &slot);
+  sp_status st = event_pin(dev, ev, fn, &slot);
   if (st != SP_OK) return st;
   if (!(slot->flags & SP_EVENT_TIMING))
     st = sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: %s event lacks SP_EVENT_TIMING", fn, which);
   else if (!atomic_load_explicit(&slot->stream, memory_order_acquire))
     st = sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: %s event was never recorded", fn, which);
   if (st != SP_OK) {
-    sp__event_unpin_ev(dev, slot, ev);
+    event_unpin_ev(dev, slot, ev);
     return st;
   }
   *out = slot;
   return SP_OK;
 }
 
-static sp_status sp__event_elapsed_pinned(sp_device *dev, sp__event_slot *a, sp__event_slot *b,
+static sp_status event_elapsed_pinned(sp_device *dev, sp__event_slot *a, sp__event_slot *b,
                                           float *ms) {
   if (!dev->be->event_elapsed_ms)
     return sp__fail(SP_ERR_UNSUPPORTED, "sp_event_elapsed_ms: backend %s has no event timing",
@@ -668,14 +668,14 @@ sp_status sp_event_elapsed_ms(sp_device *dev, sp_event start, sp_event end, floa
   sp_status st = sp__device_enter(dev, fn);
   if (st != SP_OK) return st;
   if (!ms) return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: ms is NULL", fn);
-  st = sp__event_timed(dev, start, "start", &a);
+  st = event_timed(dev, start, "start", &a);
   if (st != SP_OK) return st;
-  st = sp__event_timed(dev, end, "end", &b);
+  st = event_timed(dev, end, "end", &b);
   if (st == SP_OK) {
-    st = sp__event_elapsed_pinned(dev, a, b, ms);
-    sp__event_unpin_ev(dev, b, end);
+    st = event_elapsed_pinned(dev, a, b, ms);
+    event_unpin_ev(dev, b, end);
   }
-  sp__event_unpin_ev(dev, a, start);
+  event_unpin_ev(dev, a, start);
   return st;
 }
 
@@ -684,10 +684,10 @@ sp_status sp_event_stream(sp_device *dev, sp_event ev, sp_stream **out) {
   sp_status st = sp__device_enter(dev, "sp_event_stream");
   if (st != SP_OK) return st;
   if (!out) return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_event_stream: out is NULL");
-  st = sp__event_pin(dev, ev, "sp_event_stream", &slot);
+  st = event_pin(dev, ev, "sp_event_stream", &slot);
   if (st != SP_OK) return st;
   sp_stream *s = atomic_load_explicit(&slot->stream, memory_order_acquire);
-  sp__event_unpin_ev(dev, slot, ev);
+  event_unpin_ev(dev, slot, ev);
   if (!s) return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_event_stream: event was never recorded");
   *out = s;
   return SP_OK;

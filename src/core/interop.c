@@ -29,7 +29,7 @@ static sp__pinned_rec *sp__pinned_head; /* live buffers of every device (sp__pin
 
 /* ---- native streams ---- */
 
-static sp_status sp__interop_stream(sp_stream *s, const char *fn, sp__bstream **bs) {
+static sp_status interop_stream(sp_stream *s, const char *fn, sp__bstream **bs) {
   sp_status st = sp__stream_enter(s, fn);
   if (st != SP_OK) return st;
   if (!s->dev->be->stream_native)
@@ -44,7 +44,7 @@ sp_status sp_stream_native(sp_stream *s, void **out) {
   static const char fn[] = "sp_stream_native";
   if (!out) return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: out is NULL", fn);
   sp__bstream *bs = NULL;
-  sp_status st = sp__interop_stream(s, fn, &bs);
+  sp_status st = interop_stream(s, fn, &bs);
   if (st != SP_OK) return st;
   void *h = NULL;
   st = s->dev->be->stream_native(bs, &h);
@@ -55,7 +55,7 @@ sp_status sp_stream_native(sp_stream *s, void **out) {
 sp_status sp_stream_wait_native(sp_stream *s, void *native) {
   static const char fn[] = "sp_stream_wait_native";
   sp__bstream *bs = NULL;
-  sp_status st = sp__interop_stream(s, fn, &bs);
+  sp_status st = interop_stream(s, fn, &bs);
   if (st != SP_OK) return st;
   return s->dev->be->stream_wait_native(bs, native);
 }
@@ -86,13 +86,13 @@ sp_status sp_host_alloc_pinned(sp_device *dev, size_t bytes, void **out) {
   return SP_OK;
 }
 
-static void sp__pinned_release(sp_device *dev, sp__pinned_rec *r) {
+static void pinned_release(sp_device *dev, sp__pinned_rec *r) {
   sp__pinned_free(dev, r->p, r->pinned);
   sp__free(r);
 }
 
 /* Unlinks p's record if dev_id owns it; NULL if none (*foreign: another device owns p). */
-static sp__pinned_rec *sp__pinned_take(void *p, uint64_t dev_id, bool *foreign) {
+static sp__pinned_rec *pinned_take(void *p, uint64_t dev_id, bool *foreign) {
   sp__pinned_rec *found = NULL;
   sp__mutex_lock(&sp__pinned_mu);
   for (sp__pinned_rec **link = &sp__pinned_head; *link; link = &(*link)->next) {
@@ -113,12 +113,12 @@ sp_status sp_host_free_pinned(sp_device *dev, void *p) {
   sp_status st = sp__device_enter(dev, fn);
   if (st != SP_OK || !p) return st;
   bool foreign = false;
-  sp__pinned_rec *r = sp__pinned_take(p, dev->id, &foreign);
+  sp__pinned_rec *r = pinned_take(p, dev->id, &foreign);
   if (!r)
     return sp__fail(SP_ERR_INVALID_HANDLE, "%s: %p %s", fn, p,
                     foreign ? "was allocated by another device"
                             : "was not returned by sp_host_alloc_pinned, or is freed already");
-  sp__pinned_release(dev, r);
+  pinned_release(dev, r);
   return SP_OK;
 }
 
@@ -138,7 +138,7 @@ void sp__interop_device_closing(sp_device *dev) {
   sp__mutex_unlock(&sp__pinned_mu);
   while (mine) {
     sp__pinned_rec *next = mine->next;
-    sp__pinned_release(dev, mine);
+    pinned_release(dev, mine);
     mine = next;
   }
 }

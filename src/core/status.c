@@ -100,21 +100,21 @@ _Noreturn void sp__assert_fail(const char *expr, const char *file, int line) {
 
 /* ---- host memory ---- */
 
-static void *sp__libc_malloc(void *user, size_t bytes) {
+static void *libc_malloc(void *user, size_t bytes) {
   (void)user;
   return malloc(bytes);
 }
-static void *sp__libc_calloc(void *user, size_t count, size_t bytes) {
+static void *libc_calloc(void *user, size_t count, size_t bytes) {
   (void)user;
   return calloc(count, bytes);
 }
-static void sp__libc_free(void *user, void *p) {
+static void libc_free(void *user, void *p) {
   (void)user;
   free(p);
 }
 
-static const sp_host_allocator sp__libc_allocator = {sp__libc_malloc, sp__libc_calloc,
-                                                     sp__libc_free, NULL};
+static const sp_host_allocator sp__libc_allocator = {libc_malloc, libc_calloc,
+                                                     libc_free, NULL};
 static sp_host_allocator sp__custom_allocator;
 static _Atomic(const sp_host_allocator *) sp__allocator = &sp__libc_allocator;
 

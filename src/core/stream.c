@@ -57,7 +57,7 @@ sp_status sp__stream_resolve(sp_device *dev, sp_stream *s, const char *fn, sp_st
 }
 
 /* Validation + the backend stream, for the wrappers below. */
-static sp_status sp__stream_prepare(sp_stream *s, const char *fn, sp__bstream **bs) {
+static sp_status stream_prepare(sp_stream *s, const char *fn, sp__bstream **bs) {
   sp_status st = sp__stream_enter(s, fn);
   if (st != SP_OK) return st;
   return sp__stream_backend(s, bs);
@@ -96,7 +96,7 @@ sp_status sp_launch_host_func(sp_stream *s, void (*fn)(void *), void *arg) {
     sp_status st = sp__stream_enter(s, "sp_launch_host_func");
     return st != SP_OK ? st : sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_launch_host_func: fn is NULL");
   }
-  sp_status st = sp__stream_prepare(s, "sp_launch_host_func", &bs);
+  sp_status st = stream_prepare(s, "sp_launch_host_func", &bs);
   if (st != SP_OK) return st;
   return s->dev->be->host_func(bs, fn, arg);
 }

@@ -43,7 +43,7 @@ struct sp__slot_pool {
   _Atomic uint32_t link[SP_STREAMS_MAX]; /* idstack links, one per slot                    */
   sp__mutex wait_mu;                    /* guards sleeping on wait_cv                      */
   pthread_cond_t wait_cv;               /* signalled when a slot is pushed and waiters > 0 */
-  atomic_uint waiters;                  /* threads in the slow path of sp__slot_acquire    */
+  atomic_uint waiters;                  /* threads in the slow path of slot_acquire    */
   _Atomic uint64_t acquired[SP_STREAMS_MAX / 64]; /* bit i: slot i held by sp_stream_acquire */
 };
 
@@ -71,7 +71,7 @@ static pthread_once_t sp__exit_once = PTHREAD_ONCE_INIT;
 
 /* ---- the slot pool ---- */
 
-static _Atomic uint32_t *sp__slot_link(void *ctx, uint32_t i) {
+static _Atomic uint32_t *slot_link(void *ctx, uint32_t i) {
   return &((sp__slot_pool *)ctx)->link[i];
 }
 
@@ -107,7 +107,7 @@ void sp__slot_pool_destroy(sp_device *dev) {
   dev->slots = NULL;
 }
 
-static void sp__slot_release(sp_device *dev, uint32_t i) {
+static void slot_release(sp_device *dev, uint32_t i) {
   sp__slot_pool *p = dev->slots;
   sp_assert(i >= 1 && i < dev->cfg.streams);
   sp__idstack_push(&p->free, &p->link[i], i);
@@ -120,7 +120,7 @@ static void sp__slot_release(sp_device *dev, uint32_t i) {
   }
 }
 
-static struct timespec sp__deadline_after_ms(unsigned ms) {
+static struct timespec deadline_after_ms(unsigned ms) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   ts.tv_sec += (time_t)(ms / 1000);
@@ -132,19 +132,19 @@ static struct timespec sp__deadline_after_ms(unsigned ms) {
   return ts;
 }
 
-static uint32_t sp__slot_wait(sp_device *dev) {
+static uint32_t slot_wait(sp_device *dev) {
   sp__slot_pool *p = dev->slots;
-  struct timespec deadline = sp__deadline_after_ms(dev->cfg.slot_wait_ms);
+  struct timespec deadline = deadline_after_ms(dev->cfg.slot_wait_ms);
   uint32_t i = SP__IDSTACK_NONE;
   int cancel = sp__cancel_off(); /* the timed wait is a cancellation point: never leave wait_mu */
   sp__mutex_lock(&p->wait_mu);
   atomic_fetch_add_explicit(&p->waiters, 1, memory_order_acq_rel);
   for (;;) {
-    i = sp__idstack_pop(&p->free, sp__slot_link, p);
+    i = sp__idstack_pop(&p->free, slot_link, p);
     if (i != SP__IDSTACK_NONE) break;
     int rc = sp__cond_timedwait(&p->wait_cv, &p->wait_mu, &deadline);
     if (rc == ETIMEDOUT) {
-      i = sp__idstack_pop(&p->free, sp__slot_link, p);
+      i = sp__idstack_pop(&p->free, slot_link, p);
       break;
     }
   }
@@ -154,9 +154,9 @@ static uint32_t sp__slot_wait(sp_device *dev) {
   return i;
 }
 
-static sp_status sp__slot_acquire(sp_device *dev, const char *fn, uint32_t *out) {
-  uint32_t i = sp__idstack_pop(&dev->slots->free, sp__slot_link, dev->slots);
-  if (i == SP__IDSTACK_NONE && dev->cfg.slot_wait_ms) i = sp__slot_wait(dev);
+static sp_status slot_acquire(sp_device *dev, const char *fn, uint32_t *out) {
+  uint32_t i = sp__idstack_pop(&dev->slots->free, slot_link, dev->slots);
+  if (i == SP__IDSTACK_NONE && dev->cfg.slot_wait_ms) i = slot_wait(dev);
   if (i == SP__IDSTACK_NONE)
     return sp__fail(SP_ERR_POOL_EXHAUSTED,
                     "%s: all %u exclusive stream slots are owned by other threads (waited %u ms)",
@@ -168,7 +168,7 @@ static sp_status sp__slot_acquire(sp_device *dev, const char *fn, uint32_t *out)
 
 /* ---- the per-thread binding table ---- */
 
-static void sp__bindings_remove(sp__thread_bindings *t, unsigned k) {
+static void bindings_remove(sp__thread_bindings *t, unsigned k) {
   unsigned last = t->n - 1;
   uint32_t last_owned = (t->owned >> last) & 1u;
   t->owned &= ~((1u << k) | (1u << last));
@@ -183,7 +183,7 @@ static void sp__bindings_remove(sp__thread_bindings *t, unsigned k) {
 }
 
 /* Thread exit: give back every owned slot of a device still open. */
-static void sp__bindings_exit(void *arg) {
+static void bindings_exit(void *arg) {
   (void)arg;
   sp__thread_bindings *t = &sp__tb;
   if (t->owned) {
@@ -191,7 +191,7 @@ static void sp__bindings_exit(void *arg) {
     for (unsigned k = 0; k < t->n; k++) {
       if (!((t->owned >> k) & 1u)) continue;
       sp_device *dev = sp__registry_find_locked(t->dev_id[k]);
-      if (dev) sp__slot_release(dev, t->stream[k]->index);
+      if (dev) slot_release(dev, t->stream[k]->index);
     }
     sp__registry_unlock();
   }
@@ -200,12 +200,12 @@ static void sp__bindings_exit(void *arg) {
   t->key_set = 0;
 }
 
-static void sp__exit_key_create(void) { (void)pthread_key_create(&sp__exit_key, sp__bindings_exit); }
+static void exit_key_create(void) { (void)pthread_key_create(&sp__exit_key, bindings_exit); }
 
-static sp_status sp__bindings_arm(const char *fn) {
+static sp_status bindings_arm(const char *fn) {
   sp__thread_bindings *t = &sp__tb;
   if (t->key_set) return SP_OK;
-  pthread_once(&sp__exit_once, sp__exit_key_create);
+  pthread_once(&sp__exit_once, exit_key_create);
   if (pthread_setspecific(sp__exit_key, t))
     return sp__fail(SP_ERR_HOST_MEMORY, "%s: pthread_setspecific failed", fn);
   t->key_set = 1;
@@ -213,32 +213,32 @@ static sp_status sp__bindings_arm(const char *fn) {
 }
 
 /* Makes room for one more entry, evicting entries of closed devices. */
-static sp_status sp__bindings_room(const char *fn) {
+static sp_status bindings_room(const char *fn) {
   sp__thread_bindings *t = &sp__tb;
   if (t->n < SP__BINDINGS_MAX) return SP_OK;
   sp__registry_lock();
   for (unsigned k = t->n; k-- > 0;)
-    if (!sp__registry_find_locked(t->dev_id[k])) sp__bindings_remove(t, k);
+    if (!sp__registry_find_locked(t->dev_id[k])) bindings_remove(t, k);
   sp__registry_unlock();
   if (t->n < SP__BINDINGS_MAX) return SP_OK;
   return sp__fail(SP_ERR_UNSUPPORTED, "%s: this thread is bound to %d open devices, the most",
                   fn, (int)SP__BINDINGS_MAX);
 }
 
-static int sp__bindings_find(const sp_device *dev) {
+static int bindings_find(const sp_device *dev) {
   const sp__thread_bindings *t = &sp__tb;
   for (unsigned k = 0; k < t->n; k++)
     if (t->dev_id[k] == dev->id) return (int)k;
   return -1;
 }
 
-static void sp__bindings_unbind(sp_device *dev, int k) {
+static void bindings_unbind(sp_device *dev, int k) {
   sp__thread_bindings *t = &sp__tb;
-  if ((t->owned >> k) & 1u) sp__slot_release(dev, t->stream[k]->index);
-  sp__bindings_remove(t, (unsigned)k);
+  if ((t->owned >> k) & 1u) slot_release(dev, t->stream[k]->index);
+  bindings_remove(t, (unsigned)k);
 }
 
-static sp_status sp__bindings_add(sp_device *dev, sp_stream *s, int owned) {
+static sp_status bindings_add(sp_device *dev, sp_stream *s, int owned) {
   sp__thread_bindings *t = &sp__tb;
   sp_assert(t->n < SP__BINDINGS_MAX);
   t->dev_id[t->n] = dev->id;
@@ -249,22 +249,22 @@ static sp_status sp__bindings_add(sp_device *dev, sp_stream *s, int owned) {
 }
 
 void sp__bindings_forget(sp_device *dev) {
-  int k = sp__bindings_find(dev);
-  if (k >= 0) sp__bindings_unbind(dev, k);
+  int k = bindings_find(dev);
+  if (k >= 0) bindings_unbind(dev, k);
 }
 
 /* ---- public ---- */
 
-static SP__NOINLINE_ATTR sp_status sp__stream_bind(sp_device *dev, sp_stream **out) {
+static SP__NOINLINE_ATTR sp_status stream_bind(sp_device *dev, sp_stream **out) {
   static const char fn[] = "sp_stream_current";
-  sp_status st = sp__bindings_arm(fn);
-  if (st == SP_OK) st = sp__bindings_room(fn);
+  sp_status st = bindings_arm(fn);
+  if (st == SP_OK) st = bindings_room(fn);
   if (st != SP_OK) return st;
   sp_stream *s = NULL;
   int owned = 0;
   if (dev->cfg.stream_mode == SP_STREAMS_EXCLUSIVE) {
     uint32_t i = 0;
-    st = sp__slot_acquire(dev, fn, &i);
+    st = slot_acquire(dev, fn, &i);
     if (st != SP_OK) return st;
     s = &dev->streams[i];
     owned = 1;
@@ -272,7 +272,7 @@ static SP__NOINLINE_ATTR sp_status sp__stream_bind(sp_device *dev, sp_stream **o
     unsigned n = atomic_fetch_add_explicit(&dev->rr_next, 1, memory_order_relaxed);
     s = &dev->streams[1 + n % (dev->cfg.streams - 1)];
   }
-  sp__bindings_add(dev, s, owned);
+  bindings_add(dev, s, owned);
   *out = s;
   return SP_OK;
 }
@@ -289,7 +289,7 @@ sp_status sp_stream_current(sp_device *dev, sp_stream **out) {
       return SP_OK;
     }
   }
-  return sp__stream_bind(dev, out);
+  return stream_bind(dev, out);
 }
 
 sp_status sp_stream_set_current(sp_device *dev, sp_stream *s) {
@@ -300,7 +300,7 @@ sp_status sp_stream_set_current(sp_device *dev, sp_stream *s) {
   if (s->dev != dev)
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: stream %u belongs to another device", fn,
                     s->index);
-  int k = sp__bindings_find(dev);
+  int k = bindings_find(dev);
   if (dev->cfg.stream_mode == SP_STREAMS_EXCLUSIVE && s->index != 0) {
     /* A pool stream is an exclusive slot: current only in the thread that owns it, or where its
      * sp_stream_acquire holder binds it; a slot bound by another thread, or free, is refused
@@ -314,11 +314,11 @@ sp_status sp_stream_set_current(sp_device *dev, sp_stream *s) {
                       "default stream)",
                       fn, s->index);
   }
-  if (k >= 0) sp__bindings_unbind(dev, k);
-  st = sp__bindings_arm(fn);
-  if (st == SP_OK) st = sp__bindings_room(fn);
+  if (k >= 0) bindings_unbind(dev, k);
+  st = bindings_arm(fn);
+  if (st == SP_OK) st = bindings_room(fn);
   if (st != SP_OK) return st;
-  return sp__bindings_add(dev, s, 0);
+  return bindings_add(dev, s, 0);
 }
 
 sp_status sp_stream_release_current(sp_device *dev) {
@@ -341,7 +341,7 @@ sp_status sp_stream_acquire(sp_device *dev, sp_stream **out) {
     return SP_OK;
   }
   uint32_t i = 0;
-  st = sp__slot_acquire(dev, fn, &i);
+  st = slot_acquire(dev, fn, &i);
   if (st != SP_OK) return st;
   atomic_fetch_or_explicit(&dev->slots->acquired[i / 64], 1ull << (i % 64), memory_order_relaxed);
   *out = &dev->streams[i];
@@ -366,6 +366,6 @@ sp_status sp_stream_release(sp_device *dev, sp_stream *s) {
     return sp__fail(SP_ERR_INVALID_HANDLE,
                     "%s: stream %u is not held by sp_stream_acquire (released already?)", fn,
                     s->index);
-  sp__slot_release(dev, s->index);
+  slot_release(dev, s->index);
   return SP_OK;
 }

@@ -92,7 +92,7 @@ proctype thread(byte me) {
   :: r < ROUNDS ->
     pop(got);
     if
-    :: got == NONE ->                                 /* sp__slot_wait */
+    :: got == NONE ->                                 /* slot_wait    */
       atomic { mu == 0 -> mu = 1 };
       waiters++;
       do
