@@ -15,9 +15,10 @@ PYTHON_PACKAGES := python3 python3-venv
 # The memory viewer's browser test (tests/cli/viewer.sh); it skips without them, except in CI
 # (SP_REQUIRE_BROWSER=1).
 VIEWER_PACKAGES := chromium python3
+FORMAT_PACKAGES := clang-format
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps configure build demo test python-test sanitize asan tsan fuzz bench install format clean
+.PHONY: all deps configure build demo test python-test sanitize asan tsan fuzz bench install format format-check clean
 
 all: build
 
@@ -81,7 +82,13 @@ install: build
 	cmake --install $(BUILD) --prefix $(or $(PREFIX),/usr/local)
 
 format:
-	clang-format -i $$(git ls-files '*.c' '*.h' '*.cpp' '*.cu')
+	@bash scripts/install-deps.sh $(FORMAT_PACKAGES)
+	bash scripts/format.sh
+
+# The house style (.clang-format) holds for every C, C++ and CUDA file (CI runs this).
+format-check:
+	@bash scripts/install-deps.sh $(FORMAT_PACKAGES)
+	bash scripts/format.sh --check
 
 clean:
 	rm -rf $(BUILD) build-asan build-tsan build-fuzz

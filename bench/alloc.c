@@ -111,8 +111,11 @@ static double run_pairs(sp_device *dev, unsigned t, const size_t *sizes, unsigne
   worker w[MAX_THREADS];
   pthread_barrier_init(&start_barrier, NULL, t);
   for (unsigned i = 0; i < t; i++) {
-    w[i] = (worker){.dev = dev, .stream = NULL, .sizes = sizes + (i * 131u) % n_sizes,
-                    .n_sizes = n_sizes - (i * 131u) % n_sizes, .use_malloc = use_malloc,
+    w[i] = (worker){.dev = dev,
+                    .stream = NULL,
+                    .sizes = sizes + (i * 131u) % n_sizes,
+                    .n_sizes = n_sizes - (i * 131u) % n_sizes,
+                    .use_malloc = use_malloc,
                     .seconds = seconds};
   }
   for (unsigned i = 0; i < t; i++) pthread_create(&w[i].thread, NULL, worker_main, &w[i]);
@@ -136,8 +139,8 @@ static double run_pairs(sp_device *dev, unsigned t, const size_t *sizes, unsigne
 static unsigned make_sizes(size_t *sizes, int cached, uint64_t seed) {
   uint64_t s = seed;
   if (cached) {
-    static const size_t few[8] = {512, 4 * KIB, 16 * KIB, 64 * KIB, 256 * KIB, MIB, 2 * MIB,
-                                  8 * MIB};
+    static const size_t few[8] = {512,       4 * KIB, 16 * KIB, 64 * KIB,
+                                  256 * KIB, MIB,     2 * MIB,  8 * MIB};
     for (unsigned i = 0; i < 8; i++) sizes[i] = few[i];
     return 8;
   }
@@ -151,9 +154,10 @@ static unsigned make_sizes(size_t *sizes, int cached, uint64_t seed) {
 
 static int part_pairs(sp_device *dev, const bench_opts *o) {
   static size_t sizes[N_SIZES];
-  printf("| sizes | threads | streampool ns/pair | streampool pairs/s | streampool CPU ns/pair | "
-         "malloc ns/pair | malloc pairs/s | sp/malloc | scaling vs 1 thread | CPU scaling |\n"
-         "|---|---|---|---|---|---|---|---|---|---|\n");
+  printf(
+      "| sizes | threads | streampool ns/pair | streampool pairs/s | streampool CPU ns/pair | "
+      "malloc ns/pair | malloc pairs/s | sp/malloc | scaling vs 1 thread | CPU scaling |\n"
+      "|---|---|---|---|---|---|---|---|---|---|\n");
   for (int cached = 1; cached >= 0; cached--) {
     unsigned n = make_sizes(sizes, cached, 42);
     double one = 0, cpu_one = 0;
@@ -169,9 +173,11 @@ static int part_pairs(sp_device *dev, const bench_opts *o) {
       }
       /* CPU scaling: T times the 1-thread CPU cost per pair over the T-thread one, as a fraction
        * of T: what the rate would be on T otherwise idle cores */
-      printf("| %s | %u | %.1f | %.3g | %.1f | %.1f | %.3g | %.2f | %.2f x (%.2f of T) | %.2f of "
-             "T |\n", cached ? "cached" : "mix 512B-8MiB", t, ns_sp, r_sp, cpu_sp, ns_m, r_m,
-             r_sp / r_m, r_sp / one, r_sp / one / t, cpu_sp > 0 ? cpu_one / cpu_sp : 0);
+      printf(
+          "| %s | %u | %.1f | %.3g | %.1f | %.1f | %.3g | %.2f | %.2f x (%.2f of T) | %.2f of "
+          "T |\n",
+          cached ? "cached" : "mix 512B-8MiB", t, ns_sp, r_sp, cpu_sp, ns_m, r_m, r_sp / r_m,
+          r_sp / one, r_sp / one / t, cpu_sp > 0 ? cpu_one / cpu_sp : 0);
       fflush(stdout);
     }
   }
@@ -255,9 +261,10 @@ fail:
 
 /* Every generated trace on a fresh device; the aim is peak reserved / peak allocated <= 1.15. */
 static int part_traces(const char *backend) {
-  printf("\n| trace | streams | steps | peak allocated | peak reserved | reserved/allocated | "
-         "<= 1.15 | cross-stream reuses | deferred frees | backend allocs |\n"
-         "|---|---|---|---|---|---|---|---|---|---|\n");
+  printf(
+      "\n| trace | streams | steps | peak allocated | peak reserved | reserved/allocated | "
+      "<= 1.15 | cross-stream reuses | deferred frees | backend allocs |\n"
+      "|---|---|---|---|---|---|---|---|---|---|\n");
   double worst = 0;
   for (size_t i = 0; i < sizeof(traces) / sizeof(traces[0]); i++) {
     sp_device_config cfg = {.backend = backend, .streams = traces[i].streams + 1};
@@ -298,7 +305,8 @@ static int parse(int argc, char **argv, bench_opts *o) {
     } else if (!strcmp(argv[i], "--traces-only")) {
       o->traces_only = true;
     } else {
-      fprintf(stderr, "usage: %s [--threads 1,2,4] [--seconds S] [--backend host|cuda] [--traces-only]\n",
+      fprintf(stderr,
+              "usage: %s [--threads 1,2,4] [--seconds S] [--backend host|cuda] [--traces-only]\n",
               argv[0]);
       return 1;
     }
@@ -312,8 +320,10 @@ int main(int argc, char **argv) {
   if (parse(argc, argv, &o)) return 2;
   unsigned tmax = 8;
   for (unsigned i = 0; i < o.n_threads; i++) tmax = o.threads[i] > tmax ? o.threads[i] : tmax;
-  sp_device_config cfg = {.backend = o.backend, .streams = tmax + 1,
-                          .stream_mode = SP_STREAMS_EXCLUSIVE, .slot_wait_ms = 1000};
+  sp_device_config cfg = {.backend = o.backend,
+                          .streams = tmax + 1,
+                          .stream_mode = SP_STREAMS_EXCLUSIVE,
+                          .slot_wait_ms = 1000};
   sp_device *dev = NULL;
   if (sp_device_open(&cfg, &dev) != SP_OK) {
     fprintf(stderr, "alloc bench: %s\n", sp_last_error());

@@ -91,7 +91,8 @@ static void *worker_main(void *arg) {
   while (!w->failed) {
     for (unsigned k = 0; k < 256; k++, i++) {
       void *p = NULL;
-      if (w->l->alloc(w->dev, sizes[i % N_SIZES], s, &p) != SP_OK || w->l->free(w->dev, p) != SP_OK) {
+      if (w->l->alloc(w->dev, sizes[i % N_SIZES], s, &p) != SP_OK ||
+          w->l->free(w->dev, p) != SP_OK) {
         fprintf(stderr, "alloc_history: %s\n", w->l->last_error());
         w->failed = 1;
         break;
@@ -169,10 +170,13 @@ int main(int argc, char **argv) {
       return 1;
     }
   }
-  printf("# bench/alloc_history: alloc+free pairs of cached sizes, host device, best of %u x "
-         "%.2f s\n\n", reps, seconds);
-  printf("| threads | row | pairs/s | ns/pair (wall, per thread) | CPU ns/pair | pairs/s vs "
-         "baseline | CPU vs baseline |\n|---|---|---|---|---|---|---|\n");
+  printf(
+      "# bench/alloc_history: alloc+free pairs of cached sizes, host device, best of %u x "
+      "%.2f s\n\n",
+      reps, seconds);
+  printf(
+      "| threads | row | pairs/s | ns/pair (wall, per thread) | CPU ns/pair | pairs/s vs "
+      "baseline | CPU vs baseline |\n|---|---|---|---|---|---|---|\n");
   int failed = 0;
   for (unsigned ti = 0; ti < n_threads; ti++) {
     double best[ROWS] = {0}, cpu[ROWS] = {0};
@@ -184,8 +188,8 @@ int main(int argc, char **argv) {
       }
     }
     for (unsigned r = 0; r < ROWS; r++)
-      printf("| %u | %s | %.3g | %.1f | %.1f | %.3f | %.3f |\n", threads[ti], row_names[r],
-             best[r], best[r] > 0 ? 1e9 * threads[ti] / best[r] : 0, cpu[r],
+      printf("| %u | %s | %.3g | %.1f | %.1f | %.3f | %.3f |\n", threads[ti], row_names[r], best[r],
+             best[r] > 0 ? 1e9 * threads[ti] / best[r] : 0, cpu[r],
              best[0] > 0 ? best[r] / best[0] : 0, cpu[0] > 0 ? cpu[r] / cpu[0] : 0);
   }
   for (unsigned r = 0; r < ROWS; r++) row_lib[r]->close(dev[r]);

@@ -206,10 +206,9 @@ int main(void) {
   for (int t = 0; t < N_TC; t++) {
     unsigned th = thread_counts[t];
     printf("%-7u | %9.1f %11.3f | %9.1f %11.3f | %9.1f %11.3f |", th, ns_per_pair(pps[0][t], th),
-           pps[0][t] / 1e6, ns_per_pair(pps[1][t], th), pps[1][t] / 1e6,
-           ns_per_pair(pps[2][t], th), pps[2][t] / 1e6);
-    if (have_torch)
-      printf(" %9.1f %11.3f |", ns_per_pair(torch[t], th), torch[t] / 1e6);
+           pps[0][t] / 1e6, ns_per_pair(pps[1][t], th), pps[1][t] / 1e6, ns_per_pair(pps[2][t], th),
+           pps[2][t] / 1e6);
+    if (have_torch) printf(" %9.1f %11.3f |", ns_per_pair(torch[t], th), torch[t] / 1e6);
     printf(" %11.1fx | %11.1fx", pps[0][t] / pps[1][t], pps[0][t] / pps[2][t]);
     if (have_torch) printf(" | %9.1fx", torch[t] > 0 ? pps[0][t] / torch[t] : 0.0);
     printf("\n");

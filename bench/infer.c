@@ -71,8 +71,7 @@ static void *bench_main(void *p) {
   sp_stream *s = NULL;
   void *dx = NULL, *dy = NULL;
   if (sh->mode == 0 && (sp_stream_current(dev, &s) || sp_alloc(dev, sizeof(x), s, &dx) ||
-                        sp_alloc(dev, sizeof(y), s, &dy) ||
-                        sp_memcpy_async(s, dx, x, sizeof(x))))
+                        sp_alloc(dev, sizeof(y), s, &dy) || sp_memcpy_async(s, dx, x, sizeof(x))))
     t->errors++;
   for (int i = 0; i < 3 && !t->errors; i++) /* warm-up */
     if (bench_once(t, s, x, y, dx, dy) != SP_OK) t->errors++;
@@ -123,8 +122,8 @@ static double bench_run(const bench_cfg *c, bench_shared *sh, unsigned threads, 
   }
   pthread_barrier_destroy(&sh->go);
   double rate = (double)n / secs;
-  printf("%-22s %7u %12.0f %9.1f %9.1f%s\n", label, threads, rate, pct(h, n, 0.5),
-         pct(h, n, 0.99), errors ? "  ERRORS" : "");
+  printf("%-22s %7u %12.0f %9.1f %9.1f%s\n", label, threads, rate, pct(h, n, 0.5), pct(h, n, 0.99),
+         errors ? "  ERRORS" : "");
   fflush(stdout);
   free(ts);
   free(h);
@@ -142,8 +141,12 @@ static void parse_list(const char *s, unsigned *out, unsigned *n) {
 }
 
 static int parse_args(int argc, char **argv, bench_cfg *c) {
-  *c = (bench_cfg){.duration = 2, .threads = {1, 2, 4, 8, 16}, .n_threads = 5, .clients = 64,
-                   .dtype_on = {true, true}, .mode_on = {true, true, true}};
+  *c = (bench_cfg){.duration = 2,
+                   .threads = {1, 2, 4, 8, 16},
+                   .n_threads = 5,
+                   .clients = 64,
+                   .dtype_on = {true, true},
+                   .mode_on = {true, true, true}};
   for (int i = 1; i + 1 < argc; i += 2) {
     const char *k = argv[i], *v = argv[i + 1];
     if (!strcmp(k, "--backend")) c->backend = v;
@@ -166,9 +169,10 @@ static int parse_args(int argc, char **argv, bench_cfg *c) {
     }
   }
   if (argc % 2 == 0 || c->duration <= 0 || !c->n_threads || !c->clients || c->clients > MAXT) {
-    fprintf(stderr, "usage: infer [--backend NAME] [--duration S] [--threads 1,2,4,8,16] "
-                    "[--dtypes f32,bf16] [--modes forward,infer,batcher] [--clients 64] "
-                    "[--max-batch N] [--max-delay-us N] [--workers N]\n");
+    fprintf(stderr,
+            "usage: infer [--backend NAME] [--duration S] [--threads 1,2,4,8,16] "
+            "[--dtypes f32,bf16] [--modes forward,infer,batcher] [--clients 64] "
+            "[--max-batch N] [--max-delay-us N] [--workers N]\n");
     return 2;
   }
   return 0;
@@ -192,10 +196,12 @@ static void bench_batcher(const bench_cfg *c, bench_shared *sh, const char *dn) 
   sp_batcher_stats bs;
   sp_batcher_stats_get(sh->b, &bs);
   double per = bs.batches ? 1e-3 / (double)bs.batches : 0; /* ns sums -> us per pass */
-  printf("%-22s max_batch %u, max_delay_us %u, workers %u (0: default); rows/pass %.1f over "
-         "%llu passes; allocs during the row %llu\n", "", c->bcfg.max_batch, c->bcfg.max_delay_us,
-         c->bcfg.workers, bs.batches ? (double)bs.requests / (double)bs.batches : 0,
-         (unsigned long long)bs.batches, (unsigned long long)(m1.allocs - m0.allocs));
+  printf(
+      "%-22s max_batch %u, max_delay_us %u, workers %u (0: default); rows/pass %.1f over "
+      "%llu passes; allocs during the row %llu\n",
+      "", c->bcfg.max_batch, c->bcfg.max_delay_us, c->bcfg.workers,
+      bs.batches ? (double)bs.requests / (double)bs.batches : 0, (unsigned long long)bs.batches,
+      (unsigned long long)(m1.allocs - m0.allocs));
   printf("%-22s per pass: fill %.1f us, run %.1f us, answer %.1f us\n", "",
          (double)bs.fill_ns * per, (double)bs.run_ns * per, (double)bs.answer_ns * per);
   sp_batcher_destroy(sh->b);
@@ -218,8 +224,9 @@ static int bench_dtype(const bench_cfg *c, sp_device *dev, sp_dtype dt) {
       snprintf(label, sizeof(label), "%s %s", dn, mode ? "infer (host io)" : "forward");
       double r = bench_run(c, &sh, c->threads[i], label);
       if (i == 0) base = r;
-      else printf("%-22s %7s x%.2f over %u thread(s)\n", "", "", base > 0 ? r / base : 0,
-                  c->threads[0]);
+      else
+        printf("%-22s %7s x%.2f over %u thread(s)\n", "", "", base > 0 ? r / base : 0,
+               c->threads[0]);
     }
   }
   if (c->mode_on[2]) bench_batcher(c, &sh, dn);

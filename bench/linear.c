@@ -29,7 +29,7 @@
 enum { IN = 512, OUT = 512, MAXT = 64, NBUCKET = 4096 };
 
 typedef struct run_shared {
-  sp_model *m;  /* NULL: the empty-graph row */
+  sp_model *m; /* NULL: the empty-graph row */
   unsigned batch;
   CUfunction empty;
   atomic_bool stop;
@@ -66,8 +66,9 @@ static int driver_load(void) {
 }
 
 /* An empty kernel as PTX, loaded through the driver (this file is C: no nvcc). */
-static const char empty_ptx[] = ".version 7.0\n.target sm_80\n.address_size 64\n"
-                                ".visible .entry sp_bench_empty()\n{\n\tret;\n}\n";
+static const char empty_ptx[] =
+    ".version 7.0\n.target sm_80\n.address_size 64\n"
+    ".visible .entry sp_bench_empty()\n{\n\tret;\n}\n";
 
 /* One thread of the empty-graph row: its own stream and a graph of three empty kernels. */
 static int empty_loop(run_thread *t) {
@@ -82,8 +83,7 @@ static int empty_loop(run_thread *t) {
   for (int i = 0; i < 3; i++)
     if (drv_launch(sh->empty, 1, 1, 1, 32, 1, 1, 0, (CUstream)s, NULL, NULL) != CUDA_SUCCESS)
       return -1;
-  if (cudaStreamEndCapture(s, &g) != cudaSuccess ||
-      cudaGraphInstantiate(&ge, g, 0) != cudaSuccess)
+  if (cudaStreamEndCapture(s, &g) != cudaSuccess || cudaGraphInstantiate(&ge, g, 0) != cudaSuccess)
     return -1;
   for (int i = 0; i < 3; i++)
     if (cudaGraphLaunch(ge, s) != cudaSuccess || cudaStreamSynchronize(s) != cudaSuccess) return -1;
@@ -183,8 +183,8 @@ static double run_row(run_shared *sh, unsigned threads, double duration, const c
   if (vs_lt > 0) snprintf(r1, sizeof(r1), "x%.2f", rate / vs_lt);
   if (vs_limit > 0) snprintf(r2, sizeof(r2), "%.0f%%", 100.0 * rate / vs_limit);
   printf("%-26s %5u %7u %11.0f %11.0f %8.1f %8.1f %9s %8s%s\n", label, sh->batch ? sh->batch : 1,
-         threads, rate, rate * (sh->batch ? sh->batch : 1), pct(h, n, 0.5), pct(h, n, 0.99), r1,
-         r2, errors ? "  ERRORS" : "");
+         threads, rate, rate * (sh->batch ? sh->batch : 1), pct(h, n, 0.5), pct(h, n, 0.99), r1, r2,
+         errors ? "  ERRORS" : "");
   fflush(stdout);
   free(ts);
   free(h);
@@ -237,15 +237,16 @@ int main(int argc, char **argv) {
   }
   CUmodule mod;
   run_shared empty = {0};
-  if (cudaSetDevice(0) != cudaSuccess || cudaFree(0) != cudaSuccess ||
-      driver_load() != 0 || drv_module_load(&mod, empty_ptx) != CUDA_SUCCESS ||
+  if (cudaSetDevice(0) != cudaSuccess || cudaFree(0) != cudaSuccess || driver_load() != 0 ||
+      drv_module_load(&mod, empty_ptx) != CUDA_SUCCESS ||
       drv_get_function(&empty.empty, mod, "sp_bench_empty") != CUDA_SUCCESS) {
     fprintf(stderr, "linear: no CUDA device or driver\n");
     return 1;
   }
-  printf("bench/linear: MLP 512-1024-1024-512, sp_model_forward + sync (graph replay), %.1f s a "
-         "row\n",
-         duration);
+  printf(
+      "bench/linear: MLP 512-1024-1024-512, sp_model_forward + sync (graph replay), %.1f s a "
+      "row\n",
+      duration);
   printf("%-26s %5s %7s %11s %11s %8s %8s %9s %8s\n", "row", "batch", "threads", "forwards/s",
          "rows/s", "p50 us", "p99 us", "/cublaslt", "/limit");
   double limit[2];
@@ -276,8 +277,8 @@ int main(int argc, char **argv) {
           char label[64];
           snprintf(label, sizeof(label), "%s %s", dti ? "bf16" : "f32", modes[mi]);
           sh.batch = batches[bi];
-          double r = run_row(&sh, threads[k], duration, label, mi ? lt[bi][k] : 0,
-                             bi == 0 ? limit[k] : 0);
+          double r =
+              run_row(&sh, threads[k], duration, label, mi ? lt[bi][k] : 0, bi == 0 ? limit[k] : 0);
           if (mi == 0) lt[bi][k] = r;
         }
       sp_model_free(sh.m);

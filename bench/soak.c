@@ -25,12 +25,22 @@
 
 enum { MAX_THREADS = 64, LIVE_MAX = 24, IN = 16, OUT = 8, N_STATUS = 16 };
 typedef enum op {
-  OP_ALLOC, OP_FREE, OP_COPY, OP_VERIFY, OP_CROSS, OP_EVENT, OP_EMPTY, OP_STATS, OP_INFER,
-  OP_BATCHER, OP_MISUSE, OP_COUNT
+  OP_ALLOC,
+  OP_FREE,
+  OP_COPY,
+  OP_VERIFY,
+  OP_CROSS,
+  OP_EVENT,
+  OP_EMPTY,
+  OP_STATS,
+  OP_INFER,
+  OP_BATCHER,
+  OP_MISUSE,
+  OP_COUNT
 } op;
-static const char *const op_names[OP_COUNT] = {"alloc+fill", "free", "copy d2d", "verify",
-                                               "cross-stream", "events", "empty_cache", "stats",
-                                               "model infer", "batcher infer", "misuse"};
+static const char *const op_names[OP_COUNT] = {
+    "alloc+fill",  "free",  "copy d2d",    "verify",        "cross-stream", "events",
+    "empty_cache", "stats", "model infer", "batcher infer", "misuse"};
 
 typedef struct block {
   unsigned char *p;
@@ -43,7 +53,7 @@ typedef struct soak_thread {
   _Alignas(64) unsigned index;
   uint64_t rng;
   unsigned long ops[OP_COUNT];
-  unsigned long status[N_STATUS];   /* unexpected calls by -status */
+  unsigned long status[N_STATUS]; /* unexpected calls by -status */
   unsigned long refused, corruptions;
   char first_bad[160];
 } soak_thread;
@@ -124,7 +134,8 @@ static size_t random_size(soak_thread *t) {
 
 static void op_alloc(soak_thread *t, sp_stream *s, block *live, unsigned *n) {
   if (*n == LIVE_MAX) return;
-  block b = {.n = random_size(t), .fill = (unsigned char)(1 + below(t, 255)),
+  block b = {.n = random_size(t),
+             .fill = (unsigned char)(1 + below(t, 255)),
              .id = atomic_fetch_add(&next_id, 1)};
   sp_status st = sp_alloc(dev, b.n, s, (void **)&b.p);
   count(t, st, "sp_alloc");
@@ -151,8 +162,9 @@ static void op_copy(soak_thread *t, sp_stream *s, block *live, unsigned n) {
   /* j now holds i's bytes then its own; re-fill j fully so its pattern stays simple */
   live[j].fill = live[i].fill;
   live[j].id = live[i].id;
-  if (live[j].n > live[i].n) count(t, sp_memset_async(s, live[j].p + live[i].n, live[j].fill,
-                                                      live[j].n - live[i].n), "tail fill");
+  if (live[j].n > live[i].n)
+    count(t, sp_memset_async(s, live[j].p + live[i].n, live[j].fill, live[j].n - live[i].n),
+          "tail fill");
   if (live[i].n < 16) fill(t, s, &live[j]);
 }
 
@@ -205,34 +217,34 @@ static void expect_refused(soak_thread *t, sp_status st, sp_status want, const c
 static void op_misuse(soak_thread *t, sp_stream *s, block *live, unsigned n) {
   unsigned char h[64];
   switch (below(t, 4)) {
-    case 0:
-      if (n) expect_refused(t, sp_memset_async(s, live[0].p, 0, live[0].n + 4096),
-                            SP_ERR_INVALID_ARGUMENT, "memset past the end");
-      break;
-    case 1:
-      expect_refused(t, sp_memcpy_async(s, h, h + 32, 16), SP_ERR_INVALID_ARGUMENT,
-                     "host to host");
-      break;
-    case 2: {
-      void *p = NULL;
-      if (sp_alloc(dev, 100, s, &p) != SP_OK) break;
-      count(t, sp_free(dev, p), "sp_free");
-      expect_refused(t, sp_free(dev, p), SP_ERR_INVALID_HANDLE, "double free");
-      break;
-    }
-    default: {
-      sp_event ev;
-      if (sp_event_acquire(dev, 0, &ev) != SP_OK) break;
-      count(t, sp_event_release(dev, ev), "event release");
-      expect_refused(t, sp_event_record(ev, s), SP_ERR_INVALID_HANDLE, "stale event");
-    }
+  case 0:
+    if (n)
+      expect_refused(t, sp_memset_async(s, live[0].p, 0, live[0].n + 4096), SP_ERR_INVALID_ARGUMENT,
+                     "memset past the end");
+    break;
+  case 1:
+    expect_refused(t, sp_memcpy_async(s, h, h + 32, 16), SP_ERR_INVALID_ARGUMENT, "host to host");
+    break;
+  case 2: {
+    void *p = NULL;
+    if (sp_alloc(dev, 100, s, &p) != SP_OK) break;
+    count(t, sp_free(dev, p), "sp_free");
+    expect_refused(t, sp_free(dev, p), SP_ERR_INVALID_HANDLE, "double free");
+    break;
+  }
+  default: {
+    sp_event ev;
+    if (sp_event_acquire(dev, 0, &ev) != SP_OK) break;
+    count(t, sp_event_release(dev, ev), "event release");
+    expect_refused(t, sp_event_record(ev, s), SP_ERR_INVALID_HANDLE, "stale event");
+  }
   }
 }
 
 static void op_infer(soak_thread *t, bool via_batcher) {
   float y[OUT];
-  sp_status st = via_batcher ? sp_batcher_infer(batcher, ref_in, y)
-                             : sp_model_infer(model, ref_in, y, 1);
+  sp_status st =
+      via_batcher ? sp_batcher_infer(batcher, ref_in, y) : sp_model_infer(model, ref_in, y, 1);
   count(t, st, via_batcher ? "batcher infer" : "model infer");
   if (st == SP_OK && memcmp(y, ref_out, sizeof(y))) {
     t->corruptions++;
@@ -251,22 +263,32 @@ static void *soak_main(void *arg) {
   unsigned n = 0;
   while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
     size_t r = below(t, 100);
-    op o = r < 30 ? OP_ALLOC : r < 55 ? OP_FREE : r < 63 ? OP_COPY : r < 71 ? OP_VERIFY
-         : r < 78 ? OP_CROSS : r < 85 ? OP_EVENT : r < 86 ? OP_EMPTY : r < 88 ? OP_STATS
-         : r < 92 ? OP_INFER : r < 96 ? OP_BATCHER : OP_MISUSE;
+    op o = r < 30   ? OP_ALLOC
+           : r < 55 ? OP_FREE
+           : r < 63 ? OP_COPY
+           : r < 71 ? OP_VERIFY
+           : r < 78 ? OP_CROSS
+           : r < 85 ? OP_EVENT
+           : r < 86 ? OP_EMPTY
+           : r < 88 ? OP_STATS
+           : r < 92 ? OP_INFER
+           : r < 96 ? OP_BATCHER
+                    : OP_MISUSE;
     sp_memory_stats m;
     switch (o) {
-      case OP_ALLOC: op_alloc(t, s, live, &n); break;
-      case OP_FREE: op_free(t, live, &n); break;
-      case OP_COPY: op_copy(t, s, live, n); break;
-      case OP_VERIFY: if (n) verify(t, s, &live[below(t, n)], s, "verify"); break;
-      case OP_CROSS: op_cross(t, s, live, &n); break;
-      case OP_EVENT: op_event(t, s); break;
-      case OP_EMPTY: count(t, sp_empty_cache(dev), "empty_cache"); break;
-      case OP_STATS: count(t, sp_memory_stats_get(dev, &m), "stats"); break;
-      case OP_INFER: op_infer(t, false); break;
-      case OP_BATCHER: op_infer(t, true); break;
-      default: op_misuse(t, s, live, n); break;
+    case OP_ALLOC: op_alloc(t, s, live, &n); break;
+    case OP_FREE: op_free(t, live, &n); break;
+    case OP_COPY: op_copy(t, s, live, n); break;
+    case OP_VERIFY:
+      if (n) verify(t, s, &live[below(t, n)], s, "verify");
+      break;
+    case OP_CROSS: op_cross(t, s, live, &n); break;
+    case OP_EVENT: op_event(t, s); break;
+    case OP_EMPTY: count(t, sp_empty_cache(dev), "empty_cache"); break;
+    case OP_STATS: count(t, sp_memory_stats_get(dev, &m), "stats"); break;
+    case OP_INFER: op_infer(t, false); break;
+    case OP_BATCHER: op_infer(t, true); break;
+    default: op_misuse(t, s, live, n); break;
     }
     t->ops[o]++;
   }
@@ -349,11 +371,12 @@ int main(int argc, char **argv) {
       unexpected += status[k];
     }
   printf("| %-30s | %10lu |\n\n", "other status (unexpected)", unexpected);
-  printf("corruptions by content: %lu; allocator: %llu allocs, %llu deferred frees, %llu "
-         "cross-stream reuses, %llu OOM retries; close: %s\n", bad,
-         (unsigned long long)m.allocs, (unsigned long long)m.deferred_frees,
-         (unsigned long long)m.cross_stream_reuses, (unsigned long long)m.oom_retries,
-         sp_status_str(st));
+  printf(
+      "corruptions by content: %lu; allocator: %llu allocs, %llu deferred frees, %llu "
+      "cross-stream reuses, %llu OOM retries; close: %s\n",
+      bad, (unsigned long long)m.allocs, (unsigned long long)m.deferred_frees,
+      (unsigned long long)m.cross_stream_reuses, (unsigned long long)m.oom_retries,
+      sp_status_str(st));
   for (unsigned i = 0; i < threads; i++)
     if (ts[i].first_bad[0]) printf("thread %u first problem: %s\n", i, ts[i].first_bad);
   free(ts);

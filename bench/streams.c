@@ -23,20 +23,27 @@
 #include "streampool.h"
 
 typedef enum bench_op {
-  OP_CURRENT, OP_EVENT, OP_RECORD, OP_SLOT, OP_MEMSET, OP_MEMSET_IN, OP_COPY, OP_COUNT
+  OP_CURRENT,
+  OP_EVENT,
+  OP_RECORD,
+  OP_SLOT,
+  OP_MEMSET,
+  OP_MEMSET_IN,
+  OP_COPY,
+  OP_COUNT
 } bench_op;
-static const char *const bench_names[OP_COUNT] = {"current", "event acq+rel", "record+query",
-                                                  "slot acq+rel", "memset start", "memset inside",
+static const char *const bench_names[OP_COUNT] = {"current",      "event acq+rel", "record+query",
+                                                  "slot acq+rel", "memset start",  "memset inside",
                                                   "copy h2d"};
 static const unsigned long bench_iters[OP_COUNT] = {20000000, 2000000, 100000, 2000000,
-                                                    300000, 300000, 300000};
+                                                    300000,   300000,  300000};
 
 typedef struct bench_arg { /* one cache line each: threads write their own only */
   _Alignas(64) sp_device *dev;
   bench_op op;
   unsigned long iters;
   pthread_barrier_t *start;
-  double ns;        /* wall time of this thread's loop */
+  double ns;         /* wall time of this thread's loop */
   unsigned long bad; /* failed calls */
 } bench_arg;
 
@@ -55,54 +62,53 @@ static void loop(bench_arg *arg, sp_stream *s) {
   sp_stream *out = NULL;
   sp_event ev = {0};
   switch (arg->op) {
-    case OP_CURRENT:
-      for (unsigned long i = 0; i < iters; i++) {
-        bad += sp_stream_current(dev, &out) != SP_OK;
-        __asm__ volatile("" : : "r"(out) : "memory");
-      }
-      break;
-    case OP_EVENT:
-      for (unsigned long i = 0; i < iters; i++) {
-        bad += sp_event_acquire(dev, 0, &ev) != SP_OK;
-        bad += sp_event_release(dev, ev) != SP_OK;
-      }
-      break;
-    case OP_RECORD:
-      bad += sp_event_acquire(dev, 0, &ev) != SP_OK;
-      for (unsigned long i = 0; i < iters; i++) {
-        bad += sp_event_record(ev, s) != SP_OK;
-        sp_status st = sp_event_query(dev, ev);
-        bad += st != SP_OK && st != SP_ERR_NOT_READY;
-      }
-      (void)sp_stream_sync(s);
-      bad += sp_event_release(dev, ev) != SP_OK;
-      break;
-    case OP_SLOT:
-      for (unsigned long i = 0; i < iters; i++) {
-        bad += sp_stream_release_current(dev) != SP_OK;
-        bad += sp_stream_current(dev, &out) != SP_OK;
-      }
-      break;
-    case OP_MEMSET:
-    case OP_MEMSET_IN:
-    case OP_COPY: {
-      char *blk = NULL, host[64] = {0};
-      if (sp_alloc(dev, 4096, s, (void **)&blk) != SP_OK) {
-        arg->bad = iters;
-        return;
-      }
-      char *at = arg->op == OP_MEMSET_IN ? blk + 1024 : blk;
-      for (unsigned long i = 0; i < iters; i++) {
-        bad += (arg->op == OP_COPY ? sp_memcpy_async(s, at, host, 64)
-                                   : sp_memset_async(s, at, (int)i, 64)) != SP_OK;
-        if ((i & 1023) == 1023) bad += sp_stream_sync(s) != SP_OK;
-      }
-      bad += sp_stream_sync(s) != SP_OK;
-      bad += sp_free(dev, blk) != SP_OK;
-      break;
+  case OP_CURRENT:
+    for (unsigned long i = 0; i < iters; i++) {
+      bad += sp_stream_current(dev, &out) != SP_OK;
+      __asm__ volatile("" : : "r"(out) : "memory");
     }
-    default:
-      break;
+    break;
+  case OP_EVENT:
+    for (unsigned long i = 0; i < iters; i++) {
+      bad += sp_event_acquire(dev, 0, &ev) != SP_OK;
+      bad += sp_event_release(dev, ev) != SP_OK;
+    }
+    break;
+  case OP_RECORD:
+    bad += sp_event_acquire(dev, 0, &ev) != SP_OK;
+    for (unsigned long i = 0; i < iters; i++) {
+      bad += sp_event_record(ev, s) != SP_OK;
+      sp_status st = sp_event_query(dev, ev);
+      bad += st != SP_OK && st != SP_ERR_NOT_READY;
+    }
+    (void)sp_stream_sync(s);
+    bad += sp_event_release(dev, ev) != SP_OK;
+    break;
+  case OP_SLOT:
+    for (unsigned long i = 0; i < iters; i++) {
+      bad += sp_stream_release_current(dev) != SP_OK;
+      bad += sp_stream_current(dev, &out) != SP_OK;
+    }
+    break;
+  case OP_MEMSET:
+  case OP_MEMSET_IN:
+  case OP_COPY: {
+    char *blk = NULL, host[64] = {0};
+    if (sp_alloc(dev, 4096, s, (void **)&blk) != SP_OK) {
+      arg->bad = iters;
+      return;
+    }
+    char *at = arg->op == OP_MEMSET_IN ? blk + 1024 : blk;
+    for (unsigned long i = 0; i < iters; i++) {
+      bad += (arg->op == OP_COPY ? sp_memcpy_async(s, at, host, 64)
+                                 : sp_memset_async(s, at, (int)i, 64)) != SP_OK;
+      if ((i & 1023) == 1023) bad += sp_stream_sync(s) != SP_OK;
+    }
+    bad += sp_stream_sync(s) != SP_OK;
+    bad += sp_free(dev, blk) != SP_OK;
+    break;
+  }
+  default: break;
   }
   arg->bad = bad;
 }
@@ -120,9 +126,11 @@ static void *bench_thread(void *p) {
 }
 
 static void bench_row(bench_op op, unsigned threads, double scale) {
-  sp_device_config cfg = {.backend = "host", .streams = 8,
-                          .stream_mode = op == OP_SLOT ? SP_STREAMS_EXCLUSIVE : SP_STREAMS_ROUND_ROBIN,
-                          .slot_wait_ms = 1000};
+  sp_device_config cfg = {
+      .backend = "host",
+      .streams = 8,
+      .stream_mode = op == OP_SLOT ? SP_STREAMS_EXCLUSIVE : SP_STREAMS_ROUND_ROBIN,
+      .slot_wait_ms = 1000};
   sp_device *dev = NULL;
   sp_status st = sp_device_open(&cfg, &dev);
   if (st != SP_OK) {
@@ -160,8 +168,8 @@ int main(int argc, char **argv) {
   double scale = 1.0;
   if (argc == 3 && !strcmp(argv[1], "--scale")) scale = atof(argv[2]);
   printf("streampool %s: stream/event pool hot paths on the host device\n\n", sp_version());
-  printf("| %-14s | %7s | %12s | %10s | %12s |\n", "operation", "threads", "iters/thread",
-         "ns/op", "total Mops/s");
+  printf("| %-14s | %7s | %12s | %10s | %12s |\n", "operation", "threads", "iters/thread", "ns/op",
+         "total Mops/s");
   printf("|----------------|---------|--------------|------------|--------------|\n");
   const unsigned counts[] = {1, 2, 4};
   for (int op = 0; op < OP_COUNT; op++)

@@ -30,7 +30,7 @@ typedef struct worker {
   const sp_tokenizer *tok;
   const corpus *c;
   size_t max_len;
-  int32_t *ids;     /* room for the longest line's ids */
+  int32_t *ids; /* room for the longest line's ids */
   size_t cap;
   unsigned long long n_ids, bad;
 } worker;
@@ -69,7 +69,8 @@ static void *work(void *p) {
   for (int pass = 0; pass < PASSES; pass++)
     for (size_t i = 0; i < w->c->n; i++) {
       size_t n = 0;
-      if (sp_tokenizer_encode(w->tok, w->c->lines[i], w->c->lens[i], w->max_len, w->ids, w->cap, &n) != SP_OK)
+      if (sp_tokenizer_encode(w->tok, w->c->lines[i], w->c->lens[i], w->max_len, w->ids, w->cap,
+                              &n) != SP_OK)
         w->bad++;
       w->n_ids += n;
     }
@@ -96,14 +97,15 @@ static void run(const sp_tokenizer *tok, const corpus *c, size_t max_len, int th
   }
   for (int k = 0; k < threads; k++) free(w[k].ids);
   double dt = now_s() - t0;
-  printf("| streampool sp_tokenizer_encode | %s | %d | %.1f k | %.3f M |%s\n", max_len ? "256" : "none", threads,
-         (double)c->n * PASSES * threads / dt / 1e3, (double)ids / dt / 1e6,
-         bad ? " (errors!)" : "");
+  printf("| streampool sp_tokenizer_encode | %s | %d | %.1f k | %.3f M |%s\n",
+         max_len ? "256" : "none", threads, (double)c->n * PASSES * threads / dt / 1e3,
+         (double)ids / dt / 1e6, bad ? " (errors!)" : "");
 }
 
 int main(int argc, char **argv) {
   const char *tok_path = argc > 2 ? argv[1] : SP_SOURCE_DIR "/tests/tokenizer/fixture/vocab.txt";
-  const char *corpus_path = argc > 2 ? argv[2] : SP_SOURCE_DIR "/tests/tokenizer/fixture/corpus.txt";
+  const char *corpus_path =
+      argc > 2 ? argv[2] : SP_SOURCE_DIR "/tests/tokenizer/fixture/corpus.txt";
   char py[4096];
   if (argc > 3) snprintf(py, sizeof(py), "%s", argv[3]);
   else snprintf(py, sizeof(py), "%s/tokenizer-venv/bin/python", SP_BINARY_DIR);
@@ -127,8 +129,9 @@ int main(int argc, char **argv) {
     fflush(stdout);
     for (int threads = 1; have_py && threads <= 4; threads *= 4) {
       char cmd[12288];
-      snprintf(cmd, sizeof(cmd), "RAYON_NUM_THREADS=%d '%s' '%s/bench/tokenizer_hf.py' '%s' '%s' %d %d %d",
-               threads, py, SP_SOURCE_DIR, tok_path, corpus_path, trunc ? MAX_LEN : 0, PASSES, threads);
+      snprintf(cmd, sizeof(cmd),
+               "RAYON_NUM_THREADS=%d '%s' '%s/bench/tokenizer_hf.py' '%s' '%s' %d %d %d", threads,
+               py, SP_SOURCE_DIR, tok_path, corpus_path, trunc ? MAX_LEN : 0, PASSES, threads);
       if (system(cmd) != 0) printf("| Hugging Face tokenizers | - | %d | failed | - |\n", threads);
     }
   }

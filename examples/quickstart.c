@@ -18,7 +18,11 @@ int main(void) {
   pthread_t t[8];
   size_t failed = 0;
   for (size_t i = 0; i < 8; i++) pthread_create(&t[i], NULL, worker, (void *)i);
-  for (size_t i = 0; i < 8; i++) { void *r; pthread_join(t[i], &r); failed += (size_t)r; }
+  for (size_t i = 0; i < 8; i++) {
+    void *r;
+    pthread_join(t[i], &r);
+    failed += (size_t)r;
+  }
   printf("%s: 8 threads, %zu failed\n", sp_device_name(dev), failed);
   sp_model_free(model);
   sp_device_close(dev);

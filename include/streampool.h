@@ -49,19 +49,19 @@ const char *sp_version(void);
  * ------------------------------------------------------------------------------------------- */
 
 /* X-macro: name, value, description. The one table behind sp_status and sp_status_str. */
-#define SP_STATUS_TABLE(X)                                                                        \
-  X(SP_OK, 0, "success")                                                                          \
-  X(SP_ERR_INVALID_ARGUMENT, -1, "invalid argument")                                              \
-  X(SP_ERR_INVALID_HANDLE, -2, "invalid handle")                                                  \
-  X(SP_ERR_OUT_OF_MEMORY, -3, "out of device memory")                                             \
-  X(SP_ERR_LIMIT, -4, "memory limit reached")                                                     \
-  X(SP_ERR_POOL_EXHAUSTED, -5, "pool exhausted")                                                  \
-  X(SP_ERR_NOT_READY, -6, "not ready")                                                            \
-  X(SP_ERR_NO_DEVICE, -7, "no such device")                                                       \
-  X(SP_ERR_UNSUPPORTED, -8, "unsupported")                                                        \
-  X(SP_ERR_BACKEND, -9, "backend error")                                                          \
-  X(SP_ERR_FORKED, -10, "used after fork")                                                        \
-  X(SP_ERR_HOST_MEMORY, -11, "out of host memory")                                                \
+#define SP_STATUS_TABLE(X)                            \
+  X(SP_OK, 0, "success")                              \
+  X(SP_ERR_INVALID_ARGUMENT, -1, "invalid argument")  \
+  X(SP_ERR_INVALID_HANDLE, -2, "invalid handle")      \
+  X(SP_ERR_OUT_OF_MEMORY, -3, "out of device memory") \
+  X(SP_ERR_LIMIT, -4, "memory limit reached")         \
+  X(SP_ERR_POOL_EXHAUSTED, -5, "pool exhausted")      \
+  X(SP_ERR_NOT_READY, -6, "not ready")                \
+  X(SP_ERR_NO_DEVICE, -7, "no such device")           \
+  X(SP_ERR_UNSUPPORTED, -8, "unsupported")            \
+  X(SP_ERR_BACKEND, -9, "backend error")              \
+  X(SP_ERR_FORKED, -10, "used after fork")            \
+  X(SP_ERR_HOST_MEMORY, -11, "out of host memory")    \
   X(SP_ERR_BUSY, -12, "still in use")
 
 typedef enum sp_status {
@@ -407,9 +407,10 @@ sp_status sp_model_load(sp_device *dev, const char *safetensors_path, sp_dtype d
 sp_status sp_model_mlp_random(sp_device *dev, const unsigned *dims, unsigned n_dims, uint64_t seed,
                               sp_dtype dt, sp_model **out);
 
-/* Models read STREAMPOOL_GRAPHS when built (1, the default: each (stream, batch) forward is captured
- * once as a device graph where the backend has graphs, and replayed; 0: launched op by op; another
- * value, the empty one included: the build fails with SP_ERR_INVALID_ARGUMENT naming it). */
+/* Models read STREAMPOOL_GRAPHS when built (1, the default: each (stream, batch) forward is
+ * captured once as a device graph where the backend has graphs, and replayed; 0: launched op by op;
+ * another value, the empty one included: the build fails with SP_ERR_INVALID_ARGUMENT naming it).
+ */
 
 /* Frees m's weights. Work using m must have finished. NULL is a no-op. In a forked child it only
  * forgets m. Externally synchronized. */
@@ -450,13 +451,13 @@ sp_status sp_batcher_infer(sp_batcher *b, const float *in, float *out);
 void sp_batcher_destroy(sp_batcher *b);
 
 typedef struct sp_batcher_stats {
-  uint64_t requests;                 /* rows answered                   */
-  uint64_t batches;                  /* forward passes run              */
-  uint64_t failed;                   /* rows answered with an error     */
-  uint64_t queued;                   /* rows accepted, not yet in a pass */
-  uint64_t fill_ns;                  /* all passes: first row queued -> batch taken */
-  uint64_t run_ns;                   /* all passes: staging, forward, stream sync   */
-  uint64_t answer_ns;                /* all passes: rows copied back, callers woken */
+  uint64_t requests;  /* rows answered                   */
+  uint64_t batches;   /* forward passes run              */
+  uint64_t failed;    /* rows answered with an error     */
+  uint64_t queued;    /* rows accepted, not yet in a pass */
+  uint64_t fill_ns;   /* all passes: first row queued -> batch taken */
+  uint64_t run_ns;    /* all passes: staging, forward, stream sync   */
+  uint64_t answer_ns; /* all passes: rows copied back, callers woken */
 } sp_batcher_stats;
 /* b's counters so far, each read atomically (their sum is exact once callers and workers rest).
  * SP_ERR_FORKED in a forked child. Any thread, also while sp_batcher_infer runs. */
@@ -525,8 +526,8 @@ sp_status sp_tokenizer_load(const char *path, sp_tokenizer **out);
  * forms, surrogates, code points above U+10FFFF, truncated sequences) gives
  * SP_ERR_INVALID_ARGUMENT with the byte offset; more ids than capacity gives
  * SP_ERR_INVALID_ARGUMENT saying how many are needed. Any thread, concurrently on one tokenizer. */
-sp_status sp_tokenizer_encode(const sp_tokenizer *tok, const char *utf8, size_t len,
-                              size_t max_len, int32_t *ids_out, size_t capacity, size_t *n_out);
+sp_status sp_tokenizer_encode(const sp_tokenizer *tok, const char *utf8, size_t len, size_t max_len,
+                              int32_t *ids_out, size_t capacity, size_t *n_out);
 
 /* The vocabulary's size (ids are 0 .. size-1). Any thread. */
 size_t sp_tokenizer_vocab_size(const sp_tokenizer *tok);

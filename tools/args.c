@@ -62,8 +62,7 @@ int sp_cli_parse(const char *cmd, int argc, char **argv, const struct option *op
   return 0;
 }
 
-static const char *args_number(const char *s, bool bytes, uint64_t lo, uint64_t hi,
-                               uint64_t *out) {
+static const char *args_number(const char *s, bool bytes, uint64_t lo, uint64_t hi, uint64_t *out) {
   sp__number_status st = sp__number_parse(s, bytes, lo, hi, out);
   if (st == SP__NUMBER_OK) return NULL;
   if (st != SP__NUMBER_RANGE) return sp__number_why(st, bytes);

@@ -39,8 +39,7 @@ int sp_cli_parse(const char *cmd, int argc, char **argv, const struct option *op
 
 /* Prints "streampool CMD: <message>" and the --help pointer on stderr; returns SP_CLI_USAGE.
  * For checks across options made after sp_cli_parse. */
-int sp_cli_usage_error(const char *cmd, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+int sp_cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Value parsers: NULL on success (and *out written), else why the value is bad. */
 const char *sp_cli_count(const char *s, uint64_t lo, uint64_t hi, uint64_t *out);
@@ -50,7 +49,7 @@ const char *sp_cli_decimal(const char *s, double lo, double hi, double *out);
 /* Up to max_n counts in [lo, hi] into out[], *n of them; distinct: no value twice. */
 const char *sp_cli_list(const char *s, unsigned lo, unsigned hi, bool distinct, unsigned max_n,
                         unsigned *out, unsigned *n);
-const char *sp_cli_dtype(const char *s, sp_dtype *out);    /* f32 | bf16                   */
+const char *sp_cli_dtype(const char *s, sp_dtype *out);      /* f32 | bf16                   */
 const char *sp_cli_backend(const char *s, const char **out); /* host | cuda | auto (-> NULL) */
 
 /* "f32" or "bf16". */

@@ -10,7 +10,7 @@ int sp_cli_check(int argc, char **argv);   /* cmd_check.c: outputs against expec
 
 /* snapshot_page.c: memory snapshots as JSON or as the HTML viewer page. */
 #include "streampool.h"
-int sp_cli_viewer(int argc, char **argv);  /* `streampool viewer in.json out.html`           */
+int sp_cli_viewer(int argc, char **argv); /* `streampool viewer in.json out.html`           */
 /* run --snapshot: before the devices open, turns the history on for them (STREAMPOOL_MEMORY_HISTORY
  * = 65536 unless set); at the end writes dev's snapshot to path (.json: the JSON, else the page).
  * save: 0 ok, 1 failed (message on stderr). */

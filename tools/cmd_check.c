@@ -31,13 +31,14 @@ typedef struct check_opts {
 } check_opts;
 
 static void check_usage(FILE *f) {
-  fprintf(f, "usage: streampool check --model FILE.safetensors --inputs IN.f32 --expect OUT.f32\n"
-             "                        [--dtype f32|bf16] [--tol X] [--batch N] [--backend NAME]\n"
-             "                        [--json]\n"
-             "  IN/OUT: raw little-endian float32, row-major. Exit 0 when the relative error\n"
-             "  (per row max |y - expected| / max |expected|, the largest over the rows) is within\n"
-             "  --tol (default 1e-5 f32, 1e-2 bf16; the tolerance `streampool run` checks with).\n"
-             "  --json: one JSON document on stdout instead of the line.\n");
+  fprintf(f,
+          "usage: streampool check --model FILE.safetensors --inputs IN.f32 --expect OUT.f32\n"
+          "                        [--dtype f32|bf16] [--tol X] [--batch N] [--backend NAME]\n"
+          "                        [--json]\n"
+          "  IN/OUT: raw little-endian float32, row-major. Exit 0 when the relative error\n"
+          "  (per row max |y - expected| / max |expected|, the largest over the rows) is within\n"
+          "  --tol (default 1e-5 f32, 1e-2 bf16; the tolerance `streampool run` checks with).\n"
+          "  --json: one JSON document on stdout instead of the line.\n");
 }
 
 /* Reads a whole float32 file; *n floats. NULL with a message on stderr when path is not a regular
@@ -61,8 +62,8 @@ static float *check_read(const char *path, size_t *n) {
   float *buf = NULL;
   if (fseek(f, 0, SEEK_END) == 0) {
     long size = ftell(f);
-    if (size > 0 && size % 4 == 0 && fseek(f, 0, SEEK_SET) == 0 &&
-        (buf = malloc((size_t)size)) && fread(buf, 1, (size_t)size, f) == (size_t)size)
+    if (size > 0 && size % 4 == 0 && fseek(f, 0, SEEK_SET) == 0 && (buf = malloc((size_t)size)) &&
+        fread(buf, 1, (size_t)size, f) == (size_t)size)
       *n = (size_t)size / 4;
     else {
       free(buf);
@@ -73,15 +74,26 @@ static float *check_read(const char *path, size_t *n) {
   return buf;
 }
 
-enum { OPT_MODEL = 256, OPT_INPUTS, OPT_EXPECT, OPT_DTYPE, OPT_TOL, OPT_BATCH, OPT_BACKEND,
-       OPT_JSON };
+enum {
+  OPT_MODEL = 256,
+  OPT_INPUTS,
+  OPT_EXPECT,
+  OPT_DTYPE,
+  OPT_TOL,
+  OPT_BATCH,
+  OPT_BACKEND,
+  OPT_JSON
+};
 
-static const struct option check_long_opts[] = {
-    {"model", required_argument, 0, OPT_MODEL},     {"inputs", required_argument, 0, OPT_INPUTS},
-    {"expect", required_argument, 0, OPT_EXPECT},   {"dtype", required_argument, 0, OPT_DTYPE},
-    {"tol", required_argument, 0, OPT_TOL},         {"batch", required_argument, 0, OPT_BATCH},
-    {"backend", required_argument, 0, OPT_BACKEND}, {"json", no_argument, 0, OPT_JSON},
-    {0, 0, 0, 0}};
+static const struct option check_long_opts[] = {{"model", required_argument, 0, OPT_MODEL},
+                                                {"inputs", required_argument, 0, OPT_INPUTS},
+                                                {"expect", required_argument, 0, OPT_EXPECT},
+                                                {"dtype", required_argument, 0, OPT_DTYPE},
+                                                {"tol", required_argument, 0, OPT_TOL},
+                                                {"batch", required_argument, 0, OPT_BATCH},
+                                                {"backend", required_argument, 0, OPT_BACKEND},
+                                                {"json", no_argument, 0, OPT_JSON},
+                                                {0, 0, 0, 0}};
 
 static const char *check_opt(int c, const char *arg, void *ctx) {
   check_opts *o = ctx;
@@ -171,8 +183,10 @@ int sp_cli_check(int argc, char **argv) {
   unsigned in_f = sp_model_in_features(m), out_f = sp_model_out_features(m);
   size_t rows = n_in / in_f;
   if (n_in % in_f || n_want != rows * out_f) {
-    fprintf(stderr, "streampool check: %zu input and %zu expected floats do not make rows of "
-                    "%u -> %u features\n", n_in, n_want, in_f, out_f);
+    fprintf(stderr,
+            "streampool check: %zu input and %zu expected floats do not make rows of "
+            "%u -> %u features\n",
+            n_in, n_want, in_f, out_f);
     goto done;
   }
   out = malloc(sizeof(float) * n_want);

@@ -30,11 +30,12 @@ static int sp_cli_info_device(const char *backend, int index, int json, int *fir
   (void)sp_device_config_get(dev, &c);
   (void)sp_device_memory_info(dev, &free_b, &total_b);
   if (json) {
-    printf("%s\n    {\"backend\": \"%s\", \"index\": %d, \"name\": \"%s\", \"memory_total\": %zu,"
-           " \"memory_free\": %zu, \"streams\": %u, \"stream_mode\": \"%s\", \"slot_wait_ms\": %u,"
-           " \"memory_limit\": %zu}",
-           *first ? "" : ",", backend, index, sp_device_name(dev), total_b, free_b, c.streams,
-           sp_cli_mode_name(c.stream_mode), c.slot_wait_ms, c.memory_limit);
+    printf(
+        "%s\n    {\"backend\": \"%s\", \"index\": %d, \"name\": \"%s\", \"memory_total\": %zu,"
+        " \"memory_free\": %zu, \"streams\": %u, \"stream_mode\": \"%s\", \"slot_wait_ms\": %u,"
+        " \"memory_limit\": %zu}",
+        *first ? "" : ",", backend, index, sp_device_name(dev), total_b, free_b, c.streams,
+        sp_cli_mode_name(c.stream_mode), c.slot_wait_ms, c.memory_limit);
   } else {
     printf("  %s:%d  %s\n", backend, index, sp_device_name(dev));
     printf("    memory       %.1f MiB total, %.1f MiB free\n", (double)total_b / 1048576.0,
@@ -52,16 +53,17 @@ static int sp_cli_info_device(const char *backend, int index, int json, int *fir
 }
 
 static void sp_cli_info_usage(FILE *f) {
-  fprintf(f, "usage: streampool info [--json] [--backend host|cuda|auto]\n"
-             "  backends compiled in, their devices, and the stream pool settings a default open\n"
-             "  gets (after STREAMPOOL_* overrides); --backend: that backend's devices only.\n");
+  fprintf(f,
+          "usage: streampool info [--json] [--backend host|cuda|auto]\n"
+          "  backends compiled in, their devices, and the stream pool settings a default open\n"
+          "  gets (after STREAMPOOL_* overrides); --backend: that backend's devices only.\n");
 }
 
 enum { OPT_JSON = 256, OPT_BACKEND };
 
-static const struct option sp_cli_info_opts[] = {
-    {"json", no_argument, 0, OPT_JSON}, {"backend", required_argument, 0, OPT_BACKEND},
-    {0, 0, 0, 0}};
+static const struct option sp_cli_info_opts[] = {{"json", no_argument, 0, OPT_JSON},
+                                                 {"backend", required_argument, 0, OPT_BACKEND},
+                                                 {0, 0, 0, 0}};
 
 typedef struct sp_cli_info_args {
   int json;
@@ -78,8 +80,8 @@ static const char *sp_cli_info_opt(int c, const char *arg, void *ctx) {
 
 int sp_cli_info(int argc, char **argv) {
   sp_cli_info_args o = {0, NULL};
-  int prc = sp_cli_parse("info", argc, argv, sp_cli_info_opts, sp_cli_info_usage, sp_cli_info_opt,
-                         &o);
+  int prc =
+      sp_cli_parse("info", argc, argv, sp_cli_info_opts, sp_cli_info_usage, sp_cli_info_opt, &o);
   if (prc) return prc == 1 ? SP_CLI_OK : SP_CLI_USAGE;
   int json = o.json;
   const char *only = o.only;
@@ -99,7 +101,8 @@ int sp_cli_info(int argc, char **argv) {
   if (!json) printf("\ndevices (a default open, after STREAMPOOL_* overrides)\n");
   for (int b = 0; b < 2; b++) {
     if (only && strcmp(only, sp_cli_backends[b])) continue;
-    for (int d = 0; d < counts[b]; d++) rc |= sp_cli_info_device(sp_cli_backends[b], d, json, &first);
+    for (int d = 0; d < counts[b]; d++)
+      rc |= sp_cli_info_device(sp_cli_backends[b], d, json, &first);
   }
   if (json) {
     printf("\n  ], \"backends\": {");

@@ -39,8 +39,8 @@ static sp_status open_fleet(const run_opts *o, run_fleet *f, char *desc, size_t 
   max_t = (max_t + f->n - 1) / f->n; /* threads per device */
   sp_device_config cfg = {.backend = o->backend};
   if (max_t + 1 + o->bcfg.workers > 32)
-    cfg.streams = max_t + 3 + o->bcfg.workers > SP_STREAMS_MAX ? SP_STREAMS_MAX
-                                                                : max_t + 3 + o->bcfg.workers;
+    cfg.streams =
+        max_t + 3 + o->bcfg.workers > SP_STREAMS_MAX ? SP_STREAMS_MAX : max_t + 3 + o->bcfg.workers;
   static const unsigned dims[] = {512, 1024, 1024, 512};
   for (unsigned d = 0; st == SP_OK && d < f->n; d++) {
     cfg.index = (int)f->index[d];
@@ -53,8 +53,7 @@ static sp_status open_fleet(const run_opts *o, run_fleet *f, char *desc, size_t 
                  sp_model_out_features(f->m[d]));
     } else {
       st = sp_model_mlp_random(f->dev[d], dims, 4, o->seed, o->dtype, &f->m[d]);
-      snprintf(desc, n, "built-in MLP 512-1024-1024-512 (seed %llu)",
-               (unsigned long long)o->seed);
+      snprintf(desc, n, "built-in MLP 512-1024-1024-512 (seed %llu)", (unsigned long long)o->seed);
     }
   }
   return st;

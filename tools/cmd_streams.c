@@ -23,11 +23,11 @@ typedef struct sp_cli_worker {
   unsigned id;
   size_t bytes;
   double seconds;
-  unsigned stream;         /* the pool stream it ran on     */
-  unsigned long rounds;    /* host->dev->dev->host round trips checked */
-  unsigned long errors;    /* failed calls + wrong bytes    */
+  unsigned stream;      /* the pool stream it ran on     */
+  unsigned long rounds; /* host->dev->dev->host round trips checked */
+  unsigned long errors; /* failed calls + wrong bytes    */
   char first_error[256];
-  int started;             /* its thread was created (joined at the end) */
+  int started; /* its thread was created (joined at the end) */
 } sp_cli_worker;
 
 static double sp_cli_now(void) { return (double)sp_cli_now_ns() * 1e-9; }
@@ -94,19 +94,22 @@ out:
 }
 
 static void sp_cli_streams_usage(FILE *f) {
-  fprintf(f, "usage: streampool streams [--threads N] [--seconds S] [--backend host|cuda|auto]\n"
-             "                          [--bytes N] [--json]\n"
-             "  N threads (1..1024, default 4) copy --bytes (default 64K; K/M/G/T, B or iB) host ->\n"
-             "  device -> device -> host on their own streams for S seconds (default 1) and check\n"
-             "  every byte. --json: one JSON document on stdout instead of the lines.\n");
+  fprintf(f,
+          "usage: streampool streams [--threads N] [--seconds S] [--backend host|cuda|auto]\n"
+          "                          [--bytes N] [--json]\n"
+          "  N threads (1..1024, default 4) copy --bytes (default 64K; K/M/G/T, B or iB) host ->\n"
+          "  device -> device -> host on their own streams for S seconds (default 1) and check\n"
+          "  every byte. --json: one JSON document on stdout instead of the lines.\n");
 }
 
 enum { OPT_THREADS = 256, OPT_SECONDS, OPT_BYTES, OPT_BACKEND, OPT_JSON };
 
-static const struct option sp_cli_streams_opts[] = {
-    {"threads", required_argument, 0, OPT_THREADS}, {"seconds", required_argument, 0, OPT_SECONDS},
-    {"bytes", required_argument, 0, OPT_BYTES},     {"backend", required_argument, 0, OPT_BACKEND},
-    {"json", no_argument, 0, OPT_JSON},             {0, 0, 0, 0}};
+static const struct option sp_cli_streams_opts[] = {{"threads", required_argument, 0, OPT_THREADS},
+                                                    {"seconds", required_argument, 0, OPT_SECONDS},
+                                                    {"bytes", required_argument, 0, OPT_BYTES},
+                                                    {"backend", required_argument, 0, OPT_BACKEND},
+                                                    {"json", no_argument, 0, OPT_JSON},
+                                                    {0, 0, 0, 0}};
 
 typedef struct sp_cli_streams_args {
   unsigned threads;
@@ -129,9 +132,9 @@ static const char *sp_cli_streams_opt(int c, const char *arg, void *ctx) {
 }
 
 /* The totals as one JSON document. */
-static void sp_cli_streams_json(sp_device *dev, const sp_device_config *c,
-                                const sp_cli_worker *w, unsigned threads, size_t bytes,
-                                unsigned long rounds, unsigned long errors, double dt) {
+static void sp_cli_streams_json(sp_device *dev, const sp_device_config *c, const sp_cli_worker *w,
+                                unsigned threads, size_t bytes, unsigned long rounds,
+                                unsigned long errors, double dt) {
   cJSON *j = cJSON_CreateObject();
   cJSON_AddStringToObject(j, "backend", sp_device_backend(dev));
   cJSON_AddNumberToObject(j, "index", c->index);
@@ -218,9 +221,11 @@ int sp_cli_streams(int argc, char **argv) {
       printf("  thread %2u  stream %3u  %8lu round trips  %lu errors%s%s\n", i, w[i].stream,
              w[i].rounds, w[i].errors, w[i].errors ? "  first: " : "", w[i].first_error);
     double copied = (double)rounds * 3.0 * (double)bytes;
-    printf("total: %lu round trips (%lu copies, %.1f MiB copied) in %.2f s, %.0f copies/s, "
-           "errors: %lu\n", rounds, rounds * 3, copied / 1048576.0, dt,
-           dt > 0 ? (double)rounds * 3.0 / dt : 0.0, errors);
+    printf(
+        "total: %lu round trips (%lu copies, %.1f MiB copied) in %.2f s, %.0f copies/s, "
+        "errors: %lu\n",
+        rounds, rounds * 3, copied / 1048576.0, dt, dt > 0 ? (double)rounds * 3.0 / dt : 0.0,
+        errors);
   }
   free(w);
   free(th);

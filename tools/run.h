@@ -37,11 +37,11 @@
 #include "streampool.h"
 
 enum {
-  REF_ROWS = 64,       /* distinct seeded input rows with reference outputs */
-  MAX_RUNS = 16,       /* thread counts in one --threads list               */
+  REF_ROWS = 64, /* distinct seeded input rows with reference outputs */
+  MAX_RUNS = 16, /* thread counts in one --threads list               */
   MAX_THREADS = 1024,
-  LAT_BUCKETS = 1920,  /* log-linear: 32 per power of two, up to 2^63 ns     */
-  MAX_DEVICES = 16,    /* indices in one --devices list                     */
+  LAT_BUCKETS = 1920, /* log-linear: 32 per power of two, up to 2^63 ns     */
+  MAX_DEVICES = 16,   /* indices in one --devices list                     */
 };
 
 typedef struct run_opts {
@@ -61,8 +61,8 @@ typedef struct run_opts {
 
 typedef struct run_ref {
   unsigned in_f, out_f;
-  float *in;    /* [REF_ROWS][in_f]   */
-  float *out;   /* [REF_ROWS][out_f]  */
+  float *in;  /* [REF_ROWS][in_f]   */
+  float *out; /* [REF_ROWS][out_f]  */
   double tol;
 } run_ref;
 
@@ -82,7 +82,7 @@ typedef struct run_result {
 } run_result;
 
 typedef struct run_shared { /* one row of the table */
-  sp_model *m[MAX_DEVICES];         /* per device; thread i uses device i mod n_dev */
+  sp_model *m[MAX_DEVICES]; /* per device; thread i uses device i mod n_dev */
   sp_batcher *b[MAX_DEVICES];
   const run_opts *o;
   const run_ref *ref[MAX_DEVICES];

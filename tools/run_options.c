@@ -35,19 +35,40 @@ static void run_usage(FILE *f) {
           "Exit status: 0 all outputs correct, 1 a wrong output or a failed call, 2 bad usage.\n");
 }
 
-enum { OPT_BACKEND = 256, OPT_MODEL, OPT_DTYPE, OPT_THREADS, OPT_BATCH, OPT_DURATION,
-       OPT_BATCHER, OPT_MAX_BATCH, OPT_MAX_DELAY, OPT_WORKERS, OPT_CLIENTS, OPT_SEED, OPT_JSON,
-       OPT_NO_PROGRESS, OPT_SELF_TEST, OPT_DEVICES, OPT_SNAPSHOT };
+enum {
+  OPT_BACKEND = 256,
+  OPT_MODEL,
+  OPT_DTYPE,
+  OPT_THREADS,
+  OPT_BATCH,
+  OPT_DURATION,
+  OPT_BATCHER,
+  OPT_MAX_BATCH,
+  OPT_MAX_DELAY,
+  OPT_WORKERS,
+  OPT_CLIENTS,
+  OPT_SEED,
+  OPT_JSON,
+  OPT_NO_PROGRESS,
+  OPT_SELF_TEST,
+  OPT_DEVICES,
+  OPT_SNAPSHOT
+};
 
 static const struct option run_long_opts[] = {
-    {"backend", required_argument, 0, OPT_BACKEND}, {"model", required_argument, 0, OPT_MODEL},
-    {"dtype", required_argument, 0, OPT_DTYPE}, {"threads", required_argument, 0, OPT_THREADS},
-    {"batch", required_argument, 0, OPT_BATCH}, {"duration", required_argument, 0, OPT_DURATION},
+    {"backend", required_argument, 0, OPT_BACKEND},
+    {"model", required_argument, 0, OPT_MODEL},
+    {"dtype", required_argument, 0, OPT_DTYPE},
+    {"threads", required_argument, 0, OPT_THREADS},
+    {"batch", required_argument, 0, OPT_BATCH},
+    {"duration", required_argument, 0, OPT_DURATION},
     {"batcher", optional_argument, 0, OPT_BATCHER},
     {"max-batch", required_argument, 0, OPT_MAX_BATCH},
     {"max-delay-us", required_argument, 0, OPT_MAX_DELAY},
-    {"workers", required_argument, 0, OPT_WORKERS}, {"clients", required_argument, 0, OPT_CLIENTS},
-    {"seed", required_argument, 0, OPT_SEED}, {"json", no_argument, 0, OPT_JSON},
+    {"workers", required_argument, 0, OPT_WORKERS},
+    {"clients", required_argument, 0, OPT_CLIENTS},
+    {"seed", required_argument, 0, OPT_SEED},
+    {"json", no_argument, 0, OPT_JSON},
     {"no-progress", no_argument, 0, OPT_NO_PROGRESS},
     {"self-test-wrong-output", no_argument, 0, OPT_SELF_TEST},
     {"devices", required_argument, 0, OPT_DEVICES},
@@ -75,7 +96,8 @@ static const char *run_opt(int c, const char *arg, void *ctx) {
   case OPT_BACKEND: return sp_cli_backend(arg, &o->backend);
   case OPT_MODEL: o->model_path = arg; return NULL;
   case OPT_DTYPE: return sp_cli_dtype(arg, &o->dtype);
-  case OPT_THREADS: return sp_cli_list(arg, 1, MAX_THREADS, false, MAX_RUNS, o->threads, &o->n_runs);
+  case OPT_THREADS:
+    return sp_cli_list(arg, 1, MAX_THREADS, false, MAX_RUNS, o->threads, &o->n_runs);
   case OPT_BATCH: return sp_cli_unsigned(arg, 1, 65536, &o->batch);
   case OPT_DURATION: return sp_cli_decimal(arg, 1e-3, 3600, &o->duration_s);
   case OPT_BATCHER:
@@ -98,7 +120,11 @@ static const char *run_opt(int c, const char *arg, void *ctx) {
 }
 
 int sp_cli_run_parse(int argc, char **argv, run_opts *o) {
-  *o = (run_opts){.batch = 1, .duration_s = 3, .progress = true, .seed = 1, .n_runs = 4,
+  *o = (run_opts){.batch = 1,
+                  .duration_s = 3,
+                  .progress = true,
+                  .seed = 1,
+                  .n_runs = 4,
                   .threads = {1, 2, 4, 8}};
   run_parse_ctx ctx = {.o = o};
   int rc = sp_cli_parse("run", argc, argv, run_long_opts, run_usage, run_opt, &ctx);

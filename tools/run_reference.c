@@ -25,8 +25,8 @@ sp_status sp_cli_run_ref_build(sp_model *m, const run_opts *o, run_ref *ref) {
   for (size_t i = 0; i < (size_t)REF_ROWS * ref->in_f; i++)
     ref->in[i] = (float)((double)(splitmix(&x) >> 11) / 9007199254740992.0 * 2.0 - 1.0);
   for (unsigned r = 0; r < REF_ROWS; r++) {
-    sp_status st = sp_model_infer(m, ref->in + (size_t)r * ref->in_f,
-                                  ref->out + (size_t)r * ref->out_f, 1);
+    sp_status st =
+        sp_model_infer(m, ref->in + (size_t)r * ref->in_f, ref->out + (size_t)r * ref->out_f, 1);
     if (st != SP_OK) return st;
   }
   return SP_OK;

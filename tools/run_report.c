@@ -15,19 +15,23 @@ void sp_cli_run_print_header(const run_fleet *f, const run_opts *o, const char *
     printf("streampool run: %s (backend %s)\n", sp_device_name(f->dev[0]),
            sp_device_backend(f->dev[0]));
   else
-    printf("streampool run: %u devices (backend %s), threads spread round-robin, one model "
-           "each\n", f->n, sp_device_backend(f->dev[0]));
+    printf(
+        "streampool run: %u devices (backend %s), threads spread round-robin, one model "
+        "each\n",
+        f->n, sp_device_backend(f->dev[0]));
   for (unsigned d = 0; f->n > 1 && d < f->n; d++)
     printf("  device %u: %s\n", f->index[d], sp_device_name(f->dev[d]));
-  printf("model: %s, %s, batch %u, %.1f s per thread count, outputs checked against a "
-         "single-threaded reference (%d rows, tolerance %g)\n", model_desc,
-         sp_cli_dtype_name(o->dtype), o->batch, o->duration_s, REF_ROWS,
-         sp_cli_tolerance(o->dtype));
+  printf(
+      "model: %s, %s, batch %u, %.1f s per thread count, outputs checked against a "
+      "single-threaded reference (%d rows, tolerance %g)\n",
+      model_desc, sp_cli_dtype_name(o->dtype), o->batch, o->duration_s, REF_ROWS,
+      sp_cli_tolerance(o->dtype));
   if (o->batcher)
     printf("batcher: max_batch %u, max_delay_us %u, workers %u (0: defaults 16, 200, 4)\n",
            o->bcfg.max_batch, o->bcfg.max_delay_us, o->bcfg.workers);
-  printf("\n%s%8s %12s %12s %9s %9s %8s %10s%s\n", f->n > 1 ? " device " : "", o->batcher ? "clients" : "threads", "requests/s",
-         "samples/s", "p50 us", "p99 us", "speedup", "max err", o->batcher ? "  rows/batch" : "");
+  printf("\n%s%8s %12s %12s %9s %9s %8s %10s%s\n", f->n > 1 ? " device " : "",
+         o->batcher ? "clients" : "threads", "requests/s", "samples/s", "p50 us", "p99 us",
+         "speedup", "max err", o->batcher ? "  rows/batch" : "");
   fflush(stdout);
 }
 
@@ -35,8 +39,8 @@ void sp_cli_run_print_header(const run_fleet *f, const run_opts *o, const char *
 static void print_row(const run_opts *o, const run_result *r, const char *label) {
   double rps = r->seconds > 0 ? (double)r->requests / r->seconds : 0;
   if (label) printf("%7s ", label);
-  printf("%8u %12.1f %12.1f %9.1f %9.1f %7.2fx %10.2e", r->threads, rps, rps * o->batch,
-         r->p50_us, r->p99_us, r->speedup, r->max_err);
+  printf("%8u %12.1f %12.1f %9.1f %9.1f %7.2fx %10.2e", r->threads, rps, rps * o->batch, r->p50_us,
+         r->p99_us, r->speedup, r->max_err);
   if (o->batcher) printf("  %10.1f", r->batches ? (double)r->requests / (double)r->batches : 0);
   if (r->failures) printf("   %llu FAILED: %s", (unsigned long long)r->failures, r->first_error);
   if (r->wrong) printf("   %llu WRONG outputs", (unsigned long long)r->wrong);
@@ -45,15 +49,16 @@ static void print_row(const run_opts *o, const run_result *r, const char *label)
 }
 
 static void print_memory(const sp_memory_stats *ms, const char *label) {
-  printf("%smemory%s: allocated %.1f MiB (peak %.1f), reserved %.1f MiB (peak %.1f); allocs %llu, "
-         "cache hits %llu, backend allocs %llu, cross-stream reuses %llu, deferred frees %llu, "
-         "OOM retries %llu\n", label ? "" : "\n", label ? label : "",
-         (double)ms->allocated_bytes / 1048576.0,
-         (double)ms->allocated_bytes_peak / 1048576.0, (double)ms->reserved_bytes / 1048576.0,
-         (double)ms->reserved_bytes_peak / 1048576.0, (unsigned long long)ms->allocs,
-         (unsigned long long)ms->cache_hits, (unsigned long long)ms->backend_allocs,
-         (unsigned long long)ms->cross_stream_reuses, (unsigned long long)ms->deferred_frees,
-         (unsigned long long)ms->oom_retries);
+  printf(
+      "%smemory%s: allocated %.1f MiB (peak %.1f), reserved %.1f MiB (peak %.1f); allocs %llu, "
+      "cache hits %llu, backend allocs %llu, cross-stream reuses %llu, deferred frees %llu, "
+      "OOM retries %llu\n",
+      label ? "" : "\n", label ? label : "", (double)ms->allocated_bytes / 1048576.0,
+      (double)ms->allocated_bytes_peak / 1048576.0, (double)ms->reserved_bytes / 1048576.0,
+      (double)ms->reserved_bytes_peak / 1048576.0, (unsigned long long)ms->allocs,
+      (unsigned long long)ms->cache_hits, (unsigned long long)ms->backend_allocs,
+      (unsigned long long)ms->cross_stream_reuses, (unsigned long long)ms->deferred_frees,
+      (unsigned long long)ms->oom_retries);
 }
 
 static cJSON *json_run(const run_opts *o, const run_result *r) {

@@ -58,8 +58,7 @@ static void run_merge(run_thread *ts, unsigned n, int dev, run_result *res, uint
 static int run_batchers(const run_fleet *f, const run_opts *o, run_shared *sh, run_result *res) {
   for (unsigned d = 0; o->batcher && d < f->n; d++) {
     if (sp_batcher_create(f->m[d], &o->bcfg, &sh->b[d]) == SP_OK) continue;
-    snprintf(res->first_error, sizeof(res->first_error), "sp_batcher_create: %s",
-             sp_last_error());
+    snprintf(res->first_error, sizeof(res->first_error), "sp_batcher_create: %s", sp_last_error());
     res->failures = 1;
     for (unsigned k = 0; k < d; k++) sp_batcher_destroy(sh->b[k]);
     return 1;

@@ -11,8 +11,7 @@
 
 static void thread_note_error(run_thread *t, sp_status st) {
   if (!t->failures++)
-    snprintf(t->first_error, sizeof(t->first_error), "%s: %s", sp_status_str(st),
-             sp_last_error());
+    snprintf(t->first_error, sizeof(t->first_error), "%s: %s", sp_status_str(st), sp_last_error());
 }
 
 /* One call of batch rows starting at reference row r0; checks every output row. */
@@ -35,7 +34,7 @@ static void thread_call(run_thread *t, float *in, float *out, unsigned r0) {
   if (sh->o->self_test_wrong && t->index == 0 && t->requests == 3) out[0] += 1.0f;
   for (unsigned j = 0; j < batch; j++) {
     double e = sp_cli_row_error(out + (size_t)j * ref->out_f,
-                         ref->out + (size_t)((r0 + j) % REF_ROWS) * ref->out_f, ref->out_f);
+                                ref->out + (size_t)((r0 + j) % REF_ROWS) * ref->out_f, ref->out_f);
     if (e > t->max_err) t->max_err = e;
     if (!(e <= ref->tol)) t->wrong++;
   }

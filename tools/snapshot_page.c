@@ -27,7 +27,7 @@ extern const size_t sp_cli_viewer_html_len;
 
 enum { PAGE_HISTORY_DEFAULT = 65536 }; /* events kept by `run --snapshot` without the variable */
 #define PAGE_TOKEN "@STREAMPOOL_SNAPSHOT_JSON@"
-#define PAGE_INPUT_MAX ((long)1 << 30)      /* bytes of JSON the converter reads */
+#define PAGE_INPUT_MAX ((long)1 << 30) /* bytes of JSON the converter reads */
 #define PAGE_SEGMENTS_MAX 1000000
 #define PAGE_BLOCKS_MAX 4000000
 #define PAGE_EVENTS_MAX (4 * 1024 * 1024)
@@ -48,7 +48,8 @@ static const char *page_check_segments(const cJSON *segs, char *err, size_t n) {
     const cJSON *bl = cJSON_GetObjectItemCaseSensitive(g, "blocks");
     if (!cJSON_IsObject(g) || !page_is_count(g, "bytes") || !page_is_count(g, "stream") ||
         !cJSON_IsArray(bl)) {
-      snprintf(err, n, "segment %d: needs integer \"bytes\" and \"stream\" and a \"blocks\" array", i);
+      snprintf(err, n, "segment %d: needs integer \"bytes\" and \"stream\" and a \"blocks\" array",
+               i);
       return err;
     }
     int j = 0;
@@ -56,7 +57,8 @@ static const char *page_check_segments(const cJSON *segs, char *err, size_t n) {
       if (++blocks > PAGE_BLOCKS_MAX) return "more blocks than the viewer accepts (4000000)";
       if (!cJSON_IsObject(b) || !page_is_count(b, "offset") || !page_is_count(b, "bytes") ||
           !page_is_count(b, "stream")) {
-        snprintf(err, n, "segment %d block %d: needs integer \"offset\", \"bytes\", \"stream\"", i, j);
+        snprintf(err, n, "segment %d block %d: needs integer \"offset\", \"bytes\", \"stream\"", i,
+                 j);
         return err;
       }
     }
@@ -203,14 +205,15 @@ static char *page_read(const char *path, size_t *len) {
 }
 
 static void viewer_usage(FILE *f) {
-  fprintf(f, "usage: streampool viewer [--json] SNAPSHOT.json OUT.html\n"
-             "  turns a memory snapshot (sp_memory_snapshot_json, `streampool run --snapshot "
-             "x.json`) into\n  a self-contained HTML page: segments per stream, bytes over time, "
-             "largest blocks, events.\n"
-             "  --json  one JSON line on stdout: {\"ok\", \"page\", \"segments\", \"blocks\", "
-             "\"events\"}\n"
-             "Exit status: 0 written, 1 unreadable or refused input (the message says why), 2 bad "
-             "usage.\n");
+  fprintf(f,
+          "usage: streampool viewer [--json] SNAPSHOT.json OUT.html\n"
+          "  turns a memory snapshot (sp_memory_snapshot_json, `streampool run --snapshot "
+          "x.json`) into\n  a self-contained HTML page: segments per stream, bytes over time, "
+          "largest blocks, events.\n"
+          "  --json  one JSON line on stdout: {\"ok\", \"page\", \"segments\", \"blocks\", "
+          "\"events\"}\n"
+          "Exit status: 0 written, 1 unreadable or refused input (the message says why), 2 bad "
+          "usage.\n");
 }
 
 int sp_cli_viewer(int argc, char **argv) {

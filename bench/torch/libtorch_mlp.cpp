@@ -1,7 +1,8 @@
 // libtorch baseline for bench/infer: the 512-1024-1024-512 MLP at batch 1, T C++ threads, each
 // with a pool stream (c10::cuda::getStreamFromPool) made current by a CUDAStreamGuard; every
 // forward is followed by stream.synchronize(). f32 (TF32 off) and bf16.
-// Build: bench/torch/build_libtorch.sh [OUT]; usage: libtorch_mlp [threads,...] [seconds] [f32,bf16]
+// Build: bench/torch/build_libtorch.sh [OUT]; usage: libtorch_mlp [threads,...] [seconds]
+// [f32,bf16]
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/torch.h>
@@ -94,9 +95,10 @@ int main(int argc, char **argv) {
       Result r = run(model, dt, t, seconds);
       std::printf("%-14s %7d %12.0f %9.1f %9.1f\n", ("libtorch " + name).c_str(), t, r.rate,
                   r.p50_us, r.p99_us);
-      std::printf("json {\"impl\":\"libtorch\",\"dtype\":\"%s\",\"threads\":%d,"
-                  "\"forwards_per_s\":%.1f,\"p50_us\":%.1f,\"p99_us\":%.1f}\n",
-                  name.c_str(), t, r.rate, r.p50_us, r.p99_us);
+      std::printf(
+          "json {\"impl\":\"libtorch\",\"dtype\":\"%s\",\"threads\":%d,"
+          "\"forwards_per_s\":%.1f,\"p50_us\":%.1f,\"p99_us\":%.1f}\n",
+          name.c_str(), t, r.rate, r.p50_us, r.p99_us);
       std::fflush(stdout);
     }
   }

@@ -72,7 +72,7 @@ double run_cell(unsigned threads, double seconds) {
 // primary context (CUDA 12+), so the answer is yes.
 bool has_primary_context(c10::DeviceIndex) { return true; }
 
-} // namespace
+}  // namespace
 
 int main() {
   c10::cuda::_internal::setHasPrimaryContext(has_primary_context);

@@ -1,18 +1,17 @@
 /* The public allocator: sp_alloc, sp_free, sp_record_stream, sp_empty_cache, and the device seam.
  *
  * Owns the policy of where a request is served from: (1) this stream's cache (its front of whole
- * blocks of exactly the size, then its bins, then its front flushed into the bins); (2) a block cached
- * on another stream that is complete (idle, or whose blocks were cached before it was seen idle);
- * (3) unless SP_ALLOC_NO_INFLIGHT_REUSE, a block cached on a busy stream, the allocating stream
- * waiting on the device for an event recorded on the owner; (4) a new segment; (5) on backend OOM
- * or the memory limit: sync every stream, complete pending frees, release unused segments, retry
- * once; (6) SP_ERR_OUT_OF_MEMORY / SP_ERR_LIMIT with the numbers.
- * Invariants: see block.h (one state per block) and alloc_internal.h (lock ranks). Locking: a
- * front hit takes only the stream's cache lock; a free without other streams takes one map shard
- * lock and the stream's cache lock (plus the segment lock when the block goes to the bins); none is
- * contended when each thread has its own stream. cache_hits counts requests served from the
- * allocating stream's own cache. Events are recorded and waited on, and memory is allocated, with
- * no lock held.
+ * blocks of exactly the size, then its bins, then its front flushed into the bins); (2) a block
+ * cached on another stream that is complete (idle, or whose blocks were cached before it was seen
+ * idle); (3) unless SP_ALLOC_NO_INFLIGHT_REUSE, a block cached on a busy stream, the allocating
+ * stream waiting on the device for an event recorded on the owner; (4) a new segment; (5) on
+ * backend OOM or the memory limit: sync every stream, complete pending frees, release unused
+ * segments, retry once; (6) SP_ERR_OUT_OF_MEMORY / SP_ERR_LIMIT with the numbers. Invariants: see
+ * block.h (one state per block) and alloc_internal.h (lock ranks). Locking: a front hit takes only
+ * the stream's cache lock; a free without other streams takes one map shard lock and the stream's
+ * cache lock (plus the segment lock when the block goes to the bins); none is contended when each
+ * thread has its own stream. cache_hits counts requests served from the allocating stream's own
+ * cache. Events are recorded and waited on, and memory is allocated, with no lock held.
  */
 #include "alloc/alloc_internal.h"
 
@@ -36,8 +35,7 @@ sp_status sp__alloc_create(sp_device *dev, sp__allocator **out) {
   a->inflight_reuse = !(dev->cfg.alloc_flags & SP_ALLOC_NO_INFLIGHT_REUSE);
   size_t free_bytes = 0, total = 0;
   if (dev->be->memory_info(dev->bdev, &free_bytes, &total) == SP_OK) a->device_total = total;
-  for (unsigned i = 0; i < a->n_streams; i++)
-    sp__spin_init(&a->caches[i].mu, SP__RANK_ALLOC_CACHE);
+  for (unsigned i = 0; i < a->n_streams; i++) sp__spin_init(&a->caches[i].mu, SP__RANK_ALLOC_CACHE);
   sp__spin_init(&a->pending_mu, SP__RANK_ALLOC_PENDING);
   sp__spin_init(&a->seglist_mu, SP__RANK_ALLOC_SEGLIST);
   sp__spin_init(&a->peak_mu, SP__RANK_ALLOC_PEAK);
@@ -145,7 +143,8 @@ static sp__block *take_from(sp__allocator *a, unsigned t, unsigned s, size_t byt
 static bool cache_may_fit(sp__allocator *a, unsigned t, size_t bytes) {
   const sp__scache *c = &a->caches[t];
   return atomic_load_explicit(&c->cached_bytes[sp__size_pool(bytes)], memory_order_relaxed) +
-             atomic_load_explicit(&c->front_bytes, memory_order_relaxed) >= bytes;
+             atomic_load_explicit(&c->front_bytes, memory_order_relaxed) >=
+         bytes;
 }
 
 /* (2) A block cached on another stream whose work is done. */
@@ -331,8 +330,10 @@ static sp_status alloc_check(sp__allocator *a, size_t bytes, void **out, size_t 
                     "sp_alloc: requested %zu bytes, more than the device's total %zu", bytes,
                     a->device_total);
   if (a->limit && *rounded > a->limit)
-    return sp__fail(SP_ERR_LIMIT, "sp_alloc: requested %zu bytes (rounded to 512: %zu), more "
-                    "than the memory limit %zu", bytes, *rounded, a->limit);
+    return sp__fail(SP_ERR_LIMIT,
+                    "sp_alloc: requested %zu bytes (rounded to 512: %zu), more "
+                    "than the memory limit %zu",
+                    bytes, *rounded, a->limit);
   return SP_OK;
 }
 
@@ -369,7 +370,8 @@ sp_status sp_alloc(sp_device *dev, size_t bytes, sp_stream *s, void **out) {
 static sp_status free_record(sp__allocator *a, const uint64_t extra[2], unsigned s,
                              sp_event **events, unsigned *n_events) {
   sp_device *dev = a->dev;
-  unsigned n = 0, want = (unsigned)(__builtin_popcountll(extra[0]) + __builtin_popcountll(extra[1]));
+  unsigned n = 0,
+           want = (unsigned)(__builtin_popcountll(extra[0]) + __builtin_popcountll(extra[1]));
   sp_event *evs = sp__malloc(want * sizeof(*evs));
   if (!evs) return sp__fail(SP_ERR_HOST_MEMORY, "sp_free: no host memory for its events");
   sp_status st = SP_OK;
@@ -444,7 +446,8 @@ sp_status sp_free(sp_device *dev, void *p) {
     sp__spin_unlock(&sh->mu);
     return sp__fail(SP_ERR_INVALID_HANDLE,
                     "sp_free: pointer %p is not a live block of this device (freed already, "
-                    "interior, or from elsewhere)", p);
+                    "interior, or from elsewhere)",
+                    p);
   }
   atomic_store_explicit(&blk->claimed, true, memory_order_relaxed);
   uint64_t extra[2] = {blk->extra[0], blk->extra[1]};
@@ -465,10 +468,8 @@ sp_status sp_free(sp_device *dev, void *p) {
   /* Recorded before the block is published: its next user's events come after this one. */
   SP__HISTORY(a, n ? SP__HIST_FREE_PENDING : SP__HIST_FREE, (int)s, -1, blk->bytes, blk->ptr,
               blk->seg->base);
-  if (n)
-    free_publish_pending(a, blk, events, n);
-  else
-    free_to_cache(a, blk, sh);
+  if (n) free_publish_pending(a, blk, events, n);
+  else free_to_cache(a, blk, sh);
   sp__alloc_debug_check(a, s);
   return SP_OK;
 }
@@ -480,8 +481,10 @@ sp_status sp_record_stream(sp_device *dev, void *p, sp_stream *s) {
   if (st == SP_OK) st = sp__stream_enter(s, "sp_record_stream");
   if (st != SP_OK) return st;
   if (s->dev != dev)
-    return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_record_stream: stream %u belongs to another "
-                    "device", s->index);
+    return sp__fail(SP_ERR_INVALID_ARGUMENT,
+                    "sp_record_stream: stream %u belongs to another "
+                    "device",
+                    s->index);
   if (!p) return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_record_stream: pointer is NULL");
   sp__map_shard *sh = sp__ptrmap_shard(&dev->alloc->map, p);
   sp__spin_lock(&sh->mu);

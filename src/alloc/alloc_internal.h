@@ -32,9 +32,9 @@ enum { SP__SPARE_MAX = 64 }; /* recycled block structs kept per stream cache */
  * thread may take cached segments from a stream whose allocating thread still runs. */
 enum { SP__USER_SLOT_BITS = 10, SP__USER_SLOTS = 1 << SP__USER_SLOT_BITS };
 #define SP__QUIET_NS ((uint64_t)2000000)
-enum { SP__FRONT_MAX = 16 }; /* blocks held whole in a stream's front cache */
-#define SP__FRONT_BLOCK_MAX SP__LARGE_MAX       /* larger blocks (own segments) skip the front */
-#define SP__FRONT_BYTES_MAX ((size_t)16 << 20)  /* bytes held in one stream's front at most    */
+enum { SP__FRONT_MAX = 16 };                   /* blocks held whole in a stream's front cache */
+#define SP__FRONT_BLOCK_MAX SP__LARGE_MAX      /* larger blocks (own segments) skip the front */
+#define SP__FRONT_BYTES_MAX ((size_t)16 << 20) /* bytes held in one stream's front at most    */
 
 /* The segment index (range.c): linked segments sorted by base, read without a lock. */
 typedef struct sp__seg_entry {
@@ -43,37 +43,37 @@ typedef struct sp__seg_entry {
   _Atomic(sp__segment *) seg;
 } sp__seg_entry;
 typedef struct sp__seg_array {
-  struct sp__seg_array *older;  /* the array this one replaced (freed at destroy)         */
+  struct sp__seg_array *older; /* the array this one replaced (freed at destroy)         */
   sp__seg_entry e[];
 } sp__seg_array;
 typedef struct sp__seg_index {
-  _Alignas(64) _Atomic unsigned seq;  /* odd while a writer (seglist_mu) changes entries  */
-  _Atomic(sp__seg_array *) array;     /* NULL until the first segment                     */
-  _Atomic size_t count;               /* entries in use                                   */
-  size_t cap;                         /* entries allocated; seglist_mu                    */
-  size_t promised;                    /* reserved for segments being created; seglist_mu */
+  _Alignas(64) _Atomic unsigned seq; /* odd while a writer (seglist_mu) changes entries  */
+  _Atomic(sp__seg_array *) array;    /* NULL until the first segment                     */
+  _Atomic size_t count;              /* entries in use                                   */
+  size_t cap;                        /* entries allocated; seglist_mu                    */
+  size_t promised;                   /* reserved for segments being created; seglist_mu */
 } sp__seg_index;
 
 /* Per-stream state; one per pool stream, each on its own cache lines. */
 typedef struct sp__scache {
-  _Alignas(64) sp__spin mu;     /* SP__RANK_ALLOC_CACHE                                     */
-  sp__bins bins[SP__POOLS];     /* CACHED blocks of this stream; mu                          */
-  sp__block *spare;             /* recycled block structs (chained by link_next); mu        */
-  unsigned n_spare;             /* mu                                                        */
-  _Atomic uint64_t free_seq;    /* blocks cached here so far (stamps); written under mu      */
+  _Alignas(64) sp__spin mu;  /* SP__RANK_ALLOC_CACHE                                     */
+  sp__bins bins[SP__POOLS];  /* CACHED blocks of this stream; mu                          */
+  sp__block *spare;          /* recycled block structs (chained by link_next); mu        */
+  unsigned n_spare;          /* mu                                                        */
+  _Atomic uint64_t free_seq; /* blocks cached here so far (stamps); written under mu      */
   _Atomic size_t cached_bytes[SP__POOLS]; /* bins[p].bytes, for lock-free peeks; under mu    */
   /* Counters (mu): allocations on this stream, frees of blocks allocated on it. */
   uint64_t allocs, frees, cache_hits, deferred_frees, cross_stream_reuses;
-  _Atomic uint64_t ops;         /* operations (debug validation, quiet probes); written under mu */
-  _Atomic uint64_t user;        /* token of the thread that last allocated here (0: none); mu */
-  _Atomic size_t live_bytes;    /* LIVE bytes allocated on this stream; written under mu     */
-  _Atomic size_t peak_grant;    /* live_bytes may grow to this without the peak lock; peak_mu */
+  _Atomic uint64_t ops;      /* operations (debug validation, quiet probes); written under mu */
+  _Atomic uint64_t user;     /* token of the thread that last allocated here (0: none); mu */
+  _Atomic size_t live_bytes; /* LIVE bytes allocated on this stream; written under mu     */
+  _Atomic size_t peak_grant; /* live_bytes may grow to this without the peak lock; peak_mu */
   /* Front cache (front.c): recently freed blocks kept whole (LIVE, front set, still mapped), the
    * oldest first; a request of exactly one's size takes it without split, merge or map update. */
-  unsigned n_front;                      /* mu                                              */
-  size_t front_size[SP__FRONT_MAX];      /* bytes of front[i]; mu                           */
-  sp__block *front[SP__FRONT_MAX];       /* mu                                              */
-  _Atomic size_t front_bytes;            /* sum of front_size; written under mu             */
+  unsigned n_front;                 /* mu                                              */
+  size_t front_size[SP__FRONT_MAX]; /* bytes of front[i]; mu                           */
+  sp__block *front[SP__FRONT_MAX];  /* mu                                              */
+  _Atomic size_t front_bytes;       /* sum of front_size; written under mu             */
   /* Written by other streams' slow paths only (their own cache line): ops when a thread that
    * wanted this stream's cached memory last looked, and when (sp__now_ns). */
   _Alignas(64) _Atomic uint64_t probe_ops;
@@ -81,49 +81,49 @@ typedef struct sp__scache {
 } sp__scache;
 
 struct sp__allocator {
-  sp_device *dev;                /* immutable                                             */
-  unsigned n_streams;            /* dev->cfg.streams; immutable                           */
-  size_t limit;                  /* dev->cfg.memory_limit (0: none); immutable            */
-  size_t device_total;           /* backend memory_info total at create (0: unknown)      */
-  bool inflight_reuse;           /* !(alloc_flags & SP_ALLOC_NO_INFLIGHT_REUSE); immutable */
-  bool test_no_pending;          /* test-only negative control: frees skip the pending step */
-  sp__scache *caches;            /* [n_streams]; immutable pointer                        */
+  sp_device *dev;                 /* immutable                                             */
+  unsigned n_streams;             /* dev->cfg.streams; immutable                           */
+  size_t limit;                   /* dev->cfg.memory_limit (0: none); immutable            */
+  size_t device_total;            /* backend memory_info total at create (0: unknown)      */
+  bool inflight_reuse;            /* !(alloc_flags & SP_ALLOC_NO_INFLIGHT_REUSE); immutable */
+  bool test_no_pending;           /* test-only negative control: frees skip the pending step */
+  sp__scache *caches;             /* [n_streams]; immutable pointer                        */
   _Atomic(sp__history *) history; /* event ring, NULL: off (history.c); read on every op   */
-  sp__mutex history_mu;          /* SP__RANK_ALLOC_HISTORY (a leaf)                       */
-  sp__history *history_rings;    /* every ring made, kept until destroy; history_mu       */
+  sp__mutex history_mu;           /* SP__RANK_ALLOC_HISTORY (a leaf)                       */
+  sp__history *history_rings;     /* every ring made, kept until destroy; history_mu       */
 
   _Alignas(64) sp__spin pending_mu; /* SP__RANK_ALLOC_PENDING                             */
-  sp__block *pending;            /* PENDING blocks (link_prev/next); pending_mu            */
-  size_t pending_count;          /* pending_mu                                             */
-  _Atomic size_t pending_hint;   /* pending_count, readable without the lock               */
-  atomic_bool pending_busy;      /* try-flag: a thread is processing the pending list (its */
-                                 /* rank: SP__RANK_ALLOC_PENDING_BUSY)                     */
+  sp__block *pending;               /* PENDING blocks (link_prev/next); pending_mu            */
+  size_t pending_count;             /* pending_mu                                             */
+  _Atomic size_t pending_hint;      /* pending_count, readable without the lock               */
+  atomic_bool pending_busy;         /* try-flag: a thread is processing the pending list (its */
+                                    /* rank: SP__RANK_ALLOC_PENDING_BUSY)                     */
 
   _Alignas(64) sp__spin seglist_mu; /* SP__RANK_ALLOC_SEGLIST                             */
-  sp__segment *segments;         /* every segment; seglist_mu                              */
-  size_t n_segments;             /* seglist_mu                                             */
-  size_t reserved;               /* bytes of linked segments; seglist_mu                   */
-  size_t reserving;              /* bytes of segments being allocated, not yet linked      */
-  size_t reserved_peak;          /* seglist_mu                                             */
+  sp__segment *segments;            /* every segment; seglist_mu                              */
+  size_t n_segments;                /* seglist_mu                                             */
+  size_t reserved;                  /* bytes of linked segments; seglist_mu                   */
+  size_t reserving;                 /* bytes of segments being allocated, not yet linked      */
+  size_t reserved_peak;             /* seglist_mu                                             */
   uint64_t backend_allocs, backend_frees; /* seglist_mu                                    */
   _Atomic uint64_t oom_retries, ooms;
 
   _Alignas(64) sp__spin peak_mu; /* SP__RANK_ALLOC_PEAK                                   */
   size_t allocated_peak;         /* peak_mu                                                */
 
-  sp__ptrmap map;                /* LIVE blocks                                            */
-  sp__seg_index index;           /* linked segments by base (range.c); written under seglist_mu */
-  sp__segment *seg_spare;        /* released segment structs for reuse (next); seglist_mu  */
+  sp__ptrmap map;         /* LIVE blocks                                            */
+  sp__seg_index index;    /* linked segments by base (range.c); written under seglist_mu */
+  sp__segment *seg_spare; /* released segment structs for reuse (next); seglist_mu  */
 };
 
 /* Records an event when the history is on: off, one relaxed load and a branch. The arguments
  * are evaluated only when on (see sp__history_add). SP_HISTORY_COMPILED_OUT removes it (the
  * baseline of bench/alloc_history). */
 #ifndef SP_HISTORY_COMPILED_OUT
-#define SP__HISTORY(a, ...)                                                               \
-  do {                                                                                    \
-    sp__history *hist_ = atomic_load_explicit(&(a)->history, memory_order_relaxed);       \
-    if (SP__UNLIKELY(hist_ != NULL)) sp__history_add(hist_, __VA_ARGS__);                 \
+#define SP__HISTORY(a, ...)                                                         \
+  do {                                                                              \
+    sp__history *hist_ = atomic_load_explicit(&(a)->history, memory_order_relaxed); \
+    if (SP__UNLIKELY(hist_ != NULL)) sp__history_add(hist_, __VA_ARGS__);           \
   } while (0)
 #else
 #define SP__HISTORY(a, ...) ((void)0)

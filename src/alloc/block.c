@@ -38,10 +38,8 @@ void sp__bins_insert(sp__bins *b, sp__block *blk) {
 void sp__bins_remove(sp__bins *b, sp__block *blk) {
   unsigned bin = blk->bin;
   sp_assert(b->count > 0 && b->bytes >= blk->bytes);
-  if (blk->link_prev)
-    blk->link_prev->link_next = blk->link_next;
-  else
-    b->heads[bin] = blk->link_next;
+  if (blk->link_prev) blk->link_prev->link_next = blk->link_next;
+  else b->heads[bin] = blk->link_next;
   if (blk->link_next) blk->link_next->link_prev = blk->link_prev;
   if (!b->heads[bin]) b->nonempty[bin / 64] &= ~(1ull << (bin % 64));
   blk->link_prev = blk->link_next = NULL;

@@ -38,43 +38,43 @@ typedef struct sp__segment sp__segment;
  * threads sharing a cache line (malloc packs them; a thread's arena can be another's old one)
  * made the segment lock and block fields of two threads on their own streams bounce. */
 typedef struct sp__block {
-  _Alignas(64) char *ptr;       /* first byte; immutable while the block exists           */
-  size_t bytes;                 /* multiple of 512; segment lock                           */
-  sp__segment *seg;             /* immutable                                               */
-  struct sp__block *prev, *next;         /* address neighbours in seg; segment lock        */
+  _Alignas(64) char *ptr;        /* first byte; immutable while the block exists           */
+  size_t bytes;                  /* multiple of 512; segment lock                           */
+  sp__segment *seg;              /* immutable                                               */
+  struct sp__block *prev, *next; /* address neighbours in seg; segment lock        */
   struct sp__block *link_prev, *link_next; /* bin list (CACHED) or pending list (PENDING)  */
-  struct sp__block *map_next;   /* pointer-map chain while LIVE; shard lock                */
-  uint64_t stamp;               /* CACHED: its stream's free_seq when it was cached        */
-  uint64_t extra[2];            /* LIVE: streams recorded with sp_record_stream; shard lock */
-  sp_event *events;             /* PENDING: events recorded on the extra streams (owned)   */
-  unsigned n_events;            /* PENDING: entries of events                              */
-  unsigned stream;              /* LIVE: allocating stream; CACHED: the cache holding it   */
-  unsigned bin;                 /* CACHED: its bin                                         */
-  sp__block_state state;        /* segment lock                                            */
-  atomic_bool claimed;          /* LIVE: an sp_free owns it, or it is front-cached         */
-  bool front;                   /* LIVE: held in stream `stream`'s front cache; cache lock  */
+  struct sp__block *map_next; /* pointer-map chain while LIVE; shard lock                */
+  uint64_t stamp;             /* CACHED: its stream's free_seq when it was cached        */
+  uint64_t extra[2];          /* LIVE: streams recorded with sp_record_stream; shard lock */
+  sp_event *events;           /* PENDING: events recorded on the extra streams (owned)   */
+  unsigned n_events;          /* PENDING: entries of events                              */
+  unsigned stream;            /* LIVE: allocating stream; CACHED: the cache holding it   */
+  unsigned bin;               /* CACHED: its bin                                         */
+  sp__block_state state;      /* segment lock                                            */
+  atomic_bool claimed;        /* LIVE: an sp_free owns it, or it is front-cached         */
+  bool front;                 /* LIVE: held in stream `stream`'s front cache; cache lock  */
 } sp__block;
 
 struct sp__segment {
   /* base, bytes, pool and stream are immutable while linked; the struct itself outlives the
    * segment (recycled by segment.c, freed with the allocator), so range.c may lock a stale one. */
-  _Alignas(64) char *base;      /* backend pointer                                         */
+  _Alignas(64) char *base; /* backend pointer                                         */
   size_t bytes;
-  unsigned pool;                /* SP__POOL_*                                              */
-  unsigned stream;              /* the stream that allocated it                            */
-  sp__spin mu;                  /* SP__RANK_ALLOC_SEGMENT: its blocks' adjacency and states */
-  _Atomic unsigned busy;        /* blocks not CACHED (LIVE, front, PENDING); written under mu */
-  sp__block *first;             /* lowest block; segment lock                              */
-  bool linked;                  /* in the segment list and index (range.c); mu             */
-  sp__segment *prev, *next;     /* the allocator's segment list; seglist lock              */
+  unsigned pool;            /* SP__POOL_*                                              */
+  unsigned stream;          /* the stream that allocated it                            */
+  sp__spin mu;              /* SP__RANK_ALLOC_SEGMENT: its blocks' adjacency and states */
+  _Atomic unsigned busy;    /* blocks not CACHED (LIVE, front, PENDING); written under mu */
+  sp__block *first;         /* lowest block; segment lock                              */
+  bool linked;              /* in the segment list and index (range.c); mu             */
+  sp__segment *prev, *next; /* the allocator's segment list; seglist lock              */
 };
 
 /* Free blocks of one stream and pool, binned by size (stream cache lock). */
 typedef struct sp__bins {
-  uint64_t nonempty[SP__BIN_WORDS];   /* bit b: heads[b] != NULL                           */
-  sp__block *heads[SP__BINS];         /* doubly linked through link_prev/link_next          */
-  size_t bytes;                       /* sum of the blocks' bytes                           */
-  size_t count;                       /* number of blocks                                   */
+  uint64_t nonempty[SP__BIN_WORDS]; /* bit b: heads[b] != NULL                           */
+  sp__block *heads[SP__BINS];       /* doubly linked through link_prev/link_next          */
+  size_t bytes;                     /* sum of the blocks' bytes                           */
+  size_t count;                     /* number of blocks                                   */
 } sp__bins;
 
 /* Zeroed host memory aligned to 64 B, through sp__calloc (NULL on failure or overflow); the raw

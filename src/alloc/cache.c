@@ -56,8 +56,7 @@ void sp__cache_take(sp__allocator *a, sp__scache *owner, sp__block *blk, size_t 
   sp__spin_unlock(&seg->mu);
   if (rest && rehome && &a->caches[stream] != owner)
     sp__cache_put(a, stream, rest, 0); /* merges with stream's neighbours */
-  else if (rest)
-    sp__bins_insert(&owner->bins[seg->pool], rest);
+  else if (rest) sp__bins_insert(&owner->bins[seg->pool], rest);
   cache_set_bytes(owner, seg->pool);
   sp__cache_count_alloc(a, stream, blk->bytes, owner);
 }

@@ -11,12 +11,12 @@
  * rewritten is skipped, never torn. Invariants: slot t % capacity holds only ticket t's event or
  * none; tickets below `base` (events of an earlier enable of the same ring) are never read.
  * Locking: recording takes no lock (it may run under any allocator lock); enable/disable/destroy
- * take history_mu (a leaf, src/core/lock.h). Rings are never freed before the allocator, so a thread that
- * loaded the pointer just before a disable writes into memory that is still there, and its event
- * is either filtered by the next enable's base or shown, never a crash; a ring of the same size is
- * reused on the next enable, so memory stays bounded by the distinct sizes asked for. The pointer
- * is published with a release store after the ring is initialized; recorders load it relaxed
- * (the hot path) and issue an acquire fence before touching the ring.
+ * take history_mu (a leaf, src/core/lock.h). Rings are never freed before the allocator, so a
+ * thread that loaded the pointer just before a disable writes into memory that is still there, and
+ * its event is either filtered by the next enable's base or shown, never a crash; a ring of the
+ * same size is reused on the next enable, so memory stays bounded by the distinct sizes asked for.
+ * The pointer is published with a release store after the ring is initialized; recorders load it
+ * relaxed (the hot path) and issue an acquire fence before touching the ring.
  */
 #include "alloc/alloc_internal.h"
 
@@ -28,21 +28,21 @@
 typedef struct hist_slot {
   _Alignas(64) _Atomic uint64_t seq; /* 2t+1 while ticket t writes, 2t+2 when written; 0: empty */
   _Atomic uint64_t t_ns;
-  _Atomic uint64_t meta;             /* kind | (stream+1) << 8 | (peer+1) << 20 | thread << 32   */
+  _Atomic uint64_t meta; /* kind | (stream+1) << 8 | (peer+1) << 20 | thread << 32   */
   _Atomic uint64_t bytes;
   _Atomic uint64_t address;
   _Atomic uint64_t segment;
 } hist_slot;
 
 struct sp__history {
-  hist_slot *slots;              /* [capacity]; immutable                                 */
-  size_t capacity;               /* immutable                                              */
-  int device;                    /* cfg.index of the device; immutable                     */
+  hist_slot *slots;                   /* [capacity]; immutable                                 */
+  size_t capacity;                    /* immutable                                              */
+  int device;                         /* cfg.index of the device; immutable                     */
   _Alignas(64) _Atomic uint64_t next; /* next ticket                                       */
   _Alignas(64) _Atomic uint64_t base; /* first ticket of the current enable                */
-  _Atomic uint64_t dropped;      /* events lost to a busy slot since the enable            */
-  _Atomic uint64_t start_ns;     /* sp__now_ns() at the enable                             */
-  sp__history *link;             /* history_rings chain; history_mu                        */
+  _Atomic uint64_t dropped;           /* events lost to a busy slot since the enable            */
+  _Atomic uint64_t start_ns;          /* sp__now_ns() at the enable                             */
+  sp__history *link;                  /* history_rings chain; history_mu                        */
 };
 
 static const char *const hist_kind_names[SP__HIST_KINDS] = {
@@ -120,8 +120,7 @@ static bool hist_slot_read(const sp__history *h, uint64_t t, sp__hist_event *e) 
   return true;
 }
 
-size_t sp__history_read(sp__allocator *a, sp__hist_event *out, size_t max,
-                        sp__history_info *info) {
+size_t sp__history_read(sp__allocator *a, sp__hist_event *out, size_t max, sp__history_info *info) {
   sp__history *h = atomic_load_explicit(&a->history, memory_order_acquire);
   if (info) *info = (sp__history_info){.enabled = h != NULL};
   if (!h) return 0;
@@ -167,8 +166,7 @@ sp_status sp__history_set(sp__allocator *a, size_t entries, const char *fn) {
   sp__history *h = entries ? hist_ring_get(a, entries) : NULL;
   if (entries && !h) {
     sp__mutex_unlock(&a->history_mu);
-    return sp__fail(SP_ERR_HOST_MEMORY, "%s: no host memory for %zu history entries", fn,
-                    entries);
+    return sp__fail(SP_ERR_HOST_MEMORY, "%s: no host memory for %zu history entries", fn, entries);
   }
   atomic_store_explicit(&a->history, NULL, memory_order_release);
   if (h) {
@@ -209,8 +207,10 @@ sp_status sp_memory_history_enable(sp_device *dev, size_t entries) {
   sp_status st = sp__device_enter(dev, fn);
   if (st != SP_OK) return st;
   if (!entries)
-    return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: entries is 0 (sp_memory_history_disable turns "
-                    "the history off)", fn);
+    return sp__fail(SP_ERR_INVALID_ARGUMENT,
+                    "%s: entries is 0 (sp_memory_history_disable turns "
+                    "the history off)",
+                    fn);
   return sp__history_set(dev->alloc, entries, fn);
 }
 

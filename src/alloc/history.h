@@ -19,17 +19,17 @@ typedef struct sp__allocator sp__allocator;
 
 /* Event kinds; their JSON names are sp__history_kind_name's. */
 typedef enum sp__hist_kind {
-  SP__HIST_ALLOC = 0,       /* a block handed to the user (stream: its stream)                   */
-  SP__HIST_FREE,            /* sp_free, the block cached on its stream at once                    */
-  SP__HIST_FREE_PENDING,    /* sp_free of a block used on other streams: deferred (pending)       */
-  SP__HIST_FREE_COMPLETE,   /* a pending block's other streams finished: it is cached now         */
-  SP__HIST_REUSE,           /* cross-stream reuse of a completed block (peer: the owner stream)   */
-  SP__HIST_REUSE_WAIT,      /* cross-stream reuse of an in-flight block, with a device-side wait  */
-  SP__HIST_SEGMENT_MAP,     /* a segment allocated from the backend                               */
-  SP__HIST_SEGMENT_UNMAP,   /* a segment returned to the backend                                  */
-  SP__HIST_OOM_RETRY,       /* out of memory (or the limit): flush everything and retry once     */
-  SP__HIST_OOM,             /* the retry failed too: sp_alloc returns the error                   */
-  SP__HIST_EMPTY_CACHE,     /* sp_empty_cache (bytes: what it released)                           */
+  SP__HIST_ALLOC = 0,     /* a block handed to the user (stream: its stream)                   */
+  SP__HIST_FREE,          /* sp_free, the block cached on its stream at once                    */
+  SP__HIST_FREE_PENDING,  /* sp_free of a block used on other streams: deferred (pending)       */
+  SP__HIST_FREE_COMPLETE, /* a pending block's other streams finished: it is cached now         */
+  SP__HIST_REUSE,         /* cross-stream reuse of a completed block (peer: the owner stream)   */
+  SP__HIST_REUSE_WAIT,    /* cross-stream reuse of an in-flight block, with a device-side wait  */
+  SP__HIST_SEGMENT_MAP,   /* a segment allocated from the backend                               */
+  SP__HIST_SEGMENT_UNMAP, /* a segment returned to the backend                                  */
+  SP__HIST_OOM_RETRY,     /* out of memory (or the limit): flush everything and retry once     */
+  SP__HIST_OOM,           /* the retry failed too: sp_alloc returns the error                   */
+  SP__HIST_EMPTY_CACHE,   /* sp_empty_cache (bytes: what it released)                           */
   SP__HIST_KINDS
 } sp__hist_kind;
 

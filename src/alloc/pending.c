@@ -27,10 +27,8 @@ static void pending_complete(sp__allocator *a, sp__block *blk) {
   unsigned n = blk->n_events;
   sp__spin_lock(&a->caches[s].mu);
   sp__spin_lock(&a->pending_mu);
-  if (blk->link_prev)
-    blk->link_prev->link_next = blk->link_next;
-  else
-    a->pending = blk->link_next;
+  if (blk->link_prev) blk->link_prev->link_next = blk->link_next;
+  else a->pending = blk->link_next;
   if (blk->link_next) blk->link_next->link_prev = blk->link_prev;
   a->pending_count--;
   atomic_store_explicit(&a->pending_hint, a->pending_count, memory_order_relaxed);

@@ -24,10 +24,10 @@ enum { SP__MAP_SHARDS = 4096, SP__MAP_GROUP = 16 };
 
 typedef struct sp__map_shard {
   _Alignas(64) sp__spin mu; /* SP__RANK_ALLOC_MAP_SHARD; one cache line per shard  */
-  unsigned log2;           /* buckets = 1 << log2; mu                              */
-  size_t count;            /* blocks in the shard; mu                              */
-  sp__block **buckets;     /* mu; points at `one` until the first growth           */
-  sp__block *one;          /* the initial single bucket                            */
+  unsigned log2;            /* buckets = 1 << log2; mu                              */
+  size_t count;             /* blocks in the shard; mu                              */
+  sp__block **buckets;      /* mu; points at `one` until the first growth           */
+  sp__block *one;           /* the initial single bucket                            */
 } sp__map_shard;
 
 typedef struct sp__ptrmap {

@@ -78,8 +78,7 @@ void sp__seg_index_insert(sp__allocator *a, sp__segment *seg) {
   for (size_t i = n; i > at; i--) {
     atomic_store_explicit(&e[i].base, atomic_load_explicit(&e[i - 1].base, memory_order_relaxed),
                           memory_order_relaxed);
-    atomic_store_explicit(&e[i].bytes,
-                          atomic_load_explicit(&e[i - 1].bytes, memory_order_relaxed),
+    atomic_store_explicit(&e[i].bytes, atomic_load_explicit(&e[i - 1].bytes, memory_order_relaxed),
                           memory_order_relaxed);
     atomic_store_explicit(&e[i].seg, atomic_load_explicit(&e[i - 1].seg, memory_order_relaxed),
                           memory_order_relaxed);
@@ -104,8 +103,7 @@ void sp__seg_index_remove(sp__allocator *a, sp__segment *seg) {
   for (size_t i = at - 1; i + 1 < n; i++) {
     atomic_store_explicit(&e[i].base, atomic_load_explicit(&e[i + 1].base, memory_order_relaxed),
                           memory_order_relaxed);
-    atomic_store_explicit(&e[i].bytes,
-                          atomic_load_explicit(&e[i + 1].bytes, memory_order_relaxed),
+    atomic_store_explicit(&e[i].bytes, atomic_load_explicit(&e[i + 1].bytes, memory_order_relaxed),
                           memory_order_relaxed);
     atomic_store_explicit(&e[i].seg, atomic_load_explicit(&e[i + 1].seg, memory_order_relaxed),
                           memory_order_relaxed);
@@ -167,8 +165,8 @@ static bool range_in_segment(sp__segment *seg, uintptr_t base, uintptr_t p, uint
     sp_assert(b && (uintptr_t)b->ptr <= p);
     *blk_ptr = b ? (uintptr_t)b->ptr : p;
     *blk_bytes = b ? b->bytes : 0;
-    *live = b && b->state == SP__BLOCK_LIVE &&
-            !atomic_load_explicit(&b->claimed, memory_order_acquire);
+    *live =
+        b && b->state == SP__BLOCK_LIVE && !atomic_load_explicit(&b->claimed, memory_order_acquire);
   }
   sp__spin_unlock(&seg->mu);
   return same;
@@ -191,12 +189,16 @@ static bool range_at_start(sp__allocator *a, const void *p, size_t *blk_bytes, b
 static sp_status range_verdict(uintptr_t p, size_t n, uintptr_t blk_ptr, size_t blk_bytes,
                                bool live, const char *fn, const char *what) {
   if (!live)
-    return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: %s %p is in a freed block of this device "
-                    "(block %p, %zu bytes)", fn, what, (void *)p, (void *)blk_ptr, blk_bytes);
+    return sp__fail(SP_ERR_INVALID_ARGUMENT,
+                    "%s: %s %p is in a freed block of this device "
+                    "(block %p, %zu bytes)",
+                    fn, what, (void *)p, (void *)blk_ptr, blk_bytes);
   if (p + n > blk_ptr + blk_bytes)
-    return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: %s %p + %zu bytes passes the end of its "
-                    "block (%zu bytes at %p) by %zu bytes", fn, what, (void *)p, n, blk_bytes,
-                    (void *)blk_ptr, (size_t)(p + n - blk_ptr - blk_bytes));
+    return sp__fail(SP_ERR_INVALID_ARGUMENT,
+                    "%s: %s %p + %zu bytes passes the end of its "
+                    "block (%zu bytes at %p) by %zu bytes",
+                    fn, what, (void *)p, n, blk_bytes, (void *)blk_ptr,
+                    (size_t)(p + n - blk_ptr - blk_bytes));
   return SP_OK;
 }
 
@@ -204,8 +206,10 @@ sp_status sp__alloc_range(sp__allocator *a, const void *ptr, size_t n, bool devi
                           const char *fn, const char *what, bool *is_device) {
   uintptr_t p = (uintptr_t)ptr;
   if (n > UINTPTR_MAX - p)
-    return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: %s %p + %zu bytes wraps around the address "
-                    "space", fn, what, ptr, n);
+    return sp__fail(SP_ERR_INVALID_ARGUMENT,
+                    "%s: %s %p + %zu bytes wraps around the address "
+                    "space",
+                    fn, what, ptr, n);
   size_t blk_bytes = 0;
   bool live = false;
   if (device_first && range_at_start(a, ptr, &blk_bytes, &live)) { /* the usual case: no index */
@@ -216,8 +220,10 @@ sp_status sp__alloc_range(sp__allocator *a, const void *ptr, size_t n, bool devi
     range_hit h = index_find(a, p);
     if (!h.seg) {
       if (h.next_base < p + n)
-        return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: %s %p + %zu bytes runs from host memory "
-                        "into device memory at %p", fn, what, ptr, n, (void *)h.next_base);
+        return sp__fail(SP_ERR_INVALID_ARGUMENT,
+                        "%s: %s %p + %zu bytes runs from host memory "
+                        "into device memory at %p",
+                        fn, what, ptr, n, (void *)h.next_base);
       *is_device = false;
       return SP_OK;
     }

@@ -2,11 +2,13 @@
  *
  * Owns the segment list, reserved bytes and the memory limit. A segment has its size class's size
  * (size_class.h), or when that would pass the memory limit, the request's own size (so a request
- * that fits under the limit is never refused for the size class's rounding alone). Invariants: reserved is the sum of linked segments' bytes; reserved + reserving never passes the limit (reserving covers the
- * mem_alloc calls under way, so concurrent growth cannot overshoot it); a segment is released only
- * when all its blocks are CACHED with stamps showing their streams finished with them. Locking:
- * the segment list lock guards the list and counters; releasing takes every stream cache
- * lock first (rare: sp_empty_cache and the OOM path); mem_alloc/mem_free run with no lock held.
+ * that fits under the limit is never refused for the size class's rounding alone). Invariants:
+ * reserved is the sum of linked segments' bytes; reserved + reserving never passes the limit
+ * (reserving covers the mem_alloc calls under way, so concurrent growth cannot overshoot it); a
+ * segment is released only when all its blocks are CACHED with stamps showing their streams
+ * finished with them. Locking: the segment list lock guards the list and counters; releasing takes
+ * every stream cache lock first (rare: sp_empty_cache and the OOM path); mem_alloc/mem_free run
+ * with no lock held.
  */
 #include "alloc/alloc_internal.h"
 
@@ -59,10 +61,8 @@ static void segment_link(sp__allocator *a, sp__segment *seg) {
 }
 
 static void segment_unlink(sp__allocator *a, sp__segment *seg) {
-  if (seg->prev)
-    seg->prev->next = seg->next;
-  else
-    a->segments = seg->next;
+  if (seg->prev) seg->prev->next = seg->next;
+  else a->segments = seg->next;
   if (seg->next) seg->next->prev = seg->prev;
   sp__seg_index_remove(a, seg);
   a->n_segments--;
@@ -116,8 +116,8 @@ sp_status sp__segment_create(sp__allocator *a, unsigned s, size_t bytes, sp__blo
   atomic_store_explicit(&seg->busy, 0, memory_order_relaxed);
   seg->linked = true;
   sp__spin_unlock(&seg->mu);
-  *blk = (sp__block){.ptr = base, .bytes = seg_bytes, .seg = seg, .stream = s,
-                     .state = SP__BLOCK_CACHED};
+  *blk = (sp__block){
+      .ptr = base, .bytes = seg_bytes, .seg = seg, .stream = s, .state = SP__BLOCK_CACHED};
   sp__scache *c = &a->caches[s];
   sp__spin_lock(&c->mu);
   sp__spin_lock(&a->seglist_mu);
@@ -141,7 +141,8 @@ free_structs:
 /* Whether every block of seg (lock held) is CACHED with a stamp its stream has finished. */
 static bool segment_unused(const sp__segment *seg, const uint64_t *max_stamp, const bool *keep) {
   for (const sp__block *b = seg->first; b; b = b->next)
-    if (b->state != SP__BLOCK_CACHED || b->stamp > max_stamp[b->stream] || (keep && keep[b->stream]))
+    if (b->state != SP__BLOCK_CACHED || b->stamp > max_stamp[b->stream] ||
+        (keep && keep[b->stream]))
       return false;
   return true;
 }
@@ -181,8 +182,7 @@ size_t sp__segment_release_unused(sp__allocator *a, const uint64_t *max_stamp, c
   for (sp__segment *seg = dead, *next; seg; seg = next) {
     next = seg->next;
     released += seg->bytes;
-    SP__HISTORY(a, SP__HIST_SEGMENT_UNMAP, (int)seg->stream, -1, seg->bytes, seg->base,
-                seg->base);
+    SP__HISTORY(a, SP__HIST_SEGMENT_UNMAP, (int)seg->stream, -1, seg->bytes, seg->base, seg->base);
     a->dev->be->mem_free(a->dev->bdev, seg->base);
     for (sp__block *b = seg->first, *bn; b; b = bn) {
       bn = b->next;

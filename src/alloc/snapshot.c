@@ -28,13 +28,21 @@ static const char *snapshot_state(const sp__block *b) {
 static bool snapshot_stats(cJSON *root, const sp_memory_stats *m) {
   cJSON *o = cJSON_AddObjectToObject(root, "stats");
   if (!o) return false;
-#define SP__SNAP_FIELD(f) ok = ok && cJSON_AddNumberToObject(o, #f, (double)m->f);
+#define SP__SNAP_FIELD(f) ok = ok && cJSON_AddNumberToObject(o, #f, (double)m->f)
   bool ok = true;
-  SP__SNAP_FIELD(allocated_bytes) SP__SNAP_FIELD(allocated_bytes_peak)
-  SP__SNAP_FIELD(reserved_bytes) SP__SNAP_FIELD(reserved_bytes_peak) SP__SNAP_FIELD(allocs)
-  SP__SNAP_FIELD(frees) SP__SNAP_FIELD(cache_hits) SP__SNAP_FIELD(backend_allocs)
-  SP__SNAP_FIELD(backend_frees) SP__SNAP_FIELD(deferred_frees)
-  SP__SNAP_FIELD(cross_stream_reuses) SP__SNAP_FIELD(oom_retries) SP__SNAP_FIELD(ooms)
+  SP__SNAP_FIELD(allocated_bytes);
+  SP__SNAP_FIELD(allocated_bytes_peak);
+  SP__SNAP_FIELD(reserved_bytes);
+  SP__SNAP_FIELD(reserved_bytes_peak);
+  SP__SNAP_FIELD(allocs);
+  SP__SNAP_FIELD(frees);
+  SP__SNAP_FIELD(cache_hits);
+  SP__SNAP_FIELD(backend_allocs);
+  SP__SNAP_FIELD(backend_frees);
+  SP__SNAP_FIELD(deferred_frees);
+  SP__SNAP_FIELD(cross_stream_reuses);
+  SP__SNAP_FIELD(oom_retries);
+  SP__SNAP_FIELD(ooms);
 #undef SP__SNAP_FIELD
   return ok;
 }
@@ -89,11 +97,12 @@ static size_t snapshot_event(char *p, const sp__hist_event *e, uint64_t start_ns
   if (e->address) snprintf(addr, sizeof(addr), "\"0x%" PRIxPTR "\"", e->address);
   if (e->segment) snprintf(seg, sizeof(seg), "\"0x%" PRIxPTR "\"", e->segment);
   int n = snprintf(p, SNAPSHOT_EVENT_CHARS,
-                   "{\"seq\":%" PRIu64 ",\"t_ns\":%" PRId64 ",\"kind\":\"%s\",\"device\":%d,"
+                   "{\"seq\":%" PRIu64 ",\"t_ns\":%" PRId64
+                   ",\"kind\":\"%s\",\"device\":%d,"
                    "\"stream\":%s,\"peer\":%s,\"thread\":%" PRIu32 ",\"bytes\":%" PRIu64
                    ",\"address\":%s,\"segment\":%s}",
-                   e->seq, (int64_t)(e->t_ns - start_ns), sp__history_kind_name(e->kind),
-                   e->device, stream, peer, e->thread, e->bytes, addr, seg);
+                   e->seq, (int64_t)(e->t_ns - start_ns), sp__history_kind_name(e->kind), e->device,
+                   stream, peer, e->thread, e->bytes, addr, seg);
   return n > 0 && n < SNAPSHOT_EVENT_CHARS ? (size_t)n : 0;
 }
 

@@ -12,15 +12,15 @@
  * grants); then the spare grant (grant - live) of other streams whose cache lock it can *try*
  * (not in an operation now) and that no other running thread works on (sp__user_stealable: the
  * caller's own streams, those of exited threads, quiet ones), just as much as it needs; then, only
- * if that is not enough, the peak rises by the rest. Used one stream at a time, every try succeeds and the peak is exact (what the
- * tests check). With streams allocating concurrently, a busy stream's spare is not taken, so the
- * peak may exceed the true one by at most the busy streams' spare grants; in exchange the grants
- * settle at each stream's working set and the hot path stops taking peak_mu (taking grants back
- * from running streams made every stream come back for more: the lock went global under load;
- * a free lock is not enough to call a stream idle: 16 threads on their own streams still took each
- * other's grants between operations).
- * The try of another stream's cache lock under peak_mu is out of rank order but never waits, so it
- * cannot deadlock (src/core/lock.h: a trylock is recorded by the witness, not checked).
+ * if that is not enough, the peak rises by the rest. Used one stream at a time, every try succeeds
+ * and the peak is exact (what the tests check). With streams allocating concurrently, a busy
+ * stream's spare is not taken, so the peak may exceed the true one by at most the busy streams'
+ * spare grants; in exchange the grants settle at each stream's working set and the hot path stops
+ * taking peak_mu (taking grants back from running streams made every stream come back for more: the
+ * lock went global under load; a free lock is not enough to call a stream idle: 16 threads on their
+ * own streams still took each other's grants between operations). The try of another stream's cache
+ * lock under peak_mu is out of rank order but never waits, so it cannot deadlock (src/core/lock.h:
+ * a trylock is recorded by the witness, not checked).
  */
 #include "alloc/alloc_internal.h"
 

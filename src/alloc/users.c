@@ -19,7 +19,7 @@
 
 static _Atomic uint64_t users[SP__USER_SLOTS]; /* [0] unused: slot 0 means "no slot"    */
 static _Atomic uint64_t users_next_id = 1;
-static _Thread_local uint64_t user_token;      /* 0 until this thread's first use        */
+static _Thread_local uint64_t user_token; /* 0 until this thread's first use        */
 static pthread_key_t users_key;
 static pthread_once_t users_once = PTHREAD_ONCE_INIT;
 static bool users_key_ok;
@@ -31,7 +31,9 @@ static void users_exit(void *arg) {
   if (slot) atomic_compare_exchange_strong(&users[slot], &expect, 0);
 }
 
-static void users_key_create(void) { users_key_ok = pthread_key_create(&users_key, users_exit) == 0; }
+static void users_key_create(void) {
+  users_key_ok = pthread_key_create(&users_key, users_exit) == 0;
+}
 
 /* Claims a free slot for token bits `id`; 0 when the table is full. */
 static unsigned users_claim(uint64_t id, uint64_t *token) {

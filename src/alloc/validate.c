@@ -64,19 +64,19 @@ static sp_status validate_block(sp__allocator *a, const sp__segment *seg, const 
     break;
   }
   case SP__BLOCK_CACHED:
-    if (b->bin != sp__size_bin(b->bytes)) VFAIL("cached block %p in bin %u", (void *)b->ptr, b->bin);
+    if (b->bin != sp__size_bin(b->bytes))
+      VFAIL("cached block %p in bin %u", (void *)b->ptr, b->bin);
     t->cached_bytes[b->stream][seg->pool] += b->bytes;
     t->cached_count[b->stream][seg->pool]++;
     if (b->next && b->next->state == SP__BLOCK_CACHED && b->next->stream == b->stream)
-      VFAIL("neighbours %p and %p both cached on stream %u", (void *)b->ptr,
-            (void *)b->next->ptr, b->stream);
+      VFAIL("neighbours %p and %p both cached on stream %u", (void *)b->ptr, (void *)b->next->ptr,
+            b->stream);
     break;
   case SP__BLOCK_PENDING:
     if (!b->n_events) VFAIL("pending block %p has no events", (void *)b->ptr);
     t->pending_count++;
     break;
-  default:
-    VFAIL("block %p has state %d", (void *)b->ptr, (int)b->state);
+  default: VFAIL("block %p has state %d", (void *)b->ptr, (int)b->state);
   }
   return SP_OK;
 }
@@ -87,10 +87,10 @@ static sp_status validate_segment(sp__allocator *a, const sp__segment *seg, vali
   unsigned busy = 0;
   for (const sp__block *b = seg->first; b; prev = b, b = b->next) {
     busy += b->state != SP__BLOCK_CACHED;
-    if (b->ptr != at) VFAIL("segment %p: block at %p, expected %p", (void *)seg->base,
-                            (void *)b->ptr, (void *)at);
-    if (b->prev != prev) VFAIL("segment %p: block %p has a wrong prev", (void *)seg->base,
-                               (void *)b->ptr);
+    if (b->ptr != at)
+      VFAIL("segment %p: block at %p, expected %p", (void *)seg->base, (void *)b->ptr, (void *)at);
+    if (b->prev != prev)
+      VFAIL("segment %p: block %p has a wrong prev", (void *)seg->base, (void *)b->ptr);
     sp_status st = validate_block(a, seg, b, t);
     if (st != SP_OK) return st;
     at += b->bytes;
@@ -99,14 +99,15 @@ static sp_status validate_segment(sp__allocator *a, const sp__segment *seg, vali
     VFAIL("segment %p: %u blocks not cached, busy says %u", (void *)seg->base, busy,
           atomic_load_explicit(&seg->busy, memory_order_relaxed));
   if (at != seg->base + seg->bytes)
-    VFAIL("segment %p: blocks cover %zu of %zu bytes", (void *)seg->base,
-          (size_t)(at - seg->base), seg->bytes);
+    VFAIL("segment %p: blocks cover %zu of %zu bytes", (void *)seg->base, (size_t)(at - seg->base),
+          seg->bytes);
   t->reserved += seg->bytes;
   t->segments++;
   return SP_OK;
 }
 
-static sp_status validate_bins(sp__allocator *a, unsigned s, unsigned pool, const validate_tally *t) {
+static sp_status validate_bins(sp__allocator *a, unsigned s, unsigned pool,
+                               const validate_tally *t) {
   const sp__bins *bins = &a->caches[s].bins[pool];
   size_t count = 0, bytes = 0;
   for (unsigned bin = 0; bin < SP__BINS; bin++) {
@@ -123,9 +124,11 @@ static sp_status validate_bins(sp__allocator *a, unsigned s, unsigned pool, cons
   if (count != bins->count || bytes != bins->bytes || count != t->cached_count[s][pool] ||
       bytes != t->cached_bytes[s][pool] ||
       bytes != atomic_load_explicit(&a->caches[s].cached_bytes[pool], memory_order_relaxed))
-    VFAIL("stream %u pool %u: bins hold %zu blocks / %zu bytes, counted %zu / %zu, segments "
-          "have %zu / %zu", s, pool, count, bytes, bins->count, bins->bytes,
-          t->cached_count[s][pool], t->cached_bytes[s][pool]);
+    VFAIL(
+        "stream %u pool %u: bins hold %zu blocks / %zu bytes, counted %zu / %zu, segments "
+        "have %zu / %zu",
+        s, pool, count, bytes, bins->count, bins->bytes, t->cached_count[s][pool],
+        t->cached_bytes[s][pool]);
   return SP_OK;
 }
 
@@ -184,8 +187,8 @@ static sp_status validate_totals(sp__allocator *a, const validate_tally *t) {
   }
   size_t pending = 0;
   for (const sp__block *b = a->pending; b; b = b->link_next) {
-    if (b->state != SP__BLOCK_PENDING) VFAIL("pending list holds block %p in state %d",
-                                             (void *)b->ptr, (int)b->state);
+    if (b->state != SP__BLOCK_PENDING)
+      VFAIL("pending list holds block %p in state %d", (void *)b->ptr, (int)b->state);
     pending++;
   }
   if (pending != a->pending_count || pending != t->pending_count)

@@ -23,8 +23,9 @@
 
 #include "streampool.h"
 
-#define SP__BACKEND_VERSION 4u /* 2: graph and pinned host memory slots; 3: memcpy_peer_async;
-                                  4: stream_native, stream_wait_native */
+#define SP__BACKEND_VERSION                                          \
+  4u /* 2: graph and pinned host memory slots; 3: memcpy_peer_async; \
+        4: stream_native, stream_wait_native */
 
 typedef struct sp__bdevice sp__bdevice; /* a backend's device   */
 typedef struct sp__bstream sp__bstream; /* a backend's stream   */
@@ -48,15 +49,15 @@ typedef struct sp__backend {
   const char *name; /* "host", "cuda"      */
 
   /* Devices. */
-  sp_status (*device_count)(int *count);                     /* 0 devices is SP_OK */
+  sp_status (*device_count)(int *count); /* 0 devices is SP_OK */
   sp_status (*device_open)(int index, sp__bdevice **out);
-  void (*device_close)(sp__bdevice *d);                      /* streams/events already destroyed */
+  void (*device_close)(sp__bdevice *d); /* streams/events already destroyed */
   const char *(*device_name)(const sp__bdevice *d);
   sp_status (*memory_info)(sp__bdevice *d, size_t *free_bytes, size_t *total_bytes);
 
   /* Streams: FIFO queues of device work. */
   sp_status (*stream_create)(sp__bdevice *d, unsigned index, sp__bstream **out);
-  void (*stream_destroy)(sp__bstream *s); /* waits for the stream's work first */
+  void (*stream_destroy)(sp__bstream *s);    /* waits for the stream's work first */
   sp_status (*stream_query)(sp__bstream *s); /* SP_OK idle, SP_ERR_NOT_READY busy */
   sp_status (*stream_sync)(sp__bstream *s);
   sp_status (*memcpy_async)(sp__bstream *s, void *dst, const void *src, size_t bytes);

@@ -51,7 +51,8 @@ static void sp__cuda_module_path(char *buf, size_t n) {
   Dl_info info;
   if (env && *env) {
     snprintf(buf, n, "%s", env);
-  } else if (dladdr((const void *)&sp__cuda_once, &info) && info.dli_fname && strchr(info.dli_fname, '/')) {
+  } else if (dladdr((const void *)&sp__cuda_once, &info) && info.dli_fname &&
+             strchr(info.dli_fname, '/')) {
     const char *slash = strrchr(info.dli_fname, '/');
     snprintf(buf, n, "%.*s/libstreampool_cuda.so", (int)(slash - info.dli_fname), info.dli_fname);
   } else {
@@ -124,8 +125,9 @@ sp_status sp__backend_validate(const sp__backend *be) {
   if (be->version != SP__BACKEND_VERSION)
     return sp__fail(SP_ERR_BACKEND, "backend %s: table version %u, the core expects %u", name,
                     be->version, SP__BACKEND_VERSION);
-#define SP__REQUIRE(slot)                                                                          \
-  if (!be->slot) return sp__fail(SP_ERR_BACKEND, "backend %s: required slot %s is NULL", name, #slot)
+#define SP__REQUIRE(slot) \
+  if (!be->slot)          \
+  return sp__fail(SP_ERR_BACKEND, "backend %s: required slot %s is NULL", name, #slot)
   SP__REQUIRE(name);
   SP__REQUIRE(device_count);
   SP__REQUIRE(device_open);
@@ -154,11 +156,15 @@ sp_status sp__backend_validate(const sp__backend *be) {
   if (graph != 0 && graph != 4)
     return sp__fail(SP_ERR_BACKEND, "backend %s: graph slots must be all set or all NULL", name);
   if (!be->host_alloc_pinned != !be->host_free_pinned)
-    return sp__fail(SP_ERR_BACKEND, "backend %s: host_alloc_pinned and host_free_pinned must "
-                    "be both set or both NULL", name);
+    return sp__fail(SP_ERR_BACKEND,
+                    "backend %s: host_alloc_pinned and host_free_pinned must "
+                    "be both set or both NULL",
+                    name);
   if (!be->stream_native != !be->stream_wait_native)
-    return sp__fail(SP_ERR_BACKEND, "backend %s: stream_native and stream_wait_native must be "
-                    "both set or both NULL", name);
+    return sp__fail(SP_ERR_BACKEND,
+                    "backend %s: stream_native and stream_wait_native must be "
+                    "both set or both NULL",
+                    name);
   return SP_OK;
 }
 
@@ -181,8 +187,10 @@ sp_status sp__backend_override(const sp__backend *be) {
     sp_status st = sp__backend_validate(be);
     if (st != SP_OK) return st;
     if (!sp_backend_compiled(be->name))
-      return sp__fail(SP_ERR_UNSUPPORTED, "sp__backend_override: no available backend is "
-                      "named '%s'", be->name);
+      return sp__fail(SP_ERR_UNSUPPORTED,
+                      "sp__backend_override: no available backend is "
+                      "named '%s'",
+                      be->name);
   }
   atomic_store_explicit(&sp__backend_override_table, be, memory_order_release);
   return SP_OK;

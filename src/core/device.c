@@ -29,7 +29,7 @@
 atomic_uint sp__fork_epoch;
 
 static sp__mutex sp__registry_mu = SP__MUTEX_INITIALIZER(REGISTRY);
-static sp_device *sp__registry_head;      /* live devices (sp__registry_mu) */
+static sp_device *sp__registry_head; /* live devices (sp__registry_mu) */
 static _Atomic uint64_t sp__device_next_id = 1;
 static pthread_once_t sp__fork_once = PTHREAD_ONCE_INIT;
 
@@ -67,9 +67,7 @@ static void fork_child(void) {
   atomic_fetch_add_explicit(&sp__fork_epoch, 1, memory_order_relaxed);
   sp__registry_unlock();
 }
-static void fork_install(void) {
-  pthread_atfork(fork_prepare, fork_parent, fork_child);
-}
+static void fork_install(void) { pthread_atfork(fork_prepare, fork_parent, fork_child); }
 
 /* ---- configuration ---- */
 
@@ -79,8 +77,8 @@ static sp_status config_check_caller(const char *fn, const sp_device_config *c) 
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: backend '%s' is not auto, host or cuda", fn,
                     c->backend);
   if (c->streams == 1 || c->streams > SP_STREAMS_MAX)
-    return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: streams=%u, must be 0 (default 32) or 2..%d",
-                    fn, c->streams, (int)SP_STREAMS_MAX);
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: streams=%u, must be 0 (default 32) or 2..%d", fn,
+                    c->streams, (int)SP_STREAMS_MAX);
   if (c->stream_mode != SP_STREAMS_ROUND_ROBIN && c->stream_mode != SP_STREAMS_EXCLUSIVE)
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: stream_mode=%d is not a sp_stream_mode", fn,
                     (int)c->stream_mode);
@@ -92,7 +90,7 @@ static sp_status config_check_caller(const char *fn, const sp_device_config *c) 
 
 /* cfg (may be NULL) + defaults + environment -> *out. */
 static sp_status config_effective(const char *fn, const sp_device_config *cfg,
-                                      sp_device_config *out) {
+                                  sp_device_config *out) {
   sp_device_config c;
   memset(&c, 0, sizeof(c));
   if (cfg) c = *cfg;
@@ -106,7 +104,7 @@ static sp_status config_effective(const char *fn, const sp_device_config *cfg,
 }
 
 static sp_status device_backend_open(const char *fn, const sp_device_config *c,
-                                         const sp__backend **be_out) {
+                                     const sp__backend **be_out) {
   const sp__backend *be = NULL;
   sp_status st = sp__backend_find(c->backend, &be);
   if (st != SP_OK) return st;
@@ -114,8 +112,8 @@ static sp_status device_backend_open(const char *fn, const sp_device_config *c,
   st = be->device_count(&count);
   if (st != SP_OK) return st;
   if (c->index < 0 || c->index >= count)
-    return sp__fail(SP_ERR_NO_DEVICE, "%s: %s device %d does not exist (%d device%s)", fn,
-                    be->name, c->index, count, count == 1 ? "" : "s");
+    return sp__fail(SP_ERR_NO_DEVICE, "%s: %s device %d does not exist (%d device%s)", fn, be->name,
+                    c->index, count, count == 1 ? "" : "s");
   *be_out = be;
   return SP_OK;
 }
@@ -195,9 +193,11 @@ sp_status sp_device_close(sp_device *dev) {
   if (dev->fork_epoch != atomic_load_explicit(&sp__fork_epoch, memory_order_relaxed)) return SP_OK;
   unsigned models = atomic_load(&dev->models), batchers = atomic_load(&dev->batchers);
   if (models || batchers)
-    return sp__fail(SP_ERR_BUSY, "sp_device_close: %u model(s) and %u batcher(s) of this device "
+    return sp__fail(SP_ERR_BUSY,
+                    "sp_device_close: %u model(s) and %u batcher(s) of this device "
                     "are still alive; destroy the batchers and free the models first (the device "
-                    "stays open)", models, batchers);
+                    "stays open)",
+                    models, batchers);
   int cancel = sp__cancel_off(); /* syncs, and joins the host backend's stream threads */
   registry_remove(dev);
   sp__bindings_forget(dev);

@@ -22,34 +22,34 @@
 #include "core/lock.h"
 #include "core/status.h"
 
-typedef struct sp__allocator sp__allocator; /* src/alloc */
+typedef struct sp__allocator sp__allocator;   /* src/alloc */
 typedef struct sp__event_pool sp__event_pool; /* src/core/event_pool.c */
 typedef struct sp__slot_pool sp__slot_pool;   /* src/core/stream_pool.c */
 
 struct sp_stream {
-  sp_device *dev;                   /* owner; immutable                                  */
-  unsigned index;                   /* 0 = default; immutable                            */
-  _Atomic(sp__bstream *) bstream;   /* backend stream, NULL until first use              */
+  sp_device *dev;                 /* owner; immutable                                  */
+  unsigned index;                 /* 0 = default; immutable                            */
+  _Atomic(sp__bstream *) bstream; /* backend stream, NULL until first use              */
 };
 
 struct sp_device {
-  uint64_t id;                      /* unique per open in this process, never reused     */
-  unsigned fork_epoch;              /* sp__fork_epoch at open; differs in a forked child */
-  const sp__backend *be;            /* immutable                                          */
-  sp__bdevice *bdev;                /* immutable                                          */
-  sp_device_config cfg;             /* effective config (defaults + environment)          */
-  char backend_name[16];            /* cfg.backend points here                            */
-  sp__mutex stream_create_mu;       /* serializes lazy backend stream creation            */
-  sp_stream streams[SP_STREAMS_MAX];/* [0, cfg.streams) are in use                        */
-  sp_stream privates[SP_STREAMS_MAX];/* capture twins of streams[] (ops.c), created lazily */
-  sp__mutex capture_mu;             /* serializes graph captures on privates[] (ops.c)    */
-  atomic_uint rr_next;              /* round-robin: bindings so far                        */
-  sp__slot_pool *slots;             /* exclusive mode free slots (stream_pool.c)          */
-  sp__event_pool *events;           /* event_pool.c                                        */
-  sp__allocator *alloc;             /* src/alloc                                           */
-  char name[128];                   /* backend's device name, cached at open               */
-  sp_device *registry_next;         /* live-device registry link (sp__registry_mu)         */
-  atomic_uint models, batchers;     /* alive in src/infer; sp_device_close refuses while > 0 */
+  uint64_t id;                        /* unique per open in this process, never reused     */
+  unsigned fork_epoch;                /* sp__fork_epoch at open; differs in a forked child */
+  const sp__backend *be;              /* immutable                                          */
+  sp__bdevice *bdev;                  /* immutable                                          */
+  sp_device_config cfg;               /* effective config (defaults + environment)          */
+  char backend_name[16];              /* cfg.backend points here                            */
+  sp__mutex stream_create_mu;         /* serializes lazy backend stream creation            */
+  sp_stream streams[SP_STREAMS_MAX];  /* [0, cfg.streams) are in use                        */
+  sp_stream privates[SP_STREAMS_MAX]; /* capture twins of streams[] (ops.c), created lazily */
+  sp__mutex capture_mu;               /* serializes graph captures on privates[] (ops.c)    */
+  atomic_uint rr_next;                /* round-robin: bindings so far                        */
+  sp__slot_pool *slots;               /* exclusive mode free slots (stream_pool.c)          */
+  sp__event_pool *events;             /* event_pool.c                                        */
+  sp__allocator *alloc;               /* src/alloc                                           */
+  char name[128];                     /* backend's device name, cached at open               */
+  sp_device *registry_next;           /* live-device registry link (sp__registry_mu)         */
+  atomic_uint models, batchers;       /* alive in src/infer; sp_device_close refuses while > 0 */
 };
 
 /* Incremented in every forked child (pthread_atfork). */
@@ -66,10 +66,8 @@ sp_device *sp__registry_find_locked(uint64_t id); /* NULL if closed */
  * used in a forked child -> SP_ERR_FORKED. `fn` names the public function in the message. */
 static inline sp_status sp__device_enter(const sp_device *dev, const char *fn) {
   if (SP__UNLIKELY(!dev)) return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: device is NULL", fn);
-  if (SP__UNLIKELY(dev->fork_epoch !=
-                   atomic_load_explicit(&sp__fork_epoch, memory_order_relaxed)))
-    return sp__fail(SP_ERR_FORKED, "%s: device was opened before fork() in the parent process",
-                    fn);
+  if (SP__UNLIKELY(dev->fork_epoch != atomic_load_explicit(&sp__fork_epoch, memory_order_relaxed)))
+    return sp__fail(SP_ERR_FORKED, "%s: device was opened before fork() in the parent process", fn);
   return SP_OK;
 }
 
@@ -91,7 +89,7 @@ static inline sp__bstream *sp__stream_peek(sp_stream *s) {
 sp_status sp__device_sync_all(sp_device *dev);
 
 /* Stream pool (stream_pool.c): exclusive-slot free list and per-thread bindings. */
-sp_status sp__slot_pool_create(sp_device *dev);  /* sets dev->slots */
+sp_status sp__slot_pool_create(sp_device *dev); /* sets dev->slots */
 void sp__slot_pool_destroy(sp_device *dev);
 /* Drops the calling thread's binding for dev (giving back its slot); called by sp_device_close. */
 void sp__bindings_forget(sp_device *dev);
@@ -107,7 +105,7 @@ void sp__event_pool_destroy(sp_device *dev);
 sp_status sp__event_acquire(sp_device *dev, unsigned flags, sp_event *out);
 sp_status sp__event_release(sp_device *dev, sp_event ev);
 sp_status sp__event_record(sp_device *dev, sp_event ev, sp_stream *s);
-sp_status sp__event_query(sp_device *dev, sp_event ev);  /* SP_OK / SP_ERR_NOT_READY */
+sp_status sp__event_query(sp_device *dev, sp_event ev); /* SP_OK / SP_ERR_NOT_READY */
 sp_status sp__stream_wait_event(sp_stream *s, sp_event ev);
 /* The backend event behind live event ev of dev, for waits from another device (peer.c): *out
  * is NULL when ev was not recorded since its acquire (it is complete). SP_ERR_INVALID_HANDLE

@@ -25,7 +25,8 @@ sp_status sp__env_parse_u64(const char *fn, const char *name, const char *text, 
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: %s='%s' is out of range [%llu, %llu]", fn, name,
                     text, (unsigned long long)min, (unsigned long long)max);
   return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: %s='%s' %s%s", fn, name, text,
-                  sp__number_why(st, bytes), st == SP__NUMBER_EMPTY ? " (unset it for the default)" : "");
+                  sp__number_why(st, bytes),
+                  st == SP__NUMBER_EMPTY ? " (unset it for the default)" : "");
 }
 
 sp_status sp__env_u64(const char *fn, const char *name, sp__env_kind kind, uint64_t min,

@@ -58,7 +58,7 @@
 #include "core/idstack.h"
 
 enum { SP__EV_CHUNK = 256, SP__EV_CHUNKS_MAX = 1024, SP__EV_CLASSES = 2 };
-_Static_assert(SP__EV_CHUNK * SP__EV_CHUNKS_MAX < 0xffffffffu, "slot index + 1 fits 32 bits");
+_Static_assert(SP__EV_CHUNK *SP__EV_CHUNKS_MAX < 0xffffffffu, "slot index + 1 fits 32 bits");
 enum { SP__EVC_ENTRIES = 8, SP__EVC_MAX = 32, SP__EVC_BATCH = 16 };
 _Static_assert(SP__EVC_BATCH > 0 && SP__EVC_BATCH <= SP__EVC_MAX, "a batch fits the cache");
 
@@ -70,22 +70,22 @@ _Static_assert(SP__EVC_BATCH > 0 && SP__EVC_BATCH <= SP__EVC_MAX, "a batch fits 
 #define SP__EVS_GEN(s) ((uint32_t)((s) >> 32))
 
 typedef struct sp__event_slot {
-  _Atomic uint64_t state;       /* generation << 32 | pins << 2 | cached << 1 | live      */
-  uint32_t gen0;                /* first generation; reaching it again retires the slot   */
-  _Atomic uint32_t link;        /* free-list link (idstack)                               */
-  unsigned flags;               /* SP_EVENT_* of bev; set before the slot's first publish  */
-  sp__bevent *bev;              /* backend event, NULL until the slot's first acquire     */
-  _Atomic(sp_stream *) stream;  /* stream of the last record since acquire, or NULL       */
+  _Atomic uint64_t state;      /* generation << 32 | pins << 2 | cached << 1 | live      */
+  uint32_t gen0;               /* first generation; reaching it again retires the slot   */
+  _Atomic uint32_t link;       /* free-list link (idstack)                               */
+  unsigned flags;              /* SP_EVENT_* of bev; set before the slot's first publish  */
+  sp__bevent *bev;             /* backend event, NULL until the slot's first acquire     */
+  _Atomic(sp_stream *) stream; /* stream of the last record since acquire, or NULL       */
 } sp__event_slot;
 
 struct sp__event_pool {
   _Atomic(sp__event_slot *) chunks[SP__EV_CHUNKS_MAX]; /* published once each             */
-  atomic_uint next_index;       /* slots handed out for the first time so far             */
-  sp__mutex grow_mu;            /* serializes chunk allocation                            */
+  atomic_uint next_index;           /* slots handed out for the first time so far             */
+  sp__mutex grow_mu;                /* serializes chunk allocation                            */
   sp__idstack free[SP__EV_CLASSES]; /* by flags: [0] plain, [1] timing                    */
-  uint64_t gen_seed;            /* the device id, hashed into first generations           */
-  atomic_uint steal_cursor;     /* next slot index the exhaustion scan looks at           */
-  atomic_uint retired;          /* slots retired at a generation wrap                     */
+  uint64_t gen_seed;                /* the device id, hashed into first generations           */
+  atomic_uint steal_cursor;         /* next slot index the exhaustion scan looks at           */
+  atomic_uint retired;              /* slots retired at a generation wrap                     */
 };
 
 static uint32_t event_gen0(uint64_t seed, uint32_t index) {
@@ -102,9 +102,7 @@ static sp__event_slot *event_slot_at(sp__event_pool *p, uint32_t i) {
   return chunk ? &chunk[i % SP__EV_CHUNK] : NULL;
 }
 
-static _Atomic uint32_t *event_link(void *ctx, uint32_t i) {
-  return &event_slot_at(ctx, i)->link;
-}
+static _Atomic uint32_t *event_link(void *ctx, uint32_t i) { return &event_slot_at(ctx, i)->link; }
 
 sp_status sp__event_pool_create(sp_device *dev) {
   sp__event_pool *p = sp__calloc(1, sizeof(*p));
@@ -163,8 +161,8 @@ static sp_status event_chunk_ensure(sp__event_pool *p, uint32_t c) {
 /* Up to `want` never-used consecutive slot indices [*first, *first + *count) of one chunk, that
  * chunk published, their flags set. Runs keep one thread's fresh slots off other threads' cache
  * lines. */
-static sp_status event_slots_new(sp__event_pool *p, unsigned want, unsigned flags,
-                                     uint32_t *first, unsigned *count) {
+static sp_status event_slots_new(sp__event_pool *p, unsigned want, unsigned flags, uint32_t *first,
+                                 unsigned *count) {
   const unsigned cap = (unsigned)SP__EV_CHUNK * SP__EV_CHUNKS_MAX;
   unsigned i = atomic_load_explicit(&p->next_index, memory_order_relaxed), n = 0;
   do {
@@ -193,21 +191,21 @@ static sp_status event_slots_new(sp__event_pool *p, unsigned want, unsigned flag
 #endif
 
 typedef struct sp__evc_entry {
-  uint64_t key;                 /* device id << 1 | flag set; 0: unused                   */
-  unsigned n;                   /* cached pairs, [0, n); the top is [n - 1]               */
-  uint32_t idx[SP__EVC_MAX];    /* free slot indices of that device and flag set          */
-  uint32_t gen[SP__EVC_MAX];    /* the generation each had when cached                    */
+  uint64_t key;              /* device id << 1 | flag set; 0: unused                   */
+  unsigned n;                /* cached pairs, [0, n); the top is [n - 1]               */
+  uint32_t idx[SP__EVC_MAX]; /* free slot indices of that device and flag set          */
+  uint32_t gen[SP__EVC_MAX]; /* the generation each had when cached                    */
 } sp__evc_entry;
 
 typedef struct sp__evc {
   sp__evc_entry entry[SP__EVC_ENTRIES];
-  unsigned victim;              /* round-robin: next entry to evict when all are live     */
+  unsigned victim; /* round-robin: next entry to evict when all are live     */
 } sp__evc;
 
 static _Thread_local sp__evc *sp__evc_tls SP__EVC_TLS; /* this thread's cache, or NULL   */
-static pthread_key_t sp__evc_key;                       /* its destructor: evc_exit   */
+static pthread_key_t sp__evc_key;                      /* its destructor: evc_exit   */
 static pthread_once_t sp__evc_once = PTHREAD_ONCE_INIT;
-static int sp__evc_key_ok;                              /* written once, under the once   */
+static int sp__evc_key_ok; /* written once, under the once   */
 
 static uint64_t evc_key_of(const sp_device *dev, unsigned cls) { return dev->id << 1 | cls; }
 
@@ -246,9 +244,7 @@ static void evc_exit(void *arg) {
   sp__free(c);
 }
 
-static void evc_key_create(void) {
-  sp__evc_key_ok = !pthread_key_create(&sp__evc_key, evc_exit);
-}
+static void evc_key_create(void) { sp__evc_key_ok = !pthread_key_create(&sp__evc_key, evc_exit); }
 
 /* This thread's cache, made on first use; NULL without host memory or a pthread key (the caller
  * then uses the shared stacks directly). */
@@ -340,8 +336,8 @@ static uint32_t event_steal(sp__event_pool *p, unsigned cls) {
 /* Slow path of event_take: fills this thread's entry with up to a batch from the shared stack,
  * else makes never-used slots, else steals from other threads' caches. e: the thread's entry for
  * (dev, cls), or NULL. */
-static SP__EVC_NOINLINE sp_status event_take_slow(sp_device *dev, unsigned flags,
-                                                      sp__evc_entry *e, uint32_t *out) {
+static SP__EVC_NOINLINE sp_status event_take_slow(sp_device *dev, unsigned flags, sp__evc_entry *e,
+                                                  uint32_t *out) {
   sp__event_pool *p = dev->events;
   unsigned cls = flags & SP_EVENT_TIMING;
   if (!e) e = evc_claim(evc_key_of(dev, cls));
@@ -629,8 +625,7 @@ sp_status sp_stream_wait_event(sp_stream *s, sp_event ev) {
 }
 
 /* Pins a recorded timing event of dev for sp_event_elapsed_ms. */
-static sp_status event_timed(sp_device *dev, sp_event ev, const char *which,
-                                 sp__event_slot **out) {
+static sp_status event_timed(sp_device *dev, sp_event ev, const char *which, sp__event_slot **out) {
   static const char fn[] = "sp_event_elapsed_ms";
   sp__event_slot *slot = NULL;
   sp_status st = event_pin(dev, ev, fn, &slot);
@@ -648,7 +643,7 @@ static sp_status event_timed(sp_device *dev, sp_event ev, const char *which,
 }
 
 static sp_status event_elapsed_pinned(sp_device *dev, sp__event_slot *a, sp__event_slot *b,
-                                          float *ms) {
+                                      float *ms) {
   if (!dev->be->event_elapsed_ms)
     return sp__fail(SP_ERR_UNSUPPORTED, "sp_event_elapsed_ms: backend %s has no event timing",
                     dev->be->name);

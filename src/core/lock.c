@@ -24,10 +24,9 @@ enum { CALL_NONE, CALL_BACKEND };
 static const struct lock_rank_info {
   const char *name;
   unsigned char same, call;
-} lock_ranks[SP__RANK_COUNT] = {
-    [SP__RANK_NONE] = {"(no lock)", SAME_ONE, CALL_BACKEND},
+} lock_ranks[SP__RANK_COUNT] = {[SP__RANK_NONE] = {"(no lock)", SAME_ONE, CALL_BACKEND},
 #define LOCK_RANK_INFO(id, nm, sm, cl) [SP__RANK_##id] = {nm, SAME_##sm, CALL_##cl},
-    SP__LOCK_RANKS(LOCK_RANK_INFO)
+                                SP__LOCK_RANKS(LOCK_RANK_INFO)
 #undef LOCK_RANK_INFO
 };
 
@@ -62,8 +61,10 @@ static void witness_fail(const char *fmt, ...) {
 static void witness_push(sp__witness *w, const void *lock, unsigned rank) {
   unsigned d = w->depth;
   if (d == SP__WITNESS_DEPTH) {
-    witness_fail("lock witness: \"%s\" (rank %u) taken with %u lock groups held already (raise "
-                 "SP__WITNESS_DEPTH)", sp__lock_rank_name(rank), rank, d);
+    witness_fail(
+        "lock witness: \"%s\" (rank %u) taken with %u lock groups held already (raise "
+        "SP__WITNESS_DEPTH)",
+        sp__lock_rank_name(rank), rank, d);
     return;
   }
   unsigned top = d ? SP__WITNESS_ORDER(w->e[d - 1].meta) : 0;
@@ -77,13 +78,11 @@ static bool witness_may_join(const sp__witness *w, unsigned t, const void *lock,
   uint64_t m = w->e[t].meta;
   if (SP__WITNESS_RANK(m) != rank || SP__WITNESS_ORDER(m) != rank) return false;
   switch (lock_ranks[rank].same) {
-  case SAME_ASCENDING:
-    return (uintptr_t)lock > (uintptr_t)w->e[t].lock;
+  case SAME_ASCENDING: return (uintptr_t)lock > (uintptr_t)w->e[t].lock;
   case SAME_UNDER_PREV:
     return t > 0 && SP__WITNESS_RANK(w->e[t - 1].meta) == rank - 1 &&
            SP__WITNESS_ORDER(w->e[t - 1].meta) == rank - 1;
-  default:
-    return false;
+  default: return false;
   }
 }
 
@@ -100,9 +99,11 @@ void sp__witness_check_slow(const sp__witness *w, const void *lock, unsigned ran
                     : lock_ranks[rank].same == SAME_UNDER_PREV
                         ? "same rank, without the lock of the rank below held"
                         : "a second lock of a rank held one at a time";
-  witness_fail("lock order violation: taking \"%s\" (rank %u, %p) while holding \"%s\" (rank %u%s, "
-               "%p): %s", sp__lock_rank_name(rank), rank, lock, sp__lock_rank_name(held), held,
-               SP__WITNESS_ORDER(m) != held ? ", tried under a higher one" : "", w->e[t].lock, why);
+  witness_fail(
+      "lock order violation: taking \"%s\" (rank %u, %p) while holding \"%s\" (rank %u%s, "
+      "%p): %s",
+      sp__lock_rank_name(rank), rank, lock, sp__lock_rank_name(held), held,
+      SP__WITNESS_ORDER(m) != held ? ", tried under a higher one" : "", w->e[t].lock, why);
 }
 
 void sp__witness_acquired_slow(sp__witness *w, const void *lock, unsigned rank) {
@@ -139,7 +140,9 @@ void sp__lock_assert_call_ok_slow(const char *what) {
   for (unsigned i = 0; i < w->depth; i++) {
     unsigned r = SP__WITNESS_RANK(w->e[i].meta);
     if (lock_ranks[r].call != CALL_BACKEND)
-      witness_fail("lock witness: %s called while holding \"%s\" (rank %u, %p), under which no "
-                   "backend call is made", what, sp__lock_rank_name(r), r, w->e[i].lock);
+      witness_fail(
+          "lock witness: %s called while holding \"%s\" (rank %u, %p), under which no "
+          "backend call is made",
+          what, sp__lock_rank_name(r), r, w->e[i].lock);
   }
 }

@@ -46,34 +46,34 @@
 /* X(rank id, name, same-rank rule, what a holder may call) in rank order, outermost first. */
 #define SP__LOCK_RANKS(X)                                                                        \
   /* src/infer */                                                                                \
-  X(BATCHER_START, "batcher.start_mu", ONE, NONE)        /* workers' start-up; create waits */   \
-  X(BATCHER_COLLECT, "batcher.mu", ONE, NONE)            /* the collector role; futex waits */   \
-  X(PLAN_CREATE, "plan_entry.create_mu", ONE, BACKEND)   /* allocator + backend calls       */   \
-  X(PLAN_RUN, "sp__plan.mu", ONE, BACKEND)               /* a whole run: submit, sync       */   \
-  X(DEVICE_CAPTURE, "sp_device.capture_mu", ONE, BACKEND) /* graph captures (ops.c)       */   \
+  X(BATCHER_START, "batcher.start_mu", ONE, NONE)         /* workers' start-up; create waits */  \
+  X(BATCHER_COLLECT, "batcher.mu", ONE, NONE)             /* the collector role; futex waits */  \
+  X(PLAN_CREATE, "plan_entry.create_mu", ONE, BACKEND)    /* allocator + backend calls       */  \
+  X(PLAN_RUN, "sp__plan.mu", ONE, BACKEND)                /* a whole run: submit, sync       */  \
+  X(DEVICE_CAPTURE, "sp_device.capture_mu", ONE, BACKEND) /* graph captures (ops.c)       */     \
   /* src/alloc, outer: the pending-list processor flag (events queried and released under it) */ \
   X(ALLOC_PENDING_BUSY, "sp__allocator.pending_busy", ONE, BACKEND)                              \
   /* src/core */                                                                                 \
-  X(REGISTRY, "device registry_mu", ONE, NONE)           /* thread-exit paths; device lock  */   \
-  X(SLOT_WAIT, "sp__slot_pool.wait_mu", ONE, NONE)       /*   ... may be taken under it     */   \
-  X(STREAM_CREATE, "sp_device.stream_create_mu", ONE, BACKEND) /* be->stream_create only   */   \
-  X(EVENT_GROW, "sp__event_pool.grow_mu", ONE, NONE)     /* chunk publishing                */   \
-  X(INTEROP_PINNED, "interop sp__pinned_mu", ONE, NONE)  /* pinned buffer records; a leaf   */   \
+  X(REGISTRY, "device registry_mu", ONE, NONE)     /* thread-exit paths; device lock  */         \
+  X(SLOT_WAIT, "sp__slot_pool.wait_mu", ONE, NONE) /*   ... may be taken under it     */         \
+  X(STREAM_CREATE, "sp_device.stream_create_mu", ONE, BACKEND) /* be->stream_create only   */    \
+  X(EVENT_GROW, "sp__event_pool.grow_mu", ONE, NONE)    /* chunk publishing                */    \
+  X(INTEROP_PINNED, "interop sp__pinned_mu", ONE, NONE) /* pinned buffer records; a leaf   */    \
   /* src/alloc: spinlocks, no call out (no backend, no core event, no wait) */                   \
-  X(ALLOC_CACHE, "sp__scache.mu", ASCENDING, NONE)       /* stream caches, index order      */   \
+  X(ALLOC_CACHE, "sp__scache.mu", ASCENDING, NONE) /* stream caches, index order      */         \
   X(ALLOC_PENDING, "sp__allocator.pending_mu", ONE, NONE)                                        \
   X(ALLOC_SEGLIST, "sp__allocator.seglist_mu", ONE, NONE)                                        \
-  X(ALLOC_SEGMENT, "sp__segment.mu", UNDER_PREV, NONE)   /* several: under seglist_mu only  */   \
+  X(ALLOC_SEGMENT, "sp__segment.mu", UNDER_PREV, NONE) /* several: under seglist_mu only  */     \
   X(ALLOC_MAP_SHARD, "sp__map_shard.mu", ONE, NONE)                                              \
-  X(ALLOC_PEAK, "sp__allocator.peak_mu", ONE, NONE)      /* tries cache locks (stats.c)     */   \
+  X(ALLOC_PEAK, "sp__allocator.peak_mu", ONE, NONE)       /* tries cache locks (stats.c)     */  \
   X(ALLOC_HISTORY, "sp__allocator.history_mu", ONE, NONE) /* history enable/disable; a leaf */   \
   /* src/backend/host */                                                                         \
-  X(HOST_EVENT, "host sp__bevent.mu", ONE, BACKEND)      /* queues a marker (host submit)   */   \
-  X(HOST_STREAM, "host sp__bstream.mu", ONE, NONE)       /* the ring; cond waits            */   \
+  X(HOST_EVENT, "host sp__bevent.mu", ONE, BACKEND) /* queues a marker (host submit)   */        \
+  X(HOST_STREAM, "host sp__bstream.mu", ONE, NONE)  /* the ring; cond waits            */        \
   /* src/backend/cuda (CUDA, cuBLASLt calls under them, nothing of ours; not witnessed) */       \
   X(CUDA_PEER, "cuda cuda_peer_mu", ONE, NONE)                                                   \
   X(CUDA_LT, "cuda sp__bstream.lt_mu", ONE, NONE)                                                \
-  X(CUDA_CHOICE, "cuda sp__bdevice.choice_mu", ONE, NONE) /* the timed choices; a leaf   */   \
+  X(CUDA_CHOICE, "cuda sp__bdevice.choice_mu", ONE, NONE) /* the timed choices; a leaf   */      \
   /* src/core/status.c: the log hook setters' flag (a hook may be set from a log callback) */    \
   X(LOG_SETTING, "log hook setting flag", ONE, NONE)
 
@@ -82,7 +82,7 @@ typedef enum sp__lock_rank {
 #define SP__LOCK_RANK_ENUM(id, name, same, call) SP__RANK_##id,
   SP__LOCK_RANKS(SP__LOCK_RANK_ENUM)
 #undef SP__LOCK_RANK_ENUM
-  SP__RANK_COUNT
+      SP__RANK_COUNT
 } sp__lock_rank;
 
 _Static_assert(SP__RANK_COUNT <= 255, "ranks are stored in a byte");
@@ -114,16 +114,16 @@ typedef struct sp__witness_entry {
 } sp__witness_entry;
 
 typedef struct sp__witness {
-  unsigned depth;                          /* entries in use */
-  sp__witness_entry e[SP__WITNESS_DEPTH];  /* sorted by order, bottom first */
+  unsigned depth;                         /* entries in use */
+  sp__witness_entry e[SP__WITNESS_DEPTH]; /* sorted by order, bottom first */
 } sp__witness;
 _Static_assert(sizeof(sp__witness) <= 136, "the witness stays small in static TLS");
 
-#define SP__WITNESS_RANK(m) ((unsigned)((m) & 0xffu))
+#define SP__WITNESS_RANK(m) ((unsigned)((m)&0xffu))
 #define SP__WITNESS_ORDER(m) ((unsigned)(((m) >> 8) & 0xffu))
 #define SP__WITNESS_GROUP(m) ((unsigned)(((m) >> 16) & 0xffu))
 #define SP__WITNESS_N(m) ((uint32_t)((m) >> 32))
-#define SP__WITNESS_META(rank, order, group, n)                                                   \
+#define SP__WITNESS_META(rank, order, group, n) \
   ((uint64_t)(rank) | (uint64_t)(order) << 8 | (uint64_t)(group) << 16 | (uint64_t)(n) << 32)
 
 #if defined(__GNUC__)
@@ -167,8 +167,7 @@ static inline void sp__lock_note_acquired(const void *lock, unsigned rank) {
 #if SP__WITNESS_ON
   sp__witness *w = &sp__witness_tl;
   unsigned d = w->depth;
-  if (SP__LIKELY(d < SP__WITNESS_DEPTH &&
-                 (d == 0 || rank > SP__WITNESS_ORDER(w->e[d - 1].meta)))) {
+  if (SP__LIKELY(d < SP__WITNESS_DEPTH && (d == 0 || rank > SP__WITNESS_ORDER(w->e[d - 1].meta)))) {
     w->e[d].lock = lock;
     w->e[d].meta = SP__WITNESS_META(rank, rank, 0, 1);
     w->depth = d + 1;
@@ -216,7 +215,8 @@ typedef struct sp__mutex {
   unsigned rank;
 } sp__mutex;
 
-#define SP__MUTEX_INITIALIZER(r) {PTHREAD_MUTEX_INITIALIZER, SP__RANK_##r}
+#define SP__MUTEX_INITIALIZER(r) \
+  { PTHREAD_MUTEX_INITIALIZER, SP__RANK_##r }
 
 /* pthread_mutex_init with default attributes; returns its result (0 on success). */
 static inline int sp__mutex_init(sp__mutex *mu, sp__lock_rank rank) {

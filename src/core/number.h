@@ -25,10 +25,14 @@ typedef enum sp__number_status {
 /* The shift of a size unit letter (K 10, M 20, G 30, T 40), 0 if c is not one. */
 static inline unsigned sp__number_unit_shift(char c) {
   switch (c) {
-  case 'k': case 'K': return 10;
-  case 'm': case 'M': return 20;
-  case 'g': case 'G': return 30;
-  case 't': case 'T': return 40;
+  case 'k':
+  case 'K': return 10;
+  case 'm':
+  case 'M': return 20;
+  case 'g':
+  case 'G': return 30;
+  case 't':
+  case 'T': return 40;
   default: return 0;
   }
 }

@@ -24,8 +24,7 @@ sp_status sp__linear_check(const sp_device *dev, sp_dtype dt, const char *fn) {
   if (SP__UNLIKELY(!be->linear_async))
     return sp__fail(SP_ERR_UNSUPPORTED, "%s: backend '%s' has no linear kernel", fn, be->name);
   if (SP__UNLIKELY(dt == SP_BF16 && !be->convert_async))
-    return sp__fail(SP_ERR_UNSUPPORTED, "%s: backend '%s' cannot convert f32<->bf16", fn,
-                    be->name);
+    return sp__fail(SP_ERR_UNSUPPORTED, "%s: backend '%s' cannot convert f32<->bf16", fn, be->name);
   return SP_OK;
 }
 
@@ -75,7 +74,7 @@ static sp_status graph_capture_on(sp_stream *c, sp__graph_record_fn rec, void *a
   if (st != SP_OK) return st;
   sp_status rs = rec(c, arg);
   sp__bgraph *g = NULL;
-  sp_status end = be->graph_capture_end(cb, &g); /* always: leaves capture mode */
+  sp_status end = be->graph_capture_end(cb, &g);              /* always: leaves capture mode */
   if (rs == SP_OK && end == SP_OK) end = be->stream_sync(cb); /* the graph's upload */
   if (rs != SP_OK || end != SP_OK) {
     if (g) be->graph_destroy(g);
@@ -124,8 +123,10 @@ sp_status sp__pinned_alloc(sp_device *dev, size_t bytes, void **out, bool *pinne
   }
   p = sp__malloc(bytes);
   if (!p)
-    return sp__fail(SP_ERR_HOST_MEMORY, "%zu bytes of host memory: neither pinned nor ordinary "
-                    "host memory is available", bytes);
+    return sp__fail(SP_ERR_HOST_MEMORY,
+                    "%zu bytes of host memory: neither pinned nor ordinary "
+                    "host memory is available",
+                    bytes);
   *out = p;
   *pinned = false;
   return SP_OK;

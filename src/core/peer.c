@@ -71,8 +71,10 @@ static sp_status peer_copy_staged(sp_stream *dst_stream, sp__bstream *dbs, void 
   size_t chunk = bytes < PEER_STAGE_BYTES ? bytes : PEER_STAGE_BYTES;
   unsigned char *buf = sp__malloc(chunk);
   if (!buf)
-    return sp__fail(SP_ERR_HOST_MEMORY, "sp_memcpy_peer_async: no host memory for a %zu-byte "
-                    "staging buffer", chunk);
+    return sp__fail(SP_ERR_HOST_MEMORY,
+                    "sp_memcpy_peer_async: no host memory for a %zu-byte "
+                    "staging buffer",
+                    chunk);
   for (size_t off = 0; off < bytes && st == SP_OK; off += chunk) {
     size_t n = bytes - off < chunk ? bytes - off : chunk;
     st = sbe->memcpy_async(sbs, buf, (const unsigned char *)src + off, n);

@@ -19,9 +19,8 @@ const char *sp_version(void) { return "0.1.0"; }
 
 const char *sp_status_str(sp_status s) {
   switch (s) {
-#define SP__STATUS_CASE(name, value, text)                                                         \
-  case name:                                                                                      \
-    return text;
+#define SP__STATUS_CASE(name, value, text) \
+  case name: return text;
     SP_STATUS_TABLE(SP__STATUS_CASE)
 #undef SP__STATUS_CASE
   }
@@ -50,10 +49,10 @@ sp_status sp__fail(sp_status st, const char *fmt, ...) {
  * make the count odd, store the fields, make it even; a reader copies the fields and retries
  * until it saw the same even count before and after, so a message never gets the fn of one hook
  * and the user pointer of another, however often the hook is set meanwhile. */
-static _Atomic(sp_log_fn) sp__log_fn;    /* NULL: no hook */
+static _Atomic(sp_log_fn) sp__log_fn; /* NULL: no hook */
 static _Atomic(void *) sp__log_user;
 static atomic_int sp__log_max_level;
-static atomic_uint sp__log_seq;          /* odd while a setter writes the fields */
+static atomic_uint sp__log_seq; /* odd while a setter writes the fields */
 static atomic_flag sp__log_setting = ATOMIC_FLAG_INIT;
 
 void sp_log_set_hook(sp_log_fn fn, void *user, sp_log_level max_level) {
@@ -113,8 +112,7 @@ static void libc_free(void *user, void *p) {
   free(p);
 }
 
-static const sp_host_allocator sp__libc_allocator = {libc_malloc, libc_calloc,
-                                                     libc_free, NULL};
+static const sp_host_allocator sp__libc_allocator = {libc_malloc, libc_calloc, libc_free, NULL};
 static sp_host_allocator sp__custom_allocator;
 static _Atomic(const sp_host_allocator *) sp__allocator = &sp__libc_allocator;
 

@@ -37,7 +37,7 @@ void sp__error_clear(void);
 
 void sp__log(sp_log_level level, const char *fmt, ...) SP__PRINTF(2, 3);
 
-void *sp__malloc(size_t bytes);              /* NULL on failure; never logs */
+void *sp__malloc(size_t bytes);               /* NULL on failure; never logs */
 void *sp__calloc(size_t count, size_t bytes); /* NULL on failure or overflow */
 void sp__free(void *p);                       /* NULL ok */
 char *sp__strdup(const char *s);              /* through sp__malloc; NULL on failure */

@@ -114,9 +114,11 @@ sp_status sp_memcpy_async(sp_stream *s, void *dst, const void *src, size_t bytes
     st = sp__alloc_range(s->dev->alloc, src, bytes, false, "sp_memcpy_async", "src", &src_dev);
   if (st != SP_OK) return st;
   if (SP__UNLIKELY(!dst_dev && !src_dev))
-    return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_memcpy_async: neither dst %p nor src %p is "
+    return sp__fail(SP_ERR_INVALID_ARGUMENT,
+                    "sp_memcpy_async: neither dst %p nor src %p is "
                     "memory of this device (host-to-host copies are memcpy's; another device's "
-                    "memory goes through sp_memcpy_peer_async)", dst, src);
+                    "memory goes through sp_memcpy_peer_async)",
+                    dst, src);
   sp__bstream *bs = NULL;
   st = sp__stream_backend(s, &bs);
   if (st != SP_OK) return st;
@@ -133,8 +135,10 @@ sp_status sp_memset_async(sp_stream *s, void *dst, int value, size_t bytes) {
   st = sp__alloc_range(s->dev->alloc, dst, bytes, true, "sp_memset_async", "dst", &dst_dev);
   if (st != SP_OK) return st;
   if (SP__UNLIKELY(!dst_dev))
-    return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_memset_async: dst %p is not memory of this "
-                    "device (host memory, or another device's)", dst);
+    return sp__fail(SP_ERR_INVALID_ARGUMENT,
+                    "sp_memset_async: dst %p is not memory of this "
+                    "device (host memory, or another device's)",
+                    dst);
   sp__bstream *bs = NULL;
   st = sp__stream_backend(s, &bs);
   if (st != SP_OK) return st;

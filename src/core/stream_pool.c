@@ -23,9 +23,10 @@
  * Waiting for a slot (slow path only): waiters register in `waiters` and sleep on wait_cv under
  * wait_mu (src/core/lock.h). A releaser pushes the slot, then reads `waiters` with an acq_rel RMW
  * and signals under wait_mu only if someone waits; the waiter increments `waiters` (acq_rel RMW)
- * before its pop. The two RMWs are ordered in waiters' modification order: either the releaser's comes
- * later and sees the waiter, or the waiter's comes later and synchronizes with it, so its pop sees
- * the slot. The mutex makes the signal land after the waiter sleeps. The fast path takes no lock.
+ * before its pop. The two RMWs are ordered in waiters' modification order: either the releaser's
+ * comes later and sees the waiter, or the waiter's comes later and synchronizes with it, so its pop
+ * sees the slot. The mutex makes the signal land after the waiter sleeps. The fast path takes no
+ * lock.
  *
  * Thread exit: the first binding a thread makes sets a pthread key, whose destructor gives back
  * the thread's owned slots. It reaches each device through the live-device registry (device.c),
@@ -39,22 +40,22 @@
 #include "core/idstack.h"
 
 struct sp__slot_pool {
-  sp__idstack free;                     /* free slot indices in [1, size)                  */
+  sp__idstack free;                      /* free slot indices in [1, size)                  */
   _Atomic uint32_t link[SP_STREAMS_MAX]; /* idstack links, one per slot                    */
-  sp__mutex wait_mu;                    /* guards sleeping on wait_cv                      */
-  pthread_cond_t wait_cv;               /* signalled when a slot is pushed and waiters > 0 */
-  atomic_uint waiters;                  /* threads in the slow path of slot_acquire    */
+  sp__mutex wait_mu;                     /* guards sleeping on wait_cv                      */
+  pthread_cond_t wait_cv;                /* signalled when a slot is pushed and waiters > 0 */
+  atomic_uint waiters;                   /* threads in the slow path of slot_acquire    */
   _Atomic uint64_t acquired[SP_STREAMS_MAX / 64]; /* bit i: slot i held by sp_stream_acquire */
 };
 
 enum { SP__BINDINGS_MAX = 16 };
 
 typedef struct sp__thread_bindings {
-  unsigned n;                           /* entries in use                           */
-  uint32_t owned;                       /* bit i: entry i owns an exclusive slot    */
-  int key_set;                          /* the exit destructor is armed             */
-  uint64_t dev_id[SP__BINDINGS_MAX];    /* device ids; never 0 for a used entry     */
-  sp_stream *stream[SP__BINDINGS_MAX];  /* the bound stream                         */
+  unsigned n;                          /* entries in use                           */
+  uint32_t owned;                      /* bit i: entry i owns an exclusive slot    */
+  int key_set;                         /* the exit destructor is armed             */
+  uint64_t dev_id[SP__BINDINGS_MAX];   /* device ids; never 0 for a used entry     */
+  sp_stream *stream[SP__BINDINGS_MAX]; /* the bound stream                         */
 } sp__thread_bindings;
 
 #if defined(__GNUC__)
@@ -221,8 +222,8 @@ static sp_status bindings_room(const char *fn) {
     if (!sp__registry_find_locked(t->dev_id[k])) bindings_remove(t, k);
   sp__registry_unlock();
   if (t->n < SP__BINDINGS_MAX) return SP_OK;
-  return sp__fail(SP_ERR_UNSUPPORTED, "%s: this thread is bound to %d open devices, the most",
-                  fn, (int)SP__BINDINGS_MAX);
+  return sp__fail(SP_ERR_UNSUPPORTED, "%s: this thread is bound to %d open devices, the most", fn,
+                  (int)SP__BINDINGS_MAX);
 }
 
 static int bindings_find(const sp_device *dev) {
@@ -278,7 +279,8 @@ static SP__NOINLINE_ATTR sp_status stream_bind(sp_device *dev, sp_stream **out) 
 }
 
 sp_status sp_stream_current(sp_device *dev, sp_stream **out) {
-  if (SP__UNLIKELY(!out)) return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_stream_current: out is NULL");
+  if (SP__UNLIKELY(!out))
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_stream_current: out is NULL");
   sp_status st = sp__device_enter(dev, "sp_stream_current");
   if (SP__UNLIKELY(st != SP_OK)) return st;
   const sp__thread_bindings *t = &sp__tb;
@@ -306,7 +308,8 @@ sp_status sp_stream_set_current(sp_device *dev, sp_stream *s) {
      * sp_stream_acquire holder binds it; a slot bound by another thread, or free, is refused
      * (issue 14 W6). */
     if (k >= 0 && ((sp__tb.owned >> k) & 1u) && sp__tb.stream[k] == s) return SP_OK;
-    uint64_t held = atomic_load_explicit(&dev->slots->acquired[s->index / 64], memory_order_relaxed);
+    uint64_t held =
+        atomic_load_explicit(&dev->slots->acquired[s->index / 64], memory_order_relaxed);
     if (!((held >> (s->index % 64)) & 1u))
       return sp__fail(SP_ERR_INVALID_ARGUMENT,
                       "%s: stream %u is an exclusive slot this thread does not own (exclusive "
@@ -360,8 +363,8 @@ sp_status sp_stream_release(sp_device *dev, sp_stream *s) {
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: the default stream is never acquired", fn);
   if (dev->cfg.stream_mode != SP_STREAMS_EXCLUSIVE) return SP_OK;
   uint64_t bit = 1ull << (s->index % 64);
-  uint64_t was = atomic_fetch_and_explicit(&dev->slots->acquired[s->index / 64], ~bit,
-                                           memory_order_relaxed);
+  uint64_t was =
+      atomic_fetch_and_explicit(&dev->slots->acquired[s->index / 64], ~bit, memory_order_relaxed);
   if (!(was & bit))
     return sp__fail(SP_ERR_INVALID_HANDLE,
                     "%s: stream %u is not held by sp_stream_acquire (released already?)", fn,

@@ -53,70 +53,70 @@
 #include "infer/model.h"
 
 enum {
-  REQ_QUEUED = 0, /* in the queue; the caller may still switch it to REQ_QSLEEP  */
-  REQ_QSLEEP = 1, /* in the queue or a pass; its caller sleeps on the state word */
-  REQ_TAKEN = 2,  /* in a worker's pass (r->w set); sleepers use the worker's gen */
-  REQ_DONE = 3,   /* status, msg and out are written                             */
-  BATCH_MSG = 192,  /* bytes of an error message carried to a caller               */
-  BATCH_SPIN_US = 0,  /* default time a caller polls before it sleeps (measured:
-                       * spinning callers slow the workers when threads outnumber cores) */
+  REQ_QUEUED = 0,    /* in the queue; the caller may still switch it to REQ_QSLEEP  */
+  REQ_QSLEEP = 1,    /* in the queue or a pass; its caller sleeps on the state word */
+  REQ_TAKEN = 2,     /* in a worker's pass (r->w set); sleepers use the worker's gen */
+  REQ_DONE = 3,      /* status, msg and out are written                             */
+  BATCH_MSG = 192,   /* bytes of an error message carried to a caller               */
+  BATCH_SPIN_US = 0, /* default time a caller polls before it sleeps (measured:
+                      * spinning callers slow the workers when threads outnumber cores) */
 };
 
 struct batch_worker;
 
 typedef struct batch_req {
-  struct batch_req *next;      /* inbox link (pusher), then queue link (b->mu)      */
-  const float *in;             /* caller's row, in_features floats                  */
-  float *out;                  /* caller's row, out_features floats                 */
-  unsigned long long t_ns;     /* arrival, monotonic                                */
-  struct batch_worker *w;      /* the worker that took it; written before REQ_TAKEN */
-  _Atomic uint32_t state;      /* REQ_*                                             */
-  sp_status status;            /* written before state = REQ_DONE                   */
-  char msg[BATCH_MSG];         /* sp_last_error of the failed pass                  */
+  struct batch_req *next;  /* inbox link (pusher), then queue link (b->mu)      */
+  const float *in;         /* caller's row, in_features floats                  */
+  float *out;              /* caller's row, out_features floats                 */
+  unsigned long long t_ns; /* arrival, monotonic                                */
+  struct batch_worker *w;  /* the worker that took it; written before REQ_TAKEN */
+  _Atomic uint32_t state;  /* REQ_*                                             */
+  sp_status status;        /* written before state = REQ_DONE                   */
+  char msg[BATCH_MSG];     /* sp_last_error of the failed pass                  */
 } batch_req;
 
 typedef struct batch_worker {
   sp_batcher *b;
   unsigned index;
   pthread_t thread;
-  bool started;                /* thread was created                                */
-  bool pinned_in, pinned_out;  /* h_in / h_out are pinned (sp__pinned_alloc's answer) */
-  sp_stream *s;                /* its own stream                                    */
-  float *h_in, *h_out;         /* host staging, max_batch rows                      */
-  unsigned char *d_buf;        /* device: input rows, output rows                   */
-  size_t d_out_off;            /* bytes from d_buf to the outputs                   */
-  batch_req **reqs;            /* the rows of the current pass                      */
-  _Atomic uint32_t gen;        /* passes completed; futex word of TAKEN sleepers    */
-  atomic_uint sleepers;        /* callers asleep (or going to sleep) on gen         */
+  bool started;               /* thread was created                                */
+  bool pinned_in, pinned_out; /* h_in / h_out are pinned (sp__pinned_alloc's answer) */
+  sp_stream *s;               /* its own stream                                    */
+  float *h_in, *h_out;        /* host staging, max_batch rows                      */
+  unsigned char *d_buf;       /* device: input rows, output rows                   */
+  size_t d_out_off;           /* bytes from d_buf to the outputs                   */
+  batch_req **reqs;           /* the rows of the current pass                      */
+  _Atomic uint32_t gen;       /* passes completed; futex word of TAKEN sleepers    */
+  atomic_uint sleepers;       /* callers asleep (or going to sleep) on gen         */
 } batch_worker;
 
 struct sp_batcher {
   sp_model *m;
-  sp_device *dev;              /* m->dev, kept for destroy (counts dev->batchers)  */
+  sp_device *dev; /* m->dev, kept for destroy (counts dev->batchers)  */
   unsigned max_batch, max_delay_us, n_workers, in_f, out_f;
-  bool pad;                    /* passes run at padded sizes (m->graphs)            */
-  unsigned long long spin_ns;  /* callers poll this long before sleeping            */
+  bool pad;                   /* passes run at padded sizes (m->graphs)            */
+  unsigned long long spin_ns; /* callers poll this long before sleeping            */
   /* Intake, lock-free: callers push onto a stack; the collector takes it whole. */
-  _Atomic(batch_req *) inbox;  /* pushed requests, newest first                     */
-  atomic_int inbox_n;          /* rows pushed and not yet drained (may dip below 0) */
-  atomic_uint want;            /* wake the collector at inbox_n >= want; UINT_MAX: no */
-  _Atomic uint32_t qword;      /* futex word the collector sleeps on; bumped to wake */
-  atomic_uint pushing;         /* callers between the stopping check and their push */
-  atomic_bool stopping;        /* no request accepted from now on                   */
-  atomic_bool closed;          /* stopping and no push in progress: drain and exit  */
+  _Atomic(batch_req *) inbox; /* pushed requests, newest first                     */
+  atomic_int inbox_n;         /* rows pushed and not yet drained (may dip below 0) */
+  atomic_uint want;           /* wake the collector at inbox_n >= want; UINT_MAX: no */
+  _Atomic uint32_t qword;     /* futex word the collector sleeps on; bumped to wake */
+  atomic_uint pushing;        /* callers between the stopping check and their push */
+  atomic_bool stopping;       /* no request accepted from now on                   */
+  atomic_bool closed;         /* stopping and no push in progress: drain and exit  */
   /* The collector role: one worker at a time holds mu while it gathers a batch. */
   sp__mutex mu;
-  batch_req *head, *tail;      /* mu: drained rows, oldest first, not yet in a pass */
-  unsigned count;              /* mu: length of head..tail                          */
-  atomic_uint local_n;         /* count, readable without mu (stats)                */
+  batch_req *head, *tail; /* mu: drained rows, oldest first, not yet in a pass */
+  unsigned count;         /* mu: length of head..tail                          */
+  atomic_uint local_n;    /* count, readable without mu (stats)                */
   /* Start-up. */
   sp__mutex start_mu;
-  pthread_cond_t cv_ready;     /* create waits here for the workers' start (start_mu) */
-  unsigned ready;              /* start_mu: workers that finished starting          */
-  sp_status start_status;      /* start_mu: the first worker start failure          */
-  char start_msg[BATCH_MSG];   /* start_mu                                          */
-  batch_worker *workers;       /* [n_workers]                                       */
-  atomic_uint callers;         /* threads inside sp_batcher_infer                   */
+  pthread_cond_t cv_ready;   /* create waits here for the workers' start (start_mu) */
+  unsigned ready;            /* start_mu: workers that finished starting          */
+  sp_status start_status;    /* start_mu: the first worker start failure          */
+  char start_msg[BATCH_MSG]; /* start_mu                                          */
+  batch_worker *workers;     /* [n_workers]                                       */
+  atomic_uint callers;       /* threads inside sp_batcher_infer                   */
   atomic_ullong requests, batches, failed;
   atomic_ullong fill_ns, run_ns, answer_ns; /* sums over passes (sp_batcher_stats)  */
 };
@@ -435,8 +435,8 @@ static void *batch_worker_main(void *arg) {
  * (0..100000; default BATCH_SPIN_US). Longer saves wake-ups when cores are free. */
 static sp_status batch_env_spin(sp_batcher *b) {
   uint64_t us = 0;
-  sp_status st = sp__env_u64_or("sp_batcher_create", "STREAMPOOL_BATCHER_SPIN_US", SP__ENV_COUNT,
-                                0, 100000, BATCH_SPIN_US, &us);
+  sp_status st = sp__env_u64_or("sp_batcher_create", "STREAMPOOL_BATCHER_SPIN_US", SP__ENV_COUNT, 0,
+                                100000, BATCH_SPIN_US, &us);
   if (st == SP_OK) b->spin_ns = us * 1000ull;
   return st;
 }
@@ -451,9 +451,10 @@ static sp_status batch_config(const sp_batcher_config *cfg, sp_batcher *b) {
   b->n_workers = c.workers ? c.workers : 4;
   b->pad = b->m->graphs;
   if (b->max_batch > 65536 || b->n_workers > SP_STREAMS_MAX || b->max_delay_us > 10000000)
-    return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_batcher_create: max_batch %u (<= 65536), workers "
-                    "%u (<= %d) or max_delay_us %u (<= 10 s) out of range", b->max_batch,
-                    b->n_workers, SP_STREAMS_MAX, b->max_delay_us);
+    return sp__fail(SP_ERR_INVALID_ARGUMENT,
+                    "sp_batcher_create: max_batch %u (<= 65536), workers "
+                    "%u (<= %d) or max_delay_us %u (<= 10 s) out of range",
+                    b->max_batch, b->n_workers, SP_STREAMS_MAX, b->max_delay_us);
   return batch_env_spin(b);
 }
 
@@ -510,14 +511,14 @@ static sp_status batch_start(sp_batcher *b) {
   sp__mutex_lock(&b->start_mu);
   while (b->ready < started) sp__cond_wait(&b->cv_ready, &b->start_mu);
   if (st == SP_OK && b->start_status != SP_OK)
-    st = sp__fail(b->start_status, "sp_batcher_create: a worker could not start: %s",
-                  b->start_msg);
+    st = sp__fail(b->start_status, "sp_batcher_create: a worker could not start: %s", b->start_msg);
   sp__mutex_unlock(&b->start_mu);
   return st;
 }
 
 static sp_status batch_create(sp_model *m, const sp_batcher_config *cfg, sp_batcher **out) {
-  if (!m || !out) return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_batcher_create: model or out is NULL");
+  if (!m || !out)
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_batcher_create: model or out is NULL");
   sp_status st = sp__device_enter(m->dev, "sp_batcher_create");
   if (st != SP_OK) return st;
   sp_batcher *b = sp__calloc(1, sizeof(*b));

@@ -6,8 +6,8 @@
  * ping-pong activation buffers of batch x max_dim elements), enqueues one linear per layer (plus
  * f32<->bf16 conversions for bf16 models) and frees the workspace in stream order at once.
  * Where graphs are on (m->graphs), sp_model_forward replays a graph captured per (stream, batch,
- * in, out) (plan.c; its workspace block stays with the plan) and enqueues op by op otherwise. sp_model_infer runs through a plan cached per
- * (stream, batch) (plan.c: buffers kept, the pass
+ * in, out) (plan.c; its workspace block stays with the plan) and enqueues op by op otherwise.
+ * sp_model_infer runs through a plan cached per (stream, batch) (plan.c: buffers kept, the pass
  * replayed as one graph where the backend can); when no plan serves the call it takes one block
  * for input, output and workspace: one allocator round trip, 2 copies, the kernels, one sync.
  * Every device operation goes through src/core/ops.h (the backend table is the core's).
@@ -113,8 +113,10 @@ static sp_status model_check_dims(const unsigned *dims, unsigned n_layers, sp_dt
   uint64_t params = 0;
   for (unsigned i = 0; i <= n_layers; i++) {
     if (dims[i] == 0 || dims[i] > (1u << 24))
-      return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: layer size %u at position %u is outside "
-                      "1..%u", fn, dims[i], i, 1u << 24);
+      return sp__fail(SP_ERR_INVALID_ARGUMENT,
+                      "%s: layer size %u at position %u is outside "
+                      "1..%u",
+                      fn, dims[i], i, 1u << 24);
     if (i < n_layers) params += (uint64_t)dims[i] * dims[i + 1] + dims[i + 1];
   }
   if (params > ((uint64_t)1 << 40))
@@ -218,9 +220,7 @@ void sp_model_free(sp_model *m) {
 }
 
 unsigned sp_model_in_features(const sp_model *m) { return m ? m->layers[0].in : 0; }
-unsigned sp_model_out_features(const sp_model *m) {
-  return m ? m->layers[m->n_layers - 1].out : 0;
-}
+unsigned sp_model_out_features(const sp_model *m) { return m ? m->layers[m->n_layers - 1].out : 0; }
 sp_dtype sp_model_dtype(const sp_model *m) { return m ? m->dtype : SP_F32; }
 sp_device *sp_model_device(const sp_model *m) { return m ? m->dev : NULL; }
 
@@ -231,16 +231,15 @@ static size_t model_half_bytes(const sp_model *m, unsigned batch) {
   return model_round((size_t)batch * m->max_dim * sp__dtype_size(m->dtype));
 }
 
-static sp_status model_check_run(const sp_model *m, const void *in, const void *out,
-                                 unsigned batch, const char *fn) {
+static sp_status model_check_run(const sp_model *m, const void *in, const void *out, unsigned batch,
+                                 const char *fn) {
   if (SP__UNLIKELY(!m)) return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: model is NULL", fn);
   sp_status st = sp__device_enter(m->dev, fn);
   if (st != SP_OK) return st;
   if (SP__UNLIKELY(!in || !out))
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: in or out is NULL", fn);
   if (SP__UNLIKELY(batch == 0 || batch > (1u << 24)))
-    return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: batch %u is outside 1..%u", fn, batch,
-                    1u << 24);
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: batch %u is outside 1..%u", fn, batch, 1u << 24);
   return sp__linear_check(m->dev, m->dtype, fn);
 }
 
@@ -264,8 +263,14 @@ sp_status sp__model_enqueue(const sp_model *m, sp_stream *s, const float *in, fl
     const sp__model_layer *l = &m->layers[i];
     int last = i + 1 == m->n_layers;
     void *y = last && m->dtype == SP_F32 ? (void *)out : buf[next];
-    sp__linear op = {.dtype = m->dtype, .batch = batch, .in_features = l->in,
-                     .out_features = l->out, .x = x, .w = l->w, .bias = l->b, .y = y,
+    sp__linear op = {.dtype = m->dtype,
+                     .batch = batch,
+                     .in_features = l->in,
+                     .out_features = l->out,
+                     .x = x,
+                     .w = l->w,
+                     .bias = l->b,
+                     .y = y,
                      .relu = !last};
     st = sp__stream_linear(s, &op);
     x = y;
@@ -282,11 +287,13 @@ static sp_status model_check_device_rows(const sp_model *m, const float *p, unsi
                                          unsigned batch, const char *what) {
   bool is_device = false;
   size_t bytes = (size_t)batch * features * sizeof(float);
-  sp_status st = sp__alloc_range(m->dev->alloc, p, bytes, true, "sp_model_forward", what, &is_device);
+  sp_status st =
+      sp__alloc_range(m->dev->alloc, p, bytes, true, "sp_model_forward", what, &is_device);
   if (st == SP_OK && SP__UNLIKELY(!is_device))
-    st = sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_model_forward: %s %p (%u rows of %u floats) is not "
-                  "memory of the model's device (host memory, or another device's)", what,
-                  (const void *)p, batch, features);
+    st = sp__fail(SP_ERR_INVALID_ARGUMENT,
+                  "sp_model_forward: %s %p (%u rows of %u floats) is not "
+                  "memory of the model's device (host memory, or another device's)",
+                  what, (const void *)p, batch, features);
   return st;
 }
 
@@ -329,8 +336,9 @@ static sp_status model_infer(sp_model *m, const float *in, float *out, unsigned 
   st = sp_alloc(m->dev, in_r + out_r + sp__model_workspace_bytes(m, batch), s, (void **)&blk);
   if (st != SP_OK) return st;
   st = sp__stream_memcpy(s, blk, in, in_b);
-  if (st == SP_OK) st = sp__model_enqueue(m, s, (const float *)blk, (float *)(blk + in_r), batch,
-                                          blk + in_r + out_r);
+  if (st == SP_OK)
+    st = sp__model_enqueue(m, s, (const float *)blk, (float *)(blk + in_r), batch,
+                           blk + in_r + out_r);
   if (st == SP_OK) st = sp__stream_memcpy(s, out, blk + in_r, out_b);
   sp_status fr = sp_free(m->dev, blk);
   sp_status sync = sp__stream_sync(s); /* also when a step failed: copies may reference in */

@@ -24,13 +24,13 @@ typedef struct sp__model_layer {
 } sp__model_layer;
 
 struct sp_model {
-  sp_device *dev;           /* owner device; immutable                         */
-  sp_dtype dtype;           /* weights and activations                         */
-  unsigned n_layers;        /* >= 1                                             */
-  unsigned max_dim;         /* the largest feature count of any layer          */
-  sp__model_layer *layers;  /* [n_layers]                                       */
-  bool graphs;              /* graphs on (sp__graphs_enabled at build): plans capture forwards
-                             * and the batcher pads passes to captured sizes              */
+  sp_device *dev;               /* owner device; immutable                         */
+  sp_dtype dtype;               /* weights and activations                         */
+  unsigned n_layers;            /* >= 1                                             */
+  unsigned max_dim;             /* the largest feature count of any layer          */
+  sp__model_layer *layers;      /* [n_layers]                                       */
+  bool graphs;                  /* graphs on (sp__graphs_enabled at build): plans capture forwards
+                                 * and the batcher pads passes to captured sizes              */
   struct sp__plan_table *plans; /* sp_model_infer's cached plans (plan.h); set at build */
 };
 

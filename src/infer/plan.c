@@ -36,45 +36,45 @@
 #include "infer/model.h"
 
 enum {
-  PLAN_BATCHES = 6,  /* batch sizes cached per stream index (infer)       */
-  FWD_PLANS = 8,     /* (batch, in, out) cached per stream index (forward) */
-  PLAN_ALIGN = 256,  /* bytes; each part of a plan's device block aligned */
+  PLAN_BATCHES = 6, /* batch sizes cached per stream index (infer)       */
+  FWD_PLANS = 8,    /* (batch, in, out) cached per stream index (forward) */
+  PLAN_ALIGN = 256, /* bytes; each part of a plan's device block aligned */
 };
 #define PLAN_BYTES_MAX ((size_t)64 << 20) /* larger passes are not cached (uncached path) */
 
 typedef struct sp__plan {
-  unsigned batch;              /* rows; immutable                                       */
-  size_t in_bytes, out_bytes;  /* f32 input / output bytes; immutable                   */
-  unsigned char *block;        /* device: in | out | workspace; immutable               */
-  float *d_in, *d_out;         /* inside block; immutable                               */
-  float *pin_in, *pin_out;     /* host staging (sp__pinned_alloc); immutable            */
-  bool pinned_in, pinned_out;  /* each staging buffer is pinned (capturable copies)    */
-  sp__bgraph *graph;           /* the captured pass, or NULL: op by op; immutable       */
-  sp__mutex mu;                /* held for a whole run: the buffers serve one call       */
+  unsigned batch;             /* rows; immutable                                       */
+  size_t in_bytes, out_bytes; /* f32 input / output bytes; immutable                   */
+  unsigned char *block;       /* device: in | out | workspace; immutable               */
+  float *d_in, *d_out;        /* inside block; immutable                               */
+  float *pin_in, *pin_out;    /* host staging (sp__pinned_alloc); immutable            */
+  bool pinned_in, pinned_out; /* each staging buffer is pinned (capturable copies)    */
+  sp__bgraph *graph;          /* the captured pass, or NULL: op by op; immutable       */
+  sp__mutex mu;               /* held for a whole run: the buffers serve one call       */
 } sp__plan;
 
 /* A forward plan: sp_model_forward of (batch, in, out) captured once; the graph reads in and
  * writes out at the addresses it was captured with, which are exactly the call's. */
 typedef struct sp__fplan {
-  unsigned batch;       /* key; immutable                                                   */
-  const float *in;      /* key: device input rows; immutable                                */
-  float *out;           /* key: device output rows; immutable                               */
-  void *ws;             /* activation workspace: an allocator block on the entry's stream   */
-  sp__bgraph *graph;    /* never NULL; immutable                                            */
+  unsigned batch;    /* key; immutable                                                   */
+  const float *in;   /* key: device input rows; immutable                                */
+  float *out;        /* key: device output rows; immutable                               */
+  void *ws;          /* activation workspace: an allocator block on the entry's stream   */
+  sp__bgraph *graph; /* never NULL; immutable                                            */
 } sp__fplan;
 
 typedef struct plan_entry {
   _Atomic(sp__plan *) plans[PLAN_BATCHES]; /* NULL until made; under create_mu to set        */
   _Atomic(sp__fplan *) fwd[FWD_PLANS];     /* the same, for sp_model_forward                 */
   atomic_bool fwd_off;                     /* a forward capture failed: op by op from now on */
-  sp__mutex create_mu;               /* serializes creation for this stream index      */
+  sp__mutex create_mu;                     /* serializes creation for this stream index      */
 } plan_entry;
 
 struct sp__plan_table {
-  unsigned n;             /* entries: the device's pool size; immutable        */
-  bool graphs;            /* capture graphs: the model's sp__graphs_enabled    */
-  atomic_bool logged;     /* a capture failure has been logged                 */
-  plan_entry *e;          /* [n]                                               */
+  unsigned n;         /* entries: the device's pool size; immutable        */
+  bool graphs;        /* capture graphs: the model's sp__graphs_enabled    */
+  atomic_bool logged; /* a capture failure has been logged                 */
+  plan_entry *e;      /* [n]                                               */
 };
 
 static size_t plan_round(size_t n) { return (n + PLAN_ALIGN - 1) & ~(size_t)(PLAN_ALIGN - 1); }
@@ -184,8 +184,7 @@ static sp_status plan_record_forward(sp_stream *c, void *arg) {
 }
 
 /* A new plan for (s, batch): device block on s, staging, graph when graphs are on. */
-static sp_status plan_new(sp_model *m, sp_stream *s, unsigned batch, size_t bytes,
-                          sp__plan **out) {
+static sp_status plan_new(sp_model *m, sp_stream *s, unsigned batch, size_t bytes, sp__plan **out) {
   sp__plan *p = sp__calloc(1, sizeof(*p));
   if (!p) return sp__fail(SP_ERR_HOST_MEMORY, "sp_model_infer: no host memory for a plan");
   if (sp__mutex_init(&p->mu, SP__RANK_PLAN_RUN) != 0) {
@@ -301,8 +300,8 @@ static sp__fplan *fplan_find(plan_entry *e, const float *in, const float *out, u
 
 /* A captured forward for (batch, in, out) on s's entry, made now if a slot is free; NULL when
  * not (no slot, too large, no memory, the capture failed). create_mu held. */
-static sp__fplan *fplan_new(sp_model *m, plan_entry *e, sp_stream *s, const float *in,
-                            float *out, unsigned batch) {
+static sp__fplan *fplan_new(sp_model *m, plan_entry *e, sp_stream *s, const float *in, float *out,
+                            unsigned batch) {
   unsigned k = 0;
   while (k < FWD_PLANS && atomic_load_explicit(&e->fwd[k], memory_order_relaxed)) k++;
   size_t bytes = sp__model_workspace_bytes(m, batch);
@@ -327,8 +326,8 @@ free_plan:
   return NULL;
 }
 
-sp_status sp__plan_forward(sp_model *m, sp_stream *s, const float *in, float *out,
-                           unsigned batch, bool *handled) {
+sp_status sp__plan_forward(sp_model *m, sp_stream *s, const float *in, float *out, unsigned batch,
+                           bool *handled) {
   sp__plan_table *t = m->plans;
   sp_assert(t && s->index < t->n);
   *handled = false;

@@ -46,7 +46,7 @@ sp_status sp__plan_infer(sp_model *m, sp_stream *s, const float *in, float *out,
  * once. *handled is false (with SP_OK) when no graph serves the call (graphs off for the model,
  * slots all taken, no memory for the workspace, capture failed on this stream): the caller
  * enqueues op by op. Any thread, no lock once made. */
-sp_status sp__plan_forward(sp_model *m, sp_stream *s, const float *in, float *out,
-                           unsigned batch, bool *handled);
+sp_status sp__plan_forward(sp_model *m, sp_stream *s, const float *in, float *out, unsigned batch,
+                           bool *handled);
 
 #endif /* SP_INFER_PLAN_H */

@@ -55,20 +55,26 @@ static int st_json_u64(const cJSON *j, uint64_t *out) {
 static sp_status st_parse_dtype(const cJSON *j, const char *origin, const char *name,
                                 sp_dtype *out) {
   if (!cJSON_IsString(j) || !j->valuestring)
-    return sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: tensor '%s': \"dtype\" missing or "
-                    "not a string", origin, name);
+    return sp__fail(SP_ERR_INVALID_ARGUMENT,
+                    "safetensors %s: tensor '%s': \"dtype\" missing or "
+                    "not a string",
+                    origin, name);
   if (!strcmp(j->valuestring, "F32")) *out = SP_F32;
   else if (!strcmp(j->valuestring, "BF16")) *out = SP_BF16;
   else
-    return sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: tensor '%s': dtype %.32s is not "
-                    "supported (F32 or BF16)", origin, name, j->valuestring);
+    return sp__fail(SP_ERR_INVALID_ARGUMENT,
+                    "safetensors %s: tensor '%s': dtype %.32s is not "
+                    "supported (F32 or BF16)",
+                    origin, name, j->valuestring);
   return SP_OK;
 }
 
 static sp_status st_parse_shape(const cJSON *j, const char *origin, sp__st_tensor *t) {
   if (!cJSON_IsArray(j))
-    return sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: tensor '%s': \"shape\" missing or "
-                    "not an array", origin, t->name);
+    return sp__fail(SP_ERR_INVALID_ARGUMENT,
+                    "safetensors %s: tensor '%s': \"shape\" missing or "
+                    "not an array",
+                    origin, t->name);
   int rank = cJSON_GetArraySize(j);
   if (rank > SP__ST_RANK_MAX)
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: tensor '%s': rank %d exceeds %d",
@@ -78,11 +84,15 @@ static sp_status st_parse_shape(const cJSON *j, const char *origin, sp__st_tenso
   for (const cJSON *d = j->child; d; d = d->next, r++) {
     uint64_t v;
     if (!st_json_u64(d, &v))
-      return sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: tensor '%s': shape[%u] is not a "
-                      "non-negative integer", origin, t->name, r);
+      return sp__fail(SP_ERR_INVALID_ARGUMENT,
+                      "safetensors %s: tensor '%s': shape[%u] is not a "
+                      "non-negative integer",
+                      origin, t->name, r);
     if (v && numel > UINT64_MAX / 4 / v)
-      return sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: tensor '%s': element count "
-                      "overflows", origin, t->name);
+      return sp__fail(SP_ERR_INVALID_ARGUMENT,
+                      "safetensors %s: tensor '%s': element count "
+                      "overflows",
+                      origin, t->name);
     t->shape[r] = v;
     numel *= v;
   }
@@ -96,21 +106,26 @@ static sp_status st_parse_offsets(const cJSON *j, const char *origin, sp__st_ten
   uint64_t b, e;
   if (!cJSON_IsArray(j) || cJSON_GetArraySize(j) != 2 || !st_json_u64(j->child, &b) ||
       !st_json_u64(j->child->next, &e))
-    return sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: tensor '%s': \"data_offsets\" is "
-                    "not [begin, end] of non-negative integers", origin, t->name);
+    return sp__fail(SP_ERR_INVALID_ARGUMENT,
+                    "safetensors %s: tensor '%s': \"data_offsets\" is "
+                    "not [begin, end] of non-negative integers",
+                    origin, t->name);
   if (b > e)
-    return sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: tensor '%s': data_offsets begin "
-                    "%llu > end %llu", origin, t->name, (unsigned long long)b,
-                    (unsigned long long)e);
+    return sp__fail(SP_ERR_INVALID_ARGUMENT,
+                    "safetensors %s: tensor '%s': data_offsets begin "
+                    "%llu > end %llu",
+                    origin, t->name, (unsigned long long)b, (unsigned long long)e);
   if (e > data_len)
-    return sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: tensor '%s': data_offsets end "
-                    "%llu is past the data section (%zu bytes)", origin, t->name,
-                    (unsigned long long)e, data_len);
+    return sp__fail(SP_ERR_INVALID_ARGUMENT,
+                    "safetensors %s: tensor '%s': data_offsets end "
+                    "%llu is past the data section (%zu bytes)",
+                    origin, t->name, (unsigned long long)e, data_len);
   t->bytes = (size_t)(t->numel * sp__dtype_size(t->dtype));
   if (e - b != t->bytes)
-    return sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: tensor '%s': data_offsets span "
-                    "%llu bytes but shape and dtype need %zu", origin, t->name,
-                    (unsigned long long)(e - b), t->bytes);
+    return sp__fail(SP_ERR_INVALID_ARGUMENT,
+                    "safetensors %s: tensor '%s': data_offsets span "
+                    "%llu bytes but shape and dtype need %zu",
+                    origin, t->name, (unsigned long long)(e - b), t->bytes);
   span->begin = b;
   span->end = e;
   return SP_OK;
@@ -119,14 +134,16 @@ static sp_status st_parse_offsets(const cJSON *j, const char *origin, sp__st_ten
 static sp_status st_parse_tensor(const cJSON *j, const char *origin, sp__st_tensor *t,
                                  const unsigned char *data, size_t data_len, st_span *span) {
   if (!cJSON_IsObject(j))
-    return sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: tensor '%s': entry is not an "
-                    "object", origin, t->name);
-  sp_status st = st_parse_dtype(cJSON_GetObjectItemCaseSensitive(j, "dtype"), origin, t->name,
-                                &t->dtype);
+    return sp__fail(SP_ERR_INVALID_ARGUMENT,
+                    "safetensors %s: tensor '%s': entry is not an "
+                    "object",
+                    origin, t->name);
+  sp_status st =
+      st_parse_dtype(cJSON_GetObjectItemCaseSensitive(j, "dtype"), origin, t->name, &t->dtype);
   if (st == SP_OK) st = st_parse_shape(cJSON_GetObjectItemCaseSensitive(j, "shape"), origin, t);
   if (st == SP_OK)
-    st = st_parse_offsets(cJSON_GetObjectItemCaseSensitive(j, "data_offsets"), origin, t,
-                          data_len, span);
+    st = st_parse_offsets(cJSON_GetObjectItemCaseSensitive(j, "data_offsets"), origin, t, data_len,
+                          span);
   if (st == SP_OK) t->data = data + span->begin;
   return st;
 }
@@ -150,9 +167,10 @@ static sp_status st_check_table(sp__safetensors *s, st_span *spans, const char *
   for (size_t i = 0; i < s->n_tensors; i++) {
     if (spans[i].begin == spans[i].end) continue; /* empty tensors occupy nothing */
     if (spans[i].begin < end)
-      return sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: tensors '%s' and '%s' overlap "
-                      "in the data section", origin, s->tensors[last].name,
-                      s->tensors[spans[i].index].name);
+      return sp__fail(SP_ERR_INVALID_ARGUMENT,
+                      "safetensors %s: tensors '%s' and '%s' overlap "
+                      "in the data section",
+                      origin, s->tensors[last].name, s->tensors[spans[i].index].name);
     end = spans[i].end;
     last = spans[i].index;
   }
@@ -170,13 +188,17 @@ static sp_status st_count(const cJSON *root, const char *origin, size_t *n, size
     size_t len = strlen(e->string);
     if (!strcmp(e->string, "__metadata__")) {
       if (!cJSON_IsObject(e))
-        return sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: \"__metadata__\" is not an "
-                        "object", origin);
+        return sp__fail(SP_ERR_INVALID_ARGUMENT,
+                        "safetensors %s: \"__metadata__\" is not an "
+                        "object",
+                        origin);
       continue;
     }
     if (len == 0 || len > SP__ST_NAME_MAX)
-      return sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: a tensor name is empty or "
-                      "longer than %d bytes", origin, SP__ST_NAME_MAX);
+      return sp__fail(SP_ERR_INVALID_ARGUMENT,
+                      "safetensors %s: a tensor name is empty or "
+                      "longer than %d bytes",
+                      origin, SP__ST_NAME_MAX);
     (*n)++;
     *name_bytes += len + 1;
   }
@@ -186,14 +208,17 @@ static sp_status st_count(const cJSON *root, const char *origin, size_t *n, size
 static sp_status st_header(const unsigned char *b, size_t len, const char *origin,
                            size_t *header_len) {
   if (len < 8)
-    return sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: %zu bytes is too short for the "
-                    "8-byte header length", origin, len);
+    return sp__fail(SP_ERR_INVALID_ARGUMENT,
+                    "safetensors %s: %zu bytes is too short for the "
+                    "8-byte header length",
+                    origin, len);
   uint64_t n = 0;
   for (int i = 7; i >= 0; i--) n = (n << 8) | b[i];
   if (n > len - 8 || n > SP__ST_HEADER_MAX || n < 2)
-    return sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: bad header length %llu (file "
-                    "holds %zu bytes after it; at most %d allowed)", origin,
-                    (unsigned long long)n, len - 8, SP__ST_HEADER_MAX);
+    return sp__fail(SP_ERR_INVALID_ARGUMENT,
+                    "safetensors %s: bad header length %llu (file "
+                    "holds %zu bytes after it; at most %d allowed)",
+                    origin, (unsigned long long)n, len - 8, SP__ST_HEADER_MAX);
   *header_len = (size_t)n;
   return SP_OK;
 }
@@ -203,9 +228,10 @@ static sp_status st_header(const unsigned char *b, size_t len, const char *origi
 static sp_status st_check_trailing(const char *h, size_t len, const char *end, const char *origin) {
   for (const char *p = end; p < h + len; p++)
     if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r')
-      return sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: header has %zu bytes after the "
-                      "JSON object (at byte %zu: '%c')", origin, (size_t)(h + len - p),
-                      (size_t)(p - h), *p);
+      return sp__fail(SP_ERR_INVALID_ARGUMENT,
+                      "safetensors %s: header has %zu bytes after the "
+                      "JSON object (at byte %zu: '%c')",
+                      origin, (size_t)(h + len - p), (size_t)(p - h), *p);
   return SP_OK;
 }
 
@@ -230,9 +256,10 @@ static sp_status st_check_integers(const char *h, size_t len, const char *origin
       j++;
     }
     if (!integer)
-      return sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: header number '%.*s' (at byte "
-                      "%zu) is not written as an integer", origin, (int)(j - i > 32 ? 32 : j - i),
-                      h + i, i);
+      return sp__fail(SP_ERR_INVALID_ARGUMENT,
+                      "safetensors %s: header number '%.*s' (at byte "
+                      "%zu) is not written as an integer",
+                      origin, (int)(j - i > 32 ? 32 : j - i), h + i, i);
     i = j - 1;
   }
   return SP_OK;
@@ -268,8 +295,10 @@ sp_status sp__safetensors_parse(const void *buf, size_t len, const char *origin,
   const char *h = (const char *)b + 8, *end = NULL;
   cJSON *root = cJSON_ParseWithLengthOpts(h, header_len, &end, 0);
   if (!root)
-    return sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: header is not valid JSON (%zu "
-                    "bytes)", origin, header_len);
+    return sp__fail(SP_ERR_INVALID_ARGUMENT,
+                    "safetensors %s: header is not valid JSON (%zu "
+                    "bytes)",
+                    origin, header_len);
   st = st_check_trailing(h, header_len, end, origin);
   if (st != SP_OK) goto free_json;
   if (!cJSON_IsObject(root)) {
@@ -312,8 +341,8 @@ static sp_status st_open_regular(const char *path, int *fd_out, size_t *len) {
   struct stat sb;
   sp_status st = SP_OK;
   if (fstat(fd, &sb) != 0)
-    st = sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: cannot stat: %s", path,
-                  strerror(errno));
+    st =
+        sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: cannot stat: %s", path, strerror(errno));
   else if (S_ISDIR(sb.st_mode))
     st = sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors %s: is a directory", path);
   else if (!S_ISREG(sb.st_mode))

@@ -20,28 +20,27 @@
 #include "streampool.h"
 
 enum {
-  SP__ST_RANK_MAX = 8,                      /* the largest tensor rank accepted           */
-  SP__ST_HEADER_MAX = 100 * 1024 * 1024,    /* the largest JSON header accepted, bytes    */
-  SP__ST_NAME_MAX = 256,                    /* the longest tensor name accepted, bytes    */
+  SP__ST_RANK_MAX = 8,                   /* the largest tensor rank accepted           */
+  SP__ST_HEADER_MAX = 100 * 1024 * 1024, /* the largest JSON header accepted, bytes    */
+  SP__ST_NAME_MAX = 256,                 /* the longest tensor name accepted, bytes    */
 };
 
 typedef struct sp__st_tensor {
-  const char *name;                 /* NUL-terminated, owned by the sp__safetensors       */
-  sp_dtype dtype;                   /* SP_F32 or SP_BF16                                   */
-  unsigned rank;                    /* 0..SP__ST_RANK_MAX                                  */
-  uint64_t shape[SP__ST_RANK_MAX];  /* [0, rank) valid                                     */
-  uint64_t numel;                   /* product of shape (1 for rank 0)                    */
-  const unsigned char *data;        /* into the parsed buffer; may be unaligned           */
-  size_t bytes;                     /* numel x dtype size                                  */
+  const char *name;                /* NUL-terminated, owned by the sp__safetensors       */
+  sp_dtype dtype;                  /* SP_F32 or SP_BF16                                   */
+  unsigned rank;                   /* 0..SP__ST_RANK_MAX                                  */
+  uint64_t shape[SP__ST_RANK_MAX]; /* [0, rank) valid                                     */
+  uint64_t numel;                  /* product of shape (1 for rank 0)                    */
+  const unsigned char *data;       /* into the parsed buffer; may be unaligned           */
+  size_t bytes;                    /* numel x dtype size                                  */
 } sp__st_tensor;
 
 typedef struct sp__safetensors {
   size_t n_tensors;
-  sp__st_tensor *tensors;           /* in header order                                     */
-  char *names;                      /* storage for every name                              */
-  unsigned char *file_buf;          /* the whole file when read by sp__safetensors_read   */
+  sp__st_tensor *tensors;  /* in header order                                     */
+  char *names;             /* storage for every name                              */
+  unsigned char *file_buf; /* the whole file when read by sp__safetensors_read   */
 } sp__safetensors;
-
 
 /* Parses buf[0, len) (not copied: tensors point into it; it must outlive *out). origin names the
  * source in messages (a path, or "buffer"). SP_ERR_INVALID_ARGUMENT for anything malformed,
@@ -57,6 +56,5 @@ sp_status sp__safetensors_read(const char *path, sp__safetensors **out);
 const sp__st_tensor *sp__safetensors_find(const sp__safetensors *st, const char *name);
 
 void sp__safetensors_free(sp__safetensors *st); /* NULL ok */
-
 
 #endif /* SP_INFER_SAFETENSORS_H */

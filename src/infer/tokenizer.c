@@ -31,7 +31,10 @@ typedef struct tok_out { /* ids being produced */
 static int tok_full(const tok_out *o) { return o->n >= o->limit; }
 
 static const uint32_t *tok_seq(uint16_t off, const uint32_t *self, size_t *n) {
-  if (!off) { *n = 1; return self; }
+  if (!off) {
+    *n = 1;
+    return self;
+  }
   *n = sp__uprops_seq[off];
   return &sp__uprops_seq[off + 1];
 }
@@ -75,7 +78,9 @@ static void tok_reorder(uint32_t *s, size_t n) {
     unsigned ci = tok_ccc(s[i]);
     if (!ci) continue;
     for (size_t j = i; j > 0 && tok_ccc(s[j - 1]) > ci; j--) {
-      uint32_t x = s[j]; s[j] = s[j - 1]; s[j - 1] = x;
+      uint32_t x = s[j];
+      s[j] = s[j - 1];
+      s[j - 1] = x;
     }
   }
 }
@@ -89,7 +94,10 @@ typedef struct tok_word { /* the word being gathered in step 3 */
 /* Step 4 on the gathered word; every piece of it or one [UNK], truncated later. */
 static void tok_wordpiece(const sp_tokenizer *t, const tok_word *w, tok_out *o) {
   size_t n = w->n;
-  if (n > t->max_chars_per_word) { o->ids[o->n++] = t->unk_id; return; }
+  if (n > t->max_chars_per_word) {
+    o->ids[o->n++] = t->unk_id;
+    return;
+  }
   size_t first = o->n;
   for (size_t start = 0; start < n;) {
     size_t end = n;
@@ -98,7 +106,11 @@ static void tok_wordpiece(const sp_tokenizer *t, const tok_word *w, tok_out *o) 
       id = sp__tokenizer_find(t, start > 0, w->bytes + w->at[start], w->at[end] - w->at[start]);
       if (id >= 0) break;
     }
-    if (id < 0) { o->n = first; o->ids[o->n++] = t->unk_id; return; }
+    if (id < 0) {
+      o->n = first;
+      o->ids[o->n++] = t->unk_id;
+      return;
+    }
     o->ids[o->n++] = id;
     start = end;
   }
@@ -157,7 +169,9 @@ static void tok_piece(const sp_tokenizer *t, tok_scratch *sc, size_t lo, size_t 
   tok_words(t, sc->norm, k, &sc->w, o);
 }
 
-static size_t tok_utf8_len(uint32_t c) { return c < 0x80 ? 1 : c < 0x800 ? 2 : c < 0x10000 ? 3 : 4; }
+static size_t tok_utf8_len(uint32_t c) {
+  return c < 0x80 ? 1 : c < 0x800 ? 2 : c < 0x10000 ? 3 : 4;
+}
 
 /* Step 1 and the loop over the pieces between special tokens. */
 static void tok_encode(const sp_tokenizer *t, const char *text, size_t len, tok_scratch *sc,
@@ -181,13 +195,16 @@ static void tok_encode(const sp_tokenizer *t, const char *text, size_t len, tok_
 static sp_status tok_check_args(const sp_tokenizer *tok, const char *utf8, size_t len,
                                 size_t max_len, const int32_t *ids_out, const size_t *n_out) {
   if (!tok || (!utf8 && len) || !ids_out || !n_out)
-    return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_tokenizer_encode: tok, utf8 (with len > 0), "
+    return sp__fail(SP_ERR_INVALID_ARGUMENT,
+                    "sp_tokenizer_encode: tok, utf8 (with len > 0), "
                     "ids_out or n_out is NULL");
   if (max_len == 1)
-    return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_tokenizer_encode: max_len 1 leaves no room for "
+    return sp__fail(SP_ERR_INVALID_ARGUMENT,
+                    "sp_tokenizer_encode: max_len 1 leaves no room for "
                     "[CLS] and [SEP] (0: no limit, or >= 2)");
   if (len > SIZE_MAX / 64 / (sp__uprops_strip_max + 3) / sp__uprops_lower_max)
-    return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_tokenizer_encode: text of %zu bytes is too long", len);
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_tokenizer_encode: text of %zu bytes is too long",
+                    len);
   return SP_OK;
 }
 
@@ -197,8 +214,8 @@ static void *tok_scratch_alloc(const sp_tokenizer *t, size_t n_cps, size_t n_nor
                                int32_t **ids) {
   size_t n_low = n_norm * sp__uprops_lower_max, n_ids = n_low + n_cps + 2;
   size_t cap = t->max_chars_per_word < n_low ? t->max_chars_per_word + 1 : n_low + 1;
-  size_t bytes = (cap + 1) * sizeof(size_t) + n_norm * sizeof(uint32_t) +
-                 n_ids * sizeof(int32_t) + cap * 4;
+  size_t bytes =
+      (cap + 1) * sizeof(size_t) + n_norm * sizeof(uint32_t) + n_ids * sizeof(int32_t) + cap * 4;
   size_t *mem = sp__malloc(bytes);
   if (!mem) return NULL;
   sc->w = (tok_word){.at = mem, .cap = cap};
@@ -209,23 +226,24 @@ static void *tok_scratch_alloc(const sp_tokenizer *t, size_t n_cps, size_t n_nor
   return mem;
 }
 
-sp_status sp_tokenizer_encode(const sp_tokenizer *tok, const char *utf8, size_t len,
-                              size_t max_len, int32_t *ids_out, size_t capacity, size_t *n_out) {
+sp_status sp_tokenizer_encode(const sp_tokenizer *tok, const char *utf8, size_t len, size_t max_len,
+                              int32_t *ids_out, size_t capacity, size_t *n_out) {
   sp_status s = tok_check_args(tok, utf8, len, max_len, ids_out, n_out);
   if (s != SP_OK) return s;
   uint32_t *cps = sp__malloc((len ? len : 1) * sizeof(*cps));
   if (!cps) return sp__fail(SP_ERR_HOST_MEMORY, "sp_tokenizer_encode: no host memory");
   size_t bad = 0, n_cps = sp__utf8_decode(utf8, len, cps, &bad);
   if (n_cps == SIZE_MAX) {
-    s = sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_tokenizer_encode: text is not valid UTF-8 at byte %zu",
-                 bad);
+    s = sp__fail(SP_ERR_INVALID_ARGUMENT,
+                 "sp_tokenizer_encode: text is not valid UTF-8 at byte %zu", bad);
     goto free_cps;
   }
   tok_scratch sc = {.cps = cps};
   int32_t *ids;
   void *mem = tok_scratch_alloc(tok, n_cps, tok_normalize(tok, cps, n_cps, NULL), &sc, &ids);
   if (!mem) {
-    s = sp__fail(SP_ERR_HOST_MEMORY, "sp_tokenizer_encode: no host memory for a %zu-byte text", len);
+    s = sp__fail(SP_ERR_HOST_MEMORY, "sp_tokenizer_encode: no host memory for a %zu-byte text",
+                 len);
     goto free_cps;
   }
   tok_out o = {.ids = ids + 1, .limit = max_len ? max_len - 2 : SIZE_MAX};

@@ -15,31 +15,31 @@
 /* One open-addressing hash table from token bytes to id. */
 typedef struct sp__tok_table {
   struct sp__tok_slot {
-    uint32_t hash;  /* FNV-1a of the bytes; 0 never (empty marker is id < 0) */
-    uint32_t off;   /* bytes in the owner's arena */
-    uint32_t len;   /* bytes */
-    int32_t id;     /* -1: empty slot */
-  } *slots;
-  size_t mask;      /* capacity - 1, capacity a power of two >= 2 x count */
+    uint32_t hash; /* FNV-1a of the bytes; 0 never (empty marker is id < 0) */
+    uint32_t off;  /* bytes in the owner's arena */
+    uint32_t len;  /* bytes */
+    int32_t id;    /* -1: empty slot */
+  } * slots;
+  size_t mask; /* capacity - 1, capacity a power of two >= 2 x count */
   size_t count;
 } sp__tok_table;
 
 typedef struct sp__tok_special {
-  char *text;       /* as written in the input; owned */
-  size_t len;       /* bytes */
+  char *text; /* as written in the input; owned */
+  size_t len; /* bytes */
   int32_t id;
 } sp__tok_special;
 
 struct sp_tokenizer {
   int clean_text, handle_chinese_chars, strip_accents, lowercase; /* BertNormalizer flags */
-  size_t max_chars_per_word;  /* a longer word is [UNK] */
+  size_t max_chars_per_word;                                      /* a longer word is [UNK] */
   int32_t unk_id, cls_id, sep_id;
-  size_t vocab_size;          /* max id + 1 */
-  char *arena;                /* every token's bytes */
+  size_t vocab_size; /* max id + 1 */
+  char *arena;       /* every token's bytes */
   size_t arena_len, arena_cap;
-  sp__tok_table words;        /* tokens that start a word */
-  sp__tok_table pieces;       /* continuation tokens, keyed without their prefix */
-  char prefix[16];            /* continuing_subword_prefix, "##" */
+  sp__tok_table words;  /* tokens that start a word */
+  sp__tok_table pieces; /* continuation tokens, keyed without their prefix */
+  char prefix[16];      /* continuing_subword_prefix, "##" */
   size_t prefix_len;
   sp__tok_special special[SP__TOK_SPECIAL_MAX];
   size_t n_special;

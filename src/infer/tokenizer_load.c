@@ -20,7 +20,9 @@
 
 static sp_status tok_read_file(const char *path, char **buf, size_t *len) {
   FILE *f = fopen(path, "rb");
-  if (!f) return sp__fail(SP_ERR_INVALID_ARGUMENT, "tokenizer %s: cannot open: %s", path, strerror(errno));
+  if (!f)
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "tokenizer %s: cannot open: %s", path,
+                    strerror(errno));
   sp_status st = SP_OK;
   long size = -1;
   if (fseek(f, 0, SEEK_END) == 0) size = ftell(f);
@@ -50,20 +52,26 @@ close_file:
 static sp_status tok_require(sp_tokenizer *t, const char *origin, const char *unk) {
   t->unk_id = sp__tokenizer_find(t, 0, unk, strlen(unk));
   if (t->unk_id < 0)
-    return sp__fail(SP_ERR_INVALID_ARGUMENT, "tokenizer %s: the unknown token '%s' is not in the "
-                    "vocabulary", origin, unk);
+    return sp__fail(SP_ERR_INVALID_ARGUMENT,
+                    "tokenizer %s: the unknown token '%s' is not in the "
+                    "vocabulary",
+                    origin, unk);
   if (t->cls_id < 0 || t->sep_id < 0 || (size_t)t->cls_id >= t->vocab_size ||
       (size_t)t->sep_id >= t->vocab_size)
-    return sp__fail(SP_ERR_INVALID_ARGUMENT, "tokenizer %s: [CLS] and [SEP] ids missing or "
-                    "outside the vocabulary", origin);
+    return sp__fail(SP_ERR_INVALID_ARGUMENT,
+                    "tokenizer %s: [CLS] and [SEP] ids missing or "
+                    "outside the vocabulary",
+                    origin);
   return SP_OK;
 }
 
 /* vocab.txt: token of line i has id i, trailing whitespace trimmed (as HF's reader). */
-static sp_status tok_parse_vocab_txt(sp_tokenizer *t, const char *buf, size_t len, const char *origin) {
+static sp_status tok_parse_vocab_txt(sp_tokenizer *t, const char *buf, size_t len,
+                                     const char *origin) {
   int32_t id = 0;
   for (size_t i = 0; i < len; id++) {
-    if (id == INT32_MAX) return sp__fail(SP_ERR_INVALID_ARGUMENT, "tokenizer %s: too many lines", origin);
+    if (id == INT32_MAX)
+      return sp__fail(SP_ERR_INVALID_ARGUMENT, "tokenizer %s: too many lines", origin);
     const char *nl = memchr(buf + i, '\n', len - i);
     size_t end = nl ? (size_t)(nl - buf) : len, e = end;
     while (e > i && strchr(" \t\r\v\f", buf[e - 1]) && buf[e - 1]) e--;
@@ -71,7 +79,8 @@ static sp_status tok_parse_vocab_txt(sp_tokenizer *t, const char *buf, size_t le
     if (s != SP_OK) return s;
     i = end + 1;
   }
-  if (!t->vocab_size) return sp__fail(SP_ERR_INVALID_ARGUMENT, "tokenizer %s: empty vocabulary", origin);
+  if (!t->vocab_size)
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "tokenizer %s: empty vocabulary", origin);
   static const char *const special[] = {"[UNK]", "[SEP]", "[CLS]", "[PAD]", "[MASK]"};
   for (size_t k = 0; k < sizeof(special) / sizeof(special[0]); k++) {
     int32_t sid = sp__tokenizer_find(t, 0, special[k], strlen(special[k]));
@@ -104,7 +113,9 @@ static sp_status tok_json_flag(const cJSON *norm, const char *key, int null_valu
   const cJSON *j = cJSON_GetObjectItemCaseSensitive(norm, key);
   if (!j || cJSON_IsNull(j)) *out = null_value;
   else if (cJSON_IsBool(j)) *out = cJSON_IsTrue(j);
-  else return sp__fail(SP_ERR_INVALID_ARGUMENT, "tokenizer %s: normalizer.%s is not a boolean", origin, key);
+  else
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "tokenizer %s: normalizer.%s is not a boolean", origin,
+                    key);
   return SP_OK;
 }
 
@@ -115,8 +126,10 @@ static sp_status tok_json_normalizer(sp_tokenizer *t, const cJSON *root, const c
     return SP_OK;
   }
   if (strcmp(tok_type(n), "BertNormalizer"))
-    return sp__fail(SP_ERR_UNSUPPORTED, "tokenizer %s: normalizer type '%.64s' is not implemented "
-                    "(BertNormalizer or null)", origin, tok_type(n));
+    return sp__fail(SP_ERR_UNSUPPORTED,
+                    "tokenizer %s: normalizer type '%.64s' is not implemented "
+                    "(BertNormalizer or null)",
+                    origin, tok_type(n));
   sp_status s = tok_json_flag(n, "clean_text", 1, &t->clean_text, origin);
   if (s == SP_OK) s = tok_json_flag(n, "handle_chinese_chars", 1, &t->handle_chinese_chars, origin);
   if (s == SP_OK) s = tok_json_flag(n, "lowercase", 1, &t->lowercase, origin);
@@ -128,16 +141,20 @@ static sp_status tok_json_normalizer(sp_tokenizer *t, const cJSON *root, const c
 static sp_status tok_json_pieces(const cJSON *root, const char *origin) {
   const cJSON *p = cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer");
   if (!p || strcmp(tok_type(p), "BertPreTokenizer"))
-    return sp__fail(SP_ERR_UNSUPPORTED, "tokenizer %s: pre_tokenizer '%.64s' is not implemented "
-                    "(BertPreTokenizer)", origin, p ? tok_type(p) : "null");
+    return sp__fail(SP_ERR_UNSUPPORTED,
+                    "tokenizer %s: pre_tokenizer '%.64s' is not implemented "
+                    "(BertPreTokenizer)",
+                    origin, p ? tok_type(p) : "null");
   return SP_OK;
 }
 
-static sp_status tok_json_model(sp_tokenizer *t, const cJSON *root, const char *origin, const char **unk) {
+static sp_status tok_json_model(sp_tokenizer *t, const cJSON *root, const char *origin,
+                                const char **unk) {
   const cJSON *m = cJSON_GetObjectItemCaseSensitive(root, "model");
   if (!cJSON_IsObject(m) || strcmp(tok_type(m), "WordPiece"))
-    return sp__fail(SP_ERR_UNSUPPORTED, "tokenizer %s: model '%.64s' is not implemented (WordPiece)",
-                    origin, m ? tok_type(m) : "null");
+    return sp__fail(SP_ERR_UNSUPPORTED,
+                    "tokenizer %s: model '%.64s' is not implemented (WordPiece)", origin,
+                    m ? tok_type(m) : "null");
   const cJSON *u = cJSON_GetObjectItemCaseSensitive(m, "unk_token");
   const cJSON *pre = cJSON_GetObjectItemCaseSensitive(m, "continuing_subword_prefix");
   const cJSON *mx = cJSON_GetObjectItemCaseSensitive(m, "max_input_chars_per_word");
@@ -145,8 +162,10 @@ static sp_status tok_json_model(sp_tokenizer *t, const cJSON *root, const char *
   int32_t maxc;
   if (!cJSON_IsString(u) || !cJSON_IsString(pre) || strlen(pre->valuestring) >= sizeof(t->prefix) ||
       !tok_json_id(mx, &maxc) || !cJSON_IsObject(v))
-    return sp__fail(SP_ERR_INVALID_ARGUMENT, "tokenizer %s: model needs unk_token, "
-                    "continuing_subword_prefix (< 16 bytes), max_input_chars_per_word and vocab", origin);
+    return sp__fail(SP_ERR_INVALID_ARGUMENT,
+                    "tokenizer %s: model needs unk_token, "
+                    "continuing_subword_prefix (< 16 bytes), max_input_chars_per_word and vocab",
+                    origin);
   *unk = u->valuestring;
   t->prefix_len = strlen(pre->valuestring);
   memcpy(t->prefix, pre->valuestring, t->prefix_len + 1);
@@ -154,12 +173,15 @@ static sp_status tok_json_model(sp_tokenizer *t, const cJSON *root, const char *
   for (const cJSON *e = v->child; e; e = e->next) {
     int32_t id;
     if (!tok_json_id(e, &id))
-      return sp__fail(SP_ERR_INVALID_ARGUMENT, "tokenizer %s: vocab id of '%.64s' is not a "
-                      "non-negative integer", origin, e->string);
+      return sp__fail(SP_ERR_INVALID_ARGUMENT,
+                      "tokenizer %s: vocab id of '%.64s' is not a "
+                      "non-negative integer",
+                      origin, e->string);
     sp_status s = sp__tokenizer_add(t, e->string, strlen(e->string), id);
     if (s != SP_OK) return s;
   }
-  return t->vocab_size ? SP_OK : sp__fail(SP_ERR_INVALID_ARGUMENT, "tokenizer %s: empty vocab", origin);
+  return t->vocab_size ? SP_OK
+                       : sp__fail(SP_ERR_INVALID_ARGUMENT, "tokenizer %s: empty vocab", origin);
 }
 
 static sp_status tok_json_added(sp_tokenizer *t, const cJSON *root, const char *origin) {
@@ -170,12 +192,15 @@ static sp_status tok_json_added(sp_tokenizer *t, const cJSON *root, const char *
     const cJSON *c = cJSON_GetObjectItemCaseSensitive(e, "content");
     int32_t id;
     if (!cJSON_IsString(c) || !tok_json_id(cJSON_GetObjectItemCaseSensitive(e, "id"), &id))
-      return sp__fail(SP_ERR_INVALID_ARGUMENT, "tokenizer %s: an added token lacks content or id", origin);
+      return sp__fail(SP_ERR_INVALID_ARGUMENT, "tokenizer %s: an added token lacks content or id",
+                      origin);
     static const char *const off[] = {"normalized", "lstrip", "rstrip", "single_word"};
     for (size_t k = 0; k < 4; k++)
       if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(e, off[k])))
-        return sp__fail(SP_ERR_UNSUPPORTED, "tokenizer %s: added token '%.64s' has %s true: not "
-                        "implemented", origin, c->valuestring, off[k]);
+        return sp__fail(SP_ERR_UNSUPPORTED,
+                        "tokenizer %s: added token '%.64s' has %s true: not "
+                        "implemented",
+                        origin, c->valuestring, off[k]);
     sp_status s = sp__tokenizer_add_special(t, c->valuestring, id);
     if (s == SP_OK && (size_t)id >= t->vocab_size) t->vocab_size = (size_t)id + 1;
     if (s != SP_OK) return s;
@@ -188,8 +213,8 @@ static int tok_template_id(const cJSON *pp, const cJSON *piece, int32_t *out) {
   const cJSON *st = cJSON_GetObjectItemCaseSensitive(piece, "SpecialToken");
   const cJSON *name = cJSON_GetObjectItemCaseSensitive(st, "id");
   if (!cJSON_IsString(name)) return 0;
-  const cJSON *sp = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(pp, "special_tokens"),
-                                                     name->valuestring);
+  const cJSON *sp = cJSON_GetObjectItemCaseSensitive(
+      cJSON_GetObjectItemCaseSensitive(pp, "special_tokens"), name->valuestring);
   const cJSON *ids = cJSON_GetObjectItemCaseSensitive(sp, "ids");
   return cJSON_GetArraySize(ids) == 1 && tok_json_id(ids->child, out);
 }
@@ -213,9 +238,11 @@ static sp_status tok_json_post(sp_tokenizer *t, const cJSON *root, const char *o
          tok_json_id(cls->child->next, &t->cls_id) && tok_json_id(sep->child->next, &t->sep_id);
   }
   if (!ok)
-    return sp__fail(SP_ERR_UNSUPPORTED, "tokenizer %s: post_processor '%.64s' is not implemented "
-                    "(BertProcessing, or TemplateProcessing with single = [CLS-like] $A [SEP-like])",
-                    origin, ty);
+    return sp__fail(
+        SP_ERR_UNSUPPORTED,
+        "tokenizer %s: post_processor '%.64s' is not implemented "
+        "(BertProcessing, or TemplateProcessing with single = [CLS-like] $A [SEP-like])",
+        origin, ty);
   return SP_OK;
 }
 
@@ -240,7 +267,8 @@ sp_status sp__tokenizer_parse(const char *buf, size_t len, int json, const char 
                               sp_tokenizer **out) {
   sp_tokenizer *t = sp__tokenizer_new();
   if (!t) return sp__fail(SP_ERR_HOST_MEMORY, "tokenizer %s: out of host memory", origin);
-  sp_status s = json ? tok_parse_json(t, buf, len, origin) : tok_parse_vocab_txt(t, buf, len, origin);
+  sp_status s =
+      json ? tok_parse_json(t, buf, len, origin) : tok_parse_vocab_txt(t, buf, len, origin);
   if (s != SP_OK) {
     sp_tokenizer_free(t);
     return s;
@@ -260,7 +288,8 @@ static int tok_ends_with(const char *s, const char *suffix) {
 }
 
 sp_status sp_tokenizer_load(const char *path, sp_tokenizer **out) {
-  if (!path || !out) return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_tokenizer_load: path or out is NULL");
+  if (!path || !out)
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_tokenizer_load: path or out is NULL");
   struct stat st;
   if (stat(path, &st) != 0)
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "tokenizer %s: %s", path, strerror(errno));
@@ -276,8 +305,10 @@ sp_status sp_tokenizer_load(const char *path, sp_tokenizer **out) {
     if (n < 0 || (size_t)n >= sizeof(file))
       return sp__fail(SP_ERR_INVALID_ARGUMENT, "tokenizer %s: path too long", path);
     if (!tok_is_file(file))
-      return sp__fail(SP_ERR_INVALID_ARGUMENT, "tokenizer %s: folder has neither tokenizer.json "
-                      "nor vocab.txt", path);
+      return sp__fail(SP_ERR_INVALID_ARGUMENT,
+                      "tokenizer %s: folder has neither tokenizer.json "
+                      "nor vocab.txt",
+                      path);
     path = file;
   }
   char *buf = NULL;

@@ -31,8 +31,8 @@ sp_tokenizer *sp__tokenizer_new(void) {
   return t;
 }
 
-static struct sp__tok_slot *tok_probe(const sp_tokenizer *t, const sp__tok_table *tb,
-                                      const char *s, size_t len, uint32_t h) {
+static struct sp__tok_slot *tok_probe(const sp_tokenizer *t, const sp__tok_table *tb, const char *s,
+                                      size_t len, uint32_t h) {
   for (size_t i = h & tb->mask;; i = (i + 1) & tb->mask) {
     struct sp__tok_slot *sl = &tb->slots[i];
     if (sl->id < 0) return sl;
@@ -74,7 +74,8 @@ static sp_status tok_arena_append(sp_tokenizer *t, const char *s, size_t len, ui
   if (!t->arena || t->arena_len + len > t->arena_cap) {
     size_t cap = t->arena_cap ? t->arena_cap * 2 : 1u << 18;
     while (cap < t->arena_len + len) cap *= 2;
-    if (cap > UINT32_MAX) return sp__fail(SP_ERR_INVALID_ARGUMENT, "tokenizer: vocabulary over 4 GiB");
+    if (cap > UINT32_MAX)
+      return sp__fail(SP_ERR_INVALID_ARGUMENT, "tokenizer: vocabulary over 4 GiB");
     char *a = sp__malloc(cap);
     if (!a) return sp__fail(SP_ERR_HOST_MEMORY, "tokenizer: out of host memory for the vocabulary");
     if (t->arena_len) memcpy(a, t->arena, t->arena_len);
@@ -137,8 +138,11 @@ size_t sp__utf8_decode(const char *str, size_t len, uint32_t *cps, size_t *bad_o
   size_t n = 0;
   for (size_t i = 0; i < len;) {
     uint32_t c = s[i];
-    size_t k = c < 0x80 ? 0 : c >= 0xC2 && c <= 0xDF ? 1 : c >= 0xE0 && c <= 0xEF ? 2
-             : c >= 0xF0 && c <= 0xF4 ? 3 : 4;
+    size_t k = c < 0x80                 ? 0
+               : c >= 0xC2 && c <= 0xDF ? 1
+               : c >= 0xE0 && c <= 0xEF ? 2
+               : c >= 0xF0 && c <= 0xF4 ? 3
+                                        : 4;
     if (k == 4 || k >= len - i) goto bad;
     if (k) c &= 0x3Fu >> k;
     for (size_t j = 1; j <= k; j++) {
@@ -159,14 +163,24 @@ size_t sp__utf8_decode(const char *str, size_t len, uint32_t *cps, size_t *bad_o
 }
 
 size_t sp__utf8_put(uint32_t c, char *o) {
-  if (c < 0x80) { o[0] = (char)c; return 1; }
-  if (c < 0x800) { o[0] = (char)(0xC0 | c >> 6); o[1] = (char)(0x80 | (c & 0x3F)); return 2; }
+  if (c < 0x80) {
+    o[0] = (char)c;
+    return 1;
+  }
+  if (c < 0x800) {
+    o[0] = (char)(0xC0 | c >> 6);
+    o[1] = (char)(0x80 | (c & 0x3F));
+    return 2;
+  }
   if (c < 0x10000) {
-    o[0] = (char)(0xE0 | c >> 12); o[1] = (char)(0x80 | (c >> 6 & 0x3F));
+    o[0] = (char)(0xE0 | c >> 12);
+    o[1] = (char)(0x80 | (c >> 6 & 0x3F));
     o[2] = (char)(0x80 | (c & 0x3F));
     return 3;
   }
-  o[0] = (char)(0xF0 | c >> 18); o[1] = (char)(0x80 | (c >> 12 & 0x3F));
-  o[2] = (char)(0x80 | (c >> 6 & 0x3F)); o[3] = (char)(0x80 | (c & 0x3F));
+  o[0] = (char)(0xF0 | c >> 18);
+  o[1] = (char)(0x80 | (c >> 12 & 0x3F));
+  o[2] = (char)(0x80 | (c >> 6 & 0x3F));
+  o[3] = (char)(0x80 | (c & 0x3F));
   return 4;
 }

@@ -29,36 +29,36 @@
 
 #include "streampool.h"
 
-#define SP_CHECK_OK(expr)                                                                         \
-  do {                                                                                            \
-    sp_status sp_check_st_ = (expr);                                                              \
-    if (sp_check_st_ != SP_OK)                                                                    \
+#define SP_CHECK_OK(expr)                                                                        \
+  do {                                                                                           \
+    sp_status sp_check_st_ = (expr);                                                             \
+    if (sp_check_st_ != SP_OK)                                                                   \
       fail_msg("%s returned %s (%d): %s", #expr, sp_status_str(sp_check_st_), (int)sp_check_st_, \
-               sp_last_error());                                                                  \
+               sp_last_error());                                                                 \
   } while (0)
 
-#define SP_CHECK_STATUS(expr, want)                                                               \
-  do {                                                                                            \
-    sp_status sp_check_st_ = (expr);                                                              \
-    if (sp_check_st_ != (want))                                                                   \
-      fail_msg("%s returned %s (%d), expected %s: %s", #expr, sp_status_str(sp_check_st_),        \
-               (int)sp_check_st_, sp_status_str(want), sp_last_error());                          \
+#define SP_CHECK_STATUS(expr, want)                                                        \
+  do {                                                                                     \
+    sp_status sp_check_st_ = (expr);                                                       \
+    if (sp_check_st_ != (want))                                                            \
+      fail_msg("%s returned %s (%d), expected %s: %s", #expr, sp_status_str(sp_check_st_), \
+               (int)sp_check_st_, sp_status_str(want), sp_last_error());                   \
   } while (0)
 
 /* Thread-safe failure recording for worker threads. */
 void tu_fail(const char *file, int line, const char *fmt, ...);
 unsigned long tu_failures(void);
 void tu_failures_reset(void);
-#define TU_EXPECT(cond, ...)                                                                      \
-  do {                                                                                            \
-    if (!(cond)) tu_fail(__FILE__, __LINE__, __VA_ARGS__);                                        \
+#define TU_EXPECT(cond, ...)                               \
+  do {                                                     \
+    if (!(cond)) tu_fail(__FILE__, __LINE__, __VA_ARGS__); \
   } while (0)
-#define TU_EXPECT_OK(expr)                                                                        \
-  do {                                                                                            \
-    sp_status tu_st_ = (expr);                                                                    \
-    if (tu_st_ != SP_OK)                                                                          \
-      tu_fail(__FILE__, __LINE__, "%s returned %s: %s", #expr, sp_status_str(tu_st_),             \
-              sp_last_error());                                                                   \
+#define TU_EXPECT_OK(expr)                                                            \
+  do {                                                                                \
+    sp_status tu_st_ = (expr);                                                        \
+    if (tu_st_ != SP_OK)                                                              \
+      tu_fail(__FILE__, __LINE__, "%s returned %s: %s", #expr, sp_status_str(tu_st_), \
+              sp_last_error());                                                       \
   } while (0)
 
 enum { TU_SKIP = 77 };

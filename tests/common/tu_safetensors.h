@@ -41,8 +41,9 @@ static inline int tu_st_write(const char *path, const tu_st_tensor *t, size_t n,
   char *h = malloc(cap + 8);
   if (!h) return -1;
   len += (size_t)snprintf(h + len, cap - len, "{");
-  if (metadata_json) len += (size_t)snprintf(h + len, cap - len, "\"__metadata__\":%s%s",
-                                             metadata_json, n ? "," : "");
+  if (metadata_json)
+    len +=
+        (size_t)snprintf(h + len, cap - len, "\"__metadata__\":%s%s", metadata_json, n ? "," : "");
   for (size_t i = 0; i < n; i++) {
     len += (size_t)snprintf(h + len, cap - len, "\"%s\":{\"dtype\":\"%s\",\"shape\":[", t[i].name,
                             t[i].dtype);

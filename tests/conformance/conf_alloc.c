@@ -140,8 +140,8 @@ static void threads_churn(sp_device *dev) {
   SP_CHECK_OK(sp_device_sync(dev));
   sp_memory_stats ms;
   SP_CHECK_OK(sp_memory_stats_get(dev, &ms));
-  if (ms.allocated_bytes != 0) fail_msg("allocated_bytes %zu after all frees, want 0",
-                                        ms.allocated_bytes);
+  if (ms.allocated_bytes != 0)
+    fail_msg("allocated_bytes %zu after all frees, want 0", ms.allocated_bytes);
   if (ms.allocs != ms.frees)
     fail_msg("allocs %llu != frees %llu", (unsigned long long)ms.allocs,
              (unsigned long long)ms.frees);

@@ -311,11 +311,11 @@ static void test_event_rerecord_semantics(void **state) {
     tu_gate_init(&g2, 0);
     atomic_int ran = 0;
     SP_CHECK_OK(B->host_func(a, tu_gate_fn, &g1));
-    SP_CHECK_OK(B->event_record(e, a));       /* mark 1: after g1 */
-    SP_CHECK_OK(B->stream_wait_event(b, e));  /* b waits for mark 1 */
+    SP_CHECK_OK(B->event_record(e, a));      /* mark 1: after g1 */
+    SP_CHECK_OK(B->stream_wait_event(b, e)); /* b waits for mark 1 */
     SP_CHECK_OK(B->host_func(b, flag_fn, &ran));
     SP_CHECK_OK(B->host_func(a, tu_gate_fn, &g2));
-    SP_CHECK_OK(B->event_record(e, a));       /* mark 2: after g2 */
+    SP_CHECK_OK(B->event_record(e, a)); /* mark 2: after g2 */
     tu_sleep_us(3000);
     if (atomic_load(&ran)) fail_msg("b ran past its wait before the recorded work finished");
     SP_CHECK_STATUS(B->stream_query(b), SP_ERR_NOT_READY);
@@ -413,8 +413,11 @@ static void test_event_races(void **state) {
   for (unsigned i = 0; i < 4; i++) streams[i] = stream_new(d, i + 1);
   sp__bevent *events[2] = {event_new(d, 0), event_new(d, SP_EVENT_TIMING)};
   for (unsigned i = 0; i < 4; i++) {
-    c[i] = (race_ctx){{streams[0], streams[1], streams[2], streams[3]}, {events[0], events[1]},
-                      i, (unsigned)tu_scale(2000), buf};
+    c[i] = (race_ctx){{streams[0], streams[1], streams[2], streams[3]},
+                      {events[0], events[1]},
+                      i,
+                      (unsigned)tu_scale(2000),
+                      buf};
     pthread_create(&tid[i], NULL, race_worker, &c[i]);
   }
   for (unsigned i = 0; i < 4; i++) pthread_join(tid[i], NULL);
@@ -431,7 +434,6 @@ static void test_event_races(void **state) {
   SP_CHECK_OK(B->mem_free(d, buf));
   B->device_close(d);
 }
-
 
 /* ---- the table, devices, memory -------------------------------------------------------------- */
 
@@ -572,12 +574,20 @@ static void linear_case(sp__bdevice *d, sp__bstream *s, tu_rng *r, sp_dtype dt, 
       double got = y[(size_t)i * out + o];
       double tol = dt == SP_F32 ? 5e-5 * scale + 1e-7 : 1e-2 * (fabs(acc) + 1e-3 * scale) + 1e-6;
       if (!(fabs(got - acc) <= tol))
-        fail_msg("%s %s linear %ux%ux%u bias=%d relu=%d y[%u,%u]: expected %.9g, got %.9g "
-                 "(tol %.3g)", B->name, dt == SP_F32 ? "f32" : "bf16", batch, in, out, with_bias,
-                 relu, i, o, acc, got, tol);
+        fail_msg(
+            "%s %s linear %ux%ux%u bias=%d relu=%d y[%u,%u]: expected %.9g, got %.9g "
+            "(tol %.3g)",
+            B->name, dt == SP_F32 ? "f32" : "bf16", batch, in, out, with_bias, relu, i, o, acc, got,
+            tol);
     }
-  void *dev_bufs[] = {fx, fw, fb, dy, dt == SP_BF16 ? dx : NULL, dt == SP_BF16 ? dw : NULL,
-                      dt == SP_BF16 ? db : NULL, fy};
+  void *dev_bufs[] = {fx,
+                      fw,
+                      fb,
+                      dy,
+                      dt == SP_BF16 ? dx : NULL,
+                      dt == SP_BF16 ? dw : NULL,
+                      dt == SP_BF16 ? db : NULL,
+                      fy};
   for (unsigned i = 0; i < sizeof(dev_bufs) / sizeof(dev_bufs[0]); i++)
     SP_CHECK_OK(B->mem_free(d, dev_bufs[i]));
   free(x), free(w), free(b), free(y);
@@ -636,7 +646,10 @@ static void test_convert(void **state) {
   for (unsigned i = 0; i < ALL; i++)
     if (bf16_is_nan((uint16_t)i) ? !bf16_is_nan(h2[i]) : h2[i] != i)
       fail_msg("%s: bf16 0x%04x round-tripped to 0x%04x", B->name, i, h2[i]);
-  struct { uint32_t in; uint16_t want; } cases[] = {
+  struct {
+    uint32_t in;
+    uint16_t want;
+  } cases[] = {
       {0x3f808000u, 0x3f80}, /* 1 + 2^-8: tie, down to even          */
       {0x3f818000u, 0x3f82}, /* 1 + 3*2^-8: tie, up to even          */
       {0x3f808001u, 0x3f81}, /* just above the tie: up               */

@@ -25,8 +25,8 @@ static void expect_round(const unsigned char *out, unsigned r, const char *what)
     unsigned char want = (i >= XS_BYTES / 4 && i < XS_BYTES / 4 + XS_BYTES / 2)
                              ? (unsigned char)((r * 7 + 1) & 0xff)
                              : (unsigned char)(r & 0xff);
-    if (out[i] != want) fail_msg("%s round %u byte %zu: got 0x%02x, want 0x%02x", what, r, i,
-                                 out[i], want);
+    if (out[i] != want)
+      fail_msg("%s round %u byte %zu: got 0x%02x, want 0x%02x", what, r, i, out[i], want);
   }
 }
 
@@ -93,7 +93,8 @@ static void fan_in(sp_device *dev) {
     SP_CHECK_OK(sp_event_record(used, c));
     conf_download(c, out, copy, XS_BYTES);
     for (int i = 0; i < P; i++) {
-      size_t bad = conf_check_byte(out + (size_t)i * Q, Q, (unsigned char)((r + (unsigned)i) & 0xff));
+      size_t bad =
+          conf_check_byte(out + (size_t)i * Q, Q, (unsigned char)((r + (unsigned)i) & 0xff));
       if (bad != Q)
         fail_msg("round %u quarter %d byte %zu: got 0x%02x, want 0x%02x", r, i, bad,
                  out[(size_t)i * Q + bad], (r + (unsigned)i) & 0xff);

@@ -101,11 +101,12 @@ static void mm_write_safetensors(const char *path, const mm_net *n, int bf16) {
   for (unsigned l = 0; l < MM_LAYERS; l++) {
     unsigned in = mm_dims[l], out = mm_dims[l + 1];
     size_t wb = (size_t)in * out * es, bb = (size_t)out * es;
-    len += snprintf(header + len, sizeof(header) - (size_t)len,
-                    ",\"net.%u.weight\":{\"dtype\":\"%s\",\"shape\":[%u,%u],\"data_offsets\":[%zu,%zu]}"
-                    ",\"net.%u.bias\":{\"dtype\":\"%s\",\"shape\":[%u],\"data_offsets\":[%zu,%zu]}",
-                    2 * l, bf16 ? "BF16" : "F32", out, in, off, off + wb, 2 * l,
-                    bf16 ? "BF16" : "F32", out, off + wb, off + wb + bb);
+    len += snprintf(
+        header + len, sizeof(header) - (size_t)len,
+        ",\"net.%u.weight\":{\"dtype\":\"%s\",\"shape\":[%u,%u],\"data_offsets\":[%zu,%zu]}"
+        ",\"net.%u.bias\":{\"dtype\":\"%s\",\"shape\":[%u],\"data_offsets\":[%zu,%zu]}",
+        2 * l, bf16 ? "BF16" : "F32", out, in, off, off + wb, 2 * l, bf16 ? "BF16" : "F32", out,
+        off + wb, off + wb + bb);
     off += wb + bb;
   }
   len += snprintf(header + len, sizeof(header) - (size_t)len, "}");
@@ -312,10 +313,8 @@ static void cuda_forced_linear(sp_device *dev) {
 
 int main(void) {
   static const conf_case cases[] = {
-      {"f32_file_f32_model", f32_file_f32_model},
-      {"f32_file_bf16_model", f32_file_bf16_model},
-      {"bf16_file_f32_model", bf16_file_f32_model},
-      {"threads_forward", threads_forward},
+      {"f32_file_f32_model", f32_file_f32_model},   {"f32_file_bf16_model", f32_file_bf16_model},
+      {"bf16_file_f32_model", bf16_file_f32_model}, {"threads_forward", threads_forward},
       {"cuda_forced_linear", cuda_forced_linear},
   };
   return conf_main("conf_matmul", cases, sizeof(cases) / sizeof(cases[0]));

@@ -27,8 +27,7 @@ typedef struct peer_pair {
 } peer_pair;
 
 /* src on devs[p] (made there behind an optional gate), copied to dst on devs[c]. */
-static void peer_once(sp_device *pd, sp_device *cd, size_t n, size_t off, uint64_t seed,
-                      int held) {
+static void peer_once(sp_device *pd, sp_device *cd, size_t n, size_t off, uint64_t seed, int held) {
   sp_stream *ps = NULL, *cs = NULL;
   SP_CHECK_OK(sp_stream_current(pd, &ps));
   SP_CHECK_OK(sp_stream_current(cd, &cs));
@@ -121,18 +120,13 @@ int main(void) {
   int host_n = device_count("host"), cuda_n = device_count("cuda");
   static peer_pair pairs[3];
   int np = 0;
-  if (host_n >= 2)
-    pairs[np++] = (peer_pair){{"host", "host"}, {0, 1}, {NULL, NULL}, "host0+host1"};
-  else
-    printf("[conf_peer] host: skipped: fewer than 2 devices (STREAMPOOL_HOST_DEVICES)\n");
-  if (cuda_n >= 2)
-    pairs[np++] = (peer_pair){{"cuda", "cuda"}, {0, 1}, {NULL, NULL}, "cuda0+cuda1"};
-  else
-    printf("[conf_peer] cuda: skipped: fewer than 2 devices (%d)\n", cuda_n);
+  if (host_n >= 2) pairs[np++] = (peer_pair){{"host", "host"}, {0, 1}, {NULL, NULL}, "host0+host1"};
+  else printf("[conf_peer] host: skipped: fewer than 2 devices (STREAMPOOL_HOST_DEVICES)\n");
+  if (cuda_n >= 2) pairs[np++] = (peer_pair){{"cuda", "cuda"}, {0, 1}, {NULL, NULL}, "cuda0+cuda1"};
+  else printf("[conf_peer] cuda: skipped: fewer than 2 devices (%d)\n", cuda_n);
   if (cuda_n >= 1 && host_n >= 1)
     pairs[np++] = (peer_pair){{"host", "cuda"}, {0, 0}, {NULL, NULL}, "host0+cuda0"};
-  else
-    printf("[conf_peer] host+cuda: skipped: fewer than 2 devices (no CUDA device)\n");
+  else printf("[conf_peer] host+cuda: skipped: fewer than 2 devices (no CUDA device)\n");
   if (require && cuda_n < 2) {
     fprintf(stderr, "conf_peer: SP_REQUIRE_PEER=1 but only %d CUDA device(s)\n", cuda_n);
     return 1;
@@ -151,8 +145,7 @@ int main(void) {
     } cases[] = {{"peer_copies", peer_copies}, {"peer_copies_held", peer_copies_held}};
     for (int c = 0; c < 2; c++, nt++) {
       snprintf(names[nt], sizeof(names[nt]), "%s/%s", pairs[p].name, cases[c].name);
-      tests[nt] = (struct CMUnitTest){names[nt], cases[c].fn, pair_setup, pair_teardown,
-                                      &pairs[p]};
+      tests[nt] = (struct CMUnitTest){names[nt], cases[c].fn, pair_setup, pair_teardown, &pairs[p]};
     }
   }
   return _cmocka_run_group_tests("conf_peer", tests, (size_t)nt, NULL, NULL);

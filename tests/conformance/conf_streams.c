@@ -23,12 +23,12 @@ static void order_overlapping_writes(sp_device *dev) {
   void *a, *b;
   SP_CHECK_OK(sp_alloc(dev, N, s, &a));
   SP_CHECK_OK(sp_alloc(dev, N, s, &b));
-  SP_CHECK_OK(sp_memset_async(s, b, 0x11, N));                         /* b = 11..         */
-  SP_CHECK_OK(sp_memcpy_async(s, a, src, N));                          /* a = src          */
-  SP_CHECK_OK(sp_memcpy_async(s, b, a, N / 2));                        /* b[0,N/2) = src   */
-  SP_CHECK_OK(sp_memset_async(s, (char *)b + N / 4, 0x22, N / 4));     /* b[N/4,N/2) = 22  */
-  SP_CHECK_OK(sp_memset_async(s, a, 0x33, N));                         /* a = 33 (after)   */
-  SP_CHECK_OK(sp_memcpy_async(s, (char *)b + N - 100, a, 100));        /* tail = 33        */
+  SP_CHECK_OK(sp_memset_async(s, b, 0x11, N));                     /* b = 11..         */
+  SP_CHECK_OK(sp_memcpy_async(s, a, src, N));                      /* a = src          */
+  SP_CHECK_OK(sp_memcpy_async(s, b, a, N / 2));                    /* b[0,N/2) = src   */
+  SP_CHECK_OK(sp_memset_async(s, (char *)b + N / 4, 0x22, N / 4)); /* b[N/4,N/2) = 22  */
+  SP_CHECK_OK(sp_memset_async(s, a, 0x33, N));                     /* a = 33 (after)   */
+  SP_CHECK_OK(sp_memcpy_async(s, (char *)b + N - 100, a, 100));    /* tail = 33        */
   conf_download(s, out, b, N);
   memcpy(want, src, N / 2);
   memset(want + N / 2, 0x11, N - N / 2);
@@ -179,8 +179,8 @@ static void shared_stream_threads(sp_device *dev) {
   shared_arg args[T];
   pthread_t th[T];
   for (unsigned i = 0; i < T; i++) {
-    args[i] = (shared_arg){dev, s, d + (size_t)i * SHARED_BYTES, host[i], i,
-                           (unsigned)tu_scale(300)};
+    args[i] =
+        (shared_arg){dev, s, d + (size_t)i * SHARED_BYTES, host[i], i, (unsigned)tu_scale(300)};
     assert_int_equal(pthread_create(&th[i], NULL, shared_worker, &args[i]), 0);
   }
   for (unsigned i = 0; i < T; i++) pthread_join(th[i], NULL);

@@ -80,7 +80,9 @@ static void op_free(uint8_t arg, int bad) {
 static void op(uint8_t code, uint8_t sbyte, uint8_t arg) {
   unsigned s = sbyte % STREAMS;
   switch (code % 8) {
-  case 0: case 1: case 2: op_alloc(s, arg); break;
+  case 0:
+  case 1:
+  case 2: op_alloc(s, arg); break;
   case 3: op_free(arg, 0); break;
   case 4: op_free(arg, 1); break;
   case 5:

@@ -20,8 +20,9 @@ static void fuzz_check(int cond) {
   if (!cond) abort();
 }
 
-static const char VOCAB[] = "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nhello\nworld\n##s\n,\n!\nun\n##aff\n"
-                            "##able\ncafe\n\xe6\x97\xa5\na\n##a\n##b\n\xc3\xa9\n##\xcc\x81\n";
+static const char VOCAB[] =
+    "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nhello\nworld\n##s\n,\n!\nun\n##aff\n"
+    "##able\ncafe\n\xe6\x97\xa5\na\n##a\n##b\n\xc3\xa9\n##\xcc\x81\n";
 
 static void encode_check(const sp_tokenizer *t, const char *text, size_t len, size_t max_len) {
   size_t cap = len * 4 + 2, n = 0;
@@ -31,7 +32,8 @@ static void encode_check(const sp_tokenizer *t, const char *text, size_t len, si
   if (s == SP_OK) {
     fuzz_check(n >= 2 && n <= cap && (!max_len || n <= max_len));
     fuzz_check(ids[0] == t->cls_id && ids[n - 1] == t->sep_id);
-    for (size_t i = 0; i < n; i++) fuzz_check(ids[i] >= 0 && (size_t)ids[i] < sp_tokenizer_vocab_size(t));
+    for (size_t i = 0; i < n; i++)
+      fuzz_check(ids[i] >= 0 && (size_t)ids[i] < sp_tokenizer_vocab_size(t));
   } else {
     fuzz_check(s == SP_ERR_INVALID_ARGUMENT || s == SP_ERR_HOST_MEMORY);
     fuzz_check(sp_last_error()[0] != '\0');

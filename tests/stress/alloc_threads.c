@@ -24,7 +24,8 @@ typedef struct held {
 
 static sp_device *dev;
 static size_t ops_per_thread;
-static uint64_t seed; /* tu_seed() read once on the main thread (its lazy init is not thread-safe) */
+static uint64_t
+    seed; /* tu_seed() read once on the main thread (its lazy init is not thread-safe) */
 
 static void check_block(sp_stream *s, const held *h) {
   unsigned char got[CHECK];

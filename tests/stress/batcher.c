@@ -68,8 +68,8 @@ static void *client_main(void *p) {
 static void run_clients(sp_batcher *b, unsigned rows_each, atomic_uint *entered, pthread_t *t,
                         client *c) {
   for (unsigned i = 0; i < CLIENTS; i++) {
-    c[i] = (client){.b = b, .index = i, .first_row = i * rows_each, .rows = rows_each,
-                    .entered = entered};
+    c[i] = (client){
+        .b = b, .index = i, .first_row = i * rows_each, .rows = rows_each, .entered = entered};
     assert_int_equal(pthread_create(&t[i], NULL, client_main, &c[i]), 0);
   }
 }
@@ -110,13 +110,12 @@ static void every_caller_gets_its_row(const char *spin_us) {
   unsetenv("STREAMPOOL_BATCHER_SPIN_US");
   assert_int_equal(tu_failures(), 0);
   if (!st.run_ns || !st.answer_ns)
-    fail_msg("stats: run_ns %llu, answer_ns %llu after %llu passes",
-             (unsigned long long)st.run_ns, (unsigned long long)st.answer_ns,
-             (unsigned long long)st.batches);
+    fail_msg("stats: run_ns %llu, answer_ns %llu after %llu passes", (unsigned long long)st.run_ns,
+             (unsigned long long)st.answer_ns, (unsigned long long)st.batches);
   if (st.requests != (uint64_t)CLIENTS * per_client || st.failed || st.queued)
     fail_msg("stats: requests %llu (want %u), failed %llu, queued %llu",
-             (unsigned long long)st.requests, CLIENTS * per_client,
-             (unsigned long long)st.failed, (unsigned long long)st.queued);
+             (unsigned long long)st.requests, CLIENTS * per_client, (unsigned long long)st.failed,
+             (unsigned long long)st.queued);
   if (st.batches == 0 || st.batches > st.requests || st.requests > st.batches * cfg.max_batch)
     fail_msg("stats: %llu batches for %llu rows of at most %u", (unsigned long long)st.batches,
              (unsigned long long)st.requests, cfg.max_batch);
@@ -147,7 +146,8 @@ static void destroy_with_parked_rows(unsigned workers) {
     if (st.queued == CLIENTS) break;
     tu_sleep_us(1000);
   }
-  if (st.queued != CLIENTS) fail_msg("only %llu of %d rows queued", (unsigned long long)st.queued, CLIENTS);
+  if (st.queued != CLIENTS)
+    fail_msg("only %llu of %d rows queued", (unsigned long long)st.queued, CLIENTS);
   unsigned long long t0 = (unsigned long long)time(NULL);
   sp_batcher_destroy(b); /* must not wait out the 5 s delay */
   unsigned long long secs = (unsigned long long)time(NULL) - t0;

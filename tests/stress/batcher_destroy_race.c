@@ -75,8 +75,9 @@ static void one_round(tu_rng *rng, unsigned round) {
   }
   sp_batcher_destroy(b); /* callers may still be leaving sp_batcher_infer */
   for (unsigned i = 0; i < CALLERS; i++) pthread_join(t[i], NULL);
-  if (tu_failures()) fail_msg("round %u (max_batch %u, workers %u): %lu failures", round,
-                              cfg.max_batch, cfg.workers, tu_failures());
+  if (tu_failures())
+    fail_msg("round %u (max_batch %u, workers %u): %lu failures", round, cfg.max_batch, cfg.workers,
+             tu_failures());
 }
 
 static void test_destroy_as_callers_leave(void **state) {

@@ -4,8 +4,8 @@
  * corruption when the wait is left out.
  * Method: 4 threads, each with its own pair of streams (bound through sp_stream_current and
  * sp_stream_set_current) and its own 256 KiB device block. Each round: A fills the block with a
- * round-specific byte (memset, then a memcpy of a seeded 4 KiB head), records an event; B waits on it
- * and copies the block to the host; the host syncs B and checks every byte. The negative control
+ * round-specific byte (memset, then a memcpy of a seeded 4 KiB head), records an event; B waits on
+ * it and copies the block to the host; the host syncs B and checks every byte. The negative control
  * runs the same rounds without the wait and counts corrupted rounds (reported; it fails only if no
  * round ever showed corruption). The control is skipped under TSan, whose job is to flag exactly
  * that race.
@@ -60,8 +60,10 @@ static void *pair_worker(void *p) {
     if (bad) {
       a->corrupted++;
       if (a->with_wait)
-        tu_fail(__FILE__, __LINE__, "round %u: %zu bytes wrong, first at %zu: got 0x%02x, expected"
-                " 0x%02x", round, bad, first, out[first], first < HEAD ? head[first] : fill);
+        tu_fail(__FILE__, __LINE__,
+                "round %u: %zu bytes wrong, first at %zu: got 0x%02x, expected"
+                " 0x%02x",
+                round, bad, first, out[first], first < HEAD ? head[first] : fill);
     }
   }
   TU_EXPECT_OK(sp_event_release(dev, ev));
@@ -110,7 +112,8 @@ static void without_wait_control(void **state) {
   unsigned long bad = run_pairs(0, rounds);
   printf("negative control (no wait): %lu of %u rounds corrupted\n", bad, rounds * THREADS);
   assert_int_equal(tu_failures(), 0);
-  if (!bad) fail_msg("no corruption in %u rounds without the wait: the check is blind", rounds * THREADS);
+  if (!bad)
+    fail_msg("no corruption in %u rounds without the wait: the check is blind", rounds * THREADS);
 }
 
 int main(void) {

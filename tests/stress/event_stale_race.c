@@ -55,7 +55,8 @@ static void *owner(void *p) {
       atomic_store(&stop, true);
     }
     atomic_store(&published, ev.id);
-    for (unsigned k = (unsigned)tu_rng_below(&r, 8); k; k--) atomic_signal_fence(memory_order_seq_cst);
+    for (unsigned k = (unsigned)tu_rng_below(&r, 8); k; k--)
+      atomic_signal_fence(memory_order_seq_cst);
     TU_EXPECT_OK(sp_event_release(x->dev, ev));
     atomic_fetch_add(&owner_rounds, 1);
   }

@@ -123,8 +123,10 @@ static void hold_stop(holder *h) {
 }
 
 static sp_device *open_excl(unsigned wait_ms) {
-  sp_device_config cfg = {.backend = "host", .streams = STREAMS,
-                          .stream_mode = SP_STREAMS_EXCLUSIVE, .slot_wait_ms = wait_ms};
+  sp_device_config cfg = {.backend = "host",
+                          .streams = STREAMS,
+                          .stream_mode = SP_STREAMS_EXCLUSIVE,
+                          .slot_wait_ms = wait_ms};
   sp_device *dev = NULL;
   SP_CHECK_OK(sp_device_open(&cfg, &dev));
   return dev;
@@ -135,8 +137,8 @@ static void check_no_leak(sp_device *dev) {
   holder h[SLOTS + 1];
   for (int i = 0; i < SLOTS; i++) {
     hold_start(&h[i], dev);
-    if (h[i].st != SP_OK) fail_msg("slot %d of %d not free after churn: %s", i + 1, SLOTS,
-                                    sp_status_str(h[i].st));
+    if (h[i].st != SP_OK)
+      fail_msg("slot %d of %d not free after churn: %s", i + 1, SLOTS, sp_status_str(h[i].st));
   }
   hold_start(&h[SLOTS], dev);
   if (h[SLOTS].st != SP_ERR_POOL_EXHAUSTED)
@@ -150,9 +152,11 @@ static void churn_wait0(void **state) {
   size_t total = tu_scale(5000);
   churn(dev, total, 0);
   assert_int_equal(tu_failures(), 0);
-  printf("phase A (wait 0): %zu threads, %lu bound (%lu released, %lu by exit, %lu via sp_alloc),"
-         " %lu exhaustion reports\n", total, atomic_load(&bound), atomic_load(&by_release),
-         atomic_load(&by_exit), atomic_load(&by_alloc), atomic_load(&exhausted));
+  printf(
+      "phase A (wait 0): %zu threads, %lu bound (%lu released, %lu by exit, %lu via sp_alloc),"
+      " %lu exhaustion reports\n",
+      total, atomic_load(&bound), atomic_load(&by_release), atomic_load(&by_exit),
+      atomic_load(&by_alloc), atomic_load(&exhausted));
   if (atomic_load(&bound) != total) fail_msg("bound %lu of %zu", atomic_load(&bound), total);
   /* Overlap depends on scheduling (rare under TSan); check_no_leak's 4th holder checks the
    * exhaustion report deterministically. */
@@ -191,7 +195,8 @@ static void waits_honoured(void **state) {
   hold_start(&w, dev);
   SP_CHECK_STATUS(w.st, SP_ERR_POOL_EXHAUSTED);
   printf("50 ms waiter refused after %.1f ms\n", (double)w.waited_ns / 1e6);
-  if (w.waited_ns < 45000000ull) fail_msg("refused after %llu ns, before the 50 ms wait", w.waited_ns);
+  if (w.waited_ns < 45000000ull)
+    fail_msg("refused after %llu ns, before the 50 ms wait", w.waited_ns);
   if (w.waited_ns > 5000000000ull) fail_msg("refused after %llu ns, far past 50 ms", w.waited_ns);
   hold_stop(&w);
   for (int i = 0; i < SLOTS; i++) hold_stop(&h[i]);

@@ -1,10 +1,10 @@
 /* Goal: sp_model_infer through its per-(stream, batch) plans (buffers kept, graphs replayed where
  * the backend has them) returns the right rows when many threads call it at once: threads sharing
- * a round-robin stream, threads moving between exclusive slots, f32 and bf16 models, sp_model_forward
- * on fixed device buffers (replayed forward graphs on CUDA), more batch
- * sizes per stream than a plan table caches (the uncached path), inputs changing every call; plans
- * keep their buffers between calls (more bytes allocated after the run than after loading); and
- * freeing the models gives every plan's device memory back.
+ * a round-robin stream, threads moving between exclusive slots, f32 and bf16 models,
+ * sp_model_forward on fixed device buffers (replayed forward graphs on CUDA), more batch sizes per
+ * stream than a plan table caches (the uncached path), inputs changing every call; plans keep their
+ * buffers between calls (more bytes allocated after the run than after loading); and freeing the
+ * models gives every plan's device memory back.
  *
  * Method: an MLP with seeded known weights is written to safetensors and loaded as f32 and bf16;
  * every output row of every call is compared with a double-precision forward on the host
@@ -129,10 +129,12 @@ static void *worker_main(void *p) {
 
 static void run_mode(const char *backend, sp_stream_mode mode, unsigned streams, unsigned threads,
                      unsigned release_every, bool forward) {
-  sp_device_config cfg = {.backend = backend, .streams = streams, .stream_mode = mode,
-                          .slot_wait_ms = 20000};
-  run_ctx c = {.backend = backend, .iters = (unsigned)tu_scale(120),
-               .release_every = release_every, .forward = forward};
+  sp_device_config cfg = {
+      .backend = backend, .streams = streams, .stream_mode = mode, .slot_wait_ms = 20000};
+  run_ctx c = {.backend = backend,
+               .iters = (unsigned)tu_scale(120),
+               .release_every = release_every,
+               .forward = forward};
   SP_CHECK_OK(sp_device_open(&cfg, &c.dev));
   sp_memory_stats before, after;
   SP_CHECK_OK(sp_memory_stats_get(c.dev, &before));
@@ -158,8 +160,8 @@ static void run_mode(const char *backend, sp_stream_mode mode, unsigned streams,
   SP_CHECK_OK(sp_memory_stats_get(c.dev, &after));
   sp_device_close(c.dev);
   print_message("%s %s: %u threads on %u streams, %lu rows checked%s\n", backend,
-                mode == SP_STREAMS_EXCLUSIVE ? "exclusive" : "round-robin", threads, streams,
-                rows, forward ? " (half through sp_model_forward)" : "");
+                mode == SP_STREAMS_EXCLUSIVE ? "exclusive" : "round-robin", threads, streams, rows,
+                forward ? " (half through sp_model_forward)" : "");
   assert_int_equal(tu_failures(), 0);
   /* Plans keep their buffers between calls: the cached path was taken. */
   if (ran.allocated_bytes <= loaded.allocated_bytes)

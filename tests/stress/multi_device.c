@@ -44,11 +44,11 @@ static void make_head(unsigned char *head, uint64_t seed, unsigned r) {
 }
 
 typedef struct pipe_state {
-  sp_device *pd, *cd;        /* producer and consumer devices      */
-  sp_stream *ps, *cs;        /* this thread's streams on them      */
-  unsigned char *src, *dst;  /* BLOCK on pd; rounds * BLOCK on cd  */
-  unsigned char *heads;      /* rounds * HEAD host bytes           */
-  sp_event made, used;       /* made: pd's; used: cd's             */
+  sp_device *pd, *cd;       /* producer and consumer devices      */
+  sp_stream *ps, *cs;       /* this thread's streams on them      */
+  unsigned char *src, *dst; /* BLOCK on pd; rounds * BLOCK on cd  */
+  unsigned char *heads;     /* rounds * HEAD host bytes           */
+  sp_event made, used;      /* made: pd's; used: cd's             */
 } pipe_state;
 
 static int pipe_open(pipe_arg *a, pipe_state *p) {
@@ -96,8 +96,8 @@ static void pipe_check(pipe_arg *a, pipe_state *p, unsigned char *out) {
       if (out[i] == expected(head, r, i)) continue;
       a->corrupted++;
       if (a->with_wait)
-        tu_fail(__FILE__, __LINE__, "thread %u round %u byte %zu: got 0x%02x, want 0x%02x",
-                a->id, r, i, out[i], expected(head, r, i));
+        tu_fail(__FILE__, __LINE__, "thread %u round %u byte %zu: got 0x%02x, want 0x%02x", a->id,
+                r, i, out[i], expected(head, r, i));
       break;
     }
   }

@@ -25,14 +25,14 @@ static size_t tls_total, tls_ours, tls_others;
 static char others[512];
 static int blas_at_start, failures;
 
-#define CHECK(c, ...)                                                                             \
-  do {                                                                                            \
-    if (!(c)) {                                                                                   \
-      printf("FAILED %s:%d: ", __FILE__, __LINE__);                                               \
-      printf(__VA_ARGS__);                                                                        \
-      printf("\n");                                                                               \
-      failures++;                                                                                 \
-    }                                                                                             \
+#define CHECK(c, ...)                               \
+  do {                                              \
+    if (!(c)) {                                     \
+      printf("FAILED %s:%d: ", __FILE__, __LINE__); \
+      printf(__VA_ARGS__);                          \
+      printf("\n");                                 \
+      failures++;                                   \
+    }                                               \
   } while (0)
 
 static int module(struct dl_phdr_info *info, size_t size, void *user) {
@@ -118,8 +118,10 @@ int main(void) {
   sp_status st = use_library(want); /* on the main thread, for the reference */
   CHECK(st == SP_OK, "main thread: %s: %s", sp_status_str(st), sp_last_error());
   if (tls_others > BUDGET) {
-    printf("skipped: a %d KiB-stack thread: modules linked at load time hold %zu KiB of static "
-           "TLS: %s\n", STACK >> 10, tls_others >> 10, others);
+    printf(
+        "skipped: a %d KiB-stack thread: modules linked at load time hold %zu KiB of static "
+        "TLS: %s\n",
+        STACK >> 10, tls_others >> 10, others);
   } else {
     for (int k = 0; k < 2; k++) {
       run r = {0};

@@ -35,10 +35,12 @@ static void check_reserved(sp_device *dev, size_t limit, const char *what) {
 
 static void test_grid_on_empty_device(void **state) {
   (void)state;
-  static const size_t limits[] = {512, KIB, 100 * KIB, MIB, MIB + 512, 3 * MIB / 2, 2 * MIB - 512,
-                                  2 * MIB, 3 * MIB, 10 * MIB, 19 * MIB, 20 * MIB - 512, 25 * MIB};
-  static const size_t sizes[] = {1, 512, 513, 100 * KIB, MIB, MIB + 1, 3 * MIB / 2, 5 * MIB,
-                                 10 * MIB - 1, 10 * MIB, 12 * MIB + 7, 15 * MIB};
+  static const size_t limits[] = {
+      512,     KIB,     100 * KIB, MIB,      MIB + 512,      3 * MIB / 2, 2 * MIB - 512,
+      2 * MIB, 3 * MIB, 10 * MIB,  19 * MIB, 20 * MIB - 512, 25 * MIB};
+  static const size_t sizes[] = {
+      1,           512,     513,          100 * KIB, MIB,          MIB + 1,
+      3 * MIB / 2, 5 * MIB, 10 * MIB - 1, 10 * MIB,  12 * MIB + 7, 15 * MIB};
   unsigned fits = 0, refused = 0;
   for (size_t i = 0; i < sizeof(limits) / sizeof(limits[0]); i++) {
     sp_device *dev = open_limited(limits[i]);
@@ -60,8 +62,8 @@ static void test_grid_on_empty_device(void **state) {
           fail_msg("limit %zu, request %zu (rounded %zu) does not fit but got %s", limits[i], n,
                    round512(n), sp_status_str(st));
         if (!strstr(sp_last_error(), "rounded to 512"))
-          fail_msg("limit %zu, request %zu: message \"%s\" does not name the rounding",
-                   limits[i], n, sp_last_error());
+          fail_msg("limit %zu, request %zu: message \"%s\" does not name the rounding", limits[i],
+                   n, sp_last_error());
         refused++;
       }
     }
@@ -90,9 +92,10 @@ static void test_random_pairs(void **state) {
     sp_status st = sp_alloc(dev, a, NULL, &pa);
     if (st == SP_OK) st = sp_alloc(dev, b, NULL, &pb);
     if (st != SP_OK)
-      fail_msg("trial %d: limit %zu, requests %zu then %zu (rounded %zu + %zu) fit but got %s: "
-               "%s", trial, limit, a, b, round512(a), round512(b), sp_status_str(st),
-               sp_last_error());
+      fail_msg(
+          "trial %d: limit %zu, requests %zu then %zu (rounded %zu + %zu) fit but got %s: "
+          "%s",
+          trial, limit, a, b, round512(a), round512(b), sp_status_str(st), sp_last_error());
     check_reserved(dev, limit, "after two fitting requests");
     /* One more 512-byte unit than is left must be refused, and the message must add up. */
     size_t left = limit - round512(a) - round512(b);
@@ -111,7 +114,8 @@ static void test_random_pairs(void **state) {
   }
 }
 
-/* The final message names the request, its rounding, what is allocated and reserved, and the room. */
+/* The final message names the request, its rounding, what is allocated and reserved, and the room.
+ */
 static void test_message_adds_up(void **state) {
   (void)state;
   sp_device *dev = open_limited(3 * MIB);
@@ -120,8 +124,8 @@ static void test_message_adds_up(void **state) {
   SP_CHECK_STATUS(sp_alloc(dev, MIB + 1, NULL, &q), SP_ERR_LIMIT);
   const char *msg = sp_last_error();
   static const char *const want[] = {"requested 1048577 bytes", "rounded to 512: 1049088",
-                                     "allocated 2097152", "reserved 2097152", "limit 3145728",
-                                     "1048576 left"};
+                                     "allocated 2097152",       "reserved 2097152",
+                                     "limit 3145728",           "1048576 left"};
   for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
     if (!strstr(msg, want[i])) fail_msg("message \"%s\" lacks \"%s\"", msg, want[i]);
   SP_CHECK_OK(sp_free(dev, p));

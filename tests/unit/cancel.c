@@ -95,25 +95,29 @@ static void check_path(path *p) {
   assert_int_equal(pthread_create(&tv, NULL, victim, &v), 0);
   while (!atomic_load(&v.entered)) sleep_ms(1);
   sleep_ms(50);
-  if (atomic_load(&v.done)) fail_msg("%s: the call did not block (returned %s)", p->name,
-                                     sp_status_str(v.st));
+  if (atomic_load(&v.done))
+    fail_msg("%s: the call did not block (returned %s)", p->name, sp_status_str(v.st));
   assert_int_equal(pthread_cancel(tv), 0);
   sleep_ms(20);
   assert_int_equal(pthread_create(&tl, NULL, let_go_thread, p), 0);
   void *ret = NULL;
-  if (!join_bounded(tv, &ret)) fail_msg("%s: the cancelled thread did not end within %d ms",
-                                        p->name, BOUND_MS);
+  if (!join_bounded(tv, &ret))
+    fail_msg("%s: the cancelled thread did not end within %d ms", p->name, BOUND_MS);
   if (!join_bounded(tl, NULL))
-    fail_msg("%s: letting the call go deadlocked after the cancel (a library lock was left held "
-             "by the cancelled thread)", p->name);
+    fail_msg(
+        "%s: letting the call go deadlocked after the cancel (a library lock was left held "
+        "by the cancelled thread)",
+        p->name);
   if (ret != PTHREAD_CANCELED) fail_msg("%s: the victim was not cancelled", p->name);
   run c = {.p = p};
   assert_int_equal(pthread_create(&tc, NULL, caller, &c), 0);
   if (!join_bounded(tc, NULL))
-    fail_msg("%s: the next caller is still blocked after %d ms (a library lock was left held by "
-             "the cancelled thread)", p->name, BOUND_MS);
-  if (c.st != SP_OK) fail_msg("%s: the next caller got %s: %s", p->name, sp_status_str(c.st),
-                              sp_last_error());
+    fail_msg(
+        "%s: the next caller is still blocked after %d ms (a library lock was left held by "
+        "the cancelled thread)",
+        p->name, BOUND_MS);
+  if (c.st != SP_OK)
+    fail_msg("%s: the next caller got %s: %s", p->name, sp_status_str(c.st), sp_last_error());
   printf("%s: cancelled while blocked; the next caller proceeded\n", p->name);
 }
 
@@ -189,13 +193,15 @@ static void give_slot_back(path *p) {
 
 static void slot_wait_path(void **state) {
   (void)state;
-  sp_device_config cfg = {.backend = "host", .streams = 2, .stream_mode = SP_STREAMS_EXCLUSIVE,
-                          .slot_wait_ms = 30000};
+  sp_device_config cfg = {
+      .backend = "host", .streams = 2, .stream_mode = SP_STREAMS_EXCLUSIVE, .slot_wait_ms = 30000};
   SP_CHECK_OK(sp_device_open(&cfg, &slot_dev));
   tu_failures_reset();
   assert_int_equal(pthread_create(&slot_owner_thread, NULL, slot_owner, NULL), 0);
   while (!atomic_load(&slot_taken)) sleep_ms(1);
-  path p = {.name = "exclusive-slot wait (sp_stream_current)", .dev = slot_dev, .call = call_slot,
+  path p = {.name = "exclusive-slot wait (sp_stream_current)",
+            .dev = slot_dev,
+            .call = call_slot,
             .let_go = give_slot_back};
   check_path(&p); /* the victim gets the slot, is cancelled, and its exit gives the slot back */
   assert_int_equal(tu_failures(), 0);

@@ -17,8 +17,8 @@ static void infer_once(sp_model *m, sp_batcher *b) {
   if (!b) return;
   SP_CHECK_OK(sp_batcher_infer(b, in, out_b));
   for (int i = 0; i < 3; i++)
-    if (out_m[i] != out_b[i]) fail_msg("out[%d]: model %g, batcher %g", i, (double)out_m[i],
-                                       (double)out_b[i]);
+    if (out_m[i] != out_b[i])
+      fail_msg("out[%d]: model %g, batcher %g", i, (double)out_m[i], (double)out_b[i]);
 }
 
 static void expect_busy(sp_device *dev, const char *counts) {

@@ -37,8 +37,11 @@ static void open_defaults(void **state) {
 
 static void open_config_kept(void **state) {
   (void)state;
-  sp_device_config cfg = {.backend = "host", .streams = 7, .stream_mode = SP_STREAMS_EXCLUSIVE,
-                          .slot_wait_ms = 25, .memory_limit = 1 << 20,
+  sp_device_config cfg = {.backend = "host",
+                          .streams = 7,
+                          .stream_mode = SP_STREAMS_EXCLUSIVE,
+                          .slot_wait_ms = 25,
+                          .memory_limit = 1 << 20,
                           .alloc_flags = SP_ALLOC_NO_INFLIGHT_REUSE};
   sp_device *dev = NULL;
   SP_CHECK_OK(sp_device_open(&cfg, &dev));
@@ -208,10 +211,10 @@ static void host_memory_faults(void **state) {
 int main(void) {
   tu_seed();
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(open_defaults),      cmocka_unit_test(open_config_kept),
-      cmocka_unit_test(open_bad_config),    cmocka_unit_test(null_device_everywhere),
-      cmocka_unit_test(registry_queries),   cmocka_unit_test(many_open_at_once),
-      cmocka_unit_test(recycled_address),   cmocka_unit_test(host_memory_faults),
+      cmocka_unit_test(open_defaults),    cmocka_unit_test(open_config_kept),
+      cmocka_unit_test(open_bad_config),  cmocka_unit_test(null_device_everywhere),
+      cmocka_unit_test(registry_queries), cmocka_unit_test(many_open_at_once),
+      cmocka_unit_test(recycled_address), cmocka_unit_test(host_memory_faults),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

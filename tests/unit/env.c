@@ -53,7 +53,18 @@ static void streams_var(void **state) {
   assert_int_equal(open_with_env("STREAMPOOL_STREAMS", "2").streams, 2);
   assert_int_equal(open_with_env("STREAMPOOL_STREAMS", "17").streams, 17);
   assert_int_equal(open_with_env("STREAMPOOL_STREAMS", "128").streams, 128);
-  const char *bad[] = {"", "abc", "8x", "-3", "+3", " 8", "8 ", "0", "1", "129", "4K", "0x10",
+  const char *bad[] = {"",
+                       "abc",
+                       "8x",
+                       "-3",
+                       "+3",
+                       " 8",
+                       "8 ",
+                       "0",
+                       "1",
+                       "129",
+                       "4K",
+                       "0x10",
                        "99999999999999999999999"};
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
     expect_rejected("STREAMPOOL_STREAMS", bad[i]);
@@ -91,8 +102,20 @@ static void memory_limit_var(void **state) {
   assert_int_equal(open_with_env("STREAMPOOL_MEMORY_LIMIT", "1KB").memory_limit, 1024);
   assert_int_equal(open_with_env("STREAMPOOL_MEMORY_LIMIT", "3T").memory_limit, 3ull << 40);
   assert_int_equal(open_with_env("STREAMPOOL_MEMORY_LIMIT", "512B").memory_limit, 512);
-  const char *bad[] = {"", "12Q", "1 K", "K", "-5M", "+5M", " 5M", "1.5G", "1Kb", "1KiBx", "1iB",
-                       "18446744073709551615K", "17179869184G", "99999999999999999999"};
+  const char *bad[] = {"",
+                       "12Q",
+                       "1 K",
+                       "K",
+                       "-5M",
+                       "+5M",
+                       " 5M",
+                       "1.5G",
+                       "1Kb",
+                       "1KiBx",
+                       "1iB",
+                       "18446744073709551615K",
+                       "17179869184G",
+                       "99999999999999999999"};
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
     expect_rejected("STREAMPOOL_MEMORY_LIMIT", bad[i]);
 }
@@ -144,8 +167,10 @@ static void expect_refused_at(const char *var, const char *value, reader at) {
   char want[256];
   snprintf(want, sizeof(want), "%s='%s'", var, value);
   if (st != SP_ERR_INVALID_ARGUMENT || !strstr(sp_last_error(), want))
-    fail_msg("%s='%s': got %s, message '%s'; expected SP_ERR_INVALID_ARGUMENT and a message "
-             "containing %s", var, value, sp_status_str(st), sp_last_error(), want);
+    fail_msg(
+        "%s='%s': got %s, message '%s'; expected SP_ERR_INVALID_ARGUMENT and a message "
+        "containing %s",
+        var, value, sp_status_str(st), sp_last_error(), want);
 }
 
 static size_t host_memory_with_env(const char *value) {
@@ -208,11 +233,10 @@ static void graphs_var(void **state) {
 /* One rule for an empty value: an error, for every variable, in the one message format. */
 static void empty_is_an_error(void **state) {
   (void)state;
-  const char *at_open[] = {"STREAMPOOL_BACKEND",        "STREAMPOOL_STREAMS",
-                           "STREAMPOOL_STREAM_MODE",    "STREAMPOOL_SLOT_WAIT_MS",
-                           "STREAMPOOL_MEMORY_LIMIT",   "STREAMPOOL_HOST_DEVICES",
-                           "STREAMPOOL_HOST_JITTER_US", "STREAMPOOL_HOST_JITTER_SEED",
-                           "STREAMPOOL_HOST_MEMORY"};
+  const char *at_open[] = {
+      "STREAMPOOL_BACKEND",        "STREAMPOOL_STREAMS",          "STREAMPOOL_STREAM_MODE",
+      "STREAMPOOL_SLOT_WAIT_MS",   "STREAMPOOL_MEMORY_LIMIT",     "STREAMPOOL_HOST_DEVICES",
+      "STREAMPOOL_HOST_JITTER_US", "STREAMPOOL_HOST_JITTER_SEED", "STREAMPOOL_HOST_MEMORY"};
   for (size_t i = 0; i < sizeof(at_open) / sizeof(at_open[0]); i++)
     expect_refused_at(at_open[i], "", AT_OPEN);
   expect_refused_at("STREAMPOOL_GRAPHS", "", AT_MODEL);
@@ -239,19 +263,18 @@ static void env_overrides_config(void **state) {
 
 int main(void) {
   tu_seed();
-  const char *vars[] = {"STREAMPOOL_BACKEND",        "STREAMPOOL_STREAMS",
-                        "STREAMPOOL_STREAM_MODE",    "STREAMPOOL_SLOT_WAIT_MS",
-                        "STREAMPOOL_MEMORY_LIMIT",   "STREAMPOOL_HOST_DEVICES",
-                        "STREAMPOOL_HOST_JITTER_US", "STREAMPOOL_HOST_JITTER_SEED",
-                        "STREAMPOOL_HOST_MEMORY",    "STREAMPOOL_GRAPHS",
-                        "STREAMPOOL_BATCHER_SPIN_US"};
+  const char *vars[] = {
+      "STREAMPOOL_BACKEND",        "STREAMPOOL_STREAMS",          "STREAMPOOL_STREAM_MODE",
+      "STREAMPOOL_SLOT_WAIT_MS",   "STREAMPOOL_MEMORY_LIMIT",     "STREAMPOOL_HOST_DEVICES",
+      "STREAMPOOL_HOST_JITTER_US", "STREAMPOOL_HOST_JITTER_SEED", "STREAMPOOL_HOST_MEMORY",
+      "STREAMPOOL_GRAPHS",         "STREAMPOOL_BATCHER_SPIN_US"};
   for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++) unsetenv(vars[i]);
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(streams_var),      cmocka_unit_test(mode_var),
-      cmocka_unit_test(slot_wait_var),    cmocka_unit_test(memory_limit_var),
-      cmocka_unit_test(backend_var),      cmocka_unit_test(env_overrides_config),
-      cmocka_unit_test(host_vars),        cmocka_unit_test(batcher_spin_var),
-      cmocka_unit_test(graphs_var),       cmocka_unit_test(empty_is_an_error),
+      cmocka_unit_test(streams_var),   cmocka_unit_test(mode_var),
+      cmocka_unit_test(slot_wait_var), cmocka_unit_test(memory_limit_var),
+      cmocka_unit_test(backend_var),   cmocka_unit_test(env_overrides_config),
+      cmocka_unit_test(host_vars),     cmocka_unit_test(batcher_spin_var),
+      cmocka_unit_test(graphs_var),    cmocka_unit_test(empty_is_an_error),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -334,8 +334,8 @@ static size_t fill_pool(sp_device *dev, sp_event **evs, size_t *cap) {
     sp_status st = sp_event_acquire(dev, 0, &(*evs)[n]);
     if (st != SP_OK) {
       if (st != SP_ERR_POOL_EXHAUSTED)
-        fail_msg("filling the pool: acquire %zu returned %s, expected SP_ERR_POOL_EXHAUSTED: %s",
-                 n, sp_status_str(st), sp_last_error());
+        fail_msg("filling the pool: acquire %zu returned %s, expected SP_ERR_POOL_EXHAUSTED: %s", n,
+                 sp_status_str(st), sp_last_error());
       char want[64];
       snprintf(want, sizeof(want), "all %zu events", n);
       if (!strstr(sp_last_error(), want))
@@ -382,9 +382,10 @@ static void thread_exit_returns_cached(void **state) {
   printf("pool capacity %zu events before %d exited threads' churn, %zu after\n", before,
          3 * EXIT_THREADS, after);
   if (after != before)
-    fail_msg("after threads cached events and exited the pool hands out %zu events, %zu before "
-             "(%lld lost in dead threads' caches)",
-             after, before, (long long)before - (long long)after);
+    fail_msg(
+        "after threads cached events and exited the pool hands out %zu events, %zu before "
+        "(%lld lost in dead threads' caches)",
+        after, before, (long long)before - (long long)after);
   for (size_t i = 0; i < after; i++) SP_CHECK_OK(sp_event_release(dev, evs[i]));
   free(evs);
   sp_device_close(dev);
@@ -437,9 +438,10 @@ static void live_threads_caches_reachable(void **state) {
   printf("capacity %zu events; with %d live threads holding cached free events: %zu\n", capacity,
          LIVE_THREADS, got);
   if (got != capacity)
-    fail_msg("with %d live threads the pool handed out %zu events, its capacity is %zu (%lld "
-             "stranded in their caches)",
-             LIVE_THREADS, got, capacity, (long long)capacity - (long long)got);
+    fail_msg(
+        "with %d live threads the pool handed out %zu events, its capacity is %zu (%lld "
+        "stranded in their caches)",
+        LIVE_THREADS, got, capacity, (long long)capacity - (long long)got);
   for (size_t i = 0; i < got; i++) SP_CHECK_OK(sp_event_release(dev, evs[i]));
   free(evs);
   sp_device_close(dev);
@@ -501,10 +503,14 @@ static void many_devices_one_thread(void **state) {
 int main(void) {
   tu_seed();
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(basic_lifecycle), cmocka_unit_test(bad_arguments),
-      cmocka_unit_test(stale_handles),   cmocka_unit_test(foreign_handles),
-      cmocka_unit_test(not_ready_then_done), cmocka_unit_test(timing),
-      cmocka_unit_test(pool_grows),      cmocka_unit_test(churn_across_threads),
+      cmocka_unit_test(basic_lifecycle),
+      cmocka_unit_test(bad_arguments),
+      cmocka_unit_test(stale_handles),
+      cmocka_unit_test(foreign_handles),
+      cmocka_unit_test(not_ready_then_done),
+      cmocka_unit_test(timing),
+      cmocka_unit_test(pool_grows),
+      cmocka_unit_test(churn_across_threads),
       cmocka_unit_test(thread_exit_returns_cached),
       cmocka_unit_test(live_threads_caches_reachable),
       cmocka_unit_test(many_devices_one_thread),

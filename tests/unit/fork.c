@@ -35,7 +35,7 @@ static int child_checks(sp_device *parent, sp_stream *ps, sp_event pev, void *pb
   if (sp_event_record(pev, ps) != SP_ERR_FORKED) return 10;
   if (sp_stream_set_current(parent, ps) != SP_ERR_FORKED) return 11;
   if (!strstr(sp_last_error(), "fork")) return 12;
-  sp_device_close(parent); /* forgets only */
+  sp_device_close(parent);       /* forgets only */
   if (tu_under_tsan()) return 0; /* TSan cannot start threads in a child of a threaded parent */
 
   sp_device_config cfg = {.backend = "host", .streams = 4};

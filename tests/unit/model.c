@@ -1,11 +1,11 @@
 /* Goal: the MLP computes what its weights say, on any stream, at any batch size, in f32 and bf16;
  * sp_model_forward leaves no allocator block behind beyond the workspace a captured forward graph
- * keeps for its buffers (taken by the first call, counted in sp_memory_stats); seeded models are reproducible; bad
- * arguments are refused without side effects.
- * Method: a model with known weights is written to a safetensors file and loaded; outputs of
- * sp_model_infer and sp_model_forward (device buffers from sp_alloc) are compared with a
- * double-precision forward on the host: relative error (max |y - ref| / max |ref| per row) <= 1e-5
- * for f32 and <= 2e-2 for bf16. Batches of 1, 3 and 37 rows, 4 threads at once.
+ * keeps for its buffers (taken by the first call, counted in sp_memory_stats); seeded models are
+ * reproducible; bad arguments are refused without side effects. Method: a model with known weights
+ * is written to a safetensors file and loaded; outputs of sp_model_infer and sp_model_forward
+ * (device buffers from sp_alloc) are compared with a double-precision forward on the host: relative
+ * error (max |y - ref| / max |ref| per row) <= 1e-5 for f32 and <= 2e-2 for bf16. Batches of 1, 3
+ * and 37 rows, 4 threads at once.
  */
 #include <math.h>
 #include <pthread.h>
@@ -64,8 +64,8 @@ static void check_rows(const char *what, const float *x, const float *y, unsigne
     tu_mlp_reference(&mlp, x + r * IN, want);
     double e = row_err(y + r * OUT, want);
     if (!(e <= tol))
-      fail_msg("%s row %u/%u: relative error %.3g > %.1g (out[0] got %.8g, reference %.8g)",
-               what, r, rows, e, tol, (double)y[r * OUT], want[0]);
+      fail_msg("%s row %u/%u: relative error %.3g > %.1g (out[0] got %.8g, reference %.8g)", what,
+               r, rows, e, tol, (double)y[r * OUT], want[0]);
   }
 }
 
@@ -169,11 +169,13 @@ static void test_random_model_seeded(void **state) {
   SP_CHECK_OK(sp_model_infer(a, x, ya, 1));
   SP_CHECK_OK(sp_model_infer(b2, x, yb, 1));
   SP_CHECK_OK(sp_model_infer(c, x, yc, 1));
-  if (memcmp(ya, yb, sizeof(ya))) fail_msg("same seed, different outputs: %g vs %g", (double)ya[0], (double)yb[0]);
+  if (memcmp(ya, yb, sizeof(ya)))
+    fail_msg("same seed, different outputs: %g vs %g", (double)ya[0], (double)yb[0]);
   if (!memcmp(ya, yc, sizeof(ya))) fail_msg("seeds 7 and 8 gave identical outputs");
   /* Outputs bounded as PyTorch's init implies: |y| <= sum of |w||h| + |b| stays small. */
   for (int i = 0; i < 8; i++)
-    if (!(fabsf(ya[i]) < 4.0f)) fail_msg("out[%d] = %g: weights not in +-1/sqrt(in)?", i, (double)ya[i]);
+    if (!(fabsf(ya[i]) < 4.0f))
+      fail_msg("out[%d] = %g: weights not in +-1/sqrt(in)?", i, (double)ya[i]);
   sp_model_free(a);
   sp_model_free(b2);
   sp_model_free(c);

@@ -19,7 +19,6 @@
 
 enum { NDEV = 3, THREADS = 6, BYTES = 64 << 10 };
 
-
 /* ---- several devices at once ---------------------------------------------------------------- */
 
 typedef struct dev_arg {
@@ -91,11 +90,11 @@ static void three_devices_threads(void **state) {
   for (int d = 0; d < NDEV; d++) { /* each allocator saw only its own device's traffic */
     sp_memory_stats ms;
     SP_CHECK_OK(sp_memory_stats_get(devs[d], &ms));
-    if (ms.allocated_bytes != 0) fail_msg("device %d: %zu bytes still allocated", d,
-                                          ms.allocated_bytes);
-    if (ms.allocs != ms.frees) fail_msg("device %d: %llu allocs, %llu frees", d,
-                                        (unsigned long long)ms.allocs,
-                                        (unsigned long long)ms.frees);
+    if (ms.allocated_bytes != 0)
+      fail_msg("device %d: %zu bytes still allocated", d, ms.allocated_bytes);
+    if (ms.allocs != ms.frees)
+      fail_msg("device %d: %llu allocs, %llu frees", d, (unsigned long long)ms.allocs,
+               (unsigned long long)ms.frees);
   }
   for (int d = 0; d < NDEV; d++) sp_device_close(devs[d]);
 }
@@ -230,8 +229,8 @@ static void peer_wait_is_device_side(void **state) {
   SP_CHECK_OK(sp_memcpy_async(sb, out, dst, BYTES));
   SP_CHECK_OK(sp_stream_sync(sb));
   size_t bad = tu_first_bad(out, BYTES, seed);
-  if (bad != BYTES) fail_msg("peer copy byte %zu: got 0x%02x, want 0x%02x", bad, out[bad],
-                             tu_pattern(seed, bad));
+  if (bad != BYTES)
+    fail_msg("peer copy byte %zu: got 0x%02x, want 0x%02x", bad, out[bad], tu_pattern(seed, bad));
   SP_CHECK_OK(sp_event_query(a, made));
   SP_CHECK_OK(sp_event_release(a, made));
   SP_CHECK_OK(sp_free(a, src));
@@ -326,12 +325,9 @@ int main(void) {
   setenv("STREAMPOOL_HOST_DEVICES", "4", 1);
   (void)tu_seed();
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(three_devices_threads),
-      cmocka_unit_test(current_stream_per_device),
-      cmocka_unit_test(close_one_leaves_others),
-      cmocka_unit_test(foreign_handles_rejected),
-      cmocka_unit_test(peer_wait_is_device_side),
-      cmocka_unit_test(peer_copy_shapes),
+      cmocka_unit_test(three_devices_threads),    cmocka_unit_test(current_stream_per_device),
+      cmocka_unit_test(close_one_leaves_others),  cmocka_unit_test(foreign_handles_rejected),
+      cmocka_unit_test(peer_wait_is_device_side), cmocka_unit_test(peer_copy_shapes),
       cmocka_unit_test(peer_bad_arguments),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -93,17 +93,25 @@ static void write_mlp(const char *path, const char *const *names, const unsigned
     snprintf(wn[k], sizeof(wn[k]), "%s.weight", names[k]);
     snprintf(bn[k], sizeof(bn[k]), "%s.bias", names[k]);
     size_t es = bf16 ? 2 : 4;
-    t[2 * k] = (tu_st_tensor){wn[k], bf16 ? "BF16" : "F32", 2, {dims[k + 1], dims[k]},
-                              bf16 ? (const void *)wh[k] : wf[k], es * dims[k] * dims[k + 1]};
-    t[2 * k + 1] = (tu_st_tensor){bn[k], bf16 ? "BF16" : "F32", 1, {dims[k + 1]},
-                                  bf16 ? (const void *)bh[k] : bf[k], es * dims[k + 1]};
+    t[2 * k] = (tu_st_tensor){wn[k],
+                              bf16 ? "BF16" : "F32",
+                              2,
+                              {dims[k + 1], dims[k]},
+                              bf16 ? (const void *)wh[k] : wf[k],
+                              es * dims[k] * dims[k + 1]};
+    t[2 * k + 1] = (tu_st_tensor){bn[k],
+                                  bf16 ? "BF16" : "F32",
+                                  1,
+                                  {dims[k + 1]},
+                                  bf16 ? (const void *)bh[k] : bf[k],
+                                  es * dims[k + 1]};
   }
   assert_int_equal(tu_st_write(path, t, 2 * n, bf16 ? NULL : "{\"format\":\"pt\"}"), 0);
 }
 
 /* Loads path as dt and checks 5 random inputs against ref within tol (relative to max |ref|). */
-static void check_model(const char *path, sp_dtype dt, const ref_layer *ref, unsigned n,
-                        double tol, tu_rng *rng) {
+static void check_model(const char *path, sp_dtype dt, const ref_layer *ref, unsigned n, double tol,
+                        tu_rng *rng) {
   sp_model *m = NULL;
   SP_CHECK_OK(sp_model_load(dev, path, dt, &m));
   assert_int_equal(sp_model_in_features(m), ref[0].in);
@@ -119,8 +127,8 @@ static void check_model(const char *path, sp_dtype dt, const ref_layer *ref, uns
     for (unsigned o = 0; o < ref[n - 1].out; o++) scale = fmax(scale, fabs(want[o]));
     for (unsigned o = 0; o < ref[n - 1].out; o++)
       if (fabs(y[o] - want[o]) / scale > tol)
-        fail_msg("%s out[%u]: got %.9g, reference %.9g (tol %g)", path, o, (double)y[o],
-                 want[o], tol);
+        fail_msg("%s out[%u]: got %.9g, reference %.9g (tol %g)", path, o, (double)y[o], want[o],
+                 tol);
   }
   sp_model_free(m);
 }
@@ -172,10 +180,12 @@ static void test_unaligned_data(void **state) {
   memcpy(data + 8, b, 4);
   char path[128];
   path_of(path, sizeof(path), "unaligned");
-  assert_int_equal(tu_st_write_raw(path, "{\"l.weight\":{\"dtype\":\"F32\",\"shape\":[1,2],"
+  assert_int_equal(tu_st_write_raw(path,
+                                   "{\"l.weight\":{\"dtype\":\"F32\",\"shape\":[1,2],"
                                    "\"data_offsets\":[0,8]},\"l.bias\":{\"dtype\":\"F32\","
                                    "\"shape\":[1],\"data_offsets\":[8,12]}}",
-                                   UINT64_MAX, data, sizeof(data)), 0);
+                                   UINT64_MAX, data, sizeof(data)),
+                   0);
   sp_model *m = NULL;
   SP_CHECK_OK(sp_model_load(dev, path, SP_F32, &m));
   float x[2] = {2.0f, 1.0f}, y[1];
@@ -188,10 +198,10 @@ static void test_unaligned_data(void **state) {
 
 typedef struct bad_case {
   const char *name;
-  const char *header;    /* with ' for " */
-  uint64_t header_len;   /* UINT64_MAX: the header's own length */
-  size_t data_len;       /* zero bytes after the header */
-  const char *expect;    /* substring of the message */
+  const char *header;  /* with ' for " */
+  uint64_t header_len; /* UINT64_MAX: the header's own length */
+  size_t data_len;     /* zero bytes after the header */
+  const char *expect;  /* substring of the message */
 } bad_case;
 
 #define L01 "'0.weight':{'dtype':'F32','shape':[3,4],'data_offsets':[0,48]}"
@@ -205,8 +215,8 @@ static const bad_case bad_cases[] = {
     {"entry_not_object", "{'0.weight':5}", UINT64_MAX, 0, "entry is not an object"},
     {"dtype_f16", "{'0.weight':{'dtype':'F16','shape':[3,4],'data_offsets':[0,24]}}", UINT64_MAX,
      24, "'0.weight': dtype F16 is not supported"},
-    {"dtype_i64", "{'0.weight':{'dtype':'I64','shape':[3],'data_offsets':[0,24]}}", UINT64_MAX,
-     24, "dtype I64"},
+    {"dtype_i64", "{'0.weight':{'dtype':'I64','shape':[3],'data_offsets':[0,24]}}", UINT64_MAX, 24,
+     "dtype I64"},
     {"dtype_missing", "{'0.weight':{'shape':[3,4],'data_offsets':[0,48]}}", UINT64_MAX, 48,
      "\"dtype\" missing"},
     {"shape_negative", "{'0.weight':{'dtype':'F32','shape':[-3,4],'data_offsets':[0,48]}}",
@@ -216,8 +226,10 @@ static const bad_case bad_cases[] = {
     {"shape_overflow",
      "{'0.weight':{'dtype':'F32','shape':[4294967296,4294967296],'data_offsets':[0,4]}}",
      UINT64_MAX, 4, "overflows"},
-    {"rank_too_big", "{'0.weight':{'dtype':'F32','shape':[1,1,1,1,1,1,1,1,1],'data_offsets':"
-     "[0,4]}}", UINT64_MAX, 4, "rank 9"},
+    {"rank_too_big",
+     "{'0.weight':{'dtype':'F32','shape':[1,1,1,1,1,1,1,1,1],'data_offsets':"
+     "[0,4]}}",
+     UINT64_MAX, 4, "rank 9"},
     {"offsets_not_pair", "{'0.weight':{'dtype':'F32','shape':[3,4],'data_offsets':[0]}}",
      UINT64_MAX, 48, "data_offsets"},
     {"offsets_past_end", "{" L01 "}", UINT64_MAX, 40, "past the data section"},
@@ -225,32 +237,40 @@ static const bad_case bad_cases[] = {
      UINT64_MAX, 8, "begin 8 > end 0"},
     {"size_mismatch", "{'0.weight':{'dtype':'F32','shape':[3,4],'data_offsets':[0,40]}}",
      UINT64_MAX, 48, "need 48"},
-    {"overlap", "{" L01 ",'0.bias':{'dtype':'F32','shape':[3],'data_offsets':[40,52]}}",
-     UINT64_MAX, 60, "overlap"},
+    {"overlap", "{" L01 ",'0.bias':{'dtype':'F32','shape':[3],'data_offsets':[40,52]}}", UINT64_MAX,
+     60, "overlap"},
     {"duplicate_name", "{" L01 "," L01 "}", UINT64_MAX, 48, "appears twice"},
     {"metadata_not_object", "{'__metadata__':'x'," L01 "}", UINT64_MAX, 48, "__metadata__"},
     {"no_tensors", "{'__metadata__':{}}", UINT64_MAX, 0, "no tensors"},
     {"missing_bias", "{" L01 "}", UINT64_MAX, 48, "missing '0.bias'"},
     {"missing_weight", "{" B01 "}", UINT64_MAX, 60, "missing '0.weight'"},
-    {"not_linear", "{" L01 "," B01 ",'0.running_mean':{'dtype':'F32','shape':[3],"
-     "'data_offsets':[60,72]}}", UINT64_MAX, 72, "'0.running_mean' is not a Linear"},
+    {"not_linear",
+     "{" L01 "," B01 ",'0.running_mean':{'dtype':'F32','shape':[3],"
+     "'data_offsets':[60,72]}}",
+     UINT64_MAX, 72, "'0.running_mean' is not a Linear"},
     {"weight_rank1", "{'0.weight':{'dtype':'F32','shape':[12],'data_offsets':[0,48]}," B01 "}",
      UINT64_MAX, 60, "rank 2"},
     {"bias_mismatch", "{" L01 ",'0.bias':{'dtype':'F32','shape':[2],'data_offsets':[48,56]}}",
      UINT64_MAX, 56, "bias has 2 elements"},
-    {"dims_not_chaining", "{" L01 "," B01 ",'2.weight':{'dtype':'F32','shape':[2,5],"
+    {"dims_not_chaining",
+     "{" L01 "," B01 ",'2.weight':{'dtype':'F32','shape':[2,5],"
      "'data_offsets':[60,100]},'2.bias':{'dtype':'F32','shape':[2],'data_offsets':[100,108]}}",
      UINT64_MAX, 108, "do not chain"},
-    {"same_layer_number", "{'a.1.weight':{'dtype':'F32','shape':[3,4],'data_offsets':[0,48]},"
+    {"same_layer_number",
+     "{'a.1.weight':{'dtype':'F32','shape':[3,4],'data_offsets':[0,48]},"
      "'a.1.bias':{'dtype':'F32','shape':[3],'data_offsets':[48,60]},'b.1.weight':{'dtype':'F32',"
      "'shape':[3,3],'data_offsets':[60,96]},'b.1.bias':{'dtype':'F32','shape':[3],"
-     "'data_offsets':[96,108]}}", UINT64_MAX, 108, "ambiguous"},
-    {"no_number", "{'first.weight':{'dtype':'F32','shape':[3,4],'data_offsets':[0,48]},"
+     "'data_offsets':[96,108]}}",
+     UINT64_MAX, 108, "ambiguous"},
+    {"no_number",
+     "{'first.weight':{'dtype':'F32','shape':[3,4],'data_offsets':[0,48]},"
      "'first.bias':{'dtype':'F32','shape':[3],'data_offsets':[48,60]},'last.weight':{'dtype':"
      "'F32','shape':[3,3],'data_offsets':[60,96]},'last.bias':{'dtype':'F32','shape':[3],"
-     "'data_offsets':[96,108]}}", UINT64_MAX, 108, "no number"},
+     "'data_offsets':[96,108]}}",
+     UINT64_MAX, 108, "no number"},
     /* issue 14 W2: "-1" must not sort as 1 (it would run before "0" here only by chance). */
-    {"signed_layer_number", "{" L01 "," B01 ",'-1.weight':{'dtype':'F32','shape':[3,3],"
+    {"signed_layer_number",
+     "{" L01 "," B01 ",'-1.weight':{'dtype':'F32','shape':[3,3],"
      "'data_offsets':[60,96]},'-1.bias':{'dtype':'F32','shape':[3],'data_offsets':[96,108]}}",
      UINT64_MAX, 108, "'-1': its number is signed"},
     /* issue 14 W3: nothing but padding after the header object; integers written as integers. */
@@ -258,8 +278,8 @@ static const bad_case bad_cases[] = {
     {"trailing_object", "{" L01 "," B01 "} {}", UINT64_MAX, 60, "after the JSON object"},
     {"shape_float", "{'0.weight':{'dtype':'F32','shape':[3.0,4],'data_offsets':[0,48]}," B01 "}",
      UINT64_MAX, 60, "'3.0'"},
-    {"shape_exponent", "{'0.weight':{'dtype':'F32','shape':[3,4e0],'data_offsets':[0,48]}," B01
-     "}", UINT64_MAX, 60, "'4e0' (at byte"},
+    {"shape_exponent", "{'0.weight':{'dtype':'F32','shape':[3,4e0],'data_offsets':[0,48]}," B01 "}",
+     UINT64_MAX, 60, "'4e0' (at byte"},
     {"offsets_float", "{" L01 ",'0.bias':{'dtype':'F32','shape':[3],'data_offsets':[48,6.0E1]}}",
      UINT64_MAX, 60, "'6.0E1'"},
 };
@@ -325,9 +345,12 @@ static void test_bad_arguments(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_sequential_f32),   cmocka_unit_test(test_bf16_numeric_order),
-      cmocka_unit_test(test_single_unnumbered_layer), cmocka_unit_test(test_unaligned_data),
-      cmocka_unit_test(test_malformed),        cmocka_unit_test(test_bad_arguments),
+      cmocka_unit_test(test_sequential_f32),
+      cmocka_unit_test(test_bf16_numeric_order),
+      cmocka_unit_test(test_single_unnumbered_layer),
+      cmocka_unit_test(test_unaligned_data),
+      cmocka_unit_test(test_malformed),
+      cmocka_unit_test(test_bad_arguments),
       cmocka_unit_test(test_not_regular_file),
   };
   return cmocka_run_group_tests(tests, setup, teardown);

@@ -147,8 +147,8 @@ static void exclusive_set_current(void **state) {
   if (!strstr(sp_last_error(), "exclusive"))
     fail_msg("refusal message \"%s\" does not say why", sp_last_error());
   SP_CHECK_OK(sp_stream_current(dev, &mine)); /* the other slot, not theirs */
-  if (mine == theirs) fail_msg("main thread bound slot %u, which the holder owns",
-                               sp_stream_index(mine));
+  if (mine == theirs)
+    fail_msg("main thread bound slot %u, which the holder owns", sp_stream_index(mine));
   SP_CHECK_OK(sp_stream_set_current(dev, mine)); /* its own slot: no-op */
   SP_CHECK_OK(sp_stream_current(dev, &cur));
   assert_ptr_equal(cur, mine);
@@ -290,11 +290,11 @@ static void many_devices_one_thread(void **state) {
 int main(void) {
   tu_seed();
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(round_robin_assignment), cmocka_unit_test(current_is_stable),
-      cmocka_unit_test(set_current_bad),        cmocka_unit_test(exclusive_slots),
-      cmocka_unit_test(exclusive_set_current),
-      cmocka_unit_test(exclusive_exhausted),    cmocka_unit_test(copies_and_fills),
-      cmocka_unit_test(host_funcs_in_order),    cmocka_unit_test(many_devices_one_thread),
+      cmocka_unit_test(round_robin_assignment),  cmocka_unit_test(current_is_stable),
+      cmocka_unit_test(set_current_bad),         cmocka_unit_test(exclusive_slots),
+      cmocka_unit_test(exclusive_set_current),   cmocka_unit_test(exclusive_exhausted),
+      cmocka_unit_test(copies_and_fills),        cmocka_unit_test(host_funcs_in_order),
+      cmocka_unit_test(many_devices_one_thread),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -18,9 +18,9 @@
 #include "testutil.h"
 
 static const char *const VOCAB[] = {
-    "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello", "world", ",", "!", "un", "##aff",
-    "##able", "cafe", "\xe6\x97\xa5", "\xe6\x9c\xac", "a", "##b", "b", "i", "##a", "[", "]", "sep",
-    "\xe1\x9c\x95", "x\xe1\x9c\x95"};
+    "[PAD]", "[UNK]",  "[CLS]", "[SEP]",        "[MASK]",       "hello", "world", ",", "!", "un",
+    "##aff", "##able", "cafe",  "\xe6\x97\xa5", "\xe6\x9c\xac", "a",     "##b",   "b", "i", "##a",
+    "[",     "]",      "sep",   "\xe1\x9c\x95", "x\xe1\x9c\x95"};
 #define N_VOCAB (sizeof(VOCAB) / sizeof(VOCAB[0]))
 
 /* Writes a tokenizer.json with VOCAB, normalizer `norm` and added tokens `added`; returns path. */
@@ -29,14 +29,15 @@ static char *write_json(const char *norm, const char *added, const char *model_t
   snprintf(path, sizeof(path), "/tmp/sp_tok_unit_%d.json", (int)getpid());
   FILE *f = fopen(path, "w");
   assert_non_null(f);
-  fprintf(f, "{\"version\":\"1.0\",\"added_tokens\":%s,\"normalizer\":%s,"
-             "\"pre_tokenizer\":{\"type\":\"BertPreTokenizer\"},\"post_processor\":"
-             "{\"type\":\"TemplateProcessing\",\"single\":[{\"SpecialToken\":{\"id\":\"[CLS]\","
-             "\"type_id\":0}},{\"Sequence\":{\"id\":\"A\",\"type_id\":0}},{\"SpecialToken\":"
-             "{\"id\":\"[SEP]\",\"type_id\":0}}],\"special_tokens\":{\"[CLS]\":{\"id\":\"[CLS]\","
-             "\"ids\":[2],\"tokens\":[\"[CLS]\"]},\"[SEP]\":{\"id\":\"[SEP]\",\"ids\":[3],"
-             "\"tokens\":[\"[SEP]\"]}}},\"model\":{\"type\":\"%s\",\"unk_token\":\"[UNK]\","
-             "\"continuing_subword_prefix\":\"##\",\"max_input_chars_per_word\":100,\"vocab\":{",
+  fprintf(f,
+          "{\"version\":\"1.0\",\"added_tokens\":%s,\"normalizer\":%s,"
+          "\"pre_tokenizer\":{\"type\":\"BertPreTokenizer\"},\"post_processor\":"
+          "{\"type\":\"TemplateProcessing\",\"single\":[{\"SpecialToken\":{\"id\":\"[CLS]\","
+          "\"type_id\":0}},{\"Sequence\":{\"id\":\"A\",\"type_id\":0}},{\"SpecialToken\":"
+          "{\"id\":\"[SEP]\",\"type_id\":0}}],\"special_tokens\":{\"[CLS]\":{\"id\":\"[CLS]\","
+          "\"ids\":[2],\"tokens\":[\"[CLS]\"]},\"[SEP]\":{\"id\":\"[SEP]\",\"ids\":[3],"
+          "\"tokens\":[\"[SEP]\"]}}},\"model\":{\"type\":\"%s\",\"unk_token\":\"[UNK]\","
+          "\"continuing_subword_prefix\":\"##\",\"max_input_chars_per_word\":100,\"vocab\":{",
           added, norm, model_type);
   for (size_t i = 0; i < N_VOCAB; i++) fprintf(f, "%s\"%s\":%zu", i ? "," : "", VOCAB[i], i);
   fprintf(f, "}}}");
@@ -44,8 +45,13 @@ static char *write_json(const char *norm, const char *added, const char *model_t
   return path;
 }
 
-#define BERT_NORM "{\"type\":\"BertNormalizer\",\"clean_text\":true,\"handle_chinese_chars\":true,\"strip_accents\":null,\"lowercase\":true}"
-#define SPECIALS "[{\"id\":1,\"content\":\"[UNK]\",\"special\":true,\"normalized\":false,\"lstrip\":false,\"rstrip\":false,\"single_word\":false},{\"id\":3,\"content\":\"[SEP]\",\"special\":true,\"normalized\":false,\"lstrip\":false,\"rstrip\":false,\"single_word\":false}]"
+#define BERT_NORM                                                                           \
+  "{\"type\":\"BertNormalizer\",\"clean_text\":true,\"handle_chinese_chars\":true,\"strip_" \
+  "accents\":null,\"lowercase\":true}"
+#define SPECIALS                                                                              \
+  "[{\"id\":1,\"content\":\"[UNK]\",\"special\":true,\"normalized\":false,\"lstrip\":false,"  \
+  "\"rstrip\":false,\"single_word\":false},{\"id\":3,\"content\":\"[SEP]\",\"special\":true," \
+  "\"normalized\":false,\"lstrip\":false,\"rstrip\":false,\"single_word\":false}]"
 
 static sp_tokenizer *load(const char *norm) {
   sp_tokenizer *t = NULL;
@@ -69,10 +75,10 @@ static void expect_ids(const sp_tokenizer *t, const char *text, size_t len, size
     fail_msg("encode '%s' max_len %zu: got [%s ] want [%s ]", text, max_len, a, b);
   }
 }
-#define EXPECT(t, text, max_len, ...)                                                              \
-  do {                                                                                             \
-    const int32_t w_[] = {__VA_ARGS__};                                                            \
-    expect_ids(t, text, sizeof(text) - 1, max_len, w_, sizeof(w_) / sizeof(w_[0]));                \
+#define EXPECT(t, text, max_len, ...)                                               \
+  do {                                                                              \
+    const int32_t w_[] = {__VA_ARGS__};                                             \
+    expect_ids(t, text, sizeof(text) - 1, max_len, w_, sizeof(w_) / sizeof(w_[0])); \
   } while (0)
 
 static void steps(void **state) {
@@ -114,12 +120,12 @@ static void word_limit_and_truncation(void **state) {
   want[1] = 15;
   for (int i = 2; i <= 100; i++) want[i] = 19;
   want[101] = 3;
-  expect_ids(t, w, 100, 0, want, 102);           /* 100 characters: pieces */
+  expect_ids(t, w, 100, 0, want, 102);               /* 100 characters: pieces */
   expect_ids(t, w, 101, 0, (int32_t[]){2, 1, 3}, 3); /* 101: [UNK] */
   EXPECT(t, "hello world hello world", 4, 2, 5, 6, 3);
   EXPECT(t, "hello world", 2, 2, 3);
-  EXPECT(t, "unaffable", 4, 2, 9, 10, 3);      /* a word cut by truncation keeps its first pieces */
-  EXPECT(t, "unaffablez", 3, 2, 1, 3);         /* but a bad word is [UNK] whole */
+  EXPECT(t, "unaffable", 4, 2, 9, 10, 3); /* a word cut by truncation keeps its first pieces */
+  EXPECT(t, "unaffablez", 3, 2, 1, 3);    /* but a bad word is [UNK] whole */
   EXPECT(t, "hello world", 100, 2, 5, 6, 3);
   /* special tokens as written, counted in the truncation; other spellings are text */
   EXPECT(t, "hello[SEP]world", 0, 2, 5, 3, 6, 3);
@@ -130,28 +136,38 @@ static void word_limit_and_truncation(void **state) {
 
 static void flags(void **state) {
   (void)state;
-  sp_tokenizer *t = load("{\"type\":\"BertNormalizer\",\"clean_text\":false,\"handle_chinese_chars\":false,\"strip_accents\":false,\"lowercase\":false}");
-  EXPECT(t, "HELLO hello", 0, 2, 1, 5, 3);                     /* no lowercasing */
-  EXPECT(t, "cafe\xcc\x81", 0, 2, 1, 3);                      /* accents kept */
-  EXPECT(t, "\xe6\x97\xa5\xe6\x9c\xac", 0, 2, 1, 3);          /* CJK not split */
-  EXPECT(t, "hel\x01lo", 0, 2, 1, 3);                          /* controls kept */
+  sp_tokenizer *t = load(
+      "{\"type\":\"BertNormalizer\",\"clean_text\":false,\"handle_chinese_chars\":false,\"strip_"
+      "accents\":false,\"lowercase\":false}");
+  EXPECT(t, "HELLO hello", 0, 2, 1, 5, 3);           /* no lowercasing */
+  EXPECT(t, "cafe\xcc\x81", 0, 2, 1, 3);             /* accents kept */
+  EXPECT(t, "\xe6\x97\xa5\xe6\x9c\xac", 0, 2, 1, 3); /* CJK not split */
+  EXPECT(t, "hel\x01lo", 0, 2, 1, 3);                /* controls kept */
   sp_tokenizer_free(t);
-  t = load("{\"type\":\"BertNormalizer\",\"clean_text\":true,\"handle_chinese_chars\":true,\"strip_accents\":false,\"lowercase\":true}");
-  EXPECT(t, "CAF\xc3\x89 CAFE", 0, 2, 1, 12, 3);              /* lowercase without stripping */
-  EXPECT(t, "\xc4\xb0 I", 0, 2, 1, 18, 3);                    /* dotted I -> i + U+0307 kept */
+  t = load(
+      "{\"type\":\"BertNormalizer\",\"clean_text\":true,\"handle_chinese_chars\":true,\"strip_"
+      "accents\":false,\"lowercase\":true}");
+  EXPECT(t, "CAF\xc3\x89 CAFE", 0, 2, 1, 12, 3); /* lowercase without stripping */
+  EXPECT(t, "\xc4\xb0 I", 0, 2, 1, 18, 3);       /* dotted I -> i + U+0307 kept */
   sp_tokenizer_free(t);
 }
 
 static void refusals(void **state) {
   (void)state;
   sp_tokenizer *t = NULL;
-  assert_int_equal(sp_tokenizer_load(write_json("{\"type\":\"Sequence\",\"normalizers\":[]}", "[]", "WordPiece"), &t),
-                   SP_ERR_UNSUPPORTED);
+  assert_int_equal(
+      sp_tokenizer_load(write_json("{\"type\":\"Sequence\",\"normalizers\":[]}", "[]", "WordPiece"),
+                        &t),
+      SP_ERR_UNSUPPORTED);
   assert_non_null(strstr(sp_last_error(), "Sequence"));
   assert_int_equal(sp_tokenizer_load(write_json(BERT_NORM, "[]", "BPE"), &t), SP_ERR_UNSUPPORTED);
   assert_non_null(strstr(sp_last_error(), "BPE"));
-  assert_int_equal(sp_tokenizer_load(write_json(BERT_NORM, "[{\"id\":5,\"content\":\"hello\",\"normalized\":true}]",
-                                                "WordPiece"), &t), SP_ERR_UNSUPPORTED);
+  assert_int_equal(
+      sp_tokenizer_load(
+          write_json(BERT_NORM, "[{\"id\":5,\"content\":\"hello\",\"normalized\":true}]",
+                     "WordPiece"),
+          &t),
+      SP_ERR_UNSUPPORTED);
   assert_non_null(strstr(sp_last_error(), "normalized"));
   assert_int_equal(sp_tokenizer_load("/nonexistent/tokenizer.json", &t), SP_ERR_INVALID_ARGUMENT);
   assert_int_equal(sp_tokenizer_load(NULL, &t), SP_ERR_INVALID_ARGUMENT);
@@ -176,18 +192,22 @@ static void refusals(void **state) {
 static void bad_input(void **state) {
   (void)state;
   sp_tokenizer *t = load(BERT_NORM);
-  static const char *const bad[] = {"\xff", "ab\xc0\x80", "\xed\xa0\x80", "\xf4\x90\x80\x80",
-                                    "\xe6\x97", "x\x80", "\xf8\x88\x80\x80\x80", "\xe0\x9f\xbf"};
+  static const char *const bad[] = {
+      "\xff",     "ab\xc0\x80", "\xed\xa0\x80",         "\xf4\x90\x80\x80",
+      "\xe6\x97", "x\x80",      "\xf8\x88\x80\x80\x80", "\xe0\x9f\xbf"};
   static const size_t at[] = {0, 2, 0, 0, 0, 1, 0, 0};
   int32_t ids[8] = {-7, -7, -7, -7, -7, -7, -7, -7};
   size_t n = 12345;
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-    assert_int_equal(sp_tokenizer_encode(t, bad[i], strlen(bad[i]), 0, ids, 8, &n), SP_ERR_INVALID_ARGUMENT);
+    assert_int_equal(sp_tokenizer_encode(t, bad[i], strlen(bad[i]), 0, ids, 8, &n),
+                     SP_ERR_INVALID_ARGUMENT);
     char want[64];
     snprintf(want, sizeof(want), "UTF-8 at byte %zu", at[i]);
-    if (!strstr(sp_last_error(), want)) fail_msg("case %zu: '%s' lacks '%s'", i, sp_last_error(), want);
+    if (!strstr(sp_last_error(), want))
+      fail_msg("case %zu: '%s' lacks '%s'", i, sp_last_error(), want);
   }
-  assert_int_equal(sp_tokenizer_encode(t, "hello world", 11, 0, ids, 3, &n), SP_ERR_INVALID_ARGUMENT);
+  assert_int_equal(sp_tokenizer_encode(t, "hello world", 11, 0, ids, 3, &n),
+                   SP_ERR_INVALID_ARGUMENT);
   assert_non_null(strstr(sp_last_error(), "4 ids"));
   assert_int_equal(sp_tokenizer_encode(t, "hello", 5, 1, ids, 8, &n), SP_ERR_INVALID_ARGUMENT);
   assert_int_equal(sp_tokenizer_encode(NULL, "hello", 5, 0, ids, 8, &n), SP_ERR_INVALID_ARGUMENT);
@@ -220,7 +240,7 @@ typedef struct job {
   const sp_tokenizer *t;
   char **lines;
   size_t *lens, n;
-  int32_t *want;  /* n x 256 */
+  int32_t *want; /* n x 256 */
   size_t *n_want;
   int bad;
 } job;
@@ -257,7 +277,9 @@ static void threads(void **state) {
   j.want = malloc(j.n * 256 * sizeof(*j.want));
   j.n_want = malloc(j.n * sizeof(*j.n_want));
   for (size_t i = 0; i < j.n; i++)
-    assert_int_equal(sp_tokenizer_encode(t, j.lines[i], j.lens[i], 256, j.want + i * 256, 256, &j.n_want[i]), SP_OK);
+    assert_int_equal(
+        sp_tokenizer_encode(t, j.lines[i], j.lens[i], 256, j.want + i * 256, 256, &j.n_want[i]),
+        SP_OK);
   job js[4];
   pthread_t th[4];
   for (int k = 0; k < 4; k++) {
@@ -266,18 +288,22 @@ static void threads(void **state) {
   }
   for (int k = 0; k < 4; k++) {
     pthread_join(th[k], NULL);
-    if (js[k].bad) fail_msg("thread %d: %d of %zu lines differ from one thread's ids", k, js[k].bad, j.n);
+    if (js[k].bad)
+      fail_msg("thread %d: %d of %zu lines differ from one thread's ids", k, js[k].bad, j.n);
   }
   for (size_t i = 0; i < 1000; i++) free(j.lines[i]); /* getline may fill one past the last */
-  free(j.lines); free(j.lens); free(j.want); free(j.n_want);
+  free(j.lines);
+  free(j.lens);
+  free(j.want);
+  free(j.n_want);
   sp_tokenizer_free(t);
 }
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(steps),          cmocka_unit_test(word_limit_and_truncation),
-      cmocka_unit_test(flags),          cmocka_unit_test(refusals),
-      cmocka_unit_test(bad_input),      cmocka_unit_test(fixture_vocab),
+      cmocka_unit_test(steps),     cmocka_unit_test(word_limit_and_truncation),
+      cmocka_unit_test(flags),     cmocka_unit_test(refusals),
+      cmocka_unit_test(bad_input), cmocka_unit_test(fixture_vocab),
       cmocka_unit_test(threads),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -31,7 +31,7 @@ dim3 grid_for(size_t n) {
   return dim3((unsigned)blocks);
 }
 
-} // namespace
+}  // namespace
 
 extern "C" cudaError_t sp__cuda_f32_to_bf16(cudaStream_t s, void *dst, const float *src, size_t n) {
   if (n == 0) return cudaSuccess;

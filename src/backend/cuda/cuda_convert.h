@@ -1,4 +1,5 @@
-/* f32 <-> bf16 conversion kernels (cuda_convert.cu), callable from C. Internal to src/backend/cuda. */
+/* f32 <-> bf16 conversion kernels (cuda_convert.cu), callable from C. Internal to src/backend/cuda.
+ */
 #ifndef SP_BACKEND_CUDA_CONVERT_H
 #define SP_BACKEND_CUDA_CONVERT_H
 

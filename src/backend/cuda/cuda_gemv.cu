@@ -27,9 +27,14 @@ constexpr unsigned kThreads = 32 * kWarps;
 __device__ __forceinline__ float to_f(float v) { return v; }
 __device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
 
-template <typename T> __device__ __forceinline__ T from_f(float v);
-template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
-template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) {
+template <typename T>
+__device__ __forceinline__ T from_f(float v);
+template <>
+__device__ __forceinline__ float from_f<float>(float v) {
+  return v;
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) {
   return __float2bfloat16_rn(v);
 }
 
@@ -55,8 +60,8 @@ __device__ __forceinline__ void unpack(const uint4 &q, float *f, __nv_bfloat16) 
 __device__ __forceinline__ uint4 ld_stream(const uint4 *p) {
   uint4 v;
   asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-      : "l"(p));
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
   return v;
 }
 
@@ -88,7 +93,8 @@ __global__ void __launch_bounds__(kThreads)
       for (unsigned i = lane; i < nv; i += 32) {
         float wf[O][E];
 #pragma unroll
-        for (int o = 0; o < O; o++) unpack(ld_stream(reinterpret_cast<const uint4 *>(wr[o]) + i), wf[o], T());
+        for (int o = 0; o < O; o++)
+          unpack(ld_stream(reinterpret_cast<const uint4 *>(wr[o]) + i), wf[o], T());
 #pragma unroll
         for (int r = 0; r < R; r++) {
           if ((unsigned)r < rows) {
@@ -170,7 +176,7 @@ cudaError_t dispatch(cudaStream_t s, const void *x, const void *w, const void *b
   return launch<T, 2, 16, true>(s, x, w, b, y, batch, in, out, relu);
 }
 
-} // namespace
+}  // namespace
 
 extern "C" cudaError_t sp__cuda_gemv(cudaStream_t s, int bf16, const void *x, const void *w,
                                      const void *bias, void *y, unsigned batch, unsigned in,

@@ -19,8 +19,8 @@
 #include "cuda_internal.h"
 
 struct sp__bgraph {
-  sp__bdevice *dev;      /* device of the captured stream; immutable */
-  cudaGraphExec_t exec;  /* instantiated graph; immutable            */
+  sp__bdevice *dev;     /* device of the captured stream; immutable */
+  cudaGraphExec_t exec; /* instantiated graph; immutable            */
 };
 
 /* ---- graphs ------------------------------------------------------------------------------ */

@@ -24,9 +24,9 @@
 #include "cuda_convert.h"
 
 enum {
-  SP__CUDA_PLAN_SLOTS = 256,                 /* matmul plans cached per stream (hash table)  */
-  SP__CUDA_PLAN_PROBE = 8,                   /* linear probes before evicting the home slot  */
-  SP__CUDA_CHOICE_SLOTS = 512,               /* timed linear choices cached per device       */
+  SP__CUDA_PLAN_SLOTS = 256,   /* matmul plans cached per stream (hash table)  */
+  SP__CUDA_PLAN_PROBE = 8,     /* linear probes before evicting the home slot  */
+  SP__CUDA_CHOICE_SLOTS = 512, /* timed linear choices cached per device       */
 };
 
 /* Which implementation runs a linear op (STREAMPOOL_CUDA_LINEAR, read at device_open). */
@@ -38,11 +38,11 @@ typedef enum sp__cuda_linear_mode {
 #define SP__CUDA_WORKSPACE_BYTES ((size_t)4 << 20) /* cuBLASLt workspace per stream          */
 
 struct sp__bdevice {
-  int ordinal;                   /* CUDA device index; immutable                               */
-  char name[256];                /* cudaDeviceProp.name; immutable                             */
-  sp__cuda_linear_mode linear;   /* STREAMPOOL_CUDA_LINEAR at open; immutable                  */
-  sp__mutex choice_mu;           /* guards the two arrays below (rank CUDA_CHOICE)             */
-  uint64_t choice_key[SP__CUDA_CHOICE_SLOTS]; /* cuda_linear.c plan key; 0 = empty             */
+  int ordinal;                 /* CUDA device index; immutable                               */
+  char name[256];              /* cudaDeviceProp.name; immutable                             */
+  sp__cuda_linear_mode linear; /* STREAMPOOL_CUDA_LINEAR at open; immutable                  */
+  sp__mutex choice_mu;         /* guards the two arrays below (rank CUDA_CHOICE)             */
+  uint64_t choice_key[SP__CUDA_CHOICE_SLOTS];  /* cuda_linear.c plan key; 0 = empty             */
   unsigned char choice[SP__CUDA_CHOICE_SLOTS]; /* sp__cuda_impl timed for that key             */
 };
 
@@ -55,21 +55,21 @@ typedef enum sp__cuda_impl {
 
 /* One cached cublasLtMatmul configuration: everything but the pointers. */
 typedef struct sp__cuda_plan {
-  uint64_t key;                      /* cuda_plan_key(); 0 = empty slot                     */
-  cublasLtMatmulDesc_t desc;         /* op, compute type, epilogue, bias type                */
-  cublasLtMatrixLayout_t a, b, c;    /* w (op T), x, y                                        */
-  cublasLtMatmulAlgo_t algo;         /* the heuristic's first choice                         */
-  size_t workspace_bytes;            /* what algo needs (<= SP__CUDA_WORKSPACE_BYTES)        */
-  unsigned char impl;                /* sp__cuda_impl copied from the device's choice, or NONE */
+  uint64_t key;                   /* cuda_plan_key(); 0 = empty slot                     */
+  cublasLtMatmulDesc_t desc;      /* op, compute type, epilogue, bias type                */
+  cublasLtMatrixLayout_t a, b, c; /* w (op T), x, y                                        */
+  cublasLtMatmulAlgo_t algo;      /* the heuristic's first choice                         */
+  size_t workspace_bytes;         /* what algo needs (<= SP__CUDA_WORKSPACE_BYTES)        */
+  unsigned char impl;             /* sp__cuda_impl copied from the device's choice, or NONE */
 } sp__cuda_plan;
 
 struct sp__bstream {
-  sp__bdevice *dev;       /* owner; immutable                                              */
-  cudaStream_t stream;    /* non-blocking; immutable                                       */
-  sp__mutex lt_mu;        /* guards the fields below and the plans' descriptors            */
-  cublasLtHandle_t lt;    /* NULL until the first linear op on this stream                 */
-  void *workspace;        /* SP__CUDA_WORKSPACE_BYTES of device memory, with lt            */
-  sp__cuda_plan *plans;   /* [SP__CUDA_PLAN_SLOTS], with lt                                */
+  sp__bdevice *dev;     /* owner; immutable                                              */
+  cudaStream_t stream;  /* non-blocking; immutable                                       */
+  sp__mutex lt_mu;      /* guards the fields below and the plans' descriptors            */
+  cublasLtHandle_t lt;  /* NULL until the first linear op on this stream                 */
+  void *workspace;      /* SP__CUDA_WORKSPACE_BYTES of device memory, with lt            */
+  sp__cuda_plan *plans; /* [SP__CUDA_PLAN_SLOTS], with lt                                */
 };
 
 struct sp__bevent {

@@ -6,7 +6,8 @@
  * (ld I). So we compute yᵀ = op_T(wᵀ)·xᵀ: A = w with TRANSA = T, B = x, C = D = y, M = O, N = B,
  * K = I, and the bias (length M) is broadcast along columns by the BIAS / RELU_BIAS epilogue.
  * f32 uses CUBLAS_COMPUTE_32F (never FAST_TF32); bf16 stores bf16 and accumulates in f32 with f32
- * scales and a bf16 bias. Our kernel accumulates in f32 too and rounds bf16 outputs to nearest even.
+ * scales and a bf16 bias. Our kernel accumulates in f32 too and rounds bf16 outputs to nearest
+ * even.
  *
  * Choice (STREAMPOOL_CUDA_LINEAR, read at device_open): "cublaslt" or "kernel" force one; "auto"
  * (the default) runs our kernel for batch 1..SP__CUDA_GEMV_BATCH_MAX when it was timed faster than
@@ -105,9 +106,9 @@ static cublasStatus_t plan_describe(sp__cuda_plan *p, const sp__linear *op) {
       (cs = cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi,
                                            sizeof(epi))) != CUBLAS_STATUS_SUCCESS)
     return cs;
-  if (op->bias && (cs = cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
-                                                       &bias_type, sizeof(bias_type))) !=
-                      CUBLAS_STATUS_SUCCESS)
+  if (op->bias &&
+      (cs = cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type,
+                                           sizeof(bias_type))) != CUBLAS_STATUS_SUCCESS)
     return cs;
   uint64_t m = op->out_features, n = op->batch, k = op->in_features;
   if ((cs = cublasLtMatrixLayoutCreate(&p->a, t, k, m, (int64_t)k)) != CUBLAS_STATUS_SUCCESS ||
@@ -137,8 +138,8 @@ static sp_status plan_build(sp__bstream *s, const sp__linear *op, unsigned align
                                                    &al, sizeof(al))) != CUBLAS_STATUS_SUCCESS)
       goto fail_pref;
   memset(&res, 0, sizeof(res));
-  cs = cublasLtMatmulAlgoGetHeuristic(s->lt, p->desc, p->a, p->b, p->c, p->c, pref, 1, &res,
-                                      &found);
+  cs =
+      cublasLtMatmulAlgoGetHeuristic(s->lt, p->desc, p->a, p->b, p->c, p->c, pref, 1, &res, &found);
   if (cs != CUBLAS_STATUS_SUCCESS) goto fail_pref;
   cublasLtMatmulPreferenceDestroy(pref);
   if (found < 1) {

@@ -30,8 +30,10 @@ static void cuda_peer_enable(int from, int to) {
   cudaError_t e = cudaDeviceCanAccessPeer(&can, from, to);
   if (e != cudaSuccess || !can) {
     (void)cudaGetLastError();
-    sp__log(SP_LOG_INFO, "cuda: device %d cannot access device %d directly; peer copies between "
-            "them are staged through the host", from, to);
+    sp__log(SP_LOG_INFO,
+            "cuda: device %d cannot access device %d directly; peer copies between "
+            "them are staged through the host",
+            from, to);
     return;
   }
   e = cudaSetDevice(from);
@@ -41,8 +43,7 @@ static void cuda_peer_enable(int from, int to) {
   if (e != cudaSuccess)
     sp__log(SP_LOG_WARN, "cuda: enabling peer access %d -> %d failed: %s", from, to,
             cudaGetErrorString(e));
-  else
-    sp__log(SP_LOG_DEBUG, "cuda: peer access %d -> %d enabled", from, to);
+  else sp__log(SP_LOG_DEBUG, "cuda: peer access %d -> %d enabled", from, to);
 }
 
 void sp__cuda_peer_open(sp__bdevice *d) {

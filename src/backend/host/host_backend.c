@@ -4,8 +4,8 @@
  * split by object: host_device.c (device, environment, memory), host_stream.c
  * (worker threads and their FIFO), host_event.c (events as stream counters), host_math.c (Linear
  * and dtype conversion), host_peer.c (copies from another host device), host_graph.c (graph
- * capture and replay, and the capture contract's checks), host_pinned.c (pinned host memory). The table is immutable;
- * the objects' locking is described in host_impl.h.
+ * capture and replay, and the capture contract's checks), host_pinned.c (pinned host memory). The
+ * table is immutable; the objects' locking is described in host_impl.h.
  */
 #include "backend/host/host_impl.h"
 

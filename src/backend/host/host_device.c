@@ -27,8 +27,8 @@
 static sp_status host_env_uint(const char *var, unsigned long long lo, unsigned long long hi,
                                unsigned long long dflt, bool bytes, unsigned long long *out) {
   uint64_t v = 0;
-  sp_status st = sp__env_u64_or("host backend", var, bytes ? SP__ENV_BYTES : SP__ENV_COUNT, lo, hi,
-                                dflt, &v);
+  sp_status st =
+      sp__env_u64_or("host backend", var, bytes ? SP__ENV_BYTES : SP__ENV_COUNT, lo, hi, dflt, &v);
   if (st == SP_OK) *out = v;
   return st;
 }
@@ -58,7 +58,8 @@ sp_status sp__host_device_open(int index, sp__bdevice **out) {
   if (index < 0 || index >= count)
     return sp__fail(SP_ERR_NO_DEVICE,
                     "host device_open: index %d out of range (%d host devices; set "
-                    "STREAMPOOL_HOST_DEVICES for more)", index, count);
+                    "STREAMPOOL_HOST_DEVICES for more)",
+                    index, count);
   unsigned long long jitter = 0, seed = 0, memory = 0;
   if ((st = host_env_uint("STREAMPOOL_HOST_JITTER_US", 0, SP__HOST_JITTER_US_MAX, 0, false,
                           &jitter)) != SP_OK)
@@ -138,8 +139,7 @@ sp_status sp__host_mem_alloc(sp__bdevice *d, size_t bytes, void **out) {
   if (posix_memalign(&base, SP__HOST_ALIGN, SP__HOST_ALIGN + bytes) != 0) {
     atomic_fetch_sub(&d->used_bytes, bytes);
     return sp__fail(SP_ERR_OUT_OF_MEMORY,
-                    "host device %d: out of memory: the system refused %zu bytes", d->index,
-                    bytes);
+                    "host device %d: out of memory: the system refused %zu bytes", d->index, bytes);
   }
   host_segment_header *h = base;
   h->magic = HOST_SEGMENT_MAGIC;

@@ -116,7 +116,8 @@ sp_status sp__host_stream_wait_event(sp__bstream *s, sp__bevent *e) {
   sp__bstream *other = host_event_mark(e, &target);
   /* Never recorded, recorded on s itself (FIFO order suffices) or already done: nothing to do. */
   if (SP__UNLIKELY(sp__host_capturing(s)) && other && other != s)
-    return SP__HOST_CAPTURE_VIOLATION(s, "stream_wait_event", "a capturing stream waits on "
+    return SP__HOST_CAPTURE_VIOLATION(s, "stream_wait_event",
+                                      "a capturing stream waits on "
                                       "another stream's event");
   if (!other || other == s || sp__host_completed(other) >= target) return SP_OK;
   sp__host_cmd c = {.kind = SP__HOST_CMD_WAIT};
@@ -154,8 +155,10 @@ static sp_status host_event_stamp(sp__bevent *e, const char *which, uint64_t *ns
   *ns = e->stamp_ns;
   sp__mutex_unlock(&e->mu);
   if (!s)
-    return sp__fail(SP_ERR_INVALID_ARGUMENT, "host event_elapsed_ms: the %s event was never "
-                    "recorded", which);
+    return sp__fail(SP_ERR_INVALID_ARGUMENT,
+                    "host event_elapsed_ms: the %s event was never "
+                    "recorded",
+                    which);
   if (!done || !stamped) return SP_ERR_NOT_READY;
   return SP_OK;
 }

@@ -87,8 +87,10 @@ static sp_status host_rec_reserve_locked(sp__bstream *s, size_t n) {
 sp_status sp__host_capture_record_locked(sp__bstream *s, const sp__host_cmd *cmds, size_t n) {
   sp_assert(sp__host_capturing(s));
   if (SP__UNLIKELY(!pthread_equal(s->capture_thread, pthread_self())))
-    return sp__host_capture_violation_locked(s, "submit", "submission to a capturing stream from "
-                                             "another thread", __FILE__, __LINE__);
+    return sp__host_capture_violation_locked(s, "submit",
+                                             "submission to a capturing stream from "
+                                             "another thread",
+                                             __FILE__, __LINE__);
   sp_status st = host_rec_reserve_locked(s, n);
   if (st != SP_OK) {
     host_capture_break_locked(s, "submit", sp_last_error());
@@ -100,8 +102,8 @@ sp_status sp__host_capture_record_locked(sp__bstream *s, const sp__host_cmd *cmd
 }
 
 /* Leaves capture mode (mu held): hands the recording to the caller, resets the state. */
-static sp__host_cmd *host_capture_take_locked(sp__bstream *s, size_t *n, sp_status *err,
-                                              char *msg, size_t msg_size) {
+static sp__host_cmd *host_capture_take_locked(sp__bstream *s, size_t *n, sp_status *err, char *msg,
+                                              size_t msg_size) {
   sp__host_cmd *rec = s->rec;
   *n = s->rec_n;
   *err = s->rec_error;
@@ -129,7 +131,8 @@ sp_status sp__host_graph_capture_begin(sp__bstream *s) {
   static const char fn[] = "graph_capture_begin";
   if (!s) return sp__fail(SP_ERR_INVALID_ARGUMENT, "host %s: stream is NULL", fn);
   if (host_tls_capture)
-    return SP__HOST_CAPTURE_VIOLATION(host_tls_capture, fn, "this thread already captures a "
+    return SP__HOST_CAPTURE_VIOLATION(host_tls_capture, fn,
+                                      "this thread already captures a "
                                       "stream");
   sp__mutex_lock(&s->mu);
   if (sp__host_capturing(s)) {
@@ -180,7 +183,8 @@ sp_status sp__host_graph_launch(sp__bgraph *g, sp__bstream *s) {
   if (!g || !s) return sp__fail(SP_ERR_INVALID_ARGUMENT, "host graph_launch: NULL argument");
   sp_assert(g->dev == s->dev);
   if (g->dev != s->dev)
-    return sp__fail(SP_ERR_INVALID_ARGUMENT, "host graph_launch: the graph belongs to another "
+    return sp__fail(SP_ERR_INVALID_ARGUMENT,
+                    "host graph_launch: the graph belongs to another "
                     "device");
   return sp__host_submit_n(s, g->cmds, g->n);
 }

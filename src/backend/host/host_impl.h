@@ -28,25 +28,25 @@
 #include "core/lock.h"
 #include "core/status.h"
 
-enum { SP__HOST_ALIGN = 256 };          /* device-memory alignment, bytes       */
-enum { SP__HOST_DEVICES_MAX = 16 };     /* STREAMPOOL_HOST_DEVICES upper bound  */
+enum { SP__HOST_ALIGN = 256 };             /* device-memory alignment, bytes       */
+enum { SP__HOST_DEVICES_MAX = 16 };        /* STREAMPOOL_HOST_DEVICES upper bound  */
 enum { SP__HOST_JITTER_US_MAX = 1000000 }; /* STREAMPOOL_HOST_JITTER_US bound     */
 
 struct sp__bdevice {
-  int index;                   /* ordinal; immutable                                     */
-  char name[64];               /* "host (N cores)"; immutable                            */
-  size_t total_bytes;          /* capacity (STREAMPOOL_HOST_MEMORY or RAM); immutable    */
-  atomic_size_t used_bytes;    /* bytes handed out by mem_alloc and not yet freed        */
-  unsigned jitter_us;          /* max random delay before each command; immutable        */
-  uint64_t jitter_seed;        /* STREAMPOOL_HOST_JITTER_SEED; immutable                 */
+  int index;                /* ordinal; immutable                                     */
+  char name[64];            /* "host (N cores)"; immutable                            */
+  size_t total_bytes;       /* capacity (STREAMPOOL_HOST_MEMORY or RAM); immutable    */
+  atomic_size_t used_bytes; /* bytes handed out by mem_alloc and not yet freed        */
+  unsigned jitter_us;       /* max random delay before each command; immutable        */
+  uint64_t jitter_seed;     /* STREAMPOOL_HOST_JITTER_SEED; immutable                 */
 };
 
 typedef enum sp__host_cmd_kind {
   SP__HOST_CMD_MEMCPY,
   SP__HOST_CMD_MEMSET,
   SP__HOST_CMD_FUNC,
-  SP__HOST_CMD_MARKER,  /* timestamps a timing event's record              */
-  SP__HOST_CMD_WAIT,    /* blocks until another stream's completed >= target */
+  SP__HOST_CMD_MARKER, /* timestamps a timing event's record              */
+  SP__HOST_CMD_WAIT,   /* blocks until another stream's completed >= target */
   SP__HOST_CMD_LINEAR,
   SP__HOST_CMD_CONVERT,
 } sp__host_cmd_kind;
@@ -55,57 +55,79 @@ typedef enum sp__host_cmd_kind {
 typedef struct sp__host_cmd {
   sp__host_cmd_kind kind;
   union {
-    struct { void *dst; const void *src; size_t bytes; } copy;
-    struct { void *dst; int value; size_t bytes; } set;
-    struct { void (*fn)(void *); void *arg; } func;
-    struct { sp__bevent *event; uint64_t gen; } marker;   /* holds one event reference */
-    struct { sp__bstream *other; uint64_t target; } wait;
+    struct {
+      void *dst;
+      const void *src;
+      size_t bytes;
+    } copy;
+    struct {
+      void *dst;
+      int value;
+      size_t bytes;
+    } set;
+    struct {
+      void (*fn)(void *);
+      void *arg;
+    } func;
+    struct {
+      sp__bevent *event;
+      uint64_t gen;
+    } marker; /* holds one event reference */
+    struct {
+      sp__bstream *other;
+      uint64_t target;
+    } wait;
     sp__linear linear;
-    struct { void *dst; const void *src; sp_dtype dst_type, src_type; size_t n; } convert;
+    struct {
+      void *dst;
+      const void *src;
+      sp_dtype dst_type, src_type;
+      size_t n;
+    } convert;
   } u;
 } sp__host_cmd;
 
 struct sp__bstream {
-  sp__bdevice *dev;            /* immutable                                              */
-  unsigned index;              /* pool index given at creation; immutable                */
-  pthread_t thread;            /* the worker; immutable after create                     */
-  sp__mutex mu;                /* SP__RANK_HOST_STREAM                                   */
-  pthread_cond_t work_cv;      /* mu: the worker sleeps here when the ring is empty      */
-  pthread_cond_t done_cv;      /* mu: syncs and waits sleep here for `completed`         */
-  sp__host_cmd *ring;          /* mu: capacity `cap` (a power of two)                    */
-  uint64_t cap;                /* mu: ring slots                                         */
-  uint64_t head;               /* mu: commands taken by the worker so far                */
-  _Atomic uint64_t submitted;  /* written under mu; command n sits at ring[(n-1)&(cap-1)] */
-  _Atomic uint64_t completed;  /* written by the worker only, after a command finished   */
-  atomic_uint waiters;         /* threads sleeping (or about to) on done_cv              */
-  bool sleeping;               /* mu: the worker waits on work_cv                        */
-  bool stopping;               /* mu: destroy asked; the worker drains then exits        */
-  sp_status async_error;       /* mu: first failure of a command since the last sync     */
-  char async_msg[200];         /* mu: its message                                        */
+  sp__bdevice *dev;           /* immutable                                              */
+  unsigned index;             /* pool index given at creation; immutable                */
+  pthread_t thread;           /* the worker; immutable after create                     */
+  sp__mutex mu;               /* SP__RANK_HOST_STREAM                                   */
+  pthread_cond_t work_cv;     /* mu: the worker sleeps here when the ring is empty      */
+  pthread_cond_t done_cv;     /* mu: syncs and waits sleep here for `completed`         */
+  sp__host_cmd *ring;         /* mu: capacity `cap` (a power of two)                    */
+  uint64_t cap;               /* mu: ring slots                                         */
+  uint64_t head;              /* mu: commands taken by the worker so far                */
+  _Atomic uint64_t submitted; /* written under mu; command n sits at ring[(n-1)&(cap-1)] */
+  _Atomic uint64_t completed; /* written by the worker only, after a command finished   */
+  atomic_uint waiters;        /* threads sleeping (or about to) on done_cv              */
+  bool sleeping;              /* mu: the worker waits on work_cv                        */
+  bool stopping;              /* mu: destroy asked; the worker drains then exits        */
+  sp_status async_error;      /* mu: first failure of a command since the last sync     */
+  char async_msg[200];        /* mu: its message                                        */
   /* Capture (host_graph.c): while `capturing`, the capturing thread's submissions are recorded
    * into rec instead of the ring; anything else the contract forbids breaks the capture. */
-  atomic_bool capturing;       /* written under mu; read without it by sync/query checks */
-  pthread_t capture_thread;    /* mu: the thread that began the capture                  */
-  sp__host_cmd *rec;           /* mu: the recorded commands, rec_cap slots               */
-  size_t rec_n, rec_cap;       /* mu: commands recorded, capacity                        */
-  sp_status rec_error;         /* mu: why the capture is broken, or SP_OK                */
-  char rec_msg[160];           /* mu: its message                                        */
+  atomic_bool capturing;    /* written under mu; read without it by sync/query checks */
+  pthread_t capture_thread; /* mu: the thread that began the capture                  */
+  sp__host_cmd *rec;        /* mu: the recorded commands, rec_cap slots               */
+  size_t rec_n, rec_cap;    /* mu: commands recorded, capacity                        */
+  sp_status rec_error;      /* mu: why the capture is broken, or SP_OK                */
+  char rec_msg[160];        /* mu: its message                                        */
   /* The worker's own state (no lock: only the worker touches it). */
-  uint64_t rng;                /* jitter RNG state (xorshift64*)                         */
-  float *scratch;              /* bf16 linear: x, w and y as f32                         */
-  size_t scratch_floats;       /* scratch capacity, floats                               */
+  uint64_t rng;          /* jitter RNG state (xorshift64*)                         */
+  float *scratch;        /* bf16 linear: x, w and y as f32                         */
+  size_t scratch_floats; /* scratch capacity, floats                               */
 };
 
 struct sp__bevent {
-  sp__bdevice *dev;            /* immutable                                              */
-  unsigned flags;              /* SP_EVENT_*; immutable                                  */
-  atomic_uint refs;            /* 1 for the owner + 1 per queued marker                  */
-  sp__mutex mu;                /* SP__RANK_HOST_EVENT                                    */
-  sp__bstream *stream;         /* mu: last recorded on; NULL if never                    */
-  uint64_t target;             /* mu: done when stream->completed >= target              */
-  uint64_t gen;                /* mu: records so far (a marker stamps only its own gen)  */
-  uint64_t stamp_ns;           /* mu: CLOCK_MONOTONIC when the current marker ran        */
-  bool stamped;                /* mu: stamp_ns belongs to the current record             */
+  sp__bdevice *dev;    /* immutable                                              */
+  unsigned flags;      /* SP_EVENT_*; immutable                                  */
+  atomic_uint refs;    /* 1 for the owner + 1 per queued marker                  */
+  sp__mutex mu;        /* SP__RANK_HOST_EVENT                                    */
+  sp__bstream *stream; /* mu: last recorded on; NULL if never                    */
+  uint64_t target;     /* mu: done when stream->completed >= target              */
+  uint64_t gen;        /* mu: records so far (a marker stamps only its own gen)  */
+  uint64_t stamp_ns;   /* mu: CLOCK_MONOTONIC when the current marker ran        */
+  bool stamped;        /* mu: stamp_ns belongs to the current record             */
 };
 
 /* ---- host_stream.c ---- */
@@ -137,7 +159,7 @@ sp__bstream *sp__host_capture_of_thread(void);
  * and the call returns SP_ERR_BACKEND saying what. `fn` names the slot. */
 sp_status sp__host_capture_violation(sp__bstream *s, const char *fn, const char *what,
                                      const char *file, int line);
-#define SP__HOST_CAPTURE_VIOLATION(s, fn, what)                                                    \
+#define SP__HOST_CAPTURE_VIOLATION(s, fn, what) \
   sp__host_capture_violation((s), (fn), (what), __FILE__, __LINE__)
 /* The same with s->mu held (s is being captured). */
 sp_status sp__host_capture_violation_locked(sp__bstream *s, const char *fn, const char *what,
@@ -151,8 +173,8 @@ void sp__host_marker_run(sp__bevent *e, uint64_t gen); /* stamps, then drops the
 /* ---- host_math.c ---- */
 /* Validates a linear op / a conversion at submission (SP_OK or SP_ERR_INVALID_ARGUMENT). */
 sp_status sp__host_linear_check(const sp__linear *op, const char *fn);
-sp_status sp__host_convert_check(void *dst, sp_dtype dst_type, const void *src,
-                                 sp_dtype src_type, size_t n, const char *fn);
+sp_status sp__host_convert_check(void *dst, sp_dtype dst_type, const void *src, sp_dtype src_type,
+                                 size_t n, const char *fn);
 /* Run on the worker; on failure they return a status with the message in msg. */
 sp_status sp__host_linear_run(sp__bstream *s, const sp__linear *op, char *msg, size_t msg_size);
 void sp__host_convert_run(void *dst, sp_dtype dst_type, const void *src, sp_dtype src_type,

@@ -63,8 +63,8 @@ sp_status sp__host_linear_check(const sp__linear *op, const char *fn) {
   if (!sp__dtype_valid(op->dtype))
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: unknown dtype %d", fn, (int)op->dtype);
   if (!op->batch || !op->in_features || !op->out_features)
-    return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: empty shape batch=%u in=%u out=%u", fn,
-                    op->batch, op->in_features, op->out_features);
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: empty shape batch=%u in=%u out=%u", fn, op->batch,
+                    op->in_features, op->out_features);
   if (op->batch > INT_MAX || op->in_features > INT_MAX || op->out_features > INT_MAX ||
       (size_t)op->batch * op->in_features > SIZE_MAX / 16 ||
       (size_t)op->out_features * op->in_features > SIZE_MAX / 16 ||
@@ -73,12 +73,14 @@ sp_status sp__host_linear_check(const sp__linear *op, const char *fn) {
                     op->batch, op->in_features, op->out_features);
   if (!op->x || !op->w || !op->y)
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: %s is NULL", fn,
-                    !op->x ? "x" : !op->w ? "w" : "y");
+                    !op->x   ? "x"
+                    : !op->w ? "w"
+                             : "y");
   return SP_OK;
 }
 
-sp_status sp__host_convert_check(void *dst, sp_dtype dst_type, const void *src,
-                                 sp_dtype src_type, size_t n, const char *fn) {
+sp_status sp__host_convert_check(void *dst, sp_dtype dst_type, const void *src, sp_dtype src_type,
+                                 size_t n, const char *fn) {
   if (!sp__dtype_valid(dst_type) || !sp__dtype_valid(src_type))
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: unknown dtype (dst %d, src %d)", fn,
                     (int)dst_type, (int)src_type);
@@ -107,7 +109,7 @@ void sp__host_convert_run(void *dst, sp_dtype dst_type, const void *src, sp_dtyp
 static void host_sgemm(const float *x, const float *w, float *y, unsigned batch, unsigned in,
                        unsigned out, float beta) {
   host_blas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)batch, (int)out, (int)in, 1.0f, x,
-              (int)in, w, (int)in, beta, y, (int)out);
+                  (int)in, w, (int)in, beta, y, (int)out);
 }
 
 static void host_relu(float *y, size_t n) {
@@ -141,8 +143,10 @@ static sp_status host_linear_bf16(sp__bstream *s, const sp__linear *op, char *ms
   size_t nx = (size_t)op->batch * op->in_features, nw = (size_t)op->out_features * op->in_features;
   size_t ny = (size_t)op->batch * op->out_features, out = op->out_features;
   if (!host_scratch_reserve(s, nx + nw + ny)) {
-    snprintf(msg, msg_size, "bf16 linear: cannot allocate %zu bytes of scratch (output not "
-             "written)", (nx + nw + ny) * sizeof(float));
+    snprintf(msg, msg_size,
+             "bf16 linear: cannot allocate %zu bytes of scratch (output not "
+             "written)",
+             (nx + nw + ny) * sizeof(float));
     return SP_ERR_HOST_MEMORY;
   }
   float *x = s->scratch, *w = x + nx, *y = w + nw;

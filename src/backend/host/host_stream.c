@@ -64,23 +64,12 @@ static void host_jitter(sp__bstream *s) {
 /* Runs one command on the worker; a failure's message goes to msg. */
 static sp_status host_run(sp__bstream *s, const sp__host_cmd *c, char *msg, size_t msg_size) {
   switch (c->kind) {
-  case SP__HOST_CMD_MEMCPY:
-    memmove(c->u.copy.dst, c->u.copy.src, c->u.copy.bytes);
-    return SP_OK;
-  case SP__HOST_CMD_MEMSET:
-    memset(c->u.set.dst, c->u.set.value, c->u.set.bytes);
-    return SP_OK;
-  case SP__HOST_CMD_FUNC:
-    c->u.func.fn(c->u.func.arg);
-    return SP_OK;
-  case SP__HOST_CMD_MARKER:
-    sp__host_marker_run(c->u.marker.event, c->u.marker.gen);
-    return SP_OK;
-  case SP__HOST_CMD_WAIT:
-    sp__host_wait_completed(c->u.wait.other, c->u.wait.target);
-    return SP_OK;
-  case SP__HOST_CMD_LINEAR:
-    return sp__host_linear_run(s, &c->u.linear, msg, msg_size);
+  case SP__HOST_CMD_MEMCPY: memmove(c->u.copy.dst, c->u.copy.src, c->u.copy.bytes); return SP_OK;
+  case SP__HOST_CMD_MEMSET: memset(c->u.set.dst, c->u.set.value, c->u.set.bytes); return SP_OK;
+  case SP__HOST_CMD_FUNC: c->u.func.fn(c->u.func.arg); return SP_OK;
+  case SP__HOST_CMD_MARKER: sp__host_marker_run(c->u.marker.event, c->u.marker.gen); return SP_OK;
+  case SP__HOST_CMD_WAIT: sp__host_wait_completed(c->u.wait.other, c->u.wait.target); return SP_OK;
+  case SP__HOST_CMD_LINEAR: return sp__host_linear_run(s, &c->u.linear, msg, msg_size);
   case SP__HOST_CMD_CONVERT:
     sp__host_convert_run(c->u.convert.dst, c->u.convert.dst_type, c->u.convert.src,
                          c->u.convert.src_type, c->u.convert.n);
@@ -242,8 +231,8 @@ sp_status sp__host_stream_create(sp__bdevice *d, unsigned index, sp__bstream **o
   atomic_init(&s->submitted, 0);
   atomic_init(&s->completed, 0);
   atomic_init(&s->waiters, 0);
-  s->rng = host_splitmix64(d->jitter_seed ^ host_splitmix64(((uint64_t)(unsigned)d->index << 32) |
-                                                           index));
+  s->rng = host_splitmix64(d->jitter_seed ^
+                           host_splitmix64(((uint64_t)(unsigned)d->index << 32) | index));
   if (!s->rng) s->rng = 1;
   sp__mutex_init(&s->mu, SP__RANK_HOST_STREAM);
   pthread_cond_init(&s->work_cv, NULL);
@@ -259,13 +248,14 @@ destroy_sync:
   sp__mutex_destroy(&s->mu);
   sp__free(s->ring);
   sp__free(s);
-  return sp__fail(SP_ERR_BACKEND, "host stream_create: cannot start the worker thread of stream "
-                  "%u: %s", index, strerror(err));
+  return sp__fail(SP_ERR_BACKEND,
+                  "host stream_create: cannot start the worker thread of stream "
+                  "%u: %s",
+                  index, strerror(err));
 free_stream:
   sp__free(s);
 fail_host_memory:
-  return sp__fail(SP_ERR_HOST_MEMORY, "host stream_create: out of host memory (stream %u)",
-                  index);
+  return sp__fail(SP_ERR_HOST_MEMORY, "host stream_create: out of host memory (stream %u)", index);
 }
 
 void sp__host_stream_destroy(sp__bstream *s) {

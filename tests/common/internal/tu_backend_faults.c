@@ -19,8 +19,7 @@ static atomic_int armed = -1; /* the armed slot, -1: none */
 static atomic_ulong armed_nth;
 static atomic_int armed_persist;
 static atomic_ulong hits;
-static atomic_long live_devices, live_streams, live_events, live_segments, live_pinned,
-    live_graphs;
+static atomic_long live_devices, live_streams, live_events, live_segments, live_pinned, live_graphs;
 
 static const char *const slot_names[TU_SLOT_COUNT] = {
 #define TU_SLOT_NAME(name, status) #name,
@@ -50,12 +49,12 @@ static sp_status take(tu_slot slot) {
 /* ---- forwarders that fail before acting ---------------------------------------------------- */
 
 #define TU_FORWARD_BEFORE(X)                                                                      \
-  X(device_count, (int *count), (count))                                                         \
-  X(memory_info, (sp__bdevice * d, size_t *f, size_t *t), (d, f, t))                              \
+  X(device_count, (int *count), (count))                                                          \
+  X(memory_info, (sp__bdevice * d, size_t * f, size_t * t), (d, f, t))                            \
   X(stream_query, (sp__bstream * s), (s))                                                         \
   X(memcpy_async, (sp__bstream * s, void *dst, const void *src, size_t n), (s, dst, src, n))      \
   X(memset_async, (sp__bstream * s, void *dst, int v, size_t n), (s, dst, v, n))                  \
-  X(host_func, (sp__bstream * s, void (*fn)(void *), void *arg), (s, fn, arg))                   \
+  X(host_func, (sp__bstream * s, void (*fn)(void *), void *arg), (s, fn, arg))                    \
   X(linear_async, (sp__bstream * s, const sp__linear *op), (s, op))                               \
   X(convert_async,                                                                                \
     (sp__bstream * s, void *dst, sp_dtype dt, const void *src, sp_dtype st, size_t n),            \
@@ -66,16 +65,15 @@ static sp_status take(tu_slot slot) {
   X(event_elapsed_ms, (sp__bevent * a, sp__bevent * b, float *ms), (a, b, ms))                    \
   X(graph_capture_begin, (sp__bstream * s), (s))                                                  \
   X(graph_launch, (sp__bgraph * g, sp__bstream * s), (g, s))                                      \
-  X(memcpy_peer_async,                                                                            \
-    (sp__bstream * ds, void *dst, sp__bdevice *sd, const void *src, size_t n),                    \
+  X(memcpy_peer_async, (sp__bstream * ds, void *dst, sp__bdevice *sd, const void *src, size_t n), \
     (ds, dst, sd, src, n))                                                                        \
   X(stream_native, (sp__bstream * s, void **out), (s, out))                                       \
   X(stream_wait_native, (sp__bstream * s, void *native), (s, native))
 
-#define TU_DEFINE_BEFORE(name, params, args)                                                      \
-  static sp_status fw_##name params {                                                             \
-    sp_status fail = take(TU_SLOT_##name);                                                        \
-    return fail != SP_OK ? fail : real->name args;                                                \
+#define TU_DEFINE_BEFORE(name, params, args)       \
+  static sp_status fw_##name params {              \
+    sp_status fail = take(TU_SLOT_##name);         \
+    return fail != SP_OK ? fail : real->name args; \
   }
 TU_FORWARD_BEFORE(TU_DEFINE_BEFORE)
 #undef TU_DEFINE_BEFORE
@@ -189,10 +187,10 @@ sp_status tu_fault_install(const char *backend) {
   if (st != SP_OK) return st;
   real = be;
   wrap_table = *be;
-#define TU_WRAP(name)                                                                             \
+#define TU_WRAP(name) \
   if (be->name) wrap_table.name = fw_##name
-#define TU_WRAP_STATUS(name, status)                                                              \
-  TU_WRAP(name);                                                                                  \
+#define TU_WRAP_STATUS(name, status) \
+  TU_WRAP(name);                     \
   present[TU_SLOT_##name] = be->name != NULL;
   TU_FAULT_SLOTS(TU_WRAP_STATUS)
   TU_WRAP(device_close);

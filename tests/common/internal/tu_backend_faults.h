@@ -34,40 +34,40 @@
 #include "backend/backend.h"
 
 /* Every status-returning slot of sp__backend: (name, the status an injected failure returns). */
-#define TU_FAULT_SLOTS(X)                                                                         \
-  X(device_count, SP_ERR_BACKEND)                                                                 \
-  X(device_open, SP_ERR_BACKEND)                                                                  \
-  X(memory_info, SP_ERR_BACKEND)                                                                  \
-  X(stream_create, SP_ERR_BACKEND)                                                                \
-  X(stream_query, SP_ERR_BACKEND)                                                                 \
-  X(stream_sync, SP_ERR_BACKEND)                                                                  \
-  X(memcpy_async, SP_ERR_BACKEND)                                                                 \
-  X(memset_async, SP_ERR_BACKEND)                                                                 \
-  X(host_func, SP_ERR_BACKEND)                                                                    \
-  X(linear_async, SP_ERR_BACKEND)                                                                 \
-  X(convert_async, SP_ERR_BACKEND)                                                                \
-  X(event_create, SP_ERR_BACKEND)                                                                 \
-  X(event_record, SP_ERR_BACKEND)                                                                 \
-  X(stream_wait_event, SP_ERR_BACKEND)                                                            \
-  X(event_query, SP_ERR_BACKEND)                                                                  \
-  X(event_sync, SP_ERR_BACKEND)                                                                   \
-  X(event_elapsed_ms, SP_ERR_BACKEND)                                                             \
-  X(mem_alloc, SP_ERR_OUT_OF_MEMORY)                                                              \
-  X(mem_free, SP_ERR_BACKEND)                                                                     \
-  X(graph_capture_begin, SP_ERR_BACKEND)                                                          \
-  X(graph_capture_end, SP_ERR_BACKEND)                                                            \
-  X(graph_launch, SP_ERR_BACKEND)                                                                 \
-  X(host_alloc_pinned, SP_ERR_OUT_OF_MEMORY)                                                      \
-  X(host_free_pinned, SP_ERR_BACKEND)                                                             \
-  X(memcpy_peer_async, SP_ERR_BACKEND)                                                            \
-  X(stream_native, SP_ERR_BACKEND)                                                                \
+#define TU_FAULT_SLOTS(X)                    \
+  X(device_count, SP_ERR_BACKEND)            \
+  X(device_open, SP_ERR_BACKEND)             \
+  X(memory_info, SP_ERR_BACKEND)             \
+  X(stream_create, SP_ERR_BACKEND)           \
+  X(stream_query, SP_ERR_BACKEND)            \
+  X(stream_sync, SP_ERR_BACKEND)             \
+  X(memcpy_async, SP_ERR_BACKEND)            \
+  X(memset_async, SP_ERR_BACKEND)            \
+  X(host_func, SP_ERR_BACKEND)               \
+  X(linear_async, SP_ERR_BACKEND)            \
+  X(convert_async, SP_ERR_BACKEND)           \
+  X(event_create, SP_ERR_BACKEND)            \
+  X(event_record, SP_ERR_BACKEND)            \
+  X(stream_wait_event, SP_ERR_BACKEND)       \
+  X(event_query, SP_ERR_BACKEND)             \
+  X(event_sync, SP_ERR_BACKEND)              \
+  X(event_elapsed_ms, SP_ERR_BACKEND)        \
+  X(mem_alloc, SP_ERR_OUT_OF_MEMORY)         \
+  X(mem_free, SP_ERR_BACKEND)                \
+  X(graph_capture_begin, SP_ERR_BACKEND)     \
+  X(graph_capture_end, SP_ERR_BACKEND)       \
+  X(graph_launch, SP_ERR_BACKEND)            \
+  X(host_alloc_pinned, SP_ERR_OUT_OF_MEMORY) \
+  X(host_free_pinned, SP_ERR_BACKEND)        \
+  X(memcpy_peer_async, SP_ERR_BACKEND)       \
+  X(stream_native, SP_ERR_BACKEND)           \
   X(stream_wait_native, SP_ERR_BACKEND)
 
 typedef enum tu_slot {
 #define TU_SLOT_ENUM(name, status) TU_SLOT_##name,
   TU_FAULT_SLOTS(TU_SLOT_ENUM)
 #undef TU_SLOT_ENUM
-  TU_SLOT_COUNT
+      TU_SLOT_COUNT
 } tu_slot;
 
 /* Objects created through the wrapper and not destroyed yet. */

@@ -77,8 +77,8 @@ static void test_split_coalesce(void **state) {
   /* bins: find prefers the smallest fit and honours the stamp bound */
   static sp__bins bins;
   sp__block x = {.ptr = mem, .bytes = 4096, .seg = &seg, .state = SP__BLOCK_CACHED, .stamp = 1};
-  sp__block y = {.ptr = mem + 4096, .bytes = 2048, .seg = &seg, .state = SP__BLOCK_CACHED,
-                 .stamp = 5};
+  sp__block y = {
+      .ptr = mem + 4096, .bytes = 2048, .seg = &seg, .state = SP__BLOCK_CACHED, .stamp = 5};
   sp__bins_insert(&bins, &x);
   sp__bins_insert(&bins, &y);
   assert_int_equal(bins.bytes, 6144);
@@ -98,10 +98,11 @@ static void expect_stats(sp_device *dev, size_t allocated, size_t peak, uint64_t
   SP_CHECK_OK(sp_memory_stats_get(dev, &m));
   if (m.allocated_bytes != allocated || m.allocated_bytes_peak != peak || m.allocs != allocs ||
       m.frees != frees)
-    fail_msg("stats: allocated %zu (want %zu) peak %zu (want %zu) allocs %llu (want %llu) "
-             "frees %llu (want %llu)", m.allocated_bytes, allocated, m.allocated_bytes_peak, peak,
-             (unsigned long long)m.allocs, (unsigned long long)allocs,
-             (unsigned long long)m.frees, (unsigned long long)frees);
+    fail_msg(
+        "stats: allocated %zu (want %zu) peak %zu (want %zu) allocs %llu (want %llu) "
+        "frees %llu (want %llu)",
+        m.allocated_bytes, allocated, m.allocated_bytes_peak, peak, (unsigned long long)m.allocs,
+        (unsigned long long)allocs, (unsigned long long)m.frees, (unsigned long long)frees);
 }
 
 static void test_stats_exact(void **state) {
@@ -227,8 +228,8 @@ static void test_bad_input(void **state) {
   SP_CHECK_OK(sp_free(dev, NULL));
   SP_CHECK_STATUS(sp_free(dev, (char *)p + 512), SP_ERR_INVALID_HANDLE); /* interior */
   SP_CHECK_STATUS(sp_free(dev, (char *)p + 1), SP_ERR_INVALID_HANDLE);
-  SP_CHECK_STATUS(sp_free(dev, &before), SP_ERR_INVALID_HANDLE);         /* foreign */
-  SP_CHECK_STATUS(sp_free(dev, q), SP_ERR_INVALID_HANDLE);               /* other device */
+  SP_CHECK_STATUS(sp_free(dev, &before), SP_ERR_INVALID_HANDLE); /* foreign */
+  SP_CHECK_STATUS(sp_free(dev, q), SP_ERR_INVALID_HANDLE);       /* other device */
   assert_non_null(strstr(sp_last_error(), "not a live block"));
   SP_CHECK_STATUS(sp_record_stream(dev, (char *)p + 512, s1), SP_ERR_INVALID_HANDLE);
   SP_CHECK_STATUS(sp_record_stream(dev, p, &other->streams[1]), SP_ERR_INVALID_ARGUMENT);
@@ -309,7 +310,8 @@ static void test_bad_input_binds_nothing(void **state) {
   sp_device_close(dev);
 }
 
-/* A block used on another stream is pending after free, then comes back once that stream is done. */
+/* A block used on another stream is pending after free, then comes back once that stream is done.
+ */
 static void test_pending(void **state) {
   (void)state;
   sp_device *dev = tu_open_host(4, SP_STREAMS_ROUND_ROBIN);
@@ -337,9 +339,12 @@ static void test_pending(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_rounding),   cmocka_unit_test(test_split_coalesce),
-      cmocka_unit_test(test_stats_exact), cmocka_unit_test(test_snapshot),
-      cmocka_unit_test(test_bad_input),  cmocka_unit_test(test_pending),
+      cmocka_unit_test(test_rounding),
+      cmocka_unit_test(test_split_coalesce),
+      cmocka_unit_test(test_stats_exact),
+      cmocka_unit_test(test_snapshot),
+      cmocka_unit_test(test_bad_input),
+      cmocka_unit_test(test_pending),
       cmocka_unit_test(test_bad_input_binds_nothing),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -51,8 +51,9 @@ static size_t run_rounds(sp_device *dev, size_t rounds) {
         unsigned char want = pattern(round);
         for (unsigned b = 0; b < BYTES; b++) {
           if (slots[i][b] != want) {
-            if (!bad) print_message("round %zu byte %u: got 0x%02x, want 0x%02x\n", round, b,
-                                    slots[i][b], want);
+            if (!bad)
+              print_message("round %zu byte %u: got 0x%02x, want 0x%02x\n", round, b, slots[i][b],
+                            want);
             bad++;
             break;
           }
@@ -104,8 +105,11 @@ static void test_negative_control(void **state) {
   size_t rounds = tu_scale(5000);
   size_t bad = run_rounds(dev, rounds);
   print_message("negative control: %zu of %zu rounds corrupted\n", bad, rounds);
-  if (bad == 0) fail_msg("with the pending step off, 0 of %zu rounds were corrupted: the test "
-                         "cannot see the bug it is for", rounds);
+  if (bad == 0)
+    fail_msg(
+        "with the pending step off, 0 of %zu rounds were corrupted: the test "
+        "cannot see the bug it is for",
+        rounds);
   sp__alloc_test_disable_pending(dev->alloc, false);
   sp_device_close(dev);
 }

@@ -69,8 +69,8 @@ static void test_injected(void **state) {
       }
     }
     if (st != SP_OK) {
-      if (st != SP_ERR_OUT_OF_MEMORY) fail_msg("N=%u: status %s: %s", n, sp_status_str(st),
-                                              sp_last_error());
+      if (st != SP_ERR_OUT_OF_MEMORY)
+        fail_msg("N=%u: status %s: %s", n, sp_status_str(st), sp_last_error());
       const char *msg = sp_last_error();
       if (!strstr(msg, "requested") || !strstr(msg, "allocated") || !strstr(msg, "reserved") ||
           !strstr(msg, "limit"))

@@ -3,13 +3,13 @@
  * Goal: a freed block kept whole in its stream's front is reused at once for the same size with
  * exact stats; it counts as cached (snapshot, validator) and as freed (double free and
  * sp_record_stream of it fail, changing nothing); sp_empty_cache flushes it and gives its segment
- * back (the out-of-memory paths are driven by alloc_faults.c); blocks left in the front of a stream whose thread exited are
- * reused by other streams; and a front block of a stream with work in flight is never handed to
- * another stream without a device-side wait (nor at all with SP_ALLOC_NO_INFLIGHT_REUSE).
- * Method: host devices driven through the public API, with the front and the validator inspected
- * directly; the in-flight case holds stream A behind a host function waiting on a gate, so a
- * missing wait shows as B's bytes overwritten by A's later memset, and B being done before the
- * gate opens.
+ * back (the out-of-memory paths are driven by alloc_faults.c); blocks left in the front of a stream
+ * whose thread exited are reused by other streams; and a front block of a stream with work in
+ * flight is never handed to another stream without a device-side wait (nor at all with
+ * SP_ALLOC_NO_INFLIGHT_REUSE). Method: host devices driven through the public API, with the front
+ * and the validator inspected directly; the in-flight case holds stream A behind a host function
+ * waiting on a gate, so a missing wait shows as B's bytes overwritten by A's later memset, and B
+ * being done before the gate opens.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -84,8 +84,8 @@ static void test_empty_cache_flushes(void **state) {
   sp_device *dev = tu_open_host(4, SP_STREAMS_ROUND_ROBIN);
   static const size_t sizes[] = {512, 4 * KIB, 300 * KIB, MIB, 3 * MIB, 9 * MIB};
   void *p[6];
-  for (unsigned i = 0; i < 6; i++) SP_CHECK_OK(sp_alloc(dev, sizes[i], &dev->streams[1 + i % 3],
-                                                        &p[i]));
+  for (unsigned i = 0; i < 6; i++)
+    SP_CHECK_OK(sp_alloc(dev, sizes[i], &dev->streams[1 + i % 3], &p[i]));
   for (unsigned i = 0; i < 6; i++) SP_CHECK_OK(sp_free(dev, p[i]));
   size_t fronted = 0;
   for (unsigned s = 0; s < 4; s++) fronted += dev->alloc->caches[s].n_front;
@@ -95,9 +95,8 @@ static void test_empty_cache_flushes(void **state) {
   sp_memory_stats m;
   SP_CHECK_OK(sp_memory_stats_get(dev, &m));
   if (m.reserved_bytes != 0 || m.backend_allocs != m.backend_frees)
-    fail_msg("after sp_empty_cache: reserved %zu, backend allocs %llu frees %llu",
-             m.reserved_bytes, (unsigned long long)m.backend_allocs,
-             (unsigned long long)m.backend_frees);
+    fail_msg("after sp_empty_cache: reserved %zu, backend allocs %llu frees %llu", m.reserved_bytes,
+             (unsigned long long)m.backend_allocs, (unsigned long long)m.backend_frees);
   for (unsigned s = 0; s < 4; s++) assert_int_equal(dev->alloc->caches[s].n_front, 0);
   check_valid(dev);
   sp_device_close(dev);
@@ -117,7 +116,7 @@ static void *exiting_thread(void *arg) {
   e->stream = sp_stream_index(s);
   TU_EXPECT_OK(sp_alloc(e->dev, 256 * KIB, s, &e->p));
   TU_EXPECT_OK(sp_free(e->dev, e->p)); /* stays in the front of its stream */
-  return NULL;                          /* the thread exits: its exclusive slot is given back */
+  return NULL;                         /* the thread exits: its exclusive slot is given back */
 }
 
 static void test_thread_exit(void **state) {
@@ -149,7 +148,6 @@ static void test_thread_exit(void **state) {
   assert_int_equal(m.reserved_bytes, 0);
   sp_device_close(dev);
 }
-
 
 /* Stream A is held busy; its front block p (freed after A's queued memset) is requested on B. */
 static void run_inflight(unsigned flags) {
@@ -199,7 +197,8 @@ static void test_inflight_front_waits(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_reuse_and_stats),      cmocka_unit_test(test_empty_cache_flushes),
+      cmocka_unit_test(test_reuse_and_stats),
+      cmocka_unit_test(test_empty_cache_flushes),
       cmocka_unit_test(test_thread_exit),
       cmocka_unit_test(test_inflight_front_waits),
   };

@@ -36,11 +36,12 @@ static void expect_event(size_t i, unsigned kind, int stream, int peer, size_t b
   const sp__hist_event *e = &events[i];
   if (e->kind != kind || e->stream != stream || e->peer != peer || e->bytes != bytes ||
       (addr && e->address != (uintptr_t)addr) || e->thread != my_tid())
-    fail_msg("event %zu: got %s stream %d peer %d bytes %llu address %#lx thread %u; want %s "
-             "stream %d peer %d bytes %zu address %p thread %u", i,
-             sp__history_kind_name(e->kind), e->stream, e->peer, (unsigned long long)e->bytes,
-             (unsigned long)e->address, e->thread, sp__history_kind_name(kind), stream, peer,
-             bytes, addr, my_tid());
+    fail_msg(
+        "event %zu: got %s stream %d peer %d bytes %llu address %#lx thread %u; want %s "
+        "stream %d peer %d bytes %zu address %p thread %u",
+        i, sp__history_kind_name(e->kind), e->stream, e->peer, (unsigned long long)e->bytes,
+        (unsigned long)e->address, e->thread, sp__history_kind_name(kind), stream, peer, bytes,
+        addr, my_tid());
 }
 
 static void test_off_records_nothing(void **state) {
@@ -108,7 +109,7 @@ static void test_kinds_and_order(void **state) {
   SP_CHECK_OK(sp_alloc(dev, 1000, s1, &p));
   SP_CHECK_OK(sp_launch_host_func(s2, gate_wait, &g)); /* s2 busy until the gate opens */
   SP_CHECK_OK(sp_record_stream(dev, p, s2));
-  SP_CHECK_OK(sp_free(dev, p)); /* free_pending */
+  SP_CHECK_OK(sp_free(dev, p));                 /* free_pending */
   SP_CHECK_OK(sp_alloc(dev, 2u << 20, s1, &q)); /* a segment of the large pool */
   SP_CHECK_OK(sp_free(dev, q));
   SP_CHECK_OK(sp_alloc(dev, 2u << 20, s3, &r)); /* s1 idle, q's segment unused: reuse */
@@ -290,8 +291,9 @@ static void test_threads_lossless(void **state) {
       reuses++;
       continue;
     }
-    if (e->t_ns < last_t[k]) fail_msg("thread %u: time %llu after %llu", k,
-                                      (unsigned long long)e->t_ns, (unsigned long long)last_t[k]);
+    if (e->t_ns < last_t[k])
+      fail_msg("thread %u: time %llu after %llu", k, (unsigned long long)e->t_ns,
+               (unsigned long long)last_t[k]);
     last_t[k] = e->t_ns;
     if (e->kind == SP__HIST_ALLOC) {
       assert_null(open_addr[k]);
@@ -394,11 +396,16 @@ static void test_snapshot_events(void **state) {
 int main(void) {
   unsetenv("STREAMPOOL_MEMORY_HISTORY");
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_off_records_nothing), cmocka_unit_test(test_bad_arguments),
-      cmocka_unit_test(test_kinds_and_order),     cmocka_unit_test(test_reuse_wait),
-      cmocka_unit_test(test_oom),                 cmocka_unit_test(test_wraparound_and_reenable),
-      cmocka_unit_test(test_threads_lossless),    cmocka_unit_test(test_threads_wrapping),
-      cmocka_unit_test(test_env),                 cmocka_unit_test(test_snapshot_events),
+      cmocka_unit_test(test_off_records_nothing),
+      cmocka_unit_test(test_bad_arguments),
+      cmocka_unit_test(test_kinds_and_order),
+      cmocka_unit_test(test_reuse_wait),
+      cmocka_unit_test(test_oom),
+      cmocka_unit_test(test_wraparound_and_reenable),
+      cmocka_unit_test(test_threads_lossless),
+      cmocka_unit_test(test_threads_wrapping),
+      cmocka_unit_test(test_env),
+      cmocka_unit_test(test_snapshot_events),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

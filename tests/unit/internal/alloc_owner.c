@@ -2,10 +2,11 @@
  * misses its cache grows a segment of its own instead of taking the running thread's (which would
  * make segments bounce between threads and be given back and remapped), unless that thread has
  * been quiet (no cache operation) for SP__QUIET_NS; then its cached block is reused with no new
- * backend allocation. The peak stays exact in this serial use. (A thread that exited: alloc_front.c.)
- * Method: a worker thread allocates and frees 256 KiB on stream 1, then waits on a gate (alive);
- * the main thread allocates on streams 2 and 3, checking backend allocations, cross-stream reuses
- * and which pointer it got, and that the worker's token reads as alive while it runs.
+ * backend allocation. The peak stays exact in this serial use. (A thread that exited:
+ * alloc_front.c.) Method: a worker thread allocates and frees 256 KiB on stream 1, then waits on a
+ * gate (alive); the main thread allocates on streams 2 and 3, checking backend allocations,
+ * cross-stream reuses and which pointer it got, and that the worker's token reads as alive while it
+ * runs.
  */
 #include <pthread.h>
 #include <stdatomic.h>

@@ -6,9 +6,9 @@
  * move between streams) on a round-robin host device with 4 streams, 6 threads per wave, each
  * allocating and freeing seeded sizes (512 B..1 MiB, keeping up to 8 blocks, left live at exit and
  * freed by the main thread after the next wave, which runs on shifted streams, so spare grants
- * are taken from streams with live bytes) while a checker thread repeatedly takes every cache lock in index order
- * then peak_mu (the order of sp_memory_stats_reset_peaks) and checks the invariants, and now and
- * then resets the peaks. White-box: reads the allocator's per-stream grants.
+ * are taken from streams with live bytes) while a checker thread repeatedly takes every cache lock
+ * in index order then peak_mu (the order of sp_memory_stats_reset_peaks) and checks the invariants,
+ * and now and then resets the peaks. White-box: reads the allocator's per-stream grants.
  */
 #include <pthread.h>
 #include <stdatomic.h>

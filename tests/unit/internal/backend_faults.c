@@ -64,10 +64,10 @@ static void test_optional_slots_preserved(void **state) {
   (void)state;
   SP_CHECK_OK(tu_fault_install("host"));
   const sp__backend *w = tu_fault_table(), *r = &sp__host_backend;
-#define TU_CHECK_SLOT(name, status)                                                               \
-  if ((w->name != NULL) != (r->name != NULL) ||                                                   \
-      tu_slot_present(TU_SLOT_##name) != (r->name != NULL))                                       \
-    fail_msg("slot %s: real %s, wrapper %s", #name, r->name ? "set" : "NULL",                    \
+#define TU_CHECK_SLOT(name, status)                                           \
+  if ((w->name != NULL) != (r->name != NULL) ||                               \
+      tu_slot_present(TU_SLOT_##name) != (r->name != NULL))                   \
+    fail_msg("slot %s: real %s, wrapper %s", #name, r->name ? "set" : "NULL", \
              w->name ? "set" : "NULL");
   TU_FAULT_SLOTS(TU_CHECK_SLOT)
 #undef TU_CHECK_SLOT
@@ -139,8 +139,8 @@ static void test_host_memory(void **state) {
     fail_msg("host blocks live: %ld, before: %ld", tu_hostmem_live(), live);
   tu_hostmem_arm(0, 0, 1);
   SP_CHECK_STATUS(sp_device_open(&cfg, &dev), SP_ERR_HOST_MEMORY);
-  if (tu_hostmem_hits() != 1) fail_msg("persistent: %lu hits, want 1 (open stops at the first)",
-                                       tu_hostmem_hits());
+  if (tu_hostmem_hits() != 1)
+    fail_msg("persistent: %lu hits, want 1 (open stops at the first)", tu_hostmem_hits());
   tu_hostmem_uninstall();
   SP_CHECK_OK(sp_device_open(&cfg, &dev));
   sp_device_close(dev);

@@ -1,11 +1,11 @@
 /* White-box tests of the backends' optional graph and pinned host memory slots.
  *
- * Goal: on every backend with graph slots (host and CUDA), a graph captured from memcpy (pinned host -> device),
- * memset, Linear (f32, bias + ReLU), f32 <-> bf16 conversions and memcpy (device -> pinned host)
- * replays correctly many times with new input data written into the captured host buffer between
- * launches; another thread may allocate device memory and run its own stream while one thread
- * captures (thread-local capture mode); a capture broken by a forbidden call (a sync) fails at
- * capture_end with SP_ERR_BACKEND and leaves the stream usable; a Linear on a stream whose
+ * Goal: on every backend with graph slots (host and CUDA), a graph captured from memcpy (pinned
+ * host -> device), memset, Linear (f32, bias + ReLU), f32 <-> bf16 conversions and memcpy (device
+ * -> pinned host) replays correctly many times with new input data written into the captured host
+ * buffer between launches; another thread may allocate device memory and run its own stream while
+ * one thread captures (thread-local capture mode); a capture broken by a forbidden call (a sync)
+ * fails at capture_end with SP_ERR_BACKEND and leaves the stream usable; a Linear on a stream whose
  * cuBLASLt state does not exist yet is capturable. On every backend: the table's optional groups
  * are all set or all NULL, and the validator rejects half-filled groups. The host backend checks
  * the capture contract of backend.h: each forbidden call during a capture (stream_sync,
@@ -142,8 +142,15 @@ static void submit_forward(const sp__backend *be, sp__bstream *s, const graph_bu
   size_t ny = (size_t)BATCH * OUT;
   SP_CHECK_OK(be->memcpy_async(s, g->x, g->h_in, (size_t)BATCH * IN * 4));
   SP_CHECK_OK(be->memset_async(s, g->fill, 0x3F, ny * 4));
-  sp__linear op = {.dtype = SP_F32, .batch = BATCH, .in_features = IN, .out_features = OUT,
-                   .x = g->x, .w = g->w, .bias = g->b, .y = g->y, .relu = true};
+  sp__linear op = {.dtype = SP_F32,
+                   .batch = BATCH,
+                   .in_features = IN,
+                   .out_features = OUT,
+                   .x = g->x,
+                   .w = g->w,
+                   .bias = g->b,
+                   .y = g->y,
+                   .relu = true};
   SP_CHECK_OK(be->linear_async(s, &op));
   SP_CHECK_OK(be->convert_async(s, g->yb, SP_BF16, g->y, SP_F32, ny));
   SP_CHECK_OK(be->convert_async(s, g->y2, SP_F32, g->yb, SP_BF16, ny));
@@ -169,8 +176,8 @@ static unsigned check_forward(const char *what, const graph_bufs *g, const float
                fabs(rounded - ref16) <= 1e-2 * (1.0 + fabs(ref)) &&
                memcmp(&g->h_fill[i], &fill, sizeof(fill)) == 0;
       if (!ok && bad++ < 5)
-        print_error("%s: y[%u,%u]: f32 %.8g vs %.8g, bf16 %.8g vs %.8g, fill %.8g vs %.8g\n",
-                    what, r, o, got, ref, rounded, ref16, (double)g->h_fill[i], (double)fill);
+        print_error("%s: y[%u,%u]: f32 %.8g vs %.8g, bf16 %.8g vs %.8g, fill %.8g vs %.8g\n", what,
+                    r, o, got, ref, rounded, ref16, (double)g->h_fill[i], (double)fill);
     }
   return bad;
 }
@@ -303,8 +310,9 @@ static void graph_on(const sp__backend *be) {
   be->graph_destroy(NULL);
 
   if (SP_DEBUG >= 1 && !strcmp(be->name, "host")) {
-    print_message("host: a sync during capture asserts in debug builds: see "
-                  "test_host_capture_contract\n");
+    print_message(
+        "host: a sync during capture asserts in debug builds: see "
+        "test_host_capture_contract\n");
   } else {
     check_broken_capture(be, s, &g);
     print_message("%s: broken capture recovered\n", be->name);
@@ -337,7 +345,6 @@ static void test_graph_replay(void **state) {
     print_message("cuda: skipped: no CUDA device\n");
 #endif
 }
-
 
 /* ---- the host backend's capture contract -------------------------------------------------- */
 
@@ -480,8 +487,8 @@ static void expect_abort(const violation *k) {
   snprintf(log, sizeof(log), "/tmp/sp_violate_%d_%s.log", (int)getpid(), k->name);
   posix_spawn_file_actions_t fa;
   assert_int_equal(posix_spawn_file_actions_init(&fa), 0);
-  assert_int_equal(posix_spawn_file_actions_addopen(&fa, 2, log, O_WRONLY | O_CREAT | O_TRUNC,
-                                                    0600), 0);
+  assert_int_equal(
+      posix_spawn_file_actions_addopen(&fa, 2, log, O_WRONLY | O_CREAT | O_TRUNC, 0600), 0);
   char *argv[] = {(char *)"backend_graph", (char *)"--violate", (char *)k->name, NULL};
   extern char **environ;
   pid_t pid;
@@ -503,8 +510,7 @@ static void expect_abort(const violation *k) {
              WIFSIGNALED(status) ? "died of signal" : "exited with",
              WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status), text);
   if (!strstr(text, "assertion failed") || !strstr(text, k->says))
-    fail_msg("%s: the child's log does not name the violation \"%s\":\n%s", k->name, k->says,
-             text);
+    fail_msg("%s: the child's log does not name the violation \"%s\":\n%s", k->name, k->says, text);
 }
 
 static void test_host_capture_contract(void **state) {

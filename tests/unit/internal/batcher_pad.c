@@ -23,9 +23,9 @@
 
 enum { IN = 8, HID = 16, OUT = 4, ROWS = 3, MAXB = 16, SIZES = MAXB + 1, TRIES = 5 };
 
-static sp__backend spy;                   /* the host table with two slots wrapped */
-static atomic_uint linear_at[SIZES + 1];  /* linear ops per batch size (last: larger) */
-static atomic_uint launches;              /* graph launches                           */
+static sp__backend spy;                  /* the host table with two slots wrapped */
+static atomic_uint linear_at[SIZES + 1]; /* linear ops per batch size (last: larger) */
+static atomic_uint launches;             /* graph launches                           */
 
 static sp_status spy_linear(sp__bstream *s, const sp__linear *op) {
   atomic_fetch_add(&linear_at[op->batch < SIZES ? op->batch : SIZES], 1);
@@ -81,8 +81,8 @@ static void one_pass(sp_model *m, sp_batcher *b) {
       SP_CHECK_OK(sp_model_infer(m, c[i].x, want, 1));
       for (int o = 0; o < OUT; o++)
         if (fabsf(c[i].y[o] - want[o]) > 1e-5f * (1.0f + fabsf(want[o])))
-          fail_msg("caller %d out[%d]: batcher %.8g, sp_model_infer %.8g", i, o,
-                   (double)c[i].y[o], (double)want[o]);
+          fail_msg("caller %d out[%d]: batcher %.8g, sp_model_infer %.8g", i, o, (double)c[i].y[o],
+                   (double)want[o]);
     }
     if (after.batches - before.batches == 1) return;
     print_message("attempt %d: %llu passes for %d rows, again\n", attempt,
@@ -102,8 +102,8 @@ static void open_all(const char *graphs, sp_device **dev, sp_model **m, sp_batch
   sp_status st = sp_model_mlp_random(*dev, dims, 3, 7, SP_F32, m);
   unsetenv("STREAMPOOL_GRAPHS");
   SP_CHECK_OK(st);
-  sp_batcher_config cfg = {.max_batch = MAXB,
-                           .max_delay_us = tu_under_tsan() ? 2000000 : 300000, .workers = 1};
+  sp_batcher_config cfg = {
+      .max_batch = MAXB, .max_delay_us = tu_under_tsan() ? 2000000 : 300000, .workers = 1};
   SP_CHECK_OK(sp_batcher_create(*m, &cfg, b));
 }
 

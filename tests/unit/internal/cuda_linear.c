@@ -44,10 +44,10 @@ static float rand_unit(tu_rng *r) { return (float)tu_rng_below(r, 2000001) / 100
 typedef struct lin_case {
   unsigned in, out;
   int bf16;
-  float *x, *w, *b;      /* host values (bf16-rounded when bf16): x [ROWS, in], w [out, in]  */
-  double *pre, *mag;     /* [ROWS, out]: x·wᵀ and |x|·|w|ᵀ                                 */
+  float *x, *w, *b;  /* host values (bf16-rounded when bf16): x [ROWS, in], w [out, in]  */
+  double *pre, *mag; /* [ROWS, out]: x·wᵀ and |x|·|w|ᵀ                                 */
   void *dx, *dw, *db, *dy; /* device: dtype elements, PAD spare at the end                  */
-  float *got;            /* [ROWS, out] read back as f32                                   */
+  float *got;              /* [ROWS, out] read back as f32                                   */
 } lin_case;
 
 static size_t esize(const lin_case *c) { return c->bf16 ? 2 : 4; }
@@ -152,12 +152,15 @@ static void case_place(const sp__backend *be, sp__bstream *s, lin_case *c, unsig
 
 static sp__linear case_op(const lin_case *c, const lin_view *v, unsigned batch) {
   size_t es = esize(c);
-  return (sp__linear){.dtype = c->bf16 ? SP_BF16 : SP_F32, .batch = batch,
-                      .in_features = c->in, .out_features = c->out,
+  return (sp__linear){.dtype = c->bf16 ? SP_BF16 : SP_F32,
+                      .batch = batch,
+                      .in_features = c->in,
+                      .out_features = c->out,
                       .x = (unsigned char *)c->dx + v->xw_off * es,
                       .w = (unsigned char *)c->dw + v->xw_off * es,
                       .bias = v->bias ? c->db : NULL,
-                      .y = (unsigned char *)c->dy + v->y_off * es, .relu = v->relu};
+                      .y = (unsigned char *)c->dy + v->y_off * es,
+                      .relu = v->relu};
 }
 
 /* Reads back batch rows of y and compares them with the reference. */
@@ -188,10 +191,11 @@ static void case_check(const sp__backend *be, sp__bstream *s, lin_case *c, const
       double bound = tol * (c->mag[i] + (v->bias ? fabs(c->b[o]) : 0.0)) + 1e-30;
       double got = c->got[i];
       if (!(fabs(got - want) <= bound))
-        fail_msg("%s: %s %ux%u batch %u (x/w off %u, y off %u, bias %d, relu %d) row %u col %u: "
-                 "got %.9g, want %.9g (|diff| %.3g > bound %.3g)",
-                 what, c->bf16 ? "bf16" : "f32", c->in, c->out, batch, v->xw_off, v->y_off,
-                 v->bias, v->relu, row, o, got, want, fabs(got - want), bound);
+        fail_msg(
+            "%s: %s %ux%u batch %u (x/w off %u, y off %u, bias %d, relu %d) row %u col %u: "
+            "got %.9g, want %.9g (|diff| %.3g > bound %.3g)",
+            what, c->bf16 ? "bf16" : "f32", c->in, c->out, batch, v->xw_off, v->y_off, v->bias,
+            v->relu, row, o, got, want, fabs(got - want), bound);
     }
 }
 
@@ -224,10 +228,11 @@ static sp__bdevice *open_with(const sp__backend *be, const char *mode) {
   return d;
 }
 
-/* ---- cases ------------------------------------------------------------------------------------ */
+/* ---- cases ------------------------------------------------------------------------------------
+ */
 
 static const unsigned shapes[][2] = {
-    {1, 1},   {3, 1},    {7, 5},     {8, 1},      {37, 19},    {64, 48},   {100, 33},
+    {1, 1},   {3, 1},    {7, 5},      {8, 1},       {37, 19},    {64, 48}, {100, 33},
     {9, 130}, {1023, 7}, {512, 1024}, {1024, 1024}, {1024, 512}, {256, 3},
 };
 

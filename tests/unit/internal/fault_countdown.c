@@ -5,22 +5,23 @@
  * sp_memcpy_peer_async between the devices, sp_alloc, sp_record_stream, sp_free, sp_model_load
  * (f32 and bf16 from a safetensors file), sp_model_infer, sp_model_forward, sp_batcher_create or
  * sp_batcher_infer either returns the status that failure documents (the slot's, see
- * TU_FAULT_SLOTS; host memory: SP_ERR_HOST_MEMORY) with a non-empty message, or is absorbed with a correct result; the same
- * call made again without injection succeeds; and when the script is done, nothing is left
- * behind: every backend object the wrapper saw created was destroyed, every host block allocated
- * through the hook was freed (and ASan's leak check at exit agrees, under make asan).
- * Method: the fault-injecting table (tests/common/internal/tu_backend_faults.h) is installed over
- * the host backend and the counting allocator (tu_host_faults.h) over host memory. For each
+ * TU_FAULT_SLOTS; host memory: SP_ERR_HOST_MEMORY) with a non-empty message, or is absorbed with a
+ * correct result; the same call made again without injection succeeds; and when the script is done,
+ * nothing is left behind: every backend object the wrapper saw created was destroyed, every host
+ * block allocated through the hook was freed (and ASan's leak check at exit agrees, under make
+ * asan). Method: the fault-injecting table (tests/common/internal/tu_backend_faults.h) is installed
+ * over the host backend and the counting allocator (tu_host_faults.h) over host memory. For each
  * status-returning slot the host table has (and for host memory), for N = 0, 1, 2, ...: arm the
  * Nth call of that slot to fail, run the whole script; the first step that fails must fail as
  * above, then it is retried disarmed and must succeed, and the script goes on. The loop for a slot
  * ends with the first run in which no injected failure was hit (the script makes fewer than N+1
  * calls). The script must call every status slot the host table has at least once (a slot it
- * never calls fails the test: extend the script when a slot is added). The teardown (sp_batcher_destroy, sp_model_free, sp_free,
- * sp_device_close) runs armed too: it returns nothing, so a failure there must only leave nothing
- * behind. Both modes run: one-shot (only call N fails) and persistent (call N and every later one
- * fails until the step has returned and is retried disarmed). Outputs of infer/forward/batcher,
- * events and the peer copy are checked, so an absorbed failure cannot hide a wrong answer.
+ * never calls fails the test: extend the script when a slot is added). The teardown
+ * (sp_batcher_destroy, sp_model_free, sp_free, sp_device_close) runs armed too: it returns nothing,
+ * so a failure there must only leave nothing behind. Both modes run: one-shot (only call N fails)
+ * and persistent (call N and every later one fails until the step has returned and is retried
+ * disarmed). Outputs of infer/forward/batcher, events and the peer copy are checked, so an absorbed
+ * failure cannot hide a wrong answer.
  */
 #include <math.h>
 #include <stdatomic.h>
@@ -109,8 +110,7 @@ static sp_status step_peer(script *c) {
   if (st == SP_OK) st = sp_memcpy_async(s, back, dst, N);
   if (st == SP_OK) st = sp_stream_sync(s);
   if (st == SP_OK && back[0] != 0x6b && back[N - 1] != 0x6b)
-    snprintf(wrong, sizeof(wrong), "peer copy: got 0x%02x 0x%02x, want 0x6b", back[0],
-             back[N - 1]);
+    snprintf(wrong, sizeof(wrong), "peer copy: got 0x%02x 0x%02x, want 0x6b", back[0], back[N - 1]);
   char msg[512];
   snprintf(msg, sizeof(msg), "%s", sp_last_error());
   if (st != SP_OK) { /* back[] must not be written after this frame (on success s is synced) */
@@ -126,9 +126,7 @@ static sp_status step_peer(script *c) {
   return fst;
 }
 
-static sp_status step_alloc(script *c) {
-  return sp_alloc(c->dev, 1u << 20, NULL, &c->p);
-}
+static sp_status step_alloc(script *c) { return sp_alloc(c->dev, 1u << 20, NULL, &c->p); }
 
 static sp_status step_use_and_record(script *c) {
   sp_stream *s = NULL;
@@ -306,8 +304,8 @@ static unsigned long run_once(const fault *f, unsigned long n, int persist, tall
       fail_msg("%s call %lu (%s): step %s returned %s, expected %s: %s", f->what, n,
                persist ? "persistent" : "one-shot", steps[i].name, sp_status_str(st),
                sp_status_str(f->want), msg);
-    if (!msg[0]) fail_msg("%s call %lu: step %s failed with an empty message", f->what, n,
-                          steps[i].name);
+    if (!msg[0])
+      fail_msg("%s call %lu: step %s failed with an empty message", f->what, n, steps[i].name);
     failed = 1;
     t->returned++;
     disarm();
@@ -325,9 +323,10 @@ static unsigned long run_once(const fault *f, unsigned long n, int persist, tall
   t->runs++;
   tu_fault_live l = tu_fault_live_get();
   if (l.devices || l.streams || l.events || l.segments || l.pinned || l.graphs)
-    fail_msg("%s call %lu: after close, live: %ld devices %ld streams %ld events %ld segments "
-             "%ld pinned %ld graphs", f->what, n, l.devices, l.streams, l.events, l.segments,
-             l.pinned, l.graphs);
+    fail_msg(
+        "%s call %lu: after close, live: %ld devices %ld streams %ld events %ld segments "
+        "%ld pinned %ld graphs",
+        f->what, n, l.devices, l.streams, l.events, l.segments, l.pinned, l.graphs);
   if (tu_hostmem_live() != host_before)
     fail_msg("%s call %lu: %ld host blocks leaked", f->what, n, tu_hostmem_live() - host_before);
   return h;

@@ -277,9 +277,16 @@ static void test_env_values(void **state) {
   const char *bad_mem[] = {"0", "12Q", "1.5G", "G", "-1G", "99999999999T", "4KX"};
   for (unsigned i = 0; i < sizeof(bad_mem) / sizeof(*bad_mem); i++)
     expect_env_rejected("STREAMPOOL_HOST_MEMORY", bad_mem[i], 0);
-  struct { const char *text; size_t bytes; } good_mem[] = {
-      {"4096", 4096}, {"4K", 4096}, {"4k", 4096}, {"3M", 3u << 20}, {"2G", (size_t)2 << 30},
-      {"2GiB", (size_t)2 << 30}, {"5KB", 5120}};
+  struct {
+    const char *text;
+    size_t bytes;
+  } good_mem[] = {{"4096", 4096},
+                  {"4K", 4096},
+                  {"4k", 4096},
+                  {"3M", 3u << 20},
+                  {"2G", (size_t)2 << 30},
+                  {"2GiB", (size_t)2 << 30},
+                  {"5KB", 5120}};
   for (unsigned i = 0; i < sizeof(good_mem) / sizeof(*good_mem); i++) {
     setenv("STREAMPOOL_HOST_MEMORY", good_mem[i].text, 1);
     sp__bdevice *d = dev_open(0);
@@ -291,7 +298,7 @@ static void test_env_values(void **state) {
     B->device_close(d);
   }
   expect_env_rejected("STREAMPOOL_HOST_MEMORY", "", 0); /* empty: an error, as for every variable */
-  sp__bdevice *d = dev_open(0); /* unset: the default (physical RAM) */
+  sp__bdevice *d = dev_open(0);                         /* unset: the default (physical RAM) */
   size_t f = 0, t = 0;
   SP_CHECK_OK(B->memory_info(d, &f, &t));
   assert_true(t > ((size_t)64 << 20));

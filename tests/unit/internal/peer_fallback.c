@@ -24,7 +24,6 @@ enum { GATE_MS = 60 };
 
 static sp__backend nopeer_backend; /* the host table without the peer slot */
 
-
 /* a: a plain host device; b: a host device the core sees as another backend. */
 static void open_pair(sp_device **a, sp_device **b) {
   *a = tu_open_host_index(0, 4, SP_STREAMS_ROUND_ROBIN);
