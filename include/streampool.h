@@ -423,8 +423,10 @@ sp_device *sp_model_device(const sp_model *m);
 
 /* Device-side, stream-ordered: in and out are device memory of m's device (see "Device ranges"),
  * batch rows of f32 each (in_features and out_features floats a row), else
- * SP_ERR_INVALID_ARGUMENT; activations come from the allocator on s and are freed in stream
- * order. Any thread. */
+ * SP_ERR_INVALID_ARGUMENT. Besides sp_alloc's blocks, device memory another runtime allocated on
+ * the same device (a PyTorch or CuPy tensor; CUDA: the driver's pointer attributes of both ends
+ * say so) is accepted, range-checked by the driver only. Activations come from the allocator on s
+ * and are freed in stream order. Any thread. */
 sp_status sp_model_forward(sp_model *m, sp_stream *s, const float *in, float *out, unsigned batch);
 
 /* Host in, host out, on the calling thread's current stream; returns when out is filled. Any

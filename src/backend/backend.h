@@ -24,8 +24,8 @@
 #include "streampool.h"
 
 #define SP__BACKEND_VERSION                                          \
-  4u /* 2: graph and pinned host memory slots; 3: memcpy_peer_async; \
-        4: stream_native, stream_wait_native */
+  5u /* 2: graph and pinned host memory slots; 3: memcpy_peer_async; \
+        4: stream_native, stream_wait_native; 5: mem_is_foreign */
 
 typedef struct sp__bdevice sp__bdevice; /* a backend's device   */
 typedef struct sp__bstream sp__bstream; /* a backend's stream   */
@@ -132,6 +132,13 @@ typedef struct sp__backend {
    * another runtime could submit to). */
   sp_status (*stream_native)(sp__bstream *s, void **out);
   sp_status (*stream_wait_native)(sp__bstream *s, void *native);
+
+  /* Optional: whether [p, p + bytes) lies in device memory of d that the allocator did not hand
+   * out (another runtime's, e.g. a PyTorch or CuPy tensor), so sp_model_forward may read and write
+   * it; the caller has checked that the range is in none of the allocator's segments. Never fails
+   * (an unknown pointer is false) and sets no error. NULL -> false: every device pointer comes
+   * from the allocator (the host backend: anything else is host memory). */
+  bool (*mem_is_foreign)(sp__bdevice *d, const void *p, size_t bytes);
 } sp__backend;
 
 /* The compiled-in backends. */

@@ -142,3 +142,7 @@ void sp__pinned_free(sp_device *dev, void *p, bool pinned) {
    * gone to it either way, and the status is dropped as every free path of the library does. */
   (void)dev->be->host_free_pinned(dev->bdev, p);
 }
+
+bool sp__mem_is_foreign(const sp_device *dev, const void *p, size_t bytes) {
+  return dev->be->mem_is_foreign && dev->be->mem_is_foreign(dev->bdev, p, bytes);
+}

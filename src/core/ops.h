@@ -80,4 +80,8 @@ sp_status sp__pinned_alloc(sp_device *dev, size_t bytes, void **out, bool *pinne
 /* Frees p from sp__pinned_alloc, given the *pinned it returned (NULL ok). Any thread. */
 void sp__pinned_free(sp_device *dev, void *p, bool pinned);
 
+/* Whether [p, p + bytes), in none of the allocator's segments, is device memory of dev that another
+ * runtime allocated (the backend's mem_is_foreign; absent: never). Any thread. */
+bool sp__mem_is_foreign(const sp_device *dev, const void *p, size_t bytes);
+
 #endif /* SP_CORE_OPS_H */

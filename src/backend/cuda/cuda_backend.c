@@ -198,6 +198,22 @@ static sp_status cuda_stream_native(sp__bstream *s, void **out) {
 
 /* One event per call: recorded on the foreign stream, waited on by s, destroyed at once (CUDA
  * keeps a destroyed event's pending wait valid). */
+/* Both ends of the range are device (or managed) memory of d by the driver's pointer attributes. */
+static bool cuda_mem_is_foreign(sp__bdevice *d, const void *p, size_t bytes) {
+  if (!p || !bytes) return false;
+  const void *ends[2] = {p, (const char *)p + (bytes - 1)};
+  for (int i = 0; i < 2; i++) {
+    struct cudaPointerAttributes a;
+    if (cudaPointerGetAttributes(&a, ends[i]) != cudaSuccess) {
+      (void)cudaGetLastError(); /* an unknown pointer is not an error of anybody's */
+      return false;
+    }
+    bool device = a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged;
+    if (!device || a.device != d->ordinal) return false;
+  }
+  return true;
+}
+
 static sp_status cuda_stream_wait_native(sp__bstream *s, void *native) {
   sp_status st = sp__cuda_use_device(s->dev);
   if (st != SP_OK) return st;
@@ -346,4 +362,5 @@ const sp__backend sp__cuda_backend = {
     .memcpy_peer_async = sp__cuda_memcpy_peer_async,
     .stream_native = cuda_stream_native,
     .stream_wait_native = cuda_stream_wait_native,
+    .mem_is_foreign = cuda_mem_is_foreign,
 };
