@@ -288,7 +288,7 @@ static void auto_mode(void **state) {
   (void)state;
   const sp__backend *be = cuda_table();
   if (!be) return;
-  sp__bdevice *d = open_with(be, NULL);
+  sp__bdevice *d = open_with(be, "auto"); /* opt-in, not the default */
   sp__bstream *s = NULL, *cap = NULL;
   SP_CHECK_OK(be->stream_create(d, 0, &s));
   SP_CHECK_OK(be->stream_create(d, 1, &cap));
