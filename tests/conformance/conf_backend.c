@@ -28,6 +28,7 @@
 #include "backend/backend.h"
 #include "core/dtype.h" /* sp__bf16_to_f32: a plain bit shift, for the reference */
 #include "testutil.h"
+#include "tu_backend.h"
 
 static const sp__backend *B; /* the table the current case runs on */
 
@@ -37,27 +38,6 @@ static const sp__backend *B; /* the table the current case runs on */
 enum { GATE_TIMER_MS = 30 };
 
 /* ---- helpers ------------------------------------------------------------------------------- */
-
-static sp__bdevice *dev_open(int index) {
-  sp__bdevice *d = NULL;
-  SP_CHECK_OK(B->device_open(index, &d));
-  assert_non_null(d);
-  return d;
-}
-
-static sp__bstream *stream_new(sp__bdevice *d, unsigned index) {
-  sp__bstream *s = NULL;
-  SP_CHECK_OK(B->stream_create(d, index, &s));
-  assert_non_null(s);
-  return s;
-}
-
-static sp__bevent *event_new(sp__bdevice *d, unsigned flags) {
-  sp__bevent *e = NULL;
-  SP_CHECK_OK(B->event_create(d, flags, &e));
-  assert_non_null(e);
-  return e;
-}
 
 /* Copies n bytes of device memory at src to host on s and waits. */
 static void download(sp__bstream *s, void *host, const void *src, size_t n) {
@@ -75,8 +55,8 @@ static void flag_fn(void *arg) { atomic_store((atomic_int *)arg, 1); }
 static void test_fifo_order_under_jitter(void **state) {
   (void)state;
   setenv("STREAMPOOL_HOST_JITTER_US", "20", 1);
-  sp__bdevice *d = dev_open(0);
-  sp__bstream *s = stream_new(d, 1);
+  sp__bdevice *d = tu_be_device(B, 0);
+  sp__bstream *s = tu_be_stream(B, d, 1);
   enum { N = 4096 };
   unsigned char *dev_buf = NULL, *src = malloc(N * 8), ref[N];
   SP_CHECK_OK(B->mem_alloc(d, N, (void **)&dev_buf));
@@ -142,8 +122,8 @@ static void *order_submitter(void *arg) {
 static void test_host_func_order(void **state) {
   (void)state;
   setenv("STREAMPOOL_HOST_JITTER_US", "5", 1);
-  sp__bdevice *d = dev_open(0);
-  sp__bstream *s = stream_new(d, 2);
+  sp__bdevice *d = tu_be_device(B, 0);
+  sp__bstream *s = tu_be_stream(B, d, 2);
   enum { T = 4 };
   unsigned per = (unsigned)tu_scale(2000);
   order_log *log = calloc(1, sizeof(*log));
@@ -175,8 +155,8 @@ static void test_host_func_order(void **state) {
 
 static void test_query_sync_destroy(void **state) {
   (void)state;
-  sp__bdevice *d = dev_open(0);
-  sp__bstream *s = stream_new(d, 0);
+  sp__bdevice *d = tu_be_device(B, 0);
+  sp__bstream *s = tu_be_stream(B, d, 0);
   SP_CHECK_OK(B->stream_query(s)); /* fresh: idle */
   SP_CHECK_OK(B->stream_sync(s));
   tu_gate g;
@@ -198,7 +178,7 @@ static void test_query_sync_destroy(void **state) {
   unsigned char *a = malloc(N), *b = calloc(1, N), *dbuf = NULL;
   SP_CHECK_OK(B->mem_alloc(d, N, (void **)&dbuf));
   memset(a, 0x5a, N);
-  sp__bstream *s2 = stream_new(d, 3);
+  sp__bstream *s2 = tu_be_stream(B, d, 3);
   tu_gate g2;
   tu_gate_init(&g2, GATE_TIMER_MS);
   SP_CHECK_OK(B->host_func(s2, tu_gate_fn, &g2));
@@ -211,7 +191,7 @@ static void test_query_sync_destroy(void **state) {
   /* destroy at every phase of the worker (running, polling for work, asleep) never hangs */
   tu_rng r = {tu_seed()};
   for (unsigned i = 0; i < tu_scale(300); i++) {
-    sp__bstream *s3 = stream_new(d, 4);
+    sp__bstream *s3 = tu_be_stream(B, d, 4);
     SP_CHECK_OK(B->memset_async(s3, dbuf, 0x11, 64));
     tu_sleep_us((unsigned)tu_rng_below(&r, i % 3 == 0 ? 60 : 25));
     B->stream_destroy(s3);
@@ -231,10 +211,10 @@ static void test_query_sync_destroy(void **state) {
 
 static void test_event_query_sync(void **state) {
   (void)state;
-  sp__bdevice *d = dev_open(0);
-  sp__bstream *s = stream_new(d, 1), *t = stream_new(d, 2);
+  sp__bdevice *d = tu_be_device(B, 0);
+  sp__bstream *s = tu_be_stream(B, d, 1), *t = tu_be_stream(B, d, 2);
   for (unsigned flags = 0; flags <= SP_EVENT_TIMING; flags++) {
-    sp__bevent *e = event_new(d, flags);
+    sp__bevent *e = tu_be_event(B, d, flags);
     SP_CHECK_OK(B->event_query(e)); /* never recorded: complete */
     SP_CHECK_OK(B->event_sync(e));
     SP_CHECK_OK(B->stream_wait_event(t, e));
@@ -263,15 +243,15 @@ static void test_event_query_sync(void **state) {
 static void test_event_wait_orders_data(void **state) {
   (void)state;
   setenv("STREAMPOOL_HOST_JITTER_US", "40", 1);
-  sp__bdevice *d = dev_open(0);
-  sp__bstream *prod = stream_new(d, 1), *cons = stream_new(d, 2);
+  sp__bdevice *d = tu_be_device(B, 0);
+  sp__bstream *prod = tu_be_stream(B, d, 1), *cons = tu_be_stream(B, d, 2);
   enum { BYTES = 512 };
   size_t rounds = tu_scale(400);
   unsigned char *bufs = NULL, *outs = malloc(rounds * BYTES);
   SP_CHECK_OK(B->mem_alloc(d, rounds * BYTES, (void **)&bufs));
   SP_CHECK_OK(B->memset_async(prod, bufs, 0, rounds * BYTES));
   SP_CHECK_OK(B->stream_sync(prod));
-  sp__bevent *ev[2] = {event_new(d, 0), event_new(d, SP_EVENT_TIMING)};
+  sp__bevent *ev[2] = {tu_be_event(B, d, 0), tu_be_event(B, d, SP_EVENT_TIMING)};
   for (size_t i = 0; i < rounds; i++) {
     unsigned char *buf = bufs + i * BYTES;
     SP_CHECK_OK(B->memset_async(prod, buf, (int)(i * 7 + 1) & 0xff, BYTES / 2));
@@ -302,10 +282,10 @@ static void test_event_wait_orders_data(void **state) {
  * later (still blocked) work does not move a wait already queued. */
 static void test_event_rerecord_semantics(void **state) {
   (void)state;
-  sp__bdevice *d = dev_open(0);
-  sp__bstream *a = stream_new(d, 1), *b = stream_new(d, 2);
+  sp__bdevice *d = tu_be_device(B, 0);
+  sp__bstream *a = tu_be_stream(B, d, 1), *b = tu_be_stream(B, d, 2);
   for (unsigned flags = 0; flags <= SP_EVENT_TIMING; flags++) {
-    sp__bevent *e = event_new(d, flags);
+    sp__bevent *e = tu_be_event(B, d, flags);
     tu_gate g1, g2;
     tu_gate_init(&g1, 0);
     tu_gate_init(&g2, 0);
@@ -340,10 +320,10 @@ static void sleep_fn(void *arg) { tu_sleep_us(*(unsigned *)arg); }
 
 static void test_event_elapsed(void **state) {
   (void)state;
-  sp__bdevice *d = dev_open(0);
-  sp__bstream *s = stream_new(d, 1);
-  sp__bevent *t0 = event_new(d, SP_EVENT_TIMING), *t1 = event_new(d, SP_EVENT_TIMING);
-  sp__bevent *plain = event_new(d, 0);
+  sp__bdevice *d = tu_be_device(B, 0);
+  sp__bstream *s = tu_be_stream(B, d, 1);
+  sp__bevent *t0 = tu_be_event(B, d, SP_EVENT_TIMING), *t1 = tu_be_event(B, d, SP_EVENT_TIMING);
+  sp__bevent *plain = tu_be_event(B, d, 0);
   float ms = -1.0f;
   SP_CHECK_STATUS(B->event_elapsed_ms(t0, t1, &ms), SP_ERR_INVALID_ARGUMENT); /* never recorded */
   SP_CHECK_OK(B->event_record(plain, s));
@@ -369,7 +349,7 @@ static void test_event_elapsed(void **state) {
   /* a timing event destroyed while its marker is queued: the marker must not touch freed memory */
   tu_gate g2;
   tu_gate_init(&g2, 0);
-  sp__bevent *doomed = event_new(d, SP_EVENT_TIMING);
+  sp__bevent *doomed = tu_be_event(B, d, SP_EVENT_TIMING);
   SP_CHECK_OK(B->host_func(s, tu_gate_fn, &g2));
   SP_CHECK_OK(B->event_record(doomed, s));
   B->event_destroy(doomed);
@@ -407,14 +387,14 @@ static void *race_worker(void *arg) {
 static void test_event_races(void **state) {
   (void)state;
   setenv("STREAMPOOL_HOST_JITTER_US", "3", 1);
-  sp__bdevice *d = dev_open(0);
+  sp__bdevice *d = tu_be_device(B, 0);
   race_ctx c[4];
   pthread_t tid[4];
   unsigned char *buf = NULL;
   SP_CHECK_OK(B->mem_alloc(d, 256, (void **)&buf));
   sp__bstream *streams[4];
-  for (unsigned i = 0; i < 4; i++) streams[i] = stream_new(d, i + 1);
-  sp__bevent *events[2] = {event_new(d, 0), event_new(d, SP_EVENT_TIMING)};
+  for (unsigned i = 0; i < 4; i++) streams[i] = tu_be_stream(B, d, i + 1);
+  sp__bevent *events[2] = {tu_be_event(B, d, 0), tu_be_event(B, d, SP_EVENT_TIMING)};
   for (unsigned i = 0; i < 4; i++) {
     c[i] = (race_ctx){{streams[0], streams[1], streams[2], streams[3]},
                       {events[0], events[1]},
@@ -451,7 +431,7 @@ static void test_table_devices(void **state) {
   SP_CHECK_OK(B->device_count(&count));
   if (count < 1) fail_msg("%s: %d devices; the runner lists backends with one", B->name, count);
   for (int i = 0; i < count; i++) {
-    sp__bdevice *d = dev_open(i);
+    sp__bdevice *d = tu_be_device(B, i);
     const char *name = B->device_name(d);
     if (!name || !name[0]) fail_msg("%s device %d: empty name", B->name, i);
     size_t f = 0, t = 0;
@@ -470,8 +450,8 @@ static void test_table_devices(void **state) {
  * no-op. */
 static void test_memory_segments(void **state) {
   (void)state;
-  sp__bdevice *d = dev_open(0);
-  sp__bstream *s = stream_new(d, 1);
+  sp__bdevice *d = tu_be_device(B, 0);
+  sp__bstream *s = tu_be_stream(B, d, 1);
   enum { K = 6 };
   const size_t sizes[K] = {1, 255, 4096, 65537, 1u << 20, 3u << 20};
   unsigned char *p[K] = {NULL}, *host = malloc(3u << 20), *back = malloc(3u << 20);
@@ -602,8 +582,8 @@ static void test_linear(void **state) {
     printf("[conf_backend] %s: linear: not run: the backend has no linear/convert slot\n", B->name);
     return;
   }
-  sp__bdevice *d = dev_open(0);
-  sp__bstream *s = stream_new(d, 1);
+  sp__bdevice *d = tu_be_device(B, 0);
+  sp__bstream *s = tu_be_stream(B, d, 1);
   tu_rng r = {tu_seed()};
   for (unsigned dt = 0; dt < 2; dt++) {
     linear_case(d, s, &r, (sp_dtype)dt, 1, 1, 1, 1, 0);
@@ -638,8 +618,8 @@ static void test_convert(void **state) {
     printf("[conf_backend] %s: convert: not run: the backend has no convert slot\n", B->name);
     return;
   }
-  sp__bdevice *d = dev_open(0);
-  sp__bstream *s = stream_new(d, 1);
+  sp__bdevice *d = tu_be_device(B, 0);
+  sp__bstream *s = tu_be_stream(B, d, 1);
   enum { ALL = 65536 };
   uint16_t *h = malloc(ALL * 2), *h2 = malloc(ALL * 2);
   float *f = malloc(ALL * 4);

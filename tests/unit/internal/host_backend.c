@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "testutil.h"
+#include "tu_backend.h"
 #include "tu_host_faults.h"
 
 #include "backend/backend.h"
@@ -45,33 +46,12 @@ static int teardown(void **state) {
   return 0;
 }
 
-static sp__bdevice *dev_open(int index) {
-  sp__bdevice *d = NULL;
-  SP_CHECK_OK(B->device_open(index, &d));
-  assert_non_null(d);
-  return d;
-}
-
-static sp__bstream *stream_new(sp__bdevice *d, unsigned index) {
-  sp__bstream *s = NULL;
-  SP_CHECK_OK(B->stream_create(d, index, &s));
-  assert_non_null(s);
-  return s;
-}
-
-static sp__bevent *event_new(sp__bdevice *d, unsigned flags) {
-  sp__bevent *e = NULL;
-  SP_CHECK_OK(B->event_create(d, flags, &e));
-  assert_non_null(e);
-  return e;
-}
-
 /* ---- memory --------------------------------------------------------------------------------- */
 
 static void test_memory_capacity(void **state) {
   (void)state;
   setenv("STREAMPOOL_HOST_MEMORY", "1M", 1);
-  sp__bdevice *d = dev_open(0);
+  sp__bdevice *d = tu_be_device(B, 0);
   size_t free_b = 0, total_b = 0;
   SP_CHECK_OK(B->memory_info(d, &free_b, &total_b));
   assert_int_equal(total_b, 1u << 20);
@@ -137,7 +117,7 @@ static void *mem_worker(void *arg) {
 static void test_memory_threads(void **state) {
   (void)state;
   setenv("STREAMPOOL_HOST_MEMORY", "100K", 1);
-  sp__bdevice *d = dev_open(0);
+  sp__bdevice *d = tu_be_device(B, 0);
   mem_ctx c[4];
   pthread_t tid[4];
   for (unsigned i = 0; i < 4; i++) {
@@ -165,8 +145,8 @@ static void test_memory_threads(void **state) {
 static void test_linear_async_error(void **state) {
   (void)state;
   tu_hostmem_install();
-  sp__bdevice *d = dev_open(0);
-  sp__bstream *s = stream_new(d, 1);
+  sp__bdevice *d = tu_be_device(B, 0);
+  sp__bstream *s = tu_be_stream(B, d, 1);
   enum { IN = 1024, OUT = 512 };
   uint16_t *x = calloc(IN, 2), *w = calloc((size_t)IN * OUT, 2), *y = calloc(OUT, 2);
   sp__linear op = {SP_BF16, 1, IN, OUT, x, w, NULL, y, false};
@@ -188,8 +168,8 @@ static void test_linear_async_error(void **state) {
  * canonicalize NaNs, see conf_backend.c). */
 static void test_convert_nan(void **state) {
   (void)state;
-  sp__bdevice *d = dev_open(0);
-  sp__bstream *s = stream_new(d, 1);
+  sp__bdevice *d = tu_be_device(B, 0);
+  sp__bstream *s = tu_be_stream(B, d, 1);
   const uint32_t in[] = {0x7fc00001u, 0x7f800001u, 0xffc00000u, 0xff812345u};
   const uint16_t want[] = {0x7fc0, 0x7fc0, 0xffc0, 0xffc1};
   enum { N = sizeof(in) / sizeof(in[0]) };
@@ -218,8 +198,8 @@ static void test_convert_nan(void **state) {
  * does not repeat it): zero-byte copies are no-ops, bad arguments fail and queue nothing. */
 static void test_bad_arguments(void **state) {
   (void)state;
-  sp__bdevice *d = dev_open(0);
-  sp__bstream *s = stream_new(d, 1);
+  sp__bdevice *d = tu_be_device(B, 0);
+  sp__bstream *s = tu_be_stream(B, d, 1);
   int v4 = 0;
   SP_CHECK_OK(B->memcpy_async(s, NULL, NULL, 0));
   SP_CHECK_STATUS(B->memcpy_async(s, NULL, &v4, 4), SP_ERR_INVALID_ARGUMENT);
@@ -289,7 +269,7 @@ static void test_env_values(void **state) {
                   {"5KB", 5120}};
   for (unsigned i = 0; i < sizeof(good_mem) / sizeof(*good_mem); i++) {
     setenv("STREAMPOOL_HOST_MEMORY", good_mem[i].text, 1);
-    sp__bdevice *d = dev_open(0);
+    sp__bdevice *d = tu_be_device(B, 0);
     size_t f = 0, t = 0;
     SP_CHECK_OK(B->memory_info(d, &f, &t));
     if (t != good_mem[i].bytes)
@@ -298,7 +278,7 @@ static void test_env_values(void **state) {
     B->device_close(d);
   }
   expect_env_rejected("STREAMPOOL_HOST_MEMORY", "", 0); /* empty: an error, as for every variable */
-  sp__bdevice *d = dev_open(0);                         /* unset: the default (physical RAM) */
+  sp__bdevice *d = tu_be_device(B, 0);                  /* unset: the default (physical RAM) */
   size_t f = 0, t = 0;
   SP_CHECK_OK(B->memory_info(d, &f, &t));
   assert_true(t > ((size_t)64 << 20));
@@ -325,15 +305,15 @@ static void test_several_devices(void **state) {
   sp__bstream *s[3];
   void *mem[3];
   for (int i = 0; i < 3; i++) {
-    d[i] = dev_open(i);
-    s[i] = stream_new(d[i], 1);
+    d[i] = tu_be_device(B, i);
+    s[i] = tu_be_stream(B, d[i], 1);
     SP_CHECK_OK(B->mem_alloc(d[i], 60 << 10, &mem[i])); /* each has its own 64 KB */
   }
   sp__bdevice *none = NULL;
   SP_CHECK_STATUS(B->device_open(3, &none), SP_ERR_NO_DEVICE);
   SP_CHECK_STATUS(B->mem_free(d[1], mem[0]), SP_ERR_INVALID_ARGUMENT); /* wrong device */
   /* chain: device 0 fills, device 1 copies after an event, device 2 copies after another */
-  sp__bevent *e0 = event_new(d[0], 0), *e1 = event_new(d[1], SP_EVENT_TIMING);
+  sp__bevent *e0 = tu_be_event(B, d[0], 0), *e1 = tu_be_event(B, d[1], SP_EVENT_TIMING);
   unsigned char *out = calloc(1, 4096);
   for (unsigned round = 1; round <= (unsigned)tu_scale(50); round++) {
     SP_CHECK_OK(B->memset_async(s[0], mem[0], (int)round, 4096));
