@@ -77,6 +77,9 @@ sp_status sp__stream_enter(const sp_stream *s, const char *fn);
 /* The backend stream of s, created on first use (thread-safe, exactly once). */
 sp_status sp__stream_backend(sp_stream *s, sp__bstream **out);
 
+/* Checks dev (sp__device_enter), s (sp__stream_enter; NULL is an error) and that s is dev's. */
+sp_status sp__stream_of(sp_device *dev, const sp_stream *s, const char *fn);
+
 /* Resolves s (NULL: this thread's current stream on dev) and checks it belongs to dev. */
 sp_status sp__stream_resolve(sp_device *dev, sp_stream *s, const char *fn, sp_stream **out);
 

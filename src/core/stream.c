@@ -43,17 +43,24 @@ sp_status sp__stream_backend(sp_stream *s, sp__bstream **out) {
   return SP_OK;
 }
 
-sp_status sp__stream_resolve(sp_device *dev, sp_stream *s, const char *fn, sp_stream **out) {
+sp_status sp__stream_of(sp_device *dev, const sp_stream *s, const char *fn) {
   sp_status st = sp__device_enter(dev, fn);
-  if (st != SP_OK) return st;
-  if (!s) return sp_stream_current(dev, out);
-  st = sp__stream_enter(s, fn);
+  if (st == SP_OK) st = sp__stream_enter(s, fn);
   if (st != SP_OK) return st;
   if (s->dev != dev)
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: stream %u belongs to another device", fn,
                     s->index);
-  *out = s;
   return SP_OK;
+}
+
+sp_status sp__stream_resolve(sp_device *dev, sp_stream *s, const char *fn, sp_stream **out) {
+  if (!s) {
+    sp_status st = sp__device_enter(dev, fn);
+    return st == SP_OK ? sp_stream_current(dev, out) : st;
+  }
+  sp_status st = sp__stream_of(dev, s, fn);
+  if (st == SP_OK) *out = s;
+  return st;
 }
 
 /* Validation + the backend stream, for the wrappers below. */

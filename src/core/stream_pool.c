@@ -296,12 +296,8 @@ sp_status sp_stream_current(sp_device *dev, sp_stream **out) {
 
 sp_status sp_stream_set_current(sp_device *dev, sp_stream *s) {
   static const char fn[] = "sp_stream_set_current";
-  sp_status st = sp__device_enter(dev, fn);
-  if (st == SP_OK) st = sp__stream_enter(s, fn);
+  sp_status st = sp__stream_of(dev, s, fn);
   if (st != SP_OK) return st;
-  if (s->dev != dev)
-    return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: stream %u belongs to another device", fn,
-                    s->index);
   int k = bindings_find(dev);
   if (dev->cfg.stream_mode == SP_STREAMS_EXCLUSIVE && s->index != 0) {
     /* A pool stream is an exclusive slot: current only in the thread that owns it, or where its
@@ -353,12 +349,8 @@ sp_status sp_stream_acquire(sp_device *dev, sp_stream **out) {
 
 sp_status sp_stream_release(sp_device *dev, sp_stream *s) {
   static const char fn[] = "sp_stream_release";
-  sp_status st = sp__device_enter(dev, fn);
-  if (st == SP_OK) st = sp__stream_enter(s, fn);
+  sp_status st = sp__stream_of(dev, s, fn);
   if (st != SP_OK) return st;
-  if (s->dev != dev)
-    return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: stream %u belongs to another device", fn,
-                    s->index);
   if (s->index == 0)
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: the default stream is never acquired", fn);
   if (dev->cfg.stream_mode != SP_STREAMS_EXCLUSIVE) return SP_OK;
