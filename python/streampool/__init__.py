@@ -27,7 +27,7 @@ import weakref
 from contextlib import contextmanager
 from ctypes import byref, c_int, c_size_t, c_uint, c_void_p
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, Optional, Sequence, TypeVar, Union
 
 import numpy as np
 
@@ -98,6 +98,30 @@ def _dtype_arg(dtype: Union[str, Any]) -> int:
     return _DTYPES[key]
 
 
+_C = TypeVar("_C", bound="_Closable")
+
+
+class _Closable:
+    """What every handle class (Device, Model, Batcher) does with its close(): a context manager
+    that closes on exit, and a finalizer that closes on garbage collection (dropping errors, as
+    a finalizer must)."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _C) -> _C:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
 @dataclass(frozen=True)
 class DeviceInfo:
     """What a device is and how it was configured (after defaults and STREAMPOOL_* overrides)."""
@@ -158,7 +182,7 @@ class Stream:
         return f"<streampool.Stream {self.index} of {self.device!r}>"
 
 
-class Device:
+class Device(_Closable):
     """An open device: a GPU ("cuda") or the host CPU acting as one ("host"); "auto" picks CUDA
     when a CUDA device is there. A context manager: leaving the block closes it, and closing
     frees its models and batchers first.
@@ -219,18 +243,6 @@ class Device:
     @property
     def closed(self) -> bool:
         return self._h is None
-
-    def __enter__(self) -> "Device":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
 
     def __repr__(self) -> str:
         state = "closed" if self._h is None else lib.sp_device_name(self._h).decode()
@@ -380,7 +392,7 @@ def _host_rows(x: Any, features: int, what: str) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
-class Model:
+class Model(_Closable):
     """An MLP on a device: Linear layers with ReLU between them, weights in f32 or bf16 (the
     activations and the caller's arrays are float32). Build with :meth:`load` or
     :meth:`mlp_random`. Call it from any number of threads."""
@@ -497,24 +509,12 @@ class Model:
         if h is not None:
             lib.sp_model_free(h)
 
-    def __enter__(self) -> "Model":
-        return self
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return (f"<streampool.Model {self.in_features}->{self.out_features} {self.dtype} on "
                 f"{self.device!r}>")
 
 
-class Batcher:
+class Batcher(_Closable):
     """Merges single rows from many threads into batched forward passes.
 
     Args:
@@ -577,15 +577,3 @@ class Batcher:
         h, self._h = self._h, None
         if h is not None:
             lib.sp_batcher_destroy(h)
-
-    def __enter__(self) -> "Batcher":
-        return self
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
