@@ -42,27 +42,8 @@ import streampool as sp
 
 DIMS = [512, 1024, 1024, 512]
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def write_weights(path: str, dims=DIMS) -> list:
-    """Seeded Linear weights (uniform +-1/sqrt(in)) as a safetensors state dict "0", "2", "4"."""
-    rng = np.random.default_rng(1)
-    layers, header, blobs, off = [], {}, [], 0
-    for k in range(len(dims) - 1):
-        bound = 1.0 / np.sqrt(dims[k])
-        w = rng.uniform(-bound, bound, (dims[k + 1], dims[k])).astype("<f4")
-        b = rng.uniform(-bound, bound, (dims[k + 1],)).astype("<f4")
-        layers.append((w, b))
-        for name, a in ((f"{2 * k}.weight", w), (f"{2 * k}.bias", b)):
-            header[name] = {"dtype": "F32", "shape": list(a.shape),
-                            "data_offsets": [off, off + a.nbytes]}
-            blobs.append(a.tobytes())
-            off += a.nbytes
-    h = json.dumps(header).encode()
-    h += b" " * (-len(h) % 8)
-    with open(path, "wb") as f:
-        f.write(len(h).to_bytes(8, "little") + h + b"".join(blobs))
-    return layers
+sys.path.insert(0, os.path.join(HERE, "..", "examples", "serve"))
+from weights import write_layers  # noqa: E402  (seeded weights, the examples' and serve bench's)
 
 
 def timed_threads(n: int, duration: float, setup, call) -> float:
@@ -224,9 +205,9 @@ def main() -> None:
     threads = [int(t) for t in a.threads.split(",")]
     work = tempfile.mkdtemp(prefix="sp_python_threads_")
     path = os.path.join(work, "mlp.safetensors")
-    layers = write_weights(path)
+    layers = write_layers(path, DIMS, seed=1)
     tiny = os.path.join(work, "tiny.safetensors")
-    write_weights(tiny, [4, 4])
+    write_layers(tiny, [4, 4], seed=1)
     dev_args = {"backend": a.backend}
     mine = ours(dev_args, path, tiny, threads, a.clients, a.duration, layers)
     backend = mine["backend"]
