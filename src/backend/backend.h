@@ -20,20 +20,35 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "streampool.h"
 
 #define SP__BACKEND_VERSION                                          \
-  5u /* 2: graph and pinned host memory slots; 3: memcpy_peer_async; \
-        4: stream_native, stream_wait_native; 5: mem_is_foreign */
+  6u /* 2: graph and pinned host memory slots; 3: memcpy_peer_async; \
+        4: stream_native, stream_wait_native; 5: mem_is_foreign;     \
+        6: sp__linear.act, nn_async */
 
 typedef struct sp__bdevice sp__bdevice; /* a backend's device   */
 typedef struct sp__bstream sp__bstream; /* a backend's stream   */
 typedef struct sp__bevent sp__bevent;   /* a backend's event    */
 typedef struct sp__bgraph sp__bgraph;   /* a backend's captured, instantiated graph */
 
+/* The activation applied elementwise after a Linear's bias (and by layers that need one alone).
+ * GELU_ERF is PyTorch's nn.GELU() and BERT's "gelu"; GELU_TANH its approximate="tanh". */
+typedef enum sp__act {
+  SP__ACT_NONE = 0,  /* identity                                   */
+  SP__ACT_RELU,      /* max(0, v); NaN stays NaN                   */
+  SP__ACT_GELU_ERF,  /* v/2 (1 + erf(v / sqrt 2))                  */
+  SP__ACT_GELU_TANH, /* v/2 (1 + tanh(sqrt(2/pi) (v + 0.044715 v^3))) */
+  SP__ACT_SILU,      /* v / (1 + exp(-v))                          */
+  SP__ACT_TANH,      /* tanh(v)                                    */
+  SP__ACT_COUNT
+} sp__act;
+
 /* y[batch, out] = act(x[batch, in] · w[out, in]ᵀ + bias[out]); row-major, PyTorch layout.
- * x, w, bias and y all hold `dtype` elements; accumulation is f32 (TF32 off). */
+ * x, w, bias and y all hold `dtype` elements; accumulation is f32 (TF32 off); the activation is
+ * applied in f32 before y is rounded to dtype. */
 typedef struct sp__linear {
   sp_dtype dtype;
   unsigned batch, in_features, out_features;
@@ -41,8 +56,64 @@ typedef struct sp__linear {
   const void *w;    /* [out_features, in_features]        */
   const void *bias; /* [out_features], or NULL for none   */
   void *y;          /* [batch, out_features]              */
-  bool relu;        /* apply max(0, .) after the bias     */
+  sp__act act;      /* after the bias                     */
 } sp__linear;
+
+/* The layers of an encoder beside Linear (nn_async). Every tensor of `dtype` (f32 or bf16) is
+ * row-major; arithmetic is f32; int32 arrays are device memory like the rest. A sequence batch is
+ * `batch` sequences padded to `seq` tokens: row b*seq + t is token t of sequence b, and
+ * lengths[b] (1..seq) says how many tokens of sequence b are real; the rest are padding. */
+typedef enum sp__nn_kind {
+  /* y[r, :] = (v - mean(v)) / sqrt(var(v) + eps) * gamma + beta, v = x[r, :] (+ residual[r, :]),
+   * var the biased variance, for rows x cols. y may be x (in place); no other overlap. */
+  SP__NN_LAYERNORM,
+  /* y[b*seq + t, :] = word[ids[b*seq + t], :] + pos[t, :] + type[type_ids[b*seq + t] or 0, :]
+   * over hidden columns; ids must be < vocab and type ids < types (checked on the host before
+   * upload by the caller: the kernel does not bound-check). */
+  SP__NN_EMBED,
+  /* Multi-head self-attention core: qkv[b*seq + t, :] holds q | k | v (each heads x head_dim),
+   * y[b*seq + t, h*head_dim + d] = sum_j softmax_j(scale * q_t,h · k_j,h) v_j,h[d] over the keys
+   * j < lengths[b]; padded queries are computed the same way (their rows are ignored later). */
+  SP__NN_ATTENTION,
+  /* Sentence embedding: y[b, :] (f32) = the mean of x[b*seq + t, :] over t < lengths[b] (mean),
+   * or x[b*seq, :] (cls); then divided by max(||y[b]||_2, 1e-12) when normalize. */
+  SP__NN_POOL,
+  SP__NN_KIND_COUNT
+} sp__nn_kind;
+
+typedef struct sp__nn {
+  sp__nn_kind kind;
+  sp_dtype dtype;
+  union {
+    struct {
+      unsigned rows, cols;
+      const void *x, *residual; /* residual NULL: none */
+      const void *gamma, *beta; /* [cols]               */
+      float eps;
+      void *y;
+    } norm;
+    struct {
+      unsigned batch, seq, hidden;
+      const int32_t *ids, *type_ids; /* [batch*seq]; type_ids NULL: all 0 */
+      const void *word, *pos, *type; /* [vocab|max_pos|types, hidden]    */
+      void *y;                       /* [batch*seq, hidden]              */
+    } embed;
+    struct {
+      unsigned batch, seq, heads, head_dim;
+      const int32_t *lengths; /* [batch]                              */
+      float scale;            /* usually 1/sqrt(head_dim)             */
+      const void *qkv;        /* [batch*seq, 3*heads*head_dim]        */
+      void *y;                /* [batch*seq, heads*head_dim]          */
+    } attention;
+    struct {
+      unsigned batch, seq, hidden;
+      const int32_t *lengths; /* [batch]                               */
+      bool cls, normalize;    /* cls: token 0 instead of the mean      */
+      const void *x;          /* [batch*seq, hidden] in dtype          */
+      float *y;               /* [batch, hidden], always f32           */
+    } pool;
+  } u;
+} sp__nn;
 
 typedef struct sp__backend {
   unsigned version; /* SP__BACKEND_VERSION */
@@ -69,6 +140,11 @@ typedef struct sp__backend {
    * NULL -> only f32 models run on this backend. */
   sp_status (*convert_async)(sp__bstream *s, void *dst, sp_dtype dst_type, const void *src,
                              sp_dtype src_type, size_t n);
+  /* Optional: one encoder layer op (sp__nn), stream-ordered like linear_async, in f32 and in bf16
+   * (then convert_async is there too). NULL -> encoders and MLPs with LayerNorm are
+   * SP_ERR_UNSUPPORTED on this backend. An op that fails its argument checks returns
+   * SP_ERR_INVALID_ARGUMENT at submission and runs nothing. */
+  sp_status (*nn_async)(sp__bstream *s, const sp__nn *op);
 
   /* Events: a recorded event completes when the work before it on its stream has. An event
    * never recorded is complete. Re-recording replaces the earlier mark. */

@@ -6,8 +6,9 @@
  * (dev->privates, created lazily like pool streams, destroyed by sp_device_close).
  *
  * Invariants: a private stream runs nothing but its captures' uploads, and is captured by one
- * thread at a time (dev->capture_mu); sp__stream_linear/convert and sp__graph_* are reached only
- * after their slot was found present (sp__linear_check, sp__graphs_enabled), which they assert.
+ * thread at a time (dev->capture_mu); sp__stream_linear/convert/nn and sp__graph_* are reached only
+ * after their slot was found present (sp__linear_check, sp__nn_check, sp__graphs_enabled), which
+ * they assert.
  *
  * Locking: dev->capture_mu is held for a whole capture; it is taken after any infer lock (a
  * plan's create_mu) and before the stream create mutex; no allocator call is made under it (the
@@ -26,6 +27,15 @@ sp_status sp__linear_check(const sp_device *dev, sp_dtype dt, const char *fn) {
   if (SP__UNLIKELY(dt == SP_BF16 && !be->convert_async))
     return sp__fail(SP_ERR_UNSUPPORTED, "%s: backend '%s' cannot convert f32<->bf16", fn, be->name);
   return SP_OK;
+}
+
+sp_status sp__nn_check(const sp_device *dev, sp_dtype dt, const char *fn) {
+  sp_status st = sp__linear_check(dev, dt, fn);
+  if (st == SP_OK && SP__UNLIKELY(!dev->be->nn_async))
+    st = sp__fail(SP_ERR_UNSUPPORTED,
+                  "%s: backend '%s' has no encoder layers (LayerNorm, attention)", fn,
+                  dev->be->name);
+  return st;
 }
 
 sp_status sp__stream_memcpy(sp_stream *s, void *dst, const void *src, size_t bytes) {
@@ -47,6 +57,13 @@ sp_status sp__stream_convert(sp_stream *s, void *dst, sp_dtype dst_type, const v
   sp__bstream *bs;
   sp_status st = sp__stream_backend(s, &bs);
   return st == SP_OK ? s->dev->be->convert_async(bs, dst, dst_type, src, src_type, n) : st;
+}
+
+sp_status sp__stream_nn(sp_stream *s, const sp__nn *op) {
+  sp_assert(s->dev->be->nn_async); /* sp__nn_check said so */
+  sp__bstream *bs;
+  sp_status st = sp__stream_backend(s, &bs);
+  return st == SP_OK ? s->dev->be->nn_async(bs, op) : st;
 }
 
 sp_status sp__stream_sync(sp_stream *s) {

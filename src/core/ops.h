@@ -3,6 +3,7 @@
  * src/infer never touches the backend table; it asks for what it needs here, and each optional
  * slot's default is applied in exactly one place below, as ggml-backend.cpp does:
  *   linear_async, convert_async   sp__linear_check: SP_ERR_UNSUPPORTED naming the caller
+ *   nn_async                      sp__nn_check: the same, for encoder layers
  *   graph_*                       sp__graphs_enabled: graphs on = slots present and
  *                                 STREAMPOOL_GRAPHS not 0; sp__graph_* assume it said yes
  *   host_alloc/free_pinned        sp__pinned_alloc/free: ordinary host memory when absent or
@@ -31,11 +32,16 @@
  * sp__stream_convert check this first. Any thread. */
 sp_status sp__linear_check(const sp_device *dev, sp_dtype dt, const char *fn);
 
+/* Whether dev can also run encoder layers (sp__nn) in dtype dt: sp__linear_check, then the
+ * nn_async slot. Callers of sp__stream_nn check this first. Any thread. */
+sp_status sp__nn_check(const sp_device *dev, sp_dtype dt, const char *fn);
+
 /* Stream-ordered work on s (backend.h has each operation's contract). Any thread. */
 sp_status sp__stream_memcpy(sp_stream *s, void *dst, const void *src, size_t bytes);
 sp_status sp__stream_linear(sp_stream *s, const sp__linear *op);
 sp_status sp__stream_convert(sp_stream *s, void *dst, sp_dtype dst_type, const void *src,
                              sp_dtype src_type, size_t n);
+sp_status sp__stream_nn(sp_stream *s, const sp__nn *op);
 /* Waits for s's work; the first failure of an asynchronous command since the last sync is
  * returned here. A stream never used has nothing to wait for (SP_OK). Any thread. */
 sp_status sp__stream_sync(sp_stream *s);

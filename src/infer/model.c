@@ -271,7 +271,7 @@ sp_status sp__model_enqueue(const sp_model *m, sp_stream *s, const float *in, fl
                      .w = l->w,
                      .bias = l->b,
                      .y = y,
-                     .relu = !last};
+                     .act = last ? SP__ACT_NONE : SP__ACT_RELU};
     st = sp__stream_linear(s, &op);
     x = y;
     next ^= 1u;

@@ -517,7 +517,7 @@ static void *upload(sp__bdevice *d, sp__bstream *s, const void *host, size_t byt
  * converted on the device). Tolerances as conf_matmul.c: f32 5e-5 of sum|x*w| + |b|, bf16 1e-2
  * of the result plus 1e-3 of that sum. */
 static void linear_case(sp__bdevice *d, sp__bstream *s, tu_rng *r, sp_dtype dt, unsigned batch,
-                        unsigned in, unsigned out, int with_bias, int relu) {
+                        unsigned in, unsigned out, int with_bias, sp__act act) {
   size_t nx = (size_t)batch * in, nw = (size_t)out * in, ny = (size_t)batch * out;
   size_t el = dt == SP_F32 ? 4 : 2;
   float *x = malloc(nx * 4), *w = malloc(nw * 4), *b = malloc(out * 4), *y = malloc(ny * 4);
@@ -542,7 +542,7 @@ static void linear_case(sp__bdevice *d, sp__bstream *s, tu_rng *r, sp_dtype dt, 
     SP_CHECK_OK(B->convert_async(s, dw, SP_BF16, fw, SP_F32, nw));
     SP_CHECK_OK(B->convert_async(s, db, SP_BF16, fb, SP_F32, out));
   }
-  sp__linear op = {dt, batch, in, out, dx, dw, with_bias ? db : NULL, dy, relu != 0};
+  sp__linear op = {dt, batch, in, out, dx, dw, with_bias ? db : NULL, dy, act};
   SP_CHECK_OK(B->linear_async(s, &op));
   if (dt == SP_BF16) SP_CHECK_OK(B->convert_async(s, fy, SP_F32, dy, SP_BF16, ny));
   download(s, y, dt == SP_BF16 ? fy : dy, ny * 4);
@@ -553,15 +553,15 @@ static void linear_case(sp__bdevice *d, sp__bstream *s, tu_rng *r, sp_dtype dt, 
         acc += (double)x[(size_t)i * in + k] * w[(size_t)o * in + k];
         scale += fabs((double)x[(size_t)i * in + k] * w[(size_t)o * in + k]);
       }
-      if (relu && acc < 0) acc = 0;
+      acc = tu_act_ref(act, acc);
       double got = y[(size_t)i * out + o];
       double tol = dt == SP_F32 ? 5e-5 * scale + 1e-7 : 1e-2 * (fabs(acc) + 1e-3 * scale) + 1e-6;
       if (!(fabs(got - acc) <= tol))
         fail_msg(
-            "%s %s linear %ux%ux%u bias=%d relu=%d y[%u,%u]: expected %.9g, got %.9g "
+            "%s %s linear %ux%ux%u bias=%d act=%d y[%u,%u]: expected %.9g, got %.9g "
             "(tol %.3g)",
-            B->name, dt == SP_F32 ? "f32" : "bf16", batch, in, out, with_bias, relu, i, o, acc, got,
-            tol);
+            B->name, dt == SP_F32 ? "f32" : "bf16", batch, in, out, with_bias, (int)act, i, o, acc,
+            got, tol);
     }
   void *dev_bufs[] = {fx,
                       fw,
@@ -586,12 +586,15 @@ static void test_linear(void **state) {
   sp__bstream *s = tu_be_stream(B, d, 1);
   tu_rng r = {tu_seed()};
   for (unsigned dt = 0; dt < 2; dt++) {
-    linear_case(d, s, &r, (sp_dtype)dt, 1, 1, 1, 1, 0);
-    linear_case(d, s, &r, (sp_dtype)dt, 64, 512, 256, 1, 1);
+    linear_case(d, s, &r, (sp_dtype)dt, 1, 1, 1, 1, SP__ACT_NONE);
+    linear_case(d, s, &r, (sp_dtype)dt, 64, 512, 256, 1, SP__ACT_RELU);
+    for (unsigned a = 0; a < SP__ACT_COUNT; a++) /* every activation, the encoder's shapes too */
+      linear_case(d, s, &r, (sp_dtype)dt, 1 + 7 * (a % 2), 384, 1536 / (1 + 3 * (a % 2)), 1,
+                  (sp__act)a);
     for (unsigned i = 0; i < tu_scale(40); i++)
       linear_case(d, s, &r, (sp_dtype)dt, 1 + (unsigned)tu_rng_below(&r, 9),
                   1 + (unsigned)tu_rng_below(&r, 130), 1 + (unsigned)tu_rng_below(&r, 70),
-                  (int)tu_rng_below(&r, 2), (int)tu_rng_below(&r, 2));
+                  (int)tu_rng_below(&r, 2), (sp__act)tu_rng_below(&r, SP__ACT_COUNT));
   }
   B->stream_destroy(s);
   B->device_close(d);
@@ -677,42 +680,8 @@ static void test_convert(void **state) {
 
 /* ---- the runner: every case on every backend table ------------------------------------------ */
 
-typedef struct table_case {
-  const char *backend;
-  void (*fn)(void **state);
-  char name[96];
-} table_case;
-
-static int setup(void **state) {
-  table_case *c = *state;
-  unsetenv("STREAMPOOL_HOST_JITTER_US");
-  tu_failures_reset();
-  if (sp__backend_find(c->backend, &B) != SP_OK) {
-    fprintf(stderr, "%s: %s\n", c->name, sp_last_error());
-    return -1;
-  }
-  return 0;
-}
-
-static int teardown(void **state) {
-  (void)state;
-  unsetenv("STREAMPOOL_HOST_JITTER_US");
-  B = NULL;
-  return 0;
-}
-
-static void run(void **state) {
-  table_case *c = *state;
-  c->fn(state);
-  assert_int_equal(tu_failures(), 0);
-}
-
 int main(void) {
-  (void)tu_seed();
-  static const struct {
-    const char *name;
-    void (*fn)(void **state);
-  } cases[] = {
+  static const tu_be_case cases[] = {
       {"table_devices", test_table_devices},
       {"memory_segments", test_memory_segments},
       {"fifo_order_under_jitter", test_fifo_order_under_jitter},
@@ -726,32 +695,5 @@ int main(void) {
       {"linear", test_linear},
       {"convert", test_convert},
   };
-  enum { N = sizeof(cases) / sizeof(cases[0]) };
-  const char *all[4], *names[4];
-  int nb = tu_backends(all), k = 0, have_cuda = 0;
-  const char *only = getenv("SP_CONFORMANCE_BACKEND"), *req = getenv("SP_REQUIRE_CUDA");
-  for (int i = 0; i < nb; i++) have_cuda |= strcmp(all[i], "cuda") == 0;
-  if (req && strcmp(req, "1") == 0 && !have_cuda) {
-    fprintf(stderr, "conf_backend: SP_REQUIRE_CUDA=1 but no CUDA device is usable\n");
-    return 1;
-  }
-  if (!have_cuda)
-    printf("[conf_backend] cuda: skipped: %s (host runs)\n",
-           sp_backend_compiled("cuda") ? "no CUDA device" : "CUDA backend not compiled in");
-  for (int i = 0; i < nb; i++)
-    if (!only || strcmp(only, all[i]) == 0) names[k++] = all[i];
-  if (k == 0) {
-    printf("skipped: SP_CONFORMANCE_BACKEND=%s is not available\n", only);
-    return TU_SKIP;
-  }
-  static table_case tc[4 * N];
-  static struct CMUnitTest tests[4 * N];
-  size_t total = 0;
-  for (int b = 0; b < k; b++)
-    for (size_t i = 0; i < N; i++, total++) {
-      tc[total] = (table_case){names[b], cases[i].fn, {0}};
-      snprintf(tc[total].name, sizeof(tc[total].name), "%s/%s", names[b], cases[i].name);
-      tests[total] = (struct CMUnitTest){tc[total].name, run, setup, teardown, &tc[total]};
-    }
-  return _cmocka_run_group_tests("conf_backend", tests, total, NULL, NULL);
+  return tu_be_run_cases("conf_backend", cases, sizeof(cases) / sizeof(cases[0]), &B);
 }

@@ -80,7 +80,7 @@ static uint64_t plan_key(const sp__linear *op, unsigned align) {
   k = (k << PLAN_DIM_BITS) | op->out_features;
   k = (k << 4) | log2u(align);
   k = (k << 1) | (op->bias != NULL);
-  k = (k << 1) | (op->relu ? 1u : 0u);
+  k = (k << 1) | (op->act == SP__ACT_RELU); /* other activations run after the plan */
   k = (k << 1) | (op->dtype == SP_BF16);
   return k; /* batch >= 1, so never 0 */
 }
@@ -98,8 +98,9 @@ static cublasStatus_t plan_describe(sp__cuda_plan *p, const sp__linear *op) {
   cublasStatus_t cs = cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F);
   if (cs != CUBLAS_STATUS_SUCCESS) return cs;
   int32_t opa = CUBLAS_OP_T, opb = CUBLAS_OP_N;
-  uint32_t epi = op->bias ? (op->relu ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_BIAS)
-                          : (op->relu ? CUBLASLT_EPILOGUE_RELU : CUBLASLT_EPILOGUE_DEFAULT);
+  bool relu = op->act == SP__ACT_RELU;
+  uint32_t epi = op->bias ? (relu ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_BIAS)
+                          : (relu ? CUBLASLT_EPILOGUE_RELU : CUBLASLT_EPILOGUE_DEFAULT);
   int32_t bias_type = (int32_t)t;
   if ((cs = cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &opa,
                                            sizeof(opa))) != CUBLAS_STATUS_SUCCESS ||
@@ -229,8 +230,9 @@ static sp_status linear_run(sp__bstream *s, const sp__linear *op, sp__cuda_plan 
 /* ---- our kernel, the device's choice table, timing -------------------------------------- */
 
 static sp_status gemv_run(sp__bstream *s, const sp__linear *op) {
-  cudaError_t e = sp__cuda_gemv(s->stream, op->dtype == SP_BF16, op->x, op->w, op->bias, op->y,
-                                op->batch, op->in_features, op->out_features, op->relu);
+  cudaError_t e =
+      sp__cuda_gemv(s->stream, op->dtype == SP_BF16, op->x, op->w, op->bias, op->y, op->batch,
+                    op->in_features, op->out_features, op->act == SP__ACT_RELU);
   return e == cudaSuccess ? SP_OK : sp__cuda_fail(e, "linear kernel launch");
 }
 
@@ -398,6 +400,9 @@ int sp__cuda_linear_choice(sp__bdevice *d, const sp__linear *op) {
 sp_status sp__cuda_linear_async(sp__bstream *s, const sp__linear *op) {
   if (op->dtype != SP_F32 && op->dtype != SP_BF16)
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "cuda: linear: unknown dtype %d", (int)op->dtype);
+  if (op->act != SP__ACT_NONE && op->act != SP__ACT_RELU)
+    return sp__fail(SP_ERR_UNSUPPORTED, "cuda: linear: activation %d is not implemented yet",
+                    (int)op->act);
   if (op->batch == 0 || op->out_features == 0) return SP_OK;
   if (op->in_features == 0)
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "cuda: linear: in_features is 0");

@@ -3,9 +3,10 @@
  * Owns: sp__host_backend, every slot filled (the optional ones included). The implementation is
  * split by object: host_device.c (device, environment, memory), host_stream.c
  * (worker threads and their FIFO), host_event.c (events as stream counters), host_math.c (Linear
- * and dtype conversion), host_peer.c (copies from another host device), host_graph.c (graph
- * capture and replay, and the capture contract's checks), host_pinned.c (pinned host memory). The
- * table is immutable; the objects' locking is described in host_impl.h.
+ * and dtype conversion), host_nn.c (the encoder's other layers), host_peer.c (copies from another
+ * host device), host_graph.c (graph capture and replay, and the capture contract's checks),
+ * host_pinned.c (pinned host memory). The table is immutable; the objects' locking is described in
+ * host_impl.h.
  */
 #include "backend/host/host_impl.h"
 
@@ -26,6 +27,7 @@ const sp__backend sp__host_backend = {
     .host_func = sp__host_host_func,
     .linear_async = sp__host_linear_async,
     .convert_async = sp__host_convert_async,
+    .nn_async = sp__host_nn_async,
     .event_create = sp__host_event_create,
     .event_destroy = sp__host_event_destroy,
     .event_record = sp__host_event_record,

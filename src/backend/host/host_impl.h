@@ -49,6 +49,7 @@ typedef enum sp__host_cmd_kind {
   SP__HOST_CMD_WAIT,   /* blocks until another stream's completed >= target */
   SP__HOST_CMD_LINEAR,
   SP__HOST_CMD_CONVERT,
+  SP__HOST_CMD_NN, /* an encoder layer op (host_nn.c) */
 } sp__host_cmd_kind;
 
 /* One queued command; copied into the ring on submission and out of it by the worker. */
@@ -84,6 +85,7 @@ typedef struct sp__host_cmd {
       sp_dtype dst_type, src_type;
       size_t n;
     } convert;
+    sp__nn nn;
   } u;
 } sp__host_cmd;
 
@@ -114,7 +116,7 @@ struct sp__bstream {
   char rec_msg[160];        /* mu: its message                                        */
   /* The worker's own state (no lock: only the worker touches it). */
   uint64_t rng;          /* jitter RNG state (xorshift64*)                         */
-  float *scratch;        /* bf16 linear: x, w and y as f32                         */
+  float *scratch;        /* bf16 linear: x, w and y as f32; nn ops: rows as f32    */
   size_t scratch_floats; /* scratch capacity, floats                               */
 };
 
@@ -181,6 +183,16 @@ void sp__host_convert_run(void *dst, sp_dtype dst_type, const void *src, sp_dtyp
                           size_t n);
 /* Once per process, before the first GEMM: one BLAS thread per call. */
 void sp__host_blas_init(void);
+/* Applies act to y[0, n) in place (the Linear epilogue). */
+void sp__host_act(float *y, size_t n, sp__act act);
+/* Makes the worker's scratch hold at least floats (worker only); false on host OOM. */
+bool sp__host_scratch_reserve(sp__bstream *s, size_t floats);
+
+/* ---- host_nn.c ---- */
+/* Validates an encoder op at submission (SP_OK or SP_ERR_INVALID_ARGUMENT naming fn). */
+sp_status sp__host_nn_check(const sp__nn *op, const char *fn);
+/* Runs it on the worker; on failure returns a status with the message in msg. */
+sp_status sp__host_nn_run(sp__bstream *s, const sp__nn *op, char *msg, size_t msg_size);
 
 /* ---- host_device.c ---- */
 sp_status sp__host_device_count(int *count);
@@ -202,6 +214,7 @@ sp_status sp__host_host_func(sp__bstream *s, void (*fn)(void *), void *arg);
 sp_status sp__host_linear_async(sp__bstream *s, const sp__linear *op);
 sp_status sp__host_convert_async(sp__bstream *s, void *dst, sp_dtype dst_type, const void *src,
                                  sp_dtype src_type, size_t n);
+sp_status sp__host_nn_async(sp__bstream *s, const sp__nn *op);
 
 /* ---- host_peer.c: table slot ---- */
 sp_status sp__host_memcpy_peer_async(sp__bstream *dst_stream, void *dst, sp__bdevice *src_dev,

@@ -1,10 +1,11 @@
-/* Host compute commands: Linear (GEMM + bias + ReLU) and f32 <-> bf16 conversion.
+/* Host compute commands: Linear (GEMM + bias + activation) and f32 <-> bf16 conversion.
  *
  * Owns: the arithmetic the worker runs for SP__HOST_CMD_LINEAR and SP__HOST_CMD_CONVERT, and the
  * one-time BLAS set-up. f32 Linear is one OpenBLAS cblas_sgemm into y pre-filled with the bias
- * (beta = 1), then ReLU. bf16 Linear is correct, not fast: x, w and the bias are widened to f32 in
- * the stream's scratch buffer, multiplied with sgemm in f32, ReLU'd, and rounded once to bf16
- * (nearest even). Concurrency comes from the streams: OpenBLAS runs one thread per call.
+ * (beta = 1), then the activation (sp__host_act). bf16 Linear is correct, not fast: x, w and the
+ * bias are widened to f32 in the stream's scratch buffer, multiplied with sgemm in f32, activated,
+ * and rounded once to bf16 (nearest even). Concurrency comes from the streams: OpenBLAS runs one
+ * thread per call.
  *
  * OpenBLAS is loaded with dlopen at the first host device open, not linked: a library linked at
  * load time puts its thread-local storage (OpenBLAS: 60 KiB) into every thread's static TLS, so
@@ -17,6 +18,7 @@
  */
 #include <cblas.h>
 #include <dlfcn.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -71,6 +73,8 @@ sp_status sp__host_linear_check(const sp__linear *op, const char *fn) {
       (size_t)op->batch * op->out_features > SIZE_MAX / 16)
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: shape batch=%u in=%u out=%u too large", fn,
                     op->batch, op->in_features, op->out_features);
+  if ((unsigned)op->act >= SP__ACT_COUNT)
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: unknown activation %d", fn, (int)op->act);
   if (!op->x || !op->w || !op->y)
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: %s is NULL", fn,
                     !op->x   ? "x"
@@ -112,9 +116,30 @@ static void host_sgemm(const float *x, const float *w, float *y, unsigned batch,
                   (int)in, w, (int)in, beta, y, (int)out);
 }
 
-static void host_relu(float *y, size_t n) {
-  for (size_t i = 0; i < n; i++)
-    if (!(y[i] > 0.0f) && y[i] == y[i]) y[i] = 0.0f; /* NaN stays NaN, -0 becomes +0 */
+void sp__host_act(float *y, size_t n, sp__act act) {
+  switch (act) {
+  case SP__ACT_NONE:
+  case SP__ACT_COUNT: return;
+  case SP__ACT_RELU:
+    for (size_t i = 0; i < n; i++)
+      if (!(y[i] > 0.0f) && y[i] == y[i]) y[i] = 0.0f; /* NaN stays NaN, -0 becomes +0 */
+    return;
+  case SP__ACT_GELU_ERF:
+    for (size_t i = 0; i < n; i++) y[i] = 0.5f * y[i] * (1.0f + erff(y[i] * 0.70710678118654752f));
+    return;
+  case SP__ACT_GELU_TANH:
+    for (size_t i = 0; i < n; i++) {
+      float v = y[i];
+      y[i] = 0.5f * v * (1.0f + tanhf(0.79788456080286536f * (v + 0.044715f * v * v * v)));
+    }
+    return;
+  case SP__ACT_SILU:
+    for (size_t i = 0; i < n; i++) y[i] = y[i] / (1.0f + expf(-y[i]));
+    return;
+  case SP__ACT_TANH:
+    for (size_t i = 0; i < n; i++) y[i] = tanhf(y[i]);
+    return;
+  }
 }
 
 static void host_linear_f32(const sp__linear *op) {
@@ -124,11 +149,10 @@ static void host_linear_f32(const sp__linear *op) {
   if (bias)
     for (size_t b = 0; b < op->batch; b++) memcpy(y + b * out, bias, out * sizeof(*y));
   host_sgemm(op->x, op->w, y, op->batch, op->in_features, op->out_features, bias ? 1.0f : 0.0f);
-  if (op->relu) host_relu(y, (size_t)op->batch * out);
+  sp__host_act(y, (size_t)op->batch * out, op->act);
 }
 
-/* Makes the worker's scratch hold at least floats; false on host OOM. */
-static bool host_scratch_reserve(sp__bstream *s, size_t floats) {
+bool sp__host_scratch_reserve(sp__bstream *s, size_t floats) {
   if (s->scratch_floats >= floats) return true;
   float *p = sp__malloc(floats * sizeof(*p));
   if (!p) return false;
@@ -142,7 +166,7 @@ static sp_status host_linear_bf16(sp__bstream *s, const sp__linear *op, char *ms
                                   size_t msg_size) {
   size_t nx = (size_t)op->batch * op->in_features, nw = (size_t)op->out_features * op->in_features;
   size_t ny = (size_t)op->batch * op->out_features, out = op->out_features;
-  if (!host_scratch_reserve(s, nx + nw + ny)) {
+  if (!sp__host_scratch_reserve(s, nx + nw + ny)) {
     snprintf(msg, msg_size,
              "bf16 linear: cannot allocate %zu bytes of scratch (output not "
              "written)",
@@ -156,7 +180,7 @@ static sp_status host_linear_bf16(sp__bstream *s, const sp__linear *op, char *ms
     for (size_t b = 0; b < op->batch; b++)
       sp__host_convert_run(y + b * out, SP_F32, op->bias, SP_BF16, out);
   host_sgemm(x, w, y, op->batch, op->in_features, op->out_features, op->bias ? 1.0f : 0.0f);
-  if (op->relu) host_relu(y, ny);
+  sp__host_act(y, ny, op->act);
   sp__host_convert_run(op->y, SP_BF16, y, SP_F32, ny);
   return SP_OK;
 }

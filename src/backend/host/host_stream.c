@@ -74,6 +74,7 @@ static sp_status host_run(sp__bstream *s, const sp__host_cmd *c, char *msg, size
     sp__host_convert_run(c->u.convert.dst, c->u.convert.dst_type, c->u.convert.src,
                          c->u.convert.src_type, c->u.convert.n);
     return SP_OK;
+  case SP__HOST_CMD_NN: return sp__host_nn_run(s, &c->u.nn, msg, msg_size);
   }
   snprintf(msg, msg_size, "unknown command kind %d", (int)c->kind);
   return SP_ERR_BACKEND;
@@ -361,5 +362,14 @@ sp_status sp__host_convert_async(sp__bstream *s, void *dst, sp_dtype dst_type, c
   c.u.convert.dst_type = dst_type;
   c.u.convert.src_type = src_type;
   c.u.convert.n = n;
+  return sp__host_submit(s, &c, NULL);
+}
+
+sp_status sp__host_nn_async(sp__bstream *s, const sp__nn *op) {
+  if (!s) return sp__fail(SP_ERR_INVALID_ARGUMENT, "host nn_async: stream is NULL");
+  sp_status st = sp__host_nn_check(op, "host nn_async");
+  if (st != SP_OK) return st;
+  sp__host_cmd c = {.kind = SP__HOST_CMD_NN};
+  c.u.nn = *op;
   return sp__host_submit(s, &c, NULL);
 }

@@ -150,7 +150,7 @@ static void submit_forward(const sp__backend *be, sp__bstream *s, const graph_bu
                    .w = g->w,
                    .bias = g->b,
                    .y = g->y,
-                   .relu = true};
+                   .act = SP__ACT_RELU};
   SP_CHECK_OK(be->linear_async(s, &op));
   SP_CHECK_OK(be->convert_async(s, g->yb, SP_BF16, g->y, SP_F32, ny));
   SP_CHECK_OK(be->convert_async(s, g->y2, SP_F32, g->yb, SP_BF16, ny));

@@ -160,7 +160,7 @@ static sp__linear case_op(const lin_case *c, const lin_view *v, unsigned batch) 
                       .w = (unsigned char *)c->dw + v->xw_off * es,
                       .bias = v->bias ? c->db : NULL,
                       .y = (unsigned char *)c->dy + v->y_off * es,
-                      .relu = v->relu};
+                      .act = v->relu ? SP__ACT_RELU : SP__ACT_NONE};
 }
 
 /* Reads back batch rows of y and compares them with the reference. */
