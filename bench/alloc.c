@@ -22,6 +22,7 @@
 #include <time.h>
 
 #include "streampool.h"
+#include "bench_thread.h"
 
 #define KIB ((size_t)1024)
 #define MIB ((size_t)1024 * 1024)
@@ -118,7 +119,8 @@ static double run_pairs(sp_device *dev, unsigned t, const size_t *sizes, unsigne
                     .use_malloc = use_malloc,
                     .seconds = seconds};
   }
-  for (unsigned i = 0; i < t; i++) pthread_create(&w[i].thread, NULL, worker_main, &w[i]);
+  for (unsigned i = 0; i < t; i++)
+    bench_thread_start(&w[i].thread, worker_main, &w[i], "bench_alloc");
   unsigned long long pairs = 0;
   int failed = 0;
   double cpu = 0;

@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "streampool.h"
+#include "bench_thread.h"
 
 #ifndef SP_LIB_PATH
 #define SP_LIB_PATH "libstreampool.so"
@@ -112,7 +113,7 @@ static double run_pairs(const lib *l, sp_device *dev, unsigned t, double seconds
   pthread_barrier_init(&start_barrier, NULL, t);
   for (unsigned i = 0; i < t; i++) {
     w[i] = (worker){.l = l, .dev = dev, .seconds = seconds, .first = i};
-    pthread_create(&w[i].thread, NULL, worker_main, &w[i]);
+    bench_thread_start(&w[i].thread, worker_main, &w[i], "bench_alloc_history");
   }
   unsigned long long pairs = 0;
   double cpu = 0;

@@ -33,6 +33,7 @@ int main(void) {
 
 #include "size_mix.h"
 #include "streampool.h"
+#include "bench_thread.h"
 
 enum { SEQ = 4096, MAX_THREADS = 16, N_KINDS = 3 };
 static const unsigned thread_counts[] = {1, 2, 4, 8, 16};
@@ -124,7 +125,7 @@ static double run_cell(int kind, unsigned threads, double seconds, sp_device *de
   c.dev = dev;
   pthread_barrier_init(&c.start, NULL, threads + 1);
   pthread_t th[MAX_THREADS];
-  for (unsigned i = 0; i < threads; i++) pthread_create(&th[i], NULL, worker, &c);
+  for (unsigned i = 0; i < threads; i++) bench_thread_start(&th[i], worker, &c, "bench_gpu_alloc");
   pthread_barrier_wait(&c.start);
   double t0 = now_s();
   struct timespec d = {(time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9)};

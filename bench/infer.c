@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "streampool.h"
+#include "bench_thread.h"
 
 enum { IN = 512, OUT = 512, MAXT = 256, NBUCKET = 4096 };
 
@@ -106,7 +107,7 @@ static double bench_run(const bench_cfg *c, bench_shared *sh, unsigned threads, 
   pthread_barrier_init(&sh->go, NULL, threads + 1);
   for (unsigned i = 0; i < threads; i++) {
     ts[i].sh = sh;
-    pthread_create(&ts[i].tid, NULL, bench_main, &ts[i]);
+    bench_thread_start(&ts[i].tid, bench_main, &ts[i], "bench_infer");
   }
   pthread_barrier_wait(&sh->go);
   double t0 = now_s();

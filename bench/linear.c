@@ -26,6 +26,8 @@
 #include <cuda_runtime_api.h>
 #include <dlfcn.h>
 
+#include "bench_thread.h"
+
 enum { IN = 512, OUT = 512, MAXT = 64, NBUCKET = 4096 };
 
 typedef struct run_shared {
@@ -163,7 +165,7 @@ static double run_row(run_shared *sh, unsigned threads, double duration, const c
   pthread_barrier_init(&sh->go, NULL, threads + 1);
   for (unsigned i = 0; i < threads; i++) {
     ts[i].sh = sh;
-    pthread_create(&ts[i].tid, NULL, thread_main, &ts[i]);
+    bench_thread_start(&ts[i].tid, thread_main, &ts[i], "bench_linear");
   }
   pthread_barrier_wait(&sh->go);
   double t0 = now_s();

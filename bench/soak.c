@@ -22,6 +22,7 @@
 #include <time.h>
 
 #include "streampool.h"
+#include "bench_thread.h"
 
 enum { MAX_THREADS = 64, LIVE_MAX = 24, IN = 16, OUT = 8, N_STATUS = 16 };
 typedef enum op {
@@ -337,7 +338,7 @@ int main(int argc, char **argv) {
   for (unsigned i = 0; i < threads; i++) {
     ts[i].index = i;
     ts[i].rng = seed * 0x9E3779B97F4A7C15ull + i + 1;
-    pthread_create(&th[i], NULL, soak_main, &ts[i]);
+    bench_thread_start(&th[i], soak_main, &ts[i], "bench_soak");
   }
   struct timespec d = {(time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9)};
   nanosleep(&d, NULL);

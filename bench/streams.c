@@ -21,6 +21,7 @@
 #include <time.h>
 
 #include "streampool.h"
+#include "bench_thread.h"
 
 typedef enum bench_op {
   OP_CURRENT,
@@ -145,7 +146,7 @@ static void bench_row(bench_op op, unsigned threads, double scale) {
   if (!iters) iters = 1;
   for (unsigned i = 0; i < threads; i++) {
     args[i] = (bench_arg){dev, op, iters, &start, 0, 0};
-    pthread_create(&th[i], NULL, bench_thread, &args[i]);
+    bench_thread_start(&th[i], bench_thread, &args[i], "bench_streams");
   }
   double worst = 0, sum = 0;
   unsigned long bad = 0;

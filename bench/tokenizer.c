@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "streampool.h"
+#include "bench_thread.h"
 
 #define MAX_LEN 256 /* the truncated runs; the others run without a limit */
 #define PASSES 40
@@ -88,7 +89,7 @@ static void run(const sp_tokenizer *tok, const corpus *c, size_t max_len, int th
     if (!w[k].ids) exit(1);
   }
   double t0 = now_s();
-  for (int k = 0; k < threads; k++) pthread_create(&th[k], NULL, work, &w[k]);
+  for (int k = 0; k < threads; k++) bench_thread_start(&th[k], work, &w[k], "bench_tokenizer");
   unsigned long long ids = 0, bad = 0;
   for (int k = 0; k < threads; k++) {
     pthread_join(th[k], NULL);

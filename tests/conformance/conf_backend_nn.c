@@ -203,8 +203,8 @@ static void embed_case(nn_ctx *c, sp_dtype dt, unsigned batch, unsigned seq, uns
   for (size_t row = 0; row < rows; row++)
     for (unsigned k = 0; k < hidden; k++) {
       size_t t = row % seq, ty = with_types ? (size_t)types[row] : 0;
-      double want = (double)word[(size_t)ids[row] * hidden + k] + pos[t * hidden + k] +
-                    type[ty * hidden + k];
+      double want =
+          (double)word[(size_t)ids[row] * hidden + k] + pos[t * hidden + k] + type[ty * hidden + k];
       nn_expect("embed", dt, row * hidden + k, want, y[row * hidden + k], 2.0);
     }
   nn_free_all(c);
@@ -238,7 +238,8 @@ static void attention_case(nn_ctx *c, sp_dtype dt, unsigned batch, unsigned seq,
     len[b] = b == 0 ? (int32_t)seq : 1 + (int32_t)tu_rng_below(&c->r, seq);
     /* padded keys and values are huge: any leak past the mask shows */
     for (size_t t = (size_t)len[b]; t < seq; t++)
-      for (size_t k = hidden; k < 3 * hidden; k++) qkv[((size_t)b * seq + t) * 3 * hidden + k] = 1e4f;
+      for (size_t k = hidden; k < 3 * hidden; k++)
+        qkv[((size_t)b * seq + t) * 3 * hidden + k] = 1e4f;
   }
   float scale = 1.0f / sqrtf((float)hd);
   sp__nn op = {.kind = SP__NN_ATTENTION, .dtype = dt};

@@ -45,8 +45,8 @@ static sp_status nn_dims(const char *fn, const char *what, const unsigned *d, si
   uint64_t prod = 1;
   for (size_t i = 0; i < n; i++) {
     if (d[i] == 0 || d[i] > NN_DIM_MAX)
-      return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: %s: extent %u is outside 1..%u", fn, what,
-                      d[i], NN_DIM_MAX);
+      return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: %s: extent %u is outside 1..%u", fn, what, d[i],
+                      NN_DIM_MAX);
     prod *= d[i];
     if (prod > ((uint64_t)1 << 40))
       return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: %s: shape too large", fn, what);
