@@ -12,7 +12,8 @@
  * stream (no other thread submits there), and launched on the pool stream. A graph bakes in the
  * capture stream's matmul workspace; every graph of an entry is launched only on that entry's
  * pool stream, so they never run at the same time, and the capture stream itself runs nothing
- * after capturing.
+ * after capturing. Before a capture the same work runs once eagerly on the pool stream, so that a
+ * backend's per-shape choices (made only outside capture) are what the graph records.
  *
  * Invariants: a published plan is immutable except under its mutex (its buffers are used by one
  * call at a time); graph == NULL means op-by-op (graphs off for the model (sp__graphs_enabled, at
@@ -146,9 +147,15 @@ static void plan_log_capture_failure(sp_model *m, const char *what) {
 }
 
 /* Captures rec's work for launching on s; the graph, or NULL after a failure, logged once: a
- * failure never fails the caller's call. create_mu held. */
+ * failure never fails the caller's call. The work runs once on s itself first: a backend settles
+ * per-shape choices on an eager run (the CUDA linear's timed choice in its auto mode), which a
+ * capture cannot make, so the graph records what was chosen. create_mu held. */
 static sp__bgraph *plan_record(sp_model *m, sp_stream *s, sp__graph_record_fn rec, void *arg) {
   sp__bgraph *g = NULL;
+  if (rec(s, arg) != SP_OK) {
+    plan_log_capture_failure(m, "the eager run before a capture failed");
+    return NULL;
+  }
   if (sp__graph_capture(s, rec, arg, &g) != SP_OK) {
     plan_log_capture_failure(m, "graph capture failed");
     return NULL;
@@ -202,6 +209,7 @@ static sp_status plan_new(sp_model *m, sp_stream *s, unsigned batch, size_t byte
   if (st == SP_OK)
     st = sp__pinned_alloc(m->dev, p->out_bytes, (void **)&p->pin_out, &p->pinned_out);
   if (st != SP_OK) goto fail_plan;
+  memset(p->pin_in, 0, p->in_bytes);                       /* plan_record's eager run copies it */
   if (m->plans->graphs && p->pinned_in && p->pinned_out) { /* captured copies need pinned */
     plan_rec_infer r = {m, p};
     p->graph = plan_record(m, s, plan_record_infer, &r);

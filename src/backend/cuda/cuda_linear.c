@@ -14,7 +14,7 @@
  * streams, while the same test passes in 1 s with cublaslt; not yet understood) runs our kernel for
  * batch 1..SP__CUDA_GEMV_BATCH_MAX when it was timed faster than cuBLASLt for that key. The first
  * linear of a key on a device, outside graph capture, times both (after a warm-up, TIME_REPS rounds
- * of TIME_RUNS back-to-back runs each, queued behind a host gate so the device runs them without
+ * of TIME_RUNS back-to-back runs each, queued behind a busy kernel so the device runs them without
  * launch gaps, as a graph would; the fastest round counts), which syncs the calling stream once;
  * the answer is cached per device (choice table) and copied into the stream's plan. During capture
  * nothing is timed: the cached choice, else cuBLASLt.
@@ -33,7 +33,6 @@
  * CUDA_CHOICE, in src/core/lock.h).
  */
 #include <math.h>
-#include <sched.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -41,12 +40,15 @@
 #include "cuda_gemv.h"
 #include "cuda_internal.h"
 #include "cuda_select.h"
+#include "cuda_spin.h"
 
 enum {
   PLAN_DIM_BITS = 19,
-  CHOICE_PROBE = 8, /* linear probes in the device's choice table before evicting the home slot */
-  TIME_RUNS = 10,   /* back-to-back runs of each implementation per timing round              */
-  TIME_REPS = 3,    /* timing rounds; the fastest counts                                      */
+  CHOICE_PROBE = 8,   /* linear probes in the device's choice table before evicting the home slot */
+  TIME_RUNS = 10,     /* back-to-back runs of each implementation per timing round              */
+  TIME_REPS = 3,      /* timing rounds; the fastest counts                                      */
+  TIME_SPIN_US = 300, /* the busy kernel each round queues its runs behind (longer than enqueueing
+                       * 2 * TIME_RUNS launches takes)                                           */
 };
 #define PLAN_DIM_MAX ((1u << PLAN_DIM_BITS) - 1u)
 
@@ -296,33 +298,26 @@ static void choice_store(sp__bdevice *d, uint64_t key, sp__cuda_impl impl) {
   sp__mutex_unlock(&d->choice_mu);
 }
 
-/* A host function that holds its stream until *gate is set: work queued behind it then runs
- * back to back, without the launch gaps of the host enqueueing it. */
-static void gate_wait(void *arg) {
-  atomic_int *gate = arg;
-  while (!atomic_load_explicit(gate, memory_order_acquire)) sched_yield();
-}
-
-/* One timing round: both implementations TIME_RUNS times each behind a gate (order alternating
- * with the round); their device times in ms. Leaves nothing queued that reads the gate. */
+/* One timing round: both implementations TIME_RUNS times each behind a TIME_SPIN_US busy kernel
+ * (order alternating with the round), so they run back to back; their device times in ms.
+ * Syncs s. Nothing here waits on the host: another thread's synchronizing call cannot deadlock
+ * with the timing (cuda_spin.cu says how a host gate did). */
 static sp_status time_round(sp__bstream *s, const sp__linear *op, sp__cuda_plan *p, int round,
                             cudaEvent_t ev[3], float ms[2]) {
-  atomic_int gate = 0;
   sp__cuda_impl order[2] = {SP__CUDA_IMPL_CUBLASLT, SP__CUDA_IMPL_KERNEL};
   if (round & 1) {
     order[0] = SP__CUDA_IMPL_KERNEL;
     order[1] = SP__CUDA_IMPL_CUBLASLT;
   }
-  cudaError_t e = cudaLaunchHostFunc(s->stream, gate_wait, &gate);
-  if (e != cudaSuccess) return sp__cuda_fail(e, "cudaLaunchHostFunc (linear timing)");
+  cudaError_t e = sp__cuda_spin(s->stream, TIME_SPIN_US);
+  if (e != cudaSuccess) return sp__cuda_fail(e, "spin kernel launch (linear timing)");
   sp_status st = SP_OK;
   e = cudaEventRecord(ev[0], s->stream);
   for (int k = 0; k < 2 && e == cudaSuccess && st == SP_OK; k++) {
     for (int i = 0; i < TIME_RUNS && st == SP_OK; i++) st = impl_run(s, op, p, order[k]);
     if (st == SP_OK) e = cudaEventRecord(ev[k + 1], s->stream);
   }
-  atomic_store_explicit(&gate, 1, memory_order_release);
-  cudaError_t se = cudaStreamSynchronize(s->stream); /* the gate lives on this stack */
+  cudaError_t se = cudaStreamSynchronize(s->stream);
   if (st != SP_OK) return st;
   if (e == cudaSuccess) e = se;
   float t[2] = {0, 0};
