@@ -37,4 +37,9 @@ void sp__alloc_test_disable_pending(sp__allocator *a, bool off);
 sp_status sp__alloc_range(sp__allocator *a, const void *p, size_t n, bool device_first,
                           const char *fn, const char *what, bool *is_device);
 
+/* Whether [p, p + n) overlaps any segment a holds from the backend (live, cached or freed
+ * blocks alike): the question "is this another allocator's memory?" of sp__mem_is_foreign. Sets
+ * no error; lock-free (the segment index's seqlock). Any thread. */
+bool sp__alloc_touches(sp__allocator *a, const void *p, size_t n);
+
 #endif /* SP_ALLOC_ALLOC_H */

@@ -235,3 +235,10 @@ sp_status sp__alloc_range(sp__allocator *a, const void *ptr, size_t n, bool devi
     return range_verdict(p, n, blk_ptr, blk_bytes, live, fn, what);
   }
 }
+
+bool sp__alloc_touches(sp__allocator *a, const void *ptr, size_t n) {
+  uintptr_t p = (uintptr_t)ptr;
+  uintptr_t end = n > UINTPTR_MAX - p ? UINTPTR_MAX : p + n;
+  range_hit h = index_find(a, p);
+  return h.seg != NULL || h.next_base < end;
+}

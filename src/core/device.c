@@ -42,6 +42,15 @@ sp_device *sp__registry_find_locked(uint64_t id) {
   return NULL;
 }
 
+bool sp__registry_other_owns(const sp_device *dev, const void *p, size_t bytes) {
+  bool owned = false;
+  sp__registry_lock();
+  for (sp_device *d = sp__registry_head; d && !owned; d = d->registry_next)
+    owned = d != dev && d->alloc && sp__alloc_touches(d->alloc, p, bytes);
+  sp__registry_unlock();
+  return owned;
+}
+
 static void registry_add(sp_device *dev) {
   sp__registry_lock();
   dev->registry_next = sp__registry_head;

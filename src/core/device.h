@@ -59,6 +59,10 @@ extern atomic_uint sp__fork_epoch;
  * it to reach a device only while it is still open: find under the lock, act, unlock. The lock
  * ranks below every device lock (lock.h): a device lock may be taken while holding it. */
 void sp__registry_lock(void);
+/* Whether [p, p + bytes) touches memory that the allocator of another live device (not dev)
+ * holds: such memory is never "foreign" to dev (another sp_device of the same GPU may free and
+ * reuse it without ordering against dev's streams). Takes the registry lock. Any thread. */
+bool sp__registry_other_owns(const sp_device *dev, const void *p, size_t bytes);
 void sp__registry_unlock(void);
 sp_device *sp__registry_find_locked(uint64_t id); /* NULL if closed */
 

@@ -161,5 +161,6 @@ void sp__pinned_free(sp_device *dev, void *p, bool pinned) {
 }
 
 bool sp__mem_is_foreign(const sp_device *dev, const void *p, size_t bytes) {
-  return dev->be->mem_is_foreign && dev->be->mem_is_foreign(dev->bdev, p, bytes);
+  return dev->be->mem_is_foreign && !sp__registry_other_owns(dev, p, bytes) &&
+         dev->be->mem_is_foreign(dev->bdev, p, bytes);
 }

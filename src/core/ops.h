@@ -87,7 +87,9 @@ sp_status sp__pinned_alloc(sp_device *dev, size_t bytes, void **out, bool *pinne
 void sp__pinned_free(sp_device *dev, void *p, bool pinned);
 
 /* Whether [p, p + bytes), in none of the allocator's segments, is device memory of dev that another
- * runtime allocated (the backend's mem_is_foreign; absent: never). Any thread. */
+ * runtime allocated (the backend's mem_is_foreign; absent: never). Memory of another open
+ * sp_device (of the same GPU, say) is not foreign: its allocator may reuse it behind dev's back.
+ * Any thread. */
 bool sp__mem_is_foreign(const sp_device *dev, const void *p, size_t bytes);
 
 #endif /* SP_CORE_OPS_H */

@@ -9,15 +9,16 @@
  * scales and a bf16 bias. Our kernel accumulates in f32 too and rounds bf16 outputs to nearest
  * even.
  *
- * Choice (STREAMPOOL_CUDA_LINEAR, read at device_open): "cublaslt" (the default) or "kernel" force
- * one; "auto" (opt-in: on the H200 it hung tests/stress/infer_plans, 8 threads on 4 shared
- * streams, while the same test passes in 1 s with cublaslt; not yet understood) runs our kernel for
+ * Choice (STREAMPOOL_CUDA_LINEAR, read at device_open): "auto" (the default) runs our kernel for
  * batch 1..SP__CUDA_GEMV_BATCH_MAX when it was timed faster than cuBLASLt for that key. The first
  * linear of a key on a device, outside graph capture, times both (after a warm-up, TIME_REPS rounds
  * of TIME_RUNS back-to-back runs each, queued behind a busy kernel so the device runs them without
  * launch gaps, as a graph would; the fastest round counts), which syncs the calling stream once;
  * the answer is cached per device (choice table) and copied into the stream's plan. During capture
- * nothing is timed: the cached choice, else cuBLASLt.
+ * nothing is timed: the cached choice, else cuBLASLt (src/infer/plan.c runs a pass eagerly before
+ * capturing it, so graphs get the timed choice). "cublaslt" or "kernel" force one. (Until
+ * 2026-12-01 the timing queued its runs behind a host-function gate, which hung
+ * tests/stress/infer_plans on the H200; behind cuda_spin.cu's busy kernel it passes.)
  *
  * Owns per stream (lazily, at its first linear op): a cuBLASLt handle, a workspace and a hash
  * table of plans keyed by (dtype, relu, bias, pointer alignment, batch, in, out). A plan holds the
@@ -245,7 +246,7 @@ static sp_status impl_run(sp__bstream *s, const sp__linear *op, sp__cuda_plan *p
 
 sp_status sp__cuda_linear_device_init(sp__bdevice *d) {
   static const char *const modes[] = {"auto", "cublaslt", "kernel"};
-  size_t i = SP__CUDA_LINEAR_CUBLASLT; /* auto hangs stress_infer_plans on the H200: opt-in */
+  size_t i = SP__CUDA_LINEAR_AUTO;
   sp_status st = sp__env_choice("cuda device_open", "STREAMPOOL_CUDA_LINEAR", modes, 3,
                                 "auto, cublaslt or kernel", &i);
   if (st != SP_OK) return st;
