@@ -7,7 +7,8 @@
  * 16-byte loads (x and w one element off 16 bytes; y one element off), with and without bias and
  * ReLU, writing every output element. In auto mode the first eager linear of a key caches a
  * choice per device, a capture of an unseen key times nothing (the choice stays unknown) and its
- * replay is correct, and a later capture uses the cached choice. A bad STREAMPOOL_CUDA_LINEAR
+ * replay is correct, and a later capture uses the cached choice (auto is the default: the case
+ * runs with the variable unset). A bad STREAMPOOL_CUDA_LINEAR
  * fails device_open with the variable named.
  * Method: drive the CUDA backend's table directly (no core). Seeded inputs; a double-precision
  * reference computed once per (shape, dtype) for 64 rows (batch b checks its first b rows, which
@@ -288,7 +289,7 @@ static void auto_mode(void **state) {
   (void)state;
   const sp__backend *be = cuda_table();
   if (!be) return;
-  sp__bdevice *d = open_with(be, "auto"); /* opt-in, not the default */
+  sp__bdevice *d = open_with(be, NULL); /* auto is the default: no variable set */
   sp__bstream *s = NULL, *cap = NULL;
   SP_CHECK_OK(be->stream_create(d, 0, &s));
   SP_CHECK_OK(be->stream_create(d, 1, &cap));
