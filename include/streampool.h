@@ -396,14 +396,73 @@ sp_status sp_memory_history_disable(sp_device *dev);
 typedef struct sp_model sp_model;
 typedef enum sp_dtype { SP_F32 = 0, SP_BF16 = 1 } sp_dtype;
 
-/* Loads an MLP from a safetensors file holding a PyTorch state dict: "<prefix>.weight" [out, in]
- * and "<prefix>.bias" [out] per Linear layer, layers in numeric order of the prefix, ReLU between
- * layers; tensors F32 or BF16, converted to dt on the device. A malformed file gives
- * SP_ERR_INVALID_ARGUMENT with the problem named. Any thread. */
+/* A model is what its description says; nothing is guessed from tensor names.
+ *
+ * An MLP is a chain of layers; layer k is a Linear ("<linear>.weight" [out, in], and
+ * "<linear>.bias" [out] unless no_bias), then its activation, then optionally a LayerNorm over
+ * its out features ("<norm>.weight" and "<norm>.bias" [out], eps). Layers run in the order given;
+ * in of layer k+1 must equal out of layer k. Every tensor of the file must be used. */
+typedef enum sp_activation {
+  SP_ACT_NONE = 0,  /* identity ("none")                                    */
+  SP_ACT_RELU,      /* nn.ReLU ("relu")                                     */
+  SP_ACT_GELU,      /* nn.GELU(), the erf form ("gelu")                     */
+  SP_ACT_GELU_TANH, /* nn.GELU(approximate="tanh") ("gelu_tanh")            */
+  SP_ACT_SILU,      /* nn.SiLU ("silu")                                     */
+  SP_ACT_TANH,      /* nn.Tanh ("tanh")                                     */
+} sp_activation;
+
+typedef struct sp_mlp_layer { /* all-zero except linear: a Linear with bias and no activation */
+  const char *linear;         /* tensor-name prefix of the Linear (e.g. "0", "net.fc1")        */
+  int no_bias;                /* nonzero: Linear(bias=False), no "<linear>.bias" in the file   */
+  sp_activation act;          /* after the Linear                                              */
+  const char *norm;           /* NULL: none; else the prefix of a LayerNorm after the act      */
+  float norm_eps;             /* the LayerNorm's eps; 0 -> 1e-5 (PyTorch's default)            */
+} sp_mlp_layer;
+
+typedef struct sp_model_desc {
+  unsigned n_layers;          /* >= 1                                                          */
+  const sp_mlp_layer *layers; /* [n_layers], in the order they run                             */
+} sp_model_desc;
+
+/* The text form of a description, used by the file's safetensors "__metadata__" (key
+ * "streampool.arch"), a config.json beside the file (the same key), the CLI's --arch and Python's
+ * Model.load(arch=...). Items are separated by spaces, commas or "->":
+ *   NAME:linear  NAME:linear:nobias     a Linear (NAME the tensor prefix)
+ *   relu gelu gelu_tanh silu tanh none  the activation of the Linear just before it
+ *   NAME:layernorm  NAME:layernorm:eps=E  a LayerNorm after that Linear (and its activation)
+ *   dropout                             identity (inference); allowed anywhere after a Linear
+ * An activation or dropout may carry a name ("1:gelu", as nn.Sequential numbers it); it is
+ * ignored. E.g. the nn.Sequential(Linear, GELU, LayerNorm, Linear) state dict:
+ *   "0:linear 1:gelu 2:layernorm 3:linear".
+ * An activation after a LayerNorm, two activations or two LayerNorms in a row are refused.
+ * On success *out is a description owning its strings, freed with sp_model_desc_free; else
+ * SP_ERR_INVALID_ARGUMENT naming the item and its position, SP_ERR_HOST_MEMORY. Any thread. */
+sp_status sp_model_desc_parse(const char *text, sp_model_desc **out);
+void sp_model_desc_free(sp_model_desc *desc); /* NULL ok. Externally synchronized. */
+
+/* Loads an MLP described by desc from a safetensors file (tensors F32, BF16 or F16, converted to
+ * dt, f32 or bf16, on the host). desc NULL: the description comes from the file's "__metadata__"
+ * key "streampool.arch", else from a config.json in the file's folder with that key (the text
+ * form). A file with no description (a bare state dict) is refused, saying how to give one; so is
+ * a torch.save file (zip or pickle), a tensor the description does not use (BatchNorm's
+ * running_mean, a Conv's rank-4 weight, ... named as what they are), a missing tensor, a shape that
+ * does not chain. All these give SP_ERR_INVALID_ARGUMENT with the problem named. Any thread. */
+sp_status sp_model_load_desc(sp_device *dev, const char *safetensors_path,
+                             const sp_model_desc *desc, sp_dtype dt, sp_model **out);
+
+/* sp_model_load_desc(dev, safetensors_path, NULL, dt, out): the file (or its config.json) must
+ * describe itself; before this version a bare state dict was read as Linear layers with ReLU
+ * between them, which is now refused. Any thread. */
 sp_status sp_model_load(sp_device *dev, const char *safetensors_path, sp_dtype dt, sp_model **out);
 
+/* Writes the chain m runs as text to buf (at most size bytes, NUL-terminated when size > 0), e.g.
+ * "Linear(512->1024) GELU -> LayerNorm(1024) -> Linear(1024->512, no bias)"; returns the length
+ * the whole text needs (as snprintf; 0 for NULL m). Any thread. */
+size_t sp_model_describe(const sp_model *m, char *buf, size_t size);
+
 /* Builds a seeded MLP with layer sizes dims[0] -> dims[1] -> ... -> dims[n_dims-1] (n_dims >= 2),
- * weights uniform in +-1/sqrt(in) as PyTorch initializes Linear. Any thread. */
+ * Linear layers with bias and ReLU between them (none after the last), weights uniform in
+ * +-1/sqrt(in) as PyTorch initializes Linear. Any thread. */
 sp_status sp_model_mlp_random(sp_device *dev, const unsigned *dims, unsigned n_dims, uint64_t seed,
                               sp_dtype dt, sp_model **out);
 

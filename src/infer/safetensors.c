@@ -1,7 +1,7 @@
 /* The safetensors parser: header length, JSON header (cJSON), dtypes, shapes, offsets.
  *
  * Owns: sp__safetensors objects (tensor table, name storage, and the file's bytes when read from
- * a path). Invariants after a successful parse: every tensor has dtype F32 or BF16, rank <=
+ * a path). Invariants after a successful parse: every tensor has dtype F32, BF16 or F16, rank <=
  * SP__ST_RANK_MAX, numel = product of shape without overflow, bytes = numel x dtype size, its
  * data lies inside the data section, no two tensors with bytes > 0 overlap, names are unique and
  * at most SP__ST_NAME_MAX bytes. Messages name the origin, the problem and the tensor.
@@ -53,18 +53,19 @@ static int st_json_u64(const cJSON *j, uint64_t *out) {
 }
 
 static sp_status st_parse_dtype(const cJSON *j, const char *origin, const char *name,
-                                sp_dtype *out) {
+                                sp__st_dtype *out) {
   if (!cJSON_IsString(j) || !j->valuestring)
     return sp__fail(SP_ERR_INVALID_ARGUMENT,
                     "safetensors %s: tensor '%s': \"dtype\" missing or "
                     "not a string",
                     origin, name);
-  if (!strcmp(j->valuestring, "F32")) *out = SP_F32;
-  else if (!strcmp(j->valuestring, "BF16")) *out = SP_BF16;
+  if (!strcmp(j->valuestring, "F32")) *out = SP__ST_F32;
+  else if (!strcmp(j->valuestring, "BF16")) *out = SP__ST_BF16;
+  else if (!strcmp(j->valuestring, "F16")) *out = SP__ST_F16;
   else
     return sp__fail(SP_ERR_INVALID_ARGUMENT,
                     "safetensors %s: tensor '%s': dtype %.32s is not "
-                    "supported (F32 or BF16)",
+                    "supported (F32, BF16 or F16)",
                     origin, name, j->valuestring);
   return SP_OK;
 }
@@ -120,7 +121,7 @@ static sp_status st_parse_offsets(const cJSON *j, const char *origin, sp__st_ten
                     "safetensors %s: tensor '%s': data_offsets end "
                     "%llu is past the data section (%zu bytes)",
                     origin, t->name, (unsigned long long)e, data_len);
-  t->bytes = (size_t)(t->numel * sp__dtype_size(t->dtype));
+  t->bytes = (size_t)(t->numel * sp__st_dtype_size(t->dtype));
   if (e - b != t->bytes)
     return sp__fail(SP_ERR_INVALID_ARGUMENT,
                     "safetensors %s: tensor '%s': data_offsets span "
@@ -205,8 +206,25 @@ static sp_status st_count(const cJSON *root, const char *origin, size_t *n, size
   return SP_OK;
 }
 
+/* A torch.save file: a zip archive (PyTorch >= 1.6) or a bare pickle (protocol 2+, older). */
+static sp_status st_not_torch_save(const unsigned char *b, size_t len, const char *origin) {
+  const char *what = NULL;
+  if (len >= 4 && !memcmp(b, "PK\x03\x04", 4)) what = "a torch.save zip archive (pickled tensors)";
+  else if (len >= 2 && b[0] == 0x80 && b[1] >= 2 && b[1] <= 5)
+    what = "a Python pickle (an old-style torch.save file)";
+  if (!what) return SP_OK;
+  return sp__fail(SP_ERR_INVALID_ARGUMENT,
+                  "safetensors %s: this is %s, not safetensors: export the state dict with "
+                  "safetensors.torch.save_file(model.state_dict(), path, metadata={\"streampool.arch\":"
+                  " \"0:linear relu 2:linear\"}) describing its layers (scripts/torch_export.py does "
+                  "both)",
+                  origin, what);
+}
+
 static sp_status st_header(const unsigned char *b, size_t len, const char *origin,
                            size_t *header_len) {
+  sp_status st = st_not_torch_save(b, len, origin);
+  if (st != SP_OK) return st;
   if (len < 8)
     return sp__fail(SP_ERR_INVALID_ARGUMENT,
                     "safetensors %s: %zu bytes is too short for the "
@@ -319,6 +337,7 @@ sp_status sp__safetensors_parse(const void *buf, size_t len, const char *origin,
   st = st_fill(s, root, origin, b + 8 + header_len, len - 8 - header_len, spans);
   if (st == SP_OK) st = st_check_integers(h, header_len, origin);
   if (st != SP_OK) goto free_table;
+  s->meta = cJSON_DetachItemFromObjectCaseSensitive(root, "__metadata__");
   sp__free(spans);
   cJSON_Delete(root);
   *out = s;
@@ -409,8 +428,49 @@ const sp__st_tensor *sp__safetensors_find(const sp__safetensors *st, const char 
   return NULL;
 }
 
+const char *sp__safetensors_meta(const sp__safetensors *st, const char *key, bool *not_string) {
+  *not_string = false;
+  const cJSON *v = st && st->meta ? cJSON_GetObjectItemCaseSensitive(st->meta, key) : NULL;
+  if (!v) return NULL;
+  if (!cJSON_IsString(v) || !v->valuestring) {
+    *not_string = true;
+    return NULL;
+  }
+  return v->valuestring;
+}
+
+float sp__st_elem(const sp__st_tensor *t, size_t i) {
+  uint16_t h;
+  float f;
+  switch (t->dtype) {
+  case SP__ST_BF16: memcpy(&h, t->data + 2 * i, 2); return sp__bf16_to_f32(h);
+  case SP__ST_F16: memcpy(&h, t->data + 2 * i, 2); return sp__f16_to_f32(h);
+  case SP__ST_F32: break;
+  }
+  memcpy(&f, t->data + 4 * i, 4);
+  return f;
+}
+
+void sp__st_convert(const sp__st_tensor *t, sp_dtype dt, void *dst) {
+  unsigned char *d = dst;
+  if ((t->dtype == SP__ST_F32 && dt == SP_F32) || (t->dtype == SP__ST_BF16 && dt == SP_BF16)) {
+    memcpy(dst, t->data, t->bytes);
+    return;
+  }
+  for (size_t i = 0; i < t->numel; i++) {
+    float v = sp__st_elem(t, i);
+    if (dt == SP_BF16) {
+      uint16_t h = sp__f32_to_bf16(v);
+      memcpy(d + 2 * i, &h, 2);
+    } else {
+      memcpy(d + 4 * i, &v, 4);
+    }
+  }
+}
+
 void sp__safetensors_free(sp__safetensors *st) {
   if (!st) return;
+  cJSON_Delete(st->meta);
   sp__free(st->tensors);
   sp__free(st->names);
   sp__free(st->file_buf);

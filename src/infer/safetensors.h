@@ -3,16 +3,19 @@
  * Format: an 8-byte little-endian header length N, N bytes of JSON mapping tensor names to
  * {"dtype","shape","data_offsets":[begin,end]} (plus an optional "__metadata__" object), then the
  * data section; offsets are relative to the data section. Everything is checked: header length
- * (<= the buffer and <= SP__ST_HEADER_MAX), JSON syntax, dtypes (F32 and BF16 only), shapes (rank
+ * (<= the buffer and <= SP__ST_HEADER_MAX), JSON syntax, dtypes (F32, BF16, F16), shapes (rank
  * <= SP__ST_RANK_MAX, element counts without overflow), offsets inside the data section, exactly
  * dtype size x elements long, not overlapping each other, names unique. Any violation gives
- * SP_ERR_INVALID_ARGUMENT with a message naming the problem and the tensor.
+ * SP_ERR_INVALID_ARGUMENT with a message naming the problem and the tensor; a torch.save file (a
+ * zip archive or a bare pickle) is named as what it is. The "__metadata__" object's string values
+ * are kept (sp__safetensors_meta): the model loader reads its architecture from there.
  *
  * Thread safety: a parsed sp__safetensors is immutable; any thread may read it.
  */
 #ifndef SP_INFER_SAFETENSORS_H
 #define SP_INFER_SAFETENSORS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -25,9 +28,12 @@ enum {
   SP__ST_NAME_MAX = 256,                 /* the longest tensor name accepted, bytes    */
 };
 
+/* The element types a file may hold (the model's own dtype is an sp_dtype: f32 or bf16). */
+typedef enum sp__st_dtype { SP__ST_F32 = 0, SP__ST_BF16, SP__ST_F16 } sp__st_dtype;
+
 typedef struct sp__st_tensor {
   const char *name;                /* NUL-terminated, owned by the sp__safetensors       */
-  sp_dtype dtype;                  /* SP_F32 or SP_BF16                                   */
+  sp__st_dtype dtype;              /* as the file stores it                               */
   unsigned rank;                   /* 0..SP__ST_RANK_MAX                                  */
   uint64_t shape[SP__ST_RANK_MAX]; /* [0, rank) valid                                     */
   uint64_t numel;                  /* product of shape (1 for rank 0)                    */
@@ -40,7 +46,11 @@ typedef struct sp__safetensors {
   sp__st_tensor *tensors;  /* in header order                                     */
   char *names;             /* storage for every name                              */
   unsigned char *file_buf; /* the whole file when read by sp__safetensors_read   */
+  struct cJSON *meta;      /* the "__metadata__" object (detached), or NULL       */
 } sp__safetensors;
+
+/* Bytes of one element of dt. */
+static inline size_t sp__st_dtype_size(sp__st_dtype dt) { return dt == SP__ST_F32 ? 4u : 2u; }
 
 /* Parses buf[0, len) (not copied: tensors point into it; it must outlive *out). origin names the
  * source in messages (a path, or "buffer"). SP_ERR_INVALID_ARGUMENT for anything malformed,
@@ -54,6 +64,16 @@ sp_status sp__safetensors_read(const char *path, sp__safetensors **out);
 
 /* The tensor called name, or NULL. */
 const sp__st_tensor *sp__safetensors_find(const sp__safetensors *st, const char *name);
+
+/* The string value of key in the file's "__metadata__"; NULL when there is no such key. A key
+ * whose value is not a string gives *not_string = true (and NULL). Any thread. */
+const char *sp__safetensors_meta(const sp__safetensors *st, const char *key, bool *not_string);
+
+/* Element i of t as f32 (exact for all three dtypes). */
+float sp__st_elem(const sp__st_tensor *t, size_t i);
+
+/* Writes t's numel elements to dst as dt (f32 or bf16; bf16 rounds to nearest even). */
+void sp__st_convert(const sp__st_tensor *t, sp_dtype dt, void *dst);
 
 void sp__safetensors_free(sp__safetensors *st); /* NULL ok */
 

@@ -36,10 +36,18 @@ static inline void tu_mlp_seeded(tu_mlp *m, const unsigned *dims, unsigned n_lay
   }
 }
 
-/* Writes m as an F32 safetensors state dict; 0 on success. */
+/* Writes m as an F32 safetensors state dict of nn.Sequential(Linear, ReLU, ..., Linear) named
+ * "net.0", "net.2", ..., with its description in the metadata ("net.0:linear net.1:relu ...");
+ * 0 on success. */
 static inline int tu_mlp_write(const tu_mlp *m, const char *path) {
   tu_st_tensor t[2 * TU_MLP_LAYERS_MAX];
   char names[2 * TU_MLP_LAYERS_MAX][32];
+  char meta[64 + 32 * TU_MLP_LAYERS_MAX];
+  size_t n = (size_t)snprintf(meta, sizeof(meta), "{\"streampool.arch\":\"");
+  for (unsigned k = 0; k < m->n_layers; k++)
+    n += (size_t)snprintf(meta + n, sizeof(meta) - n, "%snet.%u:linear%s", k ? " " : "", 2 * k,
+                          k + 1 < m->n_layers ? " relu" : "");
+  snprintf(meta + n, sizeof(meta) - n, "\"}");
   for (unsigned k = 0; k < m->n_layers; k++) {
     unsigned in = m->dims[k], out = m->dims[k + 1];
     snprintf(names[2 * k], sizeof(names[0]), "net.%u.weight", 2 * k);
@@ -47,7 +55,7 @@ static inline int tu_mlp_write(const tu_mlp *m, const char *path) {
     t[2 * k] = (tu_st_tensor){names[2 * k], "F32", 2, {out, in}, m->w[k], sizeof(float) * in * out};
     t[2 * k + 1] = (tu_st_tensor){names[2 * k + 1], "F32", 1, {out}, m->b[k], sizeof(float) * out};
   }
-  return tu_st_write(path, t, 2 * m->n_layers, NULL);
+  return tu_st_write(path, t, 2 * m->n_layers, meta);
 }
 
 /* y[dims[n_layers]] = the forward of one row x[dims[0]] in double precision. */

@@ -30,7 +30,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   for (size_t i = 0; i < st->n_tensors; i++) {
     const sp__st_tensor *t = &st->tensors[i];
     fuzz_check(t->rank <= SP__ST_RANK_MAX);
-    fuzz_check(t->bytes == t->numel * sp__dtype_size(t->dtype));
+    fuzz_check(t->bytes == t->numel * sp__st_dtype_size(t->dtype));
     fuzz_check(t->data >= data && t->data + t->bytes <= data + size);
     fuzz_check(sp__safetensors_find(st, t->name) == t);
     for (size_t b = 0; b < t->bytes; b++) sum += t->data[b];

@@ -1,8 +1,10 @@
-/* Goal: sp_model_load accepts well-formed safetensors state dicts (F32 and BF16 tensors, metadata,
- * unaligned data, layers named "0","2" or "fc1","fc2","fc10") and computes what they describe,
- * and rejects each named kind of malformed file with SP_ERR_INVALID_ARGUMENT and a message naming
- * the problem (issue 14: signed layer numbers, bytes after the header object, numbers written as
- * floats, directories and FIFOs).
+/* Goal: sp_model_load accepts well-formed safetensors state dicts (F32, BF16 and F16 tensors,
+ * unaligned data, layers named "0","2" or "fc1","fc2","fc10") with their description (the file's
+ * metadata, a config.json beside it, the caller's sp_model_desc) and computes what the
+ * description says, in its order; and rejects each named kind of malformed or undescribed file
+ * with SP_ERR_INVALID_ARGUMENT and a message naming the problem (issue 14: bytes after the header
+ * object, numbers written as floats, directories and FIFOs; issue 11: a bare state dict, a
+ * torch.save zip or pickle, BatchNorm and Conv tensors, tensors the description does not use).
  * Method: the test writes every file itself (tests/common/tu_safetensors.h), loads it on the host
  * backend, and compares sp_model_infer outputs with a double-precision forward of the same
  * weights; each broken case states the substring its message must contain.
@@ -71,9 +73,11 @@ static void ref_forward(const ref_layer *l, unsigned n, const float *x, double *
   memcpy(y, a, sizeof(a));
 }
 
-/* Writes n layers with names[k].{weight,bias}, dims[k] -> dims[k+1], in F32 or BF16; fills ref. */
-static void write_mlp(const char *path, const char *const *names, const unsigned *dims, unsigned n,
-                      bool bf16, tu_rng *rng, ref_layer *ref) {
+/* Writes n layers with names[k].{weight,bias}, dims[k] -> dims[k+1], in F32 or BF16, in reverse
+ * order in the file; fills ref. The metadata describes them ("names[k]:linear relu ...") unless
+ * bare. */
+static void write_mlp_meta(const char *path, const char *const *names, const unsigned *dims,
+                           unsigned n, bool bf16, tu_rng *rng, ref_layer *ref, bool bare) {
   static float wf[8][64], bf[8][8];
   static uint16_t wh[8][64], bh[8][8];
   static char wn[8][64], bn[8][64];
@@ -93,27 +97,37 @@ static void write_mlp(const char *path, const char *const *names, const unsigned
     snprintf(wn[k], sizeof(wn[k]), "%s.weight", names[k]);
     snprintf(bn[k], sizeof(bn[k]), "%s.bias", names[k]);
     size_t es = bf16 ? 2 : 4;
-    t[2 * k] = (tu_st_tensor){wn[k],
+    tu_st_tensor *tk = &t[2 * (n - 1 - k)];
+    tk[0] = (tu_st_tensor){wn[k],
                               bf16 ? "BF16" : "F32",
                               2,
                               {dims[k + 1], dims[k]},
                               bf16 ? (const void *)wh[k] : wf[k],
                               es * dims[k] * dims[k + 1]};
-    t[2 * k + 1] = (tu_st_tensor){bn[k],
+    tk[1] = (tu_st_tensor){bn[k],
                                   bf16 ? "BF16" : "F32",
                                   1,
                                   {dims[k + 1]},
                                   bf16 ? (const void *)bh[k] : bf[k],
                                   es * dims[k + 1]};
   }
-  assert_int_equal(tu_st_write(path, t, 2 * n, bf16 ? NULL : "{\"format\":\"pt\"}"), 0);
+  char meta[512];
+  size_t len = (size_t)snprintf(meta, sizeof(meta), "{\"format\":\"pt\",\"streampool.arch\":\"");
+  for (unsigned k = 0; k < n; k++)
+    len += (size_t)snprintf(meta + len, sizeof(meta) - len, "%s:linear%s ", names[k],
+                            k + 1 < n ? " relu" : "");
+  snprintf(meta + len, sizeof(meta) - len, "\"}");
+  assert_int_equal(tu_st_write(path, t, 2 * n, bare ? "{\"format\":\"pt\"}" : meta), 0);
 }
 
-/* Loads path as dt and checks 5 random inputs against ref within tol (relative to max |ref|). */
-static void check_model(const char *path, sp_dtype dt, const ref_layer *ref, unsigned n, double tol,
-                        tu_rng *rng) {
-  sp_model *m = NULL;
-  SP_CHECK_OK(sp_model_load(dev, path, dt, &m));
+static void write_mlp(const char *path, const char *const *names, const unsigned *dims, unsigned n,
+                      bool bf16, tu_rng *rng, ref_layer *ref) {
+  write_mlp_meta(path, names, dims, n, bf16, rng, ref, false);
+}
+
+/* Checks 5 random inputs through m against ref within tol (relative to max |ref|); frees m. */
+static void check_loaded(sp_model *m, const char *path, const ref_layer *ref, unsigned n,
+                         double tol, tu_rng *rng) {
   assert_int_equal(sp_model_in_features(m), ref[0].in);
   assert_int_equal(sp_model_out_features(m), ref[n - 1].out);
   for (int trial = 0; trial < 5; trial++) {
@@ -124,6 +138,7 @@ static void check_model(const char *path, sp_dtype dt, const ref_layer *ref, uns
     SP_CHECK_OK(sp_model_infer(m, x, y, 1));
     ref_forward(ref, n, x, want);
     double scale = 1e-3;
+    (void)path;
     for (unsigned o = 0; o < ref[n - 1].out; o++) scale = fmax(scale, fabs(want[o]));
     for (unsigned o = 0; o < ref[n - 1].out; o++)
       if (fabs(y[o] - want[o]) / scale > tol)
@@ -131,6 +146,14 @@ static void check_model(const char *path, sp_dtype dt, const ref_layer *ref, uns
                  tol);
   }
   sp_model_free(m);
+}
+
+/* Loads path (described by itself) as dt and checks it against ref. */
+static void check_model(const char *path, sp_dtype dt, const ref_layer *ref, unsigned n, double tol,
+                        tu_rng *rng) {
+  sp_model *m = NULL;
+  SP_CHECK_OK(sp_model_load(dev, path, dt, &m));
+  check_loaded(m, path, ref, n, tol, rng);
 }
 
 static void test_sequential_f32(void **state) {
@@ -146,10 +169,10 @@ static void test_sequential_f32(void **state) {
   check_model(path, SP_BF16, ref, 3, 2e-2, &rng);
 }
 
-static void test_bf16_numeric_order(void **state) {
+static void test_bf16_description_order(void **state) {
   (void)state;
   tu_rng rng = {tu_seed() + 1};
-  /* Written out of order; only numeric order (1, 2, 10) chains the dims. */
+  /* Written in reverse; only the description's order (fc1, fc2, fc10) chains the dims. */
   const char *names[] = {"fc1", "fc2", "fc10"};
   const unsigned dims[] = {4, 3, 5, 2};
   ref_layer ref[3];
@@ -181,7 +204,8 @@ static void test_unaligned_data(void **state) {
   char path[128];
   path_of(path, sizeof(path), "unaligned");
   assert_int_equal(tu_st_write_raw(path,
-                                   "{\"l.weight\":{\"dtype\":\"F32\",\"shape\":[1,2],"
+                                   "{\"__metadata__\":{\"streampool.arch\":\"l:linear\"},"
+                                   "\"l.weight\":{\"dtype\":\"F32\",\"shape\":[1,2],"
                                    "\"data_offsets\":[0,8]},\"l.bias\":{\"dtype\":\"F32\","
                                    "\"shape\":[1],\"data_offsets\":[8,12]}}",
                                    UINT64_MAX, data, sizeof(data)),
@@ -206,6 +230,7 @@ typedef struct bad_case {
 
 #define L01 "'0.weight':{'dtype':'F32','shape':[3,4],'data_offsets':[0,48]}"
 #define B01 "'0.bias':{'dtype':'F32','shape':[3],'data_offsets':[48,60]}"
+#define M(arch) "'__metadata__':{'streampool.arch':'" arch "'},"
 static const bad_case bad_cases[] = {
     {"header_len_past_end", "{}", 1000, 0, "bad header length 1000"},
     {"header_len_huge", "{}", 1ull << 40, 0, "bad header length"},
@@ -213,8 +238,8 @@ static const bad_case bad_cases[] = {
     {"truncated_json", "{'0.weight':{'dtype':'F32','sha", UINT64_MAX, 0, "not valid JSON"},
     {"not_object", "[1,2]", UINT64_MAX, 0, "not a JSON object"},
     {"entry_not_object", "{'0.weight':5}", UINT64_MAX, 0, "entry is not an object"},
-    {"dtype_f16", "{'0.weight':{'dtype':'F16','shape':[3,4],'data_offsets':[0,24]}}", UINT64_MAX,
-     24, "'0.weight': dtype F16 is not supported"},
+    {"dtype_f64", "{'0.weight':{'dtype':'F64','shape':[3,4],'data_offsets':[0,96]}}", UINT64_MAX,
+     96, "'0.weight': dtype F64 is not supported"},
     {"dtype_i64", "{'0.weight':{'dtype':'I64','shape':[3],'data_offsets':[0,24]}}", UINT64_MAX, 24,
      "dtype I64"},
     {"dtype_missing", "{'0.weight':{'shape':[3,4],'data_offsets':[0,48]}}", UINT64_MAX, 48,
@@ -241,38 +266,56 @@ static const bad_case bad_cases[] = {
      60, "overlap"},
     {"duplicate_name", "{" L01 "," L01 "}", UINT64_MAX, 48, "appears twice"},
     {"metadata_not_object", "{'__metadata__':'x'," L01 "}", UINT64_MAX, 48, "__metadata__"},
-    {"no_tensors", "{'__metadata__':{}}", UINT64_MAX, 0, "no tensors"},
-    {"missing_bias", "{" L01 "}", UINT64_MAX, 48, "missing '0.bias'"},
-    {"missing_weight", "{" B01 "}", UINT64_MAX, 60, "missing '0.weight'"},
-    {"not_linear",
-     "{" L01 "," B01 ",'0.running_mean':{'dtype':'F32','shape':[3],"
+    /* issue 11: nothing is guessed: a bare state dict is refused, saying how to describe it. */
+    {"bare", "{" L01 "," B01 "}", UINT64_MAX, 60,
+     "no architecture given: the file is a bare state dict (2 tensors: '0.weight', '0.bias')"},
+    {"bare_says_how", "{" L01 "," B01 "}", UINT64_MAX, 60, "--arch"},
+    {"no_tensors", "{'__metadata__':{}}", UINT64_MAX, 0, "no architecture given"},
+    {"described_no_tensors", "{" M("0:linear") "'x':{'dtype':'F32','shape':[0],'data_offsets':[0,0]}}",
+     UINT64_MAX, 0, "needs tensor '0.weight', which the file does not have"},
+    {"meta_not_string", "{'__metadata__':{'streampool.arch':5}," L01 "}", UINT64_MAX, 48,
+     "\"streampool.arch\" is not a string"},
+    {"meta_bad_desc", "{" M("0:linaer") L01 "}", UINT64_MAX, 48,
+     "__metadata__ \"streampool.arch\" is not a valid description: model description: item 1: "
+     "'linaer' is unknown"},
+    {"missing_bias", "{" M("0:linear") L01 "}", UINT64_MAX, 48, "needs tensor '0.bias'"},
+    {"missing_weight", "{" M("0:linear") B01 "}", UINT64_MAX, 60, "needs tensor '0.weight'"},
+    {"batchnorm",
+     "{" M("0:linear") L01 "," B01 ",'1.running_mean':{'dtype':'F32','shape':[3],"
      "'data_offsets':[60,72]}}",
-     UINT64_MAX, 72, "'0.running_mean' is not a Linear"},
-    {"weight_rank1", "{'0.weight':{'dtype':'F32','shape':[12],'data_offsets':[0,48]}," B01 "}",
-     UINT64_MAX, 60, "rank 2"},
-    {"bias_mismatch", "{" L01 ",'0.bias':{'dtype':'F32','shape':[2],'data_offsets':[48,56]}}",
-     UINT64_MAX, 56, "bias has 2 elements"},
+     UINT64_MAX, 72, "'1.running_mean' [3] is not used by the description: it is a BatchNorm"},
+    {"batchnorm_count",
+     "{" M("0:linear") L01 "," B01 ",'1.num_batches_tracked':{'dtype':'F32','shape':[],"
+     "'data_offsets':[60,64]}}",
+     UINT64_MAX, 64, "BatchNorm layers are not supported"},
+    {"conv_weight", "{" M("0:linear") "'0.weight':{'dtype':'F32','shape':[3,1,2,2],"
+     "'data_offsets':[0,48]}," B01 "}", UINT64_MAX, 60, "is rank 4, a convolution's weight"},
+    {"conv_unused", "{" M("0:linear") L01 "," B01 ",'c.weight':{'dtype':'F32','shape':[1,1,1,1],"
+     "'data_offsets':[60,64]}}", UINT64_MAX, 64, "Conv layers are not supported"},
+    {"unused_linear",
+     "{" M("0:linear") L01 "," B01 ",'2.weight':{'dtype':'F32','shape':[1,3],"
+     "'data_offsets':[60,72]}}",
+     UINT64_MAX, 72, "'2.weight' [1, 3] is not used by the description: it is the weight of a "
+     "Linear"},
+    {"unused_norm",
+     "{" M("0:linear") L01 "," B01 ",'1.weight':{'dtype':'F32','shape':[3],"
+     "'data_offsets':[60,72]}}",
+     UINT64_MAX, 72, "a LayerNorm? name it NAME:layernorm"},
+    {"nobias_but_bias", "{" M("0:linear:nobias") L01 "," B01 "}", UINT64_MAX, 60,
+     "'0.bias' [3] is not used by the description: it is the bias of a Linear the description "
+     "says has none"},
+    {"weight_rank1", "{" M("0:linear") "'0.weight':{'dtype':'F32','shape':[12],'data_offsets':[0,48]}," B01 "}",
+     UINT64_MAX, 60, "'0.weight' is [12], expected rank 2"},
+    {"bias_mismatch", "{" M("0:linear") L01 ",'0.bias':{'dtype':'F32','shape':[2],'data_offsets':[48,56]}}",
+     UINT64_MAX, 56, "'0.bias' is [2], expected rank 1 with one value per output"},
+    {"norm_mismatch", "{" M("0:linear 1:layernorm") L01 "," B01 ",'1.weight':{'dtype':'F32',"
+     "'shape':[2],'data_offsets':[60,68]},'1.bias':{'dtype':'F32','shape':[3],"
+     "'data_offsets':[68,80]}}", UINT64_MAX, 80, "LayerNorm tensor '1.weight' is [2]"},
     {"dims_not_chaining",
-     "{" L01 "," B01 ",'2.weight':{'dtype':'F32','shape':[2,5],"
+     "{" M("0:linear relu 2:linear") L01 "," B01 ",'2.weight':{'dtype':'F32','shape':[2,5],"
      "'data_offsets':[60,100]},'2.bias':{'dtype':'F32','shape':[2],'data_offsets':[100,108]}}",
-     UINT64_MAX, 108, "do not chain"},
-    {"same_layer_number",
-     "{'a.1.weight':{'dtype':'F32','shape':[3,4],'data_offsets':[0,48]},"
-     "'a.1.bias':{'dtype':'F32','shape':[3],'data_offsets':[48,60]},'b.1.weight':{'dtype':'F32',"
-     "'shape':[3,3],'data_offsets':[60,96]},'b.1.bias':{'dtype':'F32','shape':[3],"
-     "'data_offsets':[96,108]}}",
-     UINT64_MAX, 108, "ambiguous"},
-    {"no_number",
-     "{'first.weight':{'dtype':'F32','shape':[3,4],'data_offsets':[0,48]},"
-     "'first.bias':{'dtype':'F32','shape':[3],'data_offsets':[48,60]},'last.weight':{'dtype':"
-     "'F32','shape':[3,3],'data_offsets':[60,96]},'last.bias':{'dtype':'F32','shape':[3],"
-     "'data_offsets':[96,108]}}",
-     UINT64_MAX, 108, "no number"},
-    /* issue 14 W2: "-1" must not sort as 1 (it would run before "0" here only by chance). */
-    {"signed_layer_number",
-     "{" L01 "," B01 ",'-1.weight':{'dtype':'F32','shape':[3,3],"
-     "'data_offsets':[60,96]},'-1.bias':{'dtype':'F32','shape':[3],'data_offsets':[96,108]}}",
-     UINT64_MAX, 108, "'-1': its number is signed"},
+     UINT64_MAX, 108, "do not chain: layer 0 ('0') gives 3 features, layer 1 ('2.weight' [2, 5]) "
+     "takes 5"},
     /* issue 14 W3: nothing but padding after the header object; integers written as integers. */
     {"trailing_garbage", "{" L01 "," B01 "}xx", UINT64_MAX, 60, "2 bytes after the JSON object"},
     {"trailing_object", "{" L01 "," B01 "} {}", UINT64_MAX, 60, "after the JSON object"},
@@ -300,7 +343,7 @@ static void test_malformed(void **state) {
   static unsigned char zeros[4096];
   for (size_t i = 0; i < sizeof(bad_cases) / sizeof(bad_cases[0]); i++) {
     const bad_case *c = &bad_cases[i];
-    char header[1024], path[128];
+    char header[2048], path[128];
     snprintf(header, sizeof(header), "%s", c->header);
     for (char *p = header; *p; p++)
       if (*p == '\'') *p = '"';
@@ -317,6 +360,121 @@ static void test_malformed(void **state) {
   check_bad("too_short", path, "too short");
   path_of(path, sizeof(path), "does_not_exist");
   check_bad("missing_file", path, "cannot open");
+  /* torch.save files are named as what they are. */
+  static const struct {
+    const char *name, *bytes, *expect;
+  } torch_files[] = {
+      {"torch_zip", "PK\x03\x04" "archive/data.pkl",
+       "a torch.save zip archive (pickled tensors), not safetensors: export the state dict with "
+       "safetensors.torch.save_file"},
+      {"torch_pickle", "\x80\x02\x8a\x0a" "lz", "a Python pickle"},
+  };
+  for (size_t i = 0; i < sizeof(torch_files) / sizeof(torch_files[0]); i++) {
+    path_of(path, sizeof(path), torch_files[i].name);
+    f = fopen(path, "wb");
+    assert_non_null(f);
+    fwrite(torch_files[i].bytes, 1, strlen(torch_files[i].bytes), f);
+    fclose(f);
+    check_bad(torch_files[i].name, path, torch_files[i].expect);
+  }
+}
+
+/* A description from a config.json beside the file (the Hugging Face folder layout), and the
+ * refusals around it. */
+static void test_sidecar_config(void **state) {
+  (void)state;
+  tu_rng rng = {tu_seed() + 3};
+  const char *names[] = {"fc1", "fc2"};
+  const unsigned dims[] = {4, 6, 3};
+  ref_layer ref[2];
+  char dir[128], path[160], cfg[160];
+  snprintf(dir, sizeof(dir), "%s/hf", tmpdir);
+  assert_int_equal(mkdir(dir, 0700), 0);
+  snprintf(path, sizeof(path), "%s/model.safetensors", dir);
+  snprintf(cfg, sizeof(cfg), "%s/config.json", dir);
+  write_mlp_meta(path, names, dims, 2, false, &rng, ref, true);
+  check_bad("sidecar_absent", path, "no architecture given");
+  static const struct {
+    const char *json, *expect;
+  } bad[] = {
+      {"{\"model_type\": \"bert\"}", "config.json describes a 'bert' model, not an MLP"},
+      {"{\"streampool.arch\": [1]}", "config.json: \"streampool.arch\" is not a string"},
+      {"{\"streampool.arch\": \"fc1:linear gelu gelu\"}",
+       "config.json \"streampool.arch\" is not a valid description: model description: item 3 "
+       "'gelu': an activation right after another activation is not supported"},
+      {"{\"streampool.arch\": \"fc1:linear relu fc2:linear", "is not a JSON object"},
+      {"{}", "no architecture given"},
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    FILE *f = fopen(cfg, "w");
+    assert_non_null(f);
+    fputs(bad[i].json, f);
+    fclose(f);
+    check_bad("sidecar_bad", path, bad[i].expect);
+  }
+  FILE *f = fopen(cfg, "w");
+  assert_non_null(f);
+  fputs("{\"model_type\": \"mlp\", \"streampool.arch\": \"fc1:linear relu fc2:linear\"}", f);
+  fclose(f);
+  check_model(path, SP_F32, ref, 2, 1e-5, &rng);
+}
+
+/* The caller's description wins over the file's, and sp_model_describe prints what was built. */
+static void test_caller_description(void **state) {
+  (void)state;
+  tu_rng rng = {tu_seed() + 4};
+  const char *names[] = {"a", "b"};
+  const unsigned dims[] = {5, 4, 2};
+  ref_layer ref[2];
+  char path[128];
+  path_of(path, sizeof(path), "caller");
+  write_mlp_meta(path, names, dims, 2, false, &rng, ref, true);
+  const sp_mlp_layer layers[] = {{.linear = "a", .act = SP_ACT_RELU}, {.linear = "b"}};
+  const sp_model_desc desc = {.n_layers = 2, .layers = layers};
+  sp_model *m = NULL;
+  SP_CHECK_OK(sp_model_load_desc(dev, path, &desc, SP_F32, &m));
+  char text[128];
+  size_t n = sp_model_describe(m, text, sizeof(text));
+  const char *want = "Linear(5->4) ReLU -> Linear(4->2)";
+  if (n != strlen(want) || strcmp(text, want))
+    fail_msg("describe: got \"%s\" (%zu), want \"%s\"", text, n, want);
+  char small[8];
+  if (sp_model_describe(m, small, sizeof(small)) != n || strlen(small) != 7)
+    fail_msg("describe into 8 bytes: \"%s\"", small);
+  check_loaded(m, path, ref, 2, 1e-5, &rng);
+  /* A description that lies about the file is refused, naming the difference. */
+  const sp_mlp_layer wrong[] = {{.linear = "a", .act = SP_ACT_RELU}};
+  const sp_model_desc short_desc = {.n_layers = 1, .layers = wrong};
+  m = (sp_model *)(uintptr_t)0x1;
+  SP_CHECK_STATUS(sp_model_load_desc(dev, path, &short_desc, SP_F32, &m), SP_ERR_INVALID_ARGUMENT);
+  if (!strstr(sp_last_error(), "'b.weight' [2, 4] is not used by the description"))
+    fail_msg("message: %s", sp_last_error());
+  const sp_mlp_layer bad_act[] = {{.linear = "a", .act = (sp_activation)17}, {.linear = "b"}};
+  const sp_model_desc bad = {.n_layers = 2, .layers = bad_act};
+  SP_CHECK_STATUS(sp_model_load_desc(dev, path, &bad, SP_F32, &m), SP_ERR_INVALID_ARGUMENT);
+  if (!strstr(sp_last_error(), "activation 17 is not an sp_activation"))
+    fail_msg("message: %s", sp_last_error());
+  const sp_model_desc empty = {.n_layers = 0, .layers = layers};
+  SP_CHECK_STATUS(sp_model_load_desc(dev, path, &empty, SP_F32, &m), SP_ERR_INVALID_ARGUMENT);
+  assert_ptr_equal(m, (sp_model *)(uintptr_t)0x1);
+}
+
+/* F16 tensors (exact in f32) load and compute what they hold. */
+static void test_f16_weights(void **state) {
+  (void)state;
+  /* 1.5, -2.0, 0.25 and a subnormal 2^-24 in IEEE half. */
+  const uint16_t w[3] = {0x3e00, 0xc000, 0x0001}, b[1] = {0x3400};
+  tu_st_tensor t[2] = {{"l.weight", "F16", 2, {1, 3}, w, sizeof(w)},
+                       {"l.bias", "F16", 1, {1}, b, sizeof(b)}};
+  char path[128];
+  path_of(path, sizeof(path), "f16");
+  assert_int_equal(tu_st_write(path, t, 2, "{\"streampool.arch\":\"l:linear\"}"), 0);
+  sp_model *m = NULL;
+  SP_CHECK_OK(sp_model_load(dev, path, SP_F32, &m));
+  float x[3] = {2.0f, 1.0f, 16777216.0f}, y[1];
+  SP_CHECK_OK(sp_model_infer(m, x, y, 1));
+  if (y[0] != 2.25f) fail_msg("got %.9g, want 2.25 (1.5*2 - 2 + 1 + 0.25)", (double)y[0]);
+  sp_model_free(m);
 }
 
 /* Issue 14 H4/U1: a directory and a FIFO with no writer are refused at once (a FIFO open used to
@@ -346,7 +504,10 @@ static void test_bad_arguments(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_sequential_f32),
-      cmocka_unit_test(test_bf16_numeric_order),
+      cmocka_unit_test(test_bf16_description_order),
+      cmocka_unit_test(test_sidecar_config),
+      cmocka_unit_test(test_caller_description),
+      cmocka_unit_test(test_f16_weights),
       cmocka_unit_test(test_single_unnumbered_layer),
       cmocka_unit_test(test_unaligned_data),
       cmocka_unit_test(test_malformed),
