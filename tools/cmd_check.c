@@ -20,10 +20,11 @@
 #include "args.h"
 #include "cli.h"
 #include "measure.h"
+#include "model_open.h"
 #include "streampool.h"
 
 typedef struct check_opts {
-  const char *backend, *model, *inputs, *expect;
+  const char *backend, *model, *arch, *inputs, *expect;
   sp_dtype dtype;
   double tol; /* < 0: the dtype's default */
   unsigned batch;
@@ -34,11 +35,13 @@ static void check_usage(FILE *f) {
   fprintf(f,
           "usage: streampool check --model FILE.safetensors --inputs IN.f32 --expect OUT.f32\n"
           "                        [--dtype f32|bf16] [--tol X] [--batch N] [--backend NAME]\n"
-          "                        [--json]\n"
+          "                        [--arch TEXT] [--json]\n"
+          SP_CLI_ARCH_USAGE
           "  IN/OUT: raw little-endian float32, row-major. Exit 0 when the relative error\n"
           "  (per row max |y - expected| / max |expected|, the largest over the rows) is within\n"
           "  --tol (default 1e-5 f32, 1e-2 bf16; the tolerance `streampool run` checks with).\n"
-          "  --json: one JSON document on stdout instead of the line.\n");
+          "  Prints the chain it built (model: ...) before the result line.\n"
+          "  --json: one JSON document on stdout instead of the lines.\n");
 }
 
 /* Reads a whole float32 file; *n floats. NULL with a message on stderr when path is not a regular
@@ -82,7 +85,8 @@ enum {
   OPT_TOL,
   OPT_BATCH,
   OPT_BACKEND,
-  OPT_JSON
+  OPT_JSON,
+  OPT_ARCH
 };
 
 static const struct option check_long_opts[] = {{"model", required_argument, 0, OPT_MODEL},
@@ -93,6 +97,7 @@ static const struct option check_long_opts[] = {{"model", required_argument, 0, 
                                                 {"batch", required_argument, 0, OPT_BATCH},
                                                 {"backend", required_argument, 0, OPT_BACKEND},
                                                 {"json", no_argument, 0, OPT_JSON},
+                                                {"arch", required_argument, 0, OPT_ARCH},
                                                 {0, 0, 0, 0}};
 
 static const char *check_opt(int c, const char *arg, void *ctx) {
@@ -106,6 +111,7 @@ static const char *check_opt(int c, const char *arg, void *ctx) {
   case OPT_BATCH: return sp_cli_unsigned(arg, 1, 65536, &o->batch);
   case OPT_DTYPE: return sp_cli_dtype(arg, &o->dtype);
   case OPT_JSON: o->json = true; return NULL;
+  case OPT_ARCH: o->arch = arg; return NULL;
   default: return "not an option of check";
   }
 }
@@ -137,9 +143,13 @@ static double check_run(sp_model *m, const check_opts *o, const float *in, const
   return err;
 }
 
-static void check_report(const check_opts *o, sp_device *dev, size_t rows, unsigned in_f,
-                         unsigned out_f, double err, bool ok) {
+static void check_report(const check_opts *o, sp_device *dev, const sp_model *m, size_t rows,
+                         double err, bool ok) {
+  unsigned in_f = sp_model_in_features(m), out_f = sp_model_out_features(m);
+  char chain[1024];
+  sp_cli_model_chain(m, chain, sizeof(chain));
   if (!o->json) {
+    printf("model: %s\n", chain);
     printf("check %s %s on %s: %zu rows %u -> %u, relative error %.3e (tolerance %.1e): %s\n",
            o->model, sp_cli_dtype_name(o->dtype), sp_device_name(dev), rows, in_f, out_f, err,
            o->tol, ok ? "ok" : "FAILED");
@@ -147,6 +157,7 @@ static void check_report(const check_opts *o, sp_device *dev, size_t rows, unsig
   }
   cJSON *j = cJSON_CreateObject();
   cJSON_AddStringToObject(j, "model", o->model);
+  cJSON_AddStringToObject(j, "chain", chain);
   cJSON_AddStringToObject(j, "dtype", sp_cli_dtype_name(o->dtype));
   cJSON_AddStringToObject(j, "backend", sp_device_backend(dev));
   cJSON_AddStringToObject(j, "device", sp_device_name(dev));
@@ -176,7 +187,7 @@ int sp_cli_check(int argc, char **argv) {
     fprintf(stderr, "streampool check: cannot read %s or %s as float32\n", o.inputs, o.expect);
     goto done;
   }
-  if (sp_device_open(&cfg, &dev) || sp_model_load(dev, o.model, o.dtype, &m)) {
+  if (sp_device_open(&cfg, &dev) || sp_cli_model_open(dev, o.model, o.arch, o.dtype, &m)) {
     fprintf(stderr, "streampool check: %s\n", sp_last_error());
     goto done;
   }
@@ -196,7 +207,7 @@ int sp_cli_check(int argc, char **argv) {
     goto done;
   }
   rc = err <= o.tol ? 0 : 1;
-  check_report(&o, dev, rows, in_f, out_f, err, rc == 0);
+  check_report(&o, dev, m, rows, err, rc == 0);
 done:
   free(out);
   sp_model_free(m);

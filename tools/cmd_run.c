@@ -7,6 +7,7 @@
 
 #include "args.h"
 #include "cli.h"
+#include "model_open.h"
 #include "run.h"
 
 /* The device indices of --devices ("all": every device of the backend, at most MAX_DEVICES). */
@@ -47,14 +48,15 @@ static sp_status open_fleet(const run_opts *o, run_fleet *f, char *desc, size_t 
     st = sp_device_open(&cfg, &f->dev[d]);
     if (st != SP_OK) break;
     if (o->model_path) {
-      st = sp_model_load(f->dev[d], o->model_path, o->dtype, &f->m[d]);
-      if (st == SP_OK)
-        snprintf(desc, n, "%s (in %u, out %u)", o->model_path, sp_model_in_features(f->m[d]),
-                 sp_model_out_features(f->m[d]));
+      st = sp_cli_model_open(f->dev[d], o->model_path, o->arch, o->dtype, &f->m[d]);
     } else {
       st = sp_model_mlp_random(f->dev[d], dims, 4, o->seed, o->dtype, &f->m[d]);
-      snprintf(desc, n, "built-in MLP 512-1024-1024-512 (seed %llu)", (unsigned long long)o->seed);
     }
+    char chain[384];
+    if (st == SP_OK) sp_cli_model_chain(f->m[d], chain, sizeof(chain));
+    if (st == SP_OK && o->model_path) snprintf(desc, n, "%s: %s", o->model_path, chain);
+    else if (st == SP_OK)
+      snprintf(desc, n, "built-in seeded MLP (seed %llu): %s", (unsigned long long)o->seed, chain);
   }
   return st;
 }

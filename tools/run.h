@@ -46,6 +46,7 @@ enum {
 
 typedef struct run_opts {
   const char *backend, *model_path;
+  const char *arch; /* --arch: the model file's description, or NULL */
   sp_dtype dtype;
   unsigned threads[MAX_RUNS], n_runs;
   unsigned batch;

@@ -7,14 +7,17 @@
 #include <unistd.h>
 
 #include "args.h"
+#include "model_open.h"
 #include "run.h"
 
 static void run_usage(FILE *f) {
   fprintf(f,
           "usage: streampool run [options]\n"
           "  --backend NAME      host, cuda or auto (default: best available)\n"
-          "  --model FILE        safetensors MLP state dict (default: built-in seeded MLP "
-          "512-1024-1024-512)\n"
+          "  --model FILE        safetensors MLP that describes its layers (__metadata__ or a\n"
+          "                      config.json beside it; default: built-in seeded MLP\n"
+          "                      512-1024-1024-512, ReLU between layers)\n"
+          SP_CLI_ARCH_USAGE
           "  --dtype f32|bf16    weights and activations (default f32)\n"
           "  --threads LIST      thread counts, e.g. 1,2,4,8 (default 1,2,4,8)\n"
           "  --batch N           rows per call (default 1; must be 1 with --batcher)\n"
@@ -52,7 +55,8 @@ enum {
   OPT_NO_PROGRESS,
   OPT_SELF_TEST,
   OPT_DEVICES,
-  OPT_SNAPSHOT
+  OPT_SNAPSHOT,
+  OPT_ARCH
 };
 
 static const struct option run_long_opts[] = {
@@ -73,6 +77,7 @@ static const struct option run_long_opts[] = {
     {"self-test-wrong-output", no_argument, 0, OPT_SELF_TEST},
     {"devices", required_argument, 0, OPT_DEVICES},
     {"snapshot", required_argument, 0, OPT_SNAPSHOT},
+    {"arch", required_argument, 0, OPT_ARCH},
     {0, 0, 0, 0}};
 
 typedef struct run_parse_ctx {
@@ -115,6 +120,7 @@ static const char *run_opt(int c, const char *arg, void *ctx) {
   case OPT_SELF_TEST: o->self_test_wrong = true; return NULL;
   case OPT_DEVICES: return run_devices(arg, o);
   case OPT_SNAPSHOT: o->snapshot = arg; return NULL;
+  case OPT_ARCH: o->arch = arg; return NULL;
   default: return "not an option of run";
   }
 }
@@ -133,6 +139,8 @@ int sp_cli_run_parse(int argc, char **argv, run_opts *o) {
     o->threads[0] = ctx.clients;
     o->n_runs = 1;
   }
+  if (o->arch && !o->model_path)
+    return sp_cli_usage_error("run", "--arch describes a --model file: give one");
   if (o->batcher && o->batch != 1)
     return sp_cli_usage_error("run", "--batcher sends single rows: use --batch 1");
   if (!isatty(STDERR_FILENO)) o->progress = false;

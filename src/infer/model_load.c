@@ -25,10 +25,9 @@
 
 #define LOAD_KEY "streampool.arch"
 #define LOAD_HOW                                                                                   \
-  "state the architecture in the file's __metadata__ as {\"" LOAD_KEY                              \
-  "\": \"0:linear 1:relu 2:linear\"} (scripts/torch_export.py writes it), in a config.json "       \
-  "beside the file with that key, or to the loader (sp_model_load_desc; the CLI's --arch "         \
-  "\"0:linear 1:gelu 2:linear\"; Python's Model.load(..., arch=...))"
+  "state it as \"" LOAD_KEY "\": \"0:linear 1:gelu 2:linear\" in the file's __metadata__ "          \
+  "(scripts/torch_export.py writes it) or in a config.json beside it, or pass it (--arch, "        \
+  "sp_model_load_desc, Model.load(arch=))"
 
 enum { LOAD_CONFIG_MAX = 1 << 20 }; /* bytes of a sidecar config.json accepted */
 
@@ -104,14 +103,14 @@ static sp_status load_from_sidecar(const char *path, sp_model_desc **out) {
 static sp_status load_refuse_bare(const load_ctx *c) {
   char names[256] = "";
   size_t n = 0;
-  for (size_t i = 0; i < c->file->n_tensors && i < 4 && n < sizeof(names); i++)
+  for (size_t i = 0; i < c->file->n_tensors && i < 3 && n < sizeof(names); i++)
     n += (size_t)snprintf(names + n, sizeof(names) - n, "%s'%s'", i ? ", " : "",
                           c->file->tensors[i].name);
   return sp__fail(SP_ERR_INVALID_ARGUMENT,
                   "sp_model_load: %s: no architecture given: the file is a bare state dict (%zu "
-                  "tensors: %s%s) and a state dict does not say which activations, norms or "
-                  "order its layers have, so nothing is guessed; %s",
-                  c->path, c->file->n_tensors, names, c->file->n_tensors > 4 ? ", ..." : "",
+                  "tensors: %s%s), which does not say its activations, norms or layer order, "
+                  "and nothing is guessed; %s",
+                  c->path, c->file->n_tensors, names, c->file->n_tensors > 3 ? ", ..." : "",
                   LOAD_HOW);
 }
 
@@ -245,6 +244,12 @@ static const char *load_what(const load_ctx *c, const sp__st_tensor *t) {
     if (l->no_bias && !strncmp(t->name, l->linear, n) && !strcmp(t->name + n, ".bias"))
       return "the bias of a Linear the description says has none (drop its :nobias)";
   }
+  char w[SP__ST_NAME_MAX + 16];
+  size_t n = strlen(t->name);
+  if (load_ends(t->name, ".bias")) snprintf(w, sizeof(w), "%.*s.weight", (int)(n - 5), t->name);
+  const sp__st_tensor *sib = load_ends(t->name, ".bias") ? sp__safetensors_find(c->file, w) : NULL;
+  if (t->rank == 1 && sib && sib->rank == 2)
+    return "the bias of a Linear the description does not name";
   if (t->rank == 2 && load_ends(t->name, ".weight"))
     return "the weight of a Linear (or Embedding) the description does not name";
   if (t->rank == 1 && (load_ends(t->name, ".weight") || load_ends(t->name, ".bias")))

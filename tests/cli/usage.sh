@@ -87,7 +87,8 @@ d = sys.argv[1]
 w = [[0.5, -0.25, 1.0], [0.125, 0.75, -0.5]]
 b = [0.1, -0.2]
 data = struct.pack("<6f", *[v for row in w for v in row]) + struct.pack("<2f", *b)
-hdr = json.dumps({"0.weight": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]},
+hdr = json.dumps({"__metadata__": {"streampool.arch": "0:linear"},
+                  "0.weight": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]},
                   "0.bias": {"dtype": "F32", "shape": [2], "data_offsets": [24, 32]}}).encode()
 open(d + "/lin.safetensors", "wb").write(struct.pack("<Q", len(hdr)) + hdr + data)
 xs = [[1, 2, 3], [-1, 0.5, 2], [0, 0, 0], [3, -2, 1]]
