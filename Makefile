@@ -64,8 +64,8 @@ sanitize: asan tsan
 fuzz: deps
 	@bash scripts/install-deps.sh $(FUZZ_PACKAGES)
 	CC=clang CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSP_FUZZ=ON -DSP_DEBUG_LEVEL=2 -DSP_BENCH=OFF -DSP_CUDA=OFF
-	cmake --build build-fuzz -j $(JOBS) --target libfuzzer_safetensors libfuzzer_alloc_ops libfuzzer_tokenizer
-	@for t in safetensors alloc_ops tokenizer; do \
+	cmake --build build-fuzz -j $(JOBS) --target libfuzzer_safetensors libfuzzer_alloc_ops libfuzzer_tokenizer libfuzzer_model_desc
+	@for t in safetensors alloc_ops tokenizer model_desc; do \
 	  rm -rf build-fuzz/corpus-$$t && cp -r tests/fuzz/corpus/$$t build-fuzz/corpus-$$t; \
 	  echo "fuzz $$t for $(FUZZ_SECONDS) s"; \
 	  if ! build-fuzz/tests/libfuzzer_$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \

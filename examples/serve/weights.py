@@ -1,6 +1,7 @@
 """Seeded MLP weights as a safetensors file (a PyTorch nn.Sequential state dict: "0.weight",
-"0.bias", "2.weight", ...), written and read with NumPy alone, and the float64 reference forward
-that checks the app's answers. Used by the examples and bench/serve_bench.py."""
+"0.bias", "2.weight", ..., ReLU between layers, described in its metadata as streampool requires:
+"streampool.arch": "0:linear 1:relu 2:linear ..."), written and read with NumPy alone, and the
+float64 reference forward that checks the app's answers. Used by the examples and bench/serve_bench.py."""
 from __future__ import annotations
 
 import json
@@ -17,7 +18,9 @@ def write_layers(path: str, dims: Sequence[int], seed: int = 1) -> Layers:
     """Linear layers dims[0] -> dims[1] -> ..., uniform in +-1/sqrt(in) as PyTorch initializes
     them, saved to path; returns them."""
     rng = np.random.default_rng(seed)
-    layers, header, blobs, off = [], {}, [], 0
+    n = len(dims) - 1
+    arch = " ".join(f"{2 * k}:linear" + (f" {2 * k + 1}:relu" if k + 1 < n else "") for k in range(n))
+    layers, header, blobs, off = [], {"__metadata__": {"streampool.arch": arch}}, [], 0
     for k in range(len(dims) - 1):
         bound = 1.0 / np.sqrt(dims[k])
         w = rng.uniform(-bound, bound, (dims[k + 1], dims[k])).astype("<f4")
@@ -48,7 +51,7 @@ def read_layers(path: str) -> Layers:
         lo, hi = t["data_offsets"]
         return np.frombuffer(data[base + lo:base + hi], dtype="<f4").reshape(t["shape"])
 
-    ks = sorted(int(k.split(".")[0]) for k in header if k.endswith(".weight"))
+    ks = sorted(int(k.split(".")[0]) for k in header if k.endswith(".weight") and k[0].isdigit())
     return [(tensor(f"{k}.weight"), tensor(f"{k}.bias")) for k in ks]
 
 

@@ -407,18 +407,31 @@ class Model(_Closable):
 
     @classmethod
     def load(cls, device: Device, path: Union[str, "os.PathLike[str]"],
-             dtype: Union[str, Any] = "f32") -> "Model":
-        """Loads a safetensors file holding a PyTorch state dict of Linear layers
-        ("<prefix>.weight" [out, in], "<prefix>.bias" [out]; F32 or BF16), converted to dtype
-        ("f32" or "bf16") on the device."""
+             dtype: Union[str, Any] = "f32", arch: Optional[str] = None) -> "Model":
+        """Loads an MLP from a safetensors file holding a PyTorch state dict (tensors F32, BF16
+        or F16), converted to dtype ("f32" or "bf16") on the device. The model is what its
+        description says: arch (e.g. "0:linear 1:gelu 2:layernorm 3:linear", the text form of
+        include/streampool.h's sp_model_desc_parse), else the file's "__metadata__" key
+        "streampool.arch", else a config.json beside the file with that key; a bare state dict
+        is refused (InvalidArgumentError saying how to describe it)."""
         import os
         if not isinstance(device, Device):
             raise InvalidArgumentError(f"device must be a streampool.Device, got "
                                        f"{type(device).__name__}")
+        if arch is not None and not isinstance(arch, str):
+            raise InvalidArgumentError(f"arch must be a str, got {type(arch).__name__}")
         p = os.fsencode(path)
         dt = _dtype_arg(dtype)
         h = c_void_p()
-        check(lib.sp_model_load(device._handle(), p, dt, byref(h)))
+        if arch is None:
+            check(lib.sp_model_load(device._handle(), p, dt, byref(h)))
+            return cls(device, h.value)
+        desc = c_void_p()
+        check(lib.sp_model_desc_parse(arch.encode(), byref(desc)))
+        try:
+            check(lib.sp_model_load_desc(device._handle(), p, desc, dt, byref(h)))
+        finally:
+            lib.sp_model_desc_free(desc)
         return cls(device, h.value)
 
     @classmethod

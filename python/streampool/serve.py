@@ -73,7 +73,8 @@ class ShuttingDown(RuntimeError):
 
 @dataclass
 class ServeSettings:
-    """What a replica runs. Either ``model_path`` (a safetensors file of Linear layers, readable
+    """What a replica runs. Either ``model_path`` (a safetensors MLP that describes its layers:
+    "streampool.arch" in its metadata or a config.json beside it; readable
     on every node) or ``mlp_dims`` + ``seed`` (a seeded MLP, the same on every replica).
 
     backend: "auto" (CUDA when the replica has a GPU, else host), "host" or "cuda";

@@ -33,10 +33,11 @@ def make_layers(dims, seed: int) -> Layers:
     return [linear_params(rng, dims[k], dims[k + 1]) for k in range(len(dims) - 1)]
 
 
-def write_safetensors(path: str, tensors: dict) -> None:
+def write_safetensors(path: str, tensors: dict, arch: str = None) -> None:
     """The safetensors format: u64 LE header length, JSON header (name -> dtype, shape,
-    data_offsets), raw little-endian data; written with NumPy and the standard library only."""
-    header, blobs, off = {}, [], 0
+    data_offsets; "__metadata__" {"streampool.arch": arch} when arch is given), raw little-endian
+    data; written with NumPy and the standard library only."""
+    header, blobs, off = ({"__metadata__": {"streampool.arch": arch}} if arch else {}), [], 0
     for name, a in tensors.items():
         a = np.ascontiguousarray(a, dtype="<f4")
         header[name] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [off, off + a.nbytes]}
@@ -48,11 +49,16 @@ def write_safetensors(path: str, tensors: dict) -> None:
         f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
 
 
-def save_layers(path: str, layers: Layers) -> None:
+def relu_arch(n_layers: int) -> str:
+    """The description of nn.Sequential(Linear, ReLU, ..., Linear): "0:linear 1:relu 2:linear"."""
+    return " ".join(f"{2 * k}:linear" + (" relu" if k + 1 < n_layers else "") for k in range(n_layers))
+
+
+def save_layers(path: str, layers: Layers, describe: bool = True) -> None:
     t = {}
     for k, (w, b) in enumerate(layers):  # nn.Sequential names: 0, 2, 4 (ReLUs between)
         t[f"{2 * k}.weight"], t[f"{2 * k}.bias"] = w, b
-    write_safetensors(path, t)
+    write_safetensors(path, t, relu_arch(len(layers)) if describe else None)
 
 
 def reference(layers: Layers, x: np.ndarray) -> np.ndarray:

@@ -83,9 +83,27 @@ def test_load_bad(dev, tmp_path, layers):
     mismatch = tmp_path / "mismatch.safetensors"  # layer 2 expects 128 inputs, gets 5
     write_safetensors(str(mismatch), {"0.weight": layers[0][0], "0.bias": layers[0][1],
                                       "2.weight": np.zeros((4, 5), np.float32),
-                                      "2.bias": np.zeros(4, np.float32)})
-    with pytest.raises(sp.InvalidArgumentError, match="2"):
+                                      "2.bias": np.zeros(4, np.float32)}, "0:linear relu 2:linear")
+    with pytest.raises(sp.InvalidArgumentError, match="do not chain"):
         sp.Model.load(dev, str(mismatch))
+
+
+def test_load_description(dev, tmp_path, layers):
+    """A bare state dict is refused (nothing is guessed); arch= describes it, and a wrong arch=
+    is named."""
+    bare = str(tmp_path / "bare.safetensors")
+    save_layers(bare, layers, describe=False)
+    with pytest.raises(sp.InvalidArgumentError, match="no architecture given"):
+        sp.Model.load(dev, bare)
+    x = np.random.default_rng(3).uniform(-1, 1, (5, DIMS[0])).astype(np.float32)
+    with sp.Model.load(dev, bare, arch="0:linear 1:relu 2:linear 3:relu 4:linear") as m:
+        assert rel_err(m(x), reference(layers, x)) <= 1e-5
+    with pytest.raises(sp.InvalidArgumentError, match="'bogus' is unknown"):
+        sp.Model.load(dev, bare, arch="0:linear bogus")
+    with pytest.raises(sp.InvalidArgumentError, match="'4.bias'.* not used by the description"):
+        sp.Model.load(dev, bare, arch="0:linear 1:relu 2:linear 3:relu")
+    with pytest.raises(sp.InvalidArgumentError, match="arch must be a str"):
+        sp.Model.load(dev, bare, arch=3)
 
 
 @pytest.mark.parametrize("x,match", [

@@ -26,7 +26,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     fuzz_check(sp_last_error()[0] != '\0');
     return 0;
   }
-  volatile unsigned sum = 0;
+  bool not_string = false;
+  const char *arch = sp__safetensors_meta(st, "streampool.arch", &not_string);
+  fuzz_check(!(arch && not_string));
+  volatile unsigned sum = arch ? (unsigned)strlen(arch) : 0;
   for (size_t i = 0; i < st->n_tensors; i++) {
     const sp__st_tensor *t = &st->tensors[i];
     fuzz_check(t->rank <= SP__ST_RANK_MAX);
@@ -34,6 +37,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     fuzz_check(t->data >= data && t->data + t->bytes <= data + size);
     fuzz_check(sp__safetensors_find(st, t->name) == t);
     for (size_t b = 0; b < t->bytes; b++) sum += t->data[b];
+    if (t->numel) sum += (unsigned)(sp__st_elem(t, t->numel - 1) != 0.0f);
   }
   (void)sum;
   sp__safetensors_free(st);

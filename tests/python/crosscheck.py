@@ -1,10 +1,10 @@
 """Cross-check of the loader and the kernels against files the real safetensors library writes.
 
 Goal: `streampool check` loads state dicts written by safetensors' own writer (the format PyTorch
-users hand us), orders layers as nn.Sequential ("0", "2", "4") and as named modules ("fc1",
-"fc2", "fc10") name them, and computes what numpy computes in float64: f32 relative error
-<= 1e-5, bf16 <= 1e-2 (bf16 weights and activations against an exact reference); and it refuses
-an F16 file naming the dtype.
+users hand us), in the order their description ("streampool.arch" in the metadata) gives, with
+nn.Sequential ("0", "2", "4") and named-module ("fc1", "fc2", "fc10") names, and computes what
+numpy computes in float64: f32 relative error <= 1e-5, bf16 <= 1e-2 (bf16 weights and activations
+against an exact reference); F16 files load too; a bare state dict is refused.
 Method: seeded PyTorch-style weights (uniform +-1/sqrt(in)), 50 seeded input rows, the reference
 forward in float64, files as raw little-endian float32. Usage: crosscheck.py CLI WORKDIR.
 """
@@ -57,7 +57,8 @@ def case(name, names, dims, order=None):
         tensors[names[i] + ".weight"] = layers[i][0]
         tensors[names[i] + ".bias"] = layers[i][1]
     model = os.path.join(work, name + ".safetensors")
-    save_file(tensors, model, metadata={"format": "pt"})
+    arch = " ".join("%s:linear%s" % (n, " relu" if i + 1 < len(names) else "") for i, n in enumerate(names))
+    save_file(tensors, model, metadata={"format": "pt", "streampool.arch": arch})
     x = rng.uniform(-1, 1, size=(50, dims[0])).astype(np.float32)
     x.astype("<f4").tofile(os.path.join(work, name + ".in.f32"))
     reference(layers, x).astype("<f4").tofile(os.path.join(work, name + ".out.f32"))
@@ -71,11 +72,21 @@ case("sequential", ["0", "2", "4"], [64, 128, 96, 32])
 case("named", ["fc1", "fc2", "fc10"], [48, 80, 40, 16], order=[2, 0, 1])
 case("deep", ["layers.%d" % i for i in range(12)], [16] + [24] * 11 + [8])
 
+# F16: weights exact in f16, so the float64 reference of the stored values is exact.
+w16, b16 = (t.astype(np.float16) for t in linear_params(20, 6))
 f16 = os.path.join(work, "f16.safetensors")
-save_file({"0.weight": np.zeros((4, 4), np.float16), "0.bias": np.zeros(4, np.float16)}, f16)
-run("F16 refused", ["--model", f16, "--inputs", os.path.join(work, "sequential.in.f32"),
-                    "--expect", os.path.join(work, "sequential.out.f32")],
-    expect_ok=False, expect_text="dtype F16 is not supported")
+save_file({"lin.weight": w16, "lin.bias": b16}, f16, metadata={"streampool.arch": "lin:linear"})
+x16 = rng.uniform(-1, 1, size=(10, 20)).astype(np.float32)
+x16.astype("<f4").tofile(os.path.join(work, "f16.in.f32"))
+reference([(w16.astype(np.float32), b16.astype(np.float32))], x16).astype("<f4").tofile(
+    os.path.join(work, "f16.out.f32"))
+run("F16 weights", ["--model", f16, "--inputs", os.path.join(work, "f16.in.f32"),
+                    "--expect", os.path.join(work, "f16.out.f32"), "--tol", "1e-5"])
+bare = os.path.join(work, "bare.safetensors")
+save_file({"0.weight": w16, "0.bias": b16}, bare)
+run("bare state dict refused", ["--model", bare, "--inputs", os.path.join(work, "f16.in.f32"),
+                                "--expect", os.path.join(work, "f16.out.f32")],
+    expect_ok=False, expect_text="no architecture given")
 
 print("%d passed, %d failed" % (passed, failures))
 sys.exit(1 if failures else 0)
