@@ -238,9 +238,6 @@ sp_status sp_model_mlp_random(sp_device *dev, const unsigned *dims, unsigned n_d
   if (!out) return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_model_mlp_random: out is NULL");
   if (!dims || n_dims < 2)
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_model_mlp_random: need n_dims >= 2 sizes");
-  if (n_dims > 4097)
-    return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_model_mlp_random: %u sizes is more than 4097",
-                    n_dims);
   sp__model_layer *spec = sp__calloc(n_dims - 1, sizeof(*spec));
   if (!spec) return sp__fail(SP_ERR_HOST_MEMORY, "sp_model_mlp_random: out of host memory");
   for (unsigned i = 0; i + 1 < n_dims; i++)

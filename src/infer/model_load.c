@@ -60,15 +60,15 @@ static void load_sidecar_path(const char *path, char *buf, size_t size) {
   else snprintf(buf, size, "%.*s/config.json", (int)(slash - path), path);
 }
 
-/* Reads at most LOAD_CONFIG_MAX bytes of f as JSON; NULL when it is not JSON. */
-static cJSON *load_read_json(FILE *f) {
+/* Reads at most LOAD_CONFIG_MAX bytes of f as JSON into *out (NULL when it is not JSON). */
+static sp_status load_read_json(FILE *f, cJSON **out) {
   char *text = sp__malloc(LOAD_CONFIG_MAX + 1);
-  if (!text) return NULL;
+  if (!text) return sp__fail(SP_ERR_HOST_MEMORY, "sp_model_load: out of host memory");
   size_t n = fread(text, 1, LOAD_CONFIG_MAX, f);
   text[n] = '\0';
-  cJSON *j = n < LOAD_CONFIG_MAX ? cJSON_ParseWithLength(text, n) : NULL;
+  *out = n < LOAD_CONFIG_MAX ? cJSON_ParseWithLength(text, n) : NULL;
   sp__free(text);
-  return j;
+  return SP_OK;
 }
 
 /* A config.json beside the file: *out stays NULL when there is none. */
@@ -77,8 +77,10 @@ static sp_status load_from_sidecar(const char *path, sp_model_desc **out) {
   load_sidecar_path(path, cfg, sizeof(cfg));
   FILE *f = fopen(cfg, "rb");
   if (!f) return SP_OK;
-  cJSON *j = load_read_json(f);
+  cJSON *j = NULL;
+  sp_status rd = load_read_json(f, &j);
   fclose(f);
+  if (rd != SP_OK) return rd;
   if (!j)
     return sp__fail(SP_ERR_INVALID_ARGUMENT,
                     "sp_model_load: %s: %s is not a JSON object of at most %d bytes", path, cfg,
