@@ -35,8 +35,7 @@ static void check_usage(FILE *f) {
   fprintf(f,
           "usage: streampool check --model FILE.safetensors --inputs IN.f32 --expect OUT.f32\n"
           "                        [--dtype f32|bf16] [--tol X] [--batch N] [--backend NAME]\n"
-          "                        [--arch TEXT] [--json]\n"
-          SP_CLI_ARCH_USAGE
+          "                        [--arch TEXT] [--json]\n" SP_CLI_ARCH_USAGE
           "  IN/OUT: raw little-endian float32, row-major. Exit 0 when the relative error\n"
           "  (per row max |y - expected| / max |expected|, the largest over the rows) is within\n"
           "  --tol (default 1e-5 f32, 1e-2 bf16; the tolerance `streampool run` checks with).\n"
@@ -89,16 +88,12 @@ enum {
   OPT_ARCH
 };
 
-static const struct option check_long_opts[] = {{"model", required_argument, 0, OPT_MODEL},
-                                                {"inputs", required_argument, 0, OPT_INPUTS},
-                                                {"expect", required_argument, 0, OPT_EXPECT},
-                                                {"dtype", required_argument, 0, OPT_DTYPE},
-                                                {"tol", required_argument, 0, OPT_TOL},
-                                                {"batch", required_argument, 0, OPT_BATCH},
-                                                {"backend", required_argument, 0, OPT_BACKEND},
-                                                {"json", no_argument, 0, OPT_JSON},
-                                                {"arch", required_argument, 0, OPT_ARCH},
-                                                {0, 0, 0, 0}};
+static const struct option check_long_opts[] = {
+    {"model", required_argument, 0, OPT_MODEL},     {"inputs", required_argument, 0, OPT_INPUTS},
+    {"expect", required_argument, 0, OPT_EXPECT},   {"dtype", required_argument, 0, OPT_DTYPE},
+    {"tol", required_argument, 0, OPT_TOL},         {"batch", required_argument, 0, OPT_BATCH},
+    {"backend", required_argument, 0, OPT_BACKEND}, {"json", no_argument, 0, OPT_JSON},
+    {"arch", required_argument, 0, OPT_ARCH},       {0, 0, 0, 0}};
 
 static const char *check_opt(int c, const char *arg, void *ctx) {
   check_opts *o = ctx;

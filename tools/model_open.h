@@ -7,9 +7,9 @@
 #include "streampool.h"
 
 /* The usage lines of --arch, for the subcommands that take --model. */
-#define SP_CLI_ARCH_USAGE                                                                          \
-  "  --arch TEXT         the model's layers when the file does not describe itself, e.g.\n"        \
-  "                      \"0:linear 1:gelu 2:layernorm 3:linear\" (see docs/ARCHITECTURE.md);\n"   \
+#define SP_CLI_ARCH_USAGE                                                                        \
+  "  --arch TEXT         the model's layers when the file does not describe itself, e.g.\n"      \
+  "                      \"0:linear 1:gelu 2:layernorm 3:linear\" (see docs/ARCHITECTURE.md);\n" \
   "                      it overrides the file's __metadata__ / config.json\n"
 
 /* sp_model_load (arch NULL: the file or its config.json describes it) or sp_model_load_desc with

@@ -16,8 +16,7 @@ static void run_usage(FILE *f) {
           "  --backend NAME      host, cuda or auto (default: best available)\n"
           "  --model FILE        safetensors MLP that describes its layers (__metadata__ or a\n"
           "                      config.json beside it; default: built-in seeded MLP\n"
-          "                      512-1024-1024-512, ReLU between layers)\n"
-          SP_CLI_ARCH_USAGE
+          "                      512-1024-1024-512, ReLU between layers)\n" SP_CLI_ARCH_USAGE
           "  --dtype f32|bf16    weights and activations (default f32)\n"
           "  --threads LIST      thread counts, e.g. 1,2,4,8 (default 1,2,4,8)\n"
           "  --batch N           rows per call (default 1; must be 1 with --batcher)\n"

@@ -1,8 +1,8 @@
 /* Element types on the host side (internal): sizes, validity, and the one f32 <-> bf16 conversion
  * every host-side caller uses (the model loader and builder, the host backend's convert and bf16
- * matmul, white-box tests), and f16 -> f32 for F16 files. The CUDA backend converts on the device with its own kernels
- * (src/backend/cuda/cuda_convert.cu), which round the same way (__float2bfloat16_rn).
- * Header-only; any thread; no state.
+ * matmul, white-box tests), and f16 -> f32 for F16 files. The CUDA backend converts on the device
+ * with its own kernels (src/backend/cuda/cuda_convert.cu), which round the same way
+ * (__float2bfloat16_rn). Header-only; any thread; no state.
  */
 #ifndef SP_CORE_DTYPE_H
 #define SP_CORE_DTYPE_H
@@ -44,8 +44,7 @@ static inline float sp__f16_to_f32(uint16_t h) {
   if (exp == 0x1f) u = sign | 0x7f800000u | (man << 13); /* inf, NaN */
   else if (exp != 0) u = sign | ((exp + 112u) << 23) | (man << 13);
   else if (man == 0) u = sign; /* +-0 */
-  else {                       /* subnormal: normalize */
-    exp = 113;
+  else { /* subnormal: normalize */ exp = 113;
     while (!(man & 0x400u)) {
       man <<= 1;
       exp--;

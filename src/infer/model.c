@@ -115,8 +115,12 @@ static sp_status model_new(sp_device *dev, const sp__model_layer *spec, unsigned
   size_t total = 0;
   for (unsigned i = 0; i < n_layers; i++) {
     sp__model_layer *l = &layers[i];
-    *l = (sp__model_layer){.in = spec[i].in, .out = spec[i].out, .act = spec[i].act,
-                           .bias = spec[i].bias, .norm = spec[i].norm, .eps = spec[i].eps};
+    *l = (sp__model_layer){.in = spec[i].in,
+                           .out = spec[i].out,
+                           .act = spec[i].act,
+                           .bias = spec[i].bias,
+                           .norm = spec[i].norm,
+                           .eps = spec[i].eps};
     total += model_layer_bytes(l, dt);
     if (l->in > m->max_dim) m->max_dim = l->in;
     if (l->out > m->max_dim) m->max_dim = l->out;
@@ -139,8 +143,8 @@ static sp_status model_check_spec(const sp__model_layer *spec, unsigned n_layers
     const sp__model_layer *l = &spec[i];
     unsigned bad = l->in == 0 || l->in > (1u << 24) ? l->in : l->out;
     if (bad == 0 || bad > (1u << 24))
-      return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: layer %u: size %u is outside 1..%u", fn, i,
-                      bad, 1u << 24);
+      return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: layer %u: size %u is outside 1..%u", fn, i, bad,
+                      1u << 24);
     sp_assert(i == 0 || spec[i - 1].out == l->in); /* the callers chain them */
     sp_assert((unsigned)l->act < SP__ACT_COUNT);
     if (l->norm && !(l->eps > 0.0f && l->eps < 1.0f))
@@ -241,11 +245,13 @@ sp_status sp_model_mlp_random(sp_device *dev, const unsigned *dims, unsigned n_d
   sp__model_layer *spec = sp__calloc(n_dims - 1, sizeof(*spec));
   if (!spec) return sp__fail(SP_ERR_HOST_MEMORY, "sp_model_mlp_random: out of host memory");
   for (unsigned i = 0; i + 1 < n_dims; i++)
-    spec[i] = (sp__model_layer){.in = dims[i], .out = dims[i + 1], .bias = true,
+    spec[i] = (sp__model_layer){.in = dims[i],
+                                .out = dims[i + 1],
+                                .bias = true,
                                 .act = i + 2 < n_dims ? SP__ACT_RELU : SP__ACT_NONE};
   model_random r = {.seed = seed, .dims = dims};
-  sp_status st = sp__model_build(dev, spec, n_dims - 1, dt, model_random_fill, &r,
-                                 "sp_model_mlp_random", out);
+  sp_status st =
+      sp__model_build(dev, spec, n_dims - 1, dt, model_random_fill, &r, "sp_model_mlp_random", out);
   sp__free(spec);
   return st;
 }
@@ -264,8 +270,9 @@ void sp_model_free(sp_model *m) {
 }
 
 static const char *const model_act_names[SP__ACT_COUNT] = {
-    [SP__ACT_NONE] = "", [SP__ACT_RELU] = " ReLU", [SP__ACT_GELU_ERF] = " GELU",
-    [SP__ACT_GELU_TANH] = " GELU(tanh)", [SP__ACT_SILU] = " SiLU", [SP__ACT_TANH] = " Tanh"};
+    [SP__ACT_NONE] = "",          [SP__ACT_RELU] = " ReLU",
+    [SP__ACT_GELU_ERF] = " GELU", [SP__ACT_GELU_TANH] = " GELU(tanh)",
+    [SP__ACT_SILU] = " SiLU",     [SP__ACT_TANH] = " Tanh"};
 
 size_t sp_model_describe(const sp_model *m, char *buf, size_t size) {
   size_t n = 0;

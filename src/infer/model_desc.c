@@ -24,8 +24,8 @@ enum {
   DESC_LAYERS_MAX = 4096,    /* Linear layers in one description   */
 };
 
-#define DESC_ITEMS                                                                                 \
-  "items: NAME:linear[:nobias], relu|gelu|gelu_tanh|silu|tanh|none, NAME:layernorm[:eps=E], "     \
+#define DESC_ITEMS                                                                            \
+  "items: NAME:linear[:nobias], relu|gelu|gelu_tanh|silu|tanh|none, NAME:layernorm[:eps=E], " \
   "dropout; e.g. \"0:linear 1:gelu 2:layernorm 3:linear\""
 
 typedef enum desc_state { DESC_START, DESC_LINEAR, DESC_ACT, DESC_NORM } desc_state;
@@ -41,12 +41,9 @@ typedef struct desc_parse {
   desc_state state;
 } desc_parse;
 
-static const char *const desc_act_names[] = {[SP_ACT_NONE] = "none",
-                                             [SP_ACT_RELU] = "relu",
-                                             [SP_ACT_GELU] = "gelu",
-                                             [SP_ACT_GELU_TANH] = "gelu_tanh",
-                                             [SP_ACT_SILU] = "silu",
-                                             [SP_ACT_TANH] = "tanh"};
+static const char *const desc_act_names[] = {
+    [SP_ACT_NONE] = "none",           [SP_ACT_RELU] = "relu", [SP_ACT_GELU] = "gelu",
+    [SP_ACT_GELU_TANH] = "gelu_tanh", [SP_ACT_SILU] = "silu", [SP_ACT_TANH] = "tanh"};
 
 const char *sp__activation_name(sp_activation a) {
   return (unsigned)a < sizeof(desc_act_names) / sizeof(desc_act_names[0]) ? desc_act_names[a]
@@ -54,10 +51,10 @@ const char *sp__activation_name(sp_activation a) {
 }
 
 sp__act sp__activation_act(sp_activation a) {
-  static const sp__act map[] = {[SP_ACT_NONE] = SP__ACT_NONE,           [SP_ACT_RELU] = SP__ACT_RELU,
-                                [SP_ACT_GELU] = SP__ACT_GELU_ERF,       [SP_ACT_GELU_TANH] =
-                                    SP__ACT_GELU_TANH,                  [SP_ACT_SILU] = SP__ACT_SILU,
-                                [SP_ACT_TANH] = SP__ACT_TANH};
+  static const sp__act map[] = {
+      [SP_ACT_NONE] = SP__ACT_NONE,     [SP_ACT_RELU] = SP__ACT_RELU,
+      [SP_ACT_GELU] = SP__ACT_GELU_ERF, [SP_ACT_GELU_TANH] = SP__ACT_GELU_TANH,
+      [SP_ACT_SILU] = SP__ACT_SILU,     [SP_ACT_TANH] = SP__ACT_TANH};
   sp_assert((unsigned)a < sizeof(map) / sizeof(map[0]));
   return map[a];
 }
@@ -110,15 +107,16 @@ static sp_status desc_linear(desc_parse *p, const desc_item *it) {
 
 static sp_status desc_act(desc_parse *p, const desc_item *it, int act) {
   static const char *const after[] = {
-      [DESC_START] = "before the first Linear", [DESC_ACT] = "right after another activation",
+      [DESC_START] = "before the first Linear",
+      [DESC_ACT] = "right after another activation",
       [DESC_NORM] = "after a LayerNorm (activations run fused into the Linear before it)"};
   if (it->opt)
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "model description: item %u: %s takes no option",
                     it->index, it->kind);
   if (p->state != DESC_LINEAR)
     return sp__fail(SP_ERR_INVALID_ARGUMENT,
-                    "model description: item %u '%s': an activation %s is not supported",
-                    it->index, it->kind, after[p->state]);
+                    "model description: item %u '%s': an activation %s is not supported", it->index,
+                    it->kind, after[p->state]);
   p->layers[p->d->n_layers - 1].act = (sp_activation)act;
   p->state = DESC_ACT;
   return SP_OK;
@@ -215,8 +213,7 @@ static sp_status desc_run(desc_parse *p, char *t) {
     if (st != SP_OK) return st;
   }
   if (p->d->n_layers == 0)
-    return sp__fail(SP_ERR_INVALID_ARGUMENT, "model description: no Linear layer (%s)",
-                    DESC_ITEMS);
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "model description: no Linear layer (%s)", DESC_ITEMS);
   return SP_OK;
 }
 
@@ -231,7 +228,8 @@ sp_status sp_model_desc_parse(const char *text, sp_model_desc **out) {
   size_t head = sizeof(sp_model_desc) + (n + 1) * sizeof(sp_mlp_layer);
   unsigned char *blk = sp__calloc(1, head + len + 1);
   if (!blk) return sp__fail(SP_ERR_HOST_MEMORY, "sp_model_desc_parse: out of host memory");
-  desc_parse p = {.d = (sp_model_desc *)blk, .layers = (sp_mlp_layer *)(blk + sizeof(sp_model_desc))};
+  desc_parse p = {.d = (sp_model_desc *)blk,
+                  .layers = (sp_mlp_layer *)(blk + sizeof(sp_model_desc))};
   p.d->layers = p.layers;
   char *copy = (char *)blk + head;
   memcpy(copy, text, len + 1);

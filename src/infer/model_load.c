@@ -24,9 +24,10 @@
 #include "infer/safetensors.h"
 
 #define LOAD_KEY "streampool.arch"
-#define LOAD_HOW                                                                                   \
-  "state it as \"" LOAD_KEY "\": \"0:linear 1:gelu 2:linear\" in the file's __metadata__ "          \
-  "(scripts/torch_export.py writes it) or in a config.json beside it, or pass it (--arch, "        \
+#define LOAD_HOW                                                                            \
+  "state it as \"" LOAD_KEY                                                                 \
+  "\": \"0:linear 1:gelu 2:linear\" in the file's __metadata__ "                            \
+  "(scripts/torch_export.py writes it) or in a config.json beside it, or pass it (--arch, " \
   "sp_model_load_desc, Model.load(arch=))"
 
 enum { LOAD_CONFIG_MAX = 1 << 20 }; /* bytes of a sidecar config.json accepted */
@@ -35,9 +36,9 @@ typedef struct load_ctx {
   const char *path;
   const sp__safetensors *file;
   const sp_model_desc *desc;
-  sp__model_layer *spec;    /* [n_layers]                                       */
-  const sp__st_tensor **t;  /* [4 * n_layers]: weight, bias, norm weight, norm bias */
-  unsigned char *used;      /* [n_tensors]: taken by the description             */
+  sp__model_layer *spec;   /* [n_layers]                                       */
+  const sp__st_tensor **t; /* [4 * n_layers]: weight, bias, norm weight, norm bias */
+  unsigned char *used;     /* [n_tensors]: taken by the description             */
 } load_ctx;
 
 /* ---- where the description comes from ------------------------------------------------------ */
@@ -49,8 +50,8 @@ static sp_status load_parse(const char *path, const char *where, const char *tex
   if (st == SP_OK || st == SP_ERR_HOST_MEMORY) return st;
   char msg[512];
   snprintf(msg, sizeof(msg), "%s", sp_last_error());
-  return sp__fail(st, "sp_model_load: %s: %s \"" LOAD_KEY "\" is not a valid description: %s",
-                  path, where, msg);
+  return sp__fail(st, "sp_model_load: %s: %s \"" LOAD_KEY "\" is not a valid description: %s", path,
+                  where, msg);
 }
 
 /* The folder of path + "/config.json" into buf. */
@@ -90,13 +91,14 @@ static sp_status load_from_sidecar(const char *path, sp_model_desc **out) {
   sp_status st = SP_OK;
   if (cJSON_IsString(arch) && arch->valuestring) st = load_parse(path, cfg, arch->valuestring, out);
   else if (arch)
-    st = sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_model_load: %s: %s: \"" LOAD_KEY "\" is not a string",
-                  path, cfg);
-  else if (cJSON_IsString(type) && type->valuestring)
     st = sp__fail(SP_ERR_INVALID_ARGUMENT,
-                  "sp_model_load: %s: %s describes a '%.64s' model, not an MLP (%s has no \"" LOAD_KEY
-                  "\"); for an MLP, %s",
-                  path, cfg, type->valuestring, cfg, LOAD_HOW);
+                  "sp_model_load: %s: %s: \"" LOAD_KEY "\" is not a string", path, cfg);
+  else if (cJSON_IsString(type) && type->valuestring)
+    st = sp__fail(
+        SP_ERR_INVALID_ARGUMENT,
+        "sp_model_load: %s: %s describes a '%.64s' model, not an MLP (%s has no \"" LOAD_KEY
+        "\"); for an MLP, %s",
+        path, cfg, type->valuestring, cfg, LOAD_HOW);
   cJSON_Delete(j);
   return st;
 }
@@ -129,8 +131,8 @@ static sp_status load_resolve(load_ctx *c, const sp_model_desc *given, sp_model_
   if (not_string)
     return sp__fail(SP_ERR_INVALID_ARGUMENT,
                     "sp_model_load: %s: __metadata__ \"" LOAD_KEY "\" is not a string", c->path);
-  sp_status st = meta ? load_parse(c->path, "__metadata__", meta, owned)
-                      : load_from_sidecar(c->path, owned);
+  sp_status st =
+      meta ? load_parse(c->path, "__metadata__", meta, owned) : load_from_sidecar(c->path, owned);
   if (st != SP_OK) return st;
   if (!*owned) return load_refuse_bare(c);
   c->desc = *owned;
@@ -142,7 +144,8 @@ static sp_status load_resolve(load_ctx *c, const sp_model_desc *given, sp_model_
 static void load_shape(const sp__st_tensor *t, char *buf, size_t size) {
   size_t n = (size_t)snprintf(buf, size, "[");
   for (unsigned r = 0; r < t->rank && n < size; r++)
-    n += (size_t)snprintf(buf + n, size - n, "%s%llu", r ? ", " : "", (unsigned long long)t->shape[r]);
+    n += (size_t)snprintf(buf + n, size - n, "%s%llu", r ? ", " : "",
+                          (unsigned long long)t->shape[r]);
   if (n < size) snprintf(buf + n, size - n, "]");
 }
 
@@ -210,15 +213,16 @@ static sp_status load_layer(load_ctx *c, unsigned k) {
     return sp__fail(SP_ERR_INVALID_ARGUMENT,
                     "sp_model_load: %s: dims do not chain: layer %u ('%s') gives %u features, "
                     "layer %u ('%s.weight' [%llu, %llu]) takes %llu",
-                    c->path, k - 1, c->desc->layers[k - 1].linear, c->spec[k - 1].out, k,
-                    l->linear, (unsigned long long)out, (unsigned long long)in,
-                    (unsigned long long)in);
+                    c->path, k - 1, c->desc->layers[k - 1].linear, c->spec[k - 1].out, k, l->linear,
+                    (unsigned long long)out, (unsigned long long)in, (unsigned long long)in);
   if (!l->no_bias) st = load_take(c, k, "Linear", l->linear, "bias", 1, out, &t[1]);
   if (st == SP_OK && l->norm) st = load_take(c, k, "LayerNorm", l->norm, "weight", 1, out, &t[2]);
   if (st == SP_OK && l->norm) st = load_take(c, k, "LayerNorm", l->norm, "bias", 1, out, &t[3]);
   if (st != SP_OK) return st;
-  c->spec[k] = (sp__model_layer){.in = (unsigned)in, .out = (unsigned)out,
-                                 .act = sp__activation_act(l->act), .bias = !l->no_bias,
+  c->spec[k] = (sp__model_layer){.in = (unsigned)in,
+                                 .out = (unsigned)out,
+                                 .act = sp__activation_act(l->act),
+                                 .bias = !l->no_bias,
                                  .norm = l->norm != NULL,
                                  .eps = l->norm_eps > 0.0f ? l->norm_eps : 1e-5f};
   return SP_OK;
@@ -307,8 +311,8 @@ static sp_status model_load(sp_device *dev, const char *path, const sp_model_des
   if (st != SP_OK) return st;
   if (!path || !out) return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_model_load: path or out is NULL");
   if (dt != SP_F32 && dt != SP_BF16)
-    return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_model_load: dtype %d is neither SP_F32 nor SP_BF16",
-                    (int)dt);
+    return sp__fail(SP_ERR_INVALID_ARGUMENT,
+                    "sp_model_load: dtype %d is neither SP_F32 nor SP_BF16", (int)dt);
   if (desc && (desc->n_layers == 0 || desc->n_layers > 4096 || !desc->layers))
     return sp__fail(SP_ERR_INVALID_ARGUMENT,
                     "sp_model_load: the description has %u layers (1..4096) or no layer array",

@@ -213,12 +213,13 @@ static sp_status st_not_torch_save(const unsigned char *b, size_t len, const cha
   else if (len >= 2 && b[0] == 0x80 && b[1] >= 2 && b[1] <= 5)
     what = "a Python pickle (an old-style torch.save file)";
   if (!what) return SP_OK;
-  return sp__fail(SP_ERR_INVALID_ARGUMENT,
-                  "safetensors %s: this is %s, not safetensors: export the state dict with "
-                  "safetensors.torch.save_file(model.state_dict(), path, metadata={\"streampool.arch\":"
-                  " \"0:linear relu 2:linear\"}) describing its layers (scripts/torch_export.py does "
-                  "both)",
-                  origin, what);
+  return sp__fail(
+      SP_ERR_INVALID_ARGUMENT,
+      "safetensors %s: this is %s, not safetensors: export the state dict with "
+      "safetensors.torch.save_file(model.state_dict(), path, metadata={\"streampool.arch\":"
+      " \"0:linear relu 2:linear\"}) describing its layers (scripts/torch_export.py does "
+      "both)",
+      origin, what);
 }
 
 static sp_status st_header(const unsigned char *b, size_t len, const char *origin,

@@ -97,8 +97,9 @@ static void put_tensor(FILE *f, const float *v, size_t n, int bf16) {
 static void mm_write_safetensors(const char *path, const mm_net *n, int bf16) {
   char header[2048];
   size_t off = 0, es = bf16 ? 2 : 4;
-  int len = snprintf(header, sizeof(header), "{\"__metadata__\":{\"format\":\"pt\","
-                                             "\"streampool.arch\":\"");
+  int len = snprintf(header, sizeof(header),
+                     "{\"__metadata__\":{\"format\":\"pt\","
+                     "\"streampool.arch\":\"");
   for (unsigned l = 0; l < MM_LAYERS; l++) /* nn.Sequential(Linear, ReLU, ..., Linear) */
     len += snprintf(header + len, sizeof(header) - (size_t)len, "%snet.%u:linear%s", l ? " " : "",
                     2 * l, l + 1 < MM_LAYERS ? " relu" : "");

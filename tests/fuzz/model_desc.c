@@ -3,7 +3,8 @@
  * non-empty and at most 200 bytes of [A-Za-z0-9_.-], activations valid, eps in (0, 1) where a
  * LayerNorm is and 0 elsewhere; a refusal is SP_ERR_INVALID_ARGUMENT (or SP_ERR_HOST_MEMORY) with
  * a message.
- * Method: bytes -> a NUL-terminated copy -> sp_model_desc_parse. Seeds: tests/fuzz/corpus/model_desc/.
+ * Method: bytes -> a NUL-terminated copy -> sp_model_desc_parse. Seeds:
+ * tests/fuzz/corpus/model_desc/.
  */
 #include <ctype.h>
 #include <stdint.h>

@@ -51,8 +51,7 @@ static void test_good(void **state) {
   for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
     const good_case *c = &good[i];
     sp_model_desc *d = NULL;
-    if (sp_model_desc_parse(c->text, &d) != SP_OK)
-      fail_msg("'%s': %s", c->text, sp_last_error());
+    if (sp_model_desc_parse(c->text, &d) != SP_OK) fail_msg("'%s': %s", c->text, sp_last_error());
     if (d->n_layers != c->n) fail_msg("'%s': %u layers, want %u", c->text, d->n_layers, c->n);
     for (unsigned k = 0; k < c->n; k++) {
       const sp_mlp_layer *l = &d->layers[k];
@@ -60,11 +59,12 @@ static void test_good(void **state) {
       if (strcmp(l->linear, w->linear) || l->no_bias != w->no_bias || l->act != w->act ||
           (l->norm == NULL) != (w->norm == NULL) || (w->norm && strcmp(l->norm, w->norm)) ||
           l->norm_eps != w->eps)
-        fail_msg("'%s' layer %u: got {%s, no_bias %d, act %d, norm %s, eps %g}, want {%s, %d, %d, "
-                 "%s, %g}",
-                 c->text, k, l->linear, l->no_bias, (int)l->act, l->norm ? l->norm : "-",
-                 (double)l->norm_eps, w->linear, w->no_bias, (int)w->act,
-                 w->norm ? w->norm : "-", (double)w->eps);
+        fail_msg(
+            "'%s' layer %u: got {%s, no_bias %d, act %d, norm %s, eps %g}, want {%s, %d, %d, "
+            "%s, %g}",
+            c->text, k, l->linear, l->no_bias, (int)l->act, l->norm ? l->norm : "-",
+            (double)l->norm_eps, w->linear, w->no_bias, (int)w->act, w->norm ? w->norm : "-",
+            (double)w->eps);
     }
     sp_model_desc_free(d);
   }

@@ -108,10 +108,13 @@ static void check_fixture(const fixture *fx, sp_dtype dt, const char *graphs) {
     else run_forward(m, x, y, fx->in, fx->out);
     double e = max_err(y, want, ROWS, fx->out);
     if (!(e <= tol))
-      fail_msg("%s %s graphs=%s %s: relative error %.3e against PyTorch, tolerance %.0e",
-               fx->name, dt == SP_F32 ? "f32" : "bf16", graphs,
-               c < 3 ? (c == 0 ? "infer x32" : c == 1 ? "infer x7" : "infer x1") : "forward", e,
-               tol);
+      fail_msg("%s %s graphs=%s %s: relative error %.3e against PyTorch, tolerance %.0e", fx->name,
+               dt == SP_F32 ? "f32" : "bf16", graphs,
+               c < 3 ? (c == 0   ? "infer x32"
+                        : c == 1 ? "infer x7"
+                                 : "infer x1")
+                     : "forward",
+               e, tol);
   }
   sp_model_free(m);
 }

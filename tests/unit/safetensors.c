@@ -99,17 +99,17 @@ static void write_mlp_meta(const char *path, const char *const *names, const uns
     size_t es = bf16 ? 2 : 4;
     tu_st_tensor *tk = &t[2 * (n - 1 - k)];
     tk[0] = (tu_st_tensor){wn[k],
-                              bf16 ? "BF16" : "F32",
-                              2,
-                              {dims[k + 1], dims[k]},
-                              bf16 ? (const void *)wh[k] : wf[k],
-                              es * dims[k] * dims[k + 1]};
+                           bf16 ? "BF16" : "F32",
+                           2,
+                           {dims[k + 1], dims[k]},
+                           bf16 ? (const void *)wh[k] : wf[k],
+                           es * dims[k] * dims[k + 1]};
     tk[1] = (tu_st_tensor){bn[k],
-                                  bf16 ? "BF16" : "F32",
-                                  1,
-                                  {dims[k + 1]},
-                                  bf16 ? (const void *)bh[k] : bf[k],
-                                  es * dims[k + 1]};
+                           bf16 ? "BF16" : "F32",
+                           1,
+                           {dims[k + 1]},
+                           bf16 ? (const void *)bh[k] : bf[k],
+                           es * dims[k + 1]};
   }
   char meta[512];
   size_t len = (size_t)snprintf(meta, sizeof(meta), "{\"format\":\"pt\",\"streampool.arch\":\"");
@@ -271,8 +271,9 @@ static const bad_case bad_cases[] = {
      "no architecture given: the file is a bare state dict (2 tensors: '0.weight', '0.bias')"},
     {"bare_says_how", "{" L01 "," B01 "}", UINT64_MAX, 60, "--arch"},
     {"no_tensors", "{'__metadata__':{}}", UINT64_MAX, 0, "no architecture given"},
-    {"described_no_tensors", "{" M("0:linear") "'x':{'dtype':'F32','shape':[0],'data_offsets':[0,0]}}",
-     UINT64_MAX, 0, "needs tensor '0.weight', which the file does not have"},
+    {"described_no_tensors",
+     "{" M("0:linear") "'x':{'dtype':'F32','shape':[0],'data_offsets':[0,0]}}", UINT64_MAX, 0,
+     "needs tensor '0.weight', which the file does not have"},
     {"meta_not_string", "{'__metadata__':{'streampool.arch':5}," L01 "}", UINT64_MAX, 48,
      "\"streampool.arch\" is not a string"},
     {"meta_bad_desc", "{" M("0:linaer") L01 "}", UINT64_MAX, 48,
@@ -282,39 +283,51 @@ static const bad_case bad_cases[] = {
     {"missing_weight", "{" M("0:linear") B01 "}", UINT64_MAX, 60, "needs tensor '0.weight'"},
     {"batchnorm",
      "{" M("0:linear") L01 "," B01 ",'1.running_mean':{'dtype':'F32','shape':[3],"
-     "'data_offsets':[60,72]}}",
+                           "'data_offsets':[60,72]}}",
      UINT64_MAX, 72, "'1.running_mean' [3] is not used by the description: it is a BatchNorm"},
     {"batchnorm_count",
      "{" M("0:linear") L01 "," B01 ",'1.num_batches_tracked':{'dtype':'F32','shape':[],"
-     "'data_offsets':[60,64]}}",
+                           "'data_offsets':[60,64]}}",
      UINT64_MAX, 64, "BatchNorm layers are not supported"},
-    {"conv_weight", "{" M("0:linear") "'0.weight':{'dtype':'F32','shape':[3,1,2,2],"
-     "'data_offsets':[0,48]}," B01 "}", UINT64_MAX, 60, "is rank 4, a convolution's weight"},
-    {"conv_unused", "{" M("0:linear") L01 "," B01 ",'c.weight':{'dtype':'F32','shape':[1,1,1,1],"
-     "'data_offsets':[60,64]}}", UINT64_MAX, 64, "Conv layers are not supported"},
+    {"conv_weight",
+     "{" M("0:linear") "'0.weight':{'dtype':'F32','shape':[3,1,2,2],"
+                       "'data_offsets':[0,48]}," B01 "}",
+     UINT64_MAX, 60, "is rank 4, a convolution's weight"},
+    {"conv_unused",
+     "{" M("0:linear") L01 "," B01 ",'c.weight':{'dtype':'F32','shape':[1,1,1,1],"
+                           "'data_offsets':[60,64]}}",
+     UINT64_MAX, 64, "Conv layers are not supported"},
     {"unused_linear",
      "{" M("0:linear") L01 "," B01 ",'2.weight':{'dtype':'F32','shape':[1,3],"
-     "'data_offsets':[60,72]}}",
-     UINT64_MAX, 72, "'2.weight' [1, 3] is not used by the description: it is the weight of a "
+                           "'data_offsets':[60,72]}}",
+     UINT64_MAX, 72,
+     "'2.weight' [1, 3] is not used by the description: it is the weight of a "
      "Linear"},
     {"unused_norm",
      "{" M("0:linear") L01 "," B01 ",'1.weight':{'dtype':'F32','shape':[3],"
-     "'data_offsets':[60,72]}}",
+                           "'data_offsets':[60,72]}}",
      UINT64_MAX, 72, "a LayerNorm? name it NAME:layernorm"},
     {"nobias_but_bias", "{" M("0:linear:nobias") L01 "," B01 "}", UINT64_MAX, 60,
      "'0.bias' [3] is not used by the description: it is the bias of a Linear the description "
      "says has none"},
-    {"weight_rank1", "{" M("0:linear") "'0.weight':{'dtype':'F32','shape':[12],'data_offsets':[0,48]}," B01 "}",
+    {"weight_rank1",
+     "{" M("0:linear") "'0.weight':{'dtype':'F32','shape':[12],'data_offsets':[0,48]}," B01 "}",
      UINT64_MAX, 60, "'0.weight' is [12], expected rank 2"},
-    {"bias_mismatch", "{" M("0:linear") L01 ",'0.bias':{'dtype':'F32','shape':[2],'data_offsets':[48,56]}}",
+    {"bias_mismatch",
+     "{" M("0:linear") L01 ",'0.bias':{'dtype':'F32','shape':[2],'data_offsets':[48,56]}}",
      UINT64_MAX, 56, "'0.bias' is [2], expected rank 1 with one value per output"},
-    {"norm_mismatch", "{" M("0:linear 1:layernorm") L01 "," B01 ",'1.weight':{'dtype':'F32',"
+    {"norm_mismatch",
+     "{" M("0:linear 1:layernorm") L01
+     "," B01 ",'1.weight':{'dtype':'F32',"
      "'shape':[2],'data_offsets':[60,68]},'1.bias':{'dtype':'F32','shape':[3],"
-     "'data_offsets':[68,80]}}", UINT64_MAX, 80, "LayerNorm tensor '1.weight' is [2]"},
+     "'data_offsets':[68,80]}}",
+     UINT64_MAX, 80, "LayerNorm tensor '1.weight' is [2]"},
     {"dims_not_chaining",
-     "{" M("0:linear relu 2:linear") L01 "," B01 ",'2.weight':{'dtype':'F32','shape':[2,5],"
+     "{" M("0:linear relu 2:linear") L01
+     "," B01 ",'2.weight':{'dtype':'F32','shape':[2,5],"
      "'data_offsets':[60,100]},'2.bias':{'dtype':'F32','shape':[2],'data_offsets':[100,108]}}",
-     UINT64_MAX, 108, "do not chain: layer 0 ('0') gives 3 features, layer 1 ('2.weight' [2, 5]) "
+     UINT64_MAX, 108,
+     "do not chain: layer 0 ('0') gives 3 features, layer 1 ('2.weight' [2, 5]) "
      "takes 5"},
     /* issue 14 W3: nothing but padding after the header object; integers written as integers. */
     {"trailing_garbage", "{" L01 "," B01 "}xx", UINT64_MAX, 60, "2 bytes after the JSON object"},
@@ -364,10 +377,15 @@ static void test_malformed(void **state) {
   static const struct {
     const char *name, *bytes, *expect;
   } torch_files[] = {
-      {"torch_zip", "PK\x03\x04" "archive/data.pkl",
+      {"torch_zip",
+       "PK\x03\x04"
+       "archive/data.pkl",
        "a torch.save zip archive (pickled tensors), not safetensors: export the state dict with "
        "safetensors.torch.save_file"},
-      {"torch_pickle", "\x80\x02\x8a\x0a" "lz", "a Python pickle"},
+      {"torch_pickle",
+       "\x80\x02\x8a\x0a"
+       "lz",
+       "a Python pickle"},
   };
   for (size_t i = 0; i < sizeof(torch_files) / sizeof(torch_files[0]); i++) {
     path_of(path, sizeof(path), torch_files[i].name);
@@ -503,16 +521,11 @@ static void test_bad_arguments(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_sequential_f32),
-      cmocka_unit_test(test_bf16_description_order),
-      cmocka_unit_test(test_sidecar_config),
-      cmocka_unit_test(test_caller_description),
-      cmocka_unit_test(test_f16_weights),
-      cmocka_unit_test(test_single_unnumbered_layer),
-      cmocka_unit_test(test_unaligned_data),
-      cmocka_unit_test(test_malformed),
-      cmocka_unit_test(test_bad_arguments),
-      cmocka_unit_test(test_not_regular_file),
+      cmocka_unit_test(test_sequential_f32), cmocka_unit_test(test_bf16_description_order),
+      cmocka_unit_test(test_sidecar_config), cmocka_unit_test(test_caller_description),
+      cmocka_unit_test(test_f16_weights),    cmocka_unit_test(test_single_unnumbered_layer),
+      cmocka_unit_test(test_unaligned_data), cmocka_unit_test(test_malformed),
+      cmocka_unit_test(test_bad_arguments),  cmocka_unit_test(test_not_regular_file),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
