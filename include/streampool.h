@@ -596,6 +596,59 @@ size_t sp_tokenizer_vocab_size(const sp_tokenizer *tok);
 /* Frees tok; NULL is a no-op. Externally synchronized: no encode may be running on it. */
 void sp_tokenizer_free(sp_tokenizer *tok);
 
+/* ---------------------------------------------------------------------------------------------
+ * Encoders: BERT-family sentence embeddings (all-MiniLM-L6-v2, bge-small, e5-small, ...)
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct sp_encoder sp_encoder;
+
+typedef struct sp_encoder_info {
+  unsigned hidden; /* embedding size (the output dimension)              */
+  unsigned layers, heads, intermediate;
+  unsigned max_seq; /* tokens per text, [CLS] and [SEP] included (sentence-transformers'
+                     * max_seq_length, else config.json's max_position_embeddings) */
+  unsigned vocab;
+  int pooling_cls; /* 0: mean over the real tokens; 1: the [CLS] token    */
+  int normalize;   /* 1: embeddings are L2-normalized (a Normalize module) */
+} sp_encoder_info;
+
+/* Loads a Hugging Face folder as it is: config.json (model_type "bert"), model.safetensors
+ * (F32/BF16/F16; "bert." prefixes accepted), vocab.txt or tokenizer.json, and when present
+ * sentence-transformers' modules.json, 1_Pooling/config.json (mean or CLS), a Normalize module,
+ * sentence_bert_config.json (max_seq_length). Anything it does not implement (another
+ * model_type, an activation other than gelu/gelu_new, pooling max, a missing tensor, a shape that
+ * disagrees with config.json, position_embedding_type other than "absolute") is refused with
+ * SP_ERR_INVALID_ARGUMENT naming the file and the field. dt is the weights' and activations'
+ * dtype on the device (SP_F32, SP_BF16: converted on the host at load). The device's backend
+ * needs linear and encoder-layer support (else SP_ERR_UNSUPPORTED). sp_device_close refuses while
+ * an encoder of the device lives. Any thread. */
+sp_status sp_encoder_load(sp_device *dev, const char *dir, sp_dtype dt, sp_encoder **out);
+
+/* Frees e (NULL ok). Externally synchronized: no embed on e may be running. In a forked child it
+ * only forgets e (as sp_model_free). */
+void sp_encoder_free(sp_encoder *e);
+
+/* e's shape and pooling (SP_ERR_INVALID_ARGUMENT for NULL). Any thread. */
+sp_status sp_encoder_info_get(const sp_encoder *e, sp_encoder_info *out);
+/* The output dimension (hidden), 0 for NULL. Any thread. */
+unsigned sp_encoder_dim(const sp_encoder *e);
+/* The encoder's tokenizer (owned by e, valid until sp_encoder_free). Any thread. */
+const sp_tokenizer *sp_encoder_tokenizer(const sp_encoder *e);
+
+/* Embeds n texts (UTF-8, each NUL-terminated; truncated to max_seq tokens as
+ * sentence-transformers does) on the calling thread's current stream of e's device: out receives
+ * n rows of sp_encoder_dim(e) f32, host memory. Returns when out is filled. n may be large: the
+ * texts run in passes of bounded size (padded to sequence-length buckets, attention-masked).
+ * n == 0 is SP_OK with nothing written. A text that is not valid UTF-8 gives
+ * SP_ERR_INVALID_ARGUMENT naming its index. Any thread, concurrently on one encoder. */
+sp_status sp_encoder_embed(sp_encoder *e, const char *const *texts, size_t n, float *out);
+
+/* The same from token ids: n sequences, sequence i is ids[i*stride, i*stride + lengths[i]) with
+ * [CLS] ... [SEP] already in place; 1 <= lengths[i] <= min(stride, max_seq); every id < vocab
+ * (checked: SP_ERR_INVALID_ARGUMENT names the sequence and position). Any thread. */
+sp_status sp_encoder_embed_ids(sp_encoder *e, const int32_t *ids, const uint32_t *lengths,
+                               size_t n, size_t stride, float *out);
+
 #if defined(__GNUC__)
 #pragma GCC visibility pop
 #endif

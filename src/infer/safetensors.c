@@ -1,7 +1,8 @@
 /* The safetensors parser: header length, JSON header (cJSON), dtypes, shapes, offsets.
  *
  * Owns: sp__safetensors objects (tensor table, name storage, and the file's bytes when read from
- * a path). Invariants after a successful parse: every tensor has dtype F32, BF16 or F16, rank <=
+ * a path). Invariants after a successful parse: every tensor has dtype F32, BF16 or F16 (or I64
+ * or I32 when parsed with SP__ST_INTEGERS), rank <=
  * SP__ST_RANK_MAX, numel = product of shape without overflow, bytes = numel x dtype size, its
  * data lies inside the data section, no two tensors with bytes > 0 overlap, names are unique and
  * at most SP__ST_NAME_MAX bytes. Messages name the origin, the problem and the tensor.
@@ -53,7 +54,7 @@ static int st_json_u64(const cJSON *j, uint64_t *out) {
 }
 
 static sp_status st_parse_dtype(const cJSON *j, const char *origin, const char *name,
-                                sp__st_dtype *out) {
+                                unsigned flags, sp__st_dtype *out) {
   if (!cJSON_IsString(j) || !j->valuestring)
     return sp__fail(SP_ERR_INVALID_ARGUMENT,
                     "safetensors %s: tensor '%s': \"dtype\" missing or "
@@ -62,6 +63,8 @@ static sp_status st_parse_dtype(const cJSON *j, const char *origin, const char *
   if (!strcmp(j->valuestring, "F32")) *out = SP__ST_F32;
   else if (!strcmp(j->valuestring, "BF16")) *out = SP__ST_BF16;
   else if (!strcmp(j->valuestring, "F16")) *out = SP__ST_F16;
+  else if ((flags & SP__ST_INTEGERS) && !strcmp(j->valuestring, "I64")) *out = SP__ST_I64;
+  else if ((flags & SP__ST_INTEGERS) && !strcmp(j->valuestring, "I32")) *out = SP__ST_I32;
   else
     return sp__fail(SP_ERR_INVALID_ARGUMENT,
                     "safetensors %s: tensor '%s': dtype %.32s is not "
@@ -132,15 +135,16 @@ static sp_status st_parse_offsets(const cJSON *j, const char *origin, sp__st_ten
   return SP_OK;
 }
 
-static sp_status st_parse_tensor(const cJSON *j, const char *origin, sp__st_tensor *t,
-                                 const unsigned char *data, size_t data_len, st_span *span) {
+static sp_status st_parse_tensor(const cJSON *j, const char *origin, unsigned flags,
+                                 sp__st_tensor *t, const unsigned char *data, size_t data_len,
+                                 st_span *span) {
   if (!cJSON_IsObject(j))
     return sp__fail(SP_ERR_INVALID_ARGUMENT,
                     "safetensors %s: tensor '%s': entry is not an "
                     "object",
                     origin, t->name);
-  sp_status st =
-      st_parse_dtype(cJSON_GetObjectItemCaseSensitive(j, "dtype"), origin, t->name, &t->dtype);
+  sp_status st = st_parse_dtype(cJSON_GetObjectItemCaseSensitive(j, "dtype"), origin, t->name,
+                                flags, &t->dtype);
   if (st == SP_OK) st = st_parse_shape(cJSON_GetObjectItemCaseSensitive(j, "shape"), origin, t);
   if (st == SP_OK)
     st = st_parse_offsets(cJSON_GetObjectItemCaseSensitive(j, "data_offsets"), origin, t, data_len,
@@ -284,7 +288,7 @@ static sp_status st_check_integers(const char *h, size_t len, const char *origin
   return SP_OK;
 }
 
-static sp_status st_fill(sp__safetensors *s, const cJSON *root, const char *origin,
+static sp_status st_fill(sp__safetensors *s, const cJSON *root, const char *origin, unsigned flags,
                          const unsigned char *data, size_t data_len, st_span *spans) {
   size_t i = 0;
   char *name = s->names;
@@ -295,7 +299,7 @@ static sp_status st_fill(sp__safetensors *s, const cJSON *root, const char *orig
     s->tensors[i].name = name;
     name += len + 1;
     spans[i].index = i;
-    sp_status st = st_parse_tensor(e, origin, &s->tensors[i], data, data_len, &spans[i]);
+    sp_status st = st_parse_tensor(e, origin, flags, &s->tensors[i], data, data_len, &spans[i]);
     if (st != SP_OK) return st;
     i++;
   }
@@ -305,6 +309,11 @@ static sp_status st_fill(sp__safetensors *s, const cJSON *root, const char *orig
 
 sp_status sp__safetensors_parse(const void *buf, size_t len, const char *origin,
                                 sp__safetensors **out) {
+  return sp__safetensors_parse_flags(buf, len, origin, 0, out);
+}
+
+sp_status sp__safetensors_parse_flags(const void *buf, size_t len, const char *origin,
+                                      unsigned flags, sp__safetensors **out) {
   const unsigned char *b = buf;
   size_t header_len = 0, n = 0, name_bytes = 0;
   if (!origin) origin = "buffer";
@@ -335,7 +344,7 @@ sp_status sp__safetensors_parse(const void *buf, size_t len, const char *origin,
     goto free_table;
   }
   s->n_tensors = n;
-  st = st_fill(s, root, origin, b + 8 + header_len, len - 8 - header_len, spans);
+  st = st_fill(s, root, origin, flags, b + 8 + header_len, len - 8 - header_len, spans);
   if (st == SP_OK) st = st_check_integers(h, header_len, origin);
   if (st != SP_OK) goto free_table;
   s->meta = cJSON_DetachItemFromObjectCaseSensitive(root, "__metadata__");
@@ -407,13 +416,17 @@ close_file:
 }
 
 sp_status sp__safetensors_read(const char *path, sp__safetensors **out) {
+  return sp__safetensors_read_flags(path, 0, out);
+}
+
+sp_status sp__safetensors_read_flags(const char *path, unsigned flags, sp__safetensors **out) {
   if (!path) return sp__fail(SP_ERR_INVALID_ARGUMENT, "safetensors: path is NULL");
   unsigned char *buf = NULL;
   size_t len = 0;
   sp_status st = st_read_file(path, &buf, &len);
   if (st != SP_OK) return st;
   sp__safetensors *s = NULL;
-  st = sp__safetensors_parse(buf, len, path, &s);
+  st = sp__safetensors_parse_flags(buf, len, path, flags, &s);
   if (st != SP_OK) {
     sp__free(buf);
     return st;
@@ -447,6 +460,16 @@ float sp__st_elem(const sp__st_tensor *t, size_t i) {
   case SP__ST_BF16: memcpy(&h, t->data + 2 * i, 2); return sp__bf16_to_f32(h);
   case SP__ST_F16: memcpy(&h, t->data + 2 * i, 2); return sp__f16_to_f32(h);
   case SP__ST_F32: break;
+  case SP__ST_I32: {
+    int32_t v;
+    memcpy(&v, t->data + 4 * i, 4);
+    return (float)v;
+  }
+  case SP__ST_I64: {
+    int64_t v;
+    memcpy(&v, t->data + 8 * i, 8);
+    return (float)v;
+  }
   }
   memcpy(&f, t->data + 4 * i, 4);
   return f;

@@ -29,7 +29,17 @@ enum {
 };
 
 /* The element types a file may hold (the model's own dtype is an sp_dtype: f32 or bf16). */
-typedef enum sp__st_dtype { SP__ST_F32 = 0, SP__ST_BF16, SP__ST_F16 } sp__st_dtype;
+typedef enum sp__st_dtype {
+  SP__ST_F32 = 0,
+  SP__ST_BF16,
+  SP__ST_F16,
+  SP__ST_I64, /* only with SP__ST_INTEGERS */
+  SP__ST_I32, /* only with SP__ST_INTEGERS */
+} sp__st_dtype;
+
+/* Parse flags. SP__ST_INTEGERS: I64 and I32 tensors are accepted too (checked like the others):
+ * Hugging Face BERT files carry an I64 position_ids buffer that the encoder loader skips. */
+enum { SP__ST_INTEGERS = 1u };
 
 typedef struct sp__st_tensor {
   const char *name;                /* NUL-terminated, owned by the sp__safetensors       */
@@ -50,7 +60,9 @@ typedef struct sp__safetensors {
 } sp__safetensors;
 
 /* Bytes of one element of dt. */
-static inline size_t sp__st_dtype_size(sp__st_dtype dt) { return dt == SP__ST_F32 ? 4u : 2u; }
+static inline size_t sp__st_dtype_size(sp__st_dtype dt) {
+  return dt == SP__ST_I64 ? 8u : dt == SP__ST_F32 || dt == SP__ST_I32 ? 4u : 2u;
+}
 
 /* Parses buf[0, len) (not copied: tensors point into it; it must outlive *out). origin names the
  * source in messages (a path, or "buffer"). SP_ERR_INVALID_ARGUMENT for anything malformed,
@@ -58,9 +70,16 @@ static inline size_t sp__st_dtype_size(sp__st_dtype dt) { return dt == SP__ST_F3
 sp_status sp__safetensors_parse(const void *buf, size_t len, const char *origin,
                                 sp__safetensors **out);
 
+/* sp__safetensors_parse with flags (SP__ST_*). */
+sp_status sp__safetensors_parse_flags(const void *buf, size_t len, const char *origin,
+                                      unsigned flags, sp__safetensors **out);
+
 /* Reads the file at path with stdio and parses it; the result owns the file's bytes. Also
  * SP_ERR_INVALID_ARGUMENT when the file cannot be opened or read (with errno's text). */
 sp_status sp__safetensors_read(const char *path, sp__safetensors **out);
+
+/* sp__safetensors_read with flags (SP__ST_*). */
+sp_status sp__safetensors_read_flags(const char *path, unsigned flags, sp__safetensors **out);
 
 /* The tensor called name, or NULL. */
 const sp__st_tensor *sp__safetensors_find(const sp__safetensors *st, const char *name);
@@ -69,7 +88,7 @@ const sp__st_tensor *sp__safetensors_find(const sp__safetensors *st, const char 
  * whose value is not a string gives *not_string = true (and NULL). Any thread. */
 const char *sp__safetensors_meta(const sp__safetensors *st, const char *key, bool *not_string);
 
-/* Element i of t as f32 (exact for all three dtypes). */
+/* Element i of t as f32 (exact for the three float dtypes; integers rounded to f32). */
 float sp__st_elem(const sp__st_tensor *t, size_t i);
 
 /* Writes t's numel elements to dst as dt (f32 or bf16; bf16 rounds to nearest even). */
