@@ -7,6 +7,7 @@ int sp_cli_info(int argc, char **argv);    /* cmd_info.c: backends, devices, poo
 int sp_cli_streams(int argc, char **argv); /* cmd_streams.c: the multi-threaded stream demo  */
 int sp_cli_run(int argc, char **argv);     /* cmd_run.c: parallel inference with a report    */
 int sp_cli_check(int argc, char **argv);   /* cmd_check.c: outputs against expected files    */
+int sp_cli_embed(int argc, char **argv);   /* cmd_embed.c: sentence embeddings of text lines */
 
 /* snapshot_page.c: memory snapshots as JSON or as the HTML viewer page. */
 #include "streampool.h"

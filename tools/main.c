@@ -14,6 +14,7 @@ typedef struct sp_cli_command {
 static const sp_cli_command sp_cli_commands[] = {
     {"run", sp_cli_run, "parallel inference of a model with a scaling report (the main job)"},
     {"check", sp_cli_check, "a model's outputs against expected outputs (PyTorch, numpy)"},
+    {"embed", sp_cli_embed, "sentence embeddings of text lines with a BERT encoder folder"},
     {"info", sp_cli_info, "backends compiled in, devices, stream pool settings"},
     {"streams", sp_cli_streams, "threads copying and checking data on their own streams"},
     {"viewer", sp_cli_viewer, "a memory snapshot JSON as a self-contained HTML page"},
