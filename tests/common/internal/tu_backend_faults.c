@@ -59,6 +59,7 @@ static sp_status take(tu_slot slot) {
   X(convert_async,                                                                                \
     (sp__bstream * s, void *dst, sp_dtype dt, const void *src, sp_dtype st, size_t n),            \
     (s, dst, dt, src, st, n))                                                                     \
+  X(nn_async, (sp__bstream * s, const sp__nn *op), (s, op))                                       \
   X(event_record, (sp__bevent * e, sp__bstream * s), (e, s))                                      \
   X(stream_wait_event, (sp__bstream * s, sp__bevent * e), (s, e))                                 \
   X(event_query, (sp__bevent * e), (e))                                                           \

@@ -46,6 +46,7 @@
   X(host_func, SP_ERR_BACKEND)               \
   X(linear_async, SP_ERR_BACKEND)            \
   X(convert_async, SP_ERR_BACKEND)           \
+  X(nn_async, SP_ERR_BACKEND)                \
   X(event_create, SP_ERR_BACKEND)            \
   X(event_record, SP_ERR_BACKEND)            \
   X(stream_wait_event, SP_ERR_BACKEND)       \

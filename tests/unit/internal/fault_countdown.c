@@ -3,8 +3,8 @@
  * Goal: a failure of any status-returning backend slot (or of a host allocation) inside
  * sp_device_open (two host devices), events around a host function (record, wait, sync, elapsed),
  * sp_memcpy_peer_async between the devices, sp_alloc, sp_record_stream, sp_free, sp_model_load
- * (f32 and bf16 from a safetensors file), sp_model_infer, sp_model_forward, sp_batcher_create or
- * sp_batcher_infer either returns the status that failure documents (the slot's, see
+ * (f32 and bf16 from a safetensors file), sp_model_infer, sp_model_forward, sp_batcher_create,
+ * sp_batcher_infer, sp_encoder_load (the tiny BERT folder) or sp_encoder_embed either returns the status that failure documents (the slot's, see
  * TU_FAULT_SLOTS; host memory: SP_ERR_HOST_MEMORY) with a non-empty message, or is absorbed with a
  * correct result; the same call made again without injection succeeds; and when the script is done,
  * nothing is left behind: every backend object the wrapper saw created was destroyed, every host
@@ -47,6 +47,7 @@ typedef struct script {
   void *p;
   sp_model *m32, *m16;
   sp_batcher *b;
+  sp_encoder *enc;
 } script;
 
 static char wrong[256]; /* a wrong answer seen by a step that returned SP_OK */
@@ -224,6 +225,33 @@ static sp_status step_batcher_infer(script *c) {
   return st;
 }
 
+/* The tiny PyTorch BERT of tests/fixtures/encoder (2 layers, hidden 32). */
+#define ENC_DIR SP_TEST_SOURCE_DIR "/fixtures/encoder/tiny_bert"
+enum { ENC_DIM = 32, ENC_TEXTS = 3 };
+static const char *const enc_texts[ENC_TEXTS] = {"w5 w6 w7", "", "w1 w2 w3 w4 w5 w6 w7 w8 w9 w10"};
+static float enc_ref[ENC_TEXTS * ENC_DIM]; /* from the clean run in setup */
+static int enc_ref_set;
+
+static sp_status step_enc_load(script *c) { return sp_encoder_load(c->dev, ENC_DIR, SP_F32, &c->enc); }
+
+static sp_status step_enc_embed(script *c) {
+  float y[ENC_TEXTS * ENC_DIM];
+  memset(y, 0xff, sizeof(y));
+  sp_status st = sp_encoder_embed(c->enc, enc_texts, ENC_TEXTS, y);
+  if (st != SP_OK) return st;
+  if (!enc_ref_set) {
+    memcpy(enc_ref, y, sizeof(y));
+    enc_ref_set = 1;
+  }
+  for (unsigned i = 0; i < ENC_TEXTS * ENC_DIM; i++)
+    if (!(fabs(y[i] - enc_ref[i]) <= 1e-5 * (1 + fabs(enc_ref[i])))) {
+      snprintf(wrong, sizeof(wrong), "sp_encoder_embed: element %u is %g, clean run %g", i,
+               (double)y[i], (double)enc_ref[i]);
+      break;
+    }
+  return SP_OK;
+}
+
 typedef struct step {
   const char *name;
   sp_status (*fn)(script *c);
@@ -243,10 +271,13 @@ static const step steps[] = {
     {"sp_model_forward", step_forward},
     {"sp_batcher_create", step_batcher_create},
     {"sp_batcher_infer", step_batcher_infer},
+    {"sp_encoder_load", step_enc_load},
+    {"sp_encoder_embed", step_enc_embed},
 };
 enum { STEPS = sizeof(steps) / sizeof(steps[0]) };
 
 static void script_close(script *c) {
+  sp_encoder_free(c->enc);
   sp_batcher_destroy(c->b);
   sp_model_free(c->m16);
   sp_model_free(c->m32);
