@@ -130,8 +130,12 @@ static sp_status enc_plan_record(sp_stream *c, void *arg) {
   return enc_plan_enqueue(r->enc, r->p, c);
 }
 
+/* Captures p's pass (sp__graph_capture runs it once eagerly first, so the staging must hold a
+ * valid pass: ids 0, every length 1). */
 static void enc_plan_capture(sp_encoder *enc, sp_stream *s, enc_plan *p) {
   enc_rec r = {enc, p};
+  memset(p->pin_in, 0, p->in_bytes);
+  for (unsigned b = 0; b < p->batch; b++) p->pin_in[(size_t)p->batch * p->seq + b] = 1;
   if (sp__graph_capture(s, enc_plan_record, &r, &p->graph) == SP_OK) return;
   p->graph = NULL;
   if (!atomic_exchange_explicit(&enc->plans->logged, true, memory_order_relaxed))

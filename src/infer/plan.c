@@ -146,16 +146,11 @@ static void plan_log_capture_failure(sp_model *m, const char *what) {
   sp__error_clear(); /* the call itself succeeds */
 }
 
-/* Captures rec's work for launching on s; the graph, or NULL after a failure, logged once: a
- * failure never fails the caller's call. The work runs once on s itself first: a backend settles
- * per-shape choices on an eager run (the CUDA linear's timed choice in its auto mode), which a
- * capture cannot make, so the graph records what was chosen. create_mu held. */
+/* Captures rec's work for launching on s (sp__graph_capture: an eager run first, then the
+ * capture); the graph, or NULL after a failure, logged once: a failure never fails the caller's
+ * call. create_mu held. */
 static sp__bgraph *plan_record(sp_model *m, sp_stream *s, sp__graph_record_fn rec, void *arg) {
   sp__bgraph *g = NULL;
-  if (rec(s, arg) != SP_OK) {
-    plan_log_capture_failure(m, "the eager run before a capture failed");
-    return NULL;
-  }
   if (sp__graph_capture(s, rec, arg, &g) != SP_OK) {
     plan_log_capture_failure(m, "graph capture failed");
     return NULL;
