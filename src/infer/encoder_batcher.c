@@ -18,8 +18,8 @@
  * Why not the MLP batcher's machinery (src/infer/batcher.c: lock-free inbox, futex words, per-pass
  * wake-ups): that design exists because an MLP pass is microseconds, so intake and wake-up costs
  * dominate. An encoder pass is a whole transformer forward (tens of microseconds to milliseconds)
- * and its cost is tokens, not rows; a mutex and two condition variables cost microseconds per
- * text, far below a pass, and keep this file small and easy to check. The two share no code:
+ * and its cost is tokens, not rows; a mutex and condition variables (one per request) cost
+ * microseconds per text, far below a pass, and keep this file small and easy to check. The two share no code:
  * their queues, budgets and completion differ; the lifecycle rules (fork, cancellation, destroy
  * answering every accepted request, stats) are the same and written the same way.
  * Invariants: every queued request is answered exactly once; count == length of head..tail and
@@ -27,8 +27,9 @@
  * when stopping and the queue is empty; a caller touches b only while counted in `callers`, which
  * destroy waits to drain (under mu).
  * Locking: mu (SP__RANK_ENCODER_BATCHER) guards the queue, the flags, callers, and every request's
- * `done`; cv_work wakes workers (a text queued, collecting released, stopping), cv_done wakes
- * callers (a pass answered, callers drained). mu is never held across a tokenizer, encoder,
+ * `done`; cv_work wakes workers (a text queued, collecting released, stopping); each request has
+ * its own condition variable, signalled once when it is answered (a pass wakes exactly its own
+ * callers); cv_state wakes create (workers started) and destroy (callers drained). mu is never held across a tokenizer, encoder,
  * backend or allocator call.
  */
 #include <pthread.h>
@@ -56,6 +57,7 @@ typedef struct enc_req {
   float *out;              /* the caller's row, dim floats                          */
   unsigned long long t_ns; /* arrival, monotonic                                    */
   bool done;               /* mu: status, msg and out are written                   */
+  pthread_cond_t cv;       /* its caller waits here (mu) until done                 */
   sp_status status;        /* written before done                                   */
   char msg[ENC_MSG];       /* sp_last_error of the failed call                      */
 } enc_req;
@@ -79,7 +81,7 @@ struct sp_encoder_batcher {
   unsigned max_tokens, max_batch, max_delay_us, n_workers;
   sp__mutex mu;
   pthread_cond_t cv_work;  /* workers: a text queued, the collector role free, stopping */
-  pthread_cond_t cv_done;  /* callers: a pass answered; destroy: callers drained         */
+  pthread_cond_t cv_state; /* create: workers started; destroy: callers drained         */
   enc_req *head, *tail;    /* mu: queued texts, oldest first                            */
   unsigned count;          /* mu: length of head..tail                                  */
   unsigned long long tokens; /* mu: sum of the queued texts' buckets                    */
@@ -226,8 +228,8 @@ static void enc_run(enc_worker *w, unsigned n) {
     r->status = j < ok_n ? SP_OK : st;
     if (j >= ok_n) memcpy(r->msg, msg, sizeof(msg));
     r->done = true;
+    pthread_cond_signal(&r->cv); /* each caller woken alone, no herd */
   }
-  pthread_cond_broadcast(&b->cv_done);
   sp__mutex_unlock(&b->mu);
   atomic_fetch_add_explicit(&b->answer_ns, enc_now_ns() - t1, memory_order_relaxed);
 }
@@ -267,7 +269,7 @@ static void *enc_worker_main(void *arg) {
     snprintf(b->start_msg, sizeof(b->start_msg), "%s", sp_last_error());
   }
   b->ready++;
-  pthread_cond_broadcast(&b->cv_done); /* create waits on cv_done for the workers */
+  pthread_cond_broadcast(&b->cv_state);
   sp__mutex_unlock(&b->mu);
   unsigned n;
   while (st == SP_OK && (n = enc_collect(b, w)) > 0) enc_run(w, n);
@@ -306,7 +308,7 @@ static sp_status enc_init_sync(sp_encoder_batcher *b) {
   e = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
   if (!e) e = pthread_cond_init(&b->cv_work, &ca);
   if (e) goto destroy_attr;
-  e = pthread_cond_init(&b->cv_done, NULL);
+  e = pthread_cond_init(&b->cv_state, NULL);
   if (e) goto destroy_work;
   pthread_condattr_destroy(&ca);
   return SP_OK;
@@ -333,7 +335,7 @@ static void enc_stop(sp_encoder_batcher *b) {
 static void enc_free(sp_encoder_batcher *b) {
   sp__mutex_destroy(&b->mu);
   pthread_cond_destroy(&b->cv_work);
-  pthread_cond_destroy(&b->cv_done);
+  pthread_cond_destroy(&b->cv_state);
   sp__free(b->workers);
   sp__free(b);
 }
@@ -353,7 +355,7 @@ static sp_status enc_start(sp_encoder_batcher *b) {
     started++;
   }
   sp__mutex_lock(&b->mu);
-  while (b->ready < started) sp__cond_wait(&b->cv_done, &b->mu);
+  while (b->ready < started) sp__cond_wait(&b->cv_state, &b->mu);
   if (st == SP_OK && b->start_status != SP_OK)
     st = sp__fail(b->start_status, "sp_encoder_batcher_create: a worker could not start: %s",
                   b->start_msg);
@@ -429,8 +431,8 @@ static sp_status enc_submit(sp_encoder_batcher *b, enc_req *r) {
   r->t_ns = enc_now_ns();
   enc_push(b, r);
   if (b->count == 1 || enc_full(b)) pthread_cond_broadcast(&b->cv_work);
-  while (!r->done) sp__cond_wait(&b->cv_done, &b->mu);
-  if (--b->callers == 0 && b->stopping) pthread_cond_broadcast(&b->cv_done);
+  while (!r->done) sp__cond_wait(&r->cv, &b->mu);
+  if (--b->callers == 0 && b->stopping) pthread_cond_broadcast(&b->cv_state);
   sp__mutex_unlock(&b->mu); /* the last touch of b */
   if (r->status != SP_OK) return sp__fail(r->status, "sp_encoder_batcher_embed: %s", r->msg);
   return SP_OK;
@@ -447,7 +449,11 @@ static sp_status enc_embed(sp_encoder_batcher *b, const char *text, float *out) 
   if (st == SP_OK) {
     enc_req r = {.ids = ids, .len = (uint32_t)n, .bucket = sp__encoder_seq_bucket(b->e, (unsigned)n),
                  .out = out};
-    st = enc_submit(b, &r);
+    int e = pthread_cond_init(&r.cv, NULL);
+    st = e ? sp__fail(SP_ERR_HOST_MEMORY, "sp_encoder_batcher_embed: pthread_cond_init failed (%d)",
+                      e)
+           : enc_submit(b, &r);
+    if (!e) pthread_cond_destroy(&r.cv);
   }
   if (ids != stack_ids) sp__free(ids);
   return st;
@@ -472,7 +478,7 @@ void sp_encoder_batcher_destroy(sp_encoder_batcher *b) {
   int cancel = sp__cancel_off();
   enc_stop(b);
   sp__mutex_lock(&b->mu); /* answered callers may still be leaving enc_submit */
-  while (b->callers) sp__cond_wait(&b->cv_done, &b->mu);
+  while (b->callers) sp__cond_wait(&b->cv_state, &b->mu);
   sp__mutex_unlock(&b->mu);
   enc_free(b);
   sp__cancel_restore(cancel);
