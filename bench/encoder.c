@@ -23,6 +23,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_thread.h"
 #include "sentences.h"
 #include "streampool.h"
 
@@ -146,7 +147,7 @@ static int bench_run(const bench_cfg *c, bench_shared *sh, const char *dn, const
   pthread_barrier_init(&sh->go, NULL, threads + 1);
   for (unsigned i = 0; i < threads; i++) {
     ts[i] = (bench_thread){.sh = sh, .index = i};
-    pthread_create(&ts[i].tid, NULL, bench_main, &ts[i]);
+    bench_thread_start(&ts[i].tid, bench_main, &ts[i], "encoder");
   }
   pthread_barrier_wait(&sh->go);
   double t0 = now_s();
