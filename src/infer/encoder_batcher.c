@@ -77,7 +77,7 @@ struct sp_encoder_batcher {
   sp_encoder *e;
   sp_device *dev;
   const sp_tokenizer *tok;
-  unsigned dim, max_seq, vocab;
+  unsigned dim, max_seq;
   unsigned max_tokens, max_batch, max_delay_us, n_workers;
   sp__mutex mu;
   pthread_cond_t cv_work;  /* workers: a text queued, the collector role free, stopping */
@@ -137,6 +137,8 @@ static unsigned enc_take(sp_encoder_batcher *b, enc_worker *w) {
     w->reqs[n++] = r;
   }
   if (!b->head) b->tail = NULL;
+  sp_assert(n >= 1 && n <= b->count && tok <= b->tokens);
+  sp_assert(n == 1 || tok <= b->max_tokens);
   b->count -= n;
   b->tokens -= tok;
   atomic_store_explicit(&b->queued, b->count, memory_order_relaxed);
@@ -179,8 +181,10 @@ static void enc_group(enc_worker *w, unsigned n) {
 static sp_status enc_embed_group(enc_worker *w, unsigned j0, unsigned j1) {
   sp_encoder_batcher *b = w->b;
   size_t stride = w->reqs[j0]->bucket;
+  sp_assert(j0 < j1 && stride <= b->max_seq);
   for (unsigned j = j0; j < j1; j++) {
     enc_req *r = w->reqs[j];
+    sp_assert(r->bucket == stride && r->len >= 1 && r->len <= stride);
     int32_t *dst = w->ids + (size_t)(j - j0) * stride;
     memcpy(dst, r->ids, r->len * sizeof(*dst));
     memset(dst + r->len, 0, (stride - r->len) * sizeof(*dst)); /* padding: id 0, masked */
@@ -372,7 +376,6 @@ static sp_status enc_shape(sp_encoder *e, sp_encoder_batcher *b) {
   b->tok = sp_encoder_tokenizer(e);
   b->dim = info.hidden;
   b->max_seq = info.max_seq;
-  b->vocab = info.vocab;
   if (!b->tok || !b->dim || b->max_seq < 2)
     return sp__fail(SP_ERR_INVALID_ARGUMENT,
                     "sp_encoder_batcher_create: the encoder has no tokenizer, dim 0 or max_seq "
