@@ -111,8 +111,9 @@ typedef struct run_thread {
 
 /* run_options.c: fills *o from argv. 0 ok, 1 --help shown, 2 bad usage (message printed). */
 int sp_cli_run_parse(int argc, char **argv, run_opts *o);
-/* Whether path names a folder (then --model is an encoder folder). */
-bool sp_cli_run_is_folder(const char *path);
+/* Whether path names a folder holding config.json (then --model is an encoder folder; another
+ * folder goes to the MLP loader, which refuses it as a directory). */
+bool sp_cli_run_is_encoder_folder(const char *path);
 
 /* run_reference.c: REF_ROWS seeded inputs and their outputs, one row at a time on this thread's
  * stream; ref->tol is the dtype's tolerance. ref->in/out are malloc'd (the caller frees them). */

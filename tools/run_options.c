@@ -18,7 +18,8 @@ static void run_usage(FILE *f) {
           "  --model FILE        safetensors MLP that describes its layers (__metadata__ or a\n"
           "                      config.json beside it; default: built-in seeded MLP\n"
           "                      512-1024-1024-512, ReLU between layers)\n" SP_CLI_ARCH_USAGE
-          "  --model DIR         a BERT encoder folder (config.json, model.safetensors, vocab):\n"
+          "  --model DIR         a BERT encoder folder (config.json, model.safetensors, vocab;\n"
+          "                      a folder without config.json is refused as a directory):\n"
           "                      sentences/s at batch 1 per --threads, one thread batched\n"
           "                      (--batch, default 32), the encoder batcher from --clients\n"
           "                      threads (default 64); every embedding checked against the\n"
@@ -139,9 +140,12 @@ static const char *run_opt(int c, const char *arg, void *ctx) {
   }
 }
 
-bool sp_cli_run_is_folder(const char *path) {
+bool sp_cli_run_is_encoder_folder(const char *path) {
   struct stat sb;
-  return path && stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
+  char cfg[4096];
+  if (!path || stat(path, &sb) != 0 || !S_ISDIR(sb.st_mode)) return false;
+  int n = snprintf(cfg, sizeof(cfg), "%s/config.json", path);
+  return n > 0 && (size_t)n < sizeof(cfg) && stat(cfg, &sb) == 0;
 }
 
 int sp_cli_run_parse(int argc, char **argv, run_opts *o) {
@@ -155,7 +159,7 @@ int sp_cli_run_parse(int argc, char **argv, run_opts *o) {
   int rc = sp_cli_parse("run", argc, argv, run_long_opts, run_usage, run_opt, &ctx);
   if (rc) return rc;
   o->clients = ctx.clients;
-  if (sp_cli_run_is_folder(o->model_path)) { /* an encoder: its own rows (run_encoder.c) */
+  if (sp_cli_run_is_encoder_folder(o->model_path)) { /* an encoder: its own rows (run_encoder.c) */
     if (o->json || o->snapshot || o->n_devices || o->devices_all || o->arch)
       return sp_cli_usage_error("run", "--json, --snapshot, --devices and --arch are for MLP "
                                        "models, not an encoder folder");

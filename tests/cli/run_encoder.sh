@@ -3,7 +3,8 @@
 # the rows for threads at batch 1, one thread batched and the batcher, each checked against the
 # single-threaded embeddings and an OK result; --inputs FILE is read (an empty line too); a wrong
 # embedding makes the run fail (exit 1); options that only fit MLPs, a missing --inputs file and
-# a folder that is no encoder are refused with a message.
+# a folder that is no encoder (no config.json: refused as a directory, as before) and an encoder
+# folder without its weights are refused with a message.
 # Method: the encoder helper's tiny BERT fixture (tests/fixtures/encoder/tiny_bert), tiny
 # durations; check the output lines and exit codes.
 . "$(dirname "$0")/../common/cli.sh" "$1"
@@ -49,5 +50,10 @@ grep -q "cannot open --inputs" "$tmp/bad"; check "missing --inputs named" $?
 mkdir -p "$tmp/empty"
 "$cli" run --backend host --model "$tmp/empty" --duration 0.1 >"$tmp/bad" 2>&1
 rc=$?; [ $rc -ne 0 ]; check "a folder without config.json exits non-zero (got $rc)" $?
-grep -q "config.json" "$tmp/bad"; check "the missing config.json is named" $?
+grep -q "is a directory" "$tmp/bad"; check "a folder without config.json is refused as a directory" $?
+
+cp -r "$model" "$tmp/broken" && rm "$tmp/broken/model.safetensors"
+"$cli" run --backend host --model "$tmp/broken" --duration 0.1 >"$tmp/bad" 2>&1
+rc=$?; [ $rc -ne 0 ]; check "an encoder folder without weights exits non-zero (got $rc)" $?
+grep -q "model.safetensors" "$tmp/bad"; check "the missing model.safetensors is named" $?
 exit $fail
