@@ -649,6 +649,36 @@ sp_status sp_encoder_embed(sp_encoder *e, const char *const *texts, size_t n, fl
 sp_status sp_encoder_embed_ids(sp_encoder *e, const int32_t *ids, const uint32_t *lengths,
                                size_t n, size_t stride, float *out);
 
+/* The encoder batcher: single texts from many threads merged into passes under a token budget.
+ * A caller's text is tokenized on the calling thread; a worker (each with its own stream) takes
+ * queued texts, oldest first, while the pass stays within max_batch texts and max_tokens padded
+ * tokens (the sum over its texts of each text's length rounded up to its bucket: the next power
+ * of two, at least 8, at most max_seq), waiting up to max_delay_us after the pass's first text
+ * for it to fill, and runs them through sp_encoder_embed_ids, one call per bucket. */
+typedef struct sp_encoder_batcher sp_encoder_batcher;
+typedef struct sp_encoder_batcher_config { /* all-zero means defaults */
+  unsigned max_tokens;   /* padded tokens per pass (batch x bucket); 0 -> 8192          */
+  unsigned max_batch;    /* texts per pass; 0 -> 256                                    */
+  unsigned max_delay_us; /* how long a pass waits to fill after its first text; 0 -> 200 */
+  unsigned workers;      /* passes in flight, each on its own stream; 0 -> 2            */
+} sp_encoder_batcher_config;
+/* Starts a batcher over e (cfg may be NULL; e must outlive it). max_tokens below the bucket of
+ * e's max_seq (one longest text must fit a pass), max_batch above 65536, workers above
+ * SP_STREAMS_MAX or max_delay_us above 10 s give SP_ERR_INVALID_ARGUMENT. Any thread. */
+sp_status sp_encoder_batcher_create(sp_encoder *e, const sp_encoder_batcher_config *cfg,
+                                    sp_encoder_batcher **out);
+/* One text (UTF-8, NUL-terminated) from any thread: blocks until out (sp_encoder_dim floats) is
+ * filled with the embedding sp_encoder_embed would give it. A text the tokenizer refuses fails
+ * here, on the caller's thread, without reaching a pass; a failed pass fails exactly its texts.
+ * Any thread. */
+sp_status sp_encoder_batcher_embed(sp_encoder_batcher *b, const char *text, float *out);
+/* b's counters (requests are texts, batches are passes; as sp_batcher_stats_get). Any thread,
+ * also while embeds run. SP_ERR_FORKED in a forked child. */
+sp_status sp_encoder_batcher_stats_get(sp_encoder_batcher *b, sp_batcher_stats *out);
+/* Answers every accepted text first, then stops the workers. NULL is a no-op. In a forked child
+ * it only forgets b. Externally synchronized (no embed may start during or after it). */
+void sp_encoder_batcher_destroy(sp_encoder_batcher *b);
+
 #if defined(__GNUC__)
 #pragma GCC visibility pop
 #endif

@@ -96,7 +96,7 @@ if [ "${SP_GPU_BENCH:-1}" = 1 ]; then
   for b in "$build"/bench/*; do
     n=$(basename "$b")
     [ -x "$b" ] && [ -f "$b" ] || continue
-    case $n in gpu_alloc|torch_alloc) continue;; esac
+    case $n in gpu_alloc|torch_alloc|encoder) continue;; esac  # encoder: needs a model folder (scripts/gpu-encoder-bench.sh)
     STREAMPOOL_BACKEND=cuda step "bench_$n" 600 "$b"
   done
 fi

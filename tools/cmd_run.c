@@ -117,6 +117,8 @@ int sp_cli_run(int argc, char **argv) {
   run_opts o;
   int rc = sp_cli_run_parse(argc, argv, &o);
   if (rc) return rc == 1 ? SP_CLI_OK : SP_CLI_USAGE;
+  if (sp_cli_run_is_encoder_folder(o.model_path))
+    return sp_cli_run_encoder(&o); /* a folder: an encoder (run_encoder.c) */
   run_fleet f;
   memset(&f, 0, sizeof(f));
   char desc[512];

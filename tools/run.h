@@ -58,6 +58,12 @@ typedef struct run_opts {
   unsigned devices[MAX_DEVICES], n_devices; /* --devices; n_devices 0: index 0 only       */
   bool devices_all;                         /* --devices all: every device of the backend */
   const char *snapshot;                     /* --snapshot FILE (snapshot_page.c)          */
+  /* An encoder folder (--model DIR; run_encoder.c): */
+  const char *inputs;       /* --inputs FILE: one sentence a line; NULL: seeded sentences */
+  unsigned clients;         /* --clients; 0: not given                                  */
+  bool batch_given;         /* --batch was given                                        */
+  bool workers_given;       /* --workers was given                                      */
+  unsigned max_tokens;      /* --max-tokens (encoder batcher; 0: default)               */
 } run_opts;
 
 typedef struct run_ref {
@@ -105,6 +111,9 @@ typedef struct run_thread {
 
 /* run_options.c: fills *o from argv. 0 ok, 1 --help shown, 2 bad usage (message printed). */
 int sp_cli_run_parse(int argc, char **argv, run_opts *o);
+/* Whether path names a folder holding config.json (then --model is an encoder folder; another
+ * folder goes to the MLP loader, which refuses it as a directory). */
+bool sp_cli_run_is_encoder_folder(const char *path);
 
 /* run_reference.c: REF_ROWS seeded inputs and their outputs, one row at a time on this thread's
  * stream; ref->tol is the dtype's tolerance. ref->in/out are malloc'd (the caller frees them). */
@@ -122,6 +131,12 @@ double sp_cli_lat_quantile(const uint64_t *h, uint64_t total, double q);
  * device. Returns nonzero if a call failed or an output was wrong. */
 int sp_cli_run_one(const run_fleet *f, const run_opts *o, unsigned threads, run_result *res,
                    run_result *res_dev);
+
+/* run_encoder.c: `run --model DIR` for an encoder folder (o parsed, o->model_path a folder):
+ * the scaling report in sentences/s (threads at batch 1, one thread batched, the encoder
+ * batcher from many clients), every output checked against the single-threaded reference.
+ * Returns the exit status. */
+int sp_cli_run_encoder(const run_opts *o);
 
 /* run_report.c: the table's header, one table row (per device and total), the memory lines and
  * result line, and the JSON document. */

@@ -4,6 +4,7 @@
  * sp_cli_run_parse after the loop. No state; single-threaded.
  */
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "args.h"
@@ -17,6 +18,15 @@ static void run_usage(FILE *f) {
           "  --model FILE        safetensors MLP that describes its layers (__metadata__ or a\n"
           "                      config.json beside it; default: built-in seeded MLP\n"
           "                      512-1024-1024-512, ReLU between layers)\n" SP_CLI_ARCH_USAGE
+          "  --model DIR         a BERT encoder folder (config.json, model.safetensors, vocab;\n"
+          "                      a folder without config.json is refused as a directory):\n"
+          "                      sentences/s at batch 1 per --threads, one thread batched\n"
+          "                      (--batch, default 32), the encoder batcher from --clients\n"
+          "                      threads (default 64); every embedding checked against the\n"
+          "                      single-threaded one\n"
+          "  --inputs FILE       with --model DIR: sentences, one a line (default: seeded\n"
+          "                      sentences of 32 tokens)\n"
+          "  --max-tokens N      with --model DIR: the batcher's padded tokens per pass\n"
           "  --dtype f32|bf16    weights and activations (default f32)\n"
           "  --threads LIST      thread counts, e.g. 1,2,4,8 (default 1,2,4,8)\n"
           "  --batch N           rows per call (default 1; must be 1 with --batcher)\n"
@@ -55,7 +65,9 @@ enum {
   OPT_SELF_TEST,
   OPT_DEVICES,
   OPT_SNAPSHOT,
-  OPT_ARCH
+  OPT_ARCH,
+  OPT_INPUTS,
+  OPT_MAX_TOKENS
 };
 
 static const struct option run_long_opts[] = {
@@ -77,6 +89,8 @@ static const struct option run_long_opts[] = {
     {"devices", required_argument, 0, OPT_DEVICES},
     {"snapshot", required_argument, 0, OPT_SNAPSHOT},
     {"arch", required_argument, 0, OPT_ARCH},
+    {"inputs", required_argument, 0, OPT_INPUTS},
+    {"max-tokens", required_argument, 0, OPT_MAX_TOKENS},
     {0, 0, 0, 0}};
 
 typedef struct run_parse_ctx {
@@ -102,7 +116,7 @@ static const char *run_opt(int c, const char *arg, void *ctx) {
   case OPT_DTYPE: return sp_cli_dtype(arg, &o->dtype);
   case OPT_THREADS:
     return sp_cli_list(arg, 1, MAX_THREADS, false, MAX_RUNS, o->threads, &o->n_runs);
-  case OPT_BATCH: return sp_cli_unsigned(arg, 1, 65536, &o->batch);
+  case OPT_BATCH: o->batch_given = true; return sp_cli_unsigned(arg, 1, 65536, &o->batch);
   case OPT_DURATION: return sp_cli_decimal(arg, 1e-3, 3600, &o->duration_s);
   case OPT_BATCHER:
     if (!arg || !strcmp(arg, "on")) o->batcher = true;
@@ -111,7 +125,7 @@ static const char *run_opt(int c, const char *arg, void *ctx) {
     return NULL;
   case OPT_MAX_BATCH: return sp_cli_unsigned(arg, 0, 65536, &o->bcfg.max_batch);
   case OPT_MAX_DELAY: return sp_cli_unsigned(arg, 0, 10000000, &o->bcfg.max_delay_us);
-  case OPT_WORKERS: return sp_cli_unsigned(arg, 0, 128, &o->bcfg.workers);
+  case OPT_WORKERS: o->workers_given = true; return sp_cli_unsigned(arg, 0, 128, &o->bcfg.workers);
   case OPT_CLIENTS: return sp_cli_unsigned(arg, 1, MAX_THREADS, &p->clients);
   case OPT_SEED: return sp_cli_count(arg, 0, UINT64_MAX, &o->seed);
   case OPT_JSON: o->json = true; return NULL;
@@ -120,8 +134,18 @@ static const char *run_opt(int c, const char *arg, void *ctx) {
   case OPT_DEVICES: return run_devices(arg, o);
   case OPT_SNAPSHOT: o->snapshot = arg; return NULL;
   case OPT_ARCH: o->arch = arg; return NULL;
+  case OPT_INPUTS: o->inputs = arg; return NULL;
+  case OPT_MAX_TOKENS: return sp_cli_unsigned(arg, 0, 1u << 24, &o->max_tokens);
   default: return "not an option of run";
   }
+}
+
+bool sp_cli_run_is_encoder_folder(const char *path) {
+  struct stat sb;
+  char cfg[4096];
+  if (!path || stat(path, &sb) != 0 || !S_ISDIR(sb.st_mode)) return false;
+  int n = snprintf(cfg, sizeof(cfg), "%s/config.json", path);
+  return n > 0 && (size_t)n < sizeof(cfg) && stat(cfg, &sb) == 0;
 }
 
 int sp_cli_run_parse(int argc, char **argv, run_opts *o) {
@@ -134,6 +158,16 @@ int sp_cli_run_parse(int argc, char **argv, run_opts *o) {
   run_parse_ctx ctx = {.o = o};
   int rc = sp_cli_parse("run", argc, argv, run_long_opts, run_usage, run_opt, &ctx);
   if (rc) return rc;
+  o->clients = ctx.clients;
+  if (sp_cli_run_is_encoder_folder(o->model_path)) { /* an encoder: its own rows (run_encoder.c) */
+    if (o->json || o->snapshot || o->n_devices || o->devices_all || o->arch)
+      return sp_cli_usage_error("run", "--json, --snapshot, --devices and --arch are for MLP "
+                                       "models, not an encoder folder");
+    if (!isatty(STDERR_FILENO)) o->progress = false;
+    return 0;
+  }
+  if (o->inputs || o->max_tokens)
+    return sp_cli_usage_error("run", "--inputs and --max-tokens need --model DIR (an encoder)");
   if (ctx.clients) {
     o->threads[0] = ctx.clients;
     o->n_runs = 1;

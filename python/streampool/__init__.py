@@ -36,9 +36,11 @@ from ._errors import (BackendError, ForkedError, HostMemoryError, InvalidArgumen
                       InvalidHandleError, LimitError, NoDeviceError, NotReadyError,
                       OutOfMemoryError, PoolExhaustedError, StreampoolError, UnsupportedError,
                       check)
-from ._lib import BatcherConfig, BatcherStats, DeviceConfig, MemoryStats, lib, library_path
+from ._lib import (BatcherConfig, BatcherStats, DeviceConfig, EncoderBatcherConfig, EncoderInfo,
+                   MemoryStats, lib, library_path)
 
-__all__ = ["Device", "DeviceInfo", "Stream", "Model", "Batcher", "version", "device_count",
+__all__ = ["Device", "DeviceInfo", "Stream", "Model", "Batcher", "Encoder", "EncoderBatcher",
+           "version", "device_count",
            "backend_available", "library_path", "StreampoolError", "InvalidArgumentError",
            "InvalidHandleError", "OutOfMemoryError", "LimitError", "PoolExhaustedError",
            "NotReadyError", "NoDeviceError", "UnsupportedError", "BackendError", "ForkedError",
@@ -236,7 +238,8 @@ class Device(_Closable):
             children = list(self._children)
         if h is None:
             return
-        for c in sorted(children, key=lambda c: 0 if isinstance(c, Batcher) else 1):
+        for c in sorted(children,
+                        key=lambda c: 0 if isinstance(c, (Batcher, EncoderBatcher)) else 1):
             c.close()
         lib.sp_device_close(h)
 
@@ -407,14 +410,18 @@ class Model(_Closable):
 
     @classmethod
     def load(cls, device: Device, path: Union[str, "os.PathLike[str]"],
-             dtype: Union[str, Any] = "f32", arch: Optional[str] = None) -> "Model":
+             dtype: Union[str, Any] = "f32",
+             arch: Optional[str] = None) -> Union["Model", "Encoder"]:
         """Loads an MLP from a safetensors file holding a PyTorch state dict (tensors F32, BF16
         or F16), converted to dtype ("f32" or "bf16") on the device. The model is what its
         description says: arch (e.g. "0:linear 1:gelu 2:layernorm 3:linear", the text form of
         include/streampool.h's sp_model_desc_parse), else the file's "__metadata__" key
         "streampool.arch", else a config.json beside the file with that key; a bare state dict
-        is refused (InvalidArgumentError saying how to describe it)."""
+        is refused (InvalidArgumentError saying how to describe it). A folder whose config.json
+        says model_type "bert" (and no arch) is an encoder: returns :meth:`Encoder.load` of it."""
         import os
+        if arch is None and os.path.isdir(path) and _is_bert_folder(path):
+            return Encoder.load(device, path, dtype)
         if not isinstance(device, Device):
             raise InvalidArgumentError(f"device must be a streampool.Device, got "
                                        f"{type(device).__name__}")
@@ -590,3 +597,164 @@ class Batcher(_Closable):
         h, self._h = self._h, None
         if h is not None:
             lib.sp_batcher_destroy(h)
+
+
+def _is_bert_folder(path: Union[str, "os.PathLike[str]"]) -> bool:
+    try:
+        with open(os.path.join(os.fsdecode(path), "config.json")) as f:
+            return json.load(f).get("model_type") == "bert"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _texts_arg(texts: Any, what: str) -> "ctypes.Array[ctypes.c_char_p]":
+    if isinstance(texts, (str, bytes)):
+        raise InvalidArgumentError(f"{what}: expected a list of str, got one {type(texts).__name__}"
+                                   f" (wrap it in a list)")
+    try:
+        items = list(texts)
+    except TypeError:
+        raise InvalidArgumentError(f"{what}: expected a list of str, got "
+                                   f"{type(texts).__name__}") from None
+    enc = []
+    for i, t in enumerate(items):
+        if not isinstance(t, str):
+            raise InvalidArgumentError(f"{what}: item {i} is {type(t).__name__}, not str")
+        b = t.encode("utf-8", "surrogatepass")
+        if b"\0" in b:
+            raise InvalidArgumentError(f"{what}: item {i} holds a NUL character")
+        enc.append(b)
+    return (ctypes.c_char_p * len(enc))(*enc)
+
+
+class Encoder(_Closable):
+    """A BERT-family sentence encoder (all-MiniLM-L6-v2, bge-small, e5-small, ...) loaded from a
+    Hugging Face folder as it is (config.json, model.safetensors, vocab.txt / tokenizer.json and
+    sentence-transformers' modules.json, 1_Pooling, Normalize). ``enc.embed(texts)`` gives the
+    sentence embeddings; call it from any number of threads (each runs on its own stream)."""
+
+    def __init__(self, device: Device, handle: int, dtype: int) -> None:
+        self.device = device
+        self._h: Optional[int] = handle
+        inf = EncoderInfo()
+        check(lib.sp_encoder_info_get(handle, byref(inf)))
+        self.info: Dict[str, Any] = {n: int(getattr(inf, n)) for n, _ in EncoderInfo._fields_}
+        self.info["pooling"] = "cls" if inf.pooling_cls else "mean"
+        self.info["normalize"] = bool(inf.normalize)
+        del self.info["pooling_cls"]
+        self.dim: int = int(inf.hidden)
+        self.dtype: str = _DTYPE_NAMES.get(dtype, "?")
+        self._batchers: "weakref.WeakSet[EncoderBatcher]" = weakref.WeakSet()
+        device._adopt(self)
+
+    @classmethod
+    def load(cls, device: Device, path: Union[str, "os.PathLike[str]"],
+             dtype: Union[str, Any] = "f32") -> "Encoder":
+        """Loads the encoder folder at path with weights and activations in dtype ("f32" or
+        "bf16") on the device."""
+        if not isinstance(device, Device):
+            raise InvalidArgumentError(f"device must be a streampool.Device, got "
+                                       f"{type(device).__name__}")
+        dt = _dtype_arg(dtype)
+        h = c_void_p()
+        check(lib.sp_encoder_load(device._handle(), os.fsencode(path), dt, byref(h)))
+        return cls(device, h.value, dt)
+
+    def _handle(self) -> int:
+        h = self._h
+        if h is None:
+            raise InvalidHandleError("the encoder is closed")
+        return h
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """The embeddings of texts (a list of str; each truncated to info["max_seq"] tokens as
+        sentence-transformers does): a new [len(texts), dim] float32 array. One C call on this
+        thread's current stream with the GIL released (tokenize, forward in bounded passes,
+        pool, copy back)."""
+        arr = _texts_arg(texts, "embed(texts)")
+        n = len(arr)
+        y = np.empty((n, self.dim), dtype=_F32)
+        if n:
+            st = lib.sp_encoder_embed(self._handle(), arr, n, _addr(y))
+            if st:
+                check(st)
+        return y
+
+    def close(self) -> None:
+        """Closes the encoder's batchers, then frees the encoder. Idempotent; no embed may be
+        running on it."""
+        for b in list(self._batchers):
+            b.close()
+        h, self._h = self._h, None
+        if h is not None:
+            lib.sp_encoder_free(h)
+
+    def __repr__(self) -> str:
+        return (f"<streampool.Encoder hidden {self.dim}, {self.info['layers']} layers, "
+                f"{self.dtype} on {self.device!r}>")
+
+
+class EncoderBatcher(_Closable):
+    """Merges single texts from many threads into encoder passes under a token budget.
+
+    Args:
+        encoder: the encoder to run.
+        max_tokens: padded tokens per pass (0: 8192).
+        max_batch: texts per pass (0: 256).
+        max_delay_us: how long a pass waits for more texts after its first (0: 200).
+        workers: passes in flight, each on its own stream (0: 2).
+
+    ``batcher(text)`` blocks until that text's embedding ([dim] float32) is there; call it from
+    any number of threads. The text is tokenized on the calling thread.
+    """
+
+    def __init__(self, encoder: Encoder, max_tokens: int = 0, max_batch: int = 0,
+                 max_delay_us: int = 0, workers: int = 0) -> None:
+        if not isinstance(encoder, Encoder):
+            raise InvalidArgumentError(f"encoder must be a streampool.Encoder, got "
+                                       f"{type(encoder).__name__}")
+        cfg = EncoderBatcherConfig(max_tokens=_uint("max_tokens", max_tokens),
+                                   max_batch=_uint("max_batch", max_batch),
+                                   max_delay_us=_uint("max_delay_us", max_delay_us),
+                                   workers=_uint("workers", workers))
+        h = c_void_p()
+        check(lib.sp_encoder_batcher_create(encoder._handle(), byref(cfg), byref(h)))
+        self.encoder = encoder
+        self._h: Optional[int] = h.value
+        self._dim = encoder.dim
+        encoder.device._adopt(self)
+        encoder._batchers.add(self)
+
+    def __call__(self, text: str) -> np.ndarray:
+        """The embedding of one text: a new [dim] float32 array. Blocks with the GIL
+        released."""
+        if not isinstance(text, str):
+            raise InvalidArgumentError(f"batcher(text): expected str, got {type(text).__name__}")
+        b = text.encode("utf-8", "surrogatepass")
+        if b"\0" in b:
+            raise InvalidArgumentError("batcher(text): the text holds a NUL character")
+        h = self._h
+        if h is None:
+            raise InvalidHandleError("the batcher is closed")
+        y = np.empty(self._dim, dtype=_F32)
+        st = lib.sp_encoder_batcher_embed(h, b, _addr(y))
+        if st:
+            check(st)
+        return y
+
+    def stats(self) -> Dict[str, int]:
+        """requests (texts), batches (passes), failed, queued, and the total fill/run/answer
+        times in ns."""
+        h = self._h
+        if h is None:
+            raise InvalidHandleError("the batcher is closed")
+        s = BatcherStats()
+        check(lib.sp_encoder_batcher_stats_get(h, byref(s)))
+        return {name: int(getattr(s, name)) for name, _ in BatcherStats._fields_}
+
+    def close(self) -> None:
+        """Answers every accepted text, then stops the workers. Idempotent; no call may start
+        during or after it."""
+        h, self._h = self._h, None
+        if h is not None:
+            lib.sp_encoder_batcher_destroy(h)

@@ -19,7 +19,8 @@ import os
 from ctypes import (POINTER, Structure, c_char_p, c_float, c_int, c_size_t, c_uint,
                     c_uint64, c_void_p)
 
-__all__ = ["lib", "library_path", "DeviceConfig", "MemoryStats", "BatcherConfig", "BatcherStats"]
+__all__ = ["lib", "library_path", "DeviceConfig", "MemoryStats", "BatcherConfig", "BatcherStats",
+           "EncoderInfo", "EncoderBatcherConfig"]
 
 
 def _find() -> str:
@@ -63,6 +64,15 @@ class BatcherConfig(Structure):
 class BatcherStats(Structure):
     _fields_ = [(n, c_uint64) for n in ("requests", "batches", "failed", "queued", "fill_ns",
                                         "run_ns", "answer_ns")]
+
+
+class EncoderInfo(Structure):
+    _fields_ = [(n, c_uint) for n in ("hidden", "layers", "heads", "intermediate", "max_seq",
+                                      "vocab")] + [("pooling_cls", c_int), ("normalize", c_int)]
+
+
+class EncoderBatcherConfig(Structure):
+    _fields_ = [(n, c_uint) for n in ("max_tokens", "max_batch", "max_delay_us", "workers")]
 
 
 def _proto(name: str, restype, *argtypes) -> None:
@@ -120,4 +130,13 @@ _proto("sp_batcher_create", _st, _p, POINTER(BatcherConfig), _pp)
 _proto("sp_batcher_infer", _st, _p, _p, _p)
 _proto("sp_batcher_destroy", None, _p)
 _proto("sp_batcher_stats_get", _st, _p, POINTER(BatcherStats))
+_proto("sp_encoder_load", _st, _p, c_char_p, c_int, _pp)
+_proto("sp_encoder_free", None, _p)
+_proto("sp_encoder_info_get", _st, _p, POINTER(EncoderInfo))
+_proto("sp_encoder_dim", c_uint, _p)
+_proto("sp_encoder_embed", _st, _p, POINTER(c_char_p), c_size_t, _p)
+_proto("sp_encoder_batcher_create", _st, _p, POINTER(EncoderBatcherConfig), _pp)
+_proto("sp_encoder_batcher_embed", _st, _p, c_char_p, _p)
+_proto("sp_encoder_batcher_stats_get", _st, _p, POINTER(BatcherStats))
+_proto("sp_encoder_batcher_destroy", None, _p)
 del c_float
