@@ -183,11 +183,12 @@ static int bench_batcher(const bench_cfg *c, bench_shared *sh, const char *dn) {
   sp_batcher_stats bs;
   sp_encoder_batcher_stats_get(sh->b, &bs);
   double per = bs.batches ? 1e-3 / (double)bs.batches : 0; /* ns sums -> us per pass */
-  printf("      batcher: max_tokens %u, max_batch %u, max_delay_us %u, workers %u (0: default); "
-         "%.1f texts/pass over %llu passes; per pass fill %.1f us, run %.1f us, answer %.1f us\n",
-         c->bcfg.max_tokens, c->bcfg.max_batch, c->bcfg.max_delay_us, c->bcfg.workers,
-         bs.batches ? (double)bs.requests / (double)bs.batches : 0, (unsigned long long)bs.batches,
-         (double)bs.fill_ns * per, (double)bs.run_ns * per, (double)bs.answer_ns * per);
+  printf(
+      "      batcher: max_tokens %u, max_batch %u, max_delay_us %u, workers %u (0: default); "
+      "%.1f texts/pass over %llu passes; per pass fill %.1f us, run %.1f us, answer %.1f us\n",
+      c->bcfg.max_tokens, c->bcfg.max_batch, c->bcfg.max_delay_us, c->bcfg.workers,
+      bs.batches ? (double)bs.requests / (double)bs.batches : 0, (unsigned long long)bs.batches,
+      (double)bs.fill_ns * per, (double)bs.run_ns * per, (double)bs.answer_ns * per);
   sp_encoder_batcher_destroy(sh->b);
   sh->b = NULL;
   return bad;
@@ -321,10 +322,11 @@ static int parse_args(int argc, char **argv, bench_cfg *c) {
     }
   }
   if (argc % 2 == 0 || !c->model || c->duration <= 0 || c->clients > MAXT) {
-    fprintf(stderr, "usage: encoder --model DIR [--backend NAME] [--duration S] "
-                    "[--threads 1,2,4,8,16] [--batches 32,256] [--clients 64 (0: none)] "
-                    "[--dtypes f32,bf16] [--inputs FILE] [--write-sentences FILE] "
-                    "[--max-tokens N] [--max-batch N] [--max-delay-us N] [--workers N]\n");
+    fprintf(stderr,
+            "usage: encoder --model DIR [--backend NAME] [--duration S] "
+            "[--threads 1,2,4,8,16] [--batches 32,256] [--clients 64 (0: none)] "
+            "[--dtypes f32,bf16] [--inputs FILE] [--write-sentences FILE] "
+            "[--max-tokens N] [--max-batch N] [--max-delay-us N] [--workers N]\n");
     return 2;
   }
   return 0;
@@ -350,8 +352,8 @@ int main(int argc, char **argv) {
   }
   printf("bench/encoder: %s, %s, %u sentences (%s), %.1f s per row\n", sp_device_name(sh.dev),
          c.model, sh.n_texts, c.inputs ? c.inputs : "seeded, 32 tokens", c.duration);
-  printf("%-5s %-8s %7s %6s %13s %9s %9s %9s\n", "dtype", "mode", "threads", "batch",
-         "sentences/s", "p50 us", "p99 us", "max err");
+  printf("%-5s %-8s %7s %6s %13s %9s %9s %9s\n", "dtype", "mode", "threads", "batch", "sentences/s",
+         "p50 us", "p99 us", "max err");
   int rc = 0;
   for (int d = 0; d < 2; d++)
     if (c.dtype_on[d]) rc |= bench_dtype(&c, &sh, d ? SP_BF16 : SP_F32);

@@ -16,22 +16,22 @@
 #include "streampool.h"
 
 static const char *const bench_words[] = {
-    "the",      "a",        "of",       "and",     "to",       "in",      "is",       "was",
-    "for",      "on",       "with",     "as",      "by",       "at",      "from",     "that",
-    "it",       "this",     "which",    "or",      "be",       "are",     "an",       "not",
-    "new",      "city",     "river",    "music",   "people",   "during",  "after",    "time",
-    "first",    "world",    "year",     "school",  "game",     "team",    "state",    "small",
-    "large",    "early",    "history",  "village", "family",   "station", "church",   "water",
-    "language", "several",  "between",  "under",   "against",  "known",   "called",   "built",
-    "played",   "released", "received", "became",  "although", "because", "however",  "while",
-    "region",   "county",   "north",    "south",   "western",  "eastern", "island",   "road",
-    "bridge",   "market",   "garden",   "library", "museum",   "theatre", "festival", "season",
-    "album",    "song",     "film",     "novel",   "author",   "company", "product",  "service",
-    "computer", "network",  "software", "system",  "engine",   "model",   "energy",   "light",
-    "quickly",  "slowly",   "quietly",  "bright",  "dark",     "ancient", "modern",   "famous",
-    "general",  "public",   "private",  "local",   "national", "royal",   "original", "final",
-    "students", "children", "workers",  "players", "members",  "leaders", "soldiers", "artists",
-    "seven",    "twelve",   "hundred",  "thousand", "million", "percent", "nearly",   "almost",
+    "the",      "a",        "of",       "and",      "to",       "in",      "is",       "was",
+    "for",      "on",       "with",     "as",       "by",       "at",      "from",     "that",
+    "it",       "this",     "which",    "or",       "be",       "are",     "an",       "not",
+    "new",      "city",     "river",    "music",    "people",   "during",  "after",    "time",
+    "first",    "world",    "year",     "school",   "game",     "team",    "state",    "small",
+    "large",    "early",    "history",  "village",  "family",   "station", "church",   "water",
+    "language", "several",  "between",  "under",    "against",  "known",   "called",   "built",
+    "played",   "released", "received", "became",   "although", "because", "however",  "while",
+    "region",   "county",   "north",    "south",    "western",  "eastern", "island",   "road",
+    "bridge",   "market",   "garden",   "library",  "museum",   "theatre", "festival", "season",
+    "album",    "song",     "film",     "novel",    "author",   "company", "product",  "service",
+    "computer", "network",  "software", "system",   "engine",   "model",   "energy",   "light",
+    "quickly",  "slowly",   "quietly",  "bright",   "dark",     "ancient", "modern",   "famous",
+    "general",  "public",   "private",  "local",    "national", "royal",   "original", "final",
+    "students", "children", "workers",  "players",  "members",  "leaders", "soldiers", "artists",
+    "seven",    "twelve",   "hundred",  "thousand", "million",  "percent", "nearly",   "almost",
 };
 
 static inline uint64_t bench_sentence_rand(uint64_t *x) {

@@ -646,8 +646,8 @@ sp_status sp_encoder_embed(sp_encoder *e, const char *const *texts, size_t n, fl
 /* The same from token ids: n sequences, sequence i is ids[i*stride, i*stride + lengths[i]) with
  * [CLS] ... [SEP] already in place; 1 <= lengths[i] <= min(stride, max_seq); every id < vocab
  * (checked: SP_ERR_INVALID_ARGUMENT names the sequence and position). Any thread. */
-sp_status sp_encoder_embed_ids(sp_encoder *e, const int32_t *ids, const uint32_t *lengths,
-                               size_t n, size_t stride, float *out);
+sp_status sp_encoder_embed_ids(sp_encoder *e, const int32_t *ids, const uint32_t *lengths, size_t n,
+                               size_t stride, float *out);
 
 /* The encoder batcher: single texts from many threads merged into passes under a token budget.
  * A caller's text is tokenized on the calling thread; a worker (each with its own stream) takes

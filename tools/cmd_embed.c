@@ -32,12 +32,10 @@ static void embed_usage(FILE *f) {
 
 enum { OPT_MODEL = 256, OPT_DTYPE, OPT_BACKEND, OPT_INPUT, OPT_OUTPUT };
 
-static const struct option embed_opts[] = {{"model", required_argument, 0, OPT_MODEL},
-                                           {"dtype", required_argument, 0, OPT_DTYPE},
-                                           {"backend", required_argument, 0, OPT_BACKEND},
-                                           {"input", required_argument, 0, OPT_INPUT},
-                                           {"output", required_argument, 0, OPT_OUTPUT},
-                                           {0, 0, 0, 0}};
+static const struct option embed_opts[] = {
+    {"model", required_argument, 0, OPT_MODEL},     {"dtype", required_argument, 0, OPT_DTYPE},
+    {"backend", required_argument, 0, OPT_BACKEND}, {"input", required_argument, 0, OPT_INPUT},
+    {"output", required_argument, 0, OPT_OUTPUT},   {0, 0, 0, 0}};
 
 static int embed_is_npy(const char *path) {
   size_t n = strlen(path);
@@ -69,8 +67,10 @@ static int embed_npy_header(FILE *f, size_t rows, unsigned dim) {
   memcpy(h, "\x93NUMPY\x01\x00", 8);
   h[8] = (char)(NPY_HEADER - 10);
   h[9] = 0;
-  int n = snprintf(h + 10, NPY_HEADER - 10, "{'descr': '<f4', 'fortran_order': False, "
-                   "'shape': (%zu, %u), }", rows, dim);
+  int n = snprintf(h + 10, NPY_HEADER - 10,
+                   "{'descr': '<f4', 'fortran_order': False, "
+                   "'shape': (%zu, %u), }",
+                   rows, dim);
   if (n < 0 || n >= NPY_HEADER - 11) return -1;
   h[10 + n] = ' ';
   h[NPY_HEADER - 1] = '\n';

@@ -59,11 +59,11 @@ typedef struct run_opts {
   bool devices_all;                         /* --devices all: every device of the backend */
   const char *snapshot;                     /* --snapshot FILE (snapshot_page.c)          */
   /* An encoder folder (--model DIR; run_encoder.c): */
-  const char *inputs;       /* --inputs FILE: one sentence a line; NULL: seeded sentences */
-  unsigned clients;         /* --clients; 0: not given                                  */
-  bool batch_given;         /* --batch was given                                        */
-  bool workers_given;       /* --workers was given                                      */
-  unsigned max_tokens;      /* --max-tokens (encoder batcher; 0: default)               */
+  const char *inputs;  /* --inputs FILE: one sentence a line; NULL: seeded sentences */
+  unsigned clients;    /* --clients; 0: not given                                  */
+  bool batch_given;    /* --batch was given                                        */
+  bool workers_given;  /* --workers was given                                      */
+  unsigned max_tokens; /* --max-tokens (encoder batcher; 0: default)               */
 } run_opts;
 
 typedef struct run_ref {

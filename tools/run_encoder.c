@@ -260,8 +260,7 @@ static int enc_batcher_row(enc_shared *sh, enc_result *res) {
 
 /* ---- report ------------------------------------------------------------------------------- */
 
-static void enc_print_header(const run_opts *o, sp_device *dev, sp_encoder *e,
-                             const enc_set *set) {
+static void enc_print_header(const run_opts *o, sp_device *dev, sp_encoder *e, const enc_set *set) {
   sp_encoder_info in;
   sp_encoder_info_get(e, &in);
   printf("streampool run: %s (backend %s)\n", sp_device_name(dev), sp_device_backend(dev));
@@ -269,11 +268,13 @@ static void enc_print_header(const run_opts *o, sp_device *dev, sp_encoder *e,
          o->model_path, in.hidden, in.layers, in.heads, in.max_seq, in.pooling_cls ? "CLS" : "mean",
          in.normalize ? ", normalized" : "", sp_cli_dtype_name(o->dtype));
   if (o->inputs) printf("sentences: %u from %s", set->n, o->inputs);
-  else printf("sentences: %u seeded, %d tokens each (seed %llu)", set->n, ENC_TOKENS,
-              (unsigned long long)o->seed);
-  printf(", %.1f s per row; every embedding checked against the single-threaded one "
-         "(tolerance %g)\n",
-         o->duration_s, set->tol);
+  else
+    printf("sentences: %u seeded, %d tokens each (seed %llu)", set->n, ENC_TOKENS,
+           (unsigned long long)o->seed);
+  printf(
+      ", %.1f s per row; every embedding checked against the single-threaded one "
+      "(tolerance %g)\n",
+      o->duration_s, set->tol);
   printf("\n%-8s %8s %6s %12s %9s %9s %8s %10s %11s\n", "mode", "threads", "batch", "sentences/s",
          "p50 us", "p99 us", "speedup", "max err", "texts/pass");
   fflush(stdout);
@@ -303,8 +304,7 @@ static int enc_rows(enc_shared *sh) {
     if (i == 0) base = r.seconds > 0 ? (double)r.sentences / r.seconds : 0;
     enc_print_row(&r, base);
   }
-  r = (enc_result){.mode = "batched", .threads = 1,
-                   .batch = o->batch_given ? o->batch : ENC_BATCH};
+  r = (enc_result){.mode = "batched", .threads = 1, .batch = o->batch_given ? o->batch : ENC_BATCH};
   bad |= enc_row(sh, &r);
   enc_print_row(&r, base);
   r = (enc_result){.mode = "batcher", .threads = o->clients ? o->clients : ENC_CLIENTS, .batch = 1};

@@ -161,8 +161,9 @@ int sp_cli_run_parse(int argc, char **argv, run_opts *o) {
   o->clients = ctx.clients;
   if (sp_cli_run_is_encoder_folder(o->model_path)) { /* an encoder: its own rows (run_encoder.c) */
     if (o->json || o->snapshot || o->n_devices || o->devices_all || o->arch)
-      return sp_cli_usage_error("run", "--json, --snapshot, --devices and --arch are for MLP "
-                                       "models, not an encoder folder");
+      return sp_cli_usage_error("run",
+                                "--json, --snapshot, --devices and --arch are for MLP "
+                                "models, not an encoder folder");
     if (!isatty(STDERR_FILENO)) o->progress = false;
     return 0;
   }

@@ -48,7 +48,7 @@
   /* src/infer */                                                                                \
   X(BATCHER_START, "batcher.start_mu", ONE, NONE)         /* workers' start-up; create waits */  \
   X(BATCHER_COLLECT, "batcher.mu", ONE, NONE)             /* the collector role; futex waits */  \
-  X(ENCODER_BATCHER, "sp_encoder_batcher.mu", ONE, NONE)  /* queue, flags; condition waits  */  \
+  X(ENCODER_BATCHER, "sp_encoder_batcher.mu", ONE, NONE)  /* queue, flags; condition waits  */   \
   X(PLAN_CREATE, "plan_entry.create_mu", ONE, BACKEND)    /* allocator + backend calls       */  \
   X(PLAN_RUN, "sp__plan.mu", ONE, BACKEND)                /* a whole run: submit, sync       */  \
   X(DEVICE_CAPTURE, "sp_device.capture_mu", ONE, BACKEND) /* graph captures (ops.c)       */     \

@@ -62,11 +62,11 @@ typedef sp_status (*sp__graph_record_fn)(sp_stream *cs, void *arg);
  * itself (a backend makes its per-shape choices, such as the CUDA linear's timed one, only
  * outside capture, so the graph records what was chosen: the work must be safe to run with the
  * buffers as they are), then on the calling thread against s's private capture stream (same
- * index), whose capture is ended whatever happens and which is synced after (the graph's upload). Captures on one device are serialized. Every buffer
- * the work touches must stay allocated, at the same address, until sp__graph_destroy, and host
- * memory it copies must come from sp__pinned_alloc with *pinned true. On success *out is the
- * graph; on failure nothing is left behind and the status says why (rec's own failure first).
- * Only when sp__graphs_enabled said yes. Any thread. */
+ * index), whose capture is ended whatever happens and which is synced after (the graph's upload).
+ * Captures on one device are serialized. Every buffer the work touches must stay allocated, at the
+ * same address, until sp__graph_destroy, and host memory it copies must come from sp__pinned_alloc
+ * with *pinned true. On success *out is the graph; on failure nothing is left behind and the status
+ * says why (rec's own failure first). Only when sp__graphs_enabled said yes. Any thread. */
 sp_status sp__graph_capture(sp_stream *s, sp__graph_record_fn rec, void *arg, sp__bgraph **out);
 
 /* Runs g on s, stream-ordered. Graphs captured for one pool stream index must be launched only

@@ -27,11 +27,11 @@
 #include "infer/encoder.h"
 
 enum {
-  ENC_ALIGN = 256,         /* bytes; every part of a workspace starts aligned        */
-  ENC_CHUNK = 1024,        /* texts tokenized at a time                               */
-  ENC_BATCH_MAX = 256,     /* sequences per pass                                      */
-  ENC_PASS_TOKENS = 8192,  /* padded tokens per pass (a longer single text: its own)  */
-  ENC_SEQ_MIN = 8,         /* the smallest sequence bucket                            */
+  ENC_ALIGN = 256,        /* bytes; every part of a workspace starts aligned        */
+  ENC_CHUNK = 1024,       /* texts tokenized at a time                               */
+  ENC_BATCH_MAX = 256,    /* sequences per pass                                      */
+  ENC_PASS_TOKENS = 8192, /* padded tokens per pass (a longer single text: its own)  */
+  ENC_SEQ_MIN = 8,        /* the smallest sequence bucket                            */
 };
 
 static size_t enc_round(size_t n) { return (n + ENC_ALIGN - 1) & ~(size_t)(ENC_ALIGN - 1); }
@@ -60,14 +60,22 @@ unsigned sp__encoder_seq_bucket(const sp_encoder *e, unsigned len) {
 size_t sp__encoder_workspace_bytes(const sp_encoder *e, unsigned batch, unsigned seq) {
   size_t rows = (size_t)batch * seq, elt = sp__dtype_size(e->dtype), h = e->info.hidden;
   size_t wide = e->info.intermediate > h ? e->info.intermediate : h;
-  return 2 * enc_round(rows * h * elt) + enc_round(rows * 3 * h * elt) + enc_round(rows * wide * elt);
+  return 2 * enc_round(rows * h * elt) + enc_round(rows * 3 * h * elt) +
+         enc_round(rows * wide * elt);
 }
 
 static sp_status enc_linear(const sp_encoder *e, sp_stream *s, unsigned rows, unsigned in,
                             unsigned out, const void *x, const void *w, const void *b, void *y,
                             sp__act act) {
-  sp__linear op = {.dtype = e->dtype, .batch = rows, .in_features = in, .out_features = out,
-                   .x = x, .w = w, .bias = b, .y = y, .act = act};
+  sp__linear op = {.dtype = e->dtype,
+                   .batch = rows,
+                   .in_features = in,
+                   .out_features = out,
+                   .x = x,
+                   .w = w,
+                   .bias = b,
+                   .y = y,
+                   .act = act};
   return sp__stream_linear(s, &op);
 }
 
@@ -191,9 +199,9 @@ typedef struct enc_seqs {
 
 /* What one embed call works in (host): ordering, one pass's input and output. */
 typedef struct enc_scratch {
-  uint32_t *order;   /* [ENC_CHUNK] */
-  int32_t *pass_in;  /* ids [ENC_PASS_TOKENS + max_seq] then lengths [ENC_BATCH_MAX] */
-  float *pass_out;   /* [ENC_BATCH_MAX * hidden] */
+  uint32_t *order;  /* [ENC_CHUNK] */
+  int32_t *pass_in; /* ids [ENC_PASS_TOKENS + max_seq] then lengths [ENC_BATCH_MAX] */
+  float *pass_out;  /* [ENC_BATCH_MAX * hidden] */
 } enc_scratch;
 
 /* Orders idx[0, n) by length, longest first, then by index (insertion into buckets by length:
@@ -364,8 +372,8 @@ static sp_status enc_check_ids(const sp_encoder *e, const int32_t *ids, const ui
   return SP_OK;
 }
 
-static sp_status enc_embed_ids(sp_encoder *e, const int32_t *ids, const uint32_t *lengths,
-                               size_t n, size_t stride, float *out) {
+static sp_status enc_embed_ids(sp_encoder *e, const int32_t *ids, const uint32_t *lengths, size_t n,
+                               size_t stride, float *out) {
   static const char fn[] = "sp_encoder_embed_ids";
   sp_status st = enc_check(e, ids, n, out, fn);
   if (st != SP_OK || n == 0) return st;
@@ -379,7 +387,9 @@ static sp_status enc_embed_ids(sp_encoder *e, const int32_t *ids, const uint32_t
   st = enc_scratch_new(e, &w, &counts, fn);
   if (st != SP_OK) return st;
   for (size_t base = 0; base < n && st == SP_OK; base += ENC_CHUNK) {
-    enc_seqs q = {.ids = ids + base * stride, .stride = stride, .lengths = lengths + base,
+    enc_seqs q = {.ids = ids + base * stride,
+                  .stride = stride,
+                  .lengths = lengths + base,
                   .n = n - base < ENC_CHUNK ? n - base : ENC_CHUNK};
     st = enc_run(e, s, &q, &w, counts, out + base * e->info.hidden);
   }
@@ -396,8 +406,8 @@ sp_status sp_encoder_embed(sp_encoder *e, const char *const *texts, size_t n, fl
   return st;
 }
 
-sp_status sp_encoder_embed_ids(sp_encoder *e, const int32_t *ids, const uint32_t *lengths,
-                               size_t n, size_t stride, float *out) {
+sp_status sp_encoder_embed_ids(sp_encoder *e, const int32_t *ids, const uint32_t *lengths, size_t n,
+                               size_t stride, float *out) {
   int cancel = sp__cancel_off();
   sp_status st = enc_embed_ids(e, ids, lengths, n, stride, out);
   sp__cancel_restore(cancel);

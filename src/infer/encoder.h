@@ -30,18 +30,18 @@ typedef struct sp__enc_layer { /* device pointers into the weight block */
 } sp__enc_layer;
 
 struct sp_encoder {
-  sp_device *dev;               /* owner device; immutable                            */
-  sp_dtype dtype;               /* weights and activations on the device               */
-  sp_encoder_info info;         /* shape, max_seq, pooling; immutable                  */
-  unsigned max_pos, types;      /* position and token-type embedding rows              */
-  float eps;                    /* LayerNorm epsilon (config.json's layer_norm_eps)    */
-  sp__act act;                  /* the intermediate activation (hidden_act)            */
-  sp_tokenizer *tok;            /* owned                                               */
-  void *weights;                /* the one device block holding every tensor           */
+  sp_device *dev;          /* owner device; immutable                            */
+  sp_dtype dtype;          /* weights and activations on the device               */
+  sp_encoder_info info;    /* shape, max_seq, pooling; immutable                  */
+  unsigned max_pos, types; /* position and token-type embedding rows              */
+  float eps;               /* LayerNorm epsilon (config.json's layer_norm_eps)    */
+  sp__act act;             /* the intermediate activation (hidden_act)            */
+  sp_tokenizer *tok;       /* owned                                               */
+  void *weights;           /* the one device block holding every tensor           */
   const void *word, *pos, *type, *emb_g, *emb_b; /* embeddings and their LayerNorm    */
-  sp__enc_layer *layers;        /* [info.layers]                                       */
-  bool graphs;                  /* graphs on (sp__graphs_enabled at load)              */
-  struct sp__enc_plans *plans;  /* encoder_plan.c; set at load                         */
+  sp__enc_layer *layers;       /* [info.layers]                                       */
+  bool graphs;                 /* graphs on (sp__graphs_enabled at load)              */
+  struct sp__enc_plans *plans; /* encoder_plan.c; set at load                         */
 };
 
 /* The largest padded sequence-length bucket >= len (8, 16, 32, ... capped at max_seq). */

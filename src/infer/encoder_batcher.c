@@ -7,30 +7,30 @@
  * the ids and blocks until a worker marks it done. One worker at a time collects (the `collecting`
  * flag): it waits for the first text, then up to max_delay_us after that text's arrival for the
  * pass to fill, and takes texts oldest first while the pass stays within max_batch texts and
- * max_tokens padded tokens (each text costs its bucket, sp__encoder_seq_bucket: its length rounded up to a power of
- * two, at least 8, at most max_seq; a pass always takes at least one text, and create
- * checks max_tokens >= the bucket of max_seq). The pass runs outside the lock on the worker's own
- * stream (sp_stream_acquire, bound as the worker thread's current stream): its texts grouped by
- * bucket (stable, so arrival order within a bucket), one sp_encoder_embed_ids per bucket at
- * stride = bucket, so a pass computes exactly the padded tokens the budget counted. Each row is
+ * max_tokens padded tokens (each text costs its bucket, sp__encoder_seq_bucket: its length rounded
+ * up to a power of two, at least 8, at most max_seq; a pass always takes at least one text, and
+ * create checks max_tokens >= the bucket of max_seq). The pass runs outside the lock on the
+ * worker's own stream (sp_stream_acquire, bound as the worker thread's current stream): its texts
+ * grouped by bucket (stable, so arrival order within a bucket), one sp_encoder_embed_ids per bucket
+ * at stride = bucket, so a pass computes exactly the padded tokens the budget counted. Each row is
  * copied to its caller and the caller completed with the pass's status (an error reaches exactly
  * the texts of the failed call).
  * Why not the MLP batcher's machinery (src/infer/batcher.c: lock-free inbox, futex words, per-pass
  * wake-ups): that design exists because an MLP pass is microseconds, so intake and wake-up costs
  * dominate. An encoder pass is a whole transformer forward (tens of microseconds to milliseconds)
  * and its cost is tokens, not rows; a mutex and condition variables (one per request) cost
- * microseconds per text, far below a pass, and keep this file small and easy to check. The two share no code:
- * their queues, budgets and completion differ; the lifecycle rules (fork, cancellation, destroy
- * answering every accepted request, stats) are the same and written the same way.
- * Invariants: every queued request is answered exactly once; count == length of head..tail and
+ * microseconds per text, far below a pass, and keep this file small and easy to check. The two
+ * share no code: their queues, budgets and completion differ; the lifecycle rules (fork,
+ * cancellation, destroy answering every accepted request, stats) are the same and written the same
+ * way. Invariants: every queued request is answered exactly once; count == length of head..tail and
  * tokens == the sum of their buckets; after `stopping` no request is accepted; workers exit only
  * when stopping and the queue is empty; a caller touches b only while counted in `callers`, which
  * destroy waits to drain (under mu).
  * Locking: mu (SP__RANK_ENCODER_BATCHER) guards the queue, the flags, callers, and every request's
  * `done`; cv_work wakes workers (a text queued, collecting released, stopping); each request has
  * its own condition variable, signalled once when it is answered (a pass wakes exactly its own
- * callers); cv_state wakes create (workers started) and destroy (callers drained). mu is never held across a tokenizer, encoder,
- * backend or allocator call.
+ * callers); cv_state wakes create (workers started) and destroy (callers drained). mu is never held
+ * across a tokenizer, encoder, backend or allocator call.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -65,12 +65,12 @@ typedef struct enc_req {
 typedef struct enc_worker {
   sp_encoder_batcher *b;
   pthread_t thread;
-  bool started;     /* thread was created                                    */
-  sp_stream *s;     /* its own stream (sp_stream_acquire), its current stream */
-  int32_t *ids;     /* staging: max_batch x max_seq ids                      */
-  uint32_t *lens;   /* staging: max_batch lengths                            */
-  float *rows;      /* staging: max_batch x dim outputs                      */
-  enc_req **reqs;   /* the texts of the current pass, grouped by bucket      */
+  bool started;   /* thread was created                                    */
+  sp_stream *s;   /* its own stream (sp_stream_acquire), its current stream */
+  int32_t *ids;   /* staging: max_batch x max_seq ids                      */
+  uint32_t *lens; /* staging: max_batch lengths                            */
+  float *rows;    /* staging: max_batch x dim outputs                      */
+  enc_req **reqs; /* the texts of the current pass, grouped by bucket      */
 } enc_worker;
 
 struct sp_encoder_batcher {
@@ -80,18 +80,18 @@ struct sp_encoder_batcher {
   unsigned dim, max_seq;
   unsigned max_tokens, max_batch, max_delay_us, n_workers;
   sp__mutex mu;
-  pthread_cond_t cv_work;  /* workers: a text queued, the collector role free, stopping */
-  pthread_cond_t cv_state; /* create: workers started; destroy: callers drained         */
-  enc_req *head, *tail;    /* mu: queued texts, oldest first                            */
-  unsigned count;          /* mu: length of head..tail                                  */
+  pthread_cond_t cv_work;    /* workers: a text queued, the collector role free, stopping */
+  pthread_cond_t cv_state;   /* create: workers started; destroy: callers drained         */
+  enc_req *head, *tail;      /* mu: queued texts, oldest first                            */
+  unsigned count;            /* mu: length of head..tail                                  */
   unsigned long long tokens; /* mu: sum of the queued texts' buckets                    */
-  bool collecting;         /* mu: a worker holds the collector role                     */
-  bool stopping;           /* mu: no text accepted from now on                          */
-  unsigned callers;        /* mu: threads inside sp_encoder_batcher_embed               */
-  unsigned ready;          /* mu: workers that finished starting                        */
-  sp_status start_status;  /* mu: the first worker start failure                        */
-  char start_msg[ENC_MSG]; /* mu                                                        */
-  enc_worker *workers;     /* [n_workers]                                               */
+  bool collecting;           /* mu: a worker holds the collector role                     */
+  bool stopping;             /* mu: no text accepted from now on                          */
+  unsigned callers;          /* mu: threads inside sp_encoder_batcher_embed               */
+  unsigned ready;            /* mu: workers that finished starting                        */
+  sp_status start_status;    /* mu: the first worker start failure                        */
+  char start_msg[ENC_MSG];   /* mu                                                        */
+  enc_worker *workers;       /* [n_workers]                                               */
   atomic_ullong requests, batches, failed, queued;
   atomic_ullong fill_ns, run_ns, answer_ns; /* sums over passes (sp_batcher_stats)     */
 };
@@ -450,7 +450,9 @@ static sp_status enc_embed(sp_encoder_batcher *b, const char *text, float *out) 
   size_t n = 0;
   sp_status st = sp_tokenizer_encode(b->tok, text, strlen(text), b->max_seq, ids, b->max_seq, &n);
   if (st == SP_OK) {
-    enc_req r = {.ids = ids, .len = (uint32_t)n, .bucket = sp__encoder_seq_bucket(b->e, (unsigned)n),
+    enc_req r = {.ids = ids,
+                 .len = (uint32_t)n,
+                 .bucket = sp__encoder_seq_bucket(b->e, (unsigned)n),
                  .out = out};
     int e = pthread_cond_init(&r.cv, NULL);
     st = e ? sp__fail(SP_ERR_HOST_MEMORY, "sp_encoder_batcher_embed: pthread_cond_init failed (%d)",
@@ -465,7 +467,8 @@ static sp_status enc_embed(sp_encoder_batcher *b, const char *text, float *out) 
 /* Runs with cancellation disabled: the request lives on this stack until a worker answers it. */
 sp_status sp_encoder_batcher_embed(sp_encoder_batcher *b, const char *text, float *out) {
   if (SP__UNLIKELY(!b || !text || !out))
-    return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_encoder_batcher_embed: batcher, text or out is NULL");
+    return sp__fail(SP_ERR_INVALID_ARGUMENT,
+                    "sp_encoder_batcher_embed: batcher, text or out is NULL");
   sp_status st = sp__device_enter(b->dev, "sp_encoder_batcher_embed"); /* forked: no workers */
   if (st != SP_OK) return st;
   int cancel = sp__cancel_off();

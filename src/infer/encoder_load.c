@@ -29,10 +29,10 @@
 static const char FN[] = "sp_encoder_load";
 
 enum {
-  ENC_ALIGN = 256,             /* bytes; every tensor of the weight block starts aligned */
-  ENC_JSON_MAX = 16 << 20,     /* the largest config file read                           */
-  ENC_DIM_MAX = 1 << 16,       /* hidden, intermediate, heads, layers, positions: sanity */
-  ENC_VOCAB_MAX = 1 << 22,     /* vocabulary rows                                         */
+  ENC_ALIGN = 256,         /* bytes; every tensor of the weight block starts aligned */
+  ENC_JSON_MAX = 16 << 20, /* the largest config file read                           */
+  ENC_DIM_MAX = 1 << 16,   /* hidden, intermediate, heads, layers, positions: sanity */
+  ENC_VOCAB_MAX = 1 << 22, /* vocabulary rows                                         */
   ENC_PATH_MAX = 4096,
 };
 
@@ -123,17 +123,23 @@ static sp_status enc_config_strings(sp_encoder *e, const cJSON *c, const char *f
   if (st == SP_OK) st = enc_str(c, f, "position_embedding_type", &pos);
   if (st != SP_OK) return st;
   if (!type || strcmp(type, "bert"))
-    return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: %s: \"model_type\" is %s%s%s; only \"bert\" is "
-                    "implemented", FN, f, type ? "\"" : "missing", type ? type : "",
-                    type ? "\"" : "");
+    return sp__fail(SP_ERR_INVALID_ARGUMENT,
+                    "%s: %s: \"model_type\" is %s%s%s; only \"bert\" is "
+                    "implemented",
+                    FN, f, type ? "\"" : "missing", type ? type : "", type ? "\"" : "");
   if (!act || !strcmp(act, "gelu")) e->act = SP__ACT_GELU_ERF;
-  else if (!strcmp(act, "gelu_new") || !strcmp(act, "gelu_pytorch_tanh")) e->act = SP__ACT_GELU_TANH;
+  else if (!strcmp(act, "gelu_new") || !strcmp(act, "gelu_pytorch_tanh"))
+    e->act = SP__ACT_GELU_TANH;
   else
-    return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: %s: \"hidden_act\" \"%s\" is not implemented "
-                    "(gelu, gelu_new)", FN, f, act);
+    return sp__fail(SP_ERR_INVALID_ARGUMENT,
+                    "%s: %s: \"hidden_act\" \"%s\" is not implemented "
+                    "(gelu, gelu_new)",
+                    FN, f, act);
   if (pos && strcmp(pos, "absolute"))
-    return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: %s: \"position_embedding_type\" \"%s\" is not "
-                    "implemented (absolute)", FN, f, pos);
+    return sp__fail(SP_ERR_INVALID_ARGUMENT,
+                    "%s: %s: \"position_embedding_type\" \"%s\" is not "
+                    "implemented (absolute)",
+                    FN, f, pos);
   return SP_OK;
 }
 
@@ -159,13 +165,17 @@ static sp_status enc_config(sp_encoder *e, const char *dir) {
   e->eps = 1e-12f;
   if (st == SP_OK && eps) {
     if (!cJSON_IsNumber(eps) || !(eps->valuedouble >= 0) || eps->valuedouble > 1)
-      st = sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: %s: \"layer_norm_eps\" is not a number in "
-                    "[0, 1]", FN, f);
+      st = sp__fail(SP_ERR_INVALID_ARGUMENT,
+                    "%s: %s: \"layer_norm_eps\" is not a number in "
+                    "[0, 1]",
+                    FN, f);
     else e->eps = (float)eps->valuedouble;
   }
   if (st == SP_OK && in->hidden % in->heads)
-    st = sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: %s: \"hidden_size\" %u is not a multiple of "
-                  "\"num_attention_heads\" %u", FN, f, in->hidden, in->heads);
+    st = sp__fail(SP_ERR_INVALID_ARGUMENT,
+                  "%s: %s: \"hidden_size\" %u is not a multiple of "
+                  "\"num_attention_heads\" %u",
+                  FN, f, in->hidden, in->heads);
   in->max_seq = e->max_pos;
   cJSON_Delete(c);
   return st;
@@ -180,21 +190,28 @@ static sp_status enc_pooling(sp_encoder *e, const char *dir, const char *sub) {
   cJSON *c = NULL;
   sp_status st = enc_read_json(dir, name, false, &c);
   if (st != SP_OK) return st;
-  static const char *const other[] = {"pooling_mode_max_tokens", "pooling_mode_mean_sqrt_len_tokens",
+  static const char *const other[] = {"pooling_mode_max_tokens",
+                                      "pooling_mode_mean_sqrt_len_tokens",
                                       "pooling_mode_weightedmean_tokens", "pooling_mode_lasttoken"};
   for (size_t i = 0; i < sizeof(other) / sizeof(other[0]) && st == SP_OK; i++)
     if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c, other[i])))
-      st = sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: %s: \"%s\" is not implemented (mean or CLS "
-                    "pooling only)", FN, name, other[i]);
+      st = sp__fail(SP_ERR_INVALID_ARGUMENT,
+                    "%s: %s: \"%s\" is not implemented (mean or CLS "
+                    "pooling only)",
+                    FN, name, other[i]);
   bool cls = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c, "pooling_mode_cls_token"));
   bool mean = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c, "pooling_mode_mean_tokens"));
   if (st == SP_OK && cls == mean)
-    st = sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: %s: exactly one of \"pooling_mode_cls_token\" and "
-                  "\"pooling_mode_mean_tokens\" must be true", FN, name);
+    st = sp__fail(SP_ERR_INVALID_ARGUMENT,
+                  "%s: %s: exactly one of \"pooling_mode_cls_token\" and "
+                  "\"pooling_mode_mean_tokens\" must be true",
+                  FN, name);
   const cJSON *dim = cJSON_GetObjectItemCaseSensitive(c, "word_embedding_dimension");
   if (st == SP_OK && dim && (!cJSON_IsNumber(dim) || dim->valuedouble != e->info.hidden))
-    st = sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: %s: \"word_embedding_dimension\" disagrees with "
-                  "config.json's hidden_size %u", FN, name, e->info.hidden);
+    st = sp__fail(SP_ERR_INVALID_ARGUMENT,
+                  "%s: %s: \"word_embedding_dimension\" disagrees with "
+                  "config.json's hidden_size %u",
+                  FN, name, e->info.hidden);
   e->info.pooling_cls = cls;
   cJSON_Delete(c);
   return st;
@@ -222,16 +239,20 @@ static sp_status enc_modules(sp_encoder *e, const char *dir) {
       st = sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: modules.json: a module without \"type\"", FN);
     } else if (!strcmp(type, "sentence_transformers.models.Transformer")) {
       if (path && path[0])
-        st = sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: modules.json: the Transformer module's path "
-                      "\"%s\" is not the folder itself", FN, path);
+        st = sp__fail(SP_ERR_INVALID_ARGUMENT,
+                      "%s: modules.json: the Transformer module's path "
+                      "\"%s\" is not the folder itself",
+                      FN, path);
     } else if (!strcmp(type, "sentence_transformers.models.Pooling")) {
       st = enc_pooling(e, dir, path && path[0] ? path : ".");
       pooled = true;
     } else if (!strcmp(type, "sentence_transformers.models.Normalize")) {
       e->info.normalize = 1;
     } else {
-      st = sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: modules.json: module type \"%s\" is not "
-                    "implemented (Transformer, Pooling, Normalize)", FN, type);
+      st = sp__fail(SP_ERR_INVALID_ARGUMENT,
+                    "%s: modules.json: module type \"%s\" is not "
+                    "implemented (Transformer, Pooling, Normalize)",
+                    FN, type);
     }
   }
   if (st == SP_OK && !pooled)
@@ -246,9 +267,10 @@ static sp_status enc_max_seq(sp_encoder *e, const char *dir) {
   if (st == SP_OK && c && cJSON_GetObjectItemCaseSensitive(c, "max_seq_length"))
     st = enc_uint(c, "sentence_bert_config.json", "max_seq_length", e->max_pos, &e->info.max_seq);
   if (st == SP_OK && e->info.max_seq < 2)
-    st = sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: %s: max_seq_length %u: at least 2 tokens are "
-                  "needed ([CLS] and [SEP])", FN, c ? "sentence_bert_config.json" : "config.json",
-                  e->info.max_seq);
+    st = sp__fail(SP_ERR_INVALID_ARGUMENT,
+                  "%s: %s: max_seq_length %u: at least 2 tokens are "
+                  "needed ([CLS] and [SEP])",
+                  FN, c ? "sentence_bert_config.json" : "config.json", e->info.max_seq);
   cJSON_Delete(c);
   return st;
 }
@@ -262,8 +284,10 @@ static sp_status enc_tokenizer(sp_encoder *e, const char *dir) {
   }
   size_t v = sp_tokenizer_vocab_size(e->tok);
   if (v > e->info.vocab)
-    return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: %s: the tokenizer has %zu tokens, config.json's "
-                    "vocab_size is %u", FN, dir, v, e->info.vocab);
+    return sp__fail(SP_ERR_INVALID_ARGUMENT,
+                    "%s: %s: the tokenizer has %zu tokens, config.json's "
+                    "vocab_size is %u",
+                    FN, dir, v, e->info.vocab);
   return SP_OK;
 }
 
@@ -278,11 +302,11 @@ typedef struct enc_slot {
 } enc_slot;
 
 typedef struct enc_build {
-  const char *file;          /* model.safetensors' path, for messages */
+  const char *file; /* model.safetensors' path, for messages */
   const sp__safetensors *st;
-  const char *prefix;        /* "" or "bert." */
+  const char *prefix; /* "" or "bert." */
   enc_slot *slots;
-  size_t n_slots, bytes;     /* bytes: the block */
+  size_t n_slots, bytes; /* bytes: the block */
 } enc_build;
 
 /* The tensor prefix+name with the given shape (rank 1 or 2; cols 0: rank 1). */
@@ -298,11 +322,13 @@ static sp_status enc_tensor(const enc_build *b, const char *name, uint64_t rows,
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: %s: tensor '%s' is not F32, BF16 or F16", FN,
                     b->file, full);
   if (t->rank != rank || t->shape[0] != rows || (cols && t->shape[1] != cols))
-    return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: %s: tensor '%s' has shape [%llu%s%llu], "
-                    "config.json says [%llu%s%llu]", FN, b->file, full,
-                    (unsigned long long)(t->rank ? t->shape[0] : 0), t->rank > 1 ? ", " : "",
-                    t->rank > 1 ? (unsigned long long)t->shape[1] : 0ull, (unsigned long long)rows,
-                    cols ? ", " : "", cols ? (unsigned long long)cols : 0ull);
+    return sp__fail(SP_ERR_INVALID_ARGUMENT,
+                    "%s: %s: tensor '%s' has shape [%llu%s%llu], "
+                    "config.json says [%llu%s%llu]",
+                    FN, b->file, full, (unsigned long long)(t->rank ? t->shape[0] : 0),
+                    t->rank > 1 ? ", " : "", t->rank > 1 ? (unsigned long long)t->shape[1] : 0ull,
+                    (unsigned long long)rows, cols ? ", " : "",
+                    cols ? (unsigned long long)cols : 0ull);
   *out = t;
   return SP_OK;
 }
@@ -322,8 +348,8 @@ static sp_status enc_add(enc_build *b, const char *const *names, unsigned k, uin
   return SP_OK;
 }
 
-static sp_status enc_add1(enc_build *b, const char *name, uint64_t rows, uint64_t cols,
-                          sp_dtype dt, const void **dst) {
+static sp_status enc_add1(enc_build *b, const char *name, uint64_t rows, uint64_t cols, sp_dtype dt,
+                          const void **dst) {
   return enc_add(b, &name, 1, rows, cols, dt, dst);
 }
 

@@ -29,8 +29,8 @@
 #include "infer/encoder.h"
 
 enum {
-  ENC_PLANS = 16,    /* (batch, seq) buckets cached per stream index */
-  ENC_PALIGN = 256,  /* bytes; each part of a plan's block aligned   */
+  ENC_PLANS = 16,   /* (batch, seq) buckets cached per stream index */
+  ENC_PALIGN = 256, /* bytes; each part of a plan's block aligned   */
 };
 #define ENC_PLAN_BYTES_MAX ((size_t)256 << 20) /* larger passes run uncached */
 

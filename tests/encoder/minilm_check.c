@@ -7,10 +7,10 @@
  * package's, found by tests/encoder/run.sh) in f32 and bf16, embeds every line in one call
  * (mixed lengths, so passes mix short and truncated long texts), and compares row by row,
  * printing the worst cosine and its line. BACKEND (default host) and the f32 bound may be given
- * for the GPU check (scripts/gpu-encoder-check.sh: cuda, and a BF16 copy of the weights). The f32 run also embeds a few lines one at a time and
- * requires the same rows as in the mixed call (padding does not leak). `minilm_check npy FILE`
- * and `minilm_check jsonl FILE` compare what `streampool embed` wrote the same way (f32 bound;
- * JSONL may hold the first lines only).
+ * for the GPU check (scripts/gpu-encoder-check.sh: cuda, and a BF16 copy of the weights). The f32
+ * run also embeds a few lines one at a time and requires the same rows as in the mixed call
+ * (padding does not leak). `minilm_check npy FILE` and `minilm_check jsonl FILE` compare what
+ * `streampool embed` wrote the same way (f32 bound; JSONL may hold the first lines only).
  */
 #include <math.h>
 #include <stdio.h>
@@ -23,7 +23,9 @@ enum { DIM = 384 };
 
 static float half_to_float(unsigned short h) {
   unsigned s = h >> 15, e = (h >> 10) & 31, m = h & 1023;
-  float v = e == 0 ? ldexpf((float)m, -24) : e == 31 ? INFINITY : ldexpf((float)(m | 1024), (int)e - 25);
+  float v = e == 0    ? ldexpf((float)m, -24)
+            : e == 31 ? INFINITY
+                      : ldexpf((float)(m | 1024), (int)e - 25);
   return s ? -v : v;
 }
 
@@ -59,7 +61,8 @@ static size_t split_lines(char *buf, char **lines, size_t cap) {
 
 static double cosine(const float *a, const float *b) {
   double ab = 0, aa = 0, bb = 0;
-  for (int i = 0; i < DIM; i++) ab += (double)a[i] * b[i], aa += (double)a[i] * a[i], bb += (double)b[i] * b[i];
+  for (int i = 0; i < DIM; i++)
+    ab += (double)a[i] * b[i], aa += (double)a[i] * a[i], bb += (double)b[i] * b[i];
   return ab / sqrt(aa * bb + 1e-300);
 }
 
@@ -127,7 +130,8 @@ static int run_api(const char *dir, const char *backend, double f32_bound) {
       double worst = 0;
       for (size_t j = 0; j < sizeof(pick) / sizeof(pick[0]) && pick[j] < n_lines; j++) {
         const char *t = lines[pick[j]];
-        if (sp_encoder_embed(e, &t, 1, one) != SP_OK) return printf("FAILED: %s\n", sp_last_error()), 1;
+        if (sp_encoder_embed(e, &t, 1, one) != SP_OK)
+          return printf("FAILED: %s\n", sp_last_error()), 1;
         for (int i = 0; i < DIM; i++) {
           double d = fabs((double)one[i] - out[pick[j] * DIM + i]);
           if (d > worst) worst = d;
@@ -147,7 +151,8 @@ static int run_api(const char *dir, const char *backend, double f32_bound) {
 static int run_npy(const char *path, double bound) {
   size_t len;
   char *b = read_all(path, &len);
-  if (!b || len < 10 || memcmp(b, "\x93NUMPY", 6)) return printf("FAILED: %s is not .npy\n", path), 1;
+  if (!b || len < 10 || memcmp(b, "\x93NUMPY", 6))
+    return printf("FAILED: %s is not .npy\n", path), 1;
   size_t hl = (unsigned char)b[8] | ((size_t)(unsigned char)b[9] << 8);
   if (!strstr(b + 10, "'descr': '<f4'") || !strstr(b + 10, "'fortran_order': False"))
     return printf("FAILED: %s: not little-endian f32 C order\n", path), 1;
@@ -177,7 +182,8 @@ static int run_jsonl(const char *path) {
       if (end == p) return printf("FAILED: line %zu, number %d\n", n + 1, i), 1;
       p = end;
       while (*p == ' ') p++;
-      if (*p != (i + 1 < DIM ? ',' : ']')) return printf("FAILED: line %zu, after number %d\n", n + 1, i), 1;
+      if (*p != (i + 1 < DIM ? ',' : ']'))
+        return printf("FAILED: line %zu, after number %d\n", n + 1, i), 1;
       p++;
     }
     n++;
@@ -187,8 +193,10 @@ static int run_jsonl(const char *path) {
 
 int main(int argc, char **argv) {
   if (argc < 3 || argc > 5)
-    return fprintf(stderr, "usage: minilm_check api MODEL_DIR [BACKEND [F32_BOUND]] | npy FILE [BOUND] | "
-                           "jsonl FILE\n"), 2;
+    return fprintf(stderr,
+                   "usage: minilm_check api MODEL_DIR [BACKEND [F32_BOUND]] | npy FILE [BOUND] | "
+                   "jsonl FILE\n"),
+           2;
   if (load_fixture() != 0) return 1;
   if (!strcmp(argv[1], "api"))
     return run_api(argv[2], argc > 3 ? argv[3] : "host", argc > 4 ? atof(argv[4]) : 0.9999);

@@ -6,15 +6,15 @@
  * text are refused on the caller's thread; more workers than exclusive slots fail cleanly.
  * Method: the encoder helper's tiny random BERT fixture (tests/fixtures/encoder/tiny_bert: hidden
  * 32, 2 layers, max_seq 32); TEXTS seeded texts of 2 to 32 tokens (buckets 8, 16 and 32; a few
- * cut at max_seq) made of its words w0..w58 and unknown words; the reference of each is a one-at-a-time sp_encoder_embed on the main thread. Every
- * batcher output is compared with its own reference: relative max error (max |y - ref| /
- * max |ref|) <= 1e-5. Not bit-exact on purpose: a pass runs a text in a larger BLAS product
- * (batch x bucket rows instead of one text's), and BLAS may pick another kernel (another
- * summation order) for another row count; f32 rounding of that order stays near 1e-7, far below
- * 1e-5, while a text answered with another's embedding, a stale or an unwritten row is off by
- * O(1). The largest error seen is printed. The token budget is checked through the counters:
- * with every text in the 32-token bucket and max_tokens 128, no pass may hold more than 4.
- * Sized down under ThreadSanitizer (tu_scale).
+ * cut at max_seq) made of its words w0..w58 and unknown words; the reference of each is a
+ * one-at-a-time sp_encoder_embed on the main thread. Every batcher output is compared with its own
+ * reference: relative max error (max |y - ref| / max |ref|) <= 1e-5. Not bit-exact on purpose: a
+ * pass runs a text in a larger BLAS product (batch x bucket rows instead of one text's), and BLAS
+ * may pick another kernel (another summation order) for another row count; f32 rounding of that
+ * order stays near 1e-7, far below 1e-5, while a text answered with another's embedding, a stale or
+ * an unwritten row is off by O(1). The largest error seen is printed. The token budget is checked
+ * through the counters: with every text in the 32-token bucket and max_tokens 128, no pass may hold
+ * more than 4. Sized down under ThreadSanitizer (tu_scale).
  */
 #include <math.h>
 #include <pthread.h>
@@ -69,8 +69,8 @@ static void check_text(unsigned who, unsigned t, const float *y) {
   double e = err / scale, w = atomic_load(&worst);
   while (e > w && !atomic_compare_exchange_weak(&worst, &w, e)) {
   }
-  TU_EXPECT(e <= 1e-5, "client %u text %u: out[0] %.8g, its reference %.8g (rel err %.3g)", who,
-            t, (double)y[0], (double)want[0], e);
+  TU_EXPECT(e <= 1e-5, "client %u text %u: out[0] %.8g, its reference %.8g (rel err %.3g)", who, t,
+            (double)y[0], (double)want[0], e);
 }
 
 static void *client_main(void *p) {
@@ -91,7 +91,11 @@ static void *client_main(void *p) {
 static void run_clients(sp_encoder_batcher *b, unsigned count, atomic_uint *entered, pthread_t *t,
                         client *c, unsigned n) {
   for (unsigned i = 0; i < n; i++) {
-    c[i] = (client){.b = b, .index = i, .first = i * 37, .count = count, .stride = 1 + 2 * i,
+    c[i] = (client){.b = b,
+                    .index = i,
+                    .first = i * 37,
+                    .count = count,
+                    .stride = 1 + 2 * i,
                     .entered = entered};
     assert_int_equal(pthread_create(&t[i], NULL, client_main, &c[i]), 0);
   }
@@ -133,8 +137,8 @@ static void test_every_caller_gets_its_text(void **state) {
   (void)state;
   tu_failures_reset();
   unsigned per_client = (unsigned)tu_scale(40);
-  sp_encoder_batcher_config cfg = {.max_tokens = 256, .max_batch = 32, .max_delay_us = 300,
-                                   .workers = 3};
+  sp_encoder_batcher_config cfg = {
+      .max_tokens = 256, .max_batch = 32, .max_delay_us = 300, .workers = 3};
   sp_encoder_batcher *b;
   SP_CHECK_OK(sp_encoder_batcher_create(enc, &cfg, &b));
   pthread_t t[CLIENTS];
@@ -156,7 +160,8 @@ static void test_every_caller_gets_its_text(void **state) {
     fail_msg("stats: %llu passes for %llu texts of at most %u, run_ns %llu",
              (unsigned long long)st.batches, (unsigned long long)st.requests, cfg.max_batch,
              (unsigned long long)st.run_ns);
-  fprintf(stderr, "encoder batcher: %llu texts in %llu passes (%.1f texts/pass) in %.2f s; "
+  fprintf(stderr,
+          "encoder batcher: %llu texts in %llu passes (%.1f texts/pass) in %.2f s; "
           "largest relative error vs one-at-a-time %.3g\n",
           (unsigned long long)st.requests, (unsigned long long)st.batches,
           (double)st.requests / (double)st.batches, secs, atomic_load(&worst));
@@ -175,16 +180,16 @@ static void test_token_budget(void **state) {
     if (len > 16 && len <= 32) pick[n++] = i;
   }
   if (n < 16) fail_msg("only %u seeded texts of 17..32 tokens", n);
-  sp_encoder_batcher_config cfg = {.max_tokens = 128, .max_batch = 256, .max_delay_us = 2000,
-                                   .workers = 2};
+  sp_encoder_batcher_config cfg = {
+      .max_tokens = 128, .max_batch = 256, .max_delay_us = 2000, .workers = 2};
   sp_encoder_batcher *b;
   SP_CHECK_OK(sp_encoder_batcher_create(enc, &cfg, &b));
   enum { K = 16 };
   pthread_t t[K];
   client c[K];
   for (unsigned i = 0; i < K; i++) { /* text pick[i], count times (stride TEXTS: the same) */
-    c[i] = (client){.b = b, .index = i, .first = pick[i], .count = (unsigned)tu_scale(20),
-                    .stride = TEXTS};
+    c[i] = (client){
+        .b = b, .index = i, .first = pick[i], .count = (unsigned)tu_scale(20), .stride = TEXTS};
     assert_int_equal(pthread_create(&t[i], NULL, client_main, &c[i]), 0);
   }
   for (unsigned i = 0; i < K; i++) pthread_join(t[i], NULL);
@@ -200,8 +205,8 @@ static void test_token_budget(void **state) {
 /* Texts parked behind a long max_delay_us are all answered when destroy starts. */
 static void destroy_with_parked_texts(unsigned workers) {
   tu_failures_reset();
-  sp_encoder_batcher_config cfg = {.max_tokens = 1u << 20, .max_batch = 1000,
-                                   .max_delay_us = 5000000, .workers = workers};
+  sp_encoder_batcher_config cfg = {
+      .max_tokens = 1u << 20, .max_batch = 1000, .max_delay_us = 5000000, .workers = workers};
   sp_encoder_batcher *b;
   SP_CHECK_OK(sp_encoder_batcher_create(enc, &cfg, &b));
   pthread_t t[CLIENTS];
@@ -276,8 +281,8 @@ static void test_bad_arguments(void **state) {
   SP_CHECK_STATUS(sp_encoder_batcher_stats_get(b, NULL), SP_ERR_INVALID_ARGUMENT);
   sp_batcher_stats st;
   SP_CHECK_OK(sp_encoder_batcher_stats_get(b, &st));
-  if (st.requests) fail_msg("a refused text reached a pass: requests %llu",
-                            (unsigned long long)st.requests);
+  if (st.requests)
+    fail_msg("a refused text reached a pass: requests %llu", (unsigned long long)st.requests);
   SP_CHECK_OK(sp_encoder_batcher_embed(b, "", y)); /* [CLS] [SEP] only */
   sp_encoder_batcher_destroy(b);
   sp_encoder_batcher_destroy(NULL);

@@ -8,9 +8,10 @@
  * intermediate 64, max_seq 32) written with PyTorch by scripts/encoder_fixture.py, with
  * expected.f32: float64 PyTorch mean-pooled embeddings of the id sequences in ids.txt (lengths 1
  * to 32). We embed them one at a time and all in one call (mixed lengths, so passes pad) and
- * require max |ours - ref| / max |ref| <= 2e-5 per row (f32: a GELU tanh instead of erf gives 1.5e-4), cosine >= 0.999 (bf16), and the
- * mixed call equal to the single ones within 1e-5. Refusals run on copies of the folder with
- * one field changed. 4 threads embed at once and must all match the reference.
+ * require max |ours - ref| / max |ref| <= 2e-5 per row (f32: a GELU tanh instead of erf
+ * gives 1.5e-4), cosine >= 0.999 (bf16), and the mixed call equal to the single ones within 1e-5.
+ * Refusals run on copies of the folder with one field changed. 4 threads embed at once and must all
+ * match the reference.
  */
 #include <math.h>
 #include <pthread.h>
@@ -54,9 +55,9 @@ static int spit(const char *path, const char *data, size_t len) {
   return fclose(f) == 0 && ok ? 0 : -1;
 }
 
-static const char *const files[] = {"config.json", "model.safetensors", "vocab.txt",
-                                    "modules.json", "sentence_bert_config.json",
-                                    "1_Pooling/config.json"};
+static const char *const files[] = {
+    "config.json",  "model.safetensors",         "vocab.txt",
+    "modules.json", "sentence_bert_config.json", "1_Pooling/config.json"};
 
 /* A fresh copy of the tiny folder at tmp. */
 static void copy_tiny(void) {
@@ -136,7 +137,8 @@ static double rel_err(const float *y, const float *want) {
 
 static double cosine(const float *a, const float *b) {
   double ab = 0, aa = 0, bb = 0;
-  for (int i = 0; i < H; i++) ab += (double)a[i] * b[i], aa += (double)a[i] * a[i], bb += (double)b[i] * b[i];
+  for (int i = 0; i < H; i++)
+    ab += (double)a[i] * b[i], aa += (double)a[i] * a[i], bb += (double)b[i] * b[i];
   return ab / sqrt(aa * bb);
 }
 
@@ -199,7 +201,8 @@ static void test_texts(void **state) {
 static void test_pooling_modules(void **state) {
   (void)state;
   copy_tiny();
-  edit("modules.json", "]", ", {\"idx\": 2, \"name\": \"2\", \"path\": \"2_Normalize\", "
+  edit("modules.json", "]",
+       ", {\"idx\": 2, \"name\": \"2\", \"path\": \"2_Normalize\", "
        "\"type\": \"sentence_transformers.models.Normalize\"}]");
   sp_encoder *e;
   SP_CHECK_OK(sp_encoder_load(dev, tmp, SP_F32, &e));
@@ -222,8 +225,10 @@ static void test_pooling_modules(void **state) {
     if (!(rel_err(out + i * H, want) <= 1e-4)) fail_msg("normalized row %d differs", i);
   }
   sp_encoder_free(e);
-  edit("1_Pooling/config.json", "\"pooling_mode_cls_token\": false", "\"pooling_mode_cls_token\": true");
-  edit("1_Pooling/config.json", "\"pooling_mode_mean_tokens\": true", "\"pooling_mode_mean_tokens\": false");
+  edit("1_Pooling/config.json", "\"pooling_mode_cls_token\": false",
+       "\"pooling_mode_cls_token\": true");
+  edit("1_Pooling/config.json", "\"pooling_mode_mean_tokens\": true",
+       "\"pooling_mode_mean_tokens\": false");
   SP_CHECK_OK(sp_encoder_load(dev, tmp, SP_F32, &e));
   SP_CHECK_OK(sp_encoder_info_get(e, &info));
   assert_int_equal(info.pooling_cls, 1);
@@ -253,22 +258,29 @@ static void test_refusals(void **state) {
   (void)state;
   sp_memory_stats before, after;
   SP_CHECK_OK(sp_memory_stats_get(dev, &before));
-  struct { const char *file, *from, *to, *what, *word; } cases[] = {
-      {"config.json", "\"model_type\": \"bert\"", "\"model_type\": \"roberta\"", "model_type", "model_type"},
-      {"config.json", "\"hidden_act\": \"gelu\"", "\"hidden_act\": \"relu\"", "activation", "hidden_act"},
-      {"config.json", "\"model_type\"", "\"position_embedding_type\": \"relative_key\", \"model_type\"",
-       "relative positions", "position_embedding_type"},
+  struct {
+    const char *file, *from, *to, *what, *word;
+  } cases[] = {
+      {"config.json", "\"model_type\": \"bert\"", "\"model_type\": \"roberta\"", "model_type",
+       "model_type"},
+      {"config.json", "\"hidden_act\": \"gelu\"", "\"hidden_act\": \"relu\"", "activation",
+       "hidden_act"},
+      {"config.json", "\"model_type\"",
+       "\"position_embedding_type\": \"relative_key\", \"model_type\"", "relative positions",
+       "position_embedding_type"},
       {"config.json", "\"num_hidden_layers\": 2", "\"num_hidden_layers\": 3", "missing tensor",
        "encoder.layer.2"},
-      {"config.json", "\"intermediate_size\": 64", "\"intermediate_size\": 48", "bad shape", "shape"},
+      {"config.json", "\"intermediate_size\": 64", "\"intermediate_size\": 48", "bad shape",
+       "shape"},
       {"config.json", "\"hidden_size\": 32", "\"hidden_size\": 30", "heads", "num_attention_heads"},
       {"config.json", "\"vocab_size\": 64", "\"vocab_size\": 60", "vocabulary", "vocab_size"},
       {"config.json", "{", "[", "not JSON", "config.json"},
-      {"1_Pooling/config.json", "\"pooling_mode_max_tokens\": false", "\"pooling_mode_max_tokens\": true",
-       "max pooling", "pooling_mode_max_tokens"},
-      {"1_Pooling/config.json", "\"pooling_mode_mean_tokens\": true", "\"pooling_mode_mean_tokens\": false",
-       "no pooling", "pooling_mode_mean_tokens"},
-      {"modules.json", "]", ", {\"path\": \"2_Dense\", \"type\": \"sentence_transformers.models.Dense\"}]",
+      {"1_Pooling/config.json", "\"pooling_mode_max_tokens\": false",
+       "\"pooling_mode_max_tokens\": true", "max pooling", "pooling_mode_max_tokens"},
+      {"1_Pooling/config.json", "\"pooling_mode_mean_tokens\": true",
+       "\"pooling_mode_mean_tokens\": false", "no pooling", "pooling_mode_mean_tokens"},
+      {"modules.json", "]",
+       ", {\"path\": \"2_Dense\", \"type\": \"sentence_transformers.models.Dense\"}]",
        "Dense module", "Dense"},
       {"sentence_bert_config.json", "32", "64", "max_seq_length past positions", "max_seq_length"},
   };
@@ -353,7 +365,8 @@ static void *embed_thread(void *arg) {
 static void test_threads(void **state) {
   (void)state;
   pthread_t t[4];
-  for (uintptr_t i = 0; i < 4; i++) assert_int_equal(pthread_create(&t[i], NULL, embed_thread, (void *)i), 0);
+  for (uintptr_t i = 0; i < 4; i++)
+    assert_int_equal(pthread_create(&t[i], NULL, embed_thread, (void *)i), 0);
   for (int i = 0; i < 4; i++) pthread_join(t[i], NULL);
   assert_int_equal(tu_failures(), 0);
 }

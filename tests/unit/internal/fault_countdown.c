@@ -4,24 +4,24 @@
  * sp_device_open (two host devices), events around a host function (record, wait, sync, elapsed),
  * sp_memcpy_peer_async between the devices, sp_alloc, sp_record_stream, sp_free, sp_model_load
  * (f32 and bf16 from a safetensors file), sp_model_infer, sp_model_forward, sp_batcher_create,
- * sp_batcher_infer, sp_encoder_load (the tiny BERT folder) or sp_encoder_embed either returns the status that failure documents (the slot's, see
- * TU_FAULT_SLOTS; host memory: SP_ERR_HOST_MEMORY) with a non-empty message, or is absorbed with a
- * correct result; the same call made again without injection succeeds; and when the script is done,
- * nothing is left behind: every backend object the wrapper saw created was destroyed, every host
- * block allocated through the hook was freed (and ASan's leak check at exit agrees, under make
- * asan). Method: the fault-injecting table (tests/common/internal/tu_backend_faults.h) is installed
- * over the host backend and the counting allocator (tu_host_faults.h) over host memory. For each
- * status-returning slot the host table has (and for host memory), for N = 0, 1, 2, ...: arm the
- * Nth call of that slot to fail, run the whole script; the first step that fails must fail as
- * above, then it is retried disarmed and must succeed, and the script goes on. The loop for a slot
- * ends with the first run in which no injected failure was hit (the script makes fewer than N+1
- * calls). The script must call every status slot the host table has at least once (a slot it
- * never calls fails the test: extend the script when a slot is added). The teardown
- * (sp_batcher_destroy, sp_model_free, sp_free, sp_device_close) runs armed too: it returns nothing,
- * so a failure there must only leave nothing behind. Both modes run: one-shot (only call N fails)
- * and persistent (call N and every later one fails until the step has returned and is retried
- * disarmed). Outputs of infer/forward/batcher, events and the peer copy are checked, so an absorbed
- * failure cannot hide a wrong answer.
+ * sp_batcher_infer, sp_encoder_load (the tiny BERT folder) or sp_encoder_embed either returns the
+ * status that failure documents (the slot's, see TU_FAULT_SLOTS; host memory: SP_ERR_HOST_MEMORY)
+ * with a non-empty message, or is absorbed with a correct result; the same call made again without
+ * injection succeeds; and when the script is done, nothing is left behind: every backend object the
+ * wrapper saw created was destroyed, every host block allocated through the hook was freed (and
+ * ASan's leak check at exit agrees, under make asan). Method: the fault-injecting table
+ * (tests/common/internal/tu_backend_faults.h) is installed over the host backend and the counting
+ * allocator (tu_host_faults.h) over host memory. For each status-returning slot the host table has
+ * (and for host memory), for N = 0, 1, 2, ...: arm the Nth call of that slot to fail, run the whole
+ * script; the first step that fails must fail as above, then it is retried disarmed and must
+ * succeed, and the script goes on. The loop for a slot ends with the first run in which no injected
+ * failure was hit (the script makes fewer than N+1 calls). The script must call every status slot
+ * the host table has at least once (a slot it never calls fails the test: extend the script when a
+ * slot is added). The teardown (sp_batcher_destroy, sp_model_free, sp_free, sp_device_close) runs
+ * armed too: it returns nothing, so a failure there must only leave nothing behind. Both modes run:
+ * one-shot (only call N fails) and persistent (call N and every later one fails until the step has
+ * returned and is retried disarmed). Outputs of infer/forward/batcher, events and the peer copy are
+ * checked, so an absorbed failure cannot hide a wrong answer.
  */
 #include <math.h>
 #include <stdatomic.h>
@@ -232,7 +232,9 @@ static const char *const enc_texts[ENC_TEXTS] = {"w5 w6 w7", "", "w1 w2 w3 w4 w5
 static float enc_ref[ENC_TEXTS * ENC_DIM]; /* from the clean run in setup */
 static int enc_ref_set;
 
-static sp_status step_enc_load(script *c) { return sp_encoder_load(c->dev, ENC_DIR, SP_F32, &c->enc); }
+static sp_status step_enc_load(script *c) {
+  return sp_encoder_load(c->dev, ENC_DIR, SP_F32, &c->enc);
+}
 
 static sp_status step_enc_embed(script *c) {
   float y[ENC_TEXTS * ENC_DIM];

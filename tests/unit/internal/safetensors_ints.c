@@ -21,9 +21,10 @@ static size_t build(unsigned char *buf, const char *header, size_t data_len) {
 static void test_integers(void **state) {
   (void)state;
   unsigned char buf[512];
-  const char *h = "{\"pos\":{\"dtype\":\"I64\",\"shape\":[1,3],\"data_offsets\":[0,24]},"
-                  "\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[24,32]},"
-                  "\"t\":{\"dtype\":\"I32\",\"shape\":[2],\"data_offsets\":[32,40]}}";
+  const char *h =
+      "{\"pos\":{\"dtype\":\"I64\",\"shape\":[1,3],\"data_offsets\":[0,24]},"
+      "\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[24,32]},"
+      "\"t\":{\"dtype\":\"I32\",\"shape\":[2],\"data_offsets\":[32,40]}}";
   size_t n = build(buf, h, 40);
   sp__safetensors *st = NULL;
   SP_CHECK_STATUS(sp__safetensors_parse(buf, n, "buffer", &st), SP_ERR_INVALID_ARGUMENT);
