@@ -189,9 +189,7 @@ void sp__host_act(float *y, size_t n, sp__act act);
 bool sp__host_scratch_reserve(sp__bstream *s, size_t floats);
 
 /* ---- host_nn.c ---- */
-/* Validates an encoder op at submission (SP_OK or SP_ERR_INVALID_ARGUMENT naming fn). */
-sp_status sp__host_nn_check(const sp__nn *op, const char *fn);
-/* Runs it on the worker; on failure returns a status with the message in msg. */
+/* Runs an encoder op (checked at submission by sp__nn_op_check) on the worker; on failure returns a status with the message in msg. */
 sp_status sp__host_nn_run(sp__bstream *s, const sp__nn *op, char *msg, size_t msg_size);
 
 /* ---- host_device.c ---- */

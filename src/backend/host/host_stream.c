@@ -29,6 +29,7 @@
 #include <time.h>
 
 #include "backend/host/host_impl.h"
+#include "backend/nn_check.h"
 
 enum { HOST_RING_INITIAL = 64 }; /* commands; a power of two */
 /* How long a waiter polls `completed`, and an idle worker polls `submitted`, before sleeping on
@@ -367,7 +368,7 @@ sp_status sp__host_convert_async(sp__bstream *s, void *dst, sp_dtype dst_type, c
 
 sp_status sp__host_nn_async(sp__bstream *s, const sp__nn *op) {
   if (!s) return sp__fail(SP_ERR_INVALID_ARGUMENT, "host nn_async: stream is NULL");
-  sp_status st = sp__host_nn_check(op, "host nn_async");
+  sp_status st = sp__nn_op_check(op, "host nn_async");
   if (st != SP_OK) return st;
   sp__host_cmd c = {.kind = SP__HOST_CMD_NN};
   c.u.nn = *op;
