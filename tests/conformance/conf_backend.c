@@ -591,6 +591,10 @@ static void test_linear(void **state) {
     for (unsigned a = 0; a < SP__ACT_COUNT; a++) /* every activation, the encoder's shapes too */
       linear_case(d, s, &r, (sp_dtype)dt, 1 + 7 * (a % 2), 384, 1536 / (1 + 3 * (a % 2)), 1,
                   (sp__act)a);
+    /* outputs larger than a backend's scratch (CUDA: 2 Mi f32 elements per stream, through which
+     * bf16 with GELU/SiLU/Tanh runs): blocks of rows, and of columns when one row is larger */
+    linear_case(d, s, &r, (sp_dtype)dt, 1400, 16, 1536, 1, SP__ACT_GELU_ERF);
+    linear_case(d, s, &r, (sp_dtype)dt, 3, 2, 2100000, 1, SP__ACT_SILU);
     for (unsigned i = 0; i < tu_scale(40); i++)
       linear_case(d, s, &r, (sp_dtype)dt, 1 + (unsigned)tu_rng_below(&r, 9),
                   1 + (unsigned)tu_rng_below(&r, 130), 1 + (unsigned)tu_rng_below(&r, 70),

@@ -5,7 +5,8 @@
  * and, for every row of the batch chunk, the same stretch of x (cached), accumulating in f32
  * registers (O x R accumulators, R a compile-time chunk of 1..16 batch rows, so the weights of a
  * chunk are read once); a butterfly shuffle sums the lanes, and lane o*R + r adds the bias,
- * applies ReLU and stores output o of row r, rounded to nearest even for bf16. Larger batches run
+ * applies the activation (any sp__act, in f32: cuda_act.h) and stores output o of row r, rounded
+ * once to nearest even for bf16. Larger batches run
  * in chunks of 16 rows (the weights are then read once a chunk).
  * Alignment fallback: the 16-byte path needs x and w 16-byte aligned and in_features a multiple
  * of the elements per load (so every row of x and w stays aligned); otherwise a path with one
@@ -17,6 +18,7 @@
 #include <cuda_bf16.h>
 #include <stdint.h>
 
+#include "cuda_act.h"
 #include "cuda_gemv.h"
 
 namespace {
@@ -69,7 +71,7 @@ __device__ __forceinline__ uint4 ld_stream(const uint4 *p) {
 template <typename T, int O, int R, bool VEC>
 __global__ void __launch_bounds__(kThreads)
     gemv_kernel(const T *__restrict__ x, const T *__restrict__ w, const T *__restrict__ b,
-                T *__restrict__ y, unsigned batch, unsigned in, unsigned out, int relu) {
+                T *__restrict__ y, unsigned batch, unsigned in, unsigned out, int act) {
   static_assert(O * R <= 32, "one lane stores each output of a chunk");
   const unsigned col0 = (blockIdx.x * kWarps + threadIdx.x / 32) * O;
   const unsigned lane = threadIdx.x & 31u;
@@ -138,7 +140,7 @@ __global__ void __launch_bounds__(kThreads)
         const unsigned col = col0 + (unsigned)o;
         if (lane == (unsigned)(o * R + r) && (unsigned)r < rows && col < out) {
           float v = acc[o][r] + (b ? to_f(b[col]) : 0.0f);
-          if (relu) v = fmaxf(v, 0.0f);
+          v = sp__cuda_act_apply(v, act);
           y[(size_t)(r0 + r) * out + col] = from_f<T>(v);
         }
       }
@@ -147,11 +149,11 @@ __global__ void __launch_bounds__(kThreads)
 
 template <typename T, int O, int R, bool VEC>
 cudaError_t launch(cudaStream_t s, const void *x, const void *w, const void *b, void *y,
-                   unsigned batch, unsigned in, unsigned out, int relu) {
+                   unsigned batch, unsigned in, unsigned out, int act) {
   const T *xp = static_cast<const T *>(x), *wp = static_cast<const T *>(w),
           *bp = static_cast<const T *>(b);
   T *yp = static_cast<T *>(y);
-  void *args[] = {&xp, &wp, &bp, &yp, &batch, &in, &out, &relu};
+  void *args[] = {&xp, &wp, &bp, &yp, &batch, &in, &out, &act};
   const unsigned per_block = kWarps * O;
   dim3 grid((out + per_block - 1) / per_block);
   return cudaLaunchKernel(reinterpret_cast<const void *>(gemv_kernel<T, O, R, VEC>), grid,
@@ -162,26 +164,26 @@ cudaError_t launch(cudaStream_t s, const void *x, const void *w, const void *b, 
  * so each load of x feeds 2 or 4 rows of weights; chunks of at most 16 rows (32 accumulators). */
 template <typename T>
 cudaError_t dispatch(cudaStream_t s, const void *x, const void *w, const void *b, void *y,
-                     unsigned batch, unsigned in, unsigned out, int relu) {
+                     unsigned batch, unsigned in, unsigned out, int act) {
   constexpr unsigned E = 16 / sizeof(T);
   const bool vec = in % E == 0 && ((uintptr_t)x & 15u) == 0 && ((uintptr_t)w & 15u) == 0;
   if (!vec) {
-    if (batch == 1) return launch<T, 1, 1, false>(s, x, w, b, y, batch, in, out, relu);
-    return launch<T, 4, 8, false>(s, x, w, b, y, batch, in, out, relu);
+    if (batch == 1) return launch<T, 1, 1, false>(s, x, w, b, y, batch, in, out, act);
+    return launch<T, 4, 8, false>(s, x, w, b, y, batch, in, out, act);
   }
-  if (batch <= 1) return launch<T, 1, 1, true>(s, x, w, b, y, batch, in, out, relu);
-  if (batch <= 2) return launch<T, 4, 2, true>(s, x, w, b, y, batch, in, out, relu);
-  if (batch <= 4) return launch<T, 4, 4, true>(s, x, w, b, y, batch, in, out, relu);
-  if (batch <= 8) return launch<T, 4, 8, true>(s, x, w, b, y, batch, in, out, relu);
-  return launch<T, 2, 16, true>(s, x, w, b, y, batch, in, out, relu);
+  if (batch <= 1) return launch<T, 1, 1, true>(s, x, w, b, y, batch, in, out, act);
+  if (batch <= 2) return launch<T, 4, 2, true>(s, x, w, b, y, batch, in, out, act);
+  if (batch <= 4) return launch<T, 4, 4, true>(s, x, w, b, y, batch, in, out, act);
+  if (batch <= 8) return launch<T, 4, 8, true>(s, x, w, b, y, batch, in, out, act);
+  return launch<T, 2, 16, true>(s, x, w, b, y, batch, in, out, act);
 }
 
 }  // namespace
 
 extern "C" cudaError_t sp__cuda_gemv(cudaStream_t s, int bf16, const void *x, const void *w,
                                      const void *bias, void *y, unsigned batch, unsigned in,
-                                     unsigned out, int relu) {
+                                     unsigned out, int act) {
   if (batch == 0 || out == 0) return cudaSuccess;
-  return bf16 ? dispatch<__nv_bfloat16>(s, x, w, bias, y, batch, in, out, relu)
-              : dispatch<float>(s, x, w, bias, y, batch, in, out, relu);
+  return bf16 ? dispatch<__nv_bfloat16>(s, x, w, bias, y, batch, in, out, act)
+              : dispatch<float>(s, x, w, bias, y, batch, in, out, act);
 }

@@ -36,6 +36,9 @@ typedef enum sp__cuda_linear_mode {
   SP__CUDA_LINEAR_KERNEL = 2,   /* "kernel": our GEMV kernel always (cuda_gemv.cu)             */
 } sp__cuda_linear_mode;
 #define SP__CUDA_WORKSPACE_BYTES ((size_t)4 << 20) /* cuBLASLt workspace per stream          */
+/* f32 scratch per stream for bf16 linears whose activation cuBLASLt cannot fuse (cuda_linear.c):
+ * 8 MiB; larger outputs run in chunks of at most this many elements. */
+#define SP__CUDA_ACT_SCRATCH_FLOATS ((size_t)2 << 20)
 
 struct sp__bdevice {
   int ordinal;                 /* CUDA device index; immutable                               */
@@ -60,7 +63,9 @@ typedef struct sp__cuda_plan {
   cublasLtMatrixLayout_t a, b, c; /* w (op T), x, y                                        */
   cublasLtMatmulAlgo_t algo;      /* the heuristic's first choice                         */
   size_t workspace_bytes;         /* what algo needs (<= SP__CUDA_WORKSPACE_BYTES)        */
-  unsigned char impl;             /* sp__cuda_impl copied from the device's choice, or NONE */
+  bool bias;                      /* the epilogue adds a bias (its pointer is set per call) */
+  unsigned char impl[SP__ACT_COUNT]; /* per activation: sp__cuda_impl copied from the device's
+                                        choice, or NONE (auto mode, single-matmul ops only)  */
 } sp__cuda_plan;
 
 struct sp__bstream {
@@ -70,6 +75,8 @@ struct sp__bstream {
   cublasLtHandle_t lt;  /* NULL until the first linear op on this stream                 */
   void *workspace;      /* SP__CUDA_WORKSPACE_BYTES of device memory, with lt            */
   sp__cuda_plan *plans; /* [SP__CUDA_PLAN_SLOTS], with lt                                */
+  float *act_scratch;   /* SP__CUDA_ACT_SCRATCH_FLOATS of device memory, or NULL until a
+                           bf16 linear needs it or a capture begins (linear_prepare)      */
 };
 
 struct sp__bevent {
@@ -93,8 +100,8 @@ void sp__cuda_linear_device_fini(sp__bdevice *d);
 /* The linear slot (cuda_linear.c) and the teardown of a stream's cuBLASLt state. */
 sp_status sp__cuda_linear_async(sp__bstream *s, const sp__linear *op);
 void sp__cuda_linear_release(sp__bstream *s);
-/* Creates s's cuBLASLt handle, workspace and plan table now if not yet done (graph capture calls
- * it first, so no cudaMalloc happens inside a capture). */
+/* Creates s's cuBLASLt handle, workspace, plan table and activation scratch now if not yet done
+ * (graph capture calls it first, so no cudaMalloc happens inside a capture). */
 sp_status sp__cuda_linear_prepare(sp__bstream *s);
 
 /* The graph and pinned host memory slots (cuda_graph.c). */

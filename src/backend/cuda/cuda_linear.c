@@ -9,35 +9,49 @@
  * scales and a bf16 bias. Our kernel accumulates in f32 too and rounds bf16 outputs to nearest
  * even.
  *
+ * Activations (backend.h: in f32, after the bias, before y is rounded): ReLU is cuBLASLt's
+ * RELU / RELU_BIAS epilogue. The others are not fused: cuBLASLt's GELU epilogue is the tanh
+ * approximation only, and it is not used for GELU_TANH either, since nothing here has measured it
+ * against the reference. f32: the BIAS epilogue, then one in-place activation kernel
+ * (cuda_act.cu). bf16: the matmul writes f32 (D in CUDA_R_32F, no epilogue) into the stream's
+ * activation scratch (SP__CUDA_ACT_SCRATCH_FLOATS), then one kernel adds the bias, activates and
+ * rounds to bf16, so y is rounded once, as on the host; outputs larger than the scratch run as
+ * several such pairs over blocks of rows (of columns when one row does not fit). Our GEMV kernel
+ * applies every activation in its own epilogue.
+ *
  * Choice (STREAMPOOL_CUDA_LINEAR, read at device_open): "auto" (the default) runs our kernel for
- * batch 1..SP__CUDA_GEMV_BATCH_MAX when it was timed faster than cuBLASLt for that key. The first
- * linear of a key on a device, outside graph capture, times both (after a warm-up, TIME_REPS rounds
- * of TIME_RUNS back-to-back runs each, queued behind a busy kernel so the device runs them without
- * launch gaps, as a graph would; the fastest round counts), which syncs the calling stream once;
- * the answer is cached per device (choice table) and copied into the stream's plan. During capture
+ * batch 1..SP__CUDA_GEMV_BATCH_MAX when it was timed faster than cuBLASLt for that op. The first
+ * linear of a choice key on a device, outside graph capture, times both (after a warm-up,
+ * TIME_REPS rounds of TIME_RUNS back-to-back runs each, queued behind a busy kernel so the device
+ * runs them without launch gaps, as a graph would; the fastest round counts), which syncs the
+ * calling stream once; the answer is cached per device (choice table, keyed by the op's shape,
+ * dtype, bias, activation and alignment) and copied into the stream's plan. During capture
  * nothing is timed: the cached choice, else cuBLASLt (src/infer/plan.c runs a pass eagerly before
  * capturing it, so graphs get the timed choice). "cublaslt" or "kernel" force one. (Until
  * 2026-12-01 the timing queued its runs behind a host-function gate, which hung
  * tests/stress/infer_plans on the H200; behind cuda_spin.cu's busy kernel it passes.)
  *
- * Owns per stream (lazily, at its first linear op): a cuBLASLt handle, a workspace and a hash
- * table of plans keyed by (dtype, relu, bias, pointer alignment, batch, in, out). A plan holds the
- * descriptors, layouts, the heuristic's algorithm and the implementation chosen, so a repeated
- * shape costs one attribute set and one cublasLtMatmul call, or one kernel launch.
+ * Owns per stream (lazily, at its first linear op, or when a capture begins): a cuBLASLt handle,
+ * a workspace, the activation scratch and a hash table of plans keyed by (dtype, epilogue kind,
+ * bias, pointer alignment, batch, in, out): one key per distinct cublasLtMatmul configuration. A
+ * plan holds the descriptors, layouts, the heuristic's algorithm and the implementation chosen
+ * per activation, so a repeated shape costs one attribute set and one cublasLtMatmul call (plus
+ * the activation kernel), or one kernel launch.
  * Owns per device: the choice table (key -> implementation), filled once per key, never emptied
  * before device_close (a full probe run evicts the home slot, which is then timed again).
  *
- * Locking: s->lt_mu guards the handle, workspace and plans (the bias pointer is written into the
- * cached descriptor just before the matmul, so the whole call holds it); a timing runs under it.
- * d->choice_mu guards the device's choice table and is taken inside lt_mu, for a lookup or a
- * store only (never across a timing or a CUDA call). Both are backend locks (ranks CUDA_LT, then
- * CUDA_CHOICE, in src/core/lock.h).
+ * Locking: s->lt_mu guards the handle, workspace, scratch and plans (the bias pointer is written
+ * into the cached descriptor just before the matmul, and the scratch is reused by the next call,
+ * so the whole call holds it); a timing runs under it. d->choice_mu guards the device's choice
+ * table and is taken inside lt_mu, for a lookup or a store only (never across a timing or a CUDA
+ * call). Both are backend locks (ranks CUDA_LT, then CUDA_CHOICE, in src/core/lock.h).
  */
 #include <math.h>
 #include <stdatomic.h>
 #include <string.h>
 
 #include "core/env.h"
+#include "cuda_act.h"
 #include "cuda_gemv.h"
 #include "cuda_internal.h"
 #include "cuda_select.h"
@@ -45,6 +59,7 @@
 
 enum {
   PLAN_DIM_BITS = 19,
+  ALIGN_CLASSES = 9,  /* log2 of the pointer alignment, 0..8 (capped at 256 bytes)              */
   CHOICE_PROBE = 8,   /* linear probes in the device's choice table before evicting the home slot */
   TIME_RUNS = 10,     /* back-to-back runs of each implementation per timing round              */
   TIME_REPS = 3,      /* timing rounds; the fastest counts                                      */
@@ -53,9 +68,28 @@ enum {
 };
 #define PLAN_DIM_MAX ((1u << PLAN_DIM_BITS) - 1u)
 
+/* How the cuBLASLt path computes an op's epilogue. */
+typedef enum lt_epi {
+  EPI_PLAIN, /* BIAS or DEFAULT, D in the op's dtype; f32 activations other than ReLU follow  */
+  EPI_RELU,  /* RELU_BIAS or RELU, D in the op's dtype                                         */
+  EPI_F32,   /* bf16 with an activation other than ReLU: D f32 in the scratch, DEFAULT epilogue;
+                the bias, activation and rounding follow in one kernel                         */
+  EPI_KINDS
+} lt_epi;
+
+/* The low bits of a plan key: (epilogue kind, bias, bf16, alignment class) in mixed radix. */
+_Static_assert(EPI_KINDS * 2 * 2 * ALIGN_CLASSES <= 128, "the plan key's low part fits 7 bits");
+_Static_assert(3 * PLAN_DIM_BITS + 7 == 64, "the plan key uses exactly 64 bits");
+
 static sp_status lt_fail(cublasStatus_t cs, const char *what) {
   return sp__fail(SP_ERR_BACKEND, "cuda: %s: %s (%s)", what, cublasLtGetStatusString(cs),
                   cublasLtGetStatusName(cs));
+}
+
+static lt_epi op_epi(const sp__linear *op) {
+  if (op->act == SP__ACT_NONE) return EPI_PLAIN;
+  if (op->act == SP__ACT_RELU) return EPI_RELU;
+  return op->dtype == SP_BF16 ? EPI_F32 : EPI_PLAIN;
 }
 
 /* The largest power of two dividing every pointer of op, capped at 256 bytes. */
@@ -74,18 +108,21 @@ static unsigned log2u(unsigned v) {
   return r;
 }
 
-/* 0 when the shape does not fit the key (then the plan is built, used once and destroyed). */
-static uint64_t plan_key(const sp__linear *op, unsigned align) {
+/* The key of the matmul that computes op (its shape, pointers aligned to align) with epilogue
+ * kind epi; bias says whether the op has one (kept in the key even where the epilogue does not
+ * add it, so such ops keep their own plans and cached choices). 0 when the shape does not fit
+ * the key (then the plan is built, used once and destroyed). */
+static uint64_t plan_key(const sp__linear *op, unsigned align, lt_epi epi, bool bias) {
   if (op->batch > PLAN_DIM_MAX || op->in_features > PLAN_DIM_MAX || op->out_features > PLAN_DIM_MAX)
     return 0;
+  uint64_t low = epi;
+  low = low * 2 + bias;
+  low = low * 2 + (op->dtype == SP_BF16);
+  low = low * ALIGN_CLASSES + log2u(align);
   uint64_t k = (uint64_t)op->batch;
   k = (k << PLAN_DIM_BITS) | op->in_features;
   k = (k << PLAN_DIM_BITS) | op->out_features;
-  k = (k << 4) | log2u(align);
-  k = (k << 1) | (op->bias != NULL);
-  k = (k << 1) | (op->act == SP__ACT_RELU); /* other activations run after the plan */
-  k = (k << 1) | (op->dtype == SP_BF16);
-  return k; /* batch >= 1, so never 0 */
+  return (k << 7) | low; /* batch >= 1, so never 0 */
 }
 
 static void plan_destroy(sp__cuda_plan *p) {
@@ -96,43 +133,45 @@ static void plan_destroy(sp__cuda_plan *p) {
   memset(p, 0, sizeof(*p));
 }
 
-static cublasStatus_t plan_describe(sp__cuda_plan *p, const sp__linear *op) {
+static cublasStatus_t plan_describe(sp__cuda_plan *p, const sp__linear *op, lt_epi epi) {
   cudaDataType_t t = op->dtype == SP_BF16 ? CUDA_R_16BF : CUDA_R_32F;
+  cudaDataType_t td = epi == EPI_F32 ? CUDA_R_32F : t;
   cublasStatus_t cs = cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F);
   if (cs != CUBLAS_STATUS_SUCCESS) return cs;
   int32_t opa = CUBLAS_OP_T, opb = CUBLAS_OP_N;
-  bool relu = op->act == SP__ACT_RELU;
-  uint32_t epi = op->bias ? (relu ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_BIAS)
-                          : (relu ? CUBLASLT_EPILOGUE_RELU : CUBLASLT_EPILOGUE_DEFAULT);
+  bool relu = epi == EPI_RELU;
+  p->bias = op->bias != NULL && epi != EPI_F32;
+  uint32_t epilogue = p->bias ? (relu ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_BIAS)
+                              : (relu ? CUBLASLT_EPILOGUE_RELU : CUBLASLT_EPILOGUE_DEFAULT);
   int32_t bias_type = (int32_t)t;
   if ((cs = cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &opa,
                                            sizeof(opa))) != CUBLAS_STATUS_SUCCESS ||
       (cs = cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &opb,
                                            sizeof(opb))) != CUBLAS_STATUS_SUCCESS ||
-      (cs = cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi,
-                                           sizeof(epi))) != CUBLAS_STATUS_SUCCESS)
+      (cs = cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
+                                           sizeof(epilogue))) != CUBLAS_STATUS_SUCCESS)
     return cs;
-  if (op->bias &&
+  if (p->bias &&
       (cs = cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type,
                                            sizeof(bias_type))) != CUBLAS_STATUS_SUCCESS)
     return cs;
   uint64_t m = op->out_features, n = op->batch, k = op->in_features;
   if ((cs = cublasLtMatrixLayoutCreate(&p->a, t, k, m, (int64_t)k)) != CUBLAS_STATUS_SUCCESS ||
       (cs = cublasLtMatrixLayoutCreate(&p->b, t, k, n, (int64_t)k)) != CUBLAS_STATUS_SUCCESS ||
-      (cs = cublasLtMatrixLayoutCreate(&p->c, t, m, n, (int64_t)m)) != CUBLAS_STATUS_SUCCESS)
+      (cs = cublasLtMatrixLayoutCreate(&p->c, td, m, n, (int64_t)m)) != CUBLAS_STATUS_SUCCESS)
     return cs;
   return CUBLAS_STATUS_SUCCESS;
 }
 
-static sp_status plan_build(sp__bstream *s, const sp__linear *op, unsigned align, uint64_t key,
-                            sp__cuda_plan *p) {
+static sp_status plan_build(sp__bstream *s, const sp__linear *op, unsigned align, lt_epi epi,
+                            uint64_t key, sp__cuda_plan *p) {
   memset(p, 0, sizeof(*p));
   cublasLtMatmulPreference_t pref = NULL;
   cublasLtMatmulHeuristicResult_t res;
   int found = 0;
   size_t ws = SP__CUDA_WORKSPACE_BYTES;
   uint32_t al = align;
-  cublasStatus_t cs = plan_describe(p, op);
+  cublasStatus_t cs = plan_describe(p, op, epi);
   if (cs != CUBLAS_STATUS_SUCCESS) goto fail_plan;
   if ((cs = cublasLtMatmulPreferenceCreate(&pref)) != CUBLAS_STATUS_SUCCESS) goto fail_plan;
   if ((cs = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
@@ -151,10 +190,10 @@ static sp_status plan_build(sp__bstream *s, const sp__linear *op, unsigned align
   if (found < 1) {
     plan_destroy(p);
     return sp__fail(SP_ERR_UNSUPPORTED,
-                    "cuda: linear: cuBLASLt has no algorithm for %s batch %u, %u -> %u, "
+                    "cuda: linear: cuBLASLt has no algorithm for %s%s batch %u, %u -> %u, "
                     "pointers aligned to %u bytes",
-                    op->dtype == SP_BF16 ? "bf16" : "f32", op->batch, op->in_features,
-                    op->out_features, align);
+                    op->dtype == SP_BF16 ? "bf16" : "f32", epi == EPI_F32 ? " (f32 output)" : "",
+                    op->batch, op->in_features, op->out_features, align);
   }
   p->algo = res.algo;
   p->workspace_bytes = res.workspaceSize;
@@ -191,9 +230,20 @@ static sp_status linear_state_ensure(sp__bstream *s) {
   return SP_OK;
 }
 
+/* Creates the stream's activation scratch on first need (never inside a capture: capture_begin
+ * calls sp__cuda_linear_prepare first). Called with lt_mu held. */
+static sp_status act_scratch_ensure(sp__bstream *s) {
+  if (SP__LIKELY(s->act_scratch != NULL)) return SP_OK;
+  void *p = NULL;
+  cudaError_t e = cudaMalloc(&p, SP__CUDA_ACT_SCRATCH_FLOATS * sizeof(float));
+  if (e != cudaSuccess) return sp__cuda_fail(e, "cudaMalloc(linear activation scratch)");
+  s->act_scratch = p;
+  return SP_OK;
+}
+
 /* The cached plan for key, building it (and evicting the home slot if the probe run is full). */
-static sp_status plan_get(sp__bstream *s, const sp__linear *op, unsigned align, uint64_t key,
-                          sp__cuda_plan **out) {
+static sp_status plan_get(sp__bstream *s, const sp__linear *op, unsigned align, lt_epi epi,
+                          uint64_t key, sp__cuda_plan **out) {
   size_t home = (size_t)((key * 0x9E3779B97F4A7C15ull) >> 56) % SP__CUDA_PLAN_SLOTS;
   size_t empty = SIZE_MAX;
   for (size_t i = 0; i < SP__CUDA_PLAN_PROBE; i++) {
@@ -206,16 +256,17 @@ static sp_status plan_get(sp__bstream *s, const sp__linear *op, unsigned align, 
   }
   sp__cuda_plan *slot = &s->plans[empty != SIZE_MAX ? empty : home];
   if (slot->key) plan_destroy(slot);
-  sp_status st = plan_build(s, op, align, key, slot);
+  sp_status st = plan_build(s, op, align, epi, key, slot);
   if (st != SP_OK) return st;
   *out = slot;
   return SP_OK;
 }
 
-static sp_status linear_run(sp__bstream *s, const sp__linear *op, sp__cuda_plan *p) {
+/* One cublasLtMatmul of op with plan p: y = x·wᵀ (+ bias and ReLU where p's epilogue has them). */
+static sp_status matmul_run(sp__bstream *s, const sp__linear *op, sp__cuda_plan *p) {
   const float one = 1.0f, zero = 0.0f;
   cublasStatus_t cs;
-  if (op->bias) {
+  if (p->bias) {
     const void *bias = op->bias;
     cs = cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
                                         sizeof(bias));
@@ -230,18 +281,90 @@ static sp_status linear_run(sp__bstream *s, const sp__linear *op, sp__cuda_plan 
   return SP_OK;
 }
 
+/* The matmul of op (epilogue kind epi; bias: whether the full op has one) through its cached plan,
+ * or a plan built for this call alone when the shape does not fit a key. lt_mu held. */
+static sp_status matmul(sp__bstream *s, const sp__linear *op, lt_epi epi, bool bias) {
+  unsigned align = linear_alignment(op);
+  uint64_t key = plan_key(op, align, epi, bias);
+  if (key) {
+    sp__cuda_plan *p = NULL;
+    sp_status st = plan_get(s, op, align, epi, key, &p);
+    return st == SP_OK ? matmul_run(s, op, p) : st;
+  }
+  sp__cuda_plan once;
+  sp_status st = plan_build(s, op, align, epi, 1, &once);
+  if (st != SP_OK) return st;
+  st = matmul_run(s, op, &once);
+  plan_destroy(&once);
+  return st;
+}
+
+/* Row and column extents of the blocks of y that one f32 matmul computes into the scratch (at
+ * most SP__CUDA_ACT_SCRATCH_FLOATS elements; blocks of equal size but the last). */
+static void f32_blocks(const sp__linear *op, unsigned *rows, unsigned *cols) {
+  const size_t cap = SP__CUDA_ACT_SCRATCH_FLOATS, out = op->out_features, batch = op->batch;
+  if (out > cap) { /* one row does not fit: column blocks */
+    size_t n = (out + cap - 1) / cap;
+    *rows = 1;
+    *cols = (unsigned)((out + n - 1) / n);
+    return;
+  }
+  size_t n = (batch + cap / out - 1) / (cap / out); /* blocks of whole rows */
+  *rows = (unsigned)((batch + n - 1) / n);
+  *cols = (unsigned)out;
+}
+
+/* bf16 with an activation cuBLASLt cannot fuse: per block of y, the matmul into the f32 scratch,
+ * then bias + activation + rounding into y. lt_mu held (the scratch is reused block by block,
+ * in stream order). */
+static sp_status linear_f32_path(sp__bstream *s, const sp__linear *op) {
+  sp_status st = act_scratch_ensure(s);
+  if (st != SP_OK) return st;
+  unsigned rows, cols;
+  f32_blocks(op, &rows, &cols);
+  const size_t in = op->in_features, out = op->out_features;
+  for (unsigned r0 = 0; r0 < op->batch && st == SP_OK; r0 += rows)
+    for (unsigned c0 = 0; c0 < op->out_features && st == SP_OK; c0 += cols) {
+      sp__linear blk = *op;
+      blk.batch = op->batch - r0 < rows ? op->batch - r0 : rows;
+      blk.out_features = op->out_features - c0 < cols ? op->out_features - c0 : cols;
+      blk.x = (const uint16_t *)op->x + r0 * in;
+      blk.w = (const uint16_t *)op->w + c0 * in;
+      blk.bias = NULL; /* added by the kernel below */
+      blk.y = s->act_scratch;
+      st = matmul(s, &blk, EPI_F32, op->bias != NULL);
+      if (st != SP_OK) break;
+      cudaError_t e = sp__cuda_bias_act_bf16(
+          s->stream, (uint16_t *)op->y + r0 * out + c0, out, s->act_scratch,
+          op->bias ? (const uint16_t *)op->bias + c0 : NULL, blk.batch, blk.out_features,
+          (int)op->act);
+      if (e != cudaSuccess) st = sp__cuda_fail(e, "linear activation kernel launch");
+    }
+  return st;
+}
+
+/* The cuBLASLt implementation of op (module comment: epilogues and activations). lt_mu held. */
+static sp_status linear_run(sp__bstream *s, const sp__linear *op) {
+  lt_epi epi = op_epi(op);
+  if (epi == EPI_F32) return linear_f32_path(s, op);
+  sp_status st = matmul(s, op, epi, op->bias != NULL);
+  if (st != SP_OK || op->act == SP__ACT_NONE || op->act == SP__ACT_RELU) return st;
+  cudaError_t e =
+      sp__cuda_act_f32(s->stream, op->y, (size_t)op->batch * op->out_features, (int)op->act);
+  return e == cudaSuccess ? SP_OK : sp__cuda_fail(e, "linear activation kernel launch");
+}
+
 /* ---- our kernel, the device's choice table, timing -------------------------------------- */
 
 static sp_status gemv_run(sp__bstream *s, const sp__linear *op) {
   cudaError_t e =
       sp__cuda_gemv(s->stream, op->dtype == SP_BF16, op->x, op->w, op->bias, op->y, op->batch,
-                    op->in_features, op->out_features, op->act == SP__ACT_RELU);
+                    op->in_features, op->out_features, (int)op->act);
   return e == cudaSuccess ? SP_OK : sp__cuda_fail(e, "linear kernel launch");
 }
 
-static sp_status impl_run(sp__bstream *s, const sp__linear *op, sp__cuda_plan *p,
-                          sp__cuda_impl impl) {
-  return impl == SP__CUDA_IMPL_KERNEL ? gemv_run(s, op) : linear_run(s, op, p);
+static sp_status impl_run(sp__bstream *s, const sp__linear *op, sp__cuda_impl impl) {
+  return impl == SP__CUDA_IMPL_KERNEL ? gemv_run(s, op) : linear_run(s, op);
 }
 
 sp_status sp__cuda_linear_device_init(sp__bdevice *d) {
@@ -303,8 +426,8 @@ static void choice_store(sp__bdevice *d, uint64_t key, sp__cuda_impl impl) {
  * (order alternating with the round), so they run back to back; their device times in ms.
  * Syncs s. Nothing here waits on the host: another thread's synchronizing call cannot deadlock
  * with the timing (cuda_spin.cu says how a host gate did). */
-static sp_status time_round(sp__bstream *s, const sp__linear *op, sp__cuda_plan *p, int round,
-                            cudaEvent_t ev[3], float ms[2]) {
+static sp_status time_round(sp__bstream *s, const sp__linear *op, int round, cudaEvent_t ev[3],
+                            float ms[2]) {
   sp__cuda_impl order[2] = {SP__CUDA_IMPL_CUBLASLT, SP__CUDA_IMPL_KERNEL};
   if (round & 1) {
     order[0] = SP__CUDA_IMPL_KERNEL;
@@ -315,7 +438,7 @@ static sp_status time_round(sp__bstream *s, const sp__linear *op, sp__cuda_plan 
   sp_status st = SP_OK;
   e = cudaEventRecord(ev[0], s->stream);
   for (int k = 0; k < 2 && e == cudaSuccess && st == SP_OK; k++) {
-    for (int i = 0; i < TIME_RUNS && st == SP_OK; i++) st = impl_run(s, op, p, order[k]);
+    for (int i = 0; i < TIME_RUNS && st == SP_OK; i++) st = impl_run(s, op, order[k]);
     if (st == SP_OK) e = cudaEventRecord(ev[k + 1], s->stream);
   }
   cudaError_t se = cudaStreamSynchronize(s->stream);
@@ -330,12 +453,12 @@ static sp_status time_round(sp__bstream *s, const sp__linear *op, sp__cuda_plan 
   return SP_OK;
 }
 
-/* Times cuBLASLt (plan p) against our kernel on op itself (it is run 2 + 2 * TIME_REPS *
- * TIME_RUNS times; y ends up written by one of them: both compute it). Syncs s. A failure of our
- * kernel only (e.g. no code for this GPU) chooses cuBLASLt; a failure of cuBLASLt is returned. */
-static sp_status linear_time(sp__bstream *s, const sp__linear *op, sp__cuda_plan *p,
-                             sp__cuda_impl *out) {
-  sp_status st = linear_run(s, op, p); /* warm-up, also loads modules and fills caches */
+/* Times cuBLASLt (with its activation kernel where there is one) against our kernel on op itself
+ * (it is run 2 + 2 * TIME_REPS * TIME_RUNS times; y ends up written by one of them: both compute
+ * it). Syncs s. A failure of our kernel only (e.g. no code for this GPU) chooses cuBLASLt; a
+ * failure of cuBLASLt is returned. */
+static sp_status linear_time(sp__bstream *s, const sp__linear *op, sp__cuda_impl *out) {
+  sp_status st = linear_run(s, op); /* warm-up, also loads modules and fills caches */
   if (st != SP_OK) return st;
   if (gemv_run(s, op) != SP_OK) {
     *out = SP__CUDA_IMPL_CUBLASLT;
@@ -351,7 +474,7 @@ static sp_status linear_time(sp__bstream *s, const sp__linear *op, sp__cuda_plan
   float best[2] = {INFINITY, INFINITY}; /* [cublaslt, kernel] */
   for (int r = 0; r < TIME_REPS && st == SP_OK; r++) {
     float ms[2];
-    st = time_round(s, op, p, r, ev, ms);
+    st = time_round(s, op, r, ev, ms);
     for (int k = 0; k < 2 && st == SP_OK; k++) best[k] = fminf(best[k], ms[k]);
   }
   if (st == SP_OK) *out = best[1] < best[0] ? SP__CUDA_IMPL_KERNEL : SP__CUDA_IMPL_CUBLASLT;
@@ -361,33 +484,61 @@ destroy_events:
   return st;
 }
 
-/* The implementation for op in auto mode (plan p, key != 0): the stream's cached answer, the
+/* The device's choice-table key of op: 0 when auto mode never chooses for it (batch above
+ * SP__CUDA_GEMV_BATCH_MAX, or a dimension above PLAN_DIM_MAX). Unlike a plan key it holds the
+ * activation: ops sharing a matmul plan (f32 without activation and with GELU) may choose
+ * differently, since the cuBLASLt side of the GELU one has an extra kernel. */
+static uint64_t choice_key(const sp__linear *op, unsigned align) {
+  _Static_assert(SP__CUDA_GEMV_BATCH_MAX < 64u && SP__ACT_COUNT <= 8,
+                 "the choice key's batch and activation fields");
+  if (op->batch > SP__CUDA_GEMV_BATCH_MAX || op->in_features > PLAN_DIM_MAX ||
+      op->out_features > PLAN_DIM_MAX)
+    return 0;
+  uint64_t k = (uint64_t)op->batch;
+  k = (k << PLAN_DIM_BITS) | op->in_features;
+  k = (k << PLAN_DIM_BITS) | op->out_features;
+  k = (k << 4) | log2u(align);
+  k = (k << 1) | (op->bias != NULL);
+  k = (k << 1) | (op->dtype == SP_BF16);
+  return (k << 3) | (unsigned)op->act; /* batch >= 1, so never 0 */
+}
+
+/* The implementation for op in auto mode: the stream's cached answer (in the plan of op's one
+ * matmul, when op is one matmul on its own pointers: not bf16 through the f32 scratch), the
  * device's, or a timing now; cuBLASLt during capture when nothing is known yet. lt_mu held. */
-static sp_status linear_pick(sp__bstream *s, const sp__linear *op, uint64_t key, sp__cuda_plan *p,
-                             sp__cuda_impl *out) {
+static sp_status linear_pick(sp__bstream *s, const sp__linear *op, sp__cuda_impl *out) {
   *out = SP__CUDA_IMPL_CUBLASLT;
-  if (op->batch > SP__CUDA_GEMV_BATCH_MAX) return SP_OK;
-  if (SP__LIKELY(p->impl != SP__CUDA_IMPL_NONE)) {
-    *out = (sp__cuda_impl)p->impl;
-    return SP_OK;
+  unsigned align = linear_alignment(op);
+  uint64_t ckey = choice_key(op, align);
+  if (!ckey) return SP_OK;
+  lt_epi epi = op_epi(op);
+  uint64_t pkey = epi == EPI_F32 ? 0 : plan_key(op, align, epi, op->bias != NULL);
+  sp__cuda_plan *p = NULL;
+  if (pkey) {
+    sp_status st = plan_get(s, op, align, epi, pkey, &p);
+    if (st != SP_OK) return st;
+    if (SP__LIKELY(p->impl[op->act] != SP__CUDA_IMPL_NONE)) {
+      *out = (sp__cuda_impl)p->impl[op->act];
+      return SP_OK;
+    }
   }
-  sp__cuda_impl impl = choice_find(s->dev, key);
+  sp__cuda_impl impl = choice_find(s->dev, ckey);
   if (impl == SP__CUDA_IMPL_NONE) {
     enum cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
     cudaError_t e = cudaStreamIsCapturing(s->stream, &cap);
     if (e != cudaSuccess) return sp__cuda_fail(e, "cudaStreamIsCapturing");
     if (cap != cudaStreamCaptureStatusNone) return SP_OK; /* never time inside a capture */
-    sp_status st = linear_time(s, op, p, &impl);
+    sp_status st = linear_time(s, op, &impl); /* finds p's key again: p stays in its slot */
     if (st != SP_OK) return st;
-    choice_store(s->dev, key, impl);
+    choice_store(s->dev, ckey, impl);
   }
-  p->impl = (unsigned char)impl;
+  if (p) p->impl[op->act] = (unsigned char)impl;
   *out = impl;
   return SP_OK;
 }
 
 int sp__cuda_linear_choice(sp__bdevice *d, const sp__linear *op) {
-  uint64_t key = plan_key(op, linear_alignment(op));
+  uint64_t key = choice_key(op, linear_alignment(op));
   return key ? (int)choice_find(d, key) : SP__CUDA_IMPL_NONE;
 }
 
@@ -396,36 +547,19 @@ int sp__cuda_linear_choice(sp__bdevice *d, const sp__linear *op) {
 sp_status sp__cuda_linear_async(sp__bstream *s, const sp__linear *op) {
   if (op->dtype != SP_F32 && op->dtype != SP_BF16)
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "cuda: linear: unknown dtype %d", (int)op->dtype);
-  if (op->act != SP__ACT_NONE && op->act != SP__ACT_RELU)
-    return sp__fail(SP_ERR_UNSUPPORTED, "cuda: linear: activation %d is not implemented yet",
-                    (int)op->act);
+  if ((unsigned)op->act >= SP__ACT_COUNT)
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "cuda: linear: unknown activation %d", (int)op->act);
   if (op->batch == 0 || op->out_features == 0) return SP_OK;
   if (op->in_features == 0)
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "cuda: linear: in_features is 0");
   sp_status st = sp__cuda_use_device(s->dev);
   if (st != SP_OK) return st;
   if (s->dev->linear == SP__CUDA_LINEAR_KERNEL) return gemv_run(s, op);
-  unsigned align = linear_alignment(op);
-  uint64_t key = plan_key(op, align);
   sp__mutex_lock(&s->lt_mu);
   st = linear_state_ensure(s);
-  if (st != SP_OK) goto unlock;
-  if (key) {
-    sp__cuda_plan *p = NULL;
-    sp__cuda_impl impl = SP__CUDA_IMPL_CUBLASLT;
-    st = plan_get(s, op, align, key, &p);
-    if (st == SP_OK && s->dev->linear == SP__CUDA_LINEAR_AUTO)
-      st = linear_pick(s, op, key, p, &impl);
-    if (st == SP_OK) st = impl_run(s, op, p, impl);
-  } else {
-    sp__cuda_plan once;
-    st = plan_build(s, op, align, 1, &once);
-    if (st == SP_OK) {
-      st = linear_run(s, op, &once);
-      plan_destroy(&once);
-    }
-  }
-unlock:
+  sp__cuda_impl impl = SP__CUDA_IMPL_CUBLASLT;
+  if (st == SP_OK && s->dev->linear == SP__CUDA_LINEAR_AUTO) st = linear_pick(s, op, &impl);
+  if (st == SP_OK) st = impl_run(s, op, impl);
   sp__mutex_unlock(&s->lt_mu);
   return st;
 }
@@ -433,6 +567,7 @@ unlock:
 sp_status sp__cuda_linear_prepare(sp__bstream *s) {
   sp__mutex_lock(&s->lt_mu);
   sp_status st = linear_state_ensure(s);
+  if (st == SP_OK) st = act_scratch_ensure(s); /* a captured bf16 GELU needs it */
   sp__mutex_unlock(&s->lt_mu);
   return st;
 }
@@ -449,5 +584,7 @@ void sp__cuda_linear_release(sp__bstream *s) {
   s->lt = NULL;
   if (s->workspace) cudaFree(s->workspace);
   s->workspace = NULL;
+  if (s->act_scratch) cudaFree(s->act_scratch);
+  s->act_scratch = NULL;
   sp__mutex_unlock(&s->lt_mu);
 }

@@ -4,17 +4,22 @@
  * compute y = act(x·wᵀ + b) to f32 accuracy (bf16: bf16 rounding) on batch 1..32 (and 33, 64:
  * the kernel's chunking), f32 and bf16, odd shapes (in_features not a multiple of 8, one input,
  * one output, out not a multiple of the kernel's rows per block) and pointers that defeat the
- * 16-byte loads (x and w one element off 16 bytes; y one element off), with and without bias and
- * ReLU, writing every output element. In auto mode the first eager linear of a key caches a
+ * 16-byte loads (x and w one element off 16 bytes; y one element off), with and without bias,
+ * with ReLU and with every other activation (GELU erf and tanh, SiLU, Tanh: cuBLASLt then runs
+ * its activation kernels, f32 in place or bf16 through the f32 scratch; our kernel applies them
+ * in its epilogue), writing every output element. In auto mode the first eager linear of a key
+ * (the activation is part of it: a GELU op does not reuse its shape's ReLU choice) caches a
  * choice per device, a capture of an unseen key times nothing (the choice stays unknown) and its
  * replay is correct, and a later capture uses the cached choice (auto is the default: the case
- * runs with the variable unset). A bad STREAMPOOL_CUDA_LINEAR
+ * runs with the variable unset). Activations captured in a graph on a fresh stream replay right.
+ * A bad STREAMPOOL_CUDA_LINEAR
  * fails device_open with the variable named.
  * Method: drive the CUDA backend's table directly (no core). Seeded inputs; a double-precision
  * reference computed once per (shape, dtype) for 64 rows (batch b checks its first b rows, which
  * are the same computation). Tolerance: 5e-5 (f32) or 1e-2 (bf16) of the magnitude bound
- * |w|·|x| + |b|. The output is poisoned with 0xFF bytes (NaN) before each run, so an element left
- * unwritten fails. Without a CUDA device it prints "skipped" and exits 77 (SP_REQUIRE_CUDA=1: a
+ * |w|·|x| + |b| (x 1.25 with an activation other than ReLU: their slopes reach 1.13, so the
+ * pre-activation error grows by that much at most). The output is poisoned with 0xFF bytes (NaN)
+ * before each run, so an element left unwritten fails. Without a CUDA device it prints "skipped" and exits 77 (SP_REQUIRE_CUDA=1: a
  * failure).
  */
 #include <math.h>
@@ -22,6 +27,7 @@
 #include <string.h>
 
 #include "testutil.h"
+#include "tu_backend.h"
 
 #include "backend/backend.h"
 
@@ -141,8 +147,13 @@ static void case_close(const sp__backend *be, sp__bdevice *d, lin_case *c) {
 /* A view of the case: element offsets of x and w (both, to defeat 16-byte loads) and of y. */
 typedef struct lin_view {
   unsigned xw_off, y_off;
-  bool bias, relu;
+  bool bias;
+  int act; /* an sp__act, or -1: GELU erf, GELU tanh, SiLU, Tanh in turn by batch */
 } lin_view;
+
+static sp__act view_act(const lin_view *v, unsigned batch) {
+  return v->act >= 0 ? (sp__act)v->act : (sp__act)(SP__ACT_GELU_ERF + batch % 4);
+}
 
 /* x and w uploaded at the view's offset (the same values, shifted). */
 static void case_place(const sp__backend *be, sp__bstream *s, lin_case *c, unsigned off) {
@@ -161,7 +172,7 @@ static sp__linear case_op(const lin_case *c, const lin_view *v, unsigned batch) 
                       .w = (unsigned char *)c->dw + v->xw_off * es,
                       .bias = v->bias ? c->db : NULL,
                       .y = (unsigned char *)c->dy + v->y_off * es,
-                      .act = v->relu ? SP__ACT_RELU : SP__ACT_NONE};
+                      .act = view_act(v, batch)};
 }
 
 /* Reads back batch rows of y and compares them with the reference. */
@@ -183,20 +194,20 @@ static void case_check(const sp__backend *be, sp__bstream *s, lin_case *c, const
     }
   }
   free(raw);
-  double tol = c->bf16 ? 1e-2 : 5e-5;
+  sp__act act = view_act(v, batch);
+  double tol = (c->bf16 ? 1e-2 : 5e-5) * (act == SP__ACT_NONE || act == SP__ACT_RELU ? 1.0 : 1.25);
   for (unsigned row = 0; row < batch; row++)
     for (unsigned o = 0; o < c->out; o++) {
       size_t i = (size_t)row * c->out + o;
-      double want = c->pre[i] + (v->bias ? c->b[o] : 0.0);
-      if (v->relu && want < 0) want = 0;
+      double want = tu_act_ref(act, c->pre[i] + (v->bias ? c->b[o] : 0.0));
       double bound = tol * (c->mag[i] + (v->bias ? fabs(c->b[o]) : 0.0)) + 1e-30;
       double got = c->got[i];
       if (!(fabs(got - want) <= bound))
         fail_msg(
-            "%s: %s %ux%u batch %u (x/w off %u, y off %u, bias %d, relu %d) row %u col %u: "
+            "%s: %s %ux%u batch %u (x/w off %u, y off %u, bias %d, act %d) row %u col %u: "
             "got %.9g, want %.9g (|diff| %.3g > bound %.3g)",
             what, c->bf16 ? "bf16" : "f32", c->in, c->out, batch, v->xw_off, v->y_off, v->bias,
-            v->relu, row, o, got, want, fabs(got - want), bound);
+            (int)act, row, o, got, want, fabs(got - want), bound);
     }
 }
 
@@ -237,15 +248,17 @@ static const unsigned shapes[][2] = {
     {9, 130}, {1023, 7}, {512, 1024}, {1024, 1024}, {1024, 512}, {256, 3},
 };
 
-/* Every shape, both dtypes, batches 1..32, 33, 64, three views, under one forced mode. */
+/* Every shape, both dtypes, batches 1..32, 33, 64, five views, under one forced mode. */
 static void forced_mode(const sp__backend *be, const char *mode) {
   sp__bdevice *d = open_with(be, mode);
   sp__bstream *s = NULL;
   SP_CHECK_OK(be->stream_create(d, 0, &s));
   static const lin_view views[] = {
-      {0, 0, true, true},   /* aligned: 16-byte loads where in allows            */
-      {1, 0, false, false}, /* x and w one element off: the element-wise path    */
-      {0, 1, true, false},  /* y one element off, bias without ReLU              */
+      {0, 0, true, SP__ACT_RELU}, /* aligned: 16-byte loads where in allows           */
+      {1, 0, false, SP__ACT_NONE}, /* x and w one element off: the element-wise path  */
+      {0, 1, true, SP__ACT_NONE},  /* y one element off, bias without activation      */
+      {0, 0, true, -1},  /* the other activations, by batch, with bias                   */
+      {1, 1, false, -1}, /* and without, everything misaligned                           */
   };
   unsigned checked = 0;
   for (size_t k = 0; k < sizeof(shapes) / sizeof(shapes[0]); k++)
@@ -293,7 +306,7 @@ static void auto_mode(void **state) {
   sp__bstream *s = NULL, *cap = NULL;
   SP_CHECK_OK(be->stream_create(d, 0, &s));
   SP_CHECK_OK(be->stream_create(d, 1, &cap));
-  static const lin_view v = {0, 0, true, true};
+  static const lin_view v = {0, 0, true, SP__ACT_RELU}, gelu = {0, 0, true, SP__ACT_GELU_ERF};
   static const unsigned mlp[][2] = {{512, 1024}, {1024, 1024}, {1024, 512}};
   static const unsigned batches[] = {1, 8, 32};
   for (int bf = 0; bf < 2; bf++)
@@ -310,6 +323,14 @@ static void auto_mode(void **state) {
         run_checked(be, s, &c, &v, batches[bi], "auto (cached)");
         print_message("cuda auto: %s %ux%u batch %u -> %s\n", bf ? "bf16" : "f32", c.in, c.out,
                       batches[bi], choice_name(ch));
+        /* the same shape with GELU is a choice of its own (its cuBLASLt side has one more
+         * kernel), timed at its first eager call */
+        sp__linear gop = case_op(&c, &gelu, batches[bi]);
+        assert_int_equal(sp__cuda_linear_choice(d, &gop), 0);
+        run_checked(be, s, &c, &gelu, batches[bi], "auto gelu (timed)");
+        ch = sp__cuda_linear_choice(d, &gop);
+        if (ch != 1 && ch != 2) fail_msg("no choice cached after an eager GELU call: %d", ch);
+        run_checked(be, s, &c, &gelu, batches[bi], "auto gelu (cached)");
       }
       case_close(be, d, &c);
     }
@@ -336,6 +357,43 @@ static void auto_mode(void **state) {
     if (round == 0) run_checked(be, s, &c, &v, 5, "auto, eager after a capture");
   }
   case_close(be, d, &c);
+  be->stream_destroy(cap);
+  be->stream_destroy(s);
+  be->device_close(d);
+}
+
+/* cuBLASLt's activation kernels inside a graph: on a stream that never ran a linear (so its
+ * scratch comes from capture_begin's prepare, never from a cudaMalloc inside the capture), a bf16
+ * GELU (through the f32 scratch) and an f32 SiLU (in place) captured, replayed twice, right. */
+static void captured_activation(void **state) {
+  (void)state;
+  const sp__backend *be = cuda_table();
+  if (!be) return;
+  sp__bdevice *d = open_with(be, "cublaslt");
+  sp__bstream *s = NULL, *cap = NULL;
+  SP_CHECK_OK(be->stream_create(d, 0, &s));
+  SP_CHECK_OK(be->stream_create(d, 1, &cap));
+  static const lin_view views[] = {{0, 0, true, SP__ACT_GELU_ERF}, {0, 1, false, SP__ACT_SILU}};
+  for (int bf = 1; bf >= 0; bf--) {
+    lin_case c;
+    const lin_view *v = &views[bf ? 0 : 1];
+    case_open(be, d, s, &c, 384, 1536, bf, tu_seed() * 3 + (unsigned)bf);
+    case_place(be, s, &c, 0);
+    SP_CHECK_OK(be->stream_sync(s));
+    sp__linear op = case_op(&c, v, 7);
+    SP_CHECK_OK(be->graph_capture_begin(cap));
+    sp_status st = be->linear_async(cap, &op);
+    sp__bgraph *g = NULL;
+    SP_CHECK_OK(be->graph_capture_end(cap, &g));
+    SP_CHECK_OK(st);
+    for (int rep = 0; rep < 2; rep++) {
+      SP_CHECK_OK(be->memset_async(s, c.dy, 0xFF, ((size_t)ROWS * c.out + PAD) * esize(&c)));
+      SP_CHECK_OK(be->graph_launch(g, s));
+      case_check(be, s, &c, v, 7, "cublaslt, captured activation");
+    }
+    be->graph_destroy(g);
+    case_close(be, d, &c);
+  }
   be->stream_destroy(cap);
   be->stream_destroy(s);
   be->device_close(d);
@@ -376,6 +434,7 @@ int main(void) {
       cmocka_unit_test(forced_cublaslt),
       cmocka_unit_test(forced_kernel),
       cmocka_unit_test(auto_mode),
+      cmocka_unit_test(captured_activation),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 #endif
