@@ -5,7 +5,12 @@
  * on the encoder's shapes and on random small ones, against a double-precision reference; the
  * padding of a sequence never reaches a real token's result (padded rows are filled with huge
  * values); an op with a bad argument is refused at submission. Backends without the nn_async slot
- * print "not run" for these cases.
+ * print "not run" for these cases. The shapes reach every path of the CUDA kernels too: LayerNorm
+ * rows of a warp's width and beyond it (block per row), attention with one and many key tiles,
+ * head_dim up to 128 and small and large grids (batch 256 x seq 32, BERT-base's seq 512 of
+ * head_dim 64), pooling over hidden sizes above a block's width. Attention with head_dim 136 must
+ * either be right or be refused with SP_ERR_UNSUPPORTED (a backend's kernel limit: CUDA's is
+ * 128).
  * Method: the table is driven directly (as conf_backend.c); inputs are uploaded as f32 and
  * converted on the device for bf16, and the reference sees exactly the bf16-rounded values.
  * Tolerances: f32 1e-5 of the row's scale (plus 1e-6), bf16 1e-2 of it (one rounding of the
@@ -166,6 +171,9 @@ static void test_layernorm(void **state) {
     layernorm_case(&c, (sp_dtype)dt, 64, 384, 1, 0); /* MiniLM's hidden size */
     layernorm_case(&c, (sp_dtype)dt, 3, 1024, 0, 1);
     layernorm_case(&c, (sp_dtype)dt, 5, 768, 1, 1);
+    layernorm_case(&c, (sp_dtype)dt, 300, 384, 1, 1); /* many rows: MiniLM's batch x seq */
+    layernorm_case(&c, (sp_dtype)dt, 3, 3001, 1, 1);  /* longer than a warp holds       */
+    layernorm_case(&c, (sp_dtype)dt, 2, 1025, 0, 0);
     for (unsigned i = 0; i < tu_scale(12); i++)
       layernorm_case(&c, (sp_dtype)dt, 1 + (unsigned)tu_rng_below(&c.r, 9),
                      2 + (unsigned)tu_rng_below(&c.r, 300), (int)tu_rng_below(&c.r, 2),
@@ -219,6 +227,7 @@ static void test_embed(void **state) {
   for (unsigned dt = 0; dt < 2; dt++) {
     embed_case(&c, (sp_dtype)dt, 4, 32, 384, 0);
     embed_case(&c, (sp_dtype)dt, 2, 7, 64, 1);
+    embed_case(&c, (sp_dtype)dt, 256, 32, 384, 1); /* the batcher's largest MiniLM pass */
     for (unsigned i = 0; i < tu_scale(8); i++)
       embed_case(&c, (sp_dtype)dt, 1 + (unsigned)tu_rng_below(&c.r, 5),
                  1 + (unsigned)tu_rng_below(&c.r, 40), 1 + (unsigned)tu_rng_below(&c.r, 200),
@@ -229,8 +238,9 @@ static void test_embed(void **state) {
 
 /* ---- attention ------------------------------------------------------------------------------ */
 
-static void attention_case(nn_ctx *c, sp_dtype dt, unsigned batch, unsigned seq, unsigned heads,
-                           unsigned hd) {
+/* may_refuse: SP_ERR_UNSUPPORTED (a backend's kernel limit) is an answer too; nothing is checked. */
+static void attention_case_or_refusal(nn_ctx *c, sp_dtype dt, unsigned batch, unsigned seq,
+                                      unsigned heads, unsigned hd, int may_refuse) {
   size_t hidden = (size_t)heads * hd, rows = (size_t)batch * seq;
   float *qkv = nn_host(c, dt, rows * 3 * hidden, 1.0f), *y = malloc(rows * hidden * 4);
   int32_t *len = malloc(batch * 4);
@@ -251,7 +261,15 @@ static void attention_case(nn_ctx *c, sp_dtype dt, unsigned batch, unsigned seq,
   op.u.attention.lengths = nn_upload_i32(c, len, batch);
   op.u.attention.qkv = nn_upload(c, dt, qkv, rows * 3 * hidden);
   op.u.attention.y = nn_alloc(c, rows * hidden * (dt == SP_F32 ? 4 : 2));
-  SP_CHECK_OK(B->nn_async(c->s, &op));
+  sp_status st = B->nn_async(c->s, &op);
+  if (may_refuse && st == SP_ERR_UNSUPPORTED) {
+    printf("[conf_backend_nn] %s: attention head_dim %u: refused (%s)\n", B->name, hd,
+           sp_last_error());
+    nn_free_all(c);
+    free(qkv), free(y), free(len);
+    return;
+  }
+  SP_CHECK_OK(st);
   nn_download(c, dt, op.u.attention.y, rows * hidden, y);
   double *p = malloc(seq * sizeof(*p));
   for (unsigned b = 0; b < batch; b++)
@@ -281,6 +299,11 @@ static void attention_case(nn_ctx *c, sp_dtype dt, unsigned batch, unsigned seq,
   free(qkv), free(y), free(len);
 }
 
+static void attention_case(nn_ctx *c, sp_dtype dt, unsigned batch, unsigned seq, unsigned heads,
+                           unsigned hd) {
+  attention_case_or_refusal(c, dt, batch, seq, heads, hd, 0);
+}
+
 static void test_attention(void **state) {
   (void)state;
   if (nn_skip("attention")) return;
@@ -291,6 +314,12 @@ static void test_attention(void **state) {
     attention_case(&c, (sp_dtype)dt, 2, 128, 12, 32);
     attention_case(&c, (sp_dtype)dt, 1, 256, 2, 64);
     attention_case(&c, (sp_dtype)dt, 2, 1, 1, 8);
+    attention_case(&c, (sp_dtype)dt, 256, 32, 2, 32); /* the batcher's pass: a large grid      */
+    attention_case(&c, (sp_dtype)dt, 64, 40, 2, 40);  /* large grid, two key tiles of 32       */
+    attention_case(&c, (sp_dtype)dt, 1, 512, 1, 64);  /* BERT-base: seq 512, head_dim 64       */
+    attention_case(&c, (sp_dtype)dt, 2, 70, 3, 96);
+    attention_case(&c, (sp_dtype)dt, 2, 100, 2, 128); /* the largest head CUDA's kernel takes */
+    attention_case_or_refusal(&c, (sp_dtype)dt, 2, 9, 1, 136, 1);
     for (unsigned i = 0; i < tu_scale(8); i++)
       attention_case(&c, (sp_dtype)dt, 1 + (unsigned)tu_rng_below(&c.r, 4),
                      1 + (unsigned)tu_rng_below(&c.r, 70), 1 + (unsigned)tu_rng_below(&c.r, 4),
@@ -355,6 +384,8 @@ static void test_pool(void **state) {
     for (int cls = 0; cls < 2; cls++)
       for (int norm = 0; norm < 2; norm++) {
         pool_case(&c, (sp_dtype)dt, 5, 32, 384, cls, norm);
+        pool_case(&c, (sp_dtype)dt, 3, 7, 1000, cls, norm); /* wider than a block */
+        if (cls == norm) pool_case(&c, (sp_dtype)dt, 256, 32, 384, cls, norm); /* a full pass */
         pool_case(&c, (sp_dtype)dt, 1 + (unsigned)tu_rng_below(&c.r, 6),
                   1 + (unsigned)tu_rng_below(&c.r, 60), 1 + (unsigned)tu_rng_below(&c.r, 500), cls,
                   norm);

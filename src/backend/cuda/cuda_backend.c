@@ -2,7 +2,8 @@
  *
  * Owns: sp__bdevice (an ordinal and its name), sp__bstream (a cudaStreamNonBlocking stream; its
  * cuBLASLt state lives in cuda_linear.c), sp__bevent (a cudaEvent_t, timing only when asked);
- * graphs and pinned host memory live in cuda_graph.c.
+ * graphs and pinned host memory live in cuda_graph.c; the encoder-layer kernels behind nn_async in
+ * cuda_nn.cu (this file checks an op, as every backend does, and launches it).
  * The core owns pools, generations and the allocator; nothing here touches them.
  *
  * Invariants: every slot makes its object's device current first (cudaSetDevice is a cheap
@@ -17,8 +18,10 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "backend/nn_check.h"
 #include "core/dtype.h"
 #include "cuda_internal.h"
+#include "cuda_nn.h"
 
 sp_status sp__cuda_fail(cudaError_t e, const char *what) {
   (void)cudaGetLastError(); /* non-sticky errors are also kept as "last error": drop it */
@@ -189,6 +192,22 @@ static sp_status cuda_convert_async(sp__bstream *s, void *dst, sp_dtype dst_type
   return e == cudaSuccess ? SP_OK : sp__cuda_fail(e, "convert kernel launch");
 }
 
+/* The encoder-layer slot: the backend-neutral argument checks (nn_check.c), this backend's own
+ * limit (attention's head_dim), then one kernel launch on the stream (cuda_nn.cu). */
+static sp_status cuda_nn_async(sp__bstream *s, const sp__nn *op) {
+  sp_status st = sp__nn_op_check(op, "cuda nn_async");
+  if (st != SP_OK) return st;
+  if (op->kind == SP__NN_ATTENTION && op->u.attention.head_dim > SP__CUDA_NN_HEAD_DIM_MAX)
+    return sp__fail(SP_ERR_UNSUPPORTED,
+                    "cuda nn_async: attention: head_dim %u is above the %u the CUDA attention "
+                    "kernel supports",
+                    op->u.attention.head_dim, SP__CUDA_NN_HEAD_DIM_MAX);
+  st = sp__cuda_use_device(s->dev);
+  if (st != SP_OK) return st;
+  cudaError_t e = sp__cuda_nn(s->stream, op);
+  return e == cudaSuccess ? SP_OK : sp__cuda_fail(e, "nn kernel launch");
+}
+
 /* ---- interop with other runtimes' streams (issue 10) ------------------------------------- */
 
 static sp_status cuda_stream_native(sp__bstream *s, void **out) {
@@ -344,6 +363,7 @@ const sp__backend sp__cuda_backend = {
     .host_func = cuda_host_func,
     .linear_async = sp__cuda_linear_async,
     .convert_async = cuda_convert_async,
+    .nn_async = cuda_nn_async,
     .event_create = cuda_event_create,
     .event_destroy = cuda_event_destroy,
     .event_record = cuda_event_record,

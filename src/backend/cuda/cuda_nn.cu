@@ -1,0 +1,408 @@
+/* The CUDA backend's encoder-layer kernels (backend.h's sp__nn): LayerNorm, the embedding gather,
+ * masked multi-head self-attention and pooling, for f32 and bf16 storage with f32 arithmetic
+ * (double where the host backend sums in double: pooling's mean and norm). Each op is one kernel
+ * launch on the caller's stream.
+ *
+ * LayerNorm: a warp per row while the row fits in registers (cols <= 1024: up to 32 values a
+ * lane), else a block of 256 threads per row reading it three times; two passes (mean, then the
+ * sum of squared deviations) in f32. A warp reads its whole row before writing any of it, and
+ * in the block kernel each thread rewrites only the elements it read itself, so y may be x.
+ * Attention: a block of 4 warps per (sequence, head, tile of 4 x QW queries); the block walks the
+ * keys in tiles of KT (64 for head_dim <= 64, else 32) held in shared memory as f32 (K padded by
+ * one column so the lanes' rows fall in distinct banks), each lane scoring one key of the tile
+ * per 32 for each of its warp's QW queries, with an online softmax (running max and sum,
+ * rescaled per tile) and the weighted sum of V accumulated per lane over head_dim/32 values.
+ * Masked keys (j >= lengths[b]) are never loaded: they score -inf and weigh 0, so padding cannot
+ * reach a result. Any seq (tiles), head_dim up to SP__CUDA_NN_HEAD_DIM_MAX (the slot refuses
+ * more). QW is 8 (4 for head_dim > 96, to stay within 48 KiB of static shared memory), or 2 when
+ * that would leave fewer than 256 blocks, so small batches still fill the GPU.
+ * Embedding gather: a block per token row; pooling: a block per sequence.
+ * Lengths are clamped to 1..seq exactly as the host backend does. Every kernel loops grid-stride
+ * over its rows, so any extent the checker allows runs with a bounded grid.
+ *
+ * Owns nothing; no allocation, no sync, capturable; launches return their own error (never read
+ * back through cudaGetLastError). No locks.
+ */
+#include <cuda_bf16.h>
+#include <math.h>
+#include <stdint.h>
+
+#include "cuda_nn.h"
+
+namespace {
+
+constexpr unsigned kMaxBlocks = 1u << 20; /* grid-stride beyond this many blocks */
+constexpr unsigned kBlock = 256;          /* threads of the block-per-row kernels */
+constexpr unsigned kLnWarps = 4;          /* rows per block of the warp LayerNorm */
+constexpr unsigned kAttnWarps = 4;        /* warps per attention block */
+constexpr size_t kAttnFill = 256;         /* fewer blocks than this: small query tiles */
+
+unsigned grid_for(size_t blocks) {
+  return (unsigned)(blocks < kMaxBlocks ? (blocks ? blocks : 1) : kMaxBlocks);
+}
+
+/* Launches k with args converted to its parameter types (non-deduced here). */
+template <typename T>
+struct same {
+  using type = T;
+};
+template <typename... P>
+cudaError_t launch(void (*k)(P...), unsigned grid, unsigned block, cudaStream_t s,
+                   typename same<P>::type... args) {
+  void *argv[] = {static_cast<void *>(&args)...};
+  return cudaLaunchKernel(reinterpret_cast<const void *>(k), dim3(grid), dim3(block), argv, 0, s);
+}
+
+__device__ __forceinline__ float ld(const float *p, size_t i) { return p[i]; }
+__device__ __forceinline__ float ld(const __nv_bfloat16 *p, size_t i) {
+  return __bfloat162float(p[i]);
+}
+__device__ __forceinline__ void st(float *p, size_t i, float v) { p[i] = v; }
+__device__ __forceinline__ void st(__nv_bfloat16 *p, size_t i, float v) {
+  p[i] = __float2bfloat16_rn(v);
+}
+
+/* Butterfly reductions: every lane ends with the same bits (each step adds commuted pairs). */
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ double warp_sum(double v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+/* The sum of v over the block (blockDim.x a multiple of 32), the same in every thread; sh holds
+ * 32 values. Every thread of the block must call it. */
+template <typename F>
+__device__ F block_sum(F v, F *sh) {
+  v = warp_sum(v);
+  __syncthreads(); /* the previous call's readers of sh are done */
+  if ((threadIdx.x & 31u) == 0) sh[threadIdx.x >> 5] = v;
+  __syncthreads();
+  F t = 0;
+  for (unsigned w = 0; w < blockDim.x / 32; w++) t += sh[w];
+  return t;
+}
+
+/* ---- LayerNorm ------------------------------------------------------------------------------ */
+
+/* A warp per row; lane l holds columns l, l + 32, ... (N of them, cols <= 32 N). No restrict on
+ * x and y: they may be the same array. */
+template <typename T, int N>
+__global__ void __launch_bounds__(32 * kLnWarps)
+    layernorm_warp(const T *x, const T *res, const T *__restrict__ g, const T *__restrict__ b,
+                   T *y, size_t rows, unsigned cols, float eps) {
+  const unsigned lane = threadIdx.x & 31u;
+  for (size_t row = (size_t)blockIdx.x * kLnWarps + threadIdx.x / 32; row < rows;
+       row += (size_t)gridDim.x * kLnWarps) {
+    const size_t base = row * cols;
+    float v[N], sum = 0.0f;
+#pragma unroll
+    for (int i = 0; i < N; i++) {
+      const unsigned c = lane + 32u * i;
+      v[i] = 0.0f;
+      if (c < cols) {
+        v[i] = ld(x, base + c);
+        if (res) v[i] += ld(res, base + c);
+      }
+      sum += v[i];
+    }
+    const float mean = warp_sum(sum) / (float)cols;
+    float sq = 0.0f;
+#pragma unroll
+    for (int i = 0; i < N; i++) {
+      const float d = v[i] - mean;
+      if (lane + 32u * i < cols) sq = fmaf(d, d, sq);
+    }
+    const float inv = 1.0f / sqrtf(warp_sum(sq) / (float)cols + eps);
+#pragma unroll
+    for (int i = 0; i < N; i++) {
+      const unsigned c = lane + 32u * i;
+      if (c < cols) st(y, base + c, (v[i] - mean) * inv * ld(g, c) + ld(b, c));
+    }
+  }
+}
+
+/* A block per row for rows longer than a warp holds; the row is read three times. */
+template <typename T>
+__global__ void __launch_bounds__(kBlock)
+    layernorm_block(const T *x, const T *res, const T *__restrict__ g, const T *__restrict__ b,
+                    T *y, size_t rows, unsigned cols, float eps) {
+  __shared__ float sh[32];
+  for (size_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const size_t base = row * cols;
+    float sum = 0.0f;
+    for (unsigned c = threadIdx.x; c < cols; c += kBlock)
+      sum += ld(x, base + c) + (res ? ld(res, base + c) : 0.0f);
+    const float mean = block_sum(sum, sh) / (float)cols;
+    float sq = 0.0f;
+    for (unsigned c = threadIdx.x; c < cols; c += kBlock) {
+      const float d = ld(x, base + c) + (res ? ld(res, base + c) : 0.0f) - mean;
+      sq = fmaf(d, d, sq);
+    }
+    const float inv = 1.0f / sqrtf(block_sum(sq, sh) / (float)cols + eps);
+    for (unsigned c = threadIdx.x; c < cols; c += kBlock) {
+      const float v = ld(x, base + c) + (res ? ld(res, base + c) : 0.0f);
+      st(y, base + c, (v - mean) * inv * ld(g, c) + ld(b, c));
+    }
+  }
+}
+
+template <typename T, int N>
+cudaError_t layernorm_warp_launch(cudaStream_t s, const sp__nn *op) {
+  const size_t rows = op->u.norm.rows;
+  return launch(layernorm_warp<T, N>, grid_for((rows + kLnWarps - 1) / kLnWarps), 32 * kLnWarps,
+                s, static_cast<const T *>(op->u.norm.x), static_cast<const T *>(op->u.norm.residual),
+                static_cast<const T *>(op->u.norm.gamma), static_cast<const T *>(op->u.norm.beta),
+                static_cast<T *>(op->u.norm.y), rows, op->u.norm.cols, op->u.norm.eps);
+}
+
+template <typename T>
+cudaError_t layernorm(cudaStream_t s, const sp__nn *op) {
+  const unsigned cols = op->u.norm.cols;
+  if (cols <= 32) return layernorm_warp_launch<T, 1>(s, op);
+  if (cols <= 64) return layernorm_warp_launch<T, 2>(s, op);
+  if (cols <= 128) return layernorm_warp_launch<T, 4>(s, op);
+  if (cols <= 256) return layernorm_warp_launch<T, 8>(s, op);
+  if (cols <= 384) return layernorm_warp_launch<T, 12>(s, op); /* MiniLM */
+  if (cols <= 512) return layernorm_warp_launch<T, 16>(s, op);
+  if (cols <= 768) return layernorm_warp_launch<T, 24>(s, op); /* BERT-base */
+  if (cols <= 1024) return layernorm_warp_launch<T, 32>(s, op);
+  const size_t rows = op->u.norm.rows;
+  return launch(layernorm_block<T>, grid_for(rows), kBlock, s,
+                static_cast<const T *>(op->u.norm.x), static_cast<const T *>(op->u.norm.residual),
+                static_cast<const T *>(op->u.norm.gamma), static_cast<const T *>(op->u.norm.beta),
+                static_cast<T *>(op->u.norm.y), rows, cols, op->u.norm.eps);
+}
+
+/* ---- embedding gather ----------------------------------------------------------------------- */
+
+constexpr unsigned kEmbedThreads = 128;
+
+/* A block per token row: y = word[id] + pos[t] + type[ty], added in the host's order. */
+template <typename T>
+__global__ void __launch_bounds__(kEmbedThreads)
+    embed_kernel(const int32_t *__restrict__ ids, const int32_t *__restrict__ types,
+                 const T *__restrict__ word, const T *__restrict__ pos, const T *__restrict__ type,
+                 T *__restrict__ y, size_t rows, unsigned seq, unsigned hidden) {
+  for (size_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const size_t t = row % seq, id = (size_t)ids[row], ty = types ? (size_t)types[row] : 0;
+    for (unsigned c = threadIdx.x; c < hidden; c += kEmbedThreads)
+      st(y, row * hidden + c,
+         ld(word, id * hidden + c) + ld(pos, t * hidden + c) + ld(type, ty * hidden + c));
+  }
+}
+
+template <typename T>
+cudaError_t embed(cudaStream_t s, const sp__nn *op) {
+  const size_t rows = (size_t)op->u.embed.batch * op->u.embed.seq;
+  return launch(embed_kernel<T>, grid_for(rows), kEmbedThreads, s, op->u.embed.ids,
+                op->u.embed.type_ids, static_cast<const T *>(op->u.embed.word),
+                static_cast<const T *>(op->u.embed.pos), static_cast<const T *>(op->u.embed.type),
+                static_cast<T *>(op->u.embed.y), rows, op->u.embed.seq, op->u.embed.hidden);
+}
+
+/* ---- pooling -------------------------------------------------------------------------------- */
+
+/* A block per sequence: each thread sums its columns over the real tokens in double (as the host
+ * does), stores the f32 mean and, when normalizing, scales by the block's 1 / max(norm, 1e-12). */
+template <typename T>
+__global__ void __launch_bounds__(kBlock)
+    pool_kernel(const int32_t *__restrict__ lengths, const T *__restrict__ x, float *__restrict__ y,
+                unsigned batch, unsigned seq, unsigned hidden, int cls, int normalize) {
+  __shared__ double sh[32];
+  for (unsigned b = blockIdx.x; b < batch; b += gridDim.x) {
+    const int32_t len = lengths[b];
+    const unsigned n = cls ? 1u : (len < 1 ? 1u : ((unsigned)len > seq ? seq : (unsigned)len));
+    const T *xb = x + (size_t)b * seq * hidden;
+    float *yb = y + (size_t)b * hidden;
+    double sq = 0.0;
+    for (unsigned c = threadIdx.x; c < hidden; c += kBlock) {
+      double sum = 0.0;
+      for (unsigned t = 0; t < n; t++) sum += ld(xb, (size_t)t * hidden + c);
+      const float m = (float)(sum / (double)n);
+      yb[c] = m;
+      sq += (double)m * m;
+    }
+    if (normalize) { /* the same for the whole block */
+      const double d = sqrt(block_sum(sq, sh));
+      const float inv = (float)(1.0 / (d > 1e-12 ? d : 1e-12));
+      for (unsigned c = threadIdx.x; c < hidden; c += kBlock) yb[c] *= inv;
+    }
+  }
+}
+
+template <typename T>
+cudaError_t pool(cudaStream_t s, const sp__nn *op) {
+  return launch(pool_kernel<T>, grid_for(op->u.pool.batch), kBlock, s, op->u.pool.lengths,
+                static_cast<const T *>(op->u.pool.x), op->u.pool.y, op->u.pool.batch,
+                op->u.pool.seq, op->u.pool.hidden, (int)op->u.pool.cls, (int)op->u.pool.normalize);
+}
+
+/* ---- attention ------------------------------------------------------------------------------ */
+
+/* Block blk (grid-stride) is query tile blk % qtiles of head (blk / qtiles) % heads of sequence
+ * blk / (qtiles * heads). DPL: head_dim values per lane (head_dim <= 32 DPL); QW: queries per
+ * warp. */
+template <typename T, int DPL, int QW>
+__global__ void __launch_bounds__(32 * kAttnWarps)
+    attention_kernel(const T *__restrict__ qkv, const int32_t *__restrict__ lengths,
+                     T *__restrict__ y, unsigned seq, unsigned heads, unsigned hd, float scale,
+                     size_t qtiles, size_t total) {
+  constexpr int D = 32 * DPL;            /* head_dim rounded up to whole lanes */
+  constexpr int KT = DPL <= 2 ? 64 : 32; /* keys per tile                      */
+  constexpr int KPL = KT / 32;           /* keys per lane per tile             */
+  constexpr int QT = kAttnWarps * QW;    /* queries per block                  */
+  static_assert((KT * (D + 1) + KT * D + QT * D) * sizeof(float) <= 48 * 1024,
+                "static shared memory of one block");
+  __shared__ float ks[KT][D + 1]; /* K of the tile, f32; the pad column spreads the banks */
+  __shared__ float vs[KT][D];     /* V of the tile                                        */
+  __shared__ float qs[QT][D];     /* the block's queries                                  */
+  const unsigned lane = threadIdx.x & 31u, warp = threadIdx.x >> 5;
+  const size_t hidden = (size_t)heads * hd, stride = 3 * hidden;
+  for (size_t blk = blockIdx.x; blk < total; blk += gridDim.x) {
+    const unsigned qt = (unsigned)(blk % qtiles), h = (unsigned)(blk / qtiles % heads);
+    const size_t b = blk / qtiles / heads;
+    const int32_t len = lengths[b];
+    const unsigned keys = len < 1 ? 1u : ((unsigned)len > seq ? seq : (unsigned)len);
+    const T *base = qkv + b * seq * stride + (size_t)h * hd; /* q of token 0, head h */
+    const unsigned t0 = qt * QT;
+    __syncthreads(); /* the previous block's readers of qs are done */
+    for (unsigned e = threadIdx.x; e < (unsigned)(QT * D); e += blockDim.x) {
+      const unsigned i = e / D, d = e % D, t = t0 + i;
+      qs[i][d] = (t < seq && d < hd) ? ld(base, (size_t)t * stride + d) : 0.0f;
+    }
+    float m[QW], l[QW], acc[QW][DPL];
+#pragma unroll
+    for (int i = 0; i < QW; i++) {
+      m[i] = -INFINITY;
+      l[i] = 0.0f;
+#pragma unroll
+      for (int k = 0; k < DPL; k++) acc[i][k] = 0.0f;
+    }
+    for (unsigned j0 = 0; j0 < keys; j0 += KT) {
+      const unsigned kn = keys - j0; /* real keys from j0 on (>= 1) */
+      __syncthreads();               /* qs is written; the previous tile's readers are done */
+      for (unsigned e = threadIdx.x; e < (unsigned)(KT * D); e += blockDim.x) {
+        const unsigned j = e / D, d = e % D;
+        const bool real = j < kn && d < hd;
+        const size_t at = (size_t)(j0 + j) * stride + d;
+        ks[j][d] = real ? ld(base, at + hidden) : 0.0f;
+        vs[j][d] = real ? ld(base, at + 2 * hidden) : 0.0f;
+      }
+      __syncthreads();
+      float sc[QW][KPL];
+#pragma unroll
+      for (int i = 0; i < QW; i++)
+#pragma unroll
+        for (int u = 0; u < KPL; u++) sc[i][u] = 0.0f;
+#pragma unroll 4
+      for (int d = 0; d < D; d++) {
+        float kv[KPL];
+#pragma unroll
+        for (int u = 0; u < KPL; u++) kv[u] = ks[lane + 32 * u][d];
+#pragma unroll
+        for (int i = 0; i < QW; i++) {
+          const float qd = qs[warp * QW + i][d];
+#pragma unroll
+          for (int u = 0; u < KPL; u++) sc[i][u] = fmaf(qd, kv[u], sc[i][u]);
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < QW; i++) {
+        float tmax = -INFINITY;
+#pragma unroll
+        for (int u = 0; u < KPL; u++) {
+          sc[i][u] = lane + 32u * u < kn ? sc[i][u] * scale : -INFINITY;
+          tmax = fmaxf(tmax, sc[i][u]);
+        }
+        const float mn = fmaxf(m[i], warp_max(tmax)); /* finite: the tile has a real key */
+        const float corr = expf(m[i] - mn);           /* 0 on the first tile */
+        l[i] *= corr;
+#pragma unroll
+        for (int k = 0; k < DPL; k++) acc[i][k] *= corr;
+        m[i] = mn;
+#pragma unroll
+        for (int u = 0; u < KPL; u++) {
+          const float p = expf(sc[i][u] - mn); /* 0 for a masked key */
+          l[i] += p;
+          /* the tile's real keys of this lane group only: warp-uniform bounds */
+          const unsigned jn = 32u * u >= kn ? 0u : (kn - 32u * u < 32u ? kn - 32u * u : 32u);
+          for (unsigned jj = 0; jj < jn; jj++) {
+            const float pj = __shfl_sync(0xffffffffu, p, (int)jj);
+#pragma unroll
+            for (int k = 0; k < DPL; k++)
+              acc[i][k] = fmaf(pj, vs[32 * u + jj][lane + 32 * k], acc[i][k]);
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < QW; i++) {
+      const unsigned t = t0 + warp * QW + i;
+      if (t >= seq) continue; /* warp-uniform */
+      const float inv = 1.0f / warp_sum(l[i]);
+      const size_t out = (b * seq + t) * hidden + (size_t)h * hd;
+#pragma unroll
+      for (int k = 0; k < DPL; k++) {
+        const unsigned d = lane + 32u * k;
+        if (d < hd) st(y, out + d, acc[i][k] * inv);
+      }
+    }
+  }
+}
+
+template <typename T, int DPL, int QW>
+cudaError_t attention_launch(cudaStream_t s, const sp__nn *op) {
+  const unsigned seq = op->u.attention.seq, heads = op->u.attention.heads;
+  const size_t qtiles = (seq + kAttnWarps * QW - 1) / (kAttnWarps * QW);
+  const size_t total = qtiles * heads * op->u.attention.batch;
+  return launch(attention_kernel<T, DPL, QW>, grid_for(total), 32 * kAttnWarps, s,
+                static_cast<const T *>(op->u.attention.qkv), op->u.attention.lengths,
+                static_cast<T *>(op->u.attention.y), seq, heads, op->u.attention.head_dim,
+                op->u.attention.scale, qtiles, total);
+}
+
+template <typename T, int DPL>
+cudaError_t attention_dpl(cudaStream_t s, const sp__nn *op) {
+  constexpr int QW = DPL == 4 ? 4 : 8;
+  const size_t qtiles = (op->u.attention.seq + kAttnWarps * QW - 1) / (kAttnWarps * QW);
+  if (qtiles * op->u.attention.heads * op->u.attention.batch < kAttnFill)
+    return attention_launch<T, DPL, 2>(s, op);
+  return attention_launch<T, DPL, QW>(s, op);
+}
+
+template <typename T>
+cudaError_t attention(cudaStream_t s, const sp__nn *op) {
+  const unsigned hd = op->u.attention.head_dim;
+  if (hd <= 32) return attention_dpl<T, 1>(s, op);
+  if (hd <= 64) return attention_dpl<T, 2>(s, op);
+  if (hd <= 96) return attention_dpl<T, 3>(s, op);
+  if (hd <= 128) return attention_dpl<T, 4>(s, op);
+  return cudaErrorInvalidValue; /* the slot refuses these first */
+}
+
+template <typename T>
+cudaError_t run(cudaStream_t s, const sp__nn *op) {
+  switch (op->kind) {
+  case SP__NN_LAYERNORM: return layernorm<T>(s, op);
+  case SP__NN_EMBED: return embed<T>(s, op);
+  case SP__NN_ATTENTION: return attention<T>(s, op);
+  case SP__NN_POOL: return pool<T>(s, op);
+  default: return cudaErrorInvalidValue; /* the checker refuses these first */
+  }
+}
+
+}  // namespace
+
+extern "C" cudaError_t sp__cuda_nn(cudaStream_t s, const sp__nn *op) {
+  return op->dtype == SP_BF16 ? run<__nv_bfloat16>(s, op) : run<float>(s, op);
+}
