@@ -142,8 +142,10 @@ typedef struct sp__backend {
                              sp_dtype src_type, size_t n);
   /* Optional: one encoder layer op (sp__nn), stream-ordered like linear_async, in f32 and in bf16
    * (then convert_async is there too). NULL -> encoders and MLPs with LayerNorm are
-   * SP_ERR_UNSUPPORTED on this backend. An op that fails its argument checks returns
-   * SP_ERR_INVALID_ARGUMENT at submission and runs nothing. */
+   * SP_ERR_UNSUPPORTED on this backend. An op that fails its argument checks (sp__nn_op_check,
+   * backend/nn_check.h, the same for every backend) returns SP_ERR_INVALID_ARGUMENT at submission
+   * and runs nothing; a shape beyond the backend's kernels may be SP_ERR_UNSUPPORTED (CUDA:
+   * attention head_dim > 128), with nothing run. */
   sp_status (*nn_async)(sp__bstream *s, const sp__nn *op);
 
   /* Events: a recorded event completes when the work before it on its stream has. An event
