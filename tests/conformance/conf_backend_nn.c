@@ -238,7 +238,8 @@ static void test_embed(void **state) {
 
 /* ---- attention ------------------------------------------------------------------------------ */
 
-/* may_refuse: SP_ERR_UNSUPPORTED (a backend's kernel limit) is an answer too; nothing is checked. */
+/* may_refuse: SP_ERR_UNSUPPORTED (a backend's kernel limit) is an answer too; nothing is checked.
+ */
 static void attention_case_or_refusal(nn_ctx *c, sp_dtype dt, unsigned batch, unsigned seq,
                                       unsigned heads, unsigned hd, int may_refuse) {
   size_t hidden = (size_t)heads * hd, rows = (size_t)batch * seq;

@@ -47,9 +47,9 @@ extern "C" cudaError_t sp__cuda_act_f32(cudaStream_t s, float *y, size_t n, int 
                           dim3(kThreads), args, 0, s);
 }
 
-extern "C" cudaError_t sp__cuda_bias_act_bf16(cudaStream_t s, void *y, size_t ldy,
-                                              const float *src, const void *bias, unsigned rows,
-                                              unsigned cols, int act) {
+extern "C" cudaError_t sp__cuda_bias_act_bf16(cudaStream_t s, void *y, size_t ldy, const float *src,
+                                              const void *bias, unsigned rows, unsigned cols,
+                                              int act) {
   size_t n = (size_t)rows * cols;
   if (n == 0) return cudaSuccess;
   __nv_bfloat16 *yp = static_cast<__nv_bfloat16 *>(y);

@@ -58,12 +58,12 @@ typedef enum sp__cuda_impl {
 
 /* One cached cublasLtMatmul configuration: everything but the pointers. */
 typedef struct sp__cuda_plan {
-  uint64_t key;                   /* cuda_plan_key(); 0 = empty slot                     */
-  cublasLtMatmulDesc_t desc;      /* op, compute type, epilogue, bias type                */
-  cublasLtMatrixLayout_t a, b, c; /* w (op T), x, y                                        */
-  cublasLtMatmulAlgo_t algo;      /* the heuristic's first choice                         */
-  size_t workspace_bytes;         /* what algo needs (<= SP__CUDA_WORKSPACE_BYTES)        */
-  bool bias;                      /* the epilogue adds a bias (its pointer is set per call) */
+  uint64_t key;                      /* cuda_plan_key(); 0 = empty slot                     */
+  cublasLtMatmulDesc_t desc;         /* op, compute type, epilogue, bias type                */
+  cublasLtMatrixLayout_t a, b, c;    /* w (op T), x, y                                        */
+  cublasLtMatmulAlgo_t algo;         /* the heuristic's first choice                         */
+  size_t workspace_bytes;            /* what algo needs (<= SP__CUDA_WORKSPACE_BYTES)        */
+  bool bias;                         /* the epilogue adds a bias (its pointer is set per call) */
   unsigned char impl[SP__ACT_COUNT]; /* per activation: sp__cuda_impl copied from the device's
                                         choice, or NONE (auto mode, single-matmul ops only)  */
 } sp__cuda_plan;

@@ -334,10 +334,10 @@ static sp_status linear_f32_path(sp__bstream *s, const sp__linear *op) {
       blk.y = s->act_scratch;
       st = matmul(s, &blk, EPI_F32, op->bias != NULL);
       if (st != SP_OK) break;
-      cudaError_t e = sp__cuda_bias_act_bf16(
-          s->stream, (uint16_t *)op->y + r0 * out + c0, out, s->act_scratch,
-          op->bias ? (const uint16_t *)op->bias + c0 : NULL, blk.batch, blk.out_features,
-          (int)op->act);
+      cudaError_t e =
+          sp__cuda_bias_act_bf16(s->stream, (uint16_t *)op->y + r0 * out + c0, out, s->act_scratch,
+                                 op->bias ? (const uint16_t *)op->bias + c0 : NULL, blk.batch,
+                                 blk.out_features, (int)op->act);
       if (e != cudaSuccess) st = sp__cuda_fail(e, "linear activation kernel launch");
     }
   return st;
@@ -357,9 +357,8 @@ static sp_status linear_run(sp__bstream *s, const sp__linear *op) {
 /* ---- our kernel, the device's choice table, timing -------------------------------------- */
 
 static sp_status gemv_run(sp__bstream *s, const sp__linear *op) {
-  cudaError_t e =
-      sp__cuda_gemv(s->stream, op->dtype == SP_BF16, op->x, op->w, op->bias, op->y, op->batch,
-                    op->in_features, op->out_features, (int)op->act);
+  cudaError_t e = sp__cuda_gemv(s->stream, op->dtype == SP_BF16, op->x, op->w, op->bias, op->y,
+                                op->batch, op->in_features, op->out_features, (int)op->act);
   return e == cudaSuccess ? SP_OK : sp__cuda_fail(e, "linear kernel launch");
 }
 

@@ -98,8 +98,8 @@ __device__ F block_sum(F v, F *sh) {
  * x and y: they may be the same array. */
 template <typename T, int N>
 __global__ void __launch_bounds__(32 * kLnWarps)
-    layernorm_warp(const T *x, const T *res, const T *__restrict__ g, const T *__restrict__ b,
-                   T *y, size_t rows, unsigned cols, float eps) {
+    layernorm_warp(const T *x, const T *res, const T *__restrict__ g, const T *__restrict__ b, T *y,
+                   size_t rows, unsigned cols, float eps) {
   const unsigned lane = threadIdx.x & 31u;
   for (size_t row = (size_t)blockIdx.x * kLnWarps + threadIdx.x / 32; row < rows;
        row += (size_t)gridDim.x * kLnWarps) {
@@ -159,8 +159,8 @@ __global__ void __launch_bounds__(kBlock)
 template <typename T, int N>
 cudaError_t layernorm_warp_launch(cudaStream_t s, const sp__nn *op) {
   const size_t rows = op->u.norm.rows;
-  return launch(layernorm_warp<T, N>, grid_for((rows + kLnWarps - 1) / kLnWarps), 32 * kLnWarps,
-                s, static_cast<const T *>(op->u.norm.x), static_cast<const T *>(op->u.norm.residual),
+  return launch(layernorm_warp<T, N>, grid_for((rows + kLnWarps - 1) / kLnWarps), 32 * kLnWarps, s,
+                static_cast<const T *>(op->u.norm.x), static_cast<const T *>(op->u.norm.residual),
                 static_cast<const T *>(op->u.norm.gamma), static_cast<const T *>(op->u.norm.beta),
                 static_cast<T *>(op->u.norm.y), rows, op->u.norm.cols, op->u.norm.eps);
 }
@@ -177,8 +177,8 @@ cudaError_t layernorm(cudaStream_t s, const sp__nn *op) {
   if (cols <= 768) return layernorm_warp_launch<T, 24>(s, op); /* BERT-base */
   if (cols <= 1024) return layernorm_warp_launch<T, 32>(s, op);
   const size_t rows = op->u.norm.rows;
-  return launch(layernorm_block<T>, grid_for(rows), kBlock, s,
-                static_cast<const T *>(op->u.norm.x), static_cast<const T *>(op->u.norm.residual),
+  return launch(layernorm_block<T>, grid_for(rows), kBlock, s, static_cast<const T *>(op->u.norm.x),
+                static_cast<const T *>(op->u.norm.residual),
                 static_cast<const T *>(op->u.norm.gamma), static_cast<const T *>(op->u.norm.beta),
                 static_cast<T *>(op->u.norm.y), rows, cols, op->u.norm.eps);
 }

@@ -189,7 +189,8 @@ void sp__host_act(float *y, size_t n, sp__act act);
 bool sp__host_scratch_reserve(sp__bstream *s, size_t floats);
 
 /* ---- host_nn.c ---- */
-/* Runs an encoder op (checked at submission by sp__nn_op_check) on the worker; on failure returns a status with the message in msg. */
+/* Runs an encoder op (checked at submission by sp__nn_op_check) on the worker; on failure returns a
+ * status with the message in msg. */
 sp_status sp__host_nn_run(sp__bstream *s, const sp__nn *op, char *msg, size_t msg_size);
 
 /* ---- host_device.c ---- */

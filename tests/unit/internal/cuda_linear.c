@@ -19,8 +19,8 @@
  * are the same computation). Tolerance: 5e-5 (f32) or 1e-2 (bf16) of the magnitude bound
  * |w|·|x| + |b| (x 1.25 with an activation other than ReLU: their slopes reach 1.13, so the
  * pre-activation error grows by that much at most). The output is poisoned with 0xFF bytes (NaN)
- * before each run, so an element left unwritten fails. Without a CUDA device it prints "skipped" and exits 77 (SP_REQUIRE_CUDA=1: a
- * failure).
+ * before each run, so an element left unwritten fails. Without a CUDA device it prints "skipped"
+ * and exits 77 (SP_REQUIRE_CUDA=1: a failure).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -254,7 +254,7 @@ static void forced_mode(const sp__backend *be, const char *mode) {
   sp__bstream *s = NULL;
   SP_CHECK_OK(be->stream_create(d, 0, &s));
   static const lin_view views[] = {
-      {0, 0, true, SP__ACT_RELU}, /* aligned: 16-byte loads where in allows           */
+      {0, 0, true, SP__ACT_RELU},  /* aligned: 16-byte loads where in allows           */
       {1, 0, false, SP__ACT_NONE}, /* x and w one element off: the element-wise path  */
       {0, 1, true, SP__ACT_NONE},  /* y one element off, bias without activation      */
       {0, 0, true, -1},  /* the other activations, by batch, with bias                   */
