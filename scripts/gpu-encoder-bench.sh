@@ -58,7 +58,7 @@ note "INFO  model $model ($(du -sh "$model" | cut -f1))"
 gen=(); command -v ninja >/dev/null && gen=(-G Ninja)
 step configure 300 cmake -S "$root" -B "$build" "${gen[@]}" -DSP_CUDA=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_CUDA_ARCHITECTURES=90 || { note "RESULT FAIL (configure)"; exit 1; }
-step build 900 cmake --build "$build" -j "${SP_GPU_JOBS:-16}" --target bench_encoder streampool_cli \
+step build 900 cmake --build "$build" -j "${SP_GPU_JOBS:-16}" --target bench_encoder streampool_cli streampool_cuda \
   || { note "RESULT FAIL (build)"; exit 1; }
 export STREAMPOOL_BACKEND=cuda
 step bench_encoder 900 "$build/bench/encoder" --backend cuda --model "$model" --duration "$secs" \
