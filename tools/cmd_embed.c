@@ -97,22 +97,30 @@ typedef struct embed_run {
   size_t total;
 } embed_run;
 
-/* Reads up to EMBED_CHUNK lines; returns how many (0 at the end). */
-static size_t embed_read(embed_run *r) {
-  size_t n = 0;
-  while (n < EMBED_CHUNK) {
-    ssize_t len = getline(&r->lines[n], &r->caps[n], r->in);
+/* Reads up to EMBED_CHUNK lines into *n (0 at the end); -1 when a line holds a NUL byte (the
+ * text would silently end there), with a message. */
+static int embed_read(embed_run *r, size_t *n) {
+  *n = 0;
+  while (*n < EMBED_CHUNK) {
+    ssize_t len = getline(&r->lines[*n], &r->caps[*n], r->in);
     if (len < 0) break;
-    if (len && r->lines[n][len - 1] == '\n') r->lines[n][--len] = 0;
-    if (len && r->lines[n][len - 1] == '\r') r->lines[n][--len] = 0;
-    n++;
+    if (memchr(r->lines[*n], 0, (size_t)len)) {
+      fprintf(stderr, "streampool embed: line %zu holds a NUL byte: not a line of text\n",
+              r->total + *n + 1);
+      return -1;
+    }
+    if (len && r->lines[*n][len - 1] == '\n') r->lines[*n][--len] = 0;
+    if (len && r->lines[*n][len - 1] == '\r') r->lines[*n][--len] = 0;
+    (*n)++;
   }
-  return n;
+  return 0;
 }
 
 static int embed_loop(embed_run *r, unsigned dim) {
   size_t n;
-  while ((n = embed_read(r)) > 0) {
+  for (;;) {
+    if (embed_read(r, &n) != 0) return SP_CLI_FAILED;
+    if (n == 0) break;
     if (sp_encoder_embed(r->enc, (const char *const *)r->lines, n, r->vecs) != SP_OK) {
       fprintf(stderr, "streampool embed: lines %zu..%zu: %s\n", r->total + 1, r->total + n,
               sp_last_error());

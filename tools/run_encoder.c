@@ -78,18 +78,24 @@ static int enc_read_inputs(const char *path, enc_set *set) {
   char *line = NULL;
   size_t cap = 0, have = 0;
   ssize_t len;
-  while (set->n < ENC_MAX_LINES && (len = getline(&line, &cap, f)) >= 0) {
+  int oom = 0;
+  while (!oom && set->n < ENC_MAX_LINES && (len = getline(&line, &cap, f)) >= 0) {
     while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
     if (set->n == have) {
       have = have ? have * 2 : 256;
       char **t = realloc(set->texts, have * sizeof(*t));
-      if (!t) break;
+      if (!t) {
+        fprintf(stderr, "streampool run: out of memory reading the sentences (%u read)\n", set->n);
+        oom = 1;
+        break;
+      }
       set->texts = t;
     }
     set->texts[set->n++] = strdup(line);
   }
   free(line);
   if (f != stdin) fclose(f);
+  if (oom) return 1;
   if (!set->n) fprintf(stderr, "streampool run: --inputs %s has no line\n", path);
   return set->n ? 0 : 1;
 }
@@ -117,7 +123,10 @@ static int enc_refs(sp_device *dev, sp_encoder *e, sp_dtype dt, enc_set *set) {
   set->ref = malloc(sizeof(float) * set->n * set->dim);
   if (!set->ref) return 1;
   for (unsigned i = 0; i < set->n; i++) {
-    if (!set->texts[i]) return 1; /* strdup failed */
+    if (!set->texts[i]) {
+      fprintf(stderr, "streampool run: out of memory copying sentence %u\n", i);
+      return 1;
+    }
     const char *t = set->texts[i];
     if (sp_encoder_embed(e, &t, 1, set->ref + (size_t)i * set->dim) != SP_OK) {
       fprintf(stderr, "streampool run: reference embedding of sentence %u failed: %s\n", i,

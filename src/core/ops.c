@@ -106,10 +106,8 @@ sp_status sp__graph_capture(sp_stream *s, sp__graph_record_fn rec, void *arg, sp
   sp_device *dev = s->dev;
   sp_assert(dev->be->graph_capture_begin && s->index < dev->cfg.streams);
   sp_stream *c = &dev->privates[s->index];
-  sp_status st = rec(s, arg); /* eagerly first: the backend makes its per-shape choices here */
-  if (st != SP_OK) return st;
   sp__mutex_lock(&dev->capture_mu);
-  st = graph_capture_on(c, rec, arg, out);
+  sp_status st = graph_capture_on(c, rec, arg, out);
   sp__mutex_unlock(&dev->capture_mu);
   return st;
 }

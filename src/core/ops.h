@@ -58,11 +58,11 @@ sp_status sp__graphs_enabled(const sp_device *dev, const char *fn, bool *on);
  * events (backend.h's capture contract). */
 typedef sp_status (*sp__graph_record_fn)(sp_stream *cs, void *arg);
 
-/* Captures rec's work as a graph for launching on pool stream s: rec first runs once eagerly on s
- * itself (a backend makes its per-shape choices, such as the CUDA linear's timed one, only
- * outside capture, so the graph records what was chosen: the work must be safe to run with the
- * buffers as they are), then on the calling thread against s's private capture stream (same
- * index), whose capture is ended whatever happens and which is synced after (the graph's upload).
+/* Captures rec's work as a graph for launching on pool stream s: rec runs on the calling thread
+ * against s's private capture stream (same index), whose capture is ended whatever happens and
+ * which is synced after (the graph's upload). A backend makes its per-shape choices (the CUDA
+ * linear's timed one) only outside capture, so callers run the same work once eagerly on s
+ * before capturing it, and the graph records what was chosen.
  * Captures on one device are serialized. Every buffer the work touches must stay allocated, at the
  * same address, until sp__graph_destroy, and host memory it copies must come from sp__pinned_alloc
  * with *pinned true. On success *out is the graph; on failure nothing is left behind and the status

@@ -100,7 +100,11 @@ static sp_status enc_uint(const cJSON *j, const char *file, const char *key, uns
   if (!cJSON_IsNumber(v) || !(v->valuedouble >= 1) || v->valuedouble > max ||
       floor(v->valuedouble) != v->valuedouble)
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: %s: \"%s\" is %s, not an integer in 1..%u", FN,
-                    file, key, v ? "out of range" : "missing", max);
+                    file, key,
+                    !v                  ? "missing"
+                    : cJSON_IsNumber(v) ? "out of range"
+                                        : "not a number",
+                    max);
   *out = (unsigned)v->valuedouble;
   return SP_OK;
 }

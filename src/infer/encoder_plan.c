@@ -130,13 +130,16 @@ static sp_status enc_plan_record(sp_stream *c, void *arg) {
   return enc_plan_enqueue(r->enc, r->p, c);
 }
 
-/* Captures p's pass (sp__graph_capture runs it once eagerly first, so the staging must hold a
- * valid pass: ids 0, every length 1). */
+/* Captures p's pass, after running it once eagerly on s from a valid dummy staging (ids 0, every
+ * length 1; ops.h: the backend's per-shape choices are made outside capture) and syncing s, so
+ * that the staging is the host's again before the call's input lands in it. */
 static void enc_plan_capture(sp_encoder *enc, sp_stream *s, enc_plan *p) {
   enc_rec r = {enc, p};
   memset(p->pin_in, 0, p->in_bytes);
   for (unsigned b = 0; b < p->batch; b++) p->pin_in[(size_t)p->batch * p->seq + b] = 1;
-  if (sp__graph_capture(s, enc_plan_record, &r, &p->graph) == SP_OK) return;
+  if (enc_plan_record(s, &r) == SP_OK && sp__stream_sync(s) == SP_OK &&
+      sp__graph_capture(s, enc_plan_record, &r, &p->graph) == SP_OK)
+    return;
   p->graph = NULL;
   if (!atomic_exchange_explicit(&enc->plans->logged, true, memory_order_relaxed))
     sp__log(SP_LOG_WARN, "encoder: graph capture failed (%s); its passes run op by op",

@@ -13,7 +13,9 @@
  * capture stream's matmul workspace; every graph of an entry is launched only on that entry's
  * pool stream, so they never run at the same time, and the capture stream itself runs nothing
  * after capturing. Before a capture the same work runs once eagerly on the pool stream, so that a
- * backend's per-shape choices (made only outside capture) are what the graph records.
+ * backend's per-shape choices (made only outside capture) are what the graph records: an infer
+ * plan's from zeroed staging (then synced), a forward plan's as the creating call's own pass
+ * (the graph then serves the next calls).
  *
  * Invariants: a published plan is immutable except under its mutex (its buffers are used by one
  * call at a time); graph == NULL means op-by-op (graphs off for the model (sp__graphs_enabled, at
@@ -146,9 +148,8 @@ static void plan_log_capture_failure(sp_model *m, const char *what) {
   sp__error_clear(); /* the call itself succeeds */
 }
 
-/* Captures rec's work for launching on s (sp__graph_capture: an eager run first, then the
- * capture); the graph, or NULL after a failure, logged once: a failure never fails the caller's
- * call. create_mu held. */
+/* Captures rec's work for launching on s (the caller ran it once eagerly on s first); the graph,
+ * or NULL after a failure, logged once: a failure never fails the caller's call. create_mu held. */
 static sp__bgraph *plan_record(sp_model *m, sp_stream *s, sp__graph_record_fn rec, void *arg) {
   sp__bgraph *g = NULL;
   if (sp__graph_capture(s, rec, arg, &g) != SP_OK) {
@@ -204,10 +205,14 @@ static sp_status plan_new(sp_model *m, sp_stream *s, unsigned batch, size_t byte
   if (st == SP_OK)
     st = sp__pinned_alloc(m->dev, p->out_bytes, (void **)&p->pin_out, &p->pinned_out);
   if (st != SP_OK) goto fail_plan;
-  memset(p->pin_in, 0, p->in_bytes);                       /* plan_record's eager run copies it */
   if (m->plans->graphs && p->pinned_in && p->pinned_out) { /* captured copies need pinned */
     plan_rec_infer r = {m, p};
-    p->graph = plan_record(m, s, plan_record_infer, &r);
+    /* Once eagerly from zeroed staging first (ops.h: the backend's per-shape choices), synced so
+     * that the staging is the host's again before the call's input lands in it. */
+    memset(p->pin_in, 0, p->in_bytes);
+    if (plan_record_infer(s, &r) == SP_OK && sp__stream_sync(s) == SP_OK)
+      p->graph = plan_record(m, s, plan_record_infer, &r);
+    else plan_log_capture_failure(m, "the eager pass before a capture failed");
   }
   *out = p;
   return SP_OK;
@@ -302,9 +307,13 @@ static sp__fplan *fplan_find(plan_entry *e, const float *in, const float *out, u
 }
 
 /* A captured forward for (batch, in, out) on s's entry, made now if a slot is free; NULL when
- * not (no slot, too large, no memory, the capture failed). create_mu held. */
+ * not (no slot, too large, no memory, the capture failed). Making one runs the call's own pass
+ * eagerly on s first (ops.h: the backend's per-shape choices), so *ran says whether this call's
+ * work is already queued, with *st its status: the caller must not run it again (in may be out).
+ * create_mu held. */
 static sp__fplan *fplan_new(sp_model *m, plan_entry *e, sp_stream *s, const float *in, float *out,
-                            unsigned batch) {
+                            unsigned batch, bool *ran, sp_status *st) {
+  *ran = false;
   unsigned k = 0;
   while (k < FWD_PLANS && atomic_load_explicit(&e->fwd[k], memory_order_relaxed)) k++;
   size_t bytes = sp__model_workspace_bytes(m, batch);
@@ -314,6 +323,9 @@ static sp__fplan *fplan_new(sp_model *m, plan_entry *e, sp_stream *s, const floa
   *f = (sp__fplan){.batch = batch, .in = in, .out = out};
   if (sp_alloc(m->dev, bytes, s, &f->ws) != SP_OK) goto free_plan;
   plan_rec_forward r = {m, f};
+  *st = plan_record_forward(s, &r); /* the call's pass */
+  *ran = true;
+  if (*st != SP_OK) goto free_ws;
   f->graph = plan_record(m, s, plan_record_forward, &r);
   if (!f->graph) {
     atomic_store_explicit(&e->fwd_off, true, memory_order_relaxed);
@@ -322,10 +334,10 @@ static sp__fplan *fplan_new(sp_model *m, plan_entry *e, sp_stream *s, const floa
   atomic_store_explicit(&e->fwd[k], f, memory_order_release);
   return f;
 free_ws:
-  (void)sp_free(m->dev, f->ws); /* stream-ordered; nothing used it */
+  (void)sp_free(m->dev, f->ws); /* stream-ordered: after the eager pass, if it ran */
 free_plan:
   sp__free(f);
-  sp__error_clear(); /* the op-by-op path serves the call */
+  if (!*ran || *st == SP_OK) sp__error_clear(); /* the call's own failure stays reported */
   return NULL;
 }
 
@@ -339,10 +351,16 @@ sp_status sp__plan_forward(sp_model *m, sp_stream *s, const float *in, float *ou
   sp__fplan *f = fplan_find(e, in, out, batch);
   if (SP__UNLIKELY(!f)) {
     if (atomic_load_explicit(&e->fwd_off, memory_order_relaxed)) return SP_OK;
+    bool ran = false;
+    sp_status st = SP_OK;
     sp__mutex_lock(&e->create_mu);
     f = fplan_find(e, in, out, batch);
-    if (!f) f = fplan_new(m, e, s, in, out, batch);
+    if (!f) f = fplan_new(m, e, s, in, out, batch, &ran, &st);
     sp__mutex_unlock(&e->create_mu);
+    if (ran) { /* this call's pass already ran eagerly */
+      *handled = true;
+      return st;
+    }
     if (!f) return SP_OK;
   }
   *handled = true;

@@ -210,8 +210,15 @@ static sp_status st_count(const cJSON *root, const char *origin, size_t *n, size
   return SP_OK;
 }
 
-/* A torch.save file: a zip archive (PyTorch >= 1.6) or a bare pickle (protocol 2+, older). */
+/* A torch.save file: a zip archive (PyTorch >= 1.6) or a bare pickle (protocol 2+, older). A file
+ * that reads as safetensors (a header length that fits, then '{') is never one: a header of 640
+ * bytes starts with 0x80 0x02, as a pickle does. */
 static sp_status st_not_torch_save(const unsigned char *b, size_t len, const char *origin) {
+  if (len >= 9 && b[8] == '{') {
+    uint64_t n = 0;
+    for (int i = 7; i >= 0; i--) n = (n << 8) | b[i];
+    if (n <= len - 8) return SP_OK;
+  }
   const char *what = NULL;
   if (len >= 4 && !memcmp(b, "PK\x03\x04", 4)) what = "a torch.save zip archive (pickled tensors)";
   else if (len >= 2 && b[0] == 0x80 && b[1] >= 2 && b[1] <= 5)

@@ -218,6 +218,29 @@ static void test_unaligned_data(void **state) {
   sp_model_free(m);
 }
 
+/* A header of 640 bytes starts the file with 0x80 0x02, as a pickle does: it still loads (the
+ * torch.save diagnosis only runs on files that cannot be safetensors). */
+static void test_pickle_like_length(void **state) {
+  (void)state;
+  float w[2] = {1.5f, -2.0f}, b[1] = {0.25f};
+  unsigned char data[12];
+  memcpy(data, w, 8);
+  memcpy(data + 8, b, 4);
+  char header[641], path[128];
+  int n = snprintf(header, sizeof(header), "%s",
+                   "{\"__metadata__\":{\"streampool.arch\":\"l:linear\"},"
+                   "\"l.weight\":{\"dtype\":\"F32\",\"shape\":[1,2],"
+                   "\"data_offsets\":[0,8]},\"l.bias\":{\"dtype\":\"F32\","
+                   "\"shape\":[1],\"data_offsets\":[8,12]}}");
+  memset(header + n, ' ', 640 - (size_t)n);
+  header[640] = '\0';
+  path_of(path, sizeof(path), "pickle_like");
+  assert_int_equal(tu_st_write_raw(path, header, UINT64_MAX, data, sizeof(data)), 0);
+  sp_model *m = NULL;
+  SP_CHECK_OK(sp_model_load(dev, path, SP_F32, &m));
+  sp_model_free(m);
+}
+
 /* ---- malformed files ----------------------------------------------------------------------- */
 
 typedef struct bad_case {
@@ -521,11 +544,12 @@ static void test_bad_arguments(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_sequential_f32), cmocka_unit_test(test_bf16_description_order),
-      cmocka_unit_test(test_sidecar_config), cmocka_unit_test(test_caller_description),
-      cmocka_unit_test(test_f16_weights),    cmocka_unit_test(test_single_unnumbered_layer),
-      cmocka_unit_test(test_unaligned_data), cmocka_unit_test(test_malformed),
-      cmocka_unit_test(test_bad_arguments),  cmocka_unit_test(test_not_regular_file),
+      cmocka_unit_test(test_sequential_f32),   cmocka_unit_test(test_bf16_description_order),
+      cmocka_unit_test(test_sidecar_config),   cmocka_unit_test(test_caller_description),
+      cmocka_unit_test(test_f16_weights),      cmocka_unit_test(test_single_unnumbered_layer),
+      cmocka_unit_test(test_unaligned_data),   cmocka_unit_test(test_pickle_like_length),
+      cmocka_unit_test(test_malformed),        cmocka_unit_test(test_bad_arguments),
+      cmocka_unit_test(test_not_regular_file),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

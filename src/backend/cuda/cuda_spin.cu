@@ -22,6 +22,8 @@ __global__ void spin_kernel(unsigned long long ns) {
 }  // namespace
 
 extern "C" cudaError_t sp__cuda_spin(cudaStream_t s, unsigned us) {
-  spin_kernel<<<1, 1, 0, s>>>((unsigned long long)us * 1000ull);
-  return cudaGetLastError();
+  unsigned long long ns = (unsigned long long)us * 1000ull;
+  void *args[] = {&ns};
+  return cudaLaunchKernel(reinterpret_cast<const void *>(spin_kernel), dim3(1), dim3(1), args, 0,
+                          s); /* its own result, not an earlier call's */
 }
