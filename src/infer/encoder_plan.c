@@ -113,14 +113,20 @@ typedef struct enc_rec {
   const enc_plan *p;
 } enc_rec;
 
-/* The whole pass: staging -> device, forward, device -> staging (on c, or on the pool stream when
- * op by op). */
-static sp_status enc_plan_enqueue(const sp_encoder *enc, const enc_plan *p, sp_stream *c) {
+/* The forward alone, device input to device output (on c). */
+static sp_status enc_plan_forward(const sp_encoder *enc, const enc_plan *p, sp_stream *c) {
   const int32_t *d_ids = (const int32_t *)p->block, *d_len = d_ids + (size_t)p->batch * p->seq;
   float *d_out = (float *)(p->block + enc_pround(p->in_bytes));
   void *ws = p->block + enc_pround(p->in_bytes) + enc_pround(p->out_bytes);
+  return sp__encoder_enqueue(enc, c, d_ids, d_len, d_out, p->batch, p->seq, ws);
+}
+
+/* The whole pass: staging -> device, forward, device -> staging (on c, or on the pool stream when
+ * op by op). */
+static sp_status enc_plan_enqueue(const sp_encoder *enc, const enc_plan *p, sp_stream *c) {
+  float *d_out = (float *)(p->block + enc_pround(p->in_bytes));
   sp_status st = sp__stream_memcpy(c, p->block, p->pin_in, p->in_bytes);
-  if (st == SP_OK) st = sp__encoder_enqueue(enc, c, d_ids, d_len, d_out, p->batch, p->seq, ws);
+  if (st == SP_OK) st = enc_plan_forward(enc, p, c);
   if (st == SP_OK) st = sp__stream_memcpy(c, p->pin_out, d_out, p->out_bytes);
   return st;
 }
@@ -130,16 +136,14 @@ static sp_status enc_plan_record(sp_stream *c, void *arg) {
   return enc_plan_enqueue(r->enc, r->p, c);
 }
 
-/* Captures p's pass, after running it once eagerly on s from a valid dummy staging (ids 0, every
- * length 1; ops.h: the backend's per-shape choices are made outside capture) and syncing s, so
- * that the staging is the host's again before the call's input lands in it. */
+/* Captures p's pass, after running its forward once eagerly on s (ops.h: the backend's per-shape
+ * choices are made outside capture) on zeroed device input: ids 0, lengths 0, which the layers
+ * count as 1. The eager run touches no staging, so the call's own input may land there at once. */
 static void enc_plan_capture(sp_encoder *enc, sp_stream *s, enc_plan *p) {
   enc_rec r = {enc, p};
-  memset(p->pin_in, 0, p->in_bytes);
-  for (unsigned b = 0; b < p->batch; b++) p->pin_in[(size_t)p->batch * p->seq + b] = 1;
-  if (enc_plan_record(s, &r) == SP_OK && sp__stream_sync(s) == SP_OK &&
-      sp__graph_capture(s, enc_plan_record, &r, &p->graph) == SP_OK)
-    return;
+  sp_status st = sp_memset_async(s, p->block, 0, p->in_bytes);
+  if (st == SP_OK) st = enc_plan_forward(enc, p, s);
+  if (st == SP_OK && sp__graph_capture(s, enc_plan_record, &r, &p->graph) == SP_OK) return;
   p->graph = NULL;
   if (!atomic_exchange_explicit(&enc->plans->logged, true, memory_order_relaxed))
     sp__log(SP_LOG_WARN, "encoder: graph capture failed (%s); its passes run op by op",

@@ -14,8 +14,8 @@
  * pool stream, so they never run at the same time, and the capture stream itself runs nothing
  * after capturing. Before a capture the same work runs once eagerly on the pool stream, so that a
  * backend's per-shape choices (made only outside capture) are what the graph records: an infer
- * plan's from zeroed staging (then synced), a forward plan's as the creating call's own pass
- * (the graph then serves the next calls).
+ * plan's forward on zeroed device input (no staging touched), a forward plan's as the creating
+ * call's own pass (the graph then serves the next calls).
  *
  * Invariants: a published plan is immutable except under its mutex (its buffers are used by one
  * call at a time); graph == NULL means op-by-op (graphs off for the model (sp__graphs_enabled, at
@@ -207,10 +207,11 @@ static sp_status plan_new(sp_model *m, sp_stream *s, unsigned batch, size_t byte
   if (st != SP_OK) goto fail_plan;
   if (m->plans->graphs && p->pinned_in && p->pinned_out) { /* captured copies need pinned */
     plan_rec_infer r = {m, p};
-    /* Once eagerly from zeroed staging first (ops.h: the backend's per-shape choices), synced so
-     * that the staging is the host's again before the call's input lands in it. */
-    memset(p->pin_in, 0, p->in_bytes);
-    if (plan_record_infer(s, &r) == SP_OK && sp__stream_sync(s) == SP_OK)
+    /* The forward once eagerly first (ops.h: the backend's per-shape choices), on zeroed device
+     * input: it touches no staging, so the call's own input may land there at once. */
+    unsigned char *ws = p->block + plan_round(p->in_bytes) + plan_round(p->out_bytes);
+    if (sp_memset_async(s, p->d_in, 0, p->in_bytes) == SP_OK &&
+        sp__model_enqueue(m, s, p->d_in, p->d_out, p->batch, ws) == SP_OK)
       p->graph = plan_record(m, s, plan_record_infer, &r);
     else plan_log_capture_failure(m, "the eager pass before a capture failed");
   }
