@@ -88,19 +88,6 @@ sp__block *sp__bins_find(const sp__bins *b, size_t bytes, uint64_t max_stamp) {
   return NULL;
 }
 
-sp__block *sp__bins_find_idle_seg(const sp__bins *b, size_t bytes, uint64_t max_stamp) {
-  if (b->bytes < bytes) return NULL;
-  for (unsigned bin = bins_next(b, sp__size_bin(bytes)); bin < SP__BINS;
-       bin = bins_next(b, bin + 1)) {
-    unsigned n = 0;
-    for (sp__block *blk = b->heads[bin]; blk && n < SP__BIN_SCAN; blk = blk->link_next, n++)
-      if (bins_fit(blk, bytes, max_stamp) &&
-          !atomic_load_explicit(&blk->seg->busy, memory_order_relaxed))
-        return blk;
-  }
-  return NULL;
-}
-
 void sp__block_split(sp__block *blk, size_t bytes, sp__block *rest) {
   sp_assert(bytes < blk->bytes && bytes % SP__ALLOC_ROUND == 0);
   *rest = (sp__block){.ptr = blk->ptr + bytes,

@@ -63,7 +63,6 @@ struct sp__segment {
   unsigned pool;            /* SP__POOL_*                                              */
   unsigned stream;          /* the stream that allocated it                            */
   sp__spin mu;              /* SP__RANK_ALLOC_SEGMENT: its blocks' adjacency and states */
-  _Atomic unsigned busy;    /* blocks not CACHED (LIVE, front, PENDING); written under mu */
   sp__block *first;         /* lowest block; segment lock                              */
   bool linked;              /* in the segment list and index (range.c); mu             */
   sp__segment *prev, *next; /* the allocator's segment list; seglist lock              */
@@ -86,8 +85,6 @@ void sp__bins_insert(sp__bins *b, sp__block *blk);
 void sp__bins_remove(sp__bins *b, sp__block *blk);
 /* A block of at least `bytes` with stamp <= max_stamp, preferring the smallest; NULL if none. */
 sp__block *sp__bins_find(const sp__bins *b, size_t bytes, uint64_t max_stamp);
-/* The same among blocks of segments with no LIVE or PENDING block (busy == 0), or NULL. */
-sp__block *sp__bins_find_idle_seg(const sp__bins *b, size_t bytes, uint64_t max_stamp);
 
 /* Splits blk (segment lock held) into blk of `bytes` and the remainder rest (a fresh struct the
  * caller provides), which takes blk's state, stream and stamp and is returned. */

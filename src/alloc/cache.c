@@ -43,8 +43,6 @@ void sp__cache_take(sp__allocator *a, sp__scache *owner, sp__block *blk, size_t 
   sp__spin_lock(&seg->mu);
   if (rest) sp__block_split(blk, bytes, rest); /* no struct: the block stays whole */
   blk->state = SP__BLOCK_LIVE;
-  atomic_store_explicit(&seg->busy, atomic_load_explicit(&seg->busy, memory_order_relaxed) + 1,
-                        memory_order_relaxed);
   blk->stream = stream;
   blk->extra[0] = blk->extra[1] = 0;
   blk->front = false;
@@ -78,9 +76,6 @@ void sp__cache_put(sp__allocator *a, unsigned s, sp__block *blk, uint64_t stamp)
   sp__bins *bins = &c->bins[seg->pool];
   if (!stamp) stamp = sp__cache_stamp(c);
   sp__spin_lock(&seg->mu);
-  if (blk->state != SP__BLOCK_CACHED)
-    atomic_store_explicit(&seg->busy, atomic_load_explicit(&seg->busy, memory_order_relaxed) - 1,
-                          memory_order_relaxed);
   blk->state = SP__BLOCK_CACHED;
   blk->stream = s;
   blk->stamp = stamp;

@@ -113,7 +113,6 @@ sp_status sp__segment_create(sp__allocator *a, unsigned s, size_t bytes, sp__blo
   seg->pool = sp__size_pool(bytes);
   seg->stream = s;
   seg->first = blk;
-  atomic_store_explicit(&seg->busy, 0, memory_order_relaxed);
   seg->linked = true;
   sp__spin_unlock(&seg->mu);
   *blk = (sp__block){
