@@ -79,7 +79,6 @@ sp_status sp__host_device_open(int index, sp__bdevice **out) {
   long cores = sysconf(_SC_NPROCESSORS_ONLN);
   snprintf(d->name, sizeof(d->name), "host (%ld core%s)", cores > 0 ? cores : 1L,
            cores == 1 ? "" : "s");
-  sp__host_blas_init();
   *out = d;
   return SP_OK;
 }

@@ -7,11 +7,14 @@
  * and rounded once to bf16 (nearest even). Concurrency comes from the streams: OpenBLAS runs one
  * thread per call.
  *
- * OpenBLAS is loaded with dlopen at the first host device open, not linked: a library linked at
- * load time puts its thread-local storage (OpenBLAS: 60 KiB) into every thread's static TLS, so
- * threads with small stacks could not be created in any program using streampool (issue 14 W5);
- * a dlopen()ed library's TLS is allocated per thread on first use. Without OpenBLAS, Linear is
- * SP_ERR_UNSUPPORTED naming the library and dlerror(); everything else works.
+ * OpenBLAS is loaded with dlopen at the first Linear submitted to a host stream, not linked: a
+ * library linked at load time puts its thread-local storage (OpenBLAS: 60 KiB) into every thread's
+ * static TLS, so threads with small stacks could not be created in any program using streampool
+ * (issue 14 W5); a dlopen()ed library's TLS is allocated per thread on first use. Not at device
+ * open either: loading starts OpenBLAS's own pool (a thread per core), and under an address-space
+ * cap on a 16-core machine that start hung in OpenBLAS (cli_streams), in programs that never
+ * multiply. Without OpenBLAS, Linear is SP_ERR_UNSUPPORTED naming the library and dlerror();
+ * everything else works.
  *
  * Invariants: the scratch buffer belongs to the stream's worker (no lock); it only grows.
  * Locking: none here; pthread_once guards the BLAS set-up (every user passes through it first).
