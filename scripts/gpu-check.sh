@@ -4,9 +4,9 @@
 # racecheck, run the GPU benchmarks. Every log goes to LOGDIR; LOGDIR/summary.txt has one line
 # per step. Run from the repository root:  scripts/gpu-check.sh LOGDIR
 #
-# The GPU machine cannot install packages: .gpu/debs (from scripts/gpu-deps.sh) is unpacked with
-# dpkg -x into a private prefix (never into /), and CMake, pkg-config and the loader are pointed
-# at it. Environment: SP_GPU_JOBS (build jobs, default 16), SP_GPU_SANITIZE=0 skips the
+# The GPU machine cannot install packages: scripts/gpu-env.sh unpacks .gpu/debs (from
+# scripts/gpu-deps.sh) into a private prefix and points CMake, pkg-config and the loader at it.
+# Environment: SP_GPU_JOBS (build jobs, default 16), SP_GPU_SANITIZE=0 skips the
 # sanitizer runs (SP_GPU_SAN_TIMEOUT: seconds per run, default 900), SP_GPU_BENCH=0 skips
 # benchmarks, SP_GPU_TEST_TIMEOUT (per ctest test, default 300), SP_BENCH_SECONDS (per benchmark cell),
 # SP_GPU_BUILD (build dir, default build-gpu), SP_GPU_TESTS=0 skips ctest and the CUDA-only
@@ -22,45 +22,7 @@ build=${SP_GPU_BUILD:-$root/build-gpu}
 jobs=${SP_GPU_JOBS:-16}
 summary=$log/summary.txt
 : >"$summary"
-failed=0
-note() { echo "$*" | tee -a "$summary"; }
-step() { # step NAME TIMEOUT CMD...: runs CMD with its output in LOGDIR/NAME.log
-  local name=$1 to=$2; shift 2
-  local t0=$SECONDS rc
-  timeout "$to" "$@" >"$log/$name.log" 2>&1
-  rc=$?
-  if [ $rc -eq 0 ]; then note "PASS  $name ($((SECONDS - t0)) s)"
-  else note "FAIL  $name rc=$rc ($((SECONDS - t0)) s), see $name.log"; failed=1; fi
-  return $rc
-}
-
-# ---- private prefix from .gpu/debs --------------------------------------------------------------
-prefix=$root/.gpu/prefix
-multi=x86_64-linux-gnu
-if ls "$root"/.gpu/debs/*.deb >/dev/null 2>&1; then
-  rm -rf "$prefix" && mkdir -p "$prefix"
-  for d in "$root"/.gpu/debs/*.deb; do dpkg -x "$d" "$prefix"; done
-  # .pc files name /usr; point them at the prefix.
-  for pc in "$prefix"/usr/lib/$multi/pkgconfig/*.pc "$prefix"/usr/lib/$multi/openblas-pthread/pkgconfig/*.pc; do
-    [ -f "$pc" ] && sed -i "s|=/usr|=$prefix/usr|g; s|-I/usr|-I$prefix/usr|g; s|-L/usr|-L$prefix/usr|g" "$pc"
-  done
-  # the alternatives symlinks a real install would create
-  ln -sf openblas-pthread/libopenblas.so.0 "$prefix/usr/lib/$multi/libopenblas.so.0"
-  ln -sf openblas-pthread/libopenblas.so "$prefix/usr/lib/$multi/libopenblas.so"
-  export PATH=$prefix/usr/bin:$PATH
-  [ -x "$prefix/usr/bin/pkg-config" ] || ln -sf pkgconf "$prefix/usr/bin/pkg-config"
-  # LIBDIR, not PATH: a script that sets its own PKG_CONFIG_PATH (tests/install/run.sh) must still
-  # find cJSON (streampool.pc requires it) in the search path that replaces pkgconf's default.
-  export PKG_CONFIG_LIBDIR=$prefix/usr/lib/$multi/pkgconfig:$prefix/usr/share/pkgconfig:/usr/lib/$multi/pkgconfig:/usr/lib/pkgconfig:/usr/share/pkgconfig
-  export LD_LIBRARY_PATH=$prefix/usr/lib/$multi:$prefix/usr/lib/$multi/openblas-pthread${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-  export CMAKE_PREFIX_PATH=$prefix/usr
-  export CMAKE_LIBRARY_PATH=$prefix/usr/lib/$multi/openblas-pthread:$prefix/usr/lib/$multi
-  export CMAKE_INCLUDE_PATH=$prefix/usr/include/$multi/openblas-pthread:$prefix/usr/include
-  note "INFO  dependencies from .gpu/debs unpacked into $prefix"
-else
-  note "INFO  no .gpu/debs: using system packages"
-fi
-export PATH=/usr/local/cuda/bin:$PATH
+. "$root/scripts/gpu-env.sh"
 
 # ---- machine --------------------------------------------------------------------------------------
 { nvidia-smi; nvcc --version; cmake --version; gcc --version; cat /etc/os-release; env | sort; } \

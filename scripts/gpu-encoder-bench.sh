@@ -9,7 +9,7 @@
 #              carries at most 64 MiB); our f32 rows and torch's f32 rows both cast it up.
 #   LOGDIR:    default $OUT (the device machine's returned folder); LOGDIR/summary.txt has one
 #              line per step, every step's output is LOGDIR/<step>.log.
-# The dependency prefix from .gpu/debs is set up as scripts/gpu-check.sh does.
+# The dependency prefix from .gpu/debs: scripts/gpu-env.sh.
 # Environment: SP_GPU_JOBS (default 16), SP_BENCH_SECONDS (per row, default 2), SP_GPU_TORCH=0
 # skips the PyTorch peer, SP_GPU_BUILD (default build-gpu-encoder).
 set -uo pipefail
@@ -23,36 +23,7 @@ build=${SP_GPU_BUILD:-$root/build-gpu-encoder}
 secs=${SP_BENCH_SECONDS:-2}
 summary=$log/summary.txt
 : >"$summary"
-failed=0
-note() { echo "$*" | tee -a "$summary"; }
-step() { # step NAME TIMEOUT CMD...
-  local name=$1 to=$2; shift 2
-  local t0=$SECONDS rc
-  timeout "$to" "$@" >"$log/$name.log" 2>&1
-  rc=$?
-  if [ $rc -eq 0 ]; then note "PASS  $name ($((SECONDS - t0)) s)"
-  else note "FAIL  $name rc=$rc ($((SECONDS - t0)) s), see $name.log"; failed=1; fi
-  return $rc
-}
-prefix=$root/.gpu/prefix
-multi=x86_64-linux-gnu
-if ls "$root"/.gpu/debs/*.deb >/dev/null 2>&1; then
-  rm -rf "$prefix" && mkdir -p "$prefix"
-  for d in "$root"/.gpu/debs/*.deb; do dpkg -x "$d" "$prefix"; done
-  for pc in "$prefix"/usr/lib/$multi/pkgconfig/*.pc "$prefix"/usr/lib/$multi/openblas-pthread/pkgconfig/*.pc; do
-    [ -f "$pc" ] && sed -i "s|=/usr|=$prefix/usr|g; s|-I/usr|-I$prefix/usr|g; s|-L/usr|-L$prefix/usr|g" "$pc"
-  done
-  ln -sf openblas-pthread/libopenblas.so.0 "$prefix/usr/lib/$multi/libopenblas.so.0"
-  ln -sf openblas-pthread/libopenblas.so "$prefix/usr/lib/$multi/libopenblas.so"
-  export PATH=$prefix/usr/bin:$PATH
-  [ -x "$prefix/usr/bin/pkg-config" ] || ln -sf pkgconf "$prefix/usr/bin/pkg-config"
-  export PKG_CONFIG_LIBDIR=$prefix/usr/lib/$multi/pkgconfig:$prefix/usr/share/pkgconfig:/usr/lib/$multi/pkgconfig:/usr/lib/pkgconfig:/usr/share/pkgconfig
-  export LD_LIBRARY_PATH=$prefix/usr/lib/$multi:$prefix/usr/lib/$multi/openblas-pthread${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-  export CMAKE_PREFIX_PATH=$prefix/usr
-  export CMAKE_LIBRARY_PATH=$prefix/usr/lib/$multi/openblas-pthread:$prefix/usr/lib/$multi
-  export CMAKE_INCLUDE_PATH=$prefix/usr/include/$multi/openblas-pthread:$prefix/usr/include
-fi
-export PATH=/usr/local/cuda/bin:$PATH
+. "$root/scripts/gpu-env.sh"
 note "INFO  $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)"
 note "INFO  model $model ($(du -sh "$model" | cut -f1))"
 gen=(); command -v ninja >/dev/null && gen=(-G Ninja)

@@ -6,7 +6,7 @@
 # compute-sanitizer memcheck and racecheck on conf_backend_nn (the attention and LayerNorm kernels
 # share memory across warps), memcheck on the linear test; then bench/nn (microseconds per op).
 # Run from the repository root:  scripts/gpu-nn-check.sh LOGDIR      (e.g. LOGDIR=$OUT)
-# The dependency prefix from .gpu/debs is set up exactly as scripts/gpu-check.sh does.
+# The dependency prefix from .gpu/debs: scripts/gpu-env.sh.
 # Environment: SP_GPU_JOBS (default 16), SP_GPU_SAN=0 skips the sanitizers, SP_GPU_NN_BENCH=0
 # skips bench/nn.
 set -uo pipefail
@@ -17,36 +17,7 @@ root=$(pwd)
 build=$root/build-gpu-nn
 summary=$log/summary.txt
 : >"$summary"
-failed=0
-note() { echo "$*" | tee -a "$summary"; }
-step() { # step NAME TIMEOUT CMD...
-  local name=$1 to=$2; shift 2
-  local t0=$SECONDS rc
-  timeout "$to" "$@" >"$log/$name.log" 2>&1
-  rc=$?
-  if [ $rc -eq 0 ]; then note "PASS  $name ($((SECONDS - t0)) s)"
-  else note "FAIL  $name rc=$rc ($((SECONDS - t0)) s), see $name.log"; failed=1; fi
-  return $rc
-}
-prefix=$root/.gpu/prefix
-multi=x86_64-linux-gnu
-if ls "$root"/.gpu/debs/*.deb >/dev/null 2>&1; then
-  rm -rf "$prefix" && mkdir -p "$prefix"
-  for d in "$root"/.gpu/debs/*.deb; do dpkg -x "$d" "$prefix"; done
-  for pc in "$prefix"/usr/lib/$multi/pkgconfig/*.pc "$prefix"/usr/lib/$multi/openblas-pthread/pkgconfig/*.pc; do
-    [ -f "$pc" ] && sed -i "s|=/usr|=$prefix/usr|g; s|-I/usr|-I$prefix/usr|g; s|-L/usr|-L$prefix/usr|g" "$pc"
-  done
-  ln -sf openblas-pthread/libopenblas.so.0 "$prefix/usr/lib/$multi/libopenblas.so.0"
-  ln -sf openblas-pthread/libopenblas.so "$prefix/usr/lib/$multi/libopenblas.so"
-  export PATH=$prefix/usr/bin:$PATH
-  [ -x "$prefix/usr/bin/pkg-config" ] || ln -sf pkgconf "$prefix/usr/bin/pkg-config"
-  export PKG_CONFIG_LIBDIR=$prefix/usr/lib/$multi/pkgconfig:$prefix/usr/share/pkgconfig:/usr/lib/$multi/pkgconfig:/usr/lib/pkgconfig:/usr/share/pkgconfig
-  export LD_LIBRARY_PATH=$prefix/usr/lib/$multi:$prefix/usr/lib/$multi/openblas-pthread${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-  export CMAKE_PREFIX_PATH=$prefix/usr
-  export CMAKE_LIBRARY_PATH=$prefix/usr/lib/$multi/openblas-pthread:$prefix/usr/lib/$multi
-  export CMAKE_INCLUDE_PATH=$prefix/usr/include/$multi/openblas-pthread:$prefix/usr/include
-fi
-export PATH=/usr/local/cuda/bin:$PATH
+. "$root/scripts/gpu-env.sh"
 note "INFO  $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)"
 gen=(); command -v ninja >/dev/null && gen=(-G Ninja)
 step configure 300 cmake -S "$root" -B "$build" "${gen[@]}" -DSP_CUDA=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
