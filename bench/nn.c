@@ -4,8 +4,10 @@
  * Rows: LayerNorm, the embedding gather, attention and pooling on all-MiniLM-L6-v2's shapes
  * (hidden 384, 12 heads of 32) at batch 1 and 256 x 32 tokens and longer sequences, BERT-base's
  * (768, 12 x 64, seq 512); Linear 384 -> 1536 with no activation and with GELU (erf), so the cost
- * of the activation path (f32: one in-place kernel; bf16: the f32 scratch and one kernel) shows as
- * the ratio between the two rows. f32 and bf16. Each row: microseconds per op on the device
+ * of the activation (one in-place kernel after cuBLASLt, or our kernel's epilogue) shows as the
+ * ratio between the two rows; the four Linears of a MiniLM layer at 32 rows (one sentence).
+ * STREAMPOOL_CUDA_LINEAR=kernel / cublaslt force one Linear implementation (default: the timed
+ * choice). f32 and bf16. Each row: microseconds per op on the device
  * (timing events around REPS back-to-back submissions after a warm-up) and the bytes the op must
  * move at least, per second. The data is zeros (timing does not depend on values; lengths are
  * the full sequence).
@@ -159,26 +161,34 @@ static void bench_dtype(sp_dtype dt) {
     const void *f[] = {r.nn.u.pool.lengths, r.nn.u.pool.x, r.nn.u.pool.y};
     for (int k = 0; k < 3; k++) check(B->mem_free(D, (void *)f[k]), "mem_free");
   }
-  static const unsigned lin[] = {1, 8192};
-  for (size_t i = 0; i < 2; i++)
-    for (int a = 0; a < 2; a++) {
-      unsigned batch = lin[i], in = 384, out = 1536;
-      row r = {.name = a ? "linear+gelu" : "linear", .nn = {.kind = SP__NN_KIND_COUNT}};
-      r.linear = (sp__linear){dt,
-                              batch,
-                              in,
-                              out,
-                              dev_zero((size_t)batch * in * es),
-                              dev_zero((size_t)out * in * es),
-                              dev_zero(out * es),
-                              dev_zero((size_t)batch * out * es),
-                              a ? SP__ACT_GELU_ERF : SP__ACT_NONE};
-      r.bytes = (double)(((size_t)batch * (in + out) + (size_t)out * in) * es);
-      snprintf(shape, sizeof(shape), "%ux%u -> %u, bias", batch, in, out);
-      print_row(&r, dt, shape);
-      const void *f[] = {r.linear.x, r.linear.w, r.linear.bias, r.linear.y};
-      for (int k = 0; k < 4; k++) check(B->mem_free(D, (void *)f[k]), "mem_free");
-    }
+  /* Linear 384 -> 1536 at batch 1 and 8192 rows, without and with GELU; then the encoder layer's
+   * four Linears for one 32-token sentence (MiniLM: QKV, attention output, FFN in with GELU, FFN
+   * out), the shapes a batch-1 embedding runs. */
+  static const struct {
+    unsigned batch, in, out;
+    sp__act act;
+  } lin[] = {{1, 384, 1536, SP__ACT_NONE},      {1, 384, 1536, SP__ACT_GELU_ERF},
+             {8192, 384, 1536, SP__ACT_NONE},   {8192, 384, 1536, SP__ACT_GELU_ERF},
+             {32, 384, 1152, SP__ACT_NONE},     {32, 384, 384, SP__ACT_NONE},
+             {32, 384, 1536, SP__ACT_GELU_ERF}, {32, 1536, 384, SP__ACT_NONE}};
+  for (size_t i = 0; i < sizeof(lin) / sizeof(lin[0]); i++) {
+    unsigned batch = lin[i].batch, in = lin[i].in, out = lin[i].out;
+    row r = {.name = lin[i].act ? "linear+gelu" : "linear", .nn = {.kind = SP__NN_KIND_COUNT}};
+    r.linear = (sp__linear){dt,
+                            batch,
+                            in,
+                            out,
+                            dev_zero((size_t)batch * in * es),
+                            dev_zero((size_t)out * in * es),
+                            dev_zero(out * es),
+                            dev_zero((size_t)batch * out * es),
+                            lin[i].act};
+    r.bytes = (double)(((size_t)batch * (in + out) + (size_t)out * in) * es);
+    snprintf(shape, sizeof(shape), "%ux%u -> %u, bias", batch, in, out);
+    print_row(&r, dt, shape);
+    const void *f[] = {r.linear.x, r.linear.w, r.linear.bias, r.linear.y};
+    for (int k = 0; k < 4; k++) check(B->mem_free(D, (void *)f[k]), "mem_free");
+  }
 }
 
 int main(int argc, char **argv) {

@@ -48,7 +48,9 @@ typedef enum sp__act {
 
 /* y[batch, out] = act(x[batch, in] · w[out, in]ᵀ + bias[out]); row-major, PyTorch layout.
  * x, w, bias and y all hold `dtype` elements; accumulation is f32 (TF32 off); the activation is
- * applied in f32 before y is rounded to dtype. */
+ * applied in f32 after the bias. In bf16 a backend may round x·wᵀ + bias to bf16 before the
+ * activation (the CUDA backend's cuBLASLt path does, as PyTorch's bf16 Linear then GELU does):
+ * y is rounded once or twice. */
 typedef struct sp__linear {
   sp_dtype dtype;
   unsigned batch, in_features, out_features;

@@ -1,7 +1,6 @@
-/* The elementwise activation kernels of the CUDA backend's linear op (cuda_linear.c runs them after
- * a cuBLASLt matmul whose epilogue has no such activation): in place on f32, and bias + activation
- * + rounding from an f32 matmul result to bf16, so a bf16 output is rounded once, after the
- * activation, as backend.h requires.
+/* The elementwise activation kernel of the CUDA backend's linear op (cuda_linear.c runs it after a
+ * cuBLASLt matmul whose epilogue has no such activation): in place on f32 or bf16 (read widened,
+ * activated in f32, rounded back to nearest even).
  *
  * Owns nothing; grid-stride kernels on the caller's stream, capturable; the launch's own error is
  * returned (never read back through cudaGetLastError). No locks.
@@ -20,41 +19,32 @@ dim3 grid_for(size_t n) {
   return dim3((unsigned)(blocks < kMaxBlocks ? blocks : kMaxBlocks));
 }
 
-__global__ void act_f32_kernel(float *y, size_t n, int act) {
+template <typename T>
+__device__ __forceinline__ float load_f(const T *p);
+template <>
+__device__ __forceinline__ float load_f<float>(const float *p) {
+  return *p;
+}
+template <>
+__device__ __forceinline__ float load_f<__nv_bfloat16>(const __nv_bfloat16 *p) {
+  return __bfloat162float(*p);
+}
+__device__ __forceinline__ void store_f(float *p, float v) { *p = v; }
+__device__ __forceinline__ void store_f(__nv_bfloat16 *p, float v) { *p = __float2bfloat16_rn(v); }
+
+template <typename T>
+__global__ void act_kernel(T *y, size_t n, int act) {
   const size_t stride = (size_t)gridDim.x * blockDim.x;
   for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
-    y[i] = sp__cuda_act_apply(y[i], act);
-}
-
-__global__ void bias_act_bf16_kernel(__nv_bfloat16 *y, size_t ldy, const float *__restrict__ src,
-                                     const __nv_bfloat16 *__restrict__ bias, unsigned cols,
-                                     size_t n, int act) {
-  const size_t stride = (size_t)gridDim.x * blockDim.x;
-  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
-    const size_t r = i / cols, c = i % cols;
-    float v = src[i];
-    if (bias) v += __bfloat162float(bias[c]);
-    y[r * ldy + c] = __float2bfloat16_rn(sp__cuda_act_apply(v, act));
-  }
+    store_f(&y[i], sp__cuda_act_apply(load_f(&y[i]), act));
 }
 
 }  // namespace
 
-extern "C" cudaError_t sp__cuda_act_f32(cudaStream_t s, float *y, size_t n, int act) {
+extern "C" cudaError_t sp__cuda_act(cudaStream_t s, void *y, bool bf16, size_t n, int act) {
   if (n == 0 || act == SP__ACT_NONE) return cudaSuccess;
   void *args[] = {&y, &n, &act};
-  return cudaLaunchKernel(reinterpret_cast<const void *>(act_f32_kernel), grid_for(n),
-                          dim3(kThreads), args, 0, s);
-}
-
-extern "C" cudaError_t sp__cuda_bias_act_bf16(cudaStream_t s, void *y, size_t ldy, const float *src,
-                                              const void *bias, unsigned rows, unsigned cols,
-                                              int act) {
-  size_t n = (size_t)rows * cols;
-  if (n == 0) return cudaSuccess;
-  __nv_bfloat16 *yp = static_cast<__nv_bfloat16 *>(y);
-  const __nv_bfloat16 *bp = static_cast<const __nv_bfloat16 *>(bias);
-  void *args[] = {&yp, &ldy, &src, &bp, &cols, &n, &act};
-  return cudaLaunchKernel(reinterpret_cast<const void *>(bias_act_bf16_kernel), grid_for(n),
-                          dim3(kThreads), args, 0, s);
+  const void *fn = bf16 ? reinterpret_cast<const void *>(act_kernel<__nv_bfloat16>)
+                        : reinterpret_cast<const void *>(act_kernel<float>);
+  return cudaLaunchKernel(fn, grid_for(n), dim3(kThreads), args, 0, s);
 }

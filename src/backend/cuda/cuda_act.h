@@ -1,5 +1,5 @@
-/* The activations of a Linear on the device (backend.h's sp__act) and the two elementwise kernels
- * that apply them where cuBLASLt's epilogue cannot (cuda_act.cu), callable from C. Internal to
+/* The activations of a Linear on the device (backend.h's sp__act) and the elementwise kernel that
+ * applies them where cuBLASLt's epilogue cannot (cuda_act.cu), callable from C. Internal to
  * src/backend/cuda.
  *
  * sp__cuda_act_apply (CUDA code only) is the one device definition of every activation, used by
@@ -11,6 +11,7 @@
 #ifndef SP_BACKEND_CUDA_ACT_H
 #define SP_BACKEND_CUDA_ACT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <cuda_runtime_api.h>
@@ -19,14 +20,9 @@
 extern "C" {
 #endif
 
-/* Stream-ordered: y[i] = act(y[i]) for i < n, f32 in place (act an sp__act value). */
-cudaError_t sp__cuda_act_f32(cudaStream_t s, float *y, size_t n, int act);
-
-/* Stream-ordered: y[r * ldy + c] = bf16(act(src[r * cols + c] + bias[c])) for r < rows,
- * c < cols: src f32 (a matmul's raw result), bias bf16 or NULL, y bf16 with row stride ldy,
- * rounded once to nearest even. */
-cudaError_t sp__cuda_bias_act_bf16(cudaStream_t s, void *y, size_t ldy, const float *src,
-                                   const void *bias, unsigned rows, unsigned cols, int act);
+/* Stream-ordered, in place: y[i] = act(y[i]) for i < n (act an sp__act value), computed in f32;
+ * y holds f32, or bf16 (then read widened and rounded back to nearest even). */
+cudaError_t sp__cuda_act(cudaStream_t s, void *y, bool bf16, size_t n, int act);
 
 #ifdef __cplusplus
 }

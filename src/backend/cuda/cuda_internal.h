@@ -36,9 +36,6 @@ typedef enum sp__cuda_linear_mode {
   SP__CUDA_LINEAR_KERNEL = 2,   /* "kernel": our GEMV kernel always (cuda_gemv.cu)             */
 } sp__cuda_linear_mode;
 #define SP__CUDA_WORKSPACE_BYTES ((size_t)4 << 20) /* cuBLASLt workspace per stream          */
-/* f32 scratch per stream for bf16 linears whose activation cuBLASLt cannot fuse (cuda_linear.c):
- * 8 MiB; larger outputs run in chunks of at most this many elements. */
-#define SP__CUDA_ACT_SCRATCH_FLOATS ((size_t)2 << 20)
 
 struct sp__bdevice {
   int ordinal;                 /* CUDA device index; immutable                               */
@@ -75,8 +72,6 @@ struct sp__bstream {
   cublasLtHandle_t lt;  /* NULL until the first linear op on this stream                 */
   void *workspace;      /* SP__CUDA_WORKSPACE_BYTES of device memory, with lt            */
   sp__cuda_plan *plans; /* [SP__CUDA_PLAN_SLOTS], with lt                                */
-  float *act_scratch;   /* SP__CUDA_ACT_SCRATCH_FLOATS of device memory, or NULL until a
-                           bf16 linear needs it or a capture begins (linear_prepare)      */
 };
 
 struct sp__bevent {

@@ -9,15 +9,15 @@
  * scales and a bf16 bias. Our kernel accumulates in f32 too and rounds bf16 outputs to nearest
  * even.
  *
- * Activations (backend.h: in f32, after the bias, before y is rounded): ReLU is cuBLASLt's
- * RELU / RELU_BIAS epilogue. The others are not fused: cuBLASLt's GELU epilogue is the tanh
- * approximation only, and it is not used for GELU_TANH either, since nothing here has measured it
- * against the reference. f32: the BIAS epilogue, then one in-place activation kernel
- * (cuda_act.cu). bf16: the matmul writes f32 (D in CUDA_R_32F, no epilogue) into the stream's
- * activation scratch (SP__CUDA_ACT_SCRATCH_FLOATS), then one kernel adds the bias, activates and
- * rounds to bf16, so y is rounded once, as on the host; outputs larger than the scratch run as
- * several such pairs over blocks of rows (of columns when one row does not fit). Our GEMV kernel
- * applies every activation in its own epilogue.
+ * Activations (backend.h: in f32, after the bias): ReLU is cuBLASLt's RELU / RELU_BIAS epilogue.
+ * The others are not fused: cuBLASLt's GELU epilogue is the tanh approximation only, and it is not
+ * used for GELU_TANH either, since nothing here has measured it against the reference. They run
+ * as the BIAS epilogue into y, then one in-place activation kernel (cuda_act.cu) that reads y in
+ * f32 and writes it back in the op's dtype; in bf16 y is so rounded twice, after the bias and
+ * after the activation, as PyTorch's bf16 Linear then GELU is (until 2026-12-01 the matmul wrote
+ * f32 into a per-stream scratch, block by block, to round once: a GELU Linear of 8192 x 384 ->
+ * 1536 took 115 us against 20 us without the activation on the H200). Our GEMV kernel applies
+ * every activation in its own epilogue and rounds once.
  *
  * Choice (STREAMPOOL_CUDA_LINEAR, read at device_open): "auto" (the default) runs our kernel for
  * batch 1..SP__CUDA_GEMV_BATCH_MAX when it was timed faster than cuBLASLt for that op. The first
@@ -32,7 +32,7 @@
  * tests/stress/infer_plans on the H200; behind cuda_spin.cu's busy kernel it passes.)
  *
  * Owns per stream (lazily, at its first linear op, or when a capture begins): a cuBLASLt handle,
- * a workspace, the activation scratch and a hash table of plans keyed by (dtype, epilogue kind,
+ * a workspace and a hash table of plans keyed by (dtype, epilogue kind,
  * bias, pointer alignment, batch, in, out): one key per distinct cublasLtMatmul configuration. A
  * plan holds the descriptors, layouts, the heuristic's algorithm and the implementation chosen
  * per activation, so a repeated shape costs one attribute set and one cublasLtMatmul call (plus
@@ -40,11 +40,11 @@
  * Owns per device: the choice table (key -> implementation), filled once per key, never emptied
  * before device_close (a full probe run evicts the home slot, which is then timed again).
  *
- * Locking: s->lt_mu guards the handle, workspace, scratch and plans (the bias pointer is written
- * into the cached descriptor just before the matmul, and the scratch is reused by the next call,
- * so the whole call holds it); a timing runs under it. d->choice_mu guards the device's choice
- * table and is taken inside lt_mu, for a lookup or a store only (never across a timing or a CUDA
- * call). Both are backend locks (ranks CUDA_LT, then CUDA_CHOICE, in src/core/lock.h).
+ * Locking: s->lt_mu guards the handle, workspace and plans (the bias pointer is written into the
+ * cached descriptor just before the matmul, so the whole call holds it); a timing runs under it.
+ * d->choice_mu guards the device's choice table and is taken inside lt_mu, for a lookup or a store
+ * only (never across a timing or a CUDA call). Both are backend locks (ranks CUDA_LT, then
+ * CUDA_CHOICE, in src/core/lock.h).
  */
 #include <math.h>
 #include <stdatomic.h>
@@ -70,10 +70,8 @@ enum {
 
 /* How the cuBLASLt path computes an op's epilogue. */
 typedef enum lt_epi {
-  EPI_PLAIN, /* BIAS or DEFAULT, D in the op's dtype; f32 activations other than ReLU follow  */
-  EPI_RELU,  /* RELU_BIAS or RELU, D in the op's dtype                                         */
-  EPI_F32,   /* bf16 with an activation other than ReLU: D f32 in the scratch, DEFAULT epilogue;
-                the bias, activation and rounding follow in one kernel                         */
+  EPI_PLAIN, /* BIAS or DEFAULT; activations other than ReLU follow in one kernel          */
+  EPI_RELU,  /* RELU_BIAS or RELU                                                          */
   EPI_KINDS
 } lt_epi;
 
@@ -87,9 +85,7 @@ static sp_status lt_fail(cublasStatus_t cs, const char *what) {
 }
 
 static lt_epi op_epi(const sp__linear *op) {
-  if (op->act == SP__ACT_NONE) return EPI_PLAIN;
-  if (op->act == SP__ACT_RELU) return EPI_RELU;
-  return op->dtype == SP_BF16 ? EPI_F32 : EPI_PLAIN;
+  return op->act == SP__ACT_RELU ? EPI_RELU : EPI_PLAIN;
 }
 
 /* The largest power of two dividing every pointer of op, capped at 256 bytes. */
@@ -135,12 +131,11 @@ static void plan_destroy(sp__cuda_plan *p) {
 
 static cublasStatus_t plan_describe(sp__cuda_plan *p, const sp__linear *op, lt_epi epi) {
   cudaDataType_t t = op->dtype == SP_BF16 ? CUDA_R_16BF : CUDA_R_32F;
-  cudaDataType_t td = epi == EPI_F32 ? CUDA_R_32F : t;
   cublasStatus_t cs = cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F);
   if (cs != CUBLAS_STATUS_SUCCESS) return cs;
   int32_t opa = CUBLAS_OP_T, opb = CUBLAS_OP_N;
   bool relu = epi == EPI_RELU;
-  p->bias = op->bias != NULL && epi != EPI_F32;
+  p->bias = op->bias != NULL;
   uint32_t epilogue = p->bias ? (relu ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_BIAS)
                               : (relu ? CUBLASLT_EPILOGUE_RELU : CUBLASLT_EPILOGUE_DEFAULT);
   int32_t bias_type = (int32_t)t;
@@ -158,7 +153,7 @@ static cublasStatus_t plan_describe(sp__cuda_plan *p, const sp__linear *op, lt_e
   uint64_t m = op->out_features, n = op->batch, k = op->in_features;
   if ((cs = cublasLtMatrixLayoutCreate(&p->a, t, k, m, (int64_t)k)) != CUBLAS_STATUS_SUCCESS ||
       (cs = cublasLtMatrixLayoutCreate(&p->b, t, k, n, (int64_t)k)) != CUBLAS_STATUS_SUCCESS ||
-      (cs = cublasLtMatrixLayoutCreate(&p->c, td, m, n, (int64_t)m)) != CUBLAS_STATUS_SUCCESS)
+      (cs = cublasLtMatrixLayoutCreate(&p->c, t, m, n, (int64_t)m)) != CUBLAS_STATUS_SUCCESS)
     return cs;
   return CUBLAS_STATUS_SUCCESS;
 }
@@ -190,10 +185,10 @@ static sp_status plan_build(sp__bstream *s, const sp__linear *op, unsigned align
   if (found < 1) {
     plan_destroy(p);
     return sp__fail(SP_ERR_UNSUPPORTED,
-                    "cuda: linear: cuBLASLt has no algorithm for %s%s batch %u, %u -> %u, "
+                    "cuda: linear: cuBLASLt has no algorithm for %s batch %u, %u -> %u, "
                     "pointers aligned to %u bytes",
-                    op->dtype == SP_BF16 ? "bf16" : "f32", epi == EPI_F32 ? " (f32 output)" : "",
-                    op->batch, op->in_features, op->out_features, align);
+                    op->dtype == SP_BF16 ? "bf16" : "f32", op->batch, op->in_features,
+                    op->out_features, align);
   }
   p->algo = res.algo;
   p->workspace_bytes = res.workspaceSize;
@@ -227,17 +222,6 @@ static sp_status linear_state_ensure(sp__bstream *s) {
   s->plans = plans;
   s->workspace = ws;
   s->lt = lt;
-  return SP_OK;
-}
-
-/* Creates the stream's activation scratch on first need (never inside a capture: capture_begin
- * calls sp__cuda_linear_prepare first). Called with lt_mu held. */
-static sp_status act_scratch_ensure(sp__bstream *s) {
-  if (SP__LIKELY(s->act_scratch != NULL)) return SP_OK;
-  void *p = NULL;
-  cudaError_t e = cudaMalloc(&p, SP__CUDA_ACT_SCRATCH_FLOATS * sizeof(float));
-  if (e != cudaSuccess) return sp__cuda_fail(e, "cudaMalloc(linear activation scratch)");
-  s->act_scratch = p;
   return SP_OK;
 }
 
@@ -299,58 +283,12 @@ static sp_status matmul(sp__bstream *s, const sp__linear *op, lt_epi epi, bool b
   return st;
 }
 
-/* Row and column extents of the blocks of y that one f32 matmul computes into the scratch (at
- * most SP__CUDA_ACT_SCRATCH_FLOATS elements; blocks of equal size but the last). */
-static void f32_blocks(const sp__linear *op, unsigned *rows, unsigned *cols) {
-  const size_t cap = SP__CUDA_ACT_SCRATCH_FLOATS, out = op->out_features, batch = op->batch;
-  if (out > cap) { /* one row does not fit: column blocks */
-    size_t n = (out + cap - 1) / cap;
-    *rows = 1;
-    *cols = (unsigned)((out + n - 1) / n);
-    return;
-  }
-  size_t n = (batch + cap / out - 1) / (cap / out); /* blocks of whole rows */
-  *rows = (unsigned)((batch + n - 1) / n);
-  *cols = (unsigned)out;
-}
-
-/* bf16 with an activation cuBLASLt cannot fuse: per block of y, the matmul into the f32 scratch,
- * then bias + activation + rounding into y. lt_mu held (the scratch is reused block by block,
- * in stream order). */
-static sp_status linear_f32_path(sp__bstream *s, const sp__linear *op) {
-  sp_status st = act_scratch_ensure(s);
-  if (st != SP_OK) return st;
-  unsigned rows, cols;
-  f32_blocks(op, &rows, &cols);
-  const size_t in = op->in_features, out = op->out_features;
-  for (unsigned r0 = 0; r0 < op->batch && st == SP_OK; r0 += rows)
-    for (unsigned c0 = 0; c0 < op->out_features && st == SP_OK; c0 += cols) {
-      sp__linear blk = *op;
-      blk.batch = op->batch - r0 < rows ? op->batch - r0 : rows;
-      blk.out_features = op->out_features - c0 < cols ? op->out_features - c0 : cols;
-      blk.x = (const uint16_t *)op->x + r0 * in;
-      blk.w = (const uint16_t *)op->w + c0 * in;
-      blk.bias = NULL; /* added by the kernel below */
-      blk.y = s->act_scratch;
-      st = matmul(s, &blk, EPI_F32, op->bias != NULL);
-      if (st != SP_OK) break;
-      cudaError_t e =
-          sp__cuda_bias_act_bf16(s->stream, (uint16_t *)op->y + r0 * out + c0, out, s->act_scratch,
-                                 op->bias ? (const uint16_t *)op->bias + c0 : NULL, blk.batch,
-                                 blk.out_features, (int)op->act);
-      if (e != cudaSuccess) st = sp__cuda_fail(e, "linear activation kernel launch");
-    }
-  return st;
-}
-
 /* The cuBLASLt implementation of op (module comment: epilogues and activations). lt_mu held. */
 static sp_status linear_run(sp__bstream *s, const sp__linear *op) {
-  lt_epi epi = op_epi(op);
-  if (epi == EPI_F32) return linear_f32_path(s, op);
-  sp_status st = matmul(s, op, epi, op->bias != NULL);
+  sp_status st = matmul(s, op, op_epi(op), op->bias != NULL);
   if (st != SP_OK || op->act == SP__ACT_NONE || op->act == SP__ACT_RELU) return st;
-  cudaError_t e =
-      sp__cuda_act_f32(s->stream, op->y, (size_t)op->batch * op->out_features, (int)op->act);
+  cudaError_t e = sp__cuda_act(s->stream, op->y, op->dtype == SP_BF16,
+                               (size_t)op->batch * op->out_features, (int)op->act);
   return e == cudaSuccess ? SP_OK : sp__cuda_fail(e, "linear activation kernel launch");
 }
 
@@ -485,7 +423,7 @@ destroy_events:
 
 /* The device's choice-table key of op: 0 when auto mode never chooses for it (batch above
  * SP__CUDA_GEMV_BATCH_MAX, or a dimension above PLAN_DIM_MAX). Unlike a plan key it holds the
- * activation: ops sharing a matmul plan (f32 without activation and with GELU) may choose
+ * activation: ops sharing a matmul plan (without activation and with GELU) may choose
  * differently, since the cuBLASLt side of the GELU one has an extra kernel. */
 static uint64_t choice_key(const sp__linear *op, unsigned align) {
   _Static_assert(SP__CUDA_GEMV_BATCH_MAX < 64u && SP__ACT_COUNT <= 8,
@@ -502,16 +440,16 @@ static uint64_t choice_key(const sp__linear *op, unsigned align) {
   return (k << 3) | (unsigned)op->act; /* batch >= 1, so never 0 */
 }
 
-/* The implementation for op in auto mode: the stream's cached answer (in the plan of op's one
- * matmul, when op is one matmul on its own pointers: not bf16 through the f32 scratch), the
- * device's, or a timing now; cuBLASLt during capture when nothing is known yet. lt_mu held. */
+/* The implementation for op in auto mode: the stream's cached answer (in the plan of op's
+ * matmul, when its shape fits a plan key), the device's, or a timing now; cuBLASLt during capture
+ * when nothing is known yet. lt_mu held. */
 static sp_status linear_pick(sp__bstream *s, const sp__linear *op, sp__cuda_impl *out) {
   *out = SP__CUDA_IMPL_CUBLASLT;
   unsigned align = linear_alignment(op);
   uint64_t ckey = choice_key(op, align);
   if (!ckey) return SP_OK;
   lt_epi epi = op_epi(op);
-  uint64_t pkey = epi == EPI_F32 ? 0 : plan_key(op, align, epi, op->bias != NULL);
+  uint64_t pkey = plan_key(op, align, epi, op->bias != NULL);
   sp__cuda_plan *p = NULL;
   if (pkey) {
     sp_status st = plan_get(s, op, align, epi, pkey, &p);
@@ -566,7 +504,6 @@ sp_status sp__cuda_linear_async(sp__bstream *s, const sp__linear *op) {
 sp_status sp__cuda_linear_prepare(sp__bstream *s) {
   sp__mutex_lock(&s->lt_mu);
   sp_status st = linear_state_ensure(s);
-  if (st == SP_OK) st = act_scratch_ensure(s); /* a captured bf16 GELU needs it */
   sp__mutex_unlock(&s->lt_mu);
   return st;
 }
@@ -583,7 +520,5 @@ void sp__cuda_linear_release(sp__bstream *s) {
   s->lt = NULL;
   if (s->workspace) cudaFree(s->workspace);
   s->workspace = NULL;
-  if (s->act_scratch) cudaFree(s->act_scratch);
-  s->act_scratch = NULL;
   sp__mutex_unlock(&s->lt_mu);
 }

@@ -6,8 +6,8 @@
  * one output, out not a multiple of the kernel's rows per block) and pointers that defeat the
  * 16-byte loads (x and w one element off 16 bytes; y one element off), with and without bias,
  * with ReLU and with every other activation (GELU erf and tanh, SiLU, Tanh: cuBLASLt then runs
- * its activation kernels, f32 in place or bf16 through the f32 scratch; our kernel applies them
- * in its epilogue), writing every output element. In auto mode the first eager linear of a key
+ * its activation kernel in place on y, f32 or bf16; our kernel applies them in its epilogue),
+ * writing every output element. In auto mode the first eager linear of a key
  * (the activation is part of it: a GELU op does not reuse its shape's ReLU choice) caches a
  * choice per device, a capture of an unseen key times nothing (the choice stays unknown) and its
  * replay is correct, and a later capture uses the cached choice (auto is the default: the case
@@ -362,9 +362,9 @@ static void auto_mode(void **state) {
   be->device_close(d);
 }
 
-/* cuBLASLt's activation kernels inside a graph: on a stream that never ran a linear (so its
- * scratch comes from capture_begin's prepare, never from a cudaMalloc inside the capture), a bf16
- * GELU (through the f32 scratch) and an f32 SiLU (in place) captured, replayed twice, right. */
+/* cuBLASLt's activation kernel inside a graph: on a stream that never ran a linear (so its
+ * cuBLASLt state comes from capture_begin's prepare, never from a cudaMalloc inside the capture),
+ * a bf16 GELU and an f32 SiLU (both in place on y) captured, replayed twice, right. */
 static void captured_activation(void **state) {
   (void)state;
   const sp__backend *be = cuda_table();
