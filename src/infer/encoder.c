@@ -7,7 +7,7 @@
  * bucket (powers of two up to ENC_BATCH_MAX, at most ENC_PASS_TOKENS padded tokens), with
  * padding sequences of length 1. Padding never reaches a real row: attention masks keys past each
  * sequence's length and pooling reads only real rows, so a text's embedding does not depend on
- * what shares its pass. Each pass runs through the plan of (stream, batch, seq) (encoder_plan.c:
+ * what shares its pass. Each pass runs through the plan of (stream, batch, seq) (io_plan.c:
  * buffers kept, the pass one graph where graphs are on) or, when no plan serves it, through one
  * allocator block on the stream taken and freed around the pass.
  * The forward of a pass (sp__encoder_enqueue): embed -> LayerNorm -> per layer [qkv Linear,
@@ -218,10 +218,26 @@ static void enc_order(const enc_seqs *q, unsigned max_seq, uint32_t *idx, uint32
   for (size_t i = 0; i < q->n; i++) idx[counts[max_seq - q->lengths[i]]++] = (uint32_t)i;
 }
 
+/* A plan's forward: d_in holds the batch x seq ids, then the batch lengths; key = batch << 32 |
+ * seq. */
+static sp_status enc_plan_forward(const void *owner, sp_stream *c, const void *d_in, void *d_out,
+                                  void *ws, uint64_t key) {
+  unsigned batch = (unsigned)(key >> 32), seq = (unsigned)key;
+  const int32_t *ids = d_in;
+  return sp__encoder_enqueue(owner, c, ids, ids + (size_t)batch * seq, d_out, batch, seq, ws);
+}
+
+/* One pass through the plan for (s, batch, seq), or uncached when no plan serves it. */
 static sp_status enc_pass(sp_encoder *e, sp_stream *s, unsigned batch, unsigned seq,
                           const int32_t *in, float *out) {
+  sp__io_pass pass = {.owner = e,
+                      .forward = enc_plan_forward,
+                      .key = (uint64_t)batch << 32 | seq,
+                      .in_bytes = ((size_t)batch * seq + batch) * sizeof(int32_t),
+                      .out_bytes = (size_t)batch * e->info.hidden * sizeof(float),
+                      .ws_bytes = sp__encoder_workspace_bytes(e, batch, seq)};
   bool handled = false;
-  sp_status st = sp__enc_plan_run(e, s, batch, seq, in, out, &handled);
+  sp_status st = sp__io_plan_run(e->plans, s, &pass, in, out, &handled);
   if (handled) return st;
   return enc_pass_uncached(e, s, batch, seq, in, out);
 }

@@ -2,8 +2,8 @@
  *
  * An sp_encoder is immutable after sp_encoder_load: shape, tokenizer and device weights never
  * change until sp_encoder_free, so any number of threads may embed at once without a lock. The
- * one exception is its plan table (encoder_plan.c), filled on first use per (stream, batch
- * bucket, sequence bucket) under its own per-stream locks.
+ * one exception is its plan table (io_plan.c), filled on first use per (stream, batch bucket,
+ * sequence bucket) under its own per-stream locks.
  *
  * Weights live in one allocator block (taken on the default stream at load, freed with the
  * encoder), every tensor at a 256-byte aligned offset, in the encoder's dtype. Q, K and V of a
@@ -19,6 +19,7 @@
 
 #include "backend/backend.h"
 #include "core/device.h"
+#include "infer/io_plan.h"
 
 typedef struct sp__enc_layer { /* device pointers into the weight block */
   const void *wqkv, *bqkv;     /* [3H, H], [3H]                            */
@@ -39,9 +40,9 @@ struct sp_encoder {
   sp_tokenizer *tok;       /* owned                                               */
   void *weights;           /* the one device block holding every tensor           */
   const void *word, *pos, *type, *emb_g, *emb_b; /* embeddings and their LayerNorm    */
-  sp__enc_layer *layers;       /* [info.layers]                                       */
-  bool graphs;                 /* graphs on (sp__graphs_enabled at load)              */
-  struct sp__enc_plans *plans; /* encoder_plan.c; set at load                         */
+  sp__enc_layer *layers; /* [info.layers]                                       */
+  bool graphs;           /* graphs on (sp__graphs_enabled at load)              */
+  sp__io_plans *plans;   /* host-io plans of embed passes (io_plan.h); at load  */
 };
 
 /* The largest padded sequence-length bucket >= len (8, 16, 32, ... capped at max_seq). */
@@ -58,17 +59,9 @@ sp_status sp__encoder_enqueue(const sp_encoder *e, sp_stream *s, const int32_t *
                               const int32_t *lengths, float *out, unsigned batch, unsigned seq,
                               void *workspace);
 
-/* The plan table (encoder_plan.c). create: an empty table, one entry per pool stream. destroy:
- * syncs every stream a plan ran on, frees graphs, staging and buffers (no embed running). */
-sp_status sp__enc_plans_create(sp_encoder *e);
-void sp__enc_plans_destroy(sp_encoder *e);
-
-/* One pass of batch x seq tokens on pool stream s through the plan for (s, batch, seq), made on
- * first use: in holds batch*seq ids then batch lengths (int32, host), out receives batch rows of
- * hidden f32 (host). Returns when out is filled. *handled is false (with SP_OK) when no plan
- * serves the call (too large, slots taken, no memory): the caller runs its uncached pass. Any
- * thread; threads on one plan serialize on its mutex. */
-sp_status sp__enc_plan_run(sp_encoder *e, sp_stream *s, unsigned batch, unsigned seq,
-                           const int32_t *in, float *out, bool *handled);
+/* The plan table's limits (encoder_load.c creates it): (batch, seq) buckets per stream index, and
+ * the largest pass (device bytes) a plan caches; larger passes run uncached. */
+enum { SP__ENC_PLANS = 16 };
+#define SP__ENC_PLAN_BYTES_MAX ((size_t)256 << 20)
 
 #endif /* SP_INFER_ENCODER_H */

@@ -477,7 +477,9 @@ static sp_status enc_load(sp_device *dev, const char *dir, sp_dtype dt, sp_encod
     st = sp__fail(SP_ERR_HOST_MEMORY, "%s: out of host memory", FN);
   if (st == SP_OK) st = enc_weights(e, dir);
   if (st == SP_OK) st = sp__graphs_enabled(dev, FN, &e->graphs);
-  if (st == SP_OK) st = sp__enc_plans_create(e);
+  if (st == SP_OK)
+    st = sp__io_plans_create(dev, e->graphs, SP__ENC_PLANS, SP__ENC_PLAN_BYTES_MAX,
+                             "sp_encoder_embed", &e->plans);
   if (st != SP_OK) {
     sp_encoder_free(e);
     return st;
@@ -499,7 +501,7 @@ void sp_encoder_free(sp_encoder *e) {
   /* In a forked child only forget e: its device's streams are the parent's. */
   if (sp__device_enter(e->dev, "sp_encoder_free") != SP_OK) return;
   int cancel = sp__cancel_off();
-  sp__enc_plans_destroy(e); /* first: its graphs use the weights */
+  sp__io_plans_destroy(e->plans); /* first: its graphs use the weights */
   if (e->weights) (void)sp_free(e->dev, e->weights);
   sp_tokenizer_free(e->tok);
   sp__free(e->layers);

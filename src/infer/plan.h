@@ -1,12 +1,11 @@
-/* Inference plans: what sp_model_infer reuses per (model, stream, batch) (internal).
+/* Inference plans: what sp_model_infer and sp_model_forward reuse per (model, stream, shape)
+ * (internal).
  *
- * A plan owns, for one stream of the model's device and one batch size, the device buffers of a
- * host-in/host-out forward (input, output, activation workspace: one allocator block taken on
- * that stream and kept for the plan's life), host staging for the input and output (pinned when
- * the backend has pinned memory: sp__pinned_alloc), and, when graphs are on for the model and the
- * staging is pinned, the whole forward captured once as a graph (H2D copy from staging, linears
- * and conversions, D2H copy to staging). A call then costs a memcpy into staging, one graph
- * launch, one stream sync and a memcpy out.
+ * sp_model_infer's plans are host-io plans (io_plan.h), keyed by batch: for one stream of the
+ * model's device and one batch size, the device buffers of a host-in/host-out forward, host
+ * staging and, when graphs are on for the model and the staging is pinned, the whole forward
+ * captured once as a graph (H2D copy from staging, linears and conversions, D2H copy to staging).
+ * A call then costs a memcpy into staging, one graph launch, one stream sync and a memcpy out.
  *
  * Forward plans do the same for sp_model_forward's device-io pass, keyed by (batch, in, out):
  * the graph reads and writes the caller's own buffers, so it serves only calls with exactly those
