@@ -25,9 +25,9 @@
 #include "streampool.h"
 
 #define SP__BACKEND_VERSION                                          \
-  6u /* 2: graph and pinned host memory slots; 3: memcpy_peer_async; \
+  7u /* 2: graph and pinned host memory slots; 3: memcpy_peer_async; \
         4: stream_native, stream_wait_native; 5: mem_is_foreign;     \
-        6: sp__linear.act, nn_async */
+        6: sp__linear.act, nn_async; 7: nn_head_dim_max */
 
 typedef struct sp__bdevice sp__bdevice; /* a backend's device   */
 typedef struct sp__bstream sp__bstream; /* a backend's stream   */
@@ -149,6 +149,9 @@ typedef struct sp__backend {
    * and runs nothing; a shape beyond the backend's kernels may be SP_ERR_UNSUPPORTED (CUDA:
    * attention head_dim > 128), with nothing run. */
   sp_status (*nn_async)(sp__bstream *s, const sp__nn *op);
+  /* The largest attention head_dim nn_async runs (0: any), so an encoder is refused at load
+   * (sp__attention_check) rather than at its first pass. */
+  unsigned nn_head_dim_max;
 
   /* Events: a recorded event completes when the work before it on its stream has. An event
    * never recorded is complete. Re-recording replaces the earlier mark. */

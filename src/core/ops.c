@@ -38,6 +38,15 @@ sp_status sp__nn_check(const sp_device *dev, sp_dtype dt, const char *fn) {
   return st;
 }
 
+sp_status sp__attention_check(const sp_device *dev, unsigned head_dim, const char *fn) {
+  unsigned max = dev->be->nn_head_dim_max;
+  if (max && head_dim > max)
+    return sp__fail(SP_ERR_UNSUPPORTED,
+                    "%s: attention heads of %u dimensions; backend '%s' runs at most %u", fn,
+                    head_dim, dev->be->name, max);
+  return SP_OK;
+}
+
 sp_status sp__stream_memcpy(sp_stream *s, void *dst, const void *src, size_t bytes) {
   sp__bstream *bs;
   sp_status st = sp__stream_backend(s, &bs);

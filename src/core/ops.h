@@ -36,6 +36,10 @@ sp_status sp__linear_check(const sp_device *dev, sp_dtype dt, const char *fn);
  * nn_async slot. Callers of sp__stream_nn check this first. Any thread. */
 sp_status sp__nn_check(const sp_device *dev, sp_dtype dt, const char *fn);
 
+/* Whether dev's attention runs heads of head_dim (the backend's nn_head_dim_max): SP_OK, or
+ * SP_ERR_UNSUPPORTED naming fn, the backend and both numbers. Any thread. */
+sp_status sp__attention_check(const sp_device *dev, unsigned head_dim, const char *fn);
+
 /* Stream-ordered work on s (backend.h has each operation's contract). Any thread. */
 sp_status sp__stream_memcpy(sp_stream *s, void *dst, const void *src, size_t bytes);
 sp_status sp__stream_linear(sp_stream *s, const sp__linear *op);

@@ -470,6 +470,7 @@ static sp_status enc_load(sp_device *dev, const char *dir, sp_dtype dt, sp_encod
   e->dtype = dt;
   atomic_fetch_add(&dev->models, 1); /* undone by sp_encoder_free, on every path */
   st = enc_config(e, dir);
+  if (st == SP_OK) st = sp__attention_check(dev, e->info.hidden / e->info.heads, FN);
   if (st == SP_OK) st = enc_modules(e, dir);
   if (st == SP_OK) st = enc_max_seq(e, dir);
   if (st == SP_OK) st = enc_tokenizer(e, dir);

@@ -52,13 +52,13 @@ typedef struct io_entry {
 } io_entry;
 
 struct sp__io_plans {
-  sp_device *dev;     /* immutable                                   */
-  unsigned n, slots;  /* entries (the pool size), plans per entry    */
-  size_t max_bytes;   /* larger device blocks are never cached       */
-  bool graphs;        /* capture passes                              */
-  const char *who;    /* the owner's calls, for messages             */
-  atomic_bool logged; /* a capture failure has been logged           */
-  io_entry *e;        /* [n]                                         */
+  sp_device *dev;           /* immutable                                   */
+  unsigned n, slots;        /* entries (the pool size), plans per entry    */
+  size_t max_bytes;         /* larger device blocks are never cached       */
+  bool graphs;              /* capture passes                              */
+  const char *who;          /* the owner's calls, for messages             */
+  atomic_bool logged;       /* a capture failure has been logged           */
+  io_entry *e;              /* [n]                                         */
   _Atomic(io_plan *) *slot; /* [n * slots]                           */
 };
 

@@ -364,6 +364,7 @@ const sp__backend sp__cuda_backend = {
     .linear_async = sp__cuda_linear_async,
     .convert_async = cuda_convert_async,
     .nn_async = cuda_nn_async,
+    .nn_head_dim_max = SP__CUDA_NN_HEAD_DIM_MAX,
     .event_create = cuda_event_create,
     .event_destroy = cuda_event_destroy,
     .event_record = cuda_event_record,
