@@ -197,11 +197,13 @@ typedef struct enc_seqs {
   size_t n;
 } enc_seqs;
 
-/* What one embed call works in (host): ordering, one pass's input and output. */
+/* What one embed call works in (host): ordering, one pass's input and output, sized by
+ * enc_scratch_new for the call's chunk (C = min(n, ENC_CHUNK) texts) and its largest pass (B =
+ * its batch bucket, at most ENC_BATCH_MAX sequences). */
 typedef struct enc_scratch {
-  uint32_t *order;  /* [ENC_CHUNK] */
-  int32_t *pass_in; /* ids [ENC_PASS_TOKENS + max_seq] then lengths [ENC_BATCH_MAX] */
-  float *pass_out;  /* [ENC_BATCH_MAX * hidden] */
+  uint32_t *order;  /* [C] */
+  int32_t *pass_in; /* ids [min(B * max_seq, ENC_PASS_TOKENS + max_seq)] then lengths [B] */
+  float *pass_out;  /* [B * hidden] */
 } enc_scratch;
 
 /* Orders idx[0, n) by length, longest first, then by index (insertion into buckets by length:
@@ -295,12 +297,16 @@ static sp_status enc_check(sp_encoder *e, const void *a, size_t n, float *out, c
   return SP_OK;
 }
 
-/* Host scratch for one call; counts has max_seq + 2 entries. */
-static sp_status enc_scratch_new(const sp_encoder *e, enc_scratch *w, uint32_t **counts,
+/* Host scratch for one call of n texts, sized for its largest chunk and pass (one text: about
+ * 2 KB, not the 1.4 MB of a full chunk); counts has max_seq + 2 entries. */
+static sp_status enc_scratch_new(const sp_encoder *e, size_t n, enc_scratch *w, uint32_t **counts,
                                  const char *fn) {
-  w->order = sp__malloc(ENC_CHUNK * sizeof(*w->order));
-  w->pass_in = sp__malloc((ENC_PASS_TOKENS + e->info.max_seq + ENC_BATCH_MAX) * sizeof(int32_t));
-  w->pass_out = sp__malloc((size_t)ENC_BATCH_MAX * e->info.hidden * sizeof(float));
+  unsigned chunk = n < ENC_CHUNK ? (unsigned)n : ENC_CHUNK, ms = e->info.max_seq;
+  size_t batch = enc_batch_bucket(chunk, ENC_BATCH_MAX); /* no pass has more sequences */
+  size_t rows = batch * ms < ENC_PASS_TOKENS + ms ? batch * ms : ENC_PASS_TOKENS + ms;
+  w->order = sp__malloc(chunk * sizeof(*w->order));
+  w->pass_in = sp__malloc((rows + batch) * sizeof(int32_t));
+  w->pass_out = sp__malloc(batch * e->info.hidden * sizeof(float));
   *counts = sp__malloc((e->info.max_seq + 2) * sizeof(**counts));
   if (w->order && w->pass_in && w->pass_out && *counts) return SP_OK;
   sp__free(w->order);
@@ -320,9 +326,9 @@ static void enc_scratch_free(enc_scratch *w, uint32_t *counts) {
 static sp_status enc_embed_texts(sp_encoder *e, sp_stream *s, const char *const *texts, size_t n,
                                  float *out, enc_scratch *w, uint32_t *counts) {
   static const char fn[] = "sp_encoder_embed";
-  unsigned ms = e->info.max_seq;
-  int32_t *ids = sp__malloc((size_t)ENC_CHUNK * ms * sizeof(*ids));
-  uint32_t *lengths = sp__malloc(ENC_CHUNK * sizeof(*lengths));
+  unsigned ms = e->info.max_seq, chunk = n < ENC_CHUNK ? (unsigned)n : ENC_CHUNK;
+  int32_t *ids = sp__malloc((size_t)chunk * ms * sizeof(*ids));
+  uint32_t *lengths = sp__malloc(chunk * sizeof(*lengths));
   sp_status st = SP_OK;
   if (!ids || !lengths) st = sp__fail(SP_ERR_HOST_MEMORY, "%s: out of host memory", fn);
   for (size_t base = 0; base < n && st == SP_OK; base += ENC_CHUNK) {
@@ -359,7 +365,7 @@ static sp_status enc_embed(sp_encoder *e, const char *const *texts, size_t n, fl
   if (st != SP_OK) return st;
   enc_scratch w;
   uint32_t *counts;
-  st = enc_scratch_new(e, &w, &counts, fn);
+  st = enc_scratch_new(e, n, &w, &counts, fn);
   if (st != SP_OK) return st;
   st = enc_embed_texts(e, s, texts, n, out, &w, counts);
   enc_scratch_free(&w, counts);
@@ -400,7 +406,7 @@ static sp_status enc_embed_ids(sp_encoder *e, const int32_t *ids, const uint32_t
   if (st != SP_OK) return st;
   enc_scratch w;
   uint32_t *counts;
-  st = enc_scratch_new(e, &w, &counts, fn);
+  st = enc_scratch_new(e, n, &w, &counts, fn);
   if (st != SP_OK) return st;
   for (size_t base = 0; base < n && st == SP_OK; base += ENC_CHUNK) {
     enc_seqs q = {.ids = ids + base * stride,
