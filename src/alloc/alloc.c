@@ -5,8 +5,9 @@
  * cached on another stream that is complete (idle, or whose blocks were cached before it was seen
  * idle); (3) unless SP_ALLOC_NO_INFLIGHT_REUSE, a block cached on a busy stream, the allocating
  * stream waiting on the device for an event recorded on the owner; (2) and (3) only from streams
- * no other running thread works on (sp__user_stealable); (3b) the complete blocks of those idle
- * streams moved to this one, merging neighbours, and (1) again; (4) a new segment; (5) on
+ * no other running thread works on (sp__user_stealable); (3b) unused segments given back when the
+ * cache is large (alloc_trim_before_grow), then the complete free pieces of those idle streams
+ * that have a free neighbour moved to this one, merging, and (1) again; (4) a new segment; (5) on
  * backend OOM or the memory limit: sync every stream, complete pending frees, release unused
  * segments, retry once; (6) SP_ERR_OUT_OF_MEMORY / SP_ERR_LIMIT with the numbers. Invariants: see
  * block.h (one state per block) and alloc_internal.h (lock ranks). Locking: a front hit takes only
@@ -249,15 +250,27 @@ static void alloc_trim_before_grow(sp__allocator *a, unsigned s, size_t bytes) {
   (void)sp__segment_release_unused(a, done, keep, sp__size_pool(bytes));
 }
 
-/* Moves every block of stream t's cache (pool `pool`) cached before `seen` to stream s's cache
- * (both locks held), where each merges with its CACHED address neighbours of s; the bytes moved. */
+/* Whether blk (CACHED, its cache's lock held) has a CACHED address neighbour, which is then
+ * another stream's (same-stream neighbours are always merged): a piece that can merge. */
+static bool adopt_mergeable(sp__block *blk) {
+  sp__spin_lock(&blk->seg->mu);
+  bool m = (blk->prev && blk->prev->state == SP__BLOCK_CACHED) ||
+           (blk->next && blk->next->state == SP__BLOCK_CACHED);
+  sp__spin_unlock(&blk->seg->mu);
+  return m;
+}
+
+/* Moves the blocks of stream t's cache (pool `pool`) cached before `seen` that have a CACHED
+ * neighbour to stream s's cache (both locks held), where each merges with its neighbours of s;
+ * the bytes moved. Blocks that cannot merge stay: a wholly free segment stays with t, where the
+ * trim before growing can give it back (on s, busy, it could not be). */
 static size_t adopt_from(sp__allocator *a, unsigned t, unsigned s, unsigned pool, uint64_t seen) {
   sp__bins *bins = &a->caches[t].bins[pool];
   size_t moved = 0;
   for (unsigned bin = 0; bin < SP__BINS; bin++) {
     for (sp__block *blk = bins->heads[bin], *next; blk; blk = next) {
       next = blk->link_next;
-      if (blk->stamp > seen) continue;
+      if (blk->stamp > seen || !adopt_mergeable(blk)) continue;
       sp__bins_remove(bins, blk);
       moved += blk->bytes;
       sp__cache_put(a, s, blk, 0);
@@ -267,11 +280,12 @@ static size_t adopt_from(sp__allocator *a, unsigned t, unsigned s, unsigned pool
   return moved;
 }
 
-/* Before growing: the free memory of idle streams that no other running thread works on
- * (stealable) comes to s, so blocks freed on different streams next to each other in one segment
- * become one block of s; true when anything moved. Without it, memory
- * freed on many streams stays in pieces each too small for the request while the device grows
- * (peak reserved / peak allocated 1.5-1.7 on the 8- and 16-stream traces of bench/alloc). */
+/* Before growing: the free pieces of idle streams that no other running thread works on
+ * (stealable) come to s, so blocks freed on different streams next to each other in one segment
+ * become one block of s; true when anything moved. Without it, memory freed on many streams stays
+ * in pieces each too small for the request while the device grows (peak reserved / peak allocated
+ * 1.5-1.7 on the 8- and 16-stream traces of bench/alloc). From then on the merged block is s's
+ * own cached memory (a later hit counts as s's cache hit, not a cross-stream reuse). */
 static bool adopt_completed(sp__allocator *a, unsigned s, size_t bytes) {
   uint64_t me = sp__user_self();
   unsigned pool = sp__size_pool(bytes);

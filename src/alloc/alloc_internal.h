@@ -29,7 +29,7 @@
 
 enum { SP__SPARE_MAX = 64 }; /* recycled block structs kept per stream cache */
 /* Thread tokens (users.c): table slots for live threads, and the quiet time after which another
- * thread may take cached segments from a stream whose allocating thread still runs. */
+ * thread may take cached blocks from a stream whose allocating thread still runs. */
 enum { SP__USER_SLOT_BITS = 10, SP__USER_SLOTS = 1 << SP__USER_SLOT_BITS };
 #define SP__QUIET_NS ((uint64_t)2000000)
 enum { SP__FRONT_MAX = 16 };                   /* blocks held whole in a stream's front cache */

@@ -6,10 +6,11 @@
  * token k still runs" is one load: users[slot(k)] == k. A thread that found the table full gets
  * slot 0 (its liveness unknown: the allocator then treats its streams as it did before tokens).
  * The allocator uses it so that a thread working on its own stream keeps its memory: another
- * thread takes cached segments (or spare peak grant, stats.c) from that stream only when the owner
- * exited or went quiet (sp__user_stealable). Locking: none; the table and the counter are atomics,
- * the token itself thread-local; the probe fields of a stream cache are written racily by whoever
- * probes (relaxed atomics: a lost update only delays a steal by one probe).
+ * thread takes cached blocks (or spare peak grant, stats.c) from that stream only when the owner
+ * is the taker itself, exited or went quiet (sp__user_stealable). Locking: none; the table and the
+ * counter are atomics, the token itself thread-local; the probe fields of a stream cache are
+ * written racily by whoever probes (relaxed atomics: a lost update only delays a steal by one
+ * probe).
  */
 #include "alloc/alloc_internal.h"
 
@@ -73,7 +74,7 @@ bool sp__user_alive(uint64_t token) {
   return slot && atomic_load_explicit(&users[slot], memory_order_relaxed) == token;
 }
 
-/* Whether stream t's cached segments may go to another stream's request without memory pressure:
+/* Whether stream t's cached blocks may go to another stream's request without memory pressure:
  * its allocating thread is the caller, or exited, or has made no cache operation for SP__QUIET_NS
  * (seen by two probes that far apart). Otherwise a thread working on its own stream would see its
  * segments taken whenever its cache is momentarily short, and take them back: the segments and

@@ -158,10 +158,12 @@ static void io_plan_capture(sp__io_plans *t, const sp__io_pass *pass, sp_stream 
   io_rec r = {pass, p};
   sp_status st = sp_memset_async(s, p->block, 0, p->in_bytes);
   if (st == SP_OK) st = pass->forward(pass->owner, s, p->block, io_out(p), io_ws(p), p->key);
-  if (st == SP_OK && sp__graph_capture(s, io_record, &r, &p->graph) == SP_OK) return;
+  bool eager = st == SP_OK;
+  if (eager && sp__graph_capture(s, io_record, &r, &p->graph) == SP_OK) return;
   p->graph = NULL;
   if (!atomic_exchange_explicit(&t->logged, true, memory_order_relaxed))
-    sp__log(SP_LOG_WARN, "%s: graph capture failed (%s); its passes run op by op", t->who,
+    sp__log(SP_LOG_WARN, "%s: %s (%s); its passes run op by op", t->who,
+            eager ? "graph capture failed" : "the eager pass before a capture failed",
             sp_last_error());
   sp__error_clear(); /* the call itself succeeds */
 }

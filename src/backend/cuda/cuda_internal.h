@@ -95,8 +95,8 @@ void sp__cuda_linear_device_fini(sp__bdevice *d);
 /* The linear slot (cuda_linear.c) and the teardown of a stream's cuBLASLt state. */
 sp_status sp__cuda_linear_async(sp__bstream *s, const sp__linear *op);
 void sp__cuda_linear_release(sp__bstream *s);
-/* Creates s's cuBLASLt handle, workspace, plan table and activation scratch now if not yet done
- * (graph capture calls it first, so no cudaMalloc happens inside a capture). */
+/* Creates s's cuBLASLt handle, workspace and plan table now if not yet done (graph capture calls
+ * it first, so no cudaMalloc happens inside a capture). */
 sp_status sp__cuda_linear_prepare(sp__bstream *s);
 
 /* The graph and pinned host memory slots (cuda_graph.c). */
