@@ -5,9 +5,9 @@
  * cached on another stream that is complete (idle, or whose blocks were cached before it was seen
  * idle); (3) unless SP_ALLOC_NO_INFLIGHT_REUSE, a block cached on a busy stream, the allocating
  * stream waiting on the device for an event recorded on the owner; (2) and (3) only from streams
- * no other running thread works on (sp__user_stealable); (3b) unused segments given back when the
- * cache is large (alloc_trim_before_grow), then the complete free pieces of those idle streams
- * that have a free neighbour moved to this one, merging, and (1) again; (4) a new segment; (5) on
+ * no other running thread works on (sp__user_stealable); (3b) the complete free pieces of those
+ * idle streams that have a free neighbour moved to this one, merging, and (1) again; (4) unused
+ * segments given back when the cache is large (alloc_trim_before_grow), then a new segment; (5) on
  * backend OOM or the memory limit: sync every stream, complete pending frees, release unused
  * segments, retry once; (6) SP_ERR_OUT_OF_MEMORY / SP_ERR_LIMIT with the numbers. Invariants: see
  * block.h (one state per block) and alloc_internal.h (lock ranks). Locking: a front hit takes only
