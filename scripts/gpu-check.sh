@@ -20,8 +20,6 @@ root=$(pwd)
 [ -f CMakeLists.txt ] && [ -d src/backend ] || { echo "run from the repository root" >&2; exit 2; }
 build=${SP_GPU_BUILD:-$root/build-gpu}
 jobs=${SP_GPU_JOBS:-16}
-summary=$log/summary.txt
-: >"$summary"
 . "$root/scripts/gpu-env.sh"
 
 # ---- machine --------------------------------------------------------------------------------------
@@ -30,9 +28,7 @@ summary=$log/summary.txt
 note "INFO  $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)"
 
 # ---- build ----------------------------------------------------------------------------------------
-gen=(); command -v ninja >/dev/null && gen=(-G Ninja)
-step configure 600 cmake -S "$root" -B "$build" "${gen[@]}" -DSP_CUDA=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  || { note "RESULT FAIL (configure)"; exit 1; }
+configure "$build" 600
 step build 1200 cmake --build "$build" -j "$jobs" || { note "RESULT FAIL (build)"; exit 1; }
 
 # ---- all tests; CUDA conformance must not skip --------------------------------------------------

@@ -21,14 +21,10 @@ root=$(pwd)
 [ -f CMakeLists.txt ] && [ -d src/backend ] || { echo "run from the repository root" >&2; exit 2; }
 build=${SP_GPU_BUILD:-$root/build-gpu-encoder}
 secs=${SP_BENCH_SECONDS:-2}
-summary=$log/summary.txt
-: >"$summary"
 . "$root/scripts/gpu-env.sh"
 note "INFO  $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)"
 note "INFO  model $model ($(du -sh "$model" | cut -f1))"
-gen=(); command -v ninja >/dev/null && gen=(-G Ninja)
-step configure 300 cmake -S "$root" -B "$build" "${gen[@]}" -DSP_CUDA=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DCMAKE_CUDA_ARCHITECTURES=90 || { note "RESULT FAIL (configure)"; exit 1; }
+configure "$build" 300 -DCMAKE_CUDA_ARCHITECTURES=90
 step build 900 cmake --build "$build" -j "${SP_GPU_JOBS:-16}" --target bench_encoder streampool_cli streampool_cuda \
   || { note "RESULT FAIL (build)"; exit 1; }
 export STREAMPOOL_BACKEND=cuda

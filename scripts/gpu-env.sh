@@ -1,10 +1,14 @@
 # Sourced by the GPU scripts (gpu-check.sh, gpu-encoder-bench.sh, gpu-linear.sh, gpu-nn-check.sh)
-# after they set root (the repository root), log (their LOGDIR) and summary (LOGDIR/summary.txt):
-# note and step (one line per step in the summary, each step's output in LOGDIR/NAME.log; step sets
-# failed=1 on a failure), then the private dependency prefix. The GPU machine cannot install
+# after they set root (the repository root) and log (their LOGDIR): an empty LOGDIR/summary.txt
+# ($summary); note and step (one line per step in the summary, each step's output in
+# LOGDIR/NAME.log; step sets failed=1 on a failure); configure BUILD TIMEOUT [CMAKE_ARGS...] (the
+# CUDA RelWithDebInfo build tree, Ninja when there is one; the script ends on a failure); then the
+# private dependency prefix. The GPU machine cannot install
 # packages: .gpu/debs (from scripts/gpu-deps.sh) is unpacked with dpkg -x into .gpu/prefix (never
 # into /), and CMake, pkg-config and the loader are pointed at it; without .gpu/debs the system's
 # packages are used. CUDA's bin goes on PATH.
+summary=$log/summary.txt
+: >"$summary"
 failed=0
 note() { echo "$*" | tee -a "$summary"; }
 step() { # step NAME TIMEOUT CMD...: runs CMD with its output in LOGDIR/NAME.log
@@ -15,6 +19,13 @@ step() { # step NAME TIMEOUT CMD...: runs CMD with its output in LOGDIR/NAME.log
   if [ $rc -eq 0 ]; then note "PASS  $name ($((SECONDS - t0)) s)"
   else note "FAIL  $name rc=$rc ($((SECONDS - t0)) s), see $name.log"; failed=1; fi
   return $rc
+}
+configure() { # configure BUILD TIMEOUT [CMAKE_ARGS...]
+  local build=$1 to=$2 gen=()
+  shift 2
+  command -v ninja >/dev/null && gen=(-G Ninja)
+  step configure "$to" cmake -S "$root" -B "$build" "${gen[@]}" -DSP_CUDA=ON \
+    -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" || { note "RESULT FAIL (configure)"; exit 1; }
 }
 
 prefix=$root/.gpu/prefix

@@ -12,13 +12,9 @@ log=${1:?usage: scripts/gpu-linear.sh LOGDIR}
 mkdir -p "$log" && log=$(cd "$log" && pwd)
 root=$(pwd)
 build=$root/build-gpu-linear
-summary=$log/summary.txt
-: >"$summary"
 . "$root/scripts/gpu-env.sh"
 note "INFO  $(nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv,noheader 2>/dev/null | head -1)"
-gen=(); command -v ninja >/dev/null && gen=(-G Ninja)
-step configure 300 cmake -S "$root" -B "$build" "${gen[@]}" -DSP_CUDA=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DCMAKE_CUDA_ARCHITECTURES=90 || { note "RESULT FAIL (configure)"; exit 1; }
+configure "$build" 300 -DCMAKE_CUDA_ARCHITECTURES=90
 step build 600 cmake --build "$build" -j "${SP_GPU_JOBS:-16}" --target internal_cuda_linear \
   conformance_conf_matmul internal_backend_graph bench_linear bench_infer || { note "RESULT FAIL (build)"; exit 1; }
 export SP_REQUIRE_CUDA=1

@@ -15,13 +15,9 @@ mkdir -p "$log" && log=$(cd "$log" && pwd)
 root=$(pwd)
 [ -f CMakeLists.txt ] && [ -d src/backend ] || { echo "run from the repository root" >&2; exit 2; }
 build=$root/build-gpu-nn
-summary=$log/summary.txt
-: >"$summary"
 . "$root/scripts/gpu-env.sh"
 note "INFO  $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)"
-gen=(); command -v ninja >/dev/null && gen=(-G Ninja)
-step configure 300 cmake -S "$root" -B "$build" "${gen[@]}" -DSP_CUDA=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DCMAKE_CUDA_ARCHITECTURES=90 || { note "RESULT FAIL (configure)"; exit 1; }
+configure "$build" 300 -DCMAKE_CUDA_ARCHITECTURES=90
 step build 900 cmake --build "$build" -j "${SP_GPU_JOBS:-16}" --target conformance_conf_backend_nn \
   conformance_conf_backend internal_cuda_linear internal_backend_graph bench_nn \
   || { note "RESULT FAIL (build)"; exit 1; }
