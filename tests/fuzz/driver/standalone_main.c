@@ -54,7 +54,8 @@ int main(void) {
   const char *seed_env = getenv("SP_FUZZ_SEED");
   const char *max_env = getenv("SP_FUZZ_RUNS_MAX");
   long runs = runs_env ? strtol(runs_env, NULL, 10) : 2000;
-  if (max_env && runs > strtol(max_env, NULL, 10)) runs = strtol(max_env, NULL, 10);
+  long runs_max = max_env ? strtol(max_env, NULL, 10) : runs;
+  if (runs > runs_max) runs = runs_max;
   rng_state = seed_env ? strtoull(seed_env, NULL, 10) : 1;
   if (!rng_state) rng_state = 1;
   static uint8_t buf[FUZZ_MAX_INPUT];
