@@ -2,12 +2,14 @@
  * cuBLASLt matmul whose epilogue has no such activation): in place on f32 or bf16 (read widened,
  * activated in f32, rounded back to nearest even).
  *
- * Owns nothing; grid-stride kernels on the caller's stream, capturable; the launch's own error is
- * returned (never read back through cudaGetLastError). No locks.
+ * With pdl the kernel may start before the matmul before it ends; it waits for it first
+ * (cuda_pdl.h). Owns nothing; grid-stride kernels on the caller's stream, capturable; the launch's
+ * own error is returned (never read back through cudaGetLastError). No locks.
  */
 #include <cuda_bf16.h>
 
 #include "cuda_act.h"
+#include "cuda_pdl.h"
 
 namespace {
 
@@ -34,6 +36,8 @@ __device__ __forceinline__ void store_f(__nv_bfloat16 *p, float v) { *p = __floa
 
 template <typename T>
 __global__ void act_kernel(T *y, size_t n, int act) {
+  sp__pdl_wait();
+  sp__pdl_launch_dependents();
   const size_t stride = (size_t)gridDim.x * blockDim.x;
   for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
     store_f(&y[i], sp__cuda_act_apply(load_f(&y[i]), act));
@@ -41,10 +45,11 @@ __global__ void act_kernel(T *y, size_t n, int act) {
 
 }  // namespace
 
-extern "C" cudaError_t sp__cuda_act(cudaStream_t s, void *y, bool bf16, size_t n, int act) {
+extern "C" cudaError_t sp__cuda_act(cudaStream_t s, bool pdl, void *y, bool bf16, size_t n,
+                                    int act) {
   if (n == 0 || act == SP__ACT_NONE) return cudaSuccess;
   void *args[] = {&y, &n, &act};
   const void *fn = bf16 ? reinterpret_cast<const void *>(act_kernel<__nv_bfloat16>)
                         : reinterpret_cast<const void *>(act_kernel<float>);
-  return cudaLaunchKernel(fn, grid_for(n), dim3(kThreads), args, 0, s);
+  return sp__cuda_launch(fn, grid_for(n), dim3(kThreads), args, s, pdl);
 }

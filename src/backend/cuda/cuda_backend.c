@@ -15,10 +15,12 @@
  * Locking: none here; the driver serializes submission to one stream. cuda_linear.c has a mutex
  * per stream for its plan cache.
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "backend/nn_check.h"
+#include "core/env.h"
 #include "core/dtype.h"
 #include "cuda_internal.h"
 #include "cuda_nn.h"
@@ -70,6 +72,10 @@ static sp_status cuda_device_open(int index, sp__bdevice **out) {
     goto fail_linear;
   }
   snprintf(d->name, sizeof(d->name), "%s", prop.name);
+  bool pdl = true;
+  st = sp__env_switch("cuda device_open", "STREAMPOOL_CUDA_PDL", true, &pdl);
+  if (st != SP_OK) goto fail_linear;
+  d->pdl = pdl && prop.major >= 9; /* programmatic dependent launch: compute capability 9.0+ */
   sp__cuda_peer_open(d);
   *out = d;
   return SP_OK;
@@ -185,9 +191,9 @@ static sp_status cuda_convert_async(sp__bstream *s, void *dst, sp_dtype dst_type
   if (dst_type == src_type) {
     e = cudaMemcpyAsync(dst, src, n * sp__dtype_size(dst_type), cudaMemcpyDefault, s->stream);
   } else if (dst_type == SP_BF16) {
-    e = sp__cuda_f32_to_bf16(s->stream, dst, src, n);
+    e = sp__cuda_f32_to_bf16(s->stream, s->dev->pdl, dst, src, n);
   } else {
-    e = sp__cuda_bf16_to_f32(s->stream, dst, src, n);
+    e = sp__cuda_bf16_to_f32(s->stream, s->dev->pdl, dst, src, n);
   }
   return e == cudaSuccess ? SP_OK : sp__cuda_fail(e, "convert kernel launch");
 }
@@ -204,7 +210,7 @@ static sp_status cuda_nn_async(sp__bstream *s, const sp__nn *op) {
                     op->u.attention.head_dim, SP__CUDA_NN_HEAD_DIM_MAX);
   st = sp__cuda_use_device(s->dev);
   if (st != SP_OK) return st;
-  cudaError_t e = sp__cuda_nn(s->stream, op);
+  cudaError_t e = sp__cuda_nn(s->stream, s->dev->pdl, op);
   return e == cudaSuccess ? SP_OK : sp__cuda_fail(e, "nn kernel launch");
 }
 

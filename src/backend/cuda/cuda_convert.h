@@ -11,10 +11,11 @@
 extern "C" {
 #endif
 
-/* Stream-ordered: dst[i] = (bf16)src[i], round to nearest even (NaN stays NaN). */
-cudaError_t sp__cuda_f32_to_bf16(cudaStream_t s, void *dst, const float *src, size_t n);
-/* Stream-ordered: dst[i] = (float)src[i], exact. */
-cudaError_t sp__cuda_bf16_to_f32(cudaStream_t s, float *dst, const void *src, size_t n);
+/* Stream-ordered: dst[i] = (bf16)src[i], round to nearest even (NaN stays NaN). pdl != 0 lets the
+ * launch overlap the kernel before it (cuda_pdl.h). */
+cudaError_t sp__cuda_f32_to_bf16(cudaStream_t s, int pdl, void *dst, const float *src, size_t n);
+/* Stream-ordered: dst[i] = (float)src[i], exact; pdl as above. */
+cudaError_t sp__cuda_bf16_to_f32(cudaStream_t s, int pdl, float *dst, const void *src, size_t n);
 
 #ifdef __cplusplus
 }

@@ -12,6 +12,11 @@
  * of the elements per load (so every row of x and w stays aligned); otherwise a path with one
  * element a lane a step runs. Bias and y need only element alignment.
  *
+ * Overlap (cuda_pdl.h): each lane loads the head of its weight rows (kHeld 16-byte loads in all,
+ * 8 at batch 1: the whole row up to 1024 f32 or 2048 bf16 inputs) into registers before the
+ * grid-dependency wait, so with PDL that load runs while the previous layer still computes; x is
+ * read and y written only after the wait. The order of the f32 sums is the same either way.
+ *
  * Owns nothing; launches are stream-ordered on the caller's stream, capturable into graphs, and
  * the launch's own error is returned (never read back through cudaGetLastError). No locks.
  */
@@ -20,11 +25,14 @@
 
 #include "cuda_act.h"
 #include "cuda_gemv.h"
+#include "cuda_pdl.h"
 
 namespace {
 
 constexpr unsigned kWarps = 4; /* output rows (warps) per block */
 constexpr unsigned kThreads = 32 * kWarps;
+constexpr int kHeld =
+    8; /* 16-byte weight loads a lane holds in registers (all its rows together) */
 
 __device__ __forceinline__ float to_f(float v) { return v; }
 __device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
@@ -67,6 +75,37 @@ __device__ __forceinline__ uint4 ld_stream(const uint4 *p) {
   return v;
 }
 
+/* The first P 16-byte loads of each of the O weight rows a lane reads (load i = lane + 32p);
+ * zeros past the row's end. */
+template <typename T, int O, int P>
+__device__ __forceinline__ void load_head(uint4 (&head)[O][P], const T *const (&wr)[O],
+                                          unsigned lane, unsigned nv) {
+#pragma unroll
+  for (int p = 0; p < P; p++) {
+    const unsigned i = lane + 32u * (unsigned)p;
+#pragma unroll
+    for (int o = 0; o < O; o++)
+      head[o][p] = i < nv ? ld_stream(reinterpret_cast<const uint4 *>(wr[o]) + i) : uint4{};
+  }
+}
+
+/* acc[o][r] += wf[o] · x[r][E*i .. E*i+E) for the chunk's rows. */
+template <typename T, int O, int R, unsigned E>
+__device__ __forceinline__ void fma_rows(float (&acc)[O][R], const float (&wf)[O][E], const T *xr,
+                                         unsigned in, unsigned i, unsigned rows) {
+#pragma unroll
+  for (int r = 0; r < R; r++) {
+    if ((unsigned)r < rows) {
+      float xf[E];
+      unpack(__ldg(reinterpret_cast<const uint4 *>(xr + (size_t)r * in) + i), xf, T());
+#pragma unroll
+      for (int o = 0; o < O; o++)
+#pragma unroll
+        for (unsigned e = 0; e < E; e++) acc[o][r] = fmaf(wf[o][e], xf[e], acc[o][r]);
+    }
+  }
+}
+
 /* Warp w computes outputs O*w .. O*w+O-1 for every row of the batch, R rows a chunk. */
 template <typename T, int O, int R, bool VEC>
 __global__ void __launch_bounds__(kThreads)
@@ -80,6 +119,13 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
   for (int o = 0; o < O; o++) /* outputs past the end read the last row and store nothing */
     wr[o] = w + (size_t)(col0 + o < out ? col0 + o : out - 1) * in;
+  constexpr unsigned E = 16 / sizeof(T);
+  constexpr int P = VEC ? kHeld / O : 1; /* 16-byte loads a lane holds per row: the head of it */
+  const unsigned nv = in / E;            /* 16-byte loads a row (the VEC path) */
+  uint4 head[O][P];
+  if (VEC) load_head<T, O, P>(head, wr, lane, nv); /* weights: before the wait (cuda_pdl.h) */
+  sp__pdl_wait();
+  sp__pdl_launch_dependents();
   for (unsigned r0 = 0; r0 < batch; r0 += R) {
     const unsigned rows = batch - r0 < (unsigned)R ? batch - r0 : (unsigned)R;
     const T *xr = x + (size_t)r0 * in;
@@ -89,25 +135,24 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int r = 0; r < R; r++) acc[o][r] = 0.0f;
     if (VEC) {
-      constexpr unsigned E = 16 / sizeof(T);
-      const unsigned nv = in / E;
+      if (r0 > 0) load_head<T, O, P>(head, wr, lane, nv); /* the next chunk reads them again */
+#pragma unroll
+      for (int p = 0; p < P; p++) {
+        const unsigned i = lane + 32u * (unsigned)p;
+        if (i < nv) {
+          float wf[O][E];
+#pragma unroll
+          for (int o = 0; o < O; o++) unpack(head[o][p], wf[o], T());
+          fma_rows<T, O, R, E>(acc, wf, xr, in, i, rows);
+        }
+      }
 #pragma unroll 2
-      for (unsigned i = lane; i < nv; i += 32) {
+      for (unsigned i = lane + 32u * P; i < nv; i += 32) {
         float wf[O][E];
 #pragma unroll
         for (int o = 0; o < O; o++)
           unpack(ld_stream(reinterpret_cast<const uint4 *>(wr[o]) + i), wf[o], T());
-#pragma unroll
-        for (int r = 0; r < R; r++) {
-          if ((unsigned)r < rows) {
-            float xf[E];
-            unpack(__ldg(reinterpret_cast<const uint4 *>(xr + (size_t)r * in) + i), xf, T());
-#pragma unroll
-            for (int o = 0; o < O; o++)
-#pragma unroll
-              for (unsigned e = 0; e < E; e++) acc[o][r] = fmaf(wf[o][e], xf[e], acc[o][r]);
-          }
-        }
+        fma_rows<T, O, R, E>(acc, wf, xr, in, i, rows);
       }
     } else {
       for (unsigned i = lane; i < in; i += 32) {
@@ -148,7 +193,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 template <typename T, int O, int R, bool VEC>
-cudaError_t launch(cudaStream_t s, const void *x, const void *w, const void *b, void *y,
+cudaError_t launch(cudaStream_t s, bool pdl, const void *x, const void *w, const void *b, void *y,
                    unsigned batch, unsigned in, unsigned out, int act) {
   const T *xp = static_cast<const T *>(x), *wp = static_cast<const T *>(w),
           *bp = static_cast<const T *>(b);
@@ -156,34 +201,34 @@ cudaError_t launch(cudaStream_t s, const void *x, const void *w, const void *b, 
   void *args[] = {&xp, &wp, &bp, &yp, &batch, &in, &out, &act};
   const unsigned per_block = kWarps * O;
   dim3 grid((out + per_block - 1) / per_block);
-  return cudaLaunchKernel(reinterpret_cast<const void *>(gemv_kernel<T, O, R, VEC>), grid,
-                          dim3(kThreads), args, 0, s);
+  return sp__cuda_launch(reinterpret_cast<const void *>(gemv_kernel<T, O, R, VEC>), grid,
+                         dim3(kThreads), args, s, pdl);
 }
 
 /* Batch 1: a warp per output (the most warps in flight). Larger batches: 2 or 4 outputs a warp,
  * so each load of x feeds 2 or 4 rows of weights; chunks of at most 16 rows (32 accumulators). */
 template <typename T>
-cudaError_t dispatch(cudaStream_t s, const void *x, const void *w, const void *b, void *y,
+cudaError_t dispatch(cudaStream_t s, bool pdl, const void *x, const void *w, const void *b, void *y,
                      unsigned batch, unsigned in, unsigned out, int act) {
   constexpr unsigned E = 16 / sizeof(T);
   const bool vec = in % E == 0 && ((uintptr_t)x & 15u) == 0 && ((uintptr_t)w & 15u) == 0;
   if (!vec) {
-    if (batch == 1) return launch<T, 1, 1, false>(s, x, w, b, y, batch, in, out, act);
-    return launch<T, 4, 8, false>(s, x, w, b, y, batch, in, out, act);
+    if (batch == 1) return launch<T, 1, 1, false>(s, pdl, x, w, b, y, batch, in, out, act);
+    return launch<T, 4, 8, false>(s, pdl, x, w, b, y, batch, in, out, act);
   }
-  if (batch <= 1) return launch<T, 1, 1, true>(s, x, w, b, y, batch, in, out, act);
-  if (batch <= 2) return launch<T, 4, 2, true>(s, x, w, b, y, batch, in, out, act);
-  if (batch <= 4) return launch<T, 4, 4, true>(s, x, w, b, y, batch, in, out, act);
-  if (batch <= 8) return launch<T, 4, 8, true>(s, x, w, b, y, batch, in, out, act);
-  return launch<T, 2, 16, true>(s, x, w, b, y, batch, in, out, act);
+  if (batch <= 1) return launch<T, 1, 1, true>(s, pdl, x, w, b, y, batch, in, out, act);
+  if (batch <= 2) return launch<T, 4, 2, true>(s, pdl, x, w, b, y, batch, in, out, act);
+  if (batch <= 4) return launch<T, 4, 4, true>(s, pdl, x, w, b, y, batch, in, out, act);
+  if (batch <= 8) return launch<T, 4, 8, true>(s, pdl, x, w, b, y, batch, in, out, act);
+  return launch<T, 2, 16, true>(s, pdl, x, w, b, y, batch, in, out, act);
 }
 
 }  // namespace
 
-extern "C" cudaError_t sp__cuda_gemv(cudaStream_t s, int bf16, const void *x, const void *w,
-                                     const void *bias, void *y, unsigned batch, unsigned in,
-                                     unsigned out, int act) {
+extern "C" cudaError_t sp__cuda_gemv(cudaStream_t s, int pdl, int bf16, const void *x,
+                                     const void *w, const void *bias, void *y, unsigned batch,
+                                     unsigned in, unsigned out, int act) {
   if (batch == 0 || out == 0) return cudaSuccess;
-  return bf16 ? dispatch<__nv_bfloat16>(s, x, w, bias, y, batch, in, out, act)
-              : dispatch<float>(s, x, w, bias, y, batch, in, out, act);
+  return bf16 ? dispatch<__nv_bfloat16>(s, pdl != 0, x, w, bias, y, batch, in, out, act)
+              : dispatch<float>(s, pdl != 0, x, w, bias, y, batch, in, out, act);
 }

@@ -287,7 +287,7 @@ static sp_status matmul(sp__bstream *s, const sp__linear *op, lt_epi epi, bool b
 static sp_status linear_run(sp__bstream *s, const sp__linear *op) {
   sp_status st = matmul(s, op, op_epi(op), op->bias != NULL);
   if (st != SP_OK || op->act == SP__ACT_NONE || op->act == SP__ACT_RELU) return st;
-  cudaError_t e = sp__cuda_act(s->stream, op->y, op->dtype == SP_BF16,
+  cudaError_t e = sp__cuda_act(s->stream, s->dev->pdl, op->y, op->dtype == SP_BF16,
                                (size_t)op->batch * op->out_features, (int)op->act);
   return e == cudaSuccess ? SP_OK : sp__cuda_fail(e, "linear activation kernel launch");
 }
@@ -295,8 +295,9 @@ static sp_status linear_run(sp__bstream *s, const sp__linear *op) {
 /* ---- our kernel, the device's choice table, timing -------------------------------------- */
 
 static sp_status gemv_run(sp__bstream *s, const sp__linear *op) {
-  cudaError_t e = sp__cuda_gemv(s->stream, op->dtype == SP_BF16, op->x, op->w, op->bias, op->y,
-                                op->batch, op->in_features, op->out_features, (int)op->act);
+  cudaError_t e =
+      sp__cuda_gemv(s->stream, s->dev->pdl, op->dtype == SP_BF16, op->x, op->w, op->bias, op->y,
+                    op->batch, op->in_features, op->out_features, (int)op->act);
   return e == cudaSuccess ? SP_OK : sp__cuda_fail(e, "linear kernel launch");
 }
 

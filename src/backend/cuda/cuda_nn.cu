@@ -20,6 +20,8 @@
  * Lengths are clamped to 1..seq exactly as the host backend does. Every kernel loops grid-stride
  * over its rows, so any extent the checker allows runs with a bounded grid.
  *
+ * With pdl every kernel may start before the one before it ends (cuda_pdl.h); each waits for it
+ * first thing (all it reads may be what that one wrote), then lets the next one start.
  * Owns nothing; no allocation, no sync, capturable; launches return their own error (never read
  * back through cudaGetLastError). No locks.
  */
@@ -28,6 +30,7 @@
 #include <stdint.h>
 
 #include "cuda_nn.h"
+#include "cuda_pdl.h"
 
 namespace {
 
@@ -41,16 +44,23 @@ unsigned grid_for(size_t blocks) {
   return (unsigned)(blocks < kMaxBlocks ? (blocks ? blocks : 1) : kMaxBlocks);
 }
 
+/* Where a launch goes: the stream, and whether it may overlap the kernel before it (cuda_pdl.h). */
+struct queue {
+  cudaStream_t stream;
+  bool pdl;
+};
+
 /* Launches k with args converted to its parameter types (non-deduced here). */
 template <typename T>
 struct same {
   using type = T;
 };
 template <typename... P>
-cudaError_t launch(void (*k)(P...), unsigned grid, unsigned block, cudaStream_t s,
+cudaError_t launch(void (*k)(P...), unsigned grid, unsigned block, queue s,
                    typename same<P>::type... args) {
   void *argv[] = {static_cast<void *>(&args)...};
-  return cudaLaunchKernel(reinterpret_cast<const void *>(k), dim3(grid), dim3(block), argv, 0, s);
+  return sp__cuda_launch(reinterpret_cast<const void *>(k), dim3(grid), dim3(block), argv, s.stream,
+                         s.pdl);
 }
 
 __device__ __forceinline__ float ld(const float *p, size_t i) { return p[i]; }
@@ -100,6 +110,8 @@ template <typename T, int N>
 __global__ void __launch_bounds__(32 * kLnWarps)
     layernorm_warp(const T *x, const T *res, const T *__restrict__ g, const T *__restrict__ b, T *y,
                    size_t rows, unsigned cols, float eps) {
+  sp__pdl_wait(); /* everything below reads or writes what earlier ops touch */
+  sp__pdl_launch_dependents();
   const unsigned lane = threadIdx.x & 31u;
   for (size_t row = (size_t)blockIdx.x * kLnWarps + threadIdx.x / 32; row < rows;
        row += (size_t)gridDim.x * kLnWarps) {
@@ -136,6 +148,8 @@ template <typename T>
 __global__ void __launch_bounds__(kBlock)
     layernorm_block(const T *x, const T *res, const T *__restrict__ g, const T *__restrict__ b,
                     T *y, size_t rows, unsigned cols, float eps) {
+  sp__pdl_wait(); /* everything below reads or writes what earlier ops touch */
+  sp__pdl_launch_dependents();
   __shared__ float sh[32];
   for (size_t row = blockIdx.x; row < rows; row += gridDim.x) {
     const size_t base = row * cols;
@@ -157,7 +171,7 @@ __global__ void __launch_bounds__(kBlock)
 }
 
 template <typename T, int N>
-cudaError_t layernorm_warp_launch(cudaStream_t s, const sp__nn *op) {
+cudaError_t layernorm_warp_launch(queue s, const sp__nn *op) {
   const size_t rows = op->u.norm.rows;
   return launch(layernorm_warp<T, N>, grid_for((rows + kLnWarps - 1) / kLnWarps), 32 * kLnWarps, s,
                 static_cast<const T *>(op->u.norm.x), static_cast<const T *>(op->u.norm.residual),
@@ -166,7 +180,7 @@ cudaError_t layernorm_warp_launch(cudaStream_t s, const sp__nn *op) {
 }
 
 template <typename T>
-cudaError_t layernorm(cudaStream_t s, const sp__nn *op) {
+cudaError_t layernorm(queue s, const sp__nn *op) {
   const unsigned cols = op->u.norm.cols;
   if (cols <= 32) return layernorm_warp_launch<T, 1>(s, op);
   if (cols <= 64) return layernorm_warp_launch<T, 2>(s, op);
@@ -193,6 +207,8 @@ __global__ void __launch_bounds__(kEmbedThreads)
     embed_kernel(const int32_t *__restrict__ ids, const int32_t *__restrict__ types,
                  const T *__restrict__ word, const T *__restrict__ pos, const T *__restrict__ type,
                  T *__restrict__ y, size_t rows, unsigned seq, unsigned hidden) {
+  sp__pdl_wait(); /* everything below reads or writes what earlier ops touch */
+  sp__pdl_launch_dependents();
   for (size_t row = blockIdx.x; row < rows; row += gridDim.x) {
     const size_t t = row % seq, id = (size_t)ids[row], ty = types ? (size_t)types[row] : 0;
     for (unsigned c = threadIdx.x; c < hidden; c += kEmbedThreads)
@@ -202,7 +218,7 @@ __global__ void __launch_bounds__(kEmbedThreads)
 }
 
 template <typename T>
-cudaError_t embed(cudaStream_t s, const sp__nn *op) {
+cudaError_t embed(queue s, const sp__nn *op) {
   const size_t rows = (size_t)op->u.embed.batch * op->u.embed.seq;
   return launch(embed_kernel<T>, grid_for(rows), kEmbedThreads, s, op->u.embed.ids,
                 op->u.embed.type_ids, static_cast<const T *>(op->u.embed.word),
@@ -218,6 +234,8 @@ template <typename T>
 __global__ void __launch_bounds__(kBlock)
     pool_kernel(const int32_t *__restrict__ lengths, const T *__restrict__ x, float *__restrict__ y,
                 unsigned batch, unsigned seq, unsigned hidden, int cls, int normalize) {
+  sp__pdl_wait(); /* everything below reads or writes what earlier ops touch */
+  sp__pdl_launch_dependents();
   __shared__ double sh[32];
   for (unsigned b = blockIdx.x; b < batch; b += gridDim.x) {
     const int32_t len = lengths[b];
@@ -241,7 +259,7 @@ __global__ void __launch_bounds__(kBlock)
 }
 
 template <typename T>
-cudaError_t pool(cudaStream_t s, const sp__nn *op) {
+cudaError_t pool(queue s, const sp__nn *op) {
   return launch(pool_kernel<T>, grid_for(op->u.pool.batch), kBlock, s, op->u.pool.lengths,
                 static_cast<const T *>(op->u.pool.x), op->u.pool.y, op->u.pool.batch,
                 op->u.pool.seq, op->u.pool.hidden, (int)op->u.pool.cls, (int)op->u.pool.normalize);
@@ -257,6 +275,8 @@ __global__ void __launch_bounds__(32 * kAttnWarps)
     attention_kernel(const T *__restrict__ qkv, const int32_t *__restrict__ lengths,
                      T *__restrict__ y, unsigned seq, unsigned heads, unsigned hd, float scale,
                      size_t qtiles, size_t total) {
+  sp__pdl_wait(); /* everything below reads or writes what earlier ops touch */
+  sp__pdl_launch_dependents();
   constexpr int D = 32 * DPL;            /* head_dim rounded up to whole lanes */
   constexpr int KT = DPL <= 2 ? 64 : 32; /* keys per tile                      */
   constexpr int KPL = KT / 32;           /* keys per lane per tile             */
@@ -361,7 +381,7 @@ __global__ void __launch_bounds__(32 * kAttnWarps)
 }
 
 template <typename T, int DPL, int QW>
-cudaError_t attention_launch(cudaStream_t s, const sp__nn *op) {
+cudaError_t attention_launch(queue s, const sp__nn *op) {
   const unsigned seq = op->u.attention.seq, heads = op->u.attention.heads;
   const size_t qtiles = (seq + kAttnWarps * QW - 1) / (kAttnWarps * QW);
   const size_t total = qtiles * heads * op->u.attention.batch;
@@ -372,7 +392,7 @@ cudaError_t attention_launch(cudaStream_t s, const sp__nn *op) {
 }
 
 template <typename T, int DPL>
-cudaError_t attention_dpl(cudaStream_t s, const sp__nn *op) {
+cudaError_t attention_dpl(queue s, const sp__nn *op) {
   constexpr int QW = DPL == 4 ? 4 : 8;
   const size_t qtiles = (op->u.attention.seq + kAttnWarps * QW - 1) / (kAttnWarps * QW);
   if (qtiles * op->u.attention.heads * op->u.attention.batch < kAttnFill)
@@ -381,7 +401,7 @@ cudaError_t attention_dpl(cudaStream_t s, const sp__nn *op) {
 }
 
 template <typename T>
-cudaError_t attention(cudaStream_t s, const sp__nn *op) {
+cudaError_t attention(queue s, const sp__nn *op) {
   const unsigned hd = op->u.attention.head_dim;
   if (hd <= 32) return attention_dpl<T, 1>(s, op);
   if (hd <= 64) return attention_dpl<T, 2>(s, op);
@@ -391,7 +411,7 @@ cudaError_t attention(cudaStream_t s, const sp__nn *op) {
 }
 
 template <typename T>
-cudaError_t run(cudaStream_t s, const sp__nn *op) {
+cudaError_t run(queue s, const sp__nn *op) {
   switch (op->kind) {
   case SP__NN_LAYERNORM: return layernorm<T>(s, op);
   case SP__NN_EMBED: return embed<T>(s, op);
@@ -403,6 +423,7 @@ cudaError_t run(cudaStream_t s, const sp__nn *op) {
 
 }  // namespace
 
-extern "C" cudaError_t sp__cuda_nn(cudaStream_t s, const sp__nn *op) {
-  return op->dtype == SP_BF16 ? run<__nv_bfloat16>(s, op) : run<float>(s, op);
+extern "C" cudaError_t sp__cuda_nn(cudaStream_t s, int pdl, const sp__nn *op) {
+  const queue q = {s, pdl != 0};
+  return op->dtype == SP_BF16 ? run<__nv_bfloat16>(q, op) : run<float>(q, op);
 }

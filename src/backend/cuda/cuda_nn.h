@@ -14,9 +14,10 @@ extern "C" {
 #define SP__CUDA_NN_HEAD_DIM_MAX 128u
 
 /* Stream-ordered: runs op (already accepted by sp__nn_op_check; attention's head_dim at most
- * SP__CUDA_NN_HEAD_DIM_MAX) as one kernel launch on s, f32 or bf16 storage, f32 arithmetic.
- * Returns the launch's result. Capturable: no allocation, no sync. Any thread. */
-cudaError_t sp__cuda_nn(cudaStream_t s, const sp__nn *op);
+ * SP__CUDA_NN_HEAD_DIM_MAX) as one kernel launch on s, f32 or bf16 storage, f32 arithmetic;
+ * pdl != 0 lets it overlap the kernel before it (cuda_pdl.h). Returns the launch's result.
+ * Capturable: no allocation, no sync. Any thread. */
+cudaError_t sp__cuda_nn(cudaStream_t s, int pdl, const sp__nn *op);
 
 #ifdef __cplusplus
 }

@@ -12,8 +12,9 @@
  * choice per device, a capture of an unseen key times nothing (the choice stays unknown) and its
  * replay is correct, and a later capture uses the cached choice (auto is the default: the case
  * runs with the variable unset). Activations captured in a graph on a fresh stream replay right.
- * A bad STREAMPOOL_CUDA_LINEAR
- * fails device_open with the variable named.
+ * A chain of our kernels launched with PDL equals, bit for bit, the same ops synced one by one
+ * (pdl_chain). A bad STREAMPOOL_CUDA_LINEAR or STREAMPOOL_CUDA_PDL fails device_open with the
+ * variable named.
  * Method: drive the CUDA backend's table directly (no core). Seeded inputs; a double-precision
  * reference computed once per (shape, dtype) for 64 rows (batch b checks its first b rows, which
  * are the same computation). Tolerance: 5e-5 (f32) or 1e-2 (bf16) of the magnitude bound
@@ -399,6 +400,170 @@ static void captured_activation(void **state) {
   be->device_close(d);
 }
 
+/* ---- programmatic dependent launch ----------------------------------------------------------
+ * Our kernels may start before the kernel before them ends (cuda_pdl.h). A chain of them queued
+ * back to back (an f32 -> dtype convert, six layers ping-ponging between two buffers, so each
+ * layer also overwrites what the one before it read, at batch 1, 5 and 20: each kernel variant,
+ * the 16-byte and the element-wise path, the last layer from 37 inputs), then a convert back,
+ * must give bit for bit what the same ops give with a sync after each (where nothing can
+ * overlap), eagerly and replayed from a graph, with PDL on (the default) and off. The buffers are
+ * poisoned with NaN first, so a kernel reading its input before the one writing it finished
+ * fails. */
+enum { CHAIN = 6, CHAIN_W = 1024 };
+static const unsigned chain_dims[CHAIN + 1] = {512, 1024, 1024, 512, 1000, 37, 256};
+
+typedef struct chain {
+  sp_dtype dt;
+  unsigned batch;
+  void *w[CHAIN], *b[CHAIN]; /* device weights and bias in dt                            */
+  void *in, *out;            /* f32 device input [batch, 512] and output [batch, 256]    */
+  void *buf[2];              /* dt, [batch, CHAIN_W] each                                */
+} chain;
+
+static void chain_open(const sp__backend *be, sp__bdevice *d, sp__bstream *s, chain *c, int bf16,
+                       unsigned batch, uint64_t seed) {
+  memset(c, 0, sizeof(*c));
+  c->dt = bf16 ? SP_BF16 : SP_F32;
+  c->batch = batch;
+  tu_rng r = {seed};
+  for (unsigned k = 0; k < CHAIN; k++) {
+    unsigned in = chain_dims[k], out = chain_dims[k + 1];
+    float *w = malloc((size_t)in * out * 4), *b = malloc((size_t)out * 4);
+    assert_true(w && b);
+    float sc = 1.0f / sqrtf((float)in);
+    for (size_t i = 0; i < (size_t)in * out; i++) w[i] = bf16_round(rand_unit(&r) * sc);
+    for (unsigned i = 0; i < out; i++) b[i] = bf16_round(rand_unit(&r) * 0.5f);
+    c->w[k] = dev_alloc(be, d, (size_t)in * out * (bf16 ? 2 : 4));
+    c->b[k] = dev_alloc(be, d, (size_t)out * (bf16 ? 2 : 4));
+    upload(be, s, c->w[k], w, (size_t)in * out, bf16);
+    upload(be, s, c->b[k], b, out, bf16);
+    free(w);
+    free(b);
+  }
+  float *x = malloc((size_t)batch * chain_dims[0] * 4);
+  assert_non_null(x);
+  for (size_t i = 0; i < (size_t)batch * chain_dims[0]; i++) x[i] = rand_unit(&r);
+  c->in = dev_alloc(be, d, (size_t)batch * chain_dims[0] * 4);
+  c->out = dev_alloc(be, d, (size_t)batch * chain_dims[CHAIN] * 4);
+  upload(be, s, c->in, x, (size_t)batch * chain_dims[0], 0);
+  free(x);
+  for (int i = 0; i < 2; i++) c->buf[i] = dev_alloc(be, d, (size_t)batch * CHAIN_W * 4);
+}
+
+static void chain_close(const sp__backend *be, sp__bdevice *d, chain *c) {
+  for (unsigned k = 0; k < CHAIN; k++) {
+    SP_CHECK_OK(be->mem_free(d, c->w[k]));
+    SP_CHECK_OK(be->mem_free(d, c->b[k]));
+  }
+  void *rest[] = {c->in, c->out, c->buf[0], c->buf[1]};
+  for (size_t i = 0; i < 4; i++) SP_CHECK_OK(be->mem_free(d, rest[i]));
+}
+
+/* NaN into both buffers and the output (memsets: no kernel, so nothing overlaps them). */
+static void chain_poison(const sp__backend *be, sp__bstream *s, chain *c) {
+  for (int i = 0; i < 2; i++)
+    SP_CHECK_OK(be->memset_async(s, c->buf[i], 0xFF, (size_t)c->batch * CHAIN_W * 4));
+  SP_CHECK_OK(be->memset_async(s, c->out, 0xFF, (size_t)c->batch * chain_dims[CHAIN] * 4));
+}
+
+static sp__linear chain_op(const chain *c, unsigned k) {
+  return (sp__linear){.dtype = c->dt,
+                      .batch = c->batch,
+                      .in_features = chain_dims[k],
+                      .out_features = chain_dims[k + 1],
+                      .x = c->buf[k % 2],
+                      .w = c->w[k],
+                      .bias = k == 2 ? NULL : c->b[k],
+                      .y = c->buf[(k + 1) % 2],
+                      .act = k == 1          ? SP__ACT_GELU_ERF
+                             : k + 1 < CHAIN ? SP__ACT_RELU
+                                             : SP__ACT_NONE};
+}
+
+/* Queues the chain on s (sync_each: a sync after every op); the first failure. */
+static sp_status chain_queue(const sp__backend *be, sp__bstream *s, const chain *c,
+                             bool sync_each) {
+  sp_status st =
+      be->convert_async(s, c->buf[0], c->dt, c->in, SP_F32, (size_t)c->batch * chain_dims[0]);
+  for (unsigned k = 0; k < CHAIN && st == SP_OK; k++) {
+    if (sync_each) st = be->stream_sync(s);
+    sp__linear op = chain_op(c, k);
+    if (st == SP_OK) st = be->linear_async(s, &op);
+  }
+  if (st == SP_OK && sync_each) st = be->stream_sync(s);
+  if (st == SP_OK)
+    st = be->convert_async(s, c->out, SP_F32, c->buf[CHAIN % 2], c->dt,
+                           (size_t)c->batch * chain_dims[CHAIN]);
+  return st;
+}
+
+static float *chain_read(const sp__backend *be, sp__bstream *s, chain *c) {
+  size_t n = (size_t)c->batch * chain_dims[CHAIN];
+  float *h = malloc(n * 4);
+  assert_non_null(h);
+  SP_CHECK_OK(be->memcpy_async(s, h, c->out, n * 4));
+  SP_CHECK_OK(be->stream_sync(s));
+  return h;
+}
+
+static void chain_same(const float *want, const float *got, const chain *c, const char *what) {
+  for (size_t i = 0; i < (size_t)c->batch * chain_dims[CHAIN]; i++)
+    if (memcmp(&want[i], &got[i], 4) != 0)
+      fail_msg("%s: %s batch %u: element %zu is %.9g, with a sync after each op %.9g", what,
+               c->dt == SP_BF16 ? "bf16" : "f32", c->batch, i, got[i], want[i]);
+}
+
+static void pdl_chain(void **state) {
+  (void)state;
+  const sp__backend *be = cuda_table();
+  if (!be) return;
+  static const char *const pdl[] = {"1", "0"};
+  static const unsigned batches[] = {1, 5, 20};
+  for (size_t p = 0; p < 2; p++) {
+    setenv("STREAMPOOL_CUDA_PDL", pdl[p], 1);
+    sp__bdevice *d = open_with(be, "kernel");
+    unsetenv("STREAMPOOL_CUDA_PDL");
+    sp__bstream *s = NULL, *cap = NULL;
+    SP_CHECK_OK(be->stream_create(d, 0, &s));
+    SP_CHECK_OK(be->stream_create(d, 1, &cap));
+    for (int bf = 0; bf < 2; bf++)
+      for (size_t bi = 0; bi < 3; bi++) {
+        chain c;
+        chain_open(be, d, s, &c, bf, batches[bi], tu_seed() * 7 + bi * 2 + (unsigned)bf);
+        chain_poison(be, s, &c);
+        SP_CHECK_OK(chain_queue(be, s, &c, true));
+        float *want = chain_read(be, s, &c);
+        for (size_t i = 0; i < (size_t)c.batch * chain_dims[CHAIN]; i++)
+          assert_false(isnan(want[i]));
+        for (int rep = 0; rep < 3; rep++) {
+          chain_poison(be, s, &c);
+          SP_CHECK_OK(chain_queue(be, s, &c, false));
+          float *got = chain_read(be, s, &c);
+          chain_same(want, got, &c, p == 0 ? "PDL on, eager" : "PDL off, eager");
+          free(got);
+        }
+        SP_CHECK_OK(be->graph_capture_begin(cap));
+        sp_status st = chain_queue(be, cap, &c, false);
+        sp__bgraph *g = NULL;
+        SP_CHECK_OK(be->graph_capture_end(cap, &g));
+        SP_CHECK_OK(st);
+        for (int rep = 0; rep < 3; rep++) {
+          chain_poison(be, s, &c);
+          SP_CHECK_OK(be->graph_launch(g, s));
+          float *got = chain_read(be, s, &c);
+          chain_same(want, got, &c, p == 0 ? "PDL on, graph" : "PDL off, graph");
+          free(got);
+        }
+        be->graph_destroy(g);
+        free(want);
+        chain_close(be, d, &c);
+      }
+    be->stream_destroy(cap);
+    be->stream_destroy(s);
+    be->device_close(d);
+  }
+}
+
 static void bad_mode(void **state) {
   (void)state;
   const sp__backend *be = cuda_table();
@@ -413,6 +578,16 @@ static void bad_mode(void **state) {
     SP_CHECK_STATUS(st, SP_ERR_INVALID_ARGUMENT);
     assert_non_null(strstr(sp_last_error(), "STREAMPOOL_CUDA_LINEAR"));
   }
+  const char *bad_pdl[] = {"", "2", "on", "1 "};
+  for (size_t i = 0; i < sizeof(bad_pdl) / sizeof(bad_pdl[0]); i++) {
+    setenv("STREAMPOOL_CUDA_PDL", bad_pdl[i], 1);
+    sp__bdevice *d = NULL;
+    sp_status st = be->device_open(0, &d);
+    unsetenv("STREAMPOOL_CUDA_PDL");
+    if (st == SP_OK) be->device_close(d);
+    SP_CHECK_STATUS(st, SP_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(sp_last_error(), "STREAMPOOL_CUDA_PDL"));
+  }
 }
 #endif /* SP_HAVE_CUDA */
 
@@ -425,6 +600,7 @@ int main(void) {
   return need ? 1 : 77;
 #else
   unsetenv("STREAMPOOL_CUDA_LINEAR");
+  unsetenv("STREAMPOOL_CUDA_PDL");
   if (!cuda_table()) {
     printf("skipped: no CUDA device\n");
     return need ? 1 : 77;
@@ -435,6 +611,7 @@ int main(void) {
       cmocka_unit_test(forced_kernel),
       cmocka_unit_test(auto_mode),
       cmocka_unit_test(captured_activation),
+      cmocka_unit_test(pdl_chain),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 #endif

@@ -1,0 +1,50 @@
+/* Programmatic dependent launch (PDL, compute capability 9.0 and up) for the backend's own
+ * kernels: one launch helper and the two device-side calls. Internal to src/backend/cuda, CUDA C++
+ * only.
+ *
+ * A kernel launched with pdl set may start while the kernel before it on the stream still runs;
+ * it must call sp__pdl_wait() before it reads anything an earlier op wrote or writes anything an
+ * earlier op reads (the wait returns once every earlier kernel on the stream has finished and its
+ * writes are visible). Before the wait it may only read what no op of a running forward writes: a
+ * layer's weights (uploaded and synced at load). After the wait a kernel calls
+ * sp__pdl_launch_dependents(), which lets the next PDL kernel start its own part before the wait,
+ * so that part overlaps this kernel's work. Both calls do nothing on older devices and in
+ * kernels launched without pdl; the ordering then is the stream's. Graph capture records the
+ * overlap as programmatic edges, so replays keep it. Kernels that do not follow the protocol
+ * (cuBLASLt's) are launched without pdl and wait for the whole of what comes before them.
+ */
+#ifndef SP_BACKEND_CUDA_PDL_H
+#define SP_BACKEND_CUDA_PDL_H
+
+#include <cuda_runtime_api.h>
+
+__device__ __forceinline__ void sp__pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void sp__pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+/* Launches fn<<<grid, block, 0, s>>>(args...), allowed to overlap the kernel before it on s when
+ * pdl is set (the device has PDL and STREAMPOOL_CUDA_PDL is not 0). Returns the launch's result. */
+static inline cudaError_t sp__cuda_launch(const void *fn, dim3 grid, dim3 block, void **args,
+                                          cudaStream_t s, bool pdl) {
+  cudaLaunchAttribute attr;
+  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = 0;
+  cfg.stream = s;
+  cfg.attrs = pdl ? &attr : nullptr;
+  cfg.numAttrs = pdl ? 1 : 0;
+  return cudaLaunchKernelExC(&cfg, fn, args);
+}
+
+#endif /* SP_BACKEND_CUDA_PDL_H */
