@@ -1,13 +1,14 @@
-/* The CUDA backend's own small-batch linear kernel: y = act(x·wᵀ + b) as a GEMV per output.
+/* The CUDA backend's own small-batch linear kernels: y = act(x·wᵀ + b), 1 to 32 rows.
  *
- * Design: a warp per O outputs (four warps a block; O = 1 at batch 1, 4 up to batch 8, 2 above).
- * Each lane walks the O weight rows in 16-byte loads (4 f32 or 8 bf16 a load, not cached in L1)
- * and, for every row of the batch chunk, the same stretch of x (cached), accumulating in f32
- * registers (O x R accumulators, R a compile-time chunk of 1..16 batch rows, so the weights of a
- * chunk are read once); a butterfly shuffle sums the lanes, and lane o*R + r adds the bias,
- * applies the activation (any sp__act, in f32: cuda_act.h) and stores output o of row r, rounded
- * once to nearest even for bf16. Larger batches run
- * in chunks of 16 rows (the weights are then read once a chunk).
+ * GEMV (1 to 8 rows, and forced mode above 32): a warp per O outputs (four warps a block; O = 1
+ * at batch 1, 4 up to batch 8, 2 above 32). Each lane walks the O weight rows in 16-byte loads (4
+ * f32 or 8 bf16 a load, not cached in L1) and, for every row of the batch chunk, the same stretch
+ * of x (cached), accumulating in f32 registers (O x R accumulators, R a compile-time chunk of
+ * 1..16 batch rows, so the weights of a chunk are read once); a butterfly shuffle sums the lanes,
+ * and lane o*R + r adds the bias, applies the activation (any sp__act, in f32: cuda_act.h) and
+ * stores output o of row r, rounded once to nearest even for bf16. Batches above 32 run in chunks
+ * of 16 rows (the weights are then read once a chunk).
+ * Tile kernel (9 to 32 rows, 16-byte path only): below, at tile_kernel.
  * Alignment fallback: the 16-byte path needs x and w 16-byte aligned and in_features a multiple
  * of the elements per load (so every row of x and w stays aligned); otherwise a path with one
  * element a lane a step runs. Bias and y need only element alignment.
@@ -192,6 +193,85 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+/* ---- 9 to 32 rows: the tile kernel --------------------------------------------------------
+ * A block of kTileWarps warps computes CB = 256 / R output columns for all R (16 or 32) rows
+ * of the batch. Lane l of every warp owns column l % CB and the 8 rows 8 * (l / CB) .. + 7; the
+ * warps split in_features into kTileWarps equal slices of 16-byte steps, so each lane holds 8
+ * accumulators and, per step, one 16-byte load of its weight row feeds 8 loads of x (L1-cached;
+ * the lanes of a row group read the same x, so a load is a broadcast). Then the warps' partial
+ * sums meet in shared memory and each (row, column) adds them in warp order, adds the bias,
+ * applies the activation and stores: the result does not depend on timing. Weight loads go
+ * through L1 here: the 8 (or 16, 32) rows a warp reads at a step sit in different cache lines,
+ * each used over several steps. The first kTileHeld steps of weights are loaded before the PDL
+ * wait. Needs the 16-byte path's alignment (dispatch checks it). */
+constexpr unsigned kTileWarps = 8;
+constexpr int kTileHeld = 8;
+
+template <typename T, unsigned E>
+__device__ __forceinline__ void tile_step(float (&acc)[8], const uint4 &wq, const T *x, unsigned in,
+                                          unsigned row0, unsigned batch, unsigned v) {
+  float wf[E];
+  unpack(wq, wf, T());
+#pragma unroll
+  for (int r = 0; r < 8; r++) {
+    if (row0 + (unsigned)r < batch) {
+      float xf[E];
+      unpack(__ldg(reinterpret_cast<const uint4 *>(x + (size_t)(row0 + r) * in) + v), xf, T());
+#pragma unroll
+      for (unsigned e = 0; e < E; e++) acc[r] = fmaf(wf[e], xf[e], acc[r]);
+    }
+  }
+}
+
+template <typename T, int R>
+__global__ void __launch_bounds__(32 * kTileWarps)
+    tile_kernel(const T *__restrict__ x, const T *__restrict__ w, const T *__restrict__ b,
+                T *__restrict__ y, unsigned batch, unsigned in, unsigned out, int act) {
+  constexpr unsigned E = 16 / sizeof(T), CB = 32 / (R / 8);
+  __shared__ float part[kTileWarps][R][CB];
+  const unsigned warp = threadIdx.x / 32, lane = threadIdx.x & 31u;
+  const unsigned c = lane % CB, row0 = 8 * (lane / CB), col = blockIdx.x * CB + c;
+  const unsigned nv = in / E, v0 = warp * nv / kTileWarps, v1 = (warp + 1) * nv / kTileWarps;
+  /* a column past the end reads the last row and stores nothing */
+  const uint4 *wr = reinterpret_cast<const uint4 *>(w + (size_t)(col < out ? col : out - 1) * in);
+  uint4 head[kTileHeld];
+#pragma unroll
+  for (int h = 0; h < kTileHeld; h++) head[h] = v0 + h < v1 ? __ldg(wr + v0 + h) : uint4{};
+  sp__pdl_wait();
+  sp__pdl_launch_dependents();
+  float acc[8] = {};
+#pragma unroll
+  for (int h = 0; h < kTileHeld; h++)
+    if (v0 + h < v1) tile_step<T, E>(acc, head[h], x, in, row0, batch, v0 + h);
+#pragma unroll 2
+  for (unsigned v = v0 + kTileHeld; v < v1; v++)
+    tile_step<T, E>(acc, __ldg(wr + v), x, in, row0, batch, v);
+#pragma unroll
+  for (int r = 0; r < 8; r++) part[warp][row0 + r][c] = acc[r];
+  __syncthreads();
+  for (unsigned i = threadIdx.x; i < (unsigned)R * CB; i += 32 * kTileWarps) {
+    const unsigned r = i / CB, oc = blockIdx.x * CB + i % CB;
+    if (r >= batch || oc >= out) continue;
+    float v = 0.0f;
+#pragma unroll
+    for (unsigned k = 0; k < kTileWarps; k++) v += part[k][r][i % CB];
+    v += b ? to_f(b[oc]) : 0.0f;
+    y[(size_t)r * out + oc] = from_f<T>(sp__cuda_act_apply(v, act));
+  }
+}
+
+template <typename T, int R>
+cudaError_t tile_launch(cudaStream_t s, bool pdl, const void *x, const void *w, const void *b,
+                        void *y, unsigned batch, unsigned in, unsigned out, int act) {
+  const T *xp = static_cast<const T *>(x), *wp = static_cast<const T *>(w),
+          *bp = static_cast<const T *>(b);
+  T *yp = static_cast<T *>(y);
+  void *args[] = {&xp, &wp, &bp, &yp, &batch, &in, &out, &act};
+  constexpr unsigned CB = 32 / (R / 8);
+  return sp__cuda_launch(reinterpret_cast<const void *>(tile_kernel<T, R>),
+                         dim3((out + CB - 1) / CB), dim3(32 * kTileWarps), args, s, pdl);
+}
+
 template <typename T, int O, int R, bool VEC>
 cudaError_t launch(cudaStream_t s, bool pdl, const void *x, const void *w, const void *b, void *y,
                    unsigned batch, unsigned in, unsigned out, int act) {
@@ -205,8 +285,10 @@ cudaError_t launch(cudaStream_t s, bool pdl, const void *x, const void *w, const
                          dim3(kThreads), args, s, pdl);
 }
 
-/* Batch 1: a warp per output (the most warps in flight). Larger batches: 2 or 4 outputs a warp,
- * so each load of x feeds 2 or 4 rows of weights; chunks of at most 16 rows (32 accumulators). */
+/* Batch 1: a warp per output (the most warps in flight); 2 to 8: 4 outputs a warp, so each load
+ * of x feeds 4 rows of weights; 9 to 32: the tile kernel (at 8 rows it was slower than the GEMV
+ * on the H200); above (forced mode only: auto runs cuBLASLt there), chunks of 16 rows.
+ * Misaligned: the element-wise path. */
 template <typename T>
 cudaError_t dispatch(cudaStream_t s, bool pdl, const void *x, const void *w, const void *b, void *y,
                      unsigned batch, unsigned in, unsigned out, int act) {
@@ -220,6 +302,8 @@ cudaError_t dispatch(cudaStream_t s, bool pdl, const void *x, const void *w, con
   if (batch <= 2) return launch<T, 4, 2, true>(s, pdl, x, w, b, y, batch, in, out, act);
   if (batch <= 4) return launch<T, 4, 4, true>(s, pdl, x, w, b, y, batch, in, out, act);
   if (batch <= 8) return launch<T, 4, 8, true>(s, pdl, x, w, b, y, batch, in, out, act);
+  if (batch <= 16) return tile_launch<T, 16>(s, pdl, x, w, b, y, batch, in, out, act);
+  if (batch <= 32) return tile_launch<T, 32>(s, pdl, x, w, b, y, batch, in, out, act);
   return launch<T, 2, 16, true>(s, pdl, x, w, b, y, batch, in, out, act);
 }
 
