@@ -136,7 +136,10 @@ typedef struct sp__backend {
   sp_status (*memcpy_async)(sp__bstream *s, void *dst, const void *src, size_t bytes);
   sp_status (*memset_async)(sp__bstream *s, void *dst, int value, size_t bytes);
   sp_status (*host_func)(sp__bstream *s, void (*fn)(void *), void *arg);
-  /* Optional: NULL -> sp_model_* return SP_ERR_UNSUPPORTED on this backend. */
+  /* Optional: NULL -> sp_model_* return SP_ERR_UNSUPPORTED on this backend. Stream-ordered for
+   * x, bias and y; w must not be written by the kernel just before the op on s (the CUDA
+   * backend may read w while that kernel still runs: cuda_pdl.h). The library's weights are
+   * written only at load, which syncs. */
   sp_status (*linear_async)(sp__bstream *s, const sp__linear *op);
   /* Optional: converts n elements between dtypes (f32 <-> bf16, round to nearest even).
    * NULL -> only f32 models run on this backend. */

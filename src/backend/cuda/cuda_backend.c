@@ -1,10 +1,10 @@
 /* The CUDA backend: devices, non-blocking streams, events and raw segments on the CUDA runtime.
  *
- * Owns: sp__bdevice (an ordinal and its name), sp__bstream (a cudaStreamNonBlocking stream; its
- * cuBLASLt state lives in cuda_linear.c), sp__bevent (a cudaEvent_t, timing only when asked);
- * graphs and pinned host memory live in cuda_graph.c; the encoder-layer kernels behind nn_async in
- * cuda_nn.cu (this file checks an op, as every backend does, and launches it).
- * The core owns pools, generations and the allocator; nothing here touches them.
+ * Owns: sp__bdevice (an ordinal, its name and its switches), sp__bstream (a cudaStreamNonBlocking
+ * stream; its cuBLASLt state lives in cuda_linear.c), sp__bevent (a cudaEvent_t, timing only when
+ * asked); graphs and pinned host memory live in cuda_graph.c; the encoder-layer kernels behind
+ * nn_async in cuda_nn.cu (this file checks an op, as every backend does, and launches it). The core
+ * owns pools, generations and the allocator; nothing here touches them.
  *
  * Invariants: every slot makes its object's device current first (cudaSetDevice is a cheap
  * thread-local switch once the primary context exists), so each slot works from any thread. No
@@ -20,10 +20,11 @@
 #include <string.h>
 
 #include "backend/nn_check.h"
-#include "core/env.h"
 #include "core/dtype.h"
+#include "core/env.h"
 #include "cuda_internal.h"
 #include "cuda_nn.h"
+#include "cuda_pdl.h"
 
 sp_status sp__cuda_fail(cudaError_t e, const char *what) {
   (void)cudaGetLastError(); /* non-sticky errors are also kept as "last error": drop it */
@@ -75,7 +76,8 @@ static sp_status cuda_device_open(int index, sp__bdevice **out) {
   bool pdl = true;
   st = sp__env_switch("cuda device_open", "STREAMPOOL_CUDA_PDL", true, &pdl);
   if (st != SP_OK) goto fail_linear;
-  d->pdl = pdl && prop.major >= 9; /* programmatic dependent launch: compute capability 9.0+ */
+  /* programmatic dependent launch: compute capability 9.0+ and kernels built for it */
+  d->pdl = pdl && prop.major >= 9 && sp__cuda_pdl_built();
   sp__cuda_peer_open(d);
   *out = d;
   return SP_OK;

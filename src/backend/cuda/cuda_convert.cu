@@ -2,9 +2,9 @@
  *
  * With pdl a launch may overlap the kernel before it (cuda_pdl.h): each kernel waits for it before
  * reading src, then lets the next one start. Owns nothing; launches are stream-ordered on the
- * caller's stream. Launch errors are returned
- * (cudaLaunchKernel's own result), never read back through cudaGetLastError, so an unrelated
- * earlier error on this thread is not misreported here. No locks.
+ * caller's stream. Launch errors are returned (the launch's own result), never read back
+ * through cudaGetLastError, so an unrelated earlier error on this thread is not misreported
+ * here. No locks.
  */
 #include <cuda_bf16.h>
 

@@ -32,8 +32,8 @@ namespace {
 
 constexpr unsigned kWarps = 4; /* output rows (warps) per block */
 constexpr unsigned kThreads = 32 * kWarps;
-constexpr int kHeld =
-    8; /* 16-byte weight loads a lane holds in registers (all its rows together) */
+/* 16-byte weight loads a lane holds in registers before the PDL wait (all its rows together) */
+constexpr int kHeld = 8;
 
 __device__ __forceinline__ float to_f(float v) { return v; }
 __device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
@@ -201,8 +201,9 @@ __global__ void __launch_bounds__(kThreads)
  * the lanes of a row group read the same x, so a load is a broadcast). Then the warps' partial
  * sums meet in shared memory and each (row, column) adds them in warp order, adds the bias,
  * applies the activation and stores: the result does not depend on timing. Weight loads go
- * through L1 here: the 8 (or 16, 32) rows a warp reads at a step sit in different cache lines,
- * each used over several steps. The first kTileHeld steps of weights are loaded before the PDL
+ * through L1 here: the CB weight rows a warp reads at a step (8 at R = 32, 16 at R = 16; the
+ * lanes of a column read the same 16 bytes) sit in different cache lines, each used over
+ * several steps. The first kTileHeld steps of weights are loaded before the PDL
  * wait. Needs the 16-byte path's alignment (dispatch checks it). */
 constexpr unsigned kTileWarps = 8;
 constexpr int kTileHeld = 8;

@@ -1,4 +1,4 @@
-/* The small-batch linear kernel (cuda_gemv.cu), callable from C. Internal to src/backend/cuda. */
+/* The small-batch linear kernels (cuda_gemv.cu), callable from C. Internal to src/backend/cuda. */
 #ifndef SP_BACKEND_CUDA_GEMV_H
 #define SP_BACKEND_CUDA_GEMV_H
 

@@ -1,6 +1,6 @@
 /* Programmatic dependent launch (PDL, compute capability 9.0 and up) for the backend's own
- * kernels: one launch helper and the two device-side calls. Internal to src/backend/cuda, CUDA C++
- * only.
+ * kernels: one launch helper and the two device-side calls (CUDA C++), and the check at device
+ * open that the built kernels have them (C). Internal to src/backend/cuda.
  *
  * A kernel launched with pdl set may start while the kernel before it on the stream still runs;
  * it must call sp__pdl_wait() before it reads anything an earlier op wrote or writes anything an
@@ -18,6 +18,23 @@
 
 #include <cuda_runtime_api.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Whether the kernels this build runs on the current device were compiled with the two calls
+ * below (from compute_90 PTX or later; a build for older architectures JIT-compiled on an H100
+ * lacks them, and launching those with pdl would let them read early): 1 or 0. Device open asks
+ * it once (cuda_pdl.cu). */
+int sp__cuda_pdl_built(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#ifdef __CUDACC__
+/* The same instructions as the runtime's cudaGridDependencySynchronize() and
+ * cudaTriggerProgrammaticLaunchCompletion(), which nvcc only offers for compute_90 and up. */
 __device__ __forceinline__ void sp__pdl_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;" ::: "memory");
@@ -31,10 +48,10 @@ __device__ __forceinline__ void sp__pdl_launch_dependents() {
 }
 
 /* Launches fn<<<grid, block, 0, s>>>(args...), allowed to overlap the kernel before it on s when
- * pdl is set (the device has PDL and STREAMPOOL_CUDA_PDL is not 0). Returns the launch's result. */
+ * pdl is set (the device's flag: sp__bdevice.pdl). Returns the launch's result. */
 static inline cudaError_t sp__cuda_launch(const void *fn, dim3 grid, dim3 block, void **args,
                                           cudaStream_t s, bool pdl) {
-  cudaLaunchAttribute attr;
+  cudaLaunchAttribute attr = {};
   attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr.val.programmaticStreamSerializationAllowed = 1;
   cudaLaunchConfig_t cfg = {};
@@ -46,5 +63,6 @@ static inline cudaError_t sp__cuda_launch(const void *fn, dim3 grid, dim3 block,
   cfg.numAttrs = pdl ? 1 : 0;
   return cudaLaunchKernelExC(&cfg, fn, args);
 }
+#endif /* __CUDACC__ */
 
 #endif /* SP_BACKEND_CUDA_PDL_H */

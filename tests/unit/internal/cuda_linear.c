@@ -315,7 +315,7 @@ static void auto_mode(void **state) {
       lin_case c;
       case_open(be, d, s, &c, mlp[k][0], mlp[k][1], bf, tu_seed() * 7 + k + 10 * (unsigned)bf);
       case_place(be, s, &c, 0);
-      for (size_t bi = 0; bi < 3; bi++) {
+      for (size_t bi = 0; bi < sizeof(batches) / sizeof(batches[0]); bi++) {
         sp__linear op = case_op(&c, &v, batches[bi]);
         assert_int_equal(sp__cuda_linear_choice(d, &op), 0);
         run_checked(be, s, &c, &v, batches[bi], "auto (timed)");
@@ -403,8 +403,9 @@ static void captured_activation(void **state) {
 /* ---- programmatic dependent launch ----------------------------------------------------------
  * Our kernels may start before the kernel before them ends (cuda_pdl.h). A chain of them queued
  * back to back (an f32 -> dtype convert, six layers ping-ponging between two buffers, so each
- * layer also overwrites what the one before it read, at batch 1, 5 and 20: each kernel variant,
- * the 16-byte and the element-wise path, the last layer from 37 inputs), then a convert back,
+ * layer also overwrites what the one before it read, at batch 1, 2, 5, 12 and 20: the GEMV at 1,
+ * 2 and 5 rows, both tile kernels, the element-wise path for the layer from 37 inputs;
+ * the activation kernel right after its matmul is forced_cublaslt's), then a convert back,
  * must give bit for bit what the same ops give with a sync after each (where nothing can
  * overlap), eagerly and replayed from a graph, with PDL on (the default) and off. The buffers are
  * poisoned with NaN first, so a kernel reading its input before the one writing it finished
@@ -518,7 +519,7 @@ static void pdl_chain(void **state) {
   const sp__backend *be = cuda_table();
   if (!be) return;
   static const char *const pdl[] = {"1", "0"};
-  static const unsigned batches[] = {1, 5, 20};
+  static const unsigned batches[] = {1, 2, 5, 12, 20};
   for (size_t p = 0; p < 2; p++) {
     setenv("STREAMPOOL_CUDA_PDL", pdl[p], 1);
     sp__bdevice *d = open_with(be, "kernel");
@@ -527,9 +528,9 @@ static void pdl_chain(void **state) {
     SP_CHECK_OK(be->stream_create(d, 0, &s));
     SP_CHECK_OK(be->stream_create(d, 1, &cap));
     for (int bf = 0; bf < 2; bf++)
-      for (size_t bi = 0; bi < 3; bi++) {
+      for (size_t bi = 0; bi < sizeof(batches) / sizeof(batches[0]); bi++) {
         chain c;
-        chain_open(be, d, s, &c, bf, batches[bi], tu_seed() * 7 + bi * 2 + (unsigned)bf);
+        chain_open(be, d, s, &c, bf, batches[bi], tu_seed() * 11 + bi * 2 + (unsigned)bf);
         chain_poison(be, s, &c);
         SP_CHECK_OK(chain_queue(be, s, &c, true));
         float *want = chain_read(be, s, &c);
