@@ -25,6 +25,15 @@
 
 #include "core/device.h"
 
+/* Where every part of a device block the layers above carve up starts (weights, workspaces, io
+ * plans): 256 bytes, enough for the backends' widest loads and cuBLASLt's alignment. */
+enum { SP__DEVICE_PART_ALIGN = 256 };
+
+/* n bytes rounded up to SP__DEVICE_PART_ALIGN. */
+static inline size_t sp__device_part_round(size_t n) {
+  return (n + SP__DEVICE_PART_ALIGN - 1) & ~(size_t)(SP__DEVICE_PART_ALIGN - 1);
+}
+
 /* ---- stream work ---------------------------------------------------------------------------- */
 
 /* Whether dev can run linear layers in dtype dt (bf16 also needs conversions): SP_OK, or

@@ -27,14 +27,11 @@
 #include "infer/encoder.h"
 
 enum {
-  ENC_ALIGN = 256,        /* bytes; every part of a workspace starts aligned        */
   ENC_CHUNK = 1024,       /* texts tokenized at a time                               */
   ENC_BATCH_MAX = 256,    /* sequences per pass                                      */
   ENC_PASS_TOKENS = 8192, /* padded tokens per pass (a longer single text: its own)  */
   ENC_SEQ_MIN = 8,        /* the smallest sequence bucket                            */
 };
-
-static size_t enc_round(size_t n) { return (n + ENC_ALIGN - 1) & ~(size_t)(ENC_ALIGN - 1); }
 
 /* ---- shape ------------------------------------------------------------------------------- */
 
@@ -60,8 +57,8 @@ unsigned sp__encoder_seq_bucket(const sp_encoder *e, unsigned len) {
 size_t sp__encoder_workspace_bytes(const sp_encoder *e, unsigned batch, unsigned seq) {
   size_t rows = (size_t)batch * seq, elt = sp__dtype_size(e->dtype), h = e->info.hidden;
   size_t wide = e->info.intermediate > h ? e->info.intermediate : h;
-  return 2 * enc_round(rows * h * elt) + enc_round(rows * 3 * h * elt) +
-         enc_round(rows * wide * elt);
+  return 2 * sp__device_part_round(rows * h * elt) + sp__device_part_round(rows * 3 * h * elt) +
+         sp__device_part_round(rows * wide * elt);
 }
 
 static sp_status enc_linear(const sp_encoder *e, sp_stream *s, unsigned rows, unsigned in,
@@ -132,9 +129,9 @@ sp_status sp__encoder_enqueue(const sp_encoder *e, sp_stream *s, const int32_t *
                               void *workspace) {
   size_t rows = (size_t)batch * seq, elt = sp__dtype_size(e->dtype), hd = e->info.hidden;
   unsigned char *w = workspace;
-  void *h = w, *t = w + enc_round(rows * hd * elt);
-  void *qkv = (unsigned char *)t + enc_round(rows * hd * elt);
-  void *f = (unsigned char *)qkv + enc_round(rows * 3 * hd * elt);
+  void *h = w, *t = w + sp__device_part_round(rows * hd * elt);
+  void *qkv = (unsigned char *)t + sp__device_part_round(rows * hd * elt);
+  void *f = (unsigned char *)qkv + sp__device_part_round(rows * 3 * hd * elt);
   sp__nn op = {.kind = SP__NN_EMBED, .dtype = e->dtype};
   op.u.embed.batch = batch;
   op.u.embed.seq = seq;
@@ -170,7 +167,7 @@ static sp_status enc_pass_uncached(sp_encoder *e, sp_stream *s, unsigned batch, 
                                    const int32_t *in, float *out) {
   size_t in_b = ((size_t)batch * seq + batch) * sizeof(int32_t);
   size_t out_b = (size_t)batch * e->info.hidden * sizeof(float);
-  size_t in_r = enc_round(in_b), out_r = enc_round(out_b);
+  size_t in_r = sp__device_part_round(in_b), out_r = sp__device_part_round(out_b);
   unsigned char *blk;
   sp_status st =
       sp_alloc(e->dev, in_r + out_r + sp__encoder_workspace_bytes(e, batch, seq), s, (void **)&blk);

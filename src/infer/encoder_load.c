@@ -29,14 +29,11 @@
 static const char FN[] = "sp_encoder_load";
 
 enum {
-  ENC_ALIGN = 256,         /* bytes; every tensor of the weight block starts aligned */
   ENC_JSON_MAX = 16 << 20, /* the largest config file read                           */
   ENC_DIM_MAX = 1 << 16,   /* hidden, intermediate, heads, layers, positions: sanity */
   ENC_VOCAB_MAX = 1 << 22, /* vocabulary rows                                         */
   ENC_PATH_MAX = 4096,
 };
-
-static size_t enc_round(size_t n) { return (n + ENC_ALIGN - 1) & ~(size_t)(ENC_ALIGN - 1); }
 
 /* ---- files ------------------------------------------------------------------------------- */
 
@@ -347,7 +344,7 @@ static sp_status enc_add(enc_build *b, const char *const *names, unsigned k, uin
     if (st != SP_OK) return st;
     s->numel += s->t[i]->numel;
   }
-  b->bytes += enc_round(s->numel * sp__dtype_size(dt));
+  b->bytes += sp__device_part_round(s->numel * sp__dtype_size(dt));
   b->n_slots++;
   return SP_OK;
 }

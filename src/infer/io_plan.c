@@ -34,8 +34,6 @@
 #include "alloc/alloc.h"
 #include "core/ops.h"
 
-enum { IO_ALIGN = 256 }; /* bytes; each part of a plan's device block is aligned to it */
-
 typedef struct io_plan {
   uint64_t key;               /* immutable                                              */
   size_t in_bytes, out_bytes; /* immutable                                              */
@@ -62,12 +60,10 @@ struct sp__io_plans {
   _Atomic(io_plan *) *slot; /* [n * slots]                           */
 };
 
-static size_t io_round(size_t n) { return (n + IO_ALIGN - 1) & ~(size_t)(IO_ALIGN - 1); }
-
 /* Where a plan's parts start in its device block. */
-static void *io_out(const io_plan *p) { return p->block + io_round(p->in_bytes); }
+static void *io_out(const io_plan *p) { return p->block + sp__device_part_round(p->in_bytes); }
 static void *io_ws(const io_plan *p) {
-  return p->block + io_round(p->in_bytes) + io_round(p->out_bytes);
+  return p->block + sp__device_part_round(p->in_bytes) + sp__device_part_round(p->out_bytes);
 }
 
 /* ---- the table --------------------------------------------------------------------------- */
@@ -243,7 +239,8 @@ sp_status sp__io_plan_run(sp__io_plans *t, sp_stream *s, const sp__io_pass *pass
   io_plan *p = io_plan_find(t, e, pass->key);
   *handled = false;
   if (SP__UNLIKELY(!p)) {
-    size_t bytes = io_round(pass->in_bytes) + io_round(pass->out_bytes) + pass->ws_bytes;
+    size_t bytes = sp__device_part_round(pass->in_bytes) + sp__device_part_round(pass->out_bytes) +
+                   pass->ws_bytes;
     sp_status st = bytes <= t->max_bytes ? io_plan_get_slow(t, e, pass, s, bytes, &p) : SP_OK;
     if (st != SP_OK || !p) {
       *handled = st != SP_OK;

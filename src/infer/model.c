@@ -26,10 +26,6 @@
 #include "infer/plan.h"
 #include "infer/safetensors.h"
 
-enum { MODEL_ALIGN = 256 }; /* bytes; every sub-buffer of a workspace starts aligned */
-
-static size_t model_round(size_t n) { return (n + MODEL_ALIGN - 1) & ~(size_t)(MODEL_ALIGN - 1); }
-
 void sp__param_store(void *dst, sp_dtype dt, size_t i, float v) {
   if (dt == SP_BF16) {
     uint16_t h = sp__f32_to_bf16(v);
@@ -305,7 +301,7 @@ sp_device *sp_model_device(const sp_model *m) { return m ? m->dev : NULL; }
 
 /* Bytes of one ping-pong activation buffer for batch rows. */
 static size_t model_half_bytes(const sp_model *m, unsigned batch) {
-  return model_round((size_t)batch * m->max_dim * sp__dtype_size(m->dtype));
+  return sp__device_part_round((size_t)batch * m->max_dim * sp__dtype_size(m->dtype));
 }
 
 static sp_status model_check_run(const sp_model *m, const void *in, const void *out, unsigned batch,
@@ -429,7 +425,7 @@ static sp_status model_infer(sp_model *m, const float *in, float *out, unsigned 
   if (SP__LIKELY(handled)) return st;
   size_t in_b = (size_t)batch * m->layers[0].in * sizeof(float);
   size_t out_b = (size_t)batch * m->layers[m->n_layers - 1].out * sizeof(float);
-  size_t in_r = model_round(in_b), out_r = model_round(out_b);
+  size_t in_r = sp__device_part_round(in_b), out_r = sp__device_part_round(out_b);
   unsigned char *blk;
   st = sp_alloc(m->dev, in_r + out_r + sp__model_workspace_bytes(m, batch), s, (void **)&blk);
   if (st != SP_OK) return st;
