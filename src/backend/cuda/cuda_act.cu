@@ -37,7 +37,6 @@ __device__ __forceinline__ void store_f(__nv_bfloat16 *p, float v) { *p = __floa
 template <typename T>
 __global__ void act_kernel(T *y, size_t n, int act) {
   sp__pdl_wait();
-  sp__pdl_launch_dependents();
   const size_t stride = (size_t)gridDim.x * blockDim.x;
   for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
     store_f(&y[i], sp__cuda_act_apply(load_f(&y[i]), act));

@@ -15,7 +15,6 @@ namespace {
 
 __global__ void f32_to_bf16_kernel(__nv_bfloat16 *dst, const float *src, size_t n) {
   sp__pdl_wait();
-  sp__pdl_launch_dependents();
   size_t stride = (size_t)gridDim.x * blockDim.x;
   for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
     dst[i] = __float2bfloat16_rn(src[i]);
@@ -23,7 +22,6 @@ __global__ void f32_to_bf16_kernel(__nv_bfloat16 *dst, const float *src, size_t 
 
 __global__ void bf16_to_f32_kernel(float *dst, const __nv_bfloat16 *src, size_t n) {
   sp__pdl_wait();
-  sp__pdl_launch_dependents();
   size_t stride = (size_t)gridDim.x * blockDim.x;
   for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
     dst[i] = __bfloat162float(src[i]);

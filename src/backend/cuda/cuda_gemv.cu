@@ -126,7 +126,6 @@ __global__ void __launch_bounds__(kThreads)
   uint4 head[O][P];
   if (VEC) load_head<T, O, P>(head, wr, lane, nv); /* weights: before the wait (cuda_pdl.h) */
   sp__pdl_wait();
-  sp__pdl_launch_dependents();
   for (unsigned r0 = 0; r0 < batch; r0 += R) {
     const unsigned rows = batch - r0 < (unsigned)R ? batch - r0 : (unsigned)R;
     const T *xr = x + (size_t)r0 * in;
@@ -239,7 +238,6 @@ __global__ void __launch_bounds__(32 * kTileWarps)
 #pragma unroll
   for (int h = 0; h < kTileHeld; h++) head[h] = v0 + h < v1 ? __ldg(wr + v0 + h) : uint4{};
   sp__pdl_wait();
-  sp__pdl_launch_dependents();
   float acc[8] = {};
 #pragma unroll
   for (int h = 0; h < kTileHeld; h++)
@@ -261,29 +259,37 @@ __global__ void __launch_bounds__(32 * kTileWarps)
   }
 }
 
-template <typename T, int R>
-cudaError_t tile_launch(cudaStream_t s, bool pdl, const void *x, const void *w, const void *b,
-                        void *y, unsigned batch, unsigned in, unsigned out, int act) {
+/* Both kernels' parameters: (x, w, bias, y, batch, in, out, act). */
+template <typename T>
+using linear_kernel = void (*)(const T *, const T *, const T *, T *, unsigned, unsigned, unsigned,
+                               int);
+
+template <typename T>
+cudaError_t run(linear_kernel<T> k, unsigned blocks, unsigned threads, cudaStream_t s, bool pdl,
+                const void *x, const void *w, const void *b, void *y, unsigned batch, unsigned in,
+                unsigned out, int act) {
   const T *xp = static_cast<const T *>(x), *wp = static_cast<const T *>(w),
           *bp = static_cast<const T *>(b);
   T *yp = static_cast<T *>(y);
   void *args[] = {&xp, &wp, &bp, &yp, &batch, &in, &out, &act};
+  return sp__cuda_launch(reinterpret_cast<const void *>(k), dim3(blocks), dim3(threads), args, s,
+                         pdl);
+}
+
+template <typename T, int R>
+cudaError_t tile_launch(cudaStream_t s, bool pdl, const void *x, const void *w, const void *b,
+                        void *y, unsigned batch, unsigned in, unsigned out, int act) {
   constexpr unsigned CB = 32 / (R / 8);
-  return sp__cuda_launch(reinterpret_cast<const void *>(tile_kernel<T, R>),
-                         dim3((out + CB - 1) / CB), dim3(32 * kTileWarps), args, s, pdl);
+  return run<T>(tile_kernel<T, R>, (out + CB - 1) / CB, 32 * kTileWarps, s, pdl, x, w, b, y, batch,
+                in, out, act);
 }
 
 template <typename T, int O, int R, bool VEC>
 cudaError_t launch(cudaStream_t s, bool pdl, const void *x, const void *w, const void *b, void *y,
                    unsigned batch, unsigned in, unsigned out, int act) {
-  const T *xp = static_cast<const T *>(x), *wp = static_cast<const T *>(w),
-          *bp = static_cast<const T *>(b);
-  T *yp = static_cast<T *>(y);
-  void *args[] = {&xp, &wp, &bp, &yp, &batch, &in, &out, &act};
-  const unsigned per_block = kWarps * O;
-  dim3 grid((out + per_block - 1) / per_block);
-  return sp__cuda_launch(reinterpret_cast<const void *>(gemv_kernel<T, O, R, VEC>), grid,
-                         dim3(kThreads), args, s, pdl);
+  constexpr unsigned per_block = kWarps * O;
+  return run<T>(gemv_kernel<T, O, R, VEC>, (out + per_block - 1) / per_block, kThreads, s, pdl, x,
+                w, b, y, batch, in, out, act);
 }
 
 /* Batch 1: a warp per output (the most warps in flight); 2 to 8: 4 outputs a warp, so each load

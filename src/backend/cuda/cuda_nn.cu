@@ -110,8 +110,7 @@ template <typename T, int N>
 __global__ void __launch_bounds__(32 * kLnWarps)
     layernorm_warp(const T *x, const T *res, const T *__restrict__ g, const T *__restrict__ b, T *y,
                    size_t rows, unsigned cols, float eps) {
-  sp__pdl_wait(); /* everything below reads or writes what earlier ops touch */
-  sp__pdl_launch_dependents();
+  sp__pdl_wait();
   const unsigned lane = threadIdx.x & 31u;
   for (size_t row = (size_t)blockIdx.x * kLnWarps + threadIdx.x / 32; row < rows;
        row += (size_t)gridDim.x * kLnWarps) {
@@ -148,8 +147,7 @@ template <typename T>
 __global__ void __launch_bounds__(kBlock)
     layernorm_block(const T *x, const T *res, const T *__restrict__ g, const T *__restrict__ b,
                     T *y, size_t rows, unsigned cols, float eps) {
-  sp__pdl_wait(); /* everything below reads or writes what earlier ops touch */
-  sp__pdl_launch_dependents();
+  sp__pdl_wait();
   __shared__ float sh[32];
   for (size_t row = blockIdx.x; row < rows; row += gridDim.x) {
     const size_t base = row * cols;
@@ -207,8 +205,7 @@ __global__ void __launch_bounds__(kEmbedThreads)
     embed_kernel(const int32_t *__restrict__ ids, const int32_t *__restrict__ types,
                  const T *__restrict__ word, const T *__restrict__ pos, const T *__restrict__ type,
                  T *__restrict__ y, size_t rows, unsigned seq, unsigned hidden) {
-  sp__pdl_wait(); /* everything below reads or writes what earlier ops touch */
-  sp__pdl_launch_dependents();
+  sp__pdl_wait();
   for (size_t row = blockIdx.x; row < rows; row += gridDim.x) {
     const size_t t = row % seq, id = (size_t)ids[row], ty = types ? (size_t)types[row] : 0;
     for (unsigned c = threadIdx.x; c < hidden; c += kEmbedThreads)
@@ -234,8 +231,7 @@ template <typename T>
 __global__ void __launch_bounds__(kBlock)
     pool_kernel(const int32_t *__restrict__ lengths, const T *__restrict__ x, float *__restrict__ y,
                 unsigned batch, unsigned seq, unsigned hidden, int cls, int normalize) {
-  sp__pdl_wait(); /* everything below reads or writes what earlier ops touch */
-  sp__pdl_launch_dependents();
+  sp__pdl_wait();
   __shared__ double sh[32];
   for (unsigned b = blockIdx.x; b < batch; b += gridDim.x) {
     const int32_t len = lengths[b];
@@ -275,8 +271,7 @@ __global__ void __launch_bounds__(32 * kAttnWarps)
     attention_kernel(const T *__restrict__ qkv, const int32_t *__restrict__ lengths,
                      T *__restrict__ y, unsigned seq, unsigned heads, unsigned hd, float scale,
                      size_t qtiles, size_t total) {
-  sp__pdl_wait(); /* everything below reads or writes what earlier ops touch */
-  sp__pdl_launch_dependents();
+  sp__pdl_wait();
   constexpr int D = 32 * DPL;            /* head_dim rounded up to whole lanes */
   constexpr int KT = DPL <= 2 ? 64 : 32; /* keys per tile                      */
   constexpr int KPL = KT / 32;           /* keys per lane per tile             */

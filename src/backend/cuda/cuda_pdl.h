@@ -1,15 +1,15 @@
 /* Programmatic dependent launch (PDL, compute capability 9.0 and up) for the backend's own
- * kernels: one launch helper and the two device-side calls (CUDA C++), and the check at device
- * open that the built kernels have them (C). Internal to src/backend/cuda.
+ * kernels: one launch helper and the device-side wait (CUDA C++), and the check at device open
+ * that the built kernels have it (C). Internal to src/backend/cuda.
  *
  * A kernel launched with pdl set may start while the kernel before it on the stream still runs;
  * it must call sp__pdl_wait() before it reads anything an earlier op wrote or writes anything an
  * earlier op reads (the wait returns once every earlier kernel on the stream has finished and its
  * writes are visible). Before the wait it may only read what no op of a running forward writes: a
- * layer's weights (uploaded and synced at load). After the wait a kernel calls
- * sp__pdl_launch_dependents(), which lets the next PDL kernel start its own part before the wait,
- * so that part overlaps this kernel's work. Both calls do nothing on older devices and in
- * kernels launched without pdl; the ordering then is the stream's. Graph capture records the
+ * layer's weights (uploaded and synced at load). Once the wait returns it also lets the next PDL
+ * kernel start its own part before its wait, so that part overlaps this kernel's work. The wait
+ * does nothing on older devices and in kernels launched without pdl; the ordering then is the
+ * stream's. Graph capture records the
  * overlap as programmatic edges, so replays keep it. Kernels that do not follow the protocol
  * (cuBLASLt's) are launched without pdl and wait for the whole of what comes before them.
  */
@@ -33,16 +33,13 @@ int sp__cuda_pdl_built(void);
 #endif
 
 #ifdef __CUDACC__
-/* The same instructions as the runtime's cudaGridDependencySynchronize() and
- * cudaTriggerProgrammaticLaunchCompletion(), which nvcc only offers for compute_90 and up. */
+/* Waits for the kernel before this one on the stream (all of it, its writes visible), then lets
+ * the next PDL kernel start. The same instructions as the runtime's
+ * cudaGridDependencySynchronize() and cudaTriggerProgrammaticLaunchCompletion(), which nvcc only
+ * offers for compute_90 and up. */
 __device__ __forceinline__ void sp__pdl_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
-
-__device__ __forceinline__ void sp__pdl_launch_dependents() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
 }

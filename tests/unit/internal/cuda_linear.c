@@ -565,30 +565,27 @@ static void pdl_chain(void **state) {
   }
 }
 
+/* device_open with variable `name` set to `value` fails with SP_ERR_INVALID_ARGUMENT naming it. */
+static void expect_open_refused(const sp__backend *be, const char *name, const char *value) {
+  setenv(name, value, 1);
+  sp__bdevice *d = NULL;
+  sp_status st = be->device_open(0, &d);
+  unsetenv(name);
+  if (st == SP_OK) be->device_close(d);
+  SP_CHECK_STATUS(st, SP_ERR_INVALID_ARGUMENT);
+  assert_non_null(strstr(sp_last_error(), name));
+}
+
 static void bad_mode(void **state) {
   (void)state;
   const sp__backend *be = cuda_table();
   if (!be) return;
   const char *bad[] = {"", "gemv", "Kernel", "auto ", "1"};
-  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-    setenv("STREAMPOOL_CUDA_LINEAR", bad[i], 1);
-    sp__bdevice *d = NULL;
-    sp_status st = be->device_open(0, &d);
-    unsetenv("STREAMPOOL_CUDA_LINEAR");
-    if (st == SP_OK) be->device_close(d);
-    SP_CHECK_STATUS(st, SP_ERR_INVALID_ARGUMENT);
-    assert_non_null(strstr(sp_last_error(), "STREAMPOOL_CUDA_LINEAR"));
-  }
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+    expect_open_refused(be, "STREAMPOOL_CUDA_LINEAR", bad[i]);
   const char *bad_pdl[] = {"", "2", "on", "1 "};
-  for (size_t i = 0; i < sizeof(bad_pdl) / sizeof(bad_pdl[0]); i++) {
-    setenv("STREAMPOOL_CUDA_PDL", bad_pdl[i], 1);
-    sp__bdevice *d = NULL;
-    sp_status st = be->device_open(0, &d);
-    unsetenv("STREAMPOOL_CUDA_PDL");
-    if (st == SP_OK) be->device_close(d);
-    SP_CHECK_STATUS(st, SP_ERR_INVALID_ARGUMENT);
-    assert_non_null(strstr(sp_last_error(), "STREAMPOOL_CUDA_PDL"));
-  }
+  for (size_t i = 0; i < sizeof(bad_pdl) / sizeof(bad_pdl[0]); i++)
+    expect_open_refused(be, "STREAMPOOL_CUDA_PDL", bad_pdl[i]);
 }
 #endif /* SP_HAVE_CUDA */
 
