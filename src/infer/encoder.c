@@ -161,29 +161,6 @@ sp_status sp__encoder_enqueue(const sp_encoder *e, sp_stream *s, const int32_t *
   return st;
 }
 
-/* A pass without a plan: one block (ids | lengths | out | workspace) on s, freed in stream order
- * after the pass; in and out are the caller's host buffers. */
-static sp_status enc_pass_uncached(sp_encoder *e, sp_stream *s, unsigned batch, unsigned seq,
-                                   const int32_t *in, float *out) {
-  size_t in_b = ((size_t)batch * seq + batch) * sizeof(int32_t);
-  size_t out_b = (size_t)batch * e->info.hidden * sizeof(float);
-  size_t in_r = sp__device_part_round(in_b), out_r = sp__device_part_round(out_b);
-  unsigned char *blk;
-  sp_status st =
-      sp_alloc(e->dev, in_r + out_r + sp__encoder_workspace_bytes(e, batch, seq), s, (void **)&blk);
-  if (st != SP_OK) return st;
-  const int32_t *d_ids = (const int32_t *)blk, *d_len = d_ids + (size_t)batch * seq;
-  st = sp__stream_memcpy(s, blk, in, in_b);
-  if (st == SP_OK)
-    st = sp__encoder_enqueue(e, s, d_ids, d_len, (float *)(blk + in_r), batch, seq,
-                             blk + in_r + out_r);
-  if (st == SP_OK) st = sp__stream_memcpy(s, out, blk + in_r, out_b);
-  sp_status fr = sp_free(e->dev, blk);
-  sp_status sync = sp__stream_sync(s); /* also when a step failed: copies may reference in */
-  if (st != SP_OK) return st;
-  return fr != SP_OK ? fr : sync;
-}
-
 /* ---- passes ------------------------------------------------------------------------------ */
 
 /* The sequences of one chunk: sequence i is ids + i*stride, lengths[i] tokens. */
@@ -226,7 +203,8 @@ static sp_status enc_plan_forward(const void *owner, sp_stream *c, const void *d
   return sp__encoder_enqueue(owner, c, ids, ids + (size_t)batch * seq, d_out, batch, seq, ws);
 }
 
-/* One pass through the plan for (s, batch, seq), or uncached when no plan serves it. */
+/* One pass through the plan for (s, batch, seq), or uncached when no plan serves it
+ * (sp__io_plan_run). */
 static sp_status enc_pass(sp_encoder *e, sp_stream *s, unsigned batch, unsigned seq,
                           const int32_t *in, float *out) {
   sp__io_pass pass = {.owner = e,
@@ -235,10 +213,7 @@ static sp_status enc_pass(sp_encoder *e, sp_stream *s, unsigned batch, unsigned 
                       .in_bytes = ((size_t)batch * seq + batch) * sizeof(int32_t),
                       .out_bytes = (size_t)batch * e->info.hidden * sizeof(float),
                       .ws_bytes = sp__encoder_workspace_bytes(e, batch, seq)};
-  bool handled = false;
-  sp_status st = sp__io_plan_run(e->plans, s, &pass, in, out, &handled);
-  if (handled) return st;
-  return enc_pass_uncached(e, s, batch, seq, in, out);
+  return sp__io_plan_run(e->plans, s, &pass, in, out);
 }
 
 static unsigned enc_batch_bucket(unsigned count, unsigned cap) {

@@ -232,24 +232,39 @@ static sp_status io_plan_pass(const sp__io_pass *pass, io_plan *p, sp_stream *s,
   return st;
 }
 
+/* A pass no plan serves: one block of `bytes` (input | output | workspace) on s, freed in stream
+ * order after the pass; in and out are the caller's host buffers. */
+static sp_status io_pass_uncached(sp__io_plans *t, sp_stream *s, const sp__io_pass *pass,
+                                  size_t bytes, const void *in, void *out) {
+  size_t in_r = sp__device_part_round(pass->in_bytes),
+         out_r = sp__device_part_round(pass->out_bytes);
+  unsigned char *blk;
+  sp_status st = sp_alloc(t->dev, bytes, s, (void **)&blk);
+  if (st != SP_OK) return st;
+  st = sp__stream_memcpy(s, blk, in, pass->in_bytes);
+  if (st == SP_OK)
+    st = pass->forward(pass->owner, s, blk, blk + in_r, blk + in_r + out_r, pass->key);
+  if (st == SP_OK) st = sp__stream_memcpy(s, out, blk + in_r, pass->out_bytes);
+  sp_status fr = sp_free(t->dev, blk);
+  sp_status sync = sp__stream_sync(s); /* also when a step failed: copies may reference in */
+  if (st != SP_OK) return st;
+  return fr != SP_OK ? fr : sync;
+}
+
 sp_status sp__io_plan_run(sp__io_plans *t, sp_stream *s, const sp__io_pass *pass, const void *in,
-                          void *out, bool *handled) {
+                          void *out) {
   sp_assert(t && s->index < t->n && pass->key != 0);
   io_entry *e = &t->e[s->index];
   io_plan *p = io_plan_find(t, e, pass->key);
-  *handled = false;
   if (SP__UNLIKELY(!p)) {
     size_t bytes = sp__device_part_round(pass->in_bytes) + sp__device_part_round(pass->out_bytes) +
                    pass->ws_bytes;
     sp_status st = bytes <= t->max_bytes ? io_plan_get_slow(t, e, pass, s, bytes, &p) : SP_OK;
-    if (st != SP_OK || !p) {
-      *handled = st != SP_OK;
-      return st;
-    }
+    if (st != SP_OK) return st;
+    if (!p) return io_pass_uncached(t, s, pass, bytes, in, out);
   }
   sp__mutex_lock(&p->mu);
   sp_status st = io_plan_pass(pass, p, s, in, out);
   sp__mutex_unlock(&p->mu);
-  *handled = true;
   return st;
 }

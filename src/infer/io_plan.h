@@ -47,11 +47,12 @@ sp_status sp__io_plans_create(sp_device *dev, bool graphs, unsigned slots, size_
 void sp__io_plans_destroy(sp__io_plans *t);
 
 /* The pass on pool stream s through the plan for (s, pass->key), made on first use: in (in_bytes,
- * host) is copied in, out (out_bytes, host) filled; returns when it is. *handled is false (with
- * SP_OK) when no plan serves the call (too large to cache, the entry's slots all taken, no memory
- * for a plan): the caller then runs its uncached pass. Any thread; threads on one plan serialize
- * on its mutex; no lock shared between streams on this path. */
+ * host) is copied in, out (out_bytes, host) filled; returns when it is. When no plan serves the
+ * call (too large to cache, the entry's slots all taken, no memory for a plan) the pass runs
+ * uncached: one allocator block on s (input | output | workspace), freed in stream order after
+ * it. Any thread; threads on one plan serialize on its mutex; no lock shared between streams on
+ * this path. */
 sp_status sp__io_plan_run(sp__io_plans *t, sp_stream *s, const sp__io_pass *pass, const void *in,
-                          void *out, bool *handled);
+                          void *out);
 
 #endif /* SP_INFER_IO_PLAN_H */

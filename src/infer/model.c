@@ -9,8 +9,9 @@
  * Where graphs are on (m->graphs), sp_model_forward replays a graph captured per (stream, batch,
  * in, out) (plan.c; its workspace block stays with the plan) and enqueues op by op otherwise.
  * sp_model_infer runs through a plan cached per (stream, batch) (plan.c: buffers kept, the pass
- * replayed as one graph where the backend can); when no plan serves the call it takes one block
- * for input, output and workspace: one allocator round trip, 2 copies, the kernels, one sync.
+ * replayed as one graph where the backend can); when no plan serves the call io_plan.c runs it
+ * in one block for input, output and workspace: one allocator round trip, 2 copies, the kernels,
+ * one sync.
  * Every device operation goes through src/core/ops.h (the backend table is the core's).
  * Locking: none of its own; the allocator and the backend serialize what they share.
  */
@@ -420,24 +421,7 @@ static sp_status model_infer(sp_model *m, const float *in, float *out, unsigned 
   sp_stream *s;
   st = sp_stream_current(m->dev, &s);
   if (st != SP_OK) return st;
-  bool handled = false;
-  st = sp__plan_infer(m, s, in, out, batch, &handled);
-  if (SP__LIKELY(handled)) return st;
-  size_t in_b = (size_t)batch * m->layers[0].in * sizeof(float);
-  size_t out_b = (size_t)batch * m->layers[m->n_layers - 1].out * sizeof(float);
-  size_t in_r = sp__device_part_round(in_b), out_r = sp__device_part_round(out_b);
-  unsigned char *blk;
-  st = sp_alloc(m->dev, in_r + out_r + sp__model_workspace_bytes(m, batch), s, (void **)&blk);
-  if (st != SP_OK) return st;
-  st = sp__stream_memcpy(s, blk, in, in_b);
-  if (st == SP_OK)
-    st = sp__model_enqueue(m, s, (const float *)blk, (float *)(blk + in_r), batch,
-                           blk + in_r + out_r);
-  if (st == SP_OK) st = sp__stream_memcpy(s, out, blk + in_r, out_b);
-  sp_status fr = sp_free(m->dev, blk);
-  sp_status sync = sp__stream_sync(s); /* also when a step failed: copies may reference in */
-  if (st != SP_OK) return st;
-  return fr != SP_OK ? fr : sync;
+  return sp__plan_infer(m, s, in, out, batch);
 }
 
 /* The public forwards run with cancellation disabled (sp__cancel_off): a plan's mutex is held

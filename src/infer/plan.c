@@ -118,15 +118,14 @@ static sp_status plan_infer_forward(const void *owner, sp_stream *c, const void 
   return sp__model_enqueue(owner, c, d_in, d_out, (unsigned)key, ws);
 }
 
-sp_status sp__plan_infer(sp_model *m, sp_stream *s, const float *in, float *out, unsigned batch,
-                         bool *handled) {
+sp_status sp__plan_infer(sp_model *m, sp_stream *s, const float *in, float *out, unsigned batch) {
   sp__io_pass pass = {.owner = m,
                       .forward = plan_infer_forward,
                       .key = batch,
                       .in_bytes = (size_t)batch * sp_model_in_features(m) * sizeof(float),
                       .out_bytes = (size_t)batch * sp_model_out_features(m) * sizeof(float),
                       .ws_bytes = sp__model_workspace_bytes(m, batch)};
-  return sp__io_plan_run(m->plans->io, s, &pass, in, out, handled);
+  return sp__io_plan_run(m->plans->io, s, &pass, in, out);
 }
 
 /* ---- sp_model_forward: forward plans ----------------------------------------------------- */

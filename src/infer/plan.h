@@ -31,13 +31,11 @@ sp_status sp__plan_table_create(const sp_model *m, sp__plan_table **out);
  * sp_model_infer on m may be running. NULL ok. */
 void sp__plan_table_destroy(sp_model *m, sp__plan_table *t);
 
-/* Host-in/host-out forward of batch rows on pool stream s through the plan for
- * (s, batch), made on first use; returns when out is filled. *handled is false (with SP_OK) when
- * no plan serves this call (batch too large to cache, the entry's batch sizes all taken, no memory
- * for a plan): the caller then runs its uncached path. Any thread; threads on one plan serialize
- * on the plan's mutex; no lock shared between streams on this path. */
-sp_status sp__plan_infer(sp_model *m, sp_stream *s, const float *in, float *out, unsigned batch,
-                         bool *handled);
+/* Host-in/host-out forward of batch rows on pool stream s through the plan for (s, batch), made
+ * on first use, or uncached when no plan serves it (sp__io_plan_run); returns when out is
+ * filled. Any thread; threads on one plan serialize on the plan's mutex; no lock shared between
+ * streams on this path. */
+sp_status sp__plan_infer(sp_model *m, sp_stream *s, const float *in, float *out, unsigned batch);
 
 /* Device-io forward of batch rows on pool stream s: launches the graph captured for exactly
  * (batch, in, out) on s's entry, capturing it on first use (a few per stream; the workspace is an
