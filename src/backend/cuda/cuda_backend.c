@@ -76,8 +76,9 @@ static sp_status cuda_device_open(int index, sp__bdevice **out) {
   bool pdl = true;
   st = sp__env_switch("cuda device_open", "STREAMPOOL_CUDA_PDL", true, &pdl);
   if (st != SP_OK) goto fail_linear;
-  /* programmatic dependent launch: compute capability 9.0+ and kernels built for it */
-  d->pdl = pdl && prop.major >= 9 && sp__cuda_pdl_built();
+  /* programmatic dependent launch and clusters: compute capability 9.0+ and kernels built for it */
+  d->clusters = prop.major >= 9 && sp__cuda_sm90_built();
+  d->pdl = pdl && d->clusters;
   sp__cuda_peer_open(d);
   *out = d;
   return SP_OK;

@@ -8,7 +8,7 @@
  * and lane o*R + r adds the bias, applies the activation (any sp__act, in f32: cuda_act.h) and
  * stores output o of row r, rounded once to nearest even for bf16. Batches above 32 run in chunks
  * of 16 rows (the weights are then read once a chunk).
- * Tile kernel (9 to 32 rows, 16-byte path only): below, at tile_kernel.
+ * Split kernel (9 to 32 rows, 16-byte path only): below, at split_kernel.
  * Alignment fallback: the 16-byte path needs x and w 16-byte aligned and in_features a multiple
  * of the elements per load (so every row of x and w stays aligned); otherwise a path with one
  * element a lane a step runs. Bias and y need only element alignment.
@@ -21,6 +21,7 @@
  * Owns nothing; launches are stream-ordered on the caller's stream, capturable into graphs, and
  * the launch's own error is returned (never read back through cudaGetLastError). No locks.
  */
+#include <cooperative_groups.h>
 #include <cuda_bf16.h>
 #include <stdint.h>
 
@@ -192,71 +193,156 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-/* ---- 9 to 32 rows: the tile kernel --------------------------------------------------------
- * A block of kTileWarps warps computes CB = 256 / R output columns for all R (16 or 32) rows
- * of the batch. Lane l of every warp owns column l % CB and the 8 rows 8 * (l / CB) .. + 7; the
- * warps split in_features into kTileWarps equal slices of 16-byte steps, so each lane holds 8
- * accumulators and, per step, one 16-byte load of its weight row feeds 8 loads of x (L1-cached;
- * the lanes of a row group read the same x, so a load is a broadcast). Then the warps' partial
- * sums meet in shared memory and each (row, column) adds them in warp order, adds the bias,
- * applies the activation and stores: the result does not depend on timing. Weight loads go
- * through L1 here: the CB weight rows a warp reads at a step (8 at R = 32, 16 at R = 16; the
- * lanes of a column read the same 16 bytes) sit in different cache lines, each used over
- * several steps. The first kTileHeld steps of weights are loaded before the PDL
- * wait. Needs the 16-byte path's alignment (dispatch checks it). */
-constexpr unsigned kTileWarps = 8;
-constexpr int kTileHeld = 8;
+/* ---- 9 to 32 rows: the split-K tile kernel ---------------------------------------------------
+ * A block of kSkThreads threads computes a tile of 32 rows (the batch; rows past it are zeros)
+ * by kSkCols output columns over one slice of in_features. On compute capability 9.0 the S
+ * blocks of a thread-block cluster (1 x S, S <= kSkMaxSplit, chosen from the shape at launch)
+ * take the S slices of one tile, and their partial tiles meet in distributed shared memory: each
+ * block sums 1/S of the tile's elements over the S slices in rank order (so the result does not
+ * depend on timing), adds the bias, applies the activation and stores. Without clusters S = 1.
+ * In a block the slice is walked in chunks of kSkK inputs staged in shared memory as f32 (x and w
+ * rows as they lie in memory; rows padded to kSkPad floats so the compute loop's 16-byte loads
+ * hit distinct banks), double-buffered with one barrier a chunk, so the next chunk's global loads
+ * are in flight while this one is computed. Thread (rg, cg) accumulates rows rg + 8i (i < 4) by
+ * columns cg + 16j (j < 2): per 4 inputs, 6 16-byte shared loads feed 32 FMAs, summed in input
+ * order. The first chunk of w is loaded before the PDL wait. Needs the 16-byte path's alignment
+ * (dispatch checks it). (It replaced a kernel that read x from L1 per lane: on the H200 that one
+ * took 20-70 us for a MiniLM layer's 32-row Linears, profiled with ncu on 2026-12-01.) */
+constexpr unsigned kSkThreads = 128, kSkRows = 32, kSkCols = 32, kSkK = 32, kSkPad = kSkK + 4;
+constexpr unsigned kSkMaxSplit = 8;
+constexpr unsigned kSkTargetBlocks = 256; /* about two a multiprocessor on an H200 (132) */
 
-template <typename T, unsigned E>
-__device__ __forceinline__ void tile_step(float (&acc)[8], const uint4 &wq, const T *x, unsigned in,
-                                          unsigned row0, unsigned batch, unsigned v) {
-  float wf[E];
-  unpack(wq, wf, T());
+/* One chunk's global loads of a thread (L 16-byte loads each of x and w): load l is element
+ * vector (id % VR) of tile row (id / VR), id = thread + kSkThreads * l. */
+template <typename T>
+struct sk_chunk {
+  static constexpr unsigned E = 16 / sizeof(T), VR = kSkK / E, L = kSkRows * VR / kSkThreads;
+  uint4 x[L], w[L];
+};
+
+template <typename T>
+__device__ __forceinline__ void sk_load_w(sk_chunk<T> &c, const T *w, unsigned col0, unsigned out,
+                                          unsigned in, unsigned g0, unsigned g1) {
+  using C = sk_chunk<T>;
 #pragma unroll
-  for (int r = 0; r < 8; r++) {
-    if (row0 + (unsigned)r < batch) {
-      float xf[E];
-      unpack(__ldg(reinterpret_cast<const uint4 *>(x + (size_t)(row0 + r) * in) + v), xf, T());
-#pragma unroll
-      for (unsigned e = 0; e < E; e++) acc[r] = fmaf(wf[e], xf[e], acc[r]);
-    }
+  for (unsigned l = 0; l < C::L; l++) {
+    const unsigned id = threadIdx.x + kSkThreads * l, col = col0 + id / C::VR, g = g0 + id % C::VR;
+    c.w[l] = col < out && g < g1
+                 ? ld_stream(reinterpret_cast<const uint4 *>(w + (size_t)col * in) + g)
+                 : uint4{};
   }
 }
 
-template <typename T, int R>
-__global__ void __launch_bounds__(32 * kTileWarps)
-    tile_kernel(const T *__restrict__ x, const T *__restrict__ w, const T *__restrict__ b,
-                T *__restrict__ y, unsigned batch, unsigned in, unsigned out, int act) {
-  constexpr unsigned E = 16 / sizeof(T), CB = 32 / (R / 8);
-  __shared__ float part[kTileWarps][R][CB];
-  const unsigned warp = threadIdx.x / 32, lane = threadIdx.x & 31u;
-  const unsigned c = lane % CB, row0 = 8 * (lane / CB), col = blockIdx.x * CB + c;
-  const unsigned nv = in / E, v0 = warp * nv / kTileWarps, v1 = (warp + 1) * nv / kTileWarps;
-  /* a column past the end reads the last row and stores nothing */
-  const uint4 *wr = reinterpret_cast<const uint4 *>(w + (size_t)(col < out ? col : out - 1) * in);
-  uint4 head[kTileHeld];
+template <typename T>
+__device__ __forceinline__ void sk_load_x(sk_chunk<T> &c, const T *x, unsigned batch, unsigned in,
+                                          unsigned g0, unsigned g1) {
+  using C = sk_chunk<T>;
 #pragma unroll
-  for (int h = 0; h < kTileHeld; h++) head[h] = v0 + h < v1 ? __ldg(wr + v0 + h) : uint4{};
+  for (unsigned l = 0; l < C::L; l++) {
+    const unsigned id = threadIdx.x + kSkThreads * l, r = id / C::VR, g = g0 + id % C::VR;
+    c.x[l] = r < batch && g < g1 ? __ldg(reinterpret_cast<const uint4 *>(x + (size_t)r * in) + g)
+                                 : uint4{};
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ void sk_store(const sk_chunk<T> &c, float (*xs)[kSkPad],
+                                         float (*ws)[kSkPad]) {
+  using C = sk_chunk<T>;
+#pragma unroll
+  for (unsigned l = 0; l < C::L; l++) {
+    const unsigned id = threadIdx.x + kSkThreads * l, r = id / C::VR, k = (id % C::VR) * C::E;
+    float f[C::E];
+    unpack(c.x[l], f, T());
+#pragma unroll
+    for (unsigned e = 0; e < C::E; e += 4)
+      *reinterpret_cast<float4 *>(&xs[r][k + e]) = make_float4(f[e], f[e + 1], f[e + 2], f[e + 3]);
+    unpack(c.w[l], f, T());
+#pragma unroll
+    for (unsigned e = 0; e < C::E; e += 4)
+      *reinterpret_cast<float4 *>(&ws[r][k + e]) = make_float4(f[e], f[e + 1], f[e + 2], f[e + 3]);
+  }
+}
+
+__device__ __forceinline__ float dot4(float acc, const float4 &a, const float4 &b) {
+  acc = fmaf(a.x, b.x, acc);
+  acc = fmaf(a.y, b.y, acc);
+  acc = fmaf(a.z, b.z, acc);
+  return fmaf(a.w, b.w, acc);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kSkThreads)
+    split_kernel(const T *__restrict__ x, const T *__restrict__ w, const T *__restrict__ b,
+                 T *__restrict__ y, unsigned batch, unsigned in, unsigned out, int act) {
+  using C = sk_chunk<T>;
+  __shared__ __align__(16) float xs[2][kSkRows][kSkPad];
+  __shared__ __align__(16) float ws[2][kSkCols][kSkPad];
+  __shared__ float part[kSkRows][kSkCols + 1];
+  const unsigned S = gridDim.y, col0 = blockIdx.x * kSkCols;
+  const unsigned nv = in / C::E, v0 = blockIdx.y * nv / S, v1 = (blockIdx.y + 1) * nv / S;
+  const unsigned chunks = (v1 - v0 + C::VR - 1) / C::VR;
+  const unsigned lane = threadIdx.x & 31u, rg = lane & 7u, cg = (threadIdx.x / 32) * 4 + lane / 8;
+  sk_chunk<T> c;
+  sk_load_w<T>(c, w, col0, out, in, v0, v1); /* weights: before the wait (cuda_pdl.h) */
   sp__pdl_wait();
-  float acc[8] = {};
+  sk_load_x<T>(c, x, batch, in, v0, v1);
+  float acc[4][2] = {};
+  for (unsigned k = 0; k < chunks; k++) {
+    const unsigned buf = k & 1u;
+    sk_store<T>(c, xs[buf], ws[buf]);
+    __syncthreads(); /* also: every thread is done with this buffer's chunk before last */
+    if (k + 1 < chunks) {
+      const unsigned g0 = v0 + (k + 1) * C::VR;
+      sk_load_w<T>(c, w, col0, out, in, g0, v1);
+      sk_load_x<T>(c, x, batch, in, g0, v1);
+    }
 #pragma unroll
-  for (int h = 0; h < kTileHeld; h++)
-    if (v0 + h < v1) tile_step<T, E>(acc, head[h], x, in, row0, batch, v0 + h);
-#pragma unroll 2
-  for (unsigned v = v0 + kTileHeld; v < v1; v++)
-    tile_step<T, E>(acc, __ldg(wr + v), x, in, row0, batch, v);
+    for (unsigned kk = 0; kk < kSkK; kk += 4) {
+      float4 xv[4], wv[2];
 #pragma unroll
-  for (int r = 0; r < 8; r++) part[warp][row0 + r][c] = acc[r];
+      for (int i = 0; i < 4; i++)
+        xv[i] = *reinterpret_cast<const float4 *>(&xs[buf][rg + 8 * i][kk]);
+#pragma unroll
+      for (int j = 0; j < 2; j++)
+        wv[j] = *reinterpret_cast<const float4 *>(&ws[buf][cg + 16 * j][kk]);
+#pragma unroll
+      for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 2; j++) acc[i][j] = dot4(acc[i][j], xv[i], wv[j]);
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < 4; i++)
+#pragma unroll
+    for (int j = 0; j < 2; j++) part[rg + 8 * i][cg + 16 * j] = acc[i][j];
+      /* the tile's elements this block finishes, and the S partial tiles (rank order) they sum */
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  cooperative_groups::cluster_group cl = cooperative_groups::this_cluster();
+  cl.sync(); /* every block's part is written and visible to the cluster */
+  const unsigned q = cl.block_rank();
+#else
   __syncthreads();
-  for (unsigned i = threadIdx.x; i < (unsigned)R * CB; i += 32 * kTileWarps) {
-    const unsigned r = i / CB, oc = blockIdx.x * CB + i % CB;
+  const unsigned q = 0; /* S == 1 here: the launch gives no clusters below 9.0 */
+#endif
+  const unsigned e1 = (q + 1) * kSkRows * kSkCols / S;
+  for (unsigned e = q * kSkRows * kSkCols / S + threadIdx.x; e < e1; e += kSkThreads) {
+    const unsigned r = e / kSkCols, oc = col0 + e % kSkCols;
     if (r >= batch || oc >= out) continue;
     float v = 0.0f;
-#pragma unroll
-    for (unsigned k = 0; k < kTileWarps; k++) v += part[k][r][i % CB];
+    for (unsigned k = 0; k < S; k++) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+      v += cl.map_shared_rank(&part[0][0], k)[r * (kSkCols + 1) + e % kSkCols];
+#else
+      v += part[r][e % kSkCols];
+#endif
+    }
     v += b ? to_f(b[oc]) : 0.0f;
     y[(size_t)r * out + oc] = from_f<T>(sp__cuda_act_apply(v, act));
   }
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  cl.sync(); /* no block leaves while another may still read its part */
+#endif
 }
 
 /* Both kernels' parameters: (x, w, bias, y, batch, in, out, act). */
@@ -265,22 +351,28 @@ using linear_kernel = void (*)(const T *, const T *, const T *, T *, unsigned, u
                                int);
 
 template <typename T>
-cudaError_t run(linear_kernel<T> k, unsigned blocks, unsigned threads, cudaStream_t s, bool pdl,
-                const void *x, const void *w, const void *b, void *y, unsigned batch, unsigned in,
-                unsigned out, int act) {
+cudaError_t run(linear_kernel<T> k, dim3 grid, unsigned threads, unsigned cluster_y, cudaStream_t s,
+                bool pdl, const void *x, const void *w, const void *b, void *y, unsigned batch,
+                unsigned in, unsigned out, int act) {
   const T *xp = static_cast<const T *>(x), *wp = static_cast<const T *>(w),
           *bp = static_cast<const T *>(b);
   T *yp = static_cast<T *>(y);
   void *args[] = {&xp, &wp, &bp, &yp, &batch, &in, &out, &act};
-  return sp__cuda_launch(reinterpret_cast<const void *>(k), dim3(blocks), dim3(threads), args, s,
-                         pdl);
+  return sp__cuda_launch(reinterpret_cast<const void *>(k), grid, dim3(threads), args, s, pdl,
+                         cluster_y);
 }
 
-template <typename T, int R>
-cudaError_t tile_launch(cudaStream_t s, bool pdl, const void *x, const void *w, const void *b,
-                        void *y, unsigned batch, unsigned in, unsigned out, int act) {
-  constexpr unsigned CB = 32 / (R / 8);
-  return run<T>(tile_kernel<T, R>, (out + CB - 1) / CB, 32 * kTileWarps, s, pdl, x, w, b, y, batch,
+/* The split kernel with S slices a tile: as many as bring the grid near kSkTargetBlocks, at most
+ * kSkMaxSplit and one chunk a slice; 1 without clusters. */
+template <typename T>
+cudaError_t split_launch(cudaStream_t s, bool pdl, bool clusters, const void *x, const void *w,
+                         const void *b, void *y, unsigned batch, unsigned in, unsigned out,
+                         int act) {
+  const unsigned tiles = (out + kSkCols - 1) / kSkCols, chunks = in / kSkK;
+  unsigned split = clusters ? (kSkTargetBlocks + tiles - 1) / tiles : 1;
+  if (split > kSkMaxSplit) split = kSkMaxSplit;
+  if (split > chunks) split = chunks > 0 ? chunks : 1;
+  return run<T>(split_kernel<T>, dim3(tiles, split), kSkThreads, split, s, pdl, x, w, b, y, batch,
                 in, out, act);
 }
 
@@ -288,17 +380,17 @@ template <typename T, int O, int R, bool VEC>
 cudaError_t launch(cudaStream_t s, bool pdl, const void *x, const void *w, const void *b, void *y,
                    unsigned batch, unsigned in, unsigned out, int act) {
   constexpr unsigned per_block = kWarps * O;
-  return run<T>(gemv_kernel<T, O, R, VEC>, (out + per_block - 1) / per_block, kThreads, s, pdl, x,
-                w, b, y, batch, in, out, act);
+  return run<T>(gemv_kernel<T, O, R, VEC>, dim3((out + per_block - 1) / per_block), kThreads, 1, s,
+                pdl, x, w, b, y, batch, in, out, act);
 }
 
 /* Batch 1: a warp per output (the most warps in flight); 2 to 8: 4 outputs a warp, so each load
- * of x feeds 4 rows of weights; 9 to 32: the tile kernel (at 8 rows it was slower than the GEMV
- * on the H200); above (forced mode only: auto runs cuBLASLt there), chunks of 16 rows.
+ * of x feeds 4 rows of weights; 9 to 32: the split kernel (its predecessor, a tile kernel, was
+ * slower than the GEMV at 8 rows on the H200); above (forced mode only: auto runs cuBLASLt there), chunks of 16 rows.
  * Misaligned: the element-wise path. */
 template <typename T>
-cudaError_t dispatch(cudaStream_t s, bool pdl, const void *x, const void *w, const void *b, void *y,
-                     unsigned batch, unsigned in, unsigned out, int act) {
+cudaError_t dispatch(cudaStream_t s, bool pdl, bool clusters, const void *x, const void *w,
+                     const void *b, void *y, unsigned batch, unsigned in, unsigned out, int act) {
   constexpr unsigned E = 16 / sizeof(T);
   const bool vec = in % E == 0 && ((uintptr_t)x & 15u) == 0 && ((uintptr_t)w & 15u) == 0;
   if (!vec) {
@@ -309,17 +401,17 @@ cudaError_t dispatch(cudaStream_t s, bool pdl, const void *x, const void *w, con
   if (batch <= 2) return launch<T, 4, 2, true>(s, pdl, x, w, b, y, batch, in, out, act);
   if (batch <= 4) return launch<T, 4, 4, true>(s, pdl, x, w, b, y, batch, in, out, act);
   if (batch <= 8) return launch<T, 4, 8, true>(s, pdl, x, w, b, y, batch, in, out, act);
-  if (batch <= 16) return tile_launch<T, 16>(s, pdl, x, w, b, y, batch, in, out, act);
-  if (batch <= 32) return tile_launch<T, 32>(s, pdl, x, w, b, y, batch, in, out, act);
+  if (batch <= 32) return split_launch<T>(s, pdl, clusters, x, w, b, y, batch, in, out, act);
   return launch<T, 2, 16, true>(s, pdl, x, w, b, y, batch, in, out, act);
 }
 
 }  // namespace
 
-extern "C" cudaError_t sp__cuda_gemv(cudaStream_t s, int pdl, int bf16, const void *x,
+extern "C" cudaError_t sp__cuda_gemv(cudaStream_t s, int pdl, int clusters, int bf16, const void *x,
                                      const void *w, const void *bias, void *y, unsigned batch,
                                      unsigned in, unsigned out, int act) {
   if (batch == 0 || out == 0) return cudaSuccess;
-  return bf16 ? dispatch<__nv_bfloat16>(s, pdl != 0, x, w, bias, y, batch, in, out, act)
-              : dispatch<float>(s, pdl != 0, x, w, bias, y, batch, in, out, act);
+  return bf16 ? dispatch<__nv_bfloat16>(s, pdl != 0, clusters != 0, x, w, bias, y, batch, in, out,
+                                        act)
+              : dispatch<float>(s, pdl != 0, clusters != 0, x, w, bias, y, batch, in, out, act);
 }

@@ -43,6 +43,9 @@ struct sp__bdevice {
   sp__cuda_linear_mode linear; /* STREAMPOOL_CUDA_LINEAR at open; immutable                  */
   bool pdl;                    /* our kernels launch with PDL (cuda_pdl.h): compute capability
                                   9.0+ and STREAMPOOL_CUDA_PDL not 0; immutable              */
+  bool clusters;               /* thread-block clusters for our kernels (cuda_gemv.cu's split
+                                  kernel): compute capability 9.0+ and kernels built for it;
+                                  immutable                                                  */
   sp__mutex choice_mu;         /* guards the two arrays below (rank CUDA_CHOICE)             */
   uint64_t choice_key[SP__CUDA_CHOICE_SLOTS];  /* cuda_linear.c plan key; 0 = empty             */
   unsigned char choice[SP__CUDA_CHOICE_SLOTS]; /* sp__cuda_impl timed for that key             */

@@ -296,8 +296,8 @@ static sp_status linear_run(sp__bstream *s, const sp__linear *op) {
 
 static sp_status gemv_run(sp__bstream *s, const sp__linear *op) {
   cudaError_t e =
-      sp__cuda_gemv(s->stream, s->dev->pdl, op->dtype == SP_BF16, op->x, op->w, op->bias, op->y,
-                    op->batch, op->in_features, op->out_features, (int)op->act);
+      sp__cuda_gemv(s->stream, s->dev->pdl, s->dev->clusters, op->dtype == SP_BF16, op->x, op->w,
+                    op->bias, op->y, op->batch, op->in_features, op->out_features, (int)op->act);
   return e == cudaSuccess ? SP_OK : sp__cuda_fail(e, "linear kernel launch");
 }
 

@@ -1,7 +1,8 @@
-/* The one question about PDL the device open asks (cuda_pdl.h): were this build's kernels
- * compiled with the grid-dependency calls for the current device? A probe kernel (never
- * launched) carries the build's architectures like every other kernel of the backend; its PTX
- * version says whether sp__pdl_wait() is in it. Owns nothing; no locks.
+/* The one question about the build the device open asks (cuda_pdl.h): were this build's kernels
+ * for the current device compiled for compute capability 9.0 or later (the grid-dependency calls
+ * and thread-block clusters)? A probe kernel (never launched) carries the build's architectures
+ * like every other kernel of the backend; its PTX version says whether sp__pdl_wait() is in it.
+ * Owns nothing; no locks.
  */
 #include "cuda_pdl.h"
 
@@ -11,7 +12,7 @@ __global__ void pdl_probe() { sp__pdl_wait(); }
 
 }  // namespace
 
-extern "C" int sp__cuda_pdl_built(void) {
+extern "C" int sp__cuda_sm90_built(void) {
   cudaFuncAttributes a;
   if (cudaFuncGetAttributes(&a, reinterpret_cast<const void *>(pdl_probe)) != cudaSuccess) {
     (void)cudaGetLastError(); /* not a sticky error: no image for this device means no PDL */

@@ -22,11 +22,11 @@
 extern "C" {
 #endif
 
-/* Whether the kernels this build runs on the current device were compiled with the two calls
- * below (from compute_90 PTX or later; a build for older architectures JIT-compiled on an H100
- * lacks them, and launching those with pdl would let them read early): 1 or 0. Device open asks
- * it once (cuda_pdl.cu). */
-int sp__cuda_pdl_built(void);
+/* Whether the kernels this build runs on the current device were compiled from compute_90 PTX or
+ * later, so that they contain the two calls below and the thread-block-cluster code (cuda_gemv.cu's
+ * split kernel): 1 or 0. A build for older architectures JIT-compiled on an H100 lacks both, and
+ * launching those with pdl would let them read early. Device open asks it once (cuda_pdl.cu). */
+int sp__cuda_sm90_built(void);
 
 #ifdef __cplusplus
 }
@@ -45,19 +45,30 @@ __device__ __forceinline__ void sp__pdl_wait() {
 }
 
 /* Launches fn<<<grid, block, 0, s>>>(args...), allowed to overlap the kernel before it on s when
- * pdl is set (the device's flag: sp__bdevice.pdl). Returns the launch's result. */
+ * pdl is set (the device's flag: sp__bdevice.pdl), in thread-block clusters of 1 x cluster_y
+ * blocks when cluster_y > 1 (only where sp__bdevice.clusters says the device and the build have
+ * them). Returns the launch's result. */
 static inline cudaError_t sp__cuda_launch(const void *fn, dim3 grid, dim3 block, void **args,
-                                          cudaStream_t s, bool pdl) {
-  cudaLaunchAttribute attr = {};
-  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr.val.programmaticStreamSerializationAllowed = 1;
+                                          cudaStream_t s, bool pdl, unsigned cluster_y = 1) {
+  cudaLaunchAttribute attr[2] = {};
+  unsigned n = 0;
+  if (pdl) {
+    attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[n++].val.programmaticStreamSerializationAllowed = 1;
+  }
+  if (cluster_y > 1) {
+    attr[n].id = cudaLaunchAttributeClusterDimension;
+    attr[n].val.clusterDim.x = 1;
+    attr[n].val.clusterDim.y = cluster_y;
+    attr[n++].val.clusterDim.z = 1;
+  }
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
   cfg.blockDim = block;
   cfg.dynamicSmemBytes = 0;
   cfg.stream = s;
-  cfg.attrs = pdl ? &attr : nullptr;
-  cfg.numAttrs = pdl ? 1 : 0;
+  cfg.attrs = n ? attr : nullptr;
+  cfg.numAttrs = n;
   return cudaLaunchKernelExC(&cfg, fn, args);
 }
 #endif /* __CUDACC__ */
