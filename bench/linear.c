@@ -4,11 +4,12 @@
  * thread, launched and synced per forward), then the 512-1024-1024-512 MLP through
  * sp_model_forward + sp_stream_sync (graph replay, as bench/infer) with STREAMPOOL_CUDA_LINEAR =
  * cublaslt (cuBLASLt only), kernel (our GEMV only) and auto (the timed choice), f32 and bf16, at
- * batch 1 on 1 and 16 threads and at batch 8 and 32 on 16 threads. Each row prints forwards/s, rows
- * per second, p50/p99 latency and the ratio to the cuBLASLt-only row and to the limit.
+ * batch 1 on 1 and 16 threads and at batch 8 and 32 (or --batches, each 1..32) on 16 threads. Each
+ * row prints forwards/s, rows per second, p50/p99 latency and the ratio to the cuBLASLt-only row
+ * and to the limit.
  * In auto mode the shapes are first run once eagerly (a model built with STREAMPOOL_GRAPHS=0), so
  * the backend times them outside capture; the graphs captured afterwards use the cached choice.
- * usage: linear [--duration S] [--threads 1,16]
+ * usage: linear [--duration S] [--threads 1,16] [--batches 8,32]
  */
 #include <math.h>
 #include <pthread.h>
@@ -195,7 +196,22 @@ static double run_row(run_shared *sh, unsigned threads, double duration, const c
 
 static const char *const modes[] = {"cublaslt", "kernel", "auto"};
 static const unsigned dims[] = {IN, 1024, 1024, OUT};
-static const unsigned batches[] = {1, 8, 32};
+enum { MAXB = 32, NBATCH = 8 };
+static unsigned batches[NBATCH + 1] = {1, 8, 32}; /* batch 1, then the --batches list */
+static size_t n_batches = 3;
+
+/* "8,32": 1..NBATCH values of 1..MAXB into batches[1..]; 0 on success. */
+static int parse_batches(const char *v) {
+  n_batches = 1;
+  for (const char *p = v; *p;) {
+    char *end;
+    unsigned long b = strtoul(p, &end, 10);
+    if (end == p || b < 1 || b > MAXB || n_batches > NBATCH || (*end && *end != ',')) return -1;
+    batches[n_batches++] = (unsigned)b;
+    p = *end ? end + 1 : end;
+  }
+  return n_batches > 1 ? 0 : -1;
+}
 
 /* Eager forwards of every benchmarked batch on a model without graphs: the timing happens here,
  * outside capture, and is cached per device for the graphs captured later. */
@@ -208,10 +224,11 @@ static int warm_choices(sp_device *dev, sp_dtype dt) {
   sp_stream *s = NULL;
   void *dx = NULL, *dy = NULL;
   st = sp_stream_current(dev, &s);
-  if (st == SP_OK) st = sp_alloc(dev, 32 * IN * sizeof(float), s, &dx);
-  if (st == SP_OK) st = sp_alloc(dev, 32 * OUT * sizeof(float), s, &dy);
-  if (st == SP_OK) st = sp_memset_async(s, dx, 0, 32 * IN * sizeof(float));
-  for (size_t i = 0; i < 3 && st == SP_OK; i++) st = sp_model_forward(m, s, dx, dy, batches[i]);
+  if (st == SP_OK) st = sp_alloc(dev, MAXB * IN * sizeof(float), s, &dx);
+  if (st == SP_OK) st = sp_alloc(dev, MAXB * OUT * sizeof(float), s, &dy);
+  if (st == SP_OK) st = sp_memset_async(s, dx, 0, MAXB * IN * sizeof(float));
+  for (size_t i = 0; i < n_batches && st == SP_OK; i++)
+    st = sp_model_forward(m, s, dx, dy, batches[i]);
   if (st == SP_OK) st = sp_stream_sync(s);
   if (dx) sp_free(dev, dx);
   if (dy) sp_free(dev, dy);
@@ -227,14 +244,15 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[i], "--duration")) duration = atof(argv[i + 1]);
     else if (!strcmp(argv[i], "--threads") &&
              sscanf(argv[i + 1], "%u,%u", &threads[0], &threads[1]) == 2) {
+    } else if (!strcmp(argv[i], "--batches") && parse_batches(argv[i + 1]) == 0) {
     } else {
-      fprintf(stderr, "usage: linear [--duration S] [--threads 1,16]\n");
+      fprintf(stderr, "usage: linear [--duration S] [--threads 1,16] [--batches 8,32]\n");
       return 2;
     }
   }
   if (argc % 2 == 0 || duration <= 0 || !threads[0] || !threads[1] || threads[0] > MAXT ||
       threads[1] > MAXT) {
-    fprintf(stderr, "usage: linear [--duration S] [--threads 1,16]\n");
+    fprintf(stderr, "usage: linear [--duration S] [--threads 1,16] [--batches 8,32]\n");
     return 2;
   }
   CUmodule mod;
@@ -257,7 +275,7 @@ int main(int argc, char **argv) {
   int rc = 0;
   for (int dti = 0; dti < 2; dti++) {
     sp_dtype dt = dti ? SP_BF16 : SP_F32;
-    double lt[3][2] = {{0}};
+    double lt[NBATCH + 1][2] = {{0}};
     for (int mi = 0; mi < 3; mi++) {
       setenv("STREAMPOOL_CUDA_LINEAR", modes[mi], 1);
       sp_device_config dc = {.backend = "cuda", .streams = 64};
@@ -273,9 +291,9 @@ int main(int argc, char **argv) {
         rc = 1;
         continue;
       }
-      for (size_t bi = 0; bi < 3; bi++)
+      for (size_t bi = 0; bi < n_batches; bi++)
         for (int k = 0; k < 2; k++) {
-          if (bi > 0 && k == 0) continue; /* batches 8 and 32: the many-thread column only */
+          if (bi > 0 && k == 0) continue; /* batches above 1: the many-thread column only */
           char label[64];
           snprintf(label, sizeof(label), "%s %s", dti ? "bf16" : "f32", modes[mi]);
           sh.batch = batches[bi];

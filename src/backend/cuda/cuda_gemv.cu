@@ -1,17 +1,17 @@
 /* The CUDA backend's own small-batch linear kernels: y = act(x·wᵀ + b), 1 to 32 rows.
  *
- * GEMV (1 to 8 rows, and forced mode above 32): a warp per O outputs (four warps a block; O = 1
- * at batch 1, 4 up to batch 8, 2 above 32). Each lane walks the O weight rows in 16-byte loads (4
- * f32 or 8 bf16 a load, not cached in L1) and, for every row of the batch chunk, the same stretch
- * of x (cached), accumulating in f32 registers (O x R accumulators, R a compile-time chunk of
- * 1..16 batch rows, so the weights of a chunk are read once); a butterfly shuffle sums the lanes,
- * and lane o*R + r adds the bias, applies the activation (any sp__act, in f32: cuda_act.h) and
- * stores output o of row r, rounded once to nearest even for bf16. Batches above 32 run in chunks
- * of 16 rows (the weights are then read once a chunk).
- * Split kernel (9 to 32 rows, 16-byte path only): below, at split_kernel.
- * Alignment fallback: the 16-byte path needs x and w 16-byte aligned and in_features a multiple
- * of the elements per load (so every row of x and w stays aligned); otherwise a path with one
- * element a lane a step runs. Bias and y need only element alignment.
+ * GEMV (1 to 4 rows, every batch on the element-wise path, and forced mode above 32): a warp per
+ * O outputs (four warps a block; O = 1 at batch 1, 4 above, 2 above 32 on the 16-byte path). Each
+ * lane walks the O weight rows in 16-byte loads (4 f32 or 8 bf16 a load, not cached in L1) and, for
+ * every row of the batch chunk, the same stretch of x (cached), accumulating in f32 registers (O x
+ * R accumulators, R a compile-time chunk of 1..16 batch rows, so the weights of a chunk are read
+ * once); a butterfly shuffle sums the lanes, and lane o*R + r adds the bias, applies the activation
+ * (any sp__act, in f32: cuda_act.h) and stores output o of row r, rounded once to nearest even for
+ * bf16. Batches above 32 run in chunks of 16 rows (the weights are then read once a chunk). Split
+ * kernel (5 to 32 rows, 16-byte path only): below, at split_kernel. Alignment fallback: the 16-byte
+ * path needs x and w 16-byte aligned and in_features a multiple of the elements per load (so every
+ * row of x and w stays aligned); otherwise a path with one element a lane a step runs. Bias and y
+ * need only element alignment.
  *
  * Overlap (cuda_pdl.h): each lane loads the head of its weight rows (kHeld 16-byte loads in all,
  * 8 at batch 1: the whole row up to 1024 f32 or 2048 bf16 inputs) into registers before the
@@ -193,39 +193,43 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-/* ---- 9 to 32 rows: the split-K tile kernel ---------------------------------------------------
- * A block of kSkThreads threads computes a tile of 32 rows (the batch; rows past it are zeros)
- * by kSkCols output columns over one slice of in_features. On compute capability 9.0 the S
- * blocks of a thread-block cluster (1 x S, S <= kSkMaxSplit, chosen from the shape at launch)
- * take the S slices of one tile, and their partial tiles meet in distributed shared memory: each
- * block sums 1/S of the tile's elements over the S slices in rank order (so the result does not
- * depend on timing), adds the bias, applies the activation and stores. Without clusters S = 1.
- * In a block the slice is walked in chunks of kSkK inputs staged in shared memory as f32 (x and w
- * rows as they lie in memory; rows padded to kSkPad floats so the compute loop's 16-byte loads
- * hit distinct banks), double-buffered with one barrier a chunk, so the next chunk's global loads
- * are in flight while this one is computed. Thread (rg, cg) accumulates rows rg + 8i (i < 4) by
- * columns cg + 16j (j < 2): per 4 inputs, 6 16-byte shared loads feed 32 FMAs, summed in input
- * order. The first chunk of w is loaded before the PDL wait. Needs the 16-byte path's alignment
- * (dispatch checks it). (It replaced a kernel that read x from L1 per lane: on the H200 that one
- * took 20-70 us for a MiniLM layer's 32-row Linears, profiled with ncu on 2026-12-01.) */
-constexpr unsigned kSkThreads = 128, kSkRows = 32, kSkCols = 32, kSkK = 32, kSkPad = kSkK + 4;
+/* ---- 5 to 32 rows: the split-K tile kernel ---------------------------------------------------
+ * A block of kSkThreads threads computes a tile of R rows (R = 8, 16 or 32: the batch; rows past
+ * it are zeros) by kSkCols output columns over one slice of in_features. On compute capability 9.0
+ * the S blocks of a thread-block cluster (1 x S, S <= kSkMaxSplit, chosen from the shape at
+ * launch) take the S slices of one tile, and their partial tiles meet in distributed shared
+ * memory: each block sums 1/S of the tile's elements over the S slices in rank order (so the
+ * result does not depend on timing), adds the bias, applies the activation and stores. Without
+ * clusters S = 1. In a block the slice is walked in chunks of kSkK inputs staged in shared memory
+ * as f32 (x and w rows as they lie in memory; rows padded to kSkPad floats so the compute loop's
+ * 16-byte loads hit distinct banks), double-buffered with one barrier a chunk, so the next
+ * chunk's global loads are in flight while this one is computed. Thread (rg, cg) accumulates rows
+ * rg + 8i (i < R / 8) by columns cg + 16j (j < 2): at R = 32, per 4 inputs, 6 16-byte shared
+ * loads feed 32 FMAs, summed in input order. The first chunk of w is loaded before the PDL wait.
+ * Needs the 16-byte path's alignment (dispatch checks it). (It replaced a kernel that read x from
+ * L1 per lane: on the H200 that one took 20-70 us for a MiniLM layer's 32-row Linears, profiled
+ * with ncu on 2026-12-01.) */
+constexpr unsigned kSkThreads = 128, kSkCols = 32, kSkK = 32, kSkPad = kSkK + 4;
 constexpr unsigned kSkMaxSplit = 8;
 constexpr unsigned kSkTargetBlocks = 256; /* about two a multiprocessor on an H200 (132) */
 
-/* One chunk's global loads of a thread (L 16-byte loads each of x and w): load l is element
- * vector (id % VR) of tile row (id / VR), id = thread + kSkThreads * l. */
-template <typename T>
+/* One chunk's global loads of a thread: LX 16-byte loads of x, LW of w. Load l of a matrix is
+ * element vector (id % VR) of tile row (id / VR), id = thread + kSkThreads * l (x: when id <
+ * R * VR). */
+template <typename T, unsigned R>
 struct sk_chunk {
-  static constexpr unsigned E = 16 / sizeof(T), VR = kSkK / E, L = kSkRows * VR / kSkThreads;
-  uint4 x[L], w[L];
+  static constexpr unsigned E = 16 / sizeof(T), VR = kSkK / E;
+  static constexpr unsigned LX = (R * VR + kSkThreads - 1) / kSkThreads,
+                            LW = kSkCols * VR / kSkThreads;
+  uint4 x[LX], w[LW];
 };
 
-template <typename T>
-__device__ __forceinline__ void sk_load_w(sk_chunk<T> &c, const T *w, unsigned col0, unsigned out,
-                                          unsigned in, unsigned g0, unsigned g1) {
-  using C = sk_chunk<T>;
+template <typename T, unsigned R>
+__device__ __forceinline__ void sk_load_w(sk_chunk<T, R> &c, const T *w, unsigned col0,
+                                          unsigned out, unsigned in, unsigned g0, unsigned g1) {
+  using C = sk_chunk<T, R>;
 #pragma unroll
-  for (unsigned l = 0; l < C::L; l++) {
+  for (unsigned l = 0; l < C::LW; l++) {
     const unsigned id = threadIdx.x + kSkThreads * l, col = col0 + id / C::VR, g = g0 + id % C::VR;
     c.w[l] = col < out && g < g1
                  ? ld_stream(reinterpret_cast<const uint4 *>(w + (size_t)col * in) + g)
@@ -233,34 +237,42 @@ __device__ __forceinline__ void sk_load_w(sk_chunk<T> &c, const T *w, unsigned c
   }
 }
 
-template <typename T>
-__device__ __forceinline__ void sk_load_x(sk_chunk<T> &c, const T *x, unsigned batch, unsigned in,
-                                          unsigned g0, unsigned g1) {
-  using C = sk_chunk<T>;
+template <typename T, unsigned R>
+__device__ __forceinline__ void sk_load_x(sk_chunk<T, R> &c, const T *x, unsigned batch,
+                                          unsigned in, unsigned g0, unsigned g1) {
+  using C = sk_chunk<T, R>;
 #pragma unroll
-  for (unsigned l = 0; l < C::L; l++) {
+  for (unsigned l = 0; l < C::LX; l++) {
     const unsigned id = threadIdx.x + kSkThreads * l, r = id / C::VR, g = g0 + id % C::VR;
     c.x[l] = r < batch && g < g1 ? __ldg(reinterpret_cast<const uint4 *>(x + (size_t)r * in) + g)
                                  : uint4{};
   }
 }
 
+/* The E floats of q into dst[0..E), 16 bytes a store. */
 template <typename T>
-__device__ __forceinline__ void sk_store(const sk_chunk<T> &c, float (*xs)[kSkPad],
+__device__ __forceinline__ void sk_put(float *dst, const uint4 &q) {
+  constexpr unsigned E = 16 / sizeof(T);
+  float f[E];
+  unpack(q, f, T());
+#pragma unroll
+  for (unsigned e = 0; e < E; e += 4)
+    *reinterpret_cast<float4 *>(dst + e) = make_float4(f[e], f[e + 1], f[e + 2], f[e + 3]);
+}
+
+template <typename T, unsigned R>
+__device__ __forceinline__ void sk_store(const sk_chunk<T, R> &c, float (*xs)[kSkPad],
                                          float (*ws)[kSkPad]) {
-  using C = sk_chunk<T>;
+  using C = sk_chunk<T, R>;
 #pragma unroll
-  for (unsigned l = 0; l < C::L; l++) {
-    const unsigned id = threadIdx.x + kSkThreads * l, r = id / C::VR, k = (id % C::VR) * C::E;
-    float f[C::E];
-    unpack(c.x[l], f, T());
+  for (unsigned l = 0; l < C::LX; l++) {
+    const unsigned id = threadIdx.x + kSkThreads * l;
+    if (id < R * C::VR) sk_put<T>(&xs[id / C::VR][(id % C::VR) * C::E], c.x[l]);
+  }
 #pragma unroll
-    for (unsigned e = 0; e < C::E; e += 4)
-      *reinterpret_cast<float4 *>(&xs[r][k + e]) = make_float4(f[e], f[e + 1], f[e + 2], f[e + 3]);
-    unpack(c.w[l], f, T());
-#pragma unroll
-    for (unsigned e = 0; e < C::E; e += 4)
-      *reinterpret_cast<float4 *>(&ws[r][k + e]) = make_float4(f[e], f[e + 1], f[e + 2], f[e + 3]);
+  for (unsigned l = 0; l < C::LW; l++) {
+    const unsigned id = threadIdx.x + kSkThreads * l;
+    sk_put<T>(&ws[id / C::VR][(id % C::VR) * C::E], c.w[l]);
   }
 }
 
@@ -271,49 +283,50 @@ __device__ __forceinline__ float dot4(float acc, const float4 &a, const float4 &
   return fmaf(a.w, b.w, acc);
 }
 
-template <typename T>
+template <typename T, unsigned R>
 __global__ void __launch_bounds__(kSkThreads)
     split_kernel(const T *__restrict__ x, const T *__restrict__ w, const T *__restrict__ b,
                  T *__restrict__ y, unsigned batch, unsigned in, unsigned out, int act) {
-  using C = sk_chunk<T>;
-  __shared__ __align__(16) float xs[2][kSkRows][kSkPad];
+  using C = sk_chunk<T, R>;
+  constexpr unsigned RI = R / 8; /* rows a thread */
+  __shared__ __align__(16) float xs[2][R][kSkPad];
   __shared__ __align__(16) float ws[2][kSkCols][kSkPad];
-  __shared__ float part[kSkRows][kSkCols + 1];
+  __shared__ float part[R][kSkCols + 1];
   const unsigned S = gridDim.y, col0 = blockIdx.x * kSkCols;
   const unsigned nv = in / C::E, v0 = blockIdx.y * nv / S, v1 = (blockIdx.y + 1) * nv / S;
   const unsigned chunks = (v1 - v0 + C::VR - 1) / C::VR;
   const unsigned lane = threadIdx.x & 31u, rg = lane & 7u, cg = (threadIdx.x / 32) * 4 + lane / 8;
-  sk_chunk<T> c;
-  sk_load_w<T>(c, w, col0, out, in, v0, v1); /* weights: before the wait (cuda_pdl.h) */
+  C c;
+  sk_load_w<T, R>(c, w, col0, out, in, v0, v1); /* weights: before the wait (cuda_pdl.h) */
   sp__pdl_wait();
-  sk_load_x<T>(c, x, batch, in, v0, v1);
-  float acc[4][2] = {};
+  sk_load_x<T, R>(c, x, batch, in, v0, v1);
+  float acc[RI][2] = {};
   for (unsigned k = 0; k < chunks; k++) {
     const unsigned buf = k & 1u;
-    sk_store<T>(c, xs[buf], ws[buf]);
+    sk_store<T, R>(c, xs[buf], ws[buf]);
     __syncthreads(); /* also: every thread is done with this buffer's chunk before last */
     if (k + 1 < chunks) {
       const unsigned g0 = v0 + (k + 1) * C::VR;
-      sk_load_w<T>(c, w, col0, out, in, g0, v1);
-      sk_load_x<T>(c, x, batch, in, g0, v1);
+      sk_load_w<T, R>(c, w, col0, out, in, g0, v1);
+      sk_load_x<T, R>(c, x, batch, in, g0, v1);
     }
 #pragma unroll
     for (unsigned kk = 0; kk < kSkK; kk += 4) {
-      float4 xv[4], wv[2];
+      float4 xv[RI], wv[2];
 #pragma unroll
-      for (int i = 0; i < 4; i++)
+      for (unsigned i = 0; i < RI; i++)
         xv[i] = *reinterpret_cast<const float4 *>(&xs[buf][rg + 8 * i][kk]);
 #pragma unroll
       for (int j = 0; j < 2; j++)
         wv[j] = *reinterpret_cast<const float4 *>(&ws[buf][cg + 16 * j][kk]);
 #pragma unroll
-      for (int i = 0; i < 4; i++)
+      for (unsigned i = 0; i < RI; i++)
 #pragma unroll
         for (int j = 0; j < 2; j++) acc[i][j] = dot4(acc[i][j], xv[i], wv[j]);
     }
   }
 #pragma unroll
-  for (int i = 0; i < 4; i++)
+  for (unsigned i = 0; i < RI; i++)
 #pragma unroll
     for (int j = 0; j < 2; j++) part[rg + 8 * i][cg + 16 * j] = acc[i][j];
       /* the tile's elements this block finishes, and the S partial tiles (rank order) they sum */
@@ -325,8 +338,8 @@ __global__ void __launch_bounds__(kSkThreads)
   __syncthreads();
   const unsigned q = 0; /* S == 1 here: the launch gives no clusters below 9.0 */
 #endif
-  const unsigned e1 = (q + 1) * kSkRows * kSkCols / S;
-  for (unsigned e = q * kSkRows * kSkCols / S + threadIdx.x; e < e1; e += kSkThreads) {
+  const unsigned e1 = (q + 1) * R * kSkCols / S;
+  for (unsigned e = q * R * kSkCols / S + threadIdx.x; e < e1; e += kSkThreads) {
     const unsigned r = e / kSkCols, oc = col0 + e % kSkCols;
     if (r >= batch || oc >= out) continue;
     float v = 0.0f;
@@ -364,7 +377,7 @@ cudaError_t run(linear_kernel<T> k, dim3 grid, unsigned threads, unsigned cluste
 
 /* The split kernel with S slices a tile: as many as bring the grid near kSkTargetBlocks, at most
  * kSkMaxSplit and one chunk a slice; 1 without clusters. */
-template <typename T>
+template <typename T, unsigned R>
 cudaError_t split_launch(cudaStream_t s, bool pdl, bool clusters, const void *x, const void *w,
                          const void *b, void *y, unsigned batch, unsigned in, unsigned out,
                          int act) {
@@ -372,8 +385,8 @@ cudaError_t split_launch(cudaStream_t s, bool pdl, bool clusters, const void *x,
   unsigned split = clusters ? (kSkTargetBlocks + tiles - 1) / tiles : 1;
   if (split > kSkMaxSplit) split = kSkMaxSplit;
   if (split > chunks) split = chunks > 0 ? chunks : 1;
-  return run<T>(split_kernel<T>, dim3(tiles, split), kSkThreads, split, s, pdl, x, w, b, y, batch,
-                in, out, act);
+  return run<T>(split_kernel<T, R>, dim3(tiles, split), kSkThreads, split, s, pdl, x, w, b, y,
+                batch, in, out, act);
 }
 
 template <typename T, int O, int R, bool VEC>
@@ -384,10 +397,12 @@ cudaError_t launch(cudaStream_t s, bool pdl, const void *x, const void *w, const
                 pdl, x, w, b, y, batch, in, out, act);
 }
 
-/* Batch 1: a warp per output (the most warps in flight); 2 to 8: 4 outputs a warp, so each load
- * of x feeds 4 rows of weights; 9 to 32: the split kernel (its predecessor, a tile kernel, was
- * slower than the GEMV at 8 rows on the H200); above (forced mode only: auto runs cuBLASLt there), chunks of 16 rows.
- * Misaligned: the element-wise path. */
+/* Batch 1: a warp per output (the most warps in flight); 2 to 4: 4 outputs a warp, so each load
+ * of x feeds 4 rows of weights; 5 to 32: the split kernel in tiles of 8, 16 or 32 rows (on the
+ * H200, MLP 512-1024-1024-512 at 16 threads, 2026-12-01: at 6 and 8 rows it did 254 k forwards/s
+ * in f32 against the GEMV's 186-192 k and 157 k, at 4 rows 257 k against 267 k, at 2 rows 260 k
+ * against 314-321 k; 5 to 8 rows run the same code in either kernel); above (forced mode only: auto
+ * runs cuBLASLt there), chunks of 16 rows. Misaligned: the element-wise path. */
 template <typename T>
 cudaError_t dispatch(cudaStream_t s, bool pdl, bool clusters, const void *x, const void *w,
                      const void *b, void *y, unsigned batch, unsigned in, unsigned out, int act) {
@@ -400,8 +415,9 @@ cudaError_t dispatch(cudaStream_t s, bool pdl, bool clusters, const void *x, con
   if (batch <= 1) return launch<T, 1, 1, true>(s, pdl, x, w, b, y, batch, in, out, act);
   if (batch <= 2) return launch<T, 4, 2, true>(s, pdl, x, w, b, y, batch, in, out, act);
   if (batch <= 4) return launch<T, 4, 4, true>(s, pdl, x, w, b, y, batch, in, out, act);
-  if (batch <= 8) return launch<T, 4, 8, true>(s, pdl, x, w, b, y, batch, in, out, act);
-  if (batch <= 32) return split_launch<T>(s, pdl, clusters, x, w, b, y, batch, in, out, act);
+  if (batch <= 8) return split_launch<T, 8>(s, pdl, clusters, x, w, b, y, batch, in, out, act);
+  if (batch <= 16) return split_launch<T, 16>(s, pdl, clusters, x, w, b, y, batch, in, out, act);
+  if (batch <= 32) return split_launch<T, 32>(s, pdl, clusters, x, w, b, y, batch, in, out, act);
   return launch<T, 2, 16, true>(s, pdl, x, w, b, y, batch, in, out, act);
 }
 
