@@ -11,7 +11,7 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 DEBIAN_PACKAGES := cmake make gcc g++ pkg-config libopenblas-dev libcjson-dev libcmocka-dev spin
 FUZZ_PACKAGES := clang libclang-rt-14-dev
-PYTHON_PACKAGES := python3 python3-venv
+PYTHON_PACKAGES := python3 python3-venv python3-dev
 # The memory viewer's browser test (tests/cli/viewer.sh); it skips without them, except in CI
 # (SP_REQUIRE_BROWSER=1).
 VIEWER_PACKAGES := chromium python3

@@ -13,7 +13,8 @@ file that every row loads):
   C threads: `streampool run` (the CLI, same file, same thread counts, and --batcher with 64
       clients), skipped with a line when the CLI is not found;
   binding overhead: the time per call of a 4-4 model from one Python thread minus from one C
-      thread (the CLI, same file), and a bare ctypes call.
+      thread (the CLI, same file), through the path the package uses (streampool.binding) and,
+      where that is the extension module, through ctypes too; and a bare ctypes call.
 Ratios: Python threads against C threads and against PyTorch at the same thread count.
 The aims on the H200 (issue 10): at 16 threads >= 0.8 x C threads and >= 30 x PyTorch; the
 binding adds <= 1 us per call.
@@ -107,6 +108,12 @@ def ours(dev_args: dict, path: str, tiny: str, threads: list, clients: int, dura
         t4 = sp.Model.load(dev, tiny)
         x4 = np.ones((1, 4), np.float32)
         res["tiny_1"] = timed_threads(1, duration, lambda i: x4, t4)
+        if sp._speedups is not None:  # the same call through ctypes, for the comparison
+            fast, sp._speedups = sp._speedups, None
+            try:
+                res["tiny_1_ctypes"] = timed_threads(1, duration, lambda i: x4, t4)
+            finally:
+                sp._speedups = fast
         n = 200000
         idx = sp._lib.lib.sp_stream_index
         h = dev.current_stream()._h
@@ -217,7 +224,7 @@ def main() -> None:
 
     print(f"python_threads: MLP {'-'.join(map(str, DIMS))} f32 batch 1, {backend} "
           f"({mine['device']}), {a.duration:g} s per cell, Python {sys.version.split()[0]}, "
-          f"streampool {sp.version()}")
+          f"streampool {sp.version()}, binding {sp.binding}")
     print(f"  {torch_note}")
     print(f"  {c_note}")
     hdr = f"{'':28} {'threads':>7} {'calls/s':>12} {'C threads':>12} {'py/C':>6} " \
@@ -243,8 +250,11 @@ def main() -> None:
     print()
     if c_res and "tiny_1" in c_res:
         py, c = 1e6 / mine["tiny_1"], 1e6 / c_res["tiny_1"]
-        print(f"binding overhead per call (a 4-4 model, 1 thread, Python minus C): "
+        print(f"binding overhead per call (a 4-4 model, 1 thread, Python minus C), {sp.binding}: "
               f"{py - c:.2f} us ({py:.2f} us vs {c:.2f} us a call)")
+        if "tiny_1_ctypes" in mine:
+            pc = 1e6 / mine["tiny_1_ctypes"]
+            print(f"  the same through ctypes: {pc - c:.2f} us ({pc:.2f} us a call)")
     print(f"bare ctypes call (sp_stream_index): {mine['ctypes_call_ns']:.0f} ns")
     if a.json:
         with open(a.json, "w") as f:

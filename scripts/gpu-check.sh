@@ -70,13 +70,25 @@ if [ "${SP_GPU_TORCH:-1}" = 1 ]; then
 fi
 
 # ---- the Python package with CUDA: pytest (host and cuda), then bench/python_threads.py ---------
-# No pip there: the package is imported from the checkout (PYTHONPATH=python) with the library
-# this build made (STREAMPOOL_LIBRARY; the CUDA module libstreampool_cuda.so lies beside it),
-# using the installed torch and CuPy; pytest from .gpu/pylib (scripts/gpu-deps.sh) if the
+# No pip there: the package is imported from a copy of the checkout's python/streampool in the
+# build folder, with the extension module streampool._speedups compiled beside it for this
+# python3 where its headers are (else the ctypes path runs; the summary says which), and the
+# library this build made (STREAMPOOL_LIBRARY; the CUDA module libstreampool_cuda.so lies beside
+# it), using the installed torch and CuPy; pytest from .gpu/pylib (scripts/gpu-deps.sh) if the
 # machine has none. SP_GPU_PYTHON=0 skips this.
 if [ "${SP_GPU_PYTHON:-1}" = 1 ]; then
-  pyenv=(env PYTHONPATH="$root/python" STREAMPOOL_LIBRARY="$build/libstreampool.so")
-  [ -d "$root/.gpu/pylib" ] && pyenv=(env PYTHONPATH="$root/python:$root/.gpu/pylib" STREAMPOOL_LIBRARY="$build/libstreampool.so")
+  pkg=$build/pypkg
+  rm -rf "$pkg" && mkdir -p "$pkg" && cp -r "$root/python/streampool" "$pkg/"
+  pyinc=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])' 2>/dev/null)
+  pysuf=$(python3 -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))' 2>/dev/null)
+  if [ -f "$pyinc/Python.h" ] && cc -O2 -shared -fPIC -I"$pyinc" "$root/python/streampool/_speedups.c" \
+      -o "$pkg/streampool/_speedups$pysuf" >"$log/python_speedups.log" 2>&1; then
+    note "INFO  python binding: extension (streampool._speedups built for $(python3 -V 2>&1))"
+  else
+    note "INFO  python binding: ctypes (no Python.h for python3 here, or the build failed: python_speedups.log)"
+  fi
+  pyenv=(env PYTHONPATH="$pkg" STREAMPOOL_LIBRARY="$build/libstreampool.so")
+  [ -d "$root/.gpu/pylib" ] && pyenv=(env PYTHONPATH="$pkg:$root/.gpu/pylib" STREAMPOOL_LIBRARY="$build/libstreampool.so")
   if "${pyenv[@]}" python3 -c "import pytest, numpy" 2>/dev/null; then
     step python_pytest_host 900 "${pyenv[@]}" STREAMPOOL_TEST_BACKEND=host python3 -m pytest -q -rs -p no:cacheprovider "$root/python/tests"
     step python_pytest_cuda 900 "${pyenv[@]}" STREAMPOOL_TEST_BACKEND=cuda python3 -m pytest -q -rs -p no:cacheprovider "$root/python/tests"

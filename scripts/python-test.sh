@@ -47,4 +47,5 @@ if ! CMAKE_BUILD_PARALLEL_LEVEL=${JOBS:-2} "$venv/bin/pip" install --disable-pip
   echo "python tests FAILED: pip install of the package failed"
   exit 1
 fi
+echo "python binding: $("$venv/bin/python" -c 'import streampool; print(streampool.binding)' 2>&1 | tail -1)"
 cd "$build" && RAY_USAGE_STATS_ENABLED=0 exec "$venv/bin/python" -m pytest -q -rs -p no:cacheprovider "$root/python/tests" "$@"

@@ -39,8 +39,20 @@ from ._errors import (BackendError, ForkedError, HostMemoryError, InvalidArgumen
 from ._lib import (BatcherConfig, BatcherStats, DeviceConfig, EncoderBatcherConfig, EncoderInfo,
                    MemoryStats, lib, library_path)
 
+try:  # model(x) and batcher(row) without ctypes, where pip built the extension (_speedups.c)
+    from . import _speedups
+    _speedups.bind(ctypes.cast(lib.sp_model_infer, c_void_p).value,
+                   ctypes.cast(lib.sp_batcher_infer, c_void_p).value)
+except ImportError:
+    _speedups = None  # type: ignore[assignment]
+
+#: How model(x) and batcher(row) reach the library: "extension" (streampool._speedups) or
+#: "ctypes". Both release the GIL for the call and compute the same result.
+binding: str = "extension" if _speedups is not None else "ctypes"
+
+
 __all__ = ["Device", "DeviceInfo", "Stream", "Model", "Batcher", "Encoder", "EncoderBatcher",
-           "version", "device_count",
+           "version", "device_count", "binding",
            "backend_available", "library_path", "StreampoolError", "InvalidArgumentError",
            "InvalidHandleError", "OutOfMemoryError", "LimitError", "PoolExhaustedError",
            "NotReadyError", "NoDeviceError", "UnsupportedError", "BackendError", "ForkedError",
@@ -479,7 +491,10 @@ class Model(_Closable):
         if h is None:
             raise InvalidHandleError("the model is closed")
         y = np.empty((a.shape[0], self.out_features), dtype=_F32)
-        st = lib.sp_model_infer(h, _addr(a), _addr(y), a.shape[0])
+        if _speedups is not None:
+            st = _speedups.model_infer(h, a, y, a.shape[0], self.in_features, self.out_features)
+        else:
+            st = lib.sp_model_infer(h, _addr(a), _addr(y), a.shape[0])
         if st:
             check(st)
         return y
@@ -577,7 +592,10 @@ class Batcher(_Closable):
         if h is None:
             raise InvalidHandleError("the batcher is closed")
         y = np.empty(self._out, dtype=_F32)
-        st = lib.sp_batcher_infer(h, _addr(a), _addr(y))
+        if _speedups is not None:
+            st = _speedups.batcher_infer(h, a, y, self._in, self._out)
+        else:
+            st = lib.sp_batcher_infer(h, _addr(a), _addr(y))
         if st:
             check(st)
         return y

@@ -1,0 +1,92 @@
+"""Goal: the extension module streampool._speedups (model(x) and batcher(row) without ctypes)
+computes bit for bit what the ctypes path computes, returns the library's status (so the
+package raises with the library's message), and refuses buffers of the wrong size, read-only
+outputs and bad arguments with an exception instead of reading or writing past them. Where pip
+could not build it (no Python headers), the package runs the ctypes path and these tests skip
+with a line saying so (SP_REQUIRE_SPEEDUPS=1, as CI sets it, makes that a failure).
+Method: one model and one batcher, every call once through each path (the module attribute
+streampool._speedups set to None selects ctypes), outputs compared exactly; the module's
+functions called directly with bad handles, sizes and buffers.
+"""
+import os
+
+import numpy as np
+import pytest
+
+import streampool as sp
+from conftest import DIMS
+
+speedups = sp._speedups
+needs_ext = pytest.mark.skipif(speedups is None,
+                               reason="skipped: streampool._speedups not built (no Python "
+                                      "headers at pip install); the ctypes path ran instead")
+
+
+def test_binding_names_the_path():
+    assert sp.binding == ("extension" if speedups is not None else "ctypes")
+    if os.environ.get("SP_REQUIRE_SPEEDUPS") == "1":  # CI: a build without it is a failure
+        assert speedups is not None, "streampool._speedups was not built (python3-dev missing?)"
+
+
+@needs_ext
+def test_same_results_as_ctypes(dev, monkeypatch):
+    m = sp.Model.mlp_random(dev, DIMS, seed=5)
+    rng = np.random.default_rng(6)
+    xs = [rng.standard_normal((b, DIMS[0]), dtype=np.float32) for b in (1, 3, 17)]
+    rows = [rng.standard_normal(DIMS[0], dtype=np.float32) for _ in range(4)]
+    with sp.Batcher(m) as b:
+        fast = [m(x) for x in xs], [b(r) for r in rows]
+        monkeypatch.setattr(sp, "_speedups", None)
+        slow = [m(x) for x in xs], [b(r) for r in rows]
+    for f, s in zip(fast[0] + fast[1], slow[0] + slow[1]):
+        assert f.dtype == s.dtype and f.shape == s.shape
+        assert np.array_equal(f, s)
+
+
+@needs_ext
+def test_status_and_message(dev):
+    m = sp.Model.mlp_random(dev, DIMS, seed=5)
+    x = np.zeros((2, DIMS[0]), np.float32)
+    y = np.empty((2, DIMS[-1]), np.float32)
+    assert speedups.model_infer(m._handle(), x, y, 2, DIMS[0], DIMS[-1]) == 0
+    st = speedups.model_infer(0, x, y, 2, DIMS[0], DIMS[-1])  # a null model: the C check
+    assert st != 0
+    with pytest.raises(sp.StreampoolError, match="model"):
+        sp._errors.check(st)
+    st = speedups.batcher_infer(0, x[0], y[0], DIMS[0], DIMS[-1])
+    assert st != 0
+
+
+@needs_ext
+@pytest.mark.parametrize("xs, ys, batch, exc", [
+    ((2, DIMS[0]), (1, DIMS[-1]), 2, ValueError),   # y too small for the batch
+    ((1, DIMS[0]), (2, DIMS[-1]), 2, ValueError),   # x too small: never read past it
+    ((2, DIMS[0]), (2, DIMS[-1]), 0, ValueError),   # batch 0
+    ((2, DIMS[0]), (2, DIMS[-1]), -1, OverflowError),
+])
+def test_bad_sizes(dev, xs, ys, batch, exc):
+    m = sp.Model.mlp_random(dev, DIMS, seed=5)
+    x, y = np.zeros(xs, np.float32), np.full(ys, 7.0, np.float32)
+    with pytest.raises(exc):
+        speedups.model_infer(m._handle(), x, y, batch, DIMS[0], DIMS[-1])
+    assert np.all(y == 7.0)  # nothing written
+
+
+@needs_ext
+def test_bad_buffers(dev):
+    m = sp.Model.mlp_random(dev, DIMS, seed=5)
+    x = np.zeros((1, DIMS[0]), np.float32)
+    y = np.empty((1, DIMS[-1]), np.float32)
+    y.flags.writeable = False
+    with pytest.raises((BufferError, ValueError, TypeError)):
+        speedups.model_infer(m._handle(), x, y, 1, DIMS[0], DIMS[-1])
+    strided = np.zeros((1, 2 * DIMS[0]), np.float32)[:, ::2]
+    with pytest.raises((BufferError, ValueError, TypeError)):
+        speedups.model_infer(m._handle(), strided, np.empty((1, DIMS[-1]), np.float32), 1,
+                             DIMS[0], DIMS[-1])
+    with pytest.raises(TypeError):
+        speedups.model_infer(m._handle(), "not a buffer", y, 1, DIMS[0], DIMS[-1])
+    with pytest.raises(TypeError):
+        speedups.model_infer(m._handle(), x)
+    with pytest.raises(ValueError):
+        speedups.bind(0, 0)
