@@ -208,6 +208,7 @@ static int parse_batches(const char *v) {
     unsigned long b = strtoul(p, &end, 10);
     if (end == p || b < 1 || b > MAXB || n_batches > NBATCH || (*end && *end != ',')) return -1;
     batches[n_batches++] = (unsigned)b;
+    if (*end == ',' && !end[1]) return -1; /* a trailing comma */
     p = *end ? end + 1 : end;
   }
   return n_batches > 1 ? 0 : -1;

@@ -10,7 +10,7 @@
  * build time) and runs the ctypes path otherwise; both compute the same thing. The status is
  * returned as an int for the package to raise, so the library's thread-local message is read on
  * the calling thread as on the ctypes path. No locks: the pointers are written before any call
- * (at import, under the import lock) and never again.
+ * (at import, under the import lock) and never changed after (bind() refuses other addresses).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -23,17 +23,32 @@ typedef int (*batcher_infer_fn)(void *batcher, const void *row, void *out);
 static model_infer_fn model_infer_p;
 static batcher_infer_fn batcher_infer_p;
 
-/* Takes x (read) and y (written) as C-contiguous buffers of exactly x_bytes and y_bytes. */
+/* Whether b holds float32 items (a struct-module format of one 'f', any byte-order mark). */
+static int is_f32(const Py_buffer *b) {
+  const char *f = b->format ? b->format : "B";
+  if (f[0] == '<' || f[0] == '=' || f[0] == '@') f++;
+  return b->itemsize == 4 && f[0] == 'f' && f[1] == 0;
+}
+
+/* Takes x (read) and y (written) as C-contiguous float32 buffers of exactly x_bytes and y_bytes. */
 static int take_buffers(PyObject *x, PyObject *y, Py_ssize_t x_bytes, Py_ssize_t y_bytes,
                         Py_buffer *bx, Py_buffer *by) {
-  if (PyObject_GetBuffer(x, bx, PyBUF_C_CONTIGUOUS) < 0) return -1;
-  if (PyObject_GetBuffer(y, by, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) {
+  if (PyObject_GetBuffer(x, bx, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return -1;
+  if (!is_f32(bx) || bx->len != x_bytes) {
+    PyErr_Format(PyExc_ValueError,
+                 "_speedups: input of %zd bytes (format %s), expected %zd of float32", bx->len,
+                 bx->format ? bx->format : "B", x_bytes);
     PyBuffer_Release(bx);
     return -1;
   }
-  if (bx->len != x_bytes || by->len != y_bytes) {
-    PyErr_Format(PyExc_ValueError, "_speedups: buffers of %zd and %zd bytes, expected %zd and %zd",
-                 bx->len, by->len, x_bytes, y_bytes);
+  if (PyObject_GetBuffer(y, by, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE | PyBUF_FORMAT) < 0) {
+    PyBuffer_Release(bx);
+    return -1;
+  }
+  if (!is_f32(by) || by->len != y_bytes) {
+    PyErr_Format(PyExc_ValueError,
+                 "_speedups: output of %zd bytes (format %s), expected %zd of float32", by->len,
+                 by->format ? by->format : "B", y_bytes);
     PyBuffer_Release(by);
     PyBuffer_Release(bx);
     return -1;
@@ -63,6 +78,8 @@ static PyObject *bind(PyObject *self, PyObject *const *args, Py_ssize_t n) {
   unsigned long long b = PyLong_AsUnsignedLongLong(args[1]);
   if (PyErr_Occurred()) return NULL;
   if (!m || !b) return PyErr_Format(PyExc_ValueError, "bind: a null function address");
+  if (model_infer_p && ((uintptr_t)model_infer_p != m || (uintptr_t)batcher_infer_p != b))
+    return PyErr_Format(PyExc_RuntimeError, "bind: already bound to other functions");
   model_infer_p = (model_infer_fn)(uintptr_t)m; /* an address from ctypes: a function's */
   batcher_infer_p = (batcher_infer_fn)(uintptr_t)b;
   Py_RETURN_NONE;

@@ -73,6 +73,27 @@ def test_bad_sizes(dev, xs, ys, batch, exc):
 
 
 @needs_ext
+@pytest.mark.parametrize("rs, os_, exc", [
+    (DIMS[0] - 1, DIMS[-1], ValueError),  # row too short: never read past it
+    (DIMS[0], DIMS[-1] - 1, ValueError),  # out too short: never written past it
+])
+def test_batcher_bad_sizes(dev, rs, os_, exc):
+    m = sp.Model.mlp_random(dev, DIMS, seed=5)
+    with sp.Batcher(m) as b:
+        row, out = np.zeros(rs, np.float32), np.full(os_, 7.0, np.float32)
+        with pytest.raises(exc):
+            speedups.batcher_infer(b._h, row, out, DIMS[0], DIMS[-1])
+        assert np.all(out == 7.0)
+        ro = np.empty(DIMS[-1], np.float32)
+        ro.flags.writeable = False
+        with pytest.raises((BufferError, ValueError, TypeError)):
+            speedups.batcher_infer(b._h, np.zeros(DIMS[0], np.float32), ro, DIMS[0], DIMS[-1])
+        with pytest.raises(ValueError):
+            speedups.batcher_infer(b._h, np.zeros(DIMS[0], np.float64)[::2].copy(), out,
+                                   DIMS[0], DIMS[-1])
+
+
+@needs_ext
 def test_bad_buffers(dev):
     m = sp.Model.mlp_random(dev, DIMS, seed=5)
     x = np.zeros((1, DIMS[0]), np.float32)
@@ -88,5 +109,10 @@ def test_bad_buffers(dev):
         speedups.model_infer(m._handle(), "not a buffer", y, 1, DIMS[0], DIMS[-1])
     with pytest.raises(TypeError):
         speedups.model_infer(m._handle(), x)
+    with pytest.raises(ValueError):  # float64 of the right byte count: not float32
+        speedups.model_infer(m._handle(), np.zeros((1, DIMS[0] // 2), np.float64), y, 1,
+                             DIMS[0], DIMS[-1])
     with pytest.raises(ValueError):
         speedups.bind(0, 0)
+    with pytest.raises(RuntimeError):  # bound once, at import, to the library's functions
+        speedups.bind(1, 2)

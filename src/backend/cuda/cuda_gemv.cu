@@ -335,8 +335,9 @@ __global__ void __launch_bounds__(kSkThreads)
   cl.sync(); /* every block's part is written and visible to the cluster */
   const unsigned q = cl.block_rank();
 #else
+  if (S != 1) __trap(); /* slices without a cluster to sum them: fail the launch, never answer */
   __syncthreads();
-  const unsigned q = 0; /* S == 1 here: the launch gives no clusters below 9.0 */
+  const unsigned q = 0; /* the launch gives no clusters below 9.0 (sp__bdevice.clusters) */
 #endif
   const unsigned e1 = (q + 1) * R * kSkCols / S;
   for (unsigned e = q * R * kSkCols / S + threadIdx.x; e < e1; e += kSkThreads) {
