@@ -7,11 +7,13 @@
  * R accumulators, R a compile-time chunk of 1..16 batch rows, so the weights of a chunk are read
  * once); a butterfly shuffle sums the lanes, and lane o*R + r adds the bias, applies the activation
  * (any sp__act, in f32: cuda_act.h) and stores output o of row r, rounded once to nearest even for
- * bf16. Batches above 32 run in chunks of 16 rows (the weights are then read once a chunk). Split
- * kernel (5 to 32 rows, 16-byte path only): below, at split_kernel. Alignment fallback: the 16-byte
- * path needs x and w 16-byte aligned and in_features a multiple of the elements per load (so every
- * row of x and w stays aligned); otherwise a path with one element a lane a step runs. Bias and y
- * need only element alignment.
+ * bf16. Batches above 32 run in chunks of 16 rows (the weights are then read once a chunk).
+ *
+ * Split kernel (5 to 32 rows, 16-byte path only): below, at split_kernel.
+ *
+ * Alignment fallback: the 16-byte path needs x and w 16-byte aligned and in_features a multiple
+ * of the elements per load (so every row of x and w stays aligned); otherwise a path with one
+ * element a lane a step runs. Bias and y need only element alignment.
  *
  * Overlap (cuda_pdl.h): each lane loads the head of its weight rows (kHeld 16-byte loads in all,
  * 8 at batch 1: the whole row up to 1024 f32 or 2048 bf16 inputs) into registers before the
@@ -329,7 +331,6 @@ __global__ void __launch_bounds__(kSkThreads)
   for (unsigned i = 0; i < RI; i++)
 #pragma unroll
     for (int j = 0; j < 2; j++) part[rg + 8 * i][cg + 16 * j] = acc[i][j];
-      /* the tile's elements this block finishes, and the S partial tiles (rank order) they sum */
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   cooperative_groups::cluster_group cl = cooperative_groups::this_cluster();
   cl.sync(); /* every block's part is written and visible to the cluster */
@@ -339,6 +340,7 @@ __global__ void __launch_bounds__(kSkThreads)
   __syncthreads();
   const unsigned q = 0; /* the launch gives no clusters below 9.0 (sp__bdevice.clusters) */
 #endif
+  /* the tile's elements this block finishes, each the S partial tiles' sum in rank order */
   const unsigned e1 = (q + 1) * R * kSkCols / S;
   for (unsigned e = q * R * kSkCols / S + threadIdx.x; e < e1; e += kSkThreads) {
     const unsigned r = e / kSkCols, oc = col0 + e % kSkCols;
