@@ -366,16 +366,18 @@ template <typename T>
 using linear_kernel = void (*)(const T *, const T *, const T *, T *, unsigned, unsigned, unsigned,
                                int);
 
+/* Launches k on grid; grid.y > 1 is the split kernel's slices a tile (its S = gridDim.y), which
+ * run as one 1 x grid.y cluster a tile. */
 template <typename T>
-cudaError_t run(linear_kernel<T> k, dim3 grid, unsigned threads, unsigned cluster_y, cudaStream_t s,
-                bool pdl, const void *x, const void *w, const void *b, void *y, unsigned batch,
-                unsigned in, unsigned out, int act) {
+cudaError_t run(linear_kernel<T> k, dim3 grid, unsigned threads, cudaStream_t s, bool pdl,
+                const void *x, const void *w, const void *b, void *y, unsigned batch, unsigned in,
+                unsigned out, int act) {
   const T *xp = static_cast<const T *>(x), *wp = static_cast<const T *>(w),
           *bp = static_cast<const T *>(b);
   T *yp = static_cast<T *>(y);
   void *args[] = {&xp, &wp, &bp, &yp, &batch, &in, &out, &act};
   return sp__cuda_launch(reinterpret_cast<const void *>(k), grid, dim3(threads), args, s, pdl,
-                         cluster_y);
+                         grid.y);
 }
 
 /* The split kernel with S slices a tile: as many as bring the grid near kSkTargetBlocks, at most
@@ -388,15 +390,15 @@ cudaError_t split_launch(cudaStream_t s, bool pdl, bool clusters, const void *x,
   unsigned split = clusters ? (kSkTargetBlocks + tiles - 1) / tiles : 1;
   if (split > kSkMaxSplit) split = kSkMaxSplit;
   if (split > chunks) split = chunks > 0 ? chunks : 1;
-  return run<T>(split_kernel<T, R>, dim3(tiles, split), kSkThreads, split, s, pdl, x, w, b, y,
-                batch, in, out, act);
+  return run<T>(split_kernel<T, R>, dim3(tiles, split), kSkThreads, s, pdl, x, w, b, y, batch, in,
+                out, act);
 }
 
 template <typename T, int O, int R, bool VEC>
 cudaError_t launch(cudaStream_t s, bool pdl, const void *x, const void *w, const void *b, void *y,
                    unsigned batch, unsigned in, unsigned out, int act) {
   constexpr unsigned per_block = kWarps * O;
-  return run<T>(gemv_kernel<T, O, R, VEC>, dim3((out + per_block - 1) / per_block), kThreads, 1, s,
+  return run<T>(gemv_kernel<T, O, R, VEC>, dim3((out + per_block - 1) / per_block), kThreads, s,
                 pdl, x, w, b, y, batch, in, out, act);
 }
 

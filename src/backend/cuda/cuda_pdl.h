@@ -9,9 +9,9 @@
  * layer's weights (uploaded and synced at load). Once the wait returns it also lets the next PDL
  * kernel start its own part before its wait, so that part overlaps this kernel's work. The wait
  * does nothing on older devices and in kernels launched without pdl; the ordering then is the
- * stream's. Graph capture records the
- * overlap as programmatic edges, so replays keep it. Kernels that do not follow the protocol
- * (cuBLASLt's) are launched without pdl and wait for the whole of what comes before them.
+ * stream's. Graph capture records the overlap as programmatic edges, so replays keep it. Kernels
+ * that do not follow the protocol (cuBLASLt's) are launched without pdl and wait for the whole of
+ * what comes before them.
  */
 #ifndef SP_BACKEND_CUDA_PDL_H
 #define SP_BACKEND_CUDA_PDL_H
