@@ -5,20 +5,26 @@
  *
  * LayerNorm: a warp per row while the row fits in registers (cols <= 1024: up to 32 values a
  * lane), else a block of 256 threads per row reading it three times; two passes (mean, then the
- * sum of squared deviations) in f32. A warp reads its whole row before writing any of it, and
- * in the block kernel each thread rewrites only the elements it read itself, so y may be x.
+ * sum of squared deviations) in f32; in pairs of columns (two-element loads and stores) where the
+ * row length is even and every array is aligned to two elements. A warp reads its whole row
+ * before writing any of it, and in the block kernel each thread rewrites only the elements it
+ * read itself, so y may be x.
+ *
  * Attention: a block of 4 warps per (sequence, head, tile of 4 x QW queries); the block walks the
- * keys in tiles of KT (64 for head_dim <= 64, else 32) held in shared memory as f32 (K padded by
- * one column so the lanes' rows fall in distinct banks), each lane scoring one key of the tile
- * per 32 for each of its warp's QW queries, with an online softmax (running max and sum,
- * rescaled per tile) and the weighted sum of V accumulated per lane over head_dim/32 values.
- * Masked keys (j >= lengths[b]) are never loaded: they score -inf and weigh 0, so padding cannot
- * reach a result. Any seq (tiles), head_dim up to SP__CUDA_NN_HEAD_DIM_MAX (the slot refuses
- * more). QW is 8 (4 for head_dim > 96, to stay within 48 KiB of static shared memory), or 2 when
- * that would leave fewer than 256 blocks, so small batches still fill the GPU.
- * Embedding gather: a block per token row; pooling: a block per sequence.
- * Lengths are clamped to 1..seq exactly as the host backend does. Every kernel loops grid-stride
- * over its rows, so any extent the checker allows runs with a bounded grid.
+ * keys in tiles of 32 held in shared memory as f32 (K padded by one column so the lanes' rows fall
+ * in distinct banks). Lane j scores key j of the tile for each of its warp's QW queries; an online
+ * softmax (running max and sum, rescaled per tile) gives the tile's weights, which the warp puts
+ * in shared memory, and each lane accumulates head_dim/32 output values over the tile's keys, one
+ * V load feeding QW FMAs (no shuffles in the inner loops). Masked keys (j >= lengths[b]) are never
+ * loaded: they score -inf and weigh 0, so padding cannot reach a result. Any seq (tiles), head_dim
+ * up to SP__CUDA_NN_HEAD_DIM_MAX (the slot refuses more). QW is the largest of 8, 4 and 2 (8 only
+ * for head_dim <= 96, within 48 KiB of static shared memory) that still gives 256 blocks, so small
+ * batches fill the GPU with more, shorter warps (measured: ncu, batch 32 x 32 tokens, QW 4 and 8
+ * within 20 % of each other, QW 2 slower).
+ *
+ * Embedding gather: a block per token row; pooling: a block per sequence. Lengths are clamped to
+ * 1..seq exactly as the host backend does. Every kernel loops grid-stride over its rows, so any
+ * extent the checker allows runs with a bounded grid.
  *
  * With pdl every kernel may start before the one before it ends (cuda_pdl.h); each waits for it
  * first thing (all it reads may be what that one wrote), then lets the next one start.
@@ -67,7 +73,19 @@ __device__ __forceinline__ float ld(const float *p, size_t i) { return p[i]; }
 __device__ __forceinline__ float ld(const __nv_bfloat16 *p, size_t i) {
   return __bfloat162float(p[i]);
 }
+__device__ __forceinline__ float2 ld2(const float *p, size_t i) {
+  return *reinterpret_cast<const float2 *>(p + i);
+}
+__device__ __forceinline__ float2 ld2(const __nv_bfloat16 *p, size_t i) {
+  return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(p + i));
+}
 __device__ __forceinline__ void st(float *p, size_t i, float v) { p[i] = v; }
+__device__ __forceinline__ void st2(float *p, size_t i, float a, float b) {
+  *reinterpret_cast<float2 *>(p + i) = make_float2(a, b);
+}
+__device__ __forceinline__ void st2(__nv_bfloat16 *p, size_t i, float a, float b) {
+  *reinterpret_cast<__nv_bfloat162 *>(p + i) = __floats2bfloat162_rn(a, b);
+}
 __device__ __forceinline__ void st(__nv_bfloat16 *p, size_t i, float v) {
   p[i] = __float2bfloat16_rn(v);
 }
@@ -104,40 +122,62 @@ __device__ F block_sum(F v, F *sh) {
 
 /* ---- LayerNorm ------------------------------------------------------------------------------ */
 
-/* A warp per row; lane l holds columns l, l + 32, ... (N of them, cols <= 32 N). No restrict on
- * x and y: they may be the same array. */
-template <typename T, int N>
+/* A warp per row; lane l holds columns l, l + 32, ... (N of them, cols <= 32 N), or with PAIRS
+ * (cols even, every array aligned to two elements, N even) the pairs 2l, 2l + 1, then 64 + 2l, ...
+ * read and written two at a time. No restrict on x and y: they may be the same array. */
+template <typename T, int N, bool PAIRS>
 __global__ void __launch_bounds__(32 * kLnWarps)
     layernorm_warp(const T *x, const T *res, const T *__restrict__ g, const T *__restrict__ b, T *y,
                    size_t rows, unsigned cols, float eps) {
   sp__pdl_wait();
   const unsigned lane = threadIdx.x & 31u;
+  constexpr int W = PAIRS ? 2 : 1; /* columns a lane reads at once */
+  static_assert(N % W == 0, "pairs need an even count");
   for (size_t row = (size_t)blockIdx.x * kLnWarps + threadIdx.x / 32; row < rows;
        row += (size_t)gridDim.x * kLnWarps) {
     const size_t base = row * cols;
     float v[N], sum = 0.0f;
 #pragma unroll
-    for (int i = 0; i < N; i++) {
-      const unsigned c = lane + 32u * i;
+    for (int i = 0; i < N; i += W) {
+      const unsigned c = 32u * W * (i / W) + W * lane; /* the first of this lane's W columns */
       v[i] = 0.0f;
+      if (PAIRS) v[i + W - 1] = 0.0f;
       if (c < cols) {
-        v[i] = ld(x, base + c);
-        if (res) v[i] += ld(res, base + c);
+        if (PAIRS) {
+          const float2 a = ld2(x, base + c), r = res ? ld2(res, base + c) : make_float2(0.f, 0.f);
+          v[i] = a.x + r.x;
+          v[i + W - 1] = a.y + r.y;
+        } else {
+          v[i] = ld(x, base + c);
+          if (res) v[i] += ld(res, base + c);
+        }
       }
-      sum += v[i];
+#pragma unroll
+      for (int k = 0; k < W; k++) sum += v[i + k];
     }
     const float mean = warp_sum(sum) / (float)cols;
     float sq = 0.0f;
 #pragma unroll
-    for (int i = 0; i < N; i++) {
-      const float d = v[i] - mean;
-      if (lane + 32u * i < cols) sq = fmaf(d, d, sq);
+    for (int i = 0; i < N; i += W) {
+      const unsigned c = 32u * W * (i / W) + W * lane;
+#pragma unroll
+      for (int k = 0; k < W; k++) {
+        const float d = v[i + k] - mean;
+        if (c < cols) sq = fmaf(d, d, sq);
+      }
     }
     const float inv = 1.0f / sqrtf(warp_sum(sq) / (float)cols + eps);
 #pragma unroll
-    for (int i = 0; i < N; i++) {
-      const unsigned c = lane + 32u * i;
-      if (c < cols) st(y, base + c, (v[i] - mean) * inv * ld(g, c) + ld(b, c));
+    for (int i = 0; i < N; i += W) {
+      const unsigned c = 32u * W * (i / W) + W * lane;
+      if (c >= cols) continue;
+      if (PAIRS) {
+        const float2 gg = ld2(g, c), bb = ld2(b, c);
+        st2(y, base + c, (v[i] - mean) * inv * gg.x + bb.x,
+            (v[i + W - 1] - mean) * inv * gg.y + bb.y);
+      } else {
+        st(y, base + c, (v[i] - mean) * inv * ld(g, c) + ld(b, c));
+      }
     }
   }
 }
@@ -168,13 +208,24 @@ __global__ void __launch_bounds__(kBlock)
   }
 }
 
+/* Whether p is aligned to two elements of T (a pair load). */
+template <typename T>
+bool pair_aligned(const void *p) {
+  return ((uintptr_t)p % (2 * sizeof(T))) == 0;
+}
+
 template <typename T, int N>
 cudaError_t layernorm_warp_launch(queue s, const sp__nn *op) {
   const size_t rows = op->u.norm.rows;
-  return launch(layernorm_warp<T, N>, grid_for((rows + kLnWarps - 1) / kLnWarps), 32 * kLnWarps, s,
-                static_cast<const T *>(op->u.norm.x), static_cast<const T *>(op->u.norm.residual),
-                static_cast<const T *>(op->u.norm.gamma), static_cast<const T *>(op->u.norm.beta),
-                static_cast<T *>(op->u.norm.y), rows, op->u.norm.cols, op->u.norm.eps);
+  const auto &n = op->u.norm;
+  const bool pairs = N % 2 == 0 && n.cols % 2 == 0 && pair_aligned<T>(n.x) &&
+                     pair_aligned<T>(n.residual) && pair_aligned<T>(n.gamma) &&
+                     pair_aligned<T>(n.beta) && pair_aligned<T>(n.y);
+  auto k = pairs ? layernorm_warp<T, N, N % 2 == 0> : layernorm_warp<T, N, false>;
+  return launch(k, grid_for((rows + kLnWarps - 1) / kLnWarps), 32 * kLnWarps, s,
+                static_cast<const T *>(n.x), static_cast<const T *>(n.residual),
+                static_cast<const T *>(n.gamma), static_cast<const T *>(n.beta),
+                static_cast<T *>(n.y), rows, n.cols, n.eps);
 }
 
 template <typename T>
@@ -263,24 +314,56 @@ cudaError_t pool(queue s, const sp__nn *op) {
 
 /* ---- attention ------------------------------------------------------------------------------ */
 
+/* N consecutive floats of shared memory at p, 16-byte aligned when N is a multiple of 4 (then read
+ * and written as float4). */
+template <int N>
+__device__ __forceinline__ void lds_n(float (&r)[N], const float *p) {
+  if constexpr (N % 4 == 0) {
+#pragma unroll
+    for (int k = 0; k < N; k += 4) {
+      const float4 v = *reinterpret_cast<const float4 *>(p + k);
+      r[k] = v.x, r[k + 1] = v.y, r[k + 2] = v.z, r[k + 3] = v.w;
+    }
+  } else {
+#pragma unroll
+    for (int k = 0; k < N; k++) r[k] = p[k];
+  }
+}
+template <int N>
+__device__ __forceinline__ void sts_n(float *p, const float (&r)[N]) {
+  if constexpr (N % 4 == 0) {
+#pragma unroll
+    for (int k = 0; k < N; k += 4)
+      *reinterpret_cast<float4 *>(p + k) = make_float4(r[k], r[k + 1], r[k + 2], r[k + 3]);
+  } else {
+#pragma unroll
+    for (int k = 0; k < N; k++) p[k] = r[k];
+  }
+}
+
 /* Block blk (grid-stride) is query tile blk % qtiles of head (blk / qtiles) % heads of sequence
  * blk / (qtiles * heads). DPL: head_dim values per lane (head_dim <= 32 DPL); QW: queries per
- * warp. */
+ * warp. Per key tile: lane j scores key j against the warp's QW queries (QW independent sums),
+ * the online softmax turns the scores into weights, which the warp writes to ps; then each lane
+ * accumulates its output values over the tile's real keys, one V load feeding QW FMAs. */
 template <typename T, int DPL, int QW>
 __global__ void __launch_bounds__(32 * kAttnWarps)
     attention_kernel(const T *__restrict__ qkv, const int32_t *__restrict__ lengths,
                      T *__restrict__ y, unsigned seq, unsigned heads, unsigned hd, float scale,
                      size_t qtiles, size_t total) {
   sp__pdl_wait();
-  constexpr int D = 32 * DPL;            /* head_dim rounded up to whole lanes */
-  constexpr int KT = DPL <= 2 ? 64 : 32; /* keys per tile                      */
-  constexpr int KPL = KT / 32;           /* keys per lane per tile             */
-  constexpr int QT = kAttnWarps * QW;    /* queries per block                  */
-  static_assert((KT * (D + 1) + KT * D + QT * D) * sizeof(float) <= 48 * 1024,
+  constexpr int D = 32 * DPL;         /* head_dim rounded up to whole lanes */
+  constexpr int KT = 32;              /* keys per tile: one a lane          */
+  constexpr int QT = kAttnWarps * QW; /* queries per block                  */
+  static_assert((KT * (D + 1) + KT * D + D * QT + KT * QT) * sizeof(float) <= 48 * 1024,
                 "static shared memory of one block");
-  __shared__ float ks[KT][D + 1]; /* K of the tile, f32; the pad column spreads the banks */
-  __shared__ float vs[KT][D];     /* V of the tile                                        */
-  __shared__ float qs[QT][D];     /* the block's queries                                  */
+  /* Queries and weights are stored query-minor, so a warp reads its QW values of one head value
+   * (one key) with 16-byte broadcast loads. */
+  __shared__ float ks[KT][D + 1];                        /* K of the tile, f32; the pad column
+                                                          * spreads the lanes' rows over banks */
+  __shared__ float vs[KT][D];                            /* V of the tile                       */
+  __shared__ __align__(16) float qs[D][QT];              /* the block's queries                 */
+  __shared__ __align__(16) float ps[kAttnWarps][KT][QW]; /* each warp's weights for the tile    */
   const unsigned lane = threadIdx.x & 31u, warp = threadIdx.x >> 5;
   const size_t hidden = (size_t)heads * hd, stride = 3 * hidden;
   for (size_t blk = blockIdx.x; blk < total; blk += gridDim.x) {
@@ -293,9 +376,9 @@ __global__ void __launch_bounds__(32 * kAttnWarps)
     __syncthreads(); /* the previous block's readers of qs are done */
     for (unsigned e = threadIdx.x; e < (unsigned)(QT * D); e += blockDim.x) {
       const unsigned i = e / D, d = e % D, t = t0 + i;
-      qs[i][d] = (t < seq && d < hd) ? ld(base, (size_t)t * stride + d) : 0.0f;
+      qs[d][i] = (t < seq && d < hd) ? ld(base, (size_t)t * stride + d) : 0.0f;
     }
-    float m[QW], l[QW], acc[QW][DPL];
+    float m[QW], l[QW], acc[QW][DPL]; /* l: this lane's share of the weights' sum */
 #pragma unroll
     for (int i = 0; i < QW; i++) {
       m[i] = -INFINITY;
@@ -304,8 +387,8 @@ __global__ void __launch_bounds__(32 * kAttnWarps)
       for (int k = 0; k < DPL; k++) acc[i][k] = 0.0f;
     }
     for (unsigned j0 = 0; j0 < keys; j0 += KT) {
-      const unsigned kn = keys - j0; /* real keys from j0 on (>= 1) */
-      __syncthreads();               /* qs is written; the previous tile's readers are done */
+      const unsigned kn = keys - j0 < (unsigned)KT ? keys - j0 : (unsigned)KT; /* real keys */
+      __syncthreads(); /* qs is written; the previous tile's readers are done */
       for (unsigned e = threadIdx.x; e < (unsigned)(KT * D); e += blockDim.x) {
         const unsigned j = e / D, d = e % D;
         const bool real = j < kn && d < hd;
@@ -314,51 +397,43 @@ __global__ void __launch_bounds__(32 * kAttnWarps)
         vs[j][d] = real ? ld(base, at + 2 * hidden) : 0.0f;
       }
       __syncthreads();
-      float sc[QW][KPL];
+      float sc[QW];
 #pragma unroll
-      for (int i = 0; i < QW; i++)
-#pragma unroll
-        for (int u = 0; u < KPL; u++) sc[i][u] = 0.0f;
-#pragma unroll 4
+      for (int i = 0; i < QW; i++) sc[i] = 0.0f;
+#pragma unroll 8
       for (int d = 0; d < D; d++) {
-        float kv[KPL];
+        const float kd = ks[lane][d];
+        float q[QW];
+        lds_n(q, &qs[d][warp * QW]);
 #pragma unroll
-        for (int u = 0; u < KPL; u++) kv[u] = ks[lane + 32 * u][d];
-#pragma unroll
-        for (int i = 0; i < QW; i++) {
-          const float qd = qs[warp * QW + i][d];
-#pragma unroll
-          for (int u = 0; u < KPL; u++) sc[i][u] = fmaf(qd, kv[u], sc[i][u]);
-        }
+        for (int i = 0; i < QW; i++) sc[i] = fmaf(q[i], kd, sc[i]);
       }
 #pragma unroll
       for (int i = 0; i < QW; i++) {
-        float tmax = -INFINITY;
-#pragma unroll
-        for (int u = 0; u < KPL; u++) {
-          sc[i][u] = lane + 32u * u < kn ? sc[i][u] * scale : -INFINITY;
-          tmax = fmaxf(tmax, sc[i][u]);
-        }
-        const float mn = fmaxf(m[i], warp_max(tmax)); /* finite: the tile has a real key */
-        const float corr = expf(m[i] - mn);           /* 0 on the first tile */
-        l[i] *= corr;
+        const float s = lane < kn ? sc[i] * scale : -INFINITY;
+        const float mn = fmaxf(m[i], warp_max(s)); /* finite: the tile has a real key */
+        const float corr = expf(m[i] - mn);        /* 0 on the first tile */
+        const float p = expf(s - mn);              /* 0 for a masked key */
+        l[i] = fmaf(l[i], corr, p);
 #pragma unroll
         for (int k = 0; k < DPL; k++) acc[i][k] *= corr;
         m[i] = mn;
-#pragma unroll
-        for (int u = 0; u < KPL; u++) {
-          const float p = expf(sc[i][u] - mn); /* 0 for a masked key */
-          l[i] += p;
-          /* the tile's real keys of this lane group only: warp-uniform bounds */
-          const unsigned jn = 32u * u >= kn ? 0u : (kn - 32u * u < 32u ? kn - 32u * u : 32u);
-          for (unsigned jj = 0; jj < jn; jj++) {
-            const float pj = __shfl_sync(0xffffffffu, p, (int)jj);
-#pragma unroll
-            for (int k = 0; k < DPL; k++)
-              acc[i][k] = fmaf(pj, vs[32 * u + jj][lane + 32 * k], acc[i][k]);
-          }
-        }
+        sc[i] = p;
       }
+      sts_n(&ps[warp][lane][0], sc);
+      __syncwarp();
+      for (unsigned j = 0; j < kn; j++) { /* the tile's real keys only: block-uniform bound */
+        float v[DPL];
+#pragma unroll
+        for (int k = 0; k < DPL; k++) v[k] = vs[j][lane + 32 * k];
+        float pj[QW];
+        lds_n(pj, &ps[warp][j][0]);
+#pragma unroll
+        for (int i = 0; i < QW; i++)
+#pragma unroll
+          for (int k = 0; k < DPL; k++) acc[i][k] = fmaf(pj[i], v[k], acc[i][k]);
+      }
+      __syncwarp(); /* the weights are read before the next tile rewrites them */
     }
 #pragma unroll
     for (int i = 0; i < QW; i++) {
@@ -386,13 +461,19 @@ cudaError_t attention_launch(queue s, const sp__nn *op) {
                 op->u.attention.scale, qtiles, total);
 }
 
+/* Blocks of QW queries a warp for op. */
+size_t attention_blocks(const sp__nn *op, unsigned qw) {
+  const size_t qtiles = (op->u.attention.seq + kAttnWarps * qw - 1) / (kAttnWarps * qw);
+  return qtiles * op->u.attention.heads * op->u.attention.batch;
+}
+
+/* The most queries a warp (8, 4 for head_dim > 96) that still gives kAttnFill blocks, else 2. */
 template <typename T, int DPL>
 cudaError_t attention_dpl(queue s, const sp__nn *op) {
   constexpr int QW = DPL == 4 ? 4 : 8;
-  const size_t qtiles = (op->u.attention.seq + kAttnWarps * QW - 1) / (kAttnWarps * QW);
-  if (qtiles * op->u.attention.heads * op->u.attention.batch < kAttnFill)
-    return attention_launch<T, DPL, 2>(s, op);
-  return attention_launch<T, DPL, QW>(s, op);
+  if (attention_blocks(op, QW) >= kAttnFill) return attention_launch<T, DPL, QW>(s, op);
+  if (QW > 4 && attention_blocks(op, 4) >= kAttnFill) return attention_launch<T, DPL, 4>(s, op);
+  return attention_launch<T, DPL, 2>(s, op);
 }
 
 template <typename T>
