@@ -658,9 +658,9 @@ sp_status sp_encoder_embed_ids(sp_encoder *e, const int32_t *ids, const uint32_t
 typedef struct sp_encoder_batcher sp_encoder_batcher;
 typedef struct sp_encoder_batcher_config { /* all-zero means defaults */
   unsigned max_tokens;   /* padded tokens per pass (batch x bucket); 0 -> 8192          */
-  unsigned max_batch;    /* texts per pass; 0 -> 256                                    */
+  unsigned max_batch;    /* texts per pass; 0 -> 16                                     */
   unsigned max_delay_us; /* how long a pass waits to fill after its first text; 0 -> 200 */
-  unsigned workers;      /* passes in flight, each on its own stream; 0 -> 2            */
+  unsigned workers;      /* passes in flight, each on its own stream; 0 -> 4            */
 } sp_encoder_batcher_config;
 /* Starts a batcher over e (cfg may be NULL; e must outlive it). max_tokens below the bucket of
  * e's max_seq (one longest text must fit a pass), max_batch above 65536, workers above

@@ -718,9 +718,9 @@ class EncoderBatcher(_Closable):
     Args:
         encoder: the encoder to run.
         max_tokens: padded tokens per pass (0: 8192).
-        max_batch: texts per pass (0: 256).
+        max_batch: texts per pass (0: 16).
         max_delay_us: how long a pass waits for more texts after its first (0: 200).
-        workers: passes in flight, each on its own stream (0: 2).
+        workers: passes in flight, each on its own stream (0: 4).
 
     ``batcher(text)`` blocks until that text's embedding ([dim] float32) is there; call it from
     any number of threads. The text is tokenized on the calling thread.
