@@ -49,6 +49,7 @@
   X(BATCHER_START, "batcher.start_mu", ONE, NONE)         /* workers' start-up; create waits */  \
   X(BATCHER_COLLECT, "batcher.mu", ONE, NONE)             /* the collector role; futex waits */  \
   X(ENCODER_BATCHER, "sp_encoder_batcher.mu", ONE, NONE)  /* queue, flags; condition waits  */   \
+  X(ENCODER_REQUEST, "enc_req.mu", ONE, NONE)             /* one text's answer; a leaf      */   \
   X(PLAN_CREATE, "io_entry.create_mu", ONE, BACKEND)      /* allocator + backend calls       */  \
   X(PLAN_RUN, "io_plan.mu", ONE, BACKEND)                 /* a whole run: submit, sync       */  \
   X(DEVICE_CAPTURE, "sp_device.capture_mu", ONE, BACKEND) /* graph captures (ops.c)       */     \

@@ -24,13 +24,15 @@
  * cancellation, destroy answering every accepted request, stats) are the same and written the same
  * way. Invariants: every queued request is answered exactly once; count == length of head..tail and
  * tokens == the sum of their buckets; after `stopping` no request is accepted; workers exit only
- * when stopping and the queue is empty; a caller touches b only while counted in `callers`, which
- * destroy waits to drain (under mu).
- * Locking: mu (SP__RANK_ENCODER_BATCHER) guards the queue, the flags, callers, and every request's
- * `done`; cv_work wakes workers (a text queued, collecting released, stopping); each request has
- * its own condition variable, signalled once when it is answered (a pass wakes exactly its own
- * callers); cv_state wakes create (workers started) and destroy (callers drained). mu is never held
- * across a tokenizer, encoder, backend or allocator call.
+ * when stopping and the queue is empty; a caller touches b only while counted in `callers` (an
+ * atomic), which destroy waits to drain.
+ * Locking: mu (SP__RANK_ENCODER_BATCHER) guards the queue and the flags; cv_work wakes workers (a
+ * text queued, collecting released, stopping); cv_state wakes create (workers started). Each
+ * request has its own lock and condition variable (SP__RANK_ENCODER_REQUEST, a leaf, never taken
+ * with mu): the worker sets `done` and signals under it, so answering a pass neither takes mu nor
+ * wakes callers into a convoy on it (with one lock for all, a pass's woken callers queue
+ * behind the answering worker and the next collector). mu is never held across a
+ * tokenizer, encoder, backend or allocator call.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -56,8 +58,9 @@ typedef struct enc_req {
   unsigned bucket;         /* padded length this text costs in a pass               */
   float *out;              /* the caller's row, dim floats                          */
   unsigned long long t_ns; /* arrival, monotonic                                    */
+  sp__mutex mu;            /* guards done; the answer's hand-off, nothing else      */
   bool done;               /* mu: status, msg and out are written                   */
-  pthread_cond_t cv;       /* its caller waits here (mu) until done                 */
+  pthread_cond_t cv;       /* its caller waits here (r->mu) until done              */
   sp_status status;        /* written before done                                   */
   char msg[ENC_MSG];       /* sp_last_error of the failed call                      */
 } enc_req;
@@ -81,13 +84,13 @@ struct sp_encoder_batcher {
   unsigned max_tokens, max_batch, max_delay_us, n_workers;
   sp__mutex mu;
   pthread_cond_t cv_work;    /* workers: a text queued, the collector role free, stopping */
-  pthread_cond_t cv_state;   /* create: workers started; destroy: callers drained         */
+  pthread_cond_t cv_state;   /* create: workers started                                   */
   enc_req *head, *tail;      /* mu: queued texts, oldest first                            */
   unsigned count;            /* mu: length of head..tail                                  */
   unsigned long long tokens; /* mu: sum of the queued texts' buckets                    */
   bool collecting;           /* mu: a worker holds the collector role                     */
   bool stopping;             /* mu: no text accepted from now on                          */
-  unsigned callers;          /* mu: threads inside sp_encoder_batcher_embed               */
+  atomic_uint callers;       /* threads inside sp_encoder_batcher_embed                   */
   unsigned ready;            /* mu: workers that finished starting                        */
   sp_status start_status;    /* mu: the first worker start failure                        */
   char start_msg[ENC_MSG];   /* mu                                                        */
@@ -226,15 +229,15 @@ static void enc_run(enc_worker *w, unsigned n) {
   if (st != SP_OK) atomic_fetch_add_explicit(&b->failed, n - ok_n, memory_order_relaxed);
   for (unsigned j = 0; j < ok_n; j++)
     memcpy(w->reqs[j]->out, w->rows + (size_t)j * b->dim, b->dim * sizeof(float));
-  sp__mutex_lock(&b->mu);
-  for (unsigned j = 0; j < n; j++) {
+  for (unsigned j = 0; j < n; j++) { /* each caller woken alone, under its own lock */
     enc_req *r = w->reqs[j];
     r->status = j < ok_n ? SP_OK : st;
     if (j >= ok_n) memcpy(r->msg, msg, sizeof(msg));
+    sp__mutex_lock(&r->mu);
     r->done = true;
-    pthread_cond_signal(&r->cv); /* each caller woken alone, no herd */
+    pthread_cond_signal(&r->cv);
+    sp__mutex_unlock(&r->mu); /* r may be gone from here on */
   }
-  sp__mutex_unlock(&b->mu);
   atomic_fetch_add_explicit(&b->answer_ns, enc_now_ns() - t1, memory_order_relaxed);
 }
 
@@ -434,13 +437,15 @@ static sp_status enc_submit(sp_encoder_batcher *b, enc_req *r) {
     return sp__fail(SP_ERR_INVALID_ARGUMENT,
                     "sp_encoder_batcher_embed: the batcher is being destroyed");
   }
-  b->callers++;
+  atomic_fetch_add(&b->callers, 1);
   r->t_ns = enc_now_ns();
   enc_push(b, r);
   if (b->count == 1 || enc_full(b)) pthread_cond_broadcast(&b->cv_work);
-  while (!r->done) sp__cond_wait(&r->cv, &b->mu);
-  if (--b->callers == 0 && b->stopping) pthread_cond_broadcast(&b->cv_state);
-  sp__mutex_unlock(&b->mu); /* the last touch of b */
+  sp__mutex_unlock(&b->mu);
+  sp__mutex_lock(&r->mu);
+  while (!r->done) sp__cond_wait(&r->cv, &r->mu);
+  sp__mutex_unlock(&r->mu);
+  atomic_fetch_sub(&b->callers, 1); /* the last touch of b */
   if (r->status != SP_OK) return sp__fail(r->status, "sp_encoder_batcher_embed: %s", r->msg);
   return SP_OK;
 }
@@ -458,11 +463,17 @@ static sp_status enc_embed(sp_encoder_batcher *b, const char *text, float *out) 
                  .len = (uint32_t)n,
                  .bucket = sp__encoder_seq_bucket(b->e, (unsigned)n),
                  .out = out};
-    int e = pthread_cond_init(&r.cv, NULL);
-    st = e ? sp__fail(SP_ERR_HOST_MEMORY, "sp_encoder_batcher_embed: pthread_cond_init failed (%d)",
-                      e)
+    int e = sp__mutex_init(&r.mu, SP__RANK_ENCODER_REQUEST);
+    if (!e) {
+      e = pthread_cond_init(&r.cv, NULL);
+      if (e) sp__mutex_destroy(&r.mu);
+    }
+    st = e ? sp__fail(SP_ERR_HOST_MEMORY, "sp_encoder_batcher_embed: pthread init failed (%d)", e)
            : enc_submit(b, &r);
-    if (!e) pthread_cond_destroy(&r.cv);
+    if (!e) {
+      pthread_cond_destroy(&r.cv);
+      sp__mutex_destroy(&r.mu);
+    }
   }
   if (ids != stack_ids) sp__free(ids);
   return st;
@@ -487,9 +498,10 @@ void sp_encoder_batcher_destroy(sp_encoder_batcher *b) {
   if (sp__device_enter(b->dev, "sp_encoder_batcher_destroy") != SP_OK) return;
   int cancel = sp__cancel_off();
   enc_stop(b);
-  sp__mutex_lock(&b->mu); /* answered callers may still be leaving enc_submit */
-  while (b->callers) sp__cond_wait(&b->cv_state, &b->mu);
-  sp__mutex_unlock(&b->mu);
+  while (atomic_load(&b->callers)) { /* answered callers may still be leaving enc_submit */
+    struct timespec ts = {0, 50000};
+    nanosleep(&ts, NULL);
+  }
   enc_free(b);
   sp__cancel_restore(cancel);
 }
