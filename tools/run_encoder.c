@@ -326,7 +326,7 @@ static sp_status enc_open(const run_opts *o, sp_device **dev, sp_encoder **e) {
   unsigned max_t = 1;
   for (unsigned i = 0; i < o->n_runs; i++)
     if (o->threads[i] > max_t) max_t = o->threads[i];
-  unsigned want = max_t + 3 + (o->bcfg.workers ? o->bcfg.workers : 2);
+  unsigned want = max_t + 3 + (o->bcfg.workers ? o->bcfg.workers : 4); /* the header's default */
   sp_device_config cfg = {.backend = o->backend};
   if (want > 32) cfg.streams = want > SP_STREAMS_MAX ? SP_STREAMS_MAX : want;
   sp_status st = sp_device_open(&cfg, dev);

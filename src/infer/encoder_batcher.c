@@ -58,8 +58,8 @@ typedef struct enc_req {
   unsigned bucket;         /* padded length this text costs in a pass               */
   float *out;              /* the caller's row, dim floats                          */
   unsigned long long t_ns; /* arrival, monotonic                                    */
-  sp__mutex mu;            /* guards done; the answer's hand-off, nothing else      */
-  bool done;               /* mu: status, msg and out are written                   */
+  sp__mutex mu;            /* r->mu: guards done (the answer's hand-off) only      */
+  bool done;               /* r->mu: status, msg and out are written                */
   pthread_cond_t cv;       /* its caller waits here (r->mu) until done              */
   sp_status status;        /* written before done                                   */
   char msg[ENC_MSG];       /* sp_last_error of the failed call                      */

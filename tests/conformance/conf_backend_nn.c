@@ -174,6 +174,8 @@ static void test_layernorm(void **state) {
     layernorm_case(&c, (sp_dtype)dt, 300, 384, 1, 1); /* many rows: MiniLM's batch x seq */
     layernorm_case(&c, (sp_dtype)dt, 3, 3001, 1, 1);  /* longer than a warp holds       */
     layernorm_case(&c, (sp_dtype)dt, 2, 1025, 0, 0);
+    layernorm_case(&c, (sp_dtype)dt, 4, 383, 1, 1); /* odd: CUDA reads single columns    */
+    layernorm_case(&c, (sp_dtype)dt, 4, 130, 1, 0); /* even: pairs, the last group partial */
     for (unsigned i = 0; i < tu_scale(12); i++)
       layernorm_case(&c, (sp_dtype)dt, 1 + (unsigned)tu_rng_below(&c.r, 9),
                      2 + (unsigned)tu_rng_below(&c.r, 300), (int)tu_rng_below(&c.r, 2),
@@ -320,6 +322,11 @@ static void test_attention(void **state) {
     attention_case(&c, (sp_dtype)dt, 1, 512, 1, 64);  /* BERT-base: seq 512, head_dim 64       */
     attention_case(&c, (sp_dtype)dt, 2, 70, 3, 96);
     attention_case(&c, (sp_dtype)dt, 2, 100, 2, 128); /* the largest head CUDA's kernel takes */
+    /* CUDA's queries-per-warp choices at larger grids (the most of 8, 4, 2 giving 256 blocks) */
+    attention_case(&c, (sp_dtype)dt, 16, 32, 12, 32); /* 4 a warp: the batcher's MiniLM pass   */
+    attention_case(&c, (sp_dtype)dt, 24, 48, 4, 64);  /* 4 a warp, a partial second key tile   */
+    attention_case(&c, (sp_dtype)dt, 64, 32, 4, 96);  /* 8 a warp at head_dim 96               */
+    attention_case(&c, (sp_dtype)dt, 32, 64, 4, 128); /* 4 a warp at head_dim 128              */
     attention_case_or_refusal(&c, (sp_dtype)dt, 2, 9, 1, 136, 1);
     for (unsigned i = 0; i < tu_scale(8); i++)
       attention_case(&c, (sp_dtype)dt, 1 + (unsigned)tu_rng_below(&c.r, 4),
