@@ -130,51 +130,48 @@ __global__ void __launch_bounds__(32 * kLnWarps)
     layernorm_warp(const T *x, const T *res, const T *__restrict__ g, const T *__restrict__ b, T *y,
                    size_t rows, unsigned cols, float eps) {
   sp__pdl_wait();
+  static_assert(!PAIRS || N % 2 == 0, "pairs need an even count");
+  constexpr int W = PAIRS ? 2 : 1; /* columns a lane reads and writes at once */
   const unsigned lane = threadIdx.x & 31u;
-  constexpr int W = PAIRS ? 2 : 1; /* columns a lane reads at once */
-  static_assert(N % W == 0, "pairs need an even count");
+  /* The column of this lane's value i (with pairs, even cols: value i + 1 is in range with i). */
+  auto col = [lane](int i) -> unsigned {
+    return PAIRS ? 64u * (unsigned)(i / 2) + 2u * lane + (unsigned)(i & 1) : lane + 32u * i;
+  };
   for (size_t row = (size_t)blockIdx.x * kLnWarps + threadIdx.x / 32; row < rows;
        row += (size_t)gridDim.x * kLnWarps) {
     const size_t base = row * cols;
     float v[N], sum = 0.0f;
 #pragma unroll
     for (int i = 0; i < N; i += W) {
-      const unsigned c = 32u * W * (i / W) + W * lane; /* the first of this lane's W columns */
-      v[i] = 0.0f;
-      if (PAIRS) v[i + W - 1] = 0.0f;
-      if (c < cols) {
-        if (PAIRS) {
-          const float2 a = ld2(x, base + c), r = res ? ld2(res, base + c) : make_float2(0.f, 0.f);
-          v[i] = a.x + r.x;
-          v[i + W - 1] = a.y + r.y;
-        } else {
-          v[i] = ld(x, base + c);
-          if (res) v[i] += ld(res, base + c);
-        }
+      const unsigned c = col(i);
+      v[i] = v[i + W - 1] = 0.0f;
+      if (c >= cols) continue;
+      if constexpr (PAIRS) {
+        const float2 a = ld2(x, base + c), r = res ? ld2(res, base + c) : make_float2(0.f, 0.f);
+        v[i] = a.x + r.x;
+        v[i + 1] = a.y + r.y;
+      } else {
+        v[i] = ld(x, base + c);
+        if (res) v[i] += ld(res, base + c);
       }
-#pragma unroll
-      for (int k = 0; k < W; k++) sum += v[i + k];
     }
+#pragma unroll
+    for (int i = 0; i < N; i++) sum += v[i];
     const float mean = warp_sum(sum) / (float)cols;
     float sq = 0.0f;
 #pragma unroll
-    for (int i = 0; i < N; i += W) {
-      const unsigned c = 32u * W * (i / W) + W * lane;
-#pragma unroll
-      for (int k = 0; k < W; k++) {
-        const float d = v[i + k] - mean;
-        if (c < cols) sq = fmaf(d, d, sq);
-      }
+    for (int i = 0; i < N; i++) {
+      const float d = v[i] - mean;
+      if (col(i) < cols) sq = fmaf(d, d, sq);
     }
     const float inv = 1.0f / sqrtf(warp_sum(sq) / (float)cols + eps);
 #pragma unroll
     for (int i = 0; i < N; i += W) {
-      const unsigned c = 32u * W * (i / W) + W * lane;
+      const unsigned c = col(i);
       if (c >= cols) continue;
-      if (PAIRS) {
+      if constexpr (PAIRS) {
         const float2 gg = ld2(g, c), bb = ld2(b, c);
-        st2(y, base + c, (v[i] - mean) * inv * gg.x + bb.x,
-            (v[i + W - 1] - mean) * inv * gg.y + bb.y);
+        st2(y, base + c, (v[i] - mean) * inv * gg.x + bb.x, (v[i + 1] - mean) * inv * gg.y + bb.y);
       } else {
         st(y, base + c, (v[i] - mean) * inv * ld(g, c) + ld(b, c));
       }
