@@ -27,6 +27,7 @@
 #include <cuda_runtime_api.h>
 #include <dlfcn.h>
 
+#include "../tools/args.h"
 #include "bench_thread.h"
 
 enum { IN = 512, OUT = 512, MAXT = 64, NBUCKET = 4096 };
@@ -200,18 +201,13 @@ enum { MAXB = 32, NBATCH = 8 };
 static unsigned batches[NBATCH + 1] = {1, 8, 32}; /* batch 1, then the --batches list */
 static size_t n_batches = 3;
 
-/* "8,32": 1..NBATCH values of 1..MAXB into batches[1..]; 0 on success. */
+/* "8,32": 1..NBATCH values of 1..MAXB into batches[1..], in the CLI's list grammar
+ * (tools/args.h: no empty item, no sign or space); 0 on success. */
 static int parse_batches(const char *v) {
-  n_batches = 1;
-  for (const char *p = v; *p;) {
-    char *end;
-    unsigned long b = strtoul(p, &end, 10);
-    if (end == p || b < 1 || b > MAXB || n_batches > NBATCH || (*end && *end != ',')) return -1;
-    batches[n_batches++] = (unsigned)b;
-    if (*end == ',' && !end[1]) return -1; /* a trailing comma */
-    p = *end ? end + 1 : end;
-  }
-  return n_batches > 1 ? 0 : -1;
+  unsigned n = 0;
+  if (sp_cli_list(v, 1, MAXB, false, NBATCH, batches + 1, &n)) return -1;
+  n_batches = 1 + n;
+  return 0;
 }
 
 /* Eager forwards of every benchmarked batch on a model without graphs: the timing happens here,
