@@ -126,9 +126,9 @@ def longest_stall(call):
 
 
 @pytest.mark.skipif(BACKEND != "host", reason="sized for the host backend's CPU forward")
-@pytest.mark.parametrize("path", ["package", "ctypes"])  # the package's path, and ctypes forced
-def test_gil_released_during_a_long_call(tmp_path, monkeypatch, path):
-    if path == "ctypes":
+@pytest.mark.parametrize("binding", ["package", "ctypes"])  # the package's path, ctypes forced
+def test_gil_released_during_a_long_call(tmp_path, monkeypatch, binding):
+    if binding == "ctypes":
         monkeypatch.setattr(sp, "_speedups", None)
     dims = [1024, 2048, 2048, 1024]
     path = str(tmp_path / "big.safetensors")
