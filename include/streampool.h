@@ -346,13 +346,14 @@ sp_status sp_free(sp_device *dev, void *p);
  * thread. */
 sp_status sp_record_stream(sp_device *dev, void *p, sp_stream *s);
 
-/* Syncs every stream, completes pending frees and returns every unused segment to the backend.
- * Any thread. */
+/* Syncs every stream, completes pending frees and returns every unused segment to the backend,
+ * and on backends that can decommit (host; see docs/ARCHITECTURE.md) the memory of every whole
+ * 2 MiB page of the free blocks of segments still in use. Any thread. */
 sp_status sp_empty_cache(sp_device *dev);
 
 typedef struct sp_memory_stats {
   size_t allocated_bytes, allocated_bytes_peak; /* handed to users (rounded sizes)            */
-  size_t reserved_bytes, reserved_bytes_peak;   /* held from the backend                       */
+  size_t reserved_bytes, reserved_bytes_peak;   /* held from the backend (committed pages)     */
   uint64_t allocs, frees, cache_hits, backend_allocs, backend_frees;
   uint64_t deferred_frees, cross_stream_reuses, oom_retries, ooms;
 } sp_memory_stats;
@@ -361,10 +362,12 @@ typedef struct sp_memory_stats {
 sp_status sp_memory_stats_get(sp_device *dev, sp_memory_stats *out);
 /* Sets both peaks to the current values. Any thread. */
 sp_status sp_memory_stats_reset_peaks(sp_device *dev);
-/* A JSON document {"stats":{...},"segments":[{"address","bytes","stream","blocks":[{"offset",
- * "bytes","state":"live|cached|pending","stream"}]}],"history":{...},"events":[...]} ("events"
- * empty when the history is off; see sp_memory_history_enable); free it with sp_string_free.
- * Any thread. */
+/* A JSON document {"stats":{...},"segments":[{"address","bytes","committed","stream","blocks":
+ * [{"offset","bytes","state":"live|cached|pending","stream"}]}],"history":{...},"events":[...]}
+ * ("events" empty when the history is off; see sp_memory_history_enable); free it with
+ * sp_string_free. "committed": the segment's bytes less its decommitted pages (whole 2 MiB pages
+ * of free blocks whose memory went back to the device, on backends that can; reserved_bytes is the
+ * sum of "committed"). Any thread. */
 sp_status sp_memory_snapshot_json(sp_device *dev, char **json_out);
 /* Frees a string the library returned. NULL is a no-op. Any thread. */
 void sp_string_free(char *s);
@@ -374,7 +377,8 @@ void sp_string_free(char *s);
  * alloc, free, free_pending (deferred: other streams still use the block), free_complete (a
  * pending block cached at last), reuse and reuse_wait (a block of another stream taken; _wait:
  * the stream waits on the device for the owner's work), segment_map / segment_unmap, oom_retry
- * (out of memory or the limit: flush and retry), oom (the retry failed), empty_cache. Each has a
+ * (out of memory or the limit: flush and retry), oom (the retry failed), empty_cache,
+ * page_decommit / page_commit (free pages of a segment given back / taken again). Each has a
  * monotonic time, device, stream, thread, size and address; sp_memory_snapshot_json returns them
  * as "events" (schema in docs/ARCHITECTURE.md, "Memory history"). Off, the allocator pays one
  * relaxed load and a branch per operation; on, one atomic ticket and a 64-byte slot write per

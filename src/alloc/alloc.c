@@ -36,6 +36,7 @@ sp_status sp__alloc_create(sp_device *dev, sp__allocator **out) {
   a->n_streams = dev->cfg.streams;
   a->limit = dev->cfg.memory_limit;
   a->inflight_reuse = !(dev->cfg.alloc_flags & SP_ALLOC_NO_INFLIGHT_REUSE);
+  a->can_decommit = dev->be->mem_decommit != NULL;
   size_t free_bytes = 0, total = 0;
   if (dev->be->memory_info(dev->bdev, &free_bytes, &total) == SP_OK) a->device_total = total;
   for (unsigned i = 0; i < a->n_streams; i++) sp__spin_init(&a->caches[i].mu, SP__RANK_ALLOC_CACHE);
@@ -43,8 +44,10 @@ sp_status sp__alloc_create(sp_device *dev, sp__allocator **out) {
   sp__spin_init(&a->seglist_mu, SP__RANK_ALLOC_SEGLIST);
   sp__spin_init(&a->peak_mu, SP__RANK_ALLOC_PEAK);
   sp__ptrmap_init(&a->map);
+  sp__mutex_init(&a->commit_mu, SP__RANK_ALLOC_COMMIT);
   sp_status st = sp__history_init(a);
   if (st != SP_OK) {
+    sp__mutex_destroy(&a->commit_mu);
     sp__aligned_free(a->caches);
     sp__aligned_free(a);
     return st;
@@ -67,6 +70,7 @@ void sp__alloc_destroy(sp__allocator *a) {
       bn = b->next;
       sp__aligned_free(b);
     }
+    sp__free(seg->gone);
     sp__aligned_free(seg);
   }
   for (sp__segment *seg = a->seg_spare, *next; seg; seg = next) {
@@ -82,6 +86,7 @@ void sp__alloc_destroy(sp__allocator *a) {
   }
   sp__ptrmap_destroy(&a->map);
   sp__history_destroy(a);
+  sp__mutex_destroy(&a->commit_mu);
   sp__aligned_free(a->caches);
   sp__aligned_free(a);
 }
@@ -164,8 +169,9 @@ static sp__block *take_completed(sp__allocator *a, unsigned s, size_t bytes, boo
   return NULL;
 }
 
-/* Puts back a block taken for s from t's cache that s never used (undo of take_from). */
-static void give_back(sp__allocator *a, unsigned t, unsigned s, sp__block *blk) {
+/* Puts back a block taken for s from t's cache (t may be s) that s never used (undo of a take;
+ * reuse: it was counted as a cross-stream reuse). */
+static void give_back(sp__allocator *a, unsigned t, unsigned s, sp__block *blk, bool reuse) {
   sp__scache *c = &a->caches[s];
   sp__cache_lock2(a, s, t);
   sp__map_shard *sh = sp__ptrmap_shard(&a->map, blk->ptr);
@@ -173,7 +179,7 @@ static void give_back(sp__allocator *a, unsigned t, unsigned s, sp__block *blk) 
   sp__ptrmap_remove(sh, blk);
   sp__spin_unlock(&sh->mu);
   c->allocs--;
-  c->cross_stream_reuses--;
+  if (reuse) c->cross_stream_reuses--;
   atomic_store_explicit(&c->live_bytes,
                         atomic_load_explicit(&c->live_bytes, memory_order_relaxed) - blk->bytes,
                         memory_order_relaxed);
@@ -205,7 +211,7 @@ static sp__block *take_inflight(sp__allocator *a, unsigned s, size_t bytes, bool
       SP__HISTORY(a, SP__HIST_REUSE_WAIT, (int)s, (int)t, blk->bytes, blk->ptr, blk->seg->base);
       return blk;
     }
-    give_back(a, t, s, blk);
+    give_back(a, t, s, blk, true);
     return NULL;
   }
   return NULL;
@@ -248,6 +254,7 @@ static void alloc_trim_before_grow(sp__allocator *a, unsigned s, size_t bytes) {
     if (!stream_idle(a, i)) done[i] = 0; /* only blocks cached before it ever ran */
   }
   (void)sp__segment_release_unused(a, done, keep, sp__size_pool(bytes));
+  (void)sp__pages_decommit(a, done, keep, sp__size_pool(bytes));
 }
 
 /* Whether blk (CACHED, its cache's lock held) has a CACHED address neighbour, which is then
@@ -316,13 +323,23 @@ static sp__block *take_other(sp__allocator *a, unsigned s, size_t bytes, bool sh
   return blk;
 }
 
+/* blk (NULL ok), taken for s, once the decommitted pages under it are committed again; NULL when
+ * they cannot be (the limit, or the device full: blk goes back to s's cache, the error is set). */
+static sp__block *alloc_ready(sp__allocator *a, unsigned s, sp__block *blk) {
+  if (!blk || !blk->commit) return blk;
+  alloc_trim_before_grow(a, s, blk->bytes); /* committing grows reserved as a segment would */
+  if (sp__pages_commit(a, blk) == SP_OK) return blk;
+  give_back(a, s, s, blk, false);
+  return NULL;
+}
+
 /* (1)-(4) once: other streams' free blocks (of streams no running thread works on; their pieces
  * merged first if no single one fits) before a new segment, those of any stream only when no new
  * segment can be had (then the error is kept for the caller's retry). */
 static sp_status alloc_attempt(sp__allocator *a, unsigned s, size_t bytes, sp__block **out) {
-  sp__block *blk = take_own(a, s, bytes, true);
-  if (!blk) blk = take_other(a, s, bytes, false);
-  if (!blk && adopt_completed(a, s, bytes)) blk = take_own(a, s, bytes, false);
+  sp__block *blk = alloc_ready(a, s, take_own(a, s, bytes, true));
+  if (!blk) blk = alloc_ready(a, s, take_other(a, s, bytes, false));
+  if (!blk && adopt_completed(a, s, bytes)) blk = alloc_ready(a, s, take_own(a, s, bytes, false));
   if (blk) {
     *out = blk;
     return SP_OK;
@@ -330,7 +347,7 @@ static sp_status alloc_attempt(sp__allocator *a, unsigned s, size_t bytes, sp__b
   alloc_trim_before_grow(a, s, bytes);
   sp_status st = sp__segment_create(a, s, bytes, out);
   if (st != SP_ERR_OUT_OF_MEMORY && st != SP_ERR_LIMIT) return st;
-  blk = take_other(a, s, bytes, true);
+  blk = alloc_ready(a, s, take_other(a, s, bytes, true));
   if (!blk) return st;
   sp__error_clear();
   *out = blk;
@@ -350,6 +367,7 @@ static sp_status alloc_flush_retry(sp__allocator *a, unsigned s, size_t bytes, s
   if (st != SP_OK) return st;
   sp__pending_poll(a, true);
   (void)sp__segment_release_unused(a, seen, NULL, SP__POOLS);
+  (void)sp__pages_decommit(a, seen, NULL, SP__POOLS);
   st = alloc_attempt(a, s, rounded, out);
   if (st != SP_ERR_OUT_OF_MEMORY && st != SP_ERR_LIMIT) return st;
   why = st;
@@ -412,7 +430,7 @@ sp_status sp_alloc(sp_device *dev, size_t bytes, sp_stream *s, void **out) {
   if (st != SP_OK) return st;
   unsigned si = s->index;
   if ((++alloc_tl_ops & 15u) == 0) sp__pending_poll(a, false);
-  sp__block *blk = take_own(a, si, rounded, false);
+  sp__block *blk = alloc_ready(a, si, take_own(a, si, rounded, false));
   if (!blk) {
     st = alloc_slow(a, si, bytes, rounded, &blk);
     if (st != SP_OK) return st;
@@ -570,6 +588,7 @@ sp_status sp_empty_cache(sp_device *dev) {
   if (st != SP_OK) return st;
   sp__pending_poll(a, true);
   size_t released = sp__segment_release_unused(a, seen, NULL, SP__POOLS);
+  released += sp__pages_decommit(a, seen, NULL, SP__POOLS);
   SP__HISTORY(a, SP__HIST_EMPTY_CACHE, -1, -1, released, NULL, NULL);
   sp__alloc_debug_check(a, 0);
   return SP_OK;

@@ -108,6 +108,9 @@ struct sp__allocator {
   uint64_t backend_allocs, backend_frees; /* seglist_mu                                    */
   _Atomic uint64_t oom_retries, ooms;
 
+  sp__mutex commit_mu; /* SP__RANK_ALLOC_COMMIT: page (de)commits and segment releases (commit.c) */
+  bool can_decommit;   /* the backend has mem_decommit / mem_commit; immutable                 */
+
   _Alignas(64) sp__spin peak_mu; /* SP__RANK_ALLOC_PEAK                                   */
   size_t allocated_peak;         /* peak_mu                                                */
 
@@ -187,6 +190,23 @@ sp_status sp__segment_create(sp__allocator *a, unsigned s, size_t bytes, sp__blo
  * any); the bytes released. Takes every stream cache lock. */
 size_t sp__segment_release_unused(sp__allocator *a, const uint64_t *max_stamp, const bool *keep,
                                   unsigned pool);
+
+/* ---- pages (commit.c) ---- */
+/* Decommits the whole pages inside CACHED blocks of pool `pool` (SP__POOLS: any) whose stamps
+ * are <= max_stamp[their stream] and whose stream has no keep[stream] set (keep may be NULL);
+ * the bytes decommitted (reserved shrinks by as much). Best effort: a backend failure leaves
+ * those pages committed and clears the error. No lock held by the caller. */
+size_t sp__pages_decommit(sp__allocator *a, const uint64_t *max_stamp, const bool *keep,
+                          unsigned pool);
+/* Commits the decommitted pages under blk (LIVE, taken by the caller, commit set), under the
+ * memory limit; clears blk->commit. SP_ERR_LIMIT / SP_ERR_OUT_OF_MEMORY (blk not usable; pages
+ * committed before the failure stay committed and counted). No lock held by the caller. */
+sp_status sp__pages_commit(sp__allocator *a, sp__block *blk);
+/* Whether [off, off + bytes) of seg (mu held) overlaps a decommitted page. */
+bool sp__pages_gone_in(const sp__segment *seg, size_t off, size_t bytes);
+/* The bitmap of a new segment of `bytes` (NULL when it has one page or the backend cannot
+ * decommit); false without host memory. */
+bool sp__pages_bitmap_new(sp__allocator *a, size_t bytes, uint64_t **out);
 
 /* ---- segment index (range.c); the first three with seglist_mu held ---- */
 /* Room for one more entry, promised to the caller's segment (host memory under the lock); false

@@ -6,6 +6,9 @@
  * that used it complete). Two address neighbours CACHED on the same stream are always merged.
  * A LIVE block with `front` set is free, held whole in the front cache of stream `stream`
  * (front.c): for everything but the segment walk it counts as cached on that stream.
+ * A segment's whole pages (SP__MEM_PAGE) inside CACHED blocks may be decommitted (commit.c): the
+ * backend has their memory back, the addresses stay; a block over such pages is committed again
+ * before sp_alloc hands it out, so every LIVE block handed out lies on committed pages.
  *
  * Locking (ranks in alloc_internal.h): a block's prev/next/bytes/state/stream change only under its
  * segment's lock; a CACHED block's bin links under its stream cache's lock; a LIVE block's extra
@@ -53,6 +56,7 @@ typedef struct sp__block {
   sp__block_state state;      /* segment lock                                            */
   atomic_bool claimed;        /* LIVE: an sp_free owns it, or it is front-cached         */
   bool front;                 /* LIVE: held in stream `stream`'s front cache; cache lock  */
+  bool commit; /* LIVE, just taken: it overlaps decommitted pages, which sp_alloc commits first */
 } sp__block;
 
 struct sp__segment {
@@ -66,6 +70,12 @@ struct sp__segment {
   sp__block *first;         /* lowest block; segment lock                              */
   bool linked;              /* in the segment list and index (range.c); mu             */
   sp__segment *prev, *next; /* the allocator's segment list; seglist lock              */
+  /* Decommitted pages (commit.c): bit p covers [base + p * SP__MEM_PAGE, + SP__MEM_PAGE). Set
+   * only for pages wholly inside CACHED blocks; changed under the allocator's commit_mu and mu
+   * both, so either one suffices to read them. NULL: a one-page segment, or a backend without
+   * mem_decommit. */
+  uint64_t *gone;
+  size_t n_gone; /* set bits of gone; their bytes are not counted in reserved */
 };
 
 /* Free blocks of one stream and pool, binned by size (stream cache lock). */

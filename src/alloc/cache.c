@@ -42,6 +42,7 @@ void sp__cache_take(sp__allocator *a, sp__scache *owner, sp__block *blk, size_t 
   sp__block *rest = blk->bytes > bytes ? sp__cache_block_new(owner) : NULL;
   sp__spin_lock(&seg->mu);
   if (rest) sp__block_split(blk, bytes, rest); /* no struct: the block stays whole */
+  blk->commit = sp__pages_gone_in(seg, (size_t)(blk->ptr - seg->base), blk->bytes);
   blk->state = SP__BLOCK_LIVE;
   blk->stream = stream;
   blk->extra[0] = blk->extra[1] = 0;

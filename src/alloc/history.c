@@ -57,6 +57,8 @@ static const char *const hist_kind_names[SP__HIST_KINDS] = {
     [SP__HIST_OOM_RETRY] = "oom_retry",
     [SP__HIST_OOM] = "oom",
     [SP__HIST_EMPTY_CACHE] = "empty_cache",
+    [SP__HIST_PAGE_DECOMMIT] = "page_decommit",
+    [SP__HIST_PAGE_COMMIT] = "page_commit",
 };
 
 const char *sp__history_kind_name(unsigned kind) {

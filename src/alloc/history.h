@@ -26,10 +26,12 @@ typedef enum sp__hist_kind {
   SP__HIST_REUSE,         /* cross-stream reuse of a completed block (peer: the owner stream)   */
   SP__HIST_REUSE_WAIT,    /* cross-stream reuse of an in-flight block, with a device-side wait  */
   SP__HIST_SEGMENT_MAP,   /* a segment allocated from the backend                               */
-  SP__HIST_SEGMENT_UNMAP, /* a segment returned to the backend                                  */
+  SP__HIST_SEGMENT_UNMAP, /* a segment returned to the backend (bytes: its committed bytes)     */
   SP__HIST_OOM_RETRY,     /* out of memory (or the limit): flush everything and retry once     */
   SP__HIST_OOM,           /* the retry failed too: sp_alloc returns the error                   */
   SP__HIST_EMPTY_CACHE,   /* sp_empty_cache (bytes: what it released)                           */
+  SP__HIST_PAGE_DECOMMIT, /* whole free pages of a segment given back (address: the first)      */
+  SP__HIST_PAGE_COMMIT,   /* decommitted pages taken again for a block being allocated          */
   SP__HIST_KINDS
 } sp__hist_kind;
 

@@ -1,14 +1,16 @@
 /* Segments: getting memory from the backend and giving unused segments back.
  *
- * Owns the segment list, reserved bytes and the memory limit. A segment has its size class's size
+ * Owns the segment list, reserved bytes and the memory limit (commit.c changes reserved too, when
+ * it decommits and commits pages of a segment). A segment has its size class's size
  * (size_class.h), or when that would pass the memory limit, the request's own size (so a request
  * that fits under the limit is never refused for the size class's rounding alone). Invariants:
- * reserved is the sum of linked segments' bytes; reserved + reserving never passes the limit
+ * reserved is the sum of linked segments' committed bytes (bytes less decommitted pages);
+ * reserved + reserving never passes the limit
  * (reserving covers the mem_alloc calls under way, so concurrent growth cannot overshoot it); a
  * segment is released only when all its blocks are CACHED with stamps showing their streams
  * finished with them. Locking: the segment list lock guards the list and counters; releasing takes
- * every stream cache lock first (rare: sp_empty_cache and the OOM path); mem_alloc/mem_free run
- * with no lock held.
+ * the commit lock and every stream cache lock first (rare: sp_empty_cache, the OOM path and the
+ * trim before growing); mem_alloc/mem_free run with no lock held.
  */
 #include "alloc/alloc_internal.h"
 
@@ -66,7 +68,7 @@ static void segment_unlink(sp__allocator *a, sp__segment *seg) {
   if (seg->next) seg->next->prev = seg->prev;
   sp__seg_index_remove(a, seg);
   a->n_segments--;
-  a->reserved -= seg->bytes;
+  a->reserved -= seg->bytes - seg->n_gone * SP__MEM_PAGE;
   a->backend_frees++;
 }
 
@@ -100,7 +102,8 @@ sp_status sp__segment_create(sp__allocator *a, unsigned s, size_t bytes, sp__blo
   if (st != SP_OK) return st;
   sp__segment *seg = segment_struct_new(a);
   sp__block *blk = sp__aligned_calloc(1, sizeof(*blk));
-  if (!seg || !blk) {
+  uint64_t *gone = NULL;
+  if (!seg || !blk || !sp__pages_bitmap_new(a, seg_bytes, &gone)) {
     st = sp__fail(SP_ERR_HOST_MEMORY, "sp_alloc: no host memory for segment bookkeeping");
     goto free_structs;
   }
@@ -113,6 +116,8 @@ sp_status sp__segment_create(sp__allocator *a, unsigned s, size_t bytes, sp__blo
   seg->pool = sp__size_pool(bytes);
   seg->stream = s;
   seg->first = blk;
+  seg->gone = gone;
+  seg->n_gone = 0;
   seg->linked = true;
   sp__spin_unlock(&seg->mu);
   *blk = (sp__block){
@@ -131,6 +136,7 @@ sp_status sp__segment_create(sp__allocator *a, unsigned s, size_t bytes, sp__blo
   return SP_OK;
 
 free_structs:
+  sp__free(gone);
   sp__aligned_free(blk);
   segment_struct_drop(a, seg);
   segment_unreserve(a, seg_bytes);
@@ -162,6 +168,7 @@ static void segment_detach(sp__allocator *a, sp__segment *seg) {
 size_t sp__segment_release_unused(sp__allocator *a, const uint64_t *max_stamp, const bool *keep,
                                   unsigned pool) {
   sp__segment *dead = NULL;
+  sp__mutex_lock(&a->commit_mu); /* no page of a segment released here is being decommitted */
   for (unsigned s = 0; s < a->n_streams; s++) sp__spin_lock(&a->caches[s].mu);
   sp__spin_lock(&a->seglist_mu);
   for (sp__segment *seg = a->segments, *next; seg; seg = next) {
@@ -177,12 +184,16 @@ size_t sp__segment_release_unused(sp__allocator *a, const uint64_t *max_stamp, c
   }
   sp__spin_unlock(&a->seglist_mu);
   for (unsigned s = a->n_streams; s-- > 0;) sp__spin_unlock(&a->caches[s].mu);
+  sp__mutex_unlock(&a->commit_mu);
   size_t released = 0;
   for (sp__segment *seg = dead, *next; seg; seg = next) {
     next = seg->next;
-    released += seg->bytes;
-    SP__HISTORY(a, SP__HIST_SEGMENT_UNMAP, (int)seg->stream, -1, seg->bytes, seg->base, seg->base);
+    size_t committed = seg->bytes - seg->n_gone * SP__MEM_PAGE;
+    released += committed;
+    SP__HISTORY(a, SP__HIST_SEGMENT_UNMAP, (int)seg->stream, -1, committed, seg->base, seg->base);
     a->dev->be->mem_free(a->dev->bdev, seg->base);
+    sp__free(seg->gone);
+    seg->gone = NULL;
     for (sp__block *b = seg->first, *bn; b; b = bn) {
       bn = b->next;
       sp__aligned_free(b);

@@ -55,10 +55,12 @@ static bool snapshot_segment(cJSON *segs, const sp__segment *seg) {
   }
   char addr[32];
   snprintf(addr, sizeof(addr), "%p", (void *)seg->base);
-  bool ok = cJSON_AddStringToObject(o, "address", addr) &&
-            cJSON_AddNumberToObject(o, "bytes", (double)seg->bytes) &&
-            cJSON_AddStringToObject(o, "pool", seg->pool == SP__POOL_SMALL ? "small" : "large") &&
-            cJSON_AddNumberToObject(o, "stream", seg->stream);
+  bool ok =
+      cJSON_AddStringToObject(o, "address", addr) &&
+      cJSON_AddNumberToObject(o, "bytes", (double)seg->bytes) &&
+      cJSON_AddNumberToObject(o, "committed", (double)(seg->bytes - seg->n_gone * SP__MEM_PAGE)) &&
+      cJSON_AddStringToObject(o, "pool", seg->pool == SP__POOL_SMALL ? "small" : "large") &&
+      cJSON_AddNumberToObject(o, "stream", seg->stream);
   cJSON *blocks = ok ? cJSON_AddArrayToObject(o, "blocks") : NULL;
   for (const sp__block *b = seg->first; b && blocks; b = b->next) {
     cJSON *bo = cJSON_CreateObject();

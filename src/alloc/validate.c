@@ -9,8 +9,10 @@
  * segment; each block is in exactly one state and, for it, in exactly one place (LIVE: the map;
  * CACHED: its stream's bins of its segment's pool, in the right bin; PENDING: the pending list;
  * LIVE with front set counts as cached on its stream: in the map, claimed, in that front once);
- * no two neighbours are CACHED on the same stream; the bins', map's and list's counts and the
- * counters (live bytes per stream, reserved) equal what the walk found.
+ * no two neighbours are CACHED on the same stream; no LIVE or PENDING block lies on a decommitted
+ * page unless it is a LIVE block just taken whose pages are being committed (commit.c); the bins',
+ * map's and list's counts and the counters (live bytes per stream, reserved: segment bytes less
+ * decommitted pages) equal what the walk found.
  */
 #include "alloc/alloc_internal.h"
 
@@ -91,12 +93,22 @@ static sp_status validate_segment(sp__allocator *a, const sp__segment *seg, vali
       VFAIL("segment %p: block %p has a wrong prev", (void *)seg->base, (void *)b->ptr);
     sp_status st = validate_block(a, seg, b, t);
     if (st != SP_OK) return st;
+    if (b->state != SP__BLOCK_CACHED && !(b->state == SP__BLOCK_LIVE && b->commit) &&
+        sp__pages_gone_in(seg, (size_t)(b->ptr - seg->base), b->bytes))
+      VFAIL("segment %p: %s block at %p lies on decommitted pages", (void *)seg->base,
+            b->state == SP__BLOCK_LIVE ? "a live" : "a pending", (void *)b->ptr);
     at += b->bytes;
   }
+  size_t gone = 0;
+  for (size_t w = 0; seg->gone && w < (seg->bytes / SP__MEM_PAGE + 63) / 64; w++)
+    gone += (size_t)__builtin_popcountll(seg->gone[w]);
+  if (gone != seg->n_gone)
+    VFAIL("segment %p: %zu decommitted pages marked, %zu counted", (void *)seg->base, gone,
+          seg->n_gone);
   if (at != seg->base + seg->bytes)
     VFAIL("segment %p: blocks cover %zu of %zu bytes", (void *)seg->base, (size_t)(at - seg->base),
           seg->bytes);
-  t->reserved += seg->bytes;
+  t->reserved += seg->bytes - seg->n_gone * SP__MEM_PAGE;
   t->segments++;
   return SP_OK;
 }

@@ -25,9 +25,13 @@
 #include "streampool.h"
 
 #define SP__BACKEND_VERSION                                          \
-  7u /* 2: graph and pinned host memory slots; 3: memcpy_peer_async; \
+  8u /* 2: graph and pinned host memory slots; 3: memcpy_peer_async; \
         4: stream_native, stream_wait_native; 5: mem_is_foreign;     \
-        6: sp__linear.act, nn_async; 7: nn_head_dim_max */
+        6: sp__linear.act, nn_async; 7: nn_head_dim_max;             \
+        8: mem_decommit, mem_commit */
+
+/* The unit of mem_decommit / mem_commit: 2 MiB (CUDA's VMM granularity, a huge page on Linux). */
+#define SP__MEM_PAGE ((size_t)2 << 20)
 
 typedef struct sp__bdevice sp__bdevice; /* a backend's device   */
 typedef struct sp__bstream sp__bstream; /* a backend's stream   */
@@ -171,6 +175,17 @@ typedef struct sp__backend {
    * SP_ERR_OUT_OF_MEMORY (never another status) when the device is full. */
   sp_status (*mem_alloc)(sp__bdevice *d, size_t bytes, void **out);
   sp_status (*mem_free)(sp__bdevice *d, void *p);
+
+  /* Optional, both or none: the physical memory of whole pages of a segment given back and taken
+   * again, its addresses kept. [segment + offset, + bytes) lies in one live segment of d (segment:
+   * what mem_alloc returned); offset and bytes are multiples of SP__MEM_PAGE. mem_decommit: the
+   * range's contents are lost and its bytes no longer count as used (memory_info); the caller
+   * touches it again only after mem_commit of it returns SP_OK. mem_commit: usable again, contents
+   * undefined; SP_ERR_OUT_OF_MEMORY (nothing changed) when the device is full. mem_free frees a
+   * segment whatever its pages' state. Neither is called during a capture. NULL -> segments stay
+   * whole: memory comes back to the device only segment by segment. */
+  sp_status (*mem_decommit)(sp__bdevice *d, void *segment, size_t offset, size_t bytes);
+  sp_status (*mem_commit)(sp__bdevice *d, void *segment, size_t offset, size_t bytes);
 
   /* Optional, all four or none: graphs (record a stream's work once, replay it with one launch).
    * NULL -> no graphs: callers launch the work op by op.

@@ -165,6 +165,9 @@ sp_status sp__backend_validate(const sp__backend *be) {
                     "backend %s: stream_native and stream_wait_native must be "
                     "both set or both NULL",
                     name);
+  if (!be->mem_decommit != !be->mem_commit)
+    return sp__fail(SP_ERR_BACKEND,
+                    "backend %s: mem_decommit and mem_commit must be both set or both NULL", name);
   return SP_OK;
 }
 

@@ -55,6 +55,8 @@
   X(DEVICE_CAPTURE, "sp_device.capture_mu", ONE, BACKEND) /* graph captures (ops.c)       */     \
   /* src/alloc, outer: the pending-list processor flag (events queried and released under it) */ \
   X(ALLOC_PENDING_BUSY, "sp__allocator.pending_busy", ONE, BACKEND)                              \
+  /* src/alloc: page commits and decommits (commit.c); mem_commit/mem_decommit under it */       \
+  X(ALLOC_COMMIT, "sp__allocator.commit_mu", ONE, BACKEND)                                       \
   /* src/core */                                                                                 \
   X(REGISTRY, "device registry_mu", ONE, NONE)     /* thread-exit paths; device lock  */         \
   X(SLOT_WAIT, "sp__slot_pool.wait_mu", ONE, NONE) /*   ... may be taken under it     */         \

@@ -63,7 +63,7 @@ import json, sys
 x = '</script><script>document.title="pwned";document.body.appendChild(document.createElement("i")).id="pwned"</script>'
 img = '<img src=x onerror="document.body.setAttribute(\'data-pwned\',\'1\')">'
 kinds = ["alloc", "free", "free_pending", "free_complete", "reuse", "reuse_wait", "segment_map",
-         "segment_unmap", "oom_retry", "oom", "empty_cache"]
+         "segment_unmap", "oom_retry", "oom", "empty_cache", "page_decommit", "page_commit"]
 segs = [{"address": x, "bytes": 2097152, "pool": img, "stream": 1,
          "blocks": [{"offset": 0, "bytes": 1024, "state": "live", "stream": 1},
                     {"offset": 1024, "bytes": 4096, "state": "pending", "stream": 1},

@@ -16,7 +16,7 @@ import sys
 
 STATES = ["live", "cached", "pending"]
 KINDS = ["alloc", "free", "free_pending", "free_complete", "reuse", "reuse_wait", "segment_map",
-         "segment_unmap", "oom_retry", "oom", "empty_cache"]
+         "segment_unmap", "oom_retry", "oom", "empty_cache", "page_decommit", "page_commit"]
 
 
 class Dom(html.parser.HTMLParser):
@@ -78,7 +78,7 @@ def main():
     blocks = [b for s in segs for b in s["blocks"]]
     same("segments", shown("segment-count"), len(segs))
     same("blocks", shown("block-count"), len(blocks))
-    same("reserved bytes", shown("reserved-bytes"), sum(s["bytes"] for s in segs))
+    same("reserved bytes", shown("reserved-bytes"), sum(s.get("committed", s["bytes"]) for s in segs))
     same("streams", shown("stream-count"), len({s["stream"] for s in segs}))
     for st in STATES:
         mine = [b for b in blocks if b.get("state") == st]

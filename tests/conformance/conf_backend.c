@@ -7,7 +7,8 @@
  * on the host with jitter on), re-recording an event does not move waits already queued, timing
  * events measure and reject what they must, events survive concurrent record/query/wait/sync;
  * devices open and name themselves, segments are aligned and hold data, an impossible request is
- * SP_ERR_OUT_OF_MEMORY; Linear matches a double reference (f32, bf16) and f32<->bf16 conversion
+ * SP_ERR_OUT_OF_MEMORY, decommitted pages give their memory back and hold data once committed
+ * again; Linear matches a double reference (f32, bf16) and f32<->bf16 conversion
  * rounds to nearest even (where the backend has those optional slots).
  * Method: drive the table directly (no core: sp__backend_find gives the table) with a fresh
  * backend device per case. Streams are held with a gate host function (tu_gate) to create pending
@@ -484,6 +485,50 @@ static void test_memory_segments(void **state) {
   free(back);
 }
 
+/* Pages of a segment decommitted and committed again (optional slots): the pages around them keep
+ * their data, the device's free memory grows by at least the pages' bytes and shrinks back, and
+ * the committed pages hold what is written to them. */
+static void test_memory_pages(void **state) {
+  (void)state;
+  if (!B->mem_decommit) {
+    printf("[conf_backend] %s: memory_pages: not run: the backend has no mem_decommit slot\n",
+           B->name);
+    return;
+  }
+  enum { PAGES = 4 };
+  const size_t page = SP__MEM_PAGE, bytes = PAGES * SP__MEM_PAGE;
+  sp__bdevice *d = tu_be_device(B, 0);
+  sp__bstream *s = tu_be_stream(B, d, 1);
+  unsigned char *p = NULL, *host = malloc(bytes), *back = malloc(bytes);
+  SP_CHECK_OK(B->mem_alloc(d, bytes, (void **)&p));
+  for (size_t i = 0; i < bytes; i++) host[i] = (unsigned char)(i * 7 + i / page);
+  SP_CHECK_OK(B->memcpy_async(s, p, host, bytes));
+  SP_CHECK_OK(B->stream_sync(s));
+  size_t f0 = 0, f1 = 0, f2 = 0, t = 0;
+  SP_CHECK_OK(B->memory_info(d, &f0, &t));
+  SP_CHECK_OK(B->mem_decommit(d, p, page, 2 * page)); /* pages 1 and 2 */
+  SP_CHECK_OK(B->memory_info(d, &f1, &t));
+  if (f1 < f0 + 2 * page) fail_msg("%s: free %zu -> %zu after decommitting 4 MiB", B->name, f0, f1);
+  SP_CHECK_OK(B->mem_commit(d, p, page, 2 * page));
+  SP_CHECK_OK(B->memory_info(d, &f2, &t));
+  if (f2 + 2 * page > f1) fail_msg("%s: free %zu -> %zu after committing 4 MiB", B->name, f1, f2);
+  memset(host + page, 0x3c, 2 * page);
+  SP_CHECK_OK(B->memcpy_async(s, p + page, host + page, 2 * page));
+  download(s, back, p, bytes);
+  for (size_t i = 0; i < bytes; i++)
+    if (back[i] != host[i]) {
+      fail_msg("%s: byte %zu (page %zu): expected %u, got %u", B->name, i, i / page, host[i],
+               back[i]);
+      break;
+    }
+  SP_CHECK_OK(B->mem_decommit(d, p, 3 * page, page)); /* freed with a page decommitted */
+  SP_CHECK_OK(B->mem_free(d, p));
+  B->stream_destroy(s);
+  B->device_close(d);
+  free(host);
+  free(back);
+}
+
 /* ---- linear and convert (optional slots) ------------------------------------------------- */
 
 static float rand_float(tu_rng *r) { return (float)((double)tu_rng_below(r, 2000001) / 1e6 - 1.0); }
@@ -692,6 +737,7 @@ int main(void) {
   static const tu_be_case cases[] = {
       {"table_devices", test_table_devices},
       {"memory_segments", test_memory_segments},
+      {"memory_pages", test_memory_pages},
       {"fifo_order_under_jitter", test_fifo_order_under_jitter},
       {"host_func_order", test_host_func_order},
       {"query_sync_destroy", test_query_sync_destroy},

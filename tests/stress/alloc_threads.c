@@ -4,10 +4,12 @@
  * overlapping or corrupted blocks, and the counters add up afterwards.
  * Method: 6 threads on a round-robin host device with 5 pool streams (so some threads share a
  * stream), jitter on. Each thread keeps up to 16 blocks; each op (seeded per thread) allocates
- * (512 B..3 MiB) and fills the block on its stream with a tag byte, or frees one after checking
- * its first 512 bytes through a stream-ordered copy, sometimes after recording it on another
- * stream that read it. Failures are recorded with TU_EXPECT and asserted after the join. Sized
- * with tu_scale so it also runs under ThreadSanitizer.
+ * (512 B..3 MiB) and fills 512 bytes at every MiB of the block and at its end on its stream with a
+ * tag byte, or frees one after checking those bytes through stream-ordered copies, sometimes after
+ * recording it on another stream that read it; thread 0 also empties the cache now and then, so
+ * free pages of segments are decommitted while the others allocate (a page decommitted under a
+ * live block would read back as zeros). Failures are recorded with TU_EXPECT and asserted after
+ * the join. Sized with tu_scale so it also runs under ThreadSanitizer.
  */
 #include <pthread.h>
 #include <stdlib.h>
@@ -19,8 +21,16 @@ enum { THREADS = 6, KEEP = 16, CHECK = 512 };
 
 typedef struct held {
   void *p;
+  size_t bytes;
   unsigned char tag;
 } held;
+
+/* The offset of the k-th probe of a block of `bytes` (k < probes(bytes)): every MiB, then the end.
+ */
+static size_t probes(size_t bytes) { return (bytes - CHECK) / (1u << 20) + 2; }
+static size_t probe_at(size_t bytes, size_t k) {
+  return k + 1 < probes(bytes) ? k * (1u << 20) : bytes - CHECK;
+}
 
 static sp_device *dev;
 static size_t ops_per_thread;
@@ -29,12 +39,16 @@ static uint64_t
 
 static void check_block(sp_stream *s, const held *h) {
   unsigned char got[CHECK];
-  TU_EXPECT_OK(sp_memcpy_async(s, got, h->p, CHECK));
-  TU_EXPECT_OK(sp_stream_sync(s));
-  for (unsigned i = 0; i < CHECK; i++) {
-    if (got[i] != h->tag) {
-      TU_EXPECT(0, "block %p byte %u: 0x%02x, want 0x%02x", h->p, i, got[i], h->tag);
-      return;
+  for (size_t k = 0; k < probes(h->bytes); k++) {
+    size_t at = probe_at(h->bytes, k);
+    TU_EXPECT_OK(sp_memcpy_async(s, got, (char *)h->p + at, CHECK));
+    TU_EXPECT_OK(sp_stream_sync(s));
+    for (unsigned i = 0; i < CHECK; i++) {
+      if (got[i] != h->tag) {
+        TU_EXPECT(0, "block %p of %zu byte %zu: 0x%02x, want 0x%02x", h->p, h->bytes, at + i,
+                  got[i], h->tag);
+        return;
+      }
     }
   }
 }
@@ -50,11 +64,12 @@ static void *worker(void *arg) {
   for (size_t op = 0; op < ops_per_thread; op++) {
     if (n < KEEP && (n == 0 || tu_rng_below(&rng, 2))) {
       size_t bytes = 512 + tu_rng_below(&rng, tu_rng_below(&rng, 8) ? 64 * 1024 : 3u << 20);
-      held h = {NULL, (unsigned char)(1 + tu_rng_below(&rng, 250))};
+      held h = {NULL, bytes, (unsigned char)(1 + tu_rng_below(&rng, 250))};
       sp_status st = sp_alloc(dev, bytes, s, &h.p);
       TU_EXPECT(st == SP_OK, "alloc %zu: %s", bytes, sp_last_error());
       if (st != SP_OK) break;
-      TU_EXPECT_OK(sp_memset_async(s, h.p, h.tag, CHECK));
+      for (size_t k = 0; k < probes(bytes); k++)
+        TU_EXPECT_OK(sp_memset_async(s, (char *)h.p + probe_at(bytes, k), h.tag, CHECK));
       keep[n++] = h;
     } else {
       unsigned i = (unsigned)tu_rng_below(&rng, n);
@@ -68,6 +83,7 @@ static void *worker(void *arg) {
       }
       TU_EXPECT_OK(sp_free(dev, h.p));
     }
+    if (id == 0 && op % 500 == 499) TU_EXPECT_OK(sp_empty_cache(dev));
   }
   while (n) TU_EXPECT_OK(sp_free(dev, keep[--n].p));
   TU_EXPECT_OK(sp_stream_sync(other));

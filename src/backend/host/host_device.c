@@ -1,13 +1,14 @@
 /* The host device: its environment settings, its name, and its device memory.
  *
  * Owns: the host sp__bdevice (index, name, capacity, jitter settings) and raw "device" segments.
- * A segment is posix_memalign'd host memory, 256-byte aligned, with a 256-byte header in front
- * (magic, size, owning device) so mem_free can check the pointer and give the bytes back to the
- * capacity. Device memory deliberately bypasses the host-allocation hook: it is the device's, not
- * the library's bookkeeping.
+ * A segment is posix_memalign'd host memory starting on an OS page, with a page-sized header in
+ * front (magic, size, committed bytes, owning device) so mem_free can check the pointer and give
+ * the bytes back to the capacity. Whole 2 MiB pages of a segment can be decommitted (madvise:
+ * the system takes the memory back) and committed again. Device memory deliberately bypasses the
+ * host-allocation hook: it is the device's, not the library's bookkeeping.
  *
- * Invariants: used_bytes == sum of the sizes of live segments <= total_bytes (a reservation is a
- * CAS that never passes the capacity).
+ * Invariants: used_bytes == sum of the committed bytes of live segments <= total_bytes (a
+ * reservation is a CAS that never passes the capacity).
  *
  * Locking: none; the device's mutable state is atomic. Environment variables are read at
  * device_count/device_open only.
@@ -16,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <errno.h>
+#include <sys/mman.h>
 
 #include "backend/host/host_impl.h"
 #include "core/env.h"
@@ -106,13 +109,18 @@ sp_status sp__host_memory_info(sp__bdevice *d, size_t *free_bytes, size_t *total
 /* ---- device memory -------------------------------------------------------------------------- */
 
 #define HOST_SEGMENT_MAGIC 0x5350484f53544d45ull /* "SPHOSTME" */
+enum {
+  HOST_PAGE = 4096
+}; /* a segment starts on an OS page, so its 2 MiB pages can be decommitted */
 
-typedef struct host_segment_header { /* the SP__HOST_ALIGN bytes in front of a segment */
-  uint64_t magic;                    /* HOST_SEGMENT_MAGIC while live, 0 after free    */
-  size_t bytes;                      /* the size asked for                            */
-  sp__bdevice *dev;                  /* the owner                                     */
+typedef struct host_segment_header { /* the HOST_PAGE bytes in front of a segment          */
+  uint64_t magic;                    /* HOST_SEGMENT_MAGIC while live, 0 after free         */
+  size_t bytes;                      /* the size asked for                                 */
+  _Atomic size_t committed;          /* bytes counted in used_bytes (decommitted pages not) */
+  sp__bdevice *dev;                  /* the owner                                          */
 } host_segment_header;
-_Static_assert(sizeof(host_segment_header) <= SP__HOST_ALIGN, "segment header fits its slot");
+_Static_assert(sizeof(host_segment_header) <= HOST_PAGE, "segment header fits its slot");
+_Static_assert(HOST_PAGE % SP__HOST_ALIGN == 0, "segments keep the device alignment");
 
 /* Reserves bytes of d's capacity; false if it would pass the capacity. */
 static bool host_capacity_take(sp__bdevice *d, size_t bytes) {
@@ -130,12 +138,12 @@ sp_status sp__host_mem_alloc(sp__bdevice *d, size_t bytes, void **out) {
   if (SP__UNLIKELY(sp__host_capture_of_thread()))
     return SP__HOST_CAPTURE_VIOLATION(sp__host_capture_of_thread(), "mem_alloc",
                                       "raw allocation during a capture");
-  if (bytes > SIZE_MAX - SP__HOST_ALIGN || !host_capacity_take(d, bytes))
+  if (bytes > SIZE_MAX - HOST_PAGE || !host_capacity_take(d, bytes))
     return sp__fail(SP_ERR_OUT_OF_MEMORY,
                     "host device %d: out of memory: requested %zu bytes, %zu of %zu in use",
                     d->index, bytes, atomic_load(&d->used_bytes), d->total_bytes);
   void *base = NULL;
-  if (posix_memalign(&base, SP__HOST_ALIGN, SP__HOST_ALIGN + bytes) != 0) {
+  if (posix_memalign(&base, HOST_PAGE, HOST_PAGE + bytes) != 0) {
     atomic_fetch_sub(&d->used_bytes, bytes);
     return sp__fail(SP_ERR_OUT_OF_MEMORY,
                     "host device %d: out of memory: the system refused %zu bytes", d->index, bytes);
@@ -143,9 +151,25 @@ sp_status sp__host_mem_alloc(sp__bdevice *d, size_t bytes, void **out) {
   host_segment_header *h = base;
   h->magic = HOST_SEGMENT_MAGIC;
   h->bytes = bytes;
+  atomic_init(&h->committed, bytes);
   h->dev = d;
-  *out = (char *)base + SP__HOST_ALIGN;
+  *out = (char *)base + HOST_PAGE;
   return SP_OK;
+}
+
+/* The header of p if p is a live segment of d, else NULL with the error set (fn: the slot). */
+static host_segment_header *host_segment_of(sp__bdevice *d, void *p, const char *fn) {
+  if ((uintptr_t)p % HOST_PAGE != 0) {
+    sp__fail(SP_ERR_INVALID_ARGUMENT, "host %s: %p is not a host segment", fn, p);
+    return NULL;
+  }
+  host_segment_header *h = (host_segment_header *)((char *)p - HOST_PAGE);
+  if (h->magic != HOST_SEGMENT_MAGIC || h->dev != d) {
+    sp__fail(SP_ERR_INVALID_ARGUMENT, "host %s: %p is not a live segment of host device %d", fn, p,
+             d->index);
+    return NULL;
+  }
+  return h;
 }
 
 sp_status sp__host_mem_free(sp__bdevice *d, void *p) {
@@ -155,14 +179,58 @@ sp_status sp__host_mem_free(sp__bdevice *d, void *p) {
   if (SP__UNLIKELY(sp__host_capture_of_thread()))
     return SP__HOST_CAPTURE_VIOLATION(sp__host_capture_of_thread(), "mem_free",
                                       "raw free during a capture");
-  if ((uintptr_t)p % SP__HOST_ALIGN != 0)
-    return sp__fail(SP_ERR_INVALID_ARGUMENT, "host mem_free: %p is not a host segment", p);
-  host_segment_header *h = (host_segment_header *)((char *)p - SP__HOST_ALIGN);
-  if (h->magic != HOST_SEGMENT_MAGIC || h->dev != d)
-    return sp__fail(SP_ERR_INVALID_ARGUMENT,
-                    "host mem_free: %p is not a live segment of host device %d", p, d->index);
+  host_segment_header *h = host_segment_of(d, p, "mem_free");
+  if (!h) return SP_ERR_INVALID_ARGUMENT;
   h->magic = 0;
-  atomic_fetch_sub(&d->used_bytes, h->bytes);
+  atomic_fetch_sub(&d->used_bytes, atomic_load(&h->committed));
   free(h);
+  return SP_OK;
+}
+
+/* The checks shared by decommit and commit: a live segment of d, a whole-page range inside it;
+ * its header through *out. */
+static sp_status host_page_range(sp__bdevice *d, void *segment, size_t offset, size_t bytes,
+                                 const char *fn, host_segment_header **out) {
+  if (!d || !segment) return sp__fail(SP_ERR_INVALID_ARGUMENT, "host %s: NULL argument", fn);
+  sp__lock_assert_call_ok(fn);
+  if (SP__UNLIKELY(sp__host_capture_of_thread()))
+    return SP__HOST_CAPTURE_VIOLATION(sp__host_capture_of_thread(), fn,
+                                      "page change during a capture");
+  host_segment_header *h = host_segment_of(d, segment, fn);
+  if (!h) return SP_ERR_INVALID_ARGUMENT;
+  if (offset % SP__MEM_PAGE || bytes % SP__MEM_PAGE || !bytes || offset > h->bytes ||
+      bytes > h->bytes - offset)
+    return sp__fail(SP_ERR_INVALID_ARGUMENT,
+                    "host %s: [%zu, +%zu) is not a range of whole 2 MiB pages inside the "
+                    "%zu-byte segment %p",
+                    fn, offset, bytes, h->bytes, segment);
+  *out = h;
+  return SP_OK;
+}
+
+/* The pages' memory goes back to the system (MADV_DONTNEED: they read as zeros when touched
+ * again) and their bytes to the device's capacity. */
+sp_status sp__host_mem_decommit(sp__bdevice *d, void *segment, size_t offset, size_t bytes) {
+  host_segment_header *h = NULL;
+  sp_status st = host_page_range(d, segment, offset, bytes, "mem_decommit", &h);
+  if (st != SP_OK) return st;
+  if (madvise((char *)segment + offset, bytes, MADV_DONTNEED) != 0)
+    return sp__fail(SP_ERR_BACKEND, "host mem_decommit: madvise of %zu bytes failed: %s", bytes,
+                    strerror(errno));
+  atomic_fetch_sub(&h->committed, bytes);
+  atomic_fetch_sub(&d->used_bytes, bytes);
+  return SP_OK;
+}
+
+/* The pages count against the capacity again; the system maps them on first touch. */
+sp_status sp__host_mem_commit(sp__bdevice *d, void *segment, size_t offset, size_t bytes) {
+  host_segment_header *h = NULL;
+  sp_status st = host_page_range(d, segment, offset, bytes, "mem_commit", &h);
+  if (st != SP_OK) return st;
+  if (!host_capacity_take(d, bytes))
+    return sp__fail(SP_ERR_OUT_OF_MEMORY,
+                    "host device %d: out of memory: committing %zu bytes, %zu of %zu in use",
+                    d->index, bytes, atomic_load(&d->used_bytes), d->total_bytes);
+  atomic_fetch_add(&h->committed, bytes);
   return SP_OK;
 }

@@ -36,7 +36,7 @@ struct sp__bdevice {
   int index;                /* ordinal; immutable                                     */
   char name[64];            /* "host (N cores)"; immutable                            */
   size_t total_bytes;       /* capacity (STREAMPOOL_HOST_MEMORY or RAM); immutable    */
-  atomic_size_t used_bytes; /* bytes handed out by mem_alloc and not yet freed        */
+  atomic_size_t used_bytes; /* committed bytes of live segments (mem_alloc .. mem_free) */
   unsigned jitter_us;       /* max random delay before each command; immutable        */
   uint64_t jitter_seed;     /* STREAMPOOL_HOST_JITTER_SEED; immutable                 */
 };
@@ -201,6 +201,8 @@ const char *sp__host_device_name(const sp__bdevice *d);
 sp_status sp__host_memory_info(sp__bdevice *d, size_t *free_bytes, size_t *total_bytes);
 sp_status sp__host_mem_alloc(sp__bdevice *d, size_t bytes, void **out);
 sp_status sp__host_mem_free(sp__bdevice *d, void *p);
+sp_status sp__host_mem_decommit(sp__bdevice *d, void *segment, size_t offset, size_t bytes);
+sp_status sp__host_mem_commit(sp__bdevice *d, void *segment, size_t offset, size_t bytes);
 
 /* ---- host_stream.c: table slots ---- */
 sp_status sp__host_stream_create(sp__bdevice *d, unsigned index, sp__bstream **out);

@@ -69,7 +69,9 @@ static sp_status take(tu_slot slot) {
   X(memcpy_peer_async, (sp__bstream * ds, void *dst, sp__bdevice *sd, const void *src, size_t n), \
     (ds, dst, sd, src, n))                                                                        \
   X(stream_native, (sp__bstream * s, void **out), (s, out))                                       \
-  X(stream_wait_native, (sp__bstream * s, void *native), (s, native))
+  X(stream_wait_native, (sp__bstream * s, void *native), (s, native))                             \
+  X(mem_decommit, (sp__bdevice * d, void *seg, size_t off, size_t n), (d, seg, off, n))           \
+  X(mem_commit, (sp__bdevice * d, void *seg, size_t off, size_t n), (d, seg, off, n))
 
 #define TU_DEFINE_BEFORE(name, params, args)       \
   static sp_status fw_##name params {              \

@@ -62,7 +62,9 @@
   X(host_free_pinned, SP_ERR_BACKEND)        \
   X(memcpy_peer_async, SP_ERR_BACKEND)       \
   X(stream_native, SP_ERR_BACKEND)           \
-  X(stream_wait_native, SP_ERR_BACKEND)
+  X(stream_wait_native, SP_ERR_BACKEND)      \
+  X(mem_decommit, SP_ERR_BACKEND)            \
+  X(mem_commit, SP_ERR_OUT_OF_MEMORY)
 
 typedef enum tu_slot {
 #define TU_SLOT_ENUM(name, status) TU_SLOT_##name,

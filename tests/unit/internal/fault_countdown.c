@@ -2,7 +2,8 @@
  *
  * Goal: a failure of any status-returning backend slot (or of a host allocation) inside
  * sp_device_open (two host devices), events around a host function (record, wait, sync, elapsed),
- * sp_memcpy_peer_async between the devices, sp_alloc, sp_record_stream, sp_free, sp_model_load
+ * sp_memcpy_peer_async between the devices, sp_alloc, sp_record_stream, sp_free, a segment's free
+ * pages decommitted (sp_empty_cache) and committed again (sp_alloc), sp_model_load
  * (f32 and bf16 from a safetensors file), sp_model_infer, sp_model_forward, sp_batcher_create,
  * sp_batcher_infer, sp_encoder_load (the tiny BERT folder) or sp_encoder_embed either returns the
  * status that failure documents (the slot's, see TU_FAULT_SLOTS; host memory: SP_ERR_HOST_MEMORY)
@@ -145,6 +146,36 @@ static sp_status step_free(script *c) {
   return st;
 }
 
+/* Pages of a segment decommitted and committed again: a 3 MiB block pins a 20 MiB segment,
+ * sp_empty_cache gives back the segment's whole free pages (mem_decommit), an 8 MiB block carved
+ * from them commits them again (mem_commit) and must hold what is written to it. */
+static sp_status step_pages(script *c) {
+  enum { PIN = 3u << 20, BIG = 8u << 20 };
+  static unsigned char back[4096];
+  sp_stream *s = NULL;
+  void *pin = NULL, *big = NULL;
+  sp_status st = sp_stream_current(c->dev, &s);
+  if (st == SP_OK) st = sp_alloc(c->dev, PIN, s, &pin);
+  if (st == SP_OK) st = sp_empty_cache(c->dev);
+  if (st == SP_OK) st = sp_alloc(c->dev, BIG, s, &big);
+  if (st == SP_OK) st = sp_memset_async(s, big, 0x4c, BIG);
+  if (st == SP_OK) st = sp_memcpy_async(s, back, (char *)big + BIG - sizeof(back), sizeof(back));
+  if (st == SP_OK) st = sp_stream_sync(s);
+  if (st == SP_OK && (back[0] != 0x4c || back[sizeof(back) - 1] != 0x4c))
+    snprintf(wrong, sizeof(wrong), "pages: the recommitted block reads 0x%02x 0x%02x, want 0x4c",
+             back[0], back[sizeof(back) - 1]);
+  char msg[512];
+  snprintf(msg, sizeof(msg), "%s", sp_last_error());
+  if (s && st != SP_OK) (void)sp_stream_sync(s);
+  sp_status fst = sp_free(c->dev, big);
+  if (fst == SP_OK) fst = sp_free(c->dev, pin);
+  if (st != SP_OK) {
+    (void)sp__fail(st, "%s", msg);
+    return st;
+  }
+  return fst;
+}
+
 static sp_status step_load(script *c) { return sp_model_load(c->dev, path, SP_F32, &c->m32); }
 static sp_status step_load_bf16(script *c) { return sp_model_load(c->dev, path, SP_BF16, &c->m16); }
 
@@ -267,6 +298,7 @@ static const step steps[] = {
     {"sp_alloc", step_alloc},
     {"memset + sp_record_stream", step_use_and_record},
     {"sp_free", step_free},
+    {"page decommit + commit", step_pages},
     {"sp_model_load f32", step_load},
     {"sp_model_load bf16", step_load_bf16},
     {"sp_model_infer", step_infer},

@@ -1,11 +1,12 @@
 /* White-box tests of what is particular to the host backend, through its method table.
  *
  * Goal: the host table is complete and valid; device memory is bounded by STREAMPOOL_HOST_MEMORY
- * with exact OOM (also under threads); a bf16 Linear whose scratch cannot be allocated reports
- * SP_ERR_HOST_MEMORY once; NaNs keep sign and payload through conversion; the table validates its
- * arguments; bad environment values are rejected naming the variable; several host devices work
- * at once. The backend-table contract every backend shares (FIFO order, query/sync/destroy,
- * events, Linear, conversion) is tests/conformance/conf_backend.c, run on the host table too.
+ * with exact OOM (also under threads, and when decommitted pages are committed again); a bf16
+ * Linear whose scratch cannot be allocated reports SP_ERR_HOST_MEMORY once; NaNs keep sign and
+ * payload through conversion; the table validates its arguments; bad environment values are
+ * rejected naming the variable; several host devices work at once. The backend-table contract every
+ * backend shares (FIFO order, query/sync/destroy, events, Linear, conversion) is
+ * tests/conformance/conf_backend.c, run on the host table too.
  *
  * Method: drive the table directly (no core). Every data check prints expected and actual values.
  * Seeded by tu_seed(); sizes shrink under ThreadSanitizer via tu_scale().
@@ -80,6 +81,39 @@ static void test_memory_capacity(void **state) {
   SP_CHECK_OK(B->mem_free(d, c));
   SP_CHECK_OK(B->memory_info(d, &free_b, &total_b));
   assert_int_equal(free_b, total_b);
+  B->device_close(d);
+}
+
+/* Decommitted pages leave the capacity and committing them takes it again, with exact OOM;
+ * ranges that are not whole pages of a live segment of the device are refused. */
+static void test_memory_pages(void **state) {
+  (void)state;
+  setenv("STREAMPOOL_HOST_MEMORY", "8M", 1);
+  const size_t page = SP__MEM_PAGE;
+  sp__bdevice *d = tu_be_device(B, 0);
+  void *seg = NULL, *other = NULL;
+  size_t f = 0, t = 0;
+  SP_CHECK_OK(B->mem_alloc(d, 3 * page, &seg));
+  assert_int_equal((uintptr_t)seg % 4096, 0);
+  SP_CHECK_OK(B->mem_decommit(d, seg, 0, 2 * page));
+  SP_CHECK_OK(B->memory_info(d, &f, &t));
+  assert_int_equal(f, 8 * 1024 * 1024 - page);
+  SP_CHECK_OK(B->mem_alloc(d, 2 * page, &other)); /* capacity the pages gave back, less a page */
+  SP_CHECK_STATUS(B->mem_commit(d, seg, 0, 2 * page), SP_ERR_OUT_OF_MEMORY);
+  if (!strstr(sp_last_error(), "out of memory")) fail_msg("message: %s", sp_last_error());
+  SP_CHECK_OK(B->mem_commit(d, seg, 0, page)); /* exactly the rest */
+  SP_CHECK_OK(B->memory_info(d, &f, &t));
+  assert_int_equal(f, 0);
+  SP_CHECK_STATUS(B->mem_commit(d, seg, page / 2, page), SP_ERR_INVALID_ARGUMENT);
+  SP_CHECK_STATUS(B->mem_decommit(d, seg, 0, page + 512), SP_ERR_INVALID_ARGUMENT);
+  SP_CHECK_STATUS(B->mem_decommit(d, seg, 2 * page, 2 * page), SP_ERR_INVALID_ARGUMENT);
+  SP_CHECK_STATUS(B->mem_decommit(d, seg, 0, 0), SP_ERR_INVALID_ARGUMENT);
+  SP_CHECK_STATUS(B->mem_decommit(d, (char *)seg + page, 0, page), SP_ERR_INVALID_ARGUMENT);
+  SP_CHECK_STATUS(B->mem_decommit(d, NULL, 0, page), SP_ERR_INVALID_ARGUMENT);
+  SP_CHECK_OK(B->mem_free(d, seg)); /* page 1 still decommitted: gives back what it holds */
+  SP_CHECK_OK(B->mem_free(d, other));
+  SP_CHECK_OK(B->memory_info(d, &f, &t));
+  assert_int_equal(f, t);
   B->device_close(d);
 }
 
@@ -356,6 +390,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_table, setup, teardown),
       cmocka_unit_test_setup_teardown(test_memory_capacity, setup, teardown),
       cmocka_unit_test_setup_teardown(test_memory_threads, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_memory_pages, setup, teardown),
       cmocka_unit_test_setup_teardown(test_linear_async_error, setup, teardown),
       cmocka_unit_test_setup_teardown(test_convert_nan, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bad_arguments, setup, teardown),
