@@ -76,6 +76,7 @@ struct sp__segment {
    * mem_decommit. */
   uint64_t *gone;
   size_t n_gone; /* set bits of gone; their bytes are not counted in reserved */
+  bool whole;    /* the backend cannot decommit its pages (SP_ERR_UNSUPPORTED); commit_mu */
 };
 
 /* Free blocks of one stream and pool, binned by size (stream cache lock). */

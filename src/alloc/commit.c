@@ -33,7 +33,9 @@ typedef struct page_run {
   size_t first, count; /* pages */
 } page_run;
 
-static bool page_gone(const sp__segment *seg, size_t p) { return (seg->gone[p / 64] >> (p % 64)) & 1u; }
+static bool page_gone(const sp__segment *seg, size_t p) {
+  return (seg->gone[p / 64] >> (p % 64)) & 1u;
+}
 
 /* Sets or clears count bits from page first (seglist_mu, seg->mu and commit_mu held). */
 static void pages_mark(sp__allocator *a, sp__segment *seg, size_t first, size_t count, bool gone) {
@@ -101,7 +103,7 @@ size_t sp__pages_decommit(sp__allocator *a, const uint64_t *max_stamp, const boo
   sp__mutex_lock(&a->commit_mu);
   sp__spin_lock(&a->seglist_mu);
   for (sp__segment *seg = a->segments; seg && n < RUNS_MAX; seg = seg->next) {
-    if (!seg->gone || (pool != SP__POOLS && seg->pool != pool)) continue;
+    if (!seg->gone || seg->whole || (pool != SP__POOLS && seg->pool != pool)) continue;
     sp__spin_lock(&seg->mu);
     n = pages_pick(a, seg, max_stamp, keep, runs, n);
     sp__spin_unlock(&seg->mu);
@@ -111,7 +113,8 @@ size_t sp__pages_decommit(sp__allocator *a, const uint64_t *max_stamp, const boo
   for (unsigned i = 0; i < n; i++) {
     sp__segment *seg = runs[i].seg;
     size_t off = runs[i].first * SP__MEM_PAGE, bytes = runs[i].count * SP__MEM_PAGE;
-    if (a->dev->be->mem_decommit(a->dev->bdev, seg->base, off, bytes) == SP_OK) {
+    sp_status st = a->dev->be->mem_decommit(a->dev->bdev, seg->base, off, bytes);
+    if (st == SP_OK) {
       done += bytes;
       SP__HISTORY(a, SP__HIST_PAGE_DECOMMIT, (int)seg->stream, -1, bytes, seg->base + off,
                   seg->base);
@@ -120,6 +123,7 @@ size_t sp__pages_decommit(sp__allocator *a, const uint64_t *max_stamp, const boo
     sp__error_clear(); /* best effort: the pages stay committed and counted */
     sp__spin_lock(&a->seglist_mu);
     sp__spin_lock(&seg->mu);
+    if (st == SP_ERR_UNSUPPORTED) seg->whole = true; /* not this segment: never asked again */
     pages_mark(a, seg, runs[i].first, runs[i].count, false);
     sp__spin_unlock(&seg->mu);
     sp__spin_unlock(&a->seglist_mu);

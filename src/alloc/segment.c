@@ -118,6 +118,7 @@ sp_status sp__segment_create(sp__allocator *a, unsigned s, size_t bytes, sp__blo
   seg->first = blk;
   seg->gone = gone;
   seg->n_gone = 0;
+  seg->whole = false;
   seg->linked = true;
   sp__spin_unlock(&seg->mu);
   *blk = (sp__block){

@@ -181,7 +181,9 @@ typedef struct sp__backend {
    * what mem_alloc returned); offset and bytes are multiples of SP__MEM_PAGE. mem_decommit: the
    * range's contents are lost and its bytes no longer count as used (memory_info); the caller
    * touches it again only after mem_commit of it returns SP_OK. mem_commit: usable again, contents
-   * undefined; SP_ERR_OUT_OF_MEMORY (nothing changed) when the device is full. mem_free frees a
+   * undefined; SP_ERR_OUT_OF_MEMORY (nothing changed) when the device is full. mem_decommit may
+   * answer SP_ERR_UNSUPPORTED (nothing changed) for a segment whose pages it cannot give back
+   * (cuda: one from cudaMalloc); the caller then keeps that segment whole. mem_free frees a
    * segment whatever its pages' state. Neither is called during a capture. NULL -> segments stay
    * whole: memory comes back to the device only segment by segment. */
   sp_status (*mem_decommit)(sp__bdevice *d, void *segment, size_t offset, size_t bytes);
