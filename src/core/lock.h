@@ -78,6 +78,7 @@
   X(CUDA_PEER, "cuda cuda_peer_mu", ONE, NONE)                                                   \
   X(CUDA_LT, "cuda sp__bstream.lt_mu", ONE, NONE)                                                \
   X(CUDA_CHOICE, "cuda sp__bdevice.choice_mu", ONE, NONE) /* the timed choices; a leaf   */      \
+  X(CUDA_VMM, "cuda vmm_mu", ONE, NONE) /* page-mapped segments' registry; a leaf */             \
   /* src/core/status.c: the log hook setters' flag (a hook may be set from a log callback) */    \
   X(LOG_SETTING, "log hook setting flag", ONE, NONE)
 

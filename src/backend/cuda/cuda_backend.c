@@ -79,6 +79,10 @@ static sp_status cuda_device_open(int index, sp__bdevice **out) {
   /* programmatic dependent launch and clusters: compute capability 9.0+ and kernels built for it */
   d->clusters = prop.major >= 9 && sp__cuda_sm90_built();
   d->pdl = pdl && d->clusters;
+  bool pages = true;
+  st = sp__env_switch("cuda device_open", "STREAMPOOL_CUDA_PAGES", true, &pages);
+  if (st != SP_OK) goto fail_linear;
+  d->pages = pages && sp__cuda_vmm_usable(d->ordinal);
   sp__cuda_peer_open(d);
   *out = d;
   return SP_OK;
@@ -333,10 +337,17 @@ static sp_status cuda_event_elapsed_ms(sp__bevent *start, sp__bevent *end, float
 
 /* ---- memory ------------------------------------------------------------------------------ */
 
+/* Segments of whole 2 MiB pages are mapped page by page where the device can (cuda_vmm.c), so
+ * their free pages can be given back; the rest come from cudaMalloc. */
 static sp_status cuda_mem_alloc(sp__bdevice *d, size_t bytes, void **out) {
   sp_status st = sp__cuda_use_device(d);
   if (st != SP_OK) return st;
   void *p = NULL;
+  st = sp__cuda_vmm_alloc(d, bytes, &p);
+  if (st != SP_OK || p) {
+    if (p) *out = p;
+    return st;
+  }
   cudaError_t e = cudaMalloc(&p, bytes);
   if (e == cudaErrorMemoryAllocation) {
     (void)cudaGetLastError();
@@ -351,6 +362,7 @@ static sp_status cuda_mem_alloc(sp__bdevice *d, size_t bytes, void **out) {
 static sp_status cuda_mem_free(sp__bdevice *d, void *p) {
   sp_status st = sp__cuda_use_device(d);
   if (st != SP_OK) return st;
+  if (p && sp__cuda_vmm_free(p)) return SP_OK;
   cudaError_t e = cudaFree(p);
   return e == cudaSuccess ? SP_OK : sp__cuda_fail(e, "cudaFree");
 }
@@ -383,6 +395,8 @@ const sp__backend sp__cuda_backend = {
     .event_elapsed_ms = cuda_event_elapsed_ms,
     .mem_alloc = cuda_mem_alloc,
     .mem_free = cuda_mem_free,
+    .mem_decommit = sp__cuda_mem_decommit,
+    .mem_commit = sp__cuda_mem_commit,
     .graph_capture_begin = sp__cuda_graph_capture_begin,
     .graph_capture_end = sp__cuda_graph_capture_end,
     .graph_launch = sp__cuda_graph_launch,

@@ -46,6 +46,9 @@ struct sp__bdevice {
   bool clusters;               /* thread-block clusters for our kernels (cuda_gemv.cu's split
                                   kernel): compute capability 9.0+ and kernels built for it;
                                   immutable                                                  */
+  bool pages;                  /* segments of whole 2 MiB pages are mapped page by page
+                                  (cuda_vmm.c): STREAMPOOL_CUDA_PAGES not 0 and the device and
+                                  driver can; immutable                                      */
   sp__mutex choice_mu;         /* guards the two arrays below (rank CUDA_CHOICE)             */
   uint64_t choice_key[SP__CUDA_CHOICE_SLOTS];  /* cuda_linear.c plan key; 0 = empty             */
   unsigned char choice[SP__CUDA_CHOICE_SLOTS]; /* sp__cuda_impl timed for that key             */
@@ -103,6 +106,14 @@ void sp__cuda_linear_release(sp__bstream *s);
 /* Creates s's cuBLASLt handle, workspace and plan table now if not yet done (graph capture calls
  * it first, so no cudaMalloc happens inside a capture). */
 sp_status sp__cuda_linear_prepare(sp__bstream *s);
+
+/* Segments mapped page by page (cuda_vmm.c). alloc: *out NULL (and SP_OK) where such a segment
+ * cannot be made, so the caller cudaMallocs; free: false if p is not one (the caller cudaFrees). */
+bool sp__cuda_vmm_usable(int ordinal); /* the driver's calls, the device's support, 2 MiB pages */
+sp_status sp__cuda_vmm_alloc(sp__bdevice *d, size_t bytes, void **out);
+bool sp__cuda_vmm_free(void *p);
+sp_status sp__cuda_mem_decommit(sp__bdevice *d, void *segment, size_t offset, size_t bytes);
+sp_status sp__cuda_mem_commit(sp__bdevice *d, void *segment, size_t offset, size_t bytes);
 
 /* The graph and pinned host memory slots (cuda_graph.c). */
 sp_status sp__cuda_graph_capture_begin(sp__bstream *s);
