@@ -169,9 +169,12 @@ static sp__block *take_completed(sp__allocator *a, unsigned s, size_t bytes, boo
   return NULL;
 }
 
-/* Puts back a block taken for s from t's cache (t may be s) that s never used (undo of a take;
- * reuse: it was counted as a cross-stream reuse). */
-static void give_back(sp__allocator *a, unsigned t, unsigned s, sp__block *blk, bool reuse) {
+/* How a take was counted on the taking stream, besides the allocation (for give_back). */
+typedef enum take_kind { TAKE_HIT, TAKE_REUSE } take_kind;
+
+/* Puts back a block taken for s from t's cache (t may be s) that s never used: the take undone,
+ * its counters too. */
+static void give_back(sp__allocator *a, unsigned t, unsigned s, sp__block *blk, take_kind kind) {
   sp__scache *c = &a->caches[s];
   sp__cache_lock2(a, s, t);
   sp__map_shard *sh = sp__ptrmap_shard(&a->map, blk->ptr);
@@ -179,7 +182,8 @@ static void give_back(sp__allocator *a, unsigned t, unsigned s, sp__block *blk, 
   sp__ptrmap_remove(sh, blk);
   sp__spin_unlock(&sh->mu);
   c->allocs--;
-  if (reuse) c->cross_stream_reuses--;
+  if (kind == TAKE_REUSE) c->cross_stream_reuses--;
+  else c->cache_hits--;
   atomic_store_explicit(&c->live_bytes,
                         atomic_load_explicit(&c->live_bytes, memory_order_relaxed) - blk->bytes,
                         memory_order_relaxed);
@@ -211,7 +215,7 @@ static sp__block *take_inflight(sp__allocator *a, unsigned s, size_t bytes, bool
       SP__HISTORY(a, SP__HIST_REUSE_WAIT, (int)s, (int)t, blk->bytes, blk->ptr, blk->seg->base);
       return blk;
     }
-    give_back(a, t, s, blk, true);
+    give_back(a, t, s, blk, TAKE_REUSE);
     return NULL;
   }
   return NULL;
@@ -325,11 +329,11 @@ static sp__block *take_other(sp__allocator *a, unsigned s, size_t bytes, bool sh
 
 /* blk (NULL ok), taken for s, once the decommitted pages under it are committed again; NULL when
  * they cannot be (the limit, or the device full: blk goes back to s's cache, the error is set). */
-static sp__block *alloc_ready(sp__allocator *a, unsigned s, sp__block *blk) {
+static sp__block *alloc_ready(sp__allocator *a, unsigned s, sp__block *blk, take_kind kind) {
   if (!blk || !blk->commit) return blk;
   alloc_trim_before_grow(a, s, blk->bytes); /* committing grows reserved as a segment would */
   if (sp__pages_commit(a, blk) == SP_OK) return blk;
-  give_back(a, s, s, blk, false);
+  give_back(a, s, s, blk, kind);
   return NULL;
 }
 
@@ -337,9 +341,10 @@ static sp__block *alloc_ready(sp__allocator *a, unsigned s, sp__block *blk) {
  * merged first if no single one fits) before a new segment, those of any stream only when no new
  * segment can be had (then the error is kept for the caller's retry). */
 static sp_status alloc_attempt(sp__allocator *a, unsigned s, size_t bytes, sp__block **out) {
-  sp__block *blk = alloc_ready(a, s, take_own(a, s, bytes, true));
-  if (!blk) blk = alloc_ready(a, s, take_other(a, s, bytes, false));
-  if (!blk && adopt_completed(a, s, bytes)) blk = alloc_ready(a, s, take_own(a, s, bytes, false));
+  sp__block *blk = alloc_ready(a, s, take_own(a, s, bytes, true), TAKE_HIT);
+  if (!blk) blk = alloc_ready(a, s, take_other(a, s, bytes, false), TAKE_REUSE);
+  if (!blk && adopt_completed(a, s, bytes))
+    blk = alloc_ready(a, s, take_own(a, s, bytes, false), TAKE_HIT);
   if (blk) {
     *out = blk;
     return SP_OK;
@@ -347,7 +352,7 @@ static sp_status alloc_attempt(sp__allocator *a, unsigned s, size_t bytes, sp__b
   alloc_trim_before_grow(a, s, bytes);
   sp_status st = sp__segment_create(a, s, bytes, out);
   if (st != SP_ERR_OUT_OF_MEMORY && st != SP_ERR_LIMIT) return st;
-  blk = alloc_ready(a, s, take_other(a, s, bytes, true));
+  blk = alloc_ready(a, s, take_other(a, s, bytes, true), TAKE_REUSE);
   if (!blk) return st;
   sp__error_clear();
   *out = blk;
@@ -430,7 +435,7 @@ sp_status sp_alloc(sp_device *dev, size_t bytes, sp_stream *s, void **out) {
   if (st != SP_OK) return st;
   unsigned si = s->index;
   if ((++alloc_tl_ops & 15u) == 0) sp__pending_poll(a, false);
-  sp__block *blk = alloc_ready(a, si, take_own(a, si, rounded, false));
+  sp__block *blk = alloc_ready(a, si, take_own(a, si, rounded, false), TAKE_HIT);
   if (!blk) {
     st = alloc_slow(a, si, bytes, rounded, &blk);
     if (st != SP_OK) return st;

@@ -103,7 +103,9 @@ struct sp__allocator {
   sp__segment *segments;            /* every segment; seglist_mu                              */
   size_t n_segments;                /* seglist_mu                                             */
   size_t reserved;                  /* bytes of linked segments; seglist_mu                   */
-  size_t reserving;                 /* bytes of segments being allocated, not yet linked      */
+  size_t reserving;                 /* bytes of segments being allocated, not yet linked, and */
+                                    /* of pages being committed (commit.c)                    */
+  size_t decommitting;              /* bytes of pages picked for decommit, still in reserved */
   size_t reserved_peak;             /* seglist_mu                                             */
   uint64_t backend_allocs, backend_frees; /* seglist_mu                                    */
   _Atomic uint64_t oom_retries, ooms;

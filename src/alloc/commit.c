@@ -12,12 +12,17 @@
  *
  * Invariants: a decommitted page (a bit of seg->gone) lies wholly inside one CACHED block, or
  * inside a LIVE block whose commit flag is set and whose taker commits it before the block is
- * used; reserved == the sum over linked segments of bytes - n_gone pages (validate.c checks it),
- * so reserved is what the backend holds for us. Locking: commit_mu serializes every change of the
- * bitmaps and holds segment releases off (segment.c detaches under it), so between picking a page
- * and the backend call nobody can release its segment or commit it; bits and reserved change
- * together under seglist_mu and the segment's lock, where takers (cache.c) and the validator read
- * them. The backend is called under commit_mu alone, never under a spinlock.
+ * used; a bit is set before the page's decommit call and cleared only after its commit call
+ * returned, so a set bit may mean "on its way out" but a clear one always means usable;
+ * reserved == the sum over linked segments of bytes - n_gone pages, plus `decommitting` (pages
+ * picked whose decommit has not returned: reserved drops only once the backend has them, so a
+ * segment made meanwhile cannot pass the limit) (validate.c checks it); pages being committed are
+ * counted in `reserving`, as a segment being made. So reserved never counts less than the backend
+ * holds for us. Locking: commit_mu serializes every change of the bitmaps and holds segment
+ * releases off (segment.c detaches under it), so between picking a page and the backend call
+ * nobody can release its segment or commit it; bits change under seglist_mu and the segment's
+ * lock, where takers (cache.c) and the validator read them. The backend is called under
+ * commit_mu alone, never under a spinlock.
  */
 #include "alloc/alloc_internal.h"
 
@@ -37,21 +42,14 @@ static bool page_gone(const sp__segment *seg, size_t p) {
   return (seg->gone[p / 64] >> (p % 64)) & 1u;
 }
 
-/* Sets or clears count bits from page first (seglist_mu, seg->mu and commit_mu held). */
-static void pages_mark(sp__allocator *a, sp__segment *seg, size_t first, size_t count, bool gone) {
+/* Sets or clears count bits from page first (seg->mu and commit_mu held). */
+static void pages_mark(sp__segment *seg, size_t first, size_t count, bool gone) {
   for (size_t p = first; p < first + count; p++) {
     if (gone) seg->gone[p / 64] |= 1ull << (p % 64);
     else seg->gone[p / 64] &= ~(1ull << (p % 64));
   }
-  size_t bytes = count * SP__MEM_PAGE;
-  if (gone) {
-    seg->n_gone += count;
-    a->reserved -= bytes;
-  } else {
-    seg->n_gone -= count;
-    a->reserved += bytes;
-    if (a->reserved > a->reserved_peak) a->reserved_peak = a->reserved;
-  }
+  if (gone) seg->n_gone += count;
+  else seg->n_gone -= count;
 }
 
 bool sp__pages_bitmap_new(sp__allocator *a, size_t bytes, uint64_t **out) {
@@ -87,7 +85,8 @@ static unsigned pages_pick(sp__allocator *a, sp__segment *seg, const uint64_t *m
       }
       size_t q = p;
       while (q < end && !page_gone(seg, q)) q++;
-      pages_mark(a, seg, p, q - p, true);
+      pages_mark(seg, p, q - p, true); /* reserved drops once the backend has them */
+      a->decommitting += (q - p) * SP__MEM_PAGE;
       runs[n++] = (page_run){seg, p, q - p};
       p = q;
     }
@@ -114,17 +113,20 @@ size_t sp__pages_decommit(sp__allocator *a, const uint64_t *max_stamp, const boo
     sp__segment *seg = runs[i].seg;
     size_t off = runs[i].first * SP__MEM_PAGE, bytes = runs[i].count * SP__MEM_PAGE;
     sp_status st = a->dev->be->mem_decommit(a->dev->bdev, seg->base, off, bytes);
+    sp__spin_lock(&a->seglist_mu);
+    a->decommitting -= bytes;
     if (st == SP_OK) {
+      a->reserved -= bytes;
+      sp__spin_unlock(&a->seglist_mu);
       done += bytes;
       SP__HISTORY(a, SP__HIST_PAGE_DECOMMIT, (int)seg->stream, -1, bytes, seg->base + off,
                   seg->base);
       continue;
     }
     sp__error_clear(); /* best effort: the pages stay committed and counted */
-    sp__spin_lock(&a->seglist_mu);
     sp__spin_lock(&seg->mu);
     if (st == SP_ERR_UNSUPPORTED) seg->whole = true; /* not this segment: never asked again */
-    pages_mark(a, seg, runs[i].first, runs[i].count, false);
+    pages_mark(seg, runs[i].first, runs[i].count, false);
     sp__spin_unlock(&seg->mu);
     sp__spin_unlock(&a->seglist_mu);
   }
@@ -156,11 +158,7 @@ sp_status sp__pages_commit(sp__allocator *a, sp__block *blk) {
     sp__spin_lock(&a->seglist_mu);
     size_t held = a->reserved + a->reserving;
     size_t room = !a->limit ? SIZE_MAX : (held < a->limit ? a->limit - held : 0);
-    if (bytes <= room) {
-      sp__spin_lock(&seg->mu);
-      pages_mark(a, seg, p, count, false); /* counted before the call, as a segment's reserving */
-      sp__spin_unlock(&seg->mu);
-    }
+    if (bytes <= room) a->reserving += bytes; /* as a segment being made: under the limit */
     sp__spin_unlock(&a->seglist_mu);
     if (bytes > room) {
       st = sp__fail(SP_ERR_LIMIT,
@@ -170,16 +168,21 @@ sp_status sp__pages_commit(sp__allocator *a, sp__block *blk) {
       break;
     }
     st = a->dev->be->mem_commit(a->dev->bdev, seg->base, p * SP__MEM_PAGE, bytes);
+    /* The bits stay set until the pages are usable: a neighbour block taken meanwhile over the
+     * same page gets its own commit flag and waits here on commit_mu. */
+    sp__spin_lock(&a->seglist_mu);
+    a->reserving -= bytes;
     if (st == SP_OK) {
+      sp__spin_lock(&seg->mu);
+      pages_mark(seg, p, count, false);
+      sp__spin_unlock(&seg->mu);
+      a->reserved += bytes;
+      if (a->reserved > a->reserved_peak) a->reserved_peak = a->reserved;
+    }
+    sp__spin_unlock(&a->seglist_mu);
+    if (st == SP_OK)
       SP__HISTORY(a, SP__HIST_PAGE_COMMIT, (int)blk->stream, -1, bytes,
                   seg->base + p * SP__MEM_PAGE, seg->base);
-      continue;
-    }
-    sp__spin_lock(&a->seglist_mu);
-    sp__spin_lock(&seg->mu);
-    pages_mark(a, seg, p, count, true);
-    sp__spin_unlock(&seg->mu);
-    sp__spin_unlock(&a->seglist_mu);
   }
   if (st == SP_OK) {
     sp__spin_lock(&seg->mu); /* the validator reads the flag under it */

@@ -6,7 +6,8 @@
  * must leave 4 MiB reserved (pages 0-1, under the block; pages 2-9 decommitted); an 8 MiB block
  * carved at 3 MiB must commit pages 2-5 (reserved 12 MiB) and read back a full memset. Under a
  * 20 MiB limit with a 10 MiB block elsewhere (reserved 14 MiB), the same 8 MiB request needs 8 MiB
- * of commits where 6 are left: SP_ERR_LIMIT with the numbers, nothing changed, and a 6 MiB request
+ * of commits where 6 are left: SP_ERR_LIMIT with the numbers, nothing changed (the counters of the
+ * refused takes undone), and a 6 MiB request
  * (6 MiB of commits) then succeeds, reaching the limit exactly.
  */
 #include <stdlib.h>
@@ -86,14 +87,19 @@ static void test_commit_under_limit(void **state) {
   SP_CHECK_OK(sp_empty_cache(dev));
   SP_CHECK_OK(sp_alloc(dev, 10 * MIB, s, &other)); /* a segment of its own */
   assert_int_equal(reserved(dev), 14 * MIB);
+  sp_memory_stats before, m;
+  SP_CHECK_OK(sp_memory_stats_get(dev, &before));
   SP_CHECK_STATUS(sp_alloc(dev, 8 * MIB, s, &big), SP_ERR_LIMIT);
-  assert_non_null(strstr(sp_last_error(), "limit"));
+  assert_non_null(strstr(sp_last_error(), "memory limit"));
   assert_null(big);
   assert_int_equal(reserved(dev), 14 * MIB);
-  sp_memory_stats m;
   SP_CHECK_OK(sp_memory_stats_get(dev, &m));
   assert_int_equal(m.allocated_bytes, 13 * MIB);
   assert_true(m.reserved_bytes_peak <= 20 * MIB);
+  /* the takes whose commits were refused are undone, counters included */
+  assert_int_equal(m.allocs, before.allocs);
+  assert_int_equal(m.cache_hits, before.cache_hits);
+  assert_int_equal(m.cross_stream_reuses, before.cross_stream_reuses);
 
   SP_CHECK_OK(sp_alloc(dev, 6 * MIB, s, &big)); /* 6 MiB of commits: exactly what is left */
   assert_int_equal(reserved(dev), 20 * MIB);

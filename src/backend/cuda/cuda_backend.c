@@ -344,10 +344,12 @@ static sp_status cuda_mem_alloc(sp__bdevice *d, size_t bytes, void **out) {
   if (st != SP_OK) return st;
   void *p = NULL;
   st = sp__cuda_vmm_alloc(d, bytes, &p);
-  if (st != SP_OK || p) {
-    if (p) *out = p;
-    return st;
+  if (st == SP_OK && p) {
+    *out = p;
+    return SP_OK;
   }
+  if (st == SP_ERR_OUT_OF_MEMORY || st == SP_ERR_HOST_MEMORY) return st;
+  /* else a mapping call refused (a peer's access, say): the segment comes from cudaMalloc */
   cudaError_t e = cudaMalloc(&p, bytes);
   if (e == cudaErrorMemoryAllocation) {
     (void)cudaGetLastError();
