@@ -181,10 +181,7 @@ sp_status sp__host_mem_free(sp__bdevice *d, void *p) {
   host_segment_header *h = host_segment_of(d, p, "mem_free");
   if (!h) return SP_ERR_INVALID_ARGUMENT;
   h->magic = 0;
-  size_t committed = atomic_load(&h->committed);
-  if (committed != h->bytes) /* decommitted pages: accessible again before malloc reuses them */
-    (void)mprotect(p, h->bytes, PROT_READ | PROT_WRITE);
-  atomic_fetch_sub(&d->used_bytes, committed);
+  atomic_fetch_sub(&d->used_bytes, atomic_load(&h->committed));
   free(h);
   return SP_OK;
 }
@@ -210,20 +207,19 @@ static sp_status host_page_range(sp__bdevice *d, void *segment, size_t offset, s
   return SP_OK;
 }
 
-/* The pages' memory goes back to the system (MADV_DONTNEED) and their bytes to the device's
- * capacity; they are made inaccessible (PROT_NONE) until committed, so a touch of a decommitted
- * page faults here as it would on a GPU, and tests see it. EINVAL (a system whose pages are larger
- * than a segment's 4 KiB alignment) is SP_ERR_UNSUPPORTED: the allocator keeps such segments
- * whole. */
+/* The pages' memory goes back to the system (MADV_DONTNEED: they read as zeros when touched
+ * again) and their bytes to the device's capacity. They stay accessible: segments are heap memory,
+ * which LeakSanitizer scans while they live (PROT_NONE pages crashed its scan in the fuzz run).
+ * EINVAL (a system whose pages are larger than a segment's 4 KiB alignment) is
+ * SP_ERR_UNSUPPORTED: the allocator keeps such segments whole. */
 sp_status sp__host_mem_decommit(sp__bdevice *d, void *segment, size_t offset, size_t bytes) {
   host_segment_header *h = NULL;
   sp_status st = host_page_range(d, segment, offset, bytes, "mem_decommit", &h);
   if (st != SP_OK) return st;
   char *p = (char *)segment + offset;
-  if (madvise(p, bytes, MADV_DONTNEED) != 0 || mprotect(p, bytes, PROT_NONE) != 0)
+  if (madvise(p, bytes, MADV_DONTNEED) != 0)
     return sp__fail(errno == EINVAL ? SP_ERR_UNSUPPORTED : SP_ERR_BACKEND,
-                    "host mem_decommit: madvise/mprotect of %zu bytes failed: %s", bytes,
-                    strerror(errno));
+                    "host mem_decommit: madvise of %zu bytes failed: %s", bytes, strerror(errno));
   atomic_fetch_sub(&h->committed, bytes);
   atomic_fetch_sub(&d->used_bytes, bytes);
   return SP_OK;
@@ -238,11 +234,6 @@ sp_status sp__host_mem_commit(sp__bdevice *d, void *segment, size_t offset, size
     return sp__fail(SP_ERR_OUT_OF_MEMORY,
                     "host device %d: out of memory: committing %zu bytes, %zu of %zu in use",
                     d->index, bytes, atomic_load(&d->used_bytes), d->total_bytes);
-  if (mprotect((char *)segment + offset, bytes, PROT_READ | PROT_WRITE) != 0) {
-    atomic_fetch_sub(&d->used_bytes, bytes);
-    return sp__fail(SP_ERR_BACKEND, "host mem_commit: mprotect of %zu bytes failed: %s", bytes,
-                    strerror(errno));
-  }
   atomic_fetch_add(&h->committed, bytes);
   return SP_OK;
 }
