@@ -208,9 +208,13 @@ bool sp__cuda_vmm_free(void *p) {
   return true;
 }
 
-/* The segment and page range of a decommit or commit, or the error. */
-static sp_status vmm_range(void *segment, size_t offset, size_t bytes, const char *fn,
-                           vmm_segment **out) {
+/* The checks shared by decommit and commit: d made current, segment one of d's page-mapped
+ * segments, [offset, + bytes) whole pages inside it; the segment through *out. */
+static sp_status vmm_range(sp__bdevice *d, void *segment, size_t offset, size_t bytes,
+                           const char *fn, vmm_segment **out) {
+  if (!d) return sp__fail(SP_ERR_INVALID_ARGUMENT, "cuda: %s: NULL device", fn);
+  sp_status st = sp__cuda_use_device(d);
+  if (st != SP_OK) return st;
   vmm_segment *g = segment ? vmm_find(segment) : NULL;
   if (!g)
     return sp__fail(SP_ERR_UNSUPPORTED,
@@ -227,22 +231,19 @@ static sp_status vmm_range(void *segment, size_t offset, size_t bytes, const cha
 
 sp_status sp__cuda_mem_decommit(sp__bdevice *d, void *segment, size_t offset, size_t bytes) {
   vmm_segment *g = NULL;
-  sp_status st =
-      d ? sp__cuda_use_device(d) : sp__fail(SP_ERR_INVALID_ARGUMENT, "cuda: NULL device");
-  if (st == SP_OK) st = vmm_range(segment, offset, bytes, "mem_decommit", &g);
+  sp_status st = vmm_range(d, segment, offset, bytes, "mem_decommit", &g);
   if (st == SP_OK) vmm_unmap(g, offset / SP__MEM_PAGE, bytes / SP__MEM_PAGE);
   return st;
 }
 
 sp_status sp__cuda_mem_commit(sp__bdevice *d, void *segment, size_t offset, size_t bytes) {
   vmm_segment *g = NULL;
-  sp_status st =
-      d ? sp__cuda_use_device(d) : sp__fail(SP_ERR_INVALID_ARGUMENT, "cuda: NULL device");
-  if (st == SP_OK) st = vmm_range(segment, offset, bytes, "mem_commit", &g);
+  sp_status st = vmm_range(d, segment, offset, bytes, "mem_commit", &g);
+  if (st != SP_OK) return st;
   size_t first = offset / SP__MEM_PAGE, count = bytes / SP__MEM_PAGE;
-  for (size_t p = first; st == SP_OK && p < first + count; p++)
+  for (size_t p = first; p < first + count; p++)
     if (g->handle[p])
       return sp__fail(SP_ERR_INVALID_ARGUMENT, "cuda: mem_commit: page %zu of %p is mapped", p,
                       segment);
-  return st == SP_OK ? vmm_map(g, first, count) : st;
+  return vmm_map(g, first, count);
 }
