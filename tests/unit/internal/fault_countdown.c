@@ -55,6 +55,17 @@ static char wrong[256]; /* a wrong answer seen by a step that returned SP_OK */
 
 /* ---- the steps: each leaves *c as it was when it fails ------------------------------------ */
 
+/* A step's cleanup and result: frees its two blocks (NULL: nothing), then returns the first
+ * failure: the step's own st, with its message msg put back over the cleanup's, else the frees'. */
+static sp_status step_end(sp_status st, const char *msg, sp_device *d1, void *p1, sp_device *d2,
+                          void *p2) {
+  sp_status fst = sp_free(d1, p1);
+  if (fst == SP_OK) fst = sp_free(d2, p2);
+  if (st == SP_OK) return fst;
+  (void)sp__fail(st, "%s", msg);
+  return st;
+}
+
 static sp_status step_open(script *c) {
   sp_device_config cfg = {.backend = "host", .streams = 4, .stream_mode = SP_STREAMS_ROUND_ROBIN};
   return sp_device_open(&cfg, &c->dev);
@@ -119,13 +130,7 @@ static sp_status step_peer(script *c) {
     (void)sp_stream_sync(s);
     (void)sp_stream_sync(s2);
   }
-  sp_status fst = sp_free(c->dev2, src);
-  if (fst == SP_OK) fst = sp_free(c->dev, dst);
-  if (st != SP_OK) {
-    (void)sp__fail(st, "%s", msg);
-    return st;
-  }
-  return fst;
+  return step_end(st, msg, c->dev2, src, c->dev, dst);
 }
 
 static sp_status step_alloc(script *c) { return sp_alloc(c->dev, 1u << 20, NULL, &c->p); }
@@ -167,13 +172,7 @@ static sp_status step_pages(script *c) {
   char msg[512];
   snprintf(msg, sizeof(msg), "%s", sp_last_error());
   if (s && st != SP_OK) (void)sp_stream_sync(s);
-  sp_status fst = sp_free(c->dev, big);
-  if (fst == SP_OK) fst = sp_free(c->dev, pin);
-  if (st != SP_OK) {
-    (void)sp__fail(st, "%s", msg);
-    return st;
-  }
-  return fst;
+  return step_end(st, msg, c->dev, big, c->dev, pin);
 }
 
 static sp_status step_load(script *c) { return sp_model_load(c->dev, path, SP_F32, &c->m32); }
@@ -231,13 +230,7 @@ static sp_status step_forward(script *c) {
   char msg[512];
   snprintf(msg, sizeof(msg), "%s", sp_last_error());
   if (s && st != SP_OK) (void)sp_stream_sync(s); /* before freeing what queued work may touch */
-  sp_status fst = sp_free(c->dev, din);
-  if (fst == SP_OK) fst = sp_free(c->dev, dout);
-  if (st != SP_OK) {
-    (void)sp__fail(st, "%s", msg); /* the first failure's message, not the cleanup's */
-    return st;
-  }
-  return fst;
+  return step_end(st, msg, c->dev, din, c->dev, dout);
 }
 
 static sp_status step_batcher_create(script *c) {
