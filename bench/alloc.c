@@ -211,6 +211,7 @@ static const trace_cfg traces[] = {
     {"2 streams, short ctx", 2, 4000, 9, 4096, 8 * 4096, 8, 19},
     {"12 streams, mixed", 12, 4000, 9, 3072, 3 * 3072, 128, 23},
 };
+enum { N_TRACES = sizeof(traces) / sizeof(traces[0]) };
 
 static int part_trace(sp_device *dev, const trace_cfg *t, unsigned variant, double *ratio) {
   sp_stream *streams[TRACE_STREAMS_MAX];
@@ -273,8 +274,8 @@ static int part_traces(const char *backend, unsigned variants) {
       "reserved/allocated | <= 1.15 | cross-stream reuses | deferred frees | backend allocs |\n"
       "|---|---|---|---|---|---|---|---|---|---|---|\n");
   double worst = 0;
-  for (size_t k = 0; k < variants * (sizeof(traces) / sizeof(traces[0])); k++) {
-    size_t i = k % (sizeof(traces) / sizeof(traces[0]));
+  for (unsigned k = 0; k < variants * N_TRACES; k++) {
+    unsigned i = k % N_TRACES;
     sp_device_config cfg = {.backend = backend, .streams = traces[i].streams + 1};
     sp_device *dev = NULL;
     double ratio = 0;
@@ -282,14 +283,13 @@ static int part_traces(const char *backend, unsigned variants) {
       fprintf(stderr, "alloc bench: %s\n", sp_last_error());
       return 1;
     }
-    int rc =
-        part_trace(dev, &traces[i], (unsigned)(k / (sizeof(traces) / sizeof(traces[0]))), &ratio);
+    int rc = part_trace(dev, &traces[i], k / N_TRACES, &ratio);
     sp_device_close(dev);
     if (rc) return rc;
     if (ratio > worst) worst = ratio;
   }
-  printf("\nworst reserved/allocated over the %u traces: %.3f (aim <= 1.15)\n",
-         variants * (unsigned)(sizeof(traces) / sizeof(traces[0])), worst);
+  printf("\nworst reserved/allocated over the %u traces: %.3f (aim <= 1.15)\n", variants * N_TRACES,
+         worst);
   return 0;
 }
 
