@@ -116,3 +116,33 @@ def test_bad_buffers(dev):
         speedups.bind(0, 0)
     with pytest.raises(RuntimeError):  # bound once, at import, to the library's functions
         speedups.bind(1, 2)
+
+
+@needs_ext
+def test_gate_holder_that_stops_calling_blocks_no_one(dev):
+    """The GIL hand-over gate (_speedups.c): a thread that claimed it coming back from a call and
+    then does other things (here: sleeps 2 s, GIL released, gate held) must not hold up another
+    thread's calls for longer than a claim stays valid (50 us); a gate that never takes an old
+    claim over makes the first call below wait until the holder calls again, 2 s later."""
+    import threading
+    import time
+    m = sp.Model.mlp_random(dev, DIMS, seed=5)
+    x = np.ones((1, DIMS[0]), np.float32)
+    claimed, out = threading.Event(), []
+
+    def holder():
+        m(x)  # returns holding the gate
+        claimed.set()
+        time.sleep(2.0)
+        m(x)  # gives it back, so a broken takeover fails the timing below instead of hanging
+
+    t = threading.Thread(target=holder)
+    t.start()
+    assert claimed.wait(10)
+    t0 = time.perf_counter()
+    for _ in range(50):
+        out.append(m(x))
+    took = time.perf_counter() - t0
+    t.join()
+    assert took < 1.0, f"50 calls took {took:.2f} s while another thread held the gate"
+    assert all(np.array_equal(o, out[0]) for o in out)
