@@ -40,11 +40,15 @@ static batcher_infer_fn batcher_infer_p;
  * on to other Python work, or ended) is taken over, so a stale claim holds no one up longer than
  * that; a new claim (every claim has its own token) starts the count again. Bounding each waiter's
  * own wait instead was measured worse (the H200, 16 threads: 96-101 k calls/s against 146-157 k):
- * under contention waiters then time out and sleep in take_gil after all. An uncontended call
- * costs two CAS and no clock read. The gate only orders who asks CPython first: the GIL itself is
- * always taken and given up through the C API. Free-threaded builds have no gate. */
+ * under contention waiters then time out and sleep in take_gil after all (the give-up below is
+ * 100 times longer). An uncontended call costs two CAS and no clock read. The gate only orders
+ * who asks CPython first: the GIL itself is always taken and given up through the C API.
+ * Free-threaded builds have no gate. */
 #ifndef Py_GIL_DISABLED
+/* A claim seen unchanged this long is taken over; a waiter that has lost the race to others
+ * this long (CPython's switch interval) takes the GIL the ordinary way, unclaimed. */
 #define GATE_AGE_NS 50000ull
+#define GATE_GIVE_UP_NS 5000000ull
 
 static _Atomic uint64_t gate;           /* 0, or the token of the claim that holds it */
 static atomic_uint gate_threads;        /* thread ids handed out (tokens' high half)  */
@@ -72,18 +76,22 @@ static inline void gate_relax(void) {
 #endif
 }
 
-/* Claims the gate: when it is free, or its claim has not changed for GATE_AGE_NS. */
+/* Claims the gate: when it is free, or its claim has not changed for GATE_AGE_NS; gives up,
+ * unclaimed (held stays 0), after GATE_GIVE_UP_NS of claims by others, so one thread's spin is
+ * bounded even when others keep winning the gate and CPython's own fairness takes over. */
 static void gate_claim(void) {
   const uint64_t mine = gate_token();
   uint64_t g = 0;
   if (!atomic_compare_exchange_strong(&gate, &g, mine)) {
-    uint64_t seen = g, since = gate_now();
+    const uint64_t start = gate_now();
+    uint64_t seen = g, since = start;
     for (unsigned i = 1;; i++) {
       gate_relax();
       g = atomic_load_explicit(&gate, memory_order_relaxed);
       if (g == 0 && atomic_compare_exchange_weak(&gate, &g, mine)) break;
       if ((i & 63) == 0 && g != 0) {
         uint64_t now = gate_now();
+        if (now - start > GATE_GIVE_UP_NS) return; /* unclaimed: to take_gil, fair by its rules */
         if (g != seen) {
           seen = g;
           since = now;
