@@ -37,23 +37,28 @@ static batcher_infer_fn batcher_infer_p;
  * spin (yielding the CPU now and then, so a preempted holder can run) until the holder enters its
  * next call, which frees the gate right after giving up the GIL, so the next one takes a free GIL
  * without a sleep and a wake. A claim a waiter has seen unchanged for GATE_AGE_NS (its holder went
- * on to other Python work, or ended) is taken over, so a stale claim holds no one up longer than
- * that; a new claim (every claim has its own token) starts the count again. Bounding each waiter's
- * own wait instead was measured worse (the H200, 16 threads: 96-101 k calls/s against 146-157 k):
- * under contention waiters then time out and sleep in take_gil after all (the give-up below is
- * 100 times longer). An uncontended call costs two CAS and no clock read. The gate only orders
- * who asks CPython first: the GIL itself is always taken and given up through the C API.
- * Free-threaded builds have no gate. */
+ * on to other Python work, or ended) is taken over, so one stale claim holds a waiter up no longer
+ * than that; a new claim (every claim has its own token) starts that count again, and a waiter
+ * gives up on the gate GATE_GIVE_UP_NS after it began, taking the GIL the ordinary way. Bounding
+ * each waiter's own wait instead was measured worse (the H200, 16 threads: 96-101 k calls/s against
+ * 146-157 k): under contention waiters then time out and sleep in take_gil after all (the give-up
+ * is 100 times longer). A thread that runs more than GATE_AGE_NS of Python between its calls gains
+ * nothing from the gate: its claim is taken over and the taker sleeps in take_gil after spinning.
+ * An uncontended call costs two CAS and no clock read. The gate only orders who asks CPython first:
+ * the GIL itself is always taken and given up through the C API. Free-threaded builds have no gate.
+ */
 #ifndef Py_GIL_DISABLED
 /* A claim seen unchanged this long is taken over; a waiter that has lost the race to others
  * this long (CPython's switch interval) takes the GIL the ordinary way, unclaimed. */
 #define GATE_AGE_NS 50000ull
 #define GATE_GIVE_UP_NS 5000000ull
 
-static _Atomic uint64_t gate;           /* 0, or the token of the claim that holds it */
-static atomic_uint gate_threads;        /* thread ids handed out (tokens' high half)  */
-static _Thread_local uint64_t held;     /* this thread's claim while it holds the gate */
-static _Thread_local uint64_t last_own; /* this thread's latest token (0: none yet)   */
+static _Atomic uint64_t gate;                       /* 0, or the token of the claim holding it */
+static atomic_uint gate_threads;                    /* thread ids handed out (tokens' high half) */
+static atomic_ullong gate_takeovers, gate_give_ups; /* slow paths taken, for gate_stats()       */
+/* This thread's latest claim, 0 once it gave the gate up (it may have been taken over since). */
+static _Thread_local uint64_t held;
+static _Thread_local uint64_t last_own; /* this thread's latest token (0: none yet) */
 
 /* A token no other claim has: the thread's id (from 1) << 32 | its claim count. */
 static uint64_t gate_token(void) {
@@ -77,8 +82,9 @@ static inline void gate_relax(void) {
 }
 
 /* Claims the gate: when it is free, or its claim has not changed for GATE_AGE_NS; gives up,
- * unclaimed (held stays 0), after GATE_GIVE_UP_NS of claims by others, so one thread's spin is
- * bounded even when others keep winning the gate and CPython's own fairness takes over. */
+ * unclaimed (held stays 0), GATE_GIVE_UP_NS after the wait began whoever holds the gate, so one
+ * thread's spin is bounded even when others keep winning it, and CPython's own fairness takes
+ * over. */
 static void gate_claim(void) {
   const uint64_t mine = gate_token();
   uint64_t g = 0;
@@ -89,14 +95,19 @@ static void gate_claim(void) {
       gate_relax();
       g = atomic_load_explicit(&gate, memory_order_relaxed);
       if (g == 0 && atomic_compare_exchange_weak(&gate, &g, mine)) break;
-      if ((i & 63) == 0 && g != 0) {
+      if ((i & 63) == 0) {
         uint64_t now = gate_now();
-        if (now - start > GATE_GIVE_UP_NS) return; /* unclaimed: to take_gil, fair by its rules */
         if (g != seen) {
           seen = g;
           since = now;
-        } else if (now - since > GATE_AGE_NS && atomic_compare_exchange_strong(&gate, &g, mine)) {
-          break; /* taken over */
+        } else if (g != 0 && now - since > GATE_AGE_NS &&
+                   atomic_compare_exchange_strong(&gate, &g, mine)) {
+          atomic_fetch_add_explicit(&gate_takeovers, 1, memory_order_relaxed);
+          break;
+        }
+        if (now - start > GATE_GIVE_UP_NS) { /* unclaimed: to take_gil, fair by its rules */
+          atomic_fetch_add_explicit(&gate_give_ups, 1, memory_order_relaxed);
+          return;
         }
         if ((i & 255) == 0) sched_yield();
       }
@@ -235,6 +246,20 @@ static PyObject *batcher_infer(PyObject *self, PyObject *const *args, Py_ssize_t
   return PyLong_FromLong(st);
 }
 
+/* gate_stats() -> (takeovers, give_ups): the gate's slow paths taken since import, for the tests;
+ * (0, 0) where there is no gate. */
+static PyObject *gate_stats(PyObject *self, PyObject *const *args, Py_ssize_t n) {
+  (void)self;
+  (void)args;
+  if (n != 0) return PyErr_Format(PyExc_TypeError, "gate_stats: no arguments, got %zd", n);
+#ifndef Py_GIL_DISABLED
+  return Py_BuildValue("(KK)", (unsigned long long)atomic_load(&gate_takeovers),
+                       (unsigned long long)atomic_load(&gate_give_ups));
+#else
+  return Py_BuildValue("(KK)", 0ull, 0ull);
+#endif
+}
+
 static PyMethodDef methods[] = {
     {"bind", (PyCFunction)(void (*)(void))bind, METH_FASTCALL,
      "bind(model_infer_address, batcher_infer_address): the C functions the calls below run."},
@@ -242,6 +267,8 @@ static PyMethodDef methods[] = {
      "model_infer(model, x, y, batch, in_features, out_features) -> status, GIL released."},
     {"batcher_infer", (PyCFunction)(void (*)(void))batcher_infer, METH_FASTCALL,
      "batcher_infer(batcher, row, out, in_features, out_features) -> status, GIL released."},
+    {"gate_stats", (PyCFunction)(void (*)(void))gate_stats, METH_FASTCALL,
+     "gate_stats() -> (takeovers, give_ups) of the GIL hand-over gate since import (tests)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -121,9 +121,11 @@ def test_bad_buffers(dev):
 @needs_ext
 def test_gate_holder_that_stops_calling_blocks_no_one(dev):
     """The GIL hand-over gate (_speedups.c): a thread that claimed it coming back from a call and
-    then does other things (here: sleeps 2 s, GIL released, gate held) must not hold up another
-    thread's calls for longer than a claim stays valid (50 us); a gate that never takes an old
-    claim over makes the first call below wait until the holder calls again, 2 s later."""
+    then does other things (here: sleeps 2 s, GIL released, gate held) holds another thread up
+    for one claim's age (50 us), not longer: that thread's first call takes the gate over (one
+    takeover, counted by gate_stats) and its calls then claim a free gate (no give-up, which a
+    gate without the takeover would need on every call, 5 ms each). Bounded either way: the
+    holder's sleep ends, and every wait gives up after 5 ms."""
     import threading
     import time
     m = sp.Model.mlp_random(dev, DIMS, seed=5)
@@ -134,15 +136,26 @@ def test_gate_holder_that_stops_calling_blocks_no_one(dev):
         m(x)  # returns holding the gate
         claimed.set()
         time.sleep(2.0)
-        m(x)  # gives it back, so a broken takeover fails the timing below instead of hanging
+        m(x)
 
     t = threading.Thread(target=holder)
     t.start()
     assert claimed.wait(10)
+    takeovers0, give_ups0 = speedups.gate_stats()
     t0 = time.perf_counter()
     for _ in range(50):
         out.append(m(x))
     took = time.perf_counter() - t0
+    takeovers, give_ups = speedups.gate_stats()
     t.join()
+    assert (takeovers - takeovers0, give_ups - give_ups0) == (1, 0)
     assert took < 1.0, f"50 calls took {took:.2f} s while another thread held the gate"
     assert all(np.array_equal(o, out[0]) for o in out)
+
+
+@needs_ext
+def test_gate_stats_arguments():
+    takeovers, give_ups = speedups.gate_stats()
+    assert takeovers >= 0 and give_ups >= 0
+    with pytest.raises(TypeError):
+        speedups.gate_stats(1)
