@@ -22,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import sysconfig
 import threading
 import weakref
 from contextlib import contextmanager
@@ -51,8 +52,29 @@ except ImportError:
 binding: str = "extension" if _speedups is not None else "ctypes"
 
 
+def _gil_gate_setting() -> bool:
+    """STREAMPOOL_GIL_GATE: 1 (the default) or 0, the extension's GIL hand-over gate on or off
+    (docs/PYTHON.md); any other value is refused, as the library refuses its own variables."""
+    v = os.environ.get("STREAMPOOL_GIL_GATE")
+    if v is None or v == "1":
+        return True
+    if v == "0":
+        return False
+    raise InvalidArgumentError(f"STREAMPOOL_GIL_GATE={v!r}: expected 0 or 1 (the GIL hand-over "
+                               f"gate of model(x) and batcher(row); unset for the default, 1)")
+
+
+#: Whether model(x) and batcher(row) hand the GIL over through the extension's gate (False on
+#: the ctypes path, with STREAMPOOL_GIL_GATE=0, and on free-threaded Python, whose build of the
+#: extension has no gate).
+gil_gate: bool = (_gil_gate_setting() and _speedups is not None
+                  and not sysconfig.get_config_var("Py_GIL_DISABLED"))
+if _speedups is not None:
+    _speedups.set_gate(gil_gate)
+
+
 __all__ = ["Device", "DeviceInfo", "Stream", "Model", "Batcher", "Encoder", "EncoderBatcher",
-           "version", "device_count", "binding",
+           "version", "device_count", "binding", "gil_gate",
            "backend_available", "library_path", "StreampoolError", "InvalidArgumentError",
            "InvalidHandleError", "OutOfMemoryError", "LimitError", "PoolExhaustedError",
            "NotReadyError", "NoDeviceError", "UnsupportedError", "BackendError", "ForkedError",

@@ -18,6 +18,7 @@
 
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -56,6 +57,7 @@ static batcher_infer_fn batcher_infer_p;
 static _Atomic uint64_t gate;                       /* 0, or the token of the claim holding it */
 static atomic_uint gate_threads;                    /* thread ids handed out (tokens' high half) */
 static atomic_ullong gate_takeovers, gate_give_ups; /* slow paths taken, for gate_stats()       */
+static atomic_bool gate_on = true; /* set_gate(); the package sets it from STREAMPOOL_GIL_GATE */
 /* This thread's latest claim, 0 once it gave the gate up (it may have been taken over since). */
 static _Thread_local uint64_t held;
 static _Thread_local uint64_t last_own; /* this thread's latest token (0: none yet) */
@@ -128,10 +130,10 @@ static PyThreadState *gil_release(void) {
   return ts;
 }
 
-/* Takes the GIL back after a C call, through the gate. */
+/* Takes the GIL back after a C call, through the gate where it is on. */
 static void gil_take(PyThreadState *ts) {
 #ifndef Py_GIL_DISABLED
-  gate_claim();
+  if (atomic_load_explicit(&gate_on, memory_order_relaxed)) gate_claim();
 #endif
   PyEval_RestoreThread(ts);
 }
@@ -260,6 +262,19 @@ static PyObject *gate_stats(PyObject *self, PyObject *const *args, Py_ssize_t n)
 #endif
 }
 
+/* set_gate(on): the gate on (True, the default) or off for the calls that follow; a claim held
+ * when it goes off is still given up at its holder's next call. No-op without a GIL. */
+static PyObject *set_gate(PyObject *self, PyObject *const *args, Py_ssize_t n) {
+  (void)self;
+  if (n != 1) return PyErr_Format(PyExc_TypeError, "set_gate: 1 argument, got %zd", n);
+  int on = PyObject_IsTrue(args[0]);
+  if (on < 0) return NULL;
+#ifndef Py_GIL_DISABLED
+  atomic_store(&gate_on, on != 0);
+#endif
+  Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"bind", (PyCFunction)(void (*)(void))bind, METH_FASTCALL,
      "bind(model_infer_address, batcher_infer_address): the C functions the calls below run."},
@@ -267,6 +282,8 @@ static PyMethodDef methods[] = {
      "model_infer(model, x, y, batch, in_features, out_features) -> status, GIL released."},
     {"batcher_infer", (PyCFunction)(void (*)(void))batcher_infer, METH_FASTCALL,
      "batcher_infer(batcher, row, out, in_features, out_features) -> status, GIL released."},
+    {"set_gate", (PyCFunction)(void (*)(void))set_gate, METH_FASTCALL,
+     "set_gate(on): the GIL hand-over gate on or off for the calls that follow."},
     {"gate_stats", (PyCFunction)(void (*)(void))gate_stats, METH_FASTCALL,
      "gate_stats() -> (takeovers, give_ups) of the GIL hand-over gate since import (tests)."},
     {NULL, NULL, 0, NULL},

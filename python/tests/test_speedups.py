@@ -141,16 +141,20 @@ def test_gate_holder_that_stops_calling_blocks_no_one(dev):
         time.sleep(2.0)
         m(x)
 
-    t = threading.Thread(target=holder)
-    t.start()
-    assert claimed.wait(10)
-    takeovers0, give_ups0 = speedups.gate_stats()
-    t0 = time.perf_counter()
-    for _ in range(50):
-        out.append(m(x))
-    took = time.perf_counter() - t0
-    takeovers, give_ups = speedups.gate_stats()
-    t.join()
+    speedups.set_gate(True)  # also under STREAMPOOL_GIL_GATE=0
+    try:
+        t = threading.Thread(target=holder)
+        t.start()
+        assert claimed.wait(10)
+        takeovers0, give_ups0 = speedups.gate_stats()
+        t0 = time.perf_counter()
+        for _ in range(50):
+            out.append(m(x))
+        took = time.perf_counter() - t0
+        takeovers, give_ups = speedups.gate_stats()
+        t.join()
+    finally:
+        speedups.set_gate(sp.gil_gate)
     assert (takeovers - takeovers0, give_ups - give_ups0) == (1, 0)
     assert took < 1.0, f"50 calls took {took:.2f} s while another thread held the gate"
     assert all(np.array_equal(o, out[0]) for o in out)
@@ -162,3 +166,63 @@ def test_gate_stats_arguments():
     assert takeovers >= 0 and give_ups >= 0
     with pytest.raises(TypeError):
         speedups.gate_stats(1)
+
+
+@needs_ext
+def test_gate_off(dev, monkeypatch):
+    """set_gate(False) (what STREAMPOOL_GIL_GATE=0 sets at import): the same stale claim as above
+    delays no one and is never taken over, since no call consults the gate; back on, the stale
+    claim is taken over once."""
+    import sysconfig
+    import threading
+    import time
+    if sysconfig.get_config_var("Py_GIL_DISABLED"):
+        pytest.skip("skipped: free-threaded Python has no GIL and the module no gate")
+    m = sp.Model.mlp_random(dev, DIMS, seed=5)
+    x = np.ones((1, DIMS[0]), np.float32)
+    want = m(x)
+    claimed, release = threading.Event(), threading.Event()
+
+    def holder():
+        m(x)  # returns holding the gate
+        claimed.set()
+        release.wait(10)
+
+    speedups.set_gate(True)
+    try:
+        t = threading.Thread(target=holder)
+        t.start()
+        assert claimed.wait(10)
+        speedups.set_gate(False)
+        before = speedups.gate_stats()
+        assert all(np.array_equal(m(x), want) for _ in range(20))
+        assert speedups.gate_stats() == before
+        speedups.set_gate(True)
+        m(x)
+        assert speedups.gate_stats()[0] == before[0] + 1
+        release.set()
+        t.join()
+    finally:
+        release.set()
+        speedups.set_gate(sp.gil_gate)
+    with pytest.raises(TypeError):
+        speedups.set_gate()
+
+
+@pytest.mark.parametrize("value", ["0", "1", "2", ""])
+def test_gil_gate_variable(value):
+    """STREAMPOOL_GIL_GATE at import: 0 turns the gate off, 1 (the default) leaves it on where the
+    extension has one, anything else fails the import with the variable and the value named."""
+    import subprocess
+    import sys
+    import sysconfig
+    env = dict(os.environ, STREAMPOOL_GIL_GATE=value)
+    p = subprocess.run([sys.executable, "-c", "import streampool; print(streampool.gil_gate)"],
+                       env=env, capture_output=True, text=True)
+    if value not in ("0", "1"):
+        assert p.returncode != 0
+        assert f"STREAMPOOL_GIL_GATE={value!r}: expected 0 or 1" in p.stderr
+        return
+    assert p.returncode == 0, p.stderr
+    has_gate = speedups is not None and not sysconfig.get_config_var("Py_GIL_DISABLED")
+    assert p.stdout.strip() == str(value == "1" and has_gate)
