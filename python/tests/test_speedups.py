@@ -9,6 +9,10 @@ streampool._speedups set to None selects ctypes), outputs compared exactly; the 
 functions called directly with bad handles, sizes and buffers.
 """
 import os
+import sysconfig
+import threading
+import time
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -20,6 +24,11 @@ speedups = sp._speedups
 needs_ext = pytest.mark.skipif(speedups is None,
                                reason="skipped: streampool._speedups not built (no Python "
                                       "headers at pip install); the ctypes path ran instead")
+#: Whether the extension has the GIL hand-over gate (free-threaded Python's build has none).
+has_gate = speedups is not None and not sysconfig.get_config_var("Py_GIL_DISABLED")
+needs_gate = pytest.mark.skipif(not has_gate,
+                                reason="skipped: no GIL hand-over gate (no extension, or "
+                                       "free-threaded Python: no GIL)")
 
 
 def test_binding_names_the_path():
@@ -118,43 +127,48 @@ def test_bad_buffers(dev):
         speedups.bind(1, 2)
 
 
-@needs_ext
-def test_gate_holder_that_stops_calling_blocks_no_one(dev):
-    """The GIL hand-over gate (_speedups.c): a thread that claimed it coming back from a call and
-    then does other things (here: sleeps 2 s, GIL released, gate held) holds another thread up
-    for one claim's age (50 us), not longer: that thread's first call takes the gate over (one
-    takeover, counted by gate_stats) and its calls then claim a free gate (no give-up, which a
-    gate without the takeover would need on every call, 5 ms each). Bounded either way: the
-    holder's sleep ends, and every wait gives up after 5 ms."""
-    import sysconfig
-    import threading
-    import time
-    if sysconfig.get_config_var("Py_GIL_DISABLED"):
-        pytest.skip("skipped: free-threaded Python has no GIL and the module no gate")
-    m = sp.Model.mlp_random(dev, DIMS, seed=5)
-    x = np.ones((1, DIMS[0]), np.float32)
-    claimed, out = threading.Event(), []
+@contextmanager
+def stale_claim(m, x):
+    """A thread that returns from m(x) holding the gate, then waits without calling again (GIL
+    released, gate held) until the block ends; the gate is on meanwhile (also under
+    STREAMPOOL_GIL_GATE=0) and back as the package set it after."""
+    claimed, release = threading.Event(), threading.Event()
 
     def holder():
         m(x)  # returns holding the gate
         claimed.set()
-        time.sleep(2.0)
-        m(x)
+        release.wait(10)
 
-    speedups.set_gate(True)  # also under STREAMPOOL_GIL_GATE=0
+    speedups.set_gate(True)
+    t = threading.Thread(target=holder)
+    t.start()
     try:
-        t = threading.Thread(target=holder)
-        t.start()
         assert claimed.wait(10)
+        yield
+    finally:
+        release.set()
+        t.join()
+        speedups.set_gate(sp.gil_gate)
+
+
+@needs_gate
+def test_gate_holder_that_stops_calling_blocks_no_one(dev):
+    """The GIL hand-over gate (_speedups.c): a thread that claimed it coming back from a call and
+    then does other things (here: waits, GIL released, gate held) holds another thread up for one
+    claim's age (50 us), not longer: that thread's first call takes the gate over (one takeover,
+    counted by gate_stats) and its calls then claim a free gate (no give-up, which a gate without
+    the takeover would need on every call, 5 ms each). Bounded either way: the holder's wait
+    ends, and every wait on the gate gives up after 5 ms."""
+    m = sp.Model.mlp_random(dev, DIMS, seed=5)
+    x = np.ones((1, DIMS[0]), np.float32)
+    out = []
+    with stale_claim(m, x):
         takeovers0, give_ups0 = speedups.gate_stats()
         t0 = time.perf_counter()
         for _ in range(50):
             out.append(m(x))
         took = time.perf_counter() - t0
         takeovers, give_ups = speedups.gate_stats()
-        t.join()
-    finally:
-        speedups.set_gate(sp.gil_gate)
     assert (takeovers - takeovers0, give_ups - give_ups0) == (1, 0)
     assert took < 1.0, f"50 calls took {took:.2f} s while another thread held the gate"
     assert all(np.array_equal(o, out[0]) for o in out)
@@ -168,31 +182,15 @@ def test_gate_stats_arguments():
         speedups.gate_stats(1)
 
 
-@needs_ext
-def test_gate_off(dev, monkeypatch):
+@needs_gate
+def test_gate_off(dev):
     """set_gate(False) (what STREAMPOOL_GIL_GATE=0 sets at import): the same stale claim as above
     delays no one and is never taken over, since no call consults the gate; back on, the stale
     claim is taken over once."""
-    import sysconfig
-    import threading
-    import time
-    if sysconfig.get_config_var("Py_GIL_DISABLED"):
-        pytest.skip("skipped: free-threaded Python has no GIL and the module no gate")
     m = sp.Model.mlp_random(dev, DIMS, seed=5)
     x = np.ones((1, DIMS[0]), np.float32)
     want = m(x)
-    claimed, release = threading.Event(), threading.Event()
-
-    def holder():
-        m(x)  # returns holding the gate
-        claimed.set()
-        release.wait(10)
-
-    speedups.set_gate(True)
-    try:
-        t = threading.Thread(target=holder)
-        t.start()
-        assert claimed.wait(10)
+    with stale_claim(m, x):
         speedups.set_gate(False)
         before = speedups.gate_stats()
         assert all(np.array_equal(m(x), want) for _ in range(20))
@@ -200,11 +198,6 @@ def test_gate_off(dev, monkeypatch):
         speedups.set_gate(True)
         m(x)
         assert speedups.gate_stats()[0] == before[0] + 1
-        release.set()
-        t.join()
-    finally:
-        release.set()
-        speedups.set_gate(sp.gil_gate)
     with pytest.raises(TypeError):
         speedups.set_gate()
 
@@ -215,7 +208,6 @@ def test_gil_gate_variable(value):
     extension has one, anything else fails the import with the variable and the value named."""
     import subprocess
     import sys
-    import sysconfig
     env = dict(os.environ, STREAMPOOL_GIL_GATE=value)
     p = subprocess.run([sys.executable, "-c", "import streampool; print(streampool.gil_gate)"],
                        env=env, capture_output=True, text=True)
@@ -224,5 +216,4 @@ def test_gil_gate_variable(value):
         assert f"STREAMPOOL_GIL_GATE={value!r}: expected 0 or 1" in p.stderr
         return
     assert p.returncode == 0, p.stderr
-    has_gate = speedups is not None and not sysconfig.get_config_var("Py_GIL_DISABLED")
     assert p.stdout.strip() == str(value == "1" and has_gate)
