@@ -11,7 +11,7 @@
  * returned as an int for the package to raise, so the library's thread-local message is read on
  * the calling thread as on the ctypes path. No locks: the pointers are written before any call
  * (at import, under the import lock) and never changed after (bind() refuses other addresses);
- * the GIL hand-over gate below is one atomic word.
+ * the GIL hand-over gate below is atomics only (the word, its on switch, two counters).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
