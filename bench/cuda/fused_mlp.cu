@@ -48,7 +48,8 @@
 #include <chrono>
 #include <vector>
 
-#include "../../src/backend/cuda/cuda_gemv.cu" /* the library's kernel, and its device helpers */
+#include "backend/cuda/cuda_gemv.cu" /* the library's kernel, and its device helpers */
+#include "core/dtype.h"              /* the one f32 -> bf16 rounding */
 
 namespace {
 
@@ -175,11 +176,7 @@ void fill(void *d, size_t n, bool bf16, uint64_t &s) {
     return;
   }
   std::vector<uint16_t> hb(n);
-  for (size_t i = 0; i < n; i++) {
-    uint32_t u;
-    memcpy(&u, &h[i], 4);
-    hb[i] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16); /* round to nearest even */
-  }
+  for (size_t i = 0; i < n; i++) hb[i] = sp__f32_to_bf16(h[i]);
   cudaMemcpy(d, hb.data(), n * 2, cudaMemcpyHostToDevice);
 }
 
