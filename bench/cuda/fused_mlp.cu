@@ -48,6 +48,7 @@
 #include <chrono>
 #include <vector>
 
+#include "../bench_thread.h"
 #include "backend/cuda/cuda_gemv.cu" /* the library's kernel, and its device helpers */
 #include "core/dtype.h"              /* the one f32 -> bf16 rounding */
 
@@ -327,7 +328,8 @@ double rate(const variant &v, bool bf16, unsigned threads, double seconds) {
   pthread_barrier_init(&rs.go, nullptr, threads + 1);
   std::vector<pthread_t> th(threads);
   std::vector<run_thread> t(threads, run_thread{&rs, 0, false});
-  for (unsigned i = 0; i < threads; i++) pthread_create(&th[i], nullptr, thread_main, &t[i]);
+  for (unsigned i = 0; i < threads; i++)
+    bench_thread_start(&th[i], thread_main, &t[i], "fused_mlp");
   pthread_barrier_wait(&rs.go);
   const auto t0 = std::chrono::steady_clock::now();
   usleep((useconds_t)(seconds * 1e6));
