@@ -81,11 +81,12 @@ if [ "${SP_GPU_PYTHON:-1}" = 1 ]; then
   rm -rf "$pkg" && mkdir -p "$pkg" && cp -r "$root/python/streampool" "$pkg/"
   pyinc=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])' 2>/dev/null)
   pysuf=$(python3 -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))' 2>/dev/null)
-  if [ -f "$pyinc/Python.h" ] && cc -O2 -shared -fPIC -I"$pyinc" "$root/python/streampool/_speedups.c" \
+  npinc=$(python3 -c 'import numpy; print(numpy.get_include())' 2>/dev/null)
+  if [ -f "$pyinc/Python.h" ] && [ -n "$npinc" ] && cc -O2 -shared -fPIC -I"$pyinc" -I"$npinc" "$root/python/streampool/_speedups.c" \
       -o "$pkg/streampool/_speedups$pysuf" >"$log/python_speedups.log" 2>&1; then
     note "INFO  python binding: extension (streampool._speedups built for $(python3 -V 2>&1))"
   else
-    note "INFO  python binding: ctypes (no Python.h for python3 here, or the build failed: python_speedups.log)"
+    note "INFO  python binding: ctypes (no Python.h or NumPy for python3 here, or the build failed: python_speedups.log)"
   fi
   pyenv=(env PYTHONPATH="$pkg" STREAMPOOL_LIBRARY="$build/libstreampool.so")
   [ -d "$root/.gpu/pylib" ] && pyenv=(env PYTHONPATH="$pkg:$root/.gpu/pylib" STREAMPOOL_LIBRARY="$build/libstreampool.so")

@@ -43,7 +43,7 @@ from ._lib import (BatcherConfig, BatcherStats, DeviceConfig, EncoderBatcherConf
 try:  # model(x) and batcher(row) without ctypes, where pip built the extension (_speedups.c)
     from . import _speedups
     _speedups.bind(ctypes.cast(lib.sp_model_infer, c_void_p).value,
-                   ctypes.cast(lib.sp_batcher_infer, c_void_p).value)
+                   ctypes.cast(lib.sp_batcher_infer, c_void_p).value, check)
 except ImportError:
     _speedups = None  # type: ignore[assignment]
 
@@ -411,7 +411,8 @@ def _addr(a: np.ndarray) -> Any:
 
 
 def _host_rows(x: Any, features: int, what: str) -> np.ndarray:
-    """x as a C-contiguous float32 [B, features] NumPy array (a copy only if x is not one)."""
+    """x as a C-contiguous, aligned float32 [B, features] NumPy array (a copy only if x is not
+    one: the C API takes float pointers)."""
     try:
         a = np.asarray(x)
     except Exception as e:  # noqa: BLE001 - any conversion failure is the caller's bad argument
@@ -426,7 +427,7 @@ def _host_rows(x: Any, features: int, what: str) -> np.ndarray:
         raise InvalidArgumentError(f"{what}: batch is 0")
     if a.shape[0] > 2**32 - 1:
         raise InvalidArgumentError(f"{what}: batch {a.shape[0]} is too large")
-    return np.ascontiguousarray(a)
+    return np.require(a, requirements="CA")
 
 
 class Model(_Closable):
@@ -504,21 +505,15 @@ class Model(_Closable):
         __array__ object; a non-contiguous one is copied), y a new [batch, out_features] float32
         NumPy array. Runs on this thread's current stream, as one C call with the GIL released
         (copies in, forward, copies out, sync)."""
-        if type(x) is np.ndarray and x.dtype is _F32 and x.ndim == 2 and \
-                x.shape[1] == self.in_features and x.flags.c_contiguous and 0 < x.shape[0] < 2**32:
-            a = x  # the common case, checked in one go
-        else:
-            a = _host_rows(x, self.in_features, "model(x)")
         h = self._h
-        if h is None:
-            raise InvalidHandleError("the model is closed")
+        if h is not None and _speedups is not None:  # the common case, all in one C call
+            y = _speedups.model_call(h, x, self.in_features, self.out_features)
+            if y is not None:
+                return y
+        a = _host_rows(x, self.in_features, "model(x)")
+        h = self._handle()
         y = np.empty((a.shape[0], self.out_features), dtype=_F32)
-        if _speedups is not None:
-            st = _speedups.model_infer(h, a, y, a.shape[0], self.in_features, self.out_features)
-        else:
-            st = lib.sp_model_infer(h, _addr(a), _addr(y), a.shape[0])
-        if st:
-            check(st)
+        check(lib.sp_model_infer(h, _addr(a), _addr(y), a.shape[0]))
         return y
 
     def forward(self, x: Any, y: Any, *, sync: bool = True) -> None:
@@ -601,6 +596,11 @@ class Batcher(_Closable):
     def __call__(self, row: Any) -> np.ndarray:
         """The model's output for one row: row is [in_features] (or [1, in_features]) float32;
         returns a new [out_features] float32 array. Blocks with the GIL released."""
+        h = self._h
+        if h is not None and _speedups is not None:  # the common case, all in one C call
+            y = _speedups.batcher_call(h, row, self._in, self._out)
+            if y is not None:
+                return y
         a = row if type(row) is np.ndarray else np.asarray(row)
         if a.dtype != _F32:
             raise InvalidArgumentError(f"batcher(row): dtype {a.dtype} is not float32 (convert "
@@ -608,18 +608,12 @@ class Batcher(_Closable):
         if a.shape != (self._in,) and a.shape != (1, self._in):
             raise InvalidArgumentError(f"batcher(row): expected shape [{self._in}], got "
                                        f"{list(a.shape)}")
-        if not a.flags.c_contiguous:
-            a = np.ascontiguousarray(a)
+        a = np.require(a, requirements="CA")  # C-contiguous and aligned, as float * requires
         h = self._h
         if h is None:
             raise InvalidHandleError("the batcher is closed")
         y = np.empty(self._out, dtype=_F32)
-        if _speedups is not None:
-            st = _speedups.batcher_infer(h, a, y, self._in, self._out)
-        else:
-            st = lib.sp_batcher_infer(h, _addr(a), _addr(y))
-        if st:
-            check(st)
+        check(lib.sp_batcher_infer(h, _addr(a), _addr(y)))
         return y
 
     def stats(self) -> Dict[str, int]:

@@ -1,20 +1,27 @@
-/* streampool._speedups: the package's two per-request calls, model(x) and batcher(row), without
- * ctypes. Through ctypes a call spent about 3.8 us in Python under the GIL (docs/PERFORMANCE.md;
- * converting each array to a pointer argument was about 1 us of it); here the arrays are taken
- * through the buffer protocol and the call is one C function call with the GIL released.
+/* streampool._speedups: the package's two per-request calls, model(x) and batcher(row), as one
+ * C call each in the common case: the input checked, the output array allocated (NumPy's C
+ * API), the library called with the GIL released, a failed status raised. Through ctypes a call
+ * spent about 3.8 us in Python under the GIL (docs/PERFORMANCE.md); taking the arrays through the
+ * buffer protocol with the checks and np.empty in Python still left about 2.2 us on the H200.
  *
- * Owns two function pointers, set once by bind() from the addresses of the ctypes library's
- * sp_model_infer and sp_batcher_infer, so this module links against nothing but Python and the
- * package loads libstreampool once, through ctypes, whether this module is there or not.
- * Optional: python/streampool/__init__.py uses it when it imports (CPython with its headers at
- * build time) and runs the ctypes path otherwise; both compute the same thing. The status is
- * returned as an int for the package to raise, so the library's thread-local message is read on
- * the calling thread as on the ctypes path. No locks: the pointers are written before any call
- * (at import, under the import lock) and never changed after (bind() refuses other addresses);
- * the GIL hand-over gate below is atomics only (the word, its on switch, two counters).
+ * Owns two function pointers and one callable, set once by bind(): the addresses of the ctypes
+ * library's sp_model_infer and sp_batcher_infer, so this module links against no library
+ * (NumPy's C API comes through its import) and the package loads libstreampool once, through
+ * ctypes, whether this module is there or not; and the package's raise-for-status function,
+ * called on the calling thread (the library's message is thread-local). Optional:
+ * python/streampool/__init__.py uses it when it imports (CPython and NumPy headers at build
+ * time) and runs the ctypes path otherwise, and for every input that is not a plain float32
+ * array of the right shape (model_call and batcher_call return None for those); both paths
+ * compute the same thing. No locks: the pointers are written before any call (at import, under
+ * the import lock) and never changed after (bind() refuses others); the GIL hand-over gate below
+ * is atomics only (the word, its on switch, two counters).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+/* Built against NumPy 2 headers, runs on NumPy >= 1.22 (the package's dependency). */
+#define NPY_NO_DEPRECATED_API NPY_1_22_API_VERSION
+#define NPY_TARGET_VERSION NPY_1_22_API_VERSION
+#include <numpy/arrayobject.h>
 
 #include <sched.h>
 #include <stdatomic.h>
@@ -27,6 +34,7 @@ typedef int (*batcher_infer_fn)(void *batcher, const void *row, void *out);
 
 static model_infer_fn model_infer_p;
 static batcher_infer_fn batcher_infer_p;
+static PyObject *raise_status; /* the package's check(status): raises for a failed status */
 
 /* ---- the GIL hand-over gate ---------------------------------------------------------------
  * With the GIL, a thread coming back from a C call sleeps in CPython's take_gil whenever another
@@ -138,114 +146,108 @@ static void gil_take(PyThreadState *ts) {
   PyEval_RestoreThread(ts);
 }
 
-/* Whether b holds float32 items (a struct-module format of one 'f', any byte-order mark). */
-static int is_f32(const Py_buffer *b) {
-  const char *f = b->format ? b->format : "B";
-  if (f[0] == '<' || f[0] == '=' || f[0] == '@') f++;
-  return b->itemsize == 4 && f[0] == 'f' && f[1] == 0;
-}
-
-/* Takes x (read) and y (written) as C-contiguous float32 buffers of exactly x_bytes and y_bytes. */
-static int take_buffers(PyObject *x, PyObject *y, Py_ssize_t x_bytes, Py_ssize_t y_bytes,
-                        Py_buffer *bx, Py_buffer *by) {
-  if (PyObject_GetBuffer(x, bx, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return -1;
-  if (!is_f32(bx) || bx->len != x_bytes) {
-    PyErr_Format(PyExc_ValueError,
-                 "_speedups: input of %zd bytes (format %s), expected %zd of float32", bx->len,
-                 bx->format ? bx->format : "B", x_bytes);
-    PyBuffer_Release(bx);
-    return -1;
-  }
-  if (PyObject_GetBuffer(y, by, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE | PyBUF_FORMAT) < 0) {
-    PyBuffer_Release(bx);
-    return -1;
-  }
-  if (!is_f32(by) || by->len != y_bytes) {
-    PyErr_Format(PyExc_ValueError,
-                 "_speedups: output of %zd bytes (format %s), expected %zd of float32", by->len,
-                 by->format ? by->format : "B", y_bytes);
-    PyBuffer_Release(by);
-    PyBuffer_Release(bx);
-    return -1;
-  }
-  return 0;
-}
-
-/* args[0], args[1] as in_features and out_features: positive Ssize_t counts of floats. */
-static int sizes(PyObject *const *args, Py_ssize_t *in, Py_ssize_t *out) {
-  *in = PyLong_AsSsize_t(args[0]);
-  if (*in == -1 && PyErr_Occurred()) return -1;
-  *out = PyLong_AsSsize_t(args[1]);
-  if (*out == -1 && PyErr_Occurred()) return -1;
-  if (*in <= 0 || *out <= 0 || *in > PY_SSIZE_T_MAX / 4 || *out > PY_SSIZE_T_MAX / 4) {
-    PyErr_Format(PyExc_ValueError, "_speedups: bad sizes %zd, %zd", *in, *out);
-    return -1;
-  }
-  return 0;
-}
-
-/* bind(model_infer_address, batcher_infer_address) */
+/* bind(model_infer_address, batcher_infer_address, raise_status) */
 static PyObject *bind(PyObject *self, PyObject *const *args, Py_ssize_t n) {
   (void)self;
-  if (n != 2) return PyErr_Format(PyExc_TypeError, "bind: 2 arguments, got %zd", n);
+  if (n != 3) return PyErr_Format(PyExc_TypeError, "bind: 3 arguments, got %zd", n);
   unsigned long long m = PyLong_AsUnsignedLongLong(args[0]);
   if (PyErr_Occurred()) return NULL;
   unsigned long long b = PyLong_AsUnsignedLongLong(args[1]);
   if (PyErr_Occurred()) return NULL;
   if (!m || !b) return PyErr_Format(PyExc_ValueError, "bind: a null function address");
-  if (model_infer_p && ((uintptr_t)model_infer_p != m || (uintptr_t)batcher_infer_p != b))
+  if (!PyCallable_Check(args[2]))
+    return PyErr_Format(PyExc_TypeError, "bind: raise_status is not callable");
+  if (model_infer_p &&
+      ((uintptr_t)model_infer_p != m || (uintptr_t)batcher_infer_p != b || raise_status != args[2]))
     return PyErr_Format(PyExc_RuntimeError, "bind: already bound to other functions");
   model_infer_p = (model_infer_fn)(uintptr_t)m; /* an address from ctypes: a function's */
   batcher_infer_p = (batcher_infer_fn)(uintptr_t)b;
+  if (!raise_status) {
+    Py_INCREF(args[2]); /* kept for the module's life */
+    raise_status = args[2];
+  }
   Py_RETURN_NONE;
 }
 
-/* model_infer(model, x, y, batch, in_features, out_features) -> sp_status: sp_model_infer on
- * float32 x [batch, in_features] and y [batch, out_features] with the GIL released. */
-static PyObject *model_infer(PyObject *self, PyObject *const *args, Py_ssize_t n) {
-  (void)self;
-  if (n != 6) return PyErr_Format(PyExc_TypeError, "model_infer: 6 arguments, got %zd", n);
-  if (!model_infer_p) return PyErr_Format(PyExc_RuntimeError, "model_infer: bind() first");
-  void *m = PyLong_AsVoidPtr(args[0]);
-  if (PyErr_Occurred()) return NULL;
-  unsigned long batch = PyLong_AsUnsignedLong(args[3]);
-  if (PyErr_Occurred()) return NULL;
-  Py_ssize_t in, out;
-  if (sizes(args + 4, &in, &out) < 0) return NULL;
-  if (batch == 0 || batch > 0xffffffffUL ||
-      (size_t)batch > (size_t)PY_SSIZE_T_MAX / 4 / (size_t)(in > out ? in : out))
-    return PyErr_Format(PyExc_ValueError, "model_infer: bad batch %lu for sizes %zd, %zd", batch,
-                        in, out);
-  Py_buffer bx, by;
-  if (take_buffers(args[1], args[2], (Py_ssize_t)batch * in * 4, (Py_ssize_t)batch * out * 4, &bx,
-                   &by) < 0)
-    return NULL;
-  PyThreadState *ts = gil_release(); /* the GIL, released for the whole C call */
-  int st = model_infer_p(m, bx.buf, by.buf, (unsigned)batch);
-  gil_take(ts);
-  PyBuffer_Release(&by);
-  PyBuffer_Release(&bx);
-  return PyLong_FromLong(st);
+/* Whether a is the array the fast path takes as it is: exactly a NumPy ndarray (no subclass),
+ * native-order aligned float32, C-contiguous, of ndim dimensions. Anything else goes to the
+ * package's general path, which converts or refuses it with its own message. */
+static int plain_f32(PyObject *a, int ndim) {
+  if (!PyArray_CheckExact(a)) return 0;
+  PyArrayObject *x = (PyArrayObject *)a;
+  return PyArray_NDIM(x) == ndim && PyArray_TYPE(x) == NPY_FLOAT32 && PyArray_ISNOTSWAPPED(x) &&
+         PyArray_ISALIGNED(x) && PyArray_IS_C_CONTIGUOUS(x);
 }
 
-/* batcher_infer(batcher, row, out, in_features, out_features) -> sp_status: sp_batcher_infer on
- * float32 row [in_features] and out [out_features] with the GIL released. */
-static PyObject *batcher_infer(PyObject *self, PyObject *const *args, Py_ssize_t n) {
+/* arg as a feature count: a positive Py_ssize_t. */
+static int features(PyObject *arg, Py_ssize_t *n) {
+  *n = PyLong_AsSsize_t(arg);
+  if (*n == -1 && PyErr_Occurred()) return -1;
+  if (*n <= 0) {
+    PyErr_Format(PyExc_ValueError, "_speedups: bad feature count %zd", *n);
+    return -1;
+  }
+  return 0;
+}
+
+/* The call's result: y, or, for a failed status, NULL with the package's exception for it set
+ * (raise_status runs on this thread, so it reads this thread's library message). */
+static PyObject *result(int st, PyObject *y) {
+  if (!st) return y;
+  Py_DECREF(y);
+  PyObject *r = PyObject_CallFunction(raise_status, "i", st);
+  Py_XDECREF(r);
+  if (!PyErr_Occurred()) PyErr_Format(PyExc_RuntimeError, "_speedups: status %d did not raise", st);
+  return NULL;
+}
+
+/* model_call(model, x, in_features, out_features) -> y or None: sp_model_infer with the GIL
+ * released, y a new float32 [batch, out_features] array, when x is a plain float32 array (see
+ * plain_f32) of shape [batch, in_features] with 0 < batch < 2^32; None for any other x, which
+ * the package then converts or refuses. A failed status raises the package's exception. */
+static PyObject *model_call(PyObject *self, PyObject *const *args, Py_ssize_t n) {
   (void)self;
-  if (n != 5) return PyErr_Format(PyExc_TypeError, "batcher_infer: 5 arguments, got %zd", n);
-  if (!batcher_infer_p) return PyErr_Format(PyExc_RuntimeError, "batcher_infer: bind() first");
+  if (n != 4) return PyErr_Format(PyExc_TypeError, "model_call: 4 arguments, got %zd", n);
+  if (!model_infer_p) return PyErr_Format(PyExc_RuntimeError, "model_call: bind() first");
+  void *m = PyLong_AsVoidPtr(args[0]);
+  if (PyErr_Occurred()) return NULL;
+  Py_ssize_t in, out;
+  if (features(args[2], &in) < 0 || features(args[3], &out) < 0) return NULL;
+  PyArrayObject *x = (PyArrayObject *)args[1];
+  if (!plain_f32(args[1], 2) || PyArray_DIM(x, 1) != in || PyArray_DIM(x, 0) <= 0 ||
+      (unsigned long long)PyArray_DIM(x, 0) > 0xffffffffULL)
+    Py_RETURN_NONE;
+  npy_intp dims[2] = {PyArray_DIM(x, 0), out};
+  PyObject *y = PyArray_SimpleNew(2, dims, NPY_FLOAT32); /* refuses a size that overflows */
+  if (!y) return NULL;
+  PyThreadState *ts = gil_release(); /* the GIL, released for the whole C call */
+  int st = model_infer_p(m, PyArray_DATA(x), PyArray_DATA((PyArrayObject *)y), (unsigned)dims[0]);
+  gil_take(ts);
+  return result(st, y);
+}
+
+/* batcher_call(batcher, row, in_features, out_features) -> out or None: sp_batcher_infer with
+ * the GIL released, out a new float32 [out_features] array, when row is a plain float32 array
+ * of shape [in_features] or [1, in_features]; None for any other row. */
+static PyObject *batcher_call(PyObject *self, PyObject *const *args, Py_ssize_t n) {
+  (void)self;
+  if (n != 4) return PyErr_Format(PyExc_TypeError, "batcher_call: 4 arguments, got %zd", n);
+  if (!batcher_infer_p) return PyErr_Format(PyExc_RuntimeError, "batcher_call: bind() first");
   void *b = PyLong_AsVoidPtr(args[0]);
   if (PyErr_Occurred()) return NULL;
   Py_ssize_t in, out;
-  if (sizes(args + 3, &in, &out) < 0) return NULL;
-  Py_buffer bx, by;
-  if (take_buffers(args[1], args[2], in * 4, out * 4, &bx, &by) < 0) return NULL;
+  if (features(args[2], &in) < 0 || features(args[3], &out) < 0) return NULL;
+  PyArrayObject *row = (PyArrayObject *)args[1];
+  if (!(plain_f32(args[1], 1) && PyArray_DIM(row, 0) == in) &&
+      !(plain_f32(args[1], 2) && PyArray_DIM(row, 0) == 1 && PyArray_DIM(row, 1) == in))
+    Py_RETURN_NONE;
+  npy_intp dims[1] = {out};
+  PyObject *y = PyArray_SimpleNew(1, dims, NPY_FLOAT32);
+  if (!y) return NULL;
   PyThreadState *ts = gil_release();
-  int st = batcher_infer_p(b, bx.buf, by.buf);
+  int st = batcher_infer_p(b, PyArray_DATA(row), PyArray_DATA((PyArrayObject *)y));
   gil_take(ts);
-  PyBuffer_Release(&by);
-  PyBuffer_Release(&bx);
-  return PyLong_FromLong(st);
+  return result(st, y);
 }
 
 /* gate_stats() -> (takeovers, give_ups): the gate's slow paths taken since import, for the tests;
@@ -277,11 +279,11 @@ static PyObject *set_gate(PyObject *self, PyObject *const *args, Py_ssize_t n) {
 
 static PyMethodDef methods[] = {
     {"bind", (PyCFunction)(void (*)(void))bind, METH_FASTCALL,
-     "bind(model_infer_address, batcher_infer_address): the C functions the calls below run."},
-    {"model_infer", (PyCFunction)(void (*)(void))model_infer, METH_FASTCALL,
-     "model_infer(model, x, y, batch, in_features, out_features) -> status, GIL released."},
-    {"batcher_infer", (PyCFunction)(void (*)(void))batcher_infer, METH_FASTCALL,
-     "batcher_infer(batcher, row, out, in_features, out_features) -> status, GIL released."},
+     "bind(model_infer_address, batcher_infer_address, raise_status): what the calls run."},
+    {"model_call", (PyCFunction)(void (*)(void))model_call, METH_FASTCALL,
+     "model_call(model, x, in_features, out_features) -> y, or None for an x it does not take."},
+    {"batcher_call", (PyCFunction)(void (*)(void))batcher_call, METH_FASTCALL,
+     "batcher_call(batcher, row, in_features, out_features) -> out, or None for such a row."},
     {"set_gate", (PyCFunction)(void (*)(void))set_gate, METH_FASTCALL,
      "set_gate(on): the GIL hand-over gate on or off for the calls that follow."},
     {"gate_stats", (PyCFunction)(void (*)(void))gate_stats, METH_FASTCALL,
@@ -292,7 +294,7 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     "_speedups",
-    "streampool's per-request calls without ctypes (model(x), batcher(row)).",
+    "streampool's per-request calls as one C call each (model(x), batcher(row)).",
     -1,
     methods,
     NULL,
@@ -302,6 +304,7 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__speedups(void) {
+  import_array(); /* NumPy's C API; returns NULL with ImportError set when NumPy cannot load */
   PyObject *m = PyModule_Create(&module);
 #ifdef Py_GIL_DISABLED
   if (m) PyUnstable_Module_SetGIL(m, Py_MOD_GIL_NOT_USED); /* no state but the bound pointers */

@@ -1,12 +1,13 @@
-"""Goal: the extension module streampool._speedups (model(x) and batcher(row) without ctypes)
-computes bit for bit what the ctypes path computes, returns the library's status (so the
-package raises with the library's message), and refuses buffers of the wrong size, read-only
-outputs and bad arguments with an exception instead of reading or writing past them. Where pip
-could not build it (no Python headers), the package runs the ctypes path and these tests skip
+"""Goal: the extension module streampool._speedups (model(x) and batcher(row) as one C call
+each) computes bit for bit what the ctypes path computes, raises the package's exception with
+the library's message for a failed status, takes only plain float32 arrays of the right shape
+(anything else returns None, and the package's general path converts or refuses it: never
+read past, never misread), and refuses bad arguments with an exception. Where pip could not
+build it (no Python or NumPy headers), the package runs the ctypes path and these tests skip
 with a line saying so (SP_REQUIRE_SPEEDUPS=1, as CI sets it, makes that a failure).
 Method: one model and one batcher, every call once through each path (the module attribute
 streampool._speedups set to None selects ctypes), outputs compared exactly; the module's
-functions called directly with bad handles, sizes and buffers.
+functions called directly with bad handles, shapes, dtypes, layouts and arguments.
 """
 import os
 import sysconfig
@@ -53,78 +54,109 @@ def test_same_results_as_ctypes(dev, monkeypatch):
 
 
 @needs_ext
-def test_status_and_message(dev):
-    m = sp.Model.mlp_random(dev, DIMS, seed=5)
+def test_failed_status_raises_the_library_message(dev):
+    """A failed status comes back as the package's exception with the library's message, read on
+    the calling thread: a null handle fails the library's own argument check."""
     x = np.zeros((2, DIMS[0]), np.float32)
-    y = np.empty((2, DIMS[-1]), np.float32)
-    assert speedups.model_infer(m._handle(), x, y, 2, DIMS[0], DIMS[-1]) == 0
-    st = speedups.model_infer(0, x, y, 2, DIMS[0], DIMS[-1])  # a null model: the C check
-    assert st != 0
-    with pytest.raises(sp.StreampoolError, match="model"):
-        sp._errors.check(st)
-    st = speedups.batcher_infer(0, x[0], y[0], DIMS[0], DIMS[-1])
-    assert st != 0
-
-
-@needs_ext
-@pytest.mark.parametrize("xs, ys, batch, exc", [
-    ((2, DIMS[0]), (1, DIMS[-1]), 2, ValueError),   # y too small for the batch
-    ((1, DIMS[0]), (2, DIMS[-1]), 2, ValueError),   # x too small: never read past it
-    ((2, DIMS[0]), (2, DIMS[-1]), 0, ValueError),   # batch 0
-    ((2, DIMS[0]), (2, DIMS[-1]), -1, OverflowError),
-])
-def test_bad_sizes(dev, xs, ys, batch, exc):
+    with pytest.raises(sp.InvalidArgumentError, match="model"):
+        speedups.model_call(0, x, DIMS[0], DIMS[-1])
+    with pytest.raises(sp.InvalidArgumentError, match="batcher"):
+        speedups.batcher_call(0, x[0], DIMS[0], DIMS[-1])
     m = sp.Model.mlp_random(dev, DIMS, seed=5)
-    x, y = np.zeros(xs, np.float32), np.full(ys, 7.0, np.float32)
-    with pytest.raises(exc):
-        speedups.model_infer(m._handle(), x, y, batch, DIMS[0], DIMS[-1])
-    assert np.all(y == 7.0)  # nothing written
+    y = speedups.model_call(m._handle(), x, DIMS[0], DIMS[-1])
+    assert y.shape == (2, DIMS[-1]) and y.dtype == np.float32 and np.array_equal(y, m(x))
+
+
+def _not_plain(shape):
+    """The plain float32 array of shape `shape`, and inputs of the same values that the fast
+    path must not take as they are, each with whether the package's general path converts it
+    (True) or refuses it as not float32 (False)."""
+    base = np.arange(np.prod(shape), dtype=np.float32).reshape(shape) / 7
+    wide = np.zeros(shape[:-1] + (2 * shape[-1],), np.float32)
+    wide[..., ::2] = base
+    raw = np.zeros(base.nbytes + 1, np.uint8)
+    misaligned = raw[1:].view(np.float32).reshape(shape)
+    misaligned[...] = base
+
+    class Sub(np.ndarray):
+        pass
+
+    return base, [
+        (wide[..., ::2], True),             # strided: copied
+        (misaligned, True),                 # unaligned data: copied (the C API takes float *)
+        (base.view(Sub), True),             # an ndarray subclass: read as an array
+        (base.astype(np.float64), False),   # another dtype: the caller converts
+        (base.astype(">f4"), False),        # big-endian float32: likewise
+        (base.tolist(), False),             # a list: read as float64, likewise
+    ]
+
+
+def _general_path(call, others, want):
+    """call(x) on each non-plain input: want where the package converts it, its float32
+    error where it refuses it."""
+    for x, converts in others:
+        if converts:
+            assert np.array_equal(call(x), want)
+        else:
+            with pytest.raises(sp.InvalidArgumentError, match="float32"):
+                call(x)
 
 
 @needs_ext
-@pytest.mark.parametrize("rs, os_, exc", [
-    (DIMS[0] - 1, DIMS[-1], ValueError),  # row too short: never read past it
-    (DIMS[0], DIMS[-1] - 1, ValueError),  # out too short: never written past it
-])
-def test_batcher_bad_sizes(dev, rs, os_, exc):
+def test_model_call_takes_only_plain_arrays(dev):
+    """model_call returns None (the package's general path then runs) for anything but a plain
+    float32 [batch, in] array, and model(x) gives on each such input what it gives on the plain
+    array, or the package's error."""
+    m = sp.Model.mlp_random(dev, DIMS, seed=5)
+    h = m._handle()
+    base, others = _not_plain((3, DIMS[0]))
+    want = m(base)
+    for x in [x for x, _ in others] + [base[None], base[0], base[:, :-1], base[:0]]:
+        assert speedups.model_call(h, x, DIMS[0], DIMS[-1]) is None
+    _general_path(m, others, want)
+    for x in (base[:, :-1], base[:0], base[None]):
+        with pytest.raises(sp.InvalidArgumentError):
+            m(x)
+
+
+@needs_ext
+def test_batcher_call_takes_only_plain_rows(dev):
+    """The same for batcher_call: a plain float32 [in] or [1, in] row, None otherwise."""
     m = sp.Model.mlp_random(dev, DIMS, seed=5)
     with sp.Batcher(m) as b:
-        row, out = np.zeros(rs, np.float32), np.full(os_, 7.0, np.float32)
-        with pytest.raises(exc):
-            speedups.batcher_infer(b._h, row, out, DIMS[0], DIMS[-1])
-        assert np.all(out == 7.0)
-        ro = np.empty(DIMS[-1], np.float32)
-        ro.flags.writeable = False
-        with pytest.raises((BufferError, ValueError, TypeError)):
-            speedups.batcher_infer(b._h, np.zeros(DIMS[0], np.float32), ro, DIMS[0], DIMS[-1])
-        with pytest.raises(ValueError):
-            speedups.batcher_infer(b._h, np.zeros(DIMS[0], np.float64)[::2].copy(), out,
-                                   DIMS[0], DIMS[-1])
+        base, others = _not_plain((DIMS[0],))
+        want = b(base)
+        assert np.array_equal(speedups.batcher_call(b._h, base[None], DIMS[0], DIMS[-1]), want)
+        wrong = [base[:-1], base[None, None], np.zeros((2, DIMS[0]), np.float32)]
+        for r in [r for r, _ in others] + wrong:
+            assert speedups.batcher_call(b._h, r, DIMS[0], DIMS[-1]) is None
+        _general_path(b, others, want)
+        for r in wrong:
+            with pytest.raises(sp.InvalidArgumentError):
+                b(r)
 
 
 @needs_ext
-def test_bad_buffers(dev):
+def test_bad_arguments(dev):
     m = sp.Model.mlp_random(dev, DIMS, seed=5)
     x = np.zeros((1, DIMS[0]), np.float32)
-    y = np.empty((1, DIMS[-1]), np.float32)
-    y.flags.writeable = False
-    with pytest.raises((BufferError, ValueError, TypeError)):
-        speedups.model_infer(m._handle(), x, y, 1, DIMS[0], DIMS[-1])
-    strided = np.zeros((1, 2 * DIMS[0]), np.float32)[:, ::2]
-    with pytest.raises((BufferError, ValueError, TypeError)):
-        speedups.model_infer(m._handle(), strided, np.empty((1, DIMS[-1]), np.float32), 1,
-                             DIMS[0], DIMS[-1])
     with pytest.raises(TypeError):
-        speedups.model_infer(m._handle(), "not a buffer", y, 1, DIMS[0], DIMS[-1])
+        speedups.model_call(m._handle(), x)
     with pytest.raises(TypeError):
-        speedups.model_infer(m._handle(), x)
-    with pytest.raises(ValueError):  # float64 of the right byte count: not float32
-        speedups.model_infer(m._handle(), np.zeros((1, DIMS[0] // 2), np.float64), y, 1,
-                             DIMS[0], DIMS[-1])
+        speedups.batcher_call(0, x[0], DIMS[0])
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match="feature count"):
+            speedups.model_call(m._handle(), x, bad, DIMS[-1])
+        with pytest.raises(ValueError, match="feature count"):
+            speedups.batcher_call(0, x[0], DIMS[0], bad)
+    with pytest.raises(TypeError):
+        speedups.model_call("not a handle", x, DIMS[0], DIMS[-1])
     with pytest.raises(ValueError):
-        speedups.bind(0, 0)
+        speedups.bind(0, 0, sp._errors.check)
+    with pytest.raises(TypeError, match="callable"):
+        speedups.bind(1, 2, None)
     with pytest.raises(RuntimeError):  # bound once, at import, to the library's functions
-        speedups.bind(1, 2)
+        speedups.bind(1, 2, sp._errors.check)
 
 
 @contextmanager
