@@ -13,9 +13,11 @@ file that every row loads):
   C threads: `streampool run` (the CLI, same file, same thread counts, and --batcher with 64
       clients), skipped with a line when the CLI is not found;
   binding overhead: the time per call of a 4-4 model from one Python thread minus from one C
-      thread (the CLI, same file), the best of TINY_RUNS runs each, through the path the package
-      uses (streampool.binding) and, where that is the extension module, through ctypes too;
-      and a bare ctypes call.
+      thread (the CLI, same file), in OVERHEAD_ROUNDS rounds that each time the three one
+      after the other (Python through the path the package uses, streampool.binding; Python
+      through ctypes where that is the extension module; C), so that the machine's drift
+      between runs falls on both sides; the median round and the range are printed; and a bare
+      ctypes call.
 Ratios: Python threads against C threads and against PyTorch at the same thread count.
 The aims on the H200 (issue 10): at 16 threads >= 0.8 x C threads and >= 30 x PyTorch; the
 binding adds <= 1 us per call.
@@ -32,6 +34,7 @@ import ctypes
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,8 +46,8 @@ import numpy as np
 import streampool as sp
 
 DIMS = [512, 1024, 1024, 512]
-TINY_RUNS = 3  # the binding-overhead rows take the best of this many runs a side (one run varies
-# by several us a call between runs on the H200, more than the overhead measured)
+OVERHEAD_ROUNDS = 5  # rounds of the binding-overhead measurement (on the H200 a 4-4 call's time
+# drifts by 1-2 us between runs a few seconds apart, more than the overhead measured)
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "examples", "serve"))
 from weights import write_layers  # noqa: E402  (seeded weights, the examples' and serve bench's)
@@ -88,7 +91,7 @@ def timed_threads(n: int, duration: float, setup, call) -> float:
     return sum(counts) / secs
 
 
-def ours(dev_args: dict, path: str, tiny: str, threads: list, clients: int, duration: float,
+def ours(dev_args: dict, path: str, threads: list, clients: int, duration: float,
          layers: list) -> dict:
     res = {}
     # exclusive: a stream per thread; + the main thread and the batcher's workers
@@ -106,18 +109,7 @@ def ours(dev_args: dict, path: str, tiny: str, threads: list, clients: int, dura
         with sp.Batcher(m) as b:
             row = x[0]
             res[f"batcher_{clients}"] = timed_threads(clients, duration, lambda i: row, b)
-        # Binding overhead: a tiny model (4-4) from one thread, against the CLI on the same file,
-        # and a bare ctypes call.
-        t4 = sp.Model.load(dev, tiny)
-        x4 = np.ones((1, 4), np.float32)
-        res["tiny_1"] = max(timed_threads(1, duration, lambda i: x4, t4) for _ in range(TINY_RUNS))
-        if sp._speedups is not None:  # the same call through ctypes, for the comparison
-            fast, sp._speedups = sp._speedups, None
-            try:
-                res["tiny_1_ctypes"] = max(timed_threads(1, duration, lambda i: x4, t4)
-                                           for _ in range(TINY_RUNS))
-            finally:
-                sp._speedups = fast
+        # A bare ctypes call, for scale.
         n = 200000
         idx = sp._lib.lib.sp_stream_index
         h = dev.current_stream()._h
@@ -177,23 +169,53 @@ def pytorch(backend: str, layers: list, threads: list, duration: float):
     return res, f"PyTorch {torch.__version__} on {devn}"
 
 
-def c_threads(cli: str, backend: str, path: str, tiny: str, threads: list, clients: int,
-              duration: float):
+def run_cli(cli: str, backend: str, path: str, duration: float, args: list) -> list:
+    """`streampool run` on the file: its JSON runs; SystemExit with its message if it fails."""
+    p = subprocess.run([cli, "run", "--backend", backend, "--model", path, "--duration",
+                        str(duration), "--json", "--no-progress"] + args,
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RuntimeError(f"streampool run failed: {p.stderr.strip()}")
+    return json.loads(p.stdout)["runs"]
+
+
+def c_threads(cli: str, backend: str, path: str, threads: list, clients: int, duration: float):
     if not cli:
         return None, "skipped: C-thread rows (no streampool CLI found; pass --cli PATH)"
-    base = [cli, "run", "--backend", backend, "--model", path, "--duration", str(duration),
-            "--json", "--no-progress"]
     res = {}
     for args, key in ((["--threads", ",".join(map(str, threads))], "model"),
-                      (["--batcher", "--clients", str(clients)], "batcher"),
-                      *[(["--threads", "1", "--model", tiny], "tiny")] * TINY_RUNS):
-        p = subprocess.run(base + args, capture_output=True, text=True)
-        if p.returncode != 0:
-            return None, f"skipped: C-thread rows (streampool run failed: {p.stderr.strip()})"
-        for r in json.loads(p.stdout)["runs"]:
-            k = f"{key}_{r['threads']}"
-            res[k] = max(res.get(k, 0), r["requests_per_s"])  # tiny: the best of its runs
+                      (["--batcher", "--clients", str(clients)], "batcher")):
+        try:
+            runs = run_cli(cli, backend, path, duration, args)
+        except RuntimeError as e:
+            return None, f"skipped: C-thread rows ({e})"
+        for r in runs:
+            res[f"{key}_{r['threads']}"] = r["requests_per_s"]
     return res, f"C threads: {cli} run"
+
+
+def binding_overhead(dev_args: dict, tiny: str, cli: str, backend: str, duration: float):
+    """Microseconds per call of the 4-4 model from one thread, per round: {"python": [...],
+    "ctypes": [...] (where the package uses the extension), "c": [...]}, or None without the
+    CLI. Each round times the three one after the other, with the device open throughout."""
+    if not cli:
+        return None
+    us = {"python": [], "c": []}
+    with sp.Device(**dev_args) as dev:
+        m = sp.Model.load(dev, tiny)
+        x = np.ones((1, 4), np.float32)
+        per_call = lambda: 1e6 / timed_threads(1, duration, lambda i: x, m)  # noqa: E731
+        for _ in range(OVERHEAD_ROUNDS):
+            us["python"].append(per_call())
+            if sp._speedups is not None:  # the same call through ctypes, for the comparison
+                fast, sp._speedups = sp._speedups, None
+                try:
+                    us.setdefault("ctypes", []).append(per_call())
+                finally:
+                    sp._speedups = fast
+            runs = run_cli(cli, backend, tiny, duration, ["--threads", "1"])
+            us["c"].append(1e6 / runs[0]["requests_per_s"])
+    return us
 
 
 def find_cli(arg: str) -> str:
@@ -221,11 +243,12 @@ def main() -> None:
     tiny = os.path.join(work, "tiny.safetensors")
     write_layers(tiny, [4, 4], seed=1)
     dev_args = {"backend": a.backend}
-    mine = ours(dev_args, path, tiny, threads, a.clients, a.duration, layers)
+    mine = ours(dev_args, path, threads, a.clients, a.duration, layers)
     backend = mine["backend"]
     torch_res, torch_note = pytorch(backend, layers, threads, a.duration)
-    c_res, c_note = c_threads(find_cli(a.cli), backend, path, tiny, threads, a.clients,
-                              a.duration)
+    cli = find_cli(a.cli)
+    c_res, c_note = c_threads(cli, backend, path, threads, a.clients, a.duration)
+    overhead = binding_overhead(dev_args, tiny, cli, backend, a.duration) if c_res else None
 
     print(f"python_threads: MLP {'-'.join(map(str, DIMS))} f32 batch 1, {backend} "
           f"({mine['device']}), {a.duration:g} s per cell, Python {sys.version.split()[0]}, "
@@ -253,18 +276,20 @@ def main() -> None:
         row("model(x), Python threads", t, f"model_{t}")
     row("Batcher, Python threads", a.clients, f"batcher_{a.clients}")
     print()
-    if c_res and "tiny_1" in c_res:
-        py, c = 1e6 / mine["tiny_1"], 1e6 / c_res["tiny_1"]
-        print(f"binding overhead per call (a 4-4 model, 1 thread, Python minus C, best of "
-              f"{TINY_RUNS} runs each), {sp.binding}: "
-              f"{py - c:.2f} us ({py:.2f} us vs {c:.2f} us a call)")
-        if "tiny_1_ctypes" in mine:
-            pc = 1e6 / mine["tiny_1_ctypes"]
-            print(f"  the same through ctypes: {pc - c:.2f} us ({pc:.2f} us a call)")
+    if overhead:
+        c = overhead["c"]
+        for name, label in (("python", sp.binding), ("ctypes", "the same through ctypes")):
+            if name in overhead:
+                d = sorted(p - q for p, q in zip(overhead[name], c))
+                print(f"binding overhead per call, {label} (a 4-4 model, 1 thread, Python minus "
+                      f"C, {len(d)} rounds): median {d[len(d) // 2]:.2f} us, range "
+                      f"{d[0]:.2f} to {d[-1]:.2f} (Python {statistics.median(overhead[name]):.2f}"
+                      f" us a call, C {statistics.median(c):.2f})")
     print(f"bare ctypes call (sp_stream_index): {mine['ctypes_call_ns']:.0f} ns")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"streampool": mine, "torch": torch_res, "c_threads": c_res}, f, indent=1)
+            json.dump({"streampool": mine, "torch": torch_res, "c_threads": c_res,
+                       "binding_overhead_us": overhead}, f, indent=1)
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -427,7 +427,12 @@ def _host_rows(x: Any, features: int, what: str) -> np.ndarray:
         raise InvalidArgumentError(f"{what}: batch is 0")
     if a.shape[0] > 2**32 - 1:
         raise InvalidArgumentError(f"{what}: batch {a.shape[0]} is too large")
-    return np.require(a, requirements="CA")
+    return _plain(a)
+
+
+def _plain(a: np.ndarray) -> np.ndarray:
+    """a, or a C-contiguous copy where a is strided or unaligned (the C API takes float *)."""
+    return a if a.flags.c_contiguous and a.flags.aligned else a.copy(order="C")
 
 
 class Model(_Closable):
@@ -510,7 +515,12 @@ class Model(_Closable):
             y = _speedups.model_call(h, x, self.in_features, self.out_features)
             if y is not None:
                 return y
-        a = _host_rows(x, self.in_features, "model(x)")
+        if type(x) is np.ndarray and x.dtype is _F32 and x.ndim == 2 and \
+                x.shape[1] == self.in_features and x.flags.c_contiguous and x.flags.aligned and \
+                0 < x.shape[0] < 2**32:
+            a = x  # the common case without the extension, checked in one go
+        else:
+            a = _host_rows(x, self.in_features, "model(x)")
         h = self._handle()
         y = np.empty((a.shape[0], self.out_features), dtype=_F32)
         check(lib.sp_model_infer(h, _addr(a), _addr(y), a.shape[0]))
@@ -608,7 +618,7 @@ class Batcher(_Closable):
         if a.shape != (self._in,) and a.shape != (1, self._in):
             raise InvalidArgumentError(f"batcher(row): expected shape [{self._in}], got "
                                        f"{list(a.shape)}")
-        a = np.require(a, requirements="CA")  # C-contiguous and aligned, as float * requires
+        a = _plain(a)
         h = self._h
         if h is None:
             raise InvalidHandleError("the batcher is closed")
