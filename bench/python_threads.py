@@ -13,8 +13,8 @@ file that every row loads):
   C threads: `streampool run` (the CLI, same file, same thread counts, and --batcher with 64
       clients), skipped with a line when the CLI is not found;
   binding overhead: the time per call of a 4-4 model from one Python thread minus from one C
-      thread (the CLI, same file), in OVERHEAD_ROUNDS rounds that each time the three one
-      after the other (Python through the path the package uses, streampool.binding; Python
+      thread (the CLI, same file), in --rounds rounds (default ROUNDS) that each time the three
+      one after the other (Python through the path the package uses, streampool.binding; Python
       through ctypes where that is the extension module; C), so that the machine's drift
       between runs falls on both sides; the median round and the range are printed; and a bare
       ctypes call.
@@ -23,7 +23,7 @@ The aims on the H200 (issue 10): at 16 threads >= 0.8 x C threads and >= 30 x Py
 binding adds <= 1 us per call.
 
 usage: python_threads.py [--backend auto|host|cuda] [--threads 1,2,4,8,16] [--clients 64]
-                         [--duration S] [--cli PATH] [--json FILE]
+                         [--duration S] [--rounds N] [--cli PATH] [--json FILE]
 The package is imported as installed, or from PYTHONPATH=python with STREAMPOOL_LIBRARY set to a
 build's libstreampool.so (scripts/gpu-check.sh does that).
 """
@@ -46,7 +46,7 @@ import numpy as np
 import streampool as sp
 
 DIMS = [512, 1024, 1024, 512]
-OVERHEAD_ROUNDS = 5  # rounds of the binding-overhead measurement (on the H200 a 4-4 call's time
+ROUNDS = 5  # default rounds of the binding-overhead measurement (on the H200 a 4-4 call's time
 # drifts by 1-2 us between runs a few seconds apart, more than the overhead measured)
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "examples", "serve"))
@@ -194,7 +194,8 @@ def c_threads(cli: str, backend: str, path: str, threads: list, clients: int, du
     return res, f"C threads: {cli} run"
 
 
-def binding_overhead(dev_args: dict, tiny: str, cli: str, backend: str, duration: float):
+def binding_overhead(dev_args: dict, tiny: str, cli: str, backend: str, duration: float,
+                     rounds: int):
     """Microseconds per call of the 4-4 model from one thread, per round: {"python": [...],
     "ctypes": [...] (where the package uses the extension), "c": [...]}, or None without the
     CLI. Each round times the three one after the other, with the device open throughout."""
@@ -205,7 +206,7 @@ def binding_overhead(dev_args: dict, tiny: str, cli: str, backend: str, duration
         m = sp.Model.load(dev, tiny)
         x = np.ones((1, 4), np.float32)
         per_call = lambda: 1e6 / timed_threads(1, duration, lambda i: x, m)  # noqa: E731
-        for _ in range(OVERHEAD_ROUNDS):
+        for _ in range(rounds):
             us["python"].append(per_call())
             if sp._speedups is not None:  # the same call through ctypes, for the comparison
                 fast, sp._speedups = sp._speedups, None
@@ -234,8 +235,11 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=64)
     ap.add_argument("--duration", type=float, default=2.0)
     ap.add_argument("--cli", default="")
+    ap.add_argument("--rounds", type=int, default=ROUNDS)
     ap.add_argument("--json", default="")
     a = ap.parse_args()
+    if a.rounds < 1 or a.duration <= 0:
+        ap.error("--rounds must be >= 1 and --duration > 0")
     threads = [int(t) for t in a.threads.split(",")]
     work = tempfile.mkdtemp(prefix="sp_python_threads_")
     path = os.path.join(work, "mlp.safetensors")
@@ -248,7 +252,8 @@ def main() -> None:
     torch_res, torch_note = pytorch(backend, layers, threads, a.duration)
     cli = find_cli(a.cli)
     c_res, c_note = c_threads(cli, backend, path, threads, a.clients, a.duration)
-    overhead = binding_overhead(dev_args, tiny, cli, backend, a.duration) if c_res else None
+    overhead = binding_overhead(dev_args, tiny, cli, backend, a.duration, a.rounds) \
+        if c_res else None
 
     print(f"python_threads: MLP {'-'.join(map(str, DIMS))} f32 batch 1, {backend} "
           f"({mine['device']}), {a.duration:g} s per cell, Python {sys.version.split()[0]}, "
