@@ -249,11 +249,12 @@ def main() -> None:
     dev_args = {"backend": a.backend}
     mine = ours(dev_args, path, threads, a.clients, a.duration, layers)
     backend = mine["backend"]
-    torch_res, torch_note = pytorch(backend, layers, threads, a.duration)
     cli = find_cli(a.cli)
     c_res, c_note = c_threads(cli, backend, path, threads, a.clients, a.duration)
+    # Before PyTorch runs: its threads and its CUDA state are then not in this process yet.
     overhead = binding_overhead(dev_args, tiny, cli, backend, a.duration, a.rounds) \
         if c_res else None
+    torch_res, torch_note = pytorch(backend, layers, threads, a.duration)
 
     print(f"python_threads: MLP {'-'.join(map(str, DIMS))} f32 batch 1, {backend} "
           f"({mine['device']}), {a.duration:g} s per cell, Python {sys.version.split()[0]}, "
