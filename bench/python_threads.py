@@ -15,9 +15,9 @@ file that every row loads):
   binding overhead: the time per call of a 4-4 model from one Python thread minus from one C
       thread (the CLI, same file), in --rounds rounds (default ROUNDS) that each time the three
       one after the other (Python through the path the package uses, streampool.binding; Python
-      through ctypes where that is the extension module; C), so that the machine's drift
-      between runs falls on both sides; the median round and the range are printed; and a bare
-      ctypes call.
+      through ctypes where that is the extension module; C; C first in every other round), so
+      that the machine's drift between runs falls on both sides; the median round and the range
+      are printed; and a bare ctypes call.
 Ratios: Python threads against C threads and against PyTorch at the same thread count.
 The aims on the H200 (issue 10): at 16 threads >= 0.8 x C threads and >= 30 x PyTorch; the
 binding adds <= 1 us per call.
@@ -196,27 +196,36 @@ def c_threads(cli: str, backend: str, path: str, threads: list, clients: int, du
 
 def binding_overhead(dev_args: dict, tiny: str, cli: str, backend: str, duration: float,
                      rounds: int):
-    """Microseconds per call of the 4-4 model from one thread, per round: {"python": [...],
-    "ctypes": [...] (where the package uses the extension), "c": [...]}, or None without the
-    CLI. Each round times the three one after the other, with the device open throughout."""
-    if not cli:
-        return None
+    """Microseconds per call of the 4-4 model from one thread, per round: ({"python": [...],
+    "ctypes": [...] (where the package uses the extension), "c": [...]}, None), or (None, why).
+    Each round times the three one after the other, C first in every other round, so that a
+    drift of the machine within a round falls on both sides; the device stays open."""
     us = {"python": [], "c": []}
+
+    def python_side(m, x):
+        us["python"].append(1e6 / timed_threads(1, duration, lambda i: x, m))
+        if sp._speedups is not None:  # the same call through ctypes, for the comparison
+            fast, sp._speedups = sp._speedups, None
+            try:
+                us.setdefault("ctypes", []).append(1e6 / timed_threads(1, duration,
+                                                                       lambda i: x, m))
+            finally:
+                sp._speedups = fast
+
     with sp.Device(**dev_args) as dev:
         m = sp.Model.load(dev, tiny)
         x = np.ones((1, 4), np.float32)
-        per_call = lambda: 1e6 / timed_threads(1, duration, lambda i: x, m)  # noqa: E731
-        for _ in range(rounds):
-            us["python"].append(per_call())
-            if sp._speedups is not None:  # the same call through ctypes, for the comparison
-                fast, sp._speedups = sp._speedups, None
-                try:
-                    us.setdefault("ctypes", []).append(per_call())
-                finally:
-                    sp._speedups = fast
-            runs = run_cli(cli, backend, tiny, duration, ["--threads", "1"])
+        for r in range(rounds):
+            if r % 2 == 0:
+                python_side(m, x)
+            try:
+                runs = run_cli(cli, backend, tiny, duration, ["--threads", "1"])
+            except RuntimeError as e:
+                return None, f"skipped: binding overhead ({e})"
             us["c"].append(1e6 / runs[0]["requests_per_s"])
-    return us
+            if r % 2 == 1:
+                python_side(m, x)
+    return us, None
 
 
 def find_cli(arg: str) -> str:
@@ -252,8 +261,8 @@ def main() -> None:
     cli = find_cli(a.cli)
     c_res, c_note = c_threads(cli, backend, path, threads, a.clients, a.duration)
     # Before PyTorch runs: its threads and its CUDA state are then not in this process yet.
-    overhead = binding_overhead(dev_args, tiny, cli, backend, a.duration, a.rounds) \
-        if c_res else None
+    overhead, overhead_note = binding_overhead(dev_args, tiny, cli, backend, a.duration,
+                                               a.rounds) if c_res else (None, None)
     torch_res, torch_note = pytorch(backend, layers, threads, a.duration)
 
     print(f"python_threads: MLP {'-'.join(map(str, DIMS))} f32 batch 1, {backend} "
@@ -282,13 +291,15 @@ def main() -> None:
         row("model(x), Python threads", t, f"model_{t}")
     row("Batcher, Python threads", a.clients, f"batcher_{a.clients}")
     print()
+    if overhead_note:
+        print(overhead_note)
     if overhead:
         c = overhead["c"]
         for name, label in (("python", sp.binding), ("ctypes", "the same through ctypes")):
             if name in overhead:
                 d = sorted(p - q for p, q in zip(overhead[name], c))
                 print(f"binding overhead per call, {label} (a 4-4 model, 1 thread, Python minus "
-                      f"C, {len(d)} rounds): median {d[len(d) // 2]:.2f} us, range "
+                      f"C, {len(d)} rounds): median {statistics.median(d):.2f} us, range "
                       f"{d[0]:.2f} to {d[-1]:.2f} (Python {statistics.median(overhead[name]):.2f}"
                       f" us a call, C {statistics.median(c):.2f})")
     print(f"bare ctypes call (sp_stream_index): {mine['ctypes_call_ns']:.0f} ns")

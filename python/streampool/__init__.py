@@ -44,7 +44,7 @@ try:  # model(x) and batcher(row) without ctypes, where pip built the extension 
     from . import _speedups
     _speedups.bind(ctypes.cast(lib.sp_model_infer, c_void_p).value,
                    ctypes.cast(lib.sp_batcher_infer, c_void_p).value, check)
-except ImportError:
+except (ImportError, RuntimeError):  # not built, no NumPy C API, or bound by an earlier import
     _speedups = None  # type: ignore[assignment]
 
 #: How model(x) and batcher(row) reach the library: "extension" (streampool._speedups) or
@@ -510,17 +510,18 @@ class Model(_Closable):
         __array__ object; a non-contiguous one is copied), y a new [batch, out_features] float32
         NumPy array. Runs on this thread's current stream, as one C call with the GIL released
         (copies in, forward, copies out, sync)."""
-        h = self._h
-        if h is not None and _speedups is not None:  # the common case, all in one C call
-            y = _speedups.model_call(h, x, self.in_features, self.out_features)
+        h, ext, n_in, n_out = self._h, _speedups, self.in_features, self.out_features
+        if h is not None and ext is not None:  # through the extension: one C call
+            y = ext.model_call(h, x, n_in, n_out)
+            if y is None:  # not a plain float32 array of the right shape: converted or refused
+                y = ext.model_call(h, _host_rows(x, n_in, "model(x)"), n_in, n_out)
             if y is not None:
                 return y
-        if type(x) is np.ndarray and x.dtype is _F32 and x.ndim == 2 and \
-                x.shape[1] == self.in_features and x.flags.c_contiguous and x.flags.aligned and \
-                0 < x.shape[0] < 2**32:
-            a = x  # the common case without the extension, checked in one go
+        if type(x) is np.ndarray and x.dtype is _F32 and x.ndim == 2 and x.shape[1] == n_in and \
+                x.flags.c_contiguous and x.flags.aligned and 0 < x.shape[0] < 2**32:
+            a = x  # the common case through ctypes, checked in one go
         else:
-            a = _host_rows(x, self.in_features, "model(x)")
+            a = _host_rows(x, n_in, "model(x)")
         h = self._handle()
         y = np.empty((a.shape[0], self.out_features), dtype=_F32)
         check(lib.sp_model_infer(h, _addr(a), _addr(y), a.shape[0]))
@@ -606,25 +607,36 @@ class Batcher(_Closable):
     def __call__(self, row: Any) -> np.ndarray:
         """The model's output for one row: row is [in_features] (or [1, in_features]) float32;
         returns a new [out_features] float32 array. Blocks with the GIL released."""
-        h = self._h
-        if h is not None and _speedups is not None:  # the common case, all in one C call
-            y = _speedups.batcher_call(h, row, self._in, self._out)
+        h, ext = self._h, _speedups
+        if h is not None and ext is not None:  # through the extension: one C call
+            y = ext.batcher_call(h, row, self._in, self._out)
+            if y is None:  # not a plain float32 row of the right shape: converted or refused
+                y = ext.batcher_call(h, self._row(row), self._in, self._out)
             if y is not None:
                 return y
-        a = row if type(row) is np.ndarray else np.asarray(row)
-        if a.dtype != _F32:
-            raise InvalidArgumentError(f"batcher(row): dtype {a.dtype} is not float32 (convert "
-                                       f"with .astype(np.float32))")
-        if a.shape != (self._in,) and a.shape != (1, self._in):
-            raise InvalidArgumentError(f"batcher(row): expected shape [{self._in}], got "
-                                       f"{list(a.shape)}")
-        a = _plain(a)
+        a = self._row(row)
         h = self._h
         if h is None:
             raise InvalidHandleError("the batcher is closed")
         y = np.empty(self._out, dtype=_F32)
         check(lib.sp_batcher_infer(h, _addr(a), _addr(y)))
         return y
+
+    def _row(self, row: Any) -> np.ndarray:
+        """row as a C-contiguous, aligned float32 [in_features] or [1, in_features] array (a
+        copy only if it is not one), or InvalidArgumentError."""
+        try:
+            a = np.asarray(row)
+        except Exception as e:  # noqa: BLE001 - any conversion failure is the caller's bad argument
+            raise InvalidArgumentError(f"batcher(row): cannot read {type(row).__name__} as an "
+                                       f"array: {e}")
+        if a.dtype != _F32:
+            raise InvalidArgumentError(f"batcher(row): dtype {a.dtype} is not float32 (convert "
+                                       f"with .astype(np.float32))")
+        if a.shape != (self._in,) and a.shape != (1, self._in):
+            raise InvalidArgumentError(f"batcher(row): expected shape [{self._in}], got "
+                                       f"{list(a.shape)}")
+        return _plain(a)
 
     def stats(self) -> Dict[str, int]:
         """requests, batches, failed, queued, and the total fill/run/answer times in ns."""

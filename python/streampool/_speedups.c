@@ -304,7 +304,9 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__speedups(void) {
-  import_array(); /* NumPy's C API; returns NULL with ImportError set when NumPy cannot load */
+  /* NumPy's C API: without it the import fails with NumPy's error and the package uses ctypes
+   * (import_array() would also print a traceback on every import). */
+  if (_import_array() < 0) return NULL;
   PyObject *m = PyModule_Create(&module);
 #ifdef Py_GIL_DISABLED
   if (m) PyUnstable_Module_SetGIL(m, Py_MOD_GIL_NOT_USED); /* no state but the bound pointers */

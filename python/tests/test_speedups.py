@@ -45,11 +45,12 @@ def test_same_results_as_ctypes(dev, monkeypatch):
     xs = [rng.standard_normal((b, DIMS[0]), dtype=np.float32) for b in (1, 3, 17)]
     rows = [rng.standard_normal(DIMS[0], dtype=np.float32) for _ in range(4)]
     with sp.Batcher(m) as b:
-        fast = [m(x) for x in xs], [b(r) for r in rows]
+        fast = ([speedups.model_call(m._handle(), x, DIMS[0], DIMS[-1]) for x in xs],
+                [speedups.batcher_call(b._h, r, DIMS[0], DIMS[-1]) for r in rows])
         monkeypatch.setattr(sp, "_speedups", None)
         slow = [m(x) for x in xs], [b(r) for r in rows]
     for f, s in zip(fast[0] + fast[1], slow[0] + slow[1]):
-        assert f.dtype == s.dtype and f.shape == s.shape
+        assert f is not None and f.dtype == s.dtype and f.shape == s.shape
         assert np.array_equal(f, s)
 
 
@@ -111,10 +112,13 @@ def test_model_call_takes_only_plain_arrays(dev):
     h = m._handle()
     base, others = _not_plain((3, DIMS[0]))
     want = m(base)
-    for x in [x for x, _ in others] + [base[None], base[0], base[:, :-1], base[:0]]:
+    assert np.array_equal(speedups.model_call(h, base, DIMS[0], DIMS[-1]), want)
+    wrong = [base[None], base[0], base[:0], np.zeros((3, DIMS[0] - 1), np.float32),
+             np.zeros((3, DIMS[0] + 1), np.float32)]  # contiguous, so only the shape check
+    for x in [x for x, _ in others] + wrong:
         assert speedups.model_call(h, x, DIMS[0], DIMS[-1]) is None
     _general_path(m, others, want)
-    for x in (base[:, :-1], base[:0], base[None]):
+    for x in wrong:
         with pytest.raises(sp.InvalidArgumentError):
             m(x)
 
@@ -126,14 +130,37 @@ def test_batcher_call_takes_only_plain_rows(dev):
     with sp.Batcher(m) as b:
         base, others = _not_plain((DIMS[0],))
         want = b(base)
+        assert np.array_equal(speedups.batcher_call(b._h, base, DIMS[0], DIMS[-1]), want)
         assert np.array_equal(speedups.batcher_call(b._h, base[None], DIMS[0], DIMS[-1]), want)
-        wrong = [base[:-1], base[None, None], np.zeros((2, DIMS[0]), np.float32)]
+        wrong = [base[:-1], np.zeros(DIMS[0] + 1, np.float32), base[None, None],
+                 np.zeros((2, DIMS[0]), np.float32), np.zeros((1, DIMS[0] - 1), np.float32)]
         for r in [r for r, _ in others] + wrong:
             assert speedups.batcher_call(b._h, r, DIMS[0], DIMS[-1]) is None
         _general_path(b, others, want)
         for r in wrong:
             with pytest.raises(sp.InvalidArgumentError):
                 b(r)
+
+
+class _NoCtypes:
+    def __getattr__(self, name):
+        raise AssertionError(f"the ctypes path ran ({name}) although the extension is there")
+
+
+@needs_ext
+def test_converted_inputs_go_through_the_extension(dev, monkeypatch):
+    """An input the general path converts (strided, unaligned, a subclass) is then run through
+    the extension too, never through ctypes, so every call with the extension keeps the GIL
+    hand-over gate's protocol (a thread holding a claim frees it in its next call)."""
+    m = sp.Model.mlp_random(dev, DIMS, seed=5)
+    with sp.Batcher(m) as b:
+        base, others = _not_plain((1, DIMS[0]))
+        want_m, want_b = m(base), b(base)
+        with monkeypatch.context() as patch:
+            patch.setattr(sp, "lib", _NoCtypes())
+            for x, converts in others:
+                if converts:
+                    assert np.array_equal(m(x), want_m) and np.array_equal(b(x), want_b)
 
 
 @needs_ext
