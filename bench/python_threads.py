@@ -12,12 +12,13 @@ file that every row loads):
       line when torch is missing;
   C threads: `streampool run` (the CLI, same file, same thread counts, and --batcher with 64
       clients), skipped with a line when the CLI is not found;
-  binding overhead: the time per call of a 4-4 model from one Python thread minus from one C
-      thread (the CLI, same file), in --rounds rounds (default ROUNDS) that each time the three
-      one after the other (Python through the path the package uses, streampool.binding; Python
-      through ctypes where that is the extension module; C; C first in every other round), so
-      that the machine's drift between runs falls on both sides; the median round and the range
-      are printed; and a bare ctypes call.
+  binding overhead: the time per call of a 4-4 model from a Python loop minus from a C loop on
+      the same thread, device and stream (the extension's time_model_calls; the CLI, another
+      process, where the extension is not built), in --rounds rounds (default ROUNDS) that each
+      time Python through the path the package uses (streampool.binding), Python through ctypes
+      where that is the extension, and C, one after the other (C first in every other round),
+      so that the machine's drift falls on both sides; the median round and the range are
+      printed; and a bare ctypes call.
 Ratios: Python threads against C threads and against PyTorch at the same thread count.
 The aims on the H200 (issue 10): at 16 threads >= 0.8 x C threads and >= 30 x PyTorch; the
 binding adds <= 1 us per call.
@@ -46,8 +47,8 @@ import numpy as np
 import streampool as sp
 
 DIMS = [512, 1024, 1024, 512]
-ROUNDS = 5  # default rounds of the binding-overhead measurement (on the H200 a 4-4 call's time
-# drifts by 1-2 us between runs a few seconds apart, more than the overhead measured)
+ROUNDS = 9  # default rounds of the binding-overhead measurement (on the H200 a 4-4 call's time
+# drifts by 1-4 us between runs a few seconds apart, more than the overhead measured)
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "examples", "serve"))
 from weights import write_layers  # noqa: E402  (seeded weights, the examples' and serve bench's)
@@ -194,38 +195,66 @@ def c_threads(cli: str, backend: str, path: str, threads: list, clients: int, du
     return res, f"C threads: {cli} run"
 
 
+def per_call_us(run, duration: float) -> float:
+    """Microseconds per call of run(n) (which makes n calls and returns the seconds they took),
+    n grown until one run takes >= duration."""
+    n = 256
+    while True:
+        secs = run(n)
+        if secs >= duration or n >= 1 << 30:
+            return secs / n * 1e6
+        n = int(n * min(64.0, max(2.0, 1.2 * duration / max(secs, 1e-9))))
+
+
 def binding_overhead(dev_args: dict, tiny: str, cli: str, backend: str, duration: float,
                      rounds: int):
-    """Microseconds per call of the 4-4 model from one thread, per round: ({"python": [...],
-    "ctypes": [...] (where the package uses the extension), "c": [...]}, None), or (None, why).
-    Each round times the three one after the other, C first in every other round, so that a
-    drift of the machine within a round falls on both sides; the device stays open."""
+    """Microseconds per call of the 4-4 model, per round: ({"python": [...], "ctypes": [...]
+    (where the package uses the extension), "c": [...]}, how C was timed), or (None, why).
+    Python: model(x) in a loop on this thread. C: where the extension is built, the same
+    sp_model_infer in a loop from C on this thread, device and stream
+    (_speedups.time_model_calls); else the CLI, another process. Each round times them one
+    after the other, C first in every other round, so that a drift of the machine within a
+    round falls on both sides."""
     us = {"python": [], "c": []}
+    ext = sp._speedups
+
+    def python_loop(m, x):
+        def run(n):
+            t0 = time.perf_counter()
+            for _ in range(n):
+                m(x)
+            return time.perf_counter() - t0
+        return run
 
     def python_side(m, x):
-        us["python"].append(1e6 / timed_threads(1, duration, lambda i: x, m))
-        if sp._speedups is not None:  # the same call through ctypes, for the comparison
-            fast, sp._speedups = sp._speedups, None
+        us["python"].append(per_call_us(python_loop(m, x), duration))
+        if ext is not None:  # the same call through ctypes, for the comparison
+            sp._speedups = None
             try:
-                us.setdefault("ctypes", []).append(1e6 / timed_threads(1, duration,
-                                                                       lambda i: x, m))
+                us.setdefault("ctypes", []).append(per_call_us(python_loop(m, x), duration))
             finally:
-                sp._speedups = fast
+                sp._speedups = ext
 
     with sp.Device(**dev_args) as dev:
         m = sp.Model.load(dev, tiny)
-        x = np.ones((1, 4), np.float32)
+        x, y = np.ones((1, 4), np.float32), np.empty((1, 4), np.float32)
         for r in range(rounds):
             if r % 2 == 0:
                 python_side(m, x)
-            try:
-                runs = run_cli(cli, backend, tiny, duration, ["--threads", "1"])
-            except RuntimeError as e:
-                return None, f"skipped: binding overhead ({e})"
-            us["c"].append(1e6 / runs[0]["requests_per_s"])
+            if ext is not None:
+                us["c"].append(per_call_us(
+                    lambda n: ext.time_model_calls(m._handle(), x, y, 4, 4, n), duration))
+            else:
+                try:
+                    runs = run_cli(cli, backend, tiny, duration, ["--threads", "1"])
+                except RuntimeError as e:
+                    return None, f"skipped: binding overhead ({e})"
+                us["c"].append(1e6 / runs[0]["requests_per_s"])
             if r % 2 == 1:
                 python_side(m, x)
-    return us, None
+    how = ("C: sp_model_infer in a loop on the same thread (_speedups.time_model_calls)"
+           if ext is not None else f"C: {cli} run --threads 1 (another process)")
+    return us, how
 
 
 def find_cli(arg: str) -> str:
@@ -261,8 +290,8 @@ def main() -> None:
     cli = find_cli(a.cli)
     c_res, c_note = c_threads(cli, backend, path, threads, a.clients, a.duration)
     # Before PyTorch runs: its threads and its CUDA state are then not in this process yet.
-    overhead, overhead_note = binding_overhead(dev_args, tiny, cli, backend, a.duration,
-                                               a.rounds) if c_res else (None, None)
+    overhead, overhead_note = binding_overhead(dev_args, tiny, cli, backend, a.duration, a.rounds) \
+        if c_res or sp.binding == "extension" else (None, None)
     torch_res, torch_note = pytorch(backend, layers, threads, a.duration)
 
     print(f"python_threads: MLP {'-'.join(map(str, DIMS))} f32 batch 1, {backend} "
@@ -292,14 +321,14 @@ def main() -> None:
     row("Batcher, Python threads", a.clients, f"batcher_{a.clients}")
     print()
     if overhead_note:
-        print(overhead_note)
+        print(overhead_note if overhead is None else f"binding overhead, {overhead_note}:")
     if overhead:
         c = overhead["c"]
         for name, label in (("python", sp.binding), ("ctypes", "the same through ctypes")):
             if name in overhead:
                 d = sorted(p - q for p, q in zip(overhead[name], c))
-                print(f"binding overhead per call, {label} (a 4-4 model, 1 thread, Python minus "
-                      f"C, {len(d)} rounds): median {statistics.median(d):.2f} us, range "
+                print(f"binding overhead per call, {label} (a 4-4 model, Python minus C, "
+                      f"{len(d)} rounds): median {statistics.median(d):.2f} us, range "
                       f"{d[0]:.2f} to {d[-1]:.2f} (Python {statistics.median(overhead[name]):.2f}"
                       f" us a call, C {statistics.median(c):.2f})")
     print(f"bare ctypes call (sp_stream_index): {mine['ctypes_call_ns']:.0f} ns")

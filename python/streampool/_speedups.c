@@ -250,6 +250,42 @@ static PyObject *batcher_call(PyObject *self, PyObject *const *args, Py_ssize_t 
   return result(st, y);
 }
 
+/* time_model_calls(model, x, y, in_features, out_features, calls) -> seconds: sp_model_infer
+ * on x [batch, in] into y [batch, out] (plain float32 arrays, y writable) `calls` times in a row
+ * with the GIL released, for bench/python_threads.py's in-process C baseline (the C side of the
+ * binding's overhead, on the same thread, device and stream as model(x)). */
+static PyObject *time_model_calls(PyObject *self, PyObject *const *args, Py_ssize_t n) {
+  (void)self;
+  if (n != 6) return PyErr_Format(PyExc_TypeError, "time_model_calls: 6 arguments, got %zd", n);
+  if (!model_infer_p) return PyErr_Format(PyExc_RuntimeError, "time_model_calls: bind() first");
+  void *m = PyLong_AsVoidPtr(args[0]);
+  if (PyErr_Occurred()) return NULL;
+  Py_ssize_t in, out, calls = PyLong_AsSsize_t(args[5]);
+  if (calls == -1 && PyErr_Occurred()) return NULL;
+  if (features(args[3], &in) < 0 || features(args[4], &out) < 0) return NULL;
+  PyArrayObject *x = (PyArrayObject *)args[1], *y = (PyArrayObject *)args[2];
+  if (!plain_f32(args[1], 2) || !plain_f32(args[2], 2) || !PyArray_ISWRITEABLE(y) ||
+      PyArray_DIM(x, 1) != in || PyArray_DIM(y, 1) != out ||
+      PyArray_DIM(x, 0) != PyArray_DIM(y, 0) || PyArray_DIM(x, 0) <= 0 ||
+      (unsigned long long)PyArray_DIM(x, 0) > 0xffffffffULL || calls <= 0)
+    return PyErr_Format(PyExc_ValueError,
+                        "time_model_calls: x [batch, %zd] and a writable y "
+                        "[batch, %zd], plain float32, and calls > 0",
+                        in, out);
+  unsigned batch = (unsigned)PyArray_DIM(x, 0);
+  int st = 0;
+  struct timespec t0, t1;
+  PyThreadState *ts = gil_release(); /* as model_call: the gate's protocol kept */
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (Py_ssize_t i = 0; i < calls && !st; i++)
+    st = model_infer_p(m, PyArray_DATA(x), PyArray_DATA(y), batch);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  gil_take(ts);
+  PyObject *secs = PyFloat_FromDouble((double)(t1.tv_sec - t0.tv_sec) +
+                                      (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9);
+  return secs ? result(st, secs) : NULL;
+}
+
 /* gate_stats() -> (takeovers, give_ups): the gate's slow paths taken since import, for the tests;
  * (0, 0) where there is no gate. */
 static PyObject *gate_stats(PyObject *self, PyObject *const *args, Py_ssize_t n) {
@@ -284,6 +320,8 @@ static PyMethodDef methods[] = {
      "model_call(model, x, in_features, out_features) -> y, or None for an x it does not take."},
     {"batcher_call", (PyCFunction)(void (*)(void))batcher_call, METH_FASTCALL,
      "batcher_call(batcher, row, in_features, out_features) -> out, or None for such a row."},
+    {"time_model_calls", (PyCFunction)(void (*)(void))time_model_calls, METH_FASTCALL,
+     "time_model_calls(model, x, y, in, out, calls) -> seconds for that many calls from C."},
     {"set_gate", (PyCFunction)(void (*)(void))set_gate, METH_FASTCALL,
      "set_gate(on): the GIL hand-over gate on or off for the calls that follow."},
     {"gate_stats", (PyCFunction)(void (*)(void))gate_stats, METH_FASTCALL,

@@ -164,6 +164,26 @@ def test_converted_inputs_go_through_the_extension(dev, monkeypatch):
 
 
 @needs_ext
+def test_time_model_calls(dev):
+    """The benchmark's C loop: n calls of sp_model_infer, the seconds they took, y written as
+    model(x) writes it; bad arrays, counts and handles refused."""
+    m = sp.Model.mlp_random(dev, DIMS, seed=5)
+    x = np.ones((2, DIMS[0]), np.float32)
+    y = np.zeros((2, DIMS[-1]), np.float32)
+    secs = speedups.time_model_calls(m._handle(), x, y, DIMS[0], DIMS[-1], 3)
+    assert secs > 0 and np.array_equal(y, m(x))
+    ro = np.zeros((2, DIMS[-1]), np.float32)
+    ro.flags.writeable = False
+    narrow = np.ones((2, DIMS[0] - 1), np.float32)  # contiguous: only the width is wrong
+    for xx, yy, n in ((x, ro, 1), (x, y[:1], 1), (narrow, y, 1), (x, y, 0),
+                      (x.astype(np.float64), y, 1)):
+        with pytest.raises(ValueError):
+            speedups.time_model_calls(m._handle(), xx, yy, DIMS[0], DIMS[-1], n)
+    with pytest.raises(sp.InvalidArgumentError):
+        speedups.time_model_calls(0, x, y, DIMS[0], DIMS[-1], 1)
+
+
+@needs_ext
 def test_bad_arguments(dev):
     m = sp.Model.mlp_random(dev, DIMS, seed=5)
     x = np.zeros((1, DIMS[0]), np.float32)
