@@ -190,6 +190,33 @@ static int features(PyObject *arg, Py_ssize_t *n) {
   return 0;
 }
 
+/* The calls' common arguments: n == want, the library function bound, args[0] a handle, then
+ * the two feature counts at args[counts] and args[counts + 1]. 0, or -1 with an exception. */
+static int call_args(const char *fn, PyObject *const *args, Py_ssize_t n, Py_ssize_t want,
+                     bool bound, Py_ssize_t counts, void **h, Py_ssize_t *in, Py_ssize_t *out) {
+  if (n != want) {
+    PyErr_Format(PyExc_TypeError, "%s: %zd arguments, got %zd", fn, want, n);
+    return -1;
+  }
+  if (!bound) {
+    PyErr_Format(PyExc_RuntimeError, "%s: bind() first", fn);
+    return -1;
+  }
+  *h = PyLong_AsVoidPtr(args[0]);
+  if (PyErr_Occurred()) return -1;
+  return features(args[counts], in) < 0 || features(args[counts + 1], out) < 0 ? -1 : 0;
+}
+
+/* The rows of x when it is a plain float32 [rows, features] array with 0 < rows < 2^32, else 0. */
+static unsigned rows_of(PyObject *x, Py_ssize_t features) {
+  if (!plain_f32(x, 2)) return 0;
+  npy_intp r = PyArray_DIM((PyArrayObject *)x, 0);
+  return PyArray_DIM((PyArrayObject *)x, 1) == features && r > 0 &&
+                 (unsigned long long)r <= 0xffffffffULL
+             ? (unsigned)r
+             : 0;
+}
+
 /* The call's result: y, or, for a failed status, NULL with the package's exception for it set
  * (raise_status runs on this thread, so it reads this thread's library message). */
 static PyObject *result(int st, PyObject *y) {
@@ -207,21 +234,17 @@ static PyObject *result(int st, PyObject *y) {
  * the package then converts or refuses. A failed status raises the package's exception. */
 static PyObject *model_call(PyObject *self, PyObject *const *args, Py_ssize_t n) {
   (void)self;
-  if (n != 4) return PyErr_Format(PyExc_TypeError, "model_call: 4 arguments, got %zd", n);
-  if (!model_infer_p) return PyErr_Format(PyExc_RuntimeError, "model_call: bind() first");
-  void *m = PyLong_AsVoidPtr(args[0]);
-  if (PyErr_Occurred()) return NULL;
+  void *m;
   Py_ssize_t in, out;
-  if (features(args[2], &in) < 0 || features(args[3], &out) < 0) return NULL;
-  PyArrayObject *x = (PyArrayObject *)args[1];
-  if (!plain_f32(args[1], 2) || PyArray_DIM(x, 1) != in || PyArray_DIM(x, 0) <= 0 ||
-      (unsigned long long)PyArray_DIM(x, 0) > 0xffffffffULL)
-    Py_RETURN_NONE;
-  npy_intp dims[2] = {PyArray_DIM(x, 0), out};
+  if (call_args("model_call", args, n, 4, model_infer_p, 2, &m, &in, &out) < 0) return NULL;
+  unsigned rows = rows_of(args[1], in);
+  if (!rows) Py_RETURN_NONE;
+  npy_intp dims[2] = {rows, out};
   PyObject *y = PyArray_SimpleNew(2, dims, NPY_FLOAT32); /* refuses a size that overflows */
   if (!y) return NULL;
   PyThreadState *ts = gil_release(); /* the GIL, released for the whole C call */
-  int st = model_infer_p(m, PyArray_DATA(x), PyArray_DATA((PyArrayObject *)y), (unsigned)dims[0]);
+  int st = model_infer_p(m, PyArray_DATA((PyArrayObject *)args[1]),
+                         PyArray_DATA((PyArrayObject *)y), rows);
   gil_take(ts);
   return result(st, y);
 }
@@ -231,15 +254,11 @@ static PyObject *model_call(PyObject *self, PyObject *const *args, Py_ssize_t n)
  * of shape [in_features] or [1, in_features]; None for any other row. */
 static PyObject *batcher_call(PyObject *self, PyObject *const *args, Py_ssize_t n) {
   (void)self;
-  if (n != 4) return PyErr_Format(PyExc_TypeError, "batcher_call: 4 arguments, got %zd", n);
-  if (!batcher_infer_p) return PyErr_Format(PyExc_RuntimeError, "batcher_call: bind() first");
-  void *b = PyLong_AsVoidPtr(args[0]);
-  if (PyErr_Occurred()) return NULL;
+  void *b;
   Py_ssize_t in, out;
-  if (features(args[2], &in) < 0 || features(args[3], &out) < 0) return NULL;
+  if (call_args("batcher_call", args, n, 4, batcher_infer_p, 2, &b, &in, &out) < 0) return NULL;
   PyArrayObject *row = (PyArrayObject *)args[1];
-  if (!(plain_f32(args[1], 1) && PyArray_DIM(row, 0) == in) &&
-      !(plain_f32(args[1], 2) && PyArray_DIM(row, 0) == 1 && PyArray_DIM(row, 1) == in))
+  if (!(plain_f32(args[1], 1) && PyArray_DIM(row, 0) == in) && rows_of(args[1], in) != 1)
     Py_RETURN_NONE;
   npy_intp dims[1] = {out};
   PyObject *y = PyArray_SimpleNew(1, dims, NPY_FLOAT32);
@@ -256,29 +275,24 @@ static PyObject *batcher_call(PyObject *self, PyObject *const *args, Py_ssize_t 
  * binding's overhead, on the same thread, device and stream as model(x)). */
 static PyObject *time_model_calls(PyObject *self, PyObject *const *args, Py_ssize_t n) {
   (void)self;
-  if (n != 6) return PyErr_Format(PyExc_TypeError, "time_model_calls: 6 arguments, got %zd", n);
-  if (!model_infer_p) return PyErr_Format(PyExc_RuntimeError, "time_model_calls: bind() first");
-  void *m = PyLong_AsVoidPtr(args[0]);
-  if (PyErr_Occurred()) return NULL;
-  Py_ssize_t in, out, calls = PyLong_AsSsize_t(args[5]);
+  void *m;
+  Py_ssize_t in, out;
+  if (call_args("time_model_calls", args, n, 6, model_infer_p, 3, &m, &in, &out) < 0) return NULL;
+  Py_ssize_t calls = PyLong_AsSsize_t(args[5]);
   if (calls == -1 && PyErr_Occurred()) return NULL;
-  if (features(args[3], &in) < 0 || features(args[4], &out) < 0) return NULL;
+  unsigned rows = rows_of(args[1], in);
   PyArrayObject *x = (PyArrayObject *)args[1], *y = (PyArrayObject *)args[2];
-  if (!plain_f32(args[1], 2) || !plain_f32(args[2], 2) || !PyArray_ISWRITEABLE(y) ||
-      PyArray_DIM(x, 1) != in || PyArray_DIM(y, 1) != out ||
-      PyArray_DIM(x, 0) != PyArray_DIM(y, 0) || PyArray_DIM(x, 0) <= 0 ||
-      (unsigned long long)PyArray_DIM(x, 0) > 0xffffffffULL || calls <= 0)
+  if (!rows || rows_of(args[2], out) != rows || !PyArray_ISWRITEABLE(y) || calls <= 0)
     return PyErr_Format(PyExc_ValueError,
-                        "time_model_calls: x [batch, %zd] and a writable y "
-                        "[batch, %zd], plain float32, and calls > 0",
+                        "time_model_calls: x [batch, %zd] and a writable y [batch, %zd], plain "
+                        "float32, and calls > 0",
                         in, out);
-  unsigned batch = (unsigned)PyArray_DIM(x, 0);
   int st = 0;
   struct timespec t0, t1;
   PyThreadState *ts = gil_release(); /* as model_call: the gate's protocol kept */
   clock_gettime(CLOCK_MONOTONIC, &t0);
   for (Py_ssize_t i = 0; i < calls && !st; i++)
-    st = model_infer_p(m, PyArray_DATA(x), PyArray_DATA(y), batch);
+    st = model_infer_p(m, PyArray_DATA(x), PyArray_DATA(y), rows);
   clock_gettime(CLOCK_MONOTONIC, &t1);
   gil_take(ts);
   PyObject *secs = PyFloat_FromDouble((double)(t1.tv_sec - t0.tv_sec) +
