@@ -171,7 +171,7 @@ def pytorch(backend: str, layers: list, threads: list, duration: float):
 
 
 def run_cli(cli: str, backend: str, path: str, duration: float, args: list) -> list:
-    """`streampool run` on the file: its JSON runs; SystemExit with its message if it fails."""
+    """`streampool run` on the file: its JSON runs; RuntimeError with its message if it fails."""
     p = subprocess.run([cli, "run", "--backend", backend, "--model", path, "--duration",
                         str(duration), "--json", "--no-progress"] + args,
                        capture_output=True, text=True)

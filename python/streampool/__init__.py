@@ -507,9 +507,9 @@ class Model(_Closable):
 
     def __call__(self, x: Any) -> np.ndarray:
         """y = model(x): x is [batch, in_features] float32 (a NumPy array or any buffer /
-        __array__ object; a non-contiguous one is copied), y a new [batch, out_features] float32
-        NumPy array. Runs on this thread's current stream, as one C call with the GIL released
-        (copies in, forward, copies out, sync)."""
+        __array__ object; a strided or unaligned one is copied), y a new [batch, out_features]
+        float32 NumPy array. Runs on this thread's current stream, as one C call with the GIL
+        released (copies in, forward, copies out, sync)."""
         h, ext, n_in, n_out = self._h, _speedups, self.in_features, self.out_features
         if h is not None and ext is not None:  # through the extension: one C call
             y = ext.model_call(h, x, n_in, n_out)
