@@ -243,7 +243,8 @@ def binding_overhead(dev_args: dict, tiny: str, cli: str, backend: str, duration
                 python_side(m, x)
             if ext is not None:
                 us["c"].append(per_call_us(
-                    lambda n: ext.time_model_calls(m._handle(), x, y, 4, 4, n), duration))
+                    lambda n: ext.time_model_calls(m._handle(), x, y, m.in_features,
+                                                   m.out_features, n), duration))
             else:
                 try:
                     runs = run_cli(cli, backend, tiny, duration, ["--threads", "1"])
@@ -335,7 +336,8 @@ def main() -> None:
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"streampool": mine, "torch": torch_res, "c_threads": c_res,
-                       "binding_overhead_us": overhead}, f, indent=1)
+                       "binding_overhead_us": overhead, "binding_overhead_c": overhead_note},
+                      f, indent=1)
     shutil.rmtree(work, ignore_errors=True)
 
 

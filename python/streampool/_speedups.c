@@ -272,7 +272,8 @@ static PyObject *batcher_call(PyObject *self, PyObject *const *args, Py_ssize_t 
 /* time_model_calls(model, x, y, in_features, out_features, calls) -> seconds: sp_model_infer
  * on x [batch, in] into y [batch, out] (plain float32 arrays, y writable) `calls` times in a row
  * with the GIL released, for bench/python_threads.py's in-process C baseline (the C side of the
- * binding's overhead, on the same thread, device and stream as model(x)). */
+ * binding's overhead, on the same thread, device and stream as model(x)). The feature counts
+ * must be the model's, as for model_call (the library takes no sizes). */
 static PyObject *time_model_calls(PyObject *self, PyObject *const *args, Py_ssize_t n) {
   (void)self;
   void *m;

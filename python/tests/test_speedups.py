@@ -175,12 +175,14 @@ def test_time_model_calls(dev):
     ro = np.zeros((2, DIMS[-1]), np.float32)
     ro.flags.writeable = False
     narrow = np.ones((2, DIMS[0] - 1), np.float32)  # contiguous: only the width is wrong
-    for xx, yy, n in ((x, ro, 1), (x, y[:1], 1), (narrow, y, 1), (x, y, 0),
-                      (x.astype(np.float64), y, 1)):
+    for xx, yy, n in ((x, ro, 1), (x, y[:1], 1), (narrow, y, 1), (x, y, 0), (x, y, -1),
+                      (x.astype(np.float64), y, 1), (x, y.astype(np.float64), 1)):
         with pytest.raises(ValueError):
             speedups.time_model_calls(m._handle(), xx, yy, DIMS[0], DIMS[-1], n)
     with pytest.raises(sp.InvalidArgumentError):
         speedups.time_model_calls(0, x, y, DIMS[0], DIMS[-1], 1)
+    with pytest.raises(TypeError):
+        speedups.time_model_calls(m._handle(), x, y, DIMS[0], DIMS[-1])
 
 
 @needs_ext
