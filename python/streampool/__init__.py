@@ -615,12 +615,16 @@ class Batcher(_Closable):
             if y is not None:
                 return y
         a = self._row(row)
-        h = self._h
-        if h is None:
-            raise InvalidHandleError("the batcher is closed")
+        h = self._handle()
         y = np.empty(self._out, dtype=_F32)
         check(lib.sp_batcher_infer(h, _addr(a), _addr(y)))
         return y
+
+    def _handle(self) -> int:
+        h = self._h
+        if h is None:
+            raise InvalidHandleError("the batcher is closed")
+        return h
 
     def _row(self, row: Any) -> np.ndarray:
         """row as a C-contiguous, aligned float32 [in_features] or [1, in_features] array (a
@@ -640,11 +644,8 @@ class Batcher(_Closable):
 
     def stats(self) -> Dict[str, int]:
         """requests, batches, failed, queued, and the total fill/run/answer times in ns."""
-        h = self._h
-        if h is None:
-            raise InvalidHandleError("the batcher is closed")
         s = BatcherStats()
-        check(lib.sp_batcher_stats_get(h, byref(s)))
+        check(lib.sp_batcher_stats_get(self._handle(), byref(s)))
         return {name: int(getattr(s, name)) for name, _ in BatcherStats._fields_}
 
     def close(self) -> None:
