@@ -12,9 +12,9 @@
  * size mixes and lifetimes (seeded, table `traces`), each reporting peak reserved / peak
  * allocated against the aim of 1.15; each trace also runs with other seeds (--trace-seeds N, 3 by
  * default: variant v adds 1000 v to its seed), so the policy is not judged on six runs it was tuned
- * on. Options: --threads 1,2,4,8,16  --seconds 0.5  --backend host|cuda  --traces-only
- * --trace-seeds N. Backend-generic: only the public API (the CUDA helper adds cudaMalloc peers in
- * another file).
+ * on. Options: --threads 1,2,4,8,16  --seconds 0.5  --backend host|cuda  --traces-only |
+ * --pairs-only  --trace-seeds N. Backend-generic: only the public API (the CUDA helper adds
+ * cudaMalloc peers in another file).
  */
 #include <pthread.h>
 #include <stdbool.h>
@@ -36,6 +36,7 @@ typedef struct bench_opts {
   double seconds;
   const char *backend;
   bool traces_only;  /* skip part 1 */
+  bool pairs_only;   /* skip part 2 */
   unsigned variants; /* seeds per trace */
 } bench_opts;
 
@@ -299,6 +300,7 @@ static int parse(int argc, char **argv, bench_opts *o) {
   o->n_threads = 5;
   o->seconds = 0.5;
   o->traces_only = false;
+  o->pairs_only = false;
   o->variants = 3;
   o->backend = NULL;
   for (int i = 1; i < argc; i++) {
@@ -315,17 +317,21 @@ static int parse(int argc, char **argv, bench_opts *o) {
       o->backend = argv[++i];
     } else if (!strcmp(argv[i], "--traces-only")) {
       o->traces_only = true;
+    } else if (!strcmp(argv[i], "--pairs-only")) {
+      o->pairs_only = true;
     } else if (!strcmp(argv[i], "--trace-seeds") && i + 1 < argc) {
       const char *why = sp_cli_unsigned(argv[++i], 1, 16, &o->variants);
       if (why) return fprintf(stderr, "bad --trace-seeds %s: %s\n", argv[i], why), 1;
     } else {
       fprintf(stderr,
-              "usage: %s [--threads 1,2,4] [--seconds S] [--backend host|cuda] [--traces-only] "
-              "[--trace-seeds N]\n",
+              "usage: %s [--threads 1,2,4] [--seconds S] [--backend host|cuda] [--traces-only | "
+              "--pairs-only] [--trace-seeds N]\n",
               argv[0]);
       return 1;
     }
   }
+  if (o->traces_only && o->pairs_only)
+    return fprintf(stderr, "--traces-only and --pairs-only exclude each other\n"), 1;
   return 0;
 }
 
@@ -348,6 +354,6 @@ int main(int argc, char **argv) {
          sp_device_backend(dev), o.seconds);
   int rc = o.traces_only ? 0 : part_pairs(dev, &o);
   sp_device_close(dev);
-  if (!rc) rc = part_traces(o.backend, o.variants);
+  if (!rc && !o.pairs_only) rc = part_traces(o.backend, o.variants);
   return rc;
 }
