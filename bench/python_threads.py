@@ -13,12 +13,12 @@ file that every row loads):
   C threads: `streampool run` (the CLI, same file, same thread counts, and --batcher with 64
       clients), skipped with a line when the CLI is not found;
   binding overhead: the time per call of a 4-4 model from a Python loop minus from a C loop on
-      the same thread, device and stream (the extension's time_model_calls; the CLI, another
-      process, where the extension is not built), in --rounds rounds (default ROUNDS) that each
-      time Python through the path the package uses (streampool.binding), Python through ctypes
-      where that is the extension, and C, one after the other (C first in every other round),
-      so that the machine's drift falls on both sides; the median round and the range are
-      printed; and a bare ctypes call.
+      the same thread, device and stream (the extension's time_model_calls), in pairs of short
+      blocks (BLOCK_S each: Python through the path the package uses, Python through ctypes,
+      and C back to back, C first in every other pair; --duration x --rounds seconds in all),
+      so that the call time's drift falls on both sides of each pair; the median pair, the
+      quartiles and the range are printed. Where the extension is not built, C is the CLI
+      (another process), in --rounds rounds (default ROUNDS). And a bare ctypes call.
 Ratios: Python threads against C threads and against PyTorch at the same thread count.
 The aims on the H200 (issue 10): at 16 threads >= 0.8 x C threads and >= 30 x PyTorch; the
 binding adds <= 1 us per call.
@@ -49,6 +49,7 @@ import streampool as sp
 DIMS = [512, 1024, 1024, 512]
 ROUNDS = 9  # default rounds of the binding-overhead measurement (on the H200 a 4-4 call's time
 # drifts by 1-4 us between runs a few seconds apart, more than the overhead measured)
+BLOCK_S = 0.02  # one block of calls in the paired measurement (the extension's case)
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "examples", "serve"))
 from weights import write_layers  # noqa: E402  (seeded weights, the examples' and serve bench's)
@@ -208,13 +209,14 @@ def per_call_us(run, duration: float) -> float:
 
 def binding_overhead(dev_args: dict, tiny: str, cli: str, backend: str, duration: float,
                      rounds: int):
-    """Microseconds per call of the 4-4 model, per round: ({"python": [...], "ctypes": [...]
-    (where the package uses the extension), "c": [...]}, how C was timed), or (None, why).
-    Python: model(x) in a loop on this thread. C: where the extension is built, the same
-    sp_model_infer in a loop from C on this thread, device and stream
-    (_speedups.time_model_calls); else the CLI, another process. Each round times them one
-    after the other, C first in every other round, so that a drift of the machine within a
-    round falls on both sides."""
+    """Microseconds per call of the 4-4 model: ({"python": [...], "ctypes": [...] (where the
+    package uses the extension), "c": [...]}, how C was timed), or (None, why); the lists are
+    paired, entry k of each from the same pair or round. Python: model(x) in a loop on this
+    thread. C, where the extension is built: the same sp_model_infer in a loop from C on this
+    thread, device and stream (_speedups.time_model_calls), in pairs of short blocks (BLOCK_S
+    each; Python, ctypes and C back to back, C first in every other pair; duration * rounds
+    seconds of pairs in all), so that the call time's drift (several us between runs on CUDA)
+    falls on both sides of each pair; else the CLI, another process, in --rounds rounds."""
     us = {"python": [], "c": []}
     ext = sp._speedups
 
@@ -226,36 +228,47 @@ def binding_overhead(dev_args: dict, tiny: str, cli: str, backend: str, duration
             return time.perf_counter() - t0
         return run
 
-    def python_side(m, x):
-        us["python"].append(per_call_us(python_loop(m, x), duration))
-        if ext is not None:  # the same call through ctypes, for the comparison
-            sp._speedups = None
-            try:
-                us.setdefault("ctypes", []).append(per_call_us(python_loop(m, x), duration))
-            finally:
-                sp._speedups = ext
+    def through_ctypes(run):
+        sp._speedups = None
+        try:
+            return run()
+        finally:
+            sp._speedups = ext
 
     with sp.Device(**dev_args) as dev:
         m = sp.Model.load(dev, tiny)
         x, y = np.ones((1, 4), np.float32), np.empty((1, 4), np.float32)
-        for r in range(rounds):
-            if r % 2 == 0:
-                python_side(m, x)
-            if ext is not None:
-                us["c"].append(per_call_us(
-                    lambda n: ext.time_model_calls(m._handle(), x, y, m.in_features,
-                                                   m.out_features, n), duration))
-            else:
+        if ext is None:
+            for r in range(rounds):
+                if r % 2 == 0:
+                    us["python"].append(per_call_us(python_loop(m, x), duration))
                 try:
                     runs = run_cli(cli, backend, tiny, duration, ["--threads", "1"])
                 except RuntimeError as e:
                     return None, f"skipped: binding overhead ({e})"
                 us["c"].append(1e6 / runs[0]["requests_per_s"])
-            if r % 2 == 1:
-                python_side(m, x)
-    how = ("C: sp_model_infer in a loop on the same thread (_speedups.time_model_calls)"
-           if ext is not None else f"C: {cli} run --threads 1 (another process)")
-    return us, how
+                if r % 2 == 1:
+                    us["python"].append(per_call_us(python_loop(m, x), duration))
+            return us, f"C: {cli} run --threads 1 (another process), {rounds} rounds"
+
+        def c_loop(n):
+            return ext.time_model_calls(m._handle(), x, y, m.in_features, m.out_features, n)
+
+        py = python_loop(m, x)
+        n = 64
+        while c_loop(n) < BLOCK_S and n < 1 << 24:  # calls in one block (also the warm-up)
+            n *= 2
+        pairs = max(1, int(duration * rounds / (3 * BLOCK_S)))
+        us["ctypes"] = []
+        for k in range(pairs):
+            if k % 2 == 0:
+                us["c"].append(c_loop(n) / n * 1e6)
+            us["python"].append(py(n) / n * 1e6)
+            us["ctypes"].append(through_ctypes(lambda: py(n)) / n * 1e6)
+            if k % 2 == 1:
+                us["c"].append(c_loop(n) / n * 1e6)
+    return us, (f"C: sp_model_infer in a loop on the same thread (_speedups.time_model_calls); "
+                f"{pairs} pairs of blocks of {n} calls")
 
 
 def find_cli(arg: str) -> str:
@@ -328,10 +341,12 @@ def main() -> None:
         for name, label in (("python", sp.binding), ("ctypes", "the same through ctypes")):
             if name in overhead:
                 d = sorted(p - q for p, q in zip(overhead[name], c))
+                q1, q3 = d[len(d) // 4], d[(3 * len(d)) // 4]
                 print(f"binding overhead per call, {label} (a 4-4 model, Python minus C, "
-                      f"{len(d)} rounds): median {statistics.median(d):.2f} us, range "
-                      f"{d[0]:.2f} to {d[-1]:.2f} (Python {statistics.median(overhead[name]):.2f}"
-                      f" us a call, C {statistics.median(c):.2f})")
+                      f"{len(d)} pairs): median {statistics.median(d):.2f} us, quartiles "
+                      f"{q1:.2f} to {q3:.2f}, range {d[0]:.2f} to {d[-1]:.2f} (Python "
+                      f"{statistics.median(overhead[name]):.2f} us a call, C "
+                      f"{statistics.median(c):.2f})")
     print(f"bare ctypes call (sp_stream_index): {mine['ctypes_call_ns']:.0f} ns")
     if a.json:
         with open(a.json, "w") as f:

@@ -12,7 +12,7 @@
 # SP_GPU_BUILD (build dir, default build-gpu), SP_GPU_TESTS=0 skips ctest and the CUDA-only
 # conformance run, SP_GPU_SAN_TESTS (test binaries for the sanitizers), SP_GPU_TORCH=0 skips the PyTorch cross-check and
 # the PyTorch/libtorch inference baselines, SP_GPU_PYTHON=0 skips the Python package's tests and
-# bench/python_threads.py.
+# bench/python_threads.py, SP_GPU_CUDA_ARCHS (e.g. 90) builds the CUDA code for those only.
 set -uo pipefail
 log=${1:?usage: scripts/gpu-check.sh LOGDIR}
 mkdir -p "$log" && log=$(cd "$log" && pwd)
@@ -28,7 +28,7 @@ jobs=${SP_GPU_JOBS:-16}
 note "INFO  $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)"
 
 # ---- build ----------------------------------------------------------------------------------------
-configure "$build" 600
+configure "$build" 600 ${SP_GPU_CUDA_ARCHS:+-DCMAKE_CUDA_ARCHITECTURES=$SP_GPU_CUDA_ARCHS}
 step build 1200 cmake --build "$build" -j "$jobs" || { note "RESULT FAIL (build)"; exit 1; }
 
 # ---- all tests; CUDA conformance must not skip --------------------------------------------------
