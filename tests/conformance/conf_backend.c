@@ -504,9 +504,22 @@ static void test_memory_pages(void **state) {
   for (size_t i = 0; i < bytes; i++) host[i] = (unsigned char)(i * 7 + i / page);
   SP_CHECK_OK(B->memcpy_async(s, p, host, bytes));
   SP_CHECK_OK(B->stream_sync(s));
+  /* Free memory is the whole device's, shared with other processes (ctest runs tests in
+   * parallel: on the GPU machine another test freed 2 MiB between two readings), so a try whose
+   * readings miss is repeated, decommit and commit again, up to 5 times before it counts. */
   size_t f0 = 0, f1 = 0, f2 = 0, t = 0;
-  SP_CHECK_OK(B->memory_info(d, &f0, &t));
-  sp_status st = B->mem_decommit(d, p, page, 2 * page); /* pages 1 and 2 */
+  sp_status st = SP_OK;
+  bool freed = false, taken = false;
+  for (int attempt = 0; attempt < 5 && !(freed && taken); attempt++) {
+    SP_CHECK_OK(B->memory_info(d, &f0, &t));
+    st = B->mem_decommit(d, p, page, 2 * page); /* pages 1 and 2 */
+    if (st != SP_OK) break;
+    SP_CHECK_OK(B->memory_info(d, &f1, &t));
+    SP_CHECK_OK(B->mem_commit(d, p, page, 2 * page));
+    SP_CHECK_OK(B->memory_info(d, &f2, &t));
+    freed = f1 >= f0 + 2 * page;
+    taken = f2 + 2 * page <= f1;
+  }
   if (st == SP_ERR_UNSUPPORTED) { /* allowed: the segment stays whole (checked unchanged) */
     printf("[conf_backend] %s: memory_pages: segments stay whole here: %s\n", B->name,
            sp_last_error());
@@ -520,11 +533,8 @@ static void test_memory_pages(void **state) {
     return;
   }
   SP_CHECK_OK(st);
-  SP_CHECK_OK(B->memory_info(d, &f1, &t));
-  if (f1 < f0 + 2 * page) fail_msg("%s: free %zu -> %zu after decommitting 4 MiB", B->name, f0, f1);
-  SP_CHECK_OK(B->mem_commit(d, p, page, 2 * page));
-  SP_CHECK_OK(B->memory_info(d, &f2, &t));
-  if (f2 + 2 * page > f1) fail_msg("%s: free %zu -> %zu after committing 4 MiB", B->name, f1, f2);
+  if (!freed) fail_msg("%s: free %zu -> %zu after decommitting 4 MiB", B->name, f0, f1);
+  if (!taken) fail_msg("%s: free %zu -> %zu after committing 4 MiB", B->name, f1, f2);
   memset(host + page, 0x3c, 2 * page);
   SP_CHECK_OK(B->memcpy_async(s, p + page, host + page, 2 * page));
   download(s, back, p, bytes);
