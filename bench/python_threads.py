@@ -13,12 +13,14 @@ file that every row loads):
   C threads: `streampool run` (the CLI, same file, same thread counts, and --batcher with 64
       clients), skipped with a line when the CLI is not found;
   binding overhead: the time per call of a 4-4 model from a Python loop minus from a C loop on
-      the same thread, device and stream (the extension's time_model_calls), in pairs of short
-      blocks (BLOCK_S each: Python through the path the package uses, Python through ctypes,
-      and C back to back, C first in every other pair; --duration x --rounds seconds in all),
-      so that the call time's drift falls on both sides of each pair; the median pair, the
-      quartiles and the range are printed. Where the extension is not built, C is the CLI
-      (another process), in --rounds rounds (default ROUNDS). And a bare ctypes call.
+      the same thread, device and stream (the extension's time_model_calls), in sets of short
+      blocks (BLOCK_S each, back to back, the order reversed every other set; about 2 x
+      --duration x --rounds seconds in all): C; C giving up the GIL per call; C also making an
+      output array per call; the extension's model_call from Python; model(x) through the path
+      the package uses; model(x) through ctypes. So the call time's drift falls on every side
+      of a set, and the differences from C split the overhead; the median set, the quartiles
+      and the range are printed. Where the extension is not built, C is the CLI (another
+      process), in --rounds rounds (default ROUNDS). And a bare ctypes call.
 Ratios: Python threads against C threads and against PyTorch at the same thread count.
 The aims on the H200 (issue 10): at 16 threads >= 0.8 x C threads and >= 30 x PyTorch; the
 binding adds <= 1 us per call.
@@ -209,14 +211,14 @@ def per_call_us(run, duration: float) -> float:
 
 def binding_overhead(dev_args: dict, tiny: str, cli: str, backend: str, duration: float,
                      rounds: int):
-    """Microseconds per call of the 4-4 model: ({"python": [...], "ctypes": [...] (where the
-    package uses the extension), "c": [...]}, how C was timed), or (None, why); the lists are
-    paired, entry k of each from the same pair or round. Python: model(x) in a loop on this
-    thread. C, where the extension is built: the same sp_model_infer in a loop from C on this
-    thread, device and stream (_speedups.time_model_calls), in pairs of short blocks (BLOCK_S
-    each; Python, ctypes and C back to back, C first in every other pair; duration * rounds
-    seconds of pairs in all), so that the call time's drift (several us between runs on CUDA)
-    falls on both sides of each pair; else the CLI, another process, in --rounds rounds."""
+    """Microseconds per call of the 4-4 model: ({"python": [...], "c": [...], and where the
+    package uses the extension "ctypes", "c_gil", "c_gil_array", "direct"}, how C was timed),
+    or (None, why); entry k of every list is from the same set (or round). Python: model(x) in
+    a loop on this thread. C, where the extension is built: the same sp_model_infer in a loop
+    from C on this thread, device and stream (_speedups.time_model_calls; per_call 1 and 2 for
+    the c_gil sides), in sets of short blocks (BLOCK_S each, back to back, the order reversed
+    every other set), so that the call time's drift (several us between runs on CUDA) falls on
+    every side of a set; else the CLI, another process, in --rounds rounds."""
     us = {"python": [], "c": []}
     ext = sp._speedups
 
@@ -255,20 +257,35 @@ def binding_overhead(dev_args: dict, tiny: str, cli: str, backend: str, duration
             return ext.time_model_calls(m._handle(), x, y, m.in_features, m.out_features, n)
 
         py = python_loop(m, x)
+        h, fi, fo = m._handle(), m.in_features, m.out_features
+
+        def direct(n):  # the extension's function called from Python, without Model.__call__
+            call = ext.model_call
+            t0 = time.perf_counter()
+            for _ in range(n):
+                call(h, x, fi, fo)
+            return time.perf_counter() - t0
+
         n = 64
         while c_loop(n) < BLOCK_S and n < 1 << 24:  # calls in one block (also the warm-up)
             n *= 2
-        pairs = max(1, int(duration * rounds / (3 * BLOCK_S)))
-        us["ctypes"] = []
+        sides = [  # each side's seconds for n calls; "c" is the baseline
+            ("c", c_loop),
+            ("c_gil", lambda k: ext.time_model_calls(h, x, y, fi, fo, k, 1)),
+            ("c_gil_array", lambda k: ext.time_model_calls(h, x, y, fi, fo, k, 2)),
+            ("direct", direct),
+            ("python", py),
+            ("ctypes", lambda k: through_ctypes(lambda: py(k))),
+        ]
+        pairs = max(1, int(2 * duration * rounds / (len(sides) * BLOCK_S)))
+        for name, _ in sides:
+            us.setdefault(name, [])
         for k in range(pairs):
-            if k % 2 == 0:
-                us["c"].append(c_loop(n) / n * 1e6)
-            us["python"].append(py(n) / n * 1e6)
-            us["ctypes"].append(through_ctypes(lambda: py(n)) / n * 1e6)
-            if k % 2 == 1:
-                us["c"].append(c_loop(n) / n * 1e6)
+            for name, run in (sides if k % 2 == 0 else sides[::-1]):
+                us[name].append(run(n) / n * 1e6)
     return us, (f"C: sp_model_infer in a loop on the same thread (_speedups.time_model_calls); "
-                f"{pairs} pairs of blocks of {n} calls")
+                f"{pairs} sets of blocks of {n} calls, each side once a set, the order "
+                f"reversed every other set")
 
 
 def find_cli(arg: str) -> str:
@@ -338,13 +355,16 @@ def main() -> None:
         print(overhead_note if overhead is None else f"binding overhead, {overhead_note}:")
     if overhead:
         c = overhead["c"]
-        for name, label in (("python", sp.binding), ("ctypes", "the same through ctypes")):
+        for name, label in (("python", sp.binding), ("ctypes", "the same through ctypes"),
+                            ("c_gil", "split: C, the GIL given up per call"),
+                            ("c_gil_array", "split: C, the GIL and a new output array per call"),
+                            ("direct", "split: the extension's model_call from Python")):
             if name in overhead:
                 d = sorted(p - q for p, q in zip(overhead[name], c))
                 q1, q3 = d[len(d) // 4], d[(3 * len(d)) // 4]
-                print(f"binding overhead per call, {label} (a 4-4 model, Python minus C, "
-                      f"{len(d)} pairs): median {statistics.median(d):.2f} us, quartiles "
-                      f"{q1:.2f} to {q3:.2f}, range {d[0]:.2f} to {d[-1]:.2f} (Python "
+                print(f"binding overhead per call, {label} (a 4-4 model, minus the C loop, "
+                      f"{len(d)} sets): median {statistics.median(d):.2f} us, quartiles "
+                      f"{q1:.2f} to {q3:.2f}, range {d[0]:.2f} to {d[-1]:.2f} (this side "
                       f"{statistics.median(overhead[name]):.2f} us a call, C "
                       f"{statistics.median(c):.2f})")
     print(f"bare ctypes call (sp_stream_index): {mine['ctypes_call_ns']:.0f} ns")

@@ -269,15 +269,27 @@ static PyObject *batcher_call(PyObject *self, PyObject *const *args, Py_ssize_t 
   return result(st, y);
 }
 
-/* time_model_calls(model, x, y, in_features, out_features, calls) -> seconds: sp_model_infer
- * on x [batch, in] into y [batch, out] (plain float32 arrays, y writable) `calls` times in a row
- * with the GIL released, for bench/python_threads.py's in-process C baseline (the C side of the
+/* time_model_calls(model, x, y, in_features, out_features, calls[, per_call]) -> seconds:
+ * sp_model_infer on x [batch, in] into y [batch, out] (plain float32 arrays, y writable) `calls`
+ * times in a row, for bench/python_threads.py's in-process C baseline (the C side of the
  * binding's overhead, on the same thread, device and stream as model(x)). The feature counts
- * must be the model's, as for model_call (the library takes no sizes). */
+ * must be the model's, as for model_call (the library takes no sizes). per_call (default 0)
+ * adds to each call what model_call does around it, so the bench can split the overhead: 1 gives
+ * up and takes back the GIL (through the gate) around every call instead of once around the
+ * loop; 2 also makes a new output array for every call (with the GIL, then released) instead of
+ * writing y. */
 static PyObject *time_model_calls(PyObject *self, PyObject *const *args, Py_ssize_t n) {
   (void)self;
   void *m;
-  Py_ssize_t in, out;
+  Py_ssize_t in, out, per_call = 0;
+  if (n == 7) {
+    per_call = PyLong_AsSsize_t(args[6]);
+    if (per_call == -1 && PyErr_Occurred()) return NULL;
+    if (per_call < 0 || per_call > 2)
+      return PyErr_Format(PyExc_ValueError, "time_model_calls: per_call %zd is not 0, 1 or 2",
+                          per_call);
+    n = 6;
+  }
   if (call_args("time_model_calls", args, n, 6, model_infer_p, 3, &m, &in, &out) < 0) return NULL;
   Py_ssize_t calls = PyLong_AsSsize_t(args[5]);
   if (calls == -1 && PyErr_Occurred()) return NULL;
@@ -288,14 +300,26 @@ static PyObject *time_model_calls(PyObject *self, PyObject *const *args, Py_ssiz
                         "time_model_calls: x [batch, %zd] and a writable y [batch, %zd], plain "
                         "float32, and calls > 0",
                         in, out);
+  npy_intp dims[2] = {rows, out};
   int st = 0;
   struct timespec t0, t1;
-  PyThreadState *ts = gil_release(); /* as model_call: the gate's protocol kept */
   clock_gettime(CLOCK_MONOTONIC, &t0);
-  for (Py_ssize_t i = 0; i < calls && !st; i++)
-    st = model_infer_p(m, PyArray_DATA(x), PyArray_DATA(y), rows);
+  if (per_call == 0) {
+    PyThreadState *ts = gil_release(); /* as model_call: the gate's protocol kept */
+    for (Py_ssize_t i = 0; i < calls && !st; i++)
+      st = model_infer_p(m, PyArray_DATA(x), PyArray_DATA(y), rows);
+    gil_take(ts);
+  } else {
+    for (Py_ssize_t i = 0; i < calls && !st; i++) {
+      PyObject *yi = per_call == 2 ? PyArray_SimpleNew(2, dims, NPY_FLOAT32) : NULL;
+      if (per_call == 2 && !yi) return NULL;
+      PyThreadState *ts = gil_release();
+      st = model_infer_p(m, PyArray_DATA(x), PyArray_DATA(yi ? (PyArrayObject *)yi : y), rows);
+      gil_take(ts);
+      Py_XDECREF(yi);
+    }
+  }
   clock_gettime(CLOCK_MONOTONIC, &t1);
-  gil_take(ts);
   PyObject *secs = PyFloat_FromDouble((double)(t1.tv_sec - t0.tv_sec) +
                                       (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9);
   return secs ? result(st, secs) : NULL;
@@ -336,7 +360,8 @@ static PyMethodDef methods[] = {
     {"batcher_call", (PyCFunction)(void (*)(void))batcher_call, METH_FASTCALL,
      "batcher_call(batcher, row, in_features, out_features) -> out, or None for such a row."},
     {"time_model_calls", (PyCFunction)(void (*)(void))time_model_calls, METH_FASTCALL,
-     "time_model_calls(model, x, y, in, out, calls) -> seconds for that many calls from C."},
+     "time_model_calls(model, x, y, in, out, calls[, per_call]) -> seconds for that many calls "
+     "from C (per_call 1: the GIL given up per call; 2: also a new output array per call)."},
     {"set_gate", (PyCFunction)(void (*)(void))set_gate, METH_FASTCALL,
      "set_gate(on): the GIL hand-over gate on or off for the calls that follow."},
     {"gate_stats", (PyCFunction)(void (*)(void))gate_stats, METH_FASTCALL,

@@ -166,12 +166,22 @@ def test_converted_inputs_go_through_the_extension(dev, monkeypatch):
 @needs_ext
 def test_time_model_calls(dev):
     """The benchmark's C loop: n calls of sp_model_infer, the seconds they took, y written as
-    model(x) writes it; bad arrays, counts and handles refused."""
+    model(x) writes it (per_call 0 and 1; 2 writes a new array per call and leaves y alone);
+    bad arrays, counts, per_call values and handles refused."""
     m = sp.Model.mlp_random(dev, DIMS, seed=5)
     x = np.ones((2, DIMS[0]), np.float32)
-    y = np.zeros((2, DIMS[-1]), np.float32)
-    secs = speedups.time_model_calls(m._handle(), x, y, DIMS[0], DIMS[-1], 3)
-    assert secs > 0 and np.array_equal(y, m(x))
+    want = m(x)
+    for per_call in (None, 0, 1, 2):
+        y = np.zeros((2, DIMS[-1]), np.float32)
+        extra = () if per_call is None else (per_call,)
+        secs = speedups.time_model_calls(m._handle(), x, y, DIMS[0], DIMS[-1], 3, *extra)
+        assert secs > 0
+        assert np.array_equal(y, np.zeros_like(y) if per_call == 2 else want), per_call
+    for bad in (-1, 3):
+        with pytest.raises(ValueError, match="per_call"):
+            speedups.time_model_calls(m._handle(), x, y, DIMS[0], DIMS[-1], 1, bad)
+    with pytest.raises(sp.InvalidArgumentError):
+        speedups.time_model_calls(0, x, y, DIMS[0], DIMS[-1], 1, 2)
     ro = np.zeros((2, DIMS[-1]), np.float32)
     ro.flags.writeable = False
     narrow = np.ones((2, DIMS[0] - 1), np.float32)  # contiguous: only the width is wrong
