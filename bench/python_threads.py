@@ -231,11 +231,8 @@ def binding_overhead(dev_args: dict, tiny: str, cli: str, backend: str, duration
         return run
 
     def through_ctypes(run):
-        sp._speedups = None
-        try:
+        with sp._ctypes_only():
             return run()
-        finally:
-            sp._speedups = ext
 
     with sp.Device(**dev_args) as dev:
         m = sp.Model.load(dev, tiny)

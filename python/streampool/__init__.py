@@ -72,6 +72,27 @@ gil_gate: bool = (_gil_gate_setting() and _speedups is not None
 if _speedups is not None:
     _speedups.set_gate(gil_gate)
 
+#: Model's C half where the extension is built (model(x) for a plain float32 array as one
+#: vectorcall, no Python frame in between), else None.
+_ModelBase: Any = _speedups.ModelBase if _speedups is not None else None
+
+
+@contextmanager
+def _ctypes_only() -> Iterator[None]:
+    """Within it, model(x) and batcher(row) take the ctypes path, the extension set aside (the
+    tests and bench/python_threads.py compare the two). Not for use while other threads call."""
+    global _speedups
+    ext = _speedups
+    _speedups = None
+    if ext is not None:
+        ext.set_fast(False)
+    try:
+        yield
+    finally:
+        _speedups = ext
+        if ext is not None:
+            ext.set_fast(True)
+
 
 __all__ = ["Device", "DeviceInfo", "Stream", "Model", "Batcher", "Encoder", "EncoderBatcher",
            "version", "device_count", "binding", "gil_gate",
@@ -435,10 +456,11 @@ def _plain(a: np.ndarray) -> np.ndarray:
     return a if a.flags.c_contiguous and a.flags.aligned else a.copy(order="C")
 
 
-class Model(_Closable):
+class Model(*((_ModelBase, _Closable) if _ModelBase else (_Closable,))):  # type: ignore[misc]
     """An MLP on a device: Linear layers with ReLU between them, weights in f32 or bf16 (the
     activations and the caller's arrays are float32). Build with :meth:`load` or
-    :meth:`mlp_random`. Call it from any number of threads."""
+    :meth:`mlp_random`. Call it from any number of threads: ``y = model(x)``, x a [batch,
+    in_features] float32 array (see :meth:`_call`)."""
 
     def __init__(self, device: Device, handle: int) -> None:
         self.device = device
@@ -446,6 +468,8 @@ class Model(_Closable):
         self.in_features: int = int(lib.sp_model_in_features(handle))
         self.out_features: int = int(lib.sp_model_out_features(handle))
         self.dtype: str = _DTYPE_NAMES.get(int(lib.sp_model_dtype(handle)), "?")
+        if _ModelBase:
+            self._fast_bind(handle, self.in_features, self.out_features)
         device._adopt(self)
 
     @classmethod
@@ -505,11 +529,13 @@ class Model(_Closable):
             raise InvalidHandleError("the model is closed")
         return h
 
-    def __call__(self, x: Any) -> np.ndarray:
+    def _call(self, x: Any) -> np.ndarray:
         """y = model(x): x is [batch, in_features] float32 (a NumPy array or any buffer /
         __array__ object; a strided or unaligned one is copied), y a new [batch, out_features]
         float32 NumPy array. Runs on this thread's current stream, as one C call with the GIL
-        released (copies in, forward, copies out, sync)."""
+        released (copies in, forward, copies out, sync). With the extension, a plain float32
+        array of the right shape goes straight from model(x) to the library (ModelBase); this
+        general path takes everything else."""
         h, ext, n_in, n_out = self._h, _speedups, self.in_features, self.out_features
         if h is not None and ext is not None:  # through the extension: one C call
             y = ext.model_call(h, x, n_in, n_out)
@@ -566,8 +592,13 @@ class Model(_Closable):
                 if sync:
                     s.sync()
 
+    if not _ModelBase:  # else ModelBase's vectorcall is model(x), _call its general path
+        __call__ = _call
+
     def close(self) -> None:
         """Frees the model's weights. Idempotent; no call may be running on it."""
+        if _ModelBase:
+            self._fast_bind(0, 0, 0)
         h, self._h = self._h, None
         if h is not None:
             lib.sp_model_free(h)

@@ -23,7 +23,13 @@
 #define NPY_TARGET_VERSION NPY_1_22_API_VERSION
 #include <numpy/arrayobject.h>
 
+#if PY_VERSION_HEX < 0x03090000 /* the names 3.8 gave the vectorcall protocol */
+#define PyObject_Vectorcall _PyObject_Vectorcall
+#define Py_TPFLAGS_HAVE_VECTORCALL _Py_TPFLAGS_HAVE_VECTORCALL
+#endif
+
 #include <sched.h>
+#include <stddef.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -228,6 +234,19 @@ static PyObject *result(int st, PyObject *y) {
   return NULL;
 }
 
+/* y = sp_model_infer(m, x) for x, a plain float32 [rows, in] array (rows_of said so): a new
+ * [rows, out] array, the GIL released for the whole C call; a failed status raised. */
+static PyObject *infer_rows(void *m, PyObject *x, unsigned rows, Py_ssize_t out) {
+  npy_intp dims[2] = {rows, out};
+  PyObject *y = PyArray_SimpleNew(2, dims, NPY_FLOAT32); /* refuses a size that overflows */
+  if (!y) return NULL;
+  PyThreadState *ts = gil_release();
+  int st = model_infer_p(m, PyArray_DATA((PyArrayObject *)x), PyArray_DATA((PyArrayObject *)y),
+                         rows);
+  gil_take(ts);
+  return result(st, y);
+}
+
 /* model_call(model, x, in_features, out_features) -> y or None: sp_model_infer with the GIL
  * released, y a new float32 [batch, out_features] array, when x is a plain float32 array (see
  * plain_f32) of shape [batch, in_features] with 0 < batch < 2^32; None for any other x, which
@@ -239,14 +258,7 @@ static PyObject *model_call(PyObject *self, PyObject *const *args, Py_ssize_t n)
   if (call_args("model_call", args, n, 4, model_infer_p, 2, &m, &in, &out) < 0) return NULL;
   unsigned rows = rows_of(args[1], in);
   if (!rows) Py_RETURN_NONE;
-  npy_intp dims[2] = {rows, out};
-  PyObject *y = PyArray_SimpleNew(2, dims, NPY_FLOAT32); /* refuses a size that overflows */
-  if (!y) return NULL;
-  PyThreadState *ts = gil_release(); /* the GIL, released for the whole C call */
-  int st = model_infer_p(m, PyArray_DATA((PyArrayObject *)args[1]),
-                         PyArray_DATA((PyArrayObject *)y), rows);
-  gil_take(ts);
-  return result(st, y);
+  return infer_rows(m, args[1], rows, out);
 }
 
 /* batcher_call(batcher, row, in_features, out_features) -> out or None: sp_batcher_infer with
@@ -352,6 +364,92 @@ static PyObject *set_gate(PyObject *self, PyObject *const *args, Py_ssize_t n) {
   Py_RETURN_NONE;
 }
 
+/* ---- ModelBase: the C half of streampool.Model ------------------------------------------------
+ * model(x) as one vectorcall: for a plain float32 [batch, in] x it calls infer_rows directly,
+ * so no Python frame runs between the caller and the library (CPython's call of a Python
+ * __call__ cost about 0.4-0.55 us a call on the H200's CPU, bench/python_threads.py); any other
+ * call (another x, keywords, a model not bound or closed, the fast path switched off) goes to
+ * the instance's _call method, the package's general path. The package's Model subclasses it
+ * and binds its handle and feature counts with _fast_bind; _fast_bind(0, 0, 0) unbinds (close).
+ * Invariants: h is the model or NULL; in and out are its feature counts while h is set. The
+ * fields are written by _fast_bind with the GIL held, and a call reads them with the GIL held
+ * (a free-threaded build: the package's rule that no call runs on a model being closed). */
+typedef struct model_base {
+  PyObject_HEAD
+  vectorcallfunc vectorcall;
+  void *h;
+  Py_ssize_t in, out;
+} model_base;
+
+static atomic_bool fast_on = true; /* set_fast(); off: every call takes the general path */
+
+static PyObject *model_base_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf,
+                                       PyObject *kwnames) {
+  model_base *mb = (model_base *)self;
+  Py_ssize_t n = PyVectorcall_NARGS(nargsf);
+  if (n == 1 && !kwnames && mb->h && model_infer_p &&
+      atomic_load_explicit(&fast_on, memory_order_relaxed)) {
+    unsigned rows = rows_of(args[0], mb->in);
+    if (rows) return infer_rows(mb->h, args[0], rows, mb->out);
+  }
+  PyObject *general = PyObject_GetAttrString(self, "_call");
+  if (!general) return NULL;
+  PyObject *r = PyObject_Vectorcall(general, args, n, kwnames);
+  Py_DECREF(general);
+  return r;
+}
+
+static PyObject *model_base_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+  (void)args;
+  (void)kw;
+  model_base *mb = (model_base *)type->tp_alloc(type, 0);
+  if (mb) mb->vectorcall = model_base_vectorcall;
+  return (PyObject *)mb;
+}
+
+/* _fast_bind(handle, in_features, out_features): handle 0 unbinds. */
+static PyObject *model_base_bind(PyObject *self, PyObject *const *args, Py_ssize_t n) {
+  model_base *mb = (model_base *)self;
+  if (n != 3) return PyErr_Format(PyExc_TypeError, "_fast_bind: 3 arguments, got %zd", n);
+  void *h = PyLong_AsVoidPtr(args[0]);
+  if (!h && PyErr_Occurred()) return NULL;
+  Py_ssize_t in = 0, out = 0;
+  if (h && (features(args[1], &in) < 0 || features(args[2], &out) < 0)) return NULL;
+  mb->h = NULL; /* bound again only once the counts are in place */
+  mb->in = in;
+  mb->out = out;
+  mb->h = h;
+  Py_RETURN_NONE;
+}
+
+static PyMethodDef model_base_methods[] = {
+    {"_fast_bind", (PyCFunction)(void (*)(void))model_base_bind, METH_FASTCALL,
+     "_fast_bind(handle, in_features, out_features): what model(x) calls; handle 0 unbinds."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject model_base_type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "streampool._speedups.ModelBase",
+    .tp_basicsize = sizeof(model_base),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "The C half of streampool.Model: model(x) as one vectorcall (see _speedups.c).",
+    .tp_new = model_base_new,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(model_base, vectorcall),
+    .tp_methods = model_base_methods,
+};
+
+/* set_fast(on): ModelBase's direct path on (True, the default) or off (every model(x) goes to
+ * the package's general path: the tests and the bench compare the paths with it). */
+static PyObject *set_fast(PyObject *self, PyObject *const *args, Py_ssize_t n) {
+  (void)self;
+  if (n != 1) return PyErr_Format(PyExc_TypeError, "set_fast: 1 argument, got %zd", n);
+  int on = PyObject_IsTrue(args[0]);
+  if (on < 0) return NULL;
+  atomic_store(&fast_on, on != 0);
+  Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"bind", (PyCFunction)(void (*)(void))bind, METH_FASTCALL,
      "bind(model_infer_address, batcher_infer_address, raise_status): what the calls run."},
@@ -364,6 +462,8 @@ static PyMethodDef methods[] = {
      "from C (per_call 1: the GIL given up per call; 2: also a new output array per call)."},
     {"set_gate", (PyCFunction)(void (*)(void))set_gate, METH_FASTCALL,
      "set_gate(on): the GIL hand-over gate on or off for the calls that follow."},
+    {"set_fast", (PyCFunction)(void (*)(void))set_fast, METH_FASTCALL,
+     "set_fast(on): ModelBase's direct model(x) path on or off (off: the general path)."},
     {"gate_stats", (PyCFunction)(void (*)(void))gate_stats, METH_FASTCALL,
      "gate_stats() -> (takeovers, give_ups) of the GIL hand-over gate since import (tests)."},
     {NULL, NULL, 0, NULL},
@@ -385,9 +485,17 @@ PyMODINIT_FUNC PyInit__speedups(void) {
   /* NumPy's C API: without it the import fails with NumPy's error and the package uses ctypes
    * (import_array() would also print a traceback on every import). */
   if (_import_array() < 0) return NULL;
+  if (PyType_Ready(&model_base_type) < 0) return NULL;
   PyObject *m = PyModule_Create(&module);
+  if (!m) return NULL;
+  Py_INCREF(&model_base_type);
+  if (PyModule_AddObject(m, "ModelBase", (PyObject *)&model_base_type) < 0) {
+    Py_DECREF(&model_base_type);
+    Py_DECREF(m);
+    return NULL;
+  }
 #ifdef Py_GIL_DISABLED
-  if (m) PyUnstable_Module_SetGIL(m, Py_MOD_GIL_NOT_USED); /* no state but the bound pointers */
+  PyUnstable_Module_SetGIL(m, Py_MOD_GIL_NOT_USED); /* no state but the bound pointers */
 #endif
   return m;
 }

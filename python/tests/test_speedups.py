@@ -5,8 +5,8 @@ the library's message for a failed status, takes only plain float32 arrays of th
 read past, never misread), and refuses bad arguments with an exception. Where pip could not
 build it (no Python or NumPy headers), the package runs the ctypes path and these tests skip
 with a line saying so (SP_REQUIRE_SPEEDUPS=1, as CI sets it, makes that a failure).
-Method: one model and one batcher, every call once through each path (the module attribute
-streampool._speedups set to None selects ctypes), outputs compared exactly; the module's
+Method: one model and one batcher, every call once through each path (streampool._ctypes_only()
+selects ctypes), outputs compared exactly; the module's
 functions called directly with bad handles, shapes, dtypes, layouts and arguments.
 """
 import os
@@ -47,11 +47,60 @@ def test_same_results_as_ctypes(dev, monkeypatch):
     with sp.Batcher(m) as b:
         fast = ([speedups.model_call(m._handle(), x, DIMS[0], DIMS[-1]) for x in xs],
                 [speedups.batcher_call(b._h, r, DIMS[0], DIMS[-1]) for r in rows])
-        monkeypatch.setattr(sp, "_speedups", None)
-        slow = [m(x) for x in xs], [b(r) for r in rows]
+        with sp._ctypes_only():
+            slow = [m(x) for x in xs], [b(r) for r in rows]
     for f, s in zip(fast[0] + fast[1], slow[0] + slow[1]):
         assert f is not None and f.dtype == s.dtype and f.shape == s.shape
         assert np.array_equal(f, s)
+
+
+class _GeneralPathCalled(Exception):
+    pass
+
+
+@needs_ext
+def test_model_call_is_one_vectorcall(dev):
+    """Model's C half (ModelBase): model(x) on a plain float32 array reaches the library without
+    the package's Python path (an instance whose _call raises still answers it, equal to the
+    ctypes path); everything else (another shape or dtype, a keyword, a closed model, the fast
+    path switched off) goes to _call, which converts, refuses or raises as before."""
+    m = sp.Model.mlp_random(dev, DIMS, seed=5)
+    x = np.random.default_rng(7).standard_normal((3, DIMS[0]), dtype=np.float32)
+    with sp._ctypes_only():
+        want = m(x)
+    general = m._call
+
+    def refuse(*a, **k):
+        raise _GeneralPathCalled()
+    m._call = refuse
+    y = m(x)
+    assert y.dtype == np.float32 and np.array_equal(y, want)
+    for other in (x.astype(np.float64), x[:, ::2], x.tolist(), x[0]):
+        with pytest.raises(_GeneralPathCalled):
+            m(other)
+    with pytest.raises(_GeneralPathCalled):
+        m(x=x)
+    speedups.set_fast(False)
+    try:
+        with pytest.raises(_GeneralPathCalled):
+            m(x)
+    finally:
+        speedups.set_fast(True)
+    m._call = general
+    assert np.array_equal(m(x=x), want) and np.array_equal(m(np.asfortranarray(x)), want)
+    with pytest.raises(sp.InvalidArgumentError, match="float32"):
+        m(x.astype(np.float64))
+    with pytest.raises(TypeError):
+        m(x, x)
+    m.close()
+    with pytest.raises(sp.InvalidHandleError):
+        m(x)
+    with pytest.raises(TypeError):
+        m._fast_bind(1, 2)
+    with pytest.raises(ValueError, match="feature count"):
+        m._fast_bind(1, -1, 4)
+    with pytest.raises(sp.InvalidHandleError):  # still closed: the refused bind changed nothing
+        m(x)
 
 
 @needs_ext
