@@ -241,8 +241,8 @@ static PyObject *infer_rows(void *m, PyObject *x, unsigned rows, Py_ssize_t out)
   PyObject *y = PyArray_SimpleNew(2, dims, NPY_FLOAT32); /* refuses a size that overflows */
   if (!y) return NULL;
   PyThreadState *ts = gil_release();
-  int st = model_infer_p(m, PyArray_DATA((PyArrayObject *)x), PyArray_DATA((PyArrayObject *)y),
-                         rows);
+  int st =
+      model_infer_p(m, PyArray_DATA((PyArrayObject *)x), PyArray_DATA((PyArrayObject *)y), rows);
   gil_take(ts);
   return result(st, y);
 }
@@ -375,7 +375,7 @@ static PyObject *set_gate(PyObject *self, PyObject *const *args, Py_ssize_t n) {
  * fields are written by _fast_bind with the GIL held, and a call reads them with the GIL held
  * (a free-threaded build: the package's rule that no call runs on a model being closed). */
 typedef struct model_base {
-  PyObject_HEAD
+  PyObject ob_base; /* PyObject_HEAD */
   vectorcallfunc vectorcall;
   void *h;
   Py_ssize_t in, out;
