@@ -51,7 +51,7 @@ import streampool as sp
 DIMS = [512, 1024, 1024, 512]
 ROUNDS = 9  # default rounds of the binding-overhead measurement (on the H200 a 4-4 call's time
 # drifts by 1-4 us between runs a few seconds apart, more than the overhead measured)
-BLOCK_S = 0.02  # one block of calls in the paired measurement (the extension's case)
+BLOCK_S = 0.02  # one block of calls in the measurement in sets (the extension's case)
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "examples", "serve"))
 from weights import write_layers  # noqa: E402  (seeded weights, the examples' and serve bench's)
@@ -256,7 +256,7 @@ def binding_overhead(dev_args: dict, tiny: str, cli: str, backend: str, duration
         py = python_loop(m, x)
         h, fi, fo = m._handle(), m.in_features, m.out_features
 
-        def direct(n):  # the extension's function called from Python, without Model.__call__
+        def direct(n):  # the extension's function called from Python, as Model._call calls it
             call = ext.model_call
             t0 = time.perf_counter()
             for _ in range(n):
@@ -274,14 +274,14 @@ def binding_overhead(dev_args: dict, tiny: str, cli: str, backend: str, duration
             ("python", py),
             ("ctypes", lambda k: through_ctypes(lambda: py(k))),
         ]
-        pairs = max(1, int(2 * duration * rounds / (len(sides) * BLOCK_S)))
+        sets = max(1, int(2 * duration * rounds / (len(sides) * BLOCK_S)))
         for name, _ in sides:
             us.setdefault(name, [])
-        for k in range(pairs):
+        for k in range(sets):
             for name, run in (sides if k % 2 == 0 else sides[::-1]):
                 us[name].append(run(n) / n * 1e6)
     return us, (f"C: sp_model_infer in a loop on the same thread (_speedups.time_model_calls); "
-                f"{pairs} sets of blocks of {n} calls, each side once a set, the order "
+                f"{sets} sets of blocks of {n} calls, each side once a set, the order "
                 f"reversed every other set")
 
 

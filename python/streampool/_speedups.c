@@ -12,9 +12,12 @@
  * python/streampool/__init__.py uses it when it imports (CPython and NumPy headers at build
  * time) and runs the ctypes path otherwise, and for every input that is not a plain float32
  * array of the right shape (model_call and batcher_call return None for those); both paths
- * compute the same thing. No locks: the pointers are written before any call (at import, under
- * the import lock) and never changed after (bind() refuses others); the GIL hand-over gate below
- * is atomics only (the word, its on switch, two counters).
+ * compute the same thing. Also owns ModelBase, the C type the package's Model derives from,
+ * whose vectorcall is model(x) itself (no Python frame between the caller and the library), and
+ * its switch set_fast. No locks: the pointers are written before any call (at import, under the
+ * import lock) and never changed after (bind() refuses others); the GIL hand-over gate below is
+ * atomics only (the word, its on switch, two counters); a ModelBase's fields change with the
+ * GIL held.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
