@@ -159,9 +159,19 @@ _C = TypeVar("_C", bound="_Closable")
 
 
 class _Closable:
-    """What every handle class (Device, Model, Batcher) does with its close(): a context manager
-    that closes on exit, and a finalizer that closes on garbage collection (dropping errors, as
-    a finalizer must)."""
+    """What every handle class (Device, Model, Batcher, Encoder, EncoderBatcher) does with its
+    library handle `_h` (None once closed) and its close(): _handle() for the calls, a context
+    manager that closes on exit, and a finalizer that closes on garbage collection (dropping
+    errors, as a finalizer must). `_kind` names the object in the closed message."""
+
+    _kind = "object"
+    _h: Optional[int]
+
+    def _handle(self) -> int:
+        h = self._h
+        if h is None:
+            raise InvalidHandleError(f"the {self._kind} is closed")
+        return h
 
     def close(self) -> None:
         raise NotImplementedError
@@ -254,6 +264,8 @@ class Device(_Closable):
         memory_limit: bytes the allocator may hold (0: the device's memory).
     """
 
+    _kind = "device"
+
     def __init__(self, backend: str = "auto", index: int = 0, *, streams: int = 0,
                  stream_mode: Optional[str] = None, slot_wait_ms: int = 0,
                  memory_limit: int = 0) -> None:
@@ -274,12 +286,6 @@ class Device(_Closable):
         self.index: int = int(index)
 
     # -- lifetime --
-    def _handle(self) -> int:
-        h = self._h
-        if h is None:
-            raise InvalidHandleError("the device is closed")
-        return h
-
     def _adopt(self, child: Any) -> None:
         with self._lock:
             self._handle()
@@ -462,6 +468,8 @@ class Model(*((_ModelBase, _Closable) if _ModelBase else (_Closable,))):  # type
     :meth:`mlp_random`. Call it from any number of threads: ``y = model(x)``, x a [batch,
     in_features] float32 array (see :meth:`_call`)."""
 
+    _kind = "model"
+
     def __init__(self, device: Device, handle: int) -> None:
         self.device = device
         self._h: Optional[int] = handle
@@ -522,12 +530,6 @@ class Model(*((_ModelBase, _Closable) if _ModelBase else (_Closable,))):  # type
                                       _uint("seed", seed, 0, 2**64 - 1), _dtype_arg(dtype),
                                       byref(h)))
         return cls(device, h.value)
-
-    def _handle(self) -> int:
-        h = self._h
-        if h is None:
-            raise InvalidHandleError("the model is closed")
-        return h
 
     def _call(self, x: Any) -> np.ndarray:
         """y = model(x): x is [batch, in_features] float32 (a NumPy array or any buffer /
@@ -620,6 +622,8 @@ class Batcher(_Closable):
     ``batcher(row)`` blocks until that row's answer is there; call it from any number of threads.
     """
 
+    _kind = "batcher"
+
     def __init__(self, model: Model, max_batch: int = 0, max_delay_us: int = 0,
                  workers: int = 0) -> None:
         if not isinstance(model, Model):
@@ -650,12 +654,6 @@ class Batcher(_Closable):
         y = np.empty(self._out, dtype=_F32)
         check(lib.sp_batcher_infer(h, _addr(a), _addr(y)))
         return y
-
-    def _handle(self) -> int:
-        h = self._h
-        if h is None:
-            raise InvalidHandleError("the batcher is closed")
-        return h
 
     def _row(self, row: Any) -> np.ndarray:
         """row as a C-contiguous, aligned float32 [in_features] or [1, in_features] array (a
@@ -721,6 +719,8 @@ class Encoder(_Closable):
     sentence-transformers' modules.json, 1_Pooling, Normalize). ``enc.embed(texts)`` gives the
     sentence embeddings; call it from any number of threads (each runs on its own stream)."""
 
+    _kind = "encoder"
+
     def __init__(self, device: Device, handle: int, dtype: int) -> None:
         self.device = device
         self._h: Optional[int] = handle
@@ -747,12 +747,6 @@ class Encoder(_Closable):
         h = c_void_p()
         check(lib.sp_encoder_load(device._handle(), os.fsencode(path), dt, byref(h)))
         return cls(device, h.value, dt)
-
-    def _handle(self) -> int:
-        h = self._h
-        if h is None:
-            raise InvalidHandleError("the encoder is closed")
-        return h
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """The embeddings of texts (a list of str; each truncated to info["max_seq"] tokens as
@@ -796,6 +790,8 @@ class EncoderBatcher(_Closable):
     any number of threads. The text is tokenized on the calling thread.
     """
 
+    _kind = "batcher"
+
     def __init__(self, encoder: Encoder, max_tokens: int = 0, max_batch: int = 0,
                  max_delay_us: int = 0, workers: int = 0) -> None:
         if not isinstance(encoder, Encoder):
@@ -821,9 +817,7 @@ class EncoderBatcher(_Closable):
         b = text.encode("utf-8", "surrogatepass")
         if b"\0" in b:
             raise InvalidArgumentError("batcher(text): the text holds a NUL character")
-        h = self._h
-        if h is None:
-            raise InvalidHandleError("the batcher is closed")
+        h = self._handle()
         y = np.empty(self._dim, dtype=_F32)
         st = lib.sp_encoder_batcher_embed(h, b, _addr(y))
         if st:
@@ -833,11 +827,8 @@ class EncoderBatcher(_Closable):
     def stats(self) -> Dict[str, int]:
         """requests (texts), batches (passes), failed, queued, and the total fill/run/answer
         times in ns."""
-        h = self._h
-        if h is None:
-            raise InvalidHandleError("the batcher is closed")
         s = BatcherStats()
-        check(lib.sp_encoder_batcher_stats_get(h, byref(s)))
+        check(lib.sp_encoder_batcher_stats_get(self._handle(), byref(s)))
         return {name: int(getattr(s, name)) for name, _ in BatcherStats._fields_}
 
     def close(self) -> None:
