@@ -354,12 +354,21 @@ static PyObject *gate_stats(PyObject *self, PyObject *const *args, Py_ssize_t n)
 #endif
 }
 
+/* The one truth-value argument of a switch (set_gate, set_fast): 1 or 0, or -1 with an
+ * exception. */
+static int switch_arg(const char *fn, PyObject *const *args, Py_ssize_t n) {
+  if (n != 1) {
+    PyErr_Format(PyExc_TypeError, "%s: 1 argument, got %zd", fn, n);
+    return -1;
+  }
+  return PyObject_IsTrue(args[0]);
+}
+
 /* set_gate(on): the gate on (True, the default) or off for the calls that follow; a claim held
  * when it goes off is still given up at its holder's next call. No-op without a GIL. */
 static PyObject *set_gate(PyObject *self, PyObject *const *args, Py_ssize_t n) {
   (void)self;
-  if (n != 1) return PyErr_Format(PyExc_TypeError, "set_gate: 1 argument, got %zd", n);
-  int on = PyObject_IsTrue(args[0]);
+  int on = switch_arg("set_gate", args, n);
   if (on < 0) return NULL;
 #ifndef Py_GIL_DISABLED
   atomic_store(&gate_on, on != 0);
@@ -446,8 +455,7 @@ static PyTypeObject model_base_type = {
  * the package's general path: the tests and the bench compare the paths with it). */
 static PyObject *set_fast(PyObject *self, PyObject *const *args, Py_ssize_t n) {
   (void)self;
-  if (n != 1) return PyErr_Format(PyExc_TypeError, "set_fast: 1 argument, got %zd", n);
-  int on = PyObject_IsTrue(args[0]);
+  int on = switch_arg("set_fast", args, n);
   if (on < 0) return NULL;
   atomic_store(&fast_on, on != 0);
   Py_RETURN_NONE;
