@@ -250,11 +250,11 @@ def binding_overhead(dev_args: dict, tiny: str, cli: str, backend: str, duration
                     us["python"].append(per_call_us(python_loop(m, x), duration))
             return us, f"C: {cli} run --threads 1 (another process), {rounds} rounds"
 
-        def c_loop(n):
-            return ext.time_model_calls(m._handle(), x, y, m.in_features, m.out_features, n)
-
         py = python_loop(m, x)
         h, fi, fo = m._handle(), m.in_features, m.out_features
+
+        def c_loop(n, per_call=0):
+            return ext.time_model_calls(h, x, y, fi, fo, n, per_call)
 
         def direct(n):  # the extension's function called from Python, as Model._call calls it
             call = ext.model_call
@@ -268,8 +268,8 @@ def binding_overhead(dev_args: dict, tiny: str, cli: str, backend: str, duration
             n *= 2
         sides = [  # each side's seconds for n calls; "c" is the baseline
             ("c", c_loop),
-            ("c_gil", lambda k: ext.time_model_calls(h, x, y, fi, fo, k, 1)),
-            ("c_gil_array", lambda k: ext.time_model_calls(h, x, y, fi, fo, k, 2)),
+            ("c_gil", lambda k: c_loop(k, 1)),
+            ("c_gil_array", lambda k: c_loop(k, 2)),
             ("direct", direct),
             ("python", py),
             ("ctypes", lambda k: through_ctypes(lambda: py(k))),

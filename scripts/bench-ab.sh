@@ -54,11 +54,14 @@ for tree in base new; do
 done
 
 alloc_secs=$(awk -v s="$secs" 'BEGIN { print s / 2 }')
+declare -A pairs_only # per tree: bench/alloc's flag for skipping the traces, where it has one
+for tree in base new; do
+  "$work/$tree/bench/alloc" --help 2>&1 | grep -q -- --pairs-only && pairs_only[$tree]=--pairs-only
+done
 run_tree() { # run_tree TREE ROUND
-  local tree=$1 r=$2 b=$work/$1 only=()
-  "$b/bench/alloc" --help 2>&1 | grep -q -- --pairs-only && only=(--pairs-only)
+  local tree=$1 r=$2 b=$work/$1
   step "streams.$tree.$r" 300 "$b/bench/streams"
-  step "alloc.$tree.$r" 300 "$b/bench/alloc" --backend host --threads 1,4,16 --seconds "$alloc_secs" "${only[@]}"
+  step "alloc.$tree.$r" 300 "$b/bench/alloc" --backend host --threads 1,4,16 --seconds "$alloc_secs" ${pairs_only[$tree]:-}
   if [ "$cuda" = 1 ]; then
     STREAMPOOL_BACKEND=cuda step "infer.$tree.$r" 300 "$b/bench/infer" --backend cuda \
       --threads 1,8,16 --duration "$secs"
