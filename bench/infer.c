@@ -1,12 +1,12 @@
-/* bench/infer: our forwards/s at batch 1 for 1..16 threads, each on its own stream, f32 and bf16,
- * and the batcher with 64 client threads (rows/s, p50/p99 latency).
+/* bench/infer: our forwards/s at batch 1 for 1..16 threads, each on its own stream, f32, bf16 and
+ * f16, and the batcher with 64 client threads (rows/s, p50/p99 latency).
  *
  * Modes: "forward" = sp_model_forward on device buffers allocated once per thread, then
  * sp_stream_sync (what PyTorch's model(x) + stream.synchronize() measures); "infer" =
  * sp_model_infer, host in and host out. The model is the 512-1024-1024-512 MLP.
  * The batcher row also prints its settings, rows per pass, and the allocator calls made during
  * the row: on a backend with graphs each pass should replay a captured forward (0 allocations).
- * usage: infer [--backend NAME] [--duration S] [--threads 1,2,4,8,16] [--dtypes f32,bf16]
+ * usage: infer [--backend NAME] [--duration S] [--threads 1,2,4,8,16] [--dtypes f32,bf16,f16]
  *              [--modes forward,infer,batcher] [--clients 64] [--max-batch N] [--max-delay-us N]
  *              [--workers N]
  */
@@ -19,8 +19,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "streampool.h"
+#include "../tools/args.h"
 #include "bench_thread.h"
+#include "streampool.h"
 
 enum { IN = 512, OUT = 512, MAXT = 256, NBUCKET = 4096 };
 
@@ -28,8 +29,8 @@ typedef struct bench_cfg {
   const char *backend;
   double duration;
   unsigned threads[16], n_threads, clients;
-  bool dtype_on[2];
-  bool mode_on[3]; /* forward, infer, batcher */
+  bool dtype_on[3]; /* by sp_dtype */
+  bool mode_on[3];  /* forward, infer, batcher */
   sp_batcher_config bcfg;
 } bench_cfg;
 
@@ -146,7 +147,7 @@ static int parse_args(int argc, char **argv, bench_cfg *c) {
                    .threads = {1, 2, 4, 8, 16},
                    .n_threads = 5,
                    .clients = 64,
-                   .dtype_on = {true, true},
+                   .dtype_on = {true, true, true},
                    .mode_on = {true, true, true}};
   for (int i = 1; i + 1 < argc; i += 2) {
     const char *k = argv[i], *v = argv[i + 1];
@@ -161,9 +162,7 @@ static int parse_args(int argc, char **argv, bench_cfg *c) {
       c->mode_on[0] = strstr(v, "forward") != NULL;
       c->mode_on[1] = strstr(v, "infer") != NULL;
       c->mode_on[2] = strstr(v, "batcher") != NULL;
-    } else if (!strcmp(k, "--dtypes")) {
-      c->dtype_on[0] = strstr(v, "f32") != NULL;
-      c->dtype_on[1] = strstr(v, "bf16") != NULL;
+    } else if (!strcmp(k, "--dtypes") && !sp_cli_dtypes(v, c->dtype_on)) {
     } else {
       fprintf(stderr, "infer: unknown option %s\n", k);
       return 2;
@@ -172,7 +171,7 @@ static int parse_args(int argc, char **argv, bench_cfg *c) {
   if (argc % 2 == 0 || c->duration <= 0 || !c->n_threads || !c->clients || c->clients > MAXT) {
     fprintf(stderr,
             "usage: infer [--backend NAME] [--duration S] [--threads 1,2,4,8,16] "
-            "[--dtypes f32,bf16] [--modes forward,infer,batcher] [--clients 64] "
+            "[--dtypes f32,bf16,f16] [--modes forward,infer,batcher] [--clients 64] "
             "[--max-batch N] [--max-delay-us N] [--workers N]\n");
     return 2;
   }
@@ -211,7 +210,7 @@ static void bench_batcher(const bench_cfg *c, bench_shared *sh, const char *dn) 
 
 static int bench_dtype(const bench_cfg *c, sp_device *dev, sp_dtype dt) {
   static const unsigned dims[] = {IN, 1024, 1024, OUT};
-  const char *dn = dt == SP_BF16 ? "bf16" : "f32";
+  const char *dn = sp_cli_dtype_name(dt);
   bench_shared sh = {0};
   if (sp_model_mlp_random(dev, dims, 4, 1, dt, &sh.m) != SP_OK) {
     fprintf(stderr, "infer: %s model: %s\n", dn, sp_last_error());
@@ -248,8 +247,8 @@ int main(int argc, char **argv) {
          c.duration);
   printf("%-22s %7s %12s %9s %9s\n", "mode", "threads", "calls/s", "p50 us", "p99 us");
   int rc = 0;
-  for (int d = 0; d < 2; d++)
-    if (c.dtype_on[d]) rc |= bench_dtype(&c, dev, d ? SP_BF16 : SP_F32);
+  for (unsigned d = SP_F32; d <= SP_F16; d++)
+    if (c.dtype_on[d]) rc |= bench_dtype(&c, dev, (sp_dtype)d);
   sp_memory_stats ms;
   if (sp_memory_stats_get(dev, &ms) == SP_OK)
     printf("memory: reserved peak %.1f MiB, allocs %llu, cache hits %llu, backend allocs %llu\n",

@@ -3,13 +3,13 @@
  * Rows: the launch+sync limit of the graph-replay design (a graph of three empty kernels per
  * thread, launched and synced per forward), then the 512-1024-1024-512 MLP through
  * sp_model_forward + sp_stream_sync (graph replay, as bench/infer) with STREAMPOOL_CUDA_LINEAR =
- * cublaslt (cuBLASLt only), kernel (our GEMV only) and auto (the timed choice), f32 and bf16, at
- * batch 1 on 1 and 16 threads and at batch 8 and 32 (or --batches, each 1..32) on 16 threads. Each
- * row prints forwards/s, rows per second, p50/p99 latency and the ratio to the cuBLASLt-only row
- * and to the limit.
- * In auto mode the shapes are first run once eagerly (a model built with STREAMPOOL_GRAPHS=0), so
- * the backend times them outside capture; the graphs captured afterwards use the cached choice.
- * usage: linear [--duration S] [--threads 1,16] [--batches 8,32]
+ * cublaslt (cuBLASLt only), kernel (our GEMV only) and auto (the timed choice), f32, bf16 and f16
+ * (or --dtypes), at batch 1 on 1 and 16 threads and at batch 8 and 32 (or --batches, each 1..32) on
+ * 16 threads. Each row prints forwards/s, rows per second, p50/p99 latency and the ratio to the
+ * cuBLASLt-only row and to the limit. In auto mode the shapes are first run once eagerly (a model
+ * built with STREAMPOOL_GRAPHS=0), so the backend times them outside capture; the graphs captured
+ * afterwards use the cached choice. usage: linear [--duration S] [--threads 1,16] [--batches 8,32]
+ * [--dtypes f32,bf16,f16]
  */
 #include <math.h>
 #include <pthread.h>
@@ -197,6 +197,9 @@ static double run_row(run_shared *sh, unsigned threads, double duration, const c
 
 static const char *const modes[] = {"cublaslt", "kernel", "auto"};
 static const unsigned dims[] = {IN, 1024, 1024, OUT};
+#define LINEAR_USAGE \
+  "usage: linear [--duration S] [--threads 1,16] [--batches 8,32] [--dtypes f32,bf16,f16]\n"
+
 enum { MAXB = 32, NBATCH = 8 };
 static unsigned batches[NBATCH + 1] = {1, 8, 32}; /* batch 1, then the --batches list */
 static size_t n_batches = 3;
@@ -237,19 +240,21 @@ static int warm_choices(sp_device *dev, sp_dtype dt) {
 int main(int argc, char **argv) {
   double duration = 1.0;
   unsigned threads[2] = {1, 16};
+  bool dtype_on[3] = {true, true, true};
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!strcmp(argv[i], "--duration")) duration = atof(argv[i + 1]);
     else if (!strcmp(argv[i], "--threads") &&
              sscanf(argv[i + 1], "%u,%u", &threads[0], &threads[1]) == 2) {
     } else if (!strcmp(argv[i], "--batches") && parse_batches(argv[i + 1]) == 0) {
+    } else if (!strcmp(argv[i], "--dtypes") && !sp_cli_dtypes(argv[i + 1], dtype_on)) {
     } else {
-      fprintf(stderr, "usage: linear [--duration S] [--threads 1,16] [--batches 8,32]\n");
+      fprintf(stderr, LINEAR_USAGE);
       return 2;
     }
   }
   if (argc % 2 == 0 || duration <= 0 || !threads[0] || !threads[1] || threads[0] > MAXT ||
       threads[1] > MAXT) {
-    fprintf(stderr, "usage: linear [--duration S] [--threads 1,16] [--batches 8,32]\n");
+    fprintf(stderr, LINEAR_USAGE);
     return 2;
   }
   CUmodule mod;
@@ -270,8 +275,9 @@ int main(int argc, char **argv) {
   for (int k = 0; k < 2; k++)
     limit[k] = run_row(&empty, threads[k], duration, "limit: 3 empty kernels", 0, 0);
   int rc = 0;
-  for (int dti = 0; dti < 2; dti++) {
-    sp_dtype dt = dti ? SP_BF16 : SP_F32;
+  for (unsigned dti = SP_F32; dti <= SP_F16; dti++) {
+    sp_dtype dt = (sp_dtype)dti;
+    if (!dtype_on[dt]) continue;
     double lt[NBATCH + 1][2] = {{0}};
     for (int mi = 0; mi < 3; mi++) {
       setenv("STREAMPOOL_CUDA_LINEAR", modes[mi], 1);
@@ -292,7 +298,7 @@ int main(int argc, char **argv) {
         for (int k = 0; k < 2; k++) {
           if (bi > 0 && k == 0) continue; /* batches above 1: the many-thread column only */
           char label[64];
-          snprintf(label, sizeof(label), "%s %s", dti ? "bf16" : "f32", modes[mi]);
+          snprintf(label, sizeof(label), "%s %s", sp_cli_dtype_name(dt), modes[mi]);
           sh.batch = batches[bi];
           double r =
               run_row(&sh, threads[k], duration, label, mi ? lt[bi][k] : 0, bi == 0 ? limit[k] : 0);

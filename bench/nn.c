@@ -7,7 +7,7 @@
  * of the activation (one in-place kernel after cuBLASLt, or our kernel's epilogue) shows as the
  * ratio between the two rows; the four Linears of a MiniLM layer at 32 rows (one sentence).
  * STREAMPOOL_CUDA_LINEAR=kernel / cublaslt force one Linear implementation (default: the timed
- * choice). f32 and bf16. Each row: microseconds per op on the device
+ * choice). f32, bf16 and f16. Each row: microseconds per op on the device
  * (timing events around REPS back-to-back submissions after a warm-up) and the bytes the op must
  * move at least, per second. The data is zeros (timing does not depend on values; lengths are
  * the full sequence).
@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "backend/backend.h"
+#include "core/dtype.h"
 
 enum { MAXBUF = 8 };
 
@@ -81,12 +82,12 @@ static double time_row(const row *r) {
 
 static void print_row(const row *r, sp_dtype dt, const char *shape) {
   double us = time_row(r);
-  printf("%-11s %-5s %-28s %10.2f %10.1f\n", r->name, dt == SP_BF16 ? "bf16" : "f32", shape, us,
+  printf("%-11s %-5s %-28s %10.2f %10.1f\n", r->name, sp__dtype_name(dt), shape, us,
          r->bytes / (us * 1e-6) / 1e9);
 }
 
 static void bench_dtype(sp_dtype dt) {
-  size_t es = dt == SP_BF16 ? 2 : 4;
+  size_t es = sp__dtype_size(dt);
   char shape[64];
   static const unsigned ln[][2] = {{32, 384}, {8192, 384}, {4096, 768}};
   for (size_t i = 0; i < 3; i++) {
@@ -206,6 +207,7 @@ int main(int argc, char **argv) {
   printf("%-11s %-5s %-28s %10s %10s\n", "op", "dtype", "shape", "us/op", "GB/s min");
   bench_dtype(SP_F32);
   bench_dtype(SP_BF16);
+  bench_dtype(SP_F16);
   B->stream_destroy(S);
   B->device_close(D);
   return 0;

@@ -398,7 +398,11 @@ sp_status sp_memory_history_disable(sp_device *dev);
  * ------------------------------------------------------------------------------------------- */
 
 typedef struct sp_model sp_model;
-typedef enum sp_dtype { SP_F32 = 0, SP_BF16 = 1 } sp_dtype;
+/* The element type of a model's weights and activations on the device. Inputs and outputs of
+ * forward and infer are f32 whatever the dtype (converted on the device). SP_BF16 and SP_F16
+ * store 16 bits and accumulate in f32; f16 (IEEE half: 11 significant bits, finite up to 65504)
+ * keeps three more bits than bf16 and overflows where bf16 would not. */
+typedef enum sp_dtype { SP_F32 = 0, SP_BF16 = 1, SP_F16 = 2 } sp_dtype;
 
 /* A model is what its description says; nothing is guessed from tensor names.
  *
@@ -445,10 +449,10 @@ sp_status sp_model_desc_parse(const char *text, sp_model_desc **out);
 void sp_model_desc_free(sp_model_desc *desc); /* NULL ok. Externally synchronized. */
 
 /* Loads an MLP described by desc from a safetensors file (tensors F32, BF16 or F16, converted to
- * dt, f32 or bf16, on the host). desc NULL: the description comes from the file's "__metadata__"
- * key "streampool.arch", else from a config.json in the file's folder with that key (the text
- * form). A file with no description (a bare state dict) is refused, saying how to give one; so is
- * a torch.save file (zip or pickle), a tensor the description does not use (BatchNorm's
+ * dt, f32, bf16 or f16, on the host). desc NULL: the description comes from the file's
+ * "__metadata__" key "streampool.arch", else from a config.json in the file's folder with that key
+ * (the text form). A file with no description (a bare state dict) is refused, saying how to give
+ * one; so is a torch.save file (zip or pickle), a tensor the description does not use (BatchNorm's
  * running_mean, a Conv's rank-4 weight, ... named as what they are), a missing tensor, a shape that
  * does not chain. All these give SP_ERR_INVALID_ARGUMENT with the problem named. Any thread. */
 sp_status sp_model_load_desc(sp_device *dev, const char *safetensors_path,

@@ -150,7 +150,28 @@ const char *sp_cli_list(const char *s, unsigned lo, unsigned hi, bool distinct, 
 const char *sp_cli_dtype(const char *s, sp_dtype *out) {
   if (!strcmp(s, "f32")) *out = SP_F32;
   else if (!strcmp(s, "bf16")) *out = SP_BF16;
-  else return "not a dtype (f32 or bf16)";
+  else if (!strcmp(s, "f16")) *out = SP_F16;
+  else return "not a dtype (f32, bf16 or f16)";
+  return NULL;
+}
+
+const char *sp_cli_dtypes(const char *s, bool on[3]) {
+  bool seen[3] = {false, false, false};
+  for (const char *p = s;; p++) {
+    char item[8];
+    size_t len = strcspn(p, ",");
+    if (len == 0 || len >= sizeof(item)) return "not a list of dtypes (e.g. f32,bf16,f16)";
+    memcpy(item, p, len);
+    item[len] = 0;
+    sp_dtype dt;
+    const char *why = sp_cli_dtype(item, &dt);
+    if (why) return why;
+    if (seen[dt]) return "names a dtype twice";
+    seen[dt] = true;
+    p += len;
+    if (!*p) break;
+  }
+  memcpy(on, seen, sizeof(seen));
   return NULL;
 }
 
@@ -167,4 +188,6 @@ const char *sp_cli_backend(const char *s, const char **out) {
   return NULL;
 }
 
-const char *sp_cli_dtype_name(sp_dtype dt) { return dt == SP_BF16 ? "bf16" : "f32"; }
+const char *sp_cli_dtype_name(sp_dtype dt) {
+  return dt == SP_BF16 ? "bf16" : dt == SP_F16 ? "f16" : "f32";
+}

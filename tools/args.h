@@ -49,10 +49,12 @@ const char *sp_cli_decimal(const char *s, double lo, double hi, double *out);
 /* Up to max_n counts in [lo, hi] into out[], *n of them; distinct: no value twice. */
 const char *sp_cli_list(const char *s, unsigned lo, unsigned hi, bool distinct, unsigned max_n,
                         unsigned *out, unsigned *n);
-const char *sp_cli_dtype(const char *s, sp_dtype *out);      /* f32 | bf16                   */
+const char *sp_cli_dtype(const char *s, sp_dtype *out); /* f32 | bf16 | f16             */
+/* A comma-separated list of dtypes, each at most once ("f32,f16"): on[dt] says which. */
+const char *sp_cli_dtypes(const char *s, bool on[3]);
 const char *sp_cli_backend(const char *s, const char **out); /* host | cuda | auto (-> NULL) */
 
-/* "f32" or "bf16". */
+/* "f32", "bf16" or "f16". */
 const char *sp_cli_dtype_name(sp_dtype dt);
 
 #endif /* SP_CLI_ARGS_H */

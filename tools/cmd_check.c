@@ -5,8 +5,8 @@
  * (4 x features). The error is the CLI's one metric (measure.h): per row max |y - want| /
  * max |want| (near-zero rows absolutely at 1e-6), the largest over all rows; above --tol (default
  * the dtype's tolerance of measure.h, the same as `streampool run` checks with: 1e-5 f32, 1e-2
- * bf16) the command exits 1. It prints one line, or one JSON document with --json. Exit status:
- * 0 within tolerance, 1 above it or a failure (message on stderr), 2 bad usage.
+ * bf16, 2e-3 f16) the command exits 1. It prints one line, or one JSON document with --json. Exit
+ * status: 0 within tolerance, 1 above it or a failure (message on stderr), 2 bad usage.
  */
 #include <fcntl.h>
 #include <stdio.h>
@@ -34,11 +34,11 @@ typedef struct check_opts {
 static void check_usage(FILE *f) {
   fprintf(f,
           "usage: streampool check --model FILE.safetensors --inputs IN.f32 --expect OUT.f32\n"
-          "                        [--dtype f32|bf16] [--tol X] [--batch N] [--backend NAME]\n"
+          "                        [--dtype f32|bf16|f16] [--tol X] [--batch N] [--backend NAME]\n"
           "                        [--arch TEXT] [--json]\n" SP_CLI_ARCH_USAGE
           "  IN/OUT: raw little-endian float32, row-major. Exit 0 when the relative error\n"
           "  (per row max |y - expected| / max |expected|, the largest over the rows) is within\n"
-          "  --tol (default 1e-5 f32, 1e-2 bf16; the tolerance `streampool run` checks with).\n"
+          "  --tol (default 1e-5 f32, 1e-2 bf16, 2e-3 f16; what `streampool run` checks with).\n"
           "  Prints the chain it built (model: ...) before the result line.\n"
           "  --json: one JSON document on stdout instead of the lines.\n");
 }

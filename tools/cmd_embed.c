@@ -1,4 +1,4 @@
-/* `streampool embed --model DIR [--dtype f32|bf16] [--backend B] [--input FILE|-]
+/* `streampool embed --model DIR [--dtype f32|bf16|f16] [--backend B] [--input FILE|-]
  * [--output FILE.jsonl|FILE.npy|-]`: sentence embeddings of text lines with a BERT-family
  * encoder folder (sp_encoder_load). One line in (UTF-8; a trailing CR is dropped), one embedding
  * out: a JSON array of floats per line (JSONL, "-" is stdout), or one [lines, dim] float32 .npy.
@@ -22,7 +22,8 @@ typedef struct embed_args {
 
 static void embed_usage(FILE *f) {
   fprintf(f,
-          "usage: streampool embed --model DIR [--dtype f32|bf16] [--backend host|cuda|auto]\n"
+          "usage: streampool embed --model DIR [--dtype f32|bf16|f16]\n"
+          "                        [--backend host|cuda|auto]\n"
           "                        [--input FILE|-] [--output FILE.jsonl|FILE.npy|-]\n"
           "  sentence embeddings with a Hugging Face BERT folder (config.json, model.safetensors,\n"
           "  vocab.txt or tokenizer.json, sentence-transformers' modules): one line of UTF-8\n"

@@ -20,4 +20,4 @@ double sp_cli_row_error(const float *y, const float *want, size_t n) {
   return err / scale;
 }
 
-double sp_cli_tolerance(sp_dtype dt) { return dt == SP_BF16 ? 1e-2 : 1e-5; }
+double sp_cli_tolerance(sp_dtype dt) { return dt == SP_BF16 ? 1e-2 : dt == SP_F16 ? 2e-3 : 1e-5; }

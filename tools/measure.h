@@ -6,8 +6,9 @@
  *     max_i |y_i - want_i| / max(max_i |want_i|, 1e-6)
  * (relative to the row's largest expected value; a row of near-zeros is compared absolutely at
  * 1e-6); a NaN anywhere makes it infinite. A command's error is the largest over its rows. The
- * default tolerance is 1e-5 for f32 and 1e-2 for bf16 (bf16 keeps 8 bits of mantissa: one
- * rounding step is 2^-8 = 3.9e-3 of a value, and three layers accumulate a few).
+ * default tolerance is 1e-5 for f32, 1e-2 for bf16 and 2e-3 for f16 (bf16 keeps 8 significant
+ * bits: one rounding step is 2^-8 = 3.9e-3 of a value, and three layers accumulate a few; f16
+ * keeps 11: 2^-11 = 4.9e-4 a step).
  * Any thread; no state.
  */
 #ifndef SP_CLI_MEASURE_H

@@ -27,7 +27,7 @@ static void run_usage(FILE *f) {
           "  --inputs FILE       with --model DIR: sentences, one a line (default: seeded\n"
           "                      sentences of 32 tokens)\n"
           "  --max-tokens N      with --model DIR: the batcher's padded tokens per pass\n"
-          "  --dtype f32|bf16    weights and activations (default f32)\n"
+          "  --dtype f32|bf16|f16  weights and activations (default f32)\n"
           "  --threads LIST      thread counts, e.g. 1,2,4,8 (default 1,2,4,8)\n"
           "  --batch N           rows per call (default 1; must be 1 with --batcher)\n"
           "  --duration SECONDS  per thread count (default 3)\n"
@@ -43,7 +43,7 @@ static void run_usage(FILE *f) {
           "  --no-progress       no progress bar on stderr\n"
           "  --self-test-wrong-output  corrupt one output to show that the check fails the run\n"
           "Every output is checked against a single-threaded reference: relative error per row\n"
-          "(max |y - ref| / max |ref|) within 1e-5 (f32) or 1e-2 (bf16).\n"
+          "(max |y - ref| / max |ref|) within 1e-5 (f32), 1e-2 (bf16) or 2e-3 (f16).\n"
           "Exit status: 0 all outputs correct, 1 a wrong output or a failed call, 2 bad usage.\n");
 }
 

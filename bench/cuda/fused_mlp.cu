@@ -123,16 +123,16 @@ __global__ void __launch_bounds__(32 * W) fused_kernel(const __grid_constant__ f
     const unsigned i = lane + 32u * p;
     if (i < nv) {
       float wf[E], xf[E];
-      unpack(head[p], wf, T());
-      unpack(STAGE ? x[i] : ld_l2(x + i), xf, T());
+      sp__unpack16(head[p], wf, T());
+      sp__unpack16(STAGE ? x[i] : ld_l2(x + i), xf, T());
 #pragma unroll
       for (unsigned e = 0; e < E; e++) acc = fmaf(wf[e], xf[e], acc);
     }
   }
   for (unsigned i = lane + 32u * kHeld; i < nv; i += 32) {
     float wf[E], xf[E];
-    unpack(ld_stream(wr + i), wf, T());
-    unpack(STAGE ? x[i] : ld_l2(x + i), xf, T());
+    sp__unpack16(ld_stream(wr + i), wf, T());
+    sp__unpack16(STAGE ? x[i] : ld_l2(x + i), xf, T());
 #pragma unroll
     for (unsigned e = 0; e < E; e++) acc = fmaf(wf[e], xf[e], acc);
   }
@@ -140,8 +140,8 @@ __global__ void __launch_bounds__(32 * W) fused_kernel(const __grid_constant__ f
   for (int k = 16; k > 0; k >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, k);
   if (lane == 0 && active) {
     const T *b = static_cast<const T *>(L.b);
-    const float v = acc + (b ? to_f(b[col]) : 0.f);
-    static_cast<T *>(L.y)[col] = from_f<T>(sp__cuda_act_apply(v, L.act));
+    const float v = acc + (b ? sp__to_f(b[col]) : 0.f);
+    static_cast<T *>(L.y)[col] = sp__from_f<T>(sp__cuda_act_apply(v, L.act));
   }
   __syncthreads();
   if (threadIdx.x == 0) {
@@ -230,8 +230,8 @@ cudaError_t forward(net &n, const variant &v, cudaStream_t s) {
   if (v.m == GEMV_PDL) {
     for (unsigned l = 0; l < kLayers; l++) {
       cudaError_t e =
-          sp__cuda_gemv(s, 1, 1, n.bf16, n.buf[l], n.w[l], n.b[l], n.buf[l + 1], 1, kDims[l],
-                        kDims[l + 1], l + 1 < kLayers ? SP__ACT_RELU : SP__ACT_NONE);
+          sp__cuda_gemv(s, 1, 1, n.bf16 ? SP_BF16 : SP_F32, n.buf[l], n.w[l], n.b[l], n.buf[l + 1],
+                        1, kDims[l], kDims[l + 1], l + 1 < kLayers ? SP__ACT_RELU : SP__ACT_NONE);
       if (e != cudaSuccess) return e;
     }
     return cudaSuccess;

@@ -103,8 +103,8 @@ __all__ = ["Device", "DeviceInfo", "Stream", "Model", "Batcher", "Encoder", "Enc
 
 __version__ = lib.sp_version().decode()
 
-_DTYPES = {"f32": 0, "float32": 0, "bf16": 1, "bfloat16": 1}
-_DTYPE_NAMES = {0: "f32", 1: "bf16"}
+_DTYPES = {"f32": 0, "float32": 0, "bf16": 1, "bfloat16": 1, "f16": 2, "float16": 2}
+_DTYPE_NAMES = {0: "f32", 1: "bf16", 2: "f16"}
 _MODES = {None: 0, "round_robin": 0, "exclusive": 1}
 _BACKENDS = ("auto", "host", "cuda")
 
@@ -148,10 +148,10 @@ def _uint(name: str, value: Any, lo: int = 0, hi: int = 2**32 - 1) -> int:
 
 def _dtype_arg(dtype: Union[str, Any]) -> int:
     key = dtype if isinstance(dtype, str) else getattr(dtype, "name", None)
-    if key is None and dtype is np.float32:
-        key = "float32"
+    if key is None and dtype in (np.float32, np.float16):
+        key = np.dtype(dtype).name
     if key not in _DTYPES:
-        raise InvalidArgumentError(f"dtype must be 'f32' or 'bf16', got {dtype!r}")
+        raise InvalidArgumentError(f"dtype must be 'f32', 'bf16' or 'f16', got {dtype!r}")
     return _DTYPES[key]
 
 
@@ -463,8 +463,8 @@ def _plain(a: np.ndarray) -> np.ndarray:
 
 
 class Model(*((_ModelBase, _Closable) if _ModelBase else (_Closable,))):  # type: ignore[misc]
-    """An MLP on a device: Linear layers with ReLU between them, weights in f32 or bf16 (the
-    activations and the caller's arrays are float32). Build with :meth:`load` or
+    """An MLP on a device: Linear layers with ReLU between them, weights in f32, bf16 or f16
+    (the activations and the caller's arrays are float32). Build with :meth:`load` or
     :meth:`mlp_random`. Call it from any number of threads: ``y = model(x)``, x a [batch,
     in_features] float32 array (see :meth:`_call`)."""
 
@@ -485,7 +485,7 @@ class Model(*((_ModelBase, _Closable) if _ModelBase else (_Closable,))):  # type
              dtype: Union[str, Any] = "f32",
              arch: Optional[str] = None) -> Union["Model", "Encoder"]:
         """Loads an MLP from a safetensors file holding a PyTorch state dict (tensors F32, BF16
-        or F16), converted to dtype ("f32" or "bf16") on the device. The model is what its
+        or F16), converted to dtype ("f32", "bf16" or "f16") on the device. The model is what its
         description says: arch (e.g. "0:linear 1:gelu 2:layernorm 3:linear", the text form of
         include/streampool.h's sp_model_desc_parse), else the file's "__metadata__" key
         "streampool.arch", else a config.json beside the file with that key; a bare state dict
@@ -738,8 +738,8 @@ class Encoder(_Closable):
     @classmethod
     def load(cls, device: Device, path: Union[str, "os.PathLike[str]"],
              dtype: Union[str, Any] = "f32") -> "Encoder":
-        """Loads the encoder folder at path with weights and activations in dtype ("f32" or
-        "bf16") on the device."""
+        """Loads the encoder folder at path with weights and activations in dtype ("f32",
+        "bf16" or "f16") on the device."""
         if not isinstance(device, Device):
             raise InvalidArgumentError(f"device must be a streampool.Device, got "
                                        f"{type(device).__name__}")

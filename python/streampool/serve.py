@@ -22,7 +22,7 @@ Two ways in:
 The device is a GPU when the replica has ``num_gpus=1`` (Ray sets CUDA_VISIBLE_DEVICES, so it is
 index 0 in the replica), else the host backend. ``check_health`` (called by Serve every
 ``health_check_period_s``) runs a one-row forward and compares it with the answer computed at
-start-up (relative error 1e-4 for f32, 2e-2 for bf16), and syncs the device: a device that
+start-up (relative error 1e-4 for f32, 2e-2 for bf16, 4e-3 for f16), and syncs the device: a device that
 fails or answers differently marks the replica unhealthy and Serve replaces it. Shutdown is
 graceful: Serve stops routing to the replica and waits for its requests
 (``graceful_shutdown_timeout_s``); then the replica refuses new work, waits for the requests it
@@ -80,7 +80,7 @@ class ServeSettings:
     backend: "auto" (CUDA when the replica has a GPU, else host), "host" or "cuda";
     device_index: the device within the replica's visible ones (0: the GPU Ray assigned);
     streams: the device's stream pool size (0: the library's default);
-    dtype: weights in "f32" or "bf16";
+    dtype: weights in "f32", "bf16" or "f16";
     max_batch, max_delay_us, workers: the batcher's settings (0: the library's defaults);
     threads: the replica's thread pool for blocking batcher calls (rows in flight at once);
     max_rows: rows per request at most; max_body_bytes: HTTP body size at most (413 beyond).
@@ -237,7 +237,7 @@ class _Replica:
         self.dev.sync()
         # Not bitwise: another stream may pick another GEMM algorithm on CUDA.
         ref = self.probe_answer
-        tol = 1e-4 if self.model.dtype == "f32" else 2e-2
+        tol = {"f32": 1e-4, "bf16": 2e-2, "f16": 4e-3}[self.model.dtype]
         err = float(np.max(np.abs(y - ref))) / max(float(np.max(np.abs(ref))), 1e-30)
         if not err <= tol:  # also catches NaN
             raise RuntimeError(f"the device answers the health probe with {y[0, :4]}..., "

@@ -1,5 +1,5 @@
 """Goal: Model.load / mlp_random / model(x) / forward compute what NumPy computes in float64
-(f32: relative error <= 1e-5; bf16 weights and activations: <= 1e-2), accept any array-like
+(f32: relative error <= 1e-5; bf16 weights and activations: <= 1e-2, f16: <= 2e-3), accept any array-like
 input, and reject bad input with a clear exception, in Python before the C call where the
 package can see it (dtype, shape, contiguity) and with the library's message otherwise.
 Method: seeded PyTorch-style weights saved as safetensors with NumPy; random batches of 1..33
@@ -26,12 +26,15 @@ def test_load_matches_numpy(dev, layers, weights_path):
         assert err <= 1e-5, f"batch {batch}: relative error {err:.3g} > 1e-5"
 
 
-def test_load_bf16(dev, layers, weights_path):
-    m = sp.Model.load(dev, weights_path, dtype="bf16")
-    assert m.dtype == "bf16"
-    x = np.random.default_rng(2).standard_normal((5, DIMS[0]), dtype=np.float32)
-    err = rel_err(m(x), reference(layers, x))
-    assert err <= 1e-2, f"bf16 relative error {err:.3g} > 1e-2"
+@pytest.mark.parametrize("dtype,alias,tol", [("bf16", "bfloat16", 1e-2), ("f16", np.float16, 2e-3)])
+def test_load_16bit(dev, layers, weights_path, dtype, alias, tol):
+    for name in (dtype, alias):
+        m = sp.Model.load(dev, weights_path, dtype=name)
+        assert m.dtype == dtype
+        x = np.random.default_rng(2).standard_normal((5, DIMS[0]), dtype=np.float32)
+        err = rel_err(m(x), reference(layers, x))
+        assert err <= tol, f"{dtype} relative error {err:.3g} > {tol}"
+        m.close()
 
 
 def test_array_likes(dev, weights_path, layers):
@@ -70,7 +73,7 @@ def test_mlp_random_bad(dev, dims, match):
 
 def test_load_bad(dev, tmp_path, layers):
     with pytest.raises(sp.InvalidArgumentError, match="dtype must be"):
-        sp.Model.load(dev, "x", dtype="f16")
+        sp.Model.load(dev, "x", dtype="f8")
     with pytest.raises(sp.InvalidArgumentError, match="Device"):
         sp.Model.load("dev", "x")
     with pytest.raises(sp.StreampoolError, match="no_such_file"):

@@ -52,9 +52,9 @@ typedef enum sp__act {
 
 /* y[batch, out] = act(x[batch, in] · w[out, in]ᵀ + bias[out]); row-major, PyTorch layout.
  * x, w, bias and y all hold `dtype` elements; accumulation is f32 (TF32 off); the activation is
- * applied in f32 after the bias. In bf16 a backend may round x·wᵀ + bias to bf16 before the
- * activation (the CUDA backend's cuBLASLt path does, as PyTorch's bf16 Linear then GELU does):
- * y is rounded once or twice. */
+ * applied in f32 after the bias. In bf16 and f16 a backend may round x·wᵀ + bias to the dtype
+ * before the activation (the CUDA backend's cuBLASLt path does, as PyTorch's bf16 Linear then GELU
+ * does): y is rounded once or twice. */
 typedef struct sp__linear {
   sp_dtype dtype;
   unsigned batch, in_features, out_features;
@@ -65,7 +65,7 @@ typedef struct sp__linear {
   sp__act act;      /* after the bias                     */
 } sp__linear;
 
-/* The layers of an encoder beside Linear (nn_async). Every tensor of `dtype` (f32 or bf16) is
+/* The layers of an encoder beside Linear (nn_async). Every tensor of `dtype` (f32, bf16, f16) is
  * row-major; arithmetic is f32; int32 arrays are device memory like the rest. A sequence batch is
  * `batch` sequences padded to `seq` tokens: row b*seq + t is token t of sequence b, and
  * lengths[b] (1..seq) says how many tokens of sequence b are real; the rest are padding. */
@@ -145,11 +145,11 @@ typedef struct sp__backend {
    * backend may read w while that kernel still runs: cuda_pdl.h). The library's weights are
    * written only at load, which syncs. */
   sp_status (*linear_async)(sp__bstream *s, const sp__linear *op);
-  /* Optional: converts n elements between dtypes (f32 <-> bf16, round to nearest even).
-   * NULL -> only f32 models run on this backend. */
+  /* Optional: converts n elements between f32 and bf16 or f16 (round to nearest
+   * even). NULL -> only f32 models run on this backend. */
   sp_status (*convert_async)(sp__bstream *s, void *dst, sp_dtype dst_type, const void *src,
                              sp_dtype src_type, size_t n);
-  /* Optional: one encoder layer op (sp__nn), stream-ordered like linear_async, in f32 and in bf16
+  /* Optional: one encoder layer op (sp__nn), stream-ordered like linear_async, in f32, bf16 and f16
    * (then convert_async is there too). NULL -> encoders and MLPs with LayerNorm are
    * SP_ERR_UNSUPPORTED on this backend. An op that fails its argument checks (sp__nn_op_check,
    * backend/nn_check.h, the same for every backend) returns SP_ERR_INVALID_ARGUMENT at submission

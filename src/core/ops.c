@@ -16,16 +16,24 @@
  */
 #include "core/ops.h"
 
+#include "core/dtype.h"
 #include "core/env.h"
 
 /* ---- stream work ---------------------------------------------------------------------------- */
+
+sp_status sp__dtype_check(sp_dtype dt, const char *fn) {
+  if (SP__LIKELY(sp__dtype_valid(dt))) return SP_OK;
+  return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: dtype %d is not SP_F32, SP_BF16 or SP_F16", fn,
+                  (int)dt);
+}
 
 sp_status sp__linear_check(const sp_device *dev, sp_dtype dt, const char *fn) {
   const sp__backend *be = dev->be;
   if (SP__UNLIKELY(!be->linear_async))
     return sp__fail(SP_ERR_UNSUPPORTED, "%s: backend '%s' has no linear kernel", fn, be->name);
-  if (SP__UNLIKELY(dt == SP_BF16 && !be->convert_async))
-    return sp__fail(SP_ERR_UNSUPPORTED, "%s: backend '%s' cannot convert f32<->bf16", fn, be->name);
+  if (SP__UNLIKELY(dt != SP_F32 && !be->convert_async))
+    return sp__fail(SP_ERR_UNSUPPORTED, "%s: backend '%s' cannot convert f32<->%s", fn, be->name,
+                    sp__dtype_name(dt));
   return SP_OK;
 }
 

@@ -36,7 +36,11 @@ static inline size_t sp__device_part_round(size_t n) {
 
 /* ---- stream work ---------------------------------------------------------------------------- */
 
-/* Whether dev can run linear layers in dtype dt (bf16 also needs conversions): SP_OK, or
+/* dt is an sp_dtype value: SP_OK, or SP_ERR_INVALID_ARGUMENT naming fn and the value. Any thread.
+ */
+sp_status sp__dtype_check(sp_dtype dt, const char *fn);
+
+/* Whether dev can run linear layers in dtype dt (bf16 and f16 also need conversions): SP_OK, or
  * SP_ERR_UNSUPPORTED with a message naming fn and the backend. Callers of sp__stream_linear and
  * sp__stream_convert check this first. Any thread. */
 sp_status sp__linear_check(const sp_device *dev, sp_dtype dt, const char *fn);

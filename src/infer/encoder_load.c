@@ -456,10 +456,8 @@ static sp_status enc_load(sp_device *dev, const char *dir, sp_dtype dt, sp_encod
   sp_status st = sp__device_enter(dev, FN);
   if (st != SP_OK) return st;
   if (!dir || !out) return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: dir or out is NULL", FN);
-  if (dt != SP_F32 && dt != SP_BF16)
-    return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: dtype %d is neither SP_F32 nor SP_BF16", FN,
-                    (int)dt);
-  st = sp__nn_check(dev, dt, FN);
+  st = sp__dtype_check(dt, FN);
+  if (st == SP_OK) st = sp__nn_check(dev, dt, FN);
   if (st != SP_OK) return st;
   sp_encoder *e = sp__calloc(1, sizeof(*e));
   if (!e) return sp__fail(SP_ERR_HOST_MEMORY, "%s: out of host memory", FN);

@@ -5,7 +5,8 @@
  * infer take no lock. A forward takes one workspace block from the allocator on its stream (two
  * ping-pong activation buffers of batch x max_dim elements), enqueues per layer one linear (its
  * activation fused) and, where the layer has one, a LayerNorm in place on its output (plus
- * f32<->bf16 conversions for bf16 models), and frees the workspace in stream order at once.
+ * the input's and output's conversions for bf16 and f16 models), and frees the workspace in
+ * stream order at once.
  * Where graphs are on (m->graphs), sp_model_forward replays a graph captured per (stream, batch,
  * in, out) (plan.c; its workspace block stays with the plan) and enqueues op by op otherwise.
  * sp_model_infer runs through a plan cached per (stream, batch) (plan.c: buffers kept, the pass
@@ -23,18 +24,10 @@
 #include <string.h>
 
 #include "alloc/alloc.h"
+#include "core/dtype.h"
 #include "core/ops.h"
 #include "infer/plan.h"
 #include "infer/safetensors.h"
-
-void sp__param_store(void *dst, sp_dtype dt, size_t i, float v) {
-  if (dt == SP_BF16) {
-    uint16_t h = sp__f32_to_bf16(v);
-    memcpy((unsigned char *)dst + 2 * i, &h, 2);
-  } else {
-    memcpy((unsigned char *)dst + 4 * i, &v, 4);
-  }
-}
 
 /* ---- building ---------------------------------------------------------------------------- */
 
@@ -130,9 +123,8 @@ static sp_status model_new(sp_device *dev, const sp__model_layer *spec, unsigned
 
 static sp_status model_check_spec(const sp__model_layer *spec, unsigned n_layers, sp_dtype dt,
                                   const char *fn) {
-  if (dt != SP_F32 && dt != SP_BF16)
-    return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: dtype %d is neither SP_F32 nor SP_BF16", fn,
-                    (int)dt);
+  sp_status st = sp__dtype_check(dt, fn);
+  if (st != SP_OK) return st;
   if (!spec || n_layers == 0)
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: need at least one layer", fn);
   uint64_t params = 0;
@@ -225,11 +217,11 @@ static sp_status model_random_fill(void *user, unsigned layer, sp_dtype dt, void
   float bound = 1.0f / sqrtf((float)in);
   for (size_t i = 0; i < (size_t)in * out; i++) {
     float u = (float)(model_splitmix(&x) >> 40) * (1.0f / 16777216.0f);
-    sp__param_store(w, dt, i, (2.0f * u - 1.0f) * bound);
+    sp__elem_store(w, dt, i, (2.0f * u - 1.0f) * bound);
   }
   for (size_t i = 0; i < out; i++) {
     float u = (float)(model_splitmix(&x) >> 40) * (1.0f / 16777216.0f);
-    sp__param_store(b, dt, i, (2.0f * u - 1.0f) * bound);
+    sp__elem_store(b, dt, i, (2.0f * u - 1.0f) * bound);
   }
   return SP_OK;
 }
@@ -346,8 +338,8 @@ sp_status sp__model_enqueue(const sp_model *m, sp_stream *s, const float *in, fl
   unsigned next = 0;
   const void *x = in;
   sp_status st = SP_OK;
-  if (m->dtype == SP_BF16) {
-    st = sp__stream_convert(s, buf[0], SP_BF16, in, SP_F32, (size_t)batch * m->layers[0].in);
+  if (m->dtype != SP_F32) {
+    st = sp__stream_convert(s, buf[0], m->dtype, in, SP_F32, (size_t)batch * m->layers[0].in);
     x = buf[0];
     next = 1;
   }
@@ -369,8 +361,8 @@ sp_status sp__model_enqueue(const sp_model *m, sp_stream *s, const float *in, fl
     x = y;
     next ^= 1u;
   }
-  if (st == SP_OK && m->dtype == SP_BF16)
-    st = sp__stream_convert(s, out, SP_F32, x, SP_BF16,
+  if (st == SP_OK && m->dtype != SP_F32)
+    st = sp__stream_convert(s, out, SP_F32, x, m->dtype,
                             (size_t)batch * m->layers[m->n_layers - 1].out);
   return st;
 }

@@ -69,7 +69,4 @@ size_t sp__model_workspace_bytes(const sp_model *m, unsigned batch);
 sp_status sp__model_enqueue(const sp_model *m, sp_stream *s, const float *in, float *out,
                             unsigned batch, void *workspace);
 
-/* Stores v as element i of a dt array. */
-void sp__param_store(void *dst, sp_dtype dt, size_t i, float v);
-
 #endif /* SP_INFER_MODEL_H */

@@ -19,6 +19,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "core/ops.h"
 #include "infer/model.h"
 #include "infer/model_desc.h"
 #include "infer/safetensors.h"
@@ -310,9 +311,7 @@ static sp_status model_load(sp_device *dev, const char *path, const sp_model_des
   sp_status st = sp__device_enter(dev, "sp_model_load");
   if (st != SP_OK) return st;
   if (!path || !out) return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_model_load: path or out is NULL");
-  if (dt != SP_F32 && dt != SP_BF16)
-    return sp__fail(SP_ERR_INVALID_ARGUMENT,
-                    "sp_model_load: dtype %d is neither SP_F32 nor SP_BF16", (int)dt);
+  if ((st = sp__dtype_check(dt, "sp_model_load")) != SP_OK) return st;
   if (desc && (desc->n_layers == 0 || desc->n_layers > 4096 || !desc->layers))
     return sp__fail(SP_ERR_INVALID_ARGUMENT,
                     "sp_model_load: the description has %u layers (1..4096) or no layer array",

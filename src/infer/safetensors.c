@@ -483,20 +483,12 @@ float sp__st_elem(const sp__st_tensor *t, size_t i) {
 }
 
 void sp__st_convert(const sp__st_tensor *t, sp_dtype dt, void *dst) {
-  unsigned char *d = dst;
-  if ((t->dtype == SP__ST_F32 && dt == SP_F32) || (t->dtype == SP__ST_BF16 && dt == SP_BF16)) {
+  if ((t->dtype == SP__ST_F32 && dt == SP_F32) || (t->dtype == SP__ST_BF16 && dt == SP_BF16) ||
+      (t->dtype == SP__ST_F16 && dt == SP_F16)) {
     memcpy(dst, t->data, t->bytes);
     return;
   }
-  for (size_t i = 0; i < t->numel; i++) {
-    float v = sp__st_elem(t, i);
-    if (dt == SP_BF16) {
-      uint16_t h = sp__f32_to_bf16(v);
-      memcpy(d + 2 * i, &h, 2);
-    } else {
-      memcpy(d + 4 * i, &v, 4);
-    }
-  }
+  for (size_t i = 0; i < t->numel; i++) sp__elem_store(dst, dt, i, sp__st_elem(t, i));
 }
 
 void sp__safetensors_free(sp__safetensors *st) {

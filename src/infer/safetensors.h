@@ -28,7 +28,7 @@ enum {
   SP__ST_NAME_MAX = 256,                 /* the longest tensor name accepted, bytes    */
 };
 
-/* The element types a file may hold (the model's own dtype is an sp_dtype: f32 or bf16). */
+/* The element types a file may hold (the model's own dtype is an sp_dtype: f32, bf16 or f16). */
 typedef enum sp__st_dtype {
   SP__ST_F32 = 0,
   SP__ST_BF16,
@@ -91,7 +91,8 @@ const char *sp__safetensors_meta(const sp__safetensors *st, const char *key, boo
 /* Element i of t as f32 (exact for the three float dtypes; integers rounded to f32). */
 float sp__st_elem(const sp__st_tensor *t, size_t i);
 
-/* Writes t's numel elements to dst as dt (f32 or bf16; bf16 rounds to nearest even). */
+/* Writes t's numel elements to dst as dt (f32, bf16 or f16; a narrowing rounds to nearest even, f16
+ * overflowing to infinity above 65504). */
 void sp__st_convert(const sp__st_tensor *t, sp_dtype dt, void *dst);
 
 void sp__safetensors_free(sp__safetensors *st); /* NULL ok */

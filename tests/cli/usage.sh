@@ -97,7 +97,7 @@ ys = [[sum(w[o][i] * x[i] for i in range(3)) + b[o] for o in range(2)] for x in 
 open(d + "/lin.out", "wb").write(b"".join(struct.pack("<2f", *y) for y in ys))
 PY
 lin=(--backend host --model "$tmp/lin.safetensors" --inputs "$tmp/lin.in" --expect "$tmp/lin.out")
-for dt in f32 bf16; do
+for dt in f32 bf16 f16; do
   "$cli" check "${lin[@]}" --dtype $dt --json >"$tmp/check.json"; rc=$?
   [ $rc -eq 0 ] && json_ok "$tmp/check.json"; check "check --json --dtype $dt (rc $rc)" $?
   "$cli" run --backend host --duration 0.05 --threads 1 --dtype $dt --json >"$tmp/run.json"

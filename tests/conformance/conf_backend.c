@@ -8,7 +8,7 @@
  * events measure and reject what they must, events survive concurrent record/query/wait/sync;
  * devices open and name themselves, segments are aligned and hold data, an impossible request is
  * SP_ERR_OUT_OF_MEMORY, decommitted pages give their memory back and hold data once committed
- * again; Linear matches a double reference (f32, bf16) and f32<->bf16 conversion
+ * again; Linear matches a double reference (f32, bf16, f16) and f32<->bf16/f16 conversion
  * rounds to nearest even (where the backend has those optional slots).
  * Method: drive the table directly (no core: sp__backend_find gives the table) with a fresh
  * backend device per case. Streams are held with a gate host function (tu_gate) to create pending
@@ -27,7 +27,7 @@
 #include <string.h>
 
 #include "backend/backend.h"
-#include "core/dtype.h" /* sp__bf16_to_f32: a plain bit shift, for the reference */
+#include "core/dtype.h" /* sp__dtype_name */
 #include "testutil.h"
 #include "tu_backend.h"
 
@@ -556,23 +556,41 @@ static void test_memory_pages(void **state) {
 
 static float rand_float(tu_rng *r) { return (float)((double)tu_rng_below(r, 2000001) / 1e6 - 1.0); }
 
-/* f32 -> bf16 by a different method than any backend's: the nearer of the two neighbours in
- * double, ties to the even one. Not for NaN. */
-static uint16_t ref_bf16(float f) {
-  uint32_t u;
-  memcpy(&u, &f, 4);
-  uint16_t lo = (uint16_t)(u >> 16), hi = (uint16_t)(lo + 1);
-  if ((u & 0xffff) == 0) return lo;
-  double dl = fabs((double)f - (double)sp__bf16_to_f32(lo));
-  double dh = isinf(sp__bf16_to_f32(hi)) && !isinf(f)
-                  ? fabs((double)f - ldexp(1.0, 128) * (f < 0 ? -1 : 1))
-                  : fabs((double)f - (double)sp__bf16_to_f32(hi));
-  if (dl < dh) return lo;
-  if (dh < dl) return hi;
-  return (lo & 1) ? hi : lo;
+/* A bf16 or f16 pattern's value by a different method than any backend's: the IEEE formula in
+ * double (m significand bits after the point, exponent bias e). Not for NaN; infinity as HUGE_VAL.
+ */
+static double ref_widen16(uint16_t h, sp_dtype dt) {
+  int m = dt == SP_BF16 ? 7 : 10, bias = dt == SP_BF16 ? 127 : 15;
+  unsigned emax = dt == SP_BF16 ? 0xffu : 0x1fu, exp = (h & 0x7fffu) >> m,
+           man = h & ((1u << m) - 1u);
+  double v = exp == emax ? HUGE_VAL
+             : exp == 0  ? ldexp((double)man, 1 - bias - m)
+                         : ldexp((double)((1u << m) + man), (int)exp - bias - m);
+  return (h & 0x8000u) ? -v : v;
 }
 
-static int bf16_is_nan(uint16_t h) { return (h & 0x7fff) > 0x7f80; }
+/* f32 -> bf16 or f16 by a different method than any backend's: a binary search over the ordered
+ * positive patterns for f's two neighbours, the nearer in double, ties to the even pattern; past
+ * the largest finite value infinity counts as the next power of two, as IEEE rounding has it.
+ * Not for NaN. */
+static uint16_t ref_round16(float f, sp_dtype dt) {
+  uint16_t sign = signbit(f) ? 0x8000u : 0, inf = dt == SP_BF16 ? 0x7f80u : 0x7c00u;
+  double a = fabs((double)f), top = dt == SP_BF16 ? ldexp(1.0, 128) : 65536.0;
+  if (a >= top) return sign | inf;
+  uint16_t lo = 0, hi = inf; /* ref_widen16(lo) <= a < value(hi), value(inf) = top */
+  while (hi - lo > 1) {
+    uint16_t mid = (uint16_t)((lo + hi) / 2);
+    if (ref_widen16(mid, dt) <= a) lo = mid;
+    else hi = mid;
+  }
+  double dl = a - ref_widen16(lo, dt), dh = (hi == inf ? top : ref_widen16(hi, dt)) - a;
+  uint16_t pick = dl < dh ? lo : dh < dl ? hi : (lo & 1u) ? hi : lo;
+  return sign | pick;
+}
+
+static int is_nan16(uint16_t h, sp_dtype dt) {
+  return (h & 0x7fffu) > (dt == SP_BF16 ? 0x7f80u : 0x7c00u);
+}
 
 static void *upload(sp__bdevice *d, sp__bstream *s, const void *host, size_t bytes) {
   void *p = NULL;
@@ -581,12 +599,13 @@ static void *upload(sp__bdevice *d, sp__bstream *s, const void *host, size_t byt
   return p;
 }
 
-/* One random Linear on the device against a double reference (bf16: on bf16-rounded inputs,
+/* One random Linear on the device against a double reference (bf16, f16: on rounded inputs,
  * converted on the device). Tolerances as conf_matmul.c: f32 5e-5 of sum|x*w| + |b|, bf16 1e-2
  * of the result plus 1e-3 of that sum, plus 4e-3 of |x.w| (the product without the bias):
  * cuBLASLt's bf16 BIAS epilogue may round the product to bf16 before adding the bias, as
  * PyTorch's bf16 addmm does, which costs up to half an ulp of the product (seen on the H200: a
- * 1x1x1 case whose bias cancels most of the product, off by 2.5 ulp of the result). */
+ * 1x1x1 case whose bias cancels most of the product, off by 2.5 ulp of the result). f16 keeps
+ * three more bits: the same terms at an eighth (1.25e-3, 1.25e-4, 5e-4). */
 static void linear_case(sp__bdevice *d, sp__bstream *s, tu_rng *r, sp_dtype dt, unsigned batch,
                         unsigned in, unsigned out, int with_bias, sp__act act) {
   size_t nx = (size_t)batch * in, nw = (size_t)out * in, ny = (size_t)batch * out;
@@ -595,28 +614,28 @@ static void linear_case(sp__bdevice *d, sp__bstream *s, tu_rng *r, sp_dtype dt, 
   for (size_t i = 0; i < nx; i++) x[i] = rand_float(r) * 3.0f;
   for (size_t i = 0; i < nw; i++) w[i] = rand_float(r);
   for (size_t i = 0; i < out; i++) b[i] = rand_float(r);
-  if (dt == SP_BF16) { /* the reference sees exactly the bf16 inputs */
-    for (size_t i = 0; i < nx; i++) x[i] = sp__bf16_to_f32(ref_bf16(x[i]));
-    for (size_t i = 0; i < nw; i++) w[i] = sp__bf16_to_f32(ref_bf16(w[i]));
-    for (size_t i = 0; i < out; i++) b[i] = sp__bf16_to_f32(ref_bf16(b[i]));
+  if (dt != SP_F32) { /* the reference sees exactly the rounded inputs */
+    for (size_t i = 0; i < nx; i++) x[i] = (float)ref_widen16(ref_round16(x[i], dt), dt);
+    for (size_t i = 0; i < nw; i++) w[i] = (float)ref_widen16(ref_round16(w[i], dt), dt);
+    for (size_t i = 0; i < out; i++) b[i] = (float)ref_widen16(ref_round16(b[i], dt), dt);
   }
   float *fx = upload(d, s, x, nx * 4), *fw = upload(d, s, w, nw * 4);
   float *fb = upload(d, s, b, out * 4);
   void *dx = fx, *dw = fw, *db = fb, *dy = NULL, *fy = NULL;
   SP_CHECK_OK(B->mem_alloc(d, ny * el, &dy));
-  if (dt == SP_BF16) {
+  if (dt != SP_F32) {
     SP_CHECK_OK(B->mem_alloc(d, nx * 2, &dx));
     SP_CHECK_OK(B->mem_alloc(d, nw * 2, &dw));
     SP_CHECK_OK(B->mem_alloc(d, out * 2, &db));
     SP_CHECK_OK(B->mem_alloc(d, ny * 4, &fy));
-    SP_CHECK_OK(B->convert_async(s, dx, SP_BF16, fx, SP_F32, nx));
-    SP_CHECK_OK(B->convert_async(s, dw, SP_BF16, fw, SP_F32, nw));
-    SP_CHECK_OK(B->convert_async(s, db, SP_BF16, fb, SP_F32, out));
+    SP_CHECK_OK(B->convert_async(s, dx, dt, fx, SP_F32, nx));
+    SP_CHECK_OK(B->convert_async(s, dw, dt, fw, SP_F32, nw));
+    SP_CHECK_OK(B->convert_async(s, db, dt, fb, SP_F32, out));
   }
   sp__linear op = {dt, batch, in, out, dx, dw, with_bias ? db : NULL, dy, act};
   SP_CHECK_OK(B->linear_async(s, &op));
-  if (dt == SP_BF16) SP_CHECK_OK(B->convert_async(s, fy, SP_F32, dy, SP_BF16, ny));
-  download(s, y, dt == SP_BF16 ? fy : dy, ny * 4);
+  if (dt != SP_F32) SP_CHECK_OK(B->convert_async(s, fy, SP_F32, dy, dt, ny));
+  download(s, y, dt != SP_F32 ? fy : dy, ny * 4);
   for (unsigned i = 0; i < batch; i++)
     for (unsigned o = 0; o < out; o++) {
       double prod = 0.0, scale = with_bias ? fabs(b[o]) : 0.0;
@@ -626,23 +645,19 @@ static void linear_case(sp__bdevice *d, sp__bstream *s, tu_rng *r, sp_dtype dt, 
       }
       double acc = tu_act_ref(act, prod + (with_bias ? b[o] : 0.0));
       double got = y[(size_t)i * out + o];
-      double tol = dt == SP_F32 ? 5e-5 * scale + 1e-7
-                                : 1e-2 * (fabs(acc) + 1e-3 * scale) + 4e-3 * fabs(prod) + 1e-6;
+      double k16 = dt == SP_BF16 ? 1.0 : 0.125; /* f16: an eighth of bf16's terms */
+      double tol = dt == SP_F32
+                       ? 5e-5 * scale + 1e-7
+                       : k16 * (1e-2 * (fabs(acc) + 1e-3 * scale) + 4e-3 * fabs(prod)) + 1e-6;
       if (!(fabs(got - acc) <= tol))
         fail_msg(
             "%s %s linear %ux%ux%u bias=%d act=%d y[%u,%u]: expected %.9g, got %.9g "
             "(tol %.3g)",
-            B->name, dt == SP_F32 ? "f32" : "bf16", batch, in, out, with_bias, (int)act, i, o, acc,
-            got, tol);
+            B->name, sp__dtype_name(dt), batch, in, out, with_bias, (int)act, i, o, acc, got, tol);
     }
-  void *dev_bufs[] = {fx,
-                      fw,
-                      fb,
-                      dy,
-                      dt == SP_BF16 ? dx : NULL,
-                      dt == SP_BF16 ? dw : NULL,
-                      dt == SP_BF16 ? db : NULL,
-                      fy};
+  void *dev_bufs[] = {
+      fx, fw, fb, dy, dt != SP_F32 ? dx : NULL, dt != SP_F32 ? dw : NULL, dt != SP_F32 ? db : NULL,
+      fy};
   for (unsigned i = 0; i < sizeof(dev_bufs) / sizeof(dev_bufs[0]); i++)
     SP_CHECK_OK(B->mem_free(d, dev_bufs[i]));
   free(x), free(w), free(b), free(y);
@@ -657,7 +672,7 @@ static void test_linear(void **state) {
   sp__bdevice *d = tu_be_device(B, 0);
   sp__bstream *s = tu_be_stream(B, d, 1);
   tu_rng r = {tu_seed()};
-  for (unsigned dt = 0; dt < 2; dt++) {
+  for (unsigned dt = SP_F32; dt <= SP_F16; dt++) {
     linear_case(d, s, &r, (sp_dtype)dt, 1, 1, 1, 1, SP__ACT_NONE);
     linear_case(d, s, &r, (sp_dtype)dt, 64, 512, 256, 1, SP__ACT_RELU);
     for (unsigned a = 0; a < SP__ACT_COUNT; a++) /* every activation, the encoder's shapes too */
@@ -688,9 +703,97 @@ static void convert_on_device(sp__bdevice *d, sp__bstream *s, void *dst, sp_dtyp
   SP_CHECK_OK(B->mem_free(d, b));
 }
 
-/* f32 <-> bf16: every bf16 pattern round-trips through f32 (NaN stays NaN), named rounding cases
- * (ties to even, overflow to infinity, subnormals) and random patterns match the reference. How
- * a NaN's payload and sign come through is the backend's choice (the host's: host_backend.c). */
+typedef struct round_case {
+  uint32_t in; /* f32 bits */
+  uint16_t want;
+} round_case;
+
+static const round_case bf16_cases[] = {
+    {0x3f808000u, 0x3f80}, /* 1 + 2^-8: tie, down to even          */
+    {0x3f818000u, 0x3f82}, /* 1 + 3*2^-8: tie, up to even          */
+    {0x3f808001u, 0x3f81}, /* just above the tie: up               */
+    {0x3f807fffu, 0x3f80}, /* just below: down                     */
+    {0x7f7fffffu, 0x7f80}, /* FLT_MAX rounds to +inf               */
+    {0xff7fffffu, 0xff80}, /* -FLT_MAX to -inf                     */
+    {0x7f800000u, 0x7f80}, /* +inf                                 */
+    {0x80000000u, 0x8000}, /* -0                                   */
+    {0x00000001u, 0x0000}, /* smallest subnormal: down to 0        */
+    {0x00008000u, 0x0000}, /* subnormal tie: even (0)              */
+    {0x00018000u, 0x0002}, /* subnormal tie: even (2)              */
+};
+
+static const round_case f16_cases[] = {
+    {0x3f801000u, 0x3c00}, /* 1 + 2^-11: tie, down to even                  */
+    {0x3f803000u, 0x3c02}, /* 1 + 3*2^-11: tie, up to even                  */
+    {0x3f801001u, 0x3c01}, /* just above the tie: up                        */
+    {0x477fe000u, 0x7bff}, /* 65504, the largest finite                     */
+    {0x477fefffu, 0x7bff}, /* just below 65520: down to 65504               */
+    {0x477ff000u, 0x7c00}, /* 65520: the tie with 2^16 rounds to +inf       */
+    {0xc77ff000u, 0xfc00}, /* -65520 to -inf                                */
+    {0x7f7fffffu, 0x7c00}, /* FLT_MAX to +inf                               */
+    {0x80000000u, 0x8000}, /* -0                                            */
+    {0x33800000u, 0x0001}, /* 2^-24, the smallest subnormal                 */
+    {0x33000000u, 0x0000}, /* 2^-25: tie, down to even (0)                  */
+    {0x33000001u, 0x0001}, /* just above 2^-25: up                          */
+    {0x33c00000u, 0x0002}, /* 3*2^-25: tie between 1 and 2 ulps: even (2)   */
+    {0x387fe000u, 0x0400}, /* 2^-14 - 2^-25: tie, up into the normals       */
+    {0x387fc000u, 0x03ff}, /* 2^-14 - 2^-24, the largest subnormal          */
+    {0x38800000u, 0x0400}, /* 2^-14, the smallest normal                    */
+    {0x00000001u, 0x0000}, /* f32's smallest subnormal: 0                   */
+};
+
+/* f32 <-> dt (bf16, f16): every dt pattern round-trips through f32 (NaN stays NaN), named rounding
+ * cases (ties to even, overflow to infinity, subnormals) and random f32 patterns match the
+ * reference. How a NaN's payload and sign come through is the backend's choice (the host's:
+ * host_backend.c). */
+static void convert_checks(sp__bdevice *d, sp__bstream *s, sp_dtype dt, const round_case *cases,
+                           unsigned nc) {
+  enum { ALL = 65536 };
+  const char *dn = sp__dtype_name(dt);
+  uint16_t *h = malloc(ALL * 2), *h2 = malloc(ALL * 2);
+  float *f = malloc(ALL * 4);
+  for (unsigned i = 0; i < ALL; i++) h[i] = (uint16_t)i;
+  convert_on_device(d, s, f, SP_F32, h, dt, ALL);
+  for (unsigned i = 0; i < ALL; i++) {
+    double want = ref_widen16((uint16_t)i, dt);
+    if (is_nan16((uint16_t)i, dt) ? !isnan(f[i]) : (double)f[i] != want)
+      fail_msg("%s: %s 0x%04x -> f32: expected %.9g, got %.9g", B->name, dn, i, want, f[i]);
+  }
+  convert_on_device(d, s, h2, dt, f, SP_F32, ALL);
+  for (unsigned i = 0; i < ALL; i++)
+    if (is_nan16((uint16_t)i, dt) ? !is_nan16(h2[i], dt) : h2[i] != i)
+      fail_msg("%s: %s 0x%04x round-tripped to 0x%04x", B->name, dn, i, h2[i]);
+  float cf[24];
+  uint16_t ch[24];
+  assert_true(nc <= 24);
+  for (unsigned i = 0; i < nc; i++) memcpy(&cf[i], &cases[i].in, 4);
+  convert_on_device(d, s, ch, dt, cf, SP_F32, nc);
+  for (unsigned i = 0; i < nc; i++) {
+    if (ch[i] != cases[i].want || ref_round16(cf[i], dt) != cases[i].want)
+      fail_msg("%s: f32 0x%08x -> %s: expected 0x%04x, got 0x%04x (reference 0x%04x)", B->name,
+               cases[i].in, dn, cases[i].want, ch[i], ref_round16(cf[i], dt));
+  }
+  tu_rng r = {tu_seed()};
+  for (unsigned i = 0; i < ALL; i++) {
+    uint32_t u = (uint32_t)tu_rng_next(&r);
+    if (dt == SP_F16 && (i & 1)) /* half of them in f16's range, where its rounding happens */
+      u = (u & 0x80000000u) | (0x33000000u + (u & 0x7fffffu) + ((u >> 23) % 42u) * 0x800000u);
+    memcpy(&f[i], &u, 4);
+  }
+  convert_on_device(d, s, h, dt, f, SP_F32, ALL);
+  for (unsigned i = 0; i < ALL; i++) {
+    int nan = isnan(f[i]);
+    uint16_t want = nan ? 0 : ref_round16(f[i], dt);
+    if (nan ? !is_nan16(h[i], dt) : h[i] != want) {
+      uint32_t u;
+      memcpy(&u, &f[i], 4);
+      fail_msg("%s: f32 0x%08x -> %s: expected %s0x%04x, got 0x%04x", B->name, u, dn,
+               nan ? "a NaN, not " : "", want, h[i]);
+    }
+  }
+  free(h), free(h2), free(f);
+}
+
 static void test_convert(void **state) {
   (void)state;
   if (!B->convert_async) {
@@ -699,59 +802,10 @@ static void test_convert(void **state) {
   }
   sp__bdevice *d = tu_be_device(B, 0);
   sp__bstream *s = tu_be_stream(B, d, 1);
-  enum { ALL = 65536 };
-  uint16_t *h = malloc(ALL * 2), *h2 = malloc(ALL * 2);
-  float *f = malloc(ALL * 4);
-  for (unsigned i = 0; i < ALL; i++) h[i] = (uint16_t)i;
-  convert_on_device(d, s, f, SP_F32, h, SP_BF16, ALL);
-  convert_on_device(d, s, h2, SP_BF16, f, SP_F32, ALL);
-  for (unsigned i = 0; i < ALL; i++)
-    if (bf16_is_nan((uint16_t)i) ? !bf16_is_nan(h2[i]) : h2[i] != i)
-      fail_msg("%s: bf16 0x%04x round-tripped to 0x%04x", B->name, i, h2[i]);
-  struct {
-    uint32_t in;
-    uint16_t want;
-  } cases[] = {
-      {0x3f808000u, 0x3f80}, /* 1 + 2^-8: tie, down to even          */
-      {0x3f818000u, 0x3f82}, /* 1 + 3*2^-8: tie, up to even          */
-      {0x3f808001u, 0x3f81}, /* just above the tie: up               */
-      {0x3f807fffu, 0x3f80}, /* just below: down                     */
-      {0x7f7fffffu, 0x7f80}, /* FLT_MAX rounds to +inf               */
-      {0xff7fffffu, 0xff80}, /* -FLT_MAX to -inf                     */
-      {0x7f800000u, 0x7f80}, /* +inf                                 */
-      {0x80000000u, 0x8000}, /* -0                                   */
-      {0x00000001u, 0x0000}, /* smallest subnormal: down to 0        */
-      {0x00008000u, 0x0000}, /* subnormal tie: even (0)              */
-      {0x00018000u, 0x0002}, /* subnormal tie: even (2)              */
-  };
-  enum { NC = sizeof(cases) / sizeof(cases[0]) };
-  float cf[NC];
-  uint16_t ch[NC];
-  for (unsigned i = 0; i < NC; i++) memcpy(&cf[i], &cases[i].in, 4);
-  convert_on_device(d, s, ch, SP_BF16, cf, SP_F32, NC);
-  for (unsigned i = 0; i < NC; i++)
-    if (ch[i] != cases[i].want)
-      fail_msg("%s: f32 0x%08x -> bf16: expected 0x%04x, got 0x%04x", B->name, cases[i].in,
-               cases[i].want, ch[i]);
-  tu_rng r = {tu_seed()};
-  for (unsigned i = 0; i < ALL; i++) {
-    uint32_t u = (uint32_t)tu_rng_next(&r);
-    memcpy(&f[i], &u, 4);
-  }
-  convert_on_device(d, s, h, SP_BF16, f, SP_F32, ALL);
-  for (unsigned i = 0; i < ALL; i++) {
-    int nan = isnan(f[i]);
-    uint16_t want = nan ? 0 : ref_bf16(f[i]);
-    if (nan ? !bf16_is_nan(h[i]) : h[i] != want) {
-      uint32_t u;
-      memcpy(&u, &f[i], 4);
-      fail_msg("%s: f32 0x%08x -> bf16: expected %s0x%04x, got 0x%04x", B->name, u,
-               nan ? "a NaN, not " : "", want, h[i]);
-    }
-  }
+  convert_checks(d, s, SP_BF16, bf16_cases, sizeof(bf16_cases) / sizeof(bf16_cases[0]));
+  convert_checks(d, s, SP_F16, f16_cases, sizeof(f16_cases) / sizeof(f16_cases[0]));
   B->stream_destroy(s);
   B->device_close(d);
-  free(h), free(h2), free(f);
 }
 
 /* ---- the runner: every case on every backend table ------------------------------------------ */

@@ -1,8 +1,8 @@
 /* The encoder-layer contract (backend.h's sp__nn and sp__act), on every compiled backend table.
  *
  * Goal: LayerNorm (with and without a residual, in place), the embedding gather, masked multi-head
- * attention and pooling (mean, CLS, normalized or not) give what backend.h says, in f32 and bf16,
- * on the encoder's shapes and on random small ones, against a double-precision reference; the
+ * attention and pooling (mean, CLS, normalized or not) give what backend.h says, in f32, bf16 and
+ * f16, on the encoder's shapes and on random small ones, against a double-precision reference; the
  * padding of a sequence never reaches a real token's result (padded rows are filled with huge
  * values); an op with a bad argument is refused at submission. Backends without the nn_async slot
  * print "not run" for these cases. The shapes reach every path of the CUDA kernels too: LayerNorm
@@ -12,9 +12,10 @@
  * either be right or be refused with SP_ERR_UNSUPPORTED (a backend's kernel limit: CUDA's is
  * 128).
  * Method: the table is driven directly (as conf_backend.c); inputs are uploaded as f32 and
- * converted on the device for bf16, and the reference sees exactly the bf16-rounded values.
- * Tolerances: f32 1e-5 of the row's scale (plus 1e-6), bf16 1e-2 of it (one rounding of the
- * output, plus f32 arithmetic), where the scale is the largest magnitude the reference meets.
+ * converted on the device for bf16 and f16, and the reference sees exactly the rounded values.
+ * Tolerances: f32 1e-5 of the row's scale (plus 1e-6), bf16 1e-2 of it, f16 2e-3 (one rounding
+ * of the output, plus f32 arithmetic), where the scale is the largest magnitude the reference
+ * meets.
  */
 #include <math.h>
 #include <stdint.h>
@@ -78,7 +79,11 @@ static float *nn_host(nn_ctx *c, sp_dtype dt, size_t n, float span) {
   assert_non_null(h);
   for (size_t i = 0; i < n; i++) {
     h[i] = nn_rand(c, span);
-    if (dt == SP_BF16) h[i] = sp__bf16_to_f32(sp__f32_to_bf16(h[i]));
+    if (dt != SP_F32) { /* the value dt stores */
+      unsigned char e[4];
+      sp__elem_store(e, dt, 0, h[i]);
+      h[i] = sp__elem_load(e, dt, 0);
+    }
   }
   return h;
 }
@@ -89,7 +94,7 @@ static void *nn_upload(nn_ctx *c, sp_dtype dt, const float *host, size_t n) {
   SP_CHECK_OK(B->memcpy_async(c->s, f, host, n * 4));
   if (dt == SP_F32) return f;
   void *h = nn_alloc(c, n * 2);
-  SP_CHECK_OK(B->convert_async(c->s, h, SP_BF16, f, SP_F32, n));
+  SP_CHECK_OK(B->convert_async(c->s, h, dt, f, SP_F32, n));
   return h;
 }
 
@@ -102,9 +107,9 @@ static void *nn_upload_i32(nn_ctx *c, const int32_t *host, size_t n) {
 /* Reads n elements of dt at dev into host f32 and waits. */
 static void nn_download(nn_ctx *c, sp_dtype dt, const void *dev, size_t n, float *host) {
   const void *src = dev;
-  if (dt == SP_BF16) {
+  if (dt != SP_F32) {
     void *f = nn_alloc(c, n * 4);
-    SP_CHECK_OK(B->convert_async(c->s, f, SP_F32, dev, SP_BF16, n));
+    SP_CHECK_OK(B->convert_async(c->s, f, SP_F32, dev, dt, n));
     src = f;
   }
   SP_CHECK_OK(B->memcpy_async(c->s, host, src, n * 4));
@@ -113,10 +118,10 @@ static void nn_download(nn_ctx *c, sp_dtype dt, const void *dev, size_t n, float
 
 static void nn_expect(const char *what, sp_dtype dt, size_t i, double want, double got,
                       double scale) {
-  double tol = (dt == SP_F32 ? 1e-5 : 1e-2) * scale + 1e-6;
+  double tol = (dt == SP_F32 ? 1e-5 : dt == SP_BF16 ? 1e-2 : 2e-3) * scale + 1e-6;
   if (!(fabs(got - want) <= tol))
-    fail_msg("%s %s %s [%zu]: expected %.9g, got %.9g (tol %.3g)", B->name,
-             dt == SP_F32 ? "f32" : "bf16", what, i, want, got, tol);
+    fail_msg("%s %s %s [%zu]: expected %.9g, got %.9g (tol %.3g)", B->name, sp__dtype_name(dt),
+             what, i, want, got, tol);
 }
 
 /* ---- LayerNorm ------------------------------------------------------------------------------ */
@@ -167,7 +172,7 @@ static void test_layernorm(void **state) {
   if (nn_skip("layernorm")) return;
   nn_ctx c;
   nn_open(&c);
-  for (unsigned dt = 0; dt < 2; dt++) {
+  for (unsigned dt = SP_F32; dt <= SP_F16; dt++) {
     layernorm_case(&c, (sp_dtype)dt, 64, 384, 1, 0); /* MiniLM's hidden size */
     layernorm_case(&c, (sp_dtype)dt, 3, 1024, 0, 1);
     layernorm_case(&c, (sp_dtype)dt, 5, 768, 1, 1);
@@ -226,7 +231,7 @@ static void test_embed(void **state) {
   if (nn_skip("embed")) return;
   nn_ctx c;
   nn_open(&c);
-  for (unsigned dt = 0; dt < 2; dt++) {
+  for (unsigned dt = SP_F32; dt <= SP_F16; dt++) {
     embed_case(&c, (sp_dtype)dt, 4, 32, 384, 0);
     embed_case(&c, (sp_dtype)dt, 2, 7, 64, 1);
     embed_case(&c, (sp_dtype)dt, 256, 32, 384, 1); /* the batcher's largest MiniLM pass */
@@ -312,7 +317,7 @@ static void test_attention(void **state) {
   if (nn_skip("attention")) return;
   nn_ctx c;
   nn_open(&c);
-  for (unsigned dt = 0; dt < 2; dt++) {
+  for (unsigned dt = SP_F32; dt <= SP_F16; dt++) {
     attention_case(&c, (sp_dtype)dt, 3, 32, 12, 32); /* MiniLM: 12 heads of 32 */
     attention_case(&c, (sp_dtype)dt, 2, 128, 12, 32);
     attention_case(&c, (sp_dtype)dt, 1, 256, 2, 64);
@@ -388,7 +393,7 @@ static void test_pool(void **state) {
   if (nn_skip("pool")) return;
   nn_ctx c;
   nn_open(&c);
-  for (unsigned dt = 0; dt < 2; dt++)
+  for (unsigned dt = SP_F32; dt <= SP_F16; dt++)
     for (int cls = 0; cls < 2; cls++)
       for (int norm = 0; norm < 2; norm++) {
         pool_case(&c, (sp_dtype)dt, 5, 32, 384, cls, norm);

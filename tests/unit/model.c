@@ -1,11 +1,12 @@
-/* Goal: the MLP computes what its weights say, on any stream, at any batch size, in f32 and bf16;
- * sp_model_forward leaves no allocator block behind beyond the workspace a captured forward graph
- * keeps for its buffers (taken by the first call, counted in sp_memory_stats); seeded models are
- * reproducible; bad arguments are refused without side effects. Method: a model with known weights
- * is written to a safetensors file and loaded; outputs of sp_model_infer and sp_model_forward
- * (device buffers from sp_alloc) are compared with a double-precision forward on the host: relative
- * error (max |y - ref| / max |ref| per row) <= 1e-5 for f32 and <= 2e-2 for bf16. Batches of 1, 3
- * and 37 rows, 4 threads at once.
+/* Goal: the MLP computes what its weights say, on any stream, at any batch size, in f32, bf16 and
+ * f16; sp_model_forward leaves no allocator block behind beyond the workspace a captured forward
+ * graph keeps for its buffers (taken by the first call, counted in sp_memory_stats); seeded models
+ * are reproducible; bad arguments are refused without side effects. Method: a model with known
+ * weights is written to a safetensors file and loaded; outputs of sp_model_infer and
+ * sp_model_forward (device buffers from sp_alloc) are compared with a double-precision forward on
+ * the host: relative error (max |y - ref| / max |ref| per row) <= 1e-5 for f32, <= 2e-2 for bf16
+ * and <= 4e-3 for f16 (an f16 forward that rounded like bf16 would fail it). Batches of 1, 3 and 37
+ * rows, 4 threads at once.
  */
 #include <math.h>
 #include <pthread.h>
@@ -21,7 +22,10 @@ static const unsigned dims[NL + 1] = {IN, H1, H2, OUT};
 static sp_device *dev;
 static tu_mlp mlp; /* the known weights and their double-precision forward */
 static char path[64];
-static sp_model *m_f32, *m_bf16;
+static sp_model *models[3]; /* by dtype: SP_F32, SP_BF16, SP_F16 */
+static const double tols[3] = {1e-5, 2e-2, 4e-3};
+static const char *const names[3] = {"f32", "bf16", "f16"};
+#define m_f32 models[SP_F32]
 
 static double row_err(const float *y, const double *want) {
   double scale = 1e-6, e = 0;
@@ -41,17 +45,18 @@ static int setup(void **state) {
   tu_mlp_seeded(&mlp, dims, NL, tu_seed());
   snprintf(path, sizeof(path), "/tmp/sp_model_%d.safetensors", (int)getpid());
   if (tu_mlp_write(&mlp, path)) return -1;
-  if (sp_model_load(dev, path, SP_F32, &m_f32) || sp_model_load(dev, path, SP_BF16, &m_bf16)) {
-    fprintf(stderr, "load failed: %s\n", sp_last_error());
-    return -1;
+  for (unsigned dt = SP_F32; dt <= SP_F16; dt++) {
+    if (sp_model_load(dev, path, (sp_dtype)dt, &models[dt])) {
+      fprintf(stderr, "%s load failed: %s\n", names[dt], sp_last_error());
+      return -1;
+    }
   }
   return 0;
 }
 
 static int teardown(void **state) {
   (void)state;
-  sp_model_free(m_f32);
-  sp_model_free(m_bf16);
+  for (unsigned dt = SP_F32; dt <= SP_F16; dt++) sp_model_free(models[dt]);
   sp_device_close(dev);
   unlink(path);
   return 0;
@@ -76,10 +81,13 @@ static void test_infer_matches_reference(void **state) {
   float x[MAXB * IN], y[MAXB * OUT];
   for (unsigned i = 0; i < 3; i++) {
     fill_inputs(&rng, x, batches[i]);
-    SP_CHECK_OK(sp_model_infer(m_f32, x, y, batches[i]));
-    check_rows("f32 infer", x, y, batches[i], 1e-5);
-    SP_CHECK_OK(sp_model_infer(m_bf16, x, y, batches[i]));
-    check_rows("bf16 infer", x, y, batches[i], 2e-2);
+    for (unsigned dt = SP_F32; dt <= SP_F16; dt++) {
+      char what[32];
+      snprintf(what, sizeof(what), "%s infer", names[dt]);
+      assert_int_equal(sp_model_dtype(models[dt]), dt);
+      SP_CHECK_OK(sp_model_infer(models[dt], x, y, batches[i]));
+      check_rows(what, x, y, batches[i], tols[dt]);
+    }
   }
 }
 
@@ -97,16 +105,18 @@ static void test_forward_on_stream(void **state) {
   SP_CHECK_OK(sp_alloc(dev, sizeof(x), s, &din));
   SP_CHECK_OK(sp_alloc(dev, sizeof(y), s, &dout));
   SP_CHECK_OK(sp_memcpy_async(s, din, x, sizeof(x)));
-  SP_CHECK_OK(sp_model_forward(m_f32, s, din, dout, MAXB));
-  SP_CHECK_OK(sp_model_forward(m_bf16, s, din, dout, MAXB));
+  for (unsigned dt = SP_F32; dt <= SP_F16; dt++)
+    SP_CHECK_OK(sp_model_forward(models[dt], s, din, dout, MAXB));
   SP_CHECK_OK(sp_stream_sync(s));
   SP_CHECK_OK(sp_memory_stats_get(dev, &before));
-  for (int rep = 0; rep < 3; rep++) {
-    sp_model *m = rep == 1 ? m_bf16 : m_f32;
-    SP_CHECK_OK(sp_model_forward(m, s, din, dout, MAXB));
+  for (int rep = 0; rep < 4; rep++) { /* f32, bf16, f16, f32 */
+    unsigned dt = (unsigned)rep % 3;
+    char what[32];
+    snprintf(what, sizeof(what), "%s forward", names[dt]);
+    SP_CHECK_OK(sp_model_forward(models[dt], s, din, dout, MAXB));
     SP_CHECK_OK(sp_memcpy_async(s, y, dout, sizeof(y)));
     SP_CHECK_OK(sp_stream_sync(s));
-    check_rows(rep == 1 ? "bf16 forward" : "f32 forward", x, y, MAXB, rep == 1 ? 2e-2 : 1e-5);
+    check_rows(what, x, y, MAXB, tols[dt]);
   }
   SP_CHECK_OK(sp_memory_stats_get(dev, &after));
   if (after.allocated_bytes != before.allocated_bytes)

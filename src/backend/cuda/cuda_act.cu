@@ -1,16 +1,16 @@
 /* The elementwise activation kernel of the CUDA backend's linear op (cuda_linear.c runs it after a
- * cuBLASLt matmul whose epilogue has no such activation): in place on f32 or bf16 (read widened,
- * activated in f32, rounded back to nearest even).
+ * cuBLASLt matmul whose epilogue has no such activation): in place on f32, bf16 or f16 (read
+ * widened, activated in f32, rounded back to nearest even).
  *
- * Where y is 16-byte aligned each thread reads and writes 16 bytes at a time (4 f32 or 8 bf16).
- * With pdl the kernel may start before the matmul before it ends; it waits for it first
+ * Where y is 16-byte aligned each thread reads and writes 16 bytes at a time (4 f32 or 8 bf16 or
+ * f16). With pdl the kernel may start before the matmul before it ends; it waits for it first
  * (cuda_pdl.h). Owns nothing; grid-stride kernels on the caller's stream, capturable; the launch's
  * own error is returned (never read back through cudaGetLastError). No locks.
  */
-#include <cuda_bf16.h>
 #include <stdint.h>
 
 #include "cuda_act.h"
+#include "cuda_elem.cuh"
 #include "cuda_pdl.h"
 
 namespace {
@@ -23,19 +23,6 @@ dim3 grid_for(size_t threads) {
   size_t blocks = (threads + kThreads - 1) / kThreads;
   return dim3((unsigned)(blocks < kMaxBlocks ? blocks : kMaxBlocks));
 }
-
-template <typename T>
-__device__ __forceinline__ float load_f(const T *p);
-template <>
-__device__ __forceinline__ float load_f<float>(const float *p) {
-  return *p;
-}
-template <>
-__device__ __forceinline__ float load_f<__nv_bfloat16>(const __nv_bfloat16 *p) {
-  return __bfloat162float(*p);
-}
-__device__ __forceinline__ void store_f(float *p, float v) { *p = v; }
-__device__ __forceinline__ void store_f(__nv_bfloat16 *p, float v) { *p = __float2bfloat16_rn(v); }
 
 /* y[i] = act(y[i]) for i < n. VEC: y is 16-byte aligned, and whole 16-byte groups are read and
  * written at once (the tail of n past the last whole group element by element). */
@@ -52,12 +39,12 @@ __global__ void act_kernel(T *y, size_t n, int act) {
       uint4 u = yv[i];
       T *t = reinterpret_cast<T *>(&u);
 #pragma unroll
-      for (unsigned k = 0; k < G; k++) store_f(&t[k], sp__cuda_act_apply(load_f(&t[k]), act));
+      for (unsigned k = 0; k < G; k++) sp__st(t, k, sp__cuda_act_apply(sp__ld(t, k), act));
       yv[i] = u;
     }
   }
   for (size_t i = grouped + first; i < n; i += stride)
-    store_f(&y[i], sp__cuda_act_apply(load_f(&y[i]), act));
+    sp__st(y, i, sp__cuda_act_apply(sp__ld(y, i), act));
 }
 
 template <typename T>
@@ -72,9 +59,9 @@ cudaError_t act_launch(cudaStream_t s, bool pdl, T *y, size_t n, int act) {
 
 }  // namespace
 
-extern "C" cudaError_t sp__cuda_act(cudaStream_t s, bool pdl, void *y, bool bf16, size_t n,
+extern "C" cudaError_t sp__cuda_act(cudaStream_t s, bool pdl, void *y, int dtype, size_t n,
                                     int act) {
   if (n == 0 || act == SP__ACT_NONE) return cudaSuccess;
-  return bf16 ? act_launch(s, pdl, static_cast<__nv_bfloat16 *>(y), n, act)
-              : act_launch(s, pdl, static_cast<float *>(y), n, act);
+  return sp__elem_dispatch(
+      dtype, [&](auto t) { return act_launch(s, pdl, static_cast<decltype(t) *>(y), n, act); });
 }

@@ -21,9 +21,9 @@ extern "C" {
 #endif
 
 /* Stream-ordered, in place: y[i] = act(y[i]) for i < n (act an sp__act value), computed in f32;
- * y holds f32, or bf16 (then read widened and rounded back to nearest even). pdl lets the launch
- * overlap the kernel before it (cuda_pdl.h). */
-cudaError_t sp__cuda_act(cudaStream_t s, bool pdl, void *y, bool bf16, size_t n, int act);
+ * y holds dtype elements (an sp_dtype; bf16 and f16 read widened and rounded back to nearest
+ * even). pdl lets the launch overlap the kernel before it (cuda_pdl.h). */
+cudaError_t sp__cuda_act(cudaStream_t s, bool pdl, void *y, int dtype, size_t n, int act);
 
 #ifdef __cplusplus
 }

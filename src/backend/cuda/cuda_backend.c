@@ -195,13 +195,9 @@ static sp_status cuda_convert_async(sp__bstream *s, void *dst, sp_dtype dst_type
   sp_status st = sp__cuda_use_device(s->dev);
   if (st != SP_OK) return st;
   cudaError_t e;
-  if (dst_type == src_type) {
+  if (dst_type == src_type)
     e = cudaMemcpyAsync(dst, src, n * sp__dtype_size(dst_type), cudaMemcpyDefault, s->stream);
-  } else if (dst_type == SP_BF16) {
-    e = sp__cuda_f32_to_bf16(s->stream, s->dev->pdl, dst, src, n);
-  } else {
-    e = sp__cuda_bf16_to_f32(s->stream, s->dev->pdl, dst, src, n);
-  }
+  else e = sp__cuda_convert(s->stream, s->dev->pdl, dst, (int)dst_type, src, (int)src_type, n);
   return e == cudaSuccess ? SP_OK : sp__cuda_fail(e, "convert kernel launch");
 }
 

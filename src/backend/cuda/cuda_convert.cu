@@ -1,4 +1,5 @@
-/* f32 <-> bf16 conversion on the device: one grid-stride kernel per direction.
+/* Element-type conversion on the device: one grid-stride kernel per (destination, source) pair of
+ * f32, bf16 and f16, through f32 (widening is exact; narrowing rounds once to nearest even).
  *
  * With pdl a launch may overlap the kernel before it (cuda_pdl.h): each kernel waits for it before
  * reading src, then lets the next one start. Owns nothing; launches are stream-ordered on the
@@ -6,25 +7,18 @@
  * through cudaGetLastError, so an unrelated earlier error on this thread is not misreported
  * here. No locks.
  */
-#include <cuda_bf16.h>
-
 #include "cuda_convert.h"
+#include "cuda_elem.cuh"
 #include "cuda_pdl.h"
 
 namespace {
 
-__global__ void f32_to_bf16_kernel(__nv_bfloat16 *dst, const float *src, size_t n) {
+template <typename D, typename S>
+__global__ void convert_kernel(D *dst, const S *src, size_t n) {
   sp__pdl_wait();
   size_t stride = (size_t)gridDim.x * blockDim.x;
   for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
-    dst[i] = __float2bfloat16_rn(src[i]);
-}
-
-__global__ void bf16_to_f32_kernel(float *dst, const __nv_bfloat16 *src, size_t n) {
-  sp__pdl_wait();
-  size_t stride = (size_t)gridDim.x * blockDim.x;
-  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
-    dst[i] = __bfloat162float(src[i]);
+    sp__st(dst, i, sp__ld(src, i));
 }
 
 constexpr unsigned kThreads = 256;
@@ -38,20 +32,18 @@ dim3 grid_for(size_t n) {
 
 }  // namespace
 
-extern "C" cudaError_t sp__cuda_f32_to_bf16(cudaStream_t s, int pdl, void *dst, const float *src,
-                                            size_t n) {
+extern "C" cudaError_t sp__cuda_convert(cudaStream_t s, int pdl, void *dst, int dst_type,
+                                        const void *src, int src_type, size_t n) {
   if (n == 0) return cudaSuccess;
-  __nv_bfloat16 *d = static_cast<__nv_bfloat16 *>(dst);
-  void *args[] = {&d, &src, &n};
-  return sp__cuda_launch(reinterpret_cast<const void *>(f32_to_bf16_kernel), grid_for(n),
-                         dim3(kThreads), args, s, pdl != 0);
-}
-
-extern "C" cudaError_t sp__cuda_bf16_to_f32(cudaStream_t s, int pdl, float *dst, const void *src,
-                                            size_t n) {
-  if (n == 0) return cudaSuccess;
-  const __nv_bfloat16 *p = static_cast<const __nv_bfloat16 *>(src);
-  void *args[] = {&dst, &p, &n};
-  return sp__cuda_launch(reinterpret_cast<const void *>(bf16_to_f32_kernel), grid_for(n),
-                         dim3(kThreads), args, s, pdl != 0);
+  return sp__elem_dispatch(dst_type, [&](auto d) {
+    return sp__elem_dispatch(src_type, [&](auto t) {
+      using D = decltype(d);
+      using S = decltype(t);
+      D *dp = static_cast<D *>(dst);
+      const S *sp = static_cast<const S *>(src);
+      void *args[] = {&dp, &sp, &n};
+      return sp__cuda_launch(reinterpret_cast<const void *>(convert_kernel<D, S>), grid_for(n),
+                             dim3(kThreads), args, s, pdl != 0);
+    });
+  });
 }

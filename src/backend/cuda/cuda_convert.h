@@ -1,5 +1,5 @@
-/* f32 <-> bf16 conversion kernels (cuda_convert.cu), callable from C. Internal to src/backend/cuda.
- */
+/* Element-type conversion kernels (cuda_convert.cu), callable from C. Internal to
+ * src/backend/cuda. */
 #ifndef SP_BACKEND_CUDA_CONVERT_H
 #define SP_BACKEND_CUDA_CONVERT_H
 
@@ -11,11 +11,11 @@
 extern "C" {
 #endif
 
-/* Stream-ordered: dst[i] = (bf16)src[i], round to nearest even (NaN stays NaN). pdl != 0 lets the
- * launch overlap the kernel before it (cuda_pdl.h). */
-cudaError_t sp__cuda_f32_to_bf16(cudaStream_t s, int pdl, void *dst, const float *src, size_t n);
-/* Stream-ordered: dst[i] = (float)src[i], exact; pdl as above. */
-cudaError_t sp__cuda_bf16_to_f32(cudaStream_t s, int pdl, float *dst, const void *src, size_t n);
+/* Stream-ordered: dst[i] = src[i] for i < n, dst_type and src_type sp_dtype values (f32, bf16,
+ * f16); narrowing rounds to nearest even (NaN stays NaN, f16 overflows to infinity), widening is
+ * exact. pdl != 0 lets the launch overlap the kernel before it (cuda_pdl.h). */
+cudaError_t sp__cuda_convert(cudaStream_t s, int pdl, void *dst, int dst_type, const void *src,
+                             int src_type, size_t n);
 
 #ifdef __cplusplus
 }

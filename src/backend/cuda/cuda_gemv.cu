@@ -2,12 +2,13 @@
  *
  * GEMV (1 to 4 rows, every batch on the element-wise path, and forced mode above 32): a warp per
  * O outputs (four warps a block; O = 1 at batch 1, 4 above, 2 above 32 on the 16-byte path). Each
- * lane walks the O weight rows in 16-byte loads (4 f32 or 8 bf16 a load, not cached in L1) and, for
- * every row of the batch chunk, the same stretch of x (cached), accumulating in f32 registers (O x
- * R accumulators, R a compile-time chunk of 1..16 batch rows, so the weights of a chunk are read
- * once); a butterfly shuffle sums the lanes, and lane o*R + r adds the bias, applies the activation
- * (any sp__act, in f32: cuda_act.h) and stores output o of row r, rounded once to nearest even for
- * bf16. Batches above 32 run in chunks of 16 rows (the weights are then read once a chunk).
+ * lane walks the O weight rows in 16-byte loads (4 f32 or 8 bf16 or f16 a load, not cached in L1)
+ * and, for every row of the batch chunk, the same stretch of x (cached), accumulating in f32
+ * registers (O x R accumulators, R a compile-time chunk of 1..16 batch rows, so the weights of a
+ * chunk are read once); a butterfly shuffle sums the lanes, and lane o*R + r adds the bias, applies
+ * the activation (any sp__act, in f32: cuda_act.h) and stores output o of row r, rounded once to
+ * nearest even for bf16 and f16. Batches above 32 run in chunks of 16 rows (the weights are then
+ * read once a chunk).
  *
  * Split kernel (5 to 32 rows, 16-byte path only): below, at split_kernel.
  *
@@ -16,7 +17,7 @@
  * element a lane a step runs. Bias and y need only element alignment.
  *
  * Overlap (cuda_pdl.h): each lane loads the head of its weight rows (kHeld 16-byte loads in all,
- * 8 at batch 1: the whole row up to 1024 f32 or 2048 bf16 inputs) into registers before the
+ * 8 at batch 1: the whole row up to 1024 f32 or 2048 bf16/f16 inputs) into registers before the
  * grid-dependency wait, so with PDL that load runs while the previous layer still computes; x is
  * read and y written only after the wait. The order of the f32 sums is the same either way.
  *
@@ -24,10 +25,10 @@
  * the launch's own error is returned (never read back through cudaGetLastError). No locks.
  */
 #include <cooperative_groups.h>
-#include <cuda_bf16.h>
 #include <stdint.h>
 
 #include "cuda_act.h"
+#include "cuda_elem.cuh"
 #include "cuda_gemv.h"
 #include "cuda_pdl.h"
 
@@ -37,36 +38,6 @@ constexpr unsigned kWarps = 4; /* output rows (warps) per block */
 constexpr unsigned kThreads = 32 * kWarps;
 /* 16-byte weight loads a lane holds in registers before the PDL wait (all its rows together) */
 constexpr int kHeld = 8;
-
-__device__ __forceinline__ float to_f(float v) { return v; }
-__device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
-
-template <typename T>
-__device__ __forceinline__ T from_f(float v);
-template <>
-__device__ __forceinline__ float from_f<float>(float v) {
-  return v;
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
-
-/* The 16 bytes of q as floats: 4 f32, or 8 bf16 (the low half of each word first). */
-__device__ __forceinline__ void unpack(const uint4 &q, float *f, float) {
-  f[0] = __uint_as_float(q.x);
-  f[1] = __uint_as_float(q.y);
-  f[2] = __uint_as_float(q.z);
-  f[3] = __uint_as_float(q.w);
-}
-__device__ __forceinline__ void unpack(const uint4 &q, float *f, __nv_bfloat16) {
-  const unsigned u[4] = {q.x, q.y, q.z, q.w};
-#pragma unroll
-  for (int i = 0; i < 4; i++) {
-    f[2 * i] = __uint_as_float(u[i] << 16);
-    f[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u);
-  }
-}
 
 /* 16 bytes of weights, read once: not kept in L1, so the rows of x stay there. volatile: without
  * it the compiler treats the asm as free of side effects and hoists the load above the loop's
@@ -101,7 +72,7 @@ __device__ __forceinline__ void fma_rows(float (&acc)[O][R], const float (&wf)[O
   for (int r = 0; r < R; r++) {
     if ((unsigned)r < rows) {
       float xf[E];
-      unpack(__ldg(reinterpret_cast<const uint4 *>(xr + (size_t)r * in) + i), xf, T());
+      sp__unpack16(__ldg(reinterpret_cast<const uint4 *>(xr + (size_t)r * in) + i), xf, T());
 #pragma unroll
       for (int o = 0; o < O; o++)
 #pragma unroll
@@ -145,7 +116,7 @@ __global__ void __launch_bounds__(kThreads)
         if (i < nv) {
           float wf[O][E];
 #pragma unroll
-          for (int o = 0; o < O; o++) unpack(head[o][p], wf[o], T());
+          for (int o = 0; o < O; o++) sp__unpack16(head[o][p], wf[o], T());
           fma_rows<T, O, R, E>(acc, wf, xr, in, i, rows);
         }
       }
@@ -154,18 +125,18 @@ __global__ void __launch_bounds__(kThreads)
         float wf[O][E];
 #pragma unroll
         for (int o = 0; o < O; o++)
-          unpack(ld_stream(reinterpret_cast<const uint4 *>(wr[o]) + i), wf[o], T());
+          sp__unpack16(ld_stream(reinterpret_cast<const uint4 *>(wr[o]) + i), wf[o], T());
         fma_rows<T, O, R, E>(acc, wf, xr, in, i, rows);
       }
     } else {
       for (unsigned i = lane; i < in; i += 32) {
         float wf[O];
 #pragma unroll
-        for (int o = 0; o < O; o++) wf[o] = to_f(wr[o][i]);
+        for (int o = 0; o < O; o++) wf[o] = sp__to_f(wr[o][i]);
 #pragma unroll
         for (int r = 0; r < R; r++) {
           if ((unsigned)r < rows) {
-            const float xv = to_f(xr[(size_t)r * in + i]);
+            const float xv = sp__to_f(xr[(size_t)r * in + i]);
 #pragma unroll
             for (int o = 0; o < O; o++) acc[o][r] = fmaf(wf[o], xv, acc[o][r]);
           }
@@ -187,9 +158,9 @@ __global__ void __launch_bounds__(kThreads)
       for (int r = 0; r < R; r++) {
         const unsigned col = col0 + (unsigned)o;
         if (lane == (unsigned)(o * R + r) && (unsigned)r < rows && col < out) {
-          float v = acc[o][r] + (b ? to_f(b[col]) : 0.0f);
+          float v = acc[o][r] + (b ? sp__to_f(b[col]) : 0.0f);
           v = sp__cuda_act_apply(v, act);
-          y[(size_t)(r0 + r) * out + col] = from_f<T>(v);
+          y[(size_t)(r0 + r) * out + col] = sp__from_f<T>(v);
         }
       }
   }
@@ -256,7 +227,7 @@ template <typename T>
 __device__ __forceinline__ void sk_put(float *dst, const uint4 &q) {
   constexpr unsigned E = 16 / sizeof(T);
   float f[E];
-  unpack(q, f, T());
+  sp__unpack16(q, f, T());
 #pragma unroll
   for (unsigned e = 0; e < E; e += 4)
     *reinterpret_cast<float4 *>(dst + e) = make_float4(f[e], f[e + 1], f[e + 2], f[e + 3]);
@@ -353,8 +324,8 @@ __global__ void __launch_bounds__(kSkThreads)
       v += part[r][e % kSkCols];
 #endif
     }
-    v += b ? to_f(b[oc]) : 0.0f;
-    y[(size_t)r * out + oc] = from_f<T>(sp__cuda_act_apply(v, act));
+    v += b ? sp__to_f(b[oc]) : 0.0f;
+    y[(size_t)r * out + oc] = sp__from_f<T>(sp__cuda_act_apply(v, act));
   }
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   cl.sync(); /* no block leaves while another may still read its part */
@@ -428,11 +399,11 @@ cudaError_t dispatch(cudaStream_t s, bool pdl, bool clusters, const void *x, con
 
 }  // namespace
 
-extern "C" cudaError_t sp__cuda_gemv(cudaStream_t s, int pdl, int clusters, int bf16, const void *x,
-                                     const void *w, const void *bias, void *y, unsigned batch,
-                                     unsigned in, unsigned out, int act) {
+extern "C" cudaError_t sp__cuda_gemv(cudaStream_t s, int pdl, int clusters, int dtype,
+                                     const void *x, const void *w, const void *bias, void *y,
+                                     unsigned batch, unsigned in, unsigned out, int act) {
   if (batch == 0 || out == 0) return cudaSuccess;
-  return bf16 ? dispatch<__nv_bfloat16>(s, pdl != 0, clusters != 0, x, w, bias, y, batch, in, out,
-                                        act)
-              : dispatch<float>(s, pdl != 0, clusters != 0, x, w, bias, y, batch, in, out, act);
+  return sp__elem_dispatch(dtype, [&](auto t) {
+    return dispatch<decltype(t)>(s, pdl != 0, clusters != 0, x, w, bias, y, batch, in, out, act);
+  });
 }

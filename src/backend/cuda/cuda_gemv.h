@@ -9,13 +9,13 @@ extern "C" {
 #endif
 
 /* Stream-ordered: y[batch, out] = act(x[batch, in] · w[out, in]ᵀ + bias[out]), row-major, every
- * array f32 (bf16 == 0) or bf16 (bf16 != 0), f32 accumulation; bias may be NULL; act (an sp__act
- * value) is applied in f32 after the bias, before y is rounded. Any shape and element-aligned
- * pointers (16-byte loads where x and w allow them). pdl != 0 lets the launch overlap the kernel
- * before it on s (cuda_pdl.h: w is read before the wait); clusters != 0 lets 5 to 32 rows split
- * in_features over a thread-block cluster (sp__bdevice.clusters: compute capability 9.0+). Returns
- * the launch's result; batch or out 0 launches nothing. */
-cudaError_t sp__cuda_gemv(cudaStream_t s, int pdl, int clusters, int bf16, const void *x,
+ * array of dtype (an sp_dtype: f32, bf16 or f16), f32 accumulation; bias may be NULL; act (an
+ * sp__act value) is applied in f32 after the bias, before y is rounded. Any shape and
+ * element-aligned pointers (16-byte loads where x and w allow them). pdl != 0 lets the launch
+ * overlap the kernel before it on s (cuda_pdl.h: w is read before the wait); clusters != 0 lets 5
+ * to 32 rows split in_features over a thread-block cluster (sp__bdevice.clusters: compute
+ * capability 9.0+). Returns the launch's result; batch or out 0 launches nothing. */
+cudaError_t sp__cuda_gemv(cudaStream_t s, int pdl, int clusters, int dtype, const void *x,
                           const void *w, const void *bias, void *y, unsigned batch, unsigned in,
                           unsigned out, int act);
 

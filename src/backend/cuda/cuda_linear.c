@@ -5,18 +5,18 @@
  * column-major, where row-major y is yᵀ [O,B] (ld O), x is xᵀ [I,B] (ld I) and w is wᵀ [I,O]
  * (ld I). So we compute yᵀ = op_T(wᵀ)·xᵀ: A = w with TRANSA = T, B = x, C = D = y, M = O, N = B,
  * K = I, and the bias (length M) is broadcast along columns by the BIAS / RELU_BIAS epilogue.
- * f32 uses CUBLAS_COMPUTE_32F (never FAST_TF32); bf16 stores bf16 and accumulates in f32 with f32
- * scales and a bf16 bias. Our kernel accumulates in f32 too and rounds bf16 outputs to nearest
- * even.
+ * f32 uses CUBLAS_COMPUTE_32F (never FAST_TF32); bf16 and f16 store 16 bits and accumulate in f32
+ * with f32 scales and a bias of their own type. Our kernel accumulates in f32 too and rounds bf16
+ * and f16 outputs to nearest even.
  *
  * Activations (backend.h: in f32, after the bias): ReLU is cuBLASLt's RELU / RELU_BIAS epilogue.
  * The others are not fused: cuBLASLt's GELU epilogue is the tanh approximation only, and it is not
  * used for GELU_TANH either, since nothing here has measured it against the reference. They run
  * as the BIAS epilogue into y, then one in-place activation kernel (cuda_act.cu) that reads y in
- * f32 and writes it back in the op's dtype; in bf16 y is so rounded twice, after the bias and
- * after the activation, as PyTorch's bf16 Linear then GELU is (until 2026-12-01 the matmul wrote
- * f32 into a per-stream scratch, block by block, to round once: a GELU Linear of 8192 x 384 ->
- * 1536 took 115 us against 20 us without the activation on the H200). Our GEMV kernel applies
+ * f32 and writes it back in the op's dtype; in bf16 and f16 y is so rounded twice, after the bias
+ * and after the activation, as PyTorch's bf16 Linear then GELU is (until 2026-12-01 the matmul
+ * wrote f32 into a per-stream scratch, block by block, to round once: a GELU Linear of 8192 x 384
+ * -> 1536 took 115 us against 20 us without the activation on the H200). Our GEMV kernel applies
  * every activation in its own epilogue and rounds once.
  *
  * Choice (STREAMPOOL_CUDA_LINEAR, read at device_open): "auto" (the default) runs our kernel for
@@ -50,6 +50,7 @@
 #include <stdatomic.h>
 #include <string.h>
 
+#include "core/dtype.h"
 #include "core/env.h"
 #include "cuda_act.h"
 #include "cuda_gemv.h"
@@ -76,7 +77,7 @@ typedef enum lt_epi {
 } lt_epi;
 
 /* The low bits of a plan key: (epilogue kind, bias, bf16, alignment class) in mixed radix. */
-_Static_assert(EPI_KINDS * 2 * 2 * ALIGN_CLASSES <= 128, "the plan key's low part fits 7 bits");
+_Static_assert(EPI_KINDS * 2 * 3 * ALIGN_CLASSES <= 128, "the plan key's low part fits 7 bits");
 _Static_assert(3 * PLAN_DIM_BITS + 7 == 64, "the plan key uses exactly 64 bits");
 
 static sp_status lt_fail(cublasStatus_t cs, const char *what) {
@@ -113,7 +114,7 @@ static uint64_t plan_key(const sp__linear *op, unsigned align, lt_epi epi, bool 
     return 0;
   uint64_t low = epi;
   low = low * 2 + bias;
-  low = low * 2 + (op->dtype == SP_BF16);
+  low = low * 3 + (unsigned)op->dtype;
   low = low * ALIGN_CLASSES + log2u(align);
   uint64_t k = (uint64_t)op->batch;
   k = (k << PLAN_DIM_BITS) | op->in_features;
@@ -130,7 +131,9 @@ static void plan_destroy(sp__cuda_plan *p) {
 }
 
 static cublasStatus_t plan_describe(sp__cuda_plan *p, const sp__linear *op, lt_epi epi) {
-  cudaDataType_t t = op->dtype == SP_BF16 ? CUDA_R_16BF : CUDA_R_32F;
+  cudaDataType_t t = op->dtype == SP_BF16  ? CUDA_R_16BF
+                     : op->dtype == SP_F16 ? CUDA_R_16F
+                                           : CUDA_R_32F;
   cublasStatus_t cs = cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F);
   if (cs != CUBLAS_STATUS_SUCCESS) return cs;
   int32_t opa = CUBLAS_OP_T, opb = CUBLAS_OP_N;
@@ -187,8 +190,7 @@ static sp_status plan_build(sp__bstream *s, const sp__linear *op, unsigned align
     return sp__fail(SP_ERR_UNSUPPORTED,
                     "cuda: linear: cuBLASLt has no algorithm for %s batch %u, %u -> %u, "
                     "pointers aligned to %u bytes",
-                    op->dtype == SP_BF16 ? "bf16" : "f32", op->batch, op->in_features,
-                    op->out_features, align);
+                    sp__dtype_name(op->dtype), op->batch, op->in_features, op->out_features, align);
   }
   p->algo = res.algo;
   p->workspace_bytes = res.workspaceSize;
@@ -287,7 +289,7 @@ static sp_status matmul(sp__bstream *s, const sp__linear *op, lt_epi epi, bool b
 static sp_status linear_run(sp__bstream *s, const sp__linear *op) {
   sp_status st = matmul(s, op, op_epi(op), op->bias != NULL);
   if (st != SP_OK || op->act == SP__ACT_NONE || op->act == SP__ACT_RELU) return st;
-  cudaError_t e = sp__cuda_act(s->stream, s->dev->pdl, op->y, op->dtype == SP_BF16,
+  cudaError_t e = sp__cuda_act(s->stream, s->dev->pdl, op->y, (int)op->dtype,
                                (size_t)op->batch * op->out_features, (int)op->act);
   return e == cudaSuccess ? SP_OK : sp__cuda_fail(e, "linear activation kernel launch");
 }
@@ -296,7 +298,7 @@ static sp_status linear_run(sp__bstream *s, const sp__linear *op) {
 
 static sp_status gemv_run(sp__bstream *s, const sp__linear *op) {
   cudaError_t e =
-      sp__cuda_gemv(s->stream, s->dev->pdl, s->dev->clusters, op->dtype == SP_BF16, op->x, op->w,
+      sp__cuda_gemv(s->stream, s->dev->pdl, s->dev->clusters, (int)op->dtype, op->x, op->w,
                     op->bias, op->y, op->batch, op->in_features, op->out_features, (int)op->act);
   return e == cudaSuccess ? SP_OK : sp__cuda_fail(e, "linear kernel launch");
 }
@@ -437,7 +439,7 @@ static uint64_t choice_key(const sp__linear *op, unsigned align) {
   k = (k << PLAN_DIM_BITS) | op->out_features;
   k = (k << 4) | log2u(align);
   k = (k << 1) | (op->bias != NULL);
-  k = (k << 1) | (op->dtype == SP_BF16);
+  k = (k << 2) | (unsigned)op->dtype;
   return (k << 3) | (unsigned)op->act; /* batch >= 1, so never 0 */
 }
 
@@ -483,7 +485,7 @@ int sp__cuda_linear_choice(sp__bdevice *d, const sp__linear *op) {
 /* ---- the slot ---------------------------------------------------------------------------- */
 
 sp_status sp__cuda_linear_async(sp__bstream *s, const sp__linear *op) {
-  if (op->dtype != SP_F32 && op->dtype != SP_BF16)
+  if (!sp__dtype_valid(op->dtype))
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "cuda: linear: unknown dtype %d", (int)op->dtype);
   if ((unsigned)op->act >= SP__ACT_COUNT)
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "cuda: linear: unknown activation %d", (int)op->act);

@@ -1,5 +1,5 @@
 /* The CUDA backend's encoder-layer kernels (backend.h's sp__nn): LayerNorm, the embedding gather,
- * masked multi-head self-attention and pooling, for f32 and bf16 storage with f32 arithmetic
+ * masked multi-head self-attention and pooling, for f32, bf16 and f16 storage with f32 arithmetic
  * (double where the host backend sums in double: pooling's mean and norm). Each op is one kernel
  * launch on the caller's stream.
  *
@@ -31,10 +31,10 @@
  * Owns nothing; no allocation, no sync, capturable; launches return their own error (never read
  * back through cudaGetLastError). No locks.
  */
-#include <cuda_bf16.h>
 #include <math.h>
 #include <stdint.h>
 
+#include "cuda_elem.cuh"
 #include "cuda_nn.h"
 #include "cuda_pdl.h"
 
@@ -67,27 +67,6 @@ cudaError_t launch(void (*k)(P...), unsigned grid, unsigned block, queue s,
   void *argv[] = {static_cast<void *>(&args)...};
   return sp__cuda_launch(reinterpret_cast<const void *>(k), dim3(grid), dim3(block), argv, s.stream,
                          s.pdl);
-}
-
-__device__ __forceinline__ float ld(const float *p, size_t i) { return p[i]; }
-__device__ __forceinline__ float ld(const __nv_bfloat16 *p, size_t i) {
-  return __bfloat162float(p[i]);
-}
-__device__ __forceinline__ float2 ld2(const float *p, size_t i) {
-  return *reinterpret_cast<const float2 *>(p + i);
-}
-__device__ __forceinline__ float2 ld2(const __nv_bfloat16 *p, size_t i) {
-  return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(p + i));
-}
-__device__ __forceinline__ void st(float *p, size_t i, float v) { p[i] = v; }
-__device__ __forceinline__ void st2(float *p, size_t i, float a, float b) {
-  *reinterpret_cast<float2 *>(p + i) = make_float2(a, b);
-}
-__device__ __forceinline__ void st2(__nv_bfloat16 *p, size_t i, float a, float b) {
-  *reinterpret_cast<__nv_bfloat162 *>(p + i) = __floats2bfloat162_rn(a, b);
-}
-__device__ __forceinline__ void st(__nv_bfloat16 *p, size_t i, float v) {
-  p[i] = __float2bfloat16_rn(v);
 }
 
 /* Butterfly reductions: every lane ends with the same bits (each step adds commuted pairs). */
@@ -147,12 +126,13 @@ __global__ void __launch_bounds__(32 * kLnWarps)
       v[i] = v[i + W - 1] = 0.0f;
       if (c >= cols) continue;
       if constexpr (PAIRS) {
-        const float2 a = ld2(x, base + c), r = res ? ld2(res, base + c) : make_float2(0.f, 0.f);
+        const float2 a = sp__ld2(x, base + c),
+                     r = res ? sp__ld2(res, base + c) : make_float2(0.f, 0.f);
         v[i] = a.x + r.x;
         v[i + 1] = a.y + r.y;
       } else {
-        v[i] = ld(x, base + c);
-        if (res) v[i] += ld(res, base + c);
+        v[i] = sp__ld(x, base + c);
+        if (res) v[i] += sp__ld(res, base + c);
       }
     }
 #pragma unroll
@@ -170,10 +150,11 @@ __global__ void __launch_bounds__(32 * kLnWarps)
       const unsigned c = col(i);
       if (c >= cols) continue;
       if constexpr (PAIRS) {
-        const float2 gg = ld2(g, c), bb = ld2(b, c);
-        st2(y, base + c, (v[i] - mean) * inv * gg.x + bb.x, (v[i + 1] - mean) * inv * gg.y + bb.y);
+        const float2 gg = sp__ld2(g, c), bb = sp__ld2(b, c);
+        sp__st2(y, base + c, (v[i] - mean) * inv * gg.x + bb.x,
+                (v[i + 1] - mean) * inv * gg.y + bb.y);
       } else {
-        st(y, base + c, (v[i] - mean) * inv * ld(g, c) + ld(b, c));
+        sp__st(y, base + c, (v[i] - mean) * inv * sp__ld(g, c) + sp__ld(b, c));
       }
     }
   }
@@ -190,17 +171,17 @@ __global__ void __launch_bounds__(kBlock)
     const size_t base = row * cols;
     float sum = 0.0f;
     for (unsigned c = threadIdx.x; c < cols; c += kBlock)
-      sum += ld(x, base + c) + (res ? ld(res, base + c) : 0.0f);
+      sum += sp__ld(x, base + c) + (res ? sp__ld(res, base + c) : 0.0f);
     const float mean = block_sum(sum, sh) / (float)cols;
     float sq = 0.0f;
     for (unsigned c = threadIdx.x; c < cols; c += kBlock) {
-      const float d = ld(x, base + c) + (res ? ld(res, base + c) : 0.0f) - mean;
+      const float d = sp__ld(x, base + c) + (res ? sp__ld(res, base + c) : 0.0f) - mean;
       sq = fmaf(d, d, sq);
     }
     const float inv = 1.0f / sqrtf(block_sum(sq, sh) / (float)cols + eps);
     for (unsigned c = threadIdx.x; c < cols; c += kBlock) {
-      const float v = ld(x, base + c) + (res ? ld(res, base + c) : 0.0f);
-      st(y, base + c, (v - mean) * inv * ld(g, c) + ld(b, c));
+      const float v = sp__ld(x, base + c) + (res ? sp__ld(res, base + c) : 0.0f);
+      sp__st(y, base + c, (v - mean) * inv * sp__ld(g, c) + sp__ld(b, c));
     }
   }
 }
@@ -257,8 +238,9 @@ __global__ void __launch_bounds__(kEmbedThreads)
   for (size_t row = blockIdx.x; row < rows; row += gridDim.x) {
     const size_t t = row % seq, id = (size_t)ids[row], ty = types ? (size_t)types[row] : 0;
     for (unsigned c = threadIdx.x; c < hidden; c += kEmbedThreads)
-      st(y, row * hidden + c,
-         ld(word, id * hidden + c) + ld(pos, t * hidden + c) + ld(type, ty * hidden + c));
+      sp__st(y, row * hidden + c,
+             sp__ld(word, id * hidden + c) + sp__ld(pos, t * hidden + c) +
+                 sp__ld(type, ty * hidden + c));
   }
 }
 
@@ -289,7 +271,7 @@ __global__ void __launch_bounds__(kBlock)
     double sq = 0.0;
     for (unsigned c = threadIdx.x; c < hidden; c += kBlock) {
       double sum = 0.0;
-      for (unsigned t = 0; t < n; t++) sum += ld(xb, (size_t)t * hidden + c);
+      for (unsigned t = 0; t < n; t++) sum += sp__ld(xb, (size_t)t * hidden + c);
       const float m = (float)(sum / (double)n);
       yb[c] = m;
       sq += (double)m * m;
@@ -373,7 +355,7 @@ __global__ void __launch_bounds__(32 * kAttnWarps)
     __syncthreads(); /* the previous block's readers of qs are done */
     for (unsigned e = threadIdx.x; e < (unsigned)(QT * D); e += blockDim.x) {
       const unsigned i = e / D, d = e % D, t = t0 + i;
-      qs[d][i] = (t < seq && d < hd) ? ld(base, (size_t)t * stride + d) : 0.0f;
+      qs[d][i] = (t < seq && d < hd) ? sp__ld(base, (size_t)t * stride + d) : 0.0f;
     }
     float m[QW], l[QW], acc[QW][DPL]; /* l: this lane's share of the weights' sum */
 #pragma unroll
@@ -390,8 +372,8 @@ __global__ void __launch_bounds__(32 * kAttnWarps)
         const unsigned j = e / D, d = e % D;
         const bool real = j < kn && d < hd;
         const size_t at = (size_t)(j0 + j) * stride + d;
-        ks[j][d] = real ? ld(base, at + hidden) : 0.0f;
-        vs[j][d] = real ? ld(base, at + 2 * hidden) : 0.0f;
+        ks[j][d] = real ? sp__ld(base, at + hidden) : 0.0f;
+        vs[j][d] = real ? sp__ld(base, at + 2 * hidden) : 0.0f;
       }
       __syncthreads();
       float sc[QW];
@@ -441,7 +423,7 @@ __global__ void __launch_bounds__(32 * kAttnWarps)
 #pragma unroll
       for (int k = 0; k < DPL; k++) {
         const unsigned d = lane + 32u * k;
-        if (d < hd) st(y, out + d, acc[i][k] * inv);
+        if (d < hd) sp__st(y, out + d, acc[i][k] * inv);
       }
     }
   }
@@ -498,5 +480,5 @@ cudaError_t run(queue s, const sp__nn *op) {
 
 extern "C" cudaError_t sp__cuda_nn(cudaStream_t s, int pdl, const sp__nn *op) {
   const queue q = {s, pdl != 0};
-  return op->dtype == SP_BF16 ? run<__nv_bfloat16>(q, op) : run<float>(q, op);
+  return sp__elem_dispatch(op->dtype, [&](auto t) { return run<decltype(t)>(q, op); });
 }

@@ -14,7 +14,7 @@ extern "C" {
 #define SP__CUDA_NN_HEAD_DIM_MAX 128u
 
 /* Stream-ordered: runs op (already accepted by sp__nn_op_check; attention's head_dim at most
- * SP__CUDA_NN_HEAD_DIM_MAX) as one kernel launch on s, f32 or bf16 storage, f32 arithmetic;
+ * SP__CUDA_NN_HEAD_DIM_MAX) as one kernel launch on s, f32, bf16 or f16 storage, f32 arithmetic;
  * pdl != 0 lets it overlap the kernel before it (cuda_pdl.h). Returns the launch's result.
  * Capturable: no allocation, no sync. Any thread. */
 cudaError_t sp__cuda_nn(cudaStream_t s, int pdl, const sp__nn *op);

@@ -116,7 +116,7 @@ struct sp__bstream {
   char rec_msg[160];        /* mu: its message                                        */
   /* The worker's own state (no lock: only the worker touches it). */
   uint64_t rng;          /* jitter RNG state (xorshift64*)                         */
-  float *scratch;        /* bf16 linear: x, w and y as f32; nn ops: rows as f32    */
+  float *scratch;        /* 16-bit linear: x, w, y as f32; nn ops: rows as f32    */
   size_t scratch_floats; /* scratch capacity, floats                               */
 };
 

@@ -1,11 +1,11 @@
-/* Host compute commands: Linear (GEMM + bias + activation) and f32 <-> bf16 conversion.
+/* Host compute commands: Linear (GEMM + bias + activation) and f32/bf16/f16 conversion.
  *
  * Owns: the arithmetic the worker runs for SP__HOST_CMD_LINEAR and SP__HOST_CMD_CONVERT, and the
  * one-time BLAS set-up. f32 Linear is one OpenBLAS cblas_sgemm into y pre-filled with the bias
- * (beta = 1), then the activation (sp__host_act). bf16 Linear is correct, not fast: x, w and the
- * bias are widened to f32 in the stream's scratch buffer, multiplied with sgemm in f32, activated,
- * and rounded once to bf16 (nearest even). Concurrency comes from the streams: OpenBLAS runs one
- * thread per call.
+ * (beta = 1), then the activation (sp__host_act). bf16 and f16 Linear are correct, not fast: x, w
+ * and the bias are widened to f32 in the stream's scratch buffer, multiplied with sgemm in f32,
+ * activated, and rounded once to the dtype (nearest even). Concurrency comes from the streams:
+ * OpenBLAS runs one thread per call.
  *
  * OpenBLAS is loaded with dlopen at the first Linear submitted to a host stream, not linked: a
  * library linked at load time puts its thread-local storage (OpenBLAS: 60 KiB) into every thread's
@@ -101,14 +101,15 @@ void sp__host_convert_run(void *dst, sp_dtype dst_type, const void *src, sp_dtyp
                           size_t n) {
   if (dst_type == src_type) {
     memmove(dst, src, n * sp__dtype_size(dst_type));
-  } else if (dst_type == SP_BF16) {
-    const float *f = src;
-    uint16_t *h = dst;
-    for (size_t i = 0; i < n; i++) h[i] = sp__f32_to_bf16(f[i]);
-  } else {
-    const uint16_t *h = src;
+  } else if (dst_type == SP_F32) {
     float *f = dst;
-    for (size_t i = 0; i < n; i++) f[i] = sp__bf16_to_f32(h[i]);
+    for (size_t i = 0; i < n; i++) f[i] = sp__elem_load(src, src_type, i);
+  } else if (src_type == SP_F32) {
+    const float *f = src;
+    for (size_t i = 0; i < n; i++) sp__elem_store(dst, dst_type, i, f[i]);
+  } else { /* bf16 <-> f16: through f32, element by element (dst and src may overlap exactly) */
+    for (size_t i = 0; i < n; i++)
+      sp__elem_store(dst, dst_type, i, sp__elem_load(src, src_type, i));
   }
 }
 
@@ -165,26 +166,25 @@ bool sp__host_scratch_reserve(sp__bstream *s, size_t floats) {
   return true;
 }
 
-static sp_status host_linear_bf16(sp__bstream *s, const sp__linear *op, char *msg,
-                                  size_t msg_size) {
+/* A bf16 or f16 linear: widened into the stream's scratch, f32 GEMM, rounded once into y. */
+static sp_status host_linear_16(sp__bstream *s, const sp__linear *op, char *msg, size_t msg_size) {
   size_t nx = (size_t)op->batch * op->in_features, nw = (size_t)op->out_features * op->in_features;
   size_t ny = (size_t)op->batch * op->out_features, out = op->out_features;
   if (!sp__host_scratch_reserve(s, nx + nw + ny)) {
-    snprintf(msg, msg_size,
-             "bf16 linear: cannot allocate %zu bytes of scratch (output not "
-             "written)",
-             (nx + nw + ny) * sizeof(float));
+    snprintf(msg, msg_size, "%s linear: cannot allocate %zu bytes of scratch (output not written)",
+             sp__dtype_name(op->dtype), (nx + nw + ny) * sizeof(float));
     return SP_ERR_HOST_MEMORY;
   }
   float *x = s->scratch, *w = x + nx, *y = w + nw;
-  sp__host_convert_run(x, SP_F32, op->x, SP_BF16, nx);
-  sp__host_convert_run(w, SP_F32, op->w, SP_BF16, nw);
+  sp_dtype dt = op->dtype;
+  sp__host_convert_run(x, SP_F32, op->x, dt, nx);
+  sp__host_convert_run(w, SP_F32, op->w, dt, nw);
   if (op->bias)
     for (size_t b = 0; b < op->batch; b++)
-      sp__host_convert_run(y + b * out, SP_F32, op->bias, SP_BF16, out);
+      sp__host_convert_run(y + b * out, SP_F32, op->bias, dt, out);
   host_sgemm(x, w, y, op->batch, op->in_features, op->out_features, op->bias ? 1.0f : 0.0f);
   sp__host_act(y, ny, op->act);
-  sp__host_convert_run(op->y, SP_BF16, y, SP_F32, ny);
+  sp__host_convert_run(op->y, dt, y, SP_F32, ny);
   return SP_OK;
 }
 
@@ -193,5 +193,5 @@ sp_status sp__host_linear_run(sp__bstream *s, const sp__linear *op, char *msg, s
     host_linear_f32(op);
     return SP_OK;
   }
-  return host_linear_bf16(s, op, msg, msg_size);
+  return host_linear_16(s, op, msg, msg_size);
 }

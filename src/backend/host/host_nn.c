@@ -1,8 +1,8 @@
 /* Host encoder ops (sp__nn): LayerNorm, embedding gather, masked multi-head attention, pooling.
  *
  * Owns: the arithmetic the worker runs for SP__HOST_CMD_NN, in plain C. Every element is read as
- * f32 (bf16 widened), the math is f32 with double accumulators where a sum runs over a row (mean,
- * variance, norms, softmax denominators), and each result is rounded once to the op's dtype.
+ * f32 (bf16 and f16 widened), the math is f32 with double accumulators where a sum runs over a row
+ * (mean, variance, norms, softmax denominators), and each result is rounded once to the op's dtype.
  * Attention widens one head's Q, K and V into the stream's scratch (3 seq x head_dim floats, plus a
  * row of scores); nothing else allocates. Plain loops over contiguous f32 (the dot in eight
  * running sums) keep attention below the Linears (OpenBLAS) for BERT-sized heads.
@@ -18,26 +18,6 @@
 #include "backend/host/host_impl.h"
 #include "core/dtype.h"
 
-static inline float nn_load(const void *p, sp_dtype dt, size_t i) {
-  if (dt == SP_BF16) {
-    uint16_t h;
-    memcpy(&h, (const unsigned char *)p + 2 * i, 2);
-    return sp__bf16_to_f32(h);
-  }
-  float f;
-  memcpy(&f, (const unsigned char *)p + 4 * i, 4);
-  return f;
-}
-
-static inline void nn_store(void *p, sp_dtype dt, size_t i, float v) {
-  if (dt == SP_BF16) {
-    uint16_t h = sp__f32_to_bf16(v);
-    memcpy((unsigned char *)p + 2 * i, &h, 2);
-  } else {
-    memcpy((unsigned char *)p + 4 * i, &v, 4);
-  }
-}
-
 /* ---- the ops -------------------------------------------------------------------------------- */
 
 static void nn_layernorm(const sp__nn *op) {
@@ -47,23 +27,23 @@ static void nn_layernorm(const sp__nn *op) {
     size_t base = r * cols;
     double sum = 0.0, sq = 0.0;
     for (size_t c = 0; c < cols; c++) {
-      float v = nn_load(op->u.norm.x, dt, base + c);
-      if (op->u.norm.residual) v += nn_load(op->u.norm.residual, dt, base + c);
+      float v = sp__elem_load(op->u.norm.x, dt, base + c);
+      if (op->u.norm.residual) v += sp__elem_load(op->u.norm.residual, dt, base + c);
       sum += v;
     }
     double mean = sum / (double)cols;
     for (size_t c = 0; c < cols; c++) {
-      float v = nn_load(op->u.norm.x, dt, base + c);
-      if (op->u.norm.residual) v += nn_load(op->u.norm.residual, dt, base + c);
+      float v = sp__elem_load(op->u.norm.x, dt, base + c);
+      if (op->u.norm.residual) v += sp__elem_load(op->u.norm.residual, dt, base + c);
       sq += (v - mean) * (v - mean);
     }
     float inv = (float)(1.0 / sqrt(sq / (double)cols + (double)op->u.norm.eps));
     /* Each element is read (again) before it is written: y may be x. */
     for (size_t c = 0; c < cols; c++) {
-      float v = nn_load(op->u.norm.x, dt, base + c);
-      if (op->u.norm.residual) v += nn_load(op->u.norm.residual, dt, base + c);
-      float g = nn_load(op->u.norm.gamma, dt, c), b = nn_load(op->u.norm.beta, dt, c);
-      nn_store(op->u.norm.y, dt, base + c, (float)(v - mean) * inv * g + b);
+      float v = sp__elem_load(op->u.norm.x, dt, base + c);
+      if (op->u.norm.residual) v += sp__elem_load(op->u.norm.residual, dt, base + c);
+      float g = sp__elem_load(op->u.norm.gamma, dt, c), b = sp__elem_load(op->u.norm.beta, dt, c);
+      sp__elem_store(op->u.norm.y, dt, base + c, (float)(v - mean) * inv * g + b);
     }
   }
 }
@@ -77,10 +57,10 @@ static void nn_embed(const sp__nn *op) {
       size_t id = (size_t)op->u.embed.ids[row];
       size_t ty = op->u.embed.type_ids ? (size_t)op->u.embed.type_ids[row] : 0;
       for (size_t c = 0; c < hidden; c++) {
-        float v = nn_load(op->u.embed.word, dt, id * hidden + c) +
-                  nn_load(op->u.embed.pos, dt, t * hidden + c) +
-                  nn_load(op->u.embed.type, dt, ty * hidden + c);
-        nn_store(op->u.embed.y, dt, row * hidden + c, v);
+        float v = sp__elem_load(op->u.embed.word, dt, id * hidden + c) +
+                  sp__elem_load(op->u.embed.pos, dt, t * hidden + c) +
+                  sp__elem_load(op->u.embed.type, dt, ty * hidden + c);
+        sp__elem_store(op->u.embed.y, dt, row * hidden + c, v);
       }
     }
 }
@@ -94,7 +74,7 @@ static void nn_head_rows(const sp__nn *op, size_t b, size_t h, unsigned part, si
   for (size_t t = 0; t < n; t++) {
     size_t at = (b * seq + t) * stride + part * hidden + h * hd;
     for (size_t d = 0; d < hd; d++)
-      dst[t * hd + d] = nn_load(op->u.attention.qkv, op->dtype, at + d);
+      dst[t * hd + d] = sp__elem_load(op->u.attention.qkv, op->dtype, at + d);
   }
 }
 
@@ -152,7 +132,7 @@ static sp_status nn_attention(sp__bstream *s, const sp__nn *op, char *msg, size_
           nn_axpy(acc, v + j * hd, (float)(score[j] / denom), hd);
         }
         for (size_t d = 0; d < hd; d++)
-          nn_store(op->u.attention.y, op->dtype, (b * seq + t) * hidden + h * hd + d, acc[d]);
+          sp__elem_store(op->u.attention.y, op->dtype, (b * seq + t) * hidden + h * hd + d, acc[d]);
       }
     }
   }
@@ -169,7 +149,8 @@ static void nn_pool(const sp__nn *op) {
     double norm = 0.0;
     for (size_t c = 0; c < hidden; c++) {
       double sum = 0.0;
-      for (size_t t = 0; t < n; t++) sum += nn_load(op->u.pool.x, dt, (b * seq + t) * hidden + c);
+      for (size_t t = 0; t < n; t++)
+        sum += sp__elem_load(op->u.pool.x, dt, (b * seq + t) * hidden + c);
       y[c] = (float)(sum / (double)n);
       norm += (double)y[c] * y[c];
     }

@@ -1,12 +1,12 @@
 /* White-box tests of the CUDA backend's two linear implementations and the choice between them.
  *
  * Goal: cuBLASLt and our GEMV kernel (forced with STREAMPOOL_CUDA_LINEAR=cublaslt / kernel) both
- * compute y = act(x·wᵀ + b) to f32 accuracy (bf16: bf16 rounding) on batch 1..32 (and 33, 64:
- * the kernel's chunking), f32 and bf16, odd shapes (in_features not a multiple of 8, one input,
- * one output, out not a multiple of the kernel's rows per block) and pointers that defeat the
- * 16-byte loads (x and w one element off 16 bytes; y one element off), with and without bias,
+ * compute y = act(x·wᵀ + b) to f32 accuracy (bf16, f16: their rounding) on batch 1..32 (and 33,
+ * 64: the kernel's chunking), f32, bf16 and f16, odd shapes (in_features not a multiple of 8, one
+ * input, one output, out not a multiple of the kernel's rows per block) and pointers that defeat
+ * the 16-byte loads (x and w one element off 16 bytes; y one element off), with and without bias,
  * with ReLU and with every other activation (GELU erf and tanh, SiLU, Tanh: cuBLASLt then runs
- * its activation kernel in place on y, f32 or bf16; our kernel applies them in its epilogue),
+ * its activation kernel in place on y, in the op's dtype; our kernel applies them in its epilogue),
  * writing every output element. In auto mode the first eager linear of a key
  * (the activation is part of it: a GELU op does not reuse its shape's ReLU choice) caches a
  * choice per device, a capture of an unseen key times nothing (the choice stays unknown) and its
@@ -17,8 +17,8 @@
  * variable named.
  * Method: drive the CUDA backend's table directly (no core). Seeded inputs; a double-precision
  * reference computed once per (shape, dtype) for 64 rows (batch b checks its first b rows, which
- * are the same computation). Tolerance: 5e-5 (f32) or 1e-2 (bf16) of the magnitude bound
- * |w|·|x| + |b| (x 1.25 with an activation other than ReLU: their slopes reach 1.13, so the
+ * are the same computation). Tolerance: 5e-5 (f32), 1e-2 (bf16) or 2e-3 (f16) of the magnitude
+ * bound |w|·|x| + |b| (x 1.25 with an activation other than ReLU: their slopes reach 1.13, so the
  * pre-activation error grows by that much at most). The output is poisoned with 0xFF bytes (NaN)
  * before each run, so an element left unwritten fails. Without a CUDA device it prints "skipped"
  * and exits 77 (SP_REQUIRE_CUDA=1: a failure).
@@ -31,19 +31,18 @@
 #include "tu_backend.h"
 
 #include "backend/backend.h"
+#include "core/dtype.h" /* sp__elem_load/store: the host's rounding, tested in conf_backend */
 
 #ifdef SP_HAVE_CUDA
 #include "backend/cuda/cuda_select.h"
 
 enum { ROWS = 64, PAD = 16 }; /* reference rows; spare elements for the misaligned views */
 
-static float bf16_round(float v) {
-  uint32_t u;
-  memcpy(&u, &v, sizeof(u));
-  u += 0x7FFFu + ((u >> 16) & 1u);
-  u &= 0xFFFF0000u;
-  memcpy(&v, &u, sizeof(v));
-  return v;
+/* v as dt stores it. */
+static float dt_round(sp_dtype dt, float v) {
+  unsigned char e[4];
+  sp__elem_store(e, dt, 0, v);
+  return sp__elem_load(e, dt, 0);
 }
 
 static float rand_unit(tu_rng *r) { return (float)tu_rng_below(r, 2000001) / 1000000.0f - 1.0f; }
@@ -51,36 +50,27 @@ static float rand_unit(tu_rng *r) { return (float)tu_rng_below(r, 2000001) / 100
 /* One shape's host data, device copies and reference. */
 typedef struct lin_case {
   unsigned in, out;
-  int bf16;
-  float *x, *w, *b;  /* host values (bf16-rounded when bf16): x [ROWS, in], w [out, in]  */
+  sp_dtype dt;
+  float *x, *w, *b;  /* host values (rounded to dt): x [ROWS, in], w [out, in]          */
   double *pre, *mag; /* [ROWS, out]: x·wᵀ and |x|·|w|ᵀ                                 */
   void *dx, *dw, *db, *dy; /* device: dtype elements, PAD spare at the end                  */
   float *got;              /* [ROWS, out] read back as f32                                   */
 } lin_case;
 
-static size_t esize(const lin_case *c) { return c->bf16 ? 2 : 4; }
+static size_t esize(const lin_case *c) { return sp__dtype_size(c->dt); }
 
-/* f32 values -> dtype bytes in a host buffer. */
-static void *to_dtype(const float *v, size_t n, int bf16) {
-  void *p = malloc(n * (bf16 ? 2 : 4) + 1);
+/* f32 values -> dt bytes in a host buffer (values already dt's: exact). */
+static void *to_dtype(const float *v, size_t n, sp_dtype dt) {
+  void *p = malloc(n * sp__dtype_size(dt) + 1);
   assert_non_null(p);
-  for (size_t i = 0; i < n; i++) {
-    if (bf16) {
-      uint32_t u;
-      memcpy(&u, &v[i], 4);
-      uint16_t h = (uint16_t)(u >> 16); /* values are bf16-rounded already */
-      memcpy((unsigned char *)p + 2 * i, &h, 2);
-    } else {
-      memcpy((unsigned char *)p + 4 * i, &v[i], 4);
-    }
-  }
+  for (size_t i = 0; i < n; i++) sp__elem_store(p, dt, i, v[i]);
   return p;
 }
 
 static void upload(const sp__backend *be, sp__bstream *s, void *dst, const float *v, size_t n,
-                   int bf16) {
-  void *h = to_dtype(v, n, bf16);
-  SP_CHECK_OK(be->memcpy_async(s, dst, h, n * (bf16 ? 2 : 4)));
+                   sp_dtype dt) {
+  void *h = to_dtype(v, n, dt);
+  SP_CHECK_OK(be->memcpy_async(s, dst, h, n * sp__dtype_size(dt)));
   SP_CHECK_OK(be->stream_sync(s));
   free(h);
 }
@@ -92,11 +82,11 @@ static void *dev_alloc(const sp__backend *be, sp__bdevice *d, size_t bytes) {
 }
 
 static void case_open(const sp__backend *be, sp__bdevice *d, sp__bstream *s, lin_case *c,
-                      unsigned in, unsigned out, int bf16, uint64_t seed) {
+                      unsigned in, unsigned out, sp_dtype dt, uint64_t seed) {
   memset(c, 0, sizeof(*c));
   c->in = in;
   c->out = out;
-  c->bf16 = bf16;
+  c->dt = dt;
   tu_rng r = {seed};
   size_t nx = (size_t)ROWS * in, nw = (size_t)out * in, ny = (size_t)ROWS * out;
   c->x = malloc(nx * 4);
@@ -110,11 +100,9 @@ static void case_open(const sp__backend *be, sp__bdevice *d, sp__bstream *s, lin
   for (size_t i = 0; i < nx; i++) c->x[i] = rand_unit(&r) * 2.0f;
   for (size_t i = 0; i < nw; i++) c->w[i] = rand_unit(&r) * k;
   for (unsigned i = 0; i < out; i++) c->b[i] = rand_unit(&r) * 0.5f;
-  if (bf16) {
-    for (size_t i = 0; i < nx; i++) c->x[i] = bf16_round(c->x[i]);
-    for (size_t i = 0; i < nw; i++) c->w[i] = bf16_round(c->w[i]);
-    for (unsigned i = 0; i < out; i++) c->b[i] = bf16_round(c->b[i]);
-  }
+  for (size_t i = 0; i < nx; i++) c->x[i] = dt_round(dt, c->x[i]);
+  for (size_t i = 0; i < nw; i++) c->w[i] = dt_round(dt, c->w[i]);
+  for (unsigned i = 0; i < out; i++) c->b[i] = dt_round(dt, c->b[i]);
   for (unsigned row = 0; row < ROWS; row++)
     for (unsigned o = 0; o < out; o++) {
       double sum = 0, m = 0;
@@ -131,7 +119,7 @@ static void case_open(const sp__backend *be, sp__bdevice *d, sp__bstream *s, lin
   c->dw = dev_alloc(be, d, (nw + PAD) * es);
   c->db = dev_alloc(be, d, ((size_t)out + PAD) * es);
   c->dy = dev_alloc(be, d, (ny + PAD) * es);
-  upload(be, s, c->db, c->b, out, bf16);
+  upload(be, s, c->db, c->b, out, dt);
 }
 
 static void case_close(const sp__backend *be, sp__bdevice *d, lin_case *c) {
@@ -159,13 +147,13 @@ static sp__act view_act(const lin_view *v, unsigned batch) {
 /* x and w uploaded at the view's offset (the same values, shifted). */
 static void case_place(const sp__backend *be, sp__bstream *s, lin_case *c, unsigned off) {
   size_t es = esize(c);
-  upload(be, s, (unsigned char *)c->dx + off * es, c->x, (size_t)ROWS * c->in, c->bf16);
-  upload(be, s, (unsigned char *)c->dw + off * es, c->w, (size_t)c->out * c->in, c->bf16);
+  upload(be, s, (unsigned char *)c->dx + off * es, c->x, (size_t)ROWS * c->in, c->dt);
+  upload(be, s, (unsigned char *)c->dw + off * es, c->w, (size_t)c->out * c->in, c->dt);
 }
 
 static sp__linear case_op(const lin_case *c, const lin_view *v, unsigned batch) {
   size_t es = esize(c);
-  return (sp__linear){.dtype = c->bf16 ? SP_BF16 : SP_F32,
+  return (sp__linear){.dtype = c->dt,
                       .batch = batch,
                       .in_features = c->in,
                       .out_features = c->out,
@@ -184,19 +172,13 @@ static void case_check(const sp__backend *be, sp__bstream *s, lin_case *c, const
   assert_non_null(raw);
   SP_CHECK_OK(be->memcpy_async(s, raw, (unsigned char *)c->dy + v->y_off * es, n * es));
   SP_CHECK_OK(be->stream_sync(s));
-  for (size_t i = 0; i < n; i++) {
-    if (c->bf16) {
-      uint16_t h;
-      memcpy(&h, raw + 2 * i, 2);
-      uint32_t u = (uint32_t)h << 16;
-      memcpy(&c->got[i], &u, 4);
-    } else {
-      memcpy(&c->got[i], raw + 4 * i, 4);
-    }
-  }
+  for (size_t i = 0; i < n; i++) c->got[i] = sp__elem_load(raw, c->dt, i);
   free(raw);
   sp__act act = view_act(v, batch);
-  double tol = (c->bf16 ? 1e-2 : 5e-5) * (act == SP__ACT_NONE || act == SP__ACT_RELU ? 1.0 : 1.25);
+  double tol = (c->dt == SP_BF16  ? 1e-2
+                : c->dt == SP_F16 ? 2e-3
+                                  : 5e-5) *
+               (act == SP__ACT_NONE || act == SP__ACT_RELU ? 1.0 : 1.25);
   for (unsigned row = 0; row < batch; row++)
     for (unsigned o = 0; o < c->out; o++) {
       size_t i = (size_t)row * c->out + o;
@@ -207,7 +189,7 @@ static void case_check(const sp__backend *be, sp__bstream *s, lin_case *c, const
         fail_msg(
             "%s: %s %ux%u batch %u (x/w off %u, y off %u, bias %d, act %d) row %u col %u: "
             "got %.9g, want %.9g (|diff| %.3g > bound %.3g)",
-            what, c->bf16 ? "bf16" : "f32", c->in, c->out, batch, v->xw_off, v->y_off, v->bias,
+            what, sp__dtype_name(c->dt), c->in, c->out, batch, v->xw_off, v->y_off, v->bias,
             (int)act, row, o, got, want, fabs(got - want), bound);
     }
 }
@@ -252,7 +234,7 @@ static const unsigned shapes[][2] = {
     {256, 3},  {40, 70}, {384, 1152}, {1536, 384}, {384, 1536},
 };
 
-/* Every shape, both dtypes, batches 1..32, 33, 64, five views, under one forced mode. */
+/* Every shape, every dtype, batches 1..32, 33, 64, five views, under one forced mode. */
 static void forced_mode(const sp__backend *be, const char *mode) {
   sp__bdevice *d = open_with(be, mode);
   sp__bstream *s = NULL;
@@ -266,11 +248,11 @@ static void forced_mode(const sp__backend *be, const char *mode) {
   };
   unsigned checked = 0;
   for (size_t k = 0; k < sizeof(shapes) / sizeof(shapes[0]); k++)
-    for (int bf = 0; bf < 2; bf++) {
+    for (unsigned dt = SP_F32; dt <= SP_F16; dt++) {
       lin_case c;
       bool big = shapes[k][0] * shapes[k][1] >= 65536;
-      case_open(be, d, s, &c, shapes[k][0], shapes[k][1], bf,
-                tu_seed() * 131 + k * 2 + (unsigned)bf);
+      case_open(be, d, s, &c, shapes[k][0], shapes[k][1], (sp_dtype)dt,
+                tu_seed() * 131 + k * 3 + dt);
       for (size_t vi = 0; vi < sizeof(views) / sizeof(views[0]); vi++) {
         case_place(be, s, &c, views[vi].xw_off);
         for (unsigned b = 1; b <= 34; b++) {
@@ -313,10 +295,10 @@ static void auto_mode(void **state) {
   static const lin_view v = {0, 0, true, SP__ACT_RELU}, gelu = {0, 0, true, SP__ACT_GELU_ERF};
   static const unsigned mlp[][2] = {{512, 1024}, {1024, 1024}, {1024, 512}};
   static const unsigned batches[] = {1, 8, 32};
-  for (int bf = 0; bf < 2; bf++)
+  for (unsigned dt = SP_F32; dt <= SP_F16; dt++)
     for (size_t k = 0; k < 3; k++) {
       lin_case c;
-      case_open(be, d, s, &c, mlp[k][0], mlp[k][1], bf, tu_seed() * 7 + k + 10 * (unsigned)bf);
+      case_open(be, d, s, &c, mlp[k][0], mlp[k][1], (sp_dtype)dt, tu_seed() * 7 + k + 10 * dt);
       case_place(be, s, &c, 0);
       for (size_t bi = 0; bi < sizeof(batches) / sizeof(batches[0]); bi++) {
         sp__linear op = case_op(&c, &v, batches[bi]);
@@ -325,7 +307,7 @@ static void auto_mode(void **state) {
         int ch = sp__cuda_linear_choice(d, &op);
         if (ch != 1 && ch != 2) fail_msg("no choice cached after an eager call: %d", ch);
         run_checked(be, s, &c, &v, batches[bi], "auto (cached)");
-        print_message("cuda auto: %s %ux%u batch %u -> %s\n", bf ? "bf16" : "f32", c.in, c.out,
+        print_message("cuda auto: %s %ux%u batch %u -> %s\n", sp__dtype_name(c.dt), c.in, c.out,
                       batches[bi], choice_name(ch));
         /* the same shape with GELU is a choice of its own (its cuBLASLt side has one more
          * kernel), timed at its first eager call */
@@ -341,7 +323,7 @@ static void auto_mode(void **state) {
   /* A key first seen inside a capture: cuBLASLt, no timing, right on replay; then an eager call
    * times it and the next capture uses the cached choice. */
   lin_case c;
-  case_open(be, d, s, &c, 96, 61, 0, tu_seed() + 99);
+  case_open(be, d, s, &c, 96, 61, SP_F32, tu_seed() + 99);
   case_place(be, s, &c, 0);
   for (int round = 0; round < 2; round++) {
     sp__linear op = case_op(&c, &v, 5);
@@ -368,7 +350,7 @@ static void auto_mode(void **state) {
 
 /* cuBLASLt's activation kernel inside a graph: on a stream that never ran a linear (so its
  * cuBLASLt state comes from capture_begin's prepare, never from a cudaMalloc inside the capture),
- * a bf16 GELU and an f32 SiLU (both in place on y) captured, replayed twice, right. */
+ * a bf16 and an f16 GELU and an f32 SiLU (all in place on y) captured, replayed twice, right. */
 static void captured_activation(void **state) {
   (void)state;
   const sp__backend *be = cuda_table();
@@ -378,10 +360,11 @@ static void captured_activation(void **state) {
   SP_CHECK_OK(be->stream_create(d, 0, &s));
   SP_CHECK_OK(be->stream_create(d, 1, &cap));
   static const lin_view views[] = {{0, 0, true, SP__ACT_GELU_ERF}, {0, 1, false, SP__ACT_SILU}};
-  for (int bf = 1; bf >= 0; bf--) {
+  static const sp_dtype dts[] = {SP_BF16, SP_F16, SP_F32};
+  for (unsigned k = 0; k < 3; k++) {
     lin_case c;
-    const lin_view *v = &views[bf ? 0 : 1];
-    case_open(be, d, s, &c, 384, 1536, bf, tu_seed() * 3 + (unsigned)bf);
+    const lin_view *v = &views[dts[k] == SP_F32 ? 1 : 0];
+    case_open(be, d, s, &c, 384, 1536, dts[k], tu_seed() * 3 + k);
     case_place(be, s, &c, 0);
     SP_CHECK_OK(be->stream_sync(s));
     sp__linear op = case_op(&c, v, 7);
@@ -424,10 +407,10 @@ typedef struct chain {
   void *buf[2];              /* dt, [batch, CHAIN_W] each                                */
 } chain;
 
-static void chain_open(const sp__backend *be, sp__bdevice *d, sp__bstream *s, chain *c, int bf16,
+static void chain_open(const sp__backend *be, sp__bdevice *d, sp__bstream *s, chain *c, sp_dtype dt,
                        unsigned batch, uint64_t seed) {
   memset(c, 0, sizeof(*c));
-  c->dt = bf16 ? SP_BF16 : SP_F32;
+  c->dt = dt;
   c->batch = batch;
   tu_rng r = {seed};
   for (unsigned k = 0; k < CHAIN; k++) {
@@ -435,12 +418,12 @@ static void chain_open(const sp__backend *be, sp__bdevice *d, sp__bstream *s, ch
     float *w = malloc((size_t)in * out * 4), *b = malloc((size_t)out * 4);
     assert_true(w && b);
     float sc = 1.0f / sqrtf((float)in);
-    for (size_t i = 0; i < (size_t)in * out; i++) w[i] = bf16_round(rand_unit(&r) * sc);
-    for (unsigned i = 0; i < out; i++) b[i] = bf16_round(rand_unit(&r) * 0.5f);
-    c->w[k] = dev_alloc(be, d, (size_t)in * out * (bf16 ? 2 : 4));
-    c->b[k] = dev_alloc(be, d, (size_t)out * (bf16 ? 2 : 4));
-    upload(be, s, c->w[k], w, (size_t)in * out, bf16);
-    upload(be, s, c->b[k], b, out, bf16);
+    for (size_t i = 0; i < (size_t)in * out; i++) w[i] = dt_round(dt, rand_unit(&r) * sc);
+    for (unsigned i = 0; i < out; i++) b[i] = dt_round(dt, rand_unit(&r) * 0.5f);
+    c->w[k] = dev_alloc(be, d, (size_t)in * out * sp__dtype_size(dt));
+    c->b[k] = dev_alloc(be, d, (size_t)out * sp__dtype_size(dt));
+    upload(be, s, c->w[k], w, (size_t)in * out, dt);
+    upload(be, s, c->b[k], b, out, dt);
     free(w);
     free(b);
   }
@@ -449,7 +432,7 @@ static void chain_open(const sp__backend *be, sp__bdevice *d, sp__bstream *s, ch
   for (size_t i = 0; i < (size_t)batch * chain_dims[0]; i++) x[i] = rand_unit(&r);
   c->in = dev_alloc(be, d, (size_t)batch * chain_dims[0] * 4);
   c->out = dev_alloc(be, d, (size_t)batch * chain_dims[CHAIN] * 4);
-  upload(be, s, c->in, x, (size_t)batch * chain_dims[0], 0);
+  upload(be, s, c->in, x, (size_t)batch * chain_dims[0], SP_F32);
   free(x);
   for (int i = 0; i < 2; i++) c->buf[i] = dev_alloc(be, d, (size_t)batch * CHAIN_W * 4);
 }
@@ -514,7 +497,7 @@ static void chain_same(const float *want, const float *got, const chain *c, cons
   for (size_t i = 0; i < (size_t)c->batch * chain_dims[CHAIN]; i++)
     if (memcmp(&want[i], &got[i], 4) != 0)
       fail_msg("%s: %s batch %u: element %zu is %.9g, with a sync after each op %.9g", what,
-               c->dt == SP_BF16 ? "bf16" : "f32", c->batch, i, got[i], want[i]);
+               sp__dtype_name(c->dt), c->batch, i, got[i], want[i]);
 }
 
 static void pdl_chain(void **state) {
@@ -530,10 +513,10 @@ static void pdl_chain(void **state) {
     sp__bstream *s = NULL, *cap = NULL;
     SP_CHECK_OK(be->stream_create(d, 0, &s));
     SP_CHECK_OK(be->stream_create(d, 1, &cap));
-    for (int bf = 0; bf < 2; bf++)
+    for (unsigned dt = SP_F32; dt <= SP_F16; dt++)
       for (size_t bi = 0; bi < sizeof(batches) / sizeof(batches[0]); bi++) {
         chain c;
-        chain_open(be, d, s, &c, bf, batches[bi], tu_seed() * 11 + bi * 2 + (unsigned)bf);
+        chain_open(be, d, s, &c, (sp_dtype)dt, batches[bi], tu_seed() * 11 + bi * 3 + dt);
         chain_poison(be, s, &c);
         SP_CHECK_OK(chain_queue(be, s, &c, true));
         float *want = chain_read(be, s, &c);
