@@ -1,19 +1,17 @@
 /* The batcher: single rows from many threads merged into batched forward passes.
  *
- * Owns: the request queue, the worker threads and their pass slots (BATCH_SLOTS a worker: host
- * staging from sp__pinned_alloc, pinned when the backend has pinned memory, one device block of
- * max_batch rows of input and output, zeroed once, a pool stream and a done event each).
+ * Owns: the request queue, the worker threads and their buffers (host staging from
+ * sp__pinned_alloc, pinned when the backend has pinned memory, and one device block per worker,
+ * max_batch rows of input and output each, zeroed once).
  * A request lives on its caller's stack: sp_batcher_infer queues it and blocks until a worker
  * marks it done. A worker takes up to max_batch queued rows, or what arrived within max_delay_us
- * of the first, stages them into one batch (one memcpy per row), runs one forward pass on a slot's
+ * of the first, stages them into one batch (one memcpy per row), runs one forward pass on its own
  * stream, copies each row back to its caller and completes it with its own status (an error
- * reaches exactly the rows of the failed pass). A worker whose pass is in flight launches its
- * next one into its other slot when a full batch is already queued, and answers the first while
- * the second runs (batch_worker_loop). Only one worker collects at a time, so batches
+ * reaches exactly the rows of the failed pass). Only one worker collects at a time, so batches
  * are not split between workers that both wake up; the others wait for the collector role (mu)
  * while the collector gathers. When graphs are on for the model (m->graphs: the one decision of
  * sp__graphs_enabled, made at model build) a pass runs at a padded batch size (the next power of
- * two, at most max_batch) on the slot's fixed device buffers, so sp_model_forward always replays
+ * two, at most max_batch) on the worker's fixed device buffers, so sp_model_forward always replays
  * one of a few captured graphs (captured when the worker starts); padding rows hold stale finite
  * data and are never copied back. With graphs off a pass runs at exactly its row count.
  * Intake: a caller pushes its request onto a lock-free stack (inbox) and never takes a lock; the
@@ -23,16 +21,16 @@
  * per row.
  * Completion: a caller spins for spin_ns, then sleeps. While its request is still queued it
  * sleeps on its own state word (the worker wakes it alone); once a worker has taken it, it sleeps
- * on that slot's pass counter `gen`, so the worker wakes all sleepers of a pass with one futex
+ * on that worker's pass counter `gen`, so the worker wakes all sleepers of a pass with one futex
  * call, and none if all were spinning.
  * Invariants: every pushed request is answered exactly once; count == length of head..tail;
  * after `stopping` no request is accepted; `closed` is set only once no push is in progress, and
  * workers exit only when closed and inbox and queue are empty; a caller touches the batcher only
  * while counted in `callers`, which destroy waits to drain.
- * Locking: mu is the collector role and guards head/tail/count (a worker with a pass in flight
- * only tries it); start_mu guards start-up state (ranks in src/core/lock.h).
+ * Locking: mu is the collector role and guards head/tail/count; start_mu guards start-up state
+ * (ranks in src/core/lock.h).
  * Neither is held across a backend call, an allocator call or a completion, and callers take
- * neither. Request states, the inbox and the per-slot gen and sleepers words are atomics
+ * neither. Request states, the inbox and the per-worker gen and sleepers words are atomics
  * (sequentially consistent where a sleeper and a waker meet).
  */
 #include <limits.h>
@@ -57,52 +55,39 @@
 enum {
   REQ_QUEUED = 0,    /* in the queue; the caller may still switch it to REQ_QSLEEP  */
   REQ_QSLEEP = 1,    /* in the queue or a pass; its caller sleeps on the state word */
-  REQ_TAKEN = 2,     /* in a worker's pass (r->w set); sleepers use the slot's gen   */
+  REQ_TAKEN = 2,     /* in a worker's pass (r->w set); sleepers use the worker's gen */
   REQ_DONE = 3,      /* status, msg and out are written                             */
   BATCH_MSG = 192,   /* bytes of an error message carried to a caller               */
   BATCH_SPIN_US = 0, /* default time a caller polls before it sleeps (measured:
                       * spinning callers slow the workers when threads outnumber cores) */
-  BATCH_SLOTS = 2,   /* passes in flight per worker                                */
 };
 
-struct batch_slot;
+struct batch_worker;
 
 typedef struct batch_req {
   struct batch_req *next;  /* inbox link (pusher), then queue link (b->mu)      */
   const float *in;         /* caller's row, in_features floats                  */
   float *out;              /* caller's row, out_features floats                 */
   unsigned long long t_ns; /* arrival, monotonic                                */
-  struct batch_slot *w;    /* the pass slot that took it; set before REQ_TAKEN  */
+  struct batch_worker *w;  /* the worker that took it; written before REQ_TAKEN */
   _Atomic uint32_t state;  /* REQ_*                                             */
   sp_status status;        /* written before state = REQ_DONE                   */
   char msg[BATCH_MSG];     /* sp_last_error of the failed pass                  */
 } batch_req;
 
-/* One pass a worker has in flight: its rows, buffers and stream. A worker has BATCH_SLOTS of
- * them, so it can launch the next pass before it answers the last (batch_worker_main). */
-typedef struct batch_slot {
-  sp_stream *s;               /* its stream (a worker's slots: distinct pool streams)  */
-  bool pinned_in, pinned_out; /* h_in / h_out are pinned (sp__pinned_alloc's answer)   */
-  float *h_in, *h_out;        /* host staging, max_batch rows                          */
-  unsigned char *d_buf;       /* device: input rows, output rows                       */
-  batch_req **reqs;           /* the rows of the pass in flight                        */
-  unsigned n;                 /* rows of the pass in flight; 0: none                   */
-  sp_status st;               /* the pass's launch status; msg: its error              */
-  char msg[BATCH_MSG];
-  sp_event done;         /* recorded after the pass's copy back                   */
-  bool have_done;        /* done was acquired                                     */
-  unsigned long long t0; /* the pass's staging began (run_ns)                     */
-  _Atomic uint32_t gen;  /* passes completed; futex word of TAKEN sleepers        */
-  atomic_uint sleepers;  /* callers asleep (or going to sleep) on gen             */
-} batch_slot;
-
 typedef struct batch_worker {
   sp_batcher *b;
   unsigned index;
   pthread_t thread;
-  bool started;                 /* thread was created                              */
-  size_t d_out_off;             /* bytes from a slot's d_buf to its outputs        */
-  batch_slot slot[BATCH_SLOTS]; /* passes in flight, used in turn                  */
+  bool started;               /* thread was created                                */
+  bool pinned_in, pinned_out; /* h_in / h_out are pinned (sp__pinned_alloc's answer) */
+  sp_stream *s;               /* its own stream                                    */
+  float *h_in, *h_out;        /* host staging, max_batch rows                      */
+  unsigned char *d_buf;       /* device: input rows, output rows                   */
+  size_t d_out_off;           /* bytes from d_buf to the outputs                   */
+  batch_req **reqs;           /* the rows of the current pass                      */
+  _Atomic uint32_t gen;       /* passes completed; futex word of TAKEN sleepers    */
+  atomic_uint sleepers;       /* callers asleep (or going to sleep) on gen         */
 } batch_worker;
 
 struct sp_batcher {
@@ -166,11 +151,11 @@ static inline void batch_cpu_relax(void) {
 #endif
 }
 
-/* Sleeps on the pass counter of the slot that took r until r is done. The increment of
+/* Sleeps on the pass counter of the worker that took r until r is done. The increment of
  * sleepers and the worker's check of it are both seq_cst: either the worker sees this sleeper
  * and wakes gen after bumping it, or this thread sees REQ_DONE. */
 static void req_sleep_taken(batch_req *r) {
-  batch_slot *w = r->w;
+  batch_worker *w = r->w;
   atomic_fetch_add(&w->sleepers, 1);
   uint32_t g = atomic_load(&w->gen);
   if (atomic_load(&r->state) != REQ_DONE) batch_futex_wait(&w->gen, g);
@@ -205,7 +190,7 @@ static void req_complete(batch_req *r, sp_status st, const char *msg) {
 }
 
 /* After every request of w's pass is REQ_DONE: one wake for all callers asleep on gen. */
-static void batch_wake_pass(batch_slot *w) {
+static void batch_wake_pass(batch_worker *w) {
   atomic_fetch_add(&w->gen, 1);
   if (atomic_load(&w->sleepers)) batch_futex_wake(&w->gen, INT_MAX);
 }
@@ -214,7 +199,7 @@ static void batch_wake_pass(batch_slot *w) {
 
 /* Marks r as taken by w, unless its caller already sleeps on r's own word (it stays REQ_QSLEEP
  * and is woken alone). */
-static void req_take(batch_req *r, batch_slot *w) {
+static void req_take(batch_req *r, batch_worker *w) {
   r->w = w;
   uint32_t expect = REQ_QUEUED;
   (void)atomic_compare_exchange_strong(&r->state, &expect, REQ_TAKEN);
@@ -268,33 +253,8 @@ static void batch_wait_rows(sp_batcher *b, unsigned target, unsigned long long d
   atomic_store(&b->want, UINT_MAX);
 }
 
-/* Takes up to max_batch queued rows into w->reqs, oldest first. mu held. */
-static unsigned batch_take(sp_batcher *b, batch_slot *w) {
-  atomic_fetch_add_explicit(&b->fill_ns, sp__now_ns() - b->head->t_ns, memory_order_relaxed);
-  unsigned n = 0;
-  while (n < b->max_batch && b->head) {
-    req_take(b->head, w);
-    w->reqs[n++] = b->head;
-    b->head = b->head->next;
-  }
-  if (!b->head) b->tail = NULL;
-  b->count -= n;
-  atomic_store_explicit(&b->local_n, b->count, memory_order_relaxed);
-  return n;
-}
-
-/* A full batch into w->reqs if one is queued and the collector role is free at once, else 0:
- * for a worker that still holds an unanswered pass (it must not wait while its callers do). */
-static unsigned batch_collect_full(sp_batcher *b, batch_slot *w) {
-  if (!sp__mutex_trylock(&b->mu)) return 0;
-  batch_drain(b);
-  unsigned n = b->count >= b->max_batch ? batch_take(b, w) : 0;
-  sp__mutex_unlock(&b->mu);
-  return n;
-}
-
 /* Takes the next batch into w->reqs; 0 when the batcher is closed and every row is answered. */
-static unsigned batch_collect(sp_batcher *b, batch_slot *w) {
+static unsigned batch_collect(sp_batcher *b, batch_worker *w) {
   sp__mutex_lock(&b->mu);
   for (batch_drain(b); !b->count; batch_drain(b)) {
     if (atomic_load(&b->closed) && !atomic_load(&b->inbox)) {
@@ -308,7 +268,16 @@ static unsigned batch_collect(sp_batcher *b, batch_slot *w) {
     batch_wait_rows(b, b->max_batch - b->count, deadline);
     batch_drain(b);
   }
-  unsigned n = batch_take(b, w);
+  atomic_fetch_add_explicit(&b->fill_ns, sp__now_ns() - b->head->t_ns, memory_order_relaxed);
+  unsigned n = 0;
+  while (n < b->max_batch && b->head) {
+    req_take(b->head, w);
+    w->reqs[n++] = b->head;
+    b->head = b->head->next;
+  }
+  if (!b->head) b->tail = NULL;
+  b->count -= n;
+  atomic_store_explicit(&b->local_n, b->count, memory_order_relaxed);
   sp__mutex_unlock(&b->mu);
   return n;
 }
@@ -344,78 +313,67 @@ static unsigned batch_padded(const sp_batcher *b, unsigned n) {
   return p < b->max_batch ? p : b->max_batch;
 }
 
-/* Stages w's n rows and enqueues the pass at batch size `rows` (>= n) on w->s: the copy in,
- * the forward, the copy back, then the done event. Records the first failure in w->st/msg. */
-static void batch_launch(batch_worker *wk, batch_slot *w, unsigned n) {
-  sp_batcher *b = wk->b;
+/* Stages, runs and copies back one pass of n rows at batch size `rows` (>= n); syncs w->s. */
+static sp_status batch_forward(batch_worker *w, unsigned n, unsigned rows) {
+  sp_batcher *b = w->b;
   size_t in_row = (size_t)b->in_f * sizeof(float), out_row = (size_t)b->out_f * sizeof(float);
-  unsigned rows = batch_padded(b, n);
-  float *d_in = (float *)w->d_buf, *d_out = (float *)(w->d_buf + wk->d_out_off);
-  w->n = n;
-  w->t0 = sp__now_ns();
-  for (unsigned j = 0; j < n; j++) memcpy(w->h_in + (size_t)j * b->in_f, w->reqs[j]->in, in_row);
+  float *d_in = (float *)w->d_buf, *d_out = (float *)(w->d_buf + w->d_out_off);
   sp_status st = sp_memcpy_async(w->s, d_in, w->h_in, n * in_row);
   if (st == SP_OK) st = sp_model_forward(b->m, w->s, d_in, d_out, rows);
   if (st == SP_OK) st = sp_memcpy_async(w->s, w->h_out, d_out, n * out_row);
-  if (st == SP_OK) st = sp_event_record(w->done, w->s);
-  w->st = st;
-  if (st != SP_OK) snprintf(w->msg, sizeof(w->msg), "%s", sp_last_error());
+  sp_status sync = sp_stream_sync(w->s); /* also after a failure: copies use the staging */
+  return st == SP_OK ? sync : st;
 }
 
-/* Waits for w's pass and answers every row of it. After a failed launch the stream is synced
- * instead of the event (copies may still use the staging). */
-static void batch_answer(sp_batcher *b, batch_slot *w) {
-  size_t out_row = (size_t)b->out_f * sizeof(float);
-  unsigned n = w->n;
-  sp_status st = w->st;
-  if (st == SP_OK) {
-    st = sp_event_sync(b->m->dev, w->done);
-    if (st != SP_OK) snprintf(w->msg, sizeof(w->msg), "%s", sp_last_error());
-  } else {
-    (void)sp_stream_sync(w->s);
-  }
+/* Runs one pass over w->reqs[0, n) and answers every row. */
+static void batch_run(batch_worker *w, unsigned n) {
+  sp_batcher *b = w->b;
+  size_t in_row = (size_t)b->in_f * sizeof(float), out_row = (size_t)b->out_f * sizeof(float);
+  unsigned long long t0 = sp__now_ns();
+  for (unsigned j = 0; j < n; j++) memcpy(w->h_in + (size_t)j * b->in_f, w->reqs[j]->in, in_row);
+  sp_status st = batch_forward(w, n, batch_padded(b, n));
+  const char *msg = st == SP_OK ? "" : sp_last_error();
   unsigned long long t1 = sp__now_ns();
-  atomic_fetch_add_explicit(&b->run_ns, t1 - w->t0, memory_order_relaxed);
+  atomic_fetch_add_explicit(&b->run_ns, t1 - t0, memory_order_relaxed);
   /* Counted before any caller is released, so a caller's stats include its own row. */
   atomic_fetch_add_explicit(&b->batches, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&b->requests, n, memory_order_relaxed);
   if (st != SP_OK) atomic_fetch_add_explicit(&b->failed, n, memory_order_relaxed);
   for (unsigned j = 0; j < n; j++) {
     if (st == SP_OK) memcpy(w->reqs[j]->out, w->h_out + (size_t)j * b->out_f, out_row);
-    req_complete(w->reqs[j], st, w->msg);
+    req_complete(w->reqs[j], st, msg);
   }
   batch_wake_pass(w);
-  w->n = 0;
   atomic_fetch_add_explicit(&b->answer_ns, sp__now_ns() - t1, memory_order_relaxed);
 }
 
-/* A slot's stream: the worker's exclusive slot (both slots share it), or a distinct pool stream
- * per slot counted from the end of the pool (client threads bind round-robin from its start). */
-static sp_status batch_slot_stream(batch_worker *wk, unsigned k, batch_slot *w) {
-  sp_device *dev = wk->b->m->dev;
+/* The worker's own stream: an exclusive slot, or a distinct pool stream counted from the end of
+ * the pool (client threads bind round-robin from its start). */
+static sp_status batch_worker_stream(batch_worker *w) {
+  sp_device *dev = w->b->m->dev;
   if (dev->cfg.stream_mode == SP_STREAMS_EXCLUSIVE) return sp_stream_current(dev, &w->s);
-  unsigned n = dev->cfg.streams, j = wk->index * BATCH_SLOTS + k;
-  unsigned idx = n <= 1 ? 0 : n - 1 - (j % (n - 1));
+  unsigned n = dev->cfg.streams;
+  unsigned idx = n <= 1 ? 0 : n - 1 - (w->index % (n - 1));
   w->s = &dev->streams[idx];
   return SP_OK;
 }
 
 /* Host staging of bytes: pinned when the backend has it (async copies), else ordinary host
  * memory; *pinned says which, for the free. */
-static sp_status batch_host_alloc(sp_batcher *b, size_t bytes, float **out, bool *pinned) {
+static sp_status batch_host_alloc(batch_worker *w, size_t bytes, float **out, bool *pinned) {
   void *p = NULL;
-  sp_status st = sp__pinned_alloc(b->m->dev, bytes, &p, pinned);
+  sp_status st = sp__pinned_alloc(w->b->m->dev, bytes, &p, pinned);
   if (st == SP_OK) *out = p;
   return st;
 }
 
-/* Zeroes the slot's device rows (padding rows must hold finite data) and, with padding, runs
- * every padded size once so its graph is captured before the first caller's pass. */
-static sp_status batch_slot_warm(batch_worker *wk, batch_slot *w) {
-  sp_batcher *b = wk->b;
+/* Zeroes the device rows (padding rows must hold finite data) and, with padding, runs every
+ * padded size once so its graph is captured before the first caller's pass. */
+static sp_status batch_worker_warm(batch_worker *w) {
+  sp_batcher *b = w->b;
   size_t out_b = (size_t)b->max_batch * b->out_f * sizeof(float);
-  sp_status st = sp_memset_async(w->s, w->d_buf, 0, wk->d_out_off + out_b);
-  float *d_in = (float *)w->d_buf, *d_out = (float *)(w->d_buf + wk->d_out_off);
+  sp_status st = sp_memset_async(w->s, w->d_buf, 0, w->d_out_off + out_b);
+  float *d_in = (float *)w->d_buf, *d_out = (float *)(w->d_buf + w->d_out_off);
   for (unsigned rows = 1; b->pad && st == SP_OK; rows <<= 1) {
     unsigned r = rows < b->max_batch ? rows : b->max_batch;
     st = sp_model_forward(b->m, w->s, d_in, d_out, r);
@@ -425,65 +383,32 @@ static sp_status batch_slot_warm(batch_worker *wk, batch_slot *w) {
   return st == SP_OK ? sync : st;
 }
 
-static sp_status batch_slot_init(batch_worker *wk, unsigned k, batch_slot *w) {
-  sp_batcher *b = wk->b;
+static sp_status batch_worker_init(batch_worker *w) {
+  sp_batcher *b = w->b;
   size_t in_b = (size_t)b->max_batch * b->in_f * sizeof(float);
   size_t out_b = (size_t)b->max_batch * b->out_f * sizeof(float);
-  sp_status st = batch_slot_stream(wk, k, w);
-  if (st == SP_OK) st = batch_host_alloc(b, in_b, &w->h_in, &w->pinned_in);
-  if (st == SP_OK) st = batch_host_alloc(b, out_b, &w->h_out, &w->pinned_out);
-  if (st == SP_OK && (st = sp_event_acquire(b->m->dev, 0, &w->done)) == SP_OK) w->have_done = true;
+  sp_status st = batch_worker_stream(w);
+  if (st != SP_OK) return st;
+  st = batch_host_alloc(w, in_b, &w->h_in, &w->pinned_in);
+  if (st == SP_OK) st = batch_host_alloc(w, out_b, &w->h_out, &w->pinned_out);
   if (st != SP_OK) return st;
   w->reqs = sp__calloc(b->max_batch, sizeof(*w->reqs));
   if (!w->reqs) return sp__fail(SP_ERR_HOST_MEMORY, "sp_batcher_create: out of host memory");
-  wk->d_out_off = (in_b + 255) & ~(size_t)255;
-  st = sp_alloc(b->m->dev, wk->d_out_off + out_b, w->s, (void **)&w->d_buf);
-  return st == SP_OK ? batch_slot_warm(wk, w) : st;
+  w->d_out_off = (in_b + 255) & ~(size_t)255;
+  st = sp_alloc(b->m->dev, w->d_out_off + out_b, w->s, (void **)&w->d_buf);
+  return st == SP_OK ? batch_worker_warm(w) : st;
 }
 
-static void batch_slot_fini(sp_batcher *b, batch_slot *w) {
-  sp_device *dev = b->m->dev;
+static void batch_worker_fini(batch_worker *w) {
   if (w->d_buf) {
-    sp_free(dev, w->d_buf);
+    sp_free(w->b->m->dev, w->d_buf);
     sp_stream_sync(w->s);
   }
-  if (w->have_done) sp_event_release(dev, w->done);
-  sp__pinned_free(dev, w->h_in, w->pinned_in);
-  sp__pinned_free(dev, w->h_out, w->pinned_out);
+  if (w->s && w->b->m->dev->cfg.stream_mode == SP_STREAMS_EXCLUSIVE)
+    sp_stream_release_current(w->b->m->dev);
+  sp__pinned_free(w->b->m->dev, w->h_in, w->pinned_in);
+  sp__pinned_free(w->b->m->dev, w->h_out, w->pinned_out);
   sp__free(w->reqs);
-}
-
-static sp_status batch_worker_init(batch_worker *wk) {
-  sp_status st = SP_OK;
-  for (unsigned k = 0; k < BATCH_SLOTS && st == SP_OK; k++)
-    st = batch_slot_init(wk, k, &wk->slot[k]);
-  return st;
-}
-
-static void batch_worker_fini(batch_worker *wk) {
-  sp_device *dev = wk->b->m->dev;
-  bool exclusive = wk->slot[0].s && dev->cfg.stream_mode == SP_STREAMS_EXCLUSIVE;
-  for (unsigned k = 0; k < BATCH_SLOTS; k++) batch_slot_fini(wk->b, &wk->slot[k]);
-  if (exclusive) sp_stream_release_current(dev);
-}
-
-/* The pass loop. A worker with a pass in flight launches the next one only when a full batch is
- * already queued (batch_collect_full: it never waits while its own callers do), then answers
- * the one in flight, so that answer (copies out, completions, wake-ups) overlaps the next pass on
- * the device; with nothing in flight it collects as sp_batcher_config says (up to max_delay_us).
- * Passes of a worker are answered in launch order; its slots alternate. */
-static void batch_worker_loop(batch_worker *wk) {
-  sp_batcher *b = wk->b;
-  unsigned cur = 0;
-  for (;;) {
-    batch_slot *next = &wk->slot[cur], *prev = &wk->slot[cur ^ 1u];
-    bool in_flight = prev->n != 0;
-    unsigned n = in_flight ? batch_collect_full(b, next) : batch_collect(b, next);
-    if (n) batch_launch(wk, next, n);
-    if (in_flight) batch_answer(b, prev);
-    if (n) cur ^= 1u;
-    else if (!in_flight) return; /* closed, every row answered */
-  }
 }
 
 static void *batch_worker_main(void *arg) {
@@ -498,7 +423,8 @@ static void *batch_worker_main(void *arg) {
   b->ready++;
   pthread_cond_broadcast(&b->cv_ready);
   sp__mutex_unlock(&b->start_mu);
-  if (st == SP_OK) batch_worker_loop(w);
+  unsigned n;
+  while (st == SP_OK && (n = batch_collect(b, w)) > 0) batch_run(w, n);
   batch_worker_fini(w);
   return NULL;
 }

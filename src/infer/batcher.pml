@@ -1,6 +1,6 @@
 /* The batcher's hand-off (src/infer/batcher.c) as a Promela model for spin: request states,
  * the lock-free inbox, the collector's sleep on qword with the want/inbox_n handshake, the
- * callers' sleeps (own state word while QUEUED/QSLEEP, the pass slot's gen once TAKEN, with the
+ * callers' sleeps (own state word while QUEUED/QSLEEP, the worker's gen once TAKEN, with the
  * sleepers count), completion and the pass wake, and sp_batcher_destroy (stopping, the pushing
  * drain, closed, join, the callers drain, free) racing requests in flight.
  *
@@ -8,9 +8,6 @@
  * returns at once), futex_wake wakes the sleepers of that word; the collector's wait with a
  * deadline may also time out at any moment. The caller's spin phase is left out (it only
  * returns early when the state is DONE, which the sleeping path checks too). max_batch is MB.
- * A worker here has one pass slot (its gen and sleepers): batcher.c's worker has two and uses
- * them in turn, each pass answered through its own slot's words exactly as modelled; launching
- * a second pass before answering the first only reorders the worker's own steps.
  *
  * What spin proves, exhaustively for NC callers and NW workers (the runs below: 2 callers with 1
  * worker, 1 caller with 2 workers competing for the collector role, each plus the destroyer, so 4

@@ -3,9 +3,9 @@
  * Goal: with graphs off (STREAMPOOL_GRAPHS=0 when the model is built, on a backend that has graph
  * slots) a batcher pass of 3 rows runs its linear layers at batch 3, never at a padded size, and
  * launches no graph; with graphs on (the default) the worker captures forwards at the padded sizes
- * 1, 2, 4, 8, 16 (max_batch 16) on both its pass slots when it starts (each run once eagerly
- * first), and a 3-row pass replays a graph instead of launching linears. In both modes every caller
- * gets its own row, equal to sp_model_infer's.
+ * 1, 2, 4, 8, 16 (max_batch 16) when it starts (each run once eagerly first), and a 3-row pass
+ * replays a graph instead of launching linears. In both modes every caller gets its own row, equal
+ * to sp_model_infer's.
  *
  * Method: the host device's backend table is swapped, right after open and before any stream
  * exists, for a copy whose linear_async records each op's batch size and whose graph_launch
@@ -141,12 +141,11 @@ static void test_padding_when_graphs_on(void **state) {
   sp_model *m;
   sp_batcher *b;
   open_all(NULL, &dev, &m, &b);
-  /* Start-up captured one forward per padded size on each of the worker's two pass slots (each
-   * on its own stream, with its own buffers): two linear ops each, run once eagerly and then
-   * recorded (src/infer/plan.c runs a pass before capturing it). */
+  /* Start-up captured one forward per padded size: two linear ops each, run once eagerly and
+   * then recorded (src/infer/plan.c runs a pass before capturing it). */
   for (unsigned n = 0; n <= SIZES; n++) {
     unsigned got = atomic_load(&linear_at[n]);
-    unsigned want = (n && (n & (n - 1)) == 0 && n <= MAXB) ? 2 * 4 : 0;
+    unsigned want = (n && (n & (n - 1)) == 0 && n <= MAXB) ? 4 : 0;
     if (got != want)
       fail_msg("graphs on: %u linear ops at batch %u captured at start-up, want %u", got, n, want);
   }
