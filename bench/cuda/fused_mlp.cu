@@ -229,9 +229,9 @@ cudaError_t forward(net &n, const variant &v, cudaStream_t s) {
   }
   if (v.m == GEMV_PDL) {
     for (unsigned l = 0; l < kLayers; l++) {
-      cudaError_t e =
-          sp__cuda_gemv(s, 1, 1, n.bf16 ? SP_BF16 : SP_F32, n.buf[l], n.w[l], n.b[l], n.buf[l + 1],
-                        1, kDims[l], kDims[l + 1], l + 1 < kLayers ? SP__ACT_RELU : SP__ACT_NONE);
+      cudaError_t e = sp__cuda_gemv(s, 1, 1, n.bf16 ? SP_BF16 : SP_F32, 0, n.buf[l], n.w[l], n.b[l],
+                                    n.buf[l + 1], 1, kDims[l], kDims[l + 1],
+                                    l + 1 < kLayers ? SP__ACT_RELU : SP__ACT_NONE);
       if (e != cudaSuccess) return e;
     }
     return cudaSuccess;

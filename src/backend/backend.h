@@ -25,10 +25,11 @@
 #include "streampool.h"
 
 #define SP__BACKEND_VERSION                                          \
-  8u /* 2: graph and pinned host memory slots; 3: memcpy_peer_async; \
+  9u /* 2: graph and pinned host memory slots; 3: memcpy_peer_async; \
         4: stream_native, stream_wait_native; 5: mem_is_foreign;     \
         6: sp__linear.act, nn_async; 7: nn_head_dim_max;             \
-        8: mem_decommit, mem_commit */
+        8: mem_decommit, mem_commit;                                 \
+        9: sp__linear.io, linear_f32_io_rows */
 
 /* The unit of mem_decommit / mem_commit: 2 MiB (CUDA's VMM granularity, a huge page on Linux). */
 #define SP__MEM_PAGE ((size_t)2 << 20)
@@ -54,7 +55,14 @@ typedef enum sp__act {
  * x, w, bias and y all hold `dtype` elements; accumulation is f32 (TF32 off); the activation is
  * applied in f32 after the bias. In bf16 and f16 a backend may round x·wᵀ + bias to the dtype
  * before the activation (the CUDA backend's cuBLASLt path does, as PyTorch's bf16 Linear then GELU
- * does): y is rounded once or twice. */
+ * does): y is rounded once or twice.
+ * io (bf16 and f16 only; 0 for f32): SP__LINEAR_X_F32 reads x as f32 rows, rounding each value to
+ * dtype as it is read; SP__LINEAR_Y_F32 writes y as f32 rows holding the dtype-rounded results.
+ * The results are exactly those of converting x in and y out around the op, so a model's first
+ * and last layers need no conversion kernels. Allowed up to the backend's linear_f32_io_rows rows.
+ */
+enum { SP__LINEAR_X_F32 = 1u << 0, SP__LINEAR_Y_F32 = 1u << 1 };
+
 typedef struct sp__linear {
   sp_dtype dtype;
   unsigned batch, in_features, out_features;
@@ -63,6 +71,7 @@ typedef struct sp__linear {
   const void *bias; /* [out_features], or NULL for none   */
   void *y;          /* [batch, out_features]              */
   sp__act act;      /* after the bias                     */
+  unsigned io;      /* SP__LINEAR_* flags; 0: x, y in dtype */
 } sp__linear;
 
 /* The layers of an encoder beside Linear (nn_async). Every tensor of `dtype` (f32, bf16, f16) is
@@ -145,6 +154,8 @@ typedef struct sp__backend {
    * backend may read w while that kernel still runs: cuda_pdl.h). The library's weights are
    * written only at load, which syncs. */
   sp_status (*linear_async)(sp__bstream *s, const sp__linear *op);
+  /* Optional: the most rows a linear op with io flags may have on d (0: none; NULL: none). */
+  unsigned (*linear_f32_io_rows)(sp__bdevice *d);
   /* Optional: converts n elements between f32 and bf16 or f16 (round to nearest
    * even). NULL -> only f32 models run on this backend. */
   sp_status (*convert_async)(sp__bstream *s, void *dst, sp_dtype dst_type, const void *src,

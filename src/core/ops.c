@@ -37,6 +37,11 @@ sp_status sp__linear_check(const sp_device *dev, sp_dtype dt, const char *fn) {
   return SP_OK;
 }
 
+bool sp__linear_f32_io(const sp_device *dev, unsigned batch) {
+  const sp__backend *be = dev->be;
+  return be->linear_f32_io_rows && batch <= be->linear_f32_io_rows(dev->bdev);
+}
+
 sp_status sp__nn_check(const sp_device *dev, sp_dtype dt, const char *fn) {
   sp_status st = sp__linear_check(dev, dt, fn);
   if (st == SP_OK && SP__UNLIKELY(!dev->be->nn_async))

@@ -4,6 +4,7 @@
  * slot's default is applied in exactly one place below, as ggml-backend.cpp does:
  *   linear_async, convert_async   sp__linear_check: SP_ERR_UNSUPPORTED naming the caller
  *   nn_async                      sp__nn_check: the same, for encoder layers
+ *   linear_f32_io_rows            sp__linear_f32_io: none when absent (the model converts)
  *   graph_*                       sp__graphs_enabled: graphs on = slots present and
  *                                 STREAMPOOL_GRAPHS not 0; sp__graph_* assume it said yes
  *   host_alloc/free_pinned        sp__pinned_alloc/free: ordinary host memory when absent or
@@ -44,6 +45,10 @@ sp_status sp__dtype_check(sp_dtype dt, const char *fn);
  * SP_ERR_UNSUPPORTED with a message naming fn and the backend. Callers of sp__stream_linear and
  * sp__stream_convert check this first. Any thread. */
 sp_status sp__linear_check(const sp_device *dev, sp_dtype dt, const char *fn);
+
+/* Whether dev's linear slot takes f32 x or y beside 16-bit weights (sp__linear.io) for an op of
+ * batch rows (the backend's linear_f32_io_rows). Any thread. */
+bool sp__linear_f32_io(const sp_device *dev, unsigned batch);
 
 /* Whether dev can also run encoder layers (sp__nn) in dtype dt: sp__linear_check, then the
  * nn_async slot. Callers of sp__stream_nn check this first. Any thread. */

@@ -4,8 +4,9 @@
  * block per tensor, freed in sp_model_free). A model is immutable once built, so forward and
  * infer take no lock. A forward takes one workspace block from the allocator on its stream (two
  * ping-pong activation buffers of batch x max_dim elements), enqueues per layer one linear (its
- * activation fused) and, where the layer has one, a LayerNorm in place on its output (plus
- * the input's and output's conversions for bf16 and f16 models), and frees the workspace in
+ * activation fused) and, where the layer has one, a LayerNorm in place on its output (plus,
+ * for bf16 and f16 models, the input's and output's conversions, or none where the backend's
+ * linears read and write f32 rows at that batch: sp__model_enqueue), and frees the workspace in
  * stream order at once.
  * Where graphs are on (m->graphs), sp_model_forward replays a graph captured per (stream, batch,
  * in, out) (plan.c; its workspace block stays with the plan) and enqueues op by op otherwise.
@@ -338,30 +339,38 @@ sp_status sp__model_enqueue(const sp_model *m, sp_stream *s, const float *in, fl
   unsigned next = 0;
   const void *x = in;
   sp_status st = SP_OK;
-  if (m->dtype != SP_F32) {
+  /* A bf16 or f16 model whose backend reads and writes f32 rows in its linears at this batch
+   * (sp__linear_f32_io) converts nothing: its first layer reads `in` and its last writes `out`,
+   * unless a LayerNorm (in dtype) follows the last or the last is also the first (in may be
+   * out). Otherwise the input is converted into buf[0] and the output out of the last buffer. */
+  bool narrow = m->dtype != SP_F32, io = narrow && sp__linear_f32_io(s->dev, batch);
+  bool y_f32 = io && m->n_layers > 1 && !m->layers[m->n_layers - 1].norm;
+  if (narrow && !io) {
     st = sp__stream_convert(s, buf[0], m->dtype, in, SP_F32, (size_t)batch * m->layers[0].in);
     x = buf[0];
     next = 1;
   }
   for (unsigned i = 0; i < m->n_layers && st == SP_OK; i++) {
     const sp__model_layer *l = &m->layers[i];
-    int last = i + 1 == m->n_layers;
-    void *y = last && m->dtype == SP_F32 ? (void *)out : buf[next];
-    sp__linear op = {.dtype = m->dtype,
-                     .batch = batch,
-                     .in_features = l->in,
-                     .out_features = l->out,
-                     .x = x,
-                     .w = l->w,
-                     .bias = l->b,
-                     .y = y,
-                     .act = l->act};
+    bool last = i + 1 == m->n_layers;
+    void *y = last && (!narrow || y_f32) ? (void *)out : buf[next];
+    sp__linear op = {
+        .dtype = m->dtype,
+        .batch = batch,
+        .in_features = l->in,
+        .out_features = l->out,
+        .x = x,
+        .w = l->w,
+        .bias = l->b,
+        .y = y,
+        .act = l->act,
+        .io = (i == 0 && io ? SP__LINEAR_X_F32 : 0u) | (last && y_f32 ? SP__LINEAR_Y_F32 : 0u)};
     st = sp__stream_linear(s, &op);
     if (st == SP_OK && l->norm) st = model_enqueue_norm(m, s, l, y, batch);
     x = y;
     next ^= 1u;
   }
-  if (st == SP_OK && m->dtype != SP_F32)
+  if (st == SP_OK && narrow && !y_f32)
     st = sp__stream_convert(s, out, SP_F32, x, m->dtype,
                             (size_t)batch * m->layers[m->n_layers - 1].out);
   return st;

@@ -606,12 +606,13 @@ static void *upload(sp__bdevice *d, sp__bstream *s, const void *host, size_t byt
  * PyTorch's bf16 addmm does, which costs up to half an ulp of the product (seen on the H200: a
  * 1x1x1 case whose bias cancels most of the product, off by 2.5 ulp of the result). f16 keeps
  * three more bits: the same terms at an eighth (1.25e-3, 1.25e-4, 5e-4). */
-static void linear_case(sp__bdevice *d, sp__bstream *s, tu_rng *r, sp_dtype dt, unsigned batch,
-                        unsigned in, unsigned out, int with_bias, sp__act act) {
+static void linear_case_io(sp__bdevice *d, sp__bstream *s, tu_rng *r, sp_dtype dt, unsigned batch,
+                           unsigned in, unsigned out, int with_bias, sp__act act, unsigned io) {
   size_t nx = (size_t)batch * in, nw = (size_t)out * in, ny = (size_t)batch * out;
   size_t el = dt == SP_F32 ? 4 : 2;
   float *x = malloc(nx * 4), *w = malloc(nw * 4), *b = malloc(out * 4), *y = malloc(ny * 4);
-  for (size_t i = 0; i < nx; i++) x[i] = rand_float(r) * 3.0f;
+  float *xd = malloc(nx * 4); /* x as the device gets it: not rounded (convert or io rounds it) */
+  for (size_t i = 0; i < nx; i++) x[i] = xd[i] = rand_float(r) * 3.0f;
   for (size_t i = 0; i < nw; i++) w[i] = rand_float(r);
   for (size_t i = 0; i < out; i++) b[i] = rand_float(r);
   if (dt != SP_F32) { /* the reference sees exactly the rounded inputs */
@@ -619,7 +620,7 @@ static void linear_case(sp__bdevice *d, sp__bstream *s, tu_rng *r, sp_dtype dt, 
     for (size_t i = 0; i < nw; i++) w[i] = (float)ref_widen16(ref_round16(w[i], dt), dt);
     for (size_t i = 0; i < out; i++) b[i] = (float)ref_widen16(ref_round16(b[i], dt), dt);
   }
-  float *fx = upload(d, s, x, nx * 4), *fw = upload(d, s, w, nw * 4);
+  float *fx = upload(d, s, xd, nx * 4), *fw = upload(d, s, w, nw * 4);
   float *fb = upload(d, s, b, out * 4);
   void *dx = fx, *dw = fw, *db = fb, *dy = NULL, *fy = NULL;
   SP_CHECK_OK(B->mem_alloc(d, ny * el, &dy));
@@ -632,9 +633,19 @@ static void linear_case(sp__bdevice *d, sp__bstream *s, tu_rng *r, sp_dtype dt, 
     SP_CHECK_OK(B->convert_async(s, dw, dt, fw, SP_F32, nw));
     SP_CHECK_OK(B->convert_async(s, db, dt, fb, SP_F32, out));
   }
-  sp__linear op = {dt, batch, in, out, dx, dw, with_bias ? db : NULL, dy, act};
+  sp__linear op = {dt,
+                   batch,
+                   in,
+                   out,
+                   (io & SP__LINEAR_X_F32) ? (void *)fx : dx,
+                   dw,
+                   with_bias ? db : NULL,
+                   (io & SP__LINEAR_Y_F32) ? fy : dy,
+                   act,
+                   io};
   SP_CHECK_OK(B->linear_async(s, &op));
-  if (dt != SP_F32) SP_CHECK_OK(B->convert_async(s, fy, SP_F32, dy, dt, ny));
+  if (dt != SP_F32 && !(io & SP__LINEAR_Y_F32))
+    SP_CHECK_OK(B->convert_async(s, fy, SP_F32, dy, dt, ny));
   download(s, y, dt != SP_F32 ? fy : dy, ny * 4);
   for (unsigned i = 0; i < batch; i++)
     for (unsigned o = 0; o < out; o++) {
@@ -651,16 +662,51 @@ static void linear_case(sp__bdevice *d, sp__bstream *s, tu_rng *r, sp_dtype dt, 
                        : k16 * (1e-2 * (fabs(acc) + 1e-3 * scale) + 4e-3 * fabs(prod)) + 1e-6;
       if (!(fabs(got - acc) <= tol))
         fail_msg(
-            "%s %s linear %ux%ux%u bias=%d act=%d y[%u,%u]: expected %.9g, got %.9g "
+            "%s %s linear %ux%ux%u bias=%d act=%d io=%u y[%u,%u]: expected %.9g, got %.9g "
             "(tol %.3g)",
-            B->name, sp__dtype_name(dt), batch, in, out, with_bias, (int)act, i, o, acc, got, tol);
+            B->name, sp__dtype_name(dt), batch, in, out, with_bias, (int)act, io, i, o, acc, got,
+            tol);
+      if (dt != SP_F32 && (float)ref_widen16(ref_round16((float)got, dt), dt) != (float)got)
+        fail_msg("%s %s linear io=%u y[%u,%u] = %.9g is not a %s value", B->name,
+                 sp__dtype_name(dt), io, i, o, got, sp__dtype_name(dt));
     }
   void *dev_bufs[] = {
       fx, fw, fb, dy, dt != SP_F32 ? dx : NULL, dt != SP_F32 ? dw : NULL, dt != SP_F32 ? db : NULL,
       fy};
   for (unsigned i = 0; i < sizeof(dev_bufs) / sizeof(dev_bufs[0]); i++)
     SP_CHECK_OK(B->mem_free(d, dev_bufs[i]));
-  free(x), free(w), free(b), free(y);
+  free(x), free(w), free(b), free(y), free(xd);
+}
+
+static void linear_case(sp__bdevice *d, sp__bstream *s, tu_rng *r, sp_dtype dt, unsigned batch,
+                        unsigned in, unsigned out, int with_bias, sp__act act) {
+  linear_case_io(d, s, r, dt, batch, in, out, with_bias, act, 0);
+}
+
+/* sp__linear.io (backend.h): f32 x and y beside 16-bit weights, up to the backend's
+ * linear_f32_io_rows: every combination of the two flags on random shapes, against the same
+ * reference (x rounded as read; y must hold dt values); one row more, or an unknown flag, is
+ * SP_ERR_INVALID_ARGUMENT with nothing run. */
+static void linear_io_cases(sp__bdevice *d, sp__bstream *s, tu_rng *r) {
+  unsigned rows = B->linear_f32_io_rows ? B->linear_f32_io_rows(d) : 0;
+  printf("[conf_backend] %s: linear with f32 io: up to %u rows\n", B->name, rows);
+  for (unsigned dt = SP_BF16; dt <= SP_F16 && rows; dt++)
+    for (unsigned i = 0; i < tu_scale(24); i++) {
+      unsigned batch = 1 + (unsigned)tu_rng_below(r, rows < 8 ? rows : 8);
+      linear_case_io(d, s, r, (sp_dtype)dt, batch, 1 + (unsigned)tu_rng_below(r, 300),
+                     1 + (unsigned)tu_rng_below(r, 70), (int)tu_rng_below(r, 2),
+                     (sp__act)tu_rng_below(r, SP__ACT_COUNT), 1 + (unsigned)tu_rng_below(r, 3));
+    }
+  float *buf = NULL;
+  SP_CHECK_OK(B->mem_alloc(d, 4096, (void **)&buf));
+  sp__linear bad = {SP_BF16,      rows + 1,        4, 4, buf, buf, NULL, buf + 256,
+                    SP__ACT_NONE, SP__LINEAR_X_F32};
+  if (rows < 64) assert_int_equal(B->linear_async(s, &bad), SP_ERR_INVALID_ARGUMENT);
+  bad.batch = 1;
+  bad.io = 1u << 2;
+  assert_int_equal(B->linear_async(s, &bad), SP_ERR_INVALID_ARGUMENT);
+  SP_CHECK_OK(B->stream_sync(s));
+  SP_CHECK_OK(B->mem_free(d, buf));
 }
 
 static void test_linear(void **state) {
@@ -687,6 +733,7 @@ static void test_linear(void **state) {
                   1 + (unsigned)tu_rng_below(&r, 130), 1 + (unsigned)tu_rng_below(&r, 70),
                   (int)tu_rng_below(&r, 2), (sp__act)tu_rng_below(&r, SP__ACT_COUNT));
   }
+  linear_io_cases(d, s, &r);
   B->stream_destroy(s);
   B->device_close(d);
 }

@@ -381,6 +381,7 @@ const sp__backend sp__cuda_backend = {
     .memset_async = cuda_memset_async,
     .host_func = cuda_host_func,
     .linear_async = sp__cuda_linear_async,
+    .linear_f32_io_rows = sp__cuda_linear_f32_io_rows,
     .convert_async = cuda_convert_async,
     .nn_async = cuda_nn_async,
     .nn_head_dim_max = SP__CUDA_NN_HEAD_DIM_MAX,

@@ -27,6 +27,9 @@
 #include <cooperative_groups.h>
 #include <stdint.h>
 
+#include <type_traits>
+
+#include "backend/cuda/cuda_select.h"
 #include "cuda_act.h"
 #include "cuda_elem.cuh"
 #include "cuda_gemv.h"
@@ -64,15 +67,36 @@ __device__ __forceinline__ void load_head(uint4 (&head)[O][P], const T *const (&
   }
 }
 
+/* v as T holds it: f32 x or y beside 16-bit weights (sp__linear.io) is rounded to T on the way
+ * in and out, so a fused first or last layer gives exactly what converting would. */
+template <typename T, typename TIO>
+__device__ __forceinline__ float as_t(float v) {
+  if constexpr (std::is_same<T, TIO>::value) return v;
+  else return sp__to_f(sp__from_f<T>(v));
+}
+
+/* x[E*i .. E*i+E) of row xr as floats (rounded to T): one 16-byte load, or E / 4 of them for f32
+ * x beside 16-bit weights. */
+template <typename T, typename TX, unsigned E>
+__device__ __forceinline__ void load_x(const TX *xr, unsigned i, float (&xf)[E]) {
+  constexpr unsigned XE = 16 / sizeof(TX); /* elements a 16-byte load of x holds */
+  static_assert(E % XE == 0, "x is f32 or the weights' type");
+#pragma unroll
+  for (unsigned k = 0; k < E / XE; k++)
+    sp__unpack16(__ldg(reinterpret_cast<const uint4 *>(xr + (size_t)E * i) + k), xf + XE * k, TX());
+#pragma unroll
+  for (unsigned e = 0; e < E; e++) xf[e] = as_t<T, TX>(xf[e]);
+}
+
 /* acc[o][r] += wf[o] · x[r][E*i .. E*i+E) for the chunk's rows. */
-template <typename T, int O, int R, unsigned E>
-__device__ __forceinline__ void fma_rows(float (&acc)[O][R], const float (&wf)[O][E], const T *xr,
+template <typename T, typename TX, int O, int R, unsigned E>
+__device__ __forceinline__ void fma_rows(float (&acc)[O][R], const float (&wf)[O][E], const TX *xr,
                                          unsigned in, unsigned i, unsigned rows) {
 #pragma unroll
   for (int r = 0; r < R; r++) {
     if ((unsigned)r < rows) {
       float xf[E];
-      sp__unpack16(__ldg(reinterpret_cast<const uint4 *>(xr + (size_t)r * in) + i), xf, T());
+      load_x<T, TX, E>(xr + (size_t)r * in, i, xf);
 #pragma unroll
       for (int o = 0; o < O; o++)
 #pragma unroll
@@ -81,11 +105,12 @@ __device__ __forceinline__ void fma_rows(float (&acc)[O][R], const float (&wf)[O
   }
 }
 
-/* Warp w computes outputs O*w .. O*w+O-1 for every row of the batch, R rows a chunk. */
-template <typename T, int O, int R, bool VEC>
+/* Warp w computes outputs O*w .. O*w+O-1 for every row of the batch, R rows a chunk. Weights and
+ * bias are T; x is TX and y TY: T, or f32 holding T's values (sp__linear.io). */
+template <typename T, typename TX, typename TY, int O, int R, bool VEC>
 __global__ void __launch_bounds__(kThreads)
-    gemv_kernel(const T *__restrict__ x, const T *__restrict__ w, const T *__restrict__ b,
-                T *__restrict__ y, unsigned batch, unsigned in, unsigned out, int act) {
+    gemv_kernel(const TX *__restrict__ x, const T *__restrict__ w, const T *__restrict__ b,
+                TY *__restrict__ y, unsigned batch, unsigned in, unsigned out, int act) {
   static_assert(O * R <= 32, "one lane stores each output of a chunk");
   const unsigned col0 = (blockIdx.x * kWarps + threadIdx.x / 32) * O;
   const unsigned lane = threadIdx.x & 31u;
@@ -102,7 +127,7 @@ __global__ void __launch_bounds__(kThreads)
   sp__pdl_wait();
   for (unsigned r0 = 0; r0 < batch; r0 += R) {
     const unsigned rows = batch - r0 < (unsigned)R ? batch - r0 : (unsigned)R;
-    const T *xr = x + (size_t)r0 * in;
+    const TX *xr = x + (size_t)r0 * in;
     float acc[O][R];
 #pragma unroll
     for (int o = 0; o < O; o++)
@@ -117,7 +142,7 @@ __global__ void __launch_bounds__(kThreads)
           float wf[O][E];
 #pragma unroll
           for (int o = 0; o < O; o++) sp__unpack16(head[o][p], wf[o], T());
-          fma_rows<T, O, R, E>(acc, wf, xr, in, i, rows);
+          fma_rows<T, TX, O, R, E>(acc, wf, xr, in, i, rows);
         }
       }
 #pragma unroll 2
@@ -126,7 +151,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
         for (int o = 0; o < O; o++)
           sp__unpack16(ld_stream(reinterpret_cast<const uint4 *>(wr[o]) + i), wf[o], T());
-        fma_rows<T, O, R, E>(acc, wf, xr, in, i, rows);
+        fma_rows<T, TX, O, R, E>(acc, wf, xr, in, i, rows);
       }
     } else {
       for (unsigned i = lane; i < in; i += 32) {
@@ -136,7 +161,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
         for (int r = 0; r < R; r++) {
           if ((unsigned)r < rows) {
-            const float xv = sp__to_f(xr[(size_t)r * in + i]);
+            const float xv = as_t<T, TX>(sp__to_f(xr[(size_t)r * in + i]));
 #pragma unroll
             for (int o = 0; o < O; o++) acc[o][r] = fmaf(wf[o], xv, acc[o][r]);
           }
@@ -159,8 +184,8 @@ __global__ void __launch_bounds__(kThreads)
         const unsigned col = col0 + (unsigned)o;
         if (lane == (unsigned)(o * R + r) && (unsigned)r < rows && col < out) {
           float v = acc[o][r] + (b ? sp__to_f(b[col]) : 0.0f);
-          v = sp__cuda_act_apply(v, act);
-          y[(size_t)(r0 + r) * out + col] = sp__from_f<T>(v);
+          v = as_t<T, TY>(sp__cuda_act_apply(v, act));
+          y[(size_t)(r0 + r) * out + col] = sp__from_f<TY>(v);
         }
       }
   }
@@ -333,19 +358,19 @@ __global__ void __launch_bounds__(kSkThreads)
 }
 
 /* Both kernels' parameters: (x, w, bias, y, batch, in, out, act). */
-template <typename T>
-using linear_kernel = void (*)(const T *, const T *, const T *, T *, unsigned, unsigned, unsigned,
+template <typename T, typename TX, typename TY>
+using linear_kernel = void (*)(const TX *, const T *, const T *, TY *, unsigned, unsigned, unsigned,
                                int);
 
 /* Launches k on grid; grid.y > 1 is the split kernel's slices a tile (its S = gridDim.y), which
  * run as one 1 x grid.y cluster a tile. */
-template <typename T>
-cudaError_t run(linear_kernel<T> k, dim3 grid, unsigned threads, cudaStream_t s, bool pdl,
+template <typename T, typename TX = T, typename TY = T>
+cudaError_t run(linear_kernel<T, TX, TY> k, dim3 grid, unsigned threads, cudaStream_t s, bool pdl,
                 const void *x, const void *w, const void *b, void *y, unsigned batch, unsigned in,
                 unsigned out, int act) {
-  const T *xp = static_cast<const T *>(x), *wp = static_cast<const T *>(w),
-          *bp = static_cast<const T *>(b);
-  T *yp = static_cast<T *>(y);
+  const TX *xp = static_cast<const TX *>(x);
+  const T *wp = static_cast<const T *>(w), *bp = static_cast<const T *>(b);
+  TY *yp = static_cast<TY *>(y);
   void *args[] = {&xp, &wp, &bp, &yp, &batch, &in, &out, &act};
   return sp__cuda_launch(reinterpret_cast<const void *>(k), grid, dim3(threads), args, s, pdl,
                          grid.y);
@@ -365,12 +390,12 @@ cudaError_t split_launch(cudaStream_t s, bool pdl, bool clusters, const void *x,
                 out, act);
 }
 
-template <typename T, int O, int R, bool VEC>
+template <typename T, typename TX, typename TY, int O, int R, bool VEC>
 cudaError_t launch(cudaStream_t s, bool pdl, const void *x, const void *w, const void *b, void *y,
                    unsigned batch, unsigned in, unsigned out, int act) {
   constexpr unsigned per_block = kWarps * O;
-  return run<T>(gemv_kernel<T, O, R, VEC>, dim3((out + per_block - 1) / per_block), kThreads, s,
-                pdl, x, w, b, y, batch, in, out, act);
+  return run<T, TX, TY>(gemv_kernel<T, TX, TY, O, R, VEC>, dim3((out + per_block - 1) / per_block),
+                        kThreads, s, pdl, x, w, b, y, batch, in, out, act);
 }
 
 /* Batch 1: a warp per output (the most warps in flight); 2 to 4: 4 outputs a warp, so each load
@@ -379,31 +404,43 @@ cudaError_t launch(cudaStream_t s, bool pdl, const void *x, const void *w, const
  * in f32 against the GEMV's 186-192 k and 157 k, at 4 rows 257 k against 267 k, at 2 rows 260 k
  * against 314-321 k; 5 to 8 rows run the same code in either kernel); above (forced mode only: auto
  * runs cuBLASLt there), chunks of 16 rows. Misaligned: the element-wise path. */
-template <typename T>
+template <typename T, typename TX, typename TY>
 cudaError_t dispatch(cudaStream_t s, bool pdl, bool clusters, const void *x, const void *w,
                      const void *b, void *y, unsigned batch, unsigned in, unsigned out, int act) {
   constexpr unsigned E = 16 / sizeof(T);
+  /* f32 x or y beside 16-bit weights: the GEMV's batches only (SP__CUDA_F32_IO_ROWS) */
+  constexpr bool mixed = !std::is_same<TX, T>::value || !std::is_same<TY, T>::value;
+  if (mixed && batch > SP__CUDA_F32_IO_ROWS) return cudaErrorInvalidValue;
   const bool vec = in % E == 0 && ((uintptr_t)x & 15u) == 0 && ((uintptr_t)w & 15u) == 0;
   if (!vec) {
-    if (batch == 1) return launch<T, 1, 1, false>(s, pdl, x, w, b, y, batch, in, out, act);
-    return launch<T, 4, 8, false>(s, pdl, x, w, b, y, batch, in, out, act);
+    if (batch == 1) return launch<T, TX, TY, 1, 1, false>(s, pdl, x, w, b, y, batch, in, out, act);
+    return launch<T, TX, TY, 4, 8, false>(s, pdl, x, w, b, y, batch, in, out, act);
   }
-  if (batch <= 1) return launch<T, 1, 1, true>(s, pdl, x, w, b, y, batch, in, out, act);
-  if (batch <= 2) return launch<T, 4, 2, true>(s, pdl, x, w, b, y, batch, in, out, act);
-  if (batch <= 4) return launch<T, 4, 4, true>(s, pdl, x, w, b, y, batch, in, out, act);
-  if (batch <= 8) return split_launch<T, 8>(s, pdl, clusters, x, w, b, y, batch, in, out, act);
-  if (batch <= 16) return split_launch<T, 16>(s, pdl, clusters, x, w, b, y, batch, in, out, act);
-  if (batch <= 32) return split_launch<T, 32>(s, pdl, clusters, x, w, b, y, batch, in, out, act);
-  return launch<T, 2, 16, true>(s, pdl, x, w, b, y, batch, in, out, act);
+  if (batch <= 1) return launch<T, TX, TY, 1, 1, true>(s, pdl, x, w, b, y, batch, in, out, act);
+  if (batch <= 2) return launch<T, TX, TY, 4, 2, true>(s, pdl, x, w, b, y, batch, in, out, act);
+  if (batch <= 4) return launch<T, TX, TY, 4, 4, true>(s, pdl, x, w, b, y, batch, in, out, act);
+  if constexpr (!mixed) {
+    if (batch <= 8) return split_launch<T, 8>(s, pdl, clusters, x, w, b, y, batch, in, out, act);
+    if (batch <= 16) return split_launch<T, 16>(s, pdl, clusters, x, w, b, y, batch, in, out, act);
+    if (batch <= 32) return split_launch<T, 32>(s, pdl, clusters, x, w, b, y, batch, in, out, act);
+    return launch<T, T, T, 2, 16, true>(s, pdl, x, w, b, y, batch, in, out, act);
+  }
+  return cudaErrorInvalidValue;
 }
 
 }  // namespace
 
-extern "C" cudaError_t sp__cuda_gemv(cudaStream_t s, int pdl, int clusters, int dtype,
+extern "C" cudaError_t sp__cuda_gemv(cudaStream_t s, int pdl, int clusters, int dtype, unsigned io,
                                      const void *x, const void *w, const void *bias, void *y,
                                      unsigned batch, unsigned in, unsigned out, int act) {
   if (batch == 0 || out == 0) return cudaSuccess;
+  const bool xf = (io & SP__LINEAR_X_F32) != 0, yf = (io & SP__LINEAR_Y_F32) != 0;
   return sp__elem_dispatch(dtype, [&](auto t) {
-    return dispatch<decltype(t)>(s, pdl != 0, clusters != 0, x, w, bias, y, batch, in, out, act);
+    using T = decltype(t);
+    const bool p = pdl != 0, c = clusters != 0;
+    if (xf && yf) return dispatch<T, float, float>(s, p, c, x, w, bias, y, batch, in, out, act);
+    if (xf) return dispatch<T, float, T>(s, p, c, x, w, bias, y, batch, in, out, act);
+    if (yf) return dispatch<T, T, float>(s, p, c, x, w, bias, y, batch, in, out, act);
+    return dispatch<T, T, T>(s, p, c, x, w, bias, y, batch, in, out, act);
   });
 }

@@ -14,10 +14,12 @@ extern "C" {
  * element-aligned pointers (16-byte loads where x and w allow them). pdl != 0 lets the launch
  * overlap the kernel before it on s (cuda_pdl.h: w is read before the wait); clusters != 0 lets 5
  * to 32 rows split in_features over a thread-block cluster (sp__bdevice.clusters: compute
- * capability 9.0+). Returns the launch's result; batch or out 0 launches nothing. */
-cudaError_t sp__cuda_gemv(cudaStream_t s, int pdl, int clusters, int dtype, const void *x,
-                          const void *w, const void *bias, void *y, unsigned batch, unsigned in,
-                          unsigned out, int act);
+ * capability 9.0+). Returns the launch's result; batch or out 0 launches nothing. io
+ * (sp__linear.io) reads x or writes y as f32 beside 16-bit weights, at most SP__CUDA_F32_IO_ROWS
+ * rows (more: cudaErrorInvalidValue). */
+cudaError_t sp__cuda_gemv(cudaStream_t s, int pdl, int clusters, int dtype, unsigned io,
+                          const void *x, const void *w, const void *bias, void *y, unsigned batch,
+                          unsigned in, unsigned out, int act);
 
 #ifdef __cplusplus
 }

@@ -102,6 +102,8 @@ void sp__cuda_linear_device_fini(sp__bdevice *d);
 
 /* The linear slot (cuda_linear.c) and the teardown of a stream's cuBLASLt state. */
 sp_status sp__cuda_linear_async(sp__bstream *s, const sp__linear *op);
+/* The linear_f32_io_rows slot: SP__CUDA_F32_IO_ROWS, or 0 when d forces cuBLASLt. */
+unsigned sp__cuda_linear_f32_io_rows(sp__bdevice *d);
 void sp__cuda_linear_release(sp__bstream *s);
 /* Creates s's cuBLASLt handle, workspace and plan table now if not yet done (graph capture calls
  * it first, so no cudaMalloc happens inside a capture). */

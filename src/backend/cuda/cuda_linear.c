@@ -19,6 +19,10 @@
  * -> 1536 took 115 us against 20 us without the activation on the H200). Our GEMV kernel applies
  * every activation in its own epilogue and rounds once.
  *
+ * A bf16 or f16 op with f32 x or y (sp__linear.io: a model's first and last layers, at most
+ * SP__CUDA_F32_IO_ROWS rows) always runs our kernel, which reads and writes those as f32; with
+ * "cublaslt" forced the slot allows none (linear_f32_io_rows 0), so the model converts instead.
+ *
  * Choice (STREAMPOOL_CUDA_LINEAR, read at device_open): "auto" (the default) runs our kernel for
  * batch 1..SP__CUDA_GEMV_BATCH_MAX when it was timed faster than cuBLASLt for that op. The first
  * linear of a choice key on a device, outside graph capture, times both (after a warm-up,
@@ -298,7 +302,7 @@ static sp_status linear_run(sp__bstream *s, const sp__linear *op) {
 
 static sp_status gemv_run(sp__bstream *s, const sp__linear *op) {
   cudaError_t e =
-      sp__cuda_gemv(s->stream, s->dev->pdl, s->dev->clusters, (int)op->dtype, op->x, op->w,
+      sp__cuda_gemv(s->stream, s->dev->pdl, s->dev->clusters, (int)op->dtype, op->io, op->x, op->w,
                     op->bias, op->y, op->batch, op->in_features, op->out_features, (int)op->act);
   return e == cudaSuccess ? SP_OK : sp__cuda_fail(e, "linear kernel launch");
 }
@@ -489,12 +493,20 @@ sp_status sp__cuda_linear_async(sp__bstream *s, const sp__linear *op) {
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "cuda: linear: unknown dtype %d", (int)op->dtype);
   if ((unsigned)op->act >= SP__ACT_COUNT)
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "cuda: linear: unknown activation %d", (int)op->act);
+  if (op->io & ~(unsigned)(SP__LINEAR_X_F32 | SP__LINEAR_Y_F32))
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "cuda: linear: unknown io flags 0x%x", op->io);
+  bool mixed = op->io && op->dtype != SP_F32; /* f32 x or y beside 16-bit weights */
+  if (mixed && op->batch > sp__cuda_linear_f32_io_rows(s->dev))
+    return sp__fail(
+        SP_ERR_INVALID_ARGUMENT,
+        "cuda: linear: f32 input or output with %s weights at %u rows (at most %u here)",
+        sp__dtype_name(op->dtype), op->batch, sp__cuda_linear_f32_io_rows(s->dev));
   if (op->batch == 0 || op->out_features == 0) return SP_OK;
   if (op->in_features == 0)
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "cuda: linear: in_features is 0");
   sp_status st = sp__cuda_use_device(s->dev);
   if (st != SP_OK) return st;
-  if (s->dev->linear == SP__CUDA_LINEAR_KERNEL) return gemv_run(s, op);
+  if (mixed || s->dev->linear == SP__CUDA_LINEAR_KERNEL) return gemv_run(s, op);
   sp__mutex_lock(&s->lt_mu);
   st = linear_state_ensure(s);
   sp__cuda_impl impl = SP__CUDA_IMPL_CUBLASLT;
@@ -502,6 +514,10 @@ sp_status sp__cuda_linear_async(sp__bstream *s, const sp__linear *op) {
   if (st == SP_OK) st = impl_run(s, op, impl);
   sp__mutex_unlock(&s->lt_mu);
   return st;
+}
+
+unsigned sp__cuda_linear_f32_io_rows(sp__bdevice *d) {
+  return d->linear == SP__CUDA_LINEAR_CUBLASLT ? 0 : SP__CUDA_F32_IO_ROWS;
 }
 
 sp_status sp__cuda_linear_prepare(sp__bstream *s) {

@@ -7,6 +7,9 @@
 
 /* The largest batch our GEMV kernel is timed for in auto mode (larger batches: cuBLASLt). */
 #define SP__CUDA_GEMV_BATCH_MAX 32u
+/* The most rows of a bf16 or f16 linear with f32 x or y (sp__linear.io): the GEMV's batches, where
+ * our kernel beats cuBLASLt in 16 bits (docs/PERFORMANCE.md); such ops always run our kernel. */
+#define SP__CUDA_F32_IO_ROWS 4u
 
 #ifdef __cplusplus
 extern "C" {

@@ -26,6 +26,7 @@ const sp__backend sp__host_backend = {
     .memset_async = sp__host_memset_async,
     .host_func = sp__host_host_func,
     .linear_async = sp__host_linear_async,
+    .linear_f32_io_rows = sp__host_linear_f32_io_rows,
     .convert_async = sp__host_convert_async,
     .nn_async = sp__host_nn_async,
     .event_create = sp__host_event_create,

@@ -175,6 +175,7 @@ void sp__host_marker_run(sp__bevent *e, uint64_t gen); /* stamps, then drops the
 /* ---- host_math.c ---- */
 /* Validates a linear op / a conversion at submission (SP_OK or SP_ERR_INVALID_ARGUMENT). */
 sp_status sp__host_linear_check(const sp__linear *op, const char *fn);
+unsigned sp__host_linear_f32_io_rows(sp__bdevice *d); /* 2: both paths run in CI */
 sp_status sp__host_convert_check(void *dst, sp_dtype dst_type, const void *src, sp_dtype src_type,
                                  size_t n, const char *fn);
 /* Run on the worker; on failure they return a status with the message in msg. */

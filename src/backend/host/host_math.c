@@ -59,6 +59,11 @@ static void host_blas_setup(void) {
 
 void sp__host_blas_init(void) { pthread_once(&host_blas_once, host_blas_setup); }
 
+/* The most rows of a 16-bit linear with f32 x or y (sp__linear.io). Any batch would do (the 16-bit
+ * path widens x and rounds y in its scratch anyway); 2, so that CI runs a 16-bit model both
+ * ways: fused at 1-2 rows, converting from 3. */
+enum { HOST_F32_IO_ROWS = 2 };
+
 sp_status sp__host_linear_check(const sp__linear *op, const char *fn) {
   if (!op) return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: op is NULL", fn);
   sp__host_blas_init();
@@ -83,7 +88,18 @@ sp_status sp__host_linear_check(const sp__linear *op, const char *fn) {
                     !op->x   ? "x"
                     : !op->w ? "w"
                              : "y");
+  if (op->io & ~(unsigned)(SP__LINEAR_X_F32 | SP__LINEAR_Y_F32))
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: unknown io flags 0x%x", fn, op->io);
+  if (op->io && op->dtype != SP_F32 && op->batch > HOST_F32_IO_ROWS)
+    return sp__fail(SP_ERR_INVALID_ARGUMENT,
+                    "%s: f32 input or output with %s weights at %u rows (at most %u here)", fn,
+                    sp__dtype_name(op->dtype), op->batch, HOST_F32_IO_ROWS);
   return SP_OK;
+}
+
+unsigned sp__host_linear_f32_io_rows(sp__bdevice *d) {
+  (void)d;
+  return HOST_F32_IO_ROWS;
 }
 
 sp_status sp__host_convert_check(void *dst, sp_dtype dst_type, const void *src, sp_dtype src_type,
@@ -166,7 +182,18 @@ bool sp__host_scratch_reserve(sp__bstream *s, size_t floats) {
   return true;
 }
 
-/* A bf16 or f16 linear: widened into the stream's scratch, f32 GEMM, rounded once into y. */
+/* v[0, n) rounded to dt's precision, kept as f32. */
+static void host_round_to(float *v, size_t n, sp_dtype dt) {
+  for (size_t i = 0; i < n; i++) {
+    unsigned char e[4];
+    sp__elem_store(e, dt, 0, v[i]);
+    v[i] = sp__elem_load(e, dt, 0);
+  }
+}
+
+/* A bf16 or f16 linear: widened into the stream's scratch, f32 GEMM, rounded once into y. Where
+ * op->io says so x is read and y written as f32, rounded to dt on the way in and out, exactly as
+ * converting them would. */
 static sp_status host_linear_16(sp__bstream *s, const sp__linear *op, char *msg, size_t msg_size) {
   size_t nx = (size_t)op->batch * op->in_features, nw = (size_t)op->out_features * op->in_features;
   size_t ny = (size_t)op->batch * op->out_features, out = op->out_features;
@@ -176,15 +203,18 @@ static sp_status host_linear_16(sp__bstream *s, const sp__linear *op, char *msg,
     return SP_ERR_HOST_MEMORY;
   }
   float *x = s->scratch, *w = x + nx, *y = w + nw;
-  sp_dtype dt = op->dtype;
-  sp__host_convert_run(x, SP_F32, op->x, dt, nx);
+  sp_dtype dt = op->dtype, xt = (op->io & SP__LINEAR_X_F32) ? SP_F32 : dt;
+  sp_dtype yt = (op->io & SP__LINEAR_Y_F32) ? SP_F32 : dt;
+  sp__host_convert_run(x, SP_F32, op->x, xt, nx);
+  if (xt != dt) host_round_to(x, nx, dt);
   sp__host_convert_run(w, SP_F32, op->w, dt, nw);
   if (op->bias)
     for (size_t b = 0; b < op->batch; b++)
       sp__host_convert_run(y + b * out, SP_F32, op->bias, dt, out);
   host_sgemm(x, w, y, op->batch, op->in_features, op->out_features, op->bias ? 1.0f : 0.0f);
   sp__host_act(y, ny, op->act);
-  sp__host_convert_run(op->y, dt, y, SP_F32, ny);
+  if (yt != dt) host_round_to(y, ny, dt);
+  sp__host_convert_run(op->y, yt, y, SP_F32, ny);
   return SP_OK;
 }
 

@@ -13,7 +13,8 @@
  * replay is correct, and a later capture uses the cached choice (auto is the default: the case
  * runs with the variable unset). Activations captured in a graph on a fresh stream replay right.
  * A chain of our kernels launched with PDL equals, bit for bit, the same ops synced one by one
- * (pdl_chain). A bad STREAMPOOL_CUDA_LINEAR or STREAMPOOL_CUDA_PDL fails device_open with the
+ * (pdl_chain). f32 x and y beside 16-bit weights equal converting them, bit for bit (f32_io). A
+ * bad STREAMPOOL_CUDA_LINEAR or STREAMPOOL_CUDA_PDL fails device_open with the
  * variable named.
  * Method: drive the CUDA backend's table directly (no core). Seeded inputs; a double-precision
  * reference computed once per (shape, dtype) for 64 rows (batch b checks its first b rows, which
@@ -551,6 +552,102 @@ static void pdl_chain(void **state) {
   }
 }
 
+/* ---- f32 input and output beside 16-bit weights (sp__linear.io) ------------------------------
+ * Our kernel reading f32 x (rounding it to the dtype) and writing f32 y (rounded to the dtype)
+ * must give bit for bit what converting x in and y out around the same op gives: bf16 and f16,
+ * batches 1 to 4, aligned and one element off (the element-wise path), each io combination, with
+ * ReLU, GELU and no activation. x is not pre-rounded, so a missing rounding shows. With cublaslt
+ * forced the slot allows none (linear_f32_io_rows 0) and refuses such an op. */
+static void f32_io_case(const sp__backend *be, sp__bdevice *d, sp__bstream *s, sp_dtype dt,
+                        unsigned in, unsigned out, uint64_t seed) {
+  enum { B4 = 4 };
+  tu_rng r = {seed};
+  size_t nx = (size_t)B4 * in + PAD, nw = (size_t)out * in + PAD, ny = (size_t)B4 * out + PAD;
+  float *x = malloc(nx * 4), *w = malloc(nw * 4), *b = malloc((size_t)out * 4);
+  float *ya = malloc(ny * 4), *yb = malloc(ny * 4);
+  assert_true(x && w && b && ya && yb);
+  for (size_t i = 0; i < nx; i++) x[i] = rand_unit(&r) * 2.0f;
+  for (size_t i = 0; i < nw; i++) w[i] = dt_round(dt, rand_unit(&r) / sqrtf((float)in));
+  for (unsigned i = 0; i < out; i++) b[i] = dt_round(dt, rand_unit(&r) * 0.5f);
+  size_t es = sp__dtype_size(dt);
+  void *fx = dev_alloc(be, d, nx * 4), *fy = dev_alloc(be, d, ny * 4),
+       *fya = dev_alloc(be, d, ny * 4);
+  void *hx = dev_alloc(be, d, nx * es), *hy = dev_alloc(be, d, ny * es);
+  void *hw = dev_alloc(be, d, nw * es), *hb = dev_alloc(be, d, (size_t)out * es);
+  upload(be, s, fx, x, nx, SP_F32);
+  upload(be, s, hw, w, nw, dt);
+  upload(be, s, hb, b, out, dt);
+  SP_CHECK_OK(be->convert_async(s, hx, dt, fx, SP_F32, nx));
+  static const sp__act acts[] = {SP__ACT_RELU, SP__ACT_GELU_ERF, SP__ACT_NONE};
+  for (unsigned batch = 1; batch <= B4; batch++)
+    for (unsigned off = 0; off < 2; off++)
+      for (unsigned io = 1; io <= 3; io++) {
+        sp__act act = acts[(batch + io) % 3];
+        sp__linear op = {.dtype = dt,
+                         .batch = batch,
+                         .in_features = in,
+                         .out_features = out,
+                         .x = (unsigned char *)hx + off * es,
+                         .w = (unsigned char *)hw + off * es,
+                         .bias = hb,
+                         .y = hy,
+                         .act = act};
+        SP_CHECK_OK(be->memset_async(s, fya, 0xFF, ny * 4));
+        SP_CHECK_OK(be->memset_async(s, fy, 0xFF, ny * 4));
+        SP_CHECK_OK(be->linear_async(s, &op)); /* the reference: converted in and out */
+        SP_CHECK_OK(be->convert_async(s, fya, SP_F32, hy, dt, (size_t)batch * out));
+        op.io = io;
+        if (io & SP__LINEAR_X_F32) op.x = (float *)fx + off;
+        op.y = (io & SP__LINEAR_Y_F32) ? fy : hy;
+        SP_CHECK_OK(be->linear_async(s, &op));
+        if (!(io & SP__LINEAR_Y_F32))
+          SP_CHECK_OK(be->convert_async(s, fy, SP_F32, hy, dt, (size_t)batch * out));
+        SP_CHECK_OK(be->memcpy_async(s, ya, fya, (size_t)batch * out * 4));
+        SP_CHECK_OK(be->memcpy_async(s, yb, fy, (size_t)batch * out * 4));
+        SP_CHECK_OK(be->stream_sync(s));
+        for (size_t i = 0; i < (size_t)batch * out; i++)
+          if (memcmp(&ya[i], &yb[i], 4) != 0 || isnan(ya[i]))
+            fail_msg("f32 io: %s %ux%u batch %u off %u io %u act %d: y[%zu] %.9g, converted %.9g",
+                     sp__dtype_name(dt), in, out, batch, off, io, (int)act, i, yb[i], ya[i]);
+      }
+  void *devs[] = {fx, fy, fya, hx, hy, hw, hb};
+  for (size_t i = 0; i < sizeof(devs) / sizeof(devs[0]); i++) SP_CHECK_OK(be->mem_free(d, devs[i]));
+  free(x), free(w), free(b), free(ya), free(yb);
+}
+
+static void f32_io(void **state) {
+  (void)state;
+  const sp__backend *be = cuda_table();
+  if (!be) return;
+  sp__bdevice *d = open_with(be, "kernel"); /* the converted reference runs our kernel too */
+  sp__bstream *s = NULL;
+  SP_CHECK_OK(be->stream_create(d, 0, &s));
+  assert_int_equal(be->linear_f32_io_rows(d), SP__CUDA_F32_IO_ROWS);
+  static const unsigned io_shapes[][2] = {
+      {512, 1024}, {1024, 512}, {37, 19}, {9, 130}, {384, 1536}};
+  for (unsigned dt = SP_BF16; dt <= SP_F16; dt++)
+    for (size_t k = 0; k < sizeof(io_shapes) / sizeof(io_shapes[0]); k++)
+      f32_io_case(be, d, s, (sp_dtype)dt, io_shapes[k][0], io_shapes[k][1], tu_seed() * 17 + k);
+  be->stream_destroy(s);
+  be->device_close(d);
+  d = open_with(be, "cublaslt");
+  assert_int_equal(be->linear_f32_io_rows(d), 0);
+  SP_CHECK_OK(be->stream_create(d, 0, &s));
+  void *buf = dev_alloc(be, d, 4096);
+  sp__linear op = {.dtype = SP_BF16,
+                   .batch = 1,
+                   .in_features = 8,
+                   .out_features = 8,
+                   .x = buf,
+                   .w = buf,
+                   .y = (char *)buf + 2048,
+                   .io = SP__LINEAR_X_F32};
+  SP_CHECK_STATUS(be->linear_async(s, &op), SP_ERR_INVALID_ARGUMENT);
+  SP_CHECK_OK(be->mem_free(d, buf));
+  be->stream_destroy(s);
+  be->device_close(d);
+}
+
 /* device_open with variable `name` set to `value` fails with SP_ERR_INVALID_ARGUMENT naming it. */
 static void expect_open_refused(const sp__backend *be, const char *name, const char *value) {
   setenv(name, value, 1);
@@ -596,6 +693,7 @@ int main(void) {
       cmocka_unit_test(auto_mode),
       cmocka_unit_test(captured_activation),
       cmocka_unit_test(pdl_chain),
+      cmocka_unit_test(f32_io),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 #endif
