@@ -183,7 +183,8 @@ static void bench_dtype(sp_dtype dt) {
                             dev_zero((size_t)out * in * es),
                             dev_zero(out * es),
                             dev_zero((size_t)batch * out * es),
-                            lin[i].act};
+                            lin[i].act,
+                            0};
     r.bytes = (double)(((size_t)batch * (in + out) + (size_t)out * in) * es);
     snprintf(shape, sizeof(shape), "%ux%u -> %u, bias", batch, in, out);
     print_row(&r, dt, shape);

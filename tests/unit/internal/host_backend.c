@@ -183,7 +183,7 @@ static void test_linear_async_error(void **state) {
   sp__bstream *s = tu_be_stream(B, d, 1);
   enum { IN = 1024, OUT = 512 };
   uint16_t *x = calloc(IN, 2), *w = calloc((size_t)IN * OUT, 2), *y = calloc(OUT, 2);
-  sp__linear op = {SP_BF16, 1, IN, OUT, x, w, NULL, y, false};
+  sp__linear op = {SP_BF16, 1, IN, OUT, x, w, NULL, y, SP__ACT_NONE, 0};
   tu_hostmem_arm(0, (1u << 20) + 1, 1); /* host allocations over 1 MiB fail */
   SP_CHECK_OK(B->linear_async(s, &op));
   SP_CHECK_STATUS(B->stream_sync(s), SP_ERR_HOST_MEMORY);
@@ -245,7 +245,7 @@ static void test_bad_arguments(void **state) {
   assert_null(e);
   float v = 0, f4[4] = {0};
   uint16_t h4[4];
-  sp__linear bad = {SP_F32, 0, 1, 1, &v, &v, NULL, &v, false};
+  sp__linear bad = {SP_F32, 0, 1, 1, &v, &v, NULL, &v, SP__ACT_NONE, 0};
   SP_CHECK_STATUS(B->linear_async(s, &bad), SP_ERR_INVALID_ARGUMENT);
   bad.batch = 1;
   bad.x = NULL;
