@@ -1,4 +1,5 @@
-/* The argument checks of an encoder-layer op (nn_check.h), shared by every backend's nn_async.
+/* The argument checks of an encoder-layer op and of a linear op's f32 io (nn_check.h), shared by
+ * every backend's nn_async and linear_async.
  *
  * Owns nothing: pure functions of the op, reading only its fields (never the device memory they
  * point to). Moved here from host_nn.c so the host and CUDA backends refuse the same ops with the
@@ -75,4 +76,14 @@ sp_status sp__nn_op_check(const sp__nn *op, const char *fn) {
   case SP__NN_KIND_COUNT: break;
   }
   return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: unknown op kind %d", fn, (int)op->kind);
+}
+
+sp_status sp__linear_io_check(const sp__linear *op, unsigned rows_max, const char *fn) {
+  if (op->io & ~(unsigned)(SP__LINEAR_X_F32 | SP__LINEAR_Y_F32))
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: unknown io flags 0x%x", fn, op->io);
+  if (op->io && op->dtype != SP_F32 && op->batch > rows_max)
+    return sp__fail(SP_ERR_INVALID_ARGUMENT,
+                    "%s: f32 input or output with %s weights at %u rows (at most %u here)", fn,
+                    sp__dtype_name(op->dtype), op->batch, rows_max);
+  return SP_OK;
 }

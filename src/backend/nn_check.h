@@ -1,5 +1,6 @@
-/* The argument rules of an encoder-layer op (backend.h's sp__nn), written once for every backend:
- * each nn_async slot calls sp__nn_op_check at submission, so every backend refuses exactly the
+/* The argument rules of an encoder-layer op (backend.h's sp__nn) and of a linear op's f32 io
+ * (sp__linear.io), written once for every backend: each nn_async slot calls sp__nn_op_check and
+ * each linear_async slot sp__linear_io_check at submission, so every backend refuses exactly the
  * same ops with SP_ERR_INVALID_ARGUMENT and runs nothing for them. Internal to the library; a
  * backend built as a module (the CUDA one) links its own copy of nn_check.c.
  */
@@ -20,6 +21,11 @@ extern "C" {
  * attention's scale finite. Otherwise SP_ERR_INVALID_ARGUMENT with a message naming fn. Token
  * ids and lengths live in device memory and are not read here (backend.h). Any thread. */
 sp_status sp__nn_op_check(const sp__nn *op, const char *fn);
+
+/* SP_OK when op->io holds only SP__LINEAR_* flags and, for a bf16 or f16 op with any, op->batch
+ * is at most rows_max (the backend's linear_f32_io_rows for the device). Otherwise
+ * SP_ERR_INVALID_ARGUMENT naming fn. Any thread. */
+sp_status sp__linear_io_check(const sp__linear *op, unsigned rows_max, const char *fn);
 
 #ifdef __cplusplus
 }

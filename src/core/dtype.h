@@ -107,4 +107,11 @@ static inline void sp__elem_store(void *p, sp_dtype dt, size_t i, float v) {
   memcpy((unsigned char *)p + 2 * i, &h, 2);
 }
 
+/* v as an element of dt holds it: rounded to nearest even for bf16 and f16, v itself for f32. */
+static inline float sp__elem_round(sp_dtype dt, float v) {
+  unsigned char e[4];
+  sp__elem_store(e, dt, 0, v);
+  return sp__elem_load(e, dt, 0);
+}
+
 #endif /* SP_CORE_DTYPE_H */

@@ -79,11 +79,7 @@ static float *nn_host(nn_ctx *c, sp_dtype dt, size_t n, float span) {
   assert_non_null(h);
   for (size_t i = 0; i < n; i++) {
     h[i] = nn_rand(c, span);
-    if (dt != SP_F32) { /* the value dt stores */
-      unsigned char e[4];
-      sp__elem_store(e, dt, 0, h[i]);
-      h[i] = sp__elem_load(e, dt, 0);
-    }
+    h[i] = sp__elem_round(dt, h[i]); /* the value dt stores */
   }
   return h;
 }

@@ -54,6 +54,7 @@
 #include <stdatomic.h>
 #include <string.h>
 
+#include "backend/nn_check.h"
 #include "core/dtype.h"
 #include "core/env.h"
 #include "cuda_act.h"
@@ -493,18 +494,13 @@ sp_status sp__cuda_linear_async(sp__bstream *s, const sp__linear *op) {
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "cuda: linear: unknown dtype %d", (int)op->dtype);
   if ((unsigned)op->act >= SP__ACT_COUNT)
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "cuda: linear: unknown activation %d", (int)op->act);
-  if (op->io & ~(unsigned)(SP__LINEAR_X_F32 | SP__LINEAR_Y_F32))
-    return sp__fail(SP_ERR_INVALID_ARGUMENT, "cuda: linear: unknown io flags 0x%x", op->io);
+  sp_status st = sp__linear_io_check(op, sp__cuda_linear_f32_io_rows(s->dev), "cuda: linear");
+  if (st != SP_OK) return st;
   bool mixed = op->io && op->dtype != SP_F32; /* f32 x or y beside 16-bit weights */
-  if (mixed && op->batch > sp__cuda_linear_f32_io_rows(s->dev))
-    return sp__fail(
-        SP_ERR_INVALID_ARGUMENT,
-        "cuda: linear: f32 input or output with %s weights at %u rows (at most %u here)",
-        sp__dtype_name(op->dtype), op->batch, sp__cuda_linear_f32_io_rows(s->dev));
   if (op->batch == 0 || op->out_features == 0) return SP_OK;
   if (op->in_features == 0)
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "cuda: linear: in_features is 0");
-  sp_status st = sp__cuda_use_device(s->dev);
+  st = sp__cuda_use_device(s->dev);
   if (st != SP_OK) return st;
   if (mixed || s->dev->linear == SP__CUDA_LINEAR_KERNEL) return gemv_run(s, op);
   sp__mutex_lock(&s->lt_mu);

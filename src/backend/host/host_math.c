@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "backend/host/host_impl.h"
+#include "backend/nn_check.h"
 #include "core/dtype.h"
 
 static pthread_once_t host_blas_once = PTHREAD_ONCE_INIT;
@@ -88,13 +89,7 @@ sp_status sp__host_linear_check(const sp__linear *op, const char *fn) {
                     !op->x   ? "x"
                     : !op->w ? "w"
                              : "y");
-  if (op->io & ~(unsigned)(SP__LINEAR_X_F32 | SP__LINEAR_Y_F32))
-    return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: unknown io flags 0x%x", fn, op->io);
-  if (op->io && op->dtype != SP_F32 && op->batch > HOST_F32_IO_ROWS)
-    return sp__fail(SP_ERR_INVALID_ARGUMENT,
-                    "%s: f32 input or output with %s weights at %u rows (at most %u here)", fn,
-                    sp__dtype_name(op->dtype), op->batch, HOST_F32_IO_ROWS);
-  return SP_OK;
+  return sp__linear_io_check(op, HOST_F32_IO_ROWS, fn);
 }
 
 unsigned sp__host_linear_f32_io_rows(sp__bdevice *d) {
@@ -184,11 +179,7 @@ bool sp__host_scratch_reserve(sp__bstream *s, size_t floats) {
 
 /* v[0, n) rounded to dt's precision, kept as f32. */
 static void host_round_to(float *v, size_t n, sp_dtype dt) {
-  for (size_t i = 0; i < n; i++) {
-    unsigned char e[4];
-    sp__elem_store(e, dt, 0, v[i]);
-    v[i] = sp__elem_load(e, dt, 0);
-  }
+  for (size_t i = 0; i < n; i++) v[i] = sp__elem_round(dt, v[i]);
 }
 
 /* A bf16 or f16 linear: widened into the stream's scratch, f32 GEMM, rounded once into y. Where

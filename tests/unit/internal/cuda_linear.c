@@ -32,19 +32,12 @@
 #include "tu_backend.h"
 
 #include "backend/backend.h"
-#include "core/dtype.h" /* sp__elem_load/store: the host's rounding, tested in conf_backend */
+#include "core/dtype.h" /* sp__elem_*: the host's rounding, tested in conf_backend */
 
 #ifdef SP_HAVE_CUDA
 #include "backend/cuda/cuda_select.h"
 
 enum { ROWS = 64, PAD = 16 }; /* reference rows; spare elements for the misaligned views */
-
-/* v as dt stores it. */
-static float dt_round(sp_dtype dt, float v) {
-  unsigned char e[4];
-  sp__elem_store(e, dt, 0, v);
-  return sp__elem_load(e, dt, 0);
-}
 
 static float rand_unit(tu_rng *r) { return (float)tu_rng_below(r, 2000001) / 1000000.0f - 1.0f; }
 
@@ -101,9 +94,9 @@ static void case_open(const sp__backend *be, sp__bdevice *d, sp__bstream *s, lin
   for (size_t i = 0; i < nx; i++) c->x[i] = rand_unit(&r) * 2.0f;
   for (size_t i = 0; i < nw; i++) c->w[i] = rand_unit(&r) * k;
   for (unsigned i = 0; i < out; i++) c->b[i] = rand_unit(&r) * 0.5f;
-  for (size_t i = 0; i < nx; i++) c->x[i] = dt_round(dt, c->x[i]);
-  for (size_t i = 0; i < nw; i++) c->w[i] = dt_round(dt, c->w[i]);
-  for (unsigned i = 0; i < out; i++) c->b[i] = dt_round(dt, c->b[i]);
+  for (size_t i = 0; i < nx; i++) c->x[i] = sp__elem_round(dt, c->x[i]);
+  for (size_t i = 0; i < nw; i++) c->w[i] = sp__elem_round(dt, c->w[i]);
+  for (unsigned i = 0; i < out; i++) c->b[i] = sp__elem_round(dt, c->b[i]);
   for (unsigned row = 0; row < ROWS; row++)
     for (unsigned o = 0; o < out; o++) {
       double sum = 0, m = 0;
@@ -419,8 +412,8 @@ static void chain_open(const sp__backend *be, sp__bdevice *d, sp__bstream *s, ch
     float *w = malloc((size_t)in * out * 4), *b = malloc((size_t)out * 4);
     assert_true(w && b);
     float sc = 1.0f / sqrtf((float)in);
-    for (size_t i = 0; i < (size_t)in * out; i++) w[i] = dt_round(dt, rand_unit(&r) * sc);
-    for (unsigned i = 0; i < out; i++) b[i] = dt_round(dt, rand_unit(&r) * 0.5f);
+    for (size_t i = 0; i < (size_t)in * out; i++) w[i] = sp__elem_round(dt, rand_unit(&r) * sc);
+    for (unsigned i = 0; i < out; i++) b[i] = sp__elem_round(dt, rand_unit(&r) * 0.5f);
     c->w[k] = dev_alloc(be, d, (size_t)in * out * sp__dtype_size(dt));
     c->b[k] = dev_alloc(be, d, (size_t)out * sp__dtype_size(dt));
     upload(be, s, c->w[k], w, (size_t)in * out, dt);
@@ -567,8 +560,8 @@ static void f32_io_case(const sp__backend *be, sp__bdevice *d, sp__bstream *s, s
   float *ya = malloc(ny * 4), *yb = malloc(ny * 4);
   assert_true(x && w && b && ya && yb);
   for (size_t i = 0; i < nx; i++) x[i] = rand_unit(&r) * 2.0f;
-  for (size_t i = 0; i < nw; i++) w[i] = dt_round(dt, rand_unit(&r) / sqrtf((float)in));
-  for (unsigned i = 0; i < out; i++) b[i] = dt_round(dt, rand_unit(&r) * 0.5f);
+  for (size_t i = 0; i < nw; i++) w[i] = sp__elem_round(dt, rand_unit(&r) / sqrtf((float)in));
+  for (unsigned i = 0; i < out; i++) b[i] = sp__elem_round(dt, rand_unit(&r) * 0.5f);
   size_t es = sp__dtype_size(dt);
   void *fx = dev_alloc(be, d, nx * 4), *fy = dev_alloc(be, d, ny * 4),
        *fya = dev_alloc(be, d, ny * 4);
