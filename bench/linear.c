@@ -8,8 +8,9 @@
  * 16 threads. Each row prints forwards/s, rows per second, p50/p99 latency and the ratio to the
  * cuBLASLt-only row and to the limit. In auto mode the shapes are first run once eagerly (a model
  * built with STREAMPOOL_GRAPHS=0), so the backend times them outside capture; the graphs captured
- * afterwards use the cached choice. usage: linear [--duration S] [--threads 1,16] [--batches 8,32]
- * [--dtypes f32,bf16,f16]
+ * afterwards use the cached choice; `--log debug` prints the library's log on stderr, each timing
+ * among it (its two times and the answer). usage: linear [--duration S] [--threads 1,16]
+ * [--batches 8,32] [--dtypes f32,bf16,f16] [--log debug]
  */
 #include <math.h>
 #include <pthread.h>
@@ -197,8 +198,15 @@ static double run_row(run_shared *sh, unsigned threads, double duration, const c
 
 static const char *const modes[] = {"cublaslt", "kernel", "auto"};
 static const unsigned dims[] = {IN, 1024, 1024, OUT};
-#define LINEAR_USAGE \
-  "usage: linear [--duration S] [--threads 1,16] [--batches 8,32] [--dtypes f32,bf16,f16]\n"
+#define LINEAR_USAGE                                                                         \
+  "usage: linear [--duration S] [--threads 1,16] [--batches 8,32] [--dtypes f32,bf16,f16]\n" \
+  "              [--log debug]   (the library's log on stderr: e.g. each auto-mode timing)\n"
+
+static void log_stderr(void *user, sp_log_level level, const char *msg) {
+  (void)user;
+  (void)level;
+  fprintf(stderr, "streampool: %s\n", msg);
+}
 
 enum { MAXB = 32, NBATCH = 8 };
 static unsigned batches[NBATCH + 1] = {1, 8, 32}; /* batch 1, then the --batches list */
@@ -247,6 +255,8 @@ int main(int argc, char **argv) {
              sscanf(argv[i + 1], "%u,%u", &threads[0], &threads[1]) == 2) {
     } else if (!strcmp(argv[i], "--batches") && parse_batches(argv[i + 1]) == 0) {
     } else if (!strcmp(argv[i], "--dtypes") && !sp_cli_dtypes(argv[i + 1], dtype_on)) {
+    } else if (!strcmp(argv[i], "--log") && !strcmp(argv[i + 1], "debug")) {
+      sp_log_set_hook(log_stderr, NULL, SP_LOG_DEBUG);
     } else {
       fprintf(stderr, LINEAR_USAGE);
       return 2;

@@ -27,7 +27,8 @@
  * batch 1..SP__CUDA_GEMV_BATCH_MAX when it was timed faster than cuBLASLt for that op. The first
  * linear of a choice key on a device, outside graph capture, times both (after a warm-up,
  * TIME_REPS rounds of TIME_RUNS back-to-back runs each, queued behind a busy kernel so the device
- * runs them without launch gaps, as a graph would; the fastest round counts), which syncs the
+ * runs them without launch gaps, as a graph would, each run between two of our kernels when they
+ * overlap their launches (PDL); the fastest round counts), which syncs the
  * calling stream once; the answer is cached per device (choice table, keyed by the op's shape,
  * dtype, bias, activation and alignment) and copied into the stream's plan. During capture
  * nothing is timed: the cached choice, else cuBLASLt (src/infer/plan.c runs a pass eagerly before
@@ -368,9 +369,13 @@ static void choice_store(sp__bdevice *d, uint64_t key, sp__cuda_impl impl) {
 }
 
 /* One timing round: both implementations TIME_RUNS times each behind a TIME_SPIN_US busy kernel
- * (order alternating with the round), so they run back to back; their device times in ms.
- * Syncs s. Nothing here waits on the host: another thread's synchronizing call cannot deadlock
- * with the timing (cuda_spin.cu says how a host gate did). */
+ * (order alternating with the round), so they run back to back; their device times in ms. With
+ * PDL each run is followed by one run of our kernel, so both sides time the op between two of our
+ * kernels, as in a forward of our kernels: a cuBLASLt op (launched without PDL) is charged for the
+ * overlap it takes from its neighbours, which timing it alone does not see (measured in
+ * docs/PERFORMANCE.md, "Small-batch kernels"). Syncs s. Nothing here waits on the
+ * host: another thread's synchronizing call cannot deadlock with the timing (cuda_spin.cu says how
+ * a host gate did). */
 static sp_status time_round(sp__bstream *s, const sp__linear *op, int round, cudaEvent_t ev[3],
                             float ms[2]) {
   sp__cuda_impl order[2] = {SP__CUDA_IMPL_CUBLASLT, SP__CUDA_IMPL_KERNEL};
@@ -383,7 +388,10 @@ static sp_status time_round(sp__bstream *s, const sp__linear *op, int round, cud
   sp_status st = SP_OK;
   e = cudaEventRecord(ev[0], s->stream);
   for (int k = 0; k < 2 && e == cudaSuccess && st == SP_OK; k++) {
-    for (int i = 0; i < TIME_RUNS && st == SP_OK; i++) st = impl_run(s, op, order[k]);
+    for (int i = 0; i < TIME_RUNS && st == SP_OK; i++) {
+      st = impl_run(s, op, order[k]);
+      if (st == SP_OK && s->dev->pdl) st = gemv_run(s, op); /* the neighbour */
+    }
     if (st == SP_OK) e = cudaEventRecord(ev[k + 1], s->stream);
   }
   cudaError_t se = cudaStreamSynchronize(s->stream);
@@ -399,9 +407,9 @@ static sp_status time_round(sp__bstream *s, const sp__linear *op, int round, cud
 }
 
 /* Times cuBLASLt (with its activation kernel where there is one) against our kernel on op itself
- * (it is run 2 + 2 * TIME_REPS * TIME_RUNS times; y ends up written by one of them: both compute
- * it). Syncs s. A failure of our kernel only (e.g. no code for this GPU) chooses cuBLASLt; a
- * failure of cuBLASLt is returned. */
+ * (it is run 2 + 2 * TIME_REPS * TIME_RUNS times, with PDL our kernel as many more; y ends up
+ * written by one of them: all compute it). Syncs s. A failure of our kernel only (e.g. no code for
+ * this GPU) chooses cuBLASLt; a failure of cuBLASLt is returned. */
 static sp_status linear_time(sp__bstream *s, const sp__linear *op, sp__cuda_impl *out) {
   sp_status st = linear_run(s, op); /* warm-up, also loads modules and fills caches */
   if (st != SP_OK) return st;
@@ -422,7 +430,15 @@ static sp_status linear_time(sp__bstream *s, const sp__linear *op, sp__cuda_impl
     st = time_round(s, op, r, ev, ms);
     for (int k = 0; k < 2 && st == SP_OK; k++) best[k] = fminf(best[k], ms[k]);
   }
-  if (st == SP_OK) *out = best[1] < best[0] ? SP__CUDA_IMPL_KERNEL : SP__CUDA_IMPL_CUBLASLT;
+  if (st == SP_OK) {
+    *out = best[1] < best[0] ? SP__CUDA_IMPL_KERNEL : SP__CUDA_IMPL_CUBLASLT;
+    sp__log(SP_LOG_DEBUG,
+            "cuda: linear %u x %u -> %u %s act %d: cublaslt %.2f us, kernel %.2f us a run%s: %s",
+            op->batch, op->in_features, op->out_features, sp__dtype_name(op->dtype), (int)op->act,
+            1e3 * best[0] / TIME_RUNS, 1e3 * best[1] / TIME_RUNS,
+            s->dev->pdl ? " (with a kernel after)" : "",
+            *out == SP__CUDA_IMPL_KERNEL ? "kernel" : "cublaslt");
+  }
 destroy_events:
   for (int i = 0; i < 3; i++)
     if (ev[i]) cudaEventDestroy(ev[i]);
