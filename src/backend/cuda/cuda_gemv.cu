@@ -1,7 +1,8 @@
 /* The CUDA backend's own small-batch linear kernels: y = act(x·wᵀ + b), 1 to 32 rows.
  *
  * GEMV (1 to 4 rows, every batch on the element-wise path, and forced mode above 32): a warp per
- * O outputs (four warps a block; O = 1 at batch 1, 4 above, 2 above 32 on the 16-byte path). Each
+ * O outputs (four warps a block; O = 1 at batch 1 and, with 16-bit weights, 2 to 4, else 4 there;
+ * 2 above 32 on the 16-byte path). Each
  * lane walks the O weight rows in 16-byte loads (4 f32 or 8 bf16 or f16 a load, not cached in L1)
  * and, for every row of the batch chunk, the same stretch of x (cached), accumulating in f32
  * registers (O x R accumulators, R a compile-time chunk of 1..16 batch rows, so the weights of a
@@ -398,8 +399,11 @@ cudaError_t launch(cudaStream_t s, bool pdl, const void *x, const void *w, const
                         kThreads, s, pdl, x, w, b, y, batch, in, out, act);
 }
 
-/* Batch 1: a warp per output (the most warps in flight); 2 to 4: 4 outputs a warp, so each load
- * of x feeds 4 rows of weights; 5 to 32: the split kernel in tiles of 8, 16 or 32 rows (on the
+/* Batch 1: a warp per output (the most warps in flight); 2 to 4: in f32 4 outputs a warp, so each
+ * load of x feeds 4 rows of weights, in bf16 and f16 one (the same MLP at 16 threads, H200,
+ * 2026-12-03, one output a warp against four: bf16 at 2 / 3 / 4 rows 428 / 309 / 259 k
+ * forwards/s against 337-358 / 270-275 / 239-242 k; f32 358 / 183 / 153 k against 375-381 / 316-319
+ * / 279 k); 5 to 32: the split kernel in tiles of 8, 16 or 32 rows (on the
  * H200, MLP 512-1024-1024-512 at 16 threads, 2026-12-01: at 6 and 8 rows it did 254 k forwards/s
  * in f32 against the GEMV's 186-192 k and 157 k, at 4 rows 257 k against 267 k, at 2 rows 260 k
  * against 314-321 k; 5 to 8 rows run the same code in either kernel); above (forced mode only: auto
@@ -417,8 +421,9 @@ cudaError_t dispatch(cudaStream_t s, bool pdl, bool clusters, const void *x, con
     return launch<T, TX, TY, 4, 8, false>(s, pdl, x, w, b, y, batch, in, out, act);
   }
   if (batch <= 1) return launch<T, TX, TY, 1, 1, true>(s, pdl, x, w, b, y, batch, in, out, act);
-  if (batch <= 2) return launch<T, TX, TY, 4, 2, true>(s, pdl, x, w, b, y, batch, in, out, act);
-  if (batch <= 4) return launch<T, TX, TY, 4, 4, true>(s, pdl, x, w, b, y, batch, in, out, act);
+  constexpr int O = sizeof(T) == 2 ? 1 : 4; /* outputs a warp at 2 to 4 rows (above) */
+  if (batch <= 2) return launch<T, TX, TY, O, 2, true>(s, pdl, x, w, b, y, batch, in, out, act);
+  if (batch <= 4) return launch<T, TX, TY, O, 4, true>(s, pdl, x, w, b, y, batch, in, out, act);
   if constexpr (!mixed) {
     if (batch <= 8) return split_launch<T, 8>(s, pdl, clusters, x, w, b, y, batch, in, out, act);
     if (batch <= 16) return split_launch<T, 16>(s, pdl, clusters, x, w, b, y, batch, in, out, act);
