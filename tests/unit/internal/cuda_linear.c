@@ -277,11 +277,38 @@ static void forced_kernel(void **state) {
 
 static const char *choice_name(int c) { return c == 2 ? "kernel" : c == 1 ? "cublaslt" : "none"; }
 
-/* Auto mode: eager calls cache a choice; captures never time; replays are right. */
+/* The library's last debug message and how many came (the timing logs one per timed key). */
+static char last_log[256];
+static unsigned n_logs;
+
+static void log_keep(void *user, sp_log_level level, const char *msg) {
+  (void)user;
+  if (level != SP_LOG_DEBUG) return;
+  snprintf(last_log, sizeof(last_log), "%s", msg);
+  n_logs++;
+}
+
+/* The timing of op logged its shape, both times and exactly the choice that was cached (ch). */
+static void check_timing_log(const sp__linear *op, unsigned logs_before, int ch) {
+  char shape[64], answer[16];
+  snprintf(shape, sizeof(shape), "cuda: linear %u x %u -> %u %s", op->batch, op->in_features,
+           op->out_features, sp__dtype_name(op->dtype));
+  snprintf(answer, sizeof(answer), ": %s", choice_name(ch));
+  size_t n = strlen(last_log), a = strlen(answer);
+  if (n_logs != logs_before + 1 || strncmp(last_log, shape, strlen(shape)) != 0 ||
+      !strstr(last_log, ": cublaslt ") || !strstr(last_log, " us, kernel ") || n < a ||
+      strcmp(last_log + n - a, answer) != 0)
+    fail_msg("timing log (%u new) does not say %s ... %s: \"%s\"", n_logs - logs_before, shape,
+             answer, last_log);
+}
+
+/* Auto mode: eager calls cache a choice (and log its timing); captures never time; replays are
+ * right. */
 static void auto_mode(void **state) {
   (void)state;
   const sp__backend *be = cuda_table();
   if (!be) return;
+  sp_log_set_hook(log_keep, NULL, SP_LOG_DEBUG);
   sp__bdevice *d = open_with(be, NULL); /* auto is the default: no variable set */
   sp__bstream *s = NULL, *cap = NULL;
   SP_CHECK_OK(be->stream_create(d, 0, &s));
@@ -297,9 +324,11 @@ static void auto_mode(void **state) {
       for (size_t bi = 0; bi < sizeof(batches) / sizeof(batches[0]); bi++) {
         sp__linear op = case_op(&c, &v, batches[bi]);
         assert_int_equal(sp__cuda_linear_choice(d, &op), 0);
+        unsigned logs = n_logs;
         run_checked(be, s, &c, &v, batches[bi], "auto (timed)");
         int ch = sp__cuda_linear_choice(d, &op);
         if (ch != 1 && ch != 2) fail_msg("no choice cached after an eager call: %d", ch);
+        check_timing_log(&op, logs, ch);
         run_checked(be, s, &c, &v, batches[bi], "auto (cached)");
         print_message("cuda auto: %s %ux%u batch %u -> %s\n", sp__dtype_name(c.dt), c.in, c.out,
                       batches[bi], choice_name(ch));
@@ -340,6 +369,7 @@ static void auto_mode(void **state) {
   be->stream_destroy(cap);
   be->stream_destroy(s);
   be->device_close(d);
+  sp_log_set_hook(NULL, NULL, SP_LOG_ERROR);
 }
 
 /* cuBLASLt's activation kernel inside a graph: on a stream that never ran a linear (so its
