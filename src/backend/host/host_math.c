@@ -2,9 +2,10 @@
  *
  * Owns: the arithmetic the worker runs for SP__HOST_CMD_LINEAR and SP__HOST_CMD_CONVERT, and the
  * one-time BLAS set-up. f32 Linear is one OpenBLAS cblas_sgemm into y pre-filled with the bias
- * (beta = 1), then the activation (sp__host_act). bf16 and f16 Linear are correct, not fast: x, w
- * and the bias are widened to f32 in the stream's scratch buffer, multiplied with sgemm in f32,
- * activated, and rounded once to the dtype (nearest even). Concurrency comes from the streams:
+ * (beta = 1), or one cblas_sgemv a row up to HOST_GEMV_ROWS rows, then the activation
+ * (sp__host_act). bf16 and f16 Linear are correct, not fast: x, w and the bias are widened to f32
+ * in the stream's scratch buffer, multiplied the same way in f32, activated, and rounded once to
+ * the dtype (nearest even). Concurrency comes from the streams:
  * OpenBLAS runs one thread per call.
  *
  * OpenBLAS is loaded with dlopen at the first Linear submitted to a host stream, not linked: a
@@ -32,6 +33,7 @@
 
 static pthread_once_t host_blas_once = PTHREAD_ONCE_INIT;
 static __typeof__(cblas_sgemm) *host_blas_sgemm; /* NULL: OpenBLAS could not be loaded */
+static __typeof__(cblas_sgemv) *host_blas_sgemv; /* set with host_blas_sgemm              */
 static char host_blas_error[256];                /* why, when NULL                     */
 
 static void host_blas_setup(void) {
@@ -45,16 +47,22 @@ static void host_blas_setup(void) {
   }
   __typeof__(openblas_set_num_threads) *set_threads = NULL;
   __typeof__(cblas_sgemm) *sgemm = NULL;
+  __typeof__(cblas_sgemv) *sgemv = NULL;
   void *sym = dlsym(h, "openblas_set_num_threads"); /* POSIX: data and function pointers match */
   memcpy(&set_threads, &sym, sizeof(sym));
   sym = dlsym(h, "cblas_sgemm");
   memcpy(&sgemm, &sym, sizeof(sym));
-  if (!set_threads || !sgemm) {
+  sym = dlsym(h, "cblas_sgemv");
+  memcpy(&sgemv, &sym, sizeof(sym));
+  if (!set_threads || !sgemm || !sgemv) {
     snprintf(host_blas_error, sizeof(host_blas_error), "libopenblas lacks %s",
-             !sgemm ? "cblas_sgemm" : "openblas_set_num_threads");
+             !sgemm   ? "cblas_sgemm"
+             : !sgemv ? "cblas_sgemv"
+                      : "openblas_set_num_threads");
     return; /* the handle stays open: a library loaded once per process */
   }
   set_threads(1);
+  host_blas_sgemv = sgemv;
   host_blas_sgemm = sgemm;
 }
 
@@ -124,9 +132,20 @@ void sp__host_convert_run(void *dst, sp_dtype dst_type, const void *src, sp_dtyp
   }
 }
 
+/* Up to this many rows a linear is one sgemv a row: sgemm packs w on every call, which costs more
+ * than reading it once a row (OpenBLAS 0.3.21, one thread, 1024 x 1024 f32, dev box 2026-12-03:
+ * sgemm 364 / 364 / 307 / 368 us at 1 / 2 / 4 / 8 rows, sgemv a row 73 / 104 / 234 / 467 us). */
+enum { HOST_GEMV_ROWS = 4 };
+
 /* y[b, o] = sum_i x[b, i] * w[o, i] + (y[b, o] if beta else 0), all f32 row-major. */
 static void host_sgemm(const float *x, const float *w, float *y, unsigned batch, unsigned in,
                        unsigned out, float beta) {
+  if (batch <= HOST_GEMV_ROWS) {
+    for (unsigned b = 0; b < batch; b++)
+      host_blas_sgemv(CblasRowMajor, CblasNoTrans, (int)out, (int)in, 1.0f, w, (int)in,
+                      x + (size_t)b * in, 1, beta, y + (size_t)b * out, 1);
+    return;
+  }
   host_blas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)batch, (int)out, (int)in, 1.0f, x,
                   (int)in, w, (int)in, beta, y, (int)out);
 }
