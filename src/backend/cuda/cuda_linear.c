@@ -71,7 +71,7 @@ enum {
   TIME_RUNS = 10,     /* back-to-back runs of each implementation per timing round              */
   TIME_REPS = 3,      /* timing rounds; the fastest counts                                      */
   TIME_SPIN_US = 300, /* the busy kernel each round queues its runs behind (longer than enqueueing
-                       * 4 * TIME_RUNS launches takes: each run and its neighbour) */
+                       * 4 * TIME_RUNS launches takes: each run and its neighbour)            */
 };
 #define PLAN_DIM_MAX ((1u << PLAN_DIM_BITS) - 1u)
 

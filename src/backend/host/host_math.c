@@ -5,8 +5,8 @@
  * (beta = 1), or one cblas_sgemv a row up to HOST_GEMV_ROWS rows, then the activation
  * (sp__host_act). bf16 and f16 Linear are correct, not fast: x, w and the bias are widened to f32
  * in the stream's scratch buffer, multiplied the same way in f32, activated, and rounded once to
- * the dtype (nearest even). Concurrency comes from the streams:
- * OpenBLAS runs one thread per call.
+ * the dtype (nearest even). Concurrency comes from the streams: OpenBLAS runs one thread per
+ * call.
  *
  * OpenBLAS is loaded with dlopen at the first Linear submitted to a host stream, not linked: a
  * library linked at load time puts its thread-local storage (OpenBLAS: 60 KiB) into every thread's
@@ -141,6 +141,8 @@ enum { HOST_GEMV_ROWS = 4 };
 static void host_sgemm(const float *x, const float *w, float *y, unsigned batch, unsigned in,
                        unsigned out, float beta) {
   if (batch <= HOST_GEMV_ROWS) {
+    /* without a bias y starts at zero: its old contents (NaN) never matter, whatever a BLAS does */
+    if (beta == 0.0f) memset(y, 0, (size_t)batch * out * sizeof(*y));
     for (unsigned b = 0; b < batch; b++)
       host_blas_sgemv(CblasRowMajor, CblasNoTrans, (int)out, (int)in, 1.0f, w, (int)in,
                       x + (size_t)b * in, 1, beta, y + (size_t)b * out, 1);
