@@ -643,6 +643,8 @@ static void linear_case_io(sp__bdevice *d, sp__bstream *s, tu_rng *r, sp_dtype d
                    (io & SP__LINEAR_Y_F32) ? fy : dy,
                    act,
                    io};
+  /* y starts as NaNs: a linear must write it, never read it (with or without a bias) */
+  SP_CHECK_OK(B->memset_async(s, op.y, 0xFF, ny * ((io & SP__LINEAR_Y_F32) ? 4 : el)));
   SP_CHECK_OK(B->linear_async(s, &op));
   if (dt != SP_F32 && !(io & SP__LINEAR_Y_F32))
     SP_CHECK_OK(B->convert_async(s, fy, SP_F32, dy, dt, ny));

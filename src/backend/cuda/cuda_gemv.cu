@@ -1,14 +1,15 @@
 /* The CUDA backend's own small-batch linear kernels: y = act(x·wᵀ + b), 1 to 32 rows.
  *
  * GEMV (1 to 4 rows, every batch on the element-wise path, and forced mode above 32): a warp per
- * O outputs (four warps a block; O = 1 at batch 1 and, with 16-bit weights, 2 to 4, else 4 there;
- * 2 above 32 on the 16-byte path). Each lane walks the O weight rows in 16-byte loads (4 f32 or 8
- * bf16 or f16 a load, not cached in L1) and, for every row of the batch chunk, the same stretch of
- * x (cached), accumulating in f32 registers (O x R accumulators, R a compile-time chunk of 1..16
- * batch rows, so the weights of a chunk are read once); a butterfly shuffle sums the lanes, and
- * lane o*R + r adds the bias, applies the activation (any sp__act, in f32: cuda_act.h) and stores
- * output o of row r, rounded once to nearest even for bf16 and f16. Batches above 32 run in chunks
- * of 16 rows (the weights are then read once a chunk).
+ * O outputs (four warps a block; on the 16-byte path O = 1 at batch 1 and, with 16-bit weights,
+ * at 2 to 4, else 4 there, and 2 above 32; on the element-wise path 1 at batch 1, else 4). Each
+ * lane walks the O weight rows in 16-byte loads (4 f32 or 8 bf16 or f16 a load, not cached in L1)
+ * and, for every row of the batch chunk, the same stretch of x (cached), accumulating in f32
+ * registers (O x R accumulators, R a compile-time chunk of 1..16 batch rows, so the weights of a
+ * chunk are read once); a butterfly shuffle sums the lanes, and lane o*R + r adds the bias, applies
+ * the activation (any sp__act, in f32: cuda_act.h) and stores output o of row r, rounded once to
+ * nearest even for bf16 and f16. Batches above 32 run in chunks of 16 rows (the weights are then
+ * read once a chunk).
  *
  * Split kernel (5 to 32 rows, 16-byte path only): below, at split_kernel.
  *
@@ -17,7 +18,8 @@
  * element a lane a step runs. Bias and y need only element alignment.
  *
  * Overlap (cuda_pdl.h): each lane loads the head of its weight rows (kHeld 16-byte loads in all,
- * 8 at batch 1: the whole row up to 1024 f32 or 2048 bf16/f16 inputs) into registers before the
+ * all 8 of a warp's one row at one output a warp: the whole row up to 1024 f32 or 2048 bf16/f16
+ * inputs) into registers before the
  * grid-dependency wait, so with PDL that load runs while the previous layer still computes; x is
  * read and y written only after the wait. The order of the f32 sums is the same either way.
  *
@@ -401,7 +403,7 @@ cudaError_t launch(cudaStream_t s, bool pdl, const void *x, const void *w, const
 /* Batch 1: a warp per output (the most warps in flight); 2 to 4: in f32 4 outputs a warp, so each
  * load of x feeds 4 rows of weights, in bf16 and f16 one (the same MLP at 16 threads, H200,
  * 2026-12-03, one output a warp against four: bf16 at 2 / 3 / 4 rows 428 / 309 / 259 k
- * forwards/s against 337-358 / 270-275 / 239-242 k; f32 358 / 183 / 153 k against 375-381 / 316-319
+ * forwards/s against 337-358 / 270-275 / 239-242 k; f32 358 / 183 / 153 k against 375-381 / 317-319
  * / 279 k); 5 to 32: the split kernel in tiles of 8, 16 or 32 rows (on the H200, MLP
  * 512-1024-1024-512 at 16 threads, 2026-12-01: at 6 and 8 rows it did 254 k forwards/s in f32
  * against the GEMV's 186-192 k and 157 k, at 4 rows 257 k against 267 k, at 2 rows 260 k against

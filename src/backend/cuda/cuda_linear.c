@@ -70,8 +70,9 @@ enum {
   CHOICE_PROBE = 8,   /* linear probes in the device's choice table before evicting the home slot */
   TIME_RUNS = 10,     /* back-to-back runs of each implementation per timing round              */
   TIME_REPS = 3,      /* timing rounds; the fastest counts                                      */
-  TIME_SPIN_US = 300, /* the busy kernel each round queues its runs behind (longer than enqueueing
-                       * 4 * TIME_RUNS launches takes: each run and its neighbour)            */
+  TIME_SPIN_US = 600, /* the busy kernel each round queues its runs behind: longer than enqueueing
+                       * both sides takes (with PDL up to 5 * TIME_RUNS launches: our kernel twice
+                       * a run; cuBLASLt's matmul, its activation kernel and the neighbour) */
 };
 #define PLAN_DIM_MAX ((1u << PLAN_DIM_BITS) - 1u)
 
@@ -373,9 +374,10 @@ static void choice_store(sp__bdevice *d, uint64_t key, sp__cuda_impl impl) {
  * PDL each run is followed by one run of our kernel, so both sides time the op between two of our
  * kernels, as in a forward of our kernels: a cuBLASLt op (launched without PDL) is charged for the
  * overlap it takes from its neighbours, which timing it alone does not see (measured in
- * docs/PERFORMANCE.md, "Small-batch kernels"). Syncs s. Nothing here waits on the
- * host: another thread's synchronizing call cannot deadlock with the timing (cuda_spin.cu says how
- * a host gate did). */
+ * docs/PERFORMANCE.md, "Small-batch kernels"). An approximation: the neighbour is this op again
+ * (its weights already in L2), and a model's last layer has no neighbour after it. Syncs s. Nothing
+ * here waits on the host: another thread's synchronizing call cannot deadlock with the timing
+ * (cuda_spin.cu says how a host gate did). */
 static sp_status time_round(sp__bstream *s, const sp__linear *op, int round, cudaEvent_t ev[3],
                             float ms[2]) {
   sp__cuda_impl order[2] = {SP__CUDA_IMPL_CUBLASLT, SP__CUDA_IMPL_KERNEL};
@@ -433,10 +435,11 @@ static sp_status linear_time(sp__bstream *s, const sp__linear *op, sp__cuda_impl
   if (st == SP_OK) {
     *out = best[1] < best[0] ? SP__CUDA_IMPL_KERNEL : SP__CUDA_IMPL_CUBLASLT;
     sp__log(SP_LOG_DEBUG,
-            "cuda: linear %u x %u -> %u %s act %d: cublaslt %.2f us, kernel %.2f us a run%s: %s",
+            "cuda: linear %u x %u -> %u %s act %d bias %d: cublaslt %.2f us, kernel %.2f us a "
+            "run%s: %s",
             op->batch, op->in_features, op->out_features, sp__dtype_name(op->dtype), (int)op->act,
-            1e3 * best[0] / TIME_RUNS, 1e3 * best[1] / TIME_RUNS,
-            s->dev->pdl ? " (with a kernel after)" : "",
+            op->bias != NULL, 1e3 * best[0] / TIME_RUNS, 1e3 * best[1] / TIME_RUNS,
+            s->dev->pdl ? " (each followed by our kernel: a pair)" : "",
             *out == SP__CUDA_IMPL_KERNEL ? "kernel" : "cublaslt");
   }
 destroy_events:

@@ -2,7 +2,7 @@
  *
  * Owns: the arithmetic the worker runs for SP__HOST_CMD_LINEAR and SP__HOST_CMD_CONVERT, and the
  * one-time BLAS set-up. f32 Linear is one OpenBLAS cblas_sgemm into y pre-filled with the bias
- * (beta = 1), or one cblas_sgemv a row up to HOST_GEMV_ROWS rows, then the activation
+ * (beta = 1), or one cblas_sgemv a row at small batches (host_gemv_pays), then the activation
  * (sp__host_act). bf16 and f16 Linear are correct, not fast: x, w and the bias are widened to f32
  * in the stream's scratch buffer, multiplied the same way in f32, activated, and rounded once to
  * the dtype (nearest even). Concurrency comes from the streams: OpenBLAS runs one thread per
@@ -132,16 +132,26 @@ void sp__host_convert_run(void *dst, sp_dtype dst_type, const void *src, sp_dtyp
   }
 }
 
-/* Up to this many rows a linear is one sgemv a row: sgemm packs w on every call, which costs more
- * than reading it once a row (OpenBLAS 0.3.21, one thread, 1024 x 1024 f32, dev box 2026-12-03:
- * sgemm 364 / 364 / 307 / 368 us at 1 / 2 / 4 / 8 rows, sgemv a row 73 / 104 / 234 / 467 us). */
-enum { HOST_GEMV_ROWS = 4 };
+/* Small batches are one sgemv a row: sgemm packs w on every call, which costs more than reading
+ * it once a row. OpenBLAS 0.3.21, one thread, f32 n x n, dev box 2026-12-03, sgemm against sgemv a
+ * row at 2 / 3 / 4 rows: n = 1024 (4 MiB) 339 / 456 / 291 us against 108 / 150 / 223 us; n = 2048
+ * 1487 / 2032 / 1361 against 596 / 1180 / 1290; n = 4096 (64 MiB, above the 32 MiB L3) 7836 / 9683
+ * / 5774 against 5154 / 6527 / 8700 (at one row 364 against 73 us for n = 1024; at 8 rows sgemm
+ * wins). So up to 3 rows always, 4 rows while w fits HOST_GEMV_W4_BYTES. */
+enum { HOST_GEMV_ROWS = 3 };
+#define HOST_GEMV_W4_BYTES ((size_t)16 << 20)
 
-/* y[b, o] = sum_i x[b, i] * w[o, i] + (y[b, o] if beta else 0), all f32 row-major. */
-static void host_sgemm(const float *x, const float *w, float *y, unsigned batch, unsigned in,
-                       unsigned out, float beta) {
-  if (batch <= HOST_GEMV_ROWS) {
-    /* without a bias y starts at zero: its old contents (NaN) never matter, whatever a BLAS does */
+static bool host_gemv_pays(unsigned batch, unsigned in, unsigned out) {
+  return batch <= HOST_GEMV_ROWS ||
+         (batch == 4 && (size_t)in * out * sizeof(float) <= HOST_GEMV_W4_BYTES);
+}
+
+/* y[b, o] = sum_i x[b, i] * w[o, i] + (y[b, o] if beta else 0), all f32 row-major: one sgemm, or
+ * one sgemv a row (host_gemv_pays), which first zeroes y when beta is 0, so y's old contents (a
+ * NaN) never matter whatever the BLAS does with beta 0. */
+static void host_matmul(const float *x, const float *w, float *y, unsigned batch, unsigned in,
+                        unsigned out, float beta) {
+  if (host_gemv_pays(batch, in, out)) {
     if (beta == 0.0f) memset(y, 0, (size_t)batch * out * sizeof(*y));
     for (unsigned b = 0; b < batch; b++)
       host_blas_sgemv(CblasRowMajor, CblasNoTrans, (int)out, (int)in, 1.0f, w, (int)in,
@@ -184,7 +194,7 @@ static void host_linear_f32(const sp__linear *op) {
   size_t out = op->out_features;
   if (bias)
     for (size_t b = 0; b < op->batch; b++) memcpy(y + b * out, bias, out * sizeof(*y));
-  host_sgemm(op->x, op->w, y, op->batch, op->in_features, op->out_features, bias ? 1.0f : 0.0f);
+  host_matmul(op->x, op->w, y, op->batch, op->in_features, op->out_features, bias ? 1.0f : 0.0f);
   sp__host_act(y, (size_t)op->batch * out, op->act);
 }
 
@@ -223,7 +233,7 @@ static sp_status host_linear_16(sp__bstream *s, const sp__linear *op, char *msg,
   if (op->bias)
     for (size_t b = 0; b < op->batch; b++)
       sp__host_convert_run(y + b * out, SP_F32, op->bias, dt, out);
-  host_sgemm(x, w, y, op->batch, op->in_features, op->out_features, op->bias ? 1.0f : 0.0f);
+  host_matmul(x, w, y, op->batch, op->in_features, op->out_features, op->bias ? 1.0f : 0.0f);
   sp__host_act(y, ny, op->act);
   if (yt != dt) host_round_to(y, ny, dt);
   sp__host_convert_run(op->y, yt, y, SP_F32, ny);

@@ -11,18 +11,18 @@
  * (the activation is part of it: a GELU op does not reuse its shape's ReLU choice) caches a
  * choice per device, a capture of an unseen key times nothing (the choice stays unknown) and its
  * replay is correct, and a later capture uses the cached choice (auto is the default: the case
- * runs with the variable unset). Activations captured in a graph on a fresh stream replay right.
- * A chain of our kernels launched with PDL equals, bit for bit, the same ops synced one by one
- * (pdl_chain). f32 x and y beside 16-bit weights equal converting them, bit for bit (f32_io). A
- * bad STREAMPOOL_CUDA_LINEAR or STREAMPOOL_CUDA_PDL fails device_open with the
- * variable named.
- * Method: drive the CUDA backend's table directly (no core). Seeded inputs; a double-precision
- * reference computed once per (shape, dtype) for 64 rows (batch b checks its first b rows, which
- * are the same computation). Tolerance: 5e-5 (f32), 1e-2 (bf16) or 2e-3 (f16) of the magnitude
- * bound |w|·|x| + |b| (x 1.25 with an activation other than ReLU: their slopes reach 1.13, so the
- * pre-activation error grows by that much at most). The output is poisoned with 0xFF bytes (NaN)
- * before each run, so an element left unwritten fails. Without a CUDA device it prints "skipped"
- * and exits 77 (SP_REQUIRE_CUDA=1: a failure).
+ * runs with the variable unset); each timing logs, at debug level, its shape, its two times and
+ * the answer it cached, which is the faster time. Activations captured in a graph on a fresh stream
+ * replay right. A chain of our kernels launched with PDL equals, bit for bit, the same ops synced
+ * one by one (pdl_chain). f32 x and y beside 16-bit weights equal converting them, bit for bit
+ * (f32_io). A bad STREAMPOOL_CUDA_LINEAR or STREAMPOOL_CUDA_PDL fails device_open with the variable
+ * named. Method: drive the CUDA backend's table directly (no core). Seeded inputs; a
+ * double-precision reference computed once per (shape, dtype) for 64 rows (batch b checks its first
+ * b rows, which are the same computation). Tolerance: 5e-5 (f32), 1e-2 (bf16) or 2e-3 (f16) of the
+ * magnitude bound |w|·|x| + |b| (x 1.25 with an activation other than ReLU: their slopes
+ * reach 1.13, so the pre-activation error grows by that much at most). The output is poisoned with
+ * 0xFF bytes (NaN) before each run, so an element left unwritten fails. Without a CUDA device it
+ * prints "skipped" and exits 77 (SP_REQUIRE_CUDA=1: a failure).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -288,7 +288,9 @@ static void log_keep(void *user, sp_log_level level, const char *msg) {
   n_logs++;
 }
 
-/* The timing of op logged its shape, both times and exactly the choice that was cached (ch). */
+/* The timing of op logged its shape, both times and exactly the choice that was cached (ch),
+ * the faster of the two. Every sp__fail logs at debug level too (src/core/status.c), so exactly
+ * one new message also means the call failed nowhere on the way. */
 static void check_timing_log(const sp__linear *op, unsigned logs_before, int ch) {
   char shape[64], answer[16];
   snprintf(shape, sizeof(shape), "cuda: linear %u x %u -> %u %s", op->batch, op->in_features,
@@ -300,6 +302,11 @@ static void check_timing_log(const sp__linear *op, unsigned logs_before, int ch)
       strcmp(last_log + n - a, answer) != 0)
     fail_msg("timing log (%u new) does not say %s ... %s: \"%s\"", n_logs - logs_before, shape,
              answer, last_log);
+  double lt = 0, kt = 0; /* the answer is the faster time (ties to cuBLASLt; printed rounded) */
+  if (sscanf(strstr(last_log, ": cublaslt ") + 11, "%lf us, kernel %lf", &lt, &kt) != 2 ||
+      !(lt > 0 && kt > 0) || (ch == 2 ? kt > lt : lt > kt))
+    fail_msg("timing log's times (cublaslt %g, kernel %g us) do not give its answer: \"%s\"", lt,
+             kt, last_log);
 }
 
 /* Auto mode: eager calls cache a choice (and log its timing); captures never time; replays are
