@@ -19,9 +19,9 @@
  *
  * Overlap (cuda_pdl.h): each lane loads the head of its weight rows (kHeld 16-byte loads in all,
  * all 8 of a warp's one row at one output a warp: the whole row up to 1024 f32 or 2048 bf16/f16
- * inputs) into registers before the
- * grid-dependency wait, so with PDL that load runs while the previous layer still computes; x is
- * read and y written only after the wait. The order of the f32 sums is the same either way.
+ * inputs) into registers before the grid-dependency wait, so with PDL that load runs while the
+ * previous layer still computes; x is read and y written only after the wait. The order of the f32
+ * sums is the same either way.
  *
  * Owns nothing; launches are stream-ordered on the caller's stream, capturable into graphs, and
  * the launch's own error is returned (never read back through cudaGetLastError). No locks.
