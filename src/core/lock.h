@@ -74,6 +74,7 @@
   /* src/backend/host */                                                                         \
   X(HOST_EVENT, "host sp__bevent.mu", ONE, BACKEND) /* queues a marker (host submit)   */        \
   X(HOST_STREAM, "host sp__bstream.mu", ONE, NONE)  /* the ring; cond waits            */        \
+  X(HOST_EVENT_MARK, "host sp__bevent.seq writer", ONE, NONE) /* a mark's rewrite; a leaf */     \
   /* src/backend/cuda (CUDA, cuBLASLt calls under them, nothing of ours; not witnessed) */       \
   X(CUDA_PEER, "cuda cuda_peer_mu", ONE, NONE)                                                   \
   X(CUDA_LT, "cuda sp__bstream.lt_mu", ONE, NONE)                                                \

@@ -14,13 +14,19 @@
  * During a capture of s (host_graph.c) recording an event on s, or making s wait on another
  * stream's event, breaks the capture contract and is refused.
  *
- * Locking: sp__bevent.mu (src/core/lock.h) guards stream/target/gen/stamp; event_record of a timing
- * event queues its marker while holding it (taking the stream's mu, ranked above). Waiting is
- * done with no event lock held.
+ * Locking: the mark (stream, target) is a seqlock: a record takes its writer side (seq odd, a CAS;
+ * ranked in src/core/lock.h, a leaf), rewrites it and publishes seq + 2; query, sync and stream
+ * waits read it with loads only and retry while it changes. So a non-timing record is one atomic
+ * read-modify-write and a query none. sp__bevent.mu guards gen/stamp: a timing record holds it
+ * while it queues its marker (taking the stream's mu, ranked after it) and rewrites the mark.
+ * Waiting is done with no event lock held.
  */
+#include <sched.h>
 #include <time.h>
 
 #include "backend/host/host_impl.h"
+
+enum { MARK_TRIES = 64 }; /* a mark's reader or writer yields after this many tries */
 
 static uint64_t host_clock_ns(void) {
   struct timespec ts;
@@ -34,13 +40,38 @@ static void host_event_unref(sp__bevent *e) {
   sp__free(e);
 }
 
-/* The mark (stream, target), read consistently. */
+/* The mark (stream, target), read consistently: seqlock reader, loads only. */
 static sp__bstream *host_event_mark(sp__bevent *e, uint64_t *target) {
-  sp__mutex_lock(&e->mu);
-  sp__bstream *s = e->stream;
-  *target = e->target;
-  sp__mutex_unlock(&e->mu);
-  return s;
+  for (unsigned tries = 1;; tries++) {
+    uint64_t q = atomic_load_explicit(&e->seq, memory_order_acquire);
+    sp__bstream *s = atomic_load_explicit(&e->stream, memory_order_relaxed);
+    uint64_t t = atomic_load_explicit(&e->target, memory_order_relaxed);
+    atomic_thread_fence(memory_order_acquire); /* the loads above before the re-check */
+    if (!(q & 1) && atomic_load_explicit(&e->seq, memory_order_relaxed) == q) {
+      *target = t;
+      return s;
+    }
+    if (tries % MARK_TRIES == 0) sched_yield(); /* the writer may be preempted */
+  }
+}
+
+/* Rewrites e's mark to (s, target): the seqlock's writer side, one CAS to take it. */
+static void host_event_mark_set(sp__bevent *e, sp__bstream *s, uint64_t target) {
+  sp__lock_note_acquire(&e->seq, SP__RANK_HOST_EVENT_MARK);
+  uint64_t q = atomic_load_explicit(&e->seq, memory_order_relaxed);
+  for (unsigned tries = 1;; tries++) {
+    if (!(q & 1) && atomic_compare_exchange_weak_explicit(&e->seq, &q, q + 1, memory_order_acquire,
+                                                          memory_order_relaxed))
+      break;
+    if (tries % MARK_TRIES == 0) sched_yield();
+    q = atomic_load_explicit(&e->seq, memory_order_relaxed);
+  }
+  sp__lock_note_acquired(&e->seq, SP__RANK_HOST_EVENT_MARK);
+  atomic_thread_fence(memory_order_release); /* seq odd before the new mark */
+  atomic_store_explicit(&e->stream, s, memory_order_relaxed);
+  atomic_store_explicit(&e->target, target, memory_order_relaxed);
+  sp__lock_note_release(&e->seq, SP__RANK_HOST_EVENT_MARK);
+  atomic_store_explicit(&e->seq, q + 2, memory_order_release);
 }
 
 sp_status sp__host_event_create(sp__bdevice *d, unsigned flags, sp__bevent **out) {
@@ -86,8 +117,7 @@ static sp_status host_event_record_timed_locked(sp__bevent *e, sp__bstream *s) {
     return st;
   }
   e->gen = gen; /* the marker cannot run before we unlock: it needs e->mu */
-  e->stream = s;
-  e->target = seq;
+  host_event_mark_set(e, s, seq);
   e->stamped = false;
   return SP_OK;
 }
@@ -97,15 +127,12 @@ sp_status sp__host_event_record(sp__bevent *e, sp__bstream *s) {
   sp__lock_assert_call_ok("host event_record");
   if (SP__UNLIKELY(sp__host_capturing(s)))
     return SP__HOST_CAPTURE_VIOLATION(s, "event_record", "event record on a capturing stream");
-  sp_status st = SP_OK;
-  sp__mutex_lock(&e->mu);
-  if (e->flags & SP_EVENT_TIMING) {
-    st = host_event_record_timed_locked(e, s);
-  } else {
-    e->gen++;
-    e->stream = s;
-    e->target = atomic_load_explicit(&s->submitted, memory_order_acquire);
+  if (!(e->flags & SP_EVENT_TIMING)) {
+    host_event_mark_set(e, s, atomic_load_explicit(&s->submitted, memory_order_acquire));
+    return SP_OK;
   }
+  sp__mutex_lock(&e->mu);
+  sp_status st = host_event_record_timed_locked(e, s);
   sp__mutex_unlock(&e->mu);
   return st;
 }
@@ -148,9 +175,9 @@ static sp_status host_event_stamp(sp__bevent *e, const char *which, uint64_t *ns
     return sp__fail(SP_ERR_INVALID_ARGUMENT,
                     "host event_elapsed_ms: the %s event was created without SP_EVENT_TIMING",
                     which);
-  sp__mutex_lock(&e->mu);
-  sp__bstream *s = e->stream;
-  bool done = s && sp__host_completed(s) >= e->target;
+  sp__mutex_lock(&e->mu); /* timing records rewrite the mark under it too */
+  sp__bstream *s = atomic_load_explicit(&e->stream, memory_order_relaxed);
+  bool done = s && sp__host_completed(s) >= atomic_load_explicit(&e->target, memory_order_relaxed);
   bool stamped = e->stamped;
   *ns = e->stamp_ns;
   sp__mutex_unlock(&e->mu);

@@ -121,15 +121,16 @@ struct sp__bstream {
 };
 
 struct sp__bevent {
-  sp__bdevice *dev;    /* immutable                                              */
-  unsigned flags;      /* SP_EVENT_*; immutable                                  */
-  atomic_uint refs;    /* 1 for the owner + 1 per queued marker                  */
-  sp__mutex mu;        /* SP__RANK_HOST_EVENT                                    */
-  sp__bstream *stream; /* mu: last recorded on; NULL if never                    */
-  uint64_t target;     /* mu: done when stream->completed >= target              */
-  uint64_t gen;        /* mu: records so far (a marker stamps only its own gen)  */
-  uint64_t stamp_ns;   /* mu: CLOCK_MONOTONIC when the current marker ran        */
-  bool stamped;        /* mu: stamp_ns belongs to the current record             */
+  sp__bdevice *dev;              /* immutable                                            */
+  unsigned flags;                /* SP_EVENT_*; immutable                                */
+  atomic_uint refs;              /* 1 for the owner + 1 per queued marker                */
+  sp__mutex mu;                  /* SP__RANK_HOST_EVENT                                  */
+  _Atomic uint64_t seq;          /* the mark's seqlock: odd while a record rewrites it   */
+  _Atomic(sp__bstream *) stream; /* mark: last recorded on; NULL if never                */
+  _Atomic uint64_t target;       /* mark: done when stream->completed >= target          */
+  uint64_t gen;                  /* mu: timing records so far (a marker stamps its own)  */
+  uint64_t stamp_ns;             /* mu: CLOCK_MONOTONIC when the current marker ran      */
+  bool stamped;                  /* mu: stamp_ns belongs to the current record           */
 };
 
 /* ---- host_stream.c ---- */
