@@ -13,8 +13,10 @@
  * SP_ERR_INVALID_HANDLE. A slot released while pinned is not recycled: the last unpin recycles
  * it. So a call that began before the release acts on the old event (it is ordered before the
  * release), and a call through a stale copy never reaches the event the slot holds next (issue 14
- * C1; src/core/event_pool.pml models both this protocol and the former check-then-act one, whose
- * counterexample is the race).
+ * C1). A query, which only reads, pins nothing: it checks the state before and after its read and
+ * keeps the answer only if both match the handle (sp__event_query). src/core/event_pool.pml
+ * models this protocol, the query, and the former check-then-act one, whose counterexample is the
+ * race.
  *
  * Wrap: generations are 32 bits. A slot whose next generation would be its first again (after
  * 2^32 releases) is retired: never recycled, so no old handle is ever accepted again.
@@ -447,7 +449,8 @@ sp_status sp__event_acquire(sp_device *dev, unsigned flags, sp_event *out) {
       return st;
     }
   }
-  atomic_store_explicit(&slot->stream, NULL, memory_order_relaxed);
+  /* release: a query of a stale handle that reads this NULL fails its re-check (sp__event_query) */
+  atomic_store_explicit(&slot->stream, NULL, memory_order_release);
   uint64_t s = atomic_load_explicit(&slot->state, memory_order_relaxed);
   sp_assert(!(s & (SP__EVS_LIVE | SP__EVS_CACHED | SP__EVS_PINS)));
   atomic_store_explicit(&slot->state, s | SP__EVS_LIVE, memory_order_release);
@@ -539,13 +542,30 @@ sp_status sp__event_record(sp_device *dev, sp_event ev, sp_stream *s) {
   return st;
 }
 
+/* A query only reads, so it pins nothing: it checks the handle, queries the slot's backend event
+ * (which lives until the device closes, so this is safe even if the slot was recycled
+ * meanwhile) and keeps the answer only if the slot still holds the handle's (generation, live)
+ * afterwards. Generations only grow and a wrap retires the slot, so an unchanged state means no
+ * release came in between. Orders: whatever the read saw of a later incarnation was published by
+ * a release after that incarnation's acquire (its stream reset, its record), which itself came
+ * after this handle's release; the acquire fence carries that to the second load, which then
+ * cannot see the old state. Two loads instead of a pin's two read-modify-writes. */
 sp_status sp__event_query(sp_device *dev, sp_event ev) {
-  sp__event_slot *slot = NULL;
-  sp_status st = event_pin(dev, ev, "sp_event_query", &slot);
-  if (st != SP_OK) return st;
+  static const char fn[] = "sp_event_query";
+  uint32_t i1 = (uint32_t)ev.id;
+  sp__event_slot *slot = i1 ? event_slot_at(dev->events, i1 - 1) : NULL;
+  if (SP__UNLIKELY(!slot)) return event_stale(fn, ev);
+  uint64_t want = (ev.id >> 32) << 32 | SP__EVS_LIVE;
+  if (SP__UNLIKELY((atomic_load_explicit(&slot->state, memory_order_acquire) & ~SP__EVS_PINS) !=
+                   want))
+    return event_stale(fn, ev);
+  sp_status st = SP_OK;
   if (atomic_load_explicit(&slot->stream, memory_order_acquire))
     st = dev->be->event_query(slot->bev);
-  event_unpin_ev(dev, slot, ev);
+  atomic_thread_fence(memory_order_acquire); /* the reads above before the re-check */
+  if (SP__UNLIKELY((atomic_load_explicit(&slot->state, memory_order_relaxed) & ~SP__EVS_PINS) !=
+                   want))
+    return event_stale(fn, ev); /* released meanwhile: the answer may be another's */
   return st;
 }
 

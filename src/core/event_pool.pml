@@ -18,11 +18,18 @@
  * C1 race: the check passes, the owner releases and acquires again, the call acts on the new
  * event. The default (the current protocol): the check and a pin are one CAS; release bumps the
  * generation but a pinned slot is recycled only by its last unpin.
+ *
+ * A query pins nothing: it checks (generation, live) with one load, reads the backend event (which
+ * may meanwhile belong to the slot's next incarnation), and keeps the answer only if a second load
+ * still finds (generation, live); else it is SP_ERR_INVALID_HANDLE. Checked: a kept answer was
+ * read from the handle's own incarnation. -DNO_RECHECK keeps every answer (its counterexample:
+ * the read sees the next incarnation).
  * Sequentially consistent (each Promela statement is atomic); the C code's orders are argued in
  * event_pool.c.
  *
  * run: ok
  * run: violation:(inc==hi) -DOLD
+ * run: violation:(seen==hi) -DNO_RECHECK
  */
 #define ROUNDS 2
 #define USES 3
@@ -87,7 +94,7 @@ proctype owner(byte me) {
 }
 
 proctype user() {
-  byte j = 0, hg, hi;
+  byte j = 0, hg, hi, seen;
   bit ok;
   do
   :: j < USES ->
@@ -101,12 +108,28 @@ proctype user() {
       :: else -> skip                                      /* SP_ERR_INVALID_HANDLE */
       fi
 #else
-      atomic { if :: (live && gen == hg) -> pins++; ok = 1 :: else -> ok = 0 fi };  /* pin CAS */
       if
-      :: ok ->
-        assert(inc == hi);                                 /* act */
-        atomic { pins--; if :: (pins == 0 && !live) -> on_shared = 1 :: else fi }  /* unpin */
-      :: else -> skip                                      /* SP_ERR_INVALID_HANDLE */
+      :: atomic { if :: (live && gen == hg) -> pins++; ok = 1 :: else -> ok = 0 fi };  /* pin CAS */
+        if
+        :: ok ->
+          assert(inc == hi);                               /* act */
+          atomic { pins--; if :: (pins == 0 && !live) -> on_shared = 1 :: else fi }  /* unpin */
+        :: else -> skip                                    /* SP_ERR_INVALID_HANDLE */
+        fi
+      :: ok = (live && gen == hg);                         /* query: the first load */
+        if
+        :: ok ->
+          seen = inc;                                      /* reads the backend event */
+#ifdef NO_RECHECK
+          assert(seen == hi)
+#else
+          if
+          :: (live && gen == hg) -> assert(seen == hi)     /* the second load: answer kept */
+          :: else -> skip                                  /* SP_ERR_INVALID_HANDLE */
+          fi
+#endif
+        :: else -> skip
+        fi
       fi
 #endif
     fi;

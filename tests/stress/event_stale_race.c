@@ -10,6 +10,13 @@
  * which the owner's check sees (before the new handle is published, so no legitimate call can
  * have touched it). Bounded at SP_STALE_RACE_MS (default 1500 ms, a third under TSan); fails at
  * the first wrong action. Today's check-then-act protocol fails this within milliseconds.
+ *
+ * The same for queries, which pin nothing (they re-check the handle after reading): the owner
+ * records each event on idle stream A when its generation is odd and on held stream B when it is
+ * even, so consecutive incarnations of its slot answer a query oppositely (OK, NOT_READY); the
+ * second thread only queries the published handle, and an answer that is not the handle's own
+ * parity's came from another incarnation. Without the re-check it fails within milliseconds
+ * (checked by removing it).
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -63,6 +70,54 @@ static void *owner(void *p) {
   return NULL;
 }
 
+/* The query test's owner: each handle's answer is fixed by its generation's parity. */
+static void *query_owner(void *p) {
+  ctx *x = p;
+  tu_rng r = {tu_seed() ^ 0xC5};
+  while (!atomic_load(&stop)) {
+    sp_event ev;
+    sp_status st = sp_event_acquire(x->dev, 0, &ev);
+    if (st != SP_OK) {
+      tu_fail(__FILE__, __LINE__, "acquire: %s: %s", sp_status_str(st), sp_last_error());
+      break;
+    }
+    bool odd = (ev.id >> 32) & 1;
+    TU_EXPECT_OK(sp_event_record(ev, odd ? x->a : x->b));
+    st = sp_event_query(x->dev, ev);
+    if (st != (odd ? SP_OK : SP_ERR_NOT_READY)) {
+      tu_fail(__FILE__, __LINE__, "event 0x%llx recorded on stream %s reports %s",
+              (unsigned long long)ev.id, odd ? "A (idle)" : "B (held)", sp_status_str(st));
+      atomic_store(&stop, true);
+    }
+    atomic_store(&published, ev.id);
+    for (unsigned k = (unsigned)tu_rng_below(&r, 8); k; k--)
+      atomic_signal_fence(memory_order_seq_cst);
+    TU_EXPECT_OK(sp_event_release(x->dev, ev));
+    atomic_fetch_add(&owner_rounds, 1);
+  }
+  return NULL;
+}
+
+static void *query_user(void *p) {
+  ctx *x = p;
+  while (!atomic_load(&stop)) {
+    sp_event ev = {atomic_load(&published)};
+    if (!ev.id) continue;
+    sp_status st = sp_event_query(x->dev, ev), own = (ev.id >> 32) & 1 ? SP_OK : SP_ERR_NOT_READY;
+    if (st == own) {
+      atomic_fetch_add_explicit(&stale_ok, 1, memory_order_relaxed);
+    } else if (st == SP_ERR_INVALID_HANDLE) {
+      atomic_fetch_add_explicit(&stale_invalid, 1, memory_order_relaxed);
+    } else {
+      atomic_fetch_add(&wrong_complete, 1);
+      tu_fail(__FILE__, __LINE__, "query of event 0x%llx: %s, its own incarnation answers %s",
+              (unsigned long long)ev.id, sp_status_str(st), sp_status_str(own));
+      atomic_store(&stop, true);
+    }
+  }
+  return NULL;
+}
+
 static void *user(void *p) {
   ctx *x = p;
   for (unsigned i = 0; !atomic_load(&stop); i++) {
@@ -93,15 +148,22 @@ static unsigned long race_ms(void) {
   return tu_under_tsan() ? ms / 3 : ms;
 }
 
-static void stale_handles_never_act(void **state) {
-  (void)state;
+/* Runs owner_fn and user_fn against each other for race_ms(); B is held throughout. */
+static void race(void *(*owner_fn)(void *), void *(*user_fn)(void *), const char *what) {
+  atomic_store(&stop, false);
+  atomic_store(&release_b, false);
+  atomic_store(&published, 0);
+  atomic_store(&owner_rounds, 0);
+  atomic_store(&stale_ok, 0);
+  atomic_store(&stale_invalid, 0);
+  atomic_store(&wrong_complete, 0);
   sp_device *dev = tu_open_host(4, SP_STREAMS_ROUND_ROBIN);
   ctx x = {dev, sp_stream_default(dev), NULL};
   SP_CHECK_OK(sp_stream_current(dev, &x.b));
   SP_CHECK_OK(sp_launch_host_func(x.b, hold_b, NULL));
   pthread_t to, tu;
-  assert_int_equal(pthread_create(&to, NULL, owner, &x), 0);
-  assert_int_equal(pthread_create(&tu, NULL, user, &x), 0);
+  assert_int_equal(pthread_create(&to, NULL, owner_fn, &x), 0);
+  assert_int_equal(pthread_create(&tu, NULL, user_fn, &x), 0);
   unsigned long long end = now_ms() + race_ms();
   while (!atomic_load(&stop) && now_ms() < end) {
     struct timespec ts = {0, 5000000};
@@ -112,17 +174,30 @@ static void stale_handles_never_act(void **state) {
   pthread_join(tu, NULL);
   atomic_store(&release_b, true);
   SP_CHECK_OK(sp_stream_sync(x.b));
-  printf("owner rounds %lu, stale-copy calls: %lu OK (before the release), %lu invalid handle\n",
-         atomic_load(&owner_rounds), atomic_load(&stale_ok), atomic_load(&stale_invalid));
+  printf(
+      "%s: owner rounds %lu, stale-copy calls: %lu OK (before the release), %lu invalid "
+      "handle\n",
+      what, atomic_load(&owner_rounds), atomic_load(&stale_ok), atomic_load(&stale_invalid));
   if (atomic_load(&wrong_complete))
-    fail_msg("%lu events recorded on held stream B reported complete (expected 0)",
+    fail_msg("%s: %lu calls acted on or answered for another incarnation (expected 0)", what,
              atomic_load(&wrong_complete));
   assert_int_equal(tu_failures(), 0);
   sp_device_close(dev);
 }
 
+static void stale_handles_never_act(void **state) {
+  (void)state;
+  race(owner, user, "records and queries");
+}
+
+static void stale_queries_never_answer_for_another(void **state) {
+  (void)state;
+  race(query_owner, query_user, "queries");
+}
+
 int main(void) {
   tu_seed();
-  const struct CMUnitTest tests[] = {cmocka_unit_test(stale_handles_never_act)};
+  const struct CMUnitTest tests[] = {cmocka_unit_test(stale_handles_never_act),
+                                     cmocka_unit_test(stale_queries_never_answer_for_another)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
