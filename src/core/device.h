@@ -120,6 +120,11 @@ sp_status sp__stream_wait_event(sp_stream *s, sp_event ev);
  * meanwhile does not recycle it): the caller uses *out, then calls sp__event_unpin(dev, ev). */
 sp_status sp__event_backend(sp_device *dev, sp_event ev, const char *fn, sp__bevent **out);
 void sp__event_unpin(sp_device *dev, sp_event ev);
+/* Tests: dev's event pool claims cached slots asymmetrically (membarrier, the default where the
+ * system has it) or with a CAS on both sides (event_pool.c), and makes at most capacity slots
+ * (at most its default, 2^18). Only before dev's first event. Returns false if asymmetric claims
+ * were asked for and this system cannot make them. */
+bool sp__event_pool_configure(sp_device *dev, bool asymmetric, unsigned capacity);
 /* Tests only (tests/unit/internal/event_wrap.c), no concurrent use of ev: gives live event ev the
  * generation gen, as if its slot had been recycled that often; *out is the new handle. */
 sp_status sp__event_force_generation(sp_device *dev, sp_event ev, uint32_t gen, sp_event *out);

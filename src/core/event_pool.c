@@ -2,8 +2,8 @@
  * allocator (sp__event_*).
  *
  * Handles: sp_event.id = generation << 32 | (slot index + 1); id 0 is never valid. Each slot has
- * one atomic state word: generation << 32 | pins << 2 | cached << 1 | live. A slot's first
- * generation is a hash of (device id, index), so a handle from another device almost never
+ * one atomic state word: generation << 32 | pins << 3 | steal << 2 | cached << 1 | live. A slot's
+ * first generation is a hash of (device id, index), so a handle from another device almost never
  * matches either.
  *
  * A call on a handle pins the slot: one CAS that checks (generation, live) and adds a pin in the
@@ -34,10 +34,11 @@
  * Thread caches: in front of the shared stacks each thread keeps up to SP__EVC_MAX free (index,
  * generation) pairs per (device, flag set), in a heap block reached through one initial-exec TLS
  * pointer. A cached slot's state has the `cached` bit. Acquire pops the thread's cache and claims
- * the slot with a CAS of (generation, cached) to (generation, free); release sets `cached` in its
- * CAS when the thread's cache has room. When the shared stack is empty and every slot of the pool
- * has been created, acquire steals: it scans the slots from a rotating cursor for one with the
- * cached bit and claims it with the same CAS, so the owner's later claim of that pair fails (the
+ * the slot, (generation, cached) to (generation, free): with plain stores behind a hazard word
+ * where the system has membarrier, else a CAS ("asymmetric claims" below); release sets `cached`
+ * in its CAS when the thread's cache has room. When the shared stack is empty and every slot of
+ * the pool has been created, acquire steals: it scans the slots from a rotating cursor for one with
+ * the cached bit and claims it against the owner, so the owner's claim of that pair fails (the
  * generation only grows) and it drops the pair. Every free event is therefore reachable until the
  * pool's real capacity is in use (SP_ERR_POOL_EXHAUSTED, naming it; issue 14 W7). Entries are
  * keyed by device id << 1 | flag set; ids are never reused, so an entry of a closed device (whose
@@ -48,13 +49,20 @@
  * meanwhile is never touched.
  *
  * Locking: lock-free except grow_mu (chunk publishing) and the registry lock (lock.h) on the two
- * paths above; callers of sp__event_acquire/release hold no lock (the allocator releases its
- * events after unlocking).
+ * paths above, on a thread's first cache (joining the list of caches) and on a steal (its hazard
+ * scan); callers of sp__event_acquire/release hold no lock (the allocator releases its events
+ * after unlocking).
  *
  * Thread safety: any thread. A call racing with the release of its handle either acts on the
  * event before the release or returns SP_ERR_INVALID_HANDLE.
  */
+#include <sched.h>
 #include <string.h>
+#ifdef __linux__
+#include <linux/membarrier.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #include "core/device.h"
 #include "core/idstack.h"
@@ -67,12 +75,13 @@ _Static_assert(SP__EVC_BATCH > 0 && SP__EVC_BATCH <= SP__EVC_MAX, "a batch fits 
 /* The state word. */
 #define SP__EVS_LIVE 1ull
 #define SP__EVS_CACHED 2ull
-#define SP__EVS_PIN 4ull
-#define SP__EVS_PINS 0xfffffffcull /* pins << 2 */
+#define SP__EVS_STEAL 4ull /* on a cached slot: a stealer is taking it (asymmetric claims) */
+#define SP__EVS_PIN 8ull
+#define SP__EVS_PINS 0xfffffff8ull /* pins << 3 */
 #define SP__EVS_GEN(s) ((uint32_t)((s) >> 32))
 
 typedef struct sp__event_slot {
-  _Atomic uint64_t state;      /* generation << 32 | pins << 2 | cached << 1 | live      */
+  _Atomic uint64_t state;      /* generation << 32 | pins << 3 | steal, cached, live bits */
   uint32_t gen0;               /* first generation; reaching it again retires the slot   */
   _Atomic uint32_t link;       /* free-list link (idstack)                               */
   unsigned flags;              /* SP_EVENT_* of bev; set before the slot's first publish  */
@@ -88,6 +97,8 @@ struct sp__event_pool {
   uint64_t gen_seed;                /* the device id, hashed into first generations           */
   atomic_uint steal_cursor;         /* next slot index the exhaustion scan looks at           */
   atomic_uint retired;              /* slots retired at a generation wrap                     */
+  bool asym;                        /* asymmetric claims of cached slots (membarrier); fixed  */
+  unsigned cap;                     /* slots it may make: SP__EV_CHUNK * SP__EV_CHUNKS_MAX    */
 };
 
 static uint32_t event_gen0(uint64_t seed, uint32_t index) {
@@ -106,6 +117,51 @@ static sp__event_slot *event_slot_at(sp__event_pool *p, uint32_t i) {
 
 static _Atomic uint32_t *event_link(void *ctx, uint32_t i) { return &event_slot_at(ctx, i)->link; }
 
+/* ---- asymmetric claims ----
+ * A thread claims the pairs of its own cache far more often than anyone steals (only when the
+ * pool is exhausted), so with asymmetric claims the owner pays no read-modify-write and the
+ * stealer a system call. The owner announces the slot in its hazard word, then loads the state
+ * and, if it is still (gen, cached), stores (gen, free); then clears the hazard. A stealer CASes
+ * (gen, cached) to (gen, cached | steal), runs membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED),
+ * which puts a full memory barrier into every running thread of the process, and then looks for
+ * the slot in every cache's hazard word. That is Dekker's handshake with the owner's half of the
+ * fence moved into the stealer: either the owner's load sees the steal mark (it drops the pair),
+ * or the stealer sees the hazard and waits for it to clear, after which the state says who won
+ * (the owner's store replaced the mark, or the mark is still there and the stealer CASes it to
+ * free). src/core/event_pool.pml models the handshake (-DNO_HAZARD_SCAN: two owners).
+ * Without membarrier (not Linux, or refused at registration) both sides CAS, as
+ * event_claim_cached does. */
+
+static bool evc_heavy_fence(void) {
+#if defined(__linux__) && defined(SYS_membarrier)
+  if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0) return true;
+  /* A fork child starts unregistered: register (idempotent) and try again. */
+  return syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0 &&
+         syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0;
+#else
+  return false;
+#endif
+}
+
+static pthread_once_t evc_asym_once = PTHREAD_ONCE_INIT;
+static bool evc_asym_ok; /* membarrier registered; written once, under the once */
+
+static void evc_asym_init(void) {
+#if defined(__linux__) && defined(SYS_membarrier)
+  evc_asym_ok = syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0 &&
+                evc_heavy_fence();
+#endif
+}
+
+bool sp__event_pool_configure(sp_device *dev, bool asymmetric, unsigned capacity) {
+  sp__event_pool *p = dev->events;
+  sp_assert(atomic_load_explicit(&p->next_index, memory_order_relaxed) == 0);
+  sp_assert(capacity >= 1 && capacity <= p->cap);
+  p->cap = capacity;
+  p->asym = asymmetric && evc_asym_ok;
+  return p->asym == asymmetric;
+}
+
 sp_status sp__event_pool_create(sp_device *dev) {
   sp__event_pool *p = sp__calloc(1, sizeof(*p));
   if (!p) return sp__fail(SP_ERR_HOST_MEMORY, "sp_device_open: no host memory for the event pool");
@@ -117,6 +173,9 @@ sp_status sp__event_pool_create(sp_device *dev) {
   atomic_init(&p->next_index, 0);
   for (unsigned k = 0; k < SP__EV_CLASSES; k++) sp__idstack_init(&p->free[k]);
   p->gen_seed = dev->id;
+  pthread_once(&evc_asym_once, evc_asym_init);
+  p->asym = evc_asym_ok;
+  p->cap = (unsigned)SP__EV_CHUNK * SP__EV_CHUNKS_MAX;
   dev->events = p;
   return SP_OK;
 }
@@ -165,7 +224,7 @@ static sp_status event_chunk_ensure(sp__event_pool *p, uint32_t c) {
  * lines. */
 static sp_status event_slots_new(sp__event_pool *p, unsigned want, unsigned flags, uint32_t *first,
                                  unsigned *count) {
-  const unsigned cap = (unsigned)SP__EV_CHUNK * SP__EV_CHUNKS_MAX;
+  const unsigned cap = p->cap;
   unsigned i = atomic_load_explicit(&p->next_index, memory_order_relaxed), n = 0;
   do {
     if (i >= cap) return SP_ERR_POOL_EXHAUSTED; /* every slot made: the caller steals */
@@ -201,13 +260,16 @@ typedef struct sp__evc_entry {
 
 typedef struct sp__evc {
   sp__evc_entry entry[SP__EVC_ENTRIES];
-  unsigned victim; /* round-robin: next entry to evict when all are live     */
+  unsigned victim;              /* round-robin: next entry to evict when all are live      */
+  _Atomic(const void *) hazard; /* the cached slot this thread is claiming, or NULL        */
+  struct sp__evc *prev, *next;  /* every thread's cache (registry lock): stealers scan them */
 } sp__evc;
 
 static _Thread_local sp__evc *sp__evc_tls SP__EVC_TLS; /* this thread's cache, or NULL   */
 static pthread_key_t sp__evc_key;                      /* its destructor: evc_exit   */
 static pthread_once_t sp__evc_once = PTHREAD_ONCE_INIT;
 static int sp__evc_key_ok; /* written once, under the once   */
+static sp__evc *evc_all;   /* registry lock: the list of every live thread's cache        */
 
 static uint64_t evc_key_of(const sp_device *dev, unsigned cls) { return dev->id << 1 | cls; }
 
@@ -219,13 +281,53 @@ static bool event_claim_cached(sp__event_slot *slot, uint32_t gen) {
                                                  memory_order_acquire, memory_order_relaxed);
 }
 
-/* Moves e's count oldest pairs (the bottom) to the shared stack of p; stolen ones are dropped. */
-static void evc_flush(sp__event_pool *p, sp__evc_entry *e, unsigned count) {
+/* The owner's claim of a pair of its cache c (asymmetric when p->asym). */
+static inline bool evc_claim_own(sp__evc *c, const sp__event_pool *p, sp__event_slot *slot,
+                                 uint32_t gen) {
+  if (!p->asym) return event_claim_cached(slot, gen);
+  uint64_t want = (uint64_t)gen << 32 | SP__EVS_CACHED;
+  atomic_store_explicit(&c->hazard, slot, memory_order_relaxed);
+  atomic_signal_fence(memory_order_seq_cst); /* a full fence once a stealer's membarrier runs */
+  bool ok = atomic_load_explicit(&slot->state, memory_order_acquire) == want;
+  if (SP__LIKELY(ok))
+    atomic_store_explicit(&slot->state, (uint64_t)gen << 32, memory_order_relaxed);
+  atomic_store_explicit(&c->hazard, NULL, memory_order_release);
+  return ok;
+}
+
+/* A stealer's claim of cached slot (gen) of p: true if it is now the caller's. */
+static bool event_steal_claim(const sp__event_pool *p, sp__event_slot *slot, uint32_t gen) {
+  if (!p->asym) return event_claim_cached(slot, gen);
+  uint64_t cached = (uint64_t)gen << 32 | SP__EVS_CACHED, marked = cached | SP__EVS_STEAL;
+  uint64_t s = cached;
+  if (!atomic_compare_exchange_strong_explicit(&slot->state, &s, marked, memory_order_acquire,
+                                               memory_order_relaxed))
+    return false;
+  bool fenced = evc_heavy_fence();
+  sp__registry_lock();
+  for (sp__evc *c = evc_all; c && fenced; c = c->next)
+    for (unsigned tries = 1; atomic_load_explicit(&c->hazard, memory_order_acquire) == slot;
+         tries++)
+      if (tries % 64 == 0) sched_yield(); /* its owner is claiming it: a few instructions */
+  sp__registry_unlock();
+  s = marked;
+  if (!fenced) { /* cannot tell an owner in flight from none: give the slot back */
+    (void)atomic_compare_exchange_strong_explicit(&slot->state, &s, cached, memory_order_relaxed,
+                                                  memory_order_relaxed);
+    return false;
+  }
+  return atomic_compare_exchange_strong_explicit(&slot->state, &s, (uint64_t)gen << 32,
+                                                 memory_order_acquire, memory_order_relaxed);
+}
+
+/* Moves e's count oldest pairs (the bottom) to the shared stack of p; stolen ones are dropped.
+ * c: the calling thread's cache, which holds e. */
+static void evc_flush(sp__evc *c, sp__event_pool *p, sp__evc_entry *e, unsigned count) {
   sp_assert(count <= e->n && e->key);
   sp__idstack *free = &p->free[e->key & 1u];
   for (unsigned k = 0; k < count; k++) {
     sp__event_slot *slot = event_slot_at(p, e->idx[k]);
-    if (event_claim_cached(slot, e->gen[k])) sp__idstack_push(free, &slot->link, e->idx[k]);
+    if (evc_claim_own(c, p, slot, e->gen[k])) sp__idstack_push(free, &slot->link, e->idx[k]);
   }
   memmove(e->idx, e->idx + count, (e->n - count) * sizeof(e->idx[0]));
   memmove(e->gen, e->gen + count, (e->n - count) * sizeof(e->gen[0]));
@@ -239,8 +341,11 @@ static void evc_exit(void *arg) {
   for (unsigned k = 0; k < SP__EVC_ENTRIES; k++) {
     sp__evc_entry *e = &c->entry[k];
     sp_device *dev = e->n ? sp__registry_find_locked(e->key >> 1) : NULL;
-    if (dev) evc_flush(dev->events, e, e->n);
+    if (dev) evc_flush(c, dev->events, e, e->n);
   }
+  if (c->prev) c->prev->next = c->next;
+  else evc_all = c->next;
+  if (c->next) c->next->prev = c->prev;
   sp__registry_unlock();
   if (sp__evc_tls == c) sp__evc_tls = NULL;
   sp__free(c);
@@ -260,6 +365,12 @@ static sp__evc *evc_get(void) {
     sp__free(c);
     return NULL;
   }
+  atomic_init(&c->hazard, NULL);
+  sp__registry_lock();
+  c->next = evc_all;
+  if (evc_all) evc_all->prev = c;
+  evc_all = c;
+  sp__registry_unlock();
   sp__evc_tls = c;
   return c;
 }
@@ -286,7 +397,7 @@ static sp__evc_entry *evc_reclaim(sp__evc *c) {
   }
   if (!empty) {
     empty = &c->entry[c->victim++ % SP__EVC_ENTRIES];
-    evc_flush(sp__registry_find_locked(empty->key >> 1)->events, empty, empty->n);
+    evc_flush(c, sp__registry_find_locked(empty->key >> 1)->events, empty, empty->n);
   }
   sp__registry_unlock();
   return empty;
@@ -306,11 +417,12 @@ static sp__evc_entry *evc_claim(uint64_t key) {
   return e;
 }
 
-/* Pops a pair of e that this thread can still claim; SP__IDSTACK_NONE when none is left. */
-static inline uint32_t evc_pop(sp__event_pool *p, sp__evc_entry *e) {
+/* Pops a pair of e (of this thread's cache c) that this thread can still claim;
+ * SP__IDSTACK_NONE when none is left. */
+static inline uint32_t evc_pop(sp__evc *c, sp__event_pool *p, sp__evc_entry *e) {
   while (e->n) {
     e->n--;
-    if (SP__LIKELY(event_claim_cached(event_slot_at(p, e->idx[e->n]), e->gen[e->n])))
+    if (SP__LIKELY(evc_claim_own(c, p, event_slot_at(p, e->idx[e->n]), e->gen[e->n])))
       return e->idx[e->n];
   }
   return SP__IDSTACK_NONE;
@@ -327,7 +439,7 @@ static uint32_t event_steal(sp__event_pool *p, unsigned cls) {
     if (!slot) continue; /* its chunk is being published (or failed to be) */
     uint64_t s = atomic_load_explicit(&slot->state, memory_order_acquire); /* flags published */
     if ((s & (SP__EVS_CACHED | SP__EVS_LIVE)) != SP__EVS_CACHED) continue;
-    if ((slot->flags & SP_EVENT_TIMING) != cls || !event_claim_cached(slot, SP__EVS_GEN(s)))
+    if ((slot->flags & SP_EVENT_TIMING) != cls || !event_steal_claim(p, slot, SP__EVS_GEN(s)))
       continue;
     atomic_store_explicit(&p->steal_cursor, i + 1, memory_order_relaxed);
     return i;
@@ -379,8 +491,7 @@ static SP__EVC_NOINLINE sp_status event_take_slow(sp_device *dev, unsigned flags
     return sp__fail(SP_ERR_POOL_EXHAUSTED,
                     "sp_event_acquire: all %u events of the pool are in use (%u retired at a "
                     "generation wrap)",
-                    (unsigned)SP__EV_CHUNK * SP__EV_CHUNKS_MAX - atomic_load(&p->retired),
-                    atomic_load(&p->retired));
+                    p->cap - atomic_load(&p->retired), atomic_load(&p->retired));
   *out = i;
   return SP_OK;
 }
@@ -390,7 +501,7 @@ static SP__EVC_NOINLINE sp_status event_take_slow(sp_device *dev, unsigned flags
 static inline sp_status event_take(sp_device *dev, unsigned flags, uint32_t *out) {
   sp__evc_entry *e = evc_find(evc_key_of(dev, flags & SP_EVENT_TIMING));
   if (SP__LIKELY(e && e->n)) {
-    uint32_t i = evc_pop(dev->events, e);
+    uint32_t i = evc_pop(sp__evc_tls, dev->events, e);
     if (SP__LIKELY(i != SP__IDSTACK_NONE)) {
       *out = i;
       return SP_OK;
@@ -405,14 +516,14 @@ static SP__EVC_NOINLINE void event_put(sp_device *dev, unsigned cls, uint32_t i)
   sp__event_pool *p = dev->events;
   sp__event_slot *slot = event_slot_at(p, i);
   uint64_t s = atomic_load_explicit(&slot->state, memory_order_relaxed);
-  sp_assert(!(s & (SP__EVS_LIVE | SP__EVS_CACHED | SP__EVS_PINS)));
+  sp_assert(!(s & (SP__EVS_LIVE | SP__EVS_CACHED | SP__EVS_STEAL | SP__EVS_PINS)));
   sp__evc_entry *e = evc_find(evc_key_of(dev, cls));
   if (!e) e = evc_claim(evc_key_of(dev, cls));
   if (!e) {
     sp__idstack_push(&p->free[cls], &slot->link, i);
     return;
   }
-  if (e->n == SP__EVC_MAX) evc_flush(p, e, SP__EVC_BATCH);
+  if (e->n == SP__EVC_MAX) evc_flush(sp__evc_tls, p, e, SP__EVC_BATCH);
   atomic_store_explicit(&slot->state, s | SP__EVS_CACHED, memory_order_release);
   e->idx[e->n] = i;
   e->gen[e->n++] = SP__EVS_GEN(s);
@@ -452,7 +563,7 @@ sp_status sp__event_acquire(sp_device *dev, unsigned flags, sp_event *out) {
   /* release: a query of a stale handle that reads this NULL fails its re-check (sp__event_query) */
   atomic_store_explicit(&slot->stream, NULL, memory_order_release);
   uint64_t s = atomic_load_explicit(&slot->state, memory_order_relaxed);
-  sp_assert(!(s & (SP__EVS_LIVE | SP__EVS_CACHED | SP__EVS_PINS)));
+  sp_assert(!(s & (SP__EVS_LIVE | SP__EVS_CACHED | SP__EVS_STEAL | SP__EVS_PINS)));
   atomic_store_explicit(&slot->state, s | SP__EVS_LIVE, memory_order_release);
   out->id = (s >> 32) << 32 | (uint64_t)(i + 1);
   return SP_OK;
@@ -476,7 +587,7 @@ static sp_status event_pin(sp_device *dev, sp_event ev, const char *fn, sp__even
   do {
     if (SP__UNLIKELY((s & ~SP__EVS_PINS) != want)) return event_stale(fn, ev);
     if (SP__UNLIKELY((s & SP__EVS_PINS) == SP__EVS_PINS))
-      return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: 2^30 calls at once on event 0x%llx", fn,
+      return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: 2^29 calls at once on event 0x%llx", fn,
                       (unsigned long long)ev.id);
   } while (!atomic_compare_exchange_weak_explicit(&slot->state, &s, s + SP__EVS_PIN,
                                                   memory_order_acquire, memory_order_relaxed));

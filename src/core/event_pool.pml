@@ -19,6 +19,14 @@
  * event. The default (the current protocol): the check and a pin are one CAS; release bumps the
  * generation but a pinned slot is recycled only by its last unpin.
  *
+ * Claims of cached slots are asymmetric: the owner announces its claim in its hazard word, loads
+ * the state and, if still (gen, cached), stores (gen, free), then clears the hazard (no
+ * read-modify-write); a stealer marks the slot (CAS to cached | steal), waits until no hazard
+ * names it, and CASes the mark to free. Checked: the slot never has two owners. (The C code
+ * runs membarrier between the stealer's mark and its hazard scan, which makes this sequentially
+ * consistent model's order hold on the machine: event_pool.c.) -DNO_HAZARD_SCAN skips the wait
+ * (its counterexample: the owner and the stealer both take the slot).
+ *
  * A query pins nothing: it checks (generation, live) with one load, reads the backend event (which
  * may meanwhile belong to the slot's next incarnation), and keeps the answer only if a second load
  * still finds (generation, live); else it is SP_ERR_INVALID_HANDLE. Checked: a kept answer was
@@ -30,6 +38,7 @@
  * run: ok
  * run: violation:(inc==hi) -DOLD
  * run: violation:(seen==hi) -DNO_RECHECK
+ * run: violation:(owners==1) -DNO_HAZARD_SCAN
  */
 #define ROUNDS 2
 #define USES 3
@@ -37,7 +46,9 @@
 
 byte gen = 1;             /* slot state: generation                                 */
 bit live = 0;             /* slot state: acquired                                   */
-bit cached = 0;           /* slot state: in a thread cache (claimable by CAS)        */
+bit cached = 0;           /* slot state: in a thread cache                          */
+bit steal = 0;            /* slot state: a stealer's mark on a cached slot          */
+bit hz[2];                /* owner i is claiming a pair of its cache (hazard word)  */
 byte pins = 0;            /* slot state: calls in progress                          */
 bit on_shared = 1;        /* the slot is on the shared free stack                   */
 bit has[2];               /* owner i's cache holds the slot ...                     */
@@ -49,8 +60,8 @@ byte pub_inc = 0;         /* ... and the incarnation it was acquired as (ghost) 
 byte done = 0;            /* threads finished                                        */
 
 proctype owner(byte me) {
-  byte k = 0, hg, hi, cg;
-  bit got;
+  byte k = 0, hg, hi, cg, sg;
+  bit got, ok;
   do
   :: k < ROUNDS ->
     got = 0;
@@ -60,18 +71,28 @@ proctype owner(byte me) {
       if
       :: has[me] ->                       /* own cache: claim (gen, cached) -> (gen, free) */
         has[me] = 0;
-        atomic { if :: (cached && !live && gen == cgen[me]) -> cached = 0; got = 1 :: else fi }
+        hz[me] = 1;                                          /* announce */
+        ok = (cached && !steal && !live && gen == cgen[me]); /* load */
+        if
+        :: ok -> atomic { cached = 0; steal = 0; got = 1 }   /* store (gen, free) */
+        :: else                                              /* stolen, or being stolen */
+        fi;
+        hz[me] = 0
       :: atomic { on_shared -> on_shared = 0; got = 1 }   /* pop the shared stack */
 #ifndef OLD
-      :: atomic { (cached && !live) -> cached = 0; got = 1 }  /* steal another's cached slot */
+      :: atomic { (cached && !live && !steal) -> steal = 1; sg = gen } ->  /* steal: mark */
+#ifndef NO_HAZARD_SCAN
+        (hz[1 - me] == 0);                                  /* (membarrier) no claim under way */
+#endif
+        atomic { if :: (cached && steal && gen == sg) -> cached = 0; steal = 0; got = 1 :: else fi }
 #endif
       fi
     od;
     atomic { owners++; assert(owners == 1) };
     atomic { live = 1; inc++; hg = gen; hi = inc };       /* acquire */
     atomic { pub_gen = hg; pub_inc = hi };                 /* a copy escapes */
-    owners--;
     atomic {                                               /* release: CAS (hg, live) */
+      owners--;
       assert(live && gen == hg);
       gen++;
       live = 0;
@@ -142,5 +163,5 @@ proctype user() {
 init {
   atomic { run owner(0); run owner(1); run user() };
   done == 3;
-  assert(!live && pins == 0 && owners == 0 && (on_shared || cached))
+  assert(!live && pins == 0 && owners == 0 && !steal && (on_shared || cached))
 }

@@ -58,7 +58,7 @@
   /* src/alloc: page commits and decommits (commit.c); mem_commit/mem_decommit under it */       \
   X(ALLOC_COMMIT, "sp__allocator.commit_mu", ONE, BACKEND)                                       \
   /* src/core */                                                                                 \
-  X(REGISTRY, "device registry_mu", ONE, NONE)     /* thread-exit paths; device lock  */         \
+  X(REGISTRY, "device registry_mu", ONE, NONE)     /* thread exits, caches, steals    */         \
   X(SLOT_WAIT, "sp__slot_pool.wait_mu", ONE, NONE) /*   ... may be taken under it     */         \
   X(STREAM_CREATE, "sp_device.stream_create_mu", ONE, BACKEND) /* be->stream_create only   */    \
   X(EVENT_GROW, "sp__event_pool.grow_mu", ONE, NONE)    /* chunk publishing                */    \
