@@ -125,6 +125,8 @@ void sp__event_unpin(sp_device *dev, sp_event ev);
  * (at most its default, 2^18). Only before dev's first event. Returns false if asymmetric claims
  * were asked for and this system cannot make them. */
 bool sp__event_pool_configure(sp_device *dev, bool asymmetric, unsigned capacity);
+/* Tests: the generation slot index of dev's pool holds now (0 if the slot was never made). */
+uint32_t sp__event_slot_generation(sp_device *dev, uint32_t index);
 /* Tests only (tests/unit/internal/event_wrap.c), no concurrent use of ev: gives live event ev the
  * generation gen, as if its slot had been recycled that often; *out is the new handle. */
 sp_status sp__event_force_generation(sp_device *dev, sp_event ev, uint32_t gen, sp_event *out);

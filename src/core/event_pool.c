@@ -56,8 +56,10 @@
  * Thread safety: any thread. A call racing with the release of its handle either acts on the
  * event before the release or returns SP_ERR_INVALID_HANDLE.
  */
+#include <errno.h>
 #include <sched.h>
 #include <string.h>
+#include <time.h>
 #ifdef __linux__
 #include <linux/membarrier.h>
 #include <sys/syscall.h>
@@ -135,7 +137,8 @@ static _Atomic uint32_t *event_link(void *ctx, uint32_t i) { return &event_slot_
 static bool evc_heavy_fence(void) {
 #if defined(__linux__) && defined(SYS_membarrier)
   if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0) return true;
-  /* A fork child starts unregistered: register (idempotent) and try again. */
+  /* Registration missing (a kernel that does not carry it into a fork child): register
+   * (idempotent) and try again. */
   return syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0 &&
          syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0;
 #else
@@ -160,6 +163,11 @@ bool sp__event_pool_configure(sp_device *dev, bool asymmetric, unsigned capacity
   p->cap = capacity;
   p->asym = asymmetric && evc_asym_ok;
   return p->asym == asymmetric;
+}
+
+uint32_t sp__event_slot_generation(sp_device *dev, uint32_t index) {
+  sp__event_slot *slot = event_slot_at(dev->events, index);
+  return slot ? SP__EVS_GEN(atomic_load_explicit(&slot->state, memory_order_acquire)) : 0;
 }
 
 sp_status sp__event_pool_create(sp_device *dev) {
@@ -258,11 +266,14 @@ typedef struct sp__evc_entry {
   uint32_t gen[SP__EVC_MAX]; /* the generation each had when cached                    */
 } sp__evc_entry;
 
+/* hazard comes first: written on every claim, it shares a cache line with this thread's own
+ * entries and the rarely written tail of the block before, not with the first entry of a block
+ * allocated after this one (another thread's cache). */
 typedef struct sp__evc {
-  sp__evc_entry entry[SP__EVC_ENTRIES];
-  unsigned victim;              /* round-robin: next entry to evict when all are live      */
   _Atomic(const void *) hazard; /* the cached slot this thread is claiming, or NULL        */
-  struct sp__evc *prev, *next;  /* every thread's cache (registry lock): stealers scan them */
+  sp__evc_entry entry[SP__EVC_ENTRIES];
+  unsigned victim;             /* round-robin: next entry to evict when all are live      */
+  struct sp__evc *prev, *next; /* every thread's cache (registry lock): stealers scan them */
 } sp__evc;
 
 static _Thread_local sp__evc *sp__evc_tls SP__EVC_TLS; /* this thread's cache, or NULL   */
@@ -281,18 +292,28 @@ static bool event_claim_cached(sp__event_slot *slot, uint32_t gen) {
                                                  memory_order_acquire, memory_order_relaxed);
 }
 
-/* The owner's claim of a pair of its cache c (asymmetric when p->asym). */
+/* The owner's claim of a pair of its cache c (asymmetric when p->asym). A slot a stealer has
+ * marked is the stealer's to settle: with wait_mark (callers holding no lock) the owner clears
+ * its hazard, waits until the mark is gone and tries again, so a slot the stealer had to give
+ * back (its membarrier failed) stays in this cache; without, it drops the pair. */
 static inline bool evc_claim_own(sp__evc *c, const sp__event_pool *p, sp__event_slot *slot,
-                                 uint32_t gen) {
+                                 uint32_t gen, bool wait_mark) {
   if (!p->asym) return event_claim_cached(slot, gen);
   uint64_t want = (uint64_t)gen << 32 | SP__EVS_CACHED;
-  atomic_store_explicit(&c->hazard, slot, memory_order_relaxed);
-  atomic_signal_fence(memory_order_seq_cst); /* a full fence once a stealer's membarrier runs */
-  bool ok = atomic_load_explicit(&slot->state, memory_order_acquire) == want;
-  if (SP__LIKELY(ok))
-    atomic_store_explicit(&slot->state, (uint64_t)gen << 32, memory_order_relaxed);
-  atomic_store_explicit(&c->hazard, NULL, memory_order_release);
-  return ok;
+  for (;;) {
+    atomic_store_explicit(&c->hazard, slot, memory_order_relaxed);
+    atomic_signal_fence(memory_order_seq_cst); /* a full fence once a stealer's membarrier runs */
+    uint64_t s = atomic_load_explicit(&slot->state, memory_order_acquire);
+    if (SP__LIKELY(s == want))
+      atomic_store_explicit(&slot->state, (uint64_t)gen << 32, memory_order_relaxed);
+    atomic_store_explicit(&c->hazard, NULL, memory_order_release);
+    if (SP__LIKELY(s == want)) return true;
+    if (s != (want | SP__EVS_STEAL) || !wait_mark) return false;
+    for (unsigned tries = 1;
+         atomic_load_explicit(&slot->state, memory_order_relaxed) == (want | SP__EVS_STEAL);
+         tries++)
+      if (tries % 64 == 0) sched_yield();
+  }
 }
 
 /* A stealer's claim of cached slot (gen) of p: true if it is now the caller's. */
@@ -307,13 +328,21 @@ static bool event_steal_claim(const sp__event_pool *p, sp__event_slot *slot, uin
   sp__registry_lock();
   for (sp__evc *c = evc_all; c && fenced; c = c->next)
     for (unsigned tries = 1; atomic_load_explicit(&c->hazard, memory_order_acquire) == slot;
-         tries++)
-      if (tries % 64 == 0) sched_yield(); /* its owner is claiming it: a few instructions */
+         tries++) { /* its owner is claiming it: a few instructions, unless it was preempted */
+      if (tries % 64 == 0) sched_yield();
+      if (tries % 4096 == 0) nanosleep(&(struct timespec){0, 50000}, NULL);
+    }
   sp__registry_unlock();
   s = marked;
   if (!fenced) { /* cannot tell an owner in flight from none: give the slot back */
     (void)atomic_compare_exchange_strong_explicit(&slot->state, &s, cached, memory_order_relaxed,
                                                   memory_order_relaxed);
+    static atomic_bool warned;
+    if (!atomic_exchange_explicit(&warned, true, memory_order_relaxed))
+      sp__log(SP_LOG_WARN,
+              "sp_event_acquire: membarrier failed (%s); events cached by other "
+              "threads cannot be taken while it does",
+              strerror(errno));
     return false;
   }
   return atomic_compare_exchange_strong_explicit(&slot->state, &s, (uint64_t)gen << 32,
@@ -327,7 +356,8 @@ static void evc_flush(sp__evc *c, sp__event_pool *p, sp__evc_entry *e, unsigned 
   sp__idstack *free = &p->free[e->key & 1u];
   for (unsigned k = 0; k < count; k++) {
     sp__event_slot *slot = event_slot_at(p, e->idx[k]);
-    if (evc_claim_own(c, p, slot, e->gen[k])) sp__idstack_push(free, &slot->link, e->idx[k]);
+    if (evc_claim_own(c, p, slot, e->gen[k], false)) /* may hold the registry lock */
+      sp__idstack_push(free, &slot->link, e->idx[k]);
   }
   memmove(e->idx, e->idx + count, (e->n - count) * sizeof(e->idx[0]));
   memmove(e->gen, e->gen + count, (e->n - count) * sizeof(e->gen[0]));
@@ -422,7 +452,7 @@ static sp__evc_entry *evc_claim(uint64_t key) {
 static inline uint32_t evc_pop(sp__evc *c, sp__event_pool *p, sp__evc_entry *e) {
   while (e->n) {
     e->n--;
-    if (SP__LIKELY(evc_claim_own(c, p, event_slot_at(p, e->idx[e->n]), e->gen[e->n])))
+    if (SP__LIKELY(evc_claim_own(c, p, event_slot_at(p, e->idx[e->n]), e->gen[e->n], true)))
       return e->idx[e->n];
   }
   return SP__IDSTACK_NONE;
@@ -555,8 +585,12 @@ sp_status sp__event_acquire(sp_device *dev, unsigned flags, sp_event *out) {
   if (SP__UNLIKELY(!slot->bev)) {
     st = dev->be->event_create(dev->bdev, flags, &slot->bev);
     if (st != SP_OK) {
+      /* Back as the next generation, never live: another thread's cache may still hold a stale
+       * pair of this one (the slot may have been stolen from it), which must not match. */
       slot->bev = NULL;
-      event_put(dev, flags & SP_EVENT_TIMING, i); /* never live: no generation used up */
+      uint64_t g = SP__EVS_GEN(atomic_load_explicit(&slot->state, memory_order_relaxed));
+      atomic_store_explicit(&slot->state, (uint64_t)(uint32_t)(g + 1) << 32, memory_order_relaxed);
+      event_recycle(dev, flags & SP_EVENT_TIMING, i);
       return st;
     }
   }

@@ -22,7 +22,10 @@
  * Claims of cached slots are asymmetric: the owner announces its claim in its hazard word, loads
  * the state and, if still (gen, cached), stores (gen, free), then clears the hazard (no
  * read-modify-write); a stealer marks the slot (CAS to cached | steal), waits until no hazard
- * names it, and CASes the mark to free. Checked: the slot never has two owners. (The C code
+ * names it, and CASes the mark to free; if its membarrier fails it removes the mark instead. An
+ * owner that finds the mark waits until it is gone and tries again (keeping its pair). Checked:
+ * the slot never has two owners, and at the end it is on the shared stack or in a cache whose
+ * pair matches it. (The C code
  * runs membarrier between the stealer's mark and its hazard scan, which makes this sequentially
  * consistent model's order hold on the machine: event_pool.c.) -DNO_HAZARD_SCAN skips the wait
  * (its counterexample: the owner and the stealer both take the slot).
@@ -61,7 +64,7 @@ byte done = 0;            /* threads finished                                   
 
 proctype owner(byte me) {
   byte k = 0, hg, hi, cg, sg;
-  bit got, ok;
+  bit got, ok, mk;
   do
   :: k < ROUNDS ->
     got = 0;
@@ -70,21 +73,31 @@ proctype owner(byte me) {
     :: else ->
       if
       :: has[me] ->                       /* own cache: claim (gen, cached) -> (gen, free) */
-        has[me] = 0;
         hz[me] = 1;                                          /* announce */
-        ok = (cached && !steal && !live && gen == cgen[me]); /* load */
+        atomic {                                             /* load */
+          ok = (cached && !steal && !live && gen == cgen[me]);
+          mk = (cached && steal && gen == cgen[me])
+        };
         if
         :: ok -> atomic { cached = 0; steal = 0; got = 1 }   /* store (gen, free) */
-        :: else                                              /* stolen, or being stolen */
+        :: else
         fi;
-        hz[me] = 0
+        hz[me] = 0;
+        if
+        :: mk -> !(cached && steal && gen == cgen[me])       /* marked: wait, then try again */
+        :: else -> has[me] = 0                               /* taken, or stolen */
+        fi
       :: atomic { on_shared -> on_shared = 0; got = 1 }   /* pop the shared stack */
 #ifndef OLD
       :: atomic { (cached && !live && !steal) -> steal = 1; sg = gen } ->  /* steal: mark */
+        if
+        :: skip ->                                          /* membarrier ran */
 #ifndef NO_HAZARD_SCAN
-        (hz[1 - me] == 0);                                  /* (membarrier) no claim under way */
+          (hz[1 - me] == 0);                                /* no claim under way */
 #endif
-        atomic { if :: (cached && steal && gen == sg) -> cached = 0; steal = 0; got = 1 :: else fi }
+          atomic { if :: (cached && steal && gen == sg) -> cached = 0; steal = 0; got = 1 :: else fi }
+        :: atomic { (cached && steal && gen == sg) -> steal = 0 }  /* it failed: give it back */
+        fi
 #endif
       fi
     od;
@@ -163,5 +176,7 @@ proctype user() {
 init {
   atomic { run owner(0); run owner(1); run user() };
   done == 3;
-  assert(!live && pins == 0 && owners == 0 && !steal && (on_shared || cached))
+  /* every slot is where an owner finds it: the shared stack, or a cache whose pair matches */
+  assert(!live && pins == 0 && owners == 0 && !steal &&
+         (on_shared || (cached && ((has[0] && cgen[0] == gen) || (has[1] && cgen[1] == gen)))))
 }

@@ -55,8 +55,9 @@ static sp__bstream *host_event_mark(sp__bevent *e, uint64_t *target) {
   }
 }
 
-/* Rewrites e's mark to (s, target): the seqlock's writer side, one CAS to take it. */
-static void host_event_mark_set(sp__bevent *e, sp__bstream *s, uint64_t target) {
+/* The seqlock's writer side, one CAS to take it: returns the even sequence it replaced. The new
+ * mark is written between host_event_mark_begin and host_event_mark_end. */
+static uint64_t host_event_mark_begin(sp__bevent *e) {
   sp__lock_note_acquire(&e->seq, SP__RANK_HOST_EVENT_MARK);
   uint64_t q = atomic_load_explicit(&e->seq, memory_order_relaxed);
   for (unsigned tries = 1;; tries++) {
@@ -68,6 +69,10 @@ static void host_event_mark_set(sp__bevent *e, sp__bstream *s, uint64_t target) 
   }
   sp__lock_note_acquired(&e->seq, SP__RANK_HOST_EVENT_MARK);
   atomic_thread_fence(memory_order_release); /* seq odd before the new mark */
+  return q;
+}
+
+static void host_event_mark_end(sp__bevent *e, uint64_t q, sp__bstream *s, uint64_t target) {
   atomic_store_explicit(&e->stream, s, memory_order_relaxed);
   atomic_store_explicit(&e->target, target, memory_order_relaxed);
   sp__lock_note_release(&e->seq, SP__RANK_HOST_EVENT_MARK);
@@ -117,7 +122,8 @@ static sp_status host_event_record_timed_locked(sp__bevent *e, sp__bstream *s) {
     return st;
   }
   e->gen = gen; /* the marker cannot run before we unlock: it needs e->mu */
-  host_event_mark_set(e, s, seq);
+  uint64_t q = host_event_mark_begin(e);
+  host_event_mark_end(e, q, s, seq);
   e->stamped = false;
   return SP_OK;
 }
@@ -128,7 +134,9 @@ sp_status sp__host_event_record(sp__bevent *e, sp__bstream *s) {
   if (SP__UNLIKELY(sp__host_capturing(s)))
     return SP__HOST_CAPTURE_VIOLATION(s, "event_record", "event record on a capturing stream");
   if (!(e->flags & SP_EVENT_TIMING)) {
-    host_event_mark_set(e, s, atomic_load_explicit(&s->submitted, memory_order_acquire));
+    /* submitted is read inside the writer side, so of two racing records the later mark wins */
+    uint64_t q = host_event_mark_begin(e);
+    host_event_mark_end(e, q, s, atomic_load_explicit(&s->submitted, memory_order_acquire));
     return SP_OK;
   }
   sp__mutex_lock(&e->mu);

@@ -15,14 +15,22 @@
  * SP_STEAL_RACE_MS per protocol (default 600 ms, a third under TSan). Checked: with the
  * stealer's hazard wait removed, the asymmetric run found a second owner in 2 of 3 runs of 2 s on
  * the 2-core dev box (the window is the owner's few instructions between its load and its store).
+ *
+ * A third test is deterministic: a stolen slot whose backend event cannot be created (injected
+ * through the fault table) goes back as its next generation, so the stale pair its former owner
+ * still holds no longer matches (with the same generation both threads would hold a claimable
+ * pair of one slot, and asymmetric claims would hand it to both). Checked: with the generation
+ * kept, as before the fix, both runs fail at the generation check.
  */
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <time.h>
 
 #include "core/device.h"
 #include "testutil.h"
+#include "tu_backend_faults.h"
 
 enum { WORKERS = 4, CIRCULATING = 8, HOLD_MAX = 4, CAPACITY = 64, POOL_MAX = CAPACITY };
 
@@ -63,7 +71,8 @@ static void *worker(void *arg) {
         atomic_store(&stop, true);
         break;
       }
-      steals += atomic_load_explicit(&released_by[i], memory_order_relaxed) != me;
+      unsigned last = atomic_load_explicit(&released_by[i], memory_order_relaxed);
+      steals += last && last != me; /* another worker released it: taken from its cache */
       atomic_fetch_add_explicit(&acquired, 1, memory_order_relaxed);
     }
     for (unsigned k = (unsigned)tu_rng_below(&r, 16); k; k--)
@@ -91,6 +100,7 @@ static void race(bool asymmetric) {
   atomic_store(&exhausted, 0);
   atomic_store(&doubled, 0);
   atomic_store(&stolen, 0);
+  for (unsigned i = 0; i < POOL_MAX; i++) atomic_store(&released_by[i], 0);
   sp_device *dev = tu_open_host(2, SP_STREAMS_ROUND_ROBIN);
   if (!sp__event_pool_configure(dev, asymmetric, CAPACITY)) {
     printf("skipped: asymmetric claims: this system has no membarrier\n");
@@ -118,7 +128,7 @@ static void race(bool asymmetric) {
   for (unsigned i = 0; i < WORKERS; i++) pthread_join(t[i], NULL);
   printf(
       "%s claims: %lu acquires by %d threads sharing %d events, %lu of them another "
-      "thread's release (stolen or via the shared stack), %lu found all in use\n",
+      "worker's release (taken from its cache), %lu found all in use\n",
       asymmetric ? "asymmetric" : "CAS", atomic_load(&acquired), WORKERS, CIRCULATING,
       atomic_load(&stolen), atomic_load(&exhausted));
   assert_int_equal(atomic_load(&doubled), 0);
@@ -139,6 +149,78 @@ static void race(bool asymmetric) {
   sp_device_close(dev);
 }
 
+/* Thread A of the third test: takes both slots of a 2-event pool (one acquired, the fresh other
+ * cached), releases the first into its cache, then, when told, acquires once more. */
+typedef struct holder {
+  sp_device *dev;
+  atomic_int step; /* 0 start, 1 A cached its two, 2 A may acquire, 3 A acquired */
+  sp_event got;
+  sp_status st;
+} holder;
+
+static void *holder_main(void *arg) {
+  holder *h = arg;
+  sp_event ev;
+  TU_EXPECT_OK(sp_event_acquire(h->dev, 0, &ev));
+  TU_EXPECT_OK(sp_event_release(h->dev, ev));
+  atomic_store(&h->step, 1);
+  while (atomic_load(&h->step) != 2) sched_yield();
+  h->st = sp_event_acquire(h->dev, 0, &h->got);
+  atomic_store(&h->step, 3);
+  while (atomic_load(&h->step) != 4)
+    sched_yield(); /* keep the cache until the main thread is done */
+  if (h->st == SP_OK) TU_EXPECT_OK(sp_event_release(h->dev, h->got));
+  return NULL;
+}
+
+static void failed_create_uses_up_a_generation(bool asymmetric) {
+  SP_CHECK_OK(tu_fault_install("host"));
+  sp_device *warm = tu_open_host(2, SP_STREAMS_ROUND_ROBIN), *dev;
+  sp_event ev;
+  SP_CHECK_OK(sp_event_acquire(warm, 0, &ev)); /* this thread's cache block exists from now on */
+  SP_CHECK_OK(sp_event_release(warm, ev));
+  dev = tu_open_host(2, SP_STREAMS_ROUND_ROBIN);
+  if (!sp__event_pool_configure(dev, asymmetric, 2)) {
+    printf("skipped: asymmetric claims: this system has no membarrier\n");
+  } else {
+    holder h = {.dev = dev};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, holder_main, &h), 0);
+    while (atomic_load(&h.step) != 1) sched_yield();
+    uint32_t g1 = sp__event_slot_generation(dev, 1); /* the fresh slot in A's cache */
+    sp_event first;
+    SP_CHECK_OK(sp_event_acquire(dev, 0, &first)); /* steals slot 0 (its event exists) */
+    assert_int_equal((uint32_t)first.id, 1u);
+    tu_fault_arm(TU_SLOT_event_create, 0, 0);
+    SP_CHECK_STATUS(sp_event_acquire(dev, 0, &ev), SP_ERR_BACKEND); /* steals slot 1, fails */
+    tu_fault_disarm();
+    assert_int_equal(sp__event_slot_generation(dev, 1), g1 + 1u);
+    atomic_store(&h.step, 2);
+    while (atomic_load(&h.step) != 3) sched_yield();
+    SP_CHECK_OK(h.st);
+    assert_int_equal((uint32_t)h.got.id, 2u);              /* slot 1, ... */
+    assert_int_equal((uint32_t)(h.got.id >> 32), g1 + 1u); /* ... never from the stale pair */
+    SP_CHECK_STATUS(sp_event_acquire(dev, 0, &ev), SP_ERR_POOL_EXHAUSTED);
+    atomic_store(&h.step, 4);
+    pthread_join(t, NULL);
+    assert_int_equal(tu_failures(), 0);
+    SP_CHECK_OK(sp_event_release(dev, first));
+  }
+  sp_device_close(dev);
+  sp_device_close(warm);
+  tu_fault_uninstall();
+}
+
+static void failed_create_asymmetric(void **state) {
+  (void)state;
+  failed_create_uses_up_a_generation(true);
+}
+
+static void failed_create_cas(void **state) {
+  (void)state;
+  failed_create_uses_up_a_generation(false);
+}
+
 static void steals_race_asymmetric_claims(void **state) {
   (void)state;
   race(true);
@@ -151,7 +233,8 @@ static void steals_race_cas_claims(void **state) {
 
 int main(void) {
   tu_seed();
-  const struct CMUnitTest tests[] = {cmocka_unit_test(steals_race_asymmetric_claims),
-                                     cmocka_unit_test(steals_race_cas_claims)};
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(steals_race_asymmetric_claims), cmocka_unit_test(steals_race_cas_claims),
+      cmocka_unit_test(failed_create_asymmetric), cmocka_unit_test(failed_create_cas)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
