@@ -11,7 +11,7 @@
 # usage: scripts/bench-ab.sh BASE LOGDIR     (from the repository root; BASE: a source directory
 #        or a tar of one, e.g. git archive -o .gpu/base.tar REV)
 # Environment: SP_AB_DEBUG_LEVEL (0), SP_AB_ROUNDS (3), SP_AB_SECONDS (per infer row, 1; per alloc cell, half of it),
-# SP_GPU_JOBS (16), SP_AB_CUDA (1: require the GPU rows, 0: skip them; default: when nvidia-smi
+# SP_AB_BENCHES (which of "streams alloc infer" to run; all by default), SP_GPU_JOBS (16), SP_AB_CUDA (1: require the GPU rows, 0: skip them; default: when nvidia-smi
 # lists a GPU). On the GPU machine the dependency prefix comes from .gpu/debs (gpu-env.sh).
 set -uo pipefail
 base=${1:?usage: scripts/bench-ab.sh BASE LOGDIR}
@@ -58,11 +58,13 @@ declare -A pairs_only # per tree: bench/alloc's flag for skipping the traces, wh
 for tree in base new; do
   "$work/$tree/bench/alloc" --help 2>&1 | grep -q -- --pairs-only && pairs_only[$tree]=--pairs-only
 done
+benches=" ${SP_AB_BENCHES:-streams alloc infer} "
 run_tree() { # run_tree TREE ROUND
   local tree=$1 r=$2 b=$work/$1
-  step "streams.$tree.$r" 300 "$b/bench/streams"
-  step "alloc.$tree.$r" 300 "$b/bench/alloc" --backend host --threads 1,4,16 --seconds "$alloc_secs" ${pairs_only[$tree]:-}
-  if [ "$cuda" = 1 ]; then
+  [[ $benches == *" streams "* ]] && step "streams.$tree.$r" 300 "$b/bench/streams"
+  [[ $benches == *" alloc "* ]] &&
+    step "alloc.$tree.$r" 300 "$b/bench/alloc" --backend host --threads 1,4,16 --seconds "$alloc_secs" ${pairs_only[$tree]:-}
+  if [ "$cuda" = 1 ] && [[ $benches == *" infer "* ]]; then
     STREAMPOOL_BACKEND=cuda step "infer.$tree.$r" 300 "$b/bench/infer" --backend cuda \
       --threads 1,8,16 --duration "$secs"
   fi
