@@ -325,6 +325,7 @@ static bool event_steal_claim(const sp__event_pool *p, sp__event_slot *slot, uin
                                                memory_order_relaxed))
     return false;
   bool fenced = evc_heavy_fence();
+  int fence_errno = fenced ? 0 : errno;
   sp__registry_lock();
   for (sp__evc *c = evc_all; c && fenced; c = c->next)
     for (unsigned tries = 1; atomic_load_explicit(&c->hazard, memory_order_acquire) == slot;
@@ -342,7 +343,7 @@ static bool event_steal_claim(const sp__event_pool *p, sp__event_slot *slot, uin
       sp__log(SP_LOG_WARN,
               "sp_event_acquire: membarrier failed (%s); events cached by other "
               "threads cannot be taken while it does",
-              strerror(errno));
+              strerror(fence_errno));
     return false;
   }
   return atomic_compare_exchange_strong_explicit(&slot->state, &s, (uint64_t)gen << 32,
