@@ -149,12 +149,7 @@ static bool evc_heavy_fence(void) {
 static pthread_once_t evc_asym_once = PTHREAD_ONCE_INIT;
 static bool evc_asym_ok; /* membarrier registered; written once, under the once */
 
-static void evc_asym_init(void) {
-#if defined(__linux__) && defined(SYS_membarrier)
-  evc_asym_ok = syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0 &&
-                evc_heavy_fence();
-#endif
-}
+static void evc_asym_init(void) { evc_asym_ok = evc_heavy_fence(); /* registers on the way */ }
 
 bool sp__event_pool_configure(sp_device *dev, bool asymmetric, unsigned capacity) {
   sp__event_pool *p = dev->events;
@@ -611,13 +606,21 @@ static sp_status event_stale(const char *fn, sp_event ev) {
                   fn, (unsigned long long)ev.id);
 }
 
+/* The slot handle ev names, or NULL (id 0, or an index never made). */
+static inline sp__event_slot *event_slot_of(sp_device *dev, sp_event ev) {
+  uint32_t i1 = (uint32_t)ev.id;
+  return i1 ? event_slot_at(dev->events, i1 - 1) : NULL;
+}
+
+/* The slot's state, pins masked off, while ev is its live handle. */
+static inline uint64_t event_live_state(sp_event ev) { return (ev.id >> 32) << 32 | SP__EVS_LIVE; }
+
 /* Pins the live slot of ev (checked and pinned in one CAS), or SP_ERR_INVALID_HANDLE. Every
  * SP_OK is paired with event_slot_unpin. */
 static sp_status event_pin(sp_device *dev, sp_event ev, const char *fn, sp__event_slot **out) {
-  uint32_t i1 = (uint32_t)ev.id;
-  sp__event_slot *slot = i1 ? event_slot_at(dev->events, i1 - 1) : NULL;
+  sp__event_slot *slot = event_slot_of(dev, ev);
   if (SP__UNLIKELY(!slot)) return event_stale(fn, ev);
-  uint64_t want = (ev.id >> 32) << 32 | SP__EVS_LIVE;
+  uint64_t want = event_live_state(ev);
   uint64_t s = atomic_load_explicit(&slot->state, memory_order_relaxed);
   do {
     if (SP__UNLIKELY((s & ~SP__EVS_PINS) != want)) return event_stale(fn, ev);
@@ -649,10 +652,10 @@ void sp__event_unpin(sp_device *dev, sp_event ev) {
 sp_status sp__event_release(sp_device *dev, sp_event ev) {
   static const char fn[] = "sp_event_release";
   uint32_t i1 = (uint32_t)ev.id;
-  sp__event_slot *slot = i1 ? event_slot_at(dev->events, i1 - 1) : NULL;
+  sp__event_slot *slot = event_slot_of(dev, ev);
   if (!slot) return event_stale(fn, ev);
-  uint32_t gen = (uint32_t)(ev.id >> 32), next_gen = gen + 1;
-  uint64_t want = (uint64_t)gen << 32 | SP__EVS_LIVE;
+  uint32_t next_gen = (uint32_t)(ev.id >> 32) + 1;
+  uint64_t want = event_live_state(ev);
   unsigned cls = slot->flags & SP_EVENT_TIMING;
   /* Fast path: no pin, room in this thread's cache, no wrap: cached in the same CAS. */
   sp__evc_entry *e = evc_find(evc_key_of(dev, cls));
@@ -698,10 +701,9 @@ sp_status sp__event_record(sp_device *dev, sp_event ev, sp_stream *s) {
  * cannot see the old state. Two loads instead of a pin's two read-modify-writes. */
 sp_status sp__event_query(sp_device *dev, sp_event ev) {
   static const char fn[] = "sp_event_query";
-  uint32_t i1 = (uint32_t)ev.id;
-  sp__event_slot *slot = i1 ? event_slot_at(dev->events, i1 - 1) : NULL;
+  sp__event_slot *slot = event_slot_of(dev, ev);
   if (SP__UNLIKELY(!slot)) return event_stale(fn, ev);
-  uint64_t want = (ev.id >> 32) << 32 | SP__EVS_LIVE;
+  uint64_t want = event_live_state(ev);
   if (SP__UNLIKELY((atomic_load_explicit(&slot->state, memory_order_acquire) & ~SP__EVS_PINS) !=
                    want))
     return event_stale(fn, ev);

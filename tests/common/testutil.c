@@ -53,6 +53,12 @@ size_t tu_scale(size_t n) {
   return m ? m : 1;
 }
 
+unsigned long tu_race_ms(const char *var, unsigned long dflt) {
+  const char *v = getenv(var);
+  unsigned long ms = v && *v ? strtoul(v, NULL, 10) : dflt;
+  return tu_under_tsan() ? ms / 3 : ms;
+}
+
 static uint64_t tu_seed_value;
 static pthread_once_t tu_seed_once = PTHREAD_ONCE_INIT;
 

@@ -65,6 +65,9 @@ enum { TU_SKIP = 77 };
 
 int tu_under_tsan(void);
 size_t tu_scale(size_t n);
+/* A bounded race's length in ms: the environment variable var if set, else dflt; a third of it
+ * under ThreadSanitizer. */
+unsigned long tu_race_ms(const char *var, unsigned long dflt);
 uint64_t tu_seed(void);
 
 typedef struct tu_rng {

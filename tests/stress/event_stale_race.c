@@ -119,13 +119,7 @@ static unsigned long long now_ms(void) {
   return (unsigned long long)ts.tv_sec * 1000ull + (unsigned long long)ts.tv_nsec / 1000000ull;
 }
 
-static unsigned long race_ms(void) {
-  const char *v = getenv("SP_STALE_RACE_MS");
-  unsigned long ms = v && *v ? strtoul(v, NULL, 10) : 1500;
-  return tu_under_tsan() ? ms / 3 : ms;
-}
-
-/* Runs the owner and user_fn against each other for race_ms(); B is held throughout. */
+/* Runs the owner and user_fn against each other for SP_STALE_RACE_MS; B is held throughout. */
 static void race(bool parity, void *(*user_fn)(void *), const char *what) {
   atomic_store(&stop, false);
   atomic_store(&release_b, false);
@@ -141,7 +135,7 @@ static void race(bool parity, void *(*user_fn)(void *), const char *what) {
   pthread_t to, tu;
   assert_int_equal(pthread_create(&to, NULL, owner, &x), 0);
   assert_int_equal(pthread_create(&tu, NULL, user_fn, &x), 0);
-  unsigned long long end = now_ms() + race_ms();
+  unsigned long long end = now_ms() + tu_race_ms("SP_STALE_RACE_MS", 1500);
   while (!atomic_load(&stop) && now_ms() < end) {
     struct timespec ts = {0, 5000000};
     nanosleep(&ts, NULL);

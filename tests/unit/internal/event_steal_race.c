@@ -88,12 +88,6 @@ static void *worker(void *arg) {
   return NULL;
 }
 
-static unsigned long race_ms(void) {
-  const char *v = getenv("SP_STEAL_RACE_MS");
-  unsigned long ms = v && *v ? strtoul(v, NULL, 10) : 600;
-  return tu_under_tsan() ? ms / 3 : ms;
-}
-
 static void race(bool asymmetric) {
   atomic_store(&stop, false);
   atomic_store(&acquired, 0);
@@ -122,7 +116,8 @@ static void race(bool asymmetric) {
   pthread_t t[WORKERS];
   for (unsigned i = 0; i < WORKERS; i++)
     assert_int_equal(pthread_create(&t[i], NULL, worker, dev), 0);
-  struct timespec ts = {(time_t)(race_ms() / 1000), (long)(race_ms() % 1000) * 1000000L};
+  unsigned long ms = tu_race_ms("SP_STEAL_RACE_MS", 600);
+  struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
   nanosleep(&ts, NULL);
   atomic_store(&stop, true);
   for (unsigned i = 0; i < WORKERS; i++) pthread_join(t[i], NULL);
