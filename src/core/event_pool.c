@@ -34,13 +34,14 @@
  * Thread caches: in front of the shared stacks each thread keeps up to SP__EVC_MAX free (index,
  * generation) pairs per (device, flag set), in a heap block reached through one initial-exec TLS
  * pointer. A cached slot's state has the `cached` bit. Acquire pops the thread's cache and claims
- * the slot, (generation, cached) to (generation, free): with plain stores behind a hazard word
- * where the system has membarrier, else a CAS ("asymmetric claims" below); release sets `cached`
- * in its CAS when the thread's cache has room. When the shared stack is empty and every slot of
- * the pool has been created, acquire steals: it scans the slots from a rotating cursor for one with
- * the cached bit and claims it against the owner, so the owner's claim of that pair fails (the
- * generation only grows) and it drops the pair. Every free event is therefore reachable until the
- * pool's real capacity is in use (SP_ERR_POOL_EXHAUSTED, naming it; issue 14 W7). Entries are
+ * the slot, (generation, cached) to (generation, live) in one step once its backend event exists
+ * (else to (generation, free), and live after the event is made): with plain stores behind a hazard
+ * word where the system has membarrier, else a CAS ("asymmetric claims" below); release sets
+ * `cached` in its CAS when the thread's cache has room. When the shared stack is empty and every
+ * slot of the pool has been created, acquire steals: it scans the slots from a rotating cursor for
+ * one with the cached bit and claims it against the owner, so the owner's claim of that pair fails
+ * (the generation only grows) and it drops the pair. Every free event is therefore reachable until
+ * the pool's real capacity is in use (SP_ERR_POOL_EXHAUSTED, naming it; issue 14 W7). Entries are
  * keyed by device id << 1 | flag set; ids are never reused, so an entry of a closed device (whose
  * chunks sp_device_close freed wholesale) never matches again: it is dropped when the thread needs
  * its entry for another device, or at thread exit. The two paths that reach a device other than
@@ -255,10 +256,10 @@ static sp_status event_slots_new(sp__event_pool *p, unsigned want, unsigned flag
 #endif
 
 typedef struct sp__evc_entry {
-  uint64_t key;              /* device id << 1 | flag set; 0: unused                   */
-  unsigned n;                /* cached pairs, [0, n); the top is [n - 1]               */
-  uint32_t idx[SP__EVC_MAX]; /* free slot indices of that device and flag set          */
-  uint32_t gen[SP__EVC_MAX]; /* the generation each had when cached                    */
+  uint64_t key;             /* device id << 1 | flag set; 0: unused                   */
+  unsigned n;               /* cached pairs, [0, n); the top is [n - 1]               */
+  uint64_t id[SP__EVC_MAX]; /* free slots of that device and flag set, each as the handle
+                             * it is acquired as: generation << 32 | (index + 1)       */
 } sp__evc_entry;
 
 /* hazard comes first: written on every claim, it shares a cache line with this thread's own
@@ -279,6 +280,12 @@ static sp__evc *evc_all;   /* registry lock: the list of every live thread's cac
 
 static uint64_t evc_key_of(const sp_device *dev, unsigned cls) { return dev->id << 1 | cls; }
 
+/* Caches free slot i of generation gen in e, which has room. */
+static inline void evc_push(sp__evc_entry *e, uint32_t i, uint32_t gen) {
+  sp_assert(e->n < SP__EVC_MAX);
+  e->id[e->n++] = (uint64_t)gen << 32 | (uint64_t)(i + 1);
+}
+
 /* Claims cached slot i of generation gen: (gen, cached) -> (gen, free), exclusively the caller's.
  * Fails when a stealer took it first. */
 static bool event_claim_cached(sp__event_slot *slot, uint32_t gen) {
@@ -287,28 +294,51 @@ static bool event_claim_cached(sp__event_slot *slot, uint32_t gen) {
                                                  memory_order_acquire, memory_order_relaxed);
 }
 
-/* The owner's claim of a pair of its cache c (asymmetric when p->asym). A slot a stealer has
- * marked is the stealer's to settle: with wait_mark (callers holding no lock) the owner clears
- * its hazard, waits until the mark is gone and tries again, so a slot the stealer had to give
- * back (its membarrier failed) stays in this cache; without, it drops the pair. */
-static inline bool evc_claim_own(sp__evc *c, const sp__event_pool *p, sp__event_slot *slot,
-                                 uint32_t gen, bool wait_mark) {
-  if (!p->asym) return event_claim_cached(slot, gen);
-  uint64_t want = (uint64_t)gen << 32 | SP__EVS_CACHED;
-  for (;;) {
-    atomic_store_explicit(&c->hazard, slot, memory_order_relaxed);
-    atomic_signal_fence(memory_order_seq_cst); /* a full fence once a stealer's membarrier runs */
-    uint64_t s = atomic_load_explicit(&slot->state, memory_order_acquire);
-    if (SP__LIKELY(s == want))
+/* What an owner's claim of one of its cached pairs got. */
+typedef enum evc_won {
+  EVC_LOST,   /* a stealer took the slot: drop the pair                                   */
+  EVC_MARKED, /* a stealer is taking it and may yet give it back (its membarrier failed)  */
+  EVC_FREE,   /* (gen, free): the caller's alone                                          */
+  EVC_LIVE,   /* (gen, live), its stream reset: acquired (the slot's backend event exists) */
+} evc_won;
+
+/* The owner's claim of pair (slot, gen) of its cache c (asymmetric when p->asym). With acquiring
+ * (sp__event_acquire, which holds no lock) a slot whose backend event exists goes live inside the
+ * claim, in the same plain store; without (flushes) it gets (gen, free). Once the load has seen
+ * (gen, cached) unmarked the slot is the owner's: a mark set after it is overwritten by the
+ * store, and the stealer, which waits for the hazard to clear, then fails its CAS from the mark.
+ * A marked slot is the stealer's to settle: an acquire waits until the mark is gone and claims
+ * the pair again (evc_wait_unmarked), so a slot the stealer had to give back stays in this
+ * cache; a flush, which may hold the registry lock, drops it. */
+static inline evc_won evc_claim_own(sp__evc *c, const sp__event_pool *p, sp__event_slot *slot,
+                                    uint32_t gen, bool acquiring) {
+  if (!p->asym) return event_claim_cached(slot, gen) ? EVC_FREE : EVC_LOST;
+  const uint64_t want = (uint64_t)gen << 32 | SP__EVS_CACHED;
+  atomic_store_explicit(&c->hazard, slot, memory_order_relaxed);
+  atomic_signal_fence(memory_order_seq_cst); /* a full fence once a stealer's membarrier runs */
+  uint64_t s = atomic_load_explicit(&slot->state, memory_order_acquire);
+  evc_won won = s == (want | SP__EVS_STEAL) ? EVC_MARKED : EVC_LOST;
+  if (SP__LIKELY(s == want)) {
+    if (SP__LIKELY(acquiring && slot->bev)) {
+      /* release: a query of a stale handle that reads this NULL fails its re-check */
+      atomic_store_explicit(&slot->stream, NULL, memory_order_release);
+      atomic_store_explicit(&slot->state, (uint64_t)gen << 32 | SP__EVS_LIVE, memory_order_release);
+      won = EVC_LIVE;
+    } else {
       atomic_store_explicit(&slot->state, (uint64_t)gen << 32, memory_order_relaxed);
-    atomic_store_explicit(&c->hazard, NULL, memory_order_release);
-    if (SP__LIKELY(s == want)) return true;
-    if (s != (want | SP__EVS_STEAL) || !wait_mark) return false;
-    for (unsigned tries = 1;
-         atomic_load_explicit(&slot->state, memory_order_relaxed) == (want | SP__EVS_STEAL);
-         tries++)
-      if (tries % 64 == 0) sched_yield();
+      won = EVC_FREE;
+    }
   }
+  atomic_store_explicit(&c->hazard, NULL, memory_order_release);
+  return won;
+}
+
+/* Waits until the steal mark on cached slot (gen) is gone. */
+static SP__EVC_NOINLINE void evc_wait_unmarked(sp__event_slot *slot, uint32_t gen) {
+  const uint64_t marked = (uint64_t)gen << 32 | SP__EVS_CACHED | SP__EVS_STEAL;
+  for (unsigned tries = 1; atomic_load_explicit(&slot->state, memory_order_relaxed) == marked;
+       tries++)
+    if (tries % 64 == 0) sched_yield();
 }
 
 /* A stealer's claim of cached slot (gen) of p: true if it is now the caller's. */
@@ -351,12 +381,13 @@ static void evc_flush(sp__evc *c, sp__event_pool *p, sp__evc_entry *e, unsigned 
   sp_assert(count <= e->n && e->key);
   sp__idstack *free = &p->free[e->key & 1u];
   for (unsigned k = 0; k < count; k++) {
-    sp__event_slot *slot = event_slot_at(p, e->idx[k]);
-    if (evc_claim_own(c, p, slot, e->gen[k], false)) /* may hold the registry lock */
-      sp__idstack_push(free, &slot->link, e->idx[k]);
+    uint32_t i = (uint32_t)e->id[k] - 1;
+    sp__event_slot *slot = event_slot_at(p, i);
+    /* acquiring false: the caller may hold the registry lock */
+    if (evc_claim_own(c, p, slot, SP__EVS_GEN(e->id[k]), false) == EVC_FREE)
+      sp__idstack_push(free, &slot->link, i);
   }
-  memmove(e->idx, e->idx + count, (e->n - count) * sizeof(e->idx[0]));
-  memmove(e->gen, e->gen + count, (e->n - count) * sizeof(e->gen[0]));
+  memmove(e->id, e->id + count, (e->n - count) * sizeof(e->id[0]));
   e->n -= count;
 }
 
@@ -443,15 +474,9 @@ static sp__evc_entry *evc_claim(uint64_t key) {
   return e;
 }
 
-/* Pops a pair of e (of this thread's cache c) that this thread can still claim;
- * SP__IDSTACK_NONE when none is left. */
-static inline uint32_t evc_pop(sp__evc *c, sp__event_pool *p, sp__evc_entry *e) {
-  while (e->n) {
-    e->n--;
-    if (SP__LIKELY(evc_claim_own(c, p, event_slot_at(p, e->idx[e->n]), e->gen[e->n], true)))
-      return e->idx[e->n];
-  }
-  return SP__IDSTACK_NONE;
+/* Claims this thread's cached pair id (the handle it is acquired as) for an acquire. */
+static inline evc_won evc_claim_id(sp__event_pool *p, uint64_t id) {
+  return evc_claim_own(sp__evc_tls, p, event_slot_at(p, (uint32_t)id - 1), SP__EVS_GEN(id), true);
 }
 
 /* The pool is exhausted but for slots in other threads' caches: claims one cached slot of flag
@@ -491,8 +516,7 @@ static SP__EVC_NOINLINE sp_status event_take_slow(sp_device *dev, unsigned flags
       uint32_t gen = SP__EVS_GEN(atomic_load_explicit(&slot->state, memory_order_relaxed));
       atomic_store_explicit(&slot->state, (uint64_t)gen << 32 | SP__EVS_CACHED,
                             memory_order_release);
-      e->idx[e->n] = j;
-      e->gen[e->n++] = gen;
+      evc_push(e, j, gen);
     }
     *out = i;
     return SP_OK;
@@ -505,8 +529,7 @@ static SP__EVC_NOINLINE sp_status event_take_slow(sp_device *dev, unsigned flags
       sp__event_slot *slot = event_slot_at(p, i + k);
       atomic_store_explicit(&slot->state, (uint64_t)slot->gen0 << 32 | SP__EVS_CACHED,
                             memory_order_release);
-      e->idx[e->n] = i + k;
-      e->gen[e->n++] = slot->gen0;
+      evc_push(e, i + k, slot->gen0);
     }
     *out = i;
     return SP_OK;
@@ -520,20 +543,6 @@ static SP__EVC_NOINLINE sp_status event_take_slow(sp_device *dev, unsigned flags
                     p->cap - atomic_load(&p->retired), atomic_load(&p->retired));
   *out = i;
   return SP_OK;
-}
-
-/* A free slot index of dev for flags, the caller's alone: from this thread's cache when it has
- * one. */
-static inline sp_status event_take(sp_device *dev, unsigned flags, uint32_t *out) {
-  sp__evc_entry *e = evc_find(evc_key_of(dev, flags & SP_EVENT_TIMING));
-  if (SP__LIKELY(e && e->n)) {
-    uint32_t i = evc_pop(sp__evc_tls, dev->events, e);
-    if (SP__LIKELY(i != SP__IDSTACK_NONE)) {
-      *out = i;
-      return SP_OK;
-    }
-  }
-  return event_take_slow(dev, flags, e, out);
 }
 
 /* Gives free, uncached, unpinned slot i (flag set cls) back: to this thread's cache, else the
@@ -551,8 +560,7 @@ static SP__EVC_NOINLINE void event_put(sp_device *dev, unsigned cls, uint32_t i)
   }
   if (e->n == SP__EVC_MAX) evc_flush(sp__evc_tls, p, e, SP__EVC_BATCH);
   atomic_store_explicit(&slot->state, s | SP__EVS_CACHED, memory_order_release);
-  e->idx[e->n] = i;
-  e->gen[e->n++] = SP__EVS_GEN(s);
+  evc_push(e, i, SP__EVS_GEN(s));
 }
 
 /* A released slot's last user gives it back (event_put), unless its generation wrapped to its
@@ -569,34 +577,72 @@ static void event_recycle(sp_device *dev, unsigned cls, uint32_t i) {
 
 /* ---- acquire, pin, release ---- */
 
-sp_status sp__event_acquire(sp_device *dev, unsigned flags, sp_event *out) {
-  if (flags & ~(unsigned)SP_EVENT_TIMING)
-    return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_event_acquire: unknown flags 0x%x", flags);
-  if (!out) return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_event_acquire: out is NULL");
-  uint32_t i = 0;
-  sp_status st = event_take(dev, flags, &i);
-  if (st != SP_OK) return st;
-  sp__event_slot *slot = event_slot_at(dev->events, i);
+/* The acquire past its fast path, which popped nothing (won EVC_LOST) or a pair (id) its claim
+ * did not make live (won): the rest of this thread's entry e (may be NULL), else
+ * event_take_slow; then the slot goes live, its backend event made on the slot's first acquire. */
+static SP__EVC_NOINLINE sp_status event_acquire_slow(sp_device *dev, unsigned flags,
+                                                     sp__evc_entry *e, evc_won won, uint64_t id,
+                                                     sp_event *out) {
+  sp__event_pool *p = dev->events;
+  for (;;) {
+    if (won == EVC_MARKED) {
+      evc_wait_unmarked(event_slot_at(p, (uint32_t)id - 1), SP__EVS_GEN(id));
+      won = evc_claim_id(p, id);
+    } else if (won == EVC_LOST && e && e->n) {
+      id = e->id[--e->n];
+      won = evc_claim_id(p, id);
+    } else {
+      break;
+    }
+  }
+  if (won == EVC_LIVE) {
+    out->id = id;
+    return SP_OK;
+  }
+  if (won == EVC_LOST) {
+    uint32_t i = 0;
+    sp_status st = event_take_slow(dev, flags, e, &i);
+    if (st != SP_OK) return st;
+    uint64_t s = atomic_load_explicit(&event_slot_at(p, i)->state, memory_order_relaxed);
+    id = (s >> 32) << 32 | (uint64_t)(i + 1);
+  }
+  uint32_t i = (uint32_t)id - 1, gen = SP__EVS_GEN(id);
+  sp__event_slot *slot = event_slot_at(p, i);
   sp_assert(slot && slot->flags == flags);
-  if (SP__UNLIKELY(!slot->bev)) {
-    st = dev->be->event_create(dev->bdev, flags, &slot->bev);
+  sp_assert(atomic_load_explicit(&slot->state, memory_order_relaxed) == (uint64_t)gen << 32);
+  if (!slot->bev) {
+    sp_status st = dev->be->event_create(dev->bdev, flags, &slot->bev);
     if (st != SP_OK) {
       /* Back as the next generation, never live: another thread's cache may still hold a stale
        * pair of this one (the slot may have been stolen from it), which must not match. */
       slot->bev = NULL;
-      uint64_t g = SP__EVS_GEN(atomic_load_explicit(&slot->state, memory_order_relaxed));
-      atomic_store_explicit(&slot->state, (uint64_t)(uint32_t)(g + 1) << 32, memory_order_relaxed);
+      atomic_store_explicit(&slot->state, (uint64_t)(uint32_t)(gen + 1) << 32,
+                            memory_order_relaxed);
       event_recycle(dev, flags & SP_EVENT_TIMING, i);
       return st;
     }
   }
   /* release: a query of a stale handle that reads this NULL fails its re-check (sp__event_query) */
   atomic_store_explicit(&slot->stream, NULL, memory_order_release);
-  uint64_t s = atomic_load_explicit(&slot->state, memory_order_relaxed);
-  sp_assert(!(s & (SP__EVS_LIVE | SP__EVS_CACHED | SP__EVS_STEAL | SP__EVS_PINS)));
-  atomic_store_explicit(&slot->state, s | SP__EVS_LIVE, memory_order_release);
-  out->id = (s >> 32) << 32 | (uint64_t)(i + 1);
+  atomic_store_explicit(&slot->state, (uint64_t)gen << 32 | SP__EVS_LIVE, memory_order_release);
+  out->id = id;
   return SP_OK;
+}
+
+/* Fast path: the top pair of this thread's cache, made live inside its claim. */
+sp_status sp__event_acquire(sp_device *dev, unsigned flags, sp_event *out) {
+  if (flags & ~(unsigned)SP_EVENT_TIMING)
+    return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_event_acquire: unknown flags 0x%x", flags);
+  if (!out) return sp__fail(SP_ERR_INVALID_ARGUMENT, "sp_event_acquire: out is NULL");
+  sp__evc_entry *e = evc_find(evc_key_of(dev, flags));
+  evc_won won = EVC_LOST;
+  uint64_t id = 0;
+  if (SP__LIKELY(e && e->n) &&
+      SP__LIKELY((won = evc_claim_id(dev->events, id = e->id[--e->n])) == EVC_LIVE)) {
+    out->id = id;
+    return SP_OK;
+  }
+  return event_acquire_slow(dev, flags, e, won, id, out);
 }
 
 static sp_status event_stale(const char *fn, sp_event ev) {
@@ -621,7 +667,7 @@ static sp_status event_pin(sp_device *dev, sp_event ev, const char *fn, sp__even
   sp__event_slot *slot = event_slot_of(dev, ev);
   if (SP__UNLIKELY(!slot)) return event_stale(fn, ev);
   uint64_t want = event_live_state(ev);
-  uint64_t s = atomic_load_explicit(&slot->state, memory_order_relaxed);
+  uint64_t s = want; /* the common case, unpinned; a failed CAS loads the state */
   do {
     if (SP__UNLIKELY((s & ~SP__EVS_PINS) != want)) return event_stale(fn, ev);
     if (SP__UNLIKELY((s & SP__EVS_PINS) == SP__EVS_PINS))
@@ -649,18 +695,15 @@ void sp__event_unpin(sp_device *dev, sp_event ev) {
   event_unpin_ev(dev, event_slot_at(dev->events, (uint32_t)ev.id - 1), ev);
 }
 
-sp_status sp__event_release(sp_device *dev, sp_event ev) {
+/* The release past its fast path: pinned, no room in this thread's cache (e, may be NULL), a wrap,
+ * or a stale handle. */
+static SP__EVC_NOINLINE sp_status event_release_slow(sp_device *dev, sp_event ev,
+                                                     sp__event_slot *slot, sp__evc_entry *e) {
   static const char fn[] = "sp_event_release";
-  uint32_t i1 = (uint32_t)ev.id;
-  sp__event_slot *slot = event_slot_of(dev, ev);
-  if (!slot) return event_stale(fn, ev);
-  uint32_t next_gen = (uint32_t)(ev.id >> 32) + 1;
-  uint64_t want = event_live_state(ev);
+  uint32_t i = (uint32_t)ev.id - 1, next_gen = (uint32_t)(ev.id >> 32) + 1;
+  uint64_t want = event_live_state(ev), s = want, next;
   unsigned cls = slot->flags & SP_EVENT_TIMING;
-  /* Fast path: no pin, room in this thread's cache, no wrap: cached in the same CAS. */
-  sp__evc_entry *e = evc_find(evc_key_of(dev, cls));
   bool cache = e && e->n < SP__EVC_MAX && next_gen != slot->gen0;
-  uint64_t s = atomic_load_explicit(&slot->state, memory_order_relaxed), next;
   do {
     if ((s & ~SP__EVS_PINS) != want) return event_stale(fn, ev);
     next = (uint64_t)next_gen << 32 | (s & SP__EVS_PINS);
@@ -668,12 +711,28 @@ sp_status sp__event_release(sp_device *dev, sp_event ev) {
   } while (!atomic_compare_exchange_weak_explicit(&slot->state, &s, next, memory_order_acq_rel,
                                                   memory_order_relaxed));
   if (next & SP__EVS_CACHED) {
-    e->idx[e->n] = i1 - 1;
-    e->gen[e->n++] = next_gen;
+    evc_push(e, i, next_gen);
   } else if (!(next & SP__EVS_PINS)) {
-    event_recycle(dev, cls, i1 - 1);
+    event_recycle(dev, cls, i);
   } /* else: pinned; the last unpin recycles it */
   return SP_OK;
+}
+
+/* Fast path: unpinned, room in this thread's cache, no wrap: cached in the same CAS. */
+sp_status sp__event_release(sp_device *dev, sp_event ev) {
+  sp__event_slot *slot = event_slot_of(dev, ev);
+  if (SP__UNLIKELY(!slot)) return event_stale("sp_event_release", ev);
+  uint32_t next_gen = (uint32_t)(ev.id >> 32) + 1;
+  sp__evc_entry *e = evc_find(evc_key_of(dev, slot->flags & SP_EVENT_TIMING));
+  uint64_t s = event_live_state(ev);
+  if (SP__LIKELY(e && e->n < SP__EVC_MAX && next_gen != slot->gen0) &&
+      SP__LIKELY(atomic_compare_exchange_strong_explicit(
+          &slot->state, &s, (uint64_t)next_gen << 32 | SP__EVS_CACHED, memory_order_acq_rel,
+          memory_order_relaxed))) {
+    evc_push(e, (uint32_t)ev.id - 1, next_gen);
+    return SP_OK;
+  }
+  return event_release_slow(dev, ev, slot, e);
 }
 
 sp_status sp__event_record(sp_device *dev, sp_event ev, sp_stream *s) {

@@ -20,8 +20,8 @@
  * generation but a pinned slot is recycled only by its last unpin.
  *
  * Claims of cached slots are asymmetric: the owner announces its claim in its hazard word, loads
- * the state and, if still (gen, cached), stores (gen, free), then clears the hazard (no
- * read-modify-write); a stealer marks the slot (CAS to cached | steal), waits until no hazard
+ * the state and, if still (gen, cached), stores (gen, free), or (gen, live) when the claim is
+ * the acquire itself (the slot's event exists), then clears the hazard (no read-modify-write); a stealer marks the slot (CAS to cached | steal), waits until no hazard
  * names it, and CASes the mark to free; if its membarrier fails it removes the mark instead. An
  * owner that finds the mark waits until it is gone and tries again (keeping its pair). Checked:
  * the slot never has two owners, and at the end it is on the shared stack or in a cache whose
@@ -64,7 +64,7 @@ byte done = 0;            /* threads finished                                   
 
 proctype owner(byte me) {
   byte k = 0, hg, hi, cg, sg;
-  bit got, ok, mk;
+  bit got, ok, mk, fused;
   do
   :: k < ROUNDS ->
     got = 0;
@@ -79,7 +79,13 @@ proctype owner(byte me) {
           mk = (cached && steal && gen == cgen[me])
         };
         if
-        :: ok -> atomic { cached = 0; steal = 0; got = 1 }   /* store (gen, free) */
+        :: ok ->
+          if
+          :: atomic { cached = 0; steal = 0; got = 1 }       /* store (gen, free) */
+          :: atomic { cached = 0; steal = 0; got = 1;        /* store (gen, live): the acquire */
+                      owners++; assert(owners == 1); live = 1; inc++; hg = gen; hi = inc;
+                      fused = 1 }
+          fi
         :: else
         fi;
         hz[me] = 0;
@@ -101,8 +107,12 @@ proctype owner(byte me) {
 #endif
       fi
     od;
-    atomic { owners++; assert(owners == 1) };
-    atomic { live = 1; inc++; hg = gen; hi = inc };       /* acquire */
+    if
+    :: !fused ->
+      atomic { owners++; assert(owners == 1) };
+      atomic { live = 1; inc++; hg = gen; hi = inc }      /* acquire */
+    :: else -> fused = 0                                  /* acquired inside the claim */
+    fi;
     atomic { pub_gen = hg; pub_inc = hi };                 /* a copy escapes */
     atomic {                                               /* release: CAS (hg, live) */
       owners--;
