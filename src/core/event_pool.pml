@@ -21,13 +21,13 @@
  *
  * Claims of cached slots are asymmetric: the owner announces its claim in its hazard word, loads
  * the state and, if still (gen, cached), stores (gen, free), or (gen, live) when the claim is
- * the acquire itself (the slot's event exists), then clears the hazard (no read-modify-write); a stealer marks the slot (CAS to cached | steal), waits until no hazard
- * names it, and CASes the mark to free; if its membarrier fails it removes the mark instead. An
- * owner that finds the mark waits until it is gone and tries again (keeping its pair). Checked:
- * the slot never has two owners, and at the end it is on the shared stack or in a cache whose
- * pair matches it. (The C code
- * runs membarrier between the stealer's mark and its hazard scan, which makes this sequentially
- * consistent model's order hold on the machine: event_pool.c.) -DNO_HAZARD_SCAN skips the wait
+ * the acquire itself (the slot's event exists), then clears the hazard (no read-modify-write);
+ * a stealer marks the slot (CAS to cached | steal), waits until no hazard names it, and CASes
+ * the mark to free; if its membarrier fails it removes the mark instead. An owner that finds
+ * the mark waits until it is gone and tries again (keeping its pair). Checked: the slot never has
+ * two owners, and at the end it is on the shared stack or in a cache whose pair matches it. (The
+ * C code runs membarrier between the stealer's mark and its hazard scan, which makes this
+ * sequentially consistent model's order hold on the machine: event_pool.c.) -DNO_HAZARD_SCAN skips the wait
  * (its counterexample: the owner and the stealer both take the slot).
  *
  * A query pins nothing: it checks (generation, live) with one load, reads the backend event (which
