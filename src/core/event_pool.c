@@ -124,16 +124,19 @@ static _Atomic uint32_t *event_link(void *ctx, uint32_t i) { return &event_slot_
  * A thread claims the pairs of its own cache far more often than anyone steals (only when the
  * pool is exhausted), so with asymmetric claims the owner pays no read-modify-write and the
  * stealer a system call. The owner announces the slot in its hazard word, then loads the state
- * and, if it is still (gen, cached), stores (gen, free); then clears the hazard. A stealer CASes
- * (gen, cached) to (gen, cached | steal), runs membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED),
- * which puts a full memory barrier into every running thread of the process, and then looks for
- * the slot in every cache's hazard word. That is Dekker's handshake with the owner's half of the
- * fence moved into the stealer: either the owner's load sees the steal mark (it drops the pair),
- * or the stealer sees the hazard and waits for it to clear, after which the state says who won
- * (the owner's store replaced the mark, or the mark is still there and the stealer CASes it to
- * free). src/core/event_pool.pml models the handshake (-DNO_HAZARD_SCAN: two owners).
- * Without membarrier (not Linux, or refused at registration) both sides CAS, as
- * event_claim_cached does. */
+ * and, if it is still (gen, cached), stores (gen, live) (an acquire, once the slot's backend
+ * event exists) or (gen, free); then clears the hazard. A stealer CASes (gen, cached) to (gen,
+ * cached | steal), runs membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED), which puts a full memory
+ * barrier into every running thread of the process, and then looks for the slot in every cache's
+ * hazard word. That is Dekker's handshake with the owner's half of the fence moved into the
+ * stealer: either the owner's load sees the steal mark (an acquire waits for the stealer to
+ * settle it, a flush drops the pair), or the stealer sees the hazard and waits for it to clear,
+ * after which the state says who won (the owner's store replaced the mark, or the mark is still
+ * there and the stealer CASes it to free). src/core/event_pool.pml models the handshake
+ * (-DNO_HAZARD_SCAN: two owners). Without membarrier (not Linux, or refused at registration) both
+ * sides CAS, as event_claim_cached does; the claim then always leaves the slot free, and a cached
+ * acquire goes live on the slow path (reading bev before winning the CAS would race with a
+ * stealer). */
 
 static bool evc_heavy_fence(void) {
 #if defined(__linux__) && defined(SYS_membarrier)
@@ -296,15 +299,16 @@ static bool event_claim_cached(sp__event_slot *slot, uint32_t gen) {
 
 /* What an owner's claim of one of its cached pairs got. */
 typedef enum evc_won {
-  EVC_LOST,   /* a stealer took the slot: drop the pair                                   */
+  EVC_LOST,   /* a stealer took the slot (the pair is stale): drop the pair               */
   EVC_MARKED, /* a stealer is taking it and may yet give it back (its membarrier failed)  */
   EVC_FREE,   /* (gen, free): the caller's alone                                          */
   EVC_LIVE,   /* (gen, live), its stream reset: acquired (the slot's backend event exists) */
 } evc_won;
 
-/* The owner's claim of pair (slot, gen) of its cache c (asymmetric when p->asym). With acquiring
- * (sp__event_acquire, which holds no lock) a slot whose backend event exists goes live inside the
- * claim, in the same plain store; without (flushes) it gets (gen, free). Once the load has seen
+/* The owner's claim of pair (slot, gen) of its cache c (asymmetric when p->asym, else a CAS that
+ * leaves the slot free). With acquiring (sp__event_acquire, which holds no lock) a slot whose
+ * backend event exists goes live inside the claim, in the same plain store; without (flushes) it
+ * gets (gen, free). Once the load has seen
  * (gen, cached) unmarked the slot is the owner's: a mark set after it is overwritten by the
  * store, and the stealer, which waits for the hazard to clear, then fails its CAS from the mark.
  * A marked slot is the stealer's to settle: an acquire waits until the mark is gone and claims
@@ -474,7 +478,8 @@ static sp__evc_entry *evc_claim(uint64_t key) {
   return e;
 }
 
-/* Claims this thread's cached pair id (the handle it is acquired as) for an acquire. */
+/* Claims this thread's cached pair id (the handle it is acquired as) for an acquire, as
+ * evc_claim_own with this thread's cache. */
 static inline evc_won evc_claim_id(sp__event_pool *p, uint64_t id) {
   return evc_claim_own(sp__evc_tls, p, event_slot_at(p, (uint32_t)id - 1), SP__EVS_GEN(id), true);
 }
@@ -498,9 +503,9 @@ static uint32_t event_steal(sp__event_pool *p, unsigned cls) {
   return SP__IDSTACK_NONE;
 }
 
-/* Slow path of event_take: fills this thread's entry with up to a batch from the shared stack,
- * else makes never-used slots, else steals from other threads' caches. e: the thread's entry for
- * (dev, cls), or NULL. */
+/* An acquire's way to a slot when its cache has none: fills this thread's entry with up to a batch
+ * from the shared stack, else makes never-used slots, else steals from other threads' caches. e:
+ * the thread's entry for (dev, cls), or NULL. */
 static SP__EVC_NOINLINE sp_status event_take_slow(sp_device *dev, unsigned flags, sp__evc_entry *e,
                                                   uint32_t *out) {
   sp__event_pool *p = dev->events;
@@ -577,8 +582,9 @@ static void event_recycle(sp_device *dev, unsigned cls, uint32_t i) {
 
 /* ---- acquire, pin, release ---- */
 
-/* The acquire past its fast path, which popped nothing (won EVC_LOST) or a pair (id) its claim
- * did not make live (won): the rest of this thread's entry e (may be NULL), else
+/* The acquire past its fast path, which popped nothing (won EVC_LOST, id 0) or a pair (id) its
+ * claim did not make live (won: lost, marked or free): the rest of this thread's entry e (may be
+ * NULL), else
  * event_take_slow; then the slot goes live, its backend event made on the slot's first acquire. */
 static SP__EVC_NOINLINE sp_status event_acquire_slow(sp_device *dev, unsigned flags,
                                                      sp__evc_entry *e, evc_won won, uint64_t id,
@@ -637,10 +643,13 @@ sp_status sp__event_acquire(sp_device *dev, unsigned flags, sp_event *out) {
   sp__evc_entry *e = evc_find(evc_key_of(dev, flags));
   evc_won won = EVC_LOST;
   uint64_t id = 0;
-  if (SP__LIKELY(e && e->n) &&
-      SP__LIKELY((won = evc_claim_id(dev->events, id = e->id[--e->n])) == EVC_LIVE)) {
-    out->id = id;
-    return SP_OK;
+  if (SP__LIKELY(e && e->n)) {
+    id = e->id[--e->n];
+    won = evc_claim_id(dev->events, id);
+    if (SP__LIKELY(won == EVC_LIVE)) {
+      out->id = id;
+      return SP_OK;
+    }
   }
   return event_acquire_slow(dev, flags, e, won, id, out);
 }

@@ -72,7 +72,7 @@ proctype owner(byte me) {
     :: got -> break
     :: else ->
       if
-      :: has[me] ->                       /* own cache: claim (gen, cached) -> (gen, free) */
+      :: has[me] ->                       /* own cache: claim (gen, cached) -> free or live */
         hz[me] = 1;                                          /* announce */
         atomic {                                             /* load */
           ok = (cached && !steal && !live && gen == cgen[me]);
