@@ -383,6 +383,17 @@ cudaError_t forward(net &n, const variant &v, cudaStream_t s) {
   return cudaLaunchKernel(fn, dim3(first), dim3(32 * v.warps), args, 0, s);
 }
 
+/* n's output (bytes of it) from the library's kernels on s, which then leave the output buffer
+ * zeroed, so a forward compared with it must write every byte. */
+std::vector<char> library_output(net &n, cudaStream_t s, size_t bytes) {
+  std::vector<char> want(bytes);
+  forward(n, {GEMV_PDL, 4, false, false}, s);
+  cudaStreamSynchronize(s);
+  cudaMemcpy(want.data(), n.buf[kLayers], bytes, cudaMemcpyDeviceToHost);
+  cudaMemset(n.buf[kLayers], 0, bytes);
+  return want;
+}
+
 /* Whether v's forward equals the library's kernels' bit for bit, three launches in a row (the
  * counters reset themselves), with the counters zero after. */
 bool check(const variant &v, bool bf16) {
@@ -390,11 +401,7 @@ bool check(const variant &v, bool bf16) {
   cudaStream_t s;
   cudaStreamCreate(&s);
   const size_t bytes = kDims[kLayers] * (bf16 ? 2 : 4);
-  std::vector<char> want(bytes), got(bytes);
-  forward(n, {GEMV_PDL, 4, false, false}, s);
-  cudaStreamSynchronize(s);
-  cudaMemcpy(want.data(), n.buf[kLayers], bytes, cudaMemcpyDeviceToHost);
-  cudaMemset(n.buf[kLayers], 0, bytes);
+  std::vector<char> want = library_output(n, s, bytes), got(bytes);
   cudaError_t e = cudaSuccess;
   for (int k = 0; k < 3 && e == cudaSuccess; k++) e = forward(n, v, s);
   if (e == cudaSuccess) e = cudaStreamSynchronize(s);
@@ -488,11 +495,7 @@ double persistent_rate(bool bf16, double seconds, bool *equal) {
   const size_t es = bf16 ? 2 : 4, bytes = kDims[kLayers] * es;
   cudaStream_t s;
   if (cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking) != cudaSuccess) return -1;
-  std::vector<char> want(bytes), got(bytes);
-  forward(n, {GEMV_PDL, 4, false, false}, s);
-  cudaStreamSynchronize(s);
-  cudaMemcpy(want.data(), n.buf[kLayers], bytes, cudaMemcpyDeviceToHost);
-  cudaMemset(n.buf[kLayers], 0, bytes);
+  std::vector<char> want = library_output(n, s, bytes), got(bytes);
   int dev = 0, sms = 0, per_sm = 0;
   cudaGetDevice(&dev);
   cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);

@@ -297,6 +297,13 @@ static bool event_claim_cached(sp__event_slot *slot, uint32_t gen) {
                                                  memory_order_acquire, memory_order_relaxed);
 }
 
+/* Makes free slot (gen) of the caller's live: its stream reset first (release: a query of a stale
+ * handle that reads this NULL fails its re-check, sp__event_query), then the state. */
+static inline void event_go_live(sp__event_slot *slot, uint32_t gen) {
+  atomic_store_explicit(&slot->stream, NULL, memory_order_release);
+  atomic_store_explicit(&slot->state, (uint64_t)gen << 32 | SP__EVS_LIVE, memory_order_release);
+}
+
 /* What an owner's claim of one of its cached pairs got. */
 typedef enum evc_won {
   EVC_LOST,   /* a stealer took the slot (the pair is stale): drop the pair               */
@@ -308,12 +315,11 @@ typedef enum evc_won {
 /* The owner's claim of pair (slot, gen) of its cache c (asymmetric when p->asym, else a CAS that
  * leaves the slot free). With acquiring (sp__event_acquire, which holds no lock) a slot whose
  * backend event exists goes live inside the claim, in the same plain store; without (flushes) it
- * gets (gen, free). Once the load has seen
- * (gen, cached) unmarked the slot is the owner's: a mark set after it is overwritten by the
- * store, and the stealer, which waits for the hazard to clear, then fails its CAS from the mark.
- * A marked slot is the stealer's to settle: an acquire waits until the mark is gone and claims
- * the pair again (evc_wait_unmarked), so a slot the stealer had to give back stays in this
- * cache; a flush, which may hold the registry lock, drops it. */
+ * gets (gen, free). Once the load has seen (gen, cached) unmarked the slot is the owner's: a mark
+ * set after it is overwritten by the store, and the stealer, which waits for the hazard to clear,
+ * then fails its CAS from the mark. A marked slot is the stealer's to settle: an acquire waits
+ * until the mark is gone and claims the pair again (evc_wait_unmarked), so a slot the stealer had
+ * to give back stays in this cache; a flush, which may hold the registry lock, drops it. */
 static inline evc_won evc_claim_own(sp__evc *c, const sp__event_pool *p, sp__event_slot *slot,
                                     uint32_t gen, bool acquiring) {
   if (!p->asym) return event_claim_cached(slot, gen) ? EVC_FREE : EVC_LOST;
@@ -324,9 +330,7 @@ static inline evc_won evc_claim_own(sp__evc *c, const sp__event_pool *p, sp__eve
   evc_won won = s == (want | SP__EVS_STEAL) ? EVC_MARKED : EVC_LOST;
   if (SP__LIKELY(s == want)) {
     if (SP__LIKELY(acquiring && slot->bev)) {
-      /* release: a query of a stale handle that reads this NULL fails its re-check */
-      atomic_store_explicit(&slot->stream, NULL, memory_order_release);
-      atomic_store_explicit(&slot->state, (uint64_t)gen << 32 | SP__EVS_LIVE, memory_order_release);
+      event_go_live(slot, gen);
       won = EVC_LIVE;
     } else {
       atomic_store_explicit(&slot->state, (uint64_t)gen << 32, memory_order_relaxed);
@@ -584,8 +588,8 @@ static void event_recycle(sp_device *dev, unsigned cls, uint32_t i) {
 
 /* The acquire past its fast path, which popped nothing (won EVC_LOST, id 0) or a pair (id) its
  * claim did not make live (won: lost, marked or free): the rest of this thread's entry e (may be
- * NULL), else
- * event_take_slow; then the slot goes live, its backend event made on the slot's first acquire. */
+ * NULL), else event_take_slow; then the slot goes live, its backend event made on the slot's
+ * first acquire. */
 static SP__EVC_NOINLINE sp_status event_acquire_slow(sp_device *dev, unsigned flags,
                                                      sp__evc_entry *e, evc_won won, uint64_t id,
                                                      sp_event *out) {
@@ -628,9 +632,7 @@ static SP__EVC_NOINLINE sp_status event_acquire_slow(sp_device *dev, unsigned fl
       return st;
     }
   }
-  /* release: a query of a stale handle that reads this NULL fails its re-check (sp__event_query) */
-  atomic_store_explicit(&slot->stream, NULL, memory_order_release);
-  atomic_store_explicit(&slot->state, (uint64_t)gen << 32 | SP__EVS_LIVE, memory_order_release);
+  event_go_live(slot, gen);
   out->id = id;
   return SP_OK;
 }
@@ -704,15 +706,15 @@ void sp__event_unpin(sp_device *dev, sp_event ev) {
   event_unpin_ev(dev, event_slot_at(dev->events, (uint32_t)ev.id - 1), ev);
 }
 
-/* The release past its fast path: pinned, no room in this thread's cache (e, may be NULL), a wrap,
- * or a stale handle. */
+/* The release past its fast path: pinned, no room in this thread's cache, a wrap, or a stale
+ * handle. cache: the fast path's answer to "room in e (this thread's entry) and no wrap". */
 static SP__EVC_NOINLINE sp_status event_release_slow(sp_device *dev, sp_event ev,
-                                                     sp__event_slot *slot, sp__evc_entry *e) {
+                                                     sp__event_slot *slot, sp__evc_entry *e,
+                                                     bool cache) {
   static const char fn[] = "sp_event_release";
   uint32_t i = (uint32_t)ev.id - 1, next_gen = (uint32_t)(ev.id >> 32) + 1;
   uint64_t want = event_live_state(ev), s = want, next;
   unsigned cls = slot->flags & SP_EVENT_TIMING;
-  bool cache = e && e->n < SP__EVC_MAX && next_gen != slot->gen0;
   do {
     if ((s & ~SP__EVS_PINS) != want) return event_stale(fn, ev);
     next = (uint64_t)next_gen << 32 | (s & SP__EVS_PINS);
@@ -734,14 +736,14 @@ sp_status sp__event_release(sp_device *dev, sp_event ev) {
   uint32_t next_gen = (uint32_t)(ev.id >> 32) + 1;
   sp__evc_entry *e = evc_find(evc_key_of(dev, slot->flags & SP_EVENT_TIMING));
   uint64_t s = event_live_state(ev);
-  if (SP__LIKELY(e && e->n < SP__EVC_MAX && next_gen != slot->gen0) &&
-      SP__LIKELY(atomic_compare_exchange_strong_explicit(
-          &slot->state, &s, (uint64_t)next_gen << 32 | SP__EVS_CACHED, memory_order_acq_rel,
-          memory_order_relaxed))) {
+  bool cache = e && e->n < SP__EVC_MAX && next_gen != slot->gen0;
+  if (SP__LIKELY(cache) && SP__LIKELY(atomic_compare_exchange_strong_explicit(
+                               &slot->state, &s, (uint64_t)next_gen << 32 | SP__EVS_CACHED,
+                               memory_order_acq_rel, memory_order_relaxed))) {
     evc_push(e, (uint32_t)ev.id - 1, next_gen);
     return SP_OK;
   }
-  return event_release_slow(dev, ev, slot, e);
+  return event_release_slow(dev, ev, slot, e, cache);
 }
 
 sp_status sp__event_record(sp_device *dev, sp_event ev, sp_stream *s) {

@@ -27,8 +27,8 @@
  * the mark waits until it is gone and tries again (keeping its pair). Checked: the slot never has
  * two owners, and at the end it is on the shared stack or in a cache whose pair matches it. (The
  * C code runs membarrier between the stealer's mark and its hazard scan, which makes this
- * sequentially consistent model's order hold on the machine: event_pool.c.) -DNO_HAZARD_SCAN skips the wait
- * (its counterexample: the owner and the stealer both take the slot).
+ * sequentially consistent model's order hold on the machine: event_pool.c.) -DNO_HAZARD_SCAN
+ * skips the wait (its counterexample: the owner and the stealer both take the slot).
  *
  * A query pins nothing: it checks (generation, live) with one load, reads the backend event (which
  * may meanwhile belong to the slot's next incarnation), and keeps the answer only if a second load
