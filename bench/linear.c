@@ -5,8 +5,10 @@
  * sp_model_forward + sp_stream_sync (graph replay, as bench/infer) with STREAMPOOL_CUDA_LINEAR =
  * cublaslt (cuBLASLt only), kernel (our GEMV only) and auto (the timed choice), f32, bf16 and f16
  * (or --dtypes), at batch 1 on 1 and 16 threads and at batch 8 and 32 (or --batches, each 1..32) on
- * 16 threads. Each row prints forwards/s, rows per second, p50/p99 latency and the ratio to the
- * cuBLASLt-only row and to the limit. In auto mode the shapes are first run once eagerly (a model
+ * 16 threads; and per dtype the same model through a resident (sp_resident_forward, one caller,
+ * batch 1: no launch and no sync a forward). Each row prints forwards/s, rows per second, p50/p99
+ * latency and the ratio to the cuBLASLt-only row and to the limit (the resident's: to the
+ * one-thread ones). In auto mode the shapes are first run once eagerly (a model
  * built with STREAMPOOL_GRAPHS=0), so the backend times them outside capture; the graphs captured
  * afterwards use the cached choice; `--log debug` prints the library's log on stderr, each timing
  * among it (its two times and the answer). usage: linear [--duration S] [--threads 1,16]
@@ -34,7 +36,8 @@
 enum { IN = 512, OUT = 512, MAXT = 64, NBUCKET = 4096 };
 
 typedef struct run_shared {
-  sp_model *m; /* NULL: the empty-graph row */
+  sp_model *m;      /* NULL: the empty-graph row                      */
+  sp_resident *res; /* set: m's forwards through it (batch 1), no sync */
   unsigned batch;
   CUfunction empty;
   atomic_bool stop;
@@ -109,6 +112,13 @@ static int empty_loop(run_thread *t) {
   return 0;
 }
 
+/* One forward whose output is ready when it returns: the resident's, or forward + sync. */
+static sp_status forward_once(run_shared *sh, sp_stream *s, void *dx, void *dy) {
+  if (sh->res) return sp_resident_forward(sh->res, dx, dy);
+  sp_status st = sp_model_forward(sh->m, s, dx, dy, sh->batch);
+  return st == SP_OK ? sp_stream_sync(s) : st;
+}
+
 static void forward_loop(run_thread *t) {
   run_shared *sh = t->sh;
   sp_device *dev = sp_model_device(sh->m);
@@ -120,13 +130,13 @@ static void forward_loop(run_thread *t) {
   if (!x || sp_stream_current(dev, &s) || sp_alloc(dev, nx * sizeof(float), s, &dx) ||
       sp_alloc(dev, ny * sizeof(float), s, &dy) || sp_memcpy_async(s, dx, x, nx * sizeof(float)))
     t->errors++;
-  for (int i = 0; i < 3 && !t->errors; i++) /* warm-up: captures the graph */
-    if (sp_model_forward(sh->m, s, dx, dy, sh->batch) || sp_stream_sync(s)) t->errors++;
+  if (!t->errors && sp_stream_sync(s)) t->errors++;
+  for (int i = 0; i < 3 && !t->errors; i++) /* warm-up: captures the graph, starts the kernel */
+    if (forward_once(sh, s, dx, dy)) t->errors++;
   pthread_barrier_wait(&sh->go);
   while (!t->errors && !atomic_load_explicit(&sh->stop, memory_order_relaxed)) {
     double t0 = now_s();
-    if (sp_model_forward(sh->m, s, dx, dy, sh->batch) != SP_OK || sp_stream_sync(s) != SP_OK)
-      t->errors++;
+    if (forward_once(sh, s, dx, dy) != SP_OK) t->errors++;
     unsigned us = (unsigned)((now_s() - t0) * 1e6);
     t->lat_us[us < NBUCKET ? us : NBUCKET - 1]++;
     t->n++;
@@ -314,6 +324,16 @@ int main(int argc, char **argv) {
               run_row(&sh, threads[k], duration, label, mi ? lt[bi][k] : 0, bi == 0 ? limit[k] : 0);
           if (mi == 0) lt[bi][k] = r;
         }
+      if (mi == 2) { /* the resident: one caller, batch 1, the same model */
+        sh.batch = 1;
+        st = sp_resident_open(sh.m, &sh.res);
+        char label[64];
+        snprintf(label, sizeof(label), "%s resident", sp_cli_dtype_name(dt));
+        const bool one = threads[0] == 1; /* the ratios need one-thread rows */
+        if (st == SP_OK) run_row(&sh, 1, duration, label, one ? lt[0][0] : 0, one ? limit[0] : 0);
+        else fprintf(stderr, "linear: resident: %s\n", sp_last_error()), rc = 1;
+        sp_resident_close(sh.res);
+      }
       sp_model_free(sh.m);
       sp_device_close(dev);
     }

@@ -14,14 +14,15 @@
  *  - Thread safety is stated per function: "any thread", "owner thread" or
  *    "externally synchronized".
  *  - Config structs: all-zero means defaults.
- *  - Cancellation: a call that can block (syncs, sp_model_infer/forward/load, the batcher, an
- *    exclusive-slot wait, sp_device_close, sp_alloc when it must sync) runs with the calling
- *    thread's cancellation disabled and restores the caller's state on return, so pthread_cancel
- *    never leaves library state locked; a pending cancel acts at the caller's next cancellation
- *    point after the call returns. Asynchronous cancellation inside library calls is not
- *    supported.
+ *  - Cancellation: a call that can block (syncs, sp_model_infer/forward/load, the batcher, a
+ *    resident forward, an exclusive-slot wait, sp_device_close, sp_alloc when it must sync) runs
+ *    with the calling thread's cancellation disabled and restores the caller's state on return,
+ *    so pthread_cancel never leaves library state locked; a pending cancel acts at the caller's
+ *    next cancellation point after the call returns. Asynchronous cancellation inside library
+ *    calls is not supported.
  *  - Fork: in a child process, every call on an object the parent made returns SP_ERR_FORKED;
- *    sp_device_close, sp_model_free and sp_batcher_destroy only forget the object.
+ *    sp_device_close, sp_model_free, sp_batcher_destroy and sp_resident_close only forget the
+ *    object.
  */
 #ifndef STREAMPOOL_H
 #define STREAMPOOL_H
@@ -531,6 +532,56 @@ typedef struct sp_batcher_stats {
 /* b's counters so far, each read atomically (their sum is exact once callers and workers rest).
  * SP_ERR_FORKED in a forked child. Any thread, also while sp_batcher_infer runs. */
 sp_status sp_batcher_stats_get(sp_batcher *b, sp_batcher_stats *out);
+
+/* ---------------------------------------------------------------------------------------------
+ * Resident forwards: one caller's batch-1 MLP at the lowest latency
+ * ------------------------------------------------------------------------------------------- */
+
+/* sp_model_forward costs a graph launch and a stream sync per call even when its kernels take
+ * nothing (about 8 us on an H200). A resident keeps the model running on the device between
+ * calls: on CUDA one kernel with a block on every multiprocessor, each holding its share of every
+ * layer's weights in shared memory, woken for each forward by a doorbell in mapped host memory.
+ * A forward is then no launch and no stream sync: from one thread about 1.5x sp_model_forward's
+ * rate (docs/PERFORMANCE.md, "Resident forwards").
+ *
+ * What it costs, on CUDA: while the kernel runs it holds a block's worth of threads and shared
+ * memory on every multiprocessor (other streams' kernels still run beside it) and one host core
+ * polls while a forward is in flight; a forward blocks its caller and is not stream-ordered; and
+ * device-wide synchronizing calls of other threads (cudaFree, cudaDeviceSynchronize, a kernel
+ * module's first load) wait for the kernel to leave. It leaves after STREAMPOOL_RESIDENT_IDLE_US
+ * microseconds without a forward (read at sp_resident_open, 0..10000000, default 1000; the grammar
+ * of sp_device_open's variables) and at its first wait 10 ms after it started; the next forward
+ * starts it again (tens of microseconds, weights reloaded from device memory).
+ *
+ * A resident runs MLPs of at most 16 Linear layers (any activation, bias or not; no LayerNorm)
+ * whose weights fit: on CUDA each block holds 1/multiprocessors of every layer's rows plus one
+ * layer input in its shared memory (227 KB on an H200: about 29 MB of f32 weights in all, 59 MB
+ * of bf16 or f16). The host backend runs the layers on a private stream of the resident's (the
+ * same results as sp_model_forward, no speed-up), so code written for it runs on every backend. */
+typedef struct sp_resident sp_resident;
+
+/* Prepares m for resident forwards; launches nothing yet. m must outlive *out (close it before
+ * sp_model_free(m)); sp_device_close refuses (SP_ERR_BUSY) while a resident of the device is
+ * open. SP_ERR_UNSUPPORTED naming the reason for a model with a LayerNorm or more than 16
+ * layers, one whose weights do not fit the device, or a backend without resident forwards;
+ * SP_ERR_INVALID_ARGUMENT for NULL or a bad STREAMPOOL_RESIDENT_IDLE_US. Any thread. */
+sp_status sp_resident_open(sp_model *m, sp_resident **out);
+
+/* One forward of one row. in (in_features floats) and out (out_features floats) are device memory
+ * of the model's device, as sp_model_forward takes them ("Device ranges"), else
+ * SP_ERR_INVALID_ARGUMENT. Not stream-ordered: in must hold its values when the call is made (the
+ * work writing it finished: its stream synced), and out holds the result, visible to every stream
+ * and to the host, when the call returns SP_OK. The result is sp_model_forward's for the same row
+ * (f32 accumulation; in bf16 and f16 the input, every layer's output and the result rounded to the
+ * dtype); on CUDA it equals, bit for bit, sp_model_forward's with STREAMPOOL_CUDA_LINEAR=kernel
+ * when every layer's in_features is a multiple of 4 (f32) or 8 (bf16, f16) and in is 16-byte
+ * aligned. A device fault, or no answer within 10 s, gives SP_ERR_BACKEND, and every later call
+ * on r the same (close it). Any thread; calls on one r are serialized. */
+sp_status sp_resident_forward(sp_resident *r, const float *in, float *out);
+
+/* Stops r's kernel and frees what r holds. NULL is a no-op. In a forked child it only forgets r.
+ * Externally synchronized: no sp_resident_forward on r may be running or start. */
+void sp_resident_close(sp_resident *r);
 
 /* ---------------------------------------------------------------------------------------------
  * Interop: extra streams, native handles, pinned host buffers (issue 10; the Python package and

@@ -24,20 +24,21 @@
 
 #include "streampool.h"
 
-#define SP__BACKEND_VERSION                                          \
-  9u /* 2: graph and pinned host memory slots; 3: memcpy_peer_async; \
-        4: stream_native, stream_wait_native; 5: mem_is_foreign;     \
-        6: sp__linear.act, nn_async; 7: nn_head_dim_max;             \
-        8: mem_decommit, mem_commit;                                 \
-        9: sp__linear.io, linear_f32_io_rows */
+#define SP__BACKEND_VERSION                                           \
+  10u /* 2: graph and pinned host memory slots; 3: memcpy_peer_async; \
+         4: stream_native, stream_wait_native; 5: mem_is_foreign;     \
+         6: sp__linear.act, nn_async; 7: nn_head_dim_max;             \
+         8: mem_decommit, mem_commit;                                 \
+         9: sp__linear.io, linear_f32_io_rows; 10: resident_* */
 
 /* The unit of mem_decommit / mem_commit: 2 MiB (CUDA's VMM granularity, a huge page on Linux). */
 #define SP__MEM_PAGE ((size_t)2 << 20)
 
-typedef struct sp__bdevice sp__bdevice; /* a backend's device   */
-typedef struct sp__bstream sp__bstream; /* a backend's stream   */
-typedef struct sp__bevent sp__bevent;   /* a backend's event    */
-typedef struct sp__bgraph sp__bgraph;   /* a backend's captured, instantiated graph */
+typedef struct sp__bdevice sp__bdevice;     /* a backend's device   */
+typedef struct sp__bstream sp__bstream;     /* a backend's stream   */
+typedef struct sp__bevent sp__bevent;       /* a backend's event    */
+typedef struct sp__bgraph sp__bgraph;       /* a backend's captured, instantiated graph */
+typedef struct sp__bresident sp__bresident; /* a backend's resident forward (resident_open) */
 
 /* The activation applied elementwise after a Linear's bias (and by layers that need one alone).
  * GELU_ERF is PyTorch's nn.GELU() and BERT's "gelu"; GELU_TANH its approximate="tanh". */
@@ -129,6 +130,28 @@ typedef struct sp__nn {
     } pool;
   } u;
 } sp__nn;
+
+/* A resident forward's model (resident_open): a chain of Linear layers, each with an optional bias
+ * and any activation (no LayerNorm), weights and biases in `dtype` on the device, immutable while
+ * the resident lives. Inputs and outputs are f32 rows; in bf16 and f16 the input is rounded to
+ * dtype as it is read, every layer's output is rounded to dtype, and the last layer's is written as
+ * f32 holding that rounded value: the results of sp__linear with SP__LINEAR_X_F32 on the first
+ * layer and SP__LINEAR_Y_F32 on the last. */
+#define SP__RESIDENT_LAYERS_MAX 16u
+typedef struct sp__resident_layer {
+  unsigned in, out; /* features; in of layer k+1 is out of layer k */
+  const void *w;    /* [out, in]                                   */
+  const void *bias; /* [out], or NULL for none                     */
+  sp__act act;      /* after the bias                              */
+} sp__resident_layer;
+
+typedef struct sp__resident_desc {
+  sp_dtype dtype;
+  unsigned n_layers;                /* 1..SP__RESIDENT_LAYERS_MAX                   */
+  const sp__resident_layer *layers; /* [n_layers], in the order they run            */
+  unsigned idle_us;                 /* the backend may stop holding the device after this
+                                       long without a forward (the next one restarts it) */
+} sp__resident_desc;
 
 typedef struct sp__backend {
   unsigned version; /* SP__BACKEND_VERSION */
@@ -253,6 +276,22 @@ typedef struct sp__backend {
    * (an unknown pointer is false) and sets no error. NULL -> false: every device pointer comes
    * from the allocator (the host backend: anything else is host memory). */
   bool (*mem_is_foreign)(sp__bdevice *d, const void *p, size_t bytes);
+
+  /* Optional, all three or none: resident forwards (sp_resident_*, include/streampool.h). NULL ->
+   * sp_resident_open returns SP_ERR_UNSUPPORTED. (The host backend runs the layers on a private
+   * stream; the CUDA backend keeps a kernel running.)
+   * resident_open prepares desc's model on d for batch-1 forwards that keep it on the device
+   * between calls (cuda: one kernel holding the weights in shared memory); a model it cannot hold
+   * is SP_ERR_UNSUPPORTED naming what does not fit, with nothing left behind.
+   * resident_run runs one forward: in (in_features f32) and out (out_features f32) are device
+   * memory of d, in holds its values when the call is made, and out holds the result, visible to
+   * every stream and to the host, when it returns SP_OK. Blocking, not stream-ordered. A device
+   * fault or a stall is SP_ERR_BACKEND, after which every later run fails the same way. Calls on
+   * one resident are serialized by the caller.
+   * resident_close stops it and frees what it holds; no run may be in progress. */
+  sp_status (*resident_open)(sp__bdevice *d, const sp__resident_desc *desc, sp__bresident **out);
+  sp_status (*resident_run)(sp__bresident *r, const float *in, float *out);
+  void (*resident_close)(sp__bresident *r);
 } sp__backend;
 
 /* The compiled-in backends. */

@@ -4,7 +4,8 @@
  * environment, backend, slot pool, event pool, backend device, allocator last) and undoes exactly
  * what it built on failure; sp_device_close tears down in the reverse order after syncing every
  * stream (the allocator first; pool streams and their private capture twins, ops.c, last), and
- * refuses (SP_ERR_BUSY) while dev->models or dev->batchers, counted by src/infer, is not 0. Device
+ * refuses (SP_ERR_BUSY) while dev->models, dev->batchers or dev->residents, counted by src/infer,
+ * is not 0. Device
  * ids come from a process-wide counter and are never reused,
  * so per-thread bindings keyed by id never match a later device at a recycled address.
  *
@@ -201,12 +202,13 @@ sp_status sp_device_close(sp_device *dev) {
   if (!dev) return SP_OK;
   if (dev->fork_epoch != atomic_load_explicit(&sp__fork_epoch, memory_order_relaxed)) return SP_OK;
   unsigned models = atomic_load(&dev->models), batchers = atomic_load(&dev->batchers);
-  if (models || batchers)
+  unsigned residents = atomic_load(&dev->residents);
+  if (models || batchers || residents)
     return sp__fail(SP_ERR_BUSY,
-                    "sp_device_close: %u model(s) and %u batcher(s) of this device "
-                    "are still alive; destroy the batchers and free the models first (the device "
-                    "stays open)",
-                    models, batchers);
+                    "sp_device_close: %u model(s), %u batcher(s) and %u resident(s) of this "
+                    "device are still alive; destroy the batchers, close the residents and free "
+                    "the models first (the device stays open)",
+                    models, batchers, residents);
   int cancel = sp__cancel_off(); /* syncs, and joins the host backend's stream threads */
   registry_remove(dev);
   sp__bindings_forget(dev);

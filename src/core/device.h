@@ -33,23 +33,24 @@ struct sp_stream {
 };
 
 struct sp_device {
-  uint64_t id;                        /* unique per open in this process, never reused     */
-  unsigned fork_epoch;                /* sp__fork_epoch at open; differs in a forked child */
-  const sp__backend *be;              /* immutable                                          */
-  sp__bdevice *bdev;                  /* immutable                                          */
-  sp_device_config cfg;               /* effective config (defaults + environment)          */
-  char backend_name[16];              /* cfg.backend points here                            */
-  sp__mutex stream_create_mu;         /* serializes lazy backend stream creation            */
-  sp_stream streams[SP_STREAMS_MAX];  /* [0, cfg.streams) are in use                        */
-  sp_stream privates[SP_STREAMS_MAX]; /* capture twins of streams[] (ops.c), created lazily */
-  sp__mutex capture_mu;               /* serializes graph captures on privates[] (ops.c)    */
-  atomic_uint rr_next;                /* round-robin: bindings so far                        */
-  sp__slot_pool *slots;               /* exclusive mode free slots (stream_pool.c)          */
-  sp__event_pool *events;             /* event_pool.c                                        */
-  sp__allocator *alloc;               /* src/alloc                                           */
-  char name[128];                     /* backend's device name, cached at open               */
-  sp_device *registry_next;           /* live-device registry link (sp__registry_mu)         */
-  atomic_uint models, batchers;       /* alive in src/infer; sp_device_close refuses while > 0 */
+  uint64_t id;                             /* unique per open in this process, never reused     */
+  unsigned fork_epoch;                     /* sp__fork_epoch at open; differs in a forked child */
+  const sp__backend *be;                   /* immutable                                          */
+  sp__bdevice *bdev;                       /* immutable                                          */
+  sp_device_config cfg;                    /* effective config (defaults + environment)          */
+  char backend_name[16];                   /* cfg.backend points here                            */
+  sp__mutex stream_create_mu;              /* serializes lazy backend stream creation            */
+  sp_stream streams[SP_STREAMS_MAX];       /* [0, cfg.streams) are in use                        */
+  sp_stream privates[SP_STREAMS_MAX];      /* capture twins of streams[] (ops.c), created lazily */
+  sp__mutex capture_mu;                    /* serializes graph captures on privates[] (ops.c)    */
+  atomic_uint rr_next;                     /* round-robin: bindings so far                        */
+  sp__slot_pool *slots;                    /* exclusive mode free slots (stream_pool.c)          */
+  sp__event_pool *events;                  /* event_pool.c                                        */
+  sp__allocator *alloc;                    /* src/alloc                                           */
+  char name[128];                          /* backend's device name, cached at open               */
+  sp_device *registry_next;                /* live-device registry link (sp__registry_mu)         */
+  atomic_uint models, batchers, residents; /* alive in src/infer; sp_device_close refuses while
+                                                any is > 0                                    */
 };
 
 /* Incremented in every forked child (pthread_atfork). */

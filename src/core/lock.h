@@ -52,6 +52,7 @@
   X(ENCODER_REQUEST, "enc_req.mu", ONE, NONE)             /* one text's answer; a leaf      */   \
   X(PLAN_CREATE, "io_entry.create_mu", ONE, BACKEND)      /* allocator + backend calls       */  \
   X(PLAN_RUN, "io_plan.mu", ONE, BACKEND)                 /* a whole run: submit, sync       */  \
+  X(RESIDENT_RUN, "sp_resident.mu", ONE, BACKEND)         /* one resident forward            */  \
   X(DEVICE_CAPTURE, "sp_device.capture_mu", ONE, BACKEND) /* graph captures (ops.c)       */     \
   /* src/alloc, outer: the pending-list processor flag (events queried and released under it) */ \
   X(ALLOC_PENDING_BUSY, "sp__allocator.pending_busy", ONE, BACKEND)                              \

@@ -186,3 +186,22 @@ bool sp__mem_is_foreign(const sp_device *dev, const void *p, size_t bytes) {
   return dev->be->mem_is_foreign && !sp__registry_other_owns(dev, p, bytes) &&
          dev->be->mem_is_foreign(dev->bdev, p, bytes);
 }
+
+/* ---- resident forwards ---------------------------------------------------------------------- */
+
+sp_status sp__resident_open(sp_device *dev, const sp__resident_desc *desc, const char *fn,
+                            sp__bresident **out) {
+  const sp__backend *be = dev->be;
+  if (!be->resident_open)
+    return sp__fail(SP_ERR_UNSUPPORTED, "%s: backend '%s' has no resident forwards", fn, be->name);
+  return be->resident_open(dev->bdev, desc, out);
+}
+
+sp_status sp__resident_run(sp_device *dev, sp__bresident *r, const float *in, float *out) {
+  sp_assert(dev->be->resident_run);
+  return dev->be->resident_run(r, in, out);
+}
+
+void sp__resident_close(sp_device *dev, sp__bresident *r) {
+  if (r) dev->be->resident_close(r);
+}

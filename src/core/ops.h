@@ -9,6 +9,7 @@
  *                                 STREAMPOOL_GRAPHS not 0; sp__graph_* assume it said yes
  *   host_alloc/free_pinned        sp__pinned_alloc/free: ordinary host memory when absent or
  *                                 when the backend has none to give
+ *   resident_*                    sp__resident_open: SP_ERR_UNSUPPORTED naming the caller
  * Streams are sp_stream handles throughout (pool streams, or the private twin a capture runs on);
  * the backend stream behind one is created on first use. A graph is captured on a private stream
  * the device owns (one per pool index, created on first capture, destroyed by sp_device_close):
@@ -115,5 +116,16 @@ void sp__pinned_free(sp_device *dev, void *p, bool pinned);
  * sp_device (of the same GPU, say) is not foreign: its allocator may reuse it behind dev's back.
  * Any thread. */
 bool sp__mem_is_foreign(const sp_device *dev, const void *p, size_t bytes);
+
+/* ---- resident forwards ---------------------------------------------------------------------- */
+
+/* The backend's resident_open on dev (backend.h: desc already checked by the caller), or
+ * SP_ERR_UNSUPPORTED naming fn and the backend when it has none. Any thread. */
+sp_status sp__resident_open(sp_device *dev, const sp__resident_desc *desc, const char *fn,
+                            sp__bresident **out);
+/* The backend's resident_run and resident_close for r, opened on dev by sp__resident_open (runs
+ * of one r serialized by the caller). */
+sp_status sp__resident_run(sp_device *dev, sp__bresident *r, const float *in, float *out);
+void sp__resident_close(sp_device *dev, sp__bresident *r);
 
 #endif /* SP_CORE_OPS_H */

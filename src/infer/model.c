@@ -376,20 +376,16 @@ sp_status sp__model_enqueue(const sp_model *m, sp_stream *s, const float *in, fl
   return st;
 }
 
-/* p must hold batch rows of `features` floats inside one live block of m's device, or in device
- * memory of that device that another runtime allocated (a PyTorch or CuPy tensor: the backend
- * knows it; the allocator's own memory is checked block by block). */
-static sp_status model_check_device_rows(const sp_model *m, const float *p, unsigned features,
-                                         unsigned batch, const char *what) {
+sp_status sp__model_check_device_rows(const sp_model *m, const float *p, unsigned features,
+                                      unsigned batch, const char *what, const char *fn) {
   bool is_device = false;
   size_t bytes = (size_t)batch * features * sizeof(float);
-  sp_status st =
-      sp__alloc_range(m->dev->alloc, p, bytes, true, "sp_model_forward", what, &is_device);
+  sp_status st = sp__alloc_range(m->dev->alloc, p, bytes, true, fn, what, &is_device);
   if (st == SP_OK && SP__UNLIKELY(!is_device) && !sp__mem_is_foreign(m->dev, p, bytes))
     st = sp__fail(SP_ERR_INVALID_ARGUMENT,
-                  "sp_model_forward: %s %p (%u rows of %u floats) is not "
+                  "%s: %s %p (%u rows of %u floats) is not "
                   "memory of the model's device (host memory, or another device's)",
-                  what, (const void *)p, batch, features);
+                  fn, what, (const void *)p, batch, features);
   return st;
 }
 
@@ -401,8 +397,9 @@ static sp_status model_forward(sp_model *m, sp_stream *s, const float *in, float
   if (st != SP_OK) return st;
   if (SP__UNLIKELY(s->dev != m->dev))
     return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: stream belongs to another device", fn);
-  st = model_check_device_rows(m, in, sp_model_in_features(m), batch, "in");
-  if (st == SP_OK) st = model_check_device_rows(m, out, sp_model_out_features(m), batch, "out");
+  st = sp__model_check_device_rows(m, in, sp_model_in_features(m), batch, "in", fn);
+  if (st == SP_OK)
+    st = sp__model_check_device_rows(m, out, sp_model_out_features(m), batch, "out", fn);
   if (st != SP_OK) return st;
   bool handled = false;
   st = sp__plan_forward(m, s, in, out, batch, &handled);

@@ -59,6 +59,13 @@ sp_status sp__model_build(sp_device *dev, const sp__model_layer *spec, unsigned 
 /* Whether m's device can run m (Linear, conversions, and LayerNorm where m has one). Any thread. */
 sp_status sp__model_check_backend(const sp_model *m, const char *fn);
 
+/* p must hold batch rows of `features` floats inside one live block of m's device, or in device
+ * memory of that device that another runtime allocated (a PyTorch or CuPy tensor: the backend
+ * knows it; the allocator's own memory is checked block by block): SP_OK, else
+ * SP_ERR_INVALID_ARGUMENT naming fn and what ("in", "out"). Any thread. */
+sp_status sp__model_check_device_rows(const sp_model *m, const float *p, unsigned features,
+                                      unsigned batch, const char *what, const char *fn);
+
 /* Bytes of activation workspace one forward of batch rows needs (256-byte aligned parts). */
 size_t sp__model_workspace_bytes(const sp_model *m, unsigned batch);
 

@@ -36,10 +36,10 @@ static void test_close_refused_while_alive(void **state) {
   SP_CHECK_OK(sp_model_mlp_random(dev, dims, 3, tu_seed(), SP_F32, &m));
   SP_CHECK_OK(sp_model_mlp_random(dev, dims, 3, tu_seed() + 1, SP_BF16, &m2));
   SP_CHECK_OK(sp_batcher_create(m, NULL, &b));
-  expect_busy(dev, "2 model(s) and 1 batcher(s)");
+  expect_busy(dev, "2 model(s), 1 batcher(s) and 0 resident(s)");
   infer_once(m, b);
   sp_batcher_destroy(b);
-  expect_busy(dev, "2 model(s) and 0 batcher(s)");
+  expect_busy(dev, "2 model(s), 0 batcher(s) and 0 resident(s)");
   infer_once(m, NULL);
   sp_model_free(m);
   expect_busy(dev, "1 model(s)");

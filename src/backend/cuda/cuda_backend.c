@@ -406,4 +406,7 @@ const sp__backend sp__cuda_backend = {
     .stream_native = cuda_stream_native,
     .stream_wait_native = cuda_stream_wait_native,
     .mem_is_foreign = cuda_mem_is_foreign,
+    .resident_open = sp__cuda_resident_open,
+    .resident_run = sp__cuda_resident_run,
+    .resident_close = sp__cuda_resident_close,
 };

@@ -117,6 +117,12 @@ bool sp__cuda_vmm_free(void *p);
 sp_status sp__cuda_mem_decommit(sp__bdevice *d, void *segment, size_t offset, size_t bytes);
 sp_status sp__cuda_mem_commit(sp__bdevice *d, void *segment, size_t offset, size_t bytes);
 
+/* The resident forward slots (cuda_resident.c). */
+sp_status sp__cuda_resident_open(sp__bdevice *d, const sp__resident_desc *desc,
+                                 sp__bresident **out);
+sp_status sp__cuda_resident_run(sp__bresident *r, const float *in, float *out);
+void sp__cuda_resident_close(sp__bresident *r);
+
 /* The graph and pinned host memory slots (cuda_graph.c). */
 sp_status sp__cuda_graph_capture_begin(sp__bstream *s);
 sp_status sp__cuda_graph_capture_end(sp__bstream *s, sp__bgraph **out);

@@ -5,8 +5,8 @@
  * (worker threads and their FIFO), host_event.c (events as stream counters), host_math.c (Linear
  * and dtype conversion), host_nn.c (the encoder's other layers), host_peer.c (copies from another
  * host device), host_graph.c (graph capture and replay, and the capture contract's checks),
- * host_pinned.c (pinned host memory). The table is immutable; the objects' locking is described in
- * host_impl.h.
+ * host_pinned.c (pinned host memory), host_resident.c (resident forwards on a private stream). The
+ * table is immutable; the objects' locking is described in host_impl.h.
  */
 #include "backend/host/host_impl.h"
 
@@ -47,4 +47,7 @@ const sp__backend sp__host_backend = {
     .host_alloc_pinned = sp__host_alloc_pinned,
     .host_free_pinned = sp__host_free_pinned,
     .memcpy_peer_async = sp__host_memcpy_peer_async,
+    .resident_open = sp__host_resident_open,
+    .resident_run = sp__host_resident_run,
+    .resident_close = sp__host_resident_close,
 };

@@ -219,6 +219,12 @@ sp_status sp__host_convert_async(sp__bstream *s, void *dst, sp_dtype dst_type, c
                                  sp_dtype src_type, size_t n);
 sp_status sp__host_nn_async(sp__bstream *s, const sp__nn *op);
 
+/* ---- host_resident.c: table slots ---- */
+sp_status sp__host_resident_open(sp__bdevice *d, const sp__resident_desc *desc,
+                                 sp__bresident **out);
+sp_status sp__host_resident_run(sp__bresident *r, const float *in, float *out);
+void sp__host_resident_close(sp__bresident *r);
+
 /* ---- host_peer.c: table slot ---- */
 sp_status sp__host_memcpy_peer_async(sp__bstream *dst_stream, void *dst, sp__bdevice *src_dev,
                                      const void *src, size_t bytes);

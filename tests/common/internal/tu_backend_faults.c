@@ -71,7 +71,10 @@ static sp_status take(tu_slot slot) {
   X(stream_native, (sp__bstream * s, void **out), (s, out))                                       \
   X(stream_wait_native, (sp__bstream * s, void *native), (s, native))                             \
   X(mem_decommit, (sp__bdevice * d, void *seg, size_t off, size_t n), (d, seg, off, n))           \
-  X(mem_commit, (sp__bdevice * d, void *seg, size_t off, size_t n), (d, seg, off, n))
+  X(mem_commit, (sp__bdevice * d, void *seg, size_t off, size_t n), (d, seg, off, n))             \
+  X(resident_open, (sp__bdevice * d, const sp__resident_desc *desc, sp__bresident **out),         \
+    (d, desc, out))                                                                               \
+  X(resident_run, (sp__bresident * r, const float *in, float *out), (r, in, out))
 
 #define TU_DEFINE_BEFORE(name, params, args)       \
   static sp_status fw_##name params {              \

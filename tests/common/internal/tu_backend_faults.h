@@ -19,7 +19,8 @@
  *   - graph_capture_end always ends the capture (backend.h): the real one runs, and a graph it
  *     returned is destroyed before the failure is reported.
  * One slot is armed at a time; tu_fault_disarm() stops injecting. Void slots (device_close,
- * stream_destroy, event_destroy, graph_destroy) and device_name are forwarded and never fail.
+ * stream_destroy, event_destroy, graph_destroy, resident_close) and device_name are forwarded and
+ * never fail.
  *
  * Leak accounting: tu_fault_live() counts the backend objects the wrapper saw created and not
  * yet destroyed (devices, streams, events, memory segments, pinned blocks, graphs) since install.
@@ -64,7 +65,9 @@
   X(stream_native, SP_ERR_BACKEND)           \
   X(stream_wait_native, SP_ERR_BACKEND)      \
   X(mem_decommit, SP_ERR_BACKEND)            \
-  X(mem_commit, SP_ERR_OUT_OF_MEMORY)
+  X(mem_commit, SP_ERR_OUT_OF_MEMORY)        \
+  X(resident_open, SP_ERR_BACKEND)           \
+  X(resident_run, SP_ERR_BACKEND)
 
 typedef enum tu_slot {
 #define TU_SLOT_ENUM(name, status) TU_SLOT_##name,

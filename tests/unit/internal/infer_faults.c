@@ -1,6 +1,7 @@
 /* Goal: device-memory failures inside inference reach exactly the calls they concern: a model
  * build, a forward, sp_model_infer and the batcher's pass return SP_ERR_OUT_OF_MEMORY with a
- * message, change nothing, and later calls succeed with correct outputs once memory is back.
+ * message, change nothing, and later calls succeed with correct outputs once memory is back; a
+ * failing resident open or forward (the backend's resident slots) likewise.
  * Method: the fault-injecting table (tests/common/internal/tu_backend_faults.h) fails every new
  * segment (mem_alloc from its first call on);
  * the model's hidden layer is wide (3M) so every weight and workspace block needs a segment of its
@@ -10,8 +11,10 @@
  */
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 
+#include "core/device.h"
 #include "testutil.h"
 #include "tu_backend_faults.h"
 
@@ -66,6 +69,45 @@ static void test_infer_fails_then_recovers(void **state) {
   SP_CHECK_OK(sp_model_infer(model, x, ref, 2));
   SP_CHECK_OK(sp_model_infer(model, x, y, 2));
   assert_memory_equal(y, ref, sizeof(y));
+}
+
+/* A failing resident open leaves no resident counted; a failing forward reports the backend's
+ * message and the next forward gives the right answer (the host backend has no state to break). */
+static void test_resident_faults(void **state) {
+  (void)state;
+  const unsigned dims[] = {8, 16, 4};
+  sp_model *m = NULL;
+  sp_resident *r = NULL;
+  SP_CHECK_OK(sp_model_mlp_random(dev, dims, 3, 9, SP_BF16, &m));
+  tu_fault_arm(TU_SLOT_resident_open, 0, 0);
+  SP_CHECK_STATUS(sp_resident_open(m, &r), SP_ERR_BACKEND);
+  assert_null(r);
+  assert_non_null(strstr(sp_last_error(), "resident_open"));
+  assert_int_equal(atomic_load(&dev->residents), 0);
+  SP_CHECK_OK(sp_resident_open(m, &r));
+  sp_stream *s;
+  SP_CHECK_OK(sp_stream_current(dev, &s));
+  float x[8] = {1, -2, 3, -4, 0.5f, 0.25f, -1, 2}, want[4], got[4], *din, *dout;
+  SP_CHECK_OK(sp_alloc(dev, sizeof(x), s, (void **)&din));
+  SP_CHECK_OK(sp_alloc(dev, sizeof(got), s, (void **)&dout));
+  SP_CHECK_OK(sp_memcpy_async(s, din, x, sizeof(x)));
+  SP_CHECK_OK(sp_stream_sync(s));
+  SP_CHECK_OK(sp_resident_forward(r, din, dout));
+  SP_CHECK_OK(sp_memcpy_async(s, want, dout, sizeof(want)));
+  SP_CHECK_OK(sp_memset_async(s, dout, 0, sizeof(got)));
+  SP_CHECK_OK(sp_stream_sync(s));
+  tu_fault_arm(TU_SLOT_resident_run, 0, 0); /* the next forward */
+  SP_CHECK_STATUS(sp_resident_forward(r, din, dout), SP_ERR_BACKEND);
+  assert_non_null(strstr(sp_last_error(), "resident_run"));
+  SP_CHECK_OK(sp_resident_forward(r, din, dout));
+  SP_CHECK_OK(sp_memcpy_async(s, got, dout, sizeof(got)));
+  SP_CHECK_OK(sp_stream_sync(s));
+  assert_memory_equal(got, want, sizeof(got));
+  sp_resident_close(r);
+  assert_int_equal(atomic_load(&dev->residents), 0);
+  SP_CHECK_OK(sp_free(dev, din));
+  SP_CHECK_OK(sp_free(dev, dout));
+  sp_model_free(m);
 }
 
 typedef struct caller {
@@ -133,6 +175,7 @@ int main(void) {
       cmocka_unit_test(test_build_fails_cleanly),
       cmocka_unit_test(test_infer_fails_then_recovers),
       cmocka_unit_test(test_batcher_error_reaches_its_callers),
+      cmocka_unit_test(test_resident_faults),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
