@@ -481,7 +481,8 @@ sp_status sp_model_mlp_random(sp_device *dev, const unsigned *dims, unsigned n_d
  */
 
 /* Frees m's weights. Work using m must have finished. NULL is a no-op. In a forked child it only
- * forgets m. Externally synchronized. */
+ * forgets m. While a resident of m is open (sp_resident_open) it frees nothing and logs an error.
+ * Externally synchronized. */
 void sp_model_free(sp_model *m);
 /* m's shape, weight dtype and device, fixed at load. Any thread. */
 unsigned sp_model_in_features(const sp_model *m);
@@ -545,13 +546,15 @@ sp_status sp_batcher_stats_get(sp_batcher *b, sp_batcher_stats *out);
  * rate (docs/PERFORMANCE.md, "Resident forwards").
  *
  * What it costs, on CUDA: while the kernel runs it holds a block's worth of threads and shared
- * memory on every multiprocessor (other streams' kernels still run beside it) and one host core
- * polls while a forward is in flight; a forward blocks its caller and is not stream-ordered; and
- * device-wide synchronizing calls of other threads (cudaFree, cudaDeviceSynchronize, a kernel
- * module's first load) wait for the kernel to leave. It leaves after STREAMPOOL_RESIDENT_IDLE_US
- * microseconds without a forward (read at sp_resident_open, 0..10000000, default 1000; the grammar
- * of sp_device_open's variables) and at its first wait 10 ms after it started; the next forward
- * starts it again (tens of microseconds, weights reloaded from device memory).
+ * memory on every multiprocessor (other streams' kernels run beside it only as far as what is
+ * left of each multiprocessor allows: one needing more shared memory waits for the kernel to
+ * leave) and one host core polls while a forward is in flight; a forward blocks its caller and is
+ * not stream-ordered; and device-wide synchronizing calls of other threads (cudaFree,
+ * cudaDeviceSynchronize, a kernel module's first load) wait for the kernel to leave. It leaves
+ * after STREAMPOOL_RESIDENT_IDLE_US microseconds without a forward (read at sp_resident_open,
+ * 0..10000000, default 1000; the grammar of sp_device_open's variables) and at its first wait 10 ms
+ * after it started; the next forward starts it again (tens of microseconds, weights reloaded from
+ * device memory).
  *
  * A resident runs MLPs of at most 16 Linear layers (any activation, bias or not; no LayerNorm)
  * whose weights fit: on CUDA each block holds 1/multiprocessors of every layer's rows plus one
@@ -560,11 +563,12 @@ sp_status sp_batcher_stats_get(sp_batcher *b, sp_batcher_stats *out);
  * same results as sp_model_forward, no speed-up), so code written for it runs on every backend. */
 typedef struct sp_resident sp_resident;
 
-/* Prepares m for resident forwards; launches nothing yet. m must outlive *out (close it before
- * sp_model_free(m)); sp_device_close refuses (SP_ERR_BUSY) while a resident of the device is
- * open. SP_ERR_UNSUPPORTED naming the reason for a model with a LayerNorm or more than 16
- * layers, one whose weights do not fit the device, or a backend without resident forwards;
- * SP_ERR_INVALID_ARGUMENT for NULL or a bad STREAMPOOL_RESIDENT_IDLE_US. Any thread. */
+/* Prepares m for resident forwards; launches nothing yet. m must outlive *out: sp_model_free(m)
+ * while it is open logs an error and keeps m (close *out first), sp_device_close refuses
+ * (SP_ERR_BUSY) while a resident of the device is open. SP_ERR_UNSUPPORTED naming the reason for a
+ * model with a LayerNorm or more than 16 layers, one whose weights do not fit the device, or a
+ * backend without resident forwards; SP_ERR_INVALID_ARGUMENT for NULL or a bad
+ * STREAMPOOL_RESIDENT_IDLE_US. Any thread. */
 sp_status sp_resident_open(sp_model *m, sp_resident **out);
 
 /* One forward of one row. in (in_features floats) and out (out_features floats) are device memory

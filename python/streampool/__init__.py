@@ -476,6 +476,7 @@ class Model(*((_ModelBase, _Closable) if _ModelBase else (_Closable,))):  # type
         self.in_features: int = int(lib.sp_model_in_features(handle))
         self.out_features: int = int(lib.sp_model_out_features(handle))
         self.dtype: str = _DTYPE_NAMES.get(int(lib.sp_model_dtype(handle)), "?")
+        self._residents: "weakref.WeakSet[Resident]" = weakref.WeakSet()
         if _ModelBase:
             self._fast_bind(handle, self.in_features, self.out_features)
         device._adopt(self)
@@ -598,7 +599,10 @@ class Model(*((_ModelBase, _Closable) if _ModelBase else (_Closable,))):  # type
         __call__ = _call
 
     def close(self) -> None:
-        """Frees the model's weights. Idempotent; no call may be running on it."""
+        """Closes the model's residents, then frees its weights. Idempotent; no call may be
+        running on it."""
+        for r in list(self._residents):
+            r.close()
         if _ModelBase:
             self._fast_bind(0, 0, 0)
         h, self._h = self._h, None
@@ -690,8 +694,8 @@ class Resident(_Closable):
     (include/streampool.h, "Resident forwards"): on CUDA a kernel holding the weights in shared
     memory, woken per forward without a launch or a stream sync; about 1.3-1.5x a graph-replayed
     ``model.forward`` from one thread. MLPs of Linear layers only (no LayerNorm), at most 16, whose
-    weights fit the device's shared memory, else UnsupportedError saying why. Close it before the
-    model (Device.close does).
+    weights fit the device's shared memory, else UnsupportedError saying why. Model.close and
+    Device.close close it first.
 
     ``resident.forward(x, y)`` computes one row; calls from several threads are serialized.
     """
@@ -709,6 +713,7 @@ class Resident(_Closable):
         self._stage: Optional[Tuple[int, int]] = None  # host backend: device blocks for x and y
         self._lock = threading.Lock()
         model.device._adopt(self)
+        model._residents.add(self)
 
     def forward(self, x: Any, y: Any) -> None:
         """y[:] = model(x) for one row: x [1, in_features] and y [1, out_features], float32,

@@ -76,8 +76,8 @@ def test_threads(dev, weights_path):
     for t in ts:
         t.join()
     assert not bad, f"rows mixed up: {bad[:3]}"
-    dev.close()  # closes the resident before the model
-    assert r._h is None
+    m.close()  # closes the resident first
+    assert r._h is None and m._h is None
 
 
 def test_refusals(dev, weights_path, tmp_path):

@@ -250,6 +250,14 @@ void sp_model_free(sp_model *m) {
   if (!m) return;
   /* In a forked child only forget m: its device's streams are the parent's (issue 14 H3). */
   if (sp__device_enter(m->dev, "sp_model_free") != SP_OK) return;
+  unsigned residents = atomic_load(&m->residents);
+  if (residents) { /* its kernels would reload freed weights: refuse, changing nothing */
+    sp__log(SP_LOG_ERROR,
+            "sp_model_free: %u resident(s) of this model are open; the model is kept (close them "
+            "first)",
+            residents);
+    return;
+  }
   int cancel = sp__cancel_off();
   sp__plan_table_destroy(m, m->plans); /* first: its graphs use the weights */
   model_free_weights(m);

@@ -13,6 +13,7 @@
 #ifndef SP_INFER_MODEL_H
 #define SP_INFER_MODEL_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -41,6 +42,7 @@ struct sp_model {
   bool graphs;                  /* graphs on (sp__graphs_enabled at build): plans capture forwards
                                  * and the batcher pads passes to captured sizes              */
   struct sp__plan_table *plans; /* sp_model_infer's cached plans (plan.h); set at build */
+  atomic_uint residents; /* open sp_resident of this model: sp_model_free keeps m while > 0 */
 };
 
 /* Fills one layer's parameters in the host staging buffer: w is [out, in], b, g and beta are

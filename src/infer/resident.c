@@ -5,7 +5,8 @@
  * backend's resident and the mutex that serializes forwards. Open describes the model's layers to
  * the backend (sp__resident_desc) after refusing what a resident cannot run (LayerNorm, more than
  * SP__RESIDENT_LAYERS_MAX layers); the backend refuses what does not fit its device. The device
- * counts open residents (dev->residents), so sp_device_close refuses while one is open.
+ * and the model count open residents (dev->residents, m->residents), so sp_device_close refuses
+ * and sp_model_free keeps the model while one is open.
  * Locking: mu (rank RESIDENT_RUN) is held for one forward: the backend's run, nothing else.
  */
 #include <stdio.h>
@@ -70,6 +71,7 @@ sp_status sp_resident_open(sp_model *m, sp_resident **out) {
     return st;
   }
   atomic_fetch_add(&m->dev->residents, 1);
+  atomic_fetch_add(&m->residents, 1);
   *out = r;
   return SP_OK;
 }
@@ -101,6 +103,7 @@ void sp_resident_close(sp_resident *r) {
   int cancel = sp__cancel_off();
   sp__resident_close(dev, r->b);
   sp__mutex_destroy(&r->mu);
+  atomic_fetch_sub(&r->m->residents, 1);
   atomic_fetch_sub(&dev->residents, 1);
   sp__free(r);
   sp__cancel_restore(cancel);

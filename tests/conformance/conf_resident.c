@@ -4,8 +4,9 @@
  * f32, bf16 and f16, widths that are and are not a multiple of 16 bytes, layers wider than one
  * row a warp), takes new in/out pointers on any call, survives its kernel leaving and coming back
  * (CUDA: STREAMPOOL_RESIDENT_IDLE_US=0 makes it leave at every wait, racing the next forward's
- * bell), serializes callers from several threads without mixing their rows, and refuses what it
- * cannot run with a message, changing nothing.
+ * bell), serializes callers from several threads without mixing their rows, lives beside another
+ * resident of another size, and refuses what it cannot run with a message, changing nothing
+ * (sp_model_free of its model included).
  * Method: seeded MLPs written as safetensors files with their description, weights, biases and
  * inputs multiples of 2^-12 and 2^-8 with at most 8 significant bits, so f32, bf16 and f16 hold
  * them exactly. Each output is checked against a double-precision forward on those values,
@@ -330,6 +331,64 @@ static void case_leave_and_return(sp_device *dev) {
   rs_callers(dev, "50", 2, (unsigned)tu_scale(100));
 }
 
+/* ---- two residents at once ---------------------------------------------------------------- */
+
+/* m's output for row x through r, and through sp_model_forward (the same device). */
+static void rs_both(sp_device *dev, sp_model *m, sp_resident *r, const float *x, float *got,
+                    float *want) {
+  unsigned in = sp_model_in_features(m), out = sp_model_out_features(m);
+  sp_stream *s;
+  float *din, *dout;
+  SP_CHECK_OK(sp_stream_current(dev, &s));
+  SP_CHECK_OK(sp_alloc(dev, sizeof(float) * in, s, (void **)&din));
+  SP_CHECK_OK(sp_alloc(dev, sizeof(float) * out, s, (void **)&dout));
+  SP_CHECK_OK(sp_memcpy_async(s, din, x, sizeof(float) * in));
+  SP_CHECK_OK(sp_stream_sync(s));
+  SP_CHECK_OK(sp_resident_forward(r, din, dout));
+  conf_download(s, got, dout, sizeof(float) * out);
+  SP_CHECK_OK(sp_model_forward(m, s, din, dout, 1));
+  conf_download(s, want, dout, sizeof(float) * out);
+  SP_CHECK_OK(sp_free(dev, din));
+  SP_CHECK_OK(sp_free(dev, dout));
+}
+
+/* A large resident opened first, a small one after: the small one's open must not take from the
+ * large one what its (first) launch needs (CUDA: the kernel's shared-memory limit is the
+ * function's, shared by both). */
+static void case_two_residents(sp_device *dev) {
+  const unsigned big[] = {1024, 4096}, small[] = {64, 64};
+  const bool host = strcmp(sp_device_backend(dev), "host") == 0;
+  sp_model *ma = NULL, *mb = NULL;
+  sp_resident *ra = NULL, *rb = NULL;
+  SP_CHECK_OK(sp_model_mlp_random(dev, big, 2, tu_seed(), SP_F32, &ma));
+  SP_CHECK_OK(sp_model_mlp_random(dev, small, 2, tu_seed() + 1, SP_F32, &mb));
+  SP_CHECK_OK(sp_resident_open(ma, &ra));
+  SP_CHECK_OK(sp_resident_open(mb, &rb));
+  float *x = calloc(1024, sizeof(float)), *got = calloc(4096, sizeof(float));
+  float *want = calloc(4096, sizeof(float));
+  assert_true(x && got && want);
+  tu_rng r = {tu_seed() ^ 3};
+  for (unsigned i = 0; i < 1024; i++) x[i] = rs_value(&r, 255, 1.0f / 256);
+  for (int round = 0; round < 2; round++) {
+    sp_model *m[2] = {mb, ma};
+    sp_resident *res[2] = {rb, ra};
+    for (int k = 0; k < 2; k++) {
+      unsigned out = sp_model_out_features(m[k]);
+      rs_both(dev, m[k], res[k], x, got, want);
+      for (unsigned o = 0; o < out; o++)
+        if (host ? memcmp(&got[o], &want[o], sizeof(float)) != 0
+                 : !(fabsf(got[o] - want[o]) <= 1e-4f * (1 + fabsf(want[o]))))
+          fail_msg("%s resident %d out[%u]: %.9g, sp_model_forward %.9g", sp_device_backend(dev), k,
+                   o, (double)got[o], (double)want[o]);
+    }
+  }
+  sp_resident_close(rb);
+  sp_resident_close(ra);
+  sp_model_free(ma);
+  sp_model_free(mb);
+  free(x), free(got), free(want);
+}
+
 /* ---- refusals ------------------------------------------------------------------------------ */
 
 static void rs_expect(sp_status got, sp_status want, const char *needle) {
@@ -369,6 +428,8 @@ static void case_refusals(sp_device *dev) {
   rs_expect(sp_resident_forward(res, din + 4, dout), SP_ERR_INVALID_ARGUMENT, "in"); /* past end */
   rs_expect(sp_resident_forward(res, din, dout + 1), SP_ERR_INVALID_ARGUMENT, "out");
   SP_CHECK_OK(sp_resident_forward(res, din, dout)); /* the refusals changed nothing */
+  sp_model_free(m); /* refused while res is open (logged): m and res still work */
+  SP_CHECK_OK(sp_resident_forward(res, din, dout));
   sp_resident_close(res);
   sp_resident_close(NULL);
   SP_CHECK_OK(sp_free(dev, din));
@@ -416,6 +477,7 @@ int main(void) {
       {"matches_forward", case_matches_forward},
       {"threads", case_threads},
       {"leave_and_return", case_leave_and_return},
+      {"two_residents", case_two_residents},
       {"refusals", case_refusals},
   };
   return conf_main("conf_resident", cases, sizeof(cases) / sizeof(cases[0]));

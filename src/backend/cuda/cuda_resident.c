@@ -113,7 +113,10 @@ static sp_status resident_buffers(sp__bresident *r, const sp__resident_desc *des
   return SP_OK;
 }
 
-/* Whether d can run the kernel at all and hold this layout: SP_OK or SP_ERR_UNSUPPORTED. */
+/* Whether d can run the kernel at all and hold this layout: SP_OK or SP_ERR_UNSUPPORTED. The
+ * kernel's dynamic shared memory limit is a property of the function, shared by every resident of
+ * the dtype: it is set to the most the device allows (the same value from every open, so opens
+ * of other sizes, concurrent or later, never lower it under a resident that needs more). */
 static sp_status resident_fits(sp__bresident *r) {
   int ord = r->dev->ordinal, coop = 0, mapped = 0, optin = 0, per_sm = 0;
   cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, ord);
@@ -123,18 +126,23 @@ static sp_status resident_fits(sp__bresident *r) {
   if (!coop || !mapped)
     return sp__fail(SP_ERR_UNSUPPORTED, "cuda resident_open: %s has no %s", r->dev->name,
                     !coop ? "cooperative launch" : "mapped host memory");
-  cudaError_t e =
-      cudaFuncSetAttribute(r->fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)r->smem);
+  struct cudaFuncAttributes fa;
+  cudaError_t e = cudaFuncGetAttributes(&fa, r->fn);
+  size_t most = e == cudaSuccess && (size_t)optin > fa.sharedSizeBytes
+                    ? (size_t)optin - fa.sharedSizeBytes
+                    : 0;
   if (e == cudaSuccess)
+    e = cudaFuncSetAttribute(r->fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)most);
+  if (e == cudaSuccess && r->smem <= most)
     e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, r->fn, 32 * SP__CUDA_RESIDENT_WARPS,
                                                       r->smem);
-  if (r->smem > (size_t)optin || e != cudaSuccess || per_sm < 1) {
+  if (r->smem > most || e != cudaSuccess || per_sm < 1) {
     (void)cudaGetLastError();
     return sp__fail(SP_ERR_UNSUPPORTED,
                     "cuda resident_open: the model needs %zu bytes of shared memory a block (its "
                     "weights split over %u multiprocessors, plus one layer input); %s gives at "
-                    "most %d",
-                    r->smem, r->grid, r->dev->name, optin);
+                    "most %zu",
+                    r->smem, r->grid, r->dev->name, most);
   }
   return SP_OK;
 }
@@ -214,6 +222,14 @@ static sp_status resident_start(sp__bresident *r, unsigned last) {
   return SP_OK;
 }
 
+/* Whether the ended launch's barrier wait timed out (a launch that was leaving may have been
+ * running a last forward when it did). */
+static bool resident_failed(sp__bresident *r) {
+  unsigned fail = 1;
+  cudaError_t e = cudaMemcpy(&fail, &r->words->fail, sizeof(fail), cudaMemcpyDeviceToHost);
+  return e != cudaSuccess || fail != 0;
+}
+
 /* The launch in flight ended without `done` reaching bell: why, as a broken resident. */
 static sp_status resident_lost(sp__bresident *r, cudaError_t e) {
   if (e != cudaSuccess) return resident_break(r, "the resident kernel failed", e);
@@ -242,7 +258,8 @@ static sp_status resident_wait(sp__bresident *r, unsigned before) {
     }
     r->running = false; /* the launch has ended */
     if (r->ctl->done == r->bell) return SP_OK;
-    if (q != cudaSuccess || r->ctl->gone != r->launch) return resident_lost(r, q);
+    if (q != cudaSuccess || r->ctl->gone != r->launch || resident_failed(r))
+      return resident_lost(r, q);
     sp_status st = resident_start(r, before); /* it left before it saw the bell */
     if (st != SP_OK) return st;
   }

@@ -71,8 +71,8 @@ __device__ bool barrier_arrive(const sp__cuda_resident_args &a, unsigned k, bool
 }
 
 /* Block 0, thread 0: waits for a bell value other than last and returns it with its pointers and
- * what to do after it (cuda_resident.h: leave 0, 1 or 2; 2 returns ~last). The clock and fail are
- * read every 16 polls of the bell. */
+ * what to do after it (leave: 0 stay, 1 leave after this forward, 2 leave now: returns last). The
+ * clock and fail are read every 16 polls of the bell. */
 __device__ unsigned wait_bell(const sp__cuda_resident_args &a, unsigned last, unsigned long long t0,
                               const float *&in, float *&out, unsigned &leave) {
   const unsigned long long idle0 = now_ns();
@@ -90,9 +90,10 @@ __device__ unsigned wait_bell(const sp__cuda_resident_args &a, unsigned last, un
     }
     if (v == last || v == SP__CUDA_RESIDENT_STOP || *(volatile unsigned *)&a.words->fail) {
       leave = 2;
-      return ~last;
+      return last;
     }
-    if (v & 1u) {
+    if (v & 1u) { /* the pointers were written before the bell: read them after it */
+      __threadfence_system();
       in = a.ctl->in;
       out = a.ctl->out;
     }
@@ -101,7 +102,12 @@ __device__ unsigned wait_bell(const sp__cuda_resident_args &a, unsigned last, un
 }
 
 /* Thread 0 of every block: the next forward's value, its pointers (in, out updated when they
- * changed) and what to do after it. Block 0 takes it from the bell and publishes it in go. */
+ * changed) and what to do after it (as wait_bell). Block 0 takes it from the bell and publishes
+ * it in go as value | LEAVE_BIT when the launch ends after that forward; leaving now it publishes
+ * last | LEAVE_BIT, so a block that has not yet run forward `last` (one layer: no barrier makes
+ * it) still runs it before it leaves. */
+constexpr unsigned long long kLeaveBit = 1ull << 32;
+
 __device__ unsigned next_forward(const sp__cuda_resident_args &a, unsigned last,
                                  unsigned long long t0, const float *&in, float *&out,
                                  unsigned &leave) {
@@ -110,22 +116,22 @@ __device__ unsigned next_forward(const sp__cuda_resident_args &a, unsigned last,
   unsigned v;
   if (blockIdx.x == 0) {
     v = wait_bell(a, last, t0, in, out, leave);
-    if (v & 1u) {
+    if (leave != 2 && (v & 1u)) {
       wd->in = in;
       wd->out = out;
       __threadfence();
     }
-    *go = (unsigned long long)v | (unsigned long long)leave << 32;
+    *go = (unsigned long long)v | (leave ? kLeaveBit : 0ull);
     return v;
   }
   unsigned long long g;
   for (unsigned spins = 1; (unsigned)(g = *go) == last; spins++)
-    if (spins % 64 == 0 && *(volatile unsigned *)&wd->fail) {
+    if ((g & kLeaveBit) || (spins % 64 == 0 && *(volatile unsigned *)&wd->fail)) {
       leave = 2;
-      return ~last;
+      return last;
     }
   v = (unsigned)g;
-  leave = (unsigned)(g >> 32);
+  leave = (g & kLeaveBit) ? 1u : 0u;
   if (v & 1u) {
     __threadfence();
     in = *(const float *volatile *)&wd->in;

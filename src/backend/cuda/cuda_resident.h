@@ -54,12 +54,12 @@ typedef struct sp__cuda_resident_ctl {
 /* Device memory the blocks share during a launch; set by the host before each launch. */
 typedef struct sp__cuda_resident_words {
   unsigned long long go; /* block 0's copy of the bell, one word for one load: the forward's
-                            value | what to do after it << 32 (0 stay, 1 leave after it, 2 leave
-                            now); at launch: the last value, 0                                 */
+                            value, | 1 << 32 when the launch leaves after that forward (value
+                            unchanged: leave now); at launch: the last value                 */
   unsigned count;        /* grid-barrier arrivals of this launch, all blocks                   */
   unsigned fail;         /* 1: a barrier wait timed out; every block leaves                    */
   const float *in;       /* the forward's pointers, written before go when its value says they
-                            changed (its low bit)                                            */
+                            changed (its low bit)                                             */
   float *out;
 } sp__cuda_resident_words;
 
