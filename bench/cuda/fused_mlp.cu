@@ -21,11 +21,10 @@
  *     always started before the blocks that wait for them, so the waits cannot deadlock; by index
  *     that rests on the hardware starting blocks in index order (what it does, not what CUDA
  *     promises).
- *   - "persistent": no launch a forward. One kernel stays resident (persistent_kernel, below: a
- *     block a multiprocessor, each holding its rows of all three layers' weights in shared
- *     memory) and is woken by a doorbell in mapped host memory; layers meet at grid barriers, and
- *     the host polls a done word the last block writes. One caller (the 16-thread columns are
- *     "-"): the kernel serves one forward at a time. Same summation order, checked bit for bit.
+ * (Its former "persistent" row, a kernel staying resident and woken through mapped host memory,
+ * measured 104.9-107.9 k forwards/s on one thread on 2026-12-04 and became the library's resident
+ * forwards: sp_resident_*, src/backend/cuda/cuda_resident.cu, measured by bench/linear's
+ * "resident" rows.)
  *
  * H200, 2026-12-02, `build/bench/fused_mlp 0.5`, forwards/s (f32 1 thread / 16 threads, bf16 1 /
  * 16), every fused variant bit for bit equal to the library's kernels:
@@ -40,19 +39,6 @@
  * streams' kernels could use (16 threads: 4-25 % fewer forwards than the per-layer kernels). PDL
  * already overlaps each layer's weight loads with the layer before; the library keeps one kernel a
  * layer.
- *
- * The persistent kernel, H200, 2026-12-04, two runs of `fused_mlp 0.5` in one call (one thread):
- *   persistent, weights in smem      104.9 k / 106.2 k f32    107.9 k / 106.9 k bf16
- *   3 GEMV, PDL (the library)         68.5 k /  68.1 k f32     79.9 k /  76.8 k bf16
- *   3 empty kernels                  117.0 k / 124.7 k f32    115.0 k / 122.6 k bf16
- * About 9.5 us a forward: below what one graph launch and sync cost even with empty kernels, so
- * on one caller it is 1.35-1.55x the library. Two things made it: only block 0 polls the host
- * doorbell (the others poll its copy in L2; with every block polling host memory across PCIe a
- * forward took 384 us), and each block stages a layer's input in shared memory with one load a
- * thread (reading it per warp from L2 gave 77.6 k / 87.5 k). It is not a mode of the library:
- * it holds one block of every multiprocessor for as long as it lives, its weights must fit in
- * shared memory (8.4 MB here, 64 KB a block), and a forward is a blocking call on the host, not
- * stream-ordered work.
  *
  * usage: fused_mlp [SECONDS per cell, default 0.5]
  */
@@ -167,120 +153,6 @@ __global__ void __launch_bounds__(32 * W) fused_kernel(const __grid_constant__ f
     const unsigned old = atomicAdd(&c.ctr[1 + li], 1u);
     if (li + 1 == kLayers && old + 1 == L.blocks) /* every block has taken its ticket and is done */
       for (unsigned k = 0; k <= kLayers; k++) c.ctr[k] = 0;
-  }
-}
-
-/* ---- persistent: the whole MLP in a kernel that stays resident ----
- * One block a multiprocessor, launched cooperatively (so all are resident at once); each block
- * keeps the rows it computes of every layer's weights in shared memory, loaded once. A forward:
- * the host writes the forward's number to a doorbell in mapped host memory; every block sees it,
- * computes its rows of layer 1 (a warp a row, in the summation order of cuda_gemv.cu at batch
- * 1), the blocks meet at a grid barrier (a count in device memory), then layers 2 and 3; the last
- * block to finish layer 3 writes the number to a done word in mapped host memory, which the host
- * polls. No launch and no stream sync a forward; but the kernel holds every multiprocessor and
- * serves one caller at a time. */
-constexpr unsigned kPersistWarps = 8; /* warps a block: the most rows a block takes of a layer */
-
-struct persist_args {
-  const void *w[kLayers], *b[kLayers];
-  void *buf[kLayers + 1];
-  unsigned dim[kLayers + 1];     /* the layers' widths (kDims)                          */
-  unsigned rows[kLayers];        /* rows of each layer a block takes                   */
-  const volatile unsigned *bell; /* mapped host memory: the forward's number; ~0u: exit */
-  volatile unsigned *done;       /* mapped host memory: the last forward finished       */
-  unsigned *count;               /* device: blocks arrived so far, over all barriers    */
-  unsigned *fail;                /* device: a barrier wait timed out                    */
-  unsigned *go;                  /* device: block 0's copy of the doorbell               */
-};
-
-/* Thread 0 of a block: arrival number k (from 1) of this block at the grid barrier; waits until
- * every block has arrived k times (about 2 s at most, then it flags a failure). */
-__device__ bool persist_arrive(const persist_args &a, unsigned k, bool wait) {
-  __threadfence();
-  const unsigned target = k * gridDim.x, old = atomicAdd(a.count, 1u);
-  if (!wait) return old + 1 == target; /* the last of this round */
-  const long long t0 = clock64();
-  while ((int)(*(volatile unsigned *)a.count - target) < 0)
-    if (clock64() - t0 > (1ll << 32) || *(volatile unsigned *)a.fail) {
-      atomicExch(a.fail, 1u);
-      return false;
-    }
-  return true;
-}
-
-template <typename T>
-__global__ void __launch_bounds__(32 * kPersistWarps)
-    persistent_kernel(const __grid_constant__ persist_args a) {
-  extern __shared__ __align__(16) unsigned char smem[];
-  __shared__ __align__(16) T xs[kXMax]; /* the current layer's input */
-  __shared__ unsigned bell_seen;
-  __shared__ bool ok;
-  constexpr unsigned E = 16 / sizeof(T);
-  const unsigned warp = threadIdx.x / 32, lane = threadIdx.x & 31u;
-  size_t off[kLayers], o = 0;
-  for (unsigned l = 0; l < kLayers; l++) { /* this block's rows of every layer, once */
-    off[l] = o;
-    const size_t row_v = a.dim[l] / E;
-    for (unsigned r = 0; r < a.rows[l]; r++) {
-      const unsigned row = blockIdx.x * a.rows[l] + r;
-      if (row >= a.dim[l + 1]) break;
-      const uint4 *src = static_cast<const uint4 *>(a.w[l]) + (size_t)row * row_v;
-      uint4 *dst = reinterpret_cast<uint4 *>(smem + o) + r * row_v;
-      for (size_t i = threadIdx.x; i < row_v; i += blockDim.x) dst[i] = src[i];
-    }
-    o += (size_t)a.rows[l] * a.dim[l] * sizeof(T);
-  }
-  __syncthreads();
-  unsigned k = 0; /* this block's barrier arrivals (thread 0) */
-  for (unsigned last = 0;;) {
-    if (threadIdx.x == 0) { /* block 0 polls the host's doorbell, the others its copy in L2 */
-      const volatile unsigned *src = blockIdx.x == 0 ? a.bell : a.go;
-      unsigned v;
-      while ((v = *src) == last && !*(volatile unsigned *)a.fail) {
-      }
-      if (blockIdx.x == 0) *(volatile unsigned *)a.go = v;
-      bell_seen = *(volatile unsigned *)a.fail ? ~0u : v;
-    }
-    __syncthreads();
-    const unsigned n = bell_seen;
-    if (n == ~0u) return;
-    last = n;
-    for (unsigned l = 0; l < kLayers; l++) {
-      if (l > 0) {
-        if (threadIdx.x == 0) ok = persist_arrive(a, ++k, true);
-        __syncthreads();
-        if (!ok) return;
-      }
-      /* the layer's input into shared memory first: one L2 round trip, not one a load */
-      for (unsigned i = threadIdx.x; i < a.dim[l] / E; i += blockDim.x)
-        reinterpret_cast<uint4 *>(xs)[i] = ld_l2(static_cast<const uint4 *>(a.buf[l]) + i);
-      __syncthreads();
-      const unsigned row = blockIdx.x * a.rows[l] + warp;
-      if (warp < a.rows[l] && row < a.dim[l + 1]) {
-        const uint4 *w = reinterpret_cast<const uint4 *>(smem + off[l]) + warp * (a.dim[l] / E);
-        const uint4 *x = reinterpret_cast<const uint4 *>(xs);
-        float acc = 0.f;
-        for (unsigned i = lane; i < a.dim[l] / E; i += 32) {
-          float wf[E], xf[E];
-          sp__unpack16(w[i], wf, T());
-          sp__unpack16(x[i], xf, T());
-#pragma unroll
-          for (unsigned e = 0; e < E; e++) acc = fmaf(wf[e], xf[e], acc);
-        }
-#pragma unroll
-        for (int m = 16; m > 0; m >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, m);
-        if (lane == 0) {
-          const float v = acc + sp__to_f(static_cast<const T *>(a.b[l])[row]);
-          static_cast<T *>(a.buf[l + 1])[row] =
-              sp__from_f<T>(sp__cuda_act_apply(v, l + 1 < kLayers ? SP__ACT_RELU : SP__ACT_NONE));
-        }
-      }
-    }
-    __syncthreads();
-    if (threadIdx.x == 0 && persist_arrive(a, ++k, false)) { /* the last block: tell the host */
-      __threadfence_system();
-      *a.done = n;
-    }
   }
 }
 
@@ -485,87 +357,6 @@ double rate(const variant &v, bool bf16, unsigned threads, double seconds) {
   return failed ? -1 : total / el;
 }
 
-/* Forwards/s of the persistent kernel from one host thread (the doorbell, then polling the done
- * word), -1 on a CUDA failure or a stall; *equal: its output equals the library's kernels' bit
- * for bit. */
-double persistent_rate(bool bf16, double seconds, bool *equal) {
-  using clock = std::chrono::steady_clock;
-  *equal = false;
-  net n = make_net(bf16, 99);
-  const size_t es = bf16 ? 2 : 4, bytes = kDims[kLayers] * es;
-  cudaStream_t s;
-  if (cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking) != cudaSuccess) return -1;
-  std::vector<char> want = library_output(n, s, bytes), got(bytes);
-  int dev = 0, sms = 0, per_sm = 0;
-  cudaGetDevice(&dev);
-  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-  persist_args a = {};
-  size_t smem = 0;
-  bool fits = sms > 0;
-  for (unsigned l = 0; l < kLayers && fits; l++) {
-    a.w[l] = n.w[l];
-    a.b[l] = n.b[l];
-    a.rows[l] = (kDims[l + 1] + (unsigned)sms - 1) / (unsigned)sms;
-    fits = a.rows[l] <= kPersistWarps;
-    smem += (size_t)a.rows[l] * kDims[l] * es;
-  }
-  for (unsigned l = 0; l <= kLayers; l++) a.buf[l] = n.buf[l], a.dim[l] = kDims[l];
-  unsigned *host = nullptr, *dhost = nullptr;
-  const void *fn = bf16 ? (const void *)persistent_kernel<__nv_bfloat16>
-                        : (const void *)persistent_kernel<float>;
-  double r = -1;
-  if (fits && cudaHostAlloc(&host, 256, cudaHostAllocMapped) == cudaSuccess &&
-      cudaHostGetDevicePointer(&dhost, host, 0) == cudaSuccess &&
-      cudaMalloc(&a.count, 3 * sizeof(unsigned)) == cudaSuccess &&
-      cudaMemset(a.count, 0, 3 * sizeof(unsigned)) == cudaSuccess &&
-      cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) ==
-          cudaSuccess &&
-      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fn, 32 * kPersistWarps, smem) ==
-          cudaSuccess &&
-      per_sm >= 1) {
-    volatile unsigned *bell = host, *done = host + 32; /* separate cache lines */
-    *bell = 0;
-    *done = 0;
-    a.bell = dhost;
-    a.done = dhost + 32;
-    a.fail = a.count + 1;
-    a.go = a.count + 2;
-    void *args[] = {&a};
-    if (cudaLaunchCooperativeKernel(fn, dim3((unsigned)sms), dim3(32 * kPersistWarps), args, smem,
-                                    s) == cudaSuccess) {
-      auto ring = [&](unsigned k) { /* one forward; false after a second without an answer */
-                                    *bell = k;
-                                    for (const auto t0 = clock::now(); *done != k;)
-                                      if (clock::now() - t0 > std::chrono::seconds(1)) return false;
-                                    return true;
-      };
-      unsigned k = 1;
-      bool alive = true;
-      for (; k <= 100 && alive; k++) alive = ring(k); /* warm-up */
-      const auto t0 = clock::now();
-      double forwards = 0;
-      while (alive && std::chrono::duration<double>(clock::now() - t0).count() < seconds)
-        alive = ring(k++), forwards++;
-      const double el = std::chrono::duration<double>(clock::now() - t0).count();
-      *bell = ~0u;
-      unsigned failed = 1;
-      if (cudaStreamSynchronize(s) == cudaSuccess &&
-          cudaMemcpy(&failed, a.fail, sizeof(failed), cudaMemcpyDeviceToHost) == cudaSuccess &&
-          cudaMemcpy(got.data(), n.buf[kLayers], bytes, cudaMemcpyDeviceToHost) == cudaSuccess &&
-          alive && !failed) {
-        r = forwards / el;
-        *equal = memcmp(want.data(), got.data(), bytes) == 0;
-      }
-    }
-  }
-  if (!fits) fprintf(stderr, "fused_mlp: persistent: too few multiprocessors (%d)\n", sms);
-  if (host) cudaFreeHost(host);
-  if (a.count) cudaFree(a.count);
-  cudaStreamDestroy(s);
-  free_net(n);
-  return r;
-}
-
 }  // namespace
 
 int main(int argc, char **argv) {
@@ -599,13 +390,6 @@ int main(int argc, char **argv) {
       seconds, ok ? "equals the library's kernels bit for bit (f32, bf16)" : "CHECK FAILED");
   printf("%-32s %12s %12s %12s %12s\n", "forwards/s", "f32 1 thr", "f32 16 thr", "bf16 1 thr",
          "bf16 16 thr");
-  bool equal_f32 = false, equal_bf16 = false;
-  const double p32 = persistent_rate(false, seconds, &equal_f32);
-  const double p16 = persistent_rate(true, seconds, &equal_bf16);
-  ok = ok && equal_f32 && equal_bf16;
-  printf("%-32s %12.0f %12s %12.0f %12s   (one caller; %s)\n", "persistent, weights in smem", p32,
-         "-", p16, "-",
-         equal_f32 && equal_bf16 ? "equal to the library's kernels bit for bit" : "CHECK FAILED");
   for (auto &r : rows) {
     printf("%-32s", r.first);
     for (int bf = 0; bf < 2; bf++)

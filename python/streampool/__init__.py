@@ -571,29 +571,25 @@ class Model(*((_ModelBase, _Closable) if _ModelBase else (_Closable,))):  # type
         dev = self.device
         s = dev.current_stream()
         native = s.native_handle if dev.backend == "cuda" else None
-        ax = _interop.import_array(x, "forward(x)", dev.backend, dev.index, s._h, native, False)
-        with ax:
-            ay = _interop.import_array(y, "forward(y)", dev.backend, dev.index, s._h, native,
-                                       True)
-            with ay:
-                b = ax.shape[0]
-                if ax.shape[1] != self.in_features:
-                    raise InvalidArgumentError(f"forward(x): expected [batch, {self.in_features}]"
-                                               f", got {list(ax.shape)}")
-                if tuple(ay.shape) != (b, self.out_features):
-                    raise InvalidArgumentError(f"forward(y): expected [{b}, "
-                                               f"{self.out_features}], got {list(ay.shape)}")
-                if b == 0:
-                    raise InvalidArgumentError("forward: batch is 0")
-                if dev.backend != "cuda":
-                    # Host backend: a CPU array is host memory, which sp_model_forward refuses
-                    # (only sp_alloc blocks are device memory); sp_model_infer takes host memory
-                    # on this thread's current stream (s) and waits.
-                    check(lib.sp_model_infer(self._handle(), ax.ptr, ay.ptr, b))
-                    return
-                check(lib.sp_model_forward(self._handle(), s._h, ax.ptr, ay.ptr, b))
-                if sync:
-                    s.sync()
+        with _interop.import_pair(x, y, dev.backend, dev.index, s._h, native) as (ax, ay):
+            b = ax.shape[0]
+            if ax.shape[1] != self.in_features:
+                raise InvalidArgumentError(f"forward(x): expected [batch, {self.in_features}]"
+                                           f", got {list(ax.shape)}")
+            if tuple(ay.shape) != (b, self.out_features):
+                raise InvalidArgumentError(f"forward(y): expected [{b}, "
+                                           f"{self.out_features}], got {list(ay.shape)}")
+            if b == 0:
+                raise InvalidArgumentError("forward: batch is 0")
+            if dev.backend != "cuda":
+                # Host backend: a CPU array is host memory, which sp_model_forward refuses
+                # (only sp_alloc blocks are device memory); sp_model_infer takes host memory
+                # on this thread's current stream (s) and waits.
+                check(lib.sp_model_infer(self._handle(), ax.ptr, ay.ptr, b))
+                return
+            check(lib.sp_model_forward(self._handle(), s._h, ax.ptr, ay.ptr, b))
+            if sync:
+                s.sync()
 
     if not _ModelBase:  # else ModelBase's vectorcall is model(x), _call its general path
         __call__ = _call
@@ -724,27 +720,22 @@ class Resident(_Closable):
         m, dev = self.model, self.model.device
         s = dev.current_stream()
         native = s.native_handle if dev.backend == "cuda" else None
-        ax = _interop.import_array(x, "forward(x)", dev.backend, dev.index, s._h, native, False)
-        with ax:
-            ay = _interop.import_array(y, "forward(y)", dev.backend, dev.index, s._h, native,
-                                       True)
-            with ay:
-                for a, n, what in ((ax, m.in_features, "x"), (ay, m.out_features, "y")):
-                    if tuple(a.shape) != (1, n):
-                        raise InvalidArgumentError(f"forward({what}): expected [1, {n}], got "
-                                                   f"{list(a.shape)}")
-                if dev.backend == "cuda":
-                    s.sync()  # x's producers, which the import ordered before s
-                    check(lib.sp_resident_forward(self._handle(), ax.ptr, ay.ptr))
-                    return
-                with self._lock:  # the staging blocks are the resident's
-                    bin_, bout = self._staging(s)
-                    nx, ny = 4 * m.in_features, 4 * m.out_features
-                    check(lib.sp_memcpy_async(s._h, bin_, ax.ptr, nx))
-                    check(lib.sp_stream_sync(s._h))
-                    check(lib.sp_resident_forward(self._handle(), bin_, bout))
-                    check(lib.sp_memcpy_async(s._h, ay.ptr, bout, ny))
-                    check(lib.sp_stream_sync(s._h))
+        with _interop.import_pair(x, y, dev.backend, dev.index, s._h, native) as (ax, ay):
+            for a, n, what in ((ax, m.in_features, "x"), (ay, m.out_features, "y")):
+                if tuple(a.shape) != (1, n):
+                    raise InvalidArgumentError(f"forward({what}): expected [1, {n}], got "
+                                               f"{list(a.shape)}")
+            if dev.backend == "cuda":
+                s.sync()  # x's producers, which the import ordered before s
+                check(lib.sp_resident_forward(self._handle(), ax.ptr, ay.ptr))
+                return
+            with self._lock:  # the staging blocks are the resident's
+                bin_, bout = self._staging(s)
+                check(lib.sp_memcpy_async(s._h, bin_, ax.ptr, 4 * m.in_features))
+                check(lib.sp_stream_sync(s._h))
+                check(lib.sp_resident_forward(self._handle(), bin_, bout))
+                check(lib.sp_memcpy_async(s._h, ay.ptr, bout, 4 * m.out_features))
+                check(lib.sp_stream_sync(s._h))
 
     def _staging(self, s: Stream) -> Tuple[int, int]:
         if self._stage is None:

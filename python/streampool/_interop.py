@@ -14,8 +14,9 @@ on it on the device (sp_stream_wait_native), the host is not blocked.
 from __future__ import annotations
 
 import ctypes
+from contextlib import contextmanager
 from ctypes import POINTER, Structure, c_int32, c_int64, c_uint8, c_uint16, c_uint64, c_void_p
-from typing import Any, Optional, Tuple
+from typing import Any, Iterator, Optional, Tuple
 
 from ._errors import InvalidArgumentError, check
 from ._lib import lib
@@ -168,3 +169,12 @@ def import_array(obj: Any, what: str, backend: str, index: int, stream: int,
         return _from_cai(obj, what, backend, stream, writable)
     raise InvalidArgumentError(f"{what}: expected a DLPack (__dlpack__) or "
                                f"__cuda_array_interface__ object, got {type(obj).__name__}")
+
+
+@contextmanager
+def import_pair(x: Any, y: Any, backend: str, index: int, stream: int,
+                native_stream: Optional[int]) -> Iterator[Tuple[DeviceArray, DeviceArray]]:
+    """A forward's x (read) and y (written) borrowed for use on ``stream``, both released after."""
+    with import_array(x, "forward(x)", backend, index, stream, native_stream, False) as ax:
+        with import_array(y, "forward(y)", backend, index, stream, native_stream, True) as ay:
+            yield ax, ay
