@@ -26,6 +26,7 @@
 namespace {
 
 constexpr unsigned kWarps = SP__CUDA_RESIDENT_WARPS, kThreads = 32 * kWarps;
+constexpr unsigned long long kLeaveBit = 1ull << 32; /* in go: leave after this forward */
 
 __device__ __forceinline__ unsigned long long now_ns() {
   unsigned long long t;
@@ -103,11 +104,9 @@ __device__ unsigned wait_bell(const sp__cuda_resident_args &a, unsigned last, un
 
 /* Thread 0 of every block: the next forward's value, its pointers (in, out updated when they
  * changed) and what to do after it (as wait_bell). Block 0 takes it from the bell and publishes
- * it in go as value | LEAVE_BIT when the launch ends after that forward; leaving now it publishes
- * last | LEAVE_BIT, so a block that has not yet run forward `last` (one layer: no barrier makes
+ * it in go, | kLeaveBit when the launch ends after that forward; leaving now it publishes
+ * last | kLeaveBit, so a block that has not yet run forward `last` (one layer: no barrier makes
  * it) still runs it before it leaves. */
-constexpr unsigned long long kLeaveBit = 1ull << 32;
-
 __device__ unsigned next_forward(const sp__cuda_resident_args &a, unsigned last,
                                  unsigned long long t0, const float *&in, float *&out,
                                  unsigned &leave) {
