@@ -3,25 +3,26 @@
  * Goal: a failure of any status-returning backend slot (or of a host allocation) inside
  * sp_device_open (two host devices), events around a host function (record, wait, sync, elapsed),
  * sp_memcpy_peer_async between the devices, sp_alloc, sp_record_stream, sp_free, a segment's free
- * pages decommitted (sp_empty_cache) and committed again (sp_alloc), sp_model_load
- * (f32 and bf16 from a safetensors file), sp_model_infer, sp_model_forward, sp_batcher_create,
- * sp_batcher_infer, sp_encoder_load (the tiny BERT folder) or sp_encoder_embed either returns the
- * status that failure documents (the slot's, see TU_FAULT_SLOTS; host memory: SP_ERR_HOST_MEMORY)
- * with a non-empty message, or is absorbed with a correct result; the same call made again without
- * injection succeeds; and when the script is done, nothing is left behind: every backend object the
- * wrapper saw created was destroyed, every host block allocated through the hook was freed (and
- * ASan's leak check at exit agrees, under make asan). Method: the fault-injecting table
- * (tests/common/internal/tu_backend_faults.h) is installed over the host backend and the counting
- * allocator (tu_host_faults.h) over host memory. For each status-returning slot the host table has
- * (and for host memory), for N = 0, 1, 2, ...: arm the Nth call of that slot to fail, run the whole
- * script; the first step that fails must fail as above, then it is retried disarmed and must
- * succeed, and the script goes on. The loop for a slot ends with the first run in which no injected
- * failure was hit (the script makes fewer than N+1 calls). The script must call every status slot
- * the host table has at least once (a slot it never calls fails the test: extend the script when a
- * slot is added). The teardown (sp_batcher_destroy, sp_model_free, sp_free, sp_device_close) runs
- * armed too: it returns nothing, so a failure there must only leave nothing behind. Both modes run:
- * one-shot (only call N fails) and persistent (call N and every later one fails until the step has
- * returned and is retried disarmed). Outputs of infer/forward/batcher, events and the peer copy are
+ * pages decommitted (sp_empty_cache) and committed again (sp_alloc), sp_model_load (f32 and bf16
+ * from a safetensors file), sp_model_infer, sp_model_forward, sp_batcher_create, sp_batcher_infer,
+ * sp_resident_open, sp_resident_forward, sp_encoder_load (the tiny BERT folder) or
+ * sp_encoder_embed either returns the status that failure documents (the slot's, see
+ * TU_FAULT_SLOTS; host memory: SP_ERR_HOST_MEMORY) with a non-empty message, or is absorbed with a
+ * correct result; the same call made again without injection succeeds; and when the script is
+ * done, nothing is left behind: every backend object the wrapper saw created was destroyed, every
+ * host block allocated through the hook was freed (and ASan's leak check at exit agrees, under
+ * make asan). Method: the fault-injecting table (tests/common/internal/tu_backend_faults.h) is
+ * installed over the host backend and the counting allocator (tu_host_faults.h) over host memory.
+ * For each status-returning slot the host table has (and for host memory), for N = 0, 1, 2, ...:
+ * arm the Nth call of that slot to fail, run the whole script; the first step that fails must fail
+ * as above, then it is retried disarmed and must succeed, and the script goes on. The loop for a
+ * slot ends with the first run in which no injected failure was hit (the script makes fewer than
+ * N+1 calls). The script must call every status slot the host table has at least once (a slot it
+ * never calls fails the test: extend the script when a slot is added). The teardown
+ * (sp_batcher_destroy, sp_resident_close, sp_model_free, sp_free, sp_device_close) runs armed too:
+ * it returns nothing, so a failure there must only leave nothing behind. Both modes run: one-shot
+ * (only call N fails) and persistent (call N and every later one fails until the step has returned
+ * and is retried disarmed). Outputs of infer/forward/batcher, events and the peer copy are
  * checked, so an absorbed failure cannot hide a wrong answer.
  */
 #include <math.h>
@@ -48,6 +49,7 @@ typedef struct script {
   void *p;
   sp_model *m32, *m16;
   sp_batcher *b;
+  sp_resident *res;
   sp_encoder *enc;
 } script;
 
@@ -249,6 +251,32 @@ static sp_status step_batcher_infer(script *c) {
   return st;
 }
 
+static sp_status step_resident_open(script *c) { return sp_resident_open(c->m32, &c->res); }
+
+/* ROWS forwards through the resident, one row each, from and to device blocks. */
+static sp_status step_resident_forward(script *c) {
+  sp_stream *s = NULL;
+  float *din = NULL, *dout = NULL, y[ROWS * OUT];
+  memset(y, 0xff, sizeof(y));
+  sp_status st = sp_stream_current(c->dev, &s);
+  if (st == SP_OK) st = sp_alloc(c->dev, sizeof(x), s, (void **)&din);
+  if (st == SP_OK) st = sp_alloc(c->dev, sizeof(y), s, (void **)&dout);
+  if (st == SP_OK) st = sp_memcpy_async(s, din, x, sizeof(x));
+  if (st == SP_OK) st = sp_stream_sync(s);
+  for (unsigned r = 0; r < ROWS && st == SP_OK; r++)
+    st = sp_resident_forward(c->res, din + r * IN, dout + r * OUT);
+  if (st == SP_OK) st = sp_memcpy_async(s, y, dout, sizeof(y));
+  if (st == SP_OK) st = sp_stream_sync(s);
+  if (st == SP_OK) {
+    const char *bad = check_out(y, 1e-5);
+    if (bad[0]) snprintf(wrong, sizeof(wrong), "sp_resident_forward: %s", bad);
+  }
+  char msg[512];
+  snprintf(msg, sizeof(msg), "%s", sp_last_error());
+  if (s && st != SP_OK) (void)sp_stream_sync(s);
+  return step_end(st, msg, c->dev, din, c->dev, dout);
+}
+
 /* The tiny PyTorch BERT of tests/fixtures/encoder (2 layers, hidden 32). */
 #define ENC_DIR SP_TEST_SOURCE_DIR "/fixtures/encoder/tiny_bert"
 enum { ENC_DIM = 32, ENC_TEXTS = 3 };
@@ -298,6 +326,8 @@ static const step steps[] = {
     {"sp_model_forward", step_forward},
     {"sp_batcher_create", step_batcher_create},
     {"sp_batcher_infer", step_batcher_infer},
+    {"sp_resident_open", step_resident_open},
+    {"sp_resident_forward", step_resident_forward},
     {"sp_encoder_load", step_enc_load},
     {"sp_encoder_embed", step_enc_embed},
 };
@@ -306,6 +336,7 @@ enum { STEPS = sizeof(steps) / sizeof(steps[0]) };
 static void script_close(script *c) {
   sp_encoder_free(c->enc);
   sp_batcher_destroy(c->b);
+  sp_resident_close(c->res);
   sp_model_free(c->m16);
   sp_model_free(c->m32);
   if (c->p) (void)sp_free(c->dev, c->p);
