@@ -542,7 +542,7 @@ sp_status sp_batcher_stats_get(sp_batcher *b, sp_batcher_stats *out);
  * nothing (about 8 us on an H200). A resident keeps the model running on the device between
  * calls: on CUDA one kernel with a block on every multiprocessor, each holding its share of every
  * layer's weights in shared memory, woken for each forward by a doorbell in mapped host memory.
- * A forward is then no launch and no stream sync: from one thread about 1.5x sp_model_forward's
+ * A forward is then no launch and no stream sync: from one thread 1.24-1.42x sp_model_forward's
  * rate (docs/PERFORMANCE.md, "Resident forwards").
  *
  * What it costs, on CUDA: while the kernel runs it holds a block's worth of threads and shared

@@ -688,7 +688,7 @@ class Batcher(_Closable):
 class Resident(_Closable):
     """One caller's batch-1 forwards of ``model`` with the model kept running on the device
     (include/streampool.h, "Resident forwards"): on CUDA a kernel holding the weights in shared
-    memory, woken per forward without a launch or a stream sync; about 1.3-1.5x a graph-replayed
+    memory, woken per forward without a launch or a stream sync; 1.24-1.42x a graph-replayed
     ``model.forward`` from one thread. MLPs of Linear layers only (no LayerNorm), at most 16, whose
     weights fit the device's shared memory, else UnsupportedError saying why. Model.close and
     Device.close close it first.

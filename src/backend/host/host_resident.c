@@ -18,7 +18,7 @@ struct sp__bresident {
   sp__bstream *s;                                     /* private; immutable           */
   sp_dtype dtype;                                     /* immutable                    */
   unsigned n_layers;                                  /* immutable                    */
-  sp__resident_layer layers[SP__RESIDENT_LAYERS_MAX]; /* immutable                */
+  sp__resident_layer layers[SP__RESIDENT_LAYERS_MAX]; /* immutable                    */
   void *buf[2];                                       /* [widest out] each, in dtype  */
 };
 
