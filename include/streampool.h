@@ -583,6 +583,15 @@ sp_status sp_resident_open(sp_model *m, sp_resident **out);
  * on r the same (close it). Any thread; calls on one r are serialized. */
 sp_status sp_resident_forward(sp_resident *r, const float *in, float *out);
 
+typedef struct sp_resident_stats {
+  uint64_t forwards; /* forwards answered with SP_OK                                         */
+  uint64_t launches; /* CUDA: kernel launches (the first forward's, and one after each time the
+                        kernel left: idle, lease); 0 on the host backend                    */
+} sp_resident_stats;
+/* r's counters so far (SP_ERR_INVALID_ARGUMENT for NULL). Any thread; waits for a forward in
+ * progress. */
+sp_status sp_resident_stats_get(sp_resident *r, sp_resident_stats *out);
+
 /* Stops r's kernel and frees what r holds. NULL is a no-op. In a forked child it only forgets r.
  * Externally synchronized: no sp_resident_forward on r may be running or start. */
 void sp_resident_close(sp_resident *r);

@@ -38,7 +38,7 @@ from ._errors import (BackendError, ForkedError, HostMemoryError, InvalidArgumen
                       OutOfMemoryError, PoolExhaustedError, StreampoolError, UnsupportedError,
                       check)
 from ._lib import (BatcherConfig, BatcherStats, DeviceConfig, EncoderBatcherConfig, EncoderInfo,
-                   MemoryStats, lib, library_path)
+                   MemoryStats, ResidentStats, lib, library_path)
 
 try:  # model(x) and batcher(row) without ctypes, where pip built the extension (_speedups.c)
     from . import _speedups
@@ -736,6 +736,12 @@ class Resident(_Closable):
                 check(lib.sp_resident_forward(self._handle(), bin_, bout))
                 check(lib.sp_memcpy_async(s._h, ay.ptr, bout, 4 * m.out_features))
                 check(lib.sp_stream_sync(s._h))
+
+    def stats(self) -> Dict[str, int]:
+        """forwards (answered) and launches (CUDA: kernel launches; 0 on the host backend)."""
+        s = ResidentStats()
+        check(lib.sp_resident_stats_get(self._handle(), byref(s)))
+        return {name: int(getattr(s, name)) for name, _ in ResidentStats._fields_}
 
     def _staging(self, s: Stream) -> Tuple[int, int]:
         if self._stage is None:

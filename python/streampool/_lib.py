@@ -66,6 +66,10 @@ class BatcherStats(Structure):
                                         "run_ns", "answer_ns")]
 
 
+class ResidentStats(Structure):
+    _fields_ = [(n, c_uint64) for n in ("forwards", "launches")]
+
+
 class EncoderInfo(Structure):
     _fields_ = [(n, c_uint) for n in ("hidden", "layers", "heads", "intermediate", "max_seq",
                                       "vocab")] + [("pooling_cls", c_int), ("normalize", c_int)]
@@ -133,6 +137,7 @@ _proto("sp_batcher_stats_get", _st, _p, POINTER(BatcherStats))
 _proto("sp_resident_open", _st, _p, _pp)
 _proto("sp_resident_forward", _st, _p, _p, _p)
 _proto("sp_resident_close", None, _p)
+_proto("sp_resident_stats_get", _st, _p, POINTER(ResidentStats))
 _proto("sp_alloc", _st, _p, c_size_t, _p, _pp)
 _proto("sp_free", _st, _p, _p)
 _proto("sp_memcpy_async", _st, _p, _p, _p, c_size_t)

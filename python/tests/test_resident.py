@@ -47,6 +47,8 @@ def test_matches_model(dev, weights_path, layers):
             assert np.array_equal(got, want), "the host resident is the model's forward"
         err = rel_err(got, reference(layers, x))
         assert err <= 1e-5, f"relative error {err:.3g} > 1e-5"
+    st = r.stats()
+    assert st["forwards"] == 3 and (st["launches"] == 0 if BACKEND == "host" else st["launches"] >= 1)
     r.close()
     r.close()  # idempotent
     with pytest.raises(sp.StreampoolError):

@@ -277,7 +277,7 @@ typedef struct sp__backend {
    * from the allocator (the host backend: anything else is host memory). */
   bool (*mem_is_foreign)(sp__bdevice *d, const void *p, size_t bytes);
 
-  /* Optional, all three or none: resident forwards (sp_resident_*, include/streampool.h). NULL ->
+  /* Optional, all four or none: resident forwards (sp_resident_*, include/streampool.h). NULL ->
    * sp_resident_open returns SP_ERR_UNSUPPORTED. (The host backend runs the layers on a private
    * stream; the CUDA backend keeps a kernel running.)
    * resident_open prepares desc's model on d for batch-1 forwards that keep it on the device
@@ -288,9 +288,12 @@ typedef struct sp__backend {
    * every stream and to the host, when it returns SP_OK. Blocking, not stream-ordered. A device
    * fault or a stall is SP_ERR_BACKEND, after which every later run fails the same way. Calls on
    * one resident are serialized by the caller.
+   * resident_launches: how many times the device side was started (cuda: kernel launches; 0
+   * where nothing is launched); called like a run, never during one.
    * resident_close stops it and frees what it holds; no run may be in progress. */
   sp_status (*resident_open)(sp__bdevice *d, const sp__resident_desc *desc, sp__bresident **out);
   sp_status (*resident_run)(sp__bresident *r, const float *in, float *out);
+  uint64_t (*resident_launches)(const sp__bresident *r);
   void (*resident_close)(sp__bresident *r);
 } sp__backend;
 

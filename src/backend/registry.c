@@ -165,8 +165,9 @@ sp_status sp__backend_validate(const sp__backend *be) {
                     "backend %s: stream_native and stream_wait_native must be "
                     "both set or both NULL",
                     name);
-  int resident = !!be->resident_open + !!be->resident_run + !!be->resident_close;
-  if (resident != 0 && resident != 3)
+  int resident =
+      !!be->resident_open + !!be->resident_run + !!be->resident_launches + !!be->resident_close;
+  if (resident != 0 && resident != 4)
     return sp__fail(SP_ERR_BACKEND, "backend %s: resident slots must be all set or all NULL", name);
   if (!be->mem_decommit != !be->mem_commit)
     return sp__fail(SP_ERR_BACKEND,

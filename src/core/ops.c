@@ -202,6 +202,10 @@ sp_status sp__resident_run(sp_device *dev, sp__bresident *r, const float *in, fl
   return dev->be->resident_run(r, in, out);
 }
 
+uint64_t sp__resident_launches(sp_device *dev, const sp__bresident *r) {
+  return dev->be->resident_launches(r);
+}
+
 void sp__resident_close(sp_device *dev, sp__bresident *r) {
   if (r) dev->be->resident_close(r);
 }

@@ -123,9 +123,10 @@ bool sp__mem_is_foreign(const sp_device *dev, const void *p, size_t bytes);
  * SP_ERR_UNSUPPORTED naming fn and the backend when it has none. Any thread. */
 sp_status sp__resident_open(sp_device *dev, const sp__resident_desc *desc, const char *fn,
                             sp__bresident **out);
-/* The backend's resident_run and resident_close for r, opened on dev by sp__resident_open (runs
- * of one r serialized by the caller). */
+/* The backend's resident_run, resident_launches and resident_close for r, opened on dev by
+ * sp__resident_open (runs of one r serialized by the caller). */
 sp_status sp__resident_run(sp_device *dev, sp__bresident *r, const float *in, float *out);
+uint64_t sp__resident_launches(sp_device *dev, const sp__bresident *r);
 void sp__resident_close(sp_device *dev, sp__bresident *r);
 
 #endif /* SP_CORE_OPS_H */

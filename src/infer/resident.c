@@ -7,7 +7,8 @@
  * SP__RESIDENT_LAYERS_MAX layers); the backend refuses what does not fit its device. The device
  * and the model count open residents (dev->residents, m->residents), so sp_device_close refuses
  * and sp_model_free keeps the model while one is open.
- * Locking: mu (rank RESIDENT_RUN) is held for one forward: the backend's run, nothing else.
+ * Locking: mu (rank RESIDENT_RUN) is held for one forward (the backend's run and the count) and
+ * for a read of the counters, nothing else.
  */
 #include <stdio.h>
 
@@ -19,9 +20,10 @@
 #define RESIDENT_IDLE_US_MAX 10000000u
 
 struct sp_resident {
-  sp_model *m;      /* immutable; outlives r                  */
-  sp__bresident *b; /* the backend's; runs under mu           */
-  sp__mutex mu;     /* serializes forwards (rank RESIDENT_RUN) */
+  sp_model *m;       /* immutable; outlives r                  */
+  sp__bresident *b;  /* the backend's; runs under mu           */
+  sp__mutex mu;      /* serializes forwards (rank RESIDENT_RUN) */
+  uint64_t forwards; /* answered with SP_OK; under mu          */
 };
 
 /* m as a resident model, or SP_ERR_UNSUPPORTED saying why it is not one. */
@@ -90,9 +92,21 @@ sp_status sp_resident_forward(sp_resident *r, const float *in, float *out) {
   int cancel = sp__cancel_off();
   sp__mutex_lock(&r->mu);
   st = sp__resident_run(m->dev, r->b, in, out);
+  if (st == SP_OK) r->forwards++;
   sp__mutex_unlock(&r->mu);
   sp__cancel_restore(cancel);
   return st;
+}
+
+sp_status sp_resident_stats_get(sp_resident *r, sp_resident_stats *out) {
+  static const char fn[] = "sp_resident_stats_get";
+  if (!r || !out) return sp__fail(SP_ERR_INVALID_ARGUMENT, "%s: resident or out is NULL", fn);
+  sp_status st = sp__device_enter(r->m->dev, fn);
+  if (st != SP_OK) return st;
+  sp__mutex_lock(&r->mu);
+  *out = (sp_resident_stats){r->forwards, sp__resident_launches(r->m->dev, r->b)};
+  sp__mutex_unlock(&r->mu);
+  return SP_OK;
 }
 
 void sp_resident_close(sp_resident *r) {

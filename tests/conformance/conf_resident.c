@@ -4,17 +4,17 @@
  * f32, bf16 and f16, widths that are and are not a multiple of 16 bytes, layers wider than one
  * row a warp), takes new in/out pointers on any call, survives its kernel leaving and coming back
  * (CUDA: STREAMPOOL_RESIDENT_IDLE_US=0 makes it leave at every wait, racing the next forward's
- * bell), serializes callers from several threads without mixing their rows, lives beside another
- * resident of another size, and refuses what it cannot run with a message, changing nothing
- * (sp_model_free of its model included).
- * Method: seeded MLPs written as safetensors files with their description, weights, biases and
- * inputs multiples of 2^-12 and 2^-8 with at most 8 significant bits, so f32, bf16 and f16 hold
- * them exactly. Each output is checked against a double-precision forward on those values,
- * within 5e-5 (f32) or 4e-2 (16-bit) of the magnitude bound |W|·|x| + |b| carried through the
- * layers, and against sp_model_forward on a device with STREAMPOOL_CUDA_LINEAR=kernel (read by
- * the CUDA backend only): bit for bit on the host always, and on CUDA where the API promises it
- * (every in_features a multiple of 16 bytes of elements, in 16-byte aligned). The first mismatch
- * prints the output index, both values and the bound.
+ * bell; the launch count shows it did), serializes callers from several threads without mixing
+ * their rows, lives beside another resident of another size, and refuses what it cannot run with a
+ * message, changing nothing (sp_model_free of its model included). Method: seeded MLPs written as
+ * safetensors files with their description, weights, biases and inputs multiples of 2^-12 and 2^-8
+ * with at most 8 significant bits, so f32, bf16 and f16 hold them exactly. Each output is checked
+ * against a double-precision forward on those values, within 5e-5 (f32) or 4e-2 (16-bit) of the
+ * magnitude bound |W|·|x| + |b| carried through the layers, and against sp_model_forward on a
+ * device with STREAMPOOL_CUDA_LINEAR=kernel (read by the CUDA backend only): bit for bit on the
+ * host always, and on CUDA where the API promises it (every in_features a multiple of 16 bytes of
+ * elements, in 16-byte aligned). The first mismatch prints the output index, both values and the
+ * bound.
  */
 #include <math.h>
 #include <stdbool.h>
@@ -315,6 +315,21 @@ static void rs_callers(sp_device *dev, const char *idle, unsigned threads, unsig
     assert_int_equal(pthread_create(&th[i], NULL, rs_caller_main, &c[i]), 0);
   }
   for (unsigned i = 0; i < threads; i++) pthread_join(th[i], NULL);
+  /* Every forward counted; on CUDA, a launch for each warm-up forward when the kernel leaves
+   * between them (idle set), and far fewer launches than forwards when it stays. */
+  sp_resident_stats st_ = {0};
+  SP_CHECK_OK(sp_resident_stats_get(res, &st_));
+  const uint64_t forwards = ROWS + (uint64_t)threads * iters;
+  if (st_.forwards != forwards)
+    fail_msg("stats: %llu forwards counted, %llu made", (unsigned long long)st_.forwards,
+             (unsigned long long)forwards);
+  const bool host = strcmp(sp_device_backend(dev), "host") == 0;
+  if (host ? st_.launches != 0
+           : (st_.launches < 1 || (idle && st_.launches < ROWS) ||
+              (!idle && st_.launches > forwards / 4 + 2)))
+    fail_msg("%s, idle %s: %llu launches for %llu forwards", sp_device_backend(dev),
+             idle ? idle : "default", (unsigned long long)st_.launches,
+             (unsigned long long)forwards);
   sp_resident_close(res);
   SP_CHECK_OK(sp_free(dev, din));
   SP_CHECK_OK(sp_free(dev, dout));
@@ -421,6 +436,9 @@ static void case_refusals(sp_device *dev) {
   SP_CHECK_OK(sp_memcpy_async(s, din, host_in, sizeof(host_in)));
   SP_CHECK_OK(sp_stream_sync(s));
   rs_expect(sp_resident_forward(NULL, din, dout), SP_ERR_INVALID_ARGUMENT, "NULL");
+  sp_resident_stats stats;
+  rs_expect(sp_resident_stats_get(NULL, &stats), SP_ERR_INVALID_ARGUMENT, "NULL");
+  rs_expect(sp_resident_stats_get(res, NULL), SP_ERR_INVALID_ARGUMENT, "NULL");
   rs_expect(sp_resident_forward(res, NULL, dout), SP_ERR_INVALID_ARGUMENT, "NULL");
   rs_expect(sp_resident_forward(res, din, NULL), SP_ERR_INVALID_ARGUMENT, "NULL");
   rs_expect(sp_resident_forward(res, host_in, dout), SP_ERR_INVALID_ARGUMENT, "in");

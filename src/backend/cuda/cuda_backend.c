@@ -408,5 +408,6 @@ const sp__backend sp__cuda_backend = {
     .mem_is_foreign = cuda_mem_is_foreign,
     .resident_open = sp__cuda_resident_open,
     .resident_run = sp__cuda_resident_run,
+    .resident_launches = sp__cuda_resident_launches,
     .resident_close = sp__cuda_resident_close,
 };

@@ -121,6 +121,7 @@ sp_status sp__cuda_mem_commit(sp__bdevice *d, void *segment, size_t offset, size
 sp_status sp__cuda_resident_open(sp__bdevice *d, const sp__resident_desc *desc,
                                  sp__bresident **out);
 sp_status sp__cuda_resident_run(sp__bresident *r, const float *in, float *out);
+uint64_t sp__cuda_resident_launches(const sp__bresident *r);
 void sp__cuda_resident_close(sp__bresident *r);
 
 /* The graph and pinned host memory slots (cuda_graph.c). */

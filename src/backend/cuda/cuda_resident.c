@@ -43,11 +43,12 @@ struct sp__bresident {
   sp__cuda_resident_words *words; /* device, then the layers' outputs (one allocation)     */
   const float *in;                /* the pointers the kernel has (sent with the last bell)   */
   float *out;
-  unsigned seq;    /* forwards rung                                           */
-  unsigned bell;   /* the last bell value written                             */
-  unsigned launch; /* the last launch's number                                */
-  bool running;    /* a launch is in flight (it may be leaving)               */
-  bool broken;     /* a run failed: every later run fails with `why`          */
+  unsigned seq;      /* forwards rung                                           */
+  unsigned bell;     /* the last bell value written                             */
+  unsigned launch;   /* the last launch's number                                */
+  uint64_t launches; /* launches so far                                          */
+  bool running;      /* a launch is in flight (it may be leaving)               */
+  bool broken;       /* a run failed: every later run fails with `why`          */
   char why[256];
 };
 
@@ -219,6 +220,7 @@ static sp_status resident_start(sp__bresident *r, unsigned last) {
   if (e == cudaSuccess) e = sp__cuda_resident_launch(r->fn, &r->args, r->grid, r->smem, r->stream);
   if (e != cudaSuccess) return resident_break(r, "launching the resident kernel", e);
   r->running = true;
+  r->launches++;
   return SP_OK;
 }
 
@@ -290,6 +292,8 @@ sp_status sp__cuda_resident_run(sp__bresident *r, const float *in, float *out) {
   r->bell = v;
   return resident_wait(r, before);
 }
+
+uint64_t sp__cuda_resident_launches(const sp__bresident *r) { return r->launches; }
 
 /* ---- close ------------------------------------------------------------------------------ */
 

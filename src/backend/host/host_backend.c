@@ -49,5 +49,6 @@ const sp__backend sp__host_backend = {
     .memcpy_peer_async = sp__host_memcpy_peer_async,
     .resident_open = sp__host_resident_open,
     .resident_run = sp__host_resident_run,
+    .resident_launches = sp__host_resident_launches,
     .resident_close = sp__host_resident_close,
 };

@@ -223,6 +223,7 @@ sp_status sp__host_nn_async(sp__bstream *s, const sp__nn *op);
 sp_status sp__host_resident_open(sp__bdevice *d, const sp__resident_desc *desc,
                                  sp__bresident **out);
 sp_status sp__host_resident_run(sp__bresident *r, const float *in, float *out);
+uint64_t sp__host_resident_launches(const sp__bresident *r);
 void sp__host_resident_close(sp__bresident *r);
 
 /* ---- host_peer.c: table slot ---- */

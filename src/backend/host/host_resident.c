@@ -70,6 +70,11 @@ sp_status sp__host_resident_run(sp__bresident *r, const float *in, float *out) {
   return st != SP_OK ? st : sync;
 }
 
+uint64_t sp__host_resident_launches(const sp__bresident *r) {
+  (void)r;
+  return 0; /* nothing is launched: the stream's worker runs the layers */
+}
+
 void sp__host_resident_close(sp__bresident *r) {
   if (!r) return;
   sp__host_stream_destroy(r->s);
