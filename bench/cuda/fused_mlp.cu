@@ -73,14 +73,6 @@ struct fused_chain {
   unsigned *ctr; /* [0]: tickets taken; [1 + l]: blocks of layer l done */
 };
 
-__device__ __forceinline__ uint4 ld_l2(const uint4 *p) { /* not from L1: written this launch */
-  uint4 v;
-  asm volatile("ld.global.cg.v4.u32 {%0, %1, %2, %3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-}
-
 template <typename T, unsigned W, bool TICKET, bool STAGE>
 __global__ void __launch_bounds__(32 * W) fused_kernel(const __grid_constant__ fused_chain c) {
   __shared__ unsigned ticket;
@@ -117,7 +109,7 @@ __global__ void __launch_bounds__(32 * W) fused_kernel(const __grid_constant__ f
   const uint4 *x = static_cast<const uint4 *>(L.x);
   if (STAGE) {
     for (unsigned i = threadIdx.x; i < nv; i += 32 * W)
-      reinterpret_cast<uint4 *>(xs)[i] = ld_l2(x + i);
+      reinterpret_cast<uint4 *>(xs)[i] = sp__ld_l2(x + i);
     __syncthreads();
     x = reinterpret_cast<const uint4 *>(xs);
   }
@@ -128,7 +120,7 @@ __global__ void __launch_bounds__(32 * W) fused_kernel(const __grid_constant__ f
     if (i < nv) {
       float wf[E], xf[E];
       sp__unpack16(head[p], wf, T());
-      sp__unpack16(STAGE ? x[i] : ld_l2(x + i), xf, T());
+      sp__unpack16(STAGE ? x[i] : sp__ld_l2(x + i), xf, T());
 #pragma unroll
       for (unsigned e = 0; e < E; e++) acc = fmaf(wf[e], xf[e], acc);
     }
@@ -136,7 +128,7 @@ __global__ void __launch_bounds__(32 * W) fused_kernel(const __grid_constant__ f
   for (unsigned i = lane + 32u * kHeld; i < nv; i += 32) {
     float wf[E], xf[E];
     sp__unpack16(ld_stream(wr + i), wf, T());
-    sp__unpack16(STAGE ? x[i] : ld_l2(x + i), xf, T());
+    sp__unpack16(STAGE ? x[i] : sp__ld_l2(x + i), xf, T());
 #pragma unroll
     for (unsigned e = 0; e < E; e++) acc = fmaf(wf[e], xf[e], acc);
   }

@@ -3,7 +3,7 @@
  * (__float2bfloat16_rn, __float2half_rn: the host's sp__f32_to_bf16 and sp__f32_to_f16 round
  * the same way, f16 to infinity above 65504). Every kernel is a template over the storage type T;
  * sp__elem_dispatch maps an sp_dtype to it, once per entry point.
- * Device code and one host dispatcher; no state, no locks.
+ * Device code (the conversions and an L2-only load) and one host dispatcher; no state, no locks.
  */
 #ifndef SP_BACKEND_CUDA_ELEM_CUH
 #define SP_BACKEND_CUDA_ELEM_CUH
@@ -90,6 +90,22 @@ __device__ __forceinline__ void sp__unpack16(const uint4 &q, float *f, __half) {
     f[2 * i] = v.x;
     f[2 * i + 1] = v.y;
   }
+}
+
+/* 16 bytes, or one f32, read from L2 (ld.global.cg), never from a possibly stale L1 line: for
+ * memory written while the reading kernel runs (by other blocks of it, or between the forwards of
+ * a kernel that stays resident). */
+__device__ __forceinline__ uint4 sp__ld_l2(const uint4 *p) {
+  uint4 v;
+  asm volatile("ld.global.cg.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+__device__ __forceinline__ float sp__ld_l2(const float *p) {
+  float v;
+  asm volatile("ld.global.cg.f32 %0, [%1];" : "=f"(v) : "l"(p));
+  return v;
 }
 
 /* Calls f with a value of the storage type of dt (float, __nv_bfloat16, __half); an unknown dt

@@ -34,20 +34,6 @@ __device__ __forceinline__ unsigned long long now_ns() {
   return t;
 }
 
-__device__ __forceinline__ uint4 ld_l2(const uint4 *p) {
-  uint4 v;
-  asm volatile("ld.global.cg.v4.u32 {%0, %1, %2, %3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-}
-
-__device__ __forceinline__ float ld_l2(const float *p) {
-  float v;
-  asm volatile("ld.global.cg.f32 %0, [%1];" : "=f"(v) : "l"(p));
-  return v;
-}
-
 /* Thread 0: this block's arrival number k (from 1) at the grid barrier; with wait, returns once
  * every block has arrived k times (false after wait_ns, with fail set, or when fail is set).
  * Without wait, returns whether this was the last arrival of round k. The clock and fail are looked
@@ -148,17 +134,18 @@ __device__ void stage_input(const sp__cuda_resident_args &a, unsigned l, const f
   if (l > 0) {
     const uint4 *src = static_cast<const uint4 *>(a.layer[l - 1].y);
     for (unsigned i = threadIdx.x; i < L.in_pad / E; i += kThreads)
-      reinterpret_cast<uint4 *>(xs)[i] = ld_l2(src + i);
+      reinterpret_cast<uint4 *>(xs)[i] = sp__ld_l2(src + i);
   } else if ((reinterpret_cast<uintptr_t>(in) & 15u) == 0 && L.in % 4 == 0) {
     for (unsigned i = threadIdx.x; i < L.in / 4; i += kThreads) {
-      const uint4 q = ld_l2(reinterpret_cast<const uint4 *>(in) + i);
+      const uint4 q = sp__ld_l2(reinterpret_cast<const uint4 *>(in) + i);
       xs[4 * i] = sp__from_f<T>(__uint_as_float(q.x));
       xs[4 * i + 1] = sp__from_f<T>(__uint_as_float(q.y));
       xs[4 * i + 2] = sp__from_f<T>(__uint_as_float(q.z));
       xs[4 * i + 3] = sp__from_f<T>(__uint_as_float(q.w));
     }
   } else {
-    for (unsigned i = threadIdx.x; i < L.in; i += kThreads) xs[i] = sp__from_f<T>(ld_l2(in + i));
+    for (unsigned i = threadIdx.x; i < L.in; i += kThreads)
+      xs[i] = sp__from_f<T>(sp__ld_l2(in + i));
   }
   if (l == 0)
     for (unsigned i = L.in + threadIdx.x; i < L.in_pad; i += kThreads) xs[i] = sp__from_f<T>(0.0f);
