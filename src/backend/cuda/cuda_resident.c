@@ -224,25 +224,21 @@ static sp_status resident_start(sp__bresident *r, unsigned last) {
   return SP_OK;
 }
 
-/* Whether the ended launch's barrier wait timed out (a launch that was leaving may have been
- * running a last forward when it did). */
-static bool resident_failed(sp__bresident *r) {
-  unsigned fail = 1;
-  cudaError_t e = cudaMemcpy(&fail, &r->words->fail, sizeof(fail), cudaMemcpyDeviceToHost);
-  return e != cudaSuccess || fail != 0;
+/* The ended launch's fail word into *fail (1: a grid barrier timed out; a launch that was leaving
+ * may have been running a last forward when it did). */
+static cudaError_t resident_read_fail(sp__bresident *r, unsigned *fail) {
+  return cudaMemcpy(fail, &r->words->fail, sizeof(*fail), cudaMemcpyDeviceToHost);
 }
 
-/* The launch in flight ended without `done` reaching bell: why, as a broken resident. */
-static sp_status resident_lost(sp__bresident *r, cudaError_t e) {
+/* The launch in flight ended without `done` reaching bell and without having left: why (e: the
+ * launch's or the fail word's read's error; fail: the fail word), as a broken resident. */
+static sp_status resident_lost(sp__bresident *r, cudaError_t e, unsigned fail) {
   if (e != cudaSuccess) return resident_break(r, "the resident kernel failed", e);
-  sp__cuda_resident_words w;
-  e = cudaMemcpy(&w, r->words, sizeof(w), cudaMemcpyDeviceToHost);
   return resident_break(r,
-                        e == cudaSuccess && w.fail
-                            ? "the resident kernel stopped: a grid barrier timed out (a block was "
-                              "not running)"
-                            : "the resident kernel stopped without answering",
-                        e);
+                        fail ? "the resident kernel stopped: a grid barrier timed out (a block was "
+                               "not running)"
+                             : "the resident kernel stopped without answering",
+                        cudaSuccess);
 }
 
 /* Polls for done == r->bell. Every RESIDENT_SPIN_CHECK polls it asks whether the launch has
@@ -260,8 +256,9 @@ static sp_status resident_wait(sp__bresident *r, unsigned before) {
     }
     r->running = false; /* the launch has ended */
     if (r->ctl->done == r->bell) return SP_OK;
-    if (q != cudaSuccess || r->ctl->gone != r->launch || resident_failed(r))
-      return resident_lost(r, q);
+    unsigned fail = 0;
+    cudaError_t e = q == cudaSuccess ? resident_read_fail(r, &fail) : q;
+    if (e != cudaSuccess || fail || r->ctl->gone != r->launch) return resident_lost(r, e, fail);
     sp_status st = resident_start(r, before); /* it left before it saw the bell */
     if (st != SP_OK) return st;
   }
