@@ -8,8 +8,8 @@
  * 16 threads; and per dtype the same model through a resident (sp_resident_forward, one caller,
  * batch 1: no launch and no sync a forward). Each row prints forwards/s, rows per second, p50/p99
  * latency and the ratio to the cuBLASLt-only row and to the limit (the resident's: to the
- * one-thread ones). In auto mode the shapes are first run once eagerly (a model
- * built with STREAMPOOL_GRAPHS=0), so the backend times them outside capture; the graphs captured
+ * one-thread ones). In auto mode the shapes are first run once eagerly (a model built with
+ * STREAMPOOL_GRAPHS=0), so the backend times them outside capture; the graphs captured
  * afterwards use the cached choice; `--log debug` prints the library's log on stderr, each timing
  * among it (its two times and the answer). usage: linear [--duration S] [--threads 1,16]
  * [--batches 8,32] [--dtypes f32,bf16,f16] [--log debug]

@@ -5,9 +5,8 @@
  * what it built on failure; sp_device_close tears down in the reverse order after syncing every
  * stream (the allocator first; pool streams and their private capture twins, ops.c, last), and
  * refuses (SP_ERR_BUSY) while dev->models, dev->batchers or dev->residents, counted by src/infer,
- * is not 0. Device
- * ids come from a process-wide counter and are never reused,
- * so per-thread bindings keyed by id never match a later device at a recycled address.
+ * is not 0. Device ids come from a process-wide counter and are never reused, so per-thread
+ * bindings keyed by id never match a later device at a recycled address.
  *
  * Registry: a mutex-protected list of live devices, so that thread-exit destructors
  * (stream_pool.c) touch a device only while it is open. Its lock ranks below all device locks

@@ -10,8 +10,6 @@
  * Locking: mu (rank RESIDENT_RUN) is held for one forward (the backend's run and the count) and
  * for a read of the counters, nothing else.
  */
-#include <stdio.h>
-
 #include "core/env.h"
 #include "core/ops.h"
 #include "infer/model.h"
